@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that Postern's tests, demo and benchmarks use.
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+pkgs=(nftables iproute2 openssh-server openssh-client dnsutils iperf3 postgresql postgresql-client curl ca-certificates procps psmisc)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  echo "installing: ${missing[*]}"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+command -v go >/dev/null || { echo "Go 1.26 is required (https://go.dev/dl/)"; exit 1; }
