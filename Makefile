@@ -38,3 +38,6 @@ demo: deps build
 
 clean:
 	rm -rf bin dist
+
+# Component-specific targets (packages, lab, bench details) live in mk/*.mk.
+-include mk/*.mk

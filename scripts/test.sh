@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: vet/format/cross-build checks, unit tests (with the
-# race detector), then the end-to-end suites that need root and network
-# namespaces. Under CI=true a missing privilege is a failure, never a skip.
+# race detector), then every suite in scripts/test.d in name order (the
+# end-to-end suites that need root and network namespaces). Under CI=true a
+# missing privilege is a failure, never a skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 make check
-go test -race -timeout 10m ./...
+go test -race -timeout 12m ./...
+for s in scripts/test.d/*.sh; do
+  [ -e "$s" ] || continue
+  echo "=== $s"
+  bash "$s"
+done
