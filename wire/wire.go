@@ -295,3 +295,16 @@ func ReadDatagram(r io.Reader, buf []byte) ([]byte, error) {
 	}
 	return buf[:n], nil
 }
+
+// ServerNameSuffix ends the TLS server name a client sends to a connector.
+const ServerNameSuffix = ".postern.invalid"
+
+// ServerName is the TLS server name a client sends to a connector: the first 32
+// hex characters of the certificate digest its Connection Token carries, so that
+// a connector serving two certificates during a rotation presents the right one.
+func ServerName(certDigest string) string {
+	if len(certDigest) > 32 {
+		certDigest = certDigest[:32]
+	}
+	return certDigest + ServerNameSuffix
+}
