@@ -27,6 +27,8 @@
 package controlapi
 
 import (
+	"crypto/hmac"
+	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -215,6 +217,10 @@ type RelayInfo struct {
 	UDPAddr string `json:"udp_addr"` // STUN/TURN over UDP, "ip:port"
 	TLSAddr string `json:"tls_addr"` // TURN over TLS and signaling, "ip:port"
 	Online  bool   `json:"online"`
+	// Hex SHA-256 of the DER of the relay's self-signed TLS certificate
+	// (RelayRegister.TLSCertSHA256): clients and connectors pin it when they
+	// open the TLS listener (signaling, TURN over TLS).
+	TLSCertSHA256 string `json:"tls_cert_sha256,omitempty"`
 }
 
 // Principal identifies a signed-in user or service account.
@@ -288,6 +294,9 @@ type RelayRegister struct {
 	TLSAddr  string             `json:"tls_addr"`
 	Version  string             `json:"version"`
 	Stats    map[string]float64 `json:"stats,omitempty"`
+	// Hex SHA-256 of the DER of the certificate the TLS listener presents;
+	// the controller copies it into RelayInfo.TLSCertSHA256.
+	TLSCertSHA256 string `json:"tls_cert_sha256,omitempty"`
 }
 
 // RelayRegisterResponse gives the relay the shared secret it uses to check
@@ -331,4 +340,17 @@ type FlowEvent struct {
 // FlowEvents is a batch.
 type FlowEvents struct {
 	Events []FlowEvent `json:"events"`
+}
+
+// TURNUsername returns the REST-style TURN username "<unix expiry>:<principal>".
+func TURNUsername(expiry time.Time, principal string) string {
+	return fmt.Sprintf("%d:%s", expiry.Unix(), principal)
+}
+
+// TURNPassword returns base64(HMAC-SHA1(secret, username)), the password
+// relays expect for a TURN username issued by the controller.
+func TURNPassword(secret, username string) string {
+	m := hmac.New(sha1.New, []byte(secret))
+	m.Write([]byte(username))
+	return base64.StdEncoding.EncodeToString(m.Sum(nil))
 }

@@ -19,7 +19,11 @@
 // what the user should do next.
 package localapi
 
-import "time"
+import (
+	"time"
+
+	"postern.dev/postern/controlapi"
+)
 
 // SocketName is the socket's file name inside the state directory.
 const SocketName = "posternd.sock"
@@ -42,6 +46,11 @@ type LoginRequest struct {
 	Password      string `json:"password,omitempty"`
 	ServiceKey    string `json:"service_key,omitempty"` // JSON contents of a service key file
 	IDToken       string `json:"id_token,omitempty"`
+	// OIDC finishes a browser sign-in started with PathSSOStart.
+	OIDC *controlapi.OIDCCodeGrant `json:"oidc,omitempty"`
+	// OIDCDeviceFlow is the Flow of a device sign-in started with
+	// PathSSODevice; the request returns once the user approved or refused.
+	OIDCDeviceFlow string `json:"oidc_device_flow,omitempty"`
 }
 
 // Daemon states.

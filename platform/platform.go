@@ -12,6 +12,7 @@ import (
 )
 
 // ErrUnsupported is returned by the stubs on systems Postern does not support.
+// The package's other sentinel errors are in errors.go.
 var ErrUnsupported = errors.New("platform: not supported on this operating system")
 
 // Router assigns addresses to the TUN device and routes the resource ranges to
@@ -57,3 +58,15 @@ type TUNOptions struct {
 
 // CreateTUN creates the TUN device (wireguard/tun; with offloads on Linux).
 func CreateTUN(o TUNOptions) (tun.Device, error) { return createTUN(o) }
+
+// OriginalWatcher is implemented by OSConfigurators that notice when the
+// system changes its own resolvers while Postern's configuration is in place
+// (a DHCP client or NetworkManager rewriting /etc/resolv.conf after a network
+// change). They keep Postern's configuration applied and report the new
+// original resolvers, which the daemon hands to the DNS proxy
+// (dnsproxy.Proxy.SetUpstreams).
+type OriginalWatcher interface {
+	// OnOriginalChange registers f (replacing any earlier one); f is called
+	// from another goroutine after each change.
+	OnOriginalChange(f func(servers []netip.AddrPort, search []string))
+}

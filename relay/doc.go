@@ -1,2 +1,11 @@
-// Package relay is Postern's relay: STUN, TURN over UDP and TLS for end-to-end encrypted QUIC packets, and the signaling service between clients and connectors.
+// Package relay is Postern's relay: STUN and TURN (pion/turn) on UDP, TURN over
+// TLS and the signaling service (traversal/sigwire) multiplexed by ALPN on one
+// TLS listener, with TURN credentials checked against the controller-issued
+// secret, per-principal quotas and Prometheus metrics. It forwards only the
+// end-to-end encrypted QUIC packets of clients and connectors and never holds
+// a key that could read a flow.
+//
+// Relay is the network service; Run (enroll.go) adds enrollment with a relay
+// token, the state directory and the registration heartbeat with the
+// controller.
 package relay

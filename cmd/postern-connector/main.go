@@ -1,14 +1,78 @@
-// Command postern-connector is a placeholder until its issue lands.
+// Command postern-connector runs a Postern connector: it enrolls once with an
+// enrollment token, then serves clients over QUIC and enforces the policy the
+// controller pushes. See docs/connector.md.
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
+	"postern.dev/postern/connector"
 	"postern.dev/postern/version"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "postern-connector", version.Version, ": not implemented yet")
-	os.Exit(2)
+	var (
+		token     = flag.String("token", os.Getenv("POSTERN_CONNECTOR_TOKEN"), "enrollment token (only needed the first time; env POSTERN_CONNECTOR_TOKEN)")
+		stateDir  = flag.String("state", defaultStateDir(), "state directory (credential, last policy)")
+		listenUDP = flag.String("listen-udp", "", "QUIC UDP listen address (default: any port on all addresses)")
+		metrics   = flag.String("metrics", "", "serve Prometheus /metrics and /healthz on this address")
+		verbose   = flag.Bool("v", false, "debug logging")
+		showVer   = flag.Bool("version", false, "print the version and exit")
+	)
+	flag.Parse()
+	if *showVer {
+		fmt.Println(version.Version)
+		return
+	}
+	if flag.NArg() > 0 {
+		fail(fmt.Errorf("unexpected argument %q", flag.Arg(0)))
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if *token != "" {
+		already := connector.Enrolled(*stateDir)
+		st, err := connector.Enroll(ctx, *stateDir, *token, connector.EnrollOptions{})
+		if err != nil {
+			fail(fmt.Errorf("enroll: %w", err))
+		}
+		if already {
+			log.Info("already enrolled; ignoring --token", "id", st.ID, "name", st.Name)
+		} else {
+			log.Info("enrolled", "id", st.ID, "name", st.Name, "network", st.Network, "state", *stateDir)
+		}
+	}
+	c, err := connector.Open(connector.Config{StateDir: *stateDir, ListenUDP: *listenUDP, MetricsAddr: *metrics, Logger: log})
+	if err != nil {
+		fail(err)
+	}
+	if err := c.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		fail(err)
+	}
+}
+
+func defaultStateDir() string {
+	if d := os.Getenv("POSTERN_CONNECTOR_STATE"); d != "" {
+		return d
+	}
+	return connector.DefaultStateDir()
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "postern-connector:", err)
+	os.Exit(1)
 }

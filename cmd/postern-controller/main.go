@@ -1,14 +1,13 @@
-// Command postern-controller is a placeholder until its issue lands.
+// Command postern-controller runs Postern's controller (serve) and its admin
+// commands (apply, connector-token, relay-token, service-key).
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"postern.dev/postern/version"
+	"postern.dev/postern/controller/cli"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "postern-controller", version.Version, ": not implemented yet")
-	os.Exit(2)
+	os.Exit(controllercli.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

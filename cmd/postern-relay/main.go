@@ -1,14 +1,62 @@
-// Command postern-relay is a placeholder until its issue lands.
+// Command postern-relay runs a Postern relay: STUN and TURN on UDP, TURN over
+// TLS and the signaling service on the TLS listener. See docs/relay.md.
 package main
 
 import (
+	"context"
+	"flag"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
+	"os/signal"
+	"syscall"
 
+	"postern.dev/postern/relay"
 	"postern.dev/postern/version"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "postern-relay", version.Version, ": not implemented yet")
-	os.Exit(2)
+	var (
+		token     = flag.String("token", os.Getenv("POSTERN_RELAY_TOKEN"), "relay enrollment token (first start only)")
+		listenUDP = flag.String("listen-udp", ":3478", "STUN/TURN UDP listen address")
+		listenTLS = flag.String("listen-tls", ":443", "TURN-over-TLS and signaling listen address")
+		publicIP  = flag.String("public-ip", "", "public IP address clients and connectors reach this relay at (required)")
+		stateDir  = flag.String("state", defaultStateDir(), "state directory (credential, TLS certificate)")
+		metrics   = flag.String("metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9464)")
+		verbose   = flag.Bool("v", false, "debug logging")
+		showVer   = flag.Bool("version", false, "print the version and exit")
+	)
+	flag.Parse()
+	if *showVer {
+		fmt.Println("postern-relay", version.Version)
+		return
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	ip := net.ParseIP(*publicIP)
+	if ip == nil {
+		fmt.Fprintf(os.Stderr, "postern-relay: --public-ip %q is not an IP address\n", *publicIP)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := relay.Run(ctx, relay.Options{
+		Token: *token, StateDir: *stateDir, ListenUDP: *listenUDP, ListenTLS: *listenTLS,
+		PublicIP: ip, MetricsAddr: *metrics, Logger: log,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "postern-relay:", err)
+		os.Exit(1)
+	}
+}
+
+func defaultStateDir() string {
+	if d, err := os.UserConfigDir(); err == nil && os.Getuid() != 0 {
+		return d + "/postern-relay"
+	}
+	return "/var/lib/postern-relay"
 }

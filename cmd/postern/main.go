@@ -1,14 +1,12 @@
-// Command postern is a placeholder until its issue lands.
+// Command postern is the command line of the Postern client daemon.
 package main
 
 import (
-	"fmt"
 	"os"
 
-	"postern.dev/postern/version"
+	"postern.dev/postern/client/cli"
 )
 
 func main() {
-	fmt.Fprintln(os.Stderr, "postern", version.Version, ": not implemented yet")
-	os.Exit(2)
+	os.Exit(cli.Main(os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr}))
 }

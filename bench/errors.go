@@ -1,0 +1,19 @@
+package bench
+
+import "errors"
+
+// Sentinel errors of the harness.
+var (
+	// ErrUnsupported is returned on systems without network namespaces.
+	ErrUnsupported = errors.New("the benchmark needs Linux with network namespaces, nftables and tc")
+	// ErrNotRoot is returned when the harness runs without root.
+	ErrNotRoot = errors.New("the benchmark needs root (network namespaces, nftables, tc)")
+	// ErrMissingTool names a program the harness needs and cannot find.
+	ErrMissingTool = errors.New("missing program")
+	// ErrTunnelDown is returned when a tunnel under test is not usable.
+	ErrTunnelDown = errors.New("tunnel not usable")
+	// ErrTimeout is returned when something the harness waits for does not happen.
+	ErrTimeout = errors.New("timed out")
+	// ErrBadAgentArgs is returned for a malformed agent command line.
+	ErrBadAgentArgs = errors.New("bad agent arguments")
+)

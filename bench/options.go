@@ -1,0 +1,87 @@
+package bench
+
+import (
+	"io"
+	"time"
+)
+
+// Options configure a benchmark run.
+type Options struct {
+	// Quick is the short mode (one repeat, short cells, 1,000 idle flows
+	// only, no Go benchmarks); the whole run stays under 2 minutes.
+	Quick bool
+	// Repeats of every cell (default 3, quick 1).
+	Repeats int
+	// Cell is the length of one throughput cell (default 2 s, quick 1 s).
+	Cell time.Duration
+	// Tunnels to measure (default AllTunnels).
+	Tunnels []string
+	// IdleFlows are the flow counts of the memory cells (default 1,000 and
+	// 10,000; quick 1,000).
+	IdleFlows []int
+	// FixedRate is the iperf3 rate of the CPU-per-GB cell (default 500M).
+	FixedRate string
+	// RateLimit is the tbf rate of the rate-limited cell (default 1gbit).
+	RateLimit string
+	// GoBench runs the Go benchmarks of the Postern packages afterwards.
+	GoBench bool
+	// GoBenchTime is go test's -benchtime (default 200ms).
+	GoBenchTime string
+	// Profile records a CPU profile (perf) of posternd and the connector
+	// under a single-flow iperf3 and summarizes where the time goes.
+	Profile bool
+	// RepoDir is the repository root (go.mod, git); BinDir holds the
+	// Postern programs (default RepoDir/bin).
+	RepoDir string
+	BinDir  string
+	// ResultsDir receives the JSON (default RepoDir/bench/results); DocPath
+	// the Markdown (default RepoDir/docs/benchmarks.md; "-" skips it).
+	ResultsDir string
+	DocPath    string
+	// AgentBin is the program that runs `AGENT agent NAME ...` (default:
+	// the running executable).
+	AgentBin string
+	// KeepWork keeps the work directory (logs, keys) after the run.
+	KeepWork bool
+	// Progress receives one line per step; nil discards.
+	Progress io.Writer
+}
+
+func (o *Options) defaults() {
+	if o.Repeats <= 0 {
+		o.Repeats = 3
+		if o.Quick {
+			o.Repeats = 1
+		}
+	}
+	if o.Cell <= 0 {
+		o.Cell = 2 * time.Second
+		if o.Quick {
+			o.Cell = time.Second
+		}
+	}
+	if len(o.Tunnels) == 0 {
+		o.Tunnels = AllTunnels
+	}
+	if len(o.IdleFlows) == 0 {
+		o.IdleFlows = []int{1000, 10000}
+		if o.Quick {
+			o.IdleFlows = []int{1000}
+		}
+	}
+	if o.FixedRate == "" {
+		o.FixedRate = "500M"
+	}
+	if o.RateLimit == "" {
+		o.RateLimit = "1gbit"
+	}
+	if o.GoBenchTime == "" {
+		o.GoBenchTime = "200ms"
+	}
+	if o.RepoDir == "" {
+		o.RepoDir = "."
+	}
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+}

@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"postern.dev/postern/client"
+	"postern.dev/postern/localapi"
+)
+
+func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Run(context.Background(), args, IO{In: strings.NewReader(stdin), Out: &out, Err: &errb})
+	return code, out.String(), errb.String()
+}
+
+func TestDaemonNotRunning(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "posternd.sock")
+	code, _, stderr := runCLI(t, "", "--socket", sock, "status")
+	if code != 1 || !strings.Contains(stderr, "posternd is not running") || !strings.Contains(stderr, "sudo posternd --state") {
+		t.Errorf("exit %d, stderr:\n%s", code, stderr)
+	}
+	t.Setenv(localapi.EnvSocket, sock)
+	if code, _, stderr = runCLI(t, "", "up"); code != 1 || !strings.Contains(stderr, sock) {
+		t.Errorf("POSTERN_SOCKET not used: exit %d %s", code, stderr)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "posternd.sock")
+	cases := map[string][]string{
+		"needs --controller":   {"login", "--user", "a@b.c", "--password-stdin"},
+		"--password-stdin":     {"login", "--controller", "https://x", "--user", "a@b.c"},
+		"not both":             {"login", "--controller", "https://x", "--user", "a@b.c", "--password-stdin", "--service-key", "k.json"},
+		"--device is a single": {"login", "--controller", "https://x", "--device", "--user", "a@b.c"},
+		"unknown command":      {"frobnicate"},
+		"dns NAME":             {"dns"},
+		"takes no arguments":   {"up", "now"},
+	}
+	for want, args := range cases {
+		code, _, stderr := runCLI(t, "", append([]string{"--socket", sock}, args...)...)
+		if code != 2 || !strings.Contains(stderr, want) {
+			t.Errorf("%v: exit %d, stderr %q, want %q", args, code, stderr, want)
+		}
+	}
+}
+
+func TestStatusAgainstDaemon(t *testing.T) {
+	dir := t.TempDir()
+	d, err := client.New(client.Config{StateDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NewFrontend: func() (client.Frontend, error) { return client.NewSOCKS5Frontend("127.0.0.1:0"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	sock := filepath.Join(dir, localapi.SocketName)
+	srv, err := client.ListenLocalAPI(d, sock, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+
+	code, out, _ := runCLI(t, "", "--socket", sock, "status", "--json")
+	var st localapi.Status
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil || st.State != localapi.StateSignedOut {
+		t.Fatalf("status --json: %d %s", code, out)
+	}
+	code, out, _ = runCLI(t, "", "--socket", sock, "status")
+	if code != 0 || !strings.Contains(out, "Signed out") {
+		t.Errorf("status: %d %s", code, out)
+	}
+	code, _, stderr := runCLI(t, "", "--socket", sock, "up")
+	if code != 1 || !strings.Contains(stderr, "not signed in") || !strings.Contains(stderr, "postern login") {
+		t.Errorf("up signed out: %d %s", code, stderr)
+	}
+	code, _, stderr = runCLI(t, "", "--socket", sock, "resources")
+	if code != 1 || !strings.Contains(stderr, "not signed in") {
+		t.Errorf("resources signed out: %d %s", code, stderr)
+	}
+	// Unreachable controller: the error names the URL.
+	code, _, stderr = runCLI(t, "pw\n", "--socket", sock, "login", "--controller", "https://127.0.0.1:1", "--user", "a@example.com", "--password-stdin")
+	if code != 1 || !strings.Contains(stderr, "https://127.0.0.1:1") || !strings.Contains(stderr, "unreachable") {
+		t.Errorf("login to unreachable controller: %d %s", code, stderr)
+	}
+}

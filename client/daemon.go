@@ -1,0 +1,695 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/ctoken"
+	"postern.dev/postern/localapi"
+	"postern.dev/postern/pki"
+	"postern.dev/postern/version"
+)
+
+// Frontend captures application traffic and hands flows to the daemon: the
+// TUN device with its netstack, or the SOCKS5 proxy.
+type Frontend interface {
+	// Start begins capturing; flows go through d.
+	Start(ctx context.Context, d *Daemon) error
+	// Update is called after every policy change.
+	Update(t *PolicyView)
+	// Names maps synthetic addresses back to names (nil when there are none).
+	Names() NameMapper
+	// Explain says how name resolves (the DNS proxy), or ok=false.
+	Explain(ctx context.Context, name string) (localapi.DNSExplain, bool)
+	// Describe fills the front-end fields of a status.
+	Describe(s *localapi.Status)
+	// Close stops capturing and restores the system.
+	Close() error
+}
+
+// PolicyView is what a front-end needs from a policy snapshot.
+type PolicyView struct {
+	Resources  []controlapi.PolicyResource
+	Connectors []controlapi.ConnectorInfo
+	// Routes are the IP and CIDR resource prefixes.
+	Routes []netip.Prefix
+}
+
+// Config configures a Daemon.
+type Config struct {
+	// StateDir holds the device key, session, last policy and the socket.
+	StateDir string
+	// NewFrontend builds the traffic front-end when the tunnel goes up.
+	NewFrontend func() (Frontend, error)
+	// Dialer opens QUIC connections to connectors; nil: a DirectDialer.
+	Dialer Dialer
+	Logger *slog.Logger
+	// DeviceName is reported at login (default: the host name).
+	DeviceName string
+}
+
+// Daemon is the client daemon core.
+type Daemon struct {
+	cfg   Config
+	log   *slog.Logger
+	state *stateDir
+
+	key  ed25519.PrivateKey
+	cert tls.Certificate
+	jkt  string
+
+	dialer      Dialer
+	ownedDialer *DirectDialer
+
+	table atomic.Pointer[routeTable]
+	keys  *ctoken.KeySet
+
+	mu          sync.Mutex
+	sess        *Session
+	ctl         *controlClient
+	pol         *controlapi.ClientPolicy
+	issuer      string
+	sessCancel  context.CancelFunc
+	sessWG      sync.WaitGroup
+	up          bool
+	connecting  bool
+	front       Frontend
+	frontCancel context.CancelFunc
+	pool        *pool
+	reachable   bool
+	downSince   time.Time
+	lastErr     string
+
+	activeFlows atomic.Int64
+	totalFlows  atomic.Int64
+	bytesUp     atomic.Int64
+	bytesDown   atomic.Int64
+
+	events *broadcaster
+	closed atomic.Bool
+}
+
+// New opens the state directory, loads or creates the device key, and
+// restores the session and last policy. Call Start to resume.
+func New(cfg Config) (*Daemon, error) {
+	st, err := openStateDir(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	key, err := st.deviceKey()
+	if err != nil {
+		return nil, err
+	}
+	cert, err := pki.SelfSigned(key, "device.postern.invalid", 10*365*24*time.Hour)
+	if err != nil {
+		return nil, fmt.Errorf("device certificate: %w", err)
+	}
+	d := &Daemon{
+		cfg: cfg, log: log, state: st, key: key, cert: cert,
+		jkt:    pki.KeyThumbprint(key.Public().(ed25519.PublicKey)),
+		keys:   ctoken.NewKeySet(nil),
+		events: newBroadcaster(),
+	}
+	d.table.Store(buildRouteTable(nil))
+	if cfg.Dialer != nil {
+		d.dialer = cfg.Dialer
+	}
+	sess, err := st.session()
+	if err != nil {
+		log.Warn("ignoring unreadable session; sign in again", "err", err)
+	}
+	if sess != nil {
+		d.sess = sess
+		if pol, err := st.policy(); err == nil && pol != nil {
+			d.applyPolicyLocked(pol, false)
+		}
+	}
+	return d, nil
+}
+
+// Start resumes the saved session: the policy stream starts, and the tunnel
+// comes up unless the user last ran `postern down`.
+func (d *Daemon) Start() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess == nil {
+		return nil
+	}
+	if err := d.startSessionLocked(); err != nil {
+		return err
+	}
+	if d.state.prefs().WantUp {
+		return d.upLocked()
+	}
+	return nil
+}
+
+// Close stops everything; the session stays on disk.
+func (d *Daemon) Close() error {
+	if !d.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	d.mu.Lock()
+	d.downLocked()
+	d.stopSessionLocked()
+	d.mu.Unlock()
+	if d.ownedDialer != nil {
+		_ = d.ownedDialer.Close()
+	}
+	d.events.close()
+	return nil
+}
+
+// Events subscribes to status changes; cancel unsubscribes.
+func (d *Daemon) Events() (<-chan struct{}, func()) { return d.events.subscribe() }
+
+func (d *Daemon) changed() { d.events.notify() }
+
+// changedSoon coalesces frequent counter changes.
+func (d *Daemon) changedSoon() { d.events.notifySoon() }
+
+func (d *Daemon) currentPool() *pool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pool
+}
+
+// Login signs the device in with one credential, saves the session and
+// brings the tunnel up.
+func (d *Daemon) Login(ctx context.Context, req localapi.LoginRequest) (localapi.Status, error) {
+	if req.ControllerURL == "" {
+		return localapi.Status{}, fmt.Errorf("%w: controller URL is required", ErrBadRequest)
+	}
+	lr := controlapi.LoginRequest{
+		Email: req.Email, Password: req.Password, IDToken: req.IDToken,
+		DevicePublicKey: base64.StdEncoding.EncodeToString(d.key.Public().(ed25519.PublicKey)),
+		DeviceName:      d.deviceName(),
+		OS:              runtime.GOOS,
+	}
+	n := 0
+	if req.Email != "" || req.Password != "" {
+		n++
+		if req.Email == "" || req.Password == "" {
+			return localapi.Status{}, fmt.Errorf("%w: both email and password are required", ErrBadRequest)
+		}
+	}
+	if req.ServiceKey != "" {
+		n++
+		var sk controlapi.ServiceKey
+		if err := json.Unmarshal([]byte(req.ServiceKey), &sk); err != nil {
+			return localapi.Status{}, fmt.Errorf("%w: service key file is not valid JSON: %v", ErrBadRequest, err)
+		}
+		if sk.AccountID == "" || sk.Secret == "" {
+			return localapi.Status{}, fmt.Errorf("%w: service key file lacks account_id or secret", ErrBadRequest)
+		}
+		lr.ServiceKey = &sk
+	}
+	if req.IDToken != "" {
+		n++
+	}
+	sso := req.OIDC != nil || req.OIDCDeviceFlow != ""
+	if sso {
+		n++
+	}
+	if n != 1 {
+		return localapi.Status{}, fmt.Errorf("%w: give exactly one credential (user and password, a service key, or a single sign-on grant)", ErrBadRequest)
+	}
+	cc, err := newControlClient(req.ControllerURL, req.CAPEM, "")
+	if err != nil {
+		return localapi.Status{}, err
+	}
+	var resp *controlapi.LoginResponse
+	if sso {
+		resp, err = d.ssoLogin(ctx, req, lr)
+	} else {
+		resp, err = cc.login(ctx, lr)
+	}
+	if err != nil {
+		cc.close()
+		return localapi.Status{}, err
+	}
+	sess := &Session{
+		ControllerURL: strings.TrimRight(req.ControllerURL, "/"), CAPEM: req.CAPEM,
+		SessionToken: resp.SessionToken, ExpiresAt: resp.ExpiresAt, DeviceID: resp.DeviceID, Principal: resp.Principal,
+	}
+	cc.token = sess.SessionToken
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed.Load() {
+		cc.close()
+		return localapi.Status{}, ErrClosed
+	}
+	if err := d.state.writeJSON(sessionFile, sess); err != nil {
+		cc.close()
+		return localapi.Status{}, err
+	}
+	// A new sign-in replaces everything of the previous one.
+	d.downLocked()
+	d.stopSessionLocked()
+	_ = d.state.remove(policyFile)
+	d.pol = nil
+	d.table.Store(buildRouteTable(nil))
+	d.sess = sess
+	d.ctl = cc
+	d.lastErr = ""
+	if err := d.startSessionLocked(); err != nil {
+		return localapi.Status{}, err
+	}
+	_ = d.state.writeJSON(prefsFile, Prefs{WantUp: true})
+	if err := d.upLocked(); err != nil {
+		return d.statusLocked(), err
+	}
+	d.log.Info("signed in", "principal", sess.Principal.Name, "controller", sess.ControllerURL)
+	return d.statusLocked(), nil
+}
+
+func (d *Daemon) deviceName() string {
+	if d.cfg.DeviceName != "" {
+		return d.cfg.DeviceName
+	}
+	h, _ := os.Hostname()
+	return h
+}
+
+// Logout revokes the session at the controller (best effort), takes the
+// tunnel down and forgets the session and policy.
+func (d *Daemon) Logout(ctx context.Context) (localapi.Status, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess == nil {
+		return d.statusLocked(), nil
+	}
+	d.downLocked()
+	if d.ctl != nil {
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := d.ctl.logout(lctx); err != nil {
+			d.log.Warn("revoke session at controller", "err", err)
+		}
+		cancel()
+	}
+	d.stopSessionLocked()
+	for _, f := range []string{sessionFile, policyFile, prefsFile} {
+		if err := d.state.remove(f); err != nil {
+			return d.statusLocked(), err
+		}
+	}
+	d.sess, d.pol = nil, nil
+	d.table.Store(buildRouteTable(nil))
+	d.lastErr = ""
+	d.changed()
+	return d.statusLocked(), nil
+}
+
+// Up brings the tunnel up.
+func (d *Daemon) Up(ctx context.Context) (localapi.Status, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess == nil {
+		return d.statusLocked(), ErrNotSignedIn
+	}
+	if d.ctl == nil {
+		if err := d.startSessionLocked(); err != nil {
+			return d.statusLocked(), err
+		}
+	}
+	if err := d.state.writeJSON(prefsFile, Prefs{WantUp: true}); err != nil {
+		return d.statusLocked(), err
+	}
+	err := d.upLocked()
+	return d.statusLocked(), err
+}
+
+// Down takes the tunnel down; the session stays.
+func (d *Daemon) Down(ctx context.Context) (localapi.Status, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sess == nil {
+		return d.statusLocked(), ErrNotSignedIn
+	}
+	if err := d.state.writeJSON(prefsFile, Prefs{WantUp: false}); err != nil {
+		return d.statusLocked(), err
+	}
+	d.downLocked()
+	return d.statusLocked(), nil
+}
+
+func (d *Daemon) upLocked() error {
+	if d.up {
+		return nil
+	}
+	if d.dialer == nil {
+		dd, err := NewDirectDialer("")
+		if err != nil {
+			return err
+		}
+		d.ownedDialer, d.dialer = dd, dd
+	}
+	if d.cfg.NewFrontend == nil {
+		return errors.New("no traffic front-end configured")
+	}
+	fe, err := d.cfg.NewFrontend()
+	if err != nil {
+		d.lastErr = err.Error()
+		d.changed()
+		return fmt.Errorf("start tunnel: %w", err)
+	}
+	d.pool = newPool(d.dialer, d, d.log, d.changed)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := fe.Start(ctx, d); err != nil {
+		cancel()
+		_ = fe.Close()
+		d.pool.close()
+		d.pool = nil
+		d.lastErr = err.Error()
+		d.changed()
+		return fmt.Errorf("start tunnel: %w", err)
+	}
+	d.front, d.frontCancel, d.up = fe, cancel, true
+	fe.Update(d.policyViewLocked())
+	d.lastErr = ""
+	d.changed()
+	return nil
+}
+
+func (d *Daemon) downLocked() {
+	if !d.up {
+		return
+	}
+	d.frontCancel()
+	if err := d.front.Close(); err != nil {
+		d.log.Warn("stop front-end", "err", err)
+	}
+	d.pool.close()
+	d.front, d.frontCancel, d.pool, d.up = nil, nil, nil, false
+	d.changed()
+}
+
+func (d *Daemon) policyViewLocked() *PolicyView {
+	v := &PolicyView{Routes: d.table.Load().routes()}
+	if d.pol != nil {
+		v.Resources = d.pol.Resources
+		v.Connectors = d.pol.Connectors
+	}
+	return v
+}
+
+// startSessionLocked creates the controller client and starts the policy stream.
+func (d *Daemon) startSessionLocked() error {
+	if d.ctl == nil {
+		cc, err := newControlClient(d.sess.ControllerURL, d.sess.CAPEM, d.sess.SessionToken)
+		if err != nil {
+			return err
+		}
+		d.ctl = cc
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d.sessCancel = cancel
+	d.sessWG.Add(1)
+	go d.policyLoop(ctx, d.ctl)
+	return nil
+}
+
+func (d *Daemon) stopSessionLocked() {
+	if d.sessCancel != nil {
+		d.sessCancel()
+		d.mu.Unlock()
+		d.sessWG.Wait()
+		d.mu.Lock()
+		d.sessCancel = nil
+	}
+	if d.ctl != nil {
+		d.ctl.close()
+		d.ctl = nil
+	}
+	d.reachable = false
+	d.downSince = time.Time{}
+}
+
+// policyLoop keeps the policy stream open, reconnecting with backoff and
+// resuming from the last revision.
+func (d *Daemon) policyLoop(ctx context.Context, cc *controlClient) {
+	defer d.sessWG.Done()
+	backoff := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		d.mu.Lock()
+		rev := int64(0)
+		if d.pol != nil {
+			rev = d.pol.Revision
+		}
+		d.mu.Unlock()
+		start := time.Now()
+		err := cc.policyStream(ctx, rev, func() {
+			d.mu.Lock()
+			d.reachable, d.downSince = true, time.Time{}
+			d.lastErr = ""
+			d.mu.Unlock()
+			d.changed()
+		}, func(p *controlapi.ClientPolicy) {
+			d.mu.Lock()
+			d.applyPolicyLocked(p, true)
+			d.mu.Unlock()
+			d.changed()
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		d.mu.Lock()
+		if d.reachable || d.downSince.IsZero() {
+			d.downSince = time.Now()
+		}
+		d.reachable = false
+		d.lastErr = err.Error()
+		d.mu.Unlock()
+		d.changed()
+		d.log.Warn("policy stream", "err", err)
+		if time.Since(start) > 30*time.Second {
+			backoff = 500 * time.Millisecond
+		}
+		if errors.Is(err, ErrUnauthorized) {
+			backoff = max(backoff, 30*time.Second)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(backoff*2, 30*time.Second)
+	}
+}
+
+// applyPolicyLocked installs a snapshot: keys, routes, front-end, pool.
+func (d *Daemon) applyPolicyLocked(p *controlapi.ClientPolicy, persist bool) {
+	if len(p.JWKS) > 0 {
+		if keys, err := ctoken.ParseJWKS(p.JWKS); err == nil {
+			d.keys.Replace(keys)
+		} else {
+			d.log.Warn("policy carries unusable JWKS", "err", err)
+		}
+	}
+	d.issuer = p.Issuer
+	d.pol = p
+	t := buildRouteTable(p)
+	d.table.Store(t)
+	if persist {
+		if err := d.state.writeJSON(policyFile, p); err != nil {
+			d.log.Warn("save policy", "err", err)
+		}
+	}
+	if d.pool != nil {
+		ids := map[string]bool{}
+		for _, c := range p.Connectors {
+			ids[c.ID] = true
+		}
+		d.pool.retain(ids)
+	}
+	if d.front != nil {
+		d.front.Update(d.policyViewLocked())
+	}
+}
+
+// connectionToken implements tokenSource: it asks the controller for a
+// token for c and verifies it before anything trusts the digest inside.
+func (d *Daemon) connectionToken(ctx context.Context, c controlapi.ConnectorInfo) (string, *ctoken.Claims, error) {
+	d.mu.Lock()
+	cc, issuer, sess := d.ctl, d.issuer, d.sess
+	d.mu.Unlock()
+	if cc == nil || sess == nil {
+		return "", nil, ErrNotSignedIn
+	}
+	resp, err := cc.connectionToken(ctx, c.ID)
+	if err != nil {
+		return "", nil, fmt.Errorf("connection token for connector %s: %w", c.Name, err)
+	}
+	v := &ctoken.Verifier{Issuer: issuer, Keys: d.keys}
+	claims, err := v.Verify(resp.Token, c.ID)
+	if err != nil {
+		return "", nil, fmt.Errorf("%w: connector %s: %v", ErrTokenInvalid, c.Name, err)
+	}
+	if claims.Cnf.JKT != d.jkt {
+		return "", nil, fmt.Errorf("%w: connector %s: %v", ErrTokenInvalid, c.Name, ctoken.ErrWrongBinding)
+	}
+	if claims.Device != sess.DeviceID {
+		return "", nil, fmt.Errorf("%w: connector %s: token names device %q, this is %q", ErrTokenInvalid, c.Name, claims.Device, sess.DeviceID)
+	}
+	return resp.Token, claims, nil
+}
+
+func (d *Daemon) deviceCert() tls.Certificate { return d.cert }
+
+// Status reports the daemon's state.
+func (d *Daemon) Status() localapi.Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.statusLocked()
+}
+
+func (d *Daemon) statusLocked() localapi.Status {
+	s := localapi.Status{Version: version.Version, Connectors: []localapi.ConnectorStatus{}}
+	if d.sess == nil {
+		s.State = localapi.StateSignedOut
+		s.Message = d.lastErr
+		return s
+	}
+	s.ControllerURL = d.sess.ControllerURL
+	p := d.sess.Principal
+	s.Principal = &localapi.Principal{ID: p.ID, Kind: p.Kind, Name: p.Name, Groups: p.Groups}
+	s.DeviceID = d.sess.DeviceID
+	s.ControllerReachable = d.reachable
+	if !d.reachable {
+		s.ControllerDownSince = d.downSince
+	}
+	s.ActiveFlows = int(d.activeFlows.Load())
+	s.TotalFlows = d.totalFlows.Load()
+	s.BytesUp = d.bytesUp.Load()
+	s.BytesDown = d.bytesDown.Load()
+	if d.pool != nil {
+		for _, c := range d.pool.snapshot() {
+			s.Connectors = append(s.Connectors, localapi.ConnectorStatus{
+				ID: c.info.ID, Name: c.info.Name, Network: c.info.Network,
+				Path: c.path.Path, Transport: c.path.Transport, RemoteAddr: c.path.RemoteAddr,
+				RTTMillis: float64(c.rtt.Microseconds()) / 1000, Connected: c.connected,
+				ActiveFlows: int(c.active), TotalFlows: c.total, BytesUp: c.up, BytesDown: c.down,
+				TokenExpiry: c.tokenExp,
+			})
+			if !c.connected {
+				s.Connectors[len(s.Connectors)-1].Path = ""
+			}
+		}
+	}
+	if d.pol != nil {
+		nets := map[string]bool{}
+		for _, r := range d.pol.Resources {
+			nets[r.Network] = true
+		}
+		if len(nets) == 1 {
+			for n := range nets {
+				s.Network = n
+			}
+		}
+	}
+	switch {
+	case !d.up:
+		s.State = localapi.StateStopped
+	case d.pol == nil && !d.reachable:
+		s.State = localapi.StateConnecting
+		if !d.downSince.IsZero() {
+			s.State = localapi.StateDegraded
+		}
+	case !d.reachable && !d.downSince.IsZero():
+		s.State = localapi.StateDegraded
+	case d.pol == nil:
+		s.State = localapi.StateConnecting
+	default:
+		s.State = localapi.StateConnected
+	}
+	if d.front != nil {
+		d.front.Describe(&s)
+	}
+	if s.State != localapi.StateConnected {
+		s.Message = d.lastErr
+	}
+	return s
+}
+
+// Resources lists the resources the principal may use.
+func (d *Daemon) Resources() []localapi.Resource {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := []localapi.Resource{}
+	if d.pol == nil {
+		return out
+	}
+	var names NameMapper
+	if d.front != nil {
+		names = d.front.Names()
+	}
+	for _, r := range d.pol.Resources {
+		lr := localapi.Resource{ID: r.ID, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: r.Ports}
+		if lr.Ports == nil {
+			lr.Ports = []string{}
+		}
+		if sa, ok := names.(interface{ SyntheticAddrs(string) []netip.Addr }); ok {
+			for _, a := range sa.SyntheticAddrs(r.ID) {
+				lr.SyntheticAddrs = append(lr.SyntheticAddrs, a.String())
+			}
+		}
+		out = append(out, lr)
+	}
+	return out
+}
+
+// ExplainDNS says how name resolves.
+func (d *Daemon) ExplainDNS(ctx context.Context, name string) (localapi.DNSExplain, error) {
+	d.mu.Lock()
+	fe := d.front
+	t := d.table.Load()
+	d.mu.Unlock()
+	if fe != nil {
+		if ex, ok := fe.Explain(ctx, name); ok {
+			return ex, nil
+		}
+	}
+	ex := localapi.DNSExplain{Name: name}
+	if tgt, ok := t.resolveHost(name, nil); ok {
+		ex.Resource = tgt.res.Name
+		ex.Pattern = tgt.res.Address
+		for _, c := range t.connectors[tgt.res.Network] {
+			ex.Connectors = append(ex.Connectors, c.Name)
+		}
+		ex.Note = "resolved by the connector inside the private network"
+	} else {
+		ex.Note = "not a resource: resolved by the normal system resolver"
+	}
+	return ex, nil
+}
+
+// names returns the front-end's name mapper.
+func (d *Daemon) names() NameMapper {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.front == nil {
+		return nil
+	}
+	return d.front.Names()
+}

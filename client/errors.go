@@ -1,0 +1,21 @@
+package client
+
+import "errors"
+
+// Sentinel errors. The local API maps them to HTTP statuses and hints.
+var (
+	ErrBadRequest            = errors.New("bad request")
+	ErrNotSignedIn           = errors.New("not signed in")
+	ErrControllerUnreachable = errors.New("controller unreachable")
+	ErrControllerRefused     = errors.New("controller refused the request")
+	ErrUnauthorized          = errors.New("credentials rejected")
+	ErrForbidden             = errors.New("not allowed")
+	ErrCertificate           = errors.New("certificate does not match the deployment CA")
+	ErrNoResource            = errors.New("no resource matches this destination")
+	ErrPortNotAllowed        = errors.New("port or protocol not allowed for this resource")
+	ErrNoConnector           = errors.New("no connector of the resource's remote network is online")
+	ErrTokenInvalid          = errors.New("connection token failed verification")
+	ErrConnectorRejected     = errors.New("connector rejected the connection token")
+	ErrDown                  = errors.New("tunnel is down")
+	ErrClosed                = errors.New("daemon is shutting down")
+)

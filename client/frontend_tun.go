@@ -1,0 +1,321 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/dnsproxy"
+	"postern.dev/postern/localapi"
+	"postern.dev/postern/netstack"
+	"postern.dev/postern/platform"
+)
+
+// DNSProxy is the DNS proxy the TUN front-end runs (package dnsproxy).
+type DNSProxy interface {
+	SetResources([]controlapi.PolicyResource)
+	SetConnectors([]controlapi.ConnectorInfo)
+	Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) error
+	Lookup(ip netip.Addr) (name, resourceID string, ok bool)
+	SyntheticAddrs(resourceID string) []netip.Addr
+	Explain(ctx context.Context, name string) localapi.DNSExplain
+	// Ranges are the synthetic ranges to route into the TUN.
+	Ranges() []netip.Prefix
+	// Addrs are the proxy's own addresses, assigned to the TUN.
+	Addrs() []netip.Addr
+	// MatchDomains are the split-DNS domains for the OS resolver.
+	MatchDomains() []string
+}
+
+// DNSProxyConfig is what the TUN front-end passes to TUNConfig.NewDNSProxy.
+type DNSProxyConfig struct {
+	V4Range, V6Range netip.Prefix
+	IPv6             bool
+	StateFile        string
+	Upstreams        []netip.AddrPort
+	SearchDomains    []string
+	Logger           *slog.Logger
+}
+
+// TUNConfig configures the TUN front-end. Nil constructors take the
+// platform's and dnsproxy's.
+type TUNConfig struct {
+	Name     string
+	MTU      int
+	StateDir string
+	// IPv6 turns on AAAA answers and the IPv6 synthetic range.
+	IPv6 bool
+	// V4Range and V6Range override the synthetic ranges (zero: dnsproxy's).
+	V4Range, V6Range netip.Prefix
+	Logger           *slog.Logger
+
+	CreateTUN         func(name string, mtu int) (tun.Device, error)
+	NewRouter         func(tunName string) (platform.Router, error)
+	NewOSConfigurator func(tunName, stateDir string) (platform.OSConfigurator, error)
+	NewDNSProxy       func(DNSProxyConfig) (DNSProxy, error)
+}
+
+// TUNFrontend captures resource traffic with a TUN device and gVisor.
+type TUNFrontend struct {
+	cfg TUNConfig
+	log *slog.Logger
+
+	dev     tun.Device
+	name    string
+	ns      *netstack.Stack
+	router  platform.Router
+	osc     platform.OSConfigurator
+	dns     DNSProxy
+	dnsAddr netip.Addr
+	pc      net.PacketConn
+	ln      net.Listener
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+
+	mu        sync.Mutex
+	routes    []netip.Prefix
+	domains   []string
+	search    []string
+	splitDNS  bool
+	lastError string
+}
+
+// NewTUNFrontend checks cfg and returns a front-end to Start.
+func NewTUNFrontend(cfg TUNConfig) (*TUNFrontend, error) {
+	if cfg.CreateTUN == nil {
+		cfg.CreateTUN = func(name string, mtu int) (tun.Device, error) {
+			return platform.CreateTUN(platform.TUNOptions{Name: name, MTU: mtu})
+		}
+	}
+	if cfg.NewRouter == nil {
+		cfg.NewRouter = platform.NewRouter
+	}
+	if cfg.NewOSConfigurator == nil {
+		cfg.NewOSConfigurator = platform.NewOSConfigurator
+	}
+	if cfg.NewDNSProxy == nil {
+		cfg.NewDNSProxy = newDNSProxy
+	}
+	if cfg.MTU == 0 {
+		cfg.MTU = netstack.DefaultMTU
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &TUNFrontend{cfg: cfg, log: log}, nil
+}
+
+// Start implements Frontend.
+func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+		}
+	}()
+	f.dev, err = f.cfg.CreateTUN(f.cfg.Name, f.cfg.MTU)
+	if err != nil {
+		return fmt.Errorf("create TUN device %q (posternd needs root or CAP_NET_ADMIN; --socks5 works without): %w", f.cfg.Name, err)
+	}
+	if f.name, err = f.dev.Name(); err != nil {
+		return fmt.Errorf("TUN device name: %w", err)
+	}
+	if f.router, err = f.cfg.NewRouter(f.name); err != nil {
+		return fmt.Errorf("router for %s: %w", f.name, err)
+	}
+	if f.osc, err = f.cfg.NewOSConfigurator(f.name, f.cfg.StateDir); err != nil {
+		return fmt.Errorf("DNS configurator for %s: %w", f.name, err)
+	}
+	upstreams, search, err := f.osc.OriginalResolvers()
+	if err != nil {
+		f.log.Warn("cannot read the system's resolvers; only resource names will resolve", "err", err)
+	}
+	f.search = search
+	f.splitDNS = f.osc.SupportsSplitDNS()
+	f.dns, err = f.cfg.NewDNSProxy(DNSProxyConfig{
+		V4Range: f.cfg.V4Range, V6Range: f.cfg.V6Range, IPv6: f.cfg.IPv6,
+		StateFile: filepath.Join(f.cfg.StateDir, "dns-state.json"), Upstreams: upstreams, SearchDomains: search, Logger: f.log,
+	})
+	if err != nil {
+		return fmt.Errorf("DNS proxy: %w", err)
+	}
+	f.dnsAddr = f.dns.Addrs()[0]
+	if err := f.router.Set(f.tunAddrs(), f.allRoutes(nil)); err != nil {
+		return fmt.Errorf("set routes on %s: %w", f.name, err)
+	}
+	dnsAP := netip.AddrPortFrom(f.dnsAddr, 53).String()
+	if f.pc, err = listenPacketRetry(dnsAP); err != nil {
+		return fmt.Errorf("DNS proxy listen %s: %w", dnsAP, err)
+	}
+	if f.ln, err = net.Listen("tcp", dnsAP); err != nil {
+		return fmt.Errorf("DNS proxy listen tcp %s: %w", dnsAP, err)
+	}
+	h := newFlowHandler(ctx, d)
+	if f.ns, err = netstack.New(f.dev, h, netstack.Config{MTU: f.cfg.MTU, Logger: f.log}); err != nil {
+		return err
+	}
+	ctx, f.cancel = context.WithCancel(ctx)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		if err := f.dns.Serve(ctx, f.pc, f.ln); err != nil && ctx.Err() == nil {
+			f.log.Warn("DNS proxy stopped", "err", err)
+		}
+	}()
+	f.log.Info("TUN up", "dev", f.name, "dns", dnsAP)
+	return nil
+}
+
+// tunAddrs are the addresses assigned to the device: the DNS proxy's.
+func (f *TUNFrontend) tunAddrs() []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range f.dns.Addrs() {
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out
+}
+
+// listenPacketRetry binds addr, retrying briefly while a freshly assigned
+// address finishes duplicate address detection (IPv6).
+func listenPacketRetry(addr string) (net.PacketConn, error) {
+	var err error
+	for i := 0; i < 20; i++ {
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp", addr); err == nil {
+			return pc, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, err
+}
+
+func newDNSProxy(c DNSProxyConfig) (DNSProxy, error) {
+	return dnsproxy.New(dnsproxy.Config{
+		V4Range: c.V4Range, V6Range: c.V6Range, IPv6: c.IPv6, StateFile: c.StateFile,
+		Upstreams: c.Upstreams, SearchDomains: c.SearchDomains, Logger: c.Logger,
+	})
+}
+
+func (f *TUNFrontend) allRoutes(extra []netip.Prefix) []netip.Prefix {
+	out := slices.Clone(f.dns.Ranges())
+	for _, p := range extra {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Update implements Frontend: the DNS proxy learns the names, the router the
+// address resources, the OS resolver the match domains.
+func (f *TUNFrontend) Update(v *PolicyView) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dns == nil {
+		return
+	}
+	f.dns.SetResources(v.Resources)
+	f.dns.SetConnectors(v.Connectors)
+	routes := f.allRoutes(v.Routes)
+	if !slices.Equal(routes, f.routes) {
+		if err := f.router.Set(f.tunAddrs(), routes); err != nil {
+			f.log.Error("set routes", "err", err)
+			f.lastError = err.Error()
+		} else {
+			f.routes = routes
+		}
+	}
+	domains := f.dns.MatchDomains()
+	sort.Strings(domains)
+	if !slices.Equal(domains, f.domains) || f.domains == nil {
+		cfg := platform.DNSConfig{Nameservers: f.dns.Addrs(), SearchDomains: f.search}
+		if f.splitDNS {
+			cfg.MatchDomains = domains
+		}
+		if err := f.osc.Set(cfg); err != nil {
+			f.log.Error("configure system DNS", "err", err)
+			f.lastError = err.Error()
+		} else {
+			f.domains = domains
+			if f.domains == nil {
+				f.domains = []string{}
+			}
+		}
+	}
+}
+
+// Names implements Frontend.
+func (f *TUNFrontend) Names() NameMapper {
+	if f.dns == nil {
+		return nil
+	}
+	return f.dns
+}
+
+// Explain implements Frontend.
+func (f *TUNFrontend) Explain(ctx context.Context, name string) (localapi.DNSExplain, bool) {
+	if f.dns == nil {
+		return localapi.DNSExplain{}, false
+	}
+	return f.dns.Explain(ctx, name), true
+}
+
+// Describe implements Frontend.
+func (f *TUNFrontend) Describe(s *localapi.Status) {
+	s.TUN = f.name
+	if f.dnsAddr.IsValid() {
+		s.DNS = f.dnsAddr.String()
+	}
+}
+
+// Close implements Frontend: it restores DNS, removes routes and the device.
+func (f *TUNFrontend) Close() error {
+	var errs []error
+	if f.cancel != nil {
+		f.cancel()
+	}
+	if f.pc != nil {
+		_ = f.pc.Close()
+	}
+	if f.ln != nil {
+		_ = f.ln.Close()
+	}
+	f.wg.Wait()
+	if f.osc != nil {
+		if err := f.osc.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("restore DNS: %w", err))
+		}
+		f.osc = nil
+	}
+	if f.router != nil {
+		if err := f.router.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("remove routes: %w", err))
+		}
+		f.router = nil
+	}
+	if f.ns != nil {
+		if err := f.ns.Close(); err != nil && !isClosed(err) {
+			errs = append(errs, err)
+		}
+		f.ns = nil
+	} else if f.dev != nil {
+		_ = f.dev.Close()
+	}
+	f.dev = nil
+	return errors.Join(errs...)
+}
+
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed)
+}

@@ -1,0 +1,270 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"postern.dev/postern/client/socks5"
+	"postern.dev/postern/localapi"
+)
+
+const integrationYAML = `
+remote_networks:
+  - name: corp
+    connectors: [corp-a, corp-b]
+groups:
+  - name: engineering
+    users: [alice@example.com]
+users:
+  - email: alice@example.com
+    password: "alice-password-1"
+resources:
+  - name: echo
+    address: 127.0.0.1
+    network: corp
+    ports: [tcp/ECHOPORT]
+    groups: [engineering]
+  - name: app
+    address: "*.corp.internal"
+    network: corp
+    ports: [tcp/NAMEPORT]
+    groups: [engineering]
+`
+
+func renderYAML(echo, name uint16) string {
+	s := strings.ReplaceAll(integrationYAML, "ECHOPORT", itoa(int(echo)))
+	return strings.ReplaceAll(s, "NAMEPORT", itoa(int(name)))
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+// TestSOCKS5ThroughConnector proves a TCP flow reaches a local TCP server
+// through the client core, real QUIC and a real connector, by IP and by name,
+// that a port outside the policy is refused at once, and that status shows
+// the connector with its path and RTT.
+func TestSOCKS5ThroughConnector(t *testing.T) {
+	_, echoPort := echoServer(t, "127.0.0.1:0")
+	hip := hostIP(t)
+	_, namePort := echoServer(t, hip+":0")
+	l := newLab(t, renderYAML(echoPort, namePort))
+	l.startConnector("corp-a", staticResolver{"app.corp.internal": hip})
+
+	d, fe := l.newDaemon()
+	st := l.login(d, "alice@example.com", "alice-password-1")
+	if st.Principal == nil || st.Principal.Name != "alice@example.com" {
+		t.Fatalf("principal after login: %+v", st.Principal)
+	}
+	waitConnectors(t, d, 1)
+	proxy := fe.ListenAddr().String()
+
+	// By IP: 1 MiB round trip with half-close.
+	c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
+	if err != nil || code != 0 {
+		t.Fatalf("socks connect by IP: code %d err %v", code, err)
+	}
+	payload := make([]byte, 1<<20)
+	_, _ = rand.Read(payload)
+	go func() {
+		_, _ = c.Write(payload)
+		_ = c.(*net.TCPConn).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	c.Close()
+	if err != nil || sha256.Sum256(got) != sha256.Sum256(payload) {
+		t.Fatalf("echo by IP: %d bytes, err %v", len(got), err)
+	}
+
+	// By name (curl --socks5-hostname passes names).
+	c, code, err = socksConnect(proxy, "app.corp.internal", namePort)
+	if err != nil || code != 0 {
+		t.Fatalf("socks connect by name: code %d err %v", code, err)
+	}
+	_, _ = c.Write([]byte("hello"))
+	buf := make([]byte, 5)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "hello" {
+		t.Fatalf("echo by name: %q %v", buf, err)
+	}
+	c.Close()
+
+	// A port outside the policy: refused without a round trip.
+	start := time.Now()
+	_, code, err = socksConnect(proxy, "127.0.0.1", echoPort+1)
+	if err != nil || code != socks5.ReplyNotAllowed {
+		t.Fatalf("port outside policy: code %d err %v, want %d", code, err, socks5.ReplyNotAllowed)
+	}
+	if el := time.Since(start); el > 100*time.Millisecond {
+		t.Errorf("refusal took %v", el)
+	}
+	// A name that is no resource.
+	_, code, _ = socksConnect(proxy, "example.org", 80)
+	if code != socks5.ReplyNotAllowed {
+		t.Errorf("non-resource name: code %d", code)
+	}
+
+	st = d.Status()
+	if st.State != localapi.StateConnected || len(st.Connectors) != 1 {
+		t.Fatalf("status: %+v", st)
+	}
+	cs := st.Connectors[0]
+	if cs.Path != "direct" || !cs.Connected || cs.RTTMillis <= 0 || cs.TotalFlows < 2 {
+		t.Errorf("connector status: %+v", cs)
+	}
+	if st.BytesUp < 1<<20 || st.BytesDown < 1<<20 {
+		t.Errorf("bytes: up %d down %d", st.BytesUp, st.BytesDown)
+	}
+	if st.SOCKS5 == "" {
+		t.Errorf("status lacks the SOCKS5 address")
+	}
+}
+
+// TestFailover: with one connector killed, new flows go to the other
+// within 2 s.
+func TestFailover(t *testing.T) {
+	_, echoPort := echoServer(t, "127.0.0.1:0")
+	l := newLab(t, renderYAML(echoPort, 1))
+	a := l.startConnector("corp-a", nil)
+	b := l.startConnector("corp-b", nil)
+	d, fe := l.newDaemon()
+	l.login(d, "alice@example.com", "alice-password-1")
+	waitConnectors(t, d, 2)
+	proxy := fe.ListenAddr().String()
+
+	roundTrip := func() error {
+		c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
+		if err != nil {
+			return err
+		}
+		if code != 0 {
+			return &FlowError{Msg: "socks reply " + itoa(int(code))}
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte("ping"))
+		b := make([]byte, 4)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, b); err != nil {
+			return err
+		}
+		if !bytes.Equal(b, []byte("ping")) {
+			return errShort
+		}
+		return nil
+	}
+	if err := roundTrip(); err != nil {
+		t.Fatalf("first flow: %v", err)
+	}
+	// Find which connector served it and kill that one abruptly: its
+	// process ends without closing QUIC (no CONNECTION_CLOSE reaches us).
+	var used string
+	for _, c := range d.Status().Connectors {
+		if c.Connected {
+			used = c.Name
+		}
+	}
+	victim := a
+	if used == "corp-b" {
+		victim = b
+	}
+	victim.c.Transport().Conn.(*net.UDPConn).Close()
+	killed := time.Now()
+	var err error
+	for time.Since(killed) < 5*time.Second {
+		if err = roundTrip(); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("no flow succeeded after killing %s: %v", used, err)
+	}
+	if el := time.Since(killed); el > 2*time.Second {
+		t.Errorf("new flow succeeded only after %v", el)
+	} else {
+		t.Logf("new flow succeeded %v after the kill", el)
+	}
+}
+
+// TestLocalAPIAndCLIContract drives the local API client over the real socket.
+func TestLocalAPI(t *testing.T) {
+	_, echoPort := echoServer(t, "127.0.0.1:0")
+	l := newLab(t, renderYAML(echoPort, 1))
+	l.startConnector("corp-a", nil)
+	d, _ := l.newDaemon()
+	sock := filepath.Join(t.TempDir(), localapi.SocketName)
+	srv, err := ListenLocalAPI(d, sock, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	lc := localapi.NewClient(sock)
+	defer lc.Close()
+	ctx := context.Background()
+
+	st, err := lc.Status(ctx)
+	if err != nil || st.State != localapi.StateSignedOut {
+		t.Fatalf("status before login: %+v %v", st, err)
+	}
+	if _, err := lc.Up(ctx); err == nil {
+		t.Fatal("up while signed out succeeded")
+	} else if ae, ok := err.(*localapi.APIError); !ok || !strings.Contains(ae.Err.Hint, "postern login") {
+		t.Errorf("up while signed out: %v", err)
+	}
+	// Wrong password: a clear error, no session.
+	_, err = lc.Login(ctx, localapi.LoginRequest{ControllerURL: l.url, CAPEM: l.ca, Email: "alice@example.com", Password: "wrong-password-1"})
+	if err == nil {
+		t.Fatal("login with wrong password succeeded")
+	}
+	// Wrong CA: a certificate error with a hint about --ca.
+	_, err = lc.Login(ctx, localapi.LoginRequest{ControllerURL: l.url, Email: "alice@example.com", Password: "alice-password-1"})
+	if ae, ok := err.(*localapi.APIError); !ok || !strings.Contains(ae.Err.Hint, "--ca") {
+		t.Errorf("login without CA: %v", err)
+	}
+
+	events := make(chan localapi.Status, 64)
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go lc.Events(ectx, func(s localapi.Status) bool { events <- s; return true })
+
+	st, err = lc.Login(ctx, localapi.LoginRequest{ControllerURL: l.url, CAPEM: l.ca, Email: "alice@example.com", Password: "alice-password-1"})
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	eventually(t, 10*time.Second, "connected event", func() bool {
+		for {
+			select {
+			case s := <-events:
+				if s.State == localapi.StateConnected {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
+	rs, err := lc.Resources(ctx)
+	if err != nil || len(rs) != 2 {
+		t.Fatalf("resources: %+v %v", rs, err)
+	}
+	ex, err := lc.DNS(ctx, "db.corp.internal")
+	if err != nil || ex.Resource != "app" {
+		t.Errorf("dns explain: %+v %v", ex, err)
+	}
+	if st, err = lc.Down(ctx); err != nil || st.State != localapi.StateStopped {
+		t.Errorf("down: %+v %v", st.State, err)
+	}
+	if st, err = lc.Up(ctx); err != nil || st.State == localapi.StateStopped {
+		t.Errorf("up: %+v %v", st.State, err)
+	}
+	if st, err = lc.Logout(ctx); err != nil || st.State != localapi.StateSignedOut {
+		t.Errorf("logout: %+v %v", st.State, err)
+	}
+}

@@ -1,0 +1,276 @@
+package client
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"postern.dev/postern/connector"
+	"postern.dev/postern/controller"
+	"postern.dev/postern/localapi"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("POSTERN_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// lab is an in-process controller with connectors (real QUIC on loopback).
+type lab struct {
+	t       testing.TB
+	ctx     context.Context
+	ctl     *controller.Controller
+	url     string
+	ca      string
+	conn    map[string]*runningConnector
+	stopCtl func()
+}
+
+type runningConnector struct {
+	c    *connector.Connector
+	stop func()
+}
+
+// staticResolver answers names from a map (the connector's private DNS).
+type staticResolver map[string]string
+
+func (r staticResolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
+	ip, ok := r[strings.TrimSuffix(strings.ToLower(host), ".")]
+	if !ok {
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	return []netip.Addr{netip.MustParseAddr(ip)}, nil
+}
+
+func newLab(t testing.TB, yaml string) *lab { return newLabWith(t, yaml, nil) }
+
+func newLabWith(t testing.TB, yaml string, tune func(*controller.Config)) *lab {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &lab{t: t, ctx: ctx, url: "https://" + ln.Addr().String(), conn: map[string]*runningConnector{}}
+	cfg := controller.Config{DataDir: t.TempDir(), PublicURL: l.url, Logger: testLogger(t), HeartbeatInterval: time.Second}
+	if tune != nil {
+		tune(&cfg)
+	}
+	ctl, err := controller.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.ctl = ctl
+	l.ca = string(ctl.CACertPEM())
+	sctx, scancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = ctl.Serve(sctx, ln) }()
+	var once sync.Once
+	l.stopCtl = func() { once.Do(func() { scancel(); <-done; ctl.Close() }) }
+	t.Cleanup(l.stopCtl)
+	if _, err := ctl.ApplyYAML(ctx, []byte(yaml), false); err != nil {
+		t.Fatalf("apply: %v", err)
+	}
+	return l
+}
+
+// startConnector enrolls and runs connector name.
+func (l *lab) startConnector(name string, res staticResolver) *runningConnector {
+	t := l.t
+	t.Helper()
+	dir := t.TempDir()
+	tok, err := l.ctl.EnrollmentToken("connector", name, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := connector.Enroll(l.ctx, dir, tok, connector.EnrollOptions{}); err != nil {
+		t.Fatalf("enroll %s: %v", name, err)
+	}
+	c, err := connector.Open(connector.Config{StateDir: dir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: res})
+	if err != nil {
+		t.Fatalf("open connector: %v", err)
+	}
+	ctx, cancel := context.WithCancel(l.ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	rc := &runningConnector{c: c, stop: func() { once.Do(func() { cancel(); <-done }) }}
+	t.Cleanup(rc.stop)
+	l.conn[name] = rc
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.Ready() {
+		if time.Now().After(deadline) {
+			t.Fatalf("connector %s not ready", name)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return rc
+}
+
+// newDaemon starts a client daemon in SOCKS5 mode on a free port.
+func (l *lab) newDaemon() (*Daemon, *SOCKS5Frontend) {
+	t := l.t
+	t.Helper()
+	fe := NewSOCKS5Frontend("127.0.0.1:0")
+	d, err := New(Config{StateDir: t.TempDir(), Logger: testLogger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d, fe
+}
+
+func (l *lab) login(d *Daemon, email, password string) localapi.Status {
+	l.t.Helper()
+	st, err := d.Login(l.ctx, localapi.LoginRequest{ControllerURL: l.url, CAPEM: l.ca, Email: email, Password: password})
+	if err != nil {
+		l.t.Fatalf("login: %v", err)
+	}
+	return st
+}
+
+func eventually(t testing.TB, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// waitConnectors waits until the daemon's policy lists n online connectors.
+func waitConnectors(t testing.TB, d *Daemon, n int) {
+	t.Helper()
+	eventually(t, 15*time.Second, fmt.Sprintf("%d online connectors in policy", n), func() bool {
+		tb := d.table.Load()
+		k := 0
+		for _, cs := range tb.connectors {
+			for _, c := range cs {
+				if c.Online && len(c.Addrs) > 0 {
+					k++
+				}
+			}
+		}
+		return k >= n
+	})
+}
+
+// echoServer accepts TCP and echoes until EOF, then closes its write side.
+func echoServer(t testing.TB, addr string) (net.Listener, uint16) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+				_ = c.(*net.TCPConn).CloseWrite()
+			}()
+		}
+	}()
+	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// socksConnect is a minimal SOCKS5 client: CONNECT host:port, returning the
+// reply code and, on success, the connection.
+func socksConnect(proxy, host string, port uint16) (net.Conn, byte, error) {
+	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+	if err != nil {
+		return nil, 0, err
+	}
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+		c.Close()
+		return nil, 0, err
+	}
+	var m [2]byte
+	if _, err := io.ReadFull(c, m[:]); err != nil || m[1] != 0 {
+		c.Close()
+		return nil, 0, fmt.Errorf("method negotiation: %v %v", m, err)
+	}
+	req := []byte{5, 1, 0, 3, byte(len(host))}
+	req = append(req, host...)
+	req = binary.BigEndian.AppendUint16(req, port)
+	if _, err := c.Write(req); err != nil {
+		c.Close()
+		return nil, 0, err
+	}
+	var rep [10]byte
+	if _, err := io.ReadFull(c, rep[:]); err != nil {
+		c.Close()
+		return nil, 0, fmt.Errorf("read reply: %w", err)
+	}
+	if rep[1] != 0 {
+		c.Close()
+		return nil, rep[1], nil
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, 0, nil
+}
+
+// hostIP is a non-loopback IPv4 address of this machine (names never
+// resolve to loopback through a connector).
+func hostIP(t testing.TB) string {
+	t.Helper()
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		p, err := netip.ParsePrefix(a.String())
+		if err == nil && p.Addr().Is4() && !p.Addr().IsLoopback() && !p.Addr().IsLinkLocalUnicast() {
+			return p.Addr().String()
+		}
+	}
+	t.Skip("no non-loopback IPv4 address for name-resource tests")
+	return ""
+}
+
+var errShort = errors.New("short echo")
+
+// checkNoLeaks fails if goroutines of the client packages outlive Close.
+func checkNoLeaks(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		buf := make([]byte, 1<<22)
+		n := runtime.Stack(buf, true)
+		var leaked []string
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			if strings.Contains(g, "_test.go") {
+				continue
+			}
+			if strings.Contains(g, "postern/client.") || strings.Contains(g, "postern/client/socks5.") || strings.Contains(g, "postern/netstack.") {
+				leaked = append(leaked, g)
+			}
+		}
+		if len(leaked) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d client goroutines still running after Close:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

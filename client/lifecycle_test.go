@@ -1,0 +1,158 @@
+package client
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"postern.dev/postern/controller"
+	"postern.dev/postern/localapi"
+)
+
+// TestTokenRefreshInBand: tokens are refreshed on the control stream of the
+// same connection, and a long-lived flow keeps working.
+func TestTokenRefreshInBand(t *testing.T) {
+	_, echoPort := echoServer(t, "127.0.0.1:0")
+	l := newLabWith(t, renderYAML(echoPort, 1), func(c *controller.Config) { c.TokenTTL = 2 * time.Second })
+	l.startConnector("corp-a", nil)
+	d, fe := l.newDaemon()
+	l.login(d, "alice@example.com", "alice-password-1")
+	waitConnectors(t, d, 1)
+	c, code, err := socksConnect(fe.ListenAddr().String(), "127.0.0.1", echoPort)
+	if err != nil || code != 0 {
+		t.Fatalf("connect: %d %v", code, err)
+	}
+	defer c.Close()
+	first := d.Status().Connectors[0]
+	remote := first.RemoteAddr
+	eventually(t, 10*time.Second, "two token refreshes", func() bool {
+		cs := d.Status().Connectors[0]
+		return cs.TokenExpiry.Sub(first.TokenExpiry) >= 2*time.Second
+	})
+	cs := d.Status().Connectors[0]
+	if !cs.Connected || cs.RemoteAddr != remote {
+		t.Errorf("connection changed during refresh: %+v", cs)
+	}
+	_, _ = c.Write([]byte("still here"))
+	b := make([]byte, 10)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "still here" {
+		t.Fatalf("long-lived flow after refresh: %q %v", b, err)
+	}
+}
+
+// TestFailStatic: with the controller gone, running flows and the open
+// connection keep working, and status says since when it is unreachable.
+func TestFailStatic(t *testing.T) {
+	_, echoPort := echoServer(t, "127.0.0.1:0")
+	l := newLab(t, renderYAML(echoPort, 1))
+	l.startConnector("corp-a", nil)
+	d, fe := l.newDaemon()
+	l.login(d, "alice@example.com", "alice-password-1")
+	waitConnectors(t, d, 1)
+	proxy := fe.ListenAddr().String()
+	c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
+	if err != nil || code != 0 {
+		t.Fatalf("connect: %d %v", code, err)
+	}
+	defer c.Close()
+
+	before := time.Now()
+	l.stopCtl()
+	eventually(t, 10*time.Second, "controller unreachable in status", func() bool {
+		return !d.Status().ControllerReachable
+	})
+	st := d.Status()
+	if st.State != localapi.StateDegraded || st.ControllerDownSince.Before(before.Add(-time.Second)) || st.Message == "" {
+		t.Errorf("status with controller down: state %s since %v message %q", st.State, st.ControllerDownSince, st.Message)
+	}
+	// The running flow.
+	_, _ = c.Write([]byte("ping"))
+	b := make([]byte, 4)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatalf("running flow after controller loss: %v", err)
+	}
+	// A new flow on the open connection (its token is still valid).
+	c2, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
+	if err != nil || code != 0 {
+		t.Fatalf("new flow after controller loss: %d %v", code, err)
+	}
+	c2.Close()
+	// The policy survives on disk for a restart.
+	if p, err := d.state.policy(); err != nil || p == nil || len(p.Resources) != 2 {
+		t.Errorf("saved policy: %v %v", p, err)
+	}
+}
+
+// TestCloseLeavesNothing: after Close no goroutine of the client remains.
+func TestCloseLeavesNothing(t *testing.T) {
+	_, echoPort := echoServer(t, "127.0.0.1:0")
+	l := newLab(t, renderYAML(echoPort, 1))
+	l.startConnector("corp-a", nil)
+	d, fe := l.newDaemon()
+	l.login(d, "alice@example.com", "alice-password-1")
+	waitConnectors(t, d, 1)
+	c, code, err := socksConnect(fe.ListenAddr().String(), "127.0.0.1", echoPort)
+	if err != nil || code != 0 {
+		t.Fatalf("connect: %d %v", code, err)
+	}
+	ch, _ := d.Events()
+	d.Close()
+	c.Close()
+	for range ch {
+	}
+	checkNoLeaks(t)
+}
+
+// TestRestartResumesSession: the device key, session and last policy survive
+// a daemon restart; the key file is private.
+func TestRestartResumesSession(t *testing.T) {
+	_, echoPort := echoServer(t, "127.0.0.1:0")
+	l := newLab(t, renderYAML(echoPort, 1))
+	l.startConnector("corp-a", nil)
+	dir := t.TempDir()
+	mk := func() (*Daemon, *SOCKS5Frontend) {
+		fe := NewSOCKS5Frontend("127.0.0.1:0")
+		d, err := New(Config{StateDir: dir, Logger: testLogger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d, fe
+	}
+	d, _ := mk()
+	l.login(d, "alice@example.com", "alice-password-1")
+	waitConnectors(t, d, 1)
+	jkt := d.jkt
+	d.Close()
+	fi, err := os.Stat(filepath.Join(dir, deviceKeyFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("device key mode: %v %v", fi.Mode(), err)
+	}
+
+	// Restart with the controller down: signed in, resources from disk.
+	l.stopCtl()
+	d2, fe2 := mk()
+	defer d2.Close()
+	if err := d2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if d2.jkt != jkt {
+		t.Error("device key changed across restart")
+	}
+	st := d2.Status()
+	if st.Principal == nil || st.Principal.Name != "alice@example.com" || st.State == localapi.StateStopped {
+		t.Fatalf("status after restart: %+v", st)
+	}
+	if rs := d2.Resources(); len(rs) != 2 {
+		t.Errorf("resources after restart: %+v", rs)
+	}
+	// Nothing new is granted without the controller: no token, no flow.
+	_, code, _ := socksConnect(fe2.ListenAddr().String(), "127.0.0.1", echoPort)
+	if code == 0 {
+		t.Error("a flow opened without a controller to issue tokens")
+	}
+	eventually(t, 5*time.Second, "unreachable", func() bool { return !d2.Status().ControllerReachable })
+}

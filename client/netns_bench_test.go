@@ -1,0 +1,257 @@
+package client
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkTUN measures, in network namespaces with a real TUN daemon, real
+// connector and controller: single-flow throughput (next to direct TCP
+// between the same namespaces), 64-byte request/response latency idle and
+// under a parallel bulk transfer, new flows per second, and the daemon's
+// memory per idle flow. Run as root: go test -run XXX -bench TUN ./client/
+func BenchmarkTUN(b *testing.B) {
+	l := newNetLab(b)
+	l.build()
+	l.startServer()
+	// Private servers: a bulk source and an echo server behind the connector,
+	// and a bulk source in the connector's namespace for direct TCP.
+	var src, echo, direct net.Listener
+	inNS(b, l.srv, func() {
+		src, _ = net.Listen("tcp", "198.19.0.10:7000")
+		echo, _ = net.Listen("tcp", "198.19.0.10:7002")
+	})
+	inNS(b, l.conn, func() { direct, _ = net.Listen("tcp", "198.18.0.2:7001") })
+	if src == nil || echo == nil || direct == nil {
+		b.Fatal("listen in namespaces failed")
+	}
+	for _, ln := range []net.Listener{src, echo, direct} {
+		b.Cleanup(func() { ln.Close() })
+	}
+	go serveSource(src)
+	go serveSource(direct)
+	go serveEcho(echo)
+	l.startControlPlane()
+	sock := l.startDaemon("tun", "--tun", "pst0")
+	eventually(b, 30*time.Second, "tunnel ready", func() bool {
+		c, err := dialIn(b, l.cli, "198.19.0.10:7002")
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+
+	b.Run("throughput/tunnel", func(b *testing.B) { benchDownload(b, l, "198.19.0.10:7000") })
+	b.Run("throughput/direct-tcp", func(b *testing.B) { benchDownload(b, l, "198.18.0.2:7001") })
+	b.Run("latency/idle", func(b *testing.B) { benchLatency(b, l, false) })
+	b.Run("latency/under-bulk", func(b *testing.B) { benchLatency(b, l, true) })
+	b.Run("new-flows", func(b *testing.B) {
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			c, err := dialIn(b, l.cli, "198.19.0.10:7002")
+			if err != nil {
+				b.Fatal(err)
+			}
+			_, _ = c.Write([]byte{1})
+			var one [1]byte
+			if _, err := io.ReadFull(c, one[:]); err != nil {
+				b.Fatal(err)
+			}
+			c.Close()
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
+	})
+	b.Run("idle-flows-10k", func(b *testing.B) {
+		// One round is the measurement (it takes longer than -benchtime).
+		// The echo server runs in its own process: this one holds the
+		// application sockets, the open-file limit allows one side only.
+		os.Setenv(echoHelperEnv, "198.19.0.10:7003")
+		l.start(l.srv, "echo-helper", nil, os.Args[0], "-test.run=^$")
+		os.Unsetenv(echoHelperEnv)
+		eventually(b, 10*time.Second, "echo helper", func() bool {
+			c, err := dialIn(b, l.cli, "198.19.0.10:7003")
+			if err == nil {
+				c.Close()
+			}
+			return err == nil
+		})
+		pid := l.daemons[0].Process.Pid
+		time.Sleep(time.Second)
+		before := rssKiB(b, pid)
+		const n = 10000
+		conns := make([]net.Conn, 0, n)
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for i := 0; i < n; i++ {
+			c, err := dialIn(b, l.cli, "198.19.0.10:7003")
+			if err != nil {
+				b.Fatalf("flow %d: %v", i, err)
+			}
+			conns = append(conns, c)
+		}
+		// Every flow carries one round trip so it is fully established.
+		for _, c := range conns {
+			_, _ = c.Write([]byte{1})
+			var one [1]byte
+			if _, err := io.ReadFull(c, one[:]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		time.Sleep(2 * time.Second)
+		after := rssKiB(b, pid)
+		if f := os.Getenv("POSTERN_BENCH_HEAP"); f != "" {
+			out, err := exec.Command("curl", "-sS", "-o", f, "--unix-socket", sock, "http://posternd/v1/debug/pprof/heap?debug=1").CombinedOutput()
+			b.Logf("heap profile to %s: %v %s", f, err, out)
+		}
+		b.ReportMetric(float64(after-before)/n, "KiB/flow")
+		b.Logf("posternd RSS %d KiB -> %d KiB with %d idle flows", before, after, n)
+	})
+}
+
+func serveSource(ln net.Listener) {
+	buf := make([]byte, 256<<10)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			for {
+				if _, err := c.Write(buf); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func serveEcho(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 512)
+			for {
+				n, err := c.Read(buf)
+				if err != nil {
+					return
+				}
+				if _, err := c.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// dialIn opens a TCP connection from inside namespace ns.
+func dialIn(t testing.TB, ns, addr string) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	inNS(t, ns, func() { c, err = net.DialTimeout("tcp", addr, 5*time.Second) })
+	return c, err
+}
+
+func benchDownload(b *testing.B, l *netLab, addr string) {
+	c, err := dialIn(b, l.cli, addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	// Warm up past slow start.
+	if _, err := io.CopyN(io.Discard, c, 16<<20); err != nil {
+		b.Fatal(err)
+	}
+	const chunk = 1 << 20
+	b.SetBytes(chunk)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := io.CopyN(io.Discard, c, chunk); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)*chunk*8/b.Elapsed().Seconds()/1e9, "Gbit/s")
+}
+
+func benchLatency(b *testing.B, l *netLab, bulk bool) {
+	if bulk {
+		bc, err := dialIn(b, l.cli, "198.19.0.10:7000")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer bc.Close()
+		go func() { _, _ = io.Copy(io.Discard, bc) }()
+		time.Sleep(500 * time.Millisecond)
+	}
+	c, err := dialIn(b, l.cli, "198.19.0.10:7002")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	msg := make([]byte, 64)
+	resp := make([]byte, 64)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s := time.Now()
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, resp); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(s))
+	}
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+}
+
+func rssKiB(b *testing.B, pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			f := strings.Fields(line)
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+// echoHelperEnv makes the test binary an echo server (see TestMain).
+const echoHelperEnv = "POSTERN_TEST_ECHO_HELPER"
+
+func TestMain(m *testing.M) {
+	if addr := os.Getenv(echoHelperEnv); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		serveEcho(ln)
+		return
+	}
+	os.Exit(m.Run())
+}

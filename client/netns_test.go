@@ -1,0 +1,480 @@
+package client
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netns"
+
+	"postern.dev/postern/localapi"
+)
+
+// netLab is three network namespaces: the employee device (cli), the
+// private network's connector host (conn, also running the controller) and
+// a private server (srv) that only conn can reach.
+//
+//	cli 198.18.0.1 --- 198.18.0.2 conn 198.19.0.1 --- 198.19.0.10 srv
+type netLab struct {
+	t              testing.TB
+	cli, conn, srv string
+	bin            string
+	dir            string
+	procs          []*exec.Cmd
+	daemons        []*exec.Cmd
+	ctlURL, caFile string
+	adminTok       string
+}
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("this test needs root (network namespaces, TUN) and CI=true")
+		}
+		t.Skip("needs root for network namespaces and TUN")
+	}
+	for _, tool := range []string{"ip", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s is missing (run make deps)", tool)
+			}
+			t.Skipf("%s is missing", tool)
+		}
+	}
+}
+
+func run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func newNetLab(t testing.TB) *netLab {
+	requireRoot(t)
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	sfx := hex.EncodeToString(b[:])
+	l := &netLab{t: t, cli: "pstc" + sfx, conn: "pstk" + sfx, srv: "psts" + sfx, dir: t.TempDir()}
+	for _, ns := range []string{l.cli, l.conn, l.srv} {
+		ns := ns
+		if err := os.MkdirAll("/etc/netns/"+ns, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll("/etc/netns/" + ns) })
+		// Resolvers that exist only inside the lab.
+		resolv := "nameserver 198.18.0.2\n"
+		if err := os.WriteFile("/etc/netns/"+ns+"/resolv.conf", []byte(resolv), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		run(t, "ip", "netns", "add", ns)
+		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	// The private server's name, known only inside the connector's network.
+	hosts := "127.0.0.1 localhost\n198.19.0.10 app.corp.internal\n"
+	if err := os.WriteFile("/etc/netns/"+l.conn+"/hosts", []byte(hosts), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// veth pairs are created inside the namespaces: nothing touches the
+	// machine's own namespace.
+	run(t, "ip", "-n", l.cli, "link", "add", "pcli0", "type", "veth", "peer", "name", "pcon0", "netns", l.conn)
+	run(t, "ip", "-n", l.conn, "link", "add", "pcon1", "type", "veth", "peer", "name", "psrv0", "netns", l.srv)
+	run(t, "ip", "-n", l.cli, "addr", "add", "198.18.0.1/24", "dev", "pcli0")
+	run(t, "ip", "-n", l.conn, "addr", "add", "198.18.0.2/24", "dev", "pcon0")
+	run(t, "ip", "-n", l.conn, "addr", "add", "198.19.0.1/24", "dev", "pcon1")
+	run(t, "ip", "-n", l.srv, "addr", "add", "198.19.0.10/24", "dev", "psrv0")
+	run(t, "ip", "-n", l.cli, "link", "set", "pcli0", "up")
+	run(t, "ip", "-n", l.conn, "link", "set", "pcon0", "up")
+	run(t, "ip", "-n", l.conn, "link", "set", "pcon1", "up")
+	run(t, "ip", "-n", l.srv, "link", "set", "psrv0", "up")
+	return l
+}
+
+// build compiles the programs the lab runs.
+func (l *netLab) build() {
+	t := l.t
+	l.bin = filepath.Join(l.dir, "bin")
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "build", "-o", l.bin+"/", "./cmd/posternd", "./cmd/postern", "./cmd/postern-controller", "./cmd/postern-connector")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build programs: %v\n%s", err, out)
+	}
+}
+
+// start runs a program inside a namespace; it is killed (by pid) at cleanup.
+func (l *netLab) start(ns, logName string, stdin io.Reader, prog string, args ...string) *exec.Cmd {
+	t := l.t
+	t.Helper()
+	path := prog
+	if !filepath.IsAbs(prog) {
+		path = filepath.Join(l.bin, prog)
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, path}, args...)...)
+	logf, err := os.Create(filepath.Join(l.dir, logName+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr, cmd.Stdin = logf, logf, stdin
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", prog, err)
+	}
+	l.procs = append(l.procs, cmd)
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		logf.Close()
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("--- %s log:\n%s", logName, tail(string(b), 4000))
+		}
+	})
+	return cmd
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// exec runs a program inside a namespace and returns its output.
+func (l *netLab) exec(ns string, stdin string, prog string, args ...string) (string, error) {
+	path := prog
+	if !strings.Contains(prog, "/") {
+		if _, err := os.Stat(filepath.Join(l.bin, prog)); err == nil {
+			path = filepath.Join(l.bin, prog)
+		}
+	}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, path}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// inNS runs f on an OS thread inside namespace ns. Sockets f creates stay
+// in ns after f returns.
+func inNS(t testing.TB, ns string, f func()) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		f()
+		if err := netns.Set(orig); err != nil {
+			// Leave the thread locked: it dies with this goroutine.
+			errc <- fmt.Errorf("restore namespace: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// blob is the deterministic content the private server serves.
+type blobReader struct{ r *mrand.ChaCha8 }
+
+func newBlob() io.Reader {
+	var seed [32]byte
+	copy(seed[:], "postern netns transfer test seed")
+	return blobReader{mrand.NewChaCha8(seed)}
+}
+
+func (b blobReader) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+const blobSize = 100 << 20
+
+// startServer runs the private HTTP server inside srv.
+func (l *netLab) startServer() {
+	t := l.t
+	var ln net.Listener
+	inNS(t, l.srv, func() {
+		var err error
+		ln, err = net.Listen("tcp", "198.19.0.10:8080")
+		if err != nil {
+			t.Errorf("listen in %s: %v", l.srv, err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	// A DNS server of the private network (udp/53 resource).
+	var pc net.PacketConn
+	inNS(t, l.srv, func() {
+		var err error
+		pc, err = net.ListenPacket("udp", "198.19.0.10:53")
+		if err != nil {
+			t.Errorf("listen udp in %s: %v", l.srv, err)
+		}
+	})
+	if pc == nil {
+		t.FailNow()
+	}
+	ds := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		if len(r.Question) == 1 && r.Question[0].Qtype == dns.TypeA {
+			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(198, 19, 0, 77)})
+		}
+		_ = w.WriteMsg(m)
+	})}
+	go ds.ActivateAndServe()
+	t.Cleanup(func() { _ = ds.Shutdown() })
+	mux := http.NewServeMux()
+	mux.HandleFunc("/blob", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", fmt.Sprint(blobSize))
+		_, _ = io.CopyN(w, newBlob(), blobSize)
+	})
+	mux.HandleFunc("/hello", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello from the private network\n")
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+const netnsYAML = `
+remote_networks:
+  - name: corp
+    connectors: [corp-a]
+groups:
+  - name: engineering
+    users: [alice@example.com]
+users:
+  - email: alice@example.com
+    password: "alice-password-1"
+resources:
+  - name: app
+    address: app.corp.internal
+    network: corp
+    ports: [tcp/8080]
+    groups: [engineering]
+  - name: srv
+    address: 198.19.0.10
+    network: corp
+    ports: [tcp/8080, tcp/9090, tcp/7000-7003, udp/53, icmp]
+    groups: [engineering]
+`
+
+// startControlPlane runs the controller and one connector in conn.
+func (l *netLab) startControlPlane() {
+	t := l.t
+	data := filepath.Join(l.dir, "controller")
+	l.ctlURL = "https://198.18.0.2:8443"
+	l.start(l.conn, "controller", nil, "postern-controller", "serve", "--data", data, "--listen", "198.18.0.2:8443", "--public-url", l.ctlURL)
+	l.caFile = filepath.Join(data, "ca.pem")
+	tokFile := filepath.Join(data, "admin-token")
+	eventually(t, 20*time.Second, "controller up", func() bool {
+		_, err := l.exec(l.conn, "", "curl", "-sf", "--cacert", l.caFile, l.ctlURL+"/healthz")
+		return err == nil
+	})
+	yamlFile := filepath.Join(l.dir, "network.yaml")
+	if err := os.WriteFile(yamlFile, []byte(netnsYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := l.exec(l.conn, "", "postern-controller", "apply", "--url", l.ctlURL, "--ca", l.caFile, "--token-file", tokFile, "-f", yamlFile); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+	out, err := l.exec(l.conn, "", "postern-controller", "connector-token", "--url", l.ctlURL, "--ca", l.caFile, "--token-file", tokFile, "corp-a")
+	if err != nil {
+		t.Fatalf("connector-token: %v\n%s", err, out)
+	}
+	tok := strings.TrimSpace(out)
+	if i := strings.LastIndex(tok, "\n"); i >= 0 {
+		tok = strings.TrimSpace(tok[i+1:])
+	}
+	l.start(l.conn, "connector", nil, "postern-connector", "--token", tok, "--state", filepath.Join(l.dir, "connector"), "--listen-udp", "198.18.0.2:4433")
+}
+
+// startDaemon runs posternd in cli and signs it in with the CLI.
+func (l *netLab) startDaemon(name string, extra ...string) string {
+	t := l.t
+	state := filepath.Join(l.dir, name)
+	sock := filepath.Join(state, localapi.SocketName)
+	l.daemons = append(l.daemons, l.start(l.cli, name, nil, "posternd", append([]string{"--state", state}, extra...)...))
+	eventually(t, 10*time.Second, name+" socket", func() bool {
+		_, err := os.Stat(sock)
+		return err == nil
+	})
+	out, err := l.exec(l.cli, "alice-password-1\n", "postern", "--socket", sock, "login", "--controller", l.ctlURL, "--ca", l.caFile, "--user", "alice@example.com", "--password-stdin")
+	if err != nil {
+		t.Fatalf("postern login: %v\n%s", err, out)
+	}
+	return sock
+}
+
+func (l *netLab) status(sock string) localapi.Status {
+	out, err := l.exec(l.cli, "", "postern", "--socket", sock, "status", "--json")
+	var st localapi.Status
+	if err != nil || json.Unmarshal([]byte(out), &st) != nil {
+		l.t.Fatalf("postern status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+// TestTUNThroughConnector drives a real TUN daemon in front of a real
+// connector: names through the DNS proxy, 100 MB with matching SHA-256, a
+// refused port answered with RST within 100 ms, and SOCKS5 mode with
+// curl --socks5-hostname.
+func TestTUNThroughConnector(t *testing.T) {
+	if testing.Short() {
+		t.Skip("network-namespace test")
+	}
+	l := newNetLab(t)
+	l.build()
+	l.startServer()
+	l.startControlPlane()
+	sock := l.startDaemon("tun", "--tun", "pst0")
+
+	// By name: the OS resolver in cli points at the DNS proxy.
+	var out string
+	var err error
+	eventually(t, 30*time.Second, "curl by name through the TUN", func() bool {
+		out, err = l.exec(l.cli, "", "curl", "-sS", "--max-time", "5", "http://app.corp.internal:8080/hello")
+		return err == nil
+	})
+	if !strings.Contains(out, "hello from the private network") {
+		t.Fatalf("curl by name: %q", out)
+	}
+
+	// 100 MB by address, SHA-256 compared.
+	h := sha256.New()
+	_, _ = io.CopyN(h, newBlob(), blobSize)
+	want := hex.EncodeToString(h.Sum(nil))
+	start := time.Now()
+	out, err = l.exec(l.cli, "", "/bin/sh", "-c", "curl -sS --max-time 300 http://198.19.0.10:8080/blob | sha256sum")
+	el := time.Since(start)
+	if err != nil || !strings.HasPrefix(out, want) {
+		t.Fatalf("100 MB transfer: %v\n%s\nwant %s", err, out, want)
+	}
+	t.Logf("100 MB through TUN, netstack, QUIC and connector in %v (%.0f Mbit/s)", el, float64(blobSize*8)/el.Seconds()/1e6)
+
+	// Refusals: a port outside the policy and a closed port inside it.
+	for _, port := range []string{"9999", "9090"} {
+		var derr error
+		var took time.Duration
+		inNS(t, l.cli, func() {
+			s := time.Now()
+			c, err := net.DialTimeout("tcp", "198.19.0.10:"+port, 3*time.Second)
+			took = time.Since(s)
+			if c != nil {
+				c.Close()
+			}
+			derr = err
+		})
+		if !errors.Is(derr, syscall.ECONNREFUSED) {
+			t.Errorf("port %s: %v, want connection refused", port, derr)
+		}
+		if took > 100*time.Millisecond {
+			t.Errorf("port %s refused after %v, want within 100 ms", port, took)
+		}
+	}
+
+	// UDP: the private network's DNS server as a udp/53 resource.
+	out, err = l.exec(l.cli, "", "dig", "+short", "+time=3", "+tries=2", "@198.19.0.10", "intranet.example")
+	if err != nil || strings.TrimSpace(out) != "198.19.0.77" {
+		t.Errorf("dig through the tunnel: %v %q", err, out)
+	}
+	// ICMP: the connector's real ping answers.
+	out, err = l.exec(l.cli, "", "ping", "-c", "2", "-W", "3", "198.19.0.10")
+	if err != nil || !strings.Contains(out, "2 received") {
+		t.Errorf("ping through the tunnel: %v\n%s", err, out)
+	}
+
+	st := l.status(sock)
+	if st.State != localapi.StateConnected || st.Principal == nil || st.Principal.Name != "alice@example.com" {
+		t.Errorf("status: state %s principal %+v", st.State, st.Principal)
+	}
+	if len(st.Connectors) != 1 || st.Connectors[0].Path != "direct" || st.Connectors[0].RTTMillis <= 0 {
+		t.Errorf("status connectors: %+v", st.Connectors)
+	}
+	if st.BytesDown < blobSize {
+		t.Errorf("status bytes down %d", st.BytesDown)
+	}
+
+	// Split tunnel: only resource ranges go to the TUN.
+	routes, _ := l.exec(l.cli, "", "ip", "route", "show", "table", "all")
+	if !strings.Contains(routes, "198.19.0.10 dev pst0") || !strings.Contains(routes, "100.96.0.0/12 dev pst0") {
+		t.Errorf("routes in cli:\n%s", routes)
+	}
+	if strings.Contains(routes, "default dev pst0") {
+		t.Errorf("TUN took the default route:\n%s", routes)
+	}
+
+	// SOCKS5 mode: a second daemon, no TUN.
+	ssock := l.startDaemon("socks", "--socks5", "127.0.0.1:1080")
+	eventually(t, 20*time.Second, "curl --socks5-hostname", func() bool {
+		out, err = l.exec(l.cli, "", "curl", "-sS", "--max-time", "5", "--socks5-hostname", "127.0.0.1:1080", "http://app.corp.internal:8080/hello")
+		return err == nil
+	})
+	if !strings.Contains(out, "hello from the private network") {
+		t.Errorf("socks5: %q", out)
+	}
+	if st := l.status(ssock); st.SOCKS5 == "" || st.TUN != "" {
+		t.Errorf("socks daemon status: %+v", st)
+	}
+
+	// postern down removes the routes; up restores them.
+	if out, err := l.exec(l.cli, "", "postern", "--socket", sock, "down"); err != nil {
+		t.Fatalf("postern down: %v\n%s", err, out)
+	}
+	routes, _ = l.exec(l.cli, "", "ip", "route", "show", "table", "all")
+	if strings.Contains(routes, "pst0") {
+		t.Errorf("routes left after down:\n%s", routes)
+	}
+	resolv, _ := os.ReadFile("/etc/netns/" + l.cli + "/resolv.conf")
+	if !strings.Contains(string(resolv), "198.18.0.2") || strings.Contains(string(resolv), "100.96.0.53") {
+		t.Errorf("resolv.conf not restored after down:\n%s", resolv)
+	}
+}

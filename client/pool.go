@@ -1,0 +1,453 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/ctoken"
+	"postern.dev/postern/pki"
+	"postern.dev/postern/wire"
+)
+
+// Connection tuning.
+const (
+	keepAlivePeriod  = 400 * time.Millisecond
+	deadAfter        = 1200 * time.Millisecond // no packet received for this long: connection presumed dead
+	dialTimeout      = 5 * time.Second
+	dialBackoff      = 3 * time.Second // after a failed dial, prefer other connectors for this long
+	statusTimeout    = 15 * time.Second
+	refreshMargin    = 2 * time.Minute
+	refreshRetry     = 10 * time.Second
+	quicIdleTimeout  = 30 * time.Second
+	maxStreamWindow  = 16 << 20
+	maxConnWindow    = 64 << 20
+	quicErrShutdown  = 0
+	quicErrDead      = 1
+	defaultRTTGuess  = 50 * time.Millisecond
+	loadPenaltyFlows = 50.0 // this many active flows double a connector's score
+)
+
+// tokenSource fetches and verifies Connection Tokens; the daemon implements it.
+type tokenSource interface {
+	// connectionToken returns a verified token for connector c and the
+	// certificate digest it pins.
+	connectionToken(ctx context.Context, c controlapi.ConnectorInfo) (token string, claims *ctoken.Claims, err error)
+	deviceCert() tls.Certificate
+}
+
+// connEntry is the state of one connector: its QUIC connection (when up)
+// and counters.
+type connEntry struct {
+	id string
+
+	mu       sync.Mutex
+	info     controlapi.ConnectorInfo
+	conn     *quic.Conn
+	path     PathInfo
+	digest   string
+	tokenExp time.Time
+	dialing  chan struct{} // closed when the dial in progress ends
+	dialErr  error
+	failedAt time.Time
+	draining bool
+
+	active    atomic.Int64
+	total     atomic.Int64
+	bytesUp   atomic.Int64
+	bytesDown atomic.Int64
+}
+
+// pool holds one connEntry per connector and dials on demand.
+type pool struct {
+	dialer   Dialer
+	tokens   tokenSource
+	log      *slog.Logger
+	onChange func()
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	entries map[string]*connEntry
+}
+
+func newPool(d Dialer, ts tokenSource, log *slog.Logger, onChange func()) *pool {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{}}
+}
+
+// close closes every connection and waits for the background goroutines.
+func (p *pool) close() {
+	p.cancel()
+	p.mu.Lock()
+	for _, e := range p.entries {
+		e.mu.Lock()
+		if e.conn != nil {
+			_ = e.conn.CloseWithError(quicErrShutdown, "client shutting down")
+		}
+		e.mu.Unlock()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+func (p *pool) entry(c controlapi.ConnectorInfo) *connEntry {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e, ok := p.entries[c.ID]
+	if !ok {
+		e = &connEntry{id: c.ID}
+		p.entries[c.ID] = e
+	}
+	e.mu.Lock()
+	e.info = c
+	e.mu.Unlock()
+	return e
+}
+
+// forget drops connectors that are no longer in the policy.
+func (p *pool) retain(ids map[string]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, e := range p.entries {
+		if ids[id] {
+			continue
+		}
+		e.mu.Lock()
+		if e.conn != nil {
+			_ = e.conn.CloseWithError(quicErrShutdown, "connector removed from policy")
+			e.conn = nil
+		}
+		e.mu.Unlock()
+		if e.active.Load() == 0 {
+			delete(p.entries, id)
+		}
+	}
+}
+
+// candidates orders the online connectors by expected quality: connected and
+// healthy first, then by smoothed RTT weighted by load; connectors whose last
+// dial failed recently go last.
+func (p *pool) candidates(cs []controlapi.ConnectorInfo) []*connEntry {
+	type scored struct {
+		e     *connEntry
+		score float64
+		bad   bool
+	}
+	var list []scored
+	now := time.Now()
+	for _, c := range cs {
+		if !c.Online {
+			continue
+		}
+		e := p.entry(c)
+		e.mu.Lock()
+		rtt := defaultRTTGuess
+		if e.conn != nil && !e.draining {
+			if s := e.conn.ConnectionStats().SmoothedRTT; s > 0 {
+				rtt = s
+			}
+		} else {
+			rtt += 20 * time.Millisecond // a new handshake costs about one more round trip
+		}
+		bad := !e.failedAt.IsZero() && now.Sub(e.failedAt) < dialBackoff
+		load := float64(e.active.Load()) + float64(c.Load.ActiveFlows)/4
+		e.mu.Unlock()
+		list = append(list, scored{e: e, score: float64(rtt) * (1 + load/loadPenaltyFlows), bad: bad})
+	}
+	sort.SliceStable(list, func(i, j int) bool {
+		if list[i].bad != list[j].bad {
+			return !list[i].bad
+		}
+		return list[i].score < list[j].score
+	})
+	out := make([]*connEntry, len(list))
+	for i, s := range list {
+		out[i] = s.e
+	}
+	return out
+}
+
+// get returns a live connection to e, dialing it if needed. Concurrent
+// callers share one dial.
+func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
+	for {
+		e.mu.Lock()
+		if e.conn != nil && !e.draining {
+			c := e.conn
+			e.mu.Unlock()
+			return c, nil
+		}
+		if ch := e.dialing; ch != nil {
+			e.mu.Unlock()
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			e.mu.Lock()
+			c, err := e.conn, e.dialErr
+			e.mu.Unlock()
+			if c != nil {
+				return c, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
+		ch := make(chan struct{})
+		e.dialing = ch
+		info := e.info
+		e.mu.Unlock()
+
+		conn, path, digest, exp, ctrl, err := p.dial(ctx, info)
+		e.mu.Lock()
+		e.dialing = nil
+		e.dialErr = err
+		if err != nil {
+			e.failedAt = time.Now()
+		} else {
+			e.failedAt = time.Time{}
+			if old := e.conn; old != nil {
+				_ = old.CloseWithError(quicErrShutdown, "replaced")
+			}
+			e.conn, e.path, e.digest, e.tokenExp, e.draining = conn, path, digest, exp, false
+		}
+		close(ch)
+		e.mu.Unlock()
+		if err != nil {
+			p.changed()
+			return nil, err
+		}
+		p.wg.Add(2)
+		go p.monitor(e, conn)
+		go p.refresh(e, conn, ctrl)
+		p.changed()
+		return conn, nil
+	}
+}
+
+func (p *pool) changed() {
+	if p.onChange != nil {
+		p.onChange()
+	}
+}
+
+func quicConfig() *quic.Config {
+	return &quic.Config{
+		HandshakeIdleTimeout:           dialTimeout,
+		MaxIdleTimeout:                 quicIdleTimeout,
+		KeepAlivePeriod:                keepAlivePeriod,
+		InitialStreamReceiveWindow:     1 << 20,
+		MaxStreamReceiveWindow:         maxStreamWindow,
+		InitialConnectionReceiveWindow: 4 << 20,
+		MaxConnectionReceiveWindow:     maxConnWindow,
+		MaxIncomingStreams:             -1, // the connector never opens streams
+		MaxIncomingUniStreams:          -1,
+	}
+}
+
+// dial fetches a token, opens the pinned QUIC connection and authenticates
+// the control stream.
+func (p *pool) dial(ctx context.Context, info controlapi.ConnectorInfo) (*quic.Conn, PathInfo, string, time.Time, *quic.Stream, error) {
+	ctx, cancel := context.WithTimeout(ctx, dialTimeout+5*time.Second)
+	defer cancel()
+	token, claims, err := p.tokens.connectionToken(ctx, info)
+	if err != nil {
+		return nil, PathInfo{}, "", time.Time{}, nil, err
+	}
+	digest := claims.ConnectorCertSHA256
+	tlsConf := pki.PinnedPeerConfig(func() []string { return []string{digest} }, wire.ServerName(digest), []string{wire.ALPN})
+	tlsConf.Certificates = []tls.Certificate{p.tokens.deviceCert()}
+	dctx, dcancel := context.WithTimeout(ctx, dialTimeout)
+	conn, path, err := p.dialer.Dial(dctx, info, tlsConf, quicConfig())
+	dcancel()
+	if err != nil {
+		return nil, PathInfo{}, "", time.Time{}, nil, fmt.Errorf("connect to connector %s: %w", info.Name, err)
+	}
+	ctrl, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		_ = conn.CloseWithError(quicErrShutdown, "control stream")
+		return nil, PathInfo{}, "", time.Time{}, nil, fmt.Errorf("connector %s: open control stream: %w", info.Name, err)
+	}
+	if err := sendToken(ctrl, token); err != nil {
+		_ = conn.CloseWithError(quicErrShutdown, "token refused")
+		return nil, PathInfo{}, "", time.Time{}, nil, fmt.Errorf("connector %s: %w", info.Name, err)
+	}
+	p.log.Info("connected to connector", "connector", info.Name, "path", path.Path, "remote", path.RemoteAddr)
+	return conn, path, digest, claims.ExpiresAt.Time, ctrl, nil
+}
+
+// sendToken writes a token frame on the control stream and waits for OK.
+func sendToken(ctrl *quic.Stream, token string) error {
+	_ = ctrl.SetDeadline(time.Now().Add(10 * time.Second))
+	defer ctrl.SetDeadline(time.Time{})
+	if err := wire.WriteFrame(ctrl, wire.KindToken, []byte(token)); err != nil {
+		return fmt.Errorf("send connection token: %w", err)
+	}
+	st, msg, err := wire.ReadStatus(ctrl)
+	if err != nil {
+		return fmt.Errorf("read token status: %w", err)
+	}
+	if st != wire.StatusOK {
+		return fmt.Errorf("%w: %s: %s", ErrConnectorRejected, st, msg)
+	}
+	return nil
+}
+
+// monitor declares the connection dead when nothing arrives for deadAfter
+// (keepalives make the peer answer every keepAlivePeriod), or when it closes.
+func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
+	defer p.wg.Done()
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	last := conn.ConnectionStats().PacketsReceived
+	lastChange := time.Now()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-conn.Context().Done():
+			p.drop(e, conn, context.Cause(conn.Context()))
+			return
+		case now := <-t.C:
+			n := conn.ConnectionStats().PacketsReceived
+			if n != last {
+				last, lastChange = n, now
+				continue
+			}
+			if now.Sub(lastChange) > deadAfter {
+				err := errors.New("no answer from connector")
+				_ = conn.CloseWithError(quicErrDead, err.Error())
+				p.drop(e, conn, err)
+				return
+			}
+		}
+	}
+}
+
+func (p *pool) drop(e *connEntry, conn *quic.Conn, cause error) {
+	e.mu.Lock()
+	if e.conn == conn {
+		e.conn = nil
+		e.failedAt = time.Now()
+		p.log.Warn("connection to connector lost", "connector", e.info.Name, "err", cause)
+	}
+	e.mu.Unlock()
+	p.changed()
+}
+
+// refresh sends a fresh Connection Token on the control stream before the
+// current one expires. When the controller is unreachable it retries; the
+// connection keeps working until the token expires (fail static).
+func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream) {
+	defer p.wg.Done()
+	for {
+		e.mu.Lock()
+		exp := e.tokenExp
+		info := e.info
+		e.mu.Unlock()
+		wait := time.Until(exp) - refreshMargin
+		if ttl := time.Until(exp); wait < ttl/3 {
+			wait = ttl / 3
+		}
+		if wait < time.Second {
+			wait = time.Second
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-p.ctx.Done():
+			t.Stop()
+			return
+		case <-conn.Context().Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		for {
+			ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
+			token, claims, err := p.tokens.connectionToken(ctx, info)
+			cancel()
+			if err == nil && !pki.DigestEqual(claims.ConnectorCertSHA256, e.digest) {
+				// The connector rotated its certificate: new flows go to a
+				// new connection; this one serves its running flows.
+				e.mu.Lock()
+				e.draining = true
+				e.mu.Unlock()
+				p.log.Info("connector certificate rotated; draining connection", "connector", info.Name)
+				p.changed()
+				return
+			}
+			if err == nil {
+				err = sendToken(ctrl, token)
+				if err == nil {
+					e.mu.Lock()
+					e.tokenExp = claims.ExpiresAt.Time
+					e.mu.Unlock()
+					p.changed()
+					break
+				}
+				if errors.Is(err, ErrConnectorRejected) {
+					e.mu.Lock()
+					e.draining = true
+					e.mu.Unlock()
+					p.log.Warn("connector refused refreshed token; draining connection", "connector", info.Name, "err", err)
+					return
+				}
+			}
+			p.log.Warn("refresh connection token", "connector", info.Name, "err", err)
+			t := time.NewTimer(refreshRetry)
+			select {
+			case <-p.ctx.Done():
+				t.Stop()
+				return
+			case <-conn.Context().Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// snapshot returns the status of every known connector.
+func (p *pool) snapshot() []connSnapshot {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]connSnapshot, 0, len(p.entries))
+	for _, e := range p.entries {
+		e.mu.Lock()
+		s := connSnapshot{
+			info: e.info, path: e.path, connected: e.conn != nil, tokenExp: e.tokenExp,
+			active: e.active.Load(), total: e.total.Load(), up: e.bytesUp.Load(), down: e.bytesDown.Load(),
+		}
+		if e.conn != nil {
+			s.rtt = e.conn.ConnectionStats().SmoothedRTT
+		}
+		e.mu.Unlock()
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].info.Name < out[j].info.Name })
+	return out
+}
+
+type connSnapshot struct {
+	info                    controlapi.ConnectorInfo
+	path                    PathInfo
+	connected               bool
+	rtt                     time.Duration
+	tokenExp                time.Time
+	active, total, up, down int64
+}

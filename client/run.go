@@ -1,0 +1,78 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"postern.dev/postern/localapi"
+)
+
+// RunOptions configures Run (the posternd program).
+type RunOptions struct {
+	StateDir string
+	// Socket overrides StateDir/posternd.sock.
+	Socket string
+	// SocketGroup, when >= 0, is the group allowed to use the socket.
+	SocketGroup int
+	// SOCKS5 is the proxy's listen address; empty selects TUN mode.
+	SOCKS5 string
+	// TUN configures TUN mode (Name, MTU and the platform constructors).
+	TUN    TUNConfig
+	Dialer Dialer
+	Logger *slog.Logger
+}
+
+// Run starts the daemon and its local API and serves until ctx is done.
+func Run(ctx context.Context, o RunOptions) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if o.StateDir == "" {
+		o.StateDir = DefaultStateDir()
+	}
+	if o.Socket == "" {
+		o.Socket = filepath.Join(o.StateDir, localapi.SocketName)
+	}
+	var newFE func() (Frontend, error)
+	if o.SOCKS5 != "" {
+		addr := o.SOCKS5
+		newFE = func() (Frontend, error) { return NewSOCKS5Frontend(addr), nil }
+	} else {
+		tc := o.TUN
+		tc.StateDir, tc.Logger = o.StateDir, log
+		if _, err := NewTUNFrontend(tc); err != nil {
+			return err
+		}
+		newFE = func() (Frontend, error) { return NewTUNFrontend(tc) }
+	}
+	d, err := New(Config{StateDir: o.StateDir, NewFrontend: newFE, Dialer: o.Dialer, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	srv, err := ListenLocalAPI(d, o.Socket, o.SocketGroup)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	if err := d.Start(); err != nil {
+		log.Error("resume session", "err", err)
+	}
+	log.Info("posternd ready", "socket", o.Socket, "state", o.StateDir)
+	select {
+	case <-ctx.Done():
+		log.Info("posternd stopping")
+		return nil
+	case err := <-errc:
+		if err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("local API: %w", err)
+		}
+		return nil
+	}
+}

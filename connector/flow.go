@@ -1,0 +1,386 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/ctoken"
+	"postern.dev/postern/wire"
+)
+
+// Flow results beyond the wire statuses.
+const (
+	resultPolicy = "closed by policy"
+	resultIdle   = "idle timeout"
+	resultReset  = "reset"
+)
+
+// flow is one established stream spliced to a destination.
+type flow struct {
+	s      *session
+	st     *quic.Stream
+	hdr    wire.OpenHeader
+	claims *ctoken.Claims
+	start  time.Time
+	dst    io.Closer
+
+	up, down atomic.Int64 // bytes client->resource, resource->client
+	killOnce sync.Once
+	result   atomic.Pointer[string]
+}
+
+// kill ends the flow abruptly (policy change, idle timeout).
+func (f *flow) kill(result string) {
+	f.killOnce.Do(func() {
+		f.result.CompareAndSwap(nil, &result)
+		code := quic.StreamErrorCode(wire.CodeFlowPolicy)
+		if result == resultIdle {
+			code = quic.StreamErrorCode(wire.CodeFlowIdle)
+		}
+		f.st.CancelRead(code)
+		f.st.CancelWrite(code)
+		if f.dst != nil {
+			f.dst.Close()
+		}
+	})
+}
+
+func (f *flow) setResult(r string) { f.result.CompareAndSwap(nil, &r) }
+
+// handleFlow reads the flow header, checks it against the policy, dials the
+// destination, answers a status and splices.
+func (s *session) handleFlow(st *quic.Stream) {
+	start := time.Now()
+	_ = st.SetReadDeadline(start.Add(headerTimeout))
+	kind, payload, err := wire.ReadFrame(st)
+	if err != nil {
+		if isFrameError(err) {
+			s.badRequest(st, err.Error())
+		} else {
+			st.CancelRead(quic.StreamErrorCode(wire.CodeFlowBadRequest))
+			st.CancelWrite(quic.StreamErrorCode(wire.CodeFlowBadRequest))
+		}
+		return
+	}
+	if kind != wire.KindOpen {
+		s.badRequest(st, "flow streams start with an open frame")
+		return
+	}
+	h, err := wire.ParseOpenHeader(payload)
+	if err != nil {
+		s.badRequest(st, "flow header: "+err.Error())
+		return
+	}
+	_ = st.SetReadDeadline(time.Time{})
+
+	claims := s.currentClaims()
+	if claims == nil {
+		// Before the first token verdict, hold only a bounded number of flows.
+		if s.pending.Add(1) > maxPendingFlows {
+			s.pending.Add(-1)
+			s.refuse(st, nil, h, start, wire.StatusUnauthenticated, "unauthenticated", "no valid connection token on this connection")
+			return
+		}
+		claims = s.waitAuth()
+		s.pending.Add(-1)
+	}
+	if claims == nil {
+		s.refuse(st, nil, h, start, wire.StatusUnauthenticated, "unauthenticated", "no valid connection token on this connection")
+		return
+	}
+	p := s.c.policy.Load()
+	d := p.authorize(claims.Subject, claims.Device, h)
+	if d.status != wire.StatusOK {
+		s.refuse(st, claims, h, start, d.status, d.reason, d.reason)
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.conn.Context(), s.c.cfg.DialTimeout)
+	addrs, status, reason := s.c.resolve(ctx, h)
+	if status != wire.StatusOK {
+		cancel()
+		s.refuse(st, claims, h, start, status, reason, reason)
+		return
+	}
+	f := &flow{s: s, st: st, hdr: h, claims: claims, start: start}
+	switch h.Proto {
+	case wire.ProtoTCP:
+		conn, status, reason := s.c.dialTCP(ctx, addrs, h.Port)
+		cancel()
+		if status != wire.StatusOK {
+			s.refuse(st, claims, h, start, status, reason, reason)
+			return
+		}
+		f.dst = conn
+		s.run(f, func() { f.spliceTCP(conn) })
+	case wire.ProtoUDP:
+		cancel()
+		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(addrs[0], h.Port)))
+		if err != nil {
+			s.refuse(st, claims, h, start, wire.StatusUnreachable, "unreachable", err.Error())
+			return
+		}
+		f.dst = conn
+		s.run(f, func() { f.spliceUDP(conn) })
+	case wire.ProtoICMP:
+		cancel()
+		pc, err := newPinger(addrs[0])
+		if err != nil {
+			s.refuse(st, claims, h, start, wire.StatusUnreachable, "unreachable", "icmp: "+err.Error())
+			return
+		}
+		f.dst = pc
+		s.run(f, func() { f.relayICMP(pc) })
+	default:
+		cancel()
+		s.badRequest(st, "unknown protocol")
+	}
+}
+
+// run answers ok, registers the flow for policy enforcement, runs it and
+// reports its event.
+func (s *session) run(f *flow, splice func()) {
+	if !s.addFlow(f) {
+		f.dst.Close()
+		f.st.CancelRead(quic.StreamErrorCode(wire.CodeFlowReset))
+		f.st.CancelWrite(quic.StreamErrorCode(wire.CodeFlowReset))
+		return
+	}
+	defer s.removeFlow(f)
+	// The policy may have changed while dialing.
+	if d := s.c.policy.Load().authorize(f.claims.Subject, f.claims.Device, f.hdr); d.status != wire.StatusOK {
+		f.dst.Close()
+		s.refuse(f.st, f.claims, f.hdr, f.start, d.status, d.reason, d.reason)
+		return
+	}
+	if err := wire.WriteStatus(f.st, wire.StatusOK, ""); err != nil {
+		f.kill(resultReset)
+	}
+	proto := protoName(f.hdr.Proto)
+	s.c.met.flowsActive.Inc()
+	splice()
+	f.dst.Close()
+	s.c.met.flowsActive.Dec()
+	res := wire.StatusOK.String()
+	if r := f.result.Load(); r != nil {
+		res = *r
+	}
+	s.c.met.flows.WithLabelValues(proto, res).Inc()
+	s.c.met.bytes.WithLabelValues("up").Add(float64(f.up.Load()))
+	s.c.met.bytes.WithLabelValues("down").Add(float64(f.down.Load()))
+	s.c.events.add(s.event(f.claims, f.hdr, f.start, res, f.up.Load(), f.down.Load()))
+}
+
+func (s *session) event(cl *ctoken.Claims, h wire.OpenHeader, start time.Time, result string, up, down int64) controlapi.FlowEvent {
+	ev := controlapi.FlowEvent{
+		ResourceID: h.ResourceID, Destination: h.Destination, Port: h.Port, Protocol: protoName(h.Proto),
+		Start: start.UTC(), DurationMS: time.Since(start).Milliseconds(), BytesUp: up, BytesDown: down, Result: result,
+	}
+	if cl != nil {
+		ev.Principal, ev.Device = cl.Subject, cl.Device
+	}
+	return ev
+}
+
+// refuse answers a refusal status, ends the stream and reports the event.
+func (s *session) refuse(st *quic.Stream, cl *ctoken.Claims, h wire.OpenHeader, start time.Time, status wire.Status, reason, msg string) {
+	_ = wire.WriteStatus(st, status, msg)
+	st.Close()
+	st.CancelRead(quic.StreamErrorCode(wire.CodeFlowRefused))
+	s.c.met.refusals.WithLabelValues(status.String(), reason).Inc()
+	s.c.met.flows.WithLabelValues(protoName(h.Proto), status.String()).Inc()
+	s.c.events.add(s.event(cl, h, start, status.String(), 0, 0))
+}
+
+// badRequest answers StatusBadRequest and resets the stream; the connection
+// and its other streams are not affected.
+func (s *session) badRequest(st *quic.Stream, msg string) {
+	_ = wire.WriteStatus(st, wire.StatusBadRequest, msg)
+	st.Close()
+	st.CancelRead(quic.StreamErrorCode(wire.CodeFlowBadRequest))
+	s.c.met.refusals.WithLabelValues(wire.StatusBadRequest.String(), "bad header").Inc()
+}
+
+// resolve turns the destination into addresses to dial. A name is resolved
+// with the host's resolver; loopback, link-local and metadata addresses it
+// resolves to are never dialed.
+func (c *Connector) resolve(ctx context.Context, h wire.OpenHeader) ([]netip.Addr, wire.Status, string) {
+	if ip, ok := h.DestinationAddr(); ok {
+		return []netip.Addr{ip.Unmap()}, wire.StatusOK, ""
+	}
+	network := "ip"
+	if h.Proto == wire.ProtoICMP {
+		network = "ip4" // ICMP echo relays IPv4 first; see newPinger
+	}
+	ips, err := c.cfg.Resolver.LookupNetIP(ctx, network, h.Destination)
+	if err != nil && h.Proto == wire.ProtoICMP && ctx.Err() == nil {
+		ips, err = c.cfg.Resolver.LookupNetIP(ctx, "ip6", h.Destination)
+	}
+	if err != nil {
+		var de *net.DNSError
+		if ctx.Err() != nil || (errors.As(err, &de) && de.IsTimeout) {
+			return nil, wire.StatusTimeout, "name resolution timed out"
+		}
+		return nil, wire.StatusUnreachable, "name does not resolve"
+	}
+	out := ips[:0]
+	for _, ip := range ips {
+		if ip = ip.Unmap(); !isSpecial(ip) {
+			out = append(out, ip)
+		}
+	}
+	if len(out) == 0 {
+		return nil, wire.StatusDenied, "name resolves only to loopback or link-local addresses"
+	}
+	return out, wire.StatusOK, ""
+}
+
+// dialTCP tries each address in turn within ctx.
+func (c *Connector) dialTCP(ctx context.Context, addrs []netip.Addr, port uint16) (*net.TCPConn, wire.Status, string) {
+	var last error
+	for i, a := range addrs {
+		actx := ctx
+		if dl, ok := ctx.Deadline(); ok && len(addrs)-i > 1 {
+			// Give each remaining address a fair share of the time left.
+			var cancel context.CancelFunc
+			actx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(len(addrs)-i))
+			defer cancel()
+		}
+		var d net.Dialer
+		conn, err := d.DialContext(actx, "tcp", netip.AddrPortFrom(a, port).String())
+		if err == nil {
+			tc := conn.(*net.TCPConn)
+			_ = tc.SetKeepAlive(true)
+			return tc, wire.StatusOK, ""
+		}
+		last = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	st := dialStatus(last)
+	return nil, st, st.String() + ": " + shortErr(last)
+}
+
+func dialStatus(err error) wire.Status {
+	var ne net.Error
+	switch {
+	case isRefused(err):
+		return wire.StatusRefused
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return wire.StatusTimeout
+	}
+	return wire.StatusUnreachable
+}
+
+func shortErr(err error) string {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err.Error()
+	}
+	if err == nil {
+		return "no address"
+	}
+	return err.Error()
+}
+
+// spliceTCP copies both ways with half-close: the client's FIN becomes the
+// destination's FIN (CloseWrite) and vice versa (stream Close). Flow control
+// on both sides gives backpressure.
+func (f *flow) spliceTCP(tc *net.TCPConn) {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // client -> destination
+		defer wg.Done()
+		n, err := pump(tc, f.st, streamWaiter(f.st))
+		f.up.Add(n)
+		if err != nil {
+			f.setResult(resultReset)
+			_ = tc.SetLinger(0)
+			tc.Close()
+			f.st.CancelRead(quic.StreamErrorCode(wire.CodeFlowReset))
+			return
+		}
+		_ = tc.CloseWrite()
+	}()
+	// destination -> client
+	n, err := pump(f.st, tc, connWaiter(tc))
+	f.down.Add(n)
+	if err != nil {
+		f.setResult(resultReset)
+		f.st.CancelWrite(quic.StreamErrorCode(wire.CodeFlowReset))
+		f.st.CancelRead(quic.StreamErrorCode(wire.CodeFlowReset))
+		tc.Close()
+	} else {
+		f.st.Close()
+	}
+	wg.Wait()
+	tc.Close()
+}
+
+const bufSize = 32 << 10
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
+
+// pump copies src to dst until EOF (nil error) or an error. It holds a pooled
+// buffer only while data moves: before reading after a short read it waits
+// for src to become readable without a buffer, so idle flows cost no buffer
+// memory.
+func pump(dst io.Writer, src io.Reader, wait func() error) (int64, error) {
+	var total int64
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			bufPool.Put(bp)
+		}
+	}()
+	for {
+		if bp == nil {
+			if wait != nil {
+				if err := wait(); err != nil {
+					if err == io.EOF {
+						return total, nil
+					}
+					return total, err
+				}
+			}
+			bp = bufPool.Get().(*[]byte)
+		}
+		buf := *bp
+		n, err := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if err == io.EOF {
+			return total, nil
+		}
+		if err != nil {
+			return total, err
+		}
+		if n < len(buf) && wait != nil {
+			bufPool.Put(bp)
+			bp = nil
+		}
+	}
+}
+
+// streamWaiter waits until a stream has data (or has ended) without a buffer.
+func streamWaiter(st *quic.Stream) func() error {
+	return func() error {
+		var b [1]byte
+		_, err := st.Peek(b[:])
+		return err
+	}
+}

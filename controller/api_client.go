@@ -1,0 +1,402 @@
+package controller
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/store"
+	"postern.dev/postern/ctoken"
+	"postern.dev/postern/pki"
+)
+
+func (c *Controller) clientRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+controlapi.PathLogin, c.handleLogin)
+	mux.HandleFunc("POST "+controlapi.PathLogout, c.handleLogout)
+	mux.HandleFunc("POST "+controlapi.PathConnectionToken, c.handleConnectionToken)
+	mux.HandleFunc("GET "+controlapi.PathClientPolicy, c.handleClientPolicy)
+}
+
+// sessionFor authenticates a client request by its session token.
+func (c *Controller) sessionFor(r *http.Request) (*Session, *Model, error) {
+	t := bearer(r)
+	if t == "" {
+		return nil, nil, fmt.Errorf("%w: session token required (Authorization: Bearer ...)", ErrUnauthenticated)
+	}
+	return c.session(t)
+}
+
+func (c *Controller) session(token string) (*Session, *Model, error) {
+	m := c.model()
+	s, ok := m.Sessions[sha256Hex(token)]
+	if !ok {
+		return nil, nil, fmt.Errorf("%w: unknown, expired or revoked session; sign in again", ErrUnauthenticated)
+	}
+	if time.Now().After(s.ExpiresAt) {
+		return nil, nil, fmt.Errorf("%w: session expired at %s; sign in again", ErrUnauthenticated, s.ExpiresAt.Format(time.RFC3339))
+	}
+	if d, ok := m.Devices[s.DeviceID]; !ok || d.Revoked {
+		return nil, nil, fmt.Errorf("%w: this device was revoked", ErrUnauthenticated)
+	}
+	if _, ok := m.principal(s.PrincipalID); !ok {
+		return nil, nil, fmt.Errorf("%w: the account no longer exists or is disabled", ErrUnauthenticated)
+	}
+	return s, m, nil
+}
+
+func (c *Controller) handleLogin(w http.ResponseWriter, r *http.Request) {
+	var req controlapi.LoginRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	resp, status, err := c.login(r.Context(), clientIP(r), req)
+	if err != nil {
+		if status == http.StatusTooManyRequests {
+			var te *throttledError
+			if errors.As(err, &te) {
+				w.Header().Set("Retry-After", strconv.Itoa(int(te.wait/time.Second)+1))
+			}
+		}
+		writeError(w, status, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+type throttledError struct{ wait time.Duration }
+
+func (e *throttledError) Error() string {
+	return fmt.Sprintf("%v: wait %s before trying again", ErrThrottled, e.wait.Round(time.Second))
+}
+func (e *throttledError) Unwrap() error { return ErrThrottled }
+
+// login signs a device in and returns its session.
+func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginRequest) (*controlapi.LoginResponse, int, error) {
+	raw, err := base64.StdEncoding.DecodeString(req.DevicePublicKey)
+	if err != nil || len(raw) != ed25519.PublicKeySize {
+		return nil, http.StatusBadRequest, errors.New("device_public_key: base64 of a 32-byte Ed25519 public key is required")
+	}
+	if len(req.DeviceName) > 128 || len(req.OS) > 64 {
+		return nil, http.StatusBadRequest, errors.New("device_name or os: too long")
+	}
+	m := c.model()
+	var pid, pkind, method string
+	ipKey := "ip:" + ip
+	switch {
+	case req.IDToken != "":
+		if c.cfg.VerifyIDToken == nil {
+			return nil, http.StatusNotImplemented, errors.New("id_token: single sign-on (OIDC) is not configured on this controller")
+		}
+		if wait := c.logins.check(ipKey); wait > 0 {
+			return nil, http.StatusTooManyRequests, &throttledError{wait}
+		}
+		id, err := c.cfg.VerifyIDToken(ctx, req.IDToken)
+		if err != nil {
+			c.logins.fail("", ipKey)
+			return nil, http.StatusUnauthorized, fmt.Errorf("id_token: %w", err)
+		}
+		resp, err := c.SignInExternal(ctx, *id, req)
+		if err != nil {
+			return nil, http.StatusForbidden, err
+		}
+		return resp, 0, nil
+	case req.ServiceKey != nil:
+		k := req.ServiceKey
+		acctKey := "sa:" + k.AccountID
+		if wait := c.logins.check(acctKey, ipKey); wait > 0 {
+			return nil, http.StatusTooManyRequests, &throttledError{wait}
+		}
+		sa, ok := m.ServiceAccounts[k.AccountID]
+		valid := false
+		if ok && k.Type == serviceKeyType {
+			for _, rec := range sa.Keys {
+				if rec.KeyID == k.KeyID && subtle.ConstantTimeCompare([]byte(rec.SecretHash), []byte(sha256Hex(k.Secret))) == 1 &&
+					(rec.ExpiresAt.IsZero() || time.Now().Before(rec.ExpiresAt)) {
+					valid = true
+				}
+			}
+		}
+		if !valid {
+			c.logins.fail(acctKey, ipKey)
+			return nil, http.StatusUnauthorized, errors.New("service_key: unknown, revoked or expired service account key")
+		}
+		c.logins.success(acctKey)
+		pid, pkind, method = sa.ID, PrincipalServiceAccount, "service_key"
+	case req.Email != "":
+		email := strings.ToLower(strings.TrimSpace(req.Email))
+		acctKey := "user:" + email
+		if wait := c.logins.check(acctKey, ipKey); wait > 0 {
+			return nil, http.StatusTooManyRequests, &throttledError{wait}
+		}
+		u, ok := m.UserByEmail[email]
+		hash := dummyHash()
+		if ok && u.PasswordHash != "" {
+			hash = u.PasswordHash
+		}
+		good := verifyPassword(hash, req.Password)
+		if !ok || u.PasswordHash == "" || u.Disabled || !good {
+			c.logins.fail(acctKey, ipKey)
+			c.log.Warn("failed sign-in", "email", email, "ip", ip)
+			return nil, http.StatusUnauthorized, errors.New("wrong email or password")
+		}
+		c.logins.success(acctKey)
+		pid, pkind, method = u.ID, PrincipalUser, "password"
+	default:
+		return nil, http.StatusBadRequest, errors.New("one credential is required: email and password, service_key or id_token")
+	}
+	resp, status, err := c.createSession(ctx, pid, pkind, method, req, nil, time.Time{})
+	if err != nil {
+		return nil, status, err
+	}
+	return resp, 0, nil
+}
+
+// deviceKeyName is a device's unique store name: one device per principal
+// and key.
+func deviceKeyName(pid string, key ed25519.PublicKey) string {
+	return pid + "/" + pki.KeyThumbprint(key)
+}
+
+// createSession registers (or reuses) the device with req's key for
+// principal pid and makes a session for it.
+func (c *Controller) createSession(ctx context.Context, pid, pkind, method string, req controlapi.LoginRequest, external json.RawMessage, expires time.Time) (*controlapi.LoginResponse, int, error) {
+	raw, err := base64.StdEncoding.DecodeString(req.DevicePublicKey)
+	if err != nil || len(raw) != ed25519.PublicKeySize {
+		return nil, http.StatusBadRequest, errors.New("device_public_key: base64 of a 32-byte Ed25519 public key is required")
+	}
+	devKey := ed25519.PublicKey(raw)
+	token := "pss_" + randomHex(32)
+	now := time.Now().UTC()
+	if expires.IsZero() || expires.After(now.Add(c.cfg.SessionTTL)) {
+		expires = now.Add(c.cfg.SessionTTL)
+	}
+	sess := Session{ID: newID(idPrefix(KindSession)), TokenHash: sha256Hex(token), PrincipalID: pid, PrincipalKind: pkind,
+		Method: method, Created: now, ExpiresAt: expires, External: external}
+	status := http.StatusInternalServerError
+	_, _, err = c.commit(ctx, func(tx store.Tx) error {
+		var dev *Device
+		if o, err := tx.GetByName(KindDevice, deviceKeyName(pid, devKey)); err == nil {
+			dev = new(Device)
+			if err := json.Unmarshal(o.Data, dev); err != nil {
+				return fmt.Errorf("decode device %s: %w", o.ID, err)
+			}
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		if dev != nil && dev.Revoked {
+			status = http.StatusForbidden
+			return errors.New("this device key was revoked by an administrator; create a new device key")
+		}
+		if dev == nil {
+			dev = &Device{ID: newID(idPrefix(KindDevice)), PrincipalID: pid, PrincipalKind: pkind, PublicKey: req.DevicePublicKey,
+				Thumbprint: pki.KeyThumbprint(devKey), Created: now}
+		}
+		dev.Name, dev.OS = req.DeviceName, req.OS
+		o, err := toObject(KindDevice, dev.ID, deviceKeyName(pid, devKey), dev)
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(o); err != nil {
+			return err
+		}
+		sess.DeviceID = dev.ID
+		if o, err = toObject(KindSession, sess.ID, sess.ID, sess); err != nil {
+			return err
+		}
+		return tx.Put(o)
+	})
+	if err != nil {
+		return nil, status, err
+	}
+	if err := c.reload(ctx); err != nil {
+		return nil, http.StatusInternalServerError, err
+	}
+	pr, _ := c.model().principal(pid)
+	c.log.Info("signed in", "principal", pr.Name, "device", sess.DeviceID, "method", method)
+	return &controlapi.LoginResponse{SessionToken: token, ExpiresAt: sess.ExpiresAt, DeviceID: sess.DeviceID, Principal: pr}, 0, nil
+}
+
+func (c *Controller) handleLogout(w http.ResponseWriter, r *http.Request) {
+	s, _, err := c.sessionFor(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "%v", err)
+		return
+	}
+	if err := c.revokeSession(r.Context(), "principal:"+s.PrincipalID, s.ID); err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// revokeSession ends one session.
+func (c *Controller) revokeSession(ctx context.Context, actor, id string) error {
+	_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		o, err := tx.Get(KindSession, id)
+		if err != nil {
+			return err
+		}
+		err = updateRecord(tx, KindSession, id, func(v *Session) bool {
+			if v.Revoked {
+				return false
+			}
+			v.Revoked, v.RevokedAt = true, time.Now().UTC()
+			return true
+		})
+		if err != nil {
+			return err
+		}
+		return tx.Audit(store.AuditEntry{Actor: actor, Action: "revoke", Kind: KindSession, ObjectID: id, Name: o.Name})
+	})
+	if err != nil {
+		return err
+	}
+	return c.reload(ctx)
+}
+
+// revokeDevice ends a device's access everywhere: it and its sessions are
+// revoked, and connectors close its connections.
+func (c *Controller) revokeDevice(ctx context.Context, actor, id string) error {
+	_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		now := time.Now().UTC()
+		before, err := tx.Get(KindDevice, id)
+		if err != nil {
+			return err
+		}
+		if err := updateRecord(tx, KindDevice, id, func(v *Device) bool {
+			if v.Revoked {
+				return false
+			}
+			v.Revoked, v.RevokedAt = true, now
+			return true
+		}); err != nil {
+			return err
+		}
+		var sessions []Session
+		if err := listInto(tx, KindSession, &sessions); err != nil {
+			return err
+		}
+		for _, s := range sessions {
+			if s.DeviceID == id && !s.Revoked {
+				if err := updateRecord(tx, KindSession, s.ID, func(v *Session) bool { v.Revoked, v.RevokedAt = true, now; return true }); err != nil {
+					return err
+				}
+			}
+		}
+		return tx.Audit(store.AuditEntry{Actor: actor, Action: "revoke", Kind: KindDevice, ObjectID: id, Name: before.Name, Before: before.Data})
+	})
+	if err != nil {
+		return err
+	}
+	return c.reload(ctx)
+}
+
+// IssueConnectionToken issues a Connection Token for the device signed in with
+// sessionToken, for connector connectorID (an id or a name).
+func (c *Controller) IssueConnectionToken(sessionToken, connectorID string) (*controlapi.TokenResponse, error) {
+	s, m, err := c.session(sessionToken)
+	if err != nil {
+		return nil, err
+	}
+	return c.issueToken(m, s, connectorID)
+}
+
+var errNoDigest = errors.New("connector has not reported its certificate yet (no heartbeat); try again shortly")
+
+func (c *Controller) issueToken(m *Model, s *Session, connectorID string) (*controlapi.TokenResponse, error) {
+	cn, ok := m.Connectors[connectorID]
+	if !ok {
+		if cn, ok = m.ConnectorByName[connectorID]; !ok {
+			return nil, fmt.Errorf("%w: connector %q", ErrUnknownComponent, connectorID)
+		}
+	}
+	if len(cn.CertSHA256) == 0 {
+		return nil, fmt.Errorf("connector %s: %w", cn.Name, errNoDigest)
+	}
+	if !m.mayUseConnector(s.PrincipalID, cn) {
+		return nil, fmt.Errorf("%w: no resource served by connector %s is allowed for this account", ErrNotAllowed, cn.Name)
+	}
+	dev := m.Devices[s.DeviceID]
+	pr, _ := m.principal(s.PrincipalID)
+	exp := time.Now().Add(c.cfg.TokenTTL)
+	claims := ctoken.Claims{
+		PrincipalKind: pr.Kind, PrincipalName: pr.Name, Groups: pr.Groups, Device: dev.ID,
+		ConnectorCertSHA256: cn.CertSHA256[0], Cnf: ctoken.Confirmation{JKT: dev.Thumbprint},
+		RegisteredClaims: jwt.RegisteredClaims{Subject: pr.ID, Audience: jwt.ClaimStrings{cn.ID}, ExpiresAt: jwt.NewNumericDate(exp)},
+	}
+	tok, err := c.signer.Load().Issue(claims)
+	if err != nil {
+		return nil, fmt.Errorf("sign connection token: %w", err)
+	}
+	return &controlapi.TokenResponse{Token: tok, ExpiresAt: exp.Truncate(time.Second).UTC(), CertSHA256: cn.CertSHA256[0]}, nil
+}
+
+func (c *Controller) handleConnectionToken(w http.ResponseWriter, r *http.Request) {
+	s, m, err := c.sessionFor(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "%v", err)
+		return
+	}
+	var req controlapi.TokenRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if req.ConnectorID == "" {
+		writeError(w, http.StatusBadRequest, "connector_id: required")
+		return
+	}
+	resp, err := c.issueToken(m, s, req.ConnectorID)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, resp)
+	case errors.Is(err, ErrUnknownComponent):
+		writeError(w, http.StatusNotFound, "connector_id: %v", err)
+	case errors.Is(err, ErrNotAllowed):
+		writeError(w, http.StatusForbidden, "%v", err)
+	case errors.Is(err, errNoDigest):
+		writeError(w, http.StatusConflict, "%v", err)
+	default:
+		writeError(w, http.StatusInternalServerError, "%v", err)
+	}
+}
+
+func (c *Controller) connectorLoad(id string) controlapi.ConnectorLoad {
+	c.rtMu.Lock()
+	defer c.rtMu.Unlock()
+	return c.connLoad[id]
+}
+
+func (c *Controller) handleClientPolicy(w http.ResponseWriter, r *http.Request) {
+	s, _, err := c.sessionFor(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "%v", err)
+		return
+	}
+	hash := s.TokenHash
+	c.stream(w, r, func(m *Model) (any, func(int64), bool, string) {
+		s, ok := m.Sessions[hash]
+		if !ok || time.Now().After(s.ExpiresAt) {
+			return nil, nil, false, "session ended; sign in again"
+		}
+		if d, ok := m.Devices[s.DeviceID]; !ok || d.Revoked {
+			return nil, nil, false, "device revoked"
+		}
+		p, ok := m.clientPolicy(s.PrincipalID, c.issuer, c.JWKS(), c.connectorLoad)
+		if !ok {
+			return nil, nil, false, "account removed or disabled"
+		}
+		p.Revision = 0
+		return &p, func(rev int64) { p.Revision = rev }, true, ""
+	})
+}

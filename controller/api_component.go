@@ -1,0 +1,459 @@
+package controller
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"slices"
+	"time"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/store"
+	"postern.dev/postern/pki"
+)
+
+func (c *Controller) componentRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+controlapi.PathEnrollConnector, func(w http.ResponseWriter, r *http.Request) { c.handleEnroll(w, r, KindConnector) })
+	mux.HandleFunc("POST "+controlapi.PathEnrollRelay, func(w http.ResponseWriter, r *http.Request) { c.handleEnroll(w, r, KindRelay) })
+	mux.HandleFunc("POST "+controlapi.PathRenew, c.handleRenew)
+	mux.HandleFunc("POST "+controlapi.PathConnectorHeartbeat, c.component(KindConnector, c.handleHeartbeat))
+	mux.HandleFunc("GET "+controlapi.PathConnectorPolicy, c.component(KindConnector, c.handleConnectorPolicy))
+	mux.HandleFunc("POST "+controlapi.PathConnectorEvents, c.component(KindConnector, c.handleEvents))
+	mux.HandleFunc("POST "+controlapi.PathRelayRegister, c.component(KindRelay, c.handleRelayRegister))
+	mux.HandleFunc("GET "+controlapi.PathTURNCredentials, c.handleTURN)
+	mux.HandleFunc("POST "+controlapi.PathTURNCredentials, c.handleTURN)
+}
+
+// EnrollmentToken mints a single-use enrollment token for the connector or
+// relay called name (ttl 0: Config.EnrollmentTTL) and returns its printed
+// form. A connector must be listed under a remote network; a relay record is
+// created on first use of its name.
+func (c *Controller) EnrollmentToken(kind, name string, ttl time.Duration) (string, error) {
+	return c.enrollmentToken(context.Background(), "admin", kind, name, ttl)
+}
+
+func (c *Controller) enrollmentToken(ctx context.Context, actor, kind, name string, ttl time.Duration) (string, error) {
+	if ttl <= 0 {
+		ttl = c.cfg.EnrollmentTTL
+	}
+	if ttl > 30*24*time.Hour {
+		return "", fmt.Errorf("%w: ttl %s is longer than 30 days", ErrEnrollment, ttl)
+	}
+	if err := validObjectName(name); err != nil {
+		return "", fmt.Errorf("%w: name %v", ErrEnrollment, err)
+	}
+	secret := randomHex(32)
+	enr := Enrollment{ID: newID(idPrefix(KindEnrollment)), Kind: kind, Name: name, SecretHash: sha256Hex(secret), ExpiresAt: time.Now().Add(ttl).UTC()}
+	_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		switch kind {
+		case KindConnector:
+			if _, err := tx.GetByName(KindConnector, name); errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("%w: connector %q is not listed under any remote network's connectors: in network.yaml; add it there and apply first", ErrUnknownComponent, name)
+			} else if err != nil {
+				return err
+			}
+		case KindRelay:
+			if _, err := tx.GetByName(KindRelay, name); errors.Is(err, store.ErrNotFound) {
+				rl := Relay{ID: newID(idPrefix(KindRelay)), Name: name}
+				o, err := toObject(KindRelay, rl.ID, name, rl)
+				if err != nil {
+					return err
+				}
+				if err := tx.Put(o); err != nil {
+					return err
+				}
+				if err := tx.Audit(store.AuditEntry{Actor: actor, Action: "create", Kind: KindRelay, ObjectID: rl.ID, Name: name, After: o.Data}); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("%w: kind %q must be connector or relay", ErrEnrollment, kind)
+		}
+		o, err := toObject(KindEnrollment, enr.ID, enr.SecretHash, enr)
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(o); err != nil {
+			return err
+		}
+		return tx.Audit(store.AuditEntry{Actor: actor, Action: "mint-enrollment-token", Kind: kind, ObjectID: enr.ID, Name: name, After: redact(KindEnrollment, o.Data)})
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := c.reload(ctx); err != nil {
+		return "", err
+	}
+	return controlapi.EnrollmentToken{Kind: kind, Name: name, ControllerURL: c.issuer, CAFingerprint: c.CAFingerprint(), Secret: secret}.Encode(), nil
+}
+
+func (c *Controller) issueCredential(kind, id string, pub any) (controlapi.EnrollResponse, error) {
+	cert, err := c.ca.IssueClient(kind+":"+id, pub, c.cfg.CredentialTTL)
+	if err != nil {
+		return controlapi.EnrollResponse{}, err
+	}
+	return controlapi.EnrollResponse{ID: id, CertificatePEM: string(pki.EncodeCertPEM(cert)), CAPEM: string(c.CACertPEM()), NotAfter: cert.NotAfter.UTC()}, nil
+}
+
+func (c *Controller) handleEnroll(w http.ResponseWriter, r *http.Request, kind string) {
+	var req controlapi.EnrollRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if req.Secret == "" {
+		writeError(w, http.StatusBadRequest, "secret: required")
+		return
+	}
+	pub, pubPEM, err := parsePublicKeyPEM(req.PublicKeyPEM)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "%v", err)
+		return
+	}
+	if len(req.Hostname) > 255 || len(req.Version) > 64 {
+		writeError(w, http.StatusBadRequest, "hostname or version: too long")
+		return
+	}
+	var resp controlapi.EnrollResponse
+	status := http.StatusUnauthorized
+	_, _, err = c.commit(r.Context(), func(tx store.Tx) error {
+		o, err := tx.GetByName(KindEnrollment, sha256Hex(req.Secret))
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: unknown enrollment token", ErrEnrollment)
+		} else if err != nil {
+			status = http.StatusInternalServerError
+			return err
+		}
+		var e Enrollment
+		if err := json.Unmarshal(o.Data, &e); err != nil {
+			status = http.StatusInternalServerError
+			return err
+		}
+		switch {
+		case e.Used:
+			return fmt.Errorf("%w: this enrollment token was already used (at %s); mint a new one", ErrEnrollment, e.UsedAt.Format(time.RFC3339))
+		case time.Now().After(e.ExpiresAt):
+			return fmt.Errorf("%w: this enrollment token expired at %s; mint a new one", ErrEnrollment, e.ExpiresAt.Format(time.RFC3339))
+		case e.Kind != kind:
+			status = http.StatusBadRequest
+			return fmt.Errorf("%w: this is a %s token, not a %s token", ErrEnrollment, e.Kind, kind)
+		}
+		e.Used, e.UsedAt = true, time.Now().UTC()
+		if o, err = toObject(KindEnrollment, e.ID, e.SecretHash, e); err != nil {
+			return err
+		}
+		if err := tx.Put(o); err != nil {
+			return err
+		}
+		var id, network string
+		switch kind {
+		case KindConnector:
+			co, err := tx.GetByName(KindConnector, e.Name)
+			if err != nil {
+				status = http.StatusConflict
+				return fmt.Errorf("%w: connector %q was removed from network.yaml after the token was minted", ErrEnrollment, e.Name)
+			}
+			id = co.ID
+			err = updateRecord(tx, KindConnector, id, func(v *Connector) bool {
+				v.PublicKeyPEM, v.EnrolledAt, v.Hostname, v.Version = pubPEM, time.Now().UTC(), req.Hostname, req.Version
+				network = v.Network
+				return true
+			})
+			if err != nil {
+				return err
+			}
+		case KindRelay:
+			ro, err := tx.GetByName(KindRelay, e.Name)
+			if err != nil {
+				status = http.StatusConflict
+				return fmt.Errorf("%w: relay %q was deleted after the token was minted", ErrEnrollment, e.Name)
+			}
+			id = ro.ID
+			err = updateRecord(tx, KindRelay, id, func(v *Relay) bool {
+				v.PublicKeyPEM, v.EnrolledAt, v.Version = pubPEM, time.Now().UTC(), req.Version
+				return true
+			})
+			if err != nil {
+				return err
+			}
+		}
+		if resp, err = c.issueCredential(kind, id, pub); err != nil {
+			status = http.StatusInternalServerError
+			return err
+		}
+		resp.Name, resp.Network = e.Name, network
+		return tx.Audit(store.AuditEntry{Actor: kind + ":" + id, Action: "enroll", Kind: kind, ObjectID: id, Name: e.Name})
+	})
+	if err != nil {
+		c.log.Warn("enrollment refused", "kind", kind, "ip", clientIP(r), "err", err)
+		writeError(w, status, "%v", err)
+		return
+	}
+	if err := c.reload(r.Context()); err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	c.log.Info("component enrolled", "kind", kind, "id", resp.ID, "name", resp.Name)
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (c *Controller) handleRenew(w http.ResponseWriter, r *http.Request) {
+	kind, id, err := c.componentIdentity(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "%v", err)
+		return
+	}
+	var req controlapi.RenewRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	pub := r.TLS.PeerCertificates[0].PublicKey
+	var pubPEM string
+	if req.PublicKeyPEM != "" {
+		if pub, pubPEM, err = parsePublicKeyPEM(req.PublicKeyPEM); err != nil {
+			writeError(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+	}
+	resp, err := c.issueCredential(kind, id, pub)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	m := c.model()
+	if kind == KindConnector {
+		resp.Name, resp.Network = m.Connectors[id].Name, m.Connectors[id].Network
+	} else {
+		resp.Name = m.Relays[id].Name
+	}
+	if pubPEM != "" {
+		_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
+			var err error
+			if kind == KindConnector {
+				err = updateRecord(tx, kind, id, func(v *Connector) bool { v.PublicKeyPEM = pubPEM; return true })
+			} else {
+				err = updateRecord(tx, kind, id, func(v *Relay) bool { v.PublicKeyPEM = pubPEM; return true })
+			}
+			if err != nil {
+				return err
+			}
+			return tx.Audit(store.AuditEntry{Actor: kind + ":" + id, Action: "rekey", Kind: kind, ObjectID: id, Name: resp.Name})
+		})
+		if err == nil {
+			err = c.reload(r.Context())
+		}
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "%v", err)
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func validDigest(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+func validHostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	return err == nil && host != "" && port != ""
+}
+
+func (c *Controller) handleHeartbeat(w http.ResponseWriter, r *http.Request, id string) {
+	var hb controlapi.Heartbeat
+	if !decodeJSON(w, r, &hb) {
+		return
+	}
+	if len(hb.CertSHA256) == 0 || len(hb.CertSHA256) > 8 {
+		writeError(w, http.StatusBadRequest, "cert_sha256: 1 to 8 certificate digests required")
+		return
+	}
+	for i, d := range hb.CertSHA256 {
+		if !validDigest(d) {
+			writeError(w, http.StatusBadRequest, "cert_sha256[%d]: %q is not a hex SHA-256 digest", i, d)
+			return
+		}
+	}
+	if len(hb.Addrs) > 32 {
+		writeError(w, http.StatusBadRequest, "addrs: at most 32")
+		return
+	}
+	for i, a := range hb.Addrs {
+		if !validHostPort(a) {
+			writeError(w, http.StatusBadRequest, "addrs[%d]: %q is not host:port", i, a)
+			return
+		}
+	}
+	if len(hb.Version) > 64 {
+		writeError(w, http.StatusBadRequest, "version: too long")
+		return
+	}
+	digests := make([]string, len(hb.CertSHA256))
+	for i, d := range hb.CertSHA256 {
+		digests[i] = stringsToLower(d)
+	}
+	c.rtMu.Lock()
+	c.connSeen[id] = time.Now()
+	c.connLoad[id] = hb.Load
+	c.rtMu.Unlock()
+	cur := c.model().Connectors[id]
+	if cur == nil || !cur.Online || !slices.Equal(cur.CertSHA256, digests) || !slices.Equal(cur.Addrs, hb.Addrs) || cur.Version != hb.Version {
+		_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
+			return updateRecord(tx, KindConnector, id, func(v *Connector) bool {
+				if v.Online && slices.Equal(v.CertSHA256, digests) && slices.Equal(v.Addrs, hb.Addrs) && v.Version == hb.Version {
+					return false
+				}
+				v.Online, v.CertSHA256, v.Addrs, v.Version = true, digests, hb.Addrs, hb.Version
+				return true
+			})
+		})
+		if err == nil {
+			err = c.reload(r.Context())
+		}
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "record heartbeat: %v", err)
+			return
+		}
+		c.log.Info("connector heartbeat changed state", "connector", id, "cert_sha256", digests[0], "addrs", hb.Addrs)
+	}
+	writeJSON(w, http.StatusOK, controlapi.HeartbeatResponse{IntervalSeconds: c.intervalSeconds()})
+}
+
+func stringsToLower(s string) string {
+	b := []byte(s)
+	for i, ch := range b {
+		if ch >= 'A' && ch <= 'Z' {
+			b[i] = ch + 32
+		}
+	}
+	return string(b)
+}
+
+func (c *Controller) handleConnectorPolicy(w http.ResponseWriter, r *http.Request, id string) {
+	c.stream(w, r, func(m *Model) (any, func(int64), bool, string) {
+		p, ok := m.connectorPolicy(id, c.issuer, c.JWKS(), time.Now())
+		if !ok {
+			return nil, nil, false, "connector " + id + " was removed"
+		}
+		p.Revision = 0
+		return &p, func(rev int64) { p.Revision = rev }, true, ""
+	})
+}
+
+func (c *Controller) handleEvents(w http.ResponseWriter, r *http.Request, id string) {
+	var fe controlapi.FlowEvents
+	if !decodeJSON(w, r, &fe) {
+		return
+	}
+	if len(fe.Events) > 5000 {
+		writeError(w, http.StatusBadRequest, "events: at most 5000 per batch, got %d", len(fe.Events))
+		return
+	}
+	evs := make([]store.Event, 0, len(fe.Events))
+	for _, e := range fe.Events {
+		e.ConnectorID = id
+		b, _ := json.Marshal(e)
+		evs = append(evs, store.Event{At: time.Now(), Data: b})
+	}
+	if err := c.store.AddEvents(r.Context(), evs, c.cfg.MaxEvents); err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (c *Controller) handleRelayRegister(w http.ResponseWriter, r *http.Request, id string) {
+	var req controlapi.RelayRegister
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if req.UDPAddr != "" && !validHostPort(req.UDPAddr) {
+		writeError(w, http.StatusBadRequest, "udp_addr: %q is not ip:port", req.UDPAddr)
+		return
+	}
+	if req.TLSAddr != "" && !validHostPort(req.TLSAddr) {
+		writeError(w, http.StatusBadRequest, "tls_addr: %q is not ip:port", req.TLSAddr)
+		return
+	}
+	if req.PublicIP != "" && net.ParseIP(req.PublicIP) == nil {
+		writeError(w, http.StatusBadRequest, "public_ip: %q is not an IP address", req.PublicIP)
+		return
+	}
+	if req.TLSCertSHA256 != "" && !validDigest(req.TLSCertSHA256) {
+		writeError(w, http.StatusBadRequest, "tls_cert_sha256: %q is not a hex SHA-256 digest", req.TLSCertSHA256)
+		return
+	}
+	req.TLSCertSHA256 = stringsToLower(req.TLSCertSHA256)
+	if req.UDPAddr == "" && req.TLSAddr == "" {
+		writeError(w, http.StatusBadRequest, "udp_addr or tls_addr: at least one is required")
+		return
+	}
+	c.rtMu.Lock()
+	c.relaySeen[id] = time.Now()
+	c.relayStats[id] = req.Stats
+	c.rtMu.Unlock()
+	cur := c.model().Relays[id]
+	if cur == nil || !cur.Online || cur.UDPAddr != req.UDPAddr || cur.TLSAddr != req.TLSAddr || cur.PublicIP != req.PublicIP || cur.Version != req.Version || cur.TLSCertSHA256 != req.TLSCertSHA256 {
+		_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
+			return updateRecord(tx, KindRelay, id, func(v *Relay) bool {
+				v.Online, v.UDPAddr, v.TLSAddr, v.PublicIP, v.Version, v.TLSCertSHA256 = true, req.UDPAddr, req.TLSAddr, req.PublicIP, req.Version, req.TLSCertSHA256
+				return true
+			})
+		})
+		if err == nil {
+			err = c.reload(r.Context())
+		}
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, "register relay: %v", err)
+			return
+		}
+		c.log.Info("relay registered", "relay", id, "udp", req.UDPAddr, "tls", req.TLSAddr)
+	}
+	writeJSON(w, http.StatusOK, controlapi.RelayRegisterResponse{
+		ID: id, TURNSecret: string(c.turnKey), Realm: turnRealm, Issuer: c.issuer, JWKS: c.JWKS(),
+		IntervalSeconds: c.intervalSeconds(),
+	})
+}
+
+const turnRealm = "postern"
+
+// TURNCredentials returns REST-style TURN credentials for principal:
+// username "<unix expiry>:<principal>", password base64(HMAC-SHA1(secret, username)).
+func (c *Controller) TURNCredentials(principal string) controlapi.TURNCredentials {
+	exp := time.Now().Add(c.cfg.TURNCredentialTTL).Truncate(time.Second)
+	user := controlapi.TURNUsername(exp, principal)
+	return controlapi.TURNCredentials{Username: user, Password: controlapi.TURNPassword(string(c.turnKey), user),
+		ExpiresAt: exp.UTC(), Realm: turnRealm, Relays: c.model().relayInfos()}
+}
+
+func (c *Controller) handleTURN(w http.ResponseWriter, r *http.Request) {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		kind, id, err := c.componentIdentity(r)
+		if err != nil {
+			writeError(w, http.StatusUnauthorized, "%v", err)
+			return
+		}
+		writeJSON(w, http.StatusOK, c.TURNCredentials(kind+":"+id))
+		return
+	}
+	sess, _, err := c.sessionFor(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, c.TURNCredentials(sess.PrincipalID))
+}
+
+// intervalSeconds is the heartbeat interval asked of components (at least 1 s).
+func (c *Controller) intervalSeconds() int {
+	return max(1, int(c.cfg.HeartbeatInterval/time.Second))
+}

@@ -1,0 +1,469 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	"postern.dev/postern/controller/store"
+)
+
+// Change is one step of a plan.
+type Change struct {
+	Op     string   `json:"op"` // create, update, delete
+	Kind   string   `json:"kind"`
+	Name   string   `json:"name"`
+	Fields []string `json:"fields,omitempty"` // update: the fields that change
+}
+
+// Plan is what an apply does (or, with DryRun, would do).
+type Plan struct {
+	DryRun   bool     `json:"dry_run"`
+	Changes  []Change `json:"changes"`
+	Revision int64    `json:"revision"`
+}
+
+// Empty reports whether the plan changes nothing.
+func (p *Plan) Empty() bool { return len(p.Changes) == 0 }
+
+// String renders the plan for people: "+ create", "~ update", "- delete".
+func (p *Plan) String() string {
+	if p.Empty() {
+		return "No changes: the controller already matches the file.\n"
+	}
+	var b strings.Builder
+	counts := map[string]int{}
+	for _, c := range p.Changes {
+		sym := map[string]string{"create": "+", "update": "~", "delete": "-"}[c.Op]
+		fmt.Fprintf(&b, "%s %s %s", sym, c.Kind, c.Name)
+		if len(c.Fields) > 0 {
+			fmt.Fprintf(&b, " (%s)", strings.Join(c.Fields, ", "))
+		}
+		b.WriteString("\n")
+		counts[c.Op]++
+	}
+	verb := "Applied"
+	if p.DryRun {
+		verb = "Dry run, nothing changed. Would apply"
+	}
+	fmt.Fprintf(&b, "%s: %d to create, %d to update, %d to delete.\n", verb, counts["create"], counts["update"], counts["delete"])
+	return b.String()
+}
+
+// declarative kinds in the order creates are made; deletes run in reverse.
+var declKinds = []string{KindNetwork, KindConnector, KindGroup, KindUser, KindServiceAccount, KindResource}
+
+type desiredObj struct {
+	kind, name string
+	// merge returns the record to store given the current one (nil data when
+	// creating) and the names of the fields that differ.
+	merge func(cur json.RawMessage, id string) (any, []string, error)
+}
+
+func strs(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func diffField(fields []string, name string, a, b any) []string {
+	if !reflect.DeepEqual(a, b) {
+		return append(fields, name)
+	}
+	return fields
+}
+
+func decodeInto(cur json.RawMessage, v any) error {
+	if len(cur) == 0 {
+		return nil
+	}
+	return json.Unmarshal(cur, v)
+}
+
+// desiredObjects turns a normalized spec into the records it asks for.
+// hashes gives the password hash to store per user email.
+func desiredObjects(spec *Spec, hashes map[string]string) []desiredObj {
+	var out []desiredObj
+	for _, n := range spec.RemoteNetworks {
+		n := n
+		out = append(out, desiredObj{KindNetwork, n.Name, func(cur json.RawMessage, id string) (any, []string, error) {
+			return &Network{ID: id, Name: n.Name}, nil, nil
+		}})
+		for _, cn := range n.Connectors {
+			cn := cn
+			out = append(out, desiredObj{KindConnector, cn, func(cur json.RawMessage, id string) (any, []string, error) {
+				c := &Connector{}
+				if err := decodeInto(cur, c); err != nil {
+					return nil, nil, err
+				}
+				f := diffField(nil, "network", c.Network, n.Name)
+				c.ID, c.Name, c.Network = id, cn, n.Name
+				return c, f, nil
+			}})
+		}
+	}
+	for _, g := range spec.Groups {
+		g := g
+		out = append(out, desiredObj{KindGroup, g.Name, func(cur json.RawMessage, id string) (any, []string, error) {
+			v := &Group{}
+			if err := decodeInto(cur, v); err != nil {
+				return nil, nil, err
+			}
+			f := diffField(nil, "users", strs(v.Users), strs(g.Users))
+			v.ID, v.Name, v.Users = id, g.Name, strs(g.Users)
+			return v, f, nil
+		}})
+	}
+	for _, u := range spec.Users {
+		u := u
+		out = append(out, desiredObj{KindUser, u.Email, func(cur json.RawMessage, id string) (any, []string, error) {
+			v := &User{}
+			if err := decodeInto(cur, v); err != nil {
+				return nil, nil, err
+			}
+			hash := u.PasswordHash
+			if u.Password != "" {
+				hash = hashes[u.Email]
+			}
+			f := diffField(nil, "password", v.PasswordHash, hash)
+			f = diffField(f, "disabled", v.Disabled, u.Disabled)
+			v.ID, v.Email, v.PasswordHash, v.Disabled = id, u.Email, hash, u.Disabled
+			if v.Source == "" {
+				v.Source = "builtin"
+			}
+			return v, f, nil
+		}})
+	}
+	for _, s := range spec.ServiceAccounts {
+		s := s
+		out = append(out, desiredObj{KindServiceAccount, s.Name, func(cur json.RawMessage, id string) (any, []string, error) {
+			v := &ServiceAccount{}
+			if err := decodeInto(cur, v); err != nil {
+				return nil, nil, err
+			}
+			f := diffField(nil, "groups", strs(v.Groups), strs(s.Groups))
+			v.ID, v.Name, v.Groups = id, s.Name, strs(s.Groups)
+			return v, f, nil
+		}})
+	}
+	for _, r := range spec.Resources {
+		r := r
+		out = append(out, desiredObj{KindResource, r.Name, func(cur json.RawMessage, id string) (any, []string, error) {
+			v := &Resource{}
+			if err := decodeInto(cur, v); err != nil {
+				return nil, nil, err
+			}
+			f := diffField(nil, "address", v.Address, r.Address)
+			f = diffField(f, "alias", v.Alias, r.Alias)
+			f = diffField(f, "network", v.Network, r.Network)
+			f = diffField(f, "ports", strs(v.Ports), strs(r.Ports))
+			f = diffField(f, "groups", strs(v.Groups), strs(r.Groups))
+			*v = Resource{ID: id, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: strs(r.Ports), Groups: strs(r.Groups)}
+			return v, f, nil
+		}})
+	}
+	return out
+}
+
+// redact drops secrets from a record before it goes to the audit log.
+func redact(kind string, data []byte) json.RawMessage {
+	if len(data) == 0 {
+		return nil
+	}
+	var m map[string]any
+	if json.Unmarshal(data, &m) != nil {
+		return nil
+	}
+	for _, k := range []string{"password_hash", "secret_sha256", "token_sha256", "external"} {
+		if _, ok := m[k]; ok {
+			m[k] = "<redacted>"
+		}
+	}
+	if keys, ok := m["keys"].([]any); ok {
+		for _, k := range keys {
+			if km, ok := k.(map[string]any); ok {
+				km["secret_sha256"] = "<redacted>"
+			}
+		}
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// reconcile makes the declarative kinds in tx match spec (when execute) and
+// returns the plan. Objects not in spec are deleted, except users created by
+// single sign-on.
+func reconcile(tx store.Tx, spec *Spec, hashes map[string]string, actor string, execute bool) (*Plan, error) {
+	plan := &Plan{Changes: []Change{}}
+	current := map[string]map[string]store.Object{}
+	for _, k := range declKinds {
+		objs, err := tx.List(k)
+		if err != nil {
+			return nil, err
+		}
+		current[k] = make(map[string]store.Object, len(objs))
+		for _, o := range objs {
+			current[k][o.Name] = o
+		}
+	}
+	wanted := map[string]map[string]bool{}
+	for _, k := range declKinds {
+		wanted[k] = map[string]bool{}
+	}
+	desired := desiredObjects(spec, hashes)
+	sort.SliceStable(desired, func(i, j int) bool { return kindOrder(desired[i].kind) < kindOrder(desired[j].kind) })
+	for _, d := range desired {
+		wanted[d.kind][d.name] = true
+		cur, exists := current[d.kind][d.name]
+		id := cur.ID
+		if !exists {
+			id = newID(idPrefix(d.kind))
+		}
+		rec, fields, err := d.merge(cur.Data, id)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: stored record: %w", d.kind, d.name, err)
+		}
+		if exists && len(fields) == 0 {
+			continue
+		}
+		op := "create"
+		if exists {
+			op = "update"
+		} else {
+			fields = nil
+		}
+		plan.Changes = append(plan.Changes, Change{Op: op, Kind: d.kind, Name: d.name, Fields: fields})
+		if !execute {
+			continue
+		}
+		obj, err := toObject(d.kind, id, d.name, rec)
+		if err != nil {
+			return nil, err
+		}
+		if err := tx.Put(obj); err != nil {
+			return nil, err
+		}
+		if err := tx.Audit(store.AuditEntry{Actor: actor, Action: op, Kind: d.kind, ObjectID: id, Name: d.name,
+			Before: redact(d.kind, cur.Data), After: redact(d.kind, obj.Data)}); err != nil {
+			return nil, err
+		}
+	}
+	for i := len(declKinds) - 1; i >= 0; i-- {
+		k := declKinds[i]
+		names := make([]string, 0)
+		for name, o := range current[k] {
+			if wanted[k][name] {
+				continue
+			}
+			if k == KindUser {
+				var u User
+				if json.Unmarshal(o.Data, &u) == nil && u.Source == "oidc" {
+					continue
+				}
+			}
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			o := current[k][name]
+			plan.Changes = append(plan.Changes, Change{Op: "delete", Kind: k, Name: name})
+			if !execute {
+				continue
+			}
+			if err := tx.Delete(k, o.ID); err != nil {
+				return nil, err
+			}
+			if err := tx.Audit(store.AuditEntry{Actor: actor, Action: "delete", Kind: k, ObjectID: o.ID, Name: name, Before: redact(k, o.Data)}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return plan, nil
+}
+
+func kindOrder(k string) int {
+	for i, d := range declKinds {
+		if d == k {
+			return i
+		}
+	}
+	return len(declKinds)
+}
+
+// specFromTx reads the declarative part of the store back as a Spec (users
+// carry their stored hash).
+func specFromTx(tx store.Tx) (*Spec, error) {
+	spec := &Spec{}
+	var nets []Network
+	var cons []Connector
+	if err := listInto(tx, KindNetwork, &nets); err != nil {
+		return nil, err
+	}
+	if err := listInto(tx, KindConnector, &cons); err != nil {
+		return nil, err
+	}
+	byNet := map[string][]string{}
+	for _, c := range cons {
+		byNet[c.Network] = append(byNet[c.Network], c.Name)
+	}
+	for _, n := range nets {
+		sort.Strings(byNet[n.Name])
+		spec.RemoteNetworks = append(spec.RemoteNetworks, NetworkSpec{Name: n.Name, Connectors: strs(byNet[n.Name])})
+	}
+	var groups []Group
+	if err := listInto(tx, KindGroup, &groups); err != nil {
+		return nil, err
+	}
+	for _, g := range groups {
+		spec.Groups = append(spec.Groups, GroupSpec{Name: g.Name, Users: strs(g.Users)})
+	}
+	var users []User
+	if err := listInto(tx, KindUser, &users); err != nil {
+		return nil, err
+	}
+	for _, u := range users {
+		if u.Source == "oidc" {
+			continue
+		}
+		spec.Users = append(spec.Users, UserSpec{Email: u.Email, PasswordHash: u.PasswordHash, Disabled: u.Disabled})
+	}
+	var sas []ServiceAccount
+	if err := listInto(tx, KindServiceAccount, &sas); err != nil {
+		return nil, err
+	}
+	for _, s := range sas {
+		spec.ServiceAccounts = append(spec.ServiceAccounts, ServiceAccountSpec{Name: s.Name, Groups: strs(s.Groups)})
+	}
+	var res []Resource
+	if err := listInto(tx, KindResource, &res); err != nil {
+		return nil, err
+	}
+	for _, r := range res {
+		spec.Resources = append(spec.Resources, ResourceSpec{Name: r.Name, Address: r.Address, Alias: r.Alias, Network: r.Network, Ports: strs(r.Ports), Groups: strs(r.Groups)})
+	}
+	return spec, nil
+}
+
+func listInto[T any](tx store.Tx, kind string, out *[]T) error {
+	objs, err := tx.List(kind)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		var v T
+		if err := json.Unmarshal(o.Data, &v); err != nil {
+			return fmt.Errorf("decode %s %s: %w", kind, o.ID, err)
+		}
+		*out = append(*out, v)
+	}
+	return nil
+}
+
+// passwordHashes decides the hash to store for each user with a plaintext
+// password: the current hash when it already matches (so a second apply is
+// empty), else a fresh argon2id hash.
+func (c *Controller) passwordHashes(spec *Spec) (map[string]string, error) {
+	m := c.model()
+	out := map[string]string{}
+	for _, u := range spec.Users {
+		if u.Password == "" {
+			continue
+		}
+		if cur, ok := m.UserByEmail[u.Email]; ok && verifyPassword(cur.PasswordHash, u.Password) {
+			out[u.Email] = cur.PasswordHash
+			continue
+		}
+		h, err := hashPassword(u.Password)
+		if err != nil {
+			return nil, err
+		}
+		out[u.Email] = h
+	}
+	return out, nil
+}
+
+// ApplyYAML validates a network.yaml document as a whole and then makes the
+// store match it in one transaction (or, with dryRun, only plans). It is the
+// code path of `postern-controller apply` and POST /api/v1/apply.
+func (c *Controller) ApplyYAML(ctx context.Context, data []byte, dryRun bool) (*Plan, error) {
+	return c.applyYAML(ctx, "admin", data, dryRun)
+}
+
+func (c *Controller) applyYAML(ctx context.Context, actor string, data []byte, dryRun bool) (*Plan, error) {
+	spec, lines, err := ParseSpec(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.normalize(lines); err != nil {
+		return nil, err
+	}
+	hashes, err := c.passwordHashes(spec)
+	if err != nil {
+		return nil, err
+	}
+	if dryRun {
+		var plan *Plan
+		err := c.store.View(ctx, func(tx store.Tx) error {
+			var err error
+			plan, err = reconcile(tx, spec, hashes, actor, false)
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("plan apply: %w", err)
+		}
+		plan.DryRun = true
+		plan.Revision = c.model().Rev
+		return plan, nil
+	}
+	var plan *Plan
+	rev, _, err := c.commit(ctx, func(tx store.Tx) error {
+		var err error
+		plan, err = reconcile(tx, spec, hashes, actor, true)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	if err := c.reload(ctx); err != nil {
+		return nil, err
+	}
+	plan.Revision = rev
+	c.log.Info("applied network configuration", "actor", actor, "changes", len(plan.Changes), "rev", rev)
+	return plan, nil
+}
+
+// ErrSpecMutation is returned by a mutation that cannot be made.
+var errSpecMutation = errors.New("cannot change")
+
+// mutateSpec is the single-object admin API path: read the declarative state,
+// change it, validate the whole result and reconcile in one transaction.
+func (c *Controller) mutateSpec(ctx context.Context, actor string, mutate func(*Spec) error) (*Plan, error) {
+	var plan *Plan
+	rev, _, err := c.commit(ctx, func(tx store.Tx) error {
+		spec, err := specFromTx(tx)
+		if err != nil {
+			return err
+		}
+		if err := mutate(spec); err != nil {
+			return err
+		}
+		if err := spec.normalize(nil); err != nil {
+			return err
+		}
+		plan, err = reconcile(tx, spec, nil, actor, true)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := c.reload(ctx); err != nil {
+		return nil, err
+	}
+	plan.Revision = rev
+	return plan, nil
+}

@@ -1,0 +1,106 @@
+package controllercli
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller"
+)
+
+func TestAdminCommands(t *testing.T) {
+	dir := t.TempDir()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "https://" + ln.Addr().String()
+	c, err := controller.Open(controller.Config{DataDir: filepath.Join(dir, "data"), PublicURL: u})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- c.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+
+	yamlFile := filepath.Join(dir, "network.yaml")
+	os.WriteFile(yamlFile, []byte(`remote_networks:
+  - name: corp
+    connectors: [corp-a]
+groups:
+  - name: eng
+    users: [a@example.com]
+resources:
+  - name: db
+    address: 192.0.2.10
+    network: corp
+    ports: [tcp/5432]
+    groups: [eng]
+service_accounts:
+  - name: ci
+    groups: [eng]
+`), 0o644)
+	common := []string{"--url", u, "--ca", filepath.Join(dir, "data", "ca.pem"), "--token-file", filepath.Join(dir, "data", "admin-token")}
+	run := func(args ...string) (int, string, string) {
+		var out, errb bytes.Buffer
+		code := Main(args, &out, &errb)
+		return code, out.String(), errb.String()
+	}
+	code, out, errs := run(append([]string{"apply"}, append(common, "-f", yamlFile, "--dry-run")...)...)
+	if code != 0 || !strings.Contains(out, "+ resource db") || !strings.Contains(out, "Dry run") {
+		t.Fatalf("dry run: %d %q %q", code, out, errs)
+	}
+	code, out, _ = run(append([]string{"apply"}, append(common, "-f", yamlFile)...)...)
+	if code != 0 || !strings.Contains(out, "Applied: 5 to create") {
+		t.Fatalf("apply: %d %q", code, out)
+	}
+	code, out, _ = run(append([]string{"apply"}, append(common, "-f", yamlFile)...)...)
+	if code != 0 || !strings.Contains(out, "No changes") {
+		t.Fatalf("re-apply: %d %q", code, out)
+	}
+	// NAME may come before or after the flags; stdout is only the token.
+	code, out, _ = run(append([]string{"connector-token", "corp-a"}, common...)...)
+	if code != 0 {
+		t.Fatalf("connector-token: %d", code)
+	}
+	tok, err := controlapi.ParseEnrollmentToken(out)
+	if err != nil || tok.Name != "corp-a" || strings.Count(out, "\n") != 1 {
+		t.Fatalf("token output %q: %v", out, err)
+	}
+	code, _, errs = run(append([]string{"connector-token"}, append(common, "ghost")...)...)
+	if code != 1 || !strings.Contains(errs, "ghost") {
+		t.Fatalf("unknown connector: %d %q", code, errs)
+	}
+	code, out, _ = run(append([]string{"relay-token"}, append(common, "relay-1")...)...)
+	if _, err := controlapi.ParseEnrollmentToken(out); code != 0 || err != nil {
+		t.Fatalf("relay-token: %d %v", code, err)
+	}
+	code, out, _ = run(append([]string{"service-key"}, append(common, "ci")...)...)
+	if code != 0 || !strings.Contains(out, "postern-service-key") {
+		t.Fatalf("service-key: %d %q", code, out)
+	}
+	// Bad invocations.
+	if code, _, _ := run("apply", "--url", u); code != 2 {
+		t.Fatalf("apply without -f: %d", code)
+	}
+	if code, _, _ := run("bogus"); code != 2 {
+		t.Fatalf("unknown command: %d", code)
+	}
+	bad := []string{"--url", u, "--ca", filepath.Join(dir, "data", "ca.pem"), "--token-file", yamlFile}
+	if code, _, errs := run(append([]string{"connector-token", "corp-a"}, bad...)...); code != 1 || !strings.Contains(errs, "does not hold an admin token") {
+		t.Fatalf("malformed admin token file: %d %q", code, errs)
+	}
+	wrong := filepath.Join(dir, "wrong-token")
+	os.WriteFile(wrong, []byte("pat_wrong\n"), 0o600)
+	bad[len(bad)-1] = wrong
+	if code, _, errs := run(append([]string{"connector-token", "corp-a"}, bad...)...); code != 1 || !strings.Contains(errs, "401") {
+		t.Fatalf("wrong admin token: %d %q", code, errs)
+	}
+}

@@ -1,0 +1,131 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"maps"
+
+	"postern.dev/postern/controller/store"
+)
+
+// recTx records what a transaction writes, so the in-memory model can be
+// moved forward without reloading everything.
+type recTx struct {
+	store.Tx
+	changes []store.Object // Data nil: deleted
+}
+
+func (t *recTx) Put(o store.Object) error {
+	if err := t.Tx.Put(o); err != nil {
+		return err
+	}
+	t.changes = append(t.changes, o)
+	return nil
+}
+
+func (t *recTx) Delete(kind, id string) error {
+	if err := t.Tx.Delete(kind, id); err != nil {
+		return err
+	}
+	t.changes = append(t.changes, store.Object{Kind: kind, ID: id})
+	return nil
+}
+
+// commit runs fn in a store transaction and brings the model to the new
+// revision: incrementally when only sessions, devices, connectors, relays or
+// enrollment tokens changed (sign-ins, heartbeats), else by a full reload.
+// Subscribers are woken either way.
+func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64, bool, error) {
+	c.reloadMu.Lock()
+	rt := &recTx{}
+	rev, changed, err := c.store.Update(ctx, func(tx store.Tx) error {
+		rt.Tx, rt.changes = tx, nil
+		return fn(rt)
+	})
+	if err != nil || !changed {
+		c.reloadMu.Unlock()
+		return rev, changed, err
+	}
+	if m := c.cur.Load(); m != nil && m.Rev == rev-1 {
+		if nm, ok := m.with(rev, rt.changes); ok {
+			c.cur.Store(nm)
+			c.reloadMu.Unlock()
+			c.hub.notify()
+			return rev, true, nil
+		}
+	}
+	c.reloadMu.Unlock()
+	return rev, true, c.reload(ctx)
+}
+
+// with returns a copy of m at revision rev with changes applied, or false
+// when a change needs a full rebuild (policy objects and memberships).
+func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {
+	nm := *m
+	nm.Rev = rev
+	cloned := map[string]bool{}
+	once := func(kind string, f func()) {
+		if !cloned[kind] {
+			cloned[kind] = true
+			f()
+		}
+	}
+	for _, o := range changes {
+		deleted := o.Data == nil
+		switch o.Kind {
+		case KindSession:
+			once(o.Kind, func() { nm.Sessions = maps.Clone(m.Sessions); nm.SessionByID = maps.Clone(m.SessionByID) })
+			if old, ok := nm.SessionByID[o.ID]; ok {
+				delete(nm.Sessions, old.TokenHash)
+				delete(nm.SessionByID, o.ID)
+			}
+			if !deleted {
+				v := new(Session)
+				if json.Unmarshal(o.Data, v) != nil {
+					return nil, false
+				}
+				nm.SessionByID[v.ID] = v
+				if !v.Revoked {
+					nm.Sessions[v.TokenHash] = v
+				}
+			}
+		case KindDevice:
+			once(o.Kind, func() { nm.Devices = maps.Clone(m.Devices) })
+			delete(nm.Devices, o.ID)
+			if !deleted {
+				v := new(Device)
+				if json.Unmarshal(o.Data, v) != nil {
+					return nil, false
+				}
+				nm.Devices[v.ID] = v
+			}
+		case KindConnector:
+			once(o.Kind, func() { nm.Connectors = maps.Clone(m.Connectors); nm.ConnectorByName = maps.Clone(m.ConnectorByName) })
+			old, ok := nm.Connectors[o.ID]
+			if deleted {
+				return nil, false // membership of a network changes: rebuild
+			}
+			v := new(Connector)
+			if json.Unmarshal(o.Data, v) != nil || !ok || old.Network != v.Network || old.Name != v.Name {
+				return nil, false
+			}
+			nm.Connectors[v.ID] = v
+			nm.ConnectorByName[v.Name] = v
+		case KindRelay:
+			once(o.Kind, func() { nm.Relays = maps.Clone(m.Relays) })
+			delete(nm.Relays, o.ID)
+			if !deleted {
+				v := new(Relay)
+				if json.Unmarshal(o.Data, v) != nil {
+					return nil, false
+				}
+				nm.Relays[v.ID] = v
+			}
+		case KindEnrollment:
+			// Not part of any snapshot.
+		default:
+			return nil, false
+		}
+	}
+	return &nm, true
+}

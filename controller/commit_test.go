@@ -1,0 +1,54 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"postern.dev/postern/controlapi"
+)
+
+// The incrementally maintained model equals a full rebuild from the store.
+func TestIncrementalModelMatchesRebuild(t *testing.T) {
+	e := newTestController(t, t.TempDir(), nil)
+	e.apply(testYAML)
+	con := e.enroll(KindConnector, "corp-a")
+	e.heartbeat(con, randomDigest(), "192.0.2.1:1")
+	e.heartbeat(con, randomDigest(), "192.0.2.1:2")
+	rl := e.enroll(KindRelay, "r1")
+	e.call(rl.http, "POST", controlapi.PathRelayRegister, "", controlapi.RelayRegister{UDPAddr: "203.0.113.1:3478"})
+	d1 := e.login("alice@example.com", "correct horse")
+	d2 := e.login("bob@example.com", "battery staple")
+	e.call(nil, "POST", controlapi.PathLogout, d1.session.SessionToken, nil)
+	if err := e.c.RevokeDevice(context.Background(), "admin", d2.session.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	inc := e.c.model()
+	rev, objs, err := e.c.store.LoadAll(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := buildModel(rev, objs, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inc.Rev != full.Rev {
+		t.Fatalf("rev %d vs %d", inc.Rev, full.Rev)
+	}
+	for name, pair := range map[string][2]any{
+		"sessions":    {inc.Sessions, full.Sessions},
+		"sessionByID": {inc.SessionByID, full.SessionByID},
+		"devices":     {inc.Devices, full.Devices},
+		"connectors":  {inc.Connectors, full.Connectors},
+		"byName":      {inc.ConnectorByName, full.ConnectorByName},
+		"relays":      {inc.Relays, full.Relays},
+		"revoked":     {inc.revokedDevices(time.Now()), full.revokedDevices(time.Now())},
+	} {
+		a, _ := json.Marshal(pair[0])
+		b, _ := json.Marshal(pair[1])
+		if string(a) != string(b) {
+			t.Errorf("%s differ:\nincremental %s\nrebuilt     %s", name, a, b)
+		}
+	}
+}

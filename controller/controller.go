@@ -1,0 +1,592 @@
+package controller
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/store"
+	"postern.dev/postern/ctoken"
+	"postern.dev/postern/pki"
+)
+
+// Config configures a controller.
+type Config struct {
+	DataDir   string       // created if missing
+	PublicURL string       // e.g. "https://127.0.0.1:8443": its host goes into the TLS cert; it is the token issuer
+	Logger    *slog.Logger // nil: discard
+
+	HeartbeatInterval time.Duration // asked of connectors and relays; default controlapi.HeartbeatInterval
+	TokenTTL          time.Duration // Connection Token lifetime; default ctoken.DefaultTTL (10 min)
+	SessionTTL        time.Duration // device session lifetime; default 7 days
+	EnrollmentTTL     time.Duration // default enrollment token lifetime; default 24 h
+	CredentialTTL     time.Duration // connector/relay client certificate lifetime; default 30 days
+	TURNCredentialTTL time.Duration // default 1 h
+	KeepaliveInterval time.Duration // push-stream keepalives; default 15 s
+	RateLimit         float64       // requests per second per client IP; default 100
+	RateBurst         int           // default 400
+	MaxEvents         int           // flow events kept; default 100000
+
+	// VerifyIDToken, when set, accepts LoginRequest.IDToken (an ID token the
+	// client obtained itself) and returns who it vouches for; the sign-in
+	// then continues as SignInExternal. Nil: id_token sign-in is refused.
+	VerifyIDToken func(ctx context.Context, rawIDToken string) (*ExternalIdentity, error)
+}
+
+func (cfg *Config) defaults() {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.HeartbeatInterval, controlapi.HeartbeatInterval)
+	def(&cfg.TokenTTL, ctoken.DefaultTTL)
+	def(&cfg.SessionTTL, 7*24*time.Hour)
+	def(&cfg.EnrollmentTTL, 24*time.Hour)
+	def(&cfg.CredentialTTL, 30*24*time.Hour)
+	def(&cfg.TURNCredentialTTL, time.Hour)
+	def(&cfg.KeepaliveInterval, 15*time.Second)
+	if cfg.RateLimit <= 0 {
+		cfg.RateLimit = 100
+	}
+	if cfg.RateBurst <= 0 {
+		cfg.RateBurst = 400
+	}
+	if cfg.MaxEvents <= 0 {
+		cfg.MaxEvents = 100000
+	}
+}
+
+// Controller is a running control plane.
+type Controller struct {
+	cfg      Config
+	log      *slog.Logger
+	store    store.Store
+	issuer   string
+	host     string
+	ca       *pki.CA
+	tlsCert  tls.Certificate
+	signer   atomic.Pointer[ctoken.Signer]
+	jwks     atomic.Pointer[json.RawMessage]
+	keysMu   sync.Mutex
+	adminTok string
+	turnKey  []byte
+
+	reloadMu sync.Mutex
+	cur      atomic.Pointer[Model]
+	hub      *hub
+
+	rtMu       sync.Mutex
+	connSeen   map[string]time.Time
+	connLoad   map[string]controlapi.ConnectorLoad
+	relaySeen  map[string]time.Time
+	relayStats map[string]map[string]float64
+	started    time.Time
+
+	limiter *ipLimiter
+	logins  *loginThrottle
+
+	muxOnce sync.Once
+	mux     *http.ServeMux
+	handler http.Handler
+
+	stop      context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// Sentinel errors of the controller.
+var (
+	ErrConfig           = errors.New("invalid controller configuration")
+	ErrUnknownComponent = errors.New("unknown component")
+	ErrEnrollment       = errors.New("enrollment refused")
+	ErrNotAllowed       = errors.New("not allowed")
+	ErrUnauthenticated  = errors.New("not signed in")
+	ErrThrottled        = errors.New("too many attempts")
+)
+
+// Open loads or, on first start, creates a controller's state in cfg.DataDir:
+// the deployment CA (ca.pem, ca-key.pem), the TLS certificate for the public
+// URL's host, the token-signing keys, the TURN secret, admin-token and the
+// SQLite database.
+func Open(cfg Config) (*Controller, error) {
+	cfg.defaults()
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("%w: DataDir is required", ErrConfig)
+	}
+	u, err := url.Parse(cfg.PublicURL)
+	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
+		return nil, fmt.Errorf("%w: PublicURL %q must be an https:// URL with a host", ErrConfig, cfg.PublicURL)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	c := &Controller{
+		cfg: cfg, log: cfg.Logger, issuer: strings.TrimSuffix(cfg.PublicURL, "/"), host: u.Hostname(),
+		hub: newHub(), connSeen: map[string]time.Time{}, connLoad: map[string]controlapi.ConnectorLoad{},
+		relaySeen: map[string]time.Time{}, relayStats: map[string]map[string]float64{}, started: time.Now(),
+		limiter: newIPLimiter(cfg.RateLimit, cfg.RateBurst), logins: newLoginThrottle(),
+	}
+	if err := c.loadOrCreateCA(); err != nil {
+		return nil, err
+	}
+	if err := c.loadOrCreateTLS(); err != nil {
+		return nil, err
+	}
+	if err := c.loadOrCreateSigningKeys(); err != nil {
+		return nil, err
+	}
+	if c.adminTok, err = loadOrCreateSecret(filepath.Join(cfg.DataDir, "admin-token"), "pat_"); err != nil {
+		return nil, err
+	}
+	turn, err := loadOrCreateSecret(filepath.Join(cfg.DataDir, "turn-secret"), "")
+	if err != nil {
+		return nil, err
+	}
+	c.turnKey = []byte(turn)
+	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, "postern.db"))
+	if err != nil {
+		return nil, err
+	}
+	c.store = st
+	if err := c.reload(context.Background()); err != nil {
+		st.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.stop = cancel
+	watch, unwatch := st.Watch()
+	c.wg.Add(2)
+	go func() { defer c.wg.Done(); defer unwatch(); c.watchLoop(ctx, watch) }()
+	go func() { defer c.wg.Done(); c.monitorLoop(ctx) }()
+	c.log.Info("controller ready", "data", cfg.DataDir, "issuer", c.issuer, "ca_sha256", c.CAFingerprint())
+	return c, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b)
+}
+
+func loadOrCreateSecret(path, prefix string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		s := strings.TrimSpace(string(b))
+		if len(s) < 32 {
+			return "", fmt.Errorf("%s: secret too short", path)
+		}
+		return s, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	s := prefix + randomHex(32)
+	if err := pki.WriteFileAtomic(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (c *Controller) loadOrCreateCA() error {
+	certPath, keyPath := filepath.Join(c.cfg.DataDir, "ca.pem"), filepath.Join(c.cfg.DataDir, "ca-key.pem")
+	if _, err := os.Stat(certPath); err == nil {
+		ca, err := pki.LoadCA(certPath, keyPath)
+		if err != nil {
+			return fmt.Errorf("load deployment CA: %w", err)
+		}
+		c.ca = ca
+		return nil
+	}
+	ca, err := pki.NewCA("Postern deployment CA " + c.host)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := pki.EncodeKeyPEM(ca.Key)
+	if err != nil {
+		return fmt.Errorf("encode CA key: %w", err)
+	}
+	if err := pki.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return fmt.Errorf("write CA key: %w", err)
+	}
+	if err := pki.WriteFileAtomic(certPath, pki.EncodeCertPEM(ca.Cert), 0o644); err != nil {
+		return fmt.Errorf("write CA certificate: %w", err)
+	}
+	c.ca = ca
+	return nil
+}
+
+// loadOrCreateTLS loads the server certificate, or issues a new one when it
+// is missing, expires within 30 days, or does not name the public host.
+func (c *Controller) loadOrCreateTLS() error {
+	certPath, keyPath := filepath.Join(c.cfg.DataDir, "tls.pem"), filepath.Join(c.cfg.DataDir, "tls-key.pem")
+	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && pair.Leaf != nil {
+		if pair.Leaf.VerifyHostname(c.host) == nil && time.Until(pair.Leaf.NotAfter) > 30*24*time.Hour &&
+			pair.Leaf.CheckSignatureFrom(c.ca.Cert) == nil {
+			pair.Certificate = append(pair.Certificate, c.ca.Cert.Raw)
+			c.tlsCert = pair
+			return nil
+		}
+	}
+	key, err := generateECKey()
+	if err != nil {
+		return err
+	}
+	leaf, err := c.ca.IssueServer([]string{c.host}, key.Public(), 397*24*time.Hour)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := pki.EncodeKeyPEM(key)
+	if err != nil {
+		return err
+	}
+	if err := pki.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+		return fmt.Errorf("write TLS key: %w", err)
+	}
+	if err := pki.WriteFileAtomic(certPath, pki.EncodeCertPEM(leaf), 0o644); err != nil {
+		return fmt.Errorf("write TLS certificate: %w", err)
+	}
+	c.tlsCert = tls.Certificate{Certificate: [][]byte{leaf.Raw, c.ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}
+	return nil
+}
+
+type signingKey struct {
+	KID     string    `json:"kid"`
+	Private string    `json:"private"` // base64 of the 64-byte Ed25519 private key
+	Created time.Time `json:"created"`
+}
+
+func (c *Controller) keysPath() string { return filepath.Join(c.cfg.DataDir, "token-keys.json") }
+
+func (c *Controller) loadOrCreateSigningKeys() error {
+	var keys []signingKey
+	b, err := os.ReadFile(c.keysPath())
+	switch {
+	case err == nil:
+		if err := json.Unmarshal(b, &keys); err != nil {
+			return fmt.Errorf("read token signing keys: %w", err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+	default:
+		return fmt.Errorf("read token signing keys: %w", err)
+	}
+	if len(keys) == 0 {
+		return c.RotateSigningKey()
+	}
+	return c.installKeys(keys)
+}
+
+// RotateSigningKey makes a new token-signing key current. The previous keys
+// stay in the JWKS (at most three) so tokens they signed keep verifying.
+func (c *Controller) RotateSigningKey() error {
+	c.keysMu.Lock()
+	defer c.keysMu.Unlock()
+	var keys []signingKey
+	if b, err := os.ReadFile(c.keysPath()); err == nil {
+		if err := json.Unmarshal(b, &keys); err != nil {
+			return fmt.Errorf("read token signing keys: %w", err)
+		}
+	}
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return fmt.Errorf("generate token signing key: %w", err)
+	}
+	kid := pki.KeyThumbprint(priv.Public().(ed25519.PublicKey))[:16]
+	keys = append([]signingKey{{KID: kid, Private: base64.StdEncoding.EncodeToString(priv), Created: time.Now().UTC()}}, keys...)
+	if len(keys) > 3 {
+		keys = keys[:3]
+	}
+	b, _ := json.MarshalIndent(keys, "", "  ")
+	if err := pki.WriteFileAtomic(c.keysPath(), b, 0o600); err != nil {
+		return fmt.Errorf("write token signing keys: %w", err)
+	}
+	return c.installKeys(keys)
+}
+
+func (c *Controller) installKeys(keys []signingKey) error {
+	set := ctoken.JWKS{}
+	var signer *ctoken.Signer
+	for i, k := range keys {
+		raw, err := base64.StdEncoding.DecodeString(k.Private)
+		if err != nil || len(raw) != ed25519.PrivateKeySize {
+			return fmt.Errorf("token signing key %q is malformed", k.KID)
+		}
+		priv := ed25519.PrivateKey(raw)
+		set.Keys = append(set.Keys, ctoken.PublicJWK(k.KID, priv.Public().(ed25519.PublicKey)))
+		if i == 0 {
+			signer = &ctoken.Signer{Issuer: c.issuer, KeyID: k.KID, Key: priv}
+		}
+	}
+	b, _ := json.Marshal(set)
+	raw := json.RawMessage(b)
+	c.signer.Store(signer)
+	c.jwks.Store(&raw)
+	return nil
+}
+
+// AdminToken is the bearer token of the admin API (DataDir/admin-token).
+func (c *Controller) AdminToken() string { return c.adminTok }
+
+// CACertPEM is the deployment CA certificate (DataDir/ca.pem).
+func (c *Controller) CACertPEM() []byte { return pki.EncodeCertPEM(c.ca.Cert) }
+
+// CAFingerprint is the hex SHA-256 of the CA certificate's DER.
+func (c *Controller) CAFingerprint() string { return c.ca.Fingerprint() }
+
+// Issuer is the iss of Connection Tokens (the public URL).
+func (c *Controller) Issuer() string { return c.issuer }
+
+// JWKS is the token-verification key set document.
+func (c *Controller) JWKS() json.RawMessage { return *c.jwks.Load() }
+
+func (c *Controller) model() *Model { return c.cur.Load() }
+
+// reload rebuilds the in-memory model from the store when its revision moved,
+// and wakes every push subscriber.
+func (c *Controller) reload(ctx context.Context) error {
+	c.reloadMu.Lock()
+	defer c.reloadMu.Unlock()
+	if m := c.cur.Load(); m != nil {
+		if rev, err := c.store.Revision(ctx); err == nil && rev == m.Rev {
+			return nil
+		}
+	}
+	rev, objs, err := c.store.LoadAll(ctx)
+	if err != nil {
+		return fmt.Errorf("load model: %w", err)
+	}
+	m, err := buildModel(rev, objs, time.Now())
+	if err != nil {
+		return fmt.Errorf("load model: %w", err)
+	}
+	c.cur.Store(m)
+	c.hub.notify()
+	return nil
+}
+
+// watchLoop reloads on commits made by other writers (another replica, with a
+// shared backend).
+func (c *Controller) watchLoop(ctx context.Context, ch <-chan int64) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case rev, ok := <-ch:
+			if !ok {
+				return
+			}
+			if m := c.model(); m != nil && m.Rev >= rev {
+				continue
+			}
+			if err := c.reload(ctx); err != nil && ctx.Err() == nil {
+				c.log.Error("reload after commit", "err", err)
+			}
+		}
+	}
+}
+
+// Serve serves the HTTPS API (TLS 1.3 only) on ln until ctx ends.
+func (c *Controller) Serve(ctx context.Context, ln net.Listener) error {
+	tlsCfg := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{c.tlsCert},
+		ClientAuth:   tls.VerifyClientCertIfGiven,
+		ClientCAs:    pki.CAPool(c.ca.Cert),
+		NextProtos:   []string{"h2", "http/1.1"},
+	}
+	srv := &http.Server{
+		Handler:           c.Handler(),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(tls.NewListener(ln, tlsCfg)) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+	}
+	<-errc
+	return nil
+}
+
+// Close stops background work and closes the store.
+func (c *Controller) Close() error {
+	var err error
+	c.closeOnce.Do(func() {
+		c.stop()
+		c.hub.close()
+		c.wg.Wait()
+		c.limiter.stop()
+		err = c.store.Close()
+	})
+	return err
+}
+
+// monitorLoop marks connectors and relays offline after three missed
+// heartbeats and removes expired sessions and enrollment tokens.
+func (c *Controller) monitorLoop(ctx context.Context) {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	lastGC := time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.markOffline(ctx)
+		if time.Since(lastGC) > time.Hour {
+			lastGC = time.Now()
+			if err := c.gc(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("garbage-collect expired sessions", "err", err)
+			}
+		}
+	}
+}
+
+func (c *Controller) markOffline(ctx context.Context) {
+	// Three missed heartbeats, counted in the whole seconds components are told.
+	limit := 3 * time.Duration(c.intervalSeconds()) * time.Second
+	now := time.Now()
+	m := c.model()
+	var conns, relays []string
+	c.rtMu.Lock()
+	for id, cn := range m.Connectors {
+		seen, ok := c.connSeen[id]
+		if !ok {
+			seen = c.started
+		}
+		if cn.Online && now.Sub(seen) > limit {
+			conns = append(conns, id)
+		}
+	}
+	for id, r := range m.Relays {
+		seen, ok := c.relaySeen[id]
+		if !ok {
+			seen = c.started
+		}
+		if r.Online && now.Sub(seen) > limit {
+			relays = append(relays, id)
+		}
+	}
+	c.rtMu.Unlock()
+	if len(conns) == 0 && len(relays) == 0 {
+		return
+	}
+	_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		for _, id := range conns {
+			if err := updateRecord(tx, KindConnector, id, func(v *Connector) bool { ch := v.Online; v.Online = false; return ch }); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		for _, id := range relays {
+			if err := updateRecord(tx, KindRelay, id, func(v *Relay) bool { ch := v.Online; v.Online = false; return ch }); err != nil && !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Error("mark offline", "err", err)
+		}
+		return
+	}
+	for _, id := range conns {
+		c.log.Info("connector offline (missed heartbeats)", "connector", id)
+	}
+	for _, id := range relays {
+		c.log.Info("relay offline (missed heartbeats)", "relay", id)
+	}
+	if err := c.reload(ctx); err != nil && ctx.Err() == nil {
+		c.log.Error("reload", "err", err)
+	}
+}
+
+// updateRecord reads a record, lets fn change it and writes it back when fn
+// reports a change.
+func updateRecord[T any](tx store.Tx, kind, id string, fn func(*T) bool) error {
+	o, err := tx.Get(kind, id)
+	if err != nil {
+		return err
+	}
+	v := new(T)
+	if err := json.Unmarshal(o.Data, v); err != nil {
+		return fmt.Errorf("decode %s %s: %w", kind, id, err)
+	}
+	if !fn(v) {
+		return nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	o.Data = b
+	return tx.Put(o)
+}
+
+func (c *Controller) gc(ctx context.Context) error {
+	now := time.Now()
+	_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		var sessions []Session
+		if err := listInto(tx, KindSession, &sessions); err != nil {
+			return err
+		}
+		for _, s := range sessions {
+			if now.Sub(s.ExpiresAt) > 24*time.Hour || (s.Revoked && now.Sub(s.RevokedAt) > 8*24*time.Hour) {
+				if err := tx.Delete(KindSession, s.ID); err != nil {
+					return err
+				}
+			}
+		}
+		var enr []Enrollment
+		if err := listInto(tx, KindEnrollment, &enr); err != nil {
+			return err
+		}
+		for _, e := range enr {
+			if now.Sub(e.ExpiresAt) > 24*time.Hour {
+				if err := tx.Delete(KindEnrollment, e.ID); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return c.reload(ctx)
+}

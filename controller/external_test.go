@@ -1,0 +1,86 @@
+package controller
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"slices"
+	"testing"
+
+	"postern.dev/postern/controlapi"
+)
+
+func TestExternalSignIn(t *testing.T) {
+	e := newTestController(t, t.TempDir(), func(c *Config) {
+		c.VerifyIDToken = func(ctx context.Context, raw string) (*ExternalIdentity, error) {
+			if raw != "good-token" {
+				return nil, errors.New("bad signature")
+			}
+			return &ExternalIdentity{Method: "oidc", Issuer: "https://idp.example", Subject: "u-42", Email: "Dana@Example.com", Groups: []string{"ops", "not-a-postern-group"}}, nil
+		}
+	})
+	if err := e.c.Handle("GET /api/v1/client/oidc/config", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]bool{"enabled": true})
+	})); err != nil {
+		t.Fatal(err)
+	}
+	e.apply(testYAML)
+	con := e.enroll(KindConnector, "lab-a")
+	e.heartbeat(con, randomDigest())
+	// A conflicting route is refused, not a panic.
+	if err := e.c.Handle("GET /api/v1/client/oidc/config", http.NotFoundHandler()); !errors.Is(err, ErrRoute) {
+		t.Fatalf("duplicate Handle: %v", err)
+	}
+	if st, body := e.call(nil, "GET", "/api/v1/client/oidc/config", "", nil); st != 200 {
+		t.Fatalf("mounted route: %d %s", st, body)
+	}
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	st, data := e.call(nil, "POST", controlapi.PathLogin, "", controlapi.LoginRequest{IDToken: "bad", DevicePublicKey: base64.StdEncoding.EncodeToString(pub)})
+	if st != 401 {
+		t.Fatalf("bad id token: %d %s", st, data)
+	}
+	st, data = e.call(nil, "POST", controlapi.PathLogin, "", controlapi.LoginRequest{IDToken: "good-token", DevicePublicKey: base64.StdEncoding.EncodeToString(pub)})
+	if st != 200 {
+		t.Fatalf("id token login: %d %s", st, data)
+	}
+	var lr controlapi.LoginResponse
+	mustJSON(t, data, &lr)
+	if lr.Principal.Name != "dana@example.com" || !slices.Equal(lr.Principal.Groups, []string{"ops"}) {
+		t.Fatalf("principal: %+v", lr.Principal)
+	}
+	// IdP group "ops" grants the lab resource.
+	if _, err := e.c.IssueConnectionToken(lr.SessionToken, con.id); err != nil {
+		t.Fatal(err)
+	}
+	// The OIDC user survives an apply that does not list it.
+	if p := e.apply(testYAML); !p.Empty() {
+		t.Fatalf("apply would touch the OIDC user: %s", p)
+	}
+	// Refresh bookkeeping and revocation.
+	ss := e.c.ExternalSessions("oidc")
+	if len(ss) != 1 || ss[0].Subject != "u-42" {
+		t.Fatalf("external sessions: %+v", ss)
+	}
+	if err := e.c.UpdateExternalSession(context.Background(), ss[0].SessionID, []string{}, json.RawMessage(`{"refresh":"r2"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.c.IssueConnectionToken(lr.SessionToken, con.id); !errors.Is(err, ErrNotAllowed) {
+		t.Fatalf("token after the IdP dropped the group: %v", err)
+	}
+	if ss := e.c.ExternalSessions("oidc"); string(ss[0].External) != `{"refresh":"r2"}` {
+		t.Fatalf("external state: %s", ss[0].External)
+	}
+	if err := e.c.RevokeSession(context.Background(), "oidc-refresher", ss[0].SessionID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.c.session(lr.SessionToken); err == nil {
+		t.Fatal("session alive after RevokeSession")
+	}
+	if len(e.c.ExternalSessions("oidc")) != 0 {
+		t.Fatal("revoked session still listed")
+	}
+}

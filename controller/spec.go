@@ -1,0 +1,321 @@
+package controller
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode"
+
+	"gopkg.in/yaml.v3"
+
+	"postern.dev/postern/policy"
+)
+
+// Spec is the declarative form of a deployment: network.yaml, and the body of
+// the admin API's apply endpoint.
+type Spec struct {
+	RemoteNetworks  []NetworkSpec        `yaml:"remote_networks" json:"remote_networks"`
+	Groups          []GroupSpec          `yaml:"groups" json:"groups"`
+	Users           []UserSpec           `yaml:"users" json:"users"`
+	Resources       []ResourceSpec       `yaml:"resources" json:"resources"`
+	ServiceAccounts []ServiceAccountSpec `yaml:"service_accounts" json:"service_accounts"`
+}
+
+// NetworkSpec declares a remote network and the names of its connectors.
+type NetworkSpec struct {
+	Name       string   `yaml:"name" json:"name"`
+	Connectors []string `yaml:"connectors" json:"connectors"`
+}
+
+// GroupSpec declares a group and its users (emails).
+type GroupSpec struct {
+	Name  string   `yaml:"name" json:"name"`
+	Users []string `yaml:"users" json:"users"`
+}
+
+// UserSpec declares a built-in account. Password is hashed (argon2id) before
+// it is stored; PasswordHash takes an existing argon2id or bcrypt hash.
+type UserSpec struct {
+	Email        string `yaml:"email" json:"email"`
+	Password     string `yaml:"password,omitempty" json:"password,omitempty"`
+	PasswordHash string `yaml:"password_hash,omitempty" json:"password_hash,omitempty"`
+	Disabled     bool   `yaml:"disabled,omitempty" json:"disabled,omitempty"`
+}
+
+// ResourceSpec declares a resource.
+type ResourceSpec struct {
+	Name    string   `yaml:"name" json:"name"`
+	Address string   `yaml:"address" json:"address"`
+	Alias   string   `yaml:"alias,omitempty" json:"alias,omitempty"`
+	Network string   `yaml:"network" json:"network"`
+	Ports   []string `yaml:"ports" json:"ports"`
+	Groups  []string `yaml:"groups" json:"groups"`
+}
+
+// ServiceAccountSpec declares a service account and its groups.
+type ServiceAccountSpec struct {
+	Name   string   `yaml:"name" json:"name"`
+	Groups []string `yaml:"groups" json:"groups"`
+}
+
+// ValidationError names the place in the file (or request) that is wrong.
+type ValidationError struct {
+	Line  int    `json:"line,omitempty"`
+	Path  string `json:"path"`            // e.g. resources[3] (db)
+	Field string `json:"field,omitempty"` // e.g. ports
+	Msg   string `json:"message"`
+}
+
+func (e ValidationError) Error() string {
+	var b strings.Builder
+	if e.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", e.Line)
+	}
+	b.WriteString(e.Path)
+	if e.Field != "" {
+		fmt.Fprintf(&b, ": field %q", e.Field)
+	}
+	b.WriteString(": ")
+	b.WriteString(e.Msg)
+	return b.String()
+}
+
+// ValidationErrors is every problem found in one file.
+type ValidationErrors []ValidationError
+
+func (es ValidationErrors) Error() string {
+	parts := make([]string, len(es))
+	for i, e := range es {
+		parts[i] = e.Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// ErrInvalidSpec is wrapped by every spec parse and validation error.
+var ErrInvalidSpec = errors.New("invalid network configuration")
+
+// lineIndex maps section[i] and section[i].field to source lines.
+type lineIndex map[string]int
+
+func (li lineIndex) at(section string, i int, field string) int {
+	if li == nil {
+		return 0
+	}
+	if field != "" {
+		if l, ok := li[fmt.Sprintf("%s[%d].%s", section, i, field)]; ok {
+			return l
+		}
+	}
+	return li[fmt.Sprintf("%s[%d]", section, i)]
+}
+
+func indexLines(doc *yaml.Node) lineIndex {
+	li := lineIndex{}
+	if doc == nil || len(doc.Content) == 0 {
+		return li
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return li
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		sec, list := root.Content[i].Value, root.Content[i+1]
+		li[sec] = root.Content[i].Line
+		if list.Kind != yaml.SequenceNode {
+			continue
+		}
+		for j, item := range list.Content {
+			li[fmt.Sprintf("%s[%d]", sec, j)] = item.Line
+			if item.Kind != yaml.MappingNode {
+				continue
+			}
+			for k := 0; k+1 < len(item.Content); k += 2 {
+				li[fmt.Sprintf("%s[%d].%s", sec, j, item.Content[k].Value)] = item.Content[k].Line
+			}
+		}
+	}
+	return li
+}
+
+// ParseSpec decodes network.yaml strictly: unknown keys, duplicate keys and
+// wrong types are refused with their line.
+func ParseSpec(data []byte) (*Spec, lineIndex, error) {
+	var spec Spec
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&spec); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidSpec, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, nil, fmt.Errorf("%w: line %d: only one YAML document is allowed", ErrInvalidSpec, extra.Line)
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", ErrInvalidSpec, err)
+	}
+	return &spec, indexLines(&doc), nil
+}
+
+func validObjectName(s string) error {
+	if s == "" {
+		return errors.New("is required")
+	}
+	if len(s) > 128 {
+		return errors.New("is longer than 128 characters")
+	}
+	for _, r := range s {
+		if unicode.IsSpace(r) || unicode.IsControl(r) || r == '/' {
+			return fmt.Errorf("%q contains a space, control character or '/'", s)
+		}
+	}
+	return nil
+}
+
+func validEmail(s string) error {
+	if err := validObjectName(s); err != nil {
+		return err
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at <= 0 || at == len(s)-1 || strings.Count(s, "@") != 1 {
+		return fmt.Errorf("%q is not an email address", s)
+	}
+	return nil
+}
+
+// normalize validates spec and rewrites addresses and ports to their canonical
+// forms. It returns every problem found.
+func (spec *Spec) normalize(li lineIndex) error {
+	var errs ValidationErrors
+	add := func(section string, i int, name, field, format string, args ...any) {
+		path := fmt.Sprintf("%s[%d]", section, i)
+		if name != "" {
+			path += " (" + name + ")"
+		}
+		errs = append(errs, ValidationError{Line: li.at(section, i, field), Path: path, Field: field, Msg: fmt.Sprintf(format, args...)})
+	}
+	networks := map[string]bool{}
+	connectors := map[string]string{}
+	for i, n := range spec.RemoteNetworks {
+		if err := validObjectName(n.Name); err != nil {
+			add("remote_networks", i, n.Name, "name", "%v", err)
+		} else if networks[n.Name] {
+			add("remote_networks", i, n.Name, "name", "duplicate remote network name %q", n.Name)
+		}
+		networks[n.Name] = true
+		for _, c := range n.Connectors {
+			if err := validObjectName(c); err != nil {
+				add("remote_networks", i, n.Name, "connectors", "connector name %v", err)
+			} else if other, dup := connectors[c]; dup {
+				add("remote_networks", i, n.Name, "connectors", "duplicate connector name %q (already in remote network %q)", c, other)
+			}
+			connectors[c] = n.Name
+		}
+	}
+	users := map[string]bool{}
+	for i, u := range spec.Users {
+		if err := validEmail(u.Email); err != nil {
+			add("users", i, u.Email, "email", "%v", err)
+		} else if users[strings.ToLower(u.Email)] {
+			add("users", i, u.Email, "email", "duplicate user %q", u.Email)
+		}
+		users[strings.ToLower(u.Email)] = true
+		spec.Users[i].Email = strings.ToLower(u.Email)
+		if u.Password != "" && u.PasswordHash != "" {
+			add("users", i, u.Email, "password", "give password or password_hash, not both")
+		}
+		if u.PasswordHash != "" && !isPasswordHash(u.PasswordHash) {
+			add("users", i, u.Email, "password_hash", "not an argon2id or bcrypt hash")
+		}
+		if len(u.Password) > 1024 {
+			add("users", i, u.Email, "password", "longer than 1024 characters")
+		}
+	}
+	groups := map[string]bool{}
+	for i, g := range spec.Groups {
+		if err := validObjectName(g.Name); err != nil {
+			add("groups", i, g.Name, "name", "%v", err)
+		} else if groups[g.Name] {
+			add("groups", i, g.Name, "name", "duplicate group name %q", g.Name)
+		}
+		groups[g.Name] = true
+		seen := map[string]bool{}
+		for j, e := range g.Users {
+			e = strings.ToLower(e)
+			spec.Groups[i].Users[j] = e
+			if err := validEmail(e); err != nil {
+				add("groups", i, g.Name, "users", "%v", err)
+			} else if seen[e] {
+				add("groups", i, g.Name, "users", "user %q listed twice", e)
+			}
+			seen[e] = true
+		}
+	}
+	checkGroups := func(section string, i int, name string, gs []string) {
+		seen := map[string]bool{}
+		for _, g := range gs {
+			if !groups[g] {
+				add(section, i, name, "groups", "unknown group %q (not under groups:)", g)
+			} else if seen[g] {
+				add(section, i, name, "groups", "group %q listed twice", g)
+			}
+			seen[g] = true
+		}
+	}
+	resources := map[string]bool{}
+	for i, r := range spec.Resources {
+		if err := validObjectName(r.Name); err != nil {
+			add("resources", i, r.Name, "name", "%v", err)
+		} else if resources[r.Name] {
+			add("resources", i, r.Name, "name", "duplicate resource name %q", r.Name)
+		}
+		resources[r.Name] = true
+		if a, err := policy.ParseAddress(r.Address); err != nil {
+			add("resources", i, r.Name, "address", "%v", err)
+		} else {
+			spec.Resources[i].Address = a.String()
+		}
+		if r.Alias != "" {
+			if a, err := policy.ParseAddress(r.Alias); err != nil || a.Kind != policy.KindName {
+				add("resources", i, r.Name, "alias", "%q is not a DNS name", r.Alias)
+			} else {
+				spec.Resources[i].Alias = a.Name
+			}
+		}
+		if r.Network == "" {
+			add("resources", i, r.Name, "network", "is required")
+		} else if !networks[r.Network] {
+			add("resources", i, r.Name, "network", "unknown remote network %q (not under remote_networks:)", r.Network)
+		}
+		seenPorts := map[string]bool{}
+		for j, p := range r.Ports {
+			pr, err := policy.ParsePortRule(p)
+			if err != nil {
+				add("resources", i, r.Name, "ports", "%v", err)
+				continue
+			}
+			if seenPorts[pr.String()] {
+				add("resources", i, r.Name, "ports", "port %q listed twice", p)
+			}
+			seenPorts[pr.String()] = true
+			spec.Resources[i].Ports[j] = pr.String()
+		}
+		checkGroups("resources", i, r.Name, r.Groups)
+	}
+	sas := map[string]bool{}
+	for i, s := range spec.ServiceAccounts {
+		if err := validObjectName(s.Name); err != nil {
+			add("service_accounts", i, s.Name, "name", "%v", err)
+		} else if sas[s.Name] {
+			add("service_accounts", i, s.Name, "name", "duplicate service account name %q", s.Name)
+		}
+		sas[s.Name] = true
+		checkGroups("service_accounts", i, s.Name, s.Groups)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalidSpec, errs)
+	}
+	return nil
+}

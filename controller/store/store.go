@@ -1,0 +1,89 @@
+// Package store is the controller's persistence layer: a narrow, transactional
+// object store (kind, id, unique name, JSON data) with a monotonically
+// increasing revision, an admin audit log and a flow-event log. The default
+// backend is SQLite through modernc.org/sqlite (pure Go); the interface is
+// small enough that a PostgreSQL backend (with LISTEN/NOTIFY feeding Watch)
+// can replace it without touching the controller's handlers.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+)
+
+// Sentinel errors.
+var (
+	ErrNotFound  = errors.New("not found")
+	ErrConflict  = errors.New("already exists")
+	ErrClosed    = errors.New("store closed")
+	ErrBadObject = errors.New("invalid object")
+)
+
+// Object is one stored record. Name is unique within Kind.
+type Object struct {
+	Kind    string          `json:"kind"`
+	ID      string          `json:"id"`
+	Name    string          `json:"name"`
+	Data    json.RawMessage `json:"data"`
+	Updated time.Time       `json:"updated"`
+}
+
+// AuditEntry is one admin change: who, what, when, before and after.
+type AuditEntry struct {
+	ID       int64           `json:"id"`
+	At       time.Time       `json:"at"`
+	Actor    string          `json:"actor"`
+	Action   string          `json:"action"` // create, update, delete, revoke, ...
+	Kind     string          `json:"kind"`
+	ObjectID string          `json:"object_id"`
+	Name     string          `json:"name"`
+	Before   json.RawMessage `json:"before,omitempty"`
+	After    json.RawMessage `json:"after,omitempty"`
+}
+
+// Event is one stored flow event (its JSON body) with its arrival time.
+type Event struct {
+	ID   int64           `json:"id"`
+	At   time.Time       `json:"at"`
+	Data json.RawMessage `json:"data"`
+}
+
+// Tx is the view of one transaction.
+type Tx interface {
+	Get(kind, id string) (Object, error)
+	GetByName(kind, name string) (Object, error)
+	List(kind string) ([]Object, error)
+	// Put creates or replaces the object with o.Kind/o.ID. A name taken by
+	// another object of the same kind is ErrConflict.
+	Put(o Object) error
+	Delete(kind, id string) error
+	Audit(e AuditEntry) error
+}
+
+// Store is what the controller needs from a backend.
+type Store interface {
+	// Update runs fn in a serialized read-write transaction. When fn changed
+	// any object, the revision moves forward by one and is returned, and
+	// watchers are told after the commit. An error from fn rolls back.
+	Update(ctx context.Context, fn func(Tx) error) (rev int64, changed bool, err error)
+	// View runs fn in a read-only transaction.
+	View(ctx context.Context, fn func(Tx) error) error
+	// LoadAll returns every object and the revision they are consistent with.
+	LoadAll(ctx context.Context) (rev int64, objs []Object, err error)
+	// Revision is the current revision.
+	Revision(ctx context.Context) (int64, error)
+	// Page lists objects of kind ordered by id, after the given id.
+	Page(ctx context.Context, kind, after string, limit int) ([]Object, error)
+	// AuditLog lists audit entries with id > after, oldest first.
+	AuditLog(ctx context.Context, after int64, limit int) ([]AuditEntry, error)
+	// AddEvents appends flow events, keeping at most the newest max.
+	AddEvents(ctx context.Context, events []Event, max int) error
+	// Events lists events with id > after, oldest first.
+	Events(ctx context.Context, after int64, limit int) ([]Event, error)
+	// Watch delivers revisions committed by any writer (this process or,
+	// for a shared backend, another replica). cancel releases the watcher.
+	Watch() (ch <-chan int64, cancel func())
+	Close() error
+}

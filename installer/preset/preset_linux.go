@@ -1,0 +1,3 @@
+package preset
+
+func loadStored() (Preset, error) { return loadDefaultsFile(DefaultsFile) }

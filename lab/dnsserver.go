@@ -1,0 +1,200 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// DNSConfig configures the lab's tiny authoritative DNS server
+// (`postern-lab dns-server`): it answers A/AAAA for the records of its zones,
+// NXDOMAIN for other names inside the zones and REFUSED for names outside
+// them (it is no recursive resolver).
+type DNSConfig struct {
+	Listen  string            // "ip:port", UDP and TCP
+	Zones   []string          // e.g. "corp.internal"
+	Records map[string]string // name -> IP; a name may be "*.zone" for a wildcard
+	// Forward, if set ("ip:port"), answers names outside the zones by
+	// asking that server (a corporate resolver that also resolves public
+	// names); otherwise they are REFUSED.
+	Forward string
+	Logger  *slog.Logger
+}
+
+// ParseDNSRecord parses "name=ip" as given to --record.
+func ParseDNSRecord(s string) (name string, ip netip.Addr, err error) {
+	n, a, ok := strings.Cut(s, "=")
+	if !ok || n == "" {
+		return "", ip, fmt.Errorf("dns record %q: want NAME=IP", s)
+	}
+	ip, err = netip.ParseAddr(a)
+	if err != nil {
+		return "", ip, fmt.Errorf("dns record %q: %w", s, err)
+	}
+	return dns.Fqdn(strings.ToLower(n)), ip, nil
+}
+
+type dnsZoneHandler struct {
+	zones   []string
+	records map[string]netip.Addr
+	forward string
+	log     *slog.Logger
+}
+
+func (h *dnsZoneHandler) inZone(name string) bool {
+	for _, z := range h.zones {
+		if dns.IsSubDomain(z, name) {
+			return true
+		}
+	}
+	return false
+}
+
+func (h *dnsZoneHandler) lookup(name string) (netip.Addr, bool) {
+	if a, ok := h.records[name]; ok {
+		return a, true
+	}
+	// Wildcards: *.zone matches one or more labels under zone.
+	labels := dns.SplitDomainName(name)
+	for i := 1; i < len(labels); i++ {
+		if a, ok := h.records["*."+dns.Fqdn(strings.Join(labels[i:], "."))]; ok {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func (h *dnsZoneHandler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	if len(req.Question) != 1 {
+		m.Rcode = dns.RcodeFormatError
+		_ = w.WriteMsg(m)
+		return
+	}
+	q := req.Question[0]
+	name := strings.ToLower(q.Name)
+	if !h.inZone(name) && h.forward != "" {
+		proto := "udp"
+		if _, ok := w.RemoteAddr().(*net.TCPAddr); ok {
+			proto = "tcp"
+		}
+		c := &dns.Client{Net: proto, Timeout: 3 * time.Second}
+		resp, _, err := c.Exchange(req, h.forward)
+		if err != nil {
+			h.log.Debug("forward failed", "name", name, "err", err)
+			m.Rcode = dns.RcodeServerFailure
+			_ = w.WriteMsg(m)
+			return
+		}
+		resp.Authoritative = false
+		_ = w.WriteMsg(resp)
+		return
+	}
+	if !h.inZone(name) {
+		m.Rcode = dns.RcodeRefused
+		h.log.Debug("refused", "name", name)
+		_ = w.WriteMsg(m)
+		return
+	}
+	m.Authoritative = true
+	addr, ok := h.lookup(name)
+	if !ok {
+		m.Rcode = dns.RcodeNameError
+		_ = w.WriteMsg(m)
+		return
+	}
+	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: 30}
+	switch {
+	case q.Qtype == dns.TypeA && addr.Is4():
+		hdr.Rrtype = dns.TypeA
+		m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: net.IP(addr.AsSlice())})
+	case q.Qtype == dns.TypeAAAA && addr.Is6():
+		hdr.Rrtype = dns.TypeAAAA
+		m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: net.IP(addr.AsSlice())})
+	}
+	h.log.Debug("answer", "name", name, "type", dns.TypeToString[q.Qtype], "answers", len(m.Answer))
+	_ = w.WriteMsg(m)
+}
+
+// ServeDNS runs the DNS server until ctx ends.
+func ServeDNS(ctx context.Context, cfg DNSConfig) error {
+	if cfg.Listen == "" {
+		return errors.New("dns server: --listen is required")
+	}
+	if len(cfg.Zones) == 0 {
+		return errors.New("dns server: at least one --zone is required")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	h := &dnsZoneHandler{records: map[string]netip.Addr{}, forward: cfg.Forward, log: log}
+	if cfg.Forward != "" {
+		if _, err := netip.ParseAddrPort(cfg.Forward); err != nil {
+			return fmt.Errorf("dns server: --forward %q: want ip:port: %w", cfg.Forward, err)
+		}
+	}
+	for _, z := range cfg.Zones {
+		if _, ok := dns.IsDomainName(z); !ok || z == "" {
+			return fmt.Errorf("dns server: bad zone %q", z)
+		}
+		h.zones = append(h.zones, dns.Fqdn(strings.ToLower(z)))
+	}
+	for n, a := range cfg.Records {
+		name, ip, err := ParseDNSRecord(n + "=" + a)
+		if err != nil {
+			return fmt.Errorf("dns server: %w", err)
+		}
+		if !h.inZone(strings.TrimPrefix(name, "*.")) {
+			return fmt.Errorf("dns server: record %s is outside the zones %v", name, cfg.Zones)
+		}
+		h.records[name] = ip
+	}
+	pc, err := net.ListenPacket("udp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("dns server: listen udp %s: %w", cfg.Listen, err)
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("dns server: listen tcp %s: %w", cfg.Listen, err)
+	}
+	servers := []*dns.Server{
+		{PacketConn: pc, Handler: h},
+		{Listener: ln, Handler: h},
+	}
+	log.Info("dns server listening", "addr", cfg.Listen, "zones", h.zones, "records", len(h.records))
+	errc := make(chan error, len(servers))
+	var wg sync.WaitGroup
+	for _, s := range servers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errc <- s.ActivateAndServe()
+		}()
+	}
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	for _, s := range servers {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = s.ShutdownContext(sctx)
+		cancel()
+	}
+	wg.Wait()
+	if runErr != nil {
+		return fmt.Errorf("dns server: %w", runErr)
+	}
+	return nil
+}

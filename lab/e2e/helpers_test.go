@@ -1,0 +1,121 @@
+//go:build linux
+
+package e2e
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"postern.dev/postern/lab"
+	"postern.dev/postern/localapi"
+)
+
+// result of one client command.
+type result struct {
+	out     string
+	err     error
+	elapsed time.Duration
+}
+
+// run runs a command in a client namespace with a timeout; extra env is
+// added (e.g. PGPASSWORD).
+func run(t *testing.T, node string, timeout time.Duration, env []string, args ...string) result {
+	t.Helper()
+	l := getLab(t)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd, err := l.Command(ctx, node, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Env = append(cmd.Env, env...)
+	start := time.Now()
+	b, err := cmd.CombinedOutput()
+	return result{out: string(b), err: err, elapsed: time.Since(start)}
+}
+
+// must runs a command that has to succeed.
+func must(t *testing.T, node string, timeout time.Duration, env []string, args ...string) string {
+	t.Helper()
+	r := run(t, node, timeout, env, args...)
+	if r.err != nil {
+		t.Fatalf("%s$ %s: %v (after %s)\n%s", node, strings.Join(args, " "), r.err, r.elapsed.Round(time.Millisecond), r.out)
+	}
+	return r.out
+}
+
+func sshArgs(extra ...string) []string {
+	return append([]string{"ssh", "-o", "ConnectTimeout=10"}, extra...)
+}
+
+func sshHostname(t *testing.T, node string) result {
+	t.Helper()
+	return run(t, node, 20*time.Second, nil, sshArgs(lab.DBName, "hostname")...)
+}
+
+func pgEnv(l *lab.Lab) []string {
+	return []string{"PGPASSWORD=" + l.PGPassword, "PGCONNECT_TIMEOUT=10"}
+}
+
+func curlArgs(url string, extra ...string) []string {
+	return append(append([]string{"curl", "-sS", "--max-time", "10"}, extra...), url)
+}
+
+// eventually retries f until it returns nil or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+func status(t *testing.T, node string) localapi.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := getLab(t).Status(ctx, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// inSynthetic reports whether s is an address of the default synthetic
+// range 100.96.0.0/12 or an IPv6 ULA (fc00::/7).
+func inSynthetic(s string) bool {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil {
+		return false
+	}
+	return netip.MustParsePrefix("100.96.0.0/12").Contains(a) || netip.MustParsePrefix("fc00::/7").Contains(a)
+}
+
+// assertAccessWorks is the quick check that alice reaches db over SSH
+// again (after a test changed something).
+func assertAccessWorks(t *testing.T, within time.Duration) {
+	t.Helper()
+	eventually(t, within, "ssh db.corp.internal from alice's laptop", func() error {
+		r := sshHostname(t, lab.NodeClient)
+		if r.err != nil {
+			return &cmdFailure{r}
+		}
+		return nil
+	})
+}
+
+type cmdFailure struct{ r result }
+
+func (c *cmdFailure) Error() string {
+	return c.r.err.Error() + ": " + strings.TrimSpace(c.r.out)
+}

@@ -1,0 +1,266 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"postern.dev/postern/localapi"
+)
+
+// Output runs a command in a node and returns its stdout only (stderr goes
+// into the error when it fails).
+func (l *Lab) Output(ctx context.Context, node string, args ...string) (string, error) {
+	cmd, err := l.Command(ctx, node, args...)
+	if err != nil {
+		return "", err
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), &CmdError{Args: append([]string{node + "$"}, args...), Output: stderr.String(), Err: err}
+	}
+	return stdout.String(), nil
+}
+
+func (l *Lab) adminArgs(sub string) []string {
+	return []string{l.Bin("postern-controller"), sub, "--url", l.ControllerURL, "--ca", l.CAFile, "--token-file", l.AdminTokenFile}
+}
+
+func (l *Lab) deployPostern(ctx context.Context) error {
+	dataDir := filepath.Join(l.Dir, "controller")
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return fmt.Errorf("controller data dir: %w", err)
+	}
+	l.ControllerURL = "https://" + ControllerIP
+	l.CAFile = filepath.Join(dataDir, "ca.pem")
+	l.AdminTokenFile = filepath.Join(dataDir, "admin-token")
+	l.progress("lab %s: starting postern-controller at %s", l.ID, l.ControllerURL)
+	ctl, err := l.Spawn(ProgController, NodeController, nil, l.Bin("postern-controller"), "serve",
+		"--data", dataDir, "--listen", "0.0.0.0:"+ControllerPort, "--public-url", l.ControllerURL)
+	if err != nil {
+		return err
+	}
+	if err := l.WaitController(ctx, ctl); err != nil {
+		return err
+	}
+	l.progress("lab %s: applying network.yaml (users, groups, resources)", l.ID)
+	if err := l.Apply(ctx, l.Network); err != nil {
+		return err
+	}
+	l.progress("lab %s: enrolling the relay and the connectors", l.ID)
+	relayTok, err := l.Output(ctx, NodeController, append(l.adminArgs("relay-token"), "relay-1")...)
+	if err != nil {
+		return fmt.Errorf("relay-token: %w", err)
+	}
+	relay, err := l.Spawn(ProgRelay, NodeRelay, nil, l.Bin("postern-relay"), "--token", lastLine(relayTok),
+		"--listen-udp", "0.0.0.0:"+RelayUDPPort, "--listen-tls", "0.0.0.0:"+RelayTLSPort, "--public-ip", RelayIP,
+		"--state", filepath.Join(l.Dir, "relay"))
+	if err != nil {
+		return err
+	}
+	for _, c := range []struct{ node, prog string }{{NodeConnectorA, ProgConnectorA}, {NodeConnectorB, ProgConnectorB}} {
+		tok, err := l.Output(ctx, NodeController, append(l.adminArgs("connector-token"), c.node)...)
+		if err != nil {
+			return fmt.Errorf("connector-token %s: %w", c.node, err)
+		}
+		if _, err := l.Spawn(c.prog, c.node, nil, l.Bin("postern-connector"), "--token", lastLine(tok),
+			"--state", filepath.Join(l.Dir, "connector-"+c.node)); err != nil {
+			return err
+		}
+	}
+	if err := l.waitListening(ctx, NodeRelay, "udp", RelayUDPPort, 20*time.Second, relay); err != nil {
+		return err
+	}
+	for _, c := range []struct{ node, user, prog string }{{NodeClient, Alice, ProgDaemon}, {NodeClientBob, Bob, ProgDaemonBob}} {
+		l.progress("lab %s: starting posternd for %s and signing in", l.ID, c.user)
+		if err := l.startClient(ctx, c.node, c.user, c.prog); err != nil {
+			return err
+		}
+	}
+	for _, c := range []string{NodeClient, NodeClientBob} {
+		if err := l.WaitClientState(ctx, c, 60*time.Second, localapi.StateConnected); err != nil {
+			return err
+		}
+	}
+	l.progress("lab %s: postern is up", l.ID)
+	return nil
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// WaitController waits until the controller answers /healthz with its CA.
+func (l *Lab) WaitController(ctx context.Context, ctl *Proc) error {
+	return waitFor(ctx, 30*time.Second, "postern-controller", func() error {
+		if ctl != nil && !ctl.Running() {
+			return fmt.Errorf("postern-controller exited (%v); see %s", ctl.ExitErr(), ctl.LogPath)
+		}
+		for _, f := range []string{l.CAFile, l.AdminTokenFile} {
+			if _, err := os.Stat(f); err != nil {
+				return fmt.Errorf("controller has not created %s yet", f)
+			}
+		}
+		_, err := l.Exec(ctx, NodeController, "curl", "-sSf", "--max-time", "3", "--cacert", l.CAFile, l.ControllerURL+"/healthz")
+		return err
+	})
+}
+
+// Apply makes the controller match spec with `postern-controller apply`.
+func (l *Lab) Apply(ctx context.Context, spec NetworkSpec) error {
+	b, err := spec.YAML()
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(l.Dir, "network-*.yaml")
+	if err != nil {
+		return fmt.Errorf("write network.yaml: %w", err)
+	}
+	_, werr := f.Write(b)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr); err != nil {
+		return fmt.Errorf("write network.yaml: %w", err)
+	}
+	if out, err := l.Exec(ctx, NodeController, append(l.adminArgs("apply"), "-f", f.Name())...); err != nil {
+		return fmt.Errorf("apply %s: %w\n%s", f.Name(), err, out)
+	}
+	return nil
+}
+
+// Admin runs another postern-controller admin subcommand (with --url, --ca
+// and --token-file filled in) from the controller's namespace.
+func (l *Lab) Admin(ctx context.Context, sub string, args ...string) (string, error) {
+	return l.Output(ctx, NodeController, append(l.adminArgs(sub), args...)...)
+}
+
+func (l *Lab) startClient(ctx context.Context, node, user, prog string) error {
+	state := filepath.Join(l.Dir, "posternd-"+node)
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		return fmt.Errorf("posternd state dir: %w", err)
+	}
+	cs := &clientState{node: node, user: user, proc: prog, state: state, socket: filepath.Join(state, localapi.SocketName)}
+	l.mu.Lock()
+	l.clients[node] = cs
+	l.mu.Unlock()
+	p, err := l.Spawn(prog, node, nil, l.Bin("posternd"), "--state", state, "--tun", "postern0")
+	if err != nil {
+		return err
+	}
+	if err := waitFor(ctx, 20*time.Second, "posternd socket "+cs.socket, func() error {
+		if !p.Running() {
+			return fmt.Errorf("posternd exited (%v); see %s", p.ExitErr(), p.LogPath)
+		}
+		_, err := os.Stat(cs.socket)
+		return err
+	}); err != nil {
+		return err
+	}
+	return l.Login(ctx, node, user)
+}
+
+// Login signs a client in as user (`postern login --password-stdin`) and
+// brings the tunnel up (`postern up`).
+func (l *Lab) Login(ctx context.Context, node, user string) error {
+	pw, ok := l.Passwords[user]
+	if !ok {
+		return fmt.Errorf("login %s: no password for that user in the lab's network.yaml", user)
+	}
+	cs, err := l.client(node)
+	if err != nil {
+		return err
+	}
+	if out, err := l.ExecInput(ctx, node, strings.NewReader(pw+"\n"), l.Bin("postern"), "--socket", cs.socket,
+		"login", "--controller", l.ControllerURL, "--ca", l.CAFile, "--user", user, "--password-stdin"); err != nil {
+		return fmt.Errorf("postern login as %s: %w\n%s", user, err, out)
+	}
+	if out, err := l.Postern(ctx, node, "up"); err != nil {
+		return fmt.Errorf("postern up as %s: %w\n%s", user, err, out)
+	}
+	return nil
+}
+
+func (l *Lab) client(node string) (*clientState, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cs, ok := l.clients[node]
+	if !ok {
+		return nil, fmt.Errorf("%w %q: no posternd runs there", ErrUnknownNode, node)
+	}
+	return cs, nil
+}
+
+// Socket is the local API socket of the daemon in a client node.
+func (l *Lab) Socket(node string) string {
+	cs, err := l.client(node)
+	if err != nil {
+		return ""
+	}
+	return cs.socket
+}
+
+// Postern runs the postern CLI against the daemon of a client node.
+func (l *Lab) Postern(ctx context.Context, node string, args ...string) (string, error) {
+	cs, err := l.client(node)
+	if err != nil {
+		return "", err
+	}
+	return l.Exec(ctx, node, append([]string{l.Bin("postern"), "--socket", cs.socket}, args...)...)
+}
+
+// Status is `postern status --json` of a client node.
+func (l *Lab) Status(ctx context.Context, node string) (localapi.Status, error) {
+	var st localapi.Status
+	cs, err := l.client(node)
+	if err != nil {
+		return st, err
+	}
+	out, err := l.Output(ctx, node, l.Bin("postern"), "--socket", cs.socket, "status", "--json")
+	if err != nil {
+		return st, fmt.Errorf("postern status --json: %w", err)
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		return st, fmt.Errorf("postern status --json: %w: %q", err, out)
+	}
+	return st, nil
+}
+
+// WaitClientState waits until a client's daemon reports one of states.
+func (l *Lab) WaitClientState(ctx context.Context, node string, timeout time.Duration, states ...string) error {
+	return l.WaitStatus(ctx, node, timeout, "state "+strings.Join(states, "/"), func(st localapi.Status) bool {
+		for _, s := range states {
+			if st.State == s {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// WaitStatus waits until a client's status satisfies ok.
+func (l *Lab) WaitStatus(ctx context.Context, node string, timeout time.Duration, what string, ok func(localapi.Status) bool) error {
+	var last localapi.Status
+	err := waitFor(ctx, timeout, node+" "+what, func() error {
+		st, err := l.Status(ctx, node)
+		if err != nil {
+			return err
+		}
+		last = st
+		if !ok(st) {
+			return fmt.Errorf("status is %s (%s)", st.State, st.Message)
+		}
+		return nil
+	})
+	if err != nil {
+		b, _ := json.Marshal(last)
+		return fmt.Errorf("%w; last status: %s", err, b)
+	}
+	return nil
+}

@@ -1,0 +1,10 @@
+# Tray app and single sign-on (issue 8): targeted test runs.
+.PHONY: test-sso test-tray
+
+# OIDC against a real oidc-provider (needs Node.js 20+ and npm).
+test-sso:
+	$(GO) test -race -count=1 ./controller/oidcauth/... ./client/sso/...
+
+# The tray's logic and the real postern-tray under dbus-run-session.
+test-tray:
+	$(GO) test -race -count=1 ./tray/... ./cmd/postern-tray/...

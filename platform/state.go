@@ -1,0 +1,150 @@
+package platform
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// dnsStateName is the file, inside the daemon's state directory, that
+// records what the OSConfigurator changed, written before each change, so
+// that RestoreAfterCrash can undo it after the daemon was killed.
+const dnsStateName = "os-dns-backup.json"
+
+// DNS state modes.
+const (
+	modeResolvConf  = "resolv.conf"
+	modeResolved    = "systemd-resolved"
+	modeResolverDir = "resolver-dir"
+	modeNRPT        = "nrpt"
+)
+
+type dnsState struct {
+	Mode string `json:"mode"`
+	// resolv.conf: the file and its original contents.
+	Path     string `json:"path,omitempty"`
+	Original []byte `json:"original,omitempty"`
+	// systemd-resolved: the link configured.
+	IfName  string `json:"ifname,omitempty"`
+	IfIndex int    `json:"ifindex,omitempty"`
+	// macOS: /etc/resolver files written; Windows: NRPT rule keys.
+	Files []string `json:"files,omitempty"`
+	Keys  []string `json:"keys,omitempty"`
+}
+
+func statePath(dir string) string { return filepath.Join(dir, dnsStateName) }
+
+// readState returns the saved state, or nil when there is none.
+func readState(dir string) (*dnsState, error) {
+	b, err := os.ReadFile(statePath(dir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: read %s: %w", ErrDNSState, statePath(dir), err)
+	}
+	var st dnsState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%w: %s is not valid JSON (%v); restore DNS by hand and delete it", ErrDNSState, statePath(dir), err)
+	}
+	return &st, nil
+}
+
+func writeState(dir string, st *dnsState) error {
+	b, err := json.MarshalIndent(st, "", " ")
+	if err != nil {
+		return fmt.Errorf("%w: encode: %w", ErrDNSState, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%w: create %s: %w", ErrDNSState, dir, err)
+	}
+	if err := writeFileAtomic(statePath(dir), b, 0o600); err != nil {
+		return fmt.Errorf("%w: %w", ErrDNSState, err)
+	}
+	return nil
+}
+
+func removeState(dir string) error {
+	if err := os.Remove(statePath(dir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%w: remove %s: %w", ErrDNSState, statePath(dir), err)
+	}
+	return nil
+}
+
+// writeFileAtomic replaces path through a temporary file in its directory
+// (for files Postern owns; never for /etc/resolv.conf, see writeInPlace).
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	_, werr := f.Write(b)
+	if werr == nil {
+		werr = f.Chmod(mode)
+	}
+	if werr == nil {
+		werr = f.Sync()
+	}
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Rename(tmp, path)
+	}
+	if werr != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, werr)
+	}
+	return nil
+}
+
+// writeInPlace truncates and rewrites path without replacing the file:
+// /etc/resolv.conf may be a bind mount (ip netns exec) or a symlink, and a
+// rename would fail there or replace the wrong file.
+func writeInPlace(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC|os.O_CREATE, 0o644)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", path, err)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+// RestoreAfterCrash puts back the DNS configuration a previous run left
+// changed (it was killed before it could restore it). The daemon calls it at
+// start, before NewOSConfigurator. Nothing to do is not an error.
+func RestoreAfterCrash(stateDir string) error {
+	if stateDir == "" {
+		return fmt.Errorf("%w: no state directory", ErrDNSState)
+	}
+	st, err := readState(stateDir)
+	if err != nil || st == nil {
+		return err
+	}
+	if err := restoreState(st); err != nil {
+		return err
+	}
+	return removeState(stateDir)
+}
+
+// restoreState undoes what st records, for any mode this OS knows.
+func restoreState(st *dnsState) error {
+	switch st.Mode {
+	case modeResolvConf:
+		return restoreResolvConf(st.Path, st.Original)
+	default:
+		return restoreOS(st)
+	}
+}

@@ -1,0 +1,401 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/pki"
+	"postern.dev/postern/version"
+)
+
+// State directory files.
+const (
+	fileIdentity = "relay.json"
+	fileKey      = "relay-key.pem"
+	fileCert     = "relay-cert.pem"
+	fileCA       = "ca.pem"
+	fileTLSKey   = "tls-key.pem"
+	fileTLSCert  = "tls-cert.pem"
+)
+
+// Options are the postern-relay command line.
+type Options struct {
+	Token       string // enrollment token; only needed on the first start
+	StateDir    string
+	ListenUDP   string
+	ListenTLS   string
+	PublicIP    net.IP
+	MetricsAddr string
+	Logger      *slog.Logger
+}
+
+type identity struct {
+	ID            string `json:"id"`
+	Name          string `json:"name"`
+	ControllerURL string `json:"controller_url"`
+}
+
+// enrolled is a relay's credential with the controller.
+type enrolled struct {
+	id   identity
+	key  *ecdsa.PrivateKey
+	cert *x509.Certificate
+	ca   *x509.Certificate
+	dir  string
+}
+
+// Run enrolls (first start) or loads the state directory, registers with the
+// controller, serves until ctx ends, and keeps registering every interval.
+func Run(ctx context.Context, o Options) error {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.StateDir == "" {
+		return fmt.Errorf("%w: no state directory", ErrBadConfig)
+	}
+	if o.PublicIP == nil {
+		return fmt.Errorf("%w: --public-ip is required", ErrBadConfig)
+	}
+	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
+		return fmt.Errorf("create state dir: %w", err)
+	}
+	e, err := loadOrEnroll(ctx, o)
+	if err != nil {
+		return err
+	}
+	tlsCert, err := loadOrCreateTLSCert(o.StateDir)
+	if err != nil {
+		return err
+	}
+	cc := newControllerClient(e)
+	_, udpPort, err := net.SplitHostPort(o.ListenUDP)
+	if err != nil {
+		return fmt.Errorf("%w: --listen-udp %q: %v", ErrBadConfig, o.ListenUDP, err)
+	}
+	_, tlsPort, err := net.SplitHostPort(o.ListenTLS)
+	if err != nil {
+		return fmt.Errorf("%w: --listen-tls %q: %v", ErrBadConfig, o.ListenTLS, err)
+	}
+	reg := controlapi.RelayRegister{
+		PublicIP:      o.PublicIP.String(),
+		UDPAddr:       net.JoinHostPort(o.PublicIP.String(), udpPort),
+		TLSAddr:       net.JoinHostPort(o.PublicIP.String(), tlsPort),
+		Version:       version.Version,
+		TLSCertSHA256: pki.CertDigest(tlsCert.Certificate[0]),
+	}
+	// The realm comes with the first registration: retry with backoff.
+	var resp controlapi.RelayRegisterResponse
+	for backoff := time.Second; ; backoff = min(backoff*2, 30*time.Second) {
+		resp, err = cc.register(ctx, reg)
+		if err == nil {
+			break
+		}
+		o.Logger.Warn("register with controller", "err", err, "retry_in", backoff)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+	}
+	r, err := New(Config{
+		ListenUDP: o.ListenUDP, ListenTLS: o.ListenTLS, PublicIP: o.PublicIP,
+		Realm: resp.Realm, TLSCert: tlsCert, CA: e.ca, Logger: o.Logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := r.SetCredentials(resp.TURNSecret, resp.Issuer, resp.JWKS); err != nil {
+		return err
+	}
+	if err := r.Start(); err != nil {
+		return err
+	}
+	defer r.Close()
+	if o.MetricsAddr != "" {
+		ms := &http.Server{Addr: o.MetricsAddr, Handler: r.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := ms.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				o.Logger.Error("metrics listener", "err", err)
+			}
+		}()
+		defer ms.Close()
+	}
+	o.Logger.Info("relay registered", "id", resp.ID, "realm", resp.Realm)
+	interval := time.Duration(resp.IntervalSeconds) * time.Second
+	if interval <= 0 {
+		interval = controlapi.HeartbeatInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		reg.Stats = r.Stats()
+		resp, err := cc.register(ctx, reg)
+		if err != nil {
+			o.Logger.Warn("relay heartbeat", "err", err)
+			continue
+		}
+		if err := r.SetCredentials(resp.TURNSecret, resp.Issuer, resp.JWKS); err != nil {
+			o.Logger.Warn("relay heartbeat credentials", "err", err)
+		}
+		if err := cc.maybeRenew(ctx); err != nil {
+			o.Logger.Warn("renew relay credential", "err", err)
+		}
+	}
+}
+
+func loadOrEnroll(ctx context.Context, o Options) (*enrolled, error) {
+	e := &enrolled{dir: o.StateDir}
+	if b, err := os.ReadFile(filepath.Join(o.StateDir, fileIdentity)); err == nil {
+		if err := json.Unmarshal(b, &e.id); err != nil {
+			return nil, fmt.Errorf("read %s: %w", fileIdentity, err)
+		}
+		if err := e.loadFiles(); err != nil {
+			return nil, err
+		}
+		return e, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	if o.Token == "" {
+		return nil, ErrNotEnrolled
+	}
+	tok, err := controlapi.ParseEnrollmentToken(o.Token)
+	if err != nil {
+		return nil, err
+	}
+	if tok.Kind != "relay" {
+		return nil, fmt.Errorf("%w: this is a %s token, not a relay token", controlapi.ErrBadEnrollmentToken, tok.Kind)
+	}
+	u, err := url.Parse(tok.ControllerURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("%w: controller URL %q", controlapi.ErrBadEnrollmentToken, tok.ControllerURL)
+	}
+	addr := u.Host
+	if u.Port() == "" {
+		addr = net.JoinHostPort(u.Hostname(), "443")
+	}
+	ca, err := pki.FetchCAByFingerprint(addr, u.Hostname(), tok.CAFingerprint, 15*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, fmt.Errorf("generate relay key: %w", err)
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	req := controlapi.EnrollRequest{
+		Secret:       tok.Secret,
+		PublicKeyPEM: string(pemBlock("PUBLIC KEY", pubDER)),
+		Version:      version.Version, Hostname: host,
+	}
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		MinVersion: tls.VersionTLS13, RootCAs: pki.CAPool(ca),
+	}}}
+	var resp controlapi.EnrollResponse
+	if err := postJSON(ctx, hc, tok.ControllerURL+controlapi.PathEnrollRelay, req, &resp); err != nil {
+		return nil, fmt.Errorf("enroll relay: %w", err)
+	}
+	cert, err := pki.ParseCertPEM([]byte(resp.CertificatePEM))
+	if err != nil {
+		return nil, fmt.Errorf("enroll relay: certificate: %w", err)
+	}
+	e.id = identity{ID: resp.ID, Name: resp.Name, ControllerURL: tok.ControllerURL}
+	e.key, e.cert, e.ca = key, cert, ca
+	if err := e.save(); err != nil {
+		return nil, err
+	}
+	o.Logger.Info("relay enrolled", "id", resp.ID, "name", resp.Name)
+	return e, nil
+}
+
+func pemBlock(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
+
+func (e *enrolled) loadFiles() error {
+	kb, err := os.ReadFile(filepath.Join(e.dir, fileKey))
+	if err != nil {
+		return fmt.Errorf("read relay key: %w", err)
+	}
+	k, err := pki.ParseKeyPEM(kb)
+	if err != nil {
+		return fmt.Errorf("relay key: %w", err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok {
+		return fmt.Errorf("relay key: not ECDSA")
+	}
+	e.key = ek
+	cb, err := os.ReadFile(filepath.Join(e.dir, fileCert))
+	if err != nil {
+		return fmt.Errorf("read relay certificate: %w", err)
+	}
+	if e.cert, err = pki.ParseCertPEM(cb); err != nil {
+		return fmt.Errorf("relay certificate: %w", err)
+	}
+	ab, err := os.ReadFile(filepath.Join(e.dir, fileCA))
+	if err != nil {
+		return fmt.Errorf("read CA: %w", err)
+	}
+	if e.ca, err = pki.ParseCertPEM(ab); err != nil {
+		return fmt.Errorf("CA certificate: %w", err)
+	}
+	return nil
+}
+
+// save writes key, certificate and CA before the identity file, so a crash
+// never leaves an identity without its credential.
+func (e *enrolled) save() error {
+	kp, err := pki.EncodeKeyPEM(e.key)
+	if err != nil {
+		return err
+	}
+	idb, _ := json.MarshalIndent(e.id, "", "  ")
+	for _, f := range []struct {
+		name string
+		data []byte
+		mode os.FileMode
+	}{
+		{fileKey, kp, 0o600},
+		{fileCert, pki.EncodeCertPEM(e.cert), 0o644},
+		{fileCA, pki.EncodeCertPEM(e.ca), 0o644},
+		{fileIdentity, idb, 0o600},
+	} {
+		if err := pki.WriteFileAtomic(filepath.Join(e.dir, f.name), f.data, f.mode); err != nil {
+			return fmt.Errorf("save %s: %w", f.name, err)
+		}
+	}
+	return nil
+}
+
+// loadOrCreateTLSCert returns the TLS listener's self-signed certificate,
+// creating it on first start.
+func loadOrCreateTLSCert(dir string) (tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(filepath.Join(dir, fileTLSCert), filepath.Join(dir, fileTLSKey))
+	if err == nil {
+		return c, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return tls.Certificate{}, fmt.Errorf("load TLS certificate: %w", err)
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	c, err = pki.SelfSigned(key, "postern-relay", 10*365*24*time.Hour)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	kp, err := pki.EncodeKeyPEM(key)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	if err := pki.WriteFileAtomic(filepath.Join(dir, fileTLSKey), kp, 0o600); err != nil {
+		return tls.Certificate{}, fmt.Errorf("save TLS key: %w", err)
+	}
+	if err := pki.WriteFileAtomic(filepath.Join(dir, fileTLSCert), pki.EncodeCertPEM(c.Leaf), 0o644); err != nil {
+		return tls.Certificate{}, fmt.Errorf("save TLS certificate: %w", err)
+	}
+	return c, nil
+}
+
+// controllerClient calls the controller with the relay's mTLS credential.
+type controllerClient struct {
+	e  *enrolled
+	hc *http.Client
+}
+
+func newControllerClient(e *enrolled) *controllerClient {
+	cc := &controllerClient{e: e}
+	cc.hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		RootCAs:    pki.CAPool(e.ca),
+		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return &tls.Certificate{Certificate: [][]byte{cc.e.cert.Raw}, PrivateKey: cc.e.key, Leaf: cc.e.cert}, nil
+		},
+	}}}
+	return cc
+}
+
+func (cc *controllerClient) register(ctx context.Context, reg controlapi.RelayRegister) (controlapi.RelayRegisterResponse, error) {
+	var resp controlapi.RelayRegisterResponse
+	err := postJSON(ctx, cc.hc, cc.e.id.ControllerURL+controlapi.PathRelayRegister, reg, &resp)
+	return resp, err
+}
+
+// maybeRenew renews the credential once less than a third of its lifetime is left.
+func (cc *controllerClient) maybeRenew(ctx context.Context) error {
+	c := cc.e.cert
+	if time.Until(c.NotAfter) > c.NotAfter.Sub(c.NotBefore)/3 {
+		return nil
+	}
+	var resp controlapi.EnrollResponse
+	if err := postJSON(ctx, cc.hc, cc.e.id.ControllerURL+controlapi.PathRenew, controlapi.RenewRequest{}, &resp); err != nil {
+		return err
+	}
+	cert, err := pki.ParseCertPEM([]byte(resp.CertificatePEM))
+	if err != nil {
+		return fmt.Errorf("renewed certificate: %w", err)
+	}
+	cc.e.cert = cert
+	return cc.e.save()
+}
+
+func postJSON(ctx context.Context, hc *http.Client, u string, in, out any) error {
+	b, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: POST %s: %w", ErrControllerCall, u, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode/100 != 2 {
+		var e controlapi.Error
+		_ = json.Unmarshal(body, &e)
+		return fmt.Errorf("%w: POST %s: %s %s", ErrControllerCall, u, strconv.Itoa(resp.StatusCode), e.Error)
+	}
+	if out == nil || len(body) == 0 {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("%w: POST %s: decode: %v", ErrControllerCall, u, err)
+	}
+	return nil
+}

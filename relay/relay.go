@@ -1,0 +1,310 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/turn/v2"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"postern.dev/postern/ctoken"
+	"postern.dev/postern/pki"
+	"postern.dev/postern/traversal/sigwire"
+)
+
+// Defaults.
+const (
+	DefaultMaxAllocationsPerPrincipal = 32
+	DefaultMaxSessionsPerPrincipal    = 64
+	handshakeTimeout                  = 10 * time.Second
+)
+
+// Config configures a Relay.
+type Config struct {
+	ListenUDP string // STUN and TURN over UDP, e.g. ":3478"
+	ListenTLS string // TURN over TLS and signaling, e.g. ":443"
+	PublicIP  net.IP // the address relayed sockets are advertised at
+	// RelayIP is the local IP relayed sockets bind to (default: unspecified).
+	RelayIP net.IP
+	Realm   string
+	// TLSCert is the certificate of the TLS listener (self-signed; its digest
+	// reaches clients through the controller and they pin it).
+	TLSCert tls.Certificate
+	// CA verifies connectors' client certificates on the signaling service.
+	CA *x509.Certificate
+	// Quotas: TURN client endpoints (allocations) and signaling sessions per
+	// principal; 0 means the default.
+	MaxAllocationsPerPrincipal int
+	MaxSessionsPerPrincipal    int
+	// AllowLoopbackPeers lets allocations relay to loopback and unspecified
+	// peers (in-process tests only; off in production).
+	AllowLoopbackPeers bool
+	Logger             *slog.Logger
+}
+
+// Relay is a running relay.
+type Relay struct {
+	cfg     Config
+	log     *slog.Logger
+	auth    *turnAuth
+	m       *metrics
+	hub     *hub
+	keys    *ctoken.KeySet
+	vmu     sync.RWMutex
+	issuer  string
+	udp     net.PacketConn
+	tcp     net.Listener
+	turnLn  *chanListener
+	turnSrv *turn.Server
+	wg      sync.WaitGroup
+	ctx     context.Context
+	cancel  context.CancelFunc
+	closeMu sync.Once
+}
+
+// New validates cfg and prepares a relay; Start opens its sockets.
+func New(cfg Config) (*Relay, error) {
+	switch {
+	case cfg.ListenUDP == "":
+		return nil, fmt.Errorf("%w: no UDP listen address", ErrBadConfig)
+	case cfg.ListenTLS == "":
+		return nil, fmt.Errorf("%w: no TLS listen address", ErrBadConfig)
+	case cfg.PublicIP == nil:
+		return nil, fmt.Errorf("%w: no public IP", ErrBadConfig)
+	case cfg.Realm == "":
+		return nil, fmt.Errorf("%w: no realm", ErrBadConfig)
+	case len(cfg.TLSCert.Certificate) == 0:
+		return nil, fmt.Errorf("%w: no TLS certificate", ErrBadConfig)
+	case cfg.CA == nil:
+		return nil, fmt.Errorf("%w: no deployment CA", ErrBadConfig)
+	}
+	if cfg.MaxAllocationsPerPrincipal == 0 {
+		cfg.MaxAllocationsPerPrincipal = DefaultMaxAllocationsPerPrincipal
+	}
+	if cfg.MaxSessionsPerPrincipal == 0 {
+		cfg.MaxSessionsPerPrincipal = DefaultMaxSessionsPerPrincipal
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RelayIP == nil {
+		cfg.RelayIP = net.IPv4zero
+		if cfg.PublicIP.To4() == nil {
+			cfg.RelayIP = net.IPv6unspecified
+		}
+	}
+	r := &Relay{cfg: cfg, log: cfg.Logger, keys: ctoken.NewKeySet(nil)}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	r.m = newMetrics(func() float64 {
+		if r.turnSrv == nil {
+			return 0
+		}
+		return float64(r.turnSrv.AllocationCount())
+	})
+	r.auth = newTURNAuth(cfg.MaxAllocationsPerPrincipal, r.m.refuse)
+	r.hub = newHub(r)
+	return r, nil
+}
+
+// SetCredentials installs what the controller's registration response
+// carries: the TURN secret, and the issuer and JWKS that Connection Tokens
+// presented on the signaling service must verify against.
+func (r *Relay) SetCredentials(turnSecret, issuer string, jwks json.RawMessage) error {
+	if turnSecret == "" {
+		return fmt.Errorf("%w: empty TURN secret", ErrBadConfig)
+	}
+	if issuer == "" {
+		return fmt.Errorf("%w: empty token issuer", ErrBadConfig)
+	}
+	keys, err := ctoken.ParseJWKS(jwks)
+	if err != nil {
+		return fmt.Errorf("relay credentials: %w", err)
+	}
+	r.keys.Replace(keys)
+	r.vmu.Lock()
+	r.issuer = issuer
+	r.vmu.Unlock()
+	r.auth.setSecret(turnSecret)
+	return nil
+}
+
+func (r *Relay) verifier() *ctoken.Verifier {
+	r.vmu.RLock()
+	defer r.vmu.RUnlock()
+	return &ctoken.Verifier{Issuer: r.issuer, Keys: r.keys}
+}
+
+// Start opens the UDP and TLS listeners and starts serving.
+func (r *Relay) Start() error {
+	udp, err := net.ListenPacket("udp", r.cfg.ListenUDP)
+	if err != nil {
+		return fmt.Errorf("listen UDP %s: %w", r.cfg.ListenUDP, err)
+	}
+	tcp, err := net.Listen("tcp", r.cfg.ListenTLS)
+	if err != nil {
+		udp.Close()
+		return fmt.Errorf("listen TLS %s: %w", r.cfg.ListenTLS, err)
+	}
+	r.udp, r.tcp = udp, tcp
+	r.turnLn = newChanListener(tcp.Addr())
+	gen := func() turn.RelayAddressGenerator {
+		return &countingGenerator{
+			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{RelayAddress: r.cfg.PublicIP, Address: r.cfg.RelayIP.String()},
+			toPeer:                r.m.bytes.WithLabelValues("to_peer"),
+			fromPeer:              r.m.bytes.WithLabelValues("from_peer"),
+			toPeerPkt:             r.m.packets.WithLabelValues("to_peer"),
+			fromPeerP:             r.m.packets.WithLabelValues("from_peer"),
+		}
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	srv, err := turn.NewServer(turn.ServerConfig{
+		Realm:         r.cfg.Realm,
+		AuthHandler:   r.auth.handler(r.log.Debug),
+		LoggerFactory: lf,
+		PacketConnConfigs: []turn.PacketConnConfig{{
+			PacketConn: udp, RelayAddressGenerator: gen(), PermissionHandler: r.permit,
+		}},
+		ListenerConfigs: []turn.ListenerConfig{{
+			Listener: r.turnLn, RelayAddressGenerator: gen(), PermissionHandler: r.permit,
+		}},
+	})
+	if err != nil {
+		udp.Close()
+		tcp.Close()
+		return fmt.Errorf("start TURN server: %w", err)
+	}
+	r.turnSrv = srv
+	r.wg.Add(1)
+	go r.acceptTLS()
+	r.log.Info("relay listening", "udp", udp.LocalAddr().String(), "tls", tcp.Addr().String(), "public_ip", r.cfg.PublicIP.String())
+	return nil
+}
+
+// permit is the TURN permission handler: no relaying to loopback, link-local,
+// multicast or unspecified peers (the relay is no proxy into its own host).
+func (r *Relay) permit(client net.Addr, peer net.IP) bool {
+	ok := peer != nil && !peer.IsMulticast() && !peer.IsLinkLocalUnicast() && !peer.IsInterfaceLocalMulticast()
+	if !r.cfg.AllowLoopbackPeers && (peer.IsLoopback() || peer.IsUnspecified()) {
+		ok = false
+	}
+	if !ok {
+		r.m.refuse("peer")
+		r.log.Info("TURN permission refused", "client", client.String(), "peer", peer.String())
+	}
+	return ok
+}
+
+// UDPAddr is the bound UDP address.
+func (r *Relay) UDPAddr() net.Addr { return r.udp.LocalAddr() }
+
+// TLSAddr is the bound TLS address.
+func (r *Relay) TLSAddr() net.Addr { return r.tcp.Addr() }
+
+// TLSCertSHA256 is the digest clients pin.
+func (r *Relay) TLSCertSHA256() string { return pki.CertDigest(r.cfg.TLSCert.Certificate[0]) }
+
+// MetricsHandler serves the Prometheus metrics.
+func (r *Relay) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(r.m.reg, promhttp.HandlerOpts{})
+}
+
+// Stats summarizes the metrics for the controller heartbeat.
+func (r *Relay) Stats() map[string]float64 {
+	out := map[string]float64{}
+	mfs, err := r.m.reg.Gather()
+	if err != nil {
+		return out
+	}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			v := 0.0
+			switch {
+			case m.GetCounter() != nil:
+				v = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				v = m.GetGauge().GetValue()
+			}
+			out[mf.GetName()] += v
+		}
+	}
+	return out
+}
+
+func (r *Relay) acceptTLS() {
+	defer r.wg.Done()
+	tlsConf := &tls.Config{
+		MinVersion:             tls.VersionTLS13,
+		Certificates:           []tls.Certificate{r.cfg.TLSCert},
+		NextProtos:             []string{sigwire.ALPNSignal, sigwire.ALPNTURN},
+		ClientAuth:             tls.RequestClientCert, // verified per role by the signaling service
+		SessionTicketsDisabled: true,
+	}
+	for {
+		c, err := r.tcp.Accept()
+		if err != nil {
+			if !errors.Is(err, net.ErrClosed) {
+				r.log.Error("accept TLS", "err", err)
+			}
+			return
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.handleTLS(tls.Server(c, tlsConf))
+		}()
+	}
+}
+
+func (r *Relay) handleTLS(c *tls.Conn) {
+	ctx, cancel := context.WithTimeout(r.ctx, handshakeTimeout)
+	err := c.HandshakeContext(ctx)
+	cancel()
+	if err != nil {
+		r.m.refuse("tls")
+		r.log.Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)
+		c.Close()
+		return
+	}
+	switch c.ConnectionState().NegotiatedProtocol {
+	case sigwire.ALPNTURN:
+		r.turnLn.deliver(c)
+	case sigwire.ALPNSignal:
+		r.hub.serve(c)
+	default:
+		r.m.refuse("tls")
+		c.Close()
+	}
+}
+
+// Close stops the relay and waits for its goroutines.
+func (r *Relay) Close() error {
+	var err error
+	r.closeMu.Do(func() {
+		r.cancel()
+		if r.tcp != nil {
+			r.tcp.Close()
+		}
+		r.hub.closeAll()
+		if r.turnLn != nil {
+			r.turnLn.Close()
+		}
+		if r.turnSrv != nil {
+			err = r.turnSrv.Close()
+		} else if r.udp != nil {
+			r.udp.Close()
+		}
+		r.wg.Wait()
+	})
+	return err
+}

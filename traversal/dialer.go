@@ -1,0 +1,355 @@
+package traversal
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/controlapi"
+)
+
+// Path kinds and transports reported in PathInfo.
+const (
+	PathDirect   = "direct"
+	PathRelay    = "relay"
+	TransportUDP = "udp"
+	TransportTLS = "tls"
+)
+
+// directGrace is how long a dial that found a relayed pair first waits for a
+// direct one before it starts on the relay (and migrates later).
+const directGrace = 300 * time.Millisecond
+
+// PathInfo describes the path a connection uses.
+type PathInfo struct {
+	Path       string `json:"path"`      // "direct" or "relay"
+	Transport  string `json:"transport"` // "udp" or "tls" (to the relay)
+	RemoteAddr string `json:"remote_addr"`
+	Relay      string `json:"relay,omitempty"` // relay name when relayed
+}
+
+// DialerConfig configures the client side.
+type DialerConfig struct {
+	// Relays returns the relays of the current ClientPolicy.
+	Relays func() []controlapi.RelayInfo
+	// TURNCredentials fetches short-lived relay credentials (PathTURNCredentials).
+	TURNCredentials func(ctx context.Context) (controlapi.TURNCredentials, error)
+	// ConnectionToken returns a Connection Token for the connector; the relay
+	// checks it (and its device binding) before it forwards signaling.
+	ConnectionToken func(ctx context.Context, connectorID string) (string, error)
+	// ListenAddr is the plain UDP socket of direct paths (default ":0").
+	ListenAddr string
+	// TLSFallbackDelay is how long a TURN allocation over UDP may take before
+	// one over TLS is tried in parallel (default 1 s).
+	TLSFallbackDelay time.Duration
+	// NoDirect and NoRelay switch a path kind off (diagnostics, tests).
+	NoDirect, NoRelay bool
+	// OnPathChange is called after a connection moves to another path.
+	OnPathChange func(connectorID string, p PathInfo)
+	Logger       *slog.Logger
+}
+
+// Dialer opens QUIC connections to connectors over the best available path.
+// It owns one plain UDP socket (and quic.Transport) shared by every direct
+// path; relayed connections each have their own TURN allocation.
+type Dialer struct {
+	cfg    DialerConfig
+	log    *slog.Logger
+	udp    *net.UDPConn
+	tr     *quic.Transport
+	m      *mux
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[*quic.Conn]*dialState
+}
+
+type dialState struct {
+	connector string
+	mu        sync.Mutex
+	path      PathInfo
+	cur       *leg   // the leg the relayed path (and signaling) uses now
+	legs      []*leg // every leg opened for this connection, closed with it
+}
+
+func (st *dialState) setPath(p PathInfo) {
+	st.mu.Lock()
+	st.path = p
+	st.mu.Unlock()
+}
+
+func (st *dialState) getPath() PathInfo {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.path
+}
+
+func (st *dialState) current() *leg {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.cur
+}
+
+func (st *dialState) closeLegs() {
+	st.mu.Lock()
+	legs := st.legs
+	st.legs, st.cur = nil, nil
+	st.mu.Unlock()
+	for _, l := range legs {
+		l.close()
+	}
+}
+
+// NewDialer opens the plain UDP socket and starts reading it.
+func NewDialer(cfg DialerConfig) (*Dialer, error) {
+	if cfg.Relays == nil || cfg.TURNCredentials == nil || cfg.ConnectionToken == nil {
+		return nil, fmt.Errorf("%w: dialer needs Relays, TURNCredentials and ConnectionToken", ErrBadConfig)
+	}
+	if cfg.ListenAddr == "" {
+		cfg.ListenAddr = ":0"
+	}
+	if cfg.TLSFallbackDelay <= 0 {
+		cfg.TLSFallbackDelay = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ua, err := net.ResolveUDPAddr("udp", cfg.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("%w: listen address %q: %v", ErrBadConfig, cfg.ListenAddr, err)
+	}
+	udp, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("open UDP socket %s: %w", cfg.ListenAddr, err)
+	}
+	d := &Dialer{cfg: cfg, log: cfg.Logger.With("part", "traversal"), udp: udp, tr: &quic.Transport{Conn: udp}, conns: map[*quic.Conn]*dialState{}}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.m = newMux(d.tr, "udp", d.log)
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := d.m.run(d.ctx); err != nil {
+			d.log.Debug("direct socket reader ended", "err", err)
+		}
+	}()
+	return d, nil
+}
+
+// Transport is the dialer's plain QUIC transport (direct paths).
+func (d *Dialer) Transport() *quic.Transport { return d.tr }
+
+// LocalAddr is the plain socket's address.
+func (d *Dialer) LocalAddr() net.Addr { return d.udp.LocalAddr() }
+
+// Path returns the current path of a connection made by Dial.
+func (d *Dialer) Path(c *quic.Conn) (PathInfo, bool) {
+	d.mu.Lock()
+	st := d.conns[c]
+	d.mu.Unlock()
+	if st == nil {
+		return PathInfo{}, false
+	}
+	return st.getPath(), true
+}
+
+// Close closes every connection's relay resources and the socket.
+func (d *Dialer) Close() error {
+	d.cancel()
+	d.mu.Lock()
+	for c := range d.conns {
+		c.CloseWithError(0, "dialer closed")
+	}
+	d.mu.Unlock()
+	err := d.tr.Close()
+	d.wg.Wait()
+	return err
+}
+
+// Dial connects to connector c: it starts on the first path that validates
+// (direct or relayed) and later migrates to a direct path when one appears.
+// tlsConf must pin the connector (Connection Token digest) and carry the
+// device certificate; quicConf is used as given (a zero KeepAlivePeriod is
+// set to 10 s so that NAT mappings stay open).
+func (d *Dialer) Dial(ctx context.Context, c controlapi.ConnectorInfo, tlsConf *tls.Config, quicConf *quic.Config) (*quic.Conn, PathInfo, error) {
+	qc := &quic.Config{}
+	if quicConf != nil {
+		qc = quicConf.Clone()
+	}
+	if qc.KeepAlivePeriod == 0 {
+		qc.KeepAlivePeriod = 10 * time.Second
+	}
+	relays := usableRelays(d.cfg.Relays())
+	if len(relays) == 0 {
+		return d.dialAddrs(ctx, c, tlsConf, qc)
+	}
+	cert, err := deviceCert(tlsConf)
+	if err != nil {
+		return nil, PathInfo{}, err
+	}
+	token, err := d.cfg.ConnectionToken(ctx, c.ID)
+	if err != nil {
+		return nil, PathInfo{}, fmt.Errorf("connection token for %s: %w", c.ID, err)
+	}
+	var errs []error
+	for _, r := range relays {
+		conn, p, err := d.dialVia(ctx, c, r, cert, tlsConf, qc, token)
+		if err == nil {
+			return conn, p, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, PathInfo{}, fmt.Errorf("dial connector %s: %w", c.ID, errors.Join(errs...))
+}
+
+func deviceCert(tlsConf *tls.Config) (*tls.Certificate, error) {
+	if tlsConf == nil {
+		return nil, ErrNoCertificate
+	}
+	if len(tlsConf.Certificates) > 0 {
+		return &tlsConf.Certificates[0], nil
+	}
+	if tlsConf.GetClientCertificate != nil {
+		c, err := tlsConf.GetClientCertificate(&tls.CertificateRequestInfo{})
+		if err == nil && c != nil && len(c.Certificate) > 0 {
+			return c, nil
+		}
+	}
+	return nil, ErrNoCertificate
+}
+
+// dialAddrs dials the connector's advertised addresses directly (no relay
+// configured): the first handshake that completes wins.
+func (d *Dialer) dialAddrs(ctx context.Context, c controlapi.ConnectorInfo, tlsConf *tls.Config, qc *quic.Config) (*quic.Conn, PathInfo, error) {
+	if len(c.Addrs) == 0 {
+		return nil, PathInfo{}, fmt.Errorf("dial connector %s: %w: no relay and no advertised address", c.ID, ErrNoPath)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type res struct {
+		conn *quic.Conn
+		addr string
+		err  error
+	}
+	ch := make(chan res, len(c.Addrs))
+	for _, a := range c.Addrs {
+		go func(a string) {
+			ua, err := net.ResolveUDPAddr("udp", a)
+			if err != nil {
+				ch <- res{err: err}
+				return
+			}
+			conn, err := d.tr.Dial(ctx, ua, tlsConf, qc)
+			ch <- res{conn, a, err}
+		}(a)
+	}
+	var errs []error
+	var won *quic.Conn
+	var p PathInfo
+	for range c.Addrs {
+		r := <-ch
+		switch {
+		case r.err != nil:
+			errs = append(errs, r.err)
+		case won == nil:
+			won, p = r.conn, PathInfo{Path: PathDirect, Transport: TransportUDP, RemoteAddr: r.addr}
+			cancel()
+		default:
+			r.conn.CloseWithError(0, "duplicate")
+		}
+	}
+	if won == nil {
+		return nil, PathInfo{}, fmt.Errorf("dial connector %s: %w", c.ID, errors.Join(errs...))
+	}
+	d.track(won, &dialState{connector: c.ID, path: p})
+	return won, p, nil
+}
+
+func (d *Dialer) track(conn *quic.Conn, st *dialState) {
+	d.mu.Lock()
+	d.conns[conn] = st
+	d.mu.Unlock()
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		<-conn.Context().Done()
+		d.mu.Lock()
+		delete(d.conns, conn)
+		d.mu.Unlock()
+		st.closeLegs()
+	}()
+}
+
+// dialVia runs signaling and checks through relay r and dials QUIC on the
+// first pair that validates.
+func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r controlapi.RelayInfo, cert *tls.Certificate, tlsConf *tls.Config, qc *quic.Config, token string) (*quic.Conn, PathInfo, error) {
+	l, err := d.openLeg(ctx, c, r, cert, token)
+	if err != nil {
+		return nil, PathInfo{}, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			l.close()
+		}
+	}()
+	for {
+		var ev pathEvent
+		select {
+		case <-ctx.Done():
+			return nil, PathInfo{}, fmt.Errorf("dial connector %s via relay %s: %w", c.ID, r.Name, context.Cause(ctx))
+		case err := <-l.sigErr:
+			return nil, PathInfo{}, fmt.Errorf("dial connector %s via relay %s: %w", c.ID, r.Name, err)
+		case ev = <-l.s.events:
+		}
+		if ev.m == d.m && d.cfg.NoDirect {
+			continue
+		}
+		if ev.m != d.m && !d.cfg.NoDirect {
+			// A relayed pair validated first: give a direct pair a moment
+			// to validate too before settling on the relay.
+			select {
+			case dev := <-l.s.events:
+				if dev.m == d.m {
+					ev = dev
+				}
+			case <-time.After(directGrace):
+			case <-ctx.Done():
+			}
+		}
+		p, tr := l.pathFor(ev)
+		if tr == nil {
+			continue
+		}
+		d.log.Debug("dialing QUIC", "connector", c.ID, "path", p.Path, "transport", p.Transport, "remote", p.RemoteAddr)
+		conn, err := tr.Dial(ctx, ev.addr, tlsConf, qc)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, PathInfo{}, fmt.Errorf("dial connector %s: %w", c.ID, err)
+			}
+			d.log.Info("QUIC dial failed on validated path", "connector", c.ID, "remote", p.RemoteAddr, "err", err)
+			continue
+		}
+		ok = true
+		st := &dialState{connector: c.ID, path: p, cur: l, legs: []*leg{l}}
+		d.track(conn, st)
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			d.maintain(conn, st, c, cert)
+		}()
+		d.log.Info("connected", "connector", c.ID, "path", p.Path, "transport", p.Transport, "remote", p.RemoteAddr)
+		return conn, p, nil
+	}
+}

@@ -1,0 +1,745 @@
+package traversal
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/ctoken"
+	"postern.dev/postern/pki"
+)
+
+// The lab: five network namespaces around an "internet" router, with the
+// relay on a public address and client and connector each behind their own
+// nftables NAT. Only documentation and benchmarking ranges are used.
+//
+//	cli 198.18.1.2 -- natc (198.18.1.1 | 198.51.100.1) --+
+//	                                                    inet -- rel 203.0.113.1
+//	con 198.18.2.2 -- natk (198.18.2.1 | 192.0.2.1)  ---+
+const (
+	labRelayIP   = "203.0.113.1"
+	labConnPort  = 40000
+	labRelayUDP  = "3478"
+	labRelayTLS  = "4443"
+	helperEnv    = "POSTERN_LAB_ROLE"
+	helperCfgEnv = "POSTERN_LAB_CONFIG"
+)
+
+// labConfig carries the key material and settings to helper processes.
+type labConfig struct {
+	Dir        string
+	CACert     []byte
+	SignerSeed []byte
+	ConnCert   []byte
+	ConnSeed   []byte
+	ConnClient []byte
+	ConnCSeed  []byte
+	DevSeed    []byte
+	DevCert    []byte
+	RelayCert  []byte
+	RelaySeed  []byte
+	Secret     string
+	ConnID     string
+	Relay      controlapi.RelayInfo
+	Marker     string
+	Mode       string // client: "once" or "migrate"
+	BadCreds   bool
+}
+
+func (w *world) export(dir string) labConfig {
+	seed := func(k any) []byte { return k.(ed25519.PrivateKey).Seed() }
+	return labConfig{
+		Dir: dir, CACert: w.ca.Cert.Raw, SignerSeed: w.signer.Key.Seed(),
+		ConnCert: w.connCert.Certificate[0], ConnSeed: seed(w.connCert.PrivateKey),
+		ConnClient: w.connClient.Certificate[0], ConnCSeed: seed(w.connClient.PrivateKey),
+		DevSeed: w.devKey.Seed(), DevCert: w.devCert.Certificate[0],
+		RelayCert: w.relayCert.Certificate[0], RelaySeed: seed(w.relayCert.PrivateKey),
+		Secret: w.turnSecret, ConnID: w.connID,
+		Relay: controlapi.RelayInfo{ID: "relay-1", Name: "relay-1", Online: true,
+			UDPAddr: net.JoinHostPort(labRelayIP, labRelayUDP), TLSAddr: net.JoinHostPort(labRelayIP, labRelayTLS),
+			TLSCertSHA256: pki.CertDigest(w.relayCert.Certificate[0])},
+	}
+}
+
+func worldFrom(t *testing.T, c labConfig) *world {
+	cert := func(der, seed []byte) tls.Certificate {
+		leaf, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: ed25519.NewKeyFromSeed(seed), Leaf: leaf}
+	}
+	ca, err := x509.ParseCertificate(c.CACert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sk := ed25519.NewKeyFromSeed(c.SignerSeed)
+	jwks, _ := json.Marshal(ctoken.JWKS{Keys: []ctoken.JWK{ctoken.PublicJWK("k1", sk.Public().(ed25519.PublicKey))}})
+	return &world{
+		t: t, ca: &pki.CA{Cert: ca}, signer: &ctoken.Signer{Issuer: "https://controller.test", KeyID: "k1", Key: sk},
+		jwks: jwks, turnSecret: c.Secret, connID: c.ConnID, relayInfo: c.Relay,
+		connCert: cert(c.ConnCert, c.ConnSeed), connClient: cert(c.ConnClient, c.ConnCSeed),
+		devKey: ed25519.NewKeyFromSeed(c.DevSeed), devCert: cert(c.DevCert, c.DevSeed),
+		relayCert: cert(c.RelayCert, c.RelaySeed), log: testLogger(),
+	}
+}
+
+// TestLabHelper is the body of the helper processes the lab tests start
+// inside namespaces; it is skipped in a normal run.
+func TestLabHelper(t *testing.T) {
+	role := os.Getenv(helperEnv)
+	if role == "" {
+		t.Skip("lab helper process only")
+	}
+	b, err := os.ReadFile(os.Getenv(helperCfgEnv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c labConfig
+	if err := json.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	w := worldFrom(t, c)
+	ctx := context.Background()
+	switch role {
+	case "relay":
+		w.startRelayOn(labRelayIP, labRelayUDP, labRelayTLS, false)
+		touch(t, c.Dir, "relay.ready")
+		select {}
+	case "connector":
+		w.startConnectorOn(ctx, &net.UDPAddr{IP: net.IPv4zero, Port: labConnPort})
+		touch(t, c.Dir, "connector.ready")
+		select {}
+	case "client":
+		labClient(t, w, c)
+	case "capture":
+		labCapture(t, c)
+	default:
+		t.Fatalf("unknown role %q", role)
+	}
+}
+
+func touch(t *testing.T, dir, name string) {
+	if err := os.WriteFile(filepath.Join(dir, name), []byte("ok"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type clientResult struct {
+	Path      PathInfo
+	Final     PathInfo
+	Err       string
+	Echoes    int
+	Switched  time.Duration
+	Connected time.Duration
+}
+
+func writeResult(t *testing.T, dir, name string, v any) {
+	b, _ := json.Marshal(v)
+	if err := pki.WriteFileAtomic(filepath.Join(dir, name), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func labClient(t *testing.T, w *world, c labConfig) {
+	cfg := w.dialerConfig([]controlapi.RelayInfo{c.Relay})
+	cfg.ListenAddr = "0.0.0.0:0"
+	cfg.TLSFallbackDelay = time.Second
+	if c.BadCreds {
+		cfg.NoDirect = true
+		cfg.TURNCredentials = func(context.Context) (controlapi.TURNCredentials, error) {
+			cr := w.creds()
+			cr.Password = controlapi.TURNPassword("not-the-secret", cr.Username)
+			return cr, nil
+		}
+	}
+	d, err := NewDialer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	var res clientResult
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	conn, p, err := d.Dial(ctx, w.connectorInfo(), w.clientTLS(), nil)
+	cancel()
+	res.Connected = time.Since(start)
+	if err != nil {
+		res.Err = err.Error()
+		writeResult(t, c.Dir, "client.result", res)
+		return
+	}
+	res.Path, res.Final = p, p
+	ctx = context.Background()
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readTimeout := 5 * time.Second
+	// One long-lived stream: each round writes a line with the marker and
+	// reads its echo back.
+	round := func() error {
+		msg := []byte(c.Marker + " " + strings.Repeat("x", 1000) + "\n")
+		if _, err := s.Write(msg); err != nil {
+			return err
+		}
+		got := make([]byte, len(msg))
+		_ = s.SetReadDeadline(time.Now().Add(readTimeout))
+		if _, err := ioReadFull(s, got); err != nil {
+			return err
+		}
+		if !bytes.Equal(got, msg) {
+			return errors.New("echo mismatch")
+		}
+		res.Echoes++
+		return nil
+	}
+	if c.Mode == "roam" {
+		res.Err = roamTransfer(t, c, s)
+		res.Final, _ = d.Path(conn)
+		writeResult(t, c.Dir, "client.result", res)
+		conn.CloseWithError(0, "")
+		return
+	}
+	n := 50
+	if c.Mode == "migrate" || c.Mode == "restart" {
+		writeResult(t, c.Dir, "client.connected", res)
+		n = 0
+	}
+	for i := 0; i < n; i++ {
+		if err := round(); err != nil {
+			res.Err = err.Error()
+			break
+		}
+	}
+	if c.Mode == "migrate" {
+		deadline := time.Now().Add(45 * time.Second)
+		after := 0
+		for time.Now().Before(deadline) && after < 5 {
+			if err := round(); err != nil {
+				res.Err = err.Error()
+				break
+			}
+			cur, _ := d.Path(conn)
+			res.Final = cur
+			if cur.Path == PathDirect {
+				if res.Switched == 0 {
+					res.Switched = time.Since(start)
+				}
+				after++
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if c.Mode == "restart" {
+		// Echo on the same stream across the relay's restart; stalls are
+		// allowed, a broken stream is not.
+		readTimeout = 40 * time.Second
+		deadline := time.Now().Add(90 * time.Second)
+		after := 0
+		for time.Now().Before(deadline) && after < 5 {
+			if err := round(); err != nil {
+				res.Err = err.Error()
+				break
+			}
+			res.Final, _ = d.Path(conn)
+			if _, err := os.Stat(filepath.Join(c.Dir, "relay.restarted")); err == nil {
+				after++
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if after < 5 && res.Err == "" {
+			res.Err = "relay restart not seen"
+		}
+	}
+	writeResult(t, c.Dir, "client.result", res)
+	conn.CloseWithError(0, "")
+}
+
+// roamTransfer sends 8 MiB through the echo stream, paced so that it spans
+// the client's address change, and compares SHA-256 of what went and came.
+func roamTransfer(t *testing.T, c labConfig, s interface {
+	Write([]byte) (int, error)
+	Read([]byte) (int, error)
+	Close() error
+	SetReadDeadline(time.Time) error
+}) string {
+	const total, chunk = 8 << 20, 64 << 10
+	sent, got := sha256.New(), sha256.New()
+	done := make(chan error, 1)
+	go func() {
+		_ = s.SetReadDeadline(time.Now().Add(90 * time.Second))
+		_, err := io.Copy(got, s)
+		done <- err
+	}()
+	writeResult(t, c.Dir, "client.connected", clientResult{})
+	buf := make([]byte, chunk)
+	seed := sha256.Sum256([]byte(c.Marker))
+	for off := 0; off < total; off += chunk {
+		for i := range buf {
+			buf[i] = seed[(off/chunk+i)%len(seed)] ^ byte(i>>5)
+		}
+		sent.Write(buf)
+		if _, err := s.Write(buf); err != nil {
+			return "write: " + err.Error()
+		}
+		time.Sleep(40 * time.Millisecond)
+	}
+	s.Close()
+	if err := <-done; err != nil {
+		return "read: " + err.Error()
+	}
+	if !bytes.Equal(sent.Sum(nil), got.Sum(nil)) {
+		return fmt.Sprintf("SHA-256 mismatch: sent %x, echoed %x", sent.Sum(nil), got.Sum(nil))
+	}
+	return ""
+}
+
+func ioReadFull(s interface{ Read([]byte) (int, error) }, b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		m, err := s.Read(b[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+type captureResult struct {
+	Packets      int
+	Bytes        int
+	Found        bool
+	FoundControl bool // the plaintext control datagram was seen: the capture works
+}
+
+// labCapture reads every frame on the relay host's interfaces (AF_PACKET)
+// until told to stop, and records whether the marker appeared.
+func labCapture(t *testing.T, c labConfig) {
+	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, int(htons(syscall.ETH_P_ALL)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Close(fd)
+	tv := syscall.Timeval{Usec: 200000}
+	_ = syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+	touch(t, c.Dir, "capture.ready")
+	var res captureResult
+	buf := make([]byte, 65536)
+	marker := []byte(c.Marker)
+	control := []byte(controlMarker(c.Marker))
+	for {
+		if _, err := os.Stat(filepath.Join(c.Dir, "capture.stop")); err == nil {
+			break
+		}
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		if err != nil {
+			continue
+		}
+		res.Packets++
+		res.Bytes += n
+		if bytes.Contains(buf[:n], marker) {
+			res.Found = true
+		}
+		if bytes.Contains(buf[:n], control) {
+			res.FoundControl = true
+		}
+	}
+	writeResult(t, c.Dir, "capture.result", res)
+}
+
+// controlMarker is a plaintext string distinct from the marker.
+func controlMarker(marker string) string { return "control:" + strings.ToLower(marker) }
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// lab is one set of namespaces.
+type lab struct {
+	t     *testing.T
+	id    string
+	dir   string
+	procs []*exec.Cmd
+	roles map[string]*exec.Cmd
+}
+
+func (l *lab) ns(name string) string { return "pst" + l.id + name }
+
+func (l *lab) sh(args ...string) {
+	l.t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		l.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+func (l *lab) nsh(ns string, args ...string) {
+	l.t.Helper()
+	l.sh(append([]string{"ip", "netns", "exec", l.ns(ns)}, args...)...)
+}
+
+func (l *lab) nft(ns, rules string) {
+	l.t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", l.ns(ns), "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		l.t.Fatalf("nft in %s: %v\n%s\n%s", ns, err, out, rules)
+	}
+}
+
+// link makes a veth pair between two namespaces (created inside them: no
+// interface ever exists in the machine's own namespace).
+func (l *lab) link(a, aName, aAddr, b, bName, bAddr string) {
+	l.sh("ip", "-n", l.ns(a), "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", l.ns(b))
+	l.sh("ip", "-n", l.ns(a), "addr", "add", aAddr, "dev", aName)
+	l.sh("ip", "-n", l.ns(b), "addr", "add", bAddr, "dev", bName)
+	l.sh("ip", "-n", l.ns(a), "link", "set", aName, "up")
+	l.sh("ip", "-n", l.ns(b), "link", "set", bName, "up")
+}
+
+// newLab builds the namespaces; clientNAT and connNAT are nftables
+// masquerade statements ("masquerade" or "masquerade random").
+func newLab(t *testing.T, clientNAT, connNAT string) *lab {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("network-namespace tests need root")
+		}
+		t.Skip("network-namespace tests need root")
+	}
+	for _, bin := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not installed", bin)
+			}
+			t.Skipf("%s not installed", bin)
+		}
+	}
+	var rb [3]byte
+	_, _ = rand.Read(rb[:])
+	l := &lab{t: t, id: hex.EncodeToString(rb[:]), dir: t.TempDir(), roles: map[string]*exec.Cmd{}}
+	names := []string{"inet", "rel", "natc", "natk", "cli", "con"}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("POSTERN_TEST_DEBUG") != "" {
+			l.dumpLogs()
+		}
+		for _, p := range l.procs {
+			if p.Process != nil {
+				_ = p.Process.Kill()
+				_ = p.Wait()
+			}
+		}
+		for _, n := range names {
+			_ = exec.Command("ip", "netns", "del", l.ns(n)).Run()
+			_ = os.RemoveAll(filepath.Join("/etc/netns", l.ns(n)))
+		}
+	})
+	for _, n := range names {
+		if err := os.MkdirAll(filepath.Join("/etc/netns", l.ns(n)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join("/etc/netns", l.ns(n), "resolv.conf"), []byte("# postern lab: no resolver\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		l.sh("ip", "netns", "add", l.ns(n))
+		l.sh("ip", "-n", l.ns(n), "link", "set", "lo", "up")
+	}
+	l.link("inet", "r", "203.0.113.254/24", "rel", "wan", "203.0.113.1/24")
+	l.link("inet", "c", "198.51.100.254/24", "natc", "wan", "198.51.100.1/24")
+	l.link("inet", "k", "192.0.2.254/24", "natk", "wan", "192.0.2.1/24")
+	l.link("natc", "lan", "198.18.1.1/24", "cli", "eth", "198.18.1.2/24")
+	l.link("natk", "lan", "198.18.2.1/24", "con", "eth", "198.18.2.2/24")
+	l.sh("ip", "-n", l.ns("rel"), "route", "add", "default", "via", "203.0.113.254")
+	l.sh("ip", "-n", l.ns("natc"), "route", "add", "default", "via", "198.51.100.254")
+	l.sh("ip", "-n", l.ns("natk"), "route", "add", "default", "via", "192.0.2.254")
+	l.sh("ip", "-n", l.ns("cli"), "route", "add", "default", "via", "198.18.1.1")
+	l.sh("ip", "-n", l.ns("con"), "route", "add", "default", "via", "198.18.2.1")
+	for _, n := range []string{"inet", "natc", "natk"} {
+		l.nsh(n, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	}
+	// Each NAT router masquerades its LAN and, like any home or office
+	// router, drops unsolicited traffic to itself from the WAN (otherwise an
+	// early inbound punch would take the port its LAN host needs).
+	const natRules = `table ip nat {
+ chain postrouting {
+  type nat hook postrouting priority srcnat; policy accept;
+  oifname "wan" %s
+ }
+}
+table inet fw {
+ chain input {
+  type filter hook input priority filter; policy accept;
+  iifname "wan" ct state new drop
+ }
+}
+`
+	l.nft("natc", fmt.Sprintf(natRules, clientNAT))
+	l.nft("natk", fmt.Sprintf(natRules, connNAT))
+	return l
+}
+
+// blockClientUDP drops every UDP packet from the client's LAN at its router.
+func (l *lab) blockClientUDP() {
+	l.nft("natc", "table inet block {\n chain forward {\n  type filter hook forward priority filter; policy accept;\n  iifname \"lan\" meta l4proto udp drop\n }\n}\n")
+}
+
+func (l *lab) unblockClientUDP() {
+	l.nsh("natc", "nft", "delete", "table", "inet", "block")
+}
+
+// start runs a helper role inside namespace ns.
+func (l *lab) start(ns, role string, c labConfig) {
+	l.t.Helper()
+	c.Dir = l.dir
+	cfgPath := filepath.Join(l.dir, role+".json")
+	b, _ := json.Marshal(c)
+	if err := os.WriteFile(cfgPath, b, 0o600); err != nil {
+		l.t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", l.ns(ns), os.Args[0], "-test.run=^TestLabHelper$", "-test.v")
+	cmd.Env = append(os.Environ(), helperEnv+"="+role, helperCfgEnv+"="+cfgPath)
+	logf, err := os.Create(filepath.Join(l.dir, role+".log"))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.procs = append(l.procs, cmd)
+	l.roles[role] = cmd
+}
+
+// restart kills a helper (by its pid) and starts it again.
+func (l *lab) restart(ns, role string, c labConfig) {
+	l.t.Helper()
+	if cmd := l.roles[role]; cmd != nil && cmd.Process != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	_ = os.Remove(filepath.Join(l.dir, role+".ready"))
+	l.start(ns, role, c)
+}
+
+func (l *lab) wait(name string, timeout time.Duration) []byte {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if b, err := os.ReadFile(filepath.Join(l.dir, name)); err == nil {
+			return b
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatalf("timed out waiting for %s", name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (l *lab) dumpLogs() {
+	for _, role := range []string{"relay", "connector", "client", "capture"} {
+		if b, err := os.ReadFile(filepath.Join(l.dir, role+".log")); err == nil {
+			l.t.Logf("%s log:\n%s", role, b)
+		}
+	}
+}
+
+// run starts relay and connector and returns the shared config.
+func (l *lab) run() labConfig {
+	w := newWorld(l.t)
+	c := w.export(l.dir)
+	var mb [8]byte
+	_, _ = rand.Read(mb[:])
+	c.Marker = "POSTERN-PLAINTEXT-MARKER-" + hex.EncodeToString(mb[:])
+	l.start("rel", "relay", c)
+	l.wait("relay.ready", 15*time.Second)
+	l.start("con", "connector", c)
+	l.wait("connector.ready", 30*time.Second)
+	return c
+}
+
+func (l *lab) client(c labConfig) clientResult {
+	l.start("cli", "client", c)
+	var r clientResult
+	if err := json.Unmarshal(l.wait("client.result", 90*time.Second), &r); err != nil {
+		l.t.Fatal(err)
+	}
+	return r
+}
+
+func TestLabDirectThroughEIMNATs(t *testing.T) {
+	l := newLab(t, "masquerade", "masquerade")
+	c := l.run()
+	c.Mode = "once"
+	r := l.client(c)
+	if r.Err != "" || r.Echoes != 50 {
+		t.Fatalf("client: %+v", r)
+	}
+	if r.Path.Path != PathDirect {
+		t.Fatalf("path = %+v, want direct", r.Path)
+	}
+	t.Logf("direct path %s after %v", r.Path.RemoteAddr, r.Connected)
+}
+
+func TestLabRelayedThroughSymmetricNATsNoPlaintext(t *testing.T) {
+	l := newLab(t, "masquerade random", "masquerade random")
+	c := l.run()
+	l.start("rel", "capture", c)
+	l.wait("capture.ready", 10*time.Second)
+	// A plaintext datagram to the relay proves the capture sees traffic.
+	l.nsh("inet", "bash", "-c", "printf '%s' '"+controlMarker(c.Marker)+"' > /dev/udp/"+labRelayIP+"/9")
+	c.Mode = "once"
+	r := l.client(c)
+	touch(t, l.dir, "capture.stop")
+	var cr captureResult
+	if err := json.Unmarshal(l.wait("capture.result", 10*time.Second), &cr); err != nil {
+		t.Fatal(err)
+	}
+	if r.Err != "" || r.Echoes != 50 {
+		t.Fatalf("client: %+v", r)
+	}
+	if r.Path.Path != PathRelay || r.Path.Transport != TransportUDP {
+		t.Fatalf("path = %+v, want relay over udp", r.Path)
+	}
+	if cr.Packets < 100 {
+		t.Fatalf("capture saw only %d packets", cr.Packets)
+	}
+	if !cr.FoundControl {
+		t.Fatal("the capture missed the plaintext control datagram: it proves nothing")
+	}
+	if cr.Found {
+		t.Fatal("the relay's capture contains the plaintext marker")
+	}
+	t.Logf("relayed via %s after %v; relay capture: %d packets, %d bytes, no marker", r.Path.RemoteAddr, r.Connected, cr.Packets, cr.Bytes)
+}
+
+func TestLabRelayedOverTLSWhenUDPBlocked(t *testing.T) {
+	l := newLab(t, "masquerade", "masquerade")
+	c := l.run()
+	l.blockClientUDP()
+	c.Mode = "once"
+	r := l.client(c)
+	if r.Err != "" || r.Echoes != 50 {
+		t.Fatalf("client: %+v", r)
+	}
+	if r.Path.Path != PathRelay || r.Path.Transport != TransportTLS {
+		t.Fatalf("path = %+v, want relay over tls", r.Path)
+	}
+	if r.Connected > 5*time.Second {
+		t.Fatalf("connecting over TLS took %v", r.Connected)
+	}
+	t.Logf("relayed over TLS after %v", r.Connected)
+}
+
+func TestLabMigratesToDirectWhenUDPUnblocked(t *testing.T) {
+	l := newLab(t, "masquerade", "masquerade")
+	c := l.run()
+	l.blockClientUDP()
+	c.Mode = "migrate"
+	l.start("cli", "client", c)
+	var first clientResult
+	if err := json.Unmarshal(l.wait("client.connected", 30*time.Second), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first.Path.Path != PathRelay || first.Path.Transport != TransportTLS {
+		t.Fatalf("first path = %+v, want relay over tls", first.Path)
+	}
+	unblocked := time.Now()
+	l.unblockClientUDP()
+	var r clientResult
+	if err := json.Unmarshal(l.wait("client.result", 60*time.Second), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Err != "" {
+		t.Fatalf("stream broke: %+v", r)
+	}
+	if r.Final.Path != PathDirect {
+		t.Fatalf("final path = %+v, want direct", r.Final)
+	}
+	if took := r.Switched - first.Connected; took > 30*time.Second {
+		t.Fatalf("migration took %v", took)
+	}
+	t.Logf("migrated to direct %s %v after unblocking, %d echoes on one stream", r.Final.RemoteAddr, time.Since(unblocked), r.Echoes)
+}
+
+func TestLabWrongTURNCredentialRefused(t *testing.T) {
+	l := newLab(t, "masquerade random", "masquerade random")
+	c := l.run()
+	c.Mode = "once"
+	c.BadCreds = true
+	r := l.client(c)
+	if r.Err == "" {
+		t.Fatalf("connected through the relay with a wrong TURN credential: %+v", r)
+	}
+}
+
+func TestLabRelayRestartDuringRelayedSession(t *testing.T) {
+	l := newLab(t, "masquerade", "masquerade")
+	c := l.run()
+	l.blockClientUDP() // keeps the session on the relay (over TLS)
+	c.Mode = "restart"
+	l.start("cli", "client", c)
+	var first clientResult
+	if err := json.Unmarshal(l.wait("client.connected", 30*time.Second), &first); err != nil {
+		t.Fatal(err)
+	}
+	if first.Path.Path != PathRelay {
+		t.Fatalf("first path = %+v, want relay", first.Path)
+	}
+	time.Sleep(time.Second)
+	l.restart("rel", "relay", c)
+	l.wait("relay.ready", 15*time.Second)
+	restarted := time.Now()
+	touch(t, l.dir, "relay.restarted")
+	var r clientResult
+	if err := json.Unmarshal(l.wait("client.result", 100*time.Second), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Err != "" {
+		t.Fatalf("stream did not survive the relay restart: %+v", r)
+	}
+	if r.Final.Path != PathRelay {
+		t.Fatalf("final path = %+v, want relay", r.Final)
+	}
+	t.Logf("stream resumed over %s/%s %v after the relay restarted (%d echoes on one stream)", r.Final.Path, r.Final.Transport, time.Since(restarted), r.Echoes)
+}
+
+func TestLabClientAddressChangeDuringTransfer(t *testing.T) {
+	l := newLab(t, "masquerade", "masquerade")
+	c := l.run()
+	c.Mode = "roam"
+	l.start("cli", "client", c)
+	l.wait("client.connected", 30*time.Second)
+	time.Sleep(time.Second)
+	// The client moves to a new address: its NAT maps it to a new port, which
+	// the connector's NAT does not let in until the connector punches it.
+	l.nsh("cli", "sysctl", "-qw", "net.ipv4.conf.eth.promote_secondaries=1")
+	l.sh("ip", "-n", l.ns("cli"), "addr", "add", "198.18.1.3/24", "dev", "eth")
+	l.sh("ip", "-n", l.ns("cli"), "addr", "del", "198.18.1.2/24", "dev", "eth")
+	l.sh("ip", "-n", l.ns("cli"), "route", "replace", "default", "via", "198.18.1.1", "src", "198.18.1.3")
+	moved := time.Now()
+	var r clientResult
+	if err := json.Unmarshal(l.wait("client.result", 120*time.Second), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Err != "" {
+		t.Fatalf("transfer across the address change failed: %s", r.Err)
+	}
+	t.Logf("8 MiB transfer completed with the right SHA-256 %v after the address change, path %s %s", time.Since(moved), r.Final.Path, r.Final.RemoteAddr)
+}

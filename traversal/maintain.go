@@ -1,0 +1,202 @@
+package traversal
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/controlapi"
+)
+
+// Repair timing.
+const (
+	repairMinBackoff = 500 * time.Millisecond
+	repairMaxBackoff = 10 * time.Second
+	repairWait       = 10 * time.Second // for a pair to the connection's address on a new leg
+)
+
+// maintain watches a connection for its whole life: while relayed it moves
+// the connection to a direct pair when one to the same connector address
+// validates, and when the relay is lost it opens a new leg (through any
+// listed relay) and moves the connection onto it.
+func (d *Dialer) maintain(conn *quic.Conn, st *dialState, c controlapi.ConnectorInfo, cert *tls.Certificate) {
+	ctx, cancel := context.WithCancel(d.ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-conn.Context().Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	remote, _ := conn.RemoteAddr().(*net.UDPAddr)
+	for {
+		l := st.current()
+		if l == nil {
+			return
+		}
+		relayed := st.getPath().Path == PathRelay
+		if !d.cfg.NoDirect {
+			// Learn the server-reflexive address again: while relayed, a
+			// first one (UDP was blocked before) lets the connector punch
+			// towards us; while direct, a new one means roaming or NAT
+			// rebinding, and the connector must punch towards it. The old
+			// signaling connection may have died with the old address, so
+			// a new leg does that.
+			rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
+			moved := l.reflexiveChanged(rctx)
+			rcancel()
+			if moved && !relayed {
+				d.log.Info("client address changed; re-punching", "connector", c.ID)
+				if !d.repair(ctx, conn, st, c, cert, false) {
+					return
+				}
+				continue
+			}
+		}
+		if relayed && !d.cfg.NoDirect && remote != nil {
+			l.s.addTarget(d.m, remote)
+			if l.s.isValidated(d.m, remote.String()) {
+				if err := d.migrate(ctx, conn, st, d.tr, PathInfo{Path: PathDirect, Transport: TransportUDP, RemoteAddr: remote.String()}); err != nil {
+					d.log.Info("migration to direct path failed", "connector", c.ID, "err", err)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case err := <-l.sigErr:
+			if ctx.Err() != nil || conn.Context().Err() != nil {
+				return
+			}
+			if st.getPath().Path != PathRelay {
+				// Direct: the relay is not carrying the connection; QUIC
+				// keepalives hold the NAT mappings. Signaling is reopened
+				// only if the connection falls back to a relay.
+				d.log.Debug("signaling ended on a direct connection", "connector", c.ID, "err", err)
+				l.stop()
+				<-ctx.Done()
+				return
+			}
+			d.log.Warn("relay lost during a relayed connection; repairing", "connector", c.ID, "relay", l.relay.Name, "err", err)
+			if !d.repair(ctx, conn, st, c, cert, true) {
+				return
+			}
+		case <-l.s.events:
+		case <-time.After(checkSlow):
+		}
+	}
+}
+
+// migrate moves conn onto transport tr (same remote address) and records p.
+func (d *Dialer) migrate(ctx context.Context, conn *quic.Conn, st *dialState, tr *quic.Transport, p PathInfo) error {
+	path, err := conn.AddPath(tr)
+	if err != nil {
+		return fmt.Errorf("add path: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := path.Probe(pctx); err != nil {
+		_ = path.Close()
+		return fmt.Errorf("probe %s path: %w", p.Path, err)
+	}
+	if err := path.Switch(); err != nil {
+		_ = path.Close()
+		return fmt.Errorf("switch to %s path: %w", p.Path, err)
+	}
+	st.setPath(p)
+	d.log.Info("connection moved", "connector", st.connector, "path", p.Path, "transport", p.Transport, "remote", p.RemoteAddr)
+	if d.cfg.OnPathChange != nil {
+		d.cfg.OnPathChange(st.connector, p)
+	}
+	return nil
+}
+
+// repair opens new legs until one carries the connection again; it returns
+// false when the connection ended first.
+func (d *Dialer) repair(ctx context.Context, conn *quic.Conn, st *dialState, c controlapi.ConnectorInfo, cert *tls.Certificate, lost bool) bool {
+	old := st.current()
+	if old == nil {
+		return false
+	}
+	if lost {
+		old.stop()
+	}
+	remote := conn.RemoteAddr().String()
+	for backoff := repairMinBackoff; ; backoff = min(backoff*2, repairMaxBackoff) {
+		if lost || backoff > repairMinBackoff {
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(backoff):
+			}
+		}
+		token, err := d.cfg.ConnectionToken(ctx, c.ID)
+		if err != nil {
+			d.log.Warn("repair: connection token", "connector", c.ID, "err", err)
+			continue
+		}
+		for _, r := range usableRelays(d.cfg.Relays()) {
+			if d.repairVia(ctx, conn, st, c, r, cert, token, remote) {
+				return true
+			}
+			if ctx.Err() != nil {
+				return false
+			}
+		}
+	}
+}
+
+func (d *Dialer) repairVia(ctx context.Context, conn *quic.Conn, st *dialState, c controlapi.ConnectorInfo, r controlapi.RelayInfo, cert *tls.Certificate, token, remote string) bool {
+	l, err := d.openLeg(ctx, c, r, cert, token)
+	if err != nil {
+		d.log.Debug("repair: open leg", "relay", r.Name, "err", err)
+		return false
+	}
+	timeout := time.NewTimer(repairWait)
+	defer timeout.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			l.close()
+			return false
+		case <-timeout.C:
+			d.log.Info("repair: no pair to the connection's address", "relay", r.Name, "remote", remote)
+			l.close()
+			return false
+		case err := <-l.sigErr:
+			d.log.Debug("repair: signaling", "relay", r.Name, "err", err)
+			l.close()
+			return false
+		case ev := <-l.s.events:
+			if ev.addr.String() != remote {
+				continue // QUIC cannot move to another connector address
+			}
+			p, tr := l.pathFor(ev)
+			if tr == nil || (p.Path == PathDirect && d.cfg.NoDirect) {
+				continue
+			}
+			if p.Path == PathDirect && st.getPath().Path == PathDirect {
+				// Same socket, same connector address: the punch reopened
+				// the path and QUIC follows the new mapping by itself.
+				st.setPath(p)
+			} else if err := d.migrate(ctx, conn, st, tr, p); err != nil {
+				d.log.Info("repair: migrate", "relay", r.Name, "err", err)
+				continue
+			}
+			st.mu.Lock()
+			old := st.cur
+			st.cur = l
+			st.legs = append(st.legs, l)
+			st.mu.Unlock()
+			if old != nil {
+				old.stop()
+			}
+			return true
+		}
+	}
+}

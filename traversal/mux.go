@@ -1,0 +1,178 @@
+package traversal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pion/stun"
+)
+
+// packetIO is the part of a quic.Transport the mux uses: it shares the QUIC
+// socket for STUN without wrapping it.
+type packetIO interface {
+	WriteTo(b []byte, addr net.Addr) (int, error)
+	ReadNonQUICPacket(ctx context.Context, b []byte) (int, net.Addr, error)
+}
+
+// checkHandler receives verified incoming checks for one local ufrag.
+type checkHandler interface {
+	localPwd() string
+	remoteUfragOK(ufrag string) bool
+	onCheck(m *mux, from net.Addr)
+}
+
+// mux reads the non-QUIC packets of one transport: it answers connectivity
+// checks for the sessions registered on it and routes STUN responses to the
+// transaction waiting for them.
+type mux struct {
+	io       packetIO
+	kind     string // "udp" (plain socket) or "relay-udp"/"relay-tls"
+	log      *slog.Logger
+	mu       sync.Mutex
+	pending  map[[stun.TransactionIDSize]byte]chan response
+	sessions map[string]checkHandler
+}
+
+type response struct {
+	msg  *stun.Message
+	from net.Addr
+}
+
+func newMux(io packetIO, kind string, log *slog.Logger) *mux {
+	return &mux{io: io, kind: kind, log: log,
+		pending:  map[[stun.TransactionIDSize]byte]chan response{},
+		sessions: map[string]checkHandler{}}
+}
+
+func (m *mux) register(ufrag string, h checkHandler) {
+	m.mu.Lock()
+	m.sessions[ufrag] = h
+	m.mu.Unlock()
+}
+
+func (m *mux) unregister(ufrag string) {
+	m.mu.Lock()
+	delete(m.sessions, ufrag)
+	m.mu.Unlock()
+}
+
+// run reads until ctx ends or the transport closes.
+func (m *mux) run(ctx context.Context) error {
+	buf := make([]byte, 2048)
+	for {
+		n, from, err := m.io.ReadNonQUICPacket(ctx, buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read %s transport: %w", m.kind, err)
+		}
+		m.handle(append([]byte(nil), buf[:n]...), from)
+	}
+}
+
+func (m *mux) handle(b []byte, from net.Addr) {
+	if !stun.IsMessage(b) {
+		return
+	}
+	msg := &stun.Message{Raw: b}
+	if err := msg.Decode(); err != nil {
+		return
+	}
+	switch msg.Type.Class {
+	case stun.ClassSuccessResponse, stun.ClassErrorResponse:
+		m.mu.Lock()
+		ch := m.pending[msg.TransactionID]
+		delete(m.pending, msg.TransactionID)
+		m.mu.Unlock()
+		if ch != nil {
+			ch <- response{msg: msg, from: from}
+		}
+	case stun.ClassRequest:
+		if msg.Type.Method != stun.MethodBinding {
+			return
+		}
+		local, remote, ok := splitUsername(msg)
+		if !ok {
+			return // not a check: this socket is no public STUN server
+		}
+		m.mu.Lock()
+		h := m.sessions[local]
+		m.mu.Unlock()
+		if h == nil || !h.remoteUfragOK(remote) {
+			return
+		}
+		pwd := h.localPwd()
+		if err := stun.NewShortTermIntegrity(pwd).Check(msg); err != nil {
+			m.log.Debug("check with bad integrity", "from", from.String())
+			return
+		}
+		resp, err := checkResponse(msg, from, pwd)
+		if err != nil {
+			return
+		}
+		if _, err := m.io.WriteTo(resp.Raw, from); err != nil {
+			m.log.Debug("answer check", "to", from.String(), "err", err)
+		}
+		h.onCheck(m, from)
+	}
+}
+
+// transact sends req to addr and waits for the response with the same
+// transaction id.
+func (m *mux) transact(ctx context.Context, req *stun.Message, to net.Addr, timeout time.Duration) (response, error) {
+	ch := make(chan response, 1)
+	m.mu.Lock()
+	m.pending[req.TransactionID] = ch
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.pending, req.TransactionID)
+		m.mu.Unlock()
+	}()
+	if _, err := m.io.WriteTo(req.Raw, to); err != nil {
+		return response{}, fmt.Errorf("send STUN to %s: %w", to, err)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r, nil
+	case <-t.C:
+		return response{}, fmt.Errorf("STUN to %s: %w", to, errTimeout)
+	case <-ctx.Done():
+		return response{}, ctx.Err()
+	}
+}
+
+var errTimeout = errors.New("no response")
+
+// reflexive asks a STUN server (a relay's UDP port) for this socket's
+// server-reflexive address.
+func (m *mux) reflexive(ctx context.Context, server net.Addr) (*net.UDPAddr, error) {
+	var last error
+	for i := 0; i < 3; i++ {
+		req, err := stunBinding()
+		if err != nil {
+			return nil, err
+		}
+		r, err := m.transact(ctx, req, server, 700*time.Millisecond)
+		if err != nil {
+			last = err
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			continue
+		}
+		if r.msg.Type.Class != stun.ClassSuccessResponse {
+			return nil, fmt.Errorf("STUN server %s refused binding", server)
+		}
+		return mappedAddr(r.msg)
+	}
+	return nil, fmt.Errorf("server-reflexive address from %s: %w", server, last)
+}

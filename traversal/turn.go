@@ -1,0 +1,174 @@
+package traversal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/turn/v2"
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/traversal/sigwire"
+)
+
+// allocation is a TURN allocation on a relay and the QUIC transport over it.
+type allocation struct {
+	relay     controlapi.RelayInfo
+	transport string // "udp" or "tls"
+	client    *turn.Client
+	base      net.PacketConn // the socket to the relay (UDP or STUN-framed TLS)
+	conn      net.PacketConn // relayed
+	tr        *quic.Transport
+	m         *mux
+}
+
+func (a *allocation) relayedAddr() string { return a.conn.LocalAddr().String() }
+
+// permit installs TURN permissions so that checks and QUIC from these
+// addresses reach the allocation.
+func (a *allocation) permit(addrs []*net.UDPAddr) error {
+	var as []net.Addr
+	for _, x := range addrs {
+		as = append(as, x)
+	}
+	if len(as) == 0 {
+		return nil
+	}
+	if err := a.client.CreatePermission(as...); err != nil {
+		return fmt.Errorf("TURN permission on relay %s: %w", a.relay.Name, err)
+	}
+	return nil
+}
+
+func (a *allocation) close() {
+	// The relayed socket first: the transport waits for its reader.
+	if a.conn != nil {
+		a.conn.Close()
+	}
+	if a.tr != nil {
+		a.tr.Close()
+	}
+	a.client.Close()
+	a.base.Close()
+}
+
+// allocate makes a TURN allocation on r over transport ("udp" or "tls").
+func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, creds controlapi.TURNCredentials) (*allocation, error) {
+	var base net.PacketConn
+	switch transport {
+	case "udp":
+		pc, err := net.ListenPacket("udp", ":0")
+		if err != nil {
+			return nil, fmt.Errorf("TURN socket: %w", err)
+		}
+		base = pc
+	case "tls":
+		tc, err := dialRelayTLS(ctx, r, sigwire.ALPNTURN, nil)
+		if err != nil {
+			return nil, err
+		}
+		base = turn.NewSTUNConn(tc)
+	default:
+		return nil, fmt.Errorf("%w: TURN transport %q", ErrBadConfig, transport)
+	}
+	addr := r.UDPAddr
+	if transport == "tls" {
+		addr = r.TLSAddr
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: addr, TURNServerAddr: addr,
+		Username: creds.Username, Password: creds.Password, Realm: creds.Realm,
+		Conn: base, LoggerFactory: lf, RTO: 200 * time.Millisecond,
+	})
+	if err != nil {
+		base.Close()
+		return nil, fmt.Errorf("TURN client for relay %s: %w", r.Name, err)
+	}
+	if err := c.Listen(); err != nil {
+		c.Close()
+		base.Close()
+		return nil, fmt.Errorf("TURN client for relay %s: %w", r.Name, err)
+	}
+	type res struct {
+		pc  net.PacketConn
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		pc, err := c.Allocate()
+		ch <- res{pc, err}
+	}()
+	select {
+	case x := <-ch:
+		if x.err != nil {
+			c.Close()
+			base.Close()
+			return nil, fmt.Errorf("TURN allocate on relay %s over %s: %w", r.Name, transport, x.err)
+		}
+		return &allocation{relay: r, transport: transport, client: c, base: base, conn: newRelayPacketConn(x.pc)}, nil
+	case <-ctx.Done():
+		c.Close()
+		base.Close()
+		if x := <-ch; x.pc != nil {
+			x.pc.Close()
+		}
+		return nil, ctx.Err()
+	}
+}
+
+// relayPacketConn is the relayed socket as quic-go sees it. It behaves like a
+// UDP socket on a lossy link when the relay goes away: writes that fail are
+// dropped and reads block, until the allocation is closed on purpose. (quic-go
+// closes every connection of a transport whose socket fails; a connection
+// whose relay restarts must survive until it has moved to a new path.) It
+// also has the buffer-size methods quic-go looks for: the real socket is
+// inside the TURN client, so they are no-ops.
+type relayPacketConn struct {
+	net.PacketConn
+	done chan struct{}
+	once sync.Once
+}
+
+func newRelayPacketConn(pc net.PacketConn) *relayPacketConn {
+	return &relayPacketConn{PacketConn: pc, done: make(chan struct{})}
+}
+
+func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, a, err := c.PacketConn.ReadFrom(b)
+	if err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, nil, err // quic-go unblocking its reader
+		}
+		<-c.done
+		return 0, nil, net.ErrClosed
+	}
+	return n, a, nil
+}
+
+func (c *relayPacketConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	if _, err := c.PacketConn.WriteTo(b, a); err != nil {
+		select {
+		case <-c.done:
+			return 0, net.ErrClosed
+		default:
+			return len(b), nil // lost on the way, like UDP
+		}
+	}
+	return len(b), nil
+}
+
+func (c *relayPacketConn) Close() error {
+	c.once.Do(func() { close(c.done) })
+	return c.PacketConn.Close()
+}
+
+func (*relayPacketConn) SetReadBuffer(int) error  { return nil }
+func (*relayPacketConn) SetWriteBuffer(int) error { return nil }
