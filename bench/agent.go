@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -131,6 +132,7 @@ func serveEcho(ctx context.Context, ln net.Listener) error {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	conns := map[net.Conn]struct{}{}
+	warned := false
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	defer func() {
@@ -147,8 +149,15 @@ func serveEcho(ctx context.Context, ln net.Listener) error {
 			if ctx.Err() != nil {
 				return nil
 			}
+			// Out of descriptors (or another passing condition): back off
+			// and keep serving, like net/http does.
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+				if !warned {
+					fmt.Fprintf(os.Stderr, "echo server accept: %v (%d connections open); retrying\n", err, len(conns))
+					warned = true
+				}
+				time.Sleep(20 * time.Millisecond)
 				continue
 			}
 			return fmt.Errorf("echo server accept: %w", err)

@@ -95,7 +95,7 @@ func (r *runner) cpuCell(ctx context.Context, t *tunnel) (map[string]float64, er
 // rrBulkCell measures request/response latency while one iperf3 flow runs
 // through the same tunnel.
 func (r *runner) rrBulkCell(ctx context.Context, t *tunnel) (map[string]float64, error) {
-	bulkSecs := r.opts.Cell.Seconds() + 2
+	bulkSecs := r.opts.Probe.Seconds() + 2
 	args := append([]string{"ip", "netns", "exec", t.ns}, r.iperfArgs(t, bulkSecs)...)
 	bulk := exec.CommandContext(ctx, args[0], args[1:]...)
 	bulk.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -106,7 +106,7 @@ func (r *runner) rrBulkCell(ctx context.Context, t *tunnel) (map[string]float64,
 	}
 	time.Sleep(700 * time.Millisecond)
 	var res RRResult
-	err := r.agentJSON(ctx, t.ns, &res, "rr", "--addr", t.echoAddr(), "--duration", r.opts.Cell.String())
+	err := r.agentJSON(ctx, t.ns, &res, "rr", "--addr", t.echoAddr(), "--duration", r.opts.Probe.String())
 	werr := bulk.Wait()
 	if err != nil {
 		return nil, err
@@ -147,7 +147,9 @@ func (r *runner) memCell(ctx context.Context, t *tunnel, n int) (float64, error)
 		stdin.Close()
 		_ = cmd.Wait()
 		// Let the tunnel tear the flows down before the next cell.
-		time.Sleep(time.Second)
+		if left := r.echoLeft(5 * time.Second); left > 0 {
+			r.cellErr(t, fmt.Sprintf("%d idle flows: %d connections to the server still open 5 s after the client closed them", n, left))
+		}
 	}()
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if err != nil {
@@ -169,7 +171,7 @@ func (r *runner) memCell(ctx context.Context, t *tunnel, n int) (float64, error)
 // forwarded name (Postern), or the upstream server queried directly (the
 // reference row).
 func (r *runner) dnsCell(ctx context.Context, t *tunnel) (map[string]float64, error) {
-	dur := (r.opts.Cell / 2).String()
+	dur := (r.opts.Probe / 2).String()
 	out := map[string]float64{}
 	if t.key == TunDirect {
 		var res DNSResult
@@ -195,7 +197,7 @@ func (r *runner) dnsCell(ctx context.Context, t *tunnel) (map[string]float64, er
 // setupCell measures connection setup one connection at a time (latency:
 // connect() and first echoed byte), then the rate with 64 workers.
 func (r *runner) setupCell(ctx context.Context, t *tunnel) (map[string]float64, error) {
-	half := (r.opts.Cell / 2).String()
+	half := (r.opts.Probe / 2).String()
 	var one, many SetupResult
 	if err := r.agentJSON(ctx, t.ns, &one, "setup", "--addr", t.echoAddr(), "--workers", "1", "--duration", half); err != nil {
 		return nil, err
@@ -209,6 +211,10 @@ func (r *runner) setupCell(ctx context.Context, t *tunnel) (map[string]float64, 
 	out := map[string]float64{MSetupP50: one.ConnectP50, MSetupFirst: one.FirstByte}
 	if err != nil {
 		return out, err
+	}
+	if left := r.echoLeft(3 * time.Second); left > 0 {
+		r.cellErr(t, fmt.Sprintf("setup: %d connections to the server still open 3 s after every client closed its end (flows not closed through the tunnel)", left))
+		out[MLeftOpen] = float64(left)
 	}
 	out[MSetupRate] = many.PerSec
 	out[MSetupP50x64] = many.ConnectP50

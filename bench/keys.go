@@ -31,6 +31,7 @@ const (
 	MSetupFirst   = "setup_first_byte_p50_us"
 	MSetupRate    = "setup_conns_per_s"
 	MSetupP50x64  = "setup_connect_p50_64w_us"
+	MLeftOpen     = "server_conns_left_open"
 	MMemPerFlow   = "mem_kib_per_flow_" // + flow count
 	MDNSResource  = "dns_resource_qps"
 	MDNSResP99    = "dns_resource_p99_us"

@@ -139,6 +139,11 @@ func (r *Report) Markdown() string {
 			fmt.Fprintf(&b, "Profile not taken: %s\n\n", r.Profile.Error)
 		} else {
 			fmt.Fprintf(&b, "`%s` while one iperf3 flow (up) ran through Postern on the direct path at %.2f Gbit/s. Self time, all threads of posternd and postern-connector:\n\n", r.Profile.Command, r.Profile.Gbps)
+			b.WriteString("By package (self time, % of all samples of both processes):\n\n| % | process | package |\n|---:|---|---|\n")
+			for _, l := range r.Profile.Packages {
+				fmt.Fprintf(&b, "| %.1f | %s | `%s` |\n", l.Percent, l.Command, l.Symbol)
+			}
+			b.WriteString("\nTop symbols:\n\n")
 			b.WriteString("| % | process | object | symbol |\n|---:|---|---|---|\n")
 			for _, l := range r.Profile.Top {
 				fmt.Fprintf(&b, "| %.1f | %s | %s | `%s` |\n", l.Percent, l.Command, l.Object, l.Symbol)

@@ -12,8 +12,12 @@ type Options struct {
 	Quick bool
 	// Repeats of every cell (default 3, quick 1).
 	Repeats int
-	// Cell is the length of one throughput cell (default 2 s, quick 1 s).
+	// Cell is the length of one throughput cell, whole seconds (default
+	// 2 s, quick 1 s).
 	Cell time.Duration
+	// Probe is the length of a latency, setup or DNS cell (default 1 s,
+	// quick 0.5 s).
+	Probe time.Duration
 	// Tunnels to measure (default AllTunnels).
 	Tunnels []string
 	// IdleFlows are the flow counts of the memory cells (default 1,000 and
@@ -59,6 +63,17 @@ func (o *Options) defaults() {
 		if o.Quick {
 			o.Cell = time.Second
 		}
+	}
+	if o.Probe <= 0 {
+		o.Probe = time.Second
+		if o.Quick {
+			o.Probe = 500 * time.Millisecond
+		}
+	}
+	// iperf3 takes whole seconds.
+	o.Cell = o.Cell.Round(time.Second)
+	if o.Cell < time.Second {
+		o.Cell = time.Second
 	}
 	if len(o.Tunnels) == 0 {
 		o.Tunnels = AllTunnels

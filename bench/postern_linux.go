@@ -192,7 +192,7 @@ func (r *runner) setupPostern(ctx context.Context, t *tunnel, node, wantPath str
 		return fmt.Errorf("resolve %s through posternd: got %q", ResourceName, out)
 	}
 	t.host = ip
-	if err := r.waitEcho(ctx, t.ns, t.echoAddr(), 15*time.Second); err != nil {
+	if err := r.waitEcho(ctx, t.ns, t.echoAddr(), r.flowWait()); err != nil {
 		return fmt.Errorf("%w (postern status: %s)", err, r.statusLine(ctx, t.ns, sock))
 	}
 	st, err = r.posternStatus(ctx, t.ns, sock)
@@ -238,4 +238,12 @@ func (r *runner) statusLine(ctx context.Context, ns, sock string) string {
 	}
 	b, _ := json.Marshal(st)
 	return string(b)
+}
+
+// flowWait is how long a new Postern tunnel gets to carry its first flow.
+func (r *runner) flowWait() time.Duration {
+	if r.opts.Quick {
+		return 8 * time.Second
+	}
+	return 15 * time.Second
 }

@@ -3,10 +3,16 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,11 +41,11 @@ func (r *runner) profile(ctx context.Context) {
 		ps.Error = "perf is not installed (Debian linux-perf)"
 		return
 	}
-	symfs := filepath.Join(r.work, "symfs")
-	if err := r.buildSymbols(ctx, symfs); err != nil {
-		ps.Error = err.Error()
+	if r.symErr != nil {
+		ps.Error = r.symErr.Error()
 		return
 	}
+	symfs := filepath.Join(r.work, "symfs")
 	r.progress("profiling posternd and postern-connector under one iperf3 flow")
 	data := filepath.Join(r.work, "perf.data")
 	pids := []string{fmt.Sprint(r.pst.daemons[NodeClient].pid()), fmt.Sprint(r.pst.conn.pid())}
@@ -62,13 +68,13 @@ func (r *runner) profile(ctx context.Context) {
 	ps.Gbps = res.gbps()
 	ps.Command = "perf record -F 499 -g -p <posternd>,<postern-connector>"
 	rep := exec.CommandContext(ctx, "perf", "report", "-i", data, "--stdio", "--no-children", "--sort", "comm,dso,sym",
-		"--percent-limit", "0.7", "--symfs", symfs, "-g", "none")
+		"--percent-limit", "0.05", "--symfs", symfs, "-g", "none")
 	out, err := rep.Output()
 	if err != nil {
 		ps.Error = fmt.Sprintf("perf report: %v (%s)", err, oneLine(recOut.String(), 300))
 		return
 	}
-	ps.Top = parsePerfReport(string(out))
+	ps.Top, ps.Packages = parsePerfReport(string(out))
 	if len(r.opts.ResultsDir) > 0 {
 		f := filepath.Join(r.opts.ResultsDir, "profile-"+r.rep.Mode+".txt")
 		if os.MkdirAll(r.opts.ResultsDir, 0o755) == nil && os.WriteFile(f, out, 0o644) == nil {
@@ -78,7 +84,8 @@ func (r *runner) profile(ctx context.Context) {
 }
 
 // buildSymbols builds posternd and postern-connector with symbols into
-// symfs/<BinDir>/, mirroring the paths perf recorded.
+// symfs/<BinDir>/, mirroring the paths perf recorded, with the same GNU
+// build ID as the stripped programs so that perf accepts them.
 func (r *runner) buildSymbols(ctx context.Context, symfs string) error {
 	dir := filepath.Join(symfs, r.opts.BinDir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -89,20 +96,83 @@ func (r *runner) buildSymbols(ctx context.Context, symfs string) error {
 	if v == "" {
 		v = "0.1.0-dev"
 	}
-	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-X postern.dev/postern/version.Version="+v,
-		"-o", dir+"/", "./cmd/posternd", "./cmd/postern-connector")
-	cmd.Dir = r.opts.RepoDir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("build symbol copies: %w: %s", err, out)
+	for _, prog := range []string{"posternd", "postern-connector"} {
+		id, err := gnuBuildID(r.bin(prog))
+		if err != nil {
+			return err
+		}
+		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-B 0x"+id+" -X postern.dev/postern/version.Version="+v,
+			"-o", filepath.Join(dir, prog), "./cmd/"+prog)
+		cmd.Dir = r.opts.RepoDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("build %s with symbols: %w: %s", prog, err, out)
+		}
+		// The copy is only useful if its code is byte for byte the code
+		// that ran; otherwise bin/ was built from another tree.
+		a, err1 := textHash(r.bin(prog))
+		b, err2 := textHash(filepath.Join(dir, prog))
+		if err := errors.Join(err1, err2); err != nil {
+			return err
+		}
+		if a != b {
+			return fmt.Errorf("%s was not built from the current tree (its code differs from a fresh build); run make build before profiling", r.bin(prog))
+		}
 	}
 	return nil
 }
 
-// parsePerfReport reads `perf report --stdio --sort comm,dso,sym` lines:
-// "  12.34%  posternd  posternd  [.] runtime.memmove".
-func parsePerfReport(out string) []ProfileLine {
-	var lines []ProfileLine
+// textHash is the SHA-256 of an ELF file's .text section.
+func textHash(path string) (string, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	sec := f.Section(".text")
+	if sec == nil {
+		return "", fmt.Errorf("%s has no .text", path)
+	}
+	b, err := sec.Data()
+	if err != nil {
+		return "", fmt.Errorf("read .text of %s: %w", path, err)
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:]), nil
+}
+
+// gnuBuildID reads the NT_GNU_BUILD_ID note of an ELF file as hex.
+func gnuBuildID(path string) (string, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("read build id of %s: %w", path, err)
+	}
+	defer f.Close()
+	sec := f.Section(".note.gnu.build-id")
+	if sec == nil {
+		return "", fmt.Errorf("%s has no GNU build id", path)
+	}
+	b, err := sec.Data()
+	if err != nil || len(b) < 16 {
+		return "", fmt.Errorf("read build id of %s: %v", path, err)
+	}
+	namesz := binary.LittleEndian.Uint32(b[0:4])
+	descsz := binary.LittleEndian.Uint32(b[4:8])
+	off := 12 + (int(namesz)+3)&^3
+	if off+int(descsz) > len(b) {
+		return "", fmt.Errorf("%s: malformed build id note", path)
+	}
+	return hex.EncodeToString(b[off : off+int(descsz)]), nil
+}
+
+// parsePerfReport reads `perf report --stdio --sort comm,dso,sym` lines
+// ("  12.34%  posternd  posternd  [.] runtime.memmove"); unresolved kernel
+// addresses (kptr_restrict) are merged into one line per process.
+func parsePerfReport(out string) (top []ProfileLine, pkgs []ProfileLine) {
+	var all []ProfileLine
+	kernel := map[string]float64{}
+	bucket := map[[2]string]float64{}
 	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		l := strings.TrimSpace(sc.Text())
 		if l == "" || strings.HasPrefix(l, "#") {
@@ -116,11 +186,42 @@ func parsePerfReport(out string) []ProfileLine {
 		if err != nil {
 			continue
 		}
-		sym := strings.Join(f[4:], " ")
-		lines = append(lines, ProfileLine{Percent: pct, Command: f[1], Object: f[2], Symbol: sym})
-		if len(lines) >= 25 {
-			break
+		comm, obj, sym := f[1], f[2], strings.Join(f[4:], " ")
+		if strings.HasPrefix(obj, "[kernel") {
+			kernel[comm] += pct
+			bucket[[2]string{comm, "kernel"}] += pct
+			continue
 		}
+		all = append(all, ProfileLine{Percent: pct, Command: comm, Object: obj, Symbol: sym})
+		bucket[[2]string{comm, symbolPackage(sym)}] += pct
 	}
-	return lines
+	for comm, pct := range kernel {
+		all = append(all, ProfileLine{Percent: pct, Command: comm, Object: "[kernel]", Symbol: "kernel (syscalls, UDP/TUN I/O; symbols hidden by kptr_restrict)"})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].Percent > all[j].Percent })
+	if len(all) > 25 {
+		all = all[:25]
+	}
+	for k, pct := range bucket {
+		pkgs = append(pkgs, ProfileLine{Percent: pct, Command: k[0], Symbol: k[1]})
+	}
+	sort.Slice(pkgs, func(i, j int) bool { return pkgs[i].Percent > pkgs[j].Percent })
+	if len(pkgs) > 20 {
+		pkgs = pkgs[:20]
+	}
+	return all, pkgs
+}
+
+// symbolPackage is the Go package path of a symbol
+// ("gvisor.dev/gvisor/pkg/tcpip/stack.(*Stack).X" -> "gvisor.dev/gvisor/pkg/tcpip/stack").
+func symbolPackage(sym string) string {
+	if strings.HasPrefix(sym, "0x") {
+		return "unresolved"
+	}
+	slash := strings.LastIndexByte(sym, '/')
+	rest := sym[slash+1:]
+	if i := strings.IndexByte(rest, '.'); i >= 0 {
+		return sym[:slash+1+i]
+	}
+	return sym
 }

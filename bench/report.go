@@ -83,8 +83,10 @@ type ProfileSummary struct {
 	Command string        `json:"command"`
 	Gbps    float64       `json:"gbps"`
 	Top     []ProfileLine `json:"top"`
-	Error   string        `json:"error,omitempty"`
-	Files   []string      `json:"files,omitempty"`
+	// Packages sums self time by process and Go package (or "kernel").
+	Packages []ProfileLine `json:"packages"`
+	Error    string        `json:"error,omitempty"`
+	Files    []string      `json:"files,omitempty"`
 }
 
 // ProfileLine is one symbol of the profile.

@@ -26,6 +26,9 @@ type runner struct {
 	pst      *postern
 	tunnels  []*tunnel
 	rep      *Report
+	echo     *proc // the echo server
+	echoBase int   // its descriptors when idle
+	symErr   error // why the symbol copies for the profile could not be made
 	cellErrs map[string][]string
 }
 
@@ -106,16 +109,19 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 
 func raiseFDLimit() {
 	var l syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < 1<<20 {
-		l.Cur = 1 << 20
-		if l.Max < l.Cur {
-			l.Max = l.Cur
-		}
-		if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
-			_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l)
-			l.Cur = l.Max
-			_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
-		}
+	// Always call Setrlimit: Go raises its own soft limit at start but
+	// gives children the original one unless the program sets it itself.
+	// The servers and tunnels hold 10,000+ sockets each.
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) != nil {
+		return
+	}
+	want := syscall.Rlimit{Cur: 1 << 20, Max: 1 << 20}
+	if l.Max > want.Max {
+		want = syscall.Rlimit{Cur: l.Max, Max: l.Max}
+	}
+	if syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want) != nil {
+		l.Cur = l.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
 	}
 }
 
@@ -173,6 +179,15 @@ func (r *runner) wants(key string) bool {
 
 // setup builds the topology, starts the servers and brings up every tunnel.
 func (r *runner) setup(ctx context.Context) error {
+	if r.opts.Profile && (r.wants(TunPosternDirect) || r.wants(TunPosternRelay)) {
+		// Right away, while the tree still matches what make build put in
+		// bin/ (other people may be editing it).
+		r.progress("building posternd and postern-connector with symbols for the profile")
+		r.symErr = r.buildSymbols(ctx, filepath.Join(r.work, "symfs"))
+		if r.symErr != nil {
+			r.progress("no profile: %v", r.symErr)
+		}
+	}
 	r.progress("topology %s: namespaces, veths (198.18.0.0/15), nftables", r.topo.id)
 	if err := r.topo.build(ctx); err != nil {
 		return fmt.Errorf("build topology: %w", err)
@@ -274,7 +289,7 @@ func (r *runner) cells() []cell {
 		{name: "CPU per GB at " + r.opts.FixedRate, only: func(t *tunnel) bool { return len(t.procs) > 0 }, run: r.cpuCell},
 		{name: "64-byte request/response idle", run: func(ctx context.Context, t *tunnel) (map[string]float64, error) {
 			var res RRResult
-			err := r.agentJSON(ctx, t.ns, &res, "rr", "--addr", t.echoAddr(), "--duration", r.opts.Cell.String())
+			err := r.agentJSON(ctx, t.ns, &res, "rr", "--addr", t.echoAddr(), "--duration", r.opts.Probe.String())
 			return map[string]float64{MRRIdleP50: res.P50us, MRRIdleP99: res.P99us}, err
 		}},
 		{name: "64-byte request/response under bulk", run: r.rrBulkCell},

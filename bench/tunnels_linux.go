@@ -81,14 +81,46 @@ func (r *runner) startServers(ctx context.Context) error {
 	if _, err := r.spawn("iperf3-server", srv, nil, nil, "iperf3", "-s", "-p", fmt.Sprint(IperfPort), "--idle-timeout", "30", "--rcv-timeout", "10000"); err != nil {
 		return err
 	}
-	if _, err := r.spawn("echo-server", srv, nil, nil, r.agentArgs("echo-server", "--addr", fmt.Sprintf(":%d", EchoPort))...); err != nil {
+	echo, err := r.spawn("echo-server", srv, nil, nil, r.agentArgs("echo-server", "--addr", fmt.Sprintf(":%d", EchoPort))...)
+	if err != nil {
 		return err
 	}
+	r.echo = echo
 	if _, err := r.spawn("dns-upstream", r.topo.ns(NodeInfra), nil, nil, r.agentArgs("dns-upstream", "--addr", InfraIP+":53",
 		"--zone", "example.test", "--record", "www.example.test="+ExtraWebIP)...); err != nil {
 		return err
 	}
-	return r.waitEcho(ctx, r.topo.ns(NodeClient), net.JoinHostPort(ServerIP, fmt.Sprint(EchoPort)), 10*time.Second)
+	if err := r.waitEcho(ctx, r.topo.ns(NodeClient), net.JoinHostPort(ServerIP, fmt.Sprint(EchoPort)), 10*time.Second); err != nil {
+		return err
+	}
+	time.Sleep(100 * time.Millisecond)
+	r.echoBase = countFDs(echo.pid())
+	return nil
+}
+
+// countFDs is the number of open descriptors of a process.
+func countFDs(pid int) int {
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
+// echoLeft waits up to timeout for the echo server's connections to drain
+// and returns how many are still open: flows the tunnel did not close.
+func (r *runner) echoLeft(timeout time.Duration) int {
+	if r.echo == nil || !r.echo.running() {
+		return 0
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		left := countFDs(r.echo.pid()) - r.echoBase
+		if left <= 0 || time.Now().After(deadline) {
+			return max(left, 0)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // waitEcho waits until one request/response through addr succeeds.

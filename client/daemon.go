@@ -55,9 +55,12 @@ type Config struct {
 	StateDir string
 	// NewFrontend builds the traffic front-end when the tunnel goes up.
 	NewFrontend func() (Frontend, error)
-	// Dialer opens QUIC connections to connectors; nil: a DirectDialer.
-	Dialer Dialer
-	Logger *slog.Logger
+	// Dialer opens QUIC connections to connectors; nil: the traversal
+	// dialer (direct paths, relays from the policy), or a DirectDialer with
+	// DirectOnly.
+	Dialer     Dialer
+	DirectOnly bool
+	Logger     *slog.Logger
 	// DeviceName is reported at login (default: the host name).
 	DeviceName string
 }
@@ -73,7 +76,7 @@ type Daemon struct {
 	jkt  string
 
 	dialer      Dialer
-	ownedDialer *DirectDialer
+	closeDialer func() error
 
 	table atomic.Pointer[routeTable]
 	keys  *ctoken.KeySet
@@ -171,8 +174,8 @@ func (d *Daemon) Close() error {
 	d.downLocked()
 	d.stopSessionLocked()
 	d.mu.Unlock()
-	if d.ownedDialer != nil {
-		_ = d.ownedDialer.Close()
+	if d.closeDialer != nil {
+		_ = d.closeDialer()
 	}
 	d.events.close()
 	return nil
@@ -357,11 +360,19 @@ func (d *Daemon) upLocked() error {
 		return nil
 	}
 	if d.dialer == nil {
-		dd, err := NewDirectDialer("")
-		if err != nil {
-			return err
+		if d.cfg.DirectOnly {
+			dd, err := NewDirectDialer("")
+			if err != nil {
+				return err
+			}
+			d.dialer, d.closeDialer = dd, dd.Close
+		} else {
+			td, err := d.newTraversalDialer()
+			if err != nil {
+				return err
+			}
+			d.dialer, d.closeDialer = traversalDialer{td}, td.Close
 		}
-		d.ownedDialer, d.dialer = dd, dd
 	}
 	if d.cfg.NewFrontend == nil {
 		return errors.New("no traffic front-end configured")
@@ -478,6 +489,9 @@ func (d *Daemon) policyLoop(ctx context.Context, cc *controlClient) {
 		}
 		d.reachable = false
 		d.lastErr = err.Error()
+		if errors.Is(err, ErrUnauthorized) {
+			d.lastErr = "the controller no longer accepts this session (expired or revoked): sign in again with postern login"
+		}
 		d.mu.Unlock()
 		d.changed()
 		d.log.Warn("policy stream", "err", err)

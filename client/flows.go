@@ -117,8 +117,8 @@ func (d *Daemon) openFlow(ctx context.Context, tgt target, proto byte, port uint
 	defer cancel()
 	hdr := wire.OpenHeader{Proto: proto, Port: port, ResourceID: tgt.res.ID, Destination: tgt.dest}
 	var errs []error
-	for _, e := range cands {
-		f, err := d.openOn(ctx, p, e, hdr)
+	for i, e := range cands {
+		f, err := d.openOn(ctx, p, e, hdr, i < len(cands)-1)
 		if err == nil {
 			return f, nil
 		}
@@ -134,7 +134,7 @@ func (d *Daemon) openFlow(ctx context.Context, tgt target, proto byte, port uint
 	return nil, &FlowError{Status: wire.StatusUnreachable, Err: errors.Join(errs...)}
 }
 
-func (d *Daemon) openOn(ctx context.Context, p *pool, e *connEntry, hdr wire.OpenHeader) (*flow, error) {
+func (d *Daemon) openOn(ctx context.Context, p *pool, e *connEntry, hdr wire.OpenHeader, alternatives bool) (*flow, error) {
 	conn, err := p.get(ctx, e)
 	if err != nil {
 		return nil, err
@@ -158,9 +158,26 @@ func (d *Daemon) openOn(ctx context.Context, p *pool, e *connEntry, hdr wire.Ope
 		st, msg, err := wire.ReadStatus(s)
 		ch <- res{st, msg, err}
 	}()
+	// While waiting, a connection that turns silent gives way to another
+	// connector (when there is one): the application's SYN is still pending.
+	var suspect <-chan time.Time
+	if alternatives {
+		tk := time.NewTicker(100 * time.Millisecond)
+		defer tk.Stop()
+		suspect = tk.C
+	}
 	var r res
+wait:
 	select {
 	case r = <-ch:
+	case <-suspect:
+		if !e.suspect.Load() {
+			goto wait
+		}
+		s.CancelRead(streamErrAborted)
+		s.CancelWrite(streamErrAborted)
+		<-ch
+		return nil, fmt.Errorf("connector %s stopped answering while opening flow", e.info.Name)
 	case <-ctx.Done():
 		s.CancelRead(streamErrAborted)
 		s.CancelWrite(streamErrAborted)
@@ -281,4 +298,108 @@ func splice(app net.Conn, f *flow) {
 			_ = app.Close()
 		}
 	}()
+}
+
+// readyConn is an application connection that can be drained without a
+// parked goroutine (netstack.TCPConn).
+type readyConn interface {
+	net.Conn
+	closeWriter
+	ReadNonBlocking(p []byte) (int, error)
+	Readable() bool
+	NotifyReadable(fn func()) (cancel func())
+}
+
+// spliceReady is splice for a netstack connection: the application ->
+// connector direction runs a goroutine only while data is buffered, so an
+// idle flow holds one goroutine (blocked on the QUIC stream) instead of two.
+func spliceReady(app readyConn, f *flow, wouldBlock error) {
+	var pending atomic.Int32
+	pending.Store(2)
+	end := func() {
+		if pending.Add(-1) == 0 {
+			_ = app.Close()
+			f.finish()
+		}
+	}
+	go func() { // connector -> app
+		defer end()
+		if err := adaptiveCopy(app, f); err != nil {
+			f.CancelRead(streamErrAborted)
+			_ = app.Close()
+		} else {
+			_ = app.CloseWrite()
+		}
+	}()
+
+	var (
+		running atomic.Bool
+		done    atomic.Bool
+		cancel  func()
+		once    sync.Once
+		mu      sync.Mutex // orders cancel's assignment before its use
+	)
+	finishUp := func(err error) {
+		once.Do(func() {
+			done.Store(true)
+			mu.Lock()
+			c := cancel
+			mu.Unlock()
+			if c != nil {
+				c()
+			}
+			if err != nil {
+				// The application reset: reset the flow both ways.
+				f.CancelWrite(streamErrAborted)
+				f.CancelRead(streamErrAborted)
+			} else {
+				_ = f.Close() // FIN
+			}
+			end()
+		})
+	}
+	drain := func() {
+		bp := copyBufPool.Get().(*[]byte)
+		defer copyBufPool.Put(bp)
+		buf := *bp
+		for !done.Load() {
+			n, err := app.ReadNonBlocking(buf)
+			if n > 0 {
+				if _, werr := f.Write(buf[:n]); werr != nil {
+					finishUp(werr)
+					return
+				}
+			}
+			switch {
+			case err == nil:
+				continue
+			case errors.Is(err, wouldBlock):
+				running.Store(false)
+				// A notification that came after the read saw running set
+				// and did nothing: look again before leaving.
+				if !app.Readable() || !running.CompareAndSwap(false, true) {
+					return
+				}
+			case errors.Is(err, io.EOF):
+				finishUp(nil)
+				return
+			default:
+				finishUp(err)
+				return
+			}
+		}
+	}
+	kick := func() {
+		if !done.Load() && running.CompareAndSwap(false, true) {
+			go drain()
+		}
+	}
+	c := app.NotifyReadable(kick)
+	mu.Lock()
+	cancel = c
+	mu.Unlock()
+	if done.Load() {
+		c()
+	}
+	kick()
 }

@@ -64,6 +64,10 @@ type TUNConfig struct {
 	NewRouter         func(tunName string) (platform.Router, error)
 	NewOSConfigurator func(tunName, stateDir string) (platform.OSConfigurator, error)
 	NewDNSProxy       func(DNSProxyConfig) (DNSProxy, error)
+	RestoreAfterCrash func(stateDir string) error
+	// CheckRangeConflicts refuses synthetic ranges that overlap routes or
+	// addresses already on the machine (other than on the TUN itself).
+	CheckRangeConflicts func(ranges []netip.Prefix, tunName string) error
 }
 
 // TUNFrontend captures resource traffic with a TUN device and gVisor.
@@ -107,6 +111,12 @@ func NewTUNFrontend(cfg TUNConfig) (*TUNFrontend, error) {
 	if cfg.NewDNSProxy == nil {
 		cfg.NewDNSProxy = newDNSProxy
 	}
+	if cfg.RestoreAfterCrash == nil {
+		cfg.RestoreAfterCrash = platform.RestoreAfterCrash
+	}
+	if cfg.CheckRangeConflicts == nil {
+		cfg.CheckRangeConflicts = platform.CheckRangeConflictsExcept
+	}
 	if cfg.MTU == 0 {
 		cfg.MTU = netstack.DefaultMTU
 	}
@@ -134,6 +144,11 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	if f.router, err = f.cfg.NewRouter(f.name); err != nil {
 		return fmt.Errorf("router for %s: %w", f.name, err)
 	}
+	// A previous run killed before it could restore the resolver leaves a
+	// backup: put the original back before configuring anything.
+	if err := f.cfg.RestoreAfterCrash(f.cfg.StateDir); err != nil {
+		f.log.Warn("restore DNS left changed by a previous run", "err", err)
+	}
 	if f.osc, err = f.cfg.NewOSConfigurator(f.name, f.cfg.StateDir); err != nil {
 		return fmt.Errorf("DNS configurator for %s: %w", f.name, err)
 	}
@@ -149,6 +164,9 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	})
 	if err != nil {
 		return fmt.Errorf("DNS proxy: %w", err)
+	}
+	if err := f.cfg.CheckRangeConflicts(f.dns.Ranges(), f.name); err != nil {
+		return fmt.Errorf("synthetic address range: %w", err)
 	}
 	f.dnsAddr = f.dns.Addrs()[0]
 	if err := f.router.Set(f.tunAddrs(), f.allRoutes(nil)); err != nil {

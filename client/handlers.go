@@ -45,7 +45,7 @@ func (h *flowHandler) HandleTCP(r *netstack.TCPRequest) {
 		f.abort()
 		return
 	}
-	splice(conn, f)
+	spliceReady(conn, f, netstack.ErrWouldBlock)
 }
 
 // HandleUDP carries one UDP 5-tuple as length-prefixed datagrams on one
@@ -74,11 +74,9 @@ func relayDatagrams(c net.Conn, f *flow, idle time.Duration) {
 	defer f.finish()
 	var last atomicTime
 	last.set(time.Now())
-	done := make(chan struct{})
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
-			close(done)
 			f.CancelRead(streamErrAborted)
 			_ = f.Close()
 			_ = c.Close()
@@ -98,21 +96,22 @@ func relayDatagrams(c net.Conn, f *flow, idle time.Duration) {
 			}
 		}
 	}()
-	go func() { // idle timer
-		t := time.NewTicker(idle / 4)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				if now.Sub(last.get()) > idle {
-					stop()
-					return
-				}
-			}
+	// Idle timer without a goroutine: it re-arms itself while traffic moves.
+	var timer *time.Timer
+	var tmu sync.Mutex
+	check := func() {
+		if rest := idle - time.Since(last.get()); rest > 0 {
+			tmu.Lock()
+			timer.Reset(rest)
+			tmu.Unlock()
+			return
 		}
-	}()
+		stop()
+	}
+	tmu.Lock()
+	timer = time.AfterFunc(idle, check)
+	tmu.Unlock()
+	defer timer.Stop()
 	buf := make([]byte, wire.MaxDatagram)
 	for {
 		n, err := c.Read(buf)

@@ -22,7 +22,8 @@ import (
 // Connection tuning.
 const (
 	keepAlivePeriod  = 400 * time.Millisecond
-	deadAfter        = 1200 * time.Millisecond // no packet received for this long: connection presumed dead
+	suspectAfter     = 1200 * time.Millisecond // no packet for this long: new flows prefer other connectors
+	deadAfter        = 10 * time.Second        // no packet for this long: the connection is closed
 	dialTimeout      = 5 * time.Second
 	dialBackoff      = 3 * time.Second // after a failed dial, prefer other connectors for this long
 	statusTimeout    = 15 * time.Second
@@ -60,6 +61,7 @@ type connEntry struct {
 	dialErr  error
 	failedAt time.Time
 	draining bool
+	suspect  atomic.Bool // nothing received for suspectAfter
 
 	active    atomic.Int64
 	total     atomic.Int64
@@ -161,7 +163,7 @@ func (p *pool) candidates(cs []controlapi.ConnectorInfo) []*connEntry {
 		} else {
 			rtt += 20 * time.Millisecond // a new handshake costs about one more round trip
 		}
-		bad := !e.failedAt.IsZero() && now.Sub(e.failedAt) < dialBackoff
+		bad := (!e.failedAt.IsZero() && now.Sub(e.failedAt) < dialBackoff) || (e.conn != nil && e.suspect.Load())
 		load := float64(e.active.Load()) + float64(c.Load.ActiveFlows)/4
 		e.mu.Unlock()
 		list = append(list, scored{e: e, score: float64(rtt) * (1 + load/loadPenaltyFlows), bad: bad})
@@ -224,6 +226,7 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 				_ = old.CloseWithError(quicErrShutdown, "replaced")
 			}
 			e.conn, e.path, e.digest, e.tokenExp, e.draining = conn, path, digest, exp, false
+			e.suspect.Store(false)
 		}
 		close(ch)
 		e.mu.Unlock()
@@ -307,8 +310,11 @@ func sendToken(ctrl *quic.Stream, token string) error {
 	return nil
 }
 
-// monitor declares the connection dead when nothing arrives for deadAfter
-// (keepalives make the peer answer every keepAlivePeriod), or when it closes.
+// monitor watches the connection: keepalives make the peer answer every
+// keepAlivePeriod, so silence for suspectAfter marks it suspect (new flows
+// prefer other connectors; running flows stay), and silence for deadAfter
+// closes it. A CPU-starved or briefly stalled peer recovers without losing
+// its flows.
 func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 	defer p.wg.Done()
 	t := time.NewTicker(100 * time.Millisecond)
@@ -326,13 +332,22 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 			n := conn.ConnectionStats().PacketsReceived
 			if n != last {
 				last, lastChange = n, now
+				if e.suspect.CompareAndSwap(true, false) {
+					p.log.Info("connector answers again", "connector", e.info.Name)
+					p.changed()
+				}
 				continue
 			}
-			if now.Sub(lastChange) > deadAfter {
-				err := errors.New("no answer from connector")
+			silent := now.Sub(lastChange)
+			if silent > deadAfter {
+				err := fmt.Errorf("no answer from connector for %v", silent.Round(time.Second))
 				_ = conn.CloseWithError(quicErrDead, err.Error())
 				p.drop(e, conn, err)
 				return
+			}
+			if silent > suspectAfter && e.suspect.CompareAndSwap(false, true) {
+				p.log.Warn("connector silent; new flows prefer other connectors", "connector", e.info.Name, "silent", silent)
+				p.changed()
 			}
 		}
 	}
@@ -420,6 +435,22 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream) {
 			}
 		}
 	}
+}
+
+// setPath records a path change reported by the dialer (e.g. a relayed
+// connection that migrated to a direct path).
+func (p *pool) setPath(connectorID string, pi PathInfo) {
+	p.mu.Lock()
+	e := p.entries[connectorID]
+	p.mu.Unlock()
+	if e == nil {
+		return
+	}
+	e.mu.Lock()
+	e.path = pi
+	e.mu.Unlock()
+	p.log.Info("connector path changed", "connector", e.info.Name, "path", pi.Path, "transport", pi.Transport, "remote", pi.RemoteAddr)
+	p.changed()
 }
 
 // snapshot returns the status of every known connector.

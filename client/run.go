@@ -22,7 +22,10 @@ type RunOptions struct {
 	// TUN configures TUN mode (Name, MTU and the platform constructors).
 	TUN    TUNConfig
 	Dialer Dialer
-	Logger *slog.Logger
+	// DirectOnly dials connectors only at the addresses they report (no
+	// relays, no NAT traversal).
+	DirectOnly bool
+	Logger     *slog.Logger
 }
 
 // Run starts the daemon and its local API and serves until ctx is done.
@@ -49,7 +52,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		newFE = func() (Frontend, error) { return NewTUNFrontend(tc) }
 	}
-	d, err := New(Config{StateDir: o.StateDir, NewFrontend: newFE, Dialer: o.Dialer, Logger: log})
+	d, err := New(Config{StateDir: o.StateDir, NewFrontend: newFE, Dialer: o.Dialer, DirectOnly: o.DirectOnly, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -30,7 +30,7 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if code == 0 {
-		if err := checkNoLeaks(5 * time.Second); err != nil {
+		if err := checkNoLeaks(10 * time.Second); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			code = 1
 		}

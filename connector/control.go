@@ -236,6 +236,12 @@ func (cc *controlClient) streamPolicy(ctx context.Context) (got bool, err error)
 		if len(strings.TrimSpace(string(line))) == 0 {
 			continue
 		}
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(line, &e) == nil && e.Error != "" {
+			return got, fmt.Errorf("controller ended the policy stream: %s", e.Error)
+		}
 		var p controlapi.ConnectorPolicy
 		if err := json.Unmarshal(line, &p); err != nil {
 			cc.c.log.Warn("ignoring undecodable policy line", "err", err)

@@ -113,10 +113,10 @@ func (s *session) handleFlow(st *quic.Stream) {
 	f := &flow{s: s, st: st, hdr: h, claims: claims, start: start}
 	switch h.Proto {
 	case wire.ProtoTCP:
-		conn, status, reason := s.c.dialTCP(ctx, addrs, h.Port)
+		conn, status, msg := s.c.dialTCP(ctx, addrs, h.Port)
 		cancel()
 		if status != wire.StatusOK {
-			s.refuse(st, claims, h, start, status, reason, reason)
+			s.refuse(st, claims, h, start, status, "dial "+status.String(), msg)
 			return
 		}
 		f.dst = conn

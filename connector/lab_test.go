@@ -253,7 +253,12 @@ func (d *device) dial(digest string) (*quic.Conn, error) {
 	tc.Certificates = []tls.Certificate{d.cert}
 	ctx, cancel := context.WithTimeout(d.l.ctx, 5*time.Second)
 	defer cancel()
-	return quic.DialAddr(ctx, d.l.c.LocalAddr().String(), tc, &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second})
+	conn, err := quic.DialAddr(ctx, d.l.c.LocalAddr().String(), tc, &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second})
+	if err == nil {
+		// Close it even if the connector's CONNECTION_CLOSE was lost.
+		d.l.t.Cleanup(func() { conn.CloseWithError(0, "") })
+	}
+	return conn, err
 }
 
 // session is an authenticated client connection.

@@ -106,9 +106,9 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 			c.logins.fail("", ipKey)
 			return nil, http.StatusUnauthorized, fmt.Errorf("id_token: %w", err)
 		}
-		resp, err := c.SignInExternal(ctx, *id, req)
+		resp, status, err := c.signInExternal(ctx, *id, req)
 		if err != nil {
-			return nil, http.StatusForbidden, err
+			return nil, status, err
 		}
 		return resp, 0, nil
 	case req.ServiceKey != nil:

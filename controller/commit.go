@@ -34,7 +34,8 @@ func (t *recTx) Delete(kind, id string) error {
 // commit runs fn in a store transaction and brings the model to the new
 // revision: incrementally when only sessions, devices, connectors, relays or
 // enrollment tokens changed (sign-ins, heartbeats), else by a full reload.
-// Subscribers are woken either way.
+// Subscribers are woken either way, unless the commit only changed what no
+// snapshot shows (a session's External state, kept by the OIDC refresher).
 func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64, bool, error) {
 	c.reloadMu.Lock()
 	rt := &recTx{}
@@ -50,7 +51,9 @@ func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64
 		if nm, ok := m.with(rev, rt.changes); ok {
 			c.cur.Store(nm)
 			c.reloadMu.Unlock()
-			c.hub.notify()
+			if !externalOnly(m, rt.changes) {
+				c.hub.notify()
+			}
 			return rev, true, nil
 		}
 	}
@@ -128,4 +131,29 @@ func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {
 		}
 	}
 	return &nm, true
+}
+
+// externalOnly reports whether changes only touch sessions' External state,
+// which no push snapshot depends on: waking every subscriber for each OIDC
+// refresh would cost a snapshot per stream per refresh.
+func externalOnly(m *Model, changes []store.Object) bool {
+	for _, o := range changes {
+		if o.Kind != KindSession || o.Data == nil {
+			return false
+		}
+		old, ok := m.SessionByID[o.ID]
+		if !ok {
+			return false
+		}
+		var v Session
+		if json.Unmarshal(o.Data, &v) != nil {
+			return false
+		}
+		if v.TokenHash != old.TokenHash || v.DeviceID != old.DeviceID || v.PrincipalID != old.PrincipalID ||
+			v.PrincipalKind != old.PrincipalKind || v.Method != old.Method || v.Revoked != old.Revoked ||
+			!v.ExpiresAt.Equal(old.ExpiresAt) || !v.RevokedAt.Equal(old.RevokedAt) || !v.Created.Equal(old.Created) {
+			return false
+		}
+	}
+	return len(changes) > 0
 }

@@ -52,3 +52,43 @@ func TestIncrementalModelMatchesRebuild(t *testing.T) {
 		}
 	}
 }
+
+// A commit that only changes a session's External state (an OIDC refresh)
+// wakes no push subscriber; a revocation does.
+func TestExternalOnlyCommitIsQuiet(t *testing.T) {
+	e := newTestController(t, t.TempDir(), nil)
+	e.apply(testYAML)
+	d := e.login("alice@example.com", "correct horse")
+	var sid string
+	for _, s := range e.c.model().SessionByID {
+		if s.DeviceID == d.session.DeviceID {
+			sid = s.ID
+		}
+	}
+	wake, cancel := e.c.hub.subscribe()
+	defer cancel()
+	drain := func() bool {
+		select {
+		case <-wake:
+			return true
+		case <-time.After(200 * time.Millisecond):
+			return false
+		}
+	}
+	drain()
+	if err := e.c.UpdateExternalSession(context.Background(), sid, nil, json.RawMessage(`{"refresh_token":"r2"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if drain() {
+		t.Fatal("an External-only commit woke the subscribers")
+	}
+	if string(e.c.model().SessionByID[sid].External) != `{"refresh_token":"r2"}` {
+		t.Fatal("the model missed the External change")
+	}
+	if err := e.c.RevokeSession(context.Background(), "test", sid); err != nil {
+		t.Fatal(err)
+	}
+	if !drain() {
+		t.Fatal("a revocation did not wake the subscribers")
+	}
+}

@@ -49,6 +49,13 @@ type Config struct {
 	// client obtained itself) and returns who it vouches for; the sign-in
 	// then continues as SignInExternal. Nil: id_token sign-in is refused.
 	VerifyIDToken func(ctx context.Context, rawIDToken string) (*ExternalIdentity, error)
+
+	// OIDC, when set, enables single sign-on with an OpenID Connect identity
+	// provider (docs/sso.md): the PathOIDC* endpoints, users created on
+	// first sign-in, and periodic refreshes that end the sessions of users
+	// the provider no longer vouches for. It also sets VerifyIDToken when
+	// that is nil.
+	OIDC *OIDCConfig
 }
 
 func (cfg *Config) defaults() {
@@ -106,6 +113,7 @@ type Controller struct {
 
 	limiter *ipLimiter
 	logins  *loginThrottle
+	sso     *ssoState // nil: single sign-on not configured
 
 	muxOnce sync.Once
 	mux     *http.ServeMux
@@ -165,13 +173,23 @@ func Open(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	c.turnKey = []byte(turn)
+	if cfg.OIDC != nil {
+		if err := c.setupSSO(); err != nil {
+			c.limiter.stop()
+			return nil, err
+		}
+	}
 	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, "postern.db"))
 	if err != nil {
+		c.stopSSO()
+		c.limiter.stop()
 		return nil, err
 	}
 	c.store = st
 	if err := c.reload(context.Background()); err != nil {
 		st.Close()
+		c.stopSSO()
+		c.limiter.stop()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -180,6 +198,9 @@ func Open(cfg Config) (*Controller, error) {
 	c.wg.Add(2)
 	go func() { defer c.wg.Done(); defer unwatch(); c.watchLoop(ctx, watch) }()
 	go func() { defer c.wg.Done(); c.monitorLoop(ctx) }()
+	if c.sso != nil {
+		c.startSSO(ctx)
+	}
 	c.log.Info("controller ready", "data", cfg.DataDir, "issuer", c.issuer, "ca_sha256", c.CAFingerprint())
 	return c, nil
 }

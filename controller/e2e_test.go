@@ -213,6 +213,8 @@ func TestPolicyPushWithinOneSecondAndResume(t *testing.T) {
 	// A stale rev gets the snapshot at once.
 	old := e.openStream(con.http, controlapi.PathConnectorPolicy+"?rev=1", "")
 	old.next(t, time.Second, &cp3)
+	future := e.openStream(con.http, controlapi.PathConnectorPolicy+"?rev=999999", "")
+	future.next(t, time.Second, &cp3)
 	if st, _ := e.call(con.http, "GET", controlapi.PathConnectorPolicy+"?rev=abc", "", nil); st != 400 {
 		t.Fatalf("bad rev: %d", st)
 	}

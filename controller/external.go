@@ -57,58 +57,120 @@ func (c *Controller) Handle(pattern string, h http.Handler) (err error) {
 func ClientIP(r *http.Request) string { return clientIP(r) }
 
 // SignInExternal signs a device in for an externally authenticated user: the
-// user record (Source "oidc") is created or updated with the provider's
-// groups, the device registered and a session made, exactly as for a password
-// sign-in. dev carries the device fields of a LoginRequest.
+// user record (Source "oidc") is found by issuer and subject, or by email on
+// first sign-in, created when missing, and updated with the provider's email
+// and groups; the device is registered and a session made, exactly as for a
+// password sign-in. dev carries the device fields of a LoginRequest.
 func (c *Controller) SignInExternal(ctx context.Context, id ExternalIdentity, dev controlapi.LoginRequest) (*controlapi.LoginResponse, error) {
+	resp, _, err := c.signInExternal(ctx, id, dev)
+	return resp, err
+}
+
+// ErrIdentityConflict is returned when an external identity cannot be
+// matched to a Postern user without taking over another identity's account.
+var ErrIdentityConflict = errors.New("identity conflict")
+
+func (c *Controller) signInExternal(ctx context.Context, id ExternalIdentity, dev controlapi.LoginRequest) (*controlapi.LoginResponse, int, error) {
 	email := strings.ToLower(strings.TrimSpace(id.Email))
 	if err := validEmail(email); err != nil {
-		return nil, fmt.Errorf("external identity: email %v", err)
+		return nil, http.StatusForbidden, fmt.Errorf("external identity: email %v", err)
+	}
+	if id.Issuer == "" || id.Subject == "" {
+		return nil, http.StatusForbidden, errors.New("external identity: issuer and subject are required")
 	}
 	if id.Method == "" {
-		id.Method = "oidc"
+		id.Method = sessionMethodOIDC
 	}
-	m := c.model()
-	if u, ok := m.UserByEmail[email]; ok && u.Source != "oidc" {
-		// A built-in account of the same email: the provider vouches for it.
-		if u.Disabled {
-			return nil, fmt.Errorf("%w: account %s is disabled", ErrNotAllowed, email)
-		}
+	if id.Groups == nil {
+		id.Groups = []string{}
 	}
 	var uid string
 	_, _, err := c.commit(ctx, func(tx store.Tx) error {
-		o, err := tx.GetByName(KindUser, email)
-		if errors.Is(err, store.ErrNotFound) {
-			u := User{ID: newID(idPrefix(KindUser)), Email: email, Source: "oidc", IdPIssuer: id.Issuer, IdPSubject: id.Subject, IdPGroups: id.Groups}
-			uid = u.ID
-			no, err := toObject(KindUser, u.ID, email, u)
+		uid = ""
+		var users []User
+		if err := listInto(tx, KindUser, &users); err != nil {
+			return err
+		}
+		var bound, byEmail *User
+		for i := range users {
+			u := &users[i]
+			if u.IdPIssuer == id.Issuer && u.IdPSubject == id.Subject {
+				bound = u
+			}
+			if u.Email == email {
+				byEmail = u
+			}
+		}
+		u := bound
+		switch {
+		case bound != nil:
+			if bound.Email != email && bound.Source == "oidc" {
+				// The provider renamed the user: follow, unless the new
+				// address belongs to another account.
+				if byEmail != nil {
+					return fmt.Errorf("%w: %s (subject %q) now has the email %s, which another Postern account holds", ErrIdentityConflict, bound.Email, id.Subject, email)
+				}
+			}
+		case byEmail != nil:
+			if byEmail.IdPSubject != "" {
+				return fmt.Errorf("%w: the account %s is bound to another identity (issuer %s, subject %q); an administrator must delete it before subject %q can use that email",
+					ErrIdentityConflict, email, byEmail.IdPIssuer, byEmail.IdPSubject, id.Subject)
+			}
+			u = byEmail // first sign-in of an account listed in network.yaml
+		default:
+			nu := User{ID: newID(idPrefix(KindUser)), Email: email, Source: "oidc", IdPIssuer: id.Issuer, IdPSubject: id.Subject, IdPGroups: id.Groups}
+			uid = nu.ID
+			no, err := toObject(KindUser, nu.ID, email, nu)
 			if err != nil {
 				return err
 			}
 			if err := tx.Put(no); err != nil {
 				return err
 			}
-			return tx.Audit(store.AuditEntry{Actor: id.Method + ":" + id.Issuer, Action: "create", Kind: KindUser, ObjectID: u.ID, Name: email, After: redact(KindUser, no.Data)})
-		} else if err != nil {
+			return tx.Audit(store.AuditEntry{Actor: id.Method + ":" + id.Issuer, Action: "create", Kind: KindUser, ObjectID: nu.ID, Name: email, After: redact(KindUser, no.Data)})
+		}
+		if u.Disabled {
+			return fmt.Errorf("%w: account %s is disabled", ErrNotAllowed, u.Email)
+		}
+		uid = u.ID
+		before, err := tx.Get(KindUser, u.ID)
+		if err != nil {
 			return err
 		}
-		uid = o.ID
-		return updateRecord(tx, KindUser, o.ID, func(v *User) bool {
-			if v.IdPIssuer == id.Issuer && v.IdPSubject == id.Subject && slices.Equal(v.IdPGroups, id.Groups) {
-				return false
-			}
-			v.IdPIssuer, v.IdPSubject, v.IdPGroups = id.Issuer, id.Subject, id.Groups
-			return true
-		})
+		changed := false
+		if u.Email != email && u.Source == "oidc" {
+			u.Email, changed = email, true
+		}
+		if u.IdPIssuer != id.Issuer || u.IdPSubject != id.Subject || !slices.Equal(u.IdPGroups, id.Groups) {
+			u.IdPIssuer, u.IdPSubject, u.IdPGroups, changed = id.Issuer, id.Subject, id.Groups, true
+		}
+		if !changed {
+			return nil
+		}
+		no, err := toObject(KindUser, u.ID, u.Email, u)
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(no); err != nil {
+			return err
+		}
+		if before.Name != u.Email {
+			return tx.Audit(store.AuditEntry{Actor: id.Method + ":" + id.Issuer, Action: "update", Kind: KindUser, ObjectID: u.ID, Name: u.Email,
+				Before: redact(KindUser, before.Data), After: redact(KindUser, no.Data)})
+		}
+		return nil
 	})
-	if err != nil {
-		return nil, fmt.Errorf("record external user %s: %w", email, err)
+	switch {
+	case errors.Is(err, ErrNotAllowed), errors.Is(err, ErrIdentityConflict):
+		c.log.Warn("external sign-in refused", "email", email, "issuer", id.Issuer, "subject", id.Subject, "err", err)
+		return nil, http.StatusForbidden, err
+	case err != nil:
+		return nil, http.StatusInternalServerError, fmt.Errorf("record external user %s: %w", email, err)
 	}
 	if err := c.reload(ctx); err != nil {
-		return nil, err
+		return nil, http.StatusInternalServerError, err
 	}
-	resp, _, err := c.createSession(ctx, uid, PrincipalUser, id.Method, dev, id.External, id.ExpiresAt)
-	return resp, err
+	return c.createSession(ctx, uid, PrincipalUser, id.Method, dev, id.External, id.ExpiresAt)
 }
 
 // ExternalSession is a live session made by SignInExternal.

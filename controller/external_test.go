@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 
 	"postern.dev/postern/controlapi"
@@ -23,7 +24,7 @@ func TestExternalSignIn(t *testing.T) {
 			return &ExternalIdentity{Method: "oidc", Issuer: "https://idp.example", Subject: "u-42", Email: "Dana@Example.com", Groups: []string{"ops", "not-a-postern-group"}}, nil
 		}
 	})
-	if err := e.c.Handle("GET /api/v1/client/oidc/config", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if err := e.c.Handle("GET /api/v1/client/extension", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 200, map[string]bool{"enabled": true})
 	})); err != nil {
 		t.Fatal(err)
@@ -32,11 +33,21 @@ func TestExternalSignIn(t *testing.T) {
 	con := e.enroll(KindConnector, "lab-a")
 	e.heartbeat(con, randomDigest())
 	// A conflicting route is refused, not a panic.
-	if err := e.c.Handle("GET /api/v1/client/oidc/config", http.NotFoundHandler()); !errors.Is(err, ErrRoute) {
+	if err := e.c.Handle("GET /api/v1/client/extension", http.NotFoundHandler()); !errors.Is(err, ErrRoute) {
 		t.Fatalf("duplicate Handle: %v", err)
 	}
-	if st, body := e.call(nil, "GET", "/api/v1/client/oidc/config", "", nil); st != 200 {
+	if err := e.c.Handle("GET "+controlapi.PathOIDCConfig, http.NotFoundHandler()); !errors.Is(err, ErrRoute) {
+		t.Fatalf("Handle over a built-in route: %v", err)
+	}
+	if st, body := e.call(nil, "GET", "/api/v1/client/extension", "", nil); st != 200 {
 		t.Fatalf("mounted route: %d %s", st, body)
+	}
+	// Without OIDC configured, single sign-on says so.
+	if st, body := e.call(nil, "GET", controlapi.PathOIDCConfig, "", nil); st != 200 || !strings.Contains(string(body), `"enabled": false`) {
+		t.Fatalf("oidc config without OIDC: %d %s", st, body)
+	}
+	if st, body := e.call(nil, "POST", controlapi.PathOIDCDeviceStart, "", "{}"); st != http.StatusNotImplemented {
+		t.Fatalf("device start without OIDC: %d %s", st, body)
 	}
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	st, data := e.call(nil, "POST", controlapi.PathLogin, "", controlapi.LoginRequest{IDToken: "bad", DevicePublicKey: base64.StdEncoding.EncodeToString(pub)})

@@ -84,6 +84,11 @@ func (c *Controller) stream(w http.ResponseWriter, r *http.Request, snapshot sna
 	}
 	wake, cancel := c.hub.subscribe()
 	defer cancel()
+	if since > c.model().Rev {
+		// A revision from the future (the controller's store was replaced):
+		// the caller's copy is unrelated, so it gets a snapshot at once.
+		since = -1
+	}
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")

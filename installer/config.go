@@ -81,6 +81,9 @@ type Config struct {
 	// file names carry "-unsigned".
 	Unsigned bool
 
+	// Packages restricts the Linux packages built to these names (all when empty).
+	Packages []string
+
 	// Maintainer and Homepage go into package metadata.
 	Maintainer string
 	Homepage   string

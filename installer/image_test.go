@@ -131,9 +131,9 @@ func TestConnectorImage(t *testing.T) {
 		t.Errorf("state directory missing or not owned by %d: %+v", ConnectorUID, h)
 	}
 
-	// A dynamically linked connector is refused with a clear message.
-	if _, err := ConnectorImage(filepath.Join(f.bin, "postern-connector"), runtime.GOARCH, testVersion); err != nil && !strings.Contains(err.Error(), "CGO_ENABLED=0") {
-		t.Errorf("dynamic connector: %v", err)
+	// A dynamically linked or foreign binary is refused with a clear message.
+	if err := checkStaticELF("/bin/sh", runtime.GOARCH); err == nil || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
+		t.Errorf("dynamic binary: %v", err)
 	}
 	if _, err := ConnectorImage(filepath.Join(f.win, "posternd.exe"), runtime.GOARCH, testVersion); err == nil || !strings.Contains(err.Error(), "not a Linux ELF") {
 		t.Errorf("windows binary as connector: %v", err)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -116,15 +117,16 @@ func TestDebInstallUpgradePurge(t *testing.T) {
 	if err := os.WriteFile(settings, []byte(edited), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	next := *f.cfg
-	next.Version = "0.7.2"
-	next.OutDir = t.TempDir()
-	stage := t.TempDir()
-	a, err := next.buildOne(stage, LinuxPackages()[0], "deb", nil)
-	if err != nil {
+	next := t.TempDir()
+	if _, err := runCmd(t.Context(), "", f.pkgEnv, f.pkgTool, "--version", "0.7.2", "--arch", runtime.GOARCH, "--bin", f.bin,
+		"--out", next, "--targets", "linux", "--packages", "postern-client"); err != nil {
 		t.Fatal(err)
 	}
-	dpkgRoot(t, root, "-i", a.Path)
+	debs, _ := filepath.Glob(filepath.Join(next, "postern-client_0.7.2-1_*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("upgrade build: %v", debs)
+	}
+	dpkgRoot(t, root, "-i", debs[0])
 	ver, err := runCmd(t.Context(), "", nil, "dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"), "-W", "-f=${Version} ${db:Status-Abbrev}", "postern-client")
 	if err != nil || !strings.HasPrefix(ver, "0.7.2-1 ii") {
 		t.Errorf("after upgrade: %q %v, want 0.7.2-1 installed", ver, err)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"text/template"
@@ -276,7 +277,19 @@ func BuildLinux(c *Config) ([]Artifact, error) {
 		format string
 	}
 	var jobs []job
+	known := map[string]bool{}
 	for _, p := range LinuxPackages() {
+		known[p.Name] = true
+	}
+	for _, name := range c.Packages {
+		if !known[name] {
+			return nil, fmt.Errorf("%w: unknown package %q", ErrBadConfig, name)
+		}
+	}
+	for _, p := range LinuxPackages() {
+		if len(c.Packages) > 0 && !slices.Contains(c.Packages, p.Name) {
+			continue
+		}
 		for _, format := range []string{"deb", "rpm"} {
 			jobs = append(jobs, job{p, format})
 		}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -70,6 +71,8 @@ type fixture struct {
 	csCert    string
 	csKey     string
 	cfg       *Config
+	pkgTool   string   // the postern-pkg program
+	pkgEnv    []string // its key environment
 	artifacts []Artifact
 	verify    VerificationFiles
 }
@@ -191,7 +194,8 @@ func buildFixture() (*fixture, error) {
 	}
 	// The packages are built by the postern-pkg program (not race-instrumented
 	// like this test binary), with the keys given as `make packages` gets them.
-	pkgTool := filepath.Join(dir, "postern-pkg")
+	f.pkgTool = filepath.Join(dir, "postern-pkg")
+	pkgTool := f.pkgTool
 	if _, err := runCmd(ctx, root, nil, "go", "build", "-o", pkgTool, "./cmd/postern-pkg"); err != nil {
 		return nil, err
 	}
@@ -199,11 +203,12 @@ func buildFixture() (*fixture, error) {
 	if err := os.WriteFile(passFile, []byte(f.gpgPass+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	out, err := runCmd(ctx, dir, []string{
+	f.pkgEnv = []string{
 		EnvGPGKeyFile + "=" + f.gpgKey, EnvGPGPassphrase + "=", EnvGPGPassphraseFile + "=" + passFile,
 		EnvCodeSignCert + "=" + f.csCert, EnvCodeSignKey + "=" + f.csKey, EnvCodeSignPKCS12 + "=",
 		EnvWintunDLL + "=", EnvMSITest + "=1", // no wintun.dll can be downloaded here; TestMSIRelease covers the release path
-	}, pkgTool, "--version", testVersion, "--arch", runtime.GOARCH, "--bin", f.bin, "--win-bin", f.win,
+	}
+	out, err := runCmd(ctx, dir, f.pkgEnv, pkgTool, "--version", testVersion, "--arch", runtime.GOARCH, "--bin", f.bin, "--win-bin", f.win,
 		"--connector-bin", runtime.GOARCH+"="+f.conn, "--out", f.out, "--targets", "all")
 	if err != nil {
 		return nil, err
@@ -313,6 +318,27 @@ func TestRPMSignatures(t *testing.T) {
 	if out, err := check(tamper(t, f.files("rpm")[0])); err == nil {
 		t.Errorf("rpmkeys accepted a tampered package:\n%s", out)
 	}
+	// Contents: settings are %config(noreplace), scriptlets manage the unit.
+	for _, p := range LinuxPackages() {
+		rpm := ""
+		for _, r := range f.files("rpm") {
+			if strings.HasPrefix(filepath.Base(r), p.Name+"-"+testVersion) {
+				rpm = r
+			}
+		}
+		if rpm == "" {
+			t.Fatalf("no rpm for %s", p.Name)
+		}
+		conf, err := runCmd(t.Context(), "", nil, "rpm", "-qp", "--configfiles", rpm)
+		if err != nil || !strings.Contains(conf, "/etc/default/"+p.DefaultFile) {
+			t.Errorf("%s: /etc/default/%s is not a config file: %q %v", p.Name, p.DefaultFile, conf, err)
+		}
+		scripts, err := runCmd(t.Context(), "", nil, "rpm", "-qp", "--scripts", rpm)
+		if err != nil || !strings.Contains(scripts, "postinstall scriptlet") || !strings.Contains(scripts, "preuninstall scriptlet") ||
+			!strings.Contains(scripts, "postuninstall scriptlet") || !strings.Contains(scripts, "UNIT="+p.Unit) {
+			t.Errorf("%s: scriptlets missing:\n%s %v", p.Name, scripts, err)
+		}
+	}
 }
 
 func msiTable(t *testing.T, msi, table string) string {
@@ -364,6 +390,12 @@ func TestMSI(t *testing.T) {
 	} {
 		if !strings.Contains(reg, want) {
 			t.Errorf("Registry table lacks %q:\n%s", want, reg)
+		}
+	}
+	// 64-bit components: the registry values land in the 64-bit view that preset.Load reads.
+	for _, line := range strings.Split(msiTable(t, msi, "Component"), "\n") {
+		if fields := strings.Split(line, "\t"); len(fields) >= 4 && strings.HasPrefix(fields[1], "{") && !slices.Contains([]string{"256", "260"}, fields[3]) {
+			t.Errorf("component %s is not 64-bit (attributes %s)", fields[0], fields[3])
 		}
 	}
 	if prop := msiTable(t, msi, "Property"); !strings.Contains(prop, "CONTROLLER_URL;SERVICE_KEY_FILE") {

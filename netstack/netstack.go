@@ -202,7 +202,7 @@ func (ns *Stack) onTCP(r *tcp.ForwarderRequest) {
 
 // Accept completes the handshake and returns the connection. The returned
 // conn supports CloseWrite and CloseRead for half-close.
-func (r *TCPRequest) Accept() (*gonet.TCPConn, error) {
+func (r *TCPRequest) Accept() (*TCPConn, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.done {
@@ -218,7 +218,7 @@ func (r *TCPRequest) Accept() (*gonet.TCPConn, error) {
 	r.req.Complete(false)
 	ep.SocketOptions().SetKeepAlive(true)
 	ep.SocketOptions().SetDelayOption(false)
-	return gonet.NewTCPConn(&wq, ep), nil
+	return &TCPConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep, wq: &wq}, nil
 }
 
 // Reject answers the request with a RST. It does nothing after Accept.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sort"
 	"sync"
 	"time"
 
@@ -27,12 +28,17 @@ const (
 // direct one before it starts on the relay (and migrates later).
 const directGrace = 300 * time.Millisecond
 
+// rankTimeout bounds the STUN probe that orders relays by latency.
+const rankTimeout = 300 * time.Millisecond
+
 // PathInfo describes the path a connection uses.
 type PathInfo struct {
 	Path       string `json:"path"`      // "direct" or "relay"
 	Transport  string `json:"transport"` // "udp" or "tls" (to the relay)
 	RemoteAddr string `json:"remote_addr"`
 	Relay      string `json:"relay,omitempty"` // relay name when relayed
+	// RTT is the connection's smoothed round-trip time (filled by Path).
+	RTT time.Duration `json:"rtt,omitempty"`
 }
 
 // DialerConfig configures the client side.
@@ -71,6 +77,8 @@ type Dialer struct {
 
 	mu    sync.Mutex
 	conns map[*quic.Conn]*dialState
+
+	releaseAfter time.Duration
 }
 
 type dialState struct {
@@ -131,7 +139,7 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open UDP socket %s: %w", cfg.ListenAddr, err)
 	}
-	d := &Dialer{cfg: cfg, log: cfg.Logger.With("part", "traversal"), udp: udp, tr: &quic.Transport{Conn: udp}, conns: map[*quic.Conn]*dialState{}}
+	d := &Dialer{cfg: cfg, log: cfg.Logger.With("part", "traversal"), udp: udp, tr: &quic.Transport{Conn: udp}, conns: map[*quic.Conn]*dialState{}, releaseAfter: releaseAfter}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.m = newMux(d.tr, "udp", d.log)
 	d.wg.Add(1)
@@ -150,7 +158,8 @@ func (d *Dialer) Transport() *quic.Transport { return d.tr }
 // LocalAddr is the plain socket's address.
 func (d *Dialer) LocalAddr() net.Addr { return d.udp.LocalAddr() }
 
-// Path returns the current path of a connection made by Dial.
+// Path returns the current path of a connection made by Dial, with its
+// smoothed round-trip time.
 func (d *Dialer) Path(c *quic.Conn) (PathInfo, bool) {
 	d.mu.Lock()
 	st := d.conns[c]
@@ -158,7 +167,9 @@ func (d *Dialer) Path(c *quic.Conn) (PathInfo, bool) {
 	if st == nil {
 		return PathInfo{}, false
 	}
-	return st.getPath(), true
+	p := st.getPath()
+	p.RTT = c.ConnectionStats().SmoothedRTT
+	return p, true
 }
 
 // Close closes every connection's relay resources and the socket.
@@ -199,6 +210,7 @@ func (d *Dialer) Dial(ctx context.Context, c controlapi.ConnectorInfo, tlsConf *
 	if err != nil {
 		return nil, PathInfo{}, fmt.Errorf("connection token for %s: %w", c.ID, err)
 	}
+	relays = d.rankRelays(ctx, relays)
 	var errs []error
 	for _, r := range relays {
 		conn, p, err := d.dialVia(ctx, c, r, cert, tlsConf, qc, token)
@@ -342,6 +354,9 @@ func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r cont
 			continue
 		}
 		ok = true
+		if p.Path == PathRelay {
+			l.markCarried()
+		}
 		st := &dialState{connector: c.ID, path: p, cur: l, legs: []*leg{l}}
 		d.track(conn, st)
 		d.wg.Add(1)
@@ -352,4 +367,45 @@ func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r cont
 		d.log.Info("connected", "connector", c.ID, "path", p.Path, "transport", p.Transport, "remote", p.RemoteAddr)
 		return conn, p, nil
 	}
+}
+
+// rankRelays orders relays by the round-trip time of one STUN binding from
+// the plain socket (answered within rankTimeout), the others after them in
+// their listed order: signaling and relaying go through the nearest relay.
+func (d *Dialer) rankRelays(ctx context.Context, relays []controlapi.RelayInfo) []controlapi.RelayInfo {
+	if len(relays) < 2 {
+		return relays
+	}
+	rtts := make([]time.Duration, len(relays))
+	var wg sync.WaitGroup
+	for i, r := range relays {
+		rtts[i] = time.Duration(1<<63 - 1)
+		server, err := net.ResolveUDPAddr("udp", r.UDPAddr)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, err := stunBinding()
+			if err != nil {
+				return
+			}
+			start := time.Now()
+			if _, err := d.m.transact(ctx, req, server, rankTimeout); err == nil {
+				rtts[i] = time.Since(start)
+			}
+		}()
+	}
+	wg.Wait()
+	idx := make([]int, len(relays))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return rtts[idx[a]] < rtts[idx[b]] })
+	out := make([]controlapi.RelayInfo, len(relays))
+	for i, j := range idx {
+		out[i] = relays[j]
+	}
+	return out
 }

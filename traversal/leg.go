@@ -28,11 +28,13 @@ type leg struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
-	alloc   *allocation
-	remotes []*net.UDPAddr
-	closed  bool
-	srflx   string
+	mu       sync.Mutex
+	alloc    *allocation
+	remotes  []*net.UDPAddr
+	closed   bool
+	srflx    string
+	carried  bool // a QUIC path has used the allocation's transport
+	released bool // the unused allocation was freed
 }
 
 // openLeg connects to relay r's signaling service, sends the offer and starts
@@ -84,6 +86,30 @@ func (l *leg) close() {
 	if al != nil {
 		al.close()
 	}
+}
+
+// markCarried records that a QUIC path uses the allocation (it must then
+// live as long as the connection).
+func (l *leg) markCarried() {
+	l.mu.Lock()
+	l.carried = true
+	l.mu.Unlock()
+}
+
+// releaseIdleAllocation frees the TURN allocation (and its quota slot) of a
+// leg whose connection never used it; a later repair allocates again.
+func (l *leg) releaseIdleAllocation() {
+	l.mu.Lock()
+	al := l.alloc
+	if al == nil || l.carried {
+		l.mu.Unlock()
+		return
+	}
+	l.alloc, l.released = nil, true
+	l.mu.Unlock()
+	l.s.detachFrom(al.m)
+	al.close()
+	l.d.log.Debug("released unused TURN allocation", "relay", l.relay.Name)
 }
 
 // pathFor describes a validated pair and returns the transport to use on it.

@@ -17,6 +17,7 @@ const (
 	repairMinBackoff = 500 * time.Millisecond
 	repairMaxBackoff = 10 * time.Second
 	repairWait       = 10 * time.Second // for a pair to the connection's address on a new leg
+	releaseAfter     = 30 * time.Second // direct this long: an unused allocation is freed
 )
 
 // maintain watches a connection for its whole life: while relayed it moves
@@ -34,12 +35,21 @@ func (d *Dialer) maintain(conn *quic.Conn, st *dialState, c controlapi.Connector
 		}
 	}()
 	remote, _ := conn.RemoteAddr().(*net.UDPAddr)
+	var directSince time.Time
 	for {
 		l := st.current()
 		if l == nil {
 			return
 		}
 		relayed := st.getPath().Path == PathRelay
+		switch {
+		case relayed:
+			directSince = time.Time{}
+		case directSince.IsZero():
+			directSince = time.Now()
+		case time.Since(directSince) > d.releaseAfter:
+			l.releaseIdleAllocation()
+		}
 		if !d.cfg.NoDirect {
 			// Learn the server-reflexive address again: while relayed, a
 			// first one (UDP was blocked before) lets the connector punch
@@ -187,6 +197,8 @@ func (d *Dialer) repairVia(ctx context.Context, conn *quic.Conn, st *dialState, 
 			} else if err := d.migrate(ctx, conn, st, tr, p); err != nil {
 				d.log.Info("repair: migrate", "relay", r.Name, "err", err)
 				continue
+			} else if p.Path == PathRelay {
+				l.markCarried()
 			}
 			st.mu.Lock()
 			old := st.cur

@@ -71,6 +71,22 @@ func (s *session) attach(m *mux) {
 	m.register(s.lufrag, s)
 }
 
+// detachFrom unregisters the session from one mux and forgets its targets.
+func (s *session) detachFrom(m *mux) {
+	s.mu.Lock()
+	for i, x := range s.muxes {
+		if x == m {
+			s.muxes = append(s.muxes[:i], s.muxes[i+1:]...)
+			break
+		}
+	}
+	delete(s.targets, m)
+	delete(s.validated, m)
+	delete(s.inflight, m)
+	s.mu.Unlock()
+	m.unregister(s.lufrag)
+}
+
 // detach unregisters the session from every mux.
 func (s *session) detach() {
 	s.mu.Lock()
@@ -205,8 +221,10 @@ func (s *session) check(ctx context.Context, m *mux, addr *net.UDPAddr, rufrag, 
 	k := addr.String()
 	defer func() {
 		s.mu.Lock()
-		if s.inflight[m][k]--; s.inflight[m][k] <= 0 {
-			delete(s.inflight[m], k)
+		if inf := s.inflight[m]; inf != nil {
+			if inf[k]--; inf[k] <= 0 {
+				delete(inf, k)
+			}
 		}
 		s.mu.Unlock()
 	}()

@@ -21,6 +21,7 @@ func main() {
 	var (
 		c         installer.Config
 		targets   = flag.String("targets", "all", "comma-separated: linux (deb+rpm), msi, oci, helm, all")
+		only      = flag.String("packages", "", "comma-separated Linux packages to build (default: all four)")
 		connector = flag.String("connector-bin", "", "static connector binaries for the image: GOARCH=PATH[,GOARCH=PATH]")
 	)
 	flag.StringVar(&c.Version, "version", version.Version, "package version")
@@ -32,6 +33,9 @@ func main() {
 	flag.BoolVar(&c.MSITestMode, "msi-test", false, "allow a test MSI without wintun.dll, labelled as such (also $"+installer.EnvMSITest+"=1)")
 	flag.BoolVar(&c.Unsigned, "unsigned", false, "development only: build without signing keys (file names say -unsigned)")
 	flag.Parse()
+	if *only != "" {
+		c.Packages = strings.Split(*only, ",")
+	}
 	c.Log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 	if err := run(&c, *targets, *connector); err != nil {

@@ -27,6 +27,7 @@ func main() {
 	ipv6 := fs.Bool("ipv6", false, "answer AAAA for resource names and route the IPv6 synthetic range")
 	socket := fs.String("socket", "", "local API socket (default STATE/posternd.sock)")
 	group := fs.String("socket-group", "", "group (name or gid) allowed to use the local API socket")
+	directOnly := fs.Bool("direct-only", false, "dial connectors only at the addresses they report (no relays or NAT traversal)")
 	verbose := fs.Bool("v", false, "debug logging")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	_ = fs.Parse(os.Args[1:])
@@ -51,7 +52,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := client.Run(ctx, client.RunOptions{
-		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks,
+		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks, DirectOnly: *directOnly,
 		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv6: *ipv6},
 		Logger: log,
 	})

@@ -32,6 +32,9 @@ var ErrUsage = errors.New("usage")
 
 const usage = `usage:
   postern-controller serve --data DIR --listen ADDR --public-url URL [--log-level LEVEL]
+                           [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file FILE
+                            [--oidc-groups-claim CLAIM] [--oidc-scopes LIST] [--oidc-redirect-url URL]...
+                            [--oidc-config FILE (default DATA/oidc.yaml)] ...]   (single sign-on, docs/sso.md)
   postern-controller apply --url URL --ca FILE --token-file FILE -f network.yaml [--dry-run]
   postern-controller connector-token --url URL --ca FILE --token-file FILE [--ttl 24h] NAME
   postern-controller relay-token     --url URL --ca FILE --token-file FILE [--ttl 24h] NAME
@@ -98,6 +101,7 @@ func serve(args []string, stderr io.Writer) error {
 	listen := fs.String("listen", ":8443", "HTTPS listen address")
 	public := fs.String("public-url", "", "URL clients, connectors and relays use to reach this controller (https://HOST:PORT)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	oidcFlags := addOIDCFlags(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -113,7 +117,11 @@ func serve(args []string, stderr io.Writer) error {
 		return fmt.Errorf("%w: --log-level: %v", ErrUsage, err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
-	c, err := controller.Open(controller.Config{DataDir: *data, PublicURL: *public, Logger: log})
+	oc, err := oidcFlags.config(fs, *data)
+	if err != nil {
+		return err
+	}
+	c, err := controller.Open(controller.Config{DataDir: *data, PublicURL: *public, Logger: log, OIDC: oc})
 	if err != nil {
 		return err
 	}

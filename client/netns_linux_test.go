@@ -50,7 +50,7 @@ func requireRoot(t testing.TB) {
 		}
 		t.Skip("needs root for network namespaces and TUN")
 	}
-	for _, tool := range []string{"ip", "curl"} {
+	for _, tool := range []string{"ip", "curl", "dig", "ping"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv("CI") == "true" {
 				t.Fatalf("%s is missing (run make deps)", tool)
@@ -399,6 +399,42 @@ func TestTUNThroughConnector(t *testing.T) {
 		t.Fatalf("100 MB transfer: %v\n%s\nwant %s", err, out, want)
 	}
 	t.Logf("100 MB through TUN, netstack, QUIC and connector in %v (%.0f Mbit/s)", el, float64(blobSize*8)/el.Seconds()/1e6)
+
+	// Upload with half-close: the server hashes what it gets until our FIN,
+	// then answers with the hash.
+	var sink net.Listener
+	inNS(t, l.srv, func() { sink, _ = net.Listen("tcp", "198.19.0.10:7000") })
+	if sink == nil {
+		t.Fatal("listen for the upload sink")
+	}
+	defer sink.Close()
+	go func() {
+		c, err := sink.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		_, _ = io.Copy(h, c)
+		_, _ = io.WriteString(c, hex.EncodeToString(h.Sum(nil)))
+	}()
+	up, err := dialIn(t, l.cli, "198.19.0.10:7000")
+	if err != nil {
+		t.Fatalf("dial upload sink: %v", err)
+	}
+	payload := make([]byte, 20<<20)
+	_, _ = rand.Read(payload)
+	sum := sha256.Sum256(payload)
+	if _, err := up.Write(payload); err != nil {
+		t.Fatalf("upload: %v", err)
+	}
+	_ = up.(*net.TCPConn).CloseWrite()
+	_ = up.SetReadDeadline(time.Now().Add(60 * time.Second))
+	got, err := io.ReadAll(up)
+	up.Close()
+	if err != nil || string(got) != hex.EncodeToString(sum[:]) {
+		t.Errorf("upload of 20 MiB with half-close: hash %q err %v", got, err)
+	}
 
 	// Refusals: a port outside the policy and a closed port inside it.
 	for _, port := range []string{"9999", "9090"} {
