@@ -98,13 +98,20 @@ func (r *runner) startServers(ctx context.Context) error {
 	return nil
 }
 
-// countFDs is the number of open descriptors of a process.
+// countFDs is the number of open sockets of a process.
 func countFDs(pid int) int {
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return -1
 	}
-	return len(ents)
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
 }
 
 // echoLeft waits up to timeout for the echo server's connections to drain

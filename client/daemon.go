@@ -599,6 +599,9 @@ func (d *Daemon) statusLocked() localapi.Status {
 	s.BytesDown = d.bytesDown.Load()
 	if d.pool != nil {
 		for _, c := range d.pool.snapshot() {
+			if !c.connected && c.total == 0 && c.active == 0 {
+				continue // known, never used
+			}
 			s.Connectors = append(s.Connectors, localapi.ConnectorStatus{
 				ID: c.info.ID, Name: c.info.Name, Network: c.info.Network,
 				Path: c.path.Path, Transport: c.path.Transport, RemoteAddr: c.path.RemoteAddr,

@@ -22,6 +22,7 @@ import (
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/pki"
+	"postern.dev/postern/traversal"
 	"postern.dev/postern/wire"
 )
 
@@ -73,8 +74,9 @@ type Connector struct {
 	state atomic.Pointer[State]
 	certs *certStore
 
-	udp *net.UDPConn
-	tr  *quic.Transport
+	udp   *net.UDPConn
+	tr    *quic.Transport
+	agent *traversal.ConnectorAgent // NAT traversal on tr (relays, STUN, hole punching)
 
 	policy atomic.Pointer[compiledPolicy]
 	met    *metrics
@@ -152,6 +154,14 @@ func Open(cfg Config) (*Connector, error) {
 		return nil, err
 	}
 	c.tr = &quic.Transport{Conn: c.udp, StatelessResetKey: resetKey}
+	if c.agent, err = c.newTraversalAgent(); err != nil {
+		c.tr.Close()
+		c.udp.Close()
+		return nil, err
+	}
+	if p := c.policy.Load(); p != nil {
+		c.setRelays(p.raw.Relays)
+	}
 	return c, nil
 }
 
@@ -364,6 +374,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	start("events", c.ctl.eventsLoop)
 	start("renew", c.ctl.renewLoop)
 	start("rotate", c.rotateLoop)
+	start("traversal", c.runTraversal)
 	wg.Wait()
 	select {
 	case err := <-errc:
@@ -460,6 +471,7 @@ func (c *Connector) applyPolicy(p controlapi.ConnectorPolicy) error {
 	c.policy.Store(cp)
 	c.met.policyRev.Set(float64(cp.rev))
 	c.enforce(cp)
+	c.setRelays(p.Relays)
 	if err := savePolicy(c.cfg.StateDir, p); err != nil {
 		c.log.Warn("policy applied but not stored", "err", err)
 	}

@@ -85,11 +85,17 @@ type Health struct {
 	ControllerReachable bool     `json:"controller_reachable"`
 	CertSHA256          []string `json:"cert_sha256"`
 	Addrs               []string `json:"addrs"`
+	// RelayLinks maps each relay id of the policy to whether the connector's
+	// signaling link to it is up.
+	RelayLinks map[string]bool `json:"relay_links,omitempty"`
+	// ReflexiveAddrs are the QUIC socket's public mappings learned from STUN.
+	ReflexiveAddrs []string `json:"reflexive_addrs,omitempty"`
 }
 
 // Health reports the connector's state.
 func (c *Connector) Health() Health {
-	h := Health{ConnectorID: c.ID(), ControllerReachable: c.controllerOK.Load(), CertSHA256: c.certs.digests(), Addrs: c.AdvertisedAddrs()}
+	h := Health{ConnectorID: c.ID(), ControllerReachable: c.controllerOK.Load(), CertSHA256: c.certs.digests(), Addrs: c.AdvertisedAddrs(),
+		RelayLinks: c.RelayLinks(), ReflexiveAddrs: c.ReflexiveAddrs()}
 	switch p := c.policy.Load(); {
 	case p == nil:
 		h.Status = "no policy"

@@ -132,6 +132,9 @@ var (
 	ErrNotAllowed       = errors.New("not allowed")
 	ErrUnauthenticated  = errors.New("not signed in")
 	ErrThrottled        = errors.New("too many attempts")
+	// ErrIdentityConflict: an external identity cannot be matched to a
+	// Postern user without taking over another identity's account.
+	ErrIdentityConflict = errors.New("identity conflict")
 )
 
 // Open loads or, on first start, creates a controller's state in cfg.DataDir:

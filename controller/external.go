@@ -66,10 +66,6 @@ func (c *Controller) SignInExternal(ctx context.Context, id ExternalIdentity, de
 	return resp, err
 }
 
-// ErrIdentityConflict is returned when an external identity cannot be
-// matched to a Postern user without taking over another identity's account.
-var ErrIdentityConflict = errors.New("identity conflict")
-
 func (c *Controller) signInExternal(ctx context.Context, id ExternalIdentity, dev controlapi.LoginRequest) (*controlapi.LoginResponse, int, error) {
 	email := strings.ToLower(strings.TrimSpace(id.Email))
 	if err := validEmail(email); err != nil {

@@ -95,3 +95,50 @@ func TestExternalSignIn(t *testing.T) {
 		t.Fatal("revoked session still listed")
 	}
 }
+
+// External users are keyed by issuer and subject: a network.yaml account is
+// linked on its first sign-in, email changes are followed, and no identity
+// takes over an account bound to another.
+func TestExternalIdentityKeying(t *testing.T) {
+	e := newTestController(t, t.TempDir(), nil)
+	e.apply(testYAML)
+	ctx := context.Background()
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	dev := controlapi.LoginRequest{DevicePublicKey: base64.StdEncoding.EncodeToString(pub)}
+	sign := func(sub, email string, groups ...string) (*controlapi.LoginResponse, error) {
+		return e.c.SignInExternal(ctx, ExternalIdentity{Method: "oidc", Issuer: "https://idp.example", Subject: sub, Email: email, Groups: groups}, dev)
+	}
+	// alice is a network.yaml account: linked, keeps her yaml groups.
+	lr, err := sign("a-1", "Alice@example.com", "ops")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := e.c.model().UserByEmail["alice@example.com"]
+	if lr.Principal.ID != alice.ID || alice.IdPSubject != "a-1" || alice.Source != "builtin" || !slices.Equal(lr.Principal.Groups, []string{"engineering", "ops"}) {
+		t.Fatalf("linked alice: %+v, record %+v", lr.Principal, alice)
+	}
+	// Another subject claiming her address is refused.
+	if _, err := sign("intruder", "alice@example.com"); !errors.Is(err, ErrIdentityConflict) {
+		t.Fatalf("second subject for alice: %v", err)
+	}
+	// An OIDC user renamed at the provider keeps its account.
+	d1, err := sign("d-1", "dana@example.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d2, err := sign("d-1", "dana.new@example.com")
+	if err != nil || d2.Principal.ID != d1.Principal.ID || d2.Principal.Name != "dana.new@example.com" {
+		t.Fatalf("renamed dana: %+v, %v (was %+v)", d2, err, d1.Principal)
+	}
+	if _, ok := e.c.model().UserByEmail["dana@example.com"]; ok {
+		t.Fatal("the old email is still a user")
+	}
+	// ... but not onto an address another account holds.
+	if _, err := sign("d-1", "bob@example.com"); !errors.Is(err, ErrIdentityConflict) {
+		t.Fatalf("rename onto bob: %v", err)
+	}
+	// The refused attempts made no users.
+	if n := len(e.c.model().Users); n != 3 {
+		t.Fatalf("%d users, want alice, bob and dana", n)
+	}
+}

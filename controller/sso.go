@@ -275,8 +275,9 @@ func (c *Controller) setupSSO() error {
 			Scopes: oc.Scopes, RedirectURLs: oc.RedirectURLs, FlowKey: key, FlowTTL: oc.FlowTTL, HTTPClient: oc.HTTPClient,
 		},
 		// Sign-in endpoints call the identity provider: a tighter budget per
-		// client IP than the API's (a device poll every second still fits).
-		limiter: newIPLimiter(2, 30),
+		// client IP than the API's, still enough for an office behind one
+		// NAT address signing in at 9 am.
+		limiter: newIPLimiter(10, 100),
 	}
 	if err := s.discover(context.Background()); err != nil {
 		if !errors.Is(err, oidcauth.ErrIdP) {

@@ -48,7 +48,7 @@ func BuildHelmChart(c *Config) (Artifact, error) {
 		rel := path.Join("postern-connector", p[len(chartDir)+1:])
 		if rel == "postern-connector/Chart.yaml" {
 			b = chartVersionRe.ReplaceAll(b, []byte("version: "+v))
-			b = chartAppVersionRe.ReplaceAll(b, []byte("appVersion: "+strconv.Quote(v)))
+			b = chartAppVersionRe.ReplaceAll(b, []byte("appVersion: "+strconv.Quote(ImageTag(c.Version))))
 		}
 		if err := tw.WriteHeader(&tar.Header{Name: rel, Mode: 0o644, Size: int64(len(b)), ModTime: mt, Typeflag: tar.TypeReg}); err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -166,15 +167,30 @@ func renderScripts(stage string, p LinuxPackage) (nfpm.Scripts, error) {
 	return s, nil
 }
 
-// packageVersion turns a build version into one dpkg and rpm accept: a leading
-// "v" is dropped; a version not starting with a digit (a bare git hash) becomes
-// 0.0.0 with the hash as build metadata.
+var (
+	releaseVersionRe  = regexp.MustCompile(`^[0-9]+\.[0-9]+(\.[0-9]+)?([-+~][0-9A-Za-z.~+-]*)?$`)
+	describeVersionRe = regexp.MustCompile(`^([0-9]+\.[0-9]+\.[0-9]+)-([0-9]+)-g([0-9a-f]+)(-dirty)?$`)
+	nonVersionChars   = regexp.MustCompile(`[^0-9A-Za-z.-]+`)
+)
+
+// packageVersion turns a build version into one dpkg and rpm accept and order
+// correctly: a leading "v" is dropped; `git describe` output past a tag
+// (1.2.0-3-gabc123) becomes 1.2.0+git.3.gabc123, sorting after 1.2.0; anything
+// that is not a version (a bare hash like 1f145d5-dirty) becomes 0.0.0 with
+// the hash as build metadata.
 func packageVersion(v string) string {
 	v = strings.TrimPrefix(v, "v")
-	if v == "" || v[0] < '0' || v[0] > '9' {
-		return "0.0.0+git." + v
+	if m := describeVersionRe.FindStringSubmatch(v); m != nil {
+		out := m[1] + "+git." + m[2] + ".g" + m[3]
+		if m[4] != "" {
+			out += ".dirty"
+		}
+		return out
 	}
-	return v
+	if releaseVersionRe.MatchString(v) {
+		return v
+	}
+	return "0.0.0+git." + strings.Trim(nonVersionChars.ReplaceAllString(v, "."), ".")
 }
 
 func (c *Config) nfpmInfo(stage string, p LinuxPackage) (*nfpm.Info, error) {

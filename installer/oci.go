@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -44,6 +45,12 @@ func sourceDate() time.Time {
 		}
 	}
 	return time.Unix(0, 0).UTC()
+}
+
+// ImageTag is the image tag (and the chart's appVersion) of a build version:
+// the package version with "+" (not allowed in tags) replaced by "_".
+func ImageTag(version string) string {
+	return strings.ReplaceAll(packageVersion(version), "+", "_")
 }
 
 // checkStaticELF verifies that path is a statically linked Linux binary for
@@ -217,7 +224,7 @@ func BuildConnectorImage(c *Config, binaries map[string]string) (Artifact, error
 	if err != nil {
 		return Artifact{}, fmt.Errorf("create image layout: %w", err)
 	}
-	ref := ConnectorImageName + ":" + packageVersion(c.Version)
+	ref := ConnectorImageName + ":" + ImageTag(c.Version)
 	for _, arch := range sortedKeys(binaries) {
 		img, err := ConnectorImage(binaries[arch], arch, c.Version)
 		if err != nil {
@@ -226,7 +233,7 @@ func BuildConnectorImage(c *Config, binaries map[string]string) (Artifact, error
 		if err := p.AppendImage(img,
 			layout.WithPlatform(v1.Platform{OS: "linux", Architecture: arch}),
 			layout.WithAnnotations(map[string]string{
-				"org.opencontainers.image.ref.name": packageVersion(c.Version),
+				"org.opencontainers.image.ref.name": ImageTag(c.Version),
 				"io.containerd.image.name":          "docker.io/" + ref,
 			})); err != nil {
 			return Artifact{}, fmt.Errorf("write connector image (%s): %w", arch, err)

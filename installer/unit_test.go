@@ -14,15 +14,28 @@ import (
 
 func TestPackageVersion(t *testing.T) {
 	for in, want := range map[string]string{
-		"1.2.3":           "1.2.3",
-		"v1.2.3":          "1.2.3",
-		"0.1.0-dev":       "0.1.0-dev",
-		"a1b2c3d-dirty":   "0.0.0+git.a1b2c3d-dirty",
-		"v2.0.0-rc.1-3-g": "2.0.0-rc.1-3-g",
+		"1.2.3":                 "1.2.3",
+		"v1.2.3":                "1.2.3",
+		"0.1.0-dev":             "0.1.0-dev",
+		"a1b2c3d-dirty":         "0.0.0+git.a1b2c3d-dirty",
+		"1f145d5-dirty":         "0.0.0+git.1f145d5-dirty",
+		"1f145d5":               "0.0.0+git.1f145d5",
+		"v2.0.0-rc.1":           "2.0.0-rc.1",
+		"v1.2.0-3-gabc123":      "1.2.0+git.3.gabc123",
+		"1.2.0-3-gabc123-dirty": "1.2.0+git.3.gabc123.dirty",
 	} {
 		if got := packageVersion(in); got != want {
 			t.Errorf("packageVersion(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestImageTag(t *testing.T) {
+	if got := ImageTag("1f145d5-dirty"); got != "0.0.0_git.1f145d5-dirty" {
+		t.Errorf("ImageTag = %q", got)
+	}
+	if got := ImageTag("v1.4.0"); got != "1.4.0" {
+		t.Errorf("ImageTag = %q", got)
 	}
 }
 

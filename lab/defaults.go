@@ -2,7 +2,7 @@ package lab
 
 // DefaultReachableConnectors is the default of Options.ReachableConnectors
 // for `postern-lab demo`/`up` and the end-to-end suite (which also reads
-// POSTERN_LAB_REACHABLE_CONNECTORS). It is true until NAT traversal (ICE
-// through the relay) lands; then it becomes false, the real topology in
-// which the corporate NAT admits nothing inbound.
-const DefaultReachableConnectors = true
+// POSTERN_LAB_REACHABLE_CONNECTORS). It is false: the real topology, in which
+// the corporate NAT admits nothing inbound and clients reach connectors only
+// through NAT traversal (STUN and TURN on the relay, hole punching).
+const DefaultReachableConnectors = false

@@ -126,8 +126,11 @@ func (p *Provider) RunRefresher(ctx context.Context, st SessionStore, interval t
 		case <-t.C:
 		}
 		up, rev, err := p.RefreshDue(ctx, st)
-		if up > 0 || rev > 0 {
+		switch {
+		case rev > 0:
 			log.Info("oidc refresh", "updated", up, "revoked", rev)
+		case up > 0:
+			log.Debug("oidc refresh", "updated", up)
 		}
 		if err != nil && ctx.Err() == nil {
 			log.Warn("oidc refresh", "err", err)
