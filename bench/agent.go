@@ -79,6 +79,7 @@ func AgentMain(ctx context.Context, args []string, stdout io.Writer) error {
 	qname := fs.String("name", "", "DNS name to query")
 	zone := fs.String("zone", "", "dns-upstream: zone")
 	record := fs.String("record", "", "dns-upstream: NAME=IP")
+	timeout := fs.Duration("timeout", time.Minute, "hold: stop opening flows after this long")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: agent %s: %v", ErrBadAgentArgs, name, err)
 	}
@@ -104,7 +105,9 @@ func AgentMain(ctx context.Context, args []string, stdout io.Writer) error {
 	case "setup":
 		res, err = ConnectionSetup(ctx, *addr, *workers, *dur)
 	case "hold":
-		return Hold(ctx, *addr, *n, *workers, stdout, os.Stdin)
+		hctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		return Hold(hctx, ctx, *addr, *n, *workers, stdout, os.Stdin)
 	case "dns":
 		if *qname == "" {
 			return fmt.Errorf("%w: agent dns: --name is required", ErrBadAgentArgs)
@@ -306,10 +309,10 @@ func ConnectionSetup(ctx context.Context, addr string, workers int, d time.Durat
 	return res, nil
 }
 
-// Hold opens n connections (workers at a time), checks each end to end with
-// one 64-byte request/response, prints a HoldResult line and keeps them
-// open, idle, until stdin reaches EOF or ctx ends.
-func Hold(ctx context.Context, addr string, n, workers int, stdout io.Writer, stdin io.Reader) error {
+// Hold opens n connections (workers at a time, until openCtx ends), checks
+// each end to end with one 64-byte request/response, prints a HoldResult
+// line and keeps them open, idle, until stdin reaches EOF or ctx ends.
+func Hold(openCtx, ctx context.Context, addr string, n, workers int, stdout io.Writer, stdin io.Reader) error {
 	start := time.Now()
 	conns := make([]net.Conn, n)
 	var nerr atomic.Int64
@@ -327,10 +330,10 @@ func Hold(ctx context.Context, addr string, n, workers int, stdout io.Writer, st
 			dl := net.Dialer{Timeout: 10 * time.Second}
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= n || ctx.Err() != nil {
+				if i >= n || openCtx.Err() != nil {
 					return
 				}
-				c, err := dl.DialContext(ctx, "tcp", addr)
+				c, err := dl.DialContext(openCtx, "tcp", addr)
 				if err == nil {
 					_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 					if _, err = c.Write(buf); err == nil {

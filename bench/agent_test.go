@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +49,7 @@ func TestAgentsAgainstEcho(t *testing.T) {
 	}
 	var out bytes.Buffer
 	in := strings.NewReader("") // EOF at once: hold returns after reporting
-	if err := Hold(ctx, addr, 50, 8, &out, in); err != nil {
+	if err := Hold(ctx, ctx, addr, 50, 8, &out, in); err != nil {
 		t.Fatal(err)
 	}
 	var hr HoldResult
@@ -132,5 +133,30 @@ func TestEvaluateAndMarkdown(t *testing.T) {
 		if !strings.Contains(md, frag) {
 			t.Errorf("markdown lacks %q", frag)
 		}
+	}
+}
+
+func TestReportRoundTrip(t *testing.T) {
+	rep := &Report{Mode: "full", RateLimit: "1gbit", Tunnels: []TunnelResult{
+		{Key: TunPosternDirect, Label: "Postern (direct)", Metrics: map[string]Summary{MTputUp1: Summarize([]float64{1, 2, 3}), MSetupP50: Summarize(nil)}},
+	}}
+	rep.Evaluate()
+	dir := t.TempDir()
+	if err := rep.Write(dir, filepath.Join(dir, "b.md")); err != nil {
+		t.Fatal(err)
+	}
+	back, err := LoadReport(filepath.Join(dir, "latest-full.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := back.Tunnels[0].Metrics[MTputUp1]
+	if s.Median != 2 || s.Min != 1 || s.Max != 3 || s.N != 3 {
+		t.Fatalf("round trip: %+v", s)
+	}
+	if back.Tunnels[0].Metrics[MSetupP50].Valid() {
+		t.Fatal("empty summary became valid")
+	}
+	if len(back.Targets) != len(rep.Targets) {
+		t.Fatalf("targets %d, want %d", len(back.Targets), len(rep.Targets))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"os/exec"
@@ -83,7 +84,7 @@ func (r *runner) iperf(ctx context.Context, t *tunnel, secs float64, extra ...st
 func (r *runner) cpuCell(ctx context.Context, t *tunnel) (map[string]float64, error) {
 	pids := t.pids()
 	c0 := totalCPU(pids)
-	res, err := r.iperf(ctx, t, r.opts.Cell.Seconds(), "-b", r.opts.FixedRate)
+	res, err := r.iperf(ctx, t, r.opts.ShortCell.Seconds(), "-b", r.opts.FixedRate)
 	c1 := totalCPU(pids)
 	if err != nil {
 		return nil, err
@@ -126,9 +127,14 @@ func (r *runner) memCell(ctx context.Context, t *tunnel, n int) (float64, error)
 		return math.NaN(), fmt.Errorf("no tunnel process")
 	}
 	before := totalRSS(pids)
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	openFor := 25 * time.Second
+	if r.opts.Quick {
+		openFor = 20 * time.Second
+	}
+	cctx, cancel := context.WithTimeout(ctx, openFor+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, "ip", append([]string{"netns", "exec", t.ns}, r.agentArgs("hold", "--addr", t.echoAddr(), "--n", fmt.Sprint(n), "--workers", "64")...)...)
+	cmd := exec.CommandContext(cctx, "ip", append([]string{"netns", "exec", t.ns}, r.agentArgs("hold", "--addr", t.echoAddr(),
+		"--n", fmt.Sprint(n), "--workers", "64", "--timeout", openFor.String())...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -162,7 +168,12 @@ func (r *runner) memCell(ctx context.Context, t *tunnel, n int) (float64, error)
 	time.Sleep(500 * time.Millisecond)
 	after := totalRSS(t.memPids())
 	if hr.Opened < n {
-		return 0, fmt.Errorf("only %d of %d flows opened (first error: %s)", hr.Opened, n, hr.FirstError)
+		msg := fmt.Sprintf("only %d of %d flows opened in %.0f s (%d failed; first error: %s)", hr.Opened, n, hr.Seconds, hr.Errors, hr.FirstError)
+		if hr.Opened < n*9/10 {
+			return 0, errors.New(msg)
+		}
+		// Nearly all: report per opened flow, and say what failed.
+		r.cellErr(t, fmt.Sprintf("%d idle flows: %s", n, msg))
 	}
 	return float64(after-before) / float64(hr.Opened) / 1024, nil
 }

@@ -62,7 +62,7 @@ func (r *Report) Markdown() string {
 	}
 	fmt.Fprintf(&b, "**Load average** (1, 5, 15 min) at start / end: %s — the machine is shared, so absolute figures move between runs; compare rows within a run.  \n", strings.Join(r.Machine.LoadAvg, " / "))
 	fmt.Fprintf(&b, "**Tools:** %s.\n\n", strings.Join(tools, "; "))
-	fmt.Fprintf(&b, "Every cell ran %d time(s), interleaved (for each repeat, each cell runs on every tunnel in turn, in an order that rotates with the repeat); tables show the **median** and, in small type, the min–max spread. Throughput cells last %.1f s each.\n\n", r.Repeats, r.CellSeconds)
+	fmt.Fprintf(&b, "Every cell ran %d time(s), interleaved (for each repeat, each cell runs on every tunnel in turn, in an order that rotates with the repeat); tables show the **median** and, in small type, the min–max spread. Single-flow throughput cells last %.0f s, the 4-flow, 64-flow, tbf and CPU cells %.0f s, latency and setup cells %.1f s.\n\n", r.Repeats, r.CellSeconds, r.ShortCellSeconds, r.ProbeSeconds)
 
 	b.WriteString("## Targets (issue 10, and the datapath issues 4 and 5)\n\n")
 	b.WriteString("| target | Postern row | measured | threshold | status | for comparison |\n|---|---|---:|---:|---|---|\n")
@@ -71,6 +71,19 @@ func (r *Report) Markdown() string {
 		fmt.Fprintf(&b, "| %s | %s | %s %s | %s | %s | %s |\n", t.Name, t.Tunnel, fmtNum(t.Value), t.Unit, fmtNum(t.Threshold), st, t.Reference)
 	}
 	b.WriteString("\n")
+
+	if f := r.Findings(); len(f) > 0 {
+		b.WriteString("In this run:\n\n")
+		for _, x := range f {
+			b.WriteString("- " + x + "\n")
+		}
+		b.WriteString("\n")
+	}
+	if r.Analysis != "" {
+		b.WriteString("## Analysis: where the time goes and what to change\n\n")
+		b.WriteString(strings.TrimSpace(r.Analysis))
+		b.WriteString("\n\n")
+	}
 
 	b.WriteString("## Throughput (iperf3, Gbit/s)\n\n")
 	b.WriteString("Client host → server host unless marked “down” (iperf3 `-R`). Fairness is Jain's index over the 64 flows' receive rates (1 = perfectly fair). ")

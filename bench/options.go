@@ -15,6 +15,9 @@ type Options struct {
 	// Cell is the length of one throughput cell, whole seconds (default
 	// 2 s, quick 1 s).
 	Cell time.Duration
+	// ShortCell is the length of the 4-flow, 64-flow, tbf and CPU cells
+	// (default 1 s).
+	ShortCell time.Duration
 	// Probe is the length of a latency, setup or DNS cell (default 1 s,
 	// quick 0.5 s).
 	Probe time.Duration
@@ -64,6 +67,10 @@ func (o *Options) defaults() {
 			o.Cell = time.Second
 		}
 	}
+	o.ShortCell = o.ShortCell.Round(time.Second)
+	if o.ShortCell < time.Second {
+		o.ShortCell = time.Second
+	}
 	if o.Probe <= 0 {
 		o.Probe = time.Second
 		if o.Quick {
@@ -91,7 +98,7 @@ func (o *Options) defaults() {
 		o.RateLimit = "1gbit"
 	}
 	if o.GoBenchTime == "" {
-		o.GoBenchTime = "200ms"
+		o.GoBenchTime = "100ms"
 	}
 	if o.RepoDir == "" {
 		o.RepoDir = "."

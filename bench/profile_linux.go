@@ -74,7 +74,7 @@ func (r *runner) profile(ctx context.Context) {
 		ps.Error = fmt.Sprintf("perf report: %v (%s)", err, oneLine(recOut.String(), 300))
 		return
 	}
-	ps.Top, ps.Packages = parsePerfReport(string(out))
+	ps.Top, ps.Packages, ps.Categories = parsePerfReport(string(out))
 	if len(r.opts.ResultsDir) > 0 {
 		f := filepath.Join(r.opts.ResultsDir, "profile-"+r.rep.Mode+".txt")
 		if os.MkdirAll(r.opts.ResultsDir, 0o755) == nil && os.WriteFile(f, out, 0o644) == nil {
@@ -167,7 +167,8 @@ func gnuBuildID(path string) (string, error) {
 // parsePerfReport reads `perf report --stdio --sort comm,dso,sym` lines
 // ("  12.34%  posternd  posternd  [.] runtime.memmove"); unresolved kernel
 // addresses (kptr_restrict) are merged into one line per process.
-func parsePerfReport(out string) (top []ProfileLine, pkgs []ProfileLine) {
+func parsePerfReport(out string) (top []ProfileLine, pkgs []ProfileLine, cats map[string]float64) {
+	cats = map[string]float64{}
 	var all []ProfileLine
 	kernel := map[string]float64{}
 	bucket := map[[2]string]float64{}
@@ -186,14 +187,28 @@ func parsePerfReport(out string) (top []ProfileLine, pkgs []ProfileLine) {
 		if err != nil {
 			continue
 		}
-		comm, obj, sym := f[1], f[2], strings.Join(f[4:], " ")
+		// The object may span several fields ("posternd (deleted)"); the
+		// symbol follows the "[.]" or "[k]" marker.
+		mark := -1
+		for i := 2; i < len(f); i++ {
+			if f[i] == "[.]" || f[i] == "[k]" {
+				mark = i
+				break
+			}
+		}
+		if mark < 3 || mark == len(f)-1 {
+			continue
+		}
+		comm, obj, sym := f[1], strings.Join(f[2:mark], " "), strings.Join(f[mark+1:], " ")
 		if strings.HasPrefix(obj, "[kernel") {
 			kernel[comm] += pct
 			bucket[[2]string{comm, "kernel"}] += pct
+			cats[profileCategory("kernel")] += pct
 			continue
 		}
 		all = append(all, ProfileLine{Percent: pct, Command: comm, Object: obj, Symbol: sym})
 		bucket[[2]string{comm, symbolPackage(sym)}] += pct
+		cats[profileCategory(symbolPackage(sym))] += pct
 	}
 	for comm, pct := range kernel {
 		all = append(all, ProfileLine{Percent: pct, Command: comm, Object: "[kernel]", Symbol: "kernel (syscalls, UDP/TUN I/O; symbols hidden by kptr_restrict)"})
@@ -209,7 +224,31 @@ func parsePerfReport(out string) (top []ProfileLine, pkgs []ProfileLine) {
 	if len(pkgs) > 20 {
 		pkgs = pkgs[:20]
 	}
-	return all, pkgs
+	return all, pkgs, cats
+}
+
+// profileCategory groups a Go package (or "kernel") into a coarse part of
+// the data path.
+func profileCategory(pkg string) string {
+	switch {
+	case pkg == "kernel":
+		return "kernel (syscalls, UDP and TUN I/O)"
+	case strings.HasPrefix(pkg, "github.com/quic-go"):
+		return "quic-go"
+	case strings.HasPrefix(pkg, "crypto/"), strings.HasPrefix(pkg, "golang.org/x/crypto"):
+		return "crypto (AES-GCM)"
+	case strings.HasPrefix(pkg, "gvisor.dev"):
+		return "gVisor netstack"
+	case strings.HasPrefix(pkg, "golang.zx2c4.com/wireguard/tun"):
+		return "TUN offload (wireguard/tun)"
+	case strings.HasPrefix(pkg, "postern.dev"):
+		return "Postern's own code"
+	case pkg == "runtime" || pkg == "sync" || strings.HasPrefix(pkg, "internal/runtime") || strings.HasPrefix(pkg, "sync/"):
+		return "Go runtime (memmove, scheduler, GC, locks)"
+	case strings.HasPrefix(pkg, "golang.org/x/net") || pkg == "syscall" || pkg == "internal/poll" || pkg == "net":
+		return "socket wrappers (x/net, syscall, net)"
+	}
+	return "other"
 }
 
 // symbolPackage is the Go package path of a symbol

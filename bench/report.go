@@ -16,22 +16,27 @@ import (
 
 // Report is the outcome of one run (written as JSON and Markdown).
 type Report struct {
-	Started      time.Time       `json:"started"`
-	Finished     time.Time       `json:"finished"`
-	DurationSec  float64         `json:"duration_s"`
-	Mode         string          `json:"mode"`
-	Repeats      int             `json:"repeats"`
-	CellSeconds  float64         `json:"cell_s"`
-	FixedRate    string          `json:"cpu_cell_rate"`
-	RateLimit    string          `json:"tbf_rate"`
-	Commit       string          `json:"commit"`
-	Machine      Machine         `json:"machine"`
-	Tunnels      []TunnelResult  `json:"tunnels"`
-	Targets      []TargetResult  `json:"targets"`
-	GoBench      []GoBenchResult `json:"go_benchmarks,omitempty"`
-	GoBenchError string          `json:"go_benchmarks_error,omitempty"`
-	Profile      *ProfileSummary `json:"profile,omitempty"`
-	Notes        []string        `json:"notes,omitempty"`
+	Started          time.Time       `json:"started"`
+	Finished         time.Time       `json:"finished"`
+	DurationSec      float64         `json:"duration_s"`
+	Mode             string          `json:"mode"`
+	Repeats          int             `json:"repeats"`
+	CellSeconds      float64         `json:"cell_s"`
+	ShortCellSeconds float64         `json:"short_cell_s"`
+	ProbeSeconds     float64         `json:"probe_s"`
+	FixedRate        string          `json:"cpu_cell_rate"`
+	RateLimit        string          `json:"tbf_rate"`
+	Commit           string          `json:"commit"`
+	Machine          Machine         `json:"machine"`
+	Tunnels          []TunnelResult  `json:"tunnels"`
+	Targets          []TargetResult  `json:"targets"`
+	GoBench          []GoBenchResult `json:"go_benchmarks,omitempty"`
+	GoBenchError     string          `json:"go_benchmarks_error,omitempty"`
+	Profile          *ProfileSummary `json:"profile,omitempty"`
+	Notes            []string        `json:"notes,omitempty"`
+	// Analysis is the hand-written reading of the results
+	// (bench/analysis.md), rendered into the Markdown; not stored in JSON.
+	Analysis string `json:"-"`
 }
 
 // Machine describes where the run happened.
@@ -85,8 +90,11 @@ type ProfileSummary struct {
 	Top     []ProfileLine `json:"top"`
 	// Packages sums self time by process and Go package (or "kernel").
 	Packages []ProfileLine `json:"packages"`
-	Error    string        `json:"error,omitempty"`
-	Files    []string      `json:"files,omitempty"`
+	// Categories sums self time over every symbol by part of the data
+	// path (kernel, quic-go, crypto, gVisor, runtime, ...).
+	Categories map[string]float64 `json:"categories,omitempty"`
+	Error      string             `json:"error,omitempty"`
+	Files      []string           `json:"files,omitempty"`
 }
 
 // ProfileLine is one symbol of the profile.

@@ -67,7 +67,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 		return nil, fmt.Errorf("log dir: %w", err)
 	}
 	start := time.Now()
-	r.rep = &Report{Started: start.UTC(), Mode: "full", Repeats: opts.Repeats, CellSeconds: opts.Cell.Seconds(),
+	r.rep = &Report{Started: start.UTC(), Mode: "full", Repeats: opts.Repeats, CellSeconds: opts.Cell.Seconds(), ShortCellSeconds: opts.ShortCell.Seconds(), ProbeSeconds: opts.Probe.Seconds(),
 		FixedRate: opts.FixedRate, RateLimit: opts.RateLimit, Machine: describeMachine(ctx), Commit: gitCommit(ctx, opts.RepoDir)}
 	if opts.Quick {
 		r.rep.Mode = "quick"
@@ -100,6 +100,9 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	r.rep.Machine.LoadAvg = append(r.rep.Machine.LoadAvg, loadAvg())
 	r.rep.DurationSec = time.Since(start).Seconds()
 	r.rep.Evaluate()
+	if b, err := os.ReadFile(filepath.Join(opts.RepoDir, "bench", "analysis.md")); err == nil {
+		r.rep.Analysis = string(b)
+	}
 	if err := r.rep.Write(opts.ResultsDir, opts.DocPath); err != nil {
 		return r.rep, err
 	}
@@ -179,6 +182,13 @@ func (r *runner) wants(key string) bool {
 
 // setup builds the topology, starts the servers and brings up every tunnel.
 func (r *runner) setup(ctx context.Context) error {
+	if r.wants(TunPosternDirect) || r.wants(TunPosternRelay) {
+		// Run the Postern programs from a copy taken now: other people may
+		// rebuild bin/ while the benchmark runs.
+		if err := r.snapshotBin(); err != nil {
+			return err
+		}
+	}
 	if r.opts.Profile && (r.wants(TunPosternDirect) || r.wants(TunPosternRelay)) {
 		// Right away, while the tree still matches what make build put in
 		// bin/ (other people may be editing it).
@@ -264,6 +274,7 @@ type cell struct {
 
 func (r *runner) cells() []cell {
 	sec := r.opts.Cell.Seconds()
+	short := r.opts.ShortCell.Seconds()
 	c := []cell{
 		{name: "1 flow up", run: func(ctx context.Context, t *tunnel) (map[string]float64, error) {
 			res, err := r.iperf(ctx, t, sec)
@@ -274,15 +285,15 @@ func (r *runner) cells() []cell {
 			return map[string]float64{MTputDown1: res.gbps()}, err
 		}},
 		{name: "4 flows", run: func(ctx context.Context, t *tunnel) (map[string]float64, error) {
-			res, err := r.iperf(ctx, t, sec, "-P", "4")
+			res, err := r.iperf(ctx, t, short, "-P", "4")
 			return map[string]float64{MTputUp4: res.gbps()}, err
 		}},
 		{name: "64 flows", run: func(ctx context.Context, t *tunnel) (map[string]float64, error) {
-			res, err := r.iperf(ctx, t, sec, "-P", "64")
+			res, err := r.iperf(ctx, t, short, "-P", "64")
 			return map[string]float64{MTputUp64: res.gbps(), MFairness64: res.jain()}, err
 		}},
 		{name: "1 flow under " + r.opts.RateLimit + " tbf", run: func(ctx context.Context, t *tunnel) (map[string]float64, error) {
-			res, err := r.iperf(ctx, t, sec)
+			res, err := r.iperf(ctx, t, short)
 			return map[string]float64{MTbf: res.gbps()}, err
 		}, before: func(ctx context.Context) error { return r.topo.setRateLimit(ctx, r.opts.RateLimit) },
 			after: func(ctx context.Context) error { return r.topo.setRateLimit(ctx, "") }},
@@ -428,3 +439,23 @@ func sortedStrings(s []string) []string {
 
 // errIperf marks an iperf3 failure.
 var errIperf = errors.New("iperf3")
+
+// snapshotBin copies the Postern programs into the work directory and
+// points BinDir there.
+func (r *runner) snapshotBin() error {
+	dst := filepath.Join(r.work, "bin")
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return fmt.Errorf("snapshot bin: %w", err)
+	}
+	for _, p := range []string{"postern-controller", "postern-relay", "postern-connector", "posternd", "postern"} {
+		b, err := os.ReadFile(filepath.Join(r.opts.BinDir, p))
+		if err != nil {
+			return fmt.Errorf("%w: %s (run make build)", ErrMissingTool, filepath.Join(r.opts.BinDir, p))
+		}
+		if err := os.WriteFile(filepath.Join(dst, p), b, 0o755); err != nil {
+			return fmt.Errorf("snapshot bin: %w", err)
+		}
+	}
+	r.opts.BinDir = dst
+	return nil
+}

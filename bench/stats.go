@@ -118,3 +118,15 @@ func (s Summary) MarshalJSON() ([]byte, error) {
 		Values []float64 `json:"values"`
 	}{jsonNum(s.Median), jsonNum(s.Min), jsonNum(s.Max), s.N, s.Values})
 }
+
+// UnmarshalJSON rebuilds a summary from its values.
+func (s *Summary) UnmarshalJSON(b []byte) error {
+	var v struct {
+		Values []float64 `json:"values"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = Summarize(v.Values)
+	return nil
+}

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"postern.dev/postern/controlapi"
@@ -25,7 +26,24 @@ type controlClient struct {
 	base  *url.URL
 	http  *http.Client
 	token string // session token; "" before login
+
+	// ended is closed the first time the controller answers 401 to a call
+	// made with the session token: the session is over (revoked, device
+	// removed, expired), whichever call noticed it.
+	endOnce sync.Once
+	ended   chan struct{}
 }
+
+// markEnded records a 401 answered to the session token.
+func (c *controlClient) markEnded(status int) {
+	if status != http.StatusUnauthorized || c.token == "" {
+		return
+	}
+	c.endOnce.Do(func() { close(c.ended) })
+}
+
+// sessionEnded is closed once the controller refused the session.
+func (c *controlClient) sessionEnded() <-chan struct{} { return c.ended }
 
 // newControlClient builds an HTTPS client that trusts caPEM (when set) or
 // the system roots.
@@ -52,8 +70,12 @@ func newControlClient(rawURL, caPEM, token string) (*controlClient, error) {
 		ForceAttemptHTTP2:   true,
 		IdleConnTimeout:     90 * time.Second,
 		Proxy:               nil,
+		// Health checks: a connection that died under us (the device roamed
+		// to another network, NAT rebinding) is noticed within seconds
+		// instead of hanging requests until TCP gives up.
+		HTTP2: &http.HTTP2Config{SendPingTimeout: 3 * time.Second, PingTimeout: 3 * time.Second, WriteByteTimeout: 10 * time.Second},
 	}
-	return &controlClient{base: u, http: &http.Client{Transport: tr}, token: token}, nil
+	return &controlClient{base: u, http: &http.Client{Transport: tr}, token: token, ended: make(chan struct{})}, nil
 }
 
 func (c *controlClient) close() {
@@ -111,6 +133,7 @@ func (c *controlClient) do(ctx context.Context, method, path string, in, out any
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
+		c.markEnded(resp.StatusCode)
 		return httpError(path, resp)
 	}
 	if out == nil {
@@ -185,6 +208,7 @@ func (c *controlClient) policyStream(ctx context.Context, rev int64, connected f
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
+		c.markEnded(resp.StatusCode)
 		return httpError(controlapi.PathClientPolicy, resp)
 	}
 	connected()
@@ -213,6 +237,8 @@ func (c *controlClient) policyStream(ctx context.Context, rev int64, connected f
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-c.ended:
+			return ErrSessionEnded
 		case err := <-errc:
 			return c.wrap("policy stream", err)
 		case <-idle.C:

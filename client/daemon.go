@@ -19,6 +19,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/installer/preset"
 	"postern.dev/postern/localapi"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/version"
@@ -63,6 +64,9 @@ type Config struct {
 	Logger     *slog.Logger
 	// DeviceName is reported at login (default: the host name).
 	DeviceName string
+	// Preset returns what IT preset on this machine (controller URL,
+	// service-account key file); nil: installer/preset.Load.
+	Preset func() (preset.Preset, error)
 }
 
 // Daemon is the client daemon core.
@@ -104,6 +108,15 @@ type Daemon struct {
 
 	events *broadcaster
 	closed atomic.Bool
+
+	// preset is what IT preset (read once in New); see preset.go.
+	preset preset.Preset
+
+	// sigTokens keeps the last verified Connection Token per connector for
+	// the relay signaling of path repairs (see signalingToken).
+	sigTokens sync.Map // connector id -> cachedToken
+	// turnCache keeps the last TURN credential (see turnCredentials).
+	turnCache atomic.Pointer[cachedTURN]
 }
 
 // New opens the state directory, loads or creates the device key, and
@@ -116,6 +129,9 @@ func New(cfg Config) (*Daemon, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if err := secureStateDir(cfg.StateDir); err != nil {
+		log.Warn("could not restrict the state directory to the system and administrators", "err", err)
 	}
 	key, err := st.deviceKey()
 	if err != nil {
@@ -132,6 +148,7 @@ func New(cfg Config) (*Daemon, error) {
 		events: newBroadcaster(),
 	}
 	d.table.Store(buildRouteTable(nil))
+	d.loadPreset()
 	if cfg.Dialer != nil {
 		d.dialer = cfg.Dialer
 	}
@@ -198,8 +215,8 @@ func (d *Daemon) currentPool() *pool {
 // Login signs the device in with one credential, saves the session and
 // brings the tunnel up.
 func (d *Daemon) Login(ctx context.Context, req localapi.LoginRequest) (localapi.Status, error) {
-	if req.ControllerURL == "" {
-		return localapi.Status{}, fmt.Errorf("%w: controller URL is required", ErrBadRequest)
+	if err := d.fillController(&req.ControllerURL, &req.CAPEM); err != nil {
+		return localapi.Status{}, err
 	}
 	lr := controlapi.LoginRequest{
 		Email: req.Email, Password: req.Password, IDToken: req.IDToken,
@@ -245,6 +262,16 @@ func (d *Daemon) Login(ctx context.Context, req localapi.LoginRequest) (localapi
 	} else {
 		resp, err = cc.login(ctx, lr)
 	}
+	if err != nil && isRevokedDeviceKey(err) {
+		// The device was revoked (session ended by the controller): a new
+		// sign-in enrolls this machine under a new key.
+		if ok, rerr := d.rotateRevokedKey(); rerr != nil {
+			d.log.Warn("replace revoked device key", "err", rerr)
+		} else if ok && !sso {
+			lr.DevicePublicKey = base64.StdEncoding.EncodeToString(d.key.Public().(ed25519.PublicKey))
+			resp, err = cc.login(ctx, lr)
+		}
+	}
 	if err != nil {
 		cc.close()
 		return localapi.Status{}, err
@@ -265,6 +292,7 @@ func (d *Daemon) Login(ctx context.Context, req localapi.LoginRequest) (localapi
 		cc.close()
 		return localapi.Status{}, err
 	}
+	d.rememberController(sess)
 	// A new sign-in replaces everything of the previous one.
 	d.downLocked()
 	d.stopSessionLocked()
@@ -442,11 +470,13 @@ func (d *Daemon) startSessionLocked() error {
 func (d *Daemon) stopSessionLocked() {
 	if d.sessCancel != nil {
 		d.sessCancel()
-		d.mu.Unlock()
-		d.sessWG.Wait()
-		d.mu.Lock()
 		d.sessCancel = nil
 	}
+	// Also when sessionEnded already cancelled the loop: it may still be
+	// returning.
+	d.mu.Unlock()
+	d.sessWG.Wait()
+	d.mu.Lock()
 	if d.ctl != nil {
 		d.ctl.close()
 		d.ctl = nil
@@ -483,6 +513,10 @@ func (d *Daemon) policyLoop(ctx context.Context, cc *controlClient) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrSessionEnded) {
+			d.sessionEnded(ctx, cc, err)
+			return
+		}
 		d.mu.Lock()
 		if d.reachable || d.downSince.IsZero() {
 			d.downSince = time.Now()
@@ -505,6 +539,10 @@ func (d *Daemon) policyLoop(ctx context.Context, cc *controlClient) {
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			return
+		case <-cc.sessionEnded():
+			t.Stop()
+			d.sessionEnded(ctx, cc, ErrSessionEnded)
 			return
 		case <-t.C:
 		}
@@ -566,6 +604,7 @@ func (d *Daemon) connectionToken(ctx context.Context, c controlapi.ConnectorInfo
 	if claims.Device != sess.DeviceID {
 		return "", nil, fmt.Errorf("%w: connector %s: token names device %q, this is %q", ErrTokenInvalid, c.Name, claims.Device, sess.DeviceID)
 	}
+	d.sigTokens.Store(c.ID, cachedToken{token: resp.Token, device: claims.Device, exp: claims.ExpiresAt.Time})
 	return resp.Token, claims, nil
 }
 
@@ -583,6 +622,8 @@ func (d *Daemon) statusLocked() localapi.Status {
 	if d.sess == nil {
 		s.State = localapi.StateSignedOut
 		s.Message = d.lastErr
+		// Where "Sign in" goes (the tray uses it): preset or remembered.
+		s.ControllerURL, _ = d.defaultControllerLocked()
 		return s
 	}
 	s.ControllerURL = d.sess.ControllerURL

@@ -18,4 +18,9 @@ var (
 	ErrConnectorRejected     = errors.New("connector rejected the connection token")
 	ErrDown                  = errors.New("tunnel is down")
 	ErrClosed                = errors.New("daemon is shutting down")
+	// ErrSessionEnded: the controller answered 401 to this session (revoked,
+	// device removed, expired); the daemon signs out.
+	ErrSessionEnded = errors.New("session ended by the controller: sign in again")
+	// ErrNoController: no controller URL given, preset or remembered.
+	ErrNoController = errors.New("no controller URL")
 )

@@ -212,7 +212,8 @@ wait:
 // busy one borrows a large pooled buffer while data keeps coming.
 const (
 	smallCopyBuf = 1 << 10
-	largeCopyBuf = 64 << 10
+	largeCopyBuf = 256 << 10
+	busyRead     = 16 << 10 // a read this large keeps the large buffer
 )
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
@@ -247,7 +248,7 @@ func adaptiveCopy(dst io.Writer, src io.Reader) error {
 					return werr
 				}
 			}
-			if err != nil || n < len(big)/4 {
+			if err != nil || n < busyRead {
 				break
 			}
 		}

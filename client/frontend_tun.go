@@ -165,6 +165,7 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	if err != nil {
 		return fmt.Errorf("DNS proxy: %w", err)
 	}
+	f.watchOriginalResolvers()
 	if err := f.cfg.CheckRangeConflicts(f.dns.Ranges(), f.name); err != nil {
 		return fmt.Errorf("synthetic address range: %w", err)
 	}
@@ -336,4 +337,33 @@ func (f *TUNFrontend) Close() error {
 
 func isClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed)
+}
+
+// upstreamSetter is the part of dnsproxy.Proxy that changes where other
+// names are forwarded.
+type upstreamSetter interface {
+	SetUpstreams([]netip.AddrPort) error
+}
+
+// watchOriginalResolvers makes forwarding follow network changes: when the
+// OS configurator notices the system changed its own resolvers (DHCP on a new
+// network, NetworkManager rewriting resolv.conf), the DNS proxy forwards to
+// the new ones.
+func (f *TUNFrontend) watchOriginalResolvers() {
+	w, ok := f.osc.(platform.OriginalWatcher)
+	if !ok {
+		return
+	}
+	up, ok := f.dns.(upstreamSetter)
+	if !ok {
+		return
+	}
+	log := f.log
+	w.OnOriginalChange(func(servers []netip.AddrPort, search []string) {
+		if err := up.SetUpstreams(servers); err != nil {
+			log.Warn("follow the system's new resolvers", "servers", servers, "err", err)
+			return
+		}
+		log.Info("system resolvers changed; forwarding to the new ones", "servers", servers, "search", search)
+	})
 }

@@ -24,21 +24,29 @@ func BenchmarkTUN(b *testing.B) {
 	l.startServer()
 	// Private servers: a bulk source and an echo server behind the connector,
 	// and a bulk source in the connector's namespace for direct TCP.
-	var src, echo, direct net.Listener
+	var src, echo, direct, sink, directSink, directEcho net.Listener
 	inNS(b, l.srv, func() {
 		src, _ = net.Listen("tcp", "198.19.0.10:7000")
 		echo, _ = net.Listen("tcp", "198.19.0.10:7002")
+		sink, _ = net.Listen("tcp", "198.19.0.10:7004")
 	})
-	inNS(b, l.conn, func() { direct, _ = net.Listen("tcp", "198.18.0.2:7001") })
-	if src == nil || echo == nil || direct == nil {
+	inNS(b, l.conn, func() {
+		direct, _ = net.Listen("tcp", "198.18.0.2:7001")
+		directSink, _ = net.Listen("tcp", "198.18.0.2:7005")
+		directEcho, _ = net.Listen("tcp", "198.18.0.2:7006")
+	})
+	if src == nil || echo == nil || direct == nil || sink == nil || directSink == nil || directEcho == nil {
 		b.Fatal("listen in namespaces failed")
 	}
-	for _, ln := range []net.Listener{src, echo, direct} {
+	for _, ln := range []net.Listener{src, echo, direct, sink, directSink, directEcho} {
 		b.Cleanup(func() { ln.Close() })
 	}
 	go serveSource(src)
 	go serveSource(direct)
+	go serveSink(sink)
+	go serveSink(directSink)
 	go serveEcho(echo)
+	go serveEcho(directEcho)
 	l.startControlPlane()
 	sock := l.startDaemon("tun", "--tun", "pst0")
 	eventually(b, 30*time.Second, "tunnel ready", func() bool {
@@ -50,10 +58,19 @@ func BenchmarkTUN(b *testing.B) {
 		return true
 	})
 
-	b.Run("throughput/tunnel", func(b *testing.B) { benchDownload(b, l, "198.19.0.10:7000") })
-	b.Run("throughput/direct-tcp", func(b *testing.B) { benchDownload(b, l, "198.18.0.2:7001") })
-	b.Run("latency/idle", func(b *testing.B) { benchLatency(b, l, false) })
-	b.Run("latency/under-bulk", func(b *testing.B) { benchLatency(b, l, true) })
+	// The tunnel's processes: their CPU time per GB moved is reported.
+	tunnelPids := []int{l.daemons[0].Process.Pid, l.procPid(b, "postern-connector")}
+	b.Run("throughput/tunnel", func(b *testing.B) { benchDownload(b, l, "198.19.0.10:7000", tunnelPids) })
+	b.Run("throughput/direct-tcp", func(b *testing.B) { benchDownload(b, l, "198.18.0.2:7001", nil) })
+	b.Run("upload/tunnel", func(b *testing.B) { benchUpload(b, l, "198.19.0.10:7004", tunnelPids) })
+	b.Run("upload/direct-tcp", func(b *testing.B) { benchUpload(b, l, "198.18.0.2:7005", nil) })
+	if dir := os.Getenv("POSTERN_BENCH_PROFILE"); dir != "" {
+		b.Run("profile", func(b *testing.B) { profileTunnel(b, l, sock, dir) })
+	}
+	b.Run("latency/idle", func(b *testing.B) { benchLatency(b, l, "", "198.19.0.10:7002") })
+	b.Run("latency/under-bulk", func(b *testing.B) { benchLatency(b, l, "198.19.0.10:7000", "198.19.0.10:7002") })
+	b.Run("latency/idle-direct-tcp", func(b *testing.B) { benchLatency(b, l, "", "198.18.0.2:7006") })
+	b.Run("latency/under-bulk-direct-tcp", func(b *testing.B) { benchLatency(b, l, "198.18.0.2:7001", "198.18.0.2:7006") })
 	b.Run("new-flows", func(b *testing.B) {
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {
@@ -168,7 +185,7 @@ func dialIn(t testing.TB, ns, addr string) (net.Conn, error) {
 	return c, err
 }
 
-func benchDownload(b *testing.B, l *netLab, addr string) {
+func benchDownload(b *testing.B, l *netLab, addr string, pids []int) {
 	c, err := dialIn(b, l.cli, addr)
 	if err != nil {
 		b.Fatal(err)
@@ -179,19 +196,146 @@ func benchDownload(b *testing.B, l *netLab, addr string) {
 		b.Fatal(err)
 	}
 	const chunk = 1 << 20
+	buf := make([]byte, 256<<10)
 	b.SetBytes(chunk)
+	cpu0 := cpuSeconds(b, pids)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := io.CopyN(io.Discard, c, chunk); err != nil {
+		if _, err := io.CopyBuffer(io.Discard, io.LimitReader(c, chunk), buf); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64(b.N)*chunk*8/b.Elapsed().Seconds()/1e9, "Gbit/s")
+	b.StopTimer()
+	reportRate(b, chunk, cpuSeconds(b, pids)-cpu0, pids != nil)
 }
 
-func benchLatency(b *testing.B, l *netLab, bulk bool) {
-	if bulk {
-		bc, err := dialIn(b, l.cli, "198.19.0.10:7000")
+// benchUpload sends to a sink: the application -> connector direction.
+func benchUpload(b *testing.B, l *netLab, addr string, pids []int) {
+	c, err := dialIn(b, l.cli, addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	const chunk = 1 << 20
+	buf := make([]byte, chunk)
+	for i := 0; i < 16; i++ { // warm up past slow start
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(chunk)
+	cpu0 := cpuSeconds(b, pids)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	reportRate(b, chunk, cpuSeconds(b, pids)-cpu0, pids != nil)
+}
+
+func reportRate(b *testing.B, chunk int, cpu float64, withCPU bool) {
+	bytes := float64(b.N) * float64(chunk)
+	b.ReportMetric(bytes*8/b.Elapsed().Seconds()/1e9, "Gbit/s")
+	if withCPU {
+		b.ReportMetric(cpu/(bytes/1e9), "cpu-s/GB")
+	}
+}
+
+func serveSink(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			buf := make([]byte, 256<<10)
+			_, _ = io.CopyBuffer(io.Discard, c, buf)
+		}()
+	}
+}
+
+// procPid is the pid of the lab process running prog.
+func (l *netLab) procPid(b *testing.B, prog string) int {
+	for _, c := range l.procs {
+		for _, a := range c.Args {
+			if strings.HasSuffix(a, "/"+prog) {
+				return c.Process.Pid
+			}
+		}
+	}
+	b.Fatalf("no %s process in the lab", prog)
+	return 0
+}
+
+// cpuSeconds is the user+system CPU time of the processes (USER_HZ = 100).
+func cpuSeconds(b *testing.B, pids []int) float64 {
+	var total float64
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		s := string(data)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		total += (ut + st) / 100
+	}
+	return total
+}
+
+// profileTunnel records 10-second CPU profiles of posternd and the connector
+// during a download and then during an upload, into dir.
+func profileTunnel(b *testing.B, l *netLab, sock, dir string) {
+	b.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, addr string
+		up         bool
+	}{{"down", "198.19.0.10:7000", false}, {"up", "198.19.0.10:7004", true}} {
+		c, err := dialIn(b, l.cli, tc.addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		go func() {
+			if tc.up {
+				_, _ = io.Copy(c, zeroReader{})
+			} else {
+				_, _ = io.Copy(io.Discard, c)
+			}
+		}()
+		done := make(chan error, 2)
+		go func() {
+			done <- exec.Command("curl", "-sS", "-o", dir+"/posternd-"+tc.name+".pprof", "--unix-socket", sock, "http://posternd/v1/debug/pprof/profile?seconds=10").Run()
+		}()
+		go func() {
+			_, err := l.exec(l.conn, "", "curl", "-sS", "-o", dir+"/connector-"+tc.name+".pprof", "http://198.18.0.2:9464/debug/pprof/profile?seconds=10")
+			done <- err
+		}()
+		for i := 0; i < 2; i++ {
+			if err := <-done; err != nil {
+				b.Errorf("profile %s: %v", tc.name, err)
+			}
+		}
+		c.Close()
+	}
+	b.Logf("profiles in %s", dir)
+}
+
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// benchLatency measures 64-byte request/response round trips to echoAddr,
+// with a parallel download from bulkAddr running when it is not empty.
+func benchLatency(b *testing.B, l *netLab, bulkAddr, echoAddr string) {
+	if bulkAddr != "" {
+		bc, err := dialIn(b, l.cli, bulkAddr)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -199,7 +343,7 @@ func benchLatency(b *testing.B, l *netLab, bulk bool) {
 		go func() { _, _ = io.Copy(io.Discard, bc) }()
 		time.Sleep(500 * time.Millisecond)
 	}
-	c, err := dialIn(b, l.cli, "198.19.0.10:7002")
+	c, err := dialIn(b, l.cli, echoAddr)
 	if err != nil {
 		b.Fatal(err)
 	}

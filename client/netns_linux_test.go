@@ -303,7 +303,7 @@ resources:
   - name: srv
     address: 198.19.0.10
     network: corp
-    ports: [tcp/8080, tcp/9090, tcp/7000-7003, udp/53, icmp]
+    ports: [tcp/8080, tcp/9090, tcp/7000-7009, udp/53, icmp]
     groups: [engineering]
 `
 
@@ -334,7 +334,7 @@ func (l *netLab) startControlPlane() {
 	if i := strings.LastIndex(tok, "\n"); i >= 0 {
 		tok = strings.TrimSpace(tok[i+1:])
 	}
-	l.start(l.conn, "connector", nil, "postern-connector", "--token", tok, "--state", filepath.Join(l.dir, "connector"), "--listen-udp", "198.18.0.2:4433")
+	l.start(l.conn, "connector", nil, "postern-connector", "--token", tok, "--state", filepath.Join(l.dir, "connector"), "--listen-udp", "198.18.0.2:4433", "--metrics", "198.18.0.2:9464")
 }
 
 // startDaemon runs posternd in cli and signs it in with the CLI.

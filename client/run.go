@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 
+	"postern.dev/postern/installer/preset"
 	"postern.dev/postern/localapi"
 )
 
@@ -26,6 +27,11 @@ type RunOptions struct {
 	// relays, no NAT traversal).
 	DirectOnly bool
 	Logger     *slog.Logger
+	// CAPEM is the deployment CA for signing in with the preset service
+	// key (posternd --ca), when the controller is not in the system roots.
+	CAPEM string
+	// Preset overrides installer/preset.Load (tests).
+	Preset func() (preset.Preset, error)
 }
 
 // Run starts the daemon and its local API and serves until ctx is done.
@@ -52,7 +58,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		newFE = func() (Frontend, error) { return NewTUNFrontend(tc) }
 	}
-	d, err := New(Config{StateDir: o.StateDir, NewFrontend: newFE, Dialer: o.Dialer, DirectOnly: o.DirectOnly, Logger: log})
+	d, err := New(Config{StateDir: o.StateDir, NewFrontend: newFE, Dialer: o.Dialer, DirectOnly: o.DirectOnly, Logger: log, Preset: o.Preset})
 	if err != nil {
 		return err
 	}
@@ -68,6 +74,11 @@ func Run(ctx context.Context, o RunOptions) error {
 		log.Error("resume session", "err", err)
 	}
 	log.Info("posternd ready", "socket", o.Socket, "state", o.StateDir)
+	// Headless machines: sign in with the preset service key.
+	pctx, pcancel := context.WithCancel(ctx)
+	pdone := make(chan struct{})
+	go func() { defer close(pdone); _ = d.presetSignIn(pctx, o.CAPEM) }()
+	defer func() { pcancel(); <-pdone }()
 	select {
 	case <-ctx.Done():
 		log.Info("posternd stopping")

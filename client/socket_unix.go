@@ -42,3 +42,8 @@ func listenSocket(path string, gid int) (net.Listener, error) {
 	}
 	return ln, nil
 }
+
+// dialSocket connects to the local API socket at path.
+func dialSocket(path string, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("unix", path, timeout)
+}

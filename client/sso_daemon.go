@@ -25,6 +25,9 @@ func (d *Daemon) ssoLogin(ctx context.Context, req localapi.LoginRequest, lr con
 
 // SSOStart starts a browser sign-in at the controller for the CLI or tray.
 func (d *Daemon) SSOStart(ctx context.Context, req localapi.SSOStartRequest) (*controlapi.OIDCStartResponse, error) {
+	if err := d.fillController(&req.ControllerURL, &req.CAPEM); err != nil {
+		return nil, err
+	}
 	ctrl, err := sso.NewController(req.ControllerURL, []byte(req.CAPEM))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
@@ -38,6 +41,9 @@ func (d *Daemon) SSOStart(ctx context.Context, req localapi.SSOStartRequest) (*c
 
 // SSODevice starts a device sign-in at the controller.
 func (d *Daemon) SSODevice(ctx context.Context, req localapi.SSODeviceRequest) (*controlapi.OIDCDeviceStartResponse, error) {
+	if err := d.fillController(&req.ControllerURL, &req.CAPEM); err != nil {
+		return nil, err
+	}
 	ctrl, err := sso.NewController(req.ControllerURL, []byte(req.CAPEM))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)

@@ -3,6 +3,7 @@ package connector
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -107,8 +108,9 @@ func (c *Connector) Health() Health {
 	return h
 }
 
-// MetricsHandler serves /metrics (Prometheus) and /healthz (200 while the
-// connector enforces a policy, 503 before it has one).
+// MetricsHandler serves /metrics (Prometheus), /healthz (200 while the
+// connector enforces a policy, 503 before it has one) and Go's profiles under
+// /debug/pprof/ (the metrics address is an operator's, not a public, one).
 func (c *Connector) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{}))
@@ -120,5 +122,9 @@ func (c *Connector) MetricsHandler() http.Handler {
 		}
 		_ = json.NewEncoder(w).Encode(h)
 	})
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	return mux
 }

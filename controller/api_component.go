@@ -305,6 +305,7 @@ func (c *Controller) handleHeartbeat(w http.ResponseWriter, r *http.Request, id 
 	c.connSeen[id] = time.Now()
 	c.connLoad[id] = hb.Load
 	c.rtMu.Unlock()
+	c.touchPresence(r.Context(), KindConnector, id, hb.Load)
 	cur := c.model().Connectors[id]
 	if cur == nil || !cur.Online || !slices.Equal(cur.CertSHA256, digests) || !slices.Equal(cur.Addrs, hb.Addrs) || cur.Version != hb.Version {
 		_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
@@ -401,6 +402,7 @@ func (c *Controller) handleRelayRegister(w http.ResponseWriter, r *http.Request,
 	c.relaySeen[id] = time.Now()
 	c.relayStats[id] = req.Stats
 	c.rtMu.Unlock()
+	c.touchPresence(r.Context(), KindRelay, id, req.Stats)
 	cur := c.model().Relays[id]
 	if cur == nil || !cur.Online || cur.UDPAddr != req.UDPAddr || cur.TLSAddr != req.TLSAddr || cur.PublicIP != req.PublicIP || cur.Version != req.Version || cur.TLSCertSHA256 != req.TLSCertSHA256 {
 		_, _, err := c.commit(r.Context(), func(tx store.Tx) error {

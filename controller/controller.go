@@ -34,6 +34,12 @@ type Config struct {
 	PublicURL string       // e.g. "https://127.0.0.1:8443": its host goes into the TLS cert; it is the token issuer
 	Logger    *slog.Logger // nil: discard
 
+	// DatabaseURL, when set (postgres://user:password@host:port/db), keeps
+	// the store in that PostgreSQL database instead of DataDir/postern.db,
+	// so that several replicas can serve one deployment (docs/controller.md,
+	// "Running on PostgreSQL / several replicas").
+	DatabaseURL string
+
 	HeartbeatInterval time.Duration // asked of connectors and relays; default controlapi.HeartbeatInterval
 	TokenTTL          time.Duration // Connection Token lifetime; default ctoken.DefaultTTL (10 min)
 	SessionTTL        time.Duration // device session lifetime; default 7 days
@@ -100,6 +106,10 @@ type Controller struct {
 	adminTok string
 	turnKey  []byte
 
+	// sharedKeys is the sealed token-key set last adopted from a shared
+	// database (sharedkeys.go); nil with SQLite.
+	sharedKeys atomic.Pointer[string]
+
 	reloadMu sync.Mutex
 	cur      atomic.Pointer[Model]
 	hub      *hub
@@ -140,7 +150,7 @@ var (
 // Open loads or, on first start, creates a controller's state in cfg.DataDir:
 // the deployment CA (ca.pem, ca-key.pem), the TLS certificate for the public
 // URL's host, the token-signing keys, the TURN secret, admin-token and the
-// SQLite database.
+// SQLite database (or, with cfg.DatabaseURL, the shared PostgreSQL one).
 func Open(cfg Config) (*Controller, error) {
 	cfg.defaults()
 	if cfg.DataDir == "" {
@@ -182,7 +192,7 @@ func Open(cfg Config) (*Controller, error) {
 			return nil, err
 		}
 	}
-	st, err := store.OpenSQLite(filepath.Join(cfg.DataDir, "postern.db"))
+	st, err := c.openStore()
 	if err != nil {
 		c.stopSSO()
 		c.limiter.stop()
@@ -326,6 +336,9 @@ func (c *Controller) loadOrCreateSigningKeys() error {
 // RotateSigningKey makes a new token-signing key current. The previous keys
 // stay in the JWKS (at most three) so tokens they signed keep verifying.
 func (c *Controller) RotateSigningKey() error {
+	if _, shared := c.store.(store.Shared); shared {
+		return c.rotateSharedSigningKey()
+	}
 	c.keysMu.Lock()
 	defer c.keysMu.Unlock()
 	var keys []signingKey
@@ -400,6 +413,9 @@ func (c *Controller) reload(ctx context.Context) error {
 	}
 	rev, objs, err := c.store.LoadAll(ctx)
 	if err != nil {
+		return fmt.Errorf("load model: %w", err)
+	}
+	if err := c.adoptSharedKeys(objs); err != nil {
 		return fmt.Errorf("load model: %w", err)
 	}
 	m, err := buildModel(rev, objs, time.Now())
@@ -491,6 +507,7 @@ func (c *Controller) monitorLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		c.syncPresence(ctx)
 		c.markOffline(ctx)
 		if time.Since(lastGC) > time.Hour {
 			lastGC = time.Now()

@@ -81,12 +81,13 @@ var (
 	fxOnce sync.Once
 	fx     *fixture
 	fxErr  error
+	fxDir  string // removed by TestMain, also when the fixture failed
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if fx != nil {
-		os.RemoveAll(fx.dir)
+	if fxDir != "" {
+		os.RemoveAll(fxDir)
 	}
 	os.Exit(code)
 }
@@ -113,7 +114,7 @@ func buildFixture() (*fixture, error) {
 	}
 	f := &fixture{dir: dir, bin: filepath.Join(dir, "bin"), win: filepath.Join(dir, "win"),
 		conn: filepath.Join(dir, "static", "postern-connector"), out: filepath.Join(dir, "dist")}
-	fx = f // so that TestMain removes dir even on failure
+	fxDir = dir
 	start := time.Now()
 	phase := func(what string) {
 		if testing.Verbose() {

@@ -41,6 +41,9 @@ type Options struct {
 	Progress io.Writer
 	// Logger receives the lab's own debug log; nil discards it.
 	Logger *slog.Logger
+	// Verbose runs the relay, the connectors and the client daemons with
+	// debug logs (-v), e.g. to see every traversal step in their logs.
+	Verbose bool
 }
 
 // Node is one network namespace of the lab.

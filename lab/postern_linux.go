@@ -14,6 +14,15 @@ import (
 	"postern.dev/postern/localapi"
 )
 
+// verbose adds -v to a Postern program's command line when Options.Verbose
+// is set.
+func (l *Lab) verbose(args ...string) []string {
+	if l.opts.Verbose {
+		return append(args, "-v")
+	}
+	return args
+}
+
 // Output runs a command in a node and returns its stdout only (stderr goes
 // into the error when it fails).
 func (l *Lab) Output(ctx context.Context, node string, args ...string) (string, error) {
@@ -59,9 +68,9 @@ func (l *Lab) deployPostern(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay-token: %w", err)
 	}
-	relay, err := l.Spawn(ProgRelay, NodeRelay, nil, l.Bin("postern-relay"), "--token", lastLine(relayTok),
+	relay, err := l.Spawn(ProgRelay, NodeRelay, nil, l.verbose(l.Bin("postern-relay"), "--token", lastLine(relayTok),
 		"--listen-udp", "0.0.0.0:"+RelayUDPPort, "--listen-tls", "0.0.0.0:"+RelayTLSPort, "--public-ip", RelayIP,
-		"--state", filepath.Join(l.Dir, "relay"))
+		"--state", filepath.Join(l.Dir, "relay"))...)
 	if err != nil {
 		return err
 	}
@@ -70,8 +79,8 @@ func (l *Lab) deployPostern(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("connector-token %s: %w", c.node, err)
 		}
-		if _, err := l.Spawn(c.prog, c.node, nil, l.Bin("postern-connector"), "--token", lastLine(tok),
-			"--state", filepath.Join(l.Dir, "connector-"+c.node)); err != nil {
+		if _, err := l.Spawn(c.prog, c.node, nil, l.verbose(l.Bin("postern-connector"), "--token", lastLine(tok),
+			"--state", filepath.Join(l.Dir, "connector-"+c.node))...); err != nil {
 			return err
 		}
 	}
@@ -150,7 +159,7 @@ func (l *Lab) startClient(ctx context.Context, node, user, prog string) error {
 	l.mu.Lock()
 	l.clients[node] = cs
 	l.mu.Unlock()
-	p, err := l.Spawn(prog, node, nil, l.Bin("posternd"), "--state", state, "--tun", "postern0")
+	p, err := l.Spawn(prog, node, nil, l.verbose(l.Bin("posternd"), "--state", state, "--tun", "postern0")...)
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,13 @@ func (l *Lab) routerRuleset(rs *routerState) string {
 	fmt.Fprintf(&b, "add table inet %s\ndelete table inet %s\n", nftTable, nftTable)
 	fmt.Fprintf(&b, "table inet %s {\n", nftTable)
 	b.WriteString("  chain udpblock {\n    udp sport 53 return\n    udp dport 53 return\n    meta l4proto udp drop\n  }\n")
+	// Like any home or office router, drop unsolicited traffic to the router
+	// itself from the WAN. Without this, a peer's early hole-punching packet
+	// (sent before the LAN host's own packet created the mapping) becomes a
+	// conntrack entry for the router's own address and port, and masquerade
+	// then picks another source port for the LAN host: hole punching
+	// through an endpoint-independent NAT would fail.
+	b.WriteString("  chain input {\n    type filter hook input priority 0; policy accept;\n    iifname \"wan\" ct state new drop\n  }\n")
 	b.WriteString("  chain forward {\n    type filter hook forward priority 0; policy accept;\n")
 	if rs.f.blockAll {
 		b.WriteString("    iifname \"wan\" drop\n    oifname \"wan\" drop\n")

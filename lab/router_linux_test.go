@@ -12,6 +12,9 @@ func TestRouterRuleset(t *testing.T) {
 	if !strings.Contains(rs, "oifname \"wan\" masquerade\n") || strings.Contains(rs, "iifname \"wan\" drop") {
 		t.Fatalf("plain home router:\n%s", rs)
 	}
+	if !strings.Contains(rs, "hook input") || !strings.Contains(rs, "iifname \"wan\" ct state new drop") {
+		t.Fatalf("home router accepts unsolicited traffic to itself (breaks hole punching):\n%s", rs)
+	}
 	home.f = routerFaults{blockUDP: true, symmetric: true, dropPct: 7}
 	rs = l.routerRuleset(home)
 	for _, want := range []string{"jump udpblock", "masquerade random", "numgen random mod 100 < 7 drop"} {

@@ -38,8 +38,7 @@ type Client struct {
 func NewClient(path string) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", path)
+			return dialLocal(ctx, path)
 		},
 		DisableCompression: true,
 		MaxIdleConns:       2,

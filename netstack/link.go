@@ -102,9 +102,9 @@ func (e *linkEndpoint) deliver(p []byte) {
 	if d == nil {
 		return
 	}
-	data := make([]byte, len(p))
-	copy(data, p)
-	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(data)})
+	// MakeWithData copies p once into a pooled chunk: the read buffer is
+	// reused for the next batch, and no per-packet heap allocation is made.
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
 	d.DeliverNetworkPacket(proto, pkt)
 	pkt.DecRef()
 }

@@ -60,9 +60,13 @@ func (d *Dialer) maintain(conn *quic.Conn, st *dialState, c controlapi.Connector
 			rctx, rcancel := context.WithTimeout(ctx, 3*time.Second)
 			moved := l.reflexiveChanged(rctx)
 			rcancel()
-			if moved && !relayed {
-				d.log.Info("client address changed; re-punching", "connector", c.ID)
-				if !d.repair(ctx, conn, st, c, cert, false) {
+			if moved {
+				// Direct: the connector must punch towards the new
+				// mapping. Relayed: the TURN allocation belongs to the old
+				// address (the relay no longer hears us there), so a new
+				// leg allocates again and the connection moves onto it.
+				d.log.Info("client address changed; re-punching", "connector", c.ID, "relayed", relayed)
+				if !d.repair(ctx, conn, st, c, cert, relayed) {
 					return
 				}
 				continue

@@ -19,6 +19,7 @@ import (
 
 	"postern.dev/postern/client"
 	"postern.dev/postern/client/sso"
+	"postern.dev/postern/installer/preset"
 	"postern.dev/postern/localapi"
 	"postern.dev/postern/version"
 )
@@ -26,7 +27,7 @@ import (
 const usage = `usage: postern [--socket PATH] COMMAND [flags]
 
 commands:
-  login --controller URL [--ca FILE] [--user EMAIL --password-stdin | --service-key FILE | --device]
+  login [--controller URL] [--ca FILE] [--user EMAIL --password-stdin | --service-key FILE | --device]
                       (no credential flag: single sign-on in the browser)
   up                  connect (after login the tunnel is up already)
   down                disconnect, stay signed in
@@ -34,8 +35,10 @@ commands:
   status [--json]     who is signed in, connectors in use, flows
   resources [--json]  resources you may reach
   dns NAME [--json]   how NAME resolves right now
-  version
+  version             this program's and the daemon's versions (--version: this program's)
 
+login without --controller uses the preset controller (POSTERN_CONTROLLER_URL,
+/etc/default/posternd, HKLM\SOFTWARE\Postern) or the one signed in to last.
 The socket defaults to $POSTERN_SOCKET, else %s.
 `
 
@@ -57,9 +60,14 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 	fs := flag.NewFlagSet("postern", flag.ContinueOnError)
 	fs.SetOutput(stdio.Err)
 	sock := fs.String("socket", "", "path of posternd's local API socket")
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() { fmt.Fprintf(stdio.Err, usage, client.DefaultSocket()) }
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *showVersion {
+		fmt.Fprintln(stdio.Out, "postern", versionString())
+		return 0
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
@@ -166,7 +174,11 @@ func (c *cmd) login(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w: login flags", errUsage)
 	}
 	if *ctl == "" {
-		return fmt.Errorf("%w: login needs --controller URL", errUsage)
+		// IT's preset; else the daemon uses its own preset or the
+		// controller signed in to last, and says so when it has none.
+		if p, err := preset.Load(); err == nil {
+			*ctl = p.ControllerURL
+		}
 	}
 	req := localapi.LoginRequest{ControllerURL: *ctl}
 	if *ca != "" {
@@ -262,6 +274,9 @@ func (c *cmd) simple(ctx context.Context, args []string, name string, fn func(co
 func describeState(st localapi.Status) string {
 	switch st.State {
 	case localapi.StateSignedOut:
+		if st.Message != "" {
+			return "Signed out: " + st.Message + "."
+		}
 		return "Signed out."
 	case localapi.StateStopped:
 		return "Signed in, disconnected (postern up to connect)."
@@ -319,7 +334,9 @@ func (c *cmd) status(ctx context.Context, args []string) error {
 	if st.Principal != nil {
 		fmt.Fprintf(out, "Signed in:   %s (%s)\n", st.Principal.Name, st.Principal.Kind)
 	}
-	if st.ControllerURL != "" {
+	if st.ControllerURL != "" && st.State == localapi.StateSignedOut {
+		fmt.Fprintf(out, "Controller:  %s (sign in: postern login)\n", st.ControllerURL)
+	} else if st.ControllerURL != "" {
 		reach := "reachable"
 		if !st.ControllerReachable {
 			reach = "UNREACHABLE"
@@ -336,7 +353,7 @@ func (c *cmd) status(ctx context.Context, args []string) error {
 		fmt.Fprintf(out, "SOCKS5:      %s\n", st.SOCKS5)
 	}
 	fmt.Fprintf(out, "Flows:       %d active, %d total; %s up, %s down\n", st.ActiveFlows, st.TotalFlows, bytesStr(st.BytesUp), bytesStr(st.BytesDown))
-	if st.Message != "" && st.State != localapi.StateConnected {
+	if st.Message != "" && st.State != localapi.StateConnected && st.State != localapi.StateSignedOut {
 		fmt.Fprintf(out, "Last error:  %s\n", st.Message)
 	}
 	if len(st.Connectors) > 0 {

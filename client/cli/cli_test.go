@@ -11,7 +11,9 @@ import (
 	"testing"
 
 	"postern.dev/postern/client"
+	"postern.dev/postern/installer/preset"
 	"postern.dev/postern/localapi"
+	"postern.dev/postern/version"
 )
 
 func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
@@ -36,7 +38,6 @@ func TestDaemonNotRunning(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "posternd.sock")
 	cases := map[string][]string{
-		"needs --controller":   {"login", "--user", "a@b.c", "--password-stdin"},
 		"--password-stdin":     {"login", "--controller", "https://x", "--user", "a@b.c"},
 		"not both":             {"login", "--controller", "https://x", "--user", "a@b.c", "--password-stdin", "--service-key", "k.json"},
 		"--device is a single": {"login", "--controller", "https://x", "--device", "--user", "a@b.c"},
@@ -89,5 +90,52 @@ func TestStatusAgainstDaemon(t *testing.T) {
 	code, _, stderr = runCLI(t, "pw\n", "--socket", sock, "login", "--controller", "https://127.0.0.1:1", "--user", "a@example.com", "--password-stdin")
 	if code != 1 || !strings.Contains(stderr, "https://127.0.0.1:1") || !strings.Contains(stderr, "unreachable") {
 		t.Errorf("login to unreachable controller: %d %s", code, stderr)
+	}
+}
+
+// TestVersion: postern --version and postern version print the version
+// (the latter also the daemon's when one answers).
+func TestVersion(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "posternd.sock")
+	for _, args := range [][]string{{"--version"}, {"--socket", sock, "version"}} {
+		code, out, stderr := runCLI(t, "", args...)
+		if code != 0 || !strings.HasPrefix(out, "postern "+version.Version+"\n") {
+			t.Errorf("%v: exit %d out %q err %q", args, code, out, stderr)
+		}
+	}
+}
+
+// TestLoginWithoutController: with no --controller, no preset and nothing
+// remembered, the daemon says what to pass or preset.
+func TestLoginWithoutController(t *testing.T) {
+	t.Setenv(preset.EnvControllerURL, "")
+	t.Setenv(preset.EnvServiceKey, "")
+	dir := t.TempDir()
+	d, err := client.New(client.Config{StateDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NewFrontend: func() (client.Frontend, error) { return client.NewSOCKS5Frontend("127.0.0.1:0"), nil },
+		Preset:      func() (preset.Preset, error) { return preset.Preset{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	sock := filepath.Join(dir, localapi.SocketName)
+	srv, err := client.ListenLocalAPI(d, sock, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	code, _, stderr := runCLI(t, "pw\n", "--socket", sock, "login", "--user", "a@example.com", "--password-stdin")
+	if code != 1 || !strings.Contains(stderr, "no controller URL") || !strings.Contains(stderr, "--controller URL") || !strings.Contains(stderr, preset.EnvControllerURL) {
+		t.Errorf("login without a controller: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestDescribeSessionEnded: a session the controller ended reads as signed
+// out with the reason, not as degraded.
+func TestDescribeSessionEnded(t *testing.T) {
+	st := localapi.Status{State: localapi.StateSignedOut, Message: client.ErrSessionEnded.Error(), ControllerURL: "https://ctl.example"}
+	if got := describeState(st); got != "Signed out: session ended by the controller: sign in again." {
+		t.Errorf("describeState = %q", got)
 	}
 }

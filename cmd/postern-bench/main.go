@@ -3,6 +3,7 @@
 // TCP, wireguard-go, OpenVPN and ssh -L, in network namespaces.
 //
 //	postern-bench [--quick] [--repeats N] [--cell D] [--tunnels a,b] [--go-bench=BOOL] [--profile=BOOL]
+//	postern-bench render [--results FILE] [--analysis FILE] [--doc FILE]   (Markdown from a stored run)
 //	postern-bench agent NAME FLAGS...   (load generators, run by the harness inside namespaces)
 package main
 
@@ -29,6 +30,10 @@ func main() {
 			fmt.Fprintln(os.Stderr, "postern-bench agent:", err)
 			os.Exit(1)
 		}
+		return
+	}
+	if len(os.Args) > 1 && os.Args[1] == "render" {
+		render(os.Args[2:])
 		return
 	}
 	var o bench.Options
@@ -116,4 +121,25 @@ func contains(list []string, s string) bool {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "postern-bench:", err)
 	os.Exit(1)
+}
+
+// render rewrites the Markdown report from a stored JSON result, e.g. after
+// editing bench/analysis.md.
+func render(args []string) {
+	fs := flag.NewFlagSet("postern-bench render", flag.ExitOnError)
+	results := fs.String("results", "bench/results/latest-full.json", "stored run (JSON)")
+	analysis := fs.String("analysis", "bench/analysis.md", "hand-written analysis to include (missing: none)")
+	doc := fs.String("doc", "docs/benchmarks.md", "Markdown report to write")
+	_ = fs.Parse(args)
+	rep, err := bench.LoadReport(*results)
+	if err != nil {
+		fail(err)
+	}
+	if b, err := os.ReadFile(*analysis); err == nil {
+		rep.Analysis = string(b)
+	}
+	if err := rep.Write("", *doc); err != nil {
+		fail(err)
+	}
+	fmt.Println("wrote", *doc)
 }

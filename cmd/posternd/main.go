@@ -1,22 +1,28 @@
 // Command posternd is the Postern client daemon: it captures resource
 // traffic (TUN device, or a SOCKS5 proxy with --socks5) and carries each flow
-// on its own QUIC stream to the connector that serves it.
+// on its own QUIC stream to the connector that serves it. On Windows it runs
+// as the service "posternd" when the service control manager starts it.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"os/user"
 	"strconv"
+	"strings"
 	"syscall"
 
 	"postern.dev/postern/client"
 	"postern.dev/postern/version"
 )
+
+// serviceName is the Windows service the MSI installs.
+const serviceName = "posternd"
 
 func main() {
 	fs := flag.NewFlagSet("posternd", flag.ExitOnError)
@@ -28,38 +34,100 @@ func main() {
 	socket := fs.String("socket", "", "local API socket (default STATE/posternd.sock)")
 	group := fs.String("socket-group", "", "group (name or gid) allowed to use the local API socket")
 	directOnly := fs.Bool("direct-only", false, "dial connectors only at the addresses they report (no relays or NAT traversal)")
+	caFile := fs.String("ca", "", "PEM file of the deployment CA, for signing in with the preset service key when the controller is not in the system roots")
+	restore := fs.Bool("restore", false, "undo the DNS configuration and routes a crashed daemon left behind (for --state and --tun), then exit; exit 0 when there is nothing to do")
 	verbose := fs.Bool("v", false, "debug logging")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	_ = fs.Parse(os.Args[1:])
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "posternd: unexpected argument %q (see posternd --help)\n", fs.Arg(0))
+		os.Exit(2)
+	}
 	if *showVersion {
 		fmt.Println("posternd", version.Version)
 		return
+	}
+	if *restore {
+		os.Exit(runRestore(*state, *socket, *tunName, *socks))
 	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var logw io.Writer = os.Stderr
+	if client.IsService() {
+		// Nothing reads a service's standard error.
+		f, err := client.OpenLogFile(*state)
+		if err == nil {
+			defer f.Close()
+			logw = f
+		}
+	}
+	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: level}))
 	gid := -1
 	if *group != "" {
 		g, err := lookupGroup(*group)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "posternd:", err)
-			os.Exit(2)
+			fail(log, err, 2)
 		}
 		gid = g
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := client.Run(ctx, client.RunOptions{
+	var caPEM string
+	if *caFile != "" {
+		b, err := os.ReadFile(*caFile)
+		if err != nil || !strings.Contains(string(b), "BEGIN CERTIFICATE") {
+			fail(log, fmt.Errorf("--ca %s: not a readable PEM certificate file (%v)", *caFile, err), 2)
+		}
+		caPEM = string(b)
+	}
+	opts := client.RunOptions{
 		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks, DirectOnly: *directOnly,
 		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv6: *ipv6},
-		Logger: log,
-	})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "posternd:", err)
-		os.Exit(1)
+		Logger: log, CAPEM: caPEM,
 	}
+	run := func(ctx context.Context) error { return client.Run(ctx, opts) }
+	if ok, err := client.RunService(serviceName, run); ok {
+		if err != nil {
+			fail(log, err, 1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx); err != nil {
+		fail(log, err, 1)
+	}
+}
+
+func fail(log *slog.Logger, err error, code int) {
+	fmt.Fprintln(os.Stderr, "posternd:", err)
+	if client.IsService() {
+		log.Error("posternd failed", "err", err)
+	}
+	os.Exit(code)
+}
+
+// runRestore is posternd --restore.
+func runRestore(state, socket, tunName, socks string) int {
+	if socks != "" {
+		tunName = "" // a SOCKS5 daemon has no TUN device
+	}
+	res, err := client.Restore(state, socket, tunName)
+	switch {
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "posternd --restore:", err)
+		return 1
+	case res.Nothing():
+		fmt.Println("posternd --restore: nothing to restore")
+	default:
+		if res.DNS {
+			fmt.Println("posternd --restore: restored the DNS configuration left by a stopped daemon")
+		}
+		if res.Routes > 0 {
+			fmt.Printf("posternd --restore: removed %d stale route(s) from %s\n", res.Routes, tunName)
+		}
+	}
+	return 0
 }
 
 func lookupGroup(s string) (int, error) {

@@ -32,6 +32,7 @@ var ErrUsage = errors.New("usage")
 
 const usage = `usage:
   postern-controller serve --data DIR --listen ADDR --public-url URL [--log-level LEVEL]
+                           [--database postgres://USER@HOST:PORT/DB]   (several replicas; default SQLite in DIR)
                            [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file FILE
                             [--oidc-groups-claim CLAIM] [--oidc-scopes LIST] [--oidc-redirect-url URL]...
                             [--oidc-config FILE (default DATA/oidc.yaml)] ...]   (single sign-on, docs/sso.md)
@@ -101,6 +102,8 @@ func serve(args []string, stderr io.Writer) error {
 	listen := fs.String("listen", ":8443", "HTTPS listen address")
 	public := fs.String("public-url", "", "URL clients, connectors and relays use to reach this controller (https://HOST:PORT)")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	database := fs.String("database", os.Getenv("POSTERN_DATABASE_URL"),
+		"PostgreSQL URL (postgres://USER@HOST:PORT/DB) shared by several replicas; default $POSTERN_DATABASE_URL, else SQLite in DATA. Keep the password out of the command line: PGPASSWORD or ~/.pgpass")
 	oidcFlags := addOIDCFlags(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -112,6 +115,9 @@ func serve(args []string, stderr io.Writer) error {
 	if *data == "" || *public == "" {
 		return fmt.Errorf("%w: serve needs --data and --public-url", ErrUsage)
 	}
+	if *database != "" && !strings.HasPrefix(*database, "postgres://") && !strings.HasPrefix(*database, "postgresql://") {
+		return fmt.Errorf("%w: --database: want a postgres:// or postgresql:// URL", ErrUsage)
+	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("%w: --log-level: %v", ErrUsage, err)
@@ -121,7 +127,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := controller.Open(controller.Config{DataDir: *data, PublicURL: *public, Logger: log, OIDC: oc})
+	c, err := controller.Open(controller.Config{DataDir: *data, DatabaseURL: *database, PublicURL: *public, Logger: log, OIDC: oc})
 	if err != nil {
 		return err
 	}

@@ -104,3 +104,24 @@ service_accounts:
 		t.Fatalf("wrong admin token: %d %q", code, errs)
 	}
 }
+
+func TestServeDatabaseFlag(t *testing.T) {
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	// Not a PostgreSQL URL: bad usage, nothing created.
+	code := Main([]string{"serve", "--data", filepath.Join(dir, "d"), "--public-url", "https://127.0.0.1:1", "--database", "mysql://db/x"}, &out, &errb)
+	if code != 2 || !strings.Contains(errb.String(), "--database") {
+		t.Fatalf("bad --database: %d %q", code, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "d")); !os.IsNotExist(err) {
+		t.Fatalf("data directory created for a refused command line: %v", err)
+	}
+	// An unreachable database fails the start (exit 1) without showing the
+	// password.
+	errb.Reset()
+	code = Main([]string{"serve", "--data", filepath.Join(dir, "e"), "--listen", "127.0.0.1:0", "--public-url", "https://127.0.0.1:1",
+		"--database", "postgres://postern:s3cret@127.0.0.1:1/postern?connect_timeout=2"}, &out, &errb)
+	if code != 1 || strings.Contains(errb.String(), "s3cret") || !strings.Contains(errb.String(), "127.0.0.1:1") {
+		t.Fatalf("unreachable database: %d %q", code, errb.String())
+	}
+}

@@ -13,39 +13,6 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 )
 
-// migrations are applied in order; the index+1 is the schema version. Never
-// edit a released migration: append a new one.
-var migrations = []string{
-	// 1: objects, revision, audit, events.
-	`CREATE TABLE objects (
-		kind    TEXT NOT NULL,
-		id      TEXT NOT NULL,
-		name    TEXT NOT NULL,
-		data    TEXT NOT NULL,
-		updated INTEGER NOT NULL,
-		PRIMARY KEY (kind, id),
-		UNIQUE (kind, name)
-	);
-	CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-	INSERT INTO meta (key, value) VALUES ('revision', 0);
-	CREATE TABLE audit (
-		id        INTEGER PRIMARY KEY AUTOINCREMENT,
-		at        INTEGER NOT NULL,
-		actor     TEXT NOT NULL,
-		action    TEXT NOT NULL,
-		kind      TEXT NOT NULL,
-		object_id TEXT NOT NULL,
-		name      TEXT NOT NULL,
-		before    TEXT,
-		after     TEXT
-	);
-	CREATE TABLE events (
-		id   INTEGER PRIMARY KEY AUTOINCREMENT,
-		at   INTEGER NOT NULL,
-		data TEXT NOT NULL
-	);`,
-}
-
 // SQLite is the default Store backend.
 type SQLite struct {
 	db *sql.DB
@@ -91,6 +58,10 @@ func (s *SQLite) migrate() error {
 		}
 	} else if err != nil {
 		return fmt.Errorf("read schema version: %w", err)
+	}
+	migrations, err := loadMigrations("sqlite")
+	if err != nil {
+		return err
 	}
 	if v > len(migrations) {
 		return fmt.Errorf("database schema version %d is newer than this controller (%d)", v, len(migrations))

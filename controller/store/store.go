@@ -1,9 +1,12 @@
 // Package store is the controller's persistence layer: a narrow, transactional
 // object store (kind, id, unique name, JSON data) with a monotonically
 // increasing revision, an admin audit log and a flow-event log. The default
-// backend is SQLite through modernc.org/sqlite (pure Go); the interface is
-// small enough that a PostgreSQL backend (with LISTEN/NOTIFY feeding Watch)
-// can replace it without touching the controller's handlers.
+// backend is SQLite through modernc.org/sqlite (pure Go, one controller
+// process). The PostgreSQL backend (OpenPostgres, through pgx) implements the
+// same interface for several controller replicas sharing one database:
+// commits NOTIFY the new revision and every replica's Watch LISTENs for it.
+// Both backends take their schema from versioned SQL files under
+// migrations/<dialect>/.
 package store
 
 import (
@@ -19,6 +22,10 @@ var (
 	ErrConflict  = errors.New("already exists")
 	ErrClosed    = errors.New("store closed")
 	ErrBadObject = errors.New("invalid object")
+	// ErrDeploymentMismatch: a replica's deployment identity (CA, admin
+	// token, ...) differs from the one recorded in the shared database.
+	ErrDeploymentMismatch = errors.New("deployment identity differs from the shared database")
+	ErrBadURL             = errors.New("invalid database URL")
 )
 
 // Object is one stored record. Name is unique within Kind.
@@ -86,4 +93,28 @@ type Store interface {
 	// for a shared backend, another replica). cancel releases the watcher.
 	Watch() (ch <-chan int64, cancel func())
 	Close() error
+}
+
+// Presence is when a component (connector or relay) was last heard from, by
+// any replica, with its runtime report (load, statistics) as JSON.
+type Presence struct {
+	Seen time.Time       `json:"seen"`
+	Data json.RawMessage `json:"data,omitempty"`
+}
+
+// Shared is implemented by backends that several controller replicas use at
+// once (PostgreSQL). It carries the little runtime state replicas must agree
+// on without moving the revision: heartbeat presence, so that a connector
+// heartbeating to replica B is not marked offline by replica A, and the
+// deployment identity, so that a replica started with another CA or admin
+// token refuses to serve.
+type Shared interface {
+	// Touch records that kind/id was heard from at at (newest wins).
+	Touch(ctx context.Context, kind, id string, at time.Time, data json.RawMessage) error
+	// Presence returns the last-heard records of kind, by id.
+	Presence(ctx context.Context, kind string) (map[string]Presence, error)
+	// ClaimDeployment records each key of identity not recorded yet and
+	// returns an ErrDeploymentMismatch error naming every key whose recorded
+	// value differs. Values must be digests, never secrets.
+	ClaimDeployment(ctx context.Context, identity map[string]string) error
 }

@@ -3,8 +3,11 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"net/netip"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -118,4 +121,97 @@ type cmdFailure struct{ r result }
 
 func (c *cmdFailure) Error() string {
 	return c.r.err.Error() + ": " + strings.TrimSpace(c.r.out)
+}
+
+// waitPaths waits until alice's daemon has at least one connected
+// connector and every connected connector uses path over transport ("" =
+// any transport). Connections that died with a fault stay "connected" until
+// the daemon notices (a few seconds), so the check is repeated.
+func waitPaths(t *testing.T, timeout time.Duration, path, transport string) localapi.Status {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout+10*time.Second)
+	defer cancel()
+	var last localapi.Status
+	err := getLab(t).WaitStatus(ctx, lab.NodeClient, timeout, "every connected connector on "+path+"/"+transport, func(st localapi.Status) bool {
+		last = st
+		n := 0
+		for _, c := range st.Connectors {
+			if !c.Connected {
+				continue
+			}
+			if c.Path != path || (transport != "" && c.Transport != transport) {
+				return false
+			}
+			n++
+		}
+		return n > 0
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return last
+}
+
+// session is a long-running interactive SSH session to db from alice's
+// laptop: every line sent comes back as "got <line>".
+type session struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+}
+
+func startSession(t *testing.T) *session {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd, err := getLab(t).Command(ctx, lab.NodeClient, sshArgs(lab.DBName, `echo ready; while read x; do echo "got $x"; done`)...)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	s := &session{t: t, cmd: cmd, stdin: stdin, lines: make(chan string, 16)}
+	go func() {
+		rd := bufio.NewReader(stdout)
+		for {
+			line, err := rd.ReadString('\n')
+			if err != nil {
+				close(s.lines)
+				return
+			}
+			s.lines <- strings.TrimSpace(line)
+		}
+	}()
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	s.expect("ready", 20*time.Second)
+	return s
+}
+
+// roundTrip sends line and waits for its echo.
+func (s *session) roundTrip(line string, within time.Duration) {
+	s.t.Helper()
+	if _, err := io.WriteString(s.stdin, line+"\n"); err != nil {
+		s.t.Fatalf("ssh session: write: %v", err)
+	}
+	s.expect("got "+line, within)
+}
+
+func (s *session) expect(want string, within time.Duration) {
+	s.t.Helper()
+	select {
+	case got, ok := <-s.lines:
+		if !ok {
+			s.t.Fatalf("ssh session ended while waiting for %q", want)
+		}
+		if got != want {
+			s.t.Fatalf("ssh session printed %q, want %q", got, want)
+		}
+	case <-time.After(within):
+		s.t.Fatalf("ssh session did not print %q within %s", want, within)
+	}
 }

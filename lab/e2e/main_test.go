@@ -64,6 +64,7 @@ func runMain(m *testing.M) int {
 		ReachableConnectors: reachable,
 		Postern:             true,
 		Progress:            os.Stderr,
+		Verbose:             os.Getenv("POSTERN_LAB_VERBOSE") == "1",
 	})
 	cancel()
 	if startErr != nil {

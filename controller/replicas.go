@@ -1,0 +1,125 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/store"
+)
+
+// openStore opens the configured backend: SQLite in the data directory, or
+// the PostgreSQL database of Config.DatabaseURL shared by several replicas.
+// A replica whose deployment identity (CA, admin token, TURN secret, OIDC
+// flow key) differs from the one recorded in the shared database refuses to
+// start: it would issue certificates and tokens the others do not trust.
+// Token-signing keys are shared through the database itself (sharedkeys.go).
+func (c *Controller) openStore() (store.Store, error) {
+	if c.cfg.DatabaseURL == "" {
+		return store.OpenSQLite(filepath.Join(c.cfg.DataDir, "postern.db"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := store.OpenPostgres(ctx, c.cfg.DatabaseURL, c.log)
+	if err != nil {
+		if errors.Is(err, store.ErrBadURL) {
+			return nil, fmt.Errorf("%w: DatabaseURL: %w", ErrConfig, err)
+		}
+		return nil, err
+	}
+	if err := st.ClaimDeployment(ctx, c.deploymentIdentity()); err != nil {
+		st.Close()
+		if errors.Is(err, store.ErrDeploymentMismatch) {
+			return nil, fmt.Errorf("%w (every replica's data directory needs the same ca.pem, ca-key.pem, admin-token, turn-secret and, with single sign-on, oidc-flow-key: copy them from the first replica; see docs/controller.md)", err)
+		}
+		return nil, err
+	}
+	if err := c.shareSigningKeys(ctx, st); err != nil {
+		st.Close()
+		return nil, err
+	}
+	c.log.Info("store: PostgreSQL", "database", store.RedactURL(c.cfg.DatabaseURL))
+	return st, nil
+}
+
+// deploymentIdentity is what every replica must share, as digests (the
+// database never holds the secrets themselves).
+func (c *Controller) deploymentIdentity() map[string]string {
+	id := map[string]string{
+		"ca_sha256":          c.CAFingerprint(),
+		"admin_token_sha256": sha256Hex(c.adminTok),
+		"turn_secret_sha256": sha256Hex(string(c.turnKey)),
+	}
+	if c.sso != nil && len(c.sso.auth.FlowKey) > 0 {
+		id["oidc_flow_key_sha256"] = sha256Hex(string(c.sso.auth.FlowKey))
+	}
+	return id
+}
+
+// touchPresence records, for the other replicas, that a connector or relay
+// was heard from now, with its runtime report. A failure only loses
+// freshness: the heartbeat itself has been handled.
+func (c *Controller) touchPresence(ctx context.Context, kind, id string, report any) {
+	sh, ok := c.store.(store.Shared)
+	if !ok {
+		return
+	}
+	b, err := json.Marshal(report)
+	if err != nil {
+		b = nil
+	}
+	if err := sh.Touch(ctx, kind, id, time.Now(), b); err != nil && ctx.Err() == nil {
+		c.log.Warn("record heartbeat for other replicas", "kind", kind, "id", id, "err", err)
+	}
+}
+
+// syncPresence merges what other replicas heard (last seen, load, relay
+// statistics) into this replica's runtime state, so that a connector
+// heartbeating to another replica is neither marked offline here nor shown
+// without its last heartbeat and load.
+func (c *Controller) syncPresence(ctx context.Context) {
+	sh, ok := c.store.(store.Shared)
+	if !ok {
+		return
+	}
+	conns, err := sh.Presence(ctx, KindConnector)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("read heartbeats of other replicas", "err", err)
+		}
+		return
+	}
+	relays, err := sh.Presence(ctx, KindRelay)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("read heartbeats of other replicas", "err", err)
+		}
+		return
+	}
+	c.rtMu.Lock()
+	defer c.rtMu.Unlock()
+	for id, p := range conns {
+		if !p.Seen.After(c.connSeen[id]) {
+			continue
+		}
+		c.connSeen[id] = p.Seen
+		var load controlapi.ConnectorLoad
+		if len(p.Data) > 0 && json.Unmarshal(p.Data, &load) == nil {
+			c.connLoad[id] = load
+		}
+	}
+	for id, p := range relays {
+		if !p.Seen.After(c.relaySeen[id]) {
+			continue
+		}
+		c.relaySeen[id] = p.Seen
+		var stats map[string]float64
+		if len(p.Data) > 0 && json.Unmarshal(p.Data, &stats) == nil {
+			c.relayStats[id] = stats
+		}
+	}
+}

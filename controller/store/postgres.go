@@ -1,0 +1,558 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// NotifyChannel is the PostgreSQL channel every commit notifies with its new
+// revision (decimal text) as the payload.
+const NotifyChannel = "postern_rev"
+
+// migrationLockID is the pg_advisory_xact_lock key held while migrating, so
+// replicas starting together migrate once.
+const migrationLockID = 0x706f737465726e // "postern"
+
+// pollInterval is how often a replica also reads the revision, in case a
+// notification was lost with a broken LISTEN connection (a variable for
+// tests).
+var pollInterval = 5 * time.Second
+
+// Postgres is the Store backend for several controller replicas sharing one
+// PostgreSQL database. Writers are serialized across replicas by a row lock
+// on the revision, taken first in every Update, so "validate, then write" in
+// one transaction holds exactly as with SQLite; each commit NOTIFYs the new
+// revision on NotifyChannel and every replica's Watch delivers it.
+type Postgres struct {
+	pool *pgxpool.Pool
+	cfg  *pgx.ConnConfig // for the LISTEN connection
+	log  *slog.Logger
+
+	stop context.CancelFunc
+	done chan struct{}
+
+	wmu      sync.Mutex
+	watchers map[chan int64]struct{}
+	maxRev   int64 // newest revision delivered to watchers
+	closed   bool
+}
+
+// RedactURL returns dsn with any password replaced, for messages and logs.
+func RedactURL(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		return "(unparsable database URL)"
+	}
+	q := u.Query()
+	if q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
+
+// OpenPostgres connects to the database at dsn (postgres:// or
+// postgresql:// URL; pgx pool settings such as pool_max_conns may be added
+// as query parameters), applies pending migrations and starts listening for
+// other replicas' commits. log may be nil.
+func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*Postgres, error) {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	u, err := url.Parse(dsn)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return nil, fmt.Errorf("%w: %s: want postgres://user:password@host:port/database", ErrBadURL, RedactURL(dsn))
+	}
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrBadURL, RedactURL(dsn), redactErr(err, dsn))
+	}
+	where := RedactURL(dsn)
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", where, err)
+	}
+	s := &Postgres{pool: pool, cfg: pcfg.ConnConfig.Copy(), log: log, watchers: map[chan int64]struct{}{}, done: make(chan struct{})}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open store %s: %w", where, err)
+	}
+	rev, err := s.Revision(ctx)
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("open store %s: %w", where, err)
+	}
+	s.maxRev = rev
+	// The first LISTEN is set up before Open returns, so no commit made
+	// after Open can be missed.
+	lctx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	conn, err := s.listenConn(ctx)
+	if err != nil {
+		stop()
+		pool.Close()
+		return nil, fmt.Errorf("open store %s: listen: %w", where, err)
+	}
+	go s.listen(lctx, conn)
+	return s, nil
+}
+
+// redactErr keeps a parse error from echoing the password.
+func redactErr(err error, dsn string) string {
+	msg := err.Error()
+	if u, perr := url.Parse(dsn); perr == nil && u.User != nil {
+		if pw, ok := u.User.Password(); ok && pw != "" {
+			msg = strings.ReplaceAll(msg, pw, "xxxxx")
+		}
+	}
+	return msg
+}
+
+func (s *Postgres) migrate(ctx context.Context) error {
+	migrations, err := loadMigrations("postgres")
+	if err != nil {
+		return err
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLockID)); err != nil {
+		return fmt.Errorf("migrate: lock: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("create schema_version: %w", err)
+	}
+	var v int
+	err = tx.QueryRow(ctx, `SELECT version FROM schema_version`).Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_version (version) VALUES (0)`); err != nil {
+			return fmt.Errorf("init schema_version: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this controller (%d)", v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		// Simple protocol: a migration file holds several statements.
+		if _, err := tx.Exec(ctx, migrations[i], pgx.QueryExecModeSimpleProtocol); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE schema_version SET version = $1`, i+1); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("migrate: commit: %w", err)
+	}
+	return nil
+}
+
+// pgTx implements Tx on a pgx transaction.
+type pgTx struct {
+	ctx     context.Context
+	tx      pgx.Tx
+	changed bool
+	audit   []AuditEntry // written at commit
+}
+
+func scanPgObject(row pgx.Row, kind string) (Object, error) {
+	o := Object{Kind: kind}
+	var data string
+	var updated int64
+	if err := row.Scan(&o.ID, &o.Name, &data, &updated); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return o, ErrNotFound
+		}
+		return o, err
+	}
+	o.Data = []byte(data)
+	o.Updated = time.UnixMilli(updated).UTC()
+	return o, nil
+}
+
+func (t *pgTx) Get(kind, id string) (Object, error) {
+	o, err := scanPgObject(t.tx.QueryRow(t.ctx, `SELECT id, name, data, updated FROM objects WHERE kind = $1 AND id = $2`, kind, id), kind)
+	if err != nil {
+		return o, fmt.Errorf("get %s %q: %w", kind, id, err)
+	}
+	return o, nil
+}
+
+func (t *pgTx) GetByName(kind, name string) (Object, error) {
+	o, err := scanPgObject(t.tx.QueryRow(t.ctx, `SELECT id, name, data, updated FROM objects WHERE kind = $1 AND name = $2`, kind, name), kind)
+	if err != nil {
+		return o, fmt.Errorf("get %s named %q: %w", kind, name, err)
+	}
+	return o, nil
+}
+
+func (t *pgTx) List(kind string) ([]Object, error) {
+	out, err := queryObjects(t.ctx, t.tx, kind, `SELECT id, name, data, updated FROM objects WHERE kind = $1 ORDER BY id`, kind)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", kind, err)
+	}
+	if len(out) == 0 {
+		return nil, nil // as SQLite: no objects is a nil slice
+	}
+	return out, nil
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func queryObjects(ctx context.Context, q querier, kind, sql string, args ...any) ([]Object, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := []Object{}
+	for rows.Next() {
+		o, err := scanPgObject(rows, kind)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+func isUniqueViolation(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == "23505"
+}
+
+// Put is one statement (one round trip: bulk applies write thousands of
+// objects): the row is written only when no other object of the kind has
+// the name.
+func (t *pgTx) Put(o Object) error {
+	if o.Kind == "" || o.ID == "" || o.Name == "" || len(o.Data) == 0 {
+		return fmt.Errorf("put %s %q: %w: kind, id, name and data are required", o.Kind, o.ID, ErrBadObject)
+	}
+	tag, err := t.tx.Exec(t.ctx, `INSERT INTO objects (kind, id, name, data, updated)
+		SELECT $1, $2, $3, $4, $5
+		WHERE NOT EXISTS (SELECT 1 FROM objects WHERE kind = $1 AND name = $3 AND id <> $2)
+		ON CONFLICT (kind, id) DO UPDATE SET name = excluded.name, data = excluded.data, updated = excluded.updated`,
+		o.Kind, o.ID, o.Name, string(o.Data), time.Now().UnixMilli())
+	if err != nil {
+		if isUniqueViolation(err) {
+			return fmt.Errorf("put %s %q: name %q: %w", o.Kind, o.ID, o.Name, ErrConflict)
+		}
+		return fmt.Errorf("put %s %q: %w", o.Kind, o.ID, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("put %s %q: name %q: %w", o.Kind, o.ID, o.Name, ErrConflict)
+	}
+	t.changed = true
+	return nil
+}
+
+func (t *pgTx) Delete(kind, id string) error {
+	tag, err := t.tx.Exec(t.ctx, `DELETE FROM objects WHERE kind = $1 AND id = $2`, kind, id)
+	if err != nil {
+		return fmt.Errorf("delete %s %q: %w", kind, id, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("delete %s %q: %w", kind, id, ErrNotFound)
+	}
+	t.changed = true
+	return nil
+}
+
+// Audit queues e; the queue is written with the transaction's other
+// changes just before it commits (a failure there fails the commit).
+func (t *pgTx) Audit(e AuditEntry) error {
+	if e.At.IsZero() {
+		e.At = time.Now()
+	}
+	t.audit = append(t.audit, e)
+	return nil
+}
+
+// auditPerInsert keeps one INSERT under PostgreSQL's 65535 parameters.
+const auditPerInsert = 8000
+
+func (t *pgTx) flushAudit() error {
+	for chunk := range slices.Chunk(t.audit, auditPerInsert) {
+		var b strings.Builder
+		args := make([]any, 0, 8*len(chunk))
+		b.WriteString(`INSERT INTO audit (at, actor, action, kind, object_id, name, before, after) VALUES `)
+		for i, e := range chunk {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			n := 8 * i
+			fmt.Fprintf(&b, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
+			args = append(args, e.At.UnixMilli(), e.Actor, e.Action, e.Kind, e.ObjectID, e.Name, nullJSON(e.Before), nullJSON(e.After))
+		}
+		if _, err := t.tx.Exec(t.ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("write audit log: %w", err)
+		}
+	}
+	t.audit = nil
+	return nil
+}
+
+// Update implements Store. The revision row is locked first, so writers of
+// every replica run one at a time and fn reads the latest committed state.
+func (s *Postgres) Update(ctx context.Context, fn func(Tx) error) (int64, bool, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return 0, false, fmt.Errorf("begin: %w", err)
+	}
+	rollback := func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }
+	var rev int64
+	if err := tx.QueryRow(ctx, `SELECT value FROM meta WHERE key = 'revision' FOR UPDATE`).Scan(&rev); err != nil {
+		rollback()
+		return 0, false, fmt.Errorf("lock revision: %w", err)
+	}
+	t := &pgTx{ctx: ctx, tx: tx}
+	if err := fn(t); err != nil {
+		rollback()
+		return 0, false, err
+	}
+	if err := t.flushAudit(); err != nil {
+		rollback()
+		return 0, false, err
+	}
+	if t.changed {
+		if err := tx.QueryRow(ctx, `UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value`).Scan(&rev); err != nil {
+			rollback()
+			return 0, false, fmt.Errorf("bump revision: %w", err)
+		}
+		// Delivered to every listener when (and only if) the commit succeeds.
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, strconv.FormatInt(rev, 10)); err != nil {
+			rollback()
+			return 0, false, fmt.Errorf("notify revision: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return 0, false, fmt.Errorf("commit: %w", err)
+	}
+	if t.changed {
+		s.notify(rev)
+	}
+	return rev, t.changed, nil
+}
+
+// readTx runs fn in a read-only REPEATABLE READ transaction: one snapshot.
+func (s *Postgres) readTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := fn(tx); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// View implements Store.
+func (s *Postgres) View(ctx context.Context, fn func(Tx) error) error {
+	return s.readTx(ctx, func(tx pgx.Tx) error {
+		t := &pgTx{ctx: ctx, tx: tx}
+		if err := fn(t); err != nil {
+			return err
+		}
+		if len(t.audit) > 0 {
+			return errors.New("audit entries in a read-only transaction")
+		}
+		return nil
+	})
+}
+
+// LoadAll implements Store.
+func (s *Postgres) LoadAll(ctx context.Context) (int64, []Object, error) {
+	var rev int64
+	var out []Object
+	err := s.readTx(ctx, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT value FROM meta WHERE key = 'revision'`).Scan(&rev); err != nil {
+			return fmt.Errorf("read revision: %w", err)
+		}
+		rows, err := tx.Query(ctx, `SELECT kind, id, name, data, updated FROM objects`)
+		if err != nil {
+			return fmt.Errorf("load objects: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var o Object
+			var data string
+			var updated int64
+			if err := rows.Scan(&o.Kind, &o.ID, &o.Name, &data, &updated); err != nil {
+				return fmt.Errorf("load objects: %w", err)
+			}
+			o.Data = []byte(data)
+			o.Updated = time.UnixMilli(updated).UTC()
+			out = append(out, o)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("load objects: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return rev, out, nil
+}
+
+// Revision implements Store.
+func (s *Postgres) Revision(ctx context.Context) (int64, error) {
+	var rev int64
+	if err := s.pool.QueryRow(ctx, `SELECT value FROM meta WHERE key = 'revision'`).Scan(&rev); err != nil {
+		return 0, fmt.Errorf("read revision: %w", err)
+	}
+	return rev, nil
+}
+
+// Page implements Store.
+func (s *Postgres) Page(ctx context.Context, kind, after string, limit int) ([]Object, error) {
+	out, err := queryObjects(ctx, s.pool, kind, `SELECT id, name, data, updated FROM objects WHERE kind = $1 AND id > $2 ORDER BY id LIMIT $3`, kind, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", kind, err)
+	}
+	return out, nil
+}
+
+// AuditLog implements Store.
+func (s *Postgres) AuditLog(ctx context.Context, after int64, limit int) ([]AuditEntry, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, at, actor, action, kind, object_id, name, before, after FROM audit WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	defer rows.Close()
+	out := []AuditEntry{}
+	for rows.Next() {
+		var e AuditEntry
+		var at int64
+		var before, afterJ *string
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Kind, &e.ObjectID, &e.Name, &before, &afterJ); err != nil {
+			return nil, fmt.Errorf("read audit log: %w", err)
+		}
+		e.At = time.UnixMilli(at).UTC()
+		if before != nil {
+			e.Before = []byte(*before)
+		}
+		if afterJ != nil {
+			e.After = []byte(*afterJ)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	return out, nil
+}
+
+// eventsPerInsert keeps one INSERT under PostgreSQL's 65535 parameters.
+const eventsPerInsert = 10000
+
+// AddEvents implements Store.
+func (s *Postgres) AddEvents(ctx context.Context, events []Event, max int) error {
+	if len(events) == 0 {
+		return nil
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("store events: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	for chunk := range slices.Chunk(events, eventsPerInsert) {
+		var b strings.Builder
+		args := make([]any, 0, 2*len(chunk))
+		b.WriteString(`INSERT INTO events (at, data) VALUES `)
+		for i, e := range chunk {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, "($%d, $%d)", 2*i+1, 2*i+2)
+			at := e.At
+			if at.IsZero() {
+				at = time.Now()
+			}
+			args = append(args, at.UnixMilli(), string(e.Data))
+		}
+		if _, err := tx.Exec(ctx, b.String(), args...); err != nil {
+			return fmt.Errorf("store events: %w", err)
+		}
+	}
+	if max > 0 {
+		if _, err := tx.Exec(ctx, `DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - $1`, max); err != nil {
+			return fmt.Errorf("trim events: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("store events: %w", err)
+	}
+	return nil
+}
+
+// Events implements Store.
+func (s *Postgres) Events(ctx context.Context, after int64, limit int) ([]Event, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, at, data FROM events WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	defer rows.Close()
+	out := []Event{}
+	for rows.Next() {
+		var e Event
+		var at int64
+		var data string
+		if err := rows.Scan(&e.ID, &at, &data); err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		e.At = time.UnixMilli(at).UTC()
+		e.Data = []byte(data)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return out, nil
+}
+
+// Close implements Store.
+func (s *Postgres) Close() error {
+	s.wmu.Lock()
+	already := s.closed
+	if !s.closed {
+		s.closed = true
+		for ch := range s.watchers {
+			close(ch)
+		}
+		s.watchers = map[chan int64]struct{}{}
+	}
+	s.wmu.Unlock()
+	if already {
+		return nil
+	}
+	s.stop()
+	<-s.done
+	s.pool.Close()
+	return nil
+}
+
+var (
+	_ Store  = (*Postgres)(nil)
+	_ Shared = (*Postgres)(nil)
+)
