@@ -191,7 +191,7 @@ func (r *Report) Markdown() string {
 	for _, t := range r.Tunnels {
 		fmt.Fprintf(&b, "| %s | %s |\n", t.Label, t.Detail)
 	}
-	b.WriteString("\nPostern is deployed only through the user-facing contract: `postern-controller serve`, `apply -f network.yaml`, `relay-token`, `connector-token`, `postern-relay`, `postern-connector`, `posternd --tun`, `postern login --password-stdin`, `postern up`. The load generators are `postern-bench agent …` processes, separate from every measured process. Reproduce with `make bench` (full) or `make bench BENCHFLAGS=--quick`; raw figures of every repeat are in `bench/results/`.\n")
+	b.WriteString("\nPostern is deployed only through the user-facing contract: `postern-controller serve`, `apply -f network.yaml`, `relay-token`, `connector-token`, `postern-relay`, `postern-connector`, `posternd --tun`, `postern login --password-stdin`, `postern up`. The load generators are `postern-bench agent …` processes, separate from every measured process. Reproduce with `make bench` (full) or `make bench BENCHFLAGS=--quick`; raw figures of every repeat are in `bench/results/`. The analysis section comes from `bench/analysis.md`; after editing it, `bin/postern-bench render` rewrites this page from `bench/results/latest-full.json` without re-measuring.\n")
 	return b.String()
 }
 

@@ -9,19 +9,17 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "make bench needs root (network namespaces, nftables, tc)" >&2
   exit 1
 fi
-# The comparison rows need two packages beyond scripts/install-deps.sh.
+# The comparison rows and the profile need packages beyond scripts/install-deps.sh.
 missing=()
-for p in openvpn wireguard-tools perf:linux-perf; do
-  cmd=${p%%:*}; pkg=${p#*:}
-  [ "$cmd" = openvpn ] && pkg=openvpn
-  [ "$cmd" = wireguard-tools ] && { cmd=wg; pkg=wireguard-tools; }
-  command -v "$cmd" >/dev/null || missing+=("$pkg")
-done
+command -v openvpn >/dev/null || missing+=(openvpn)
+command -v wg >/dev/null || missing+=(wireguard-tools)
+command -v perf >/dev/null || missing+=(linux-perf)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
-  env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
-    { env DEBIAN_FRONTEND=noninteractive apt-get update -qq && env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } ||
-    echo "could not install ${missing[*]}; those rows will be marked unavailable" >&2
+  apt_install() { env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null; }
+  apt_install "${missing[@]}" ||
+    { env DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt_install "${missing[@]}"; } ||
+    echo "could not install ${missing[*]}; those rows (or the profile) will be marked unavailable" >&2
 fi
 mkdir -p bin
 go build -trimpath -o bin/postern-bench ./cmd/postern-bench

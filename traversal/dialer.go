@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -135,6 +136,7 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: listen address %q: %v", ErrBadConfig, cfg.ListenAddr, err)
 	}
+	disableECN()
 	udp, err := net.ListenUDP("udp", ua)
 	if err != nil {
 		return nil, fmt.Errorf("open UDP socket %s: %w", cfg.ListenAddr, err)
@@ -150,6 +152,21 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 		}
 	}()
 	return d, nil
+}
+
+// ecnEnv is quic-go's switch for ECN.
+const ecnEnv = "QUIC_GO_DISABLE_ECN"
+
+// disableECN turns ECN off for the QUIC transports of this process (unless
+// the environment already decides). quic-go v0.65 keeps a connection's ECN
+// marking when it migrates from the plain UDP socket (ECN-capable) onto a
+// relayed transport (a wrapped PacketConn without ECN) and then panics
+// ("cannot use ECN with a basicConn"); the dialer moves direct connections
+// onto relays when a repair needs it. GSO is unaffected.
+func disableECN() {
+	if _, set := os.LookupEnv(ecnEnv); !set {
+		_ = os.Setenv(ecnEnv, "true")
+	}
 }
 
 // Transport is the dialer's plain QUIC transport (direct paths).
