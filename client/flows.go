@@ -212,8 +212,7 @@ wait:
 // busy one borrows a large pooled buffer while data keeps coming.
 const (
 	smallCopyBuf = 1 << 10
-	largeCopyBuf = 256 << 10
-	busyRead     = 16 << 10 // a read this large keeps the large buffer
+	largeCopyBuf = 64 << 10
 )
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
@@ -248,7 +247,7 @@ func adaptiveCopy(dst io.Writer, src io.Reader) error {
 					return werr
 				}
 			}
-			if err != nil || n < busyRead {
+			if err != nil || n < len(big)/4 {
 				break
 			}
 		}

@@ -1,21 +1,35 @@
 package client
 
 import (
+	"context"
 	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/quic-go/quic-go"
+
 	"postern.dev/postern/controller"
 	"postern.dev/postern/localapi"
 )
 
 // TestTokenRefreshInBand: tokens are refreshed on the control stream of the
-// same connection, and a long-lived flow keeps working.
+// same connection before they expire, so the connection and a long-lived
+// flow outlive the token they started with.
+//
+// Timing: the connector closes a connection the instant its token expires,
+// and the controller truncates expiries to the second, so a token lives
+// between refreshTestTTL-1s and refreshTestTTL. The client refreshes once a
+// third of the remaining life has passed (pool.refresh), leaving at least
+// 3.3 s for a controller round trip and one frame on the control stream:
+// ample under -race on a loaded machine. (The former 2 s TTL left tokens as
+// little as 1 s of life, and the 1 s floor of the refresh wait raced the
+// connector's expiry timer.)
 func TestTokenRefreshInBand(t *testing.T) {
+	const refreshTestTTL = 6 * time.Second
 	_, echoPort := echoServer(t, "127.0.0.1:0")
-	l := newLabWith(t, renderYAML(echoPort, 1), func(c *controller.Config) { c.TokenTTL = 2 * time.Second })
+	l := newLabWith(t, renderYAML(echoPort, 1), func(c *controller.Config) { c.TokenTTL = refreshTestTTL })
 	l.startConnector("corp-a", nil)
 	d, fe := l.newDaemon()
 	l.login(d, "alice@example.com", "alice-password-1")
@@ -25,15 +39,24 @@ func TestTokenRefreshInBand(t *testing.T) {
 		t.Fatalf("connect: %d %v", code, err)
 	}
 	defer c.Close()
+	conns := liveConns(d)
+	if len(conns) != 1 {
+		t.Fatalf("%d connections after the first flow, want 1", len(conns))
+	}
 	first := d.Status().Connectors[0]
-	remote := first.RemoteAddr
-	eventually(t, 10*time.Second, "two token refreshes", func() bool {
-		cs := d.Status().Connectors[0]
-		return cs.TokenExpiry.Sub(first.TokenExpiry) >= 2*time.Second
+	// Two refreshes (each one moves the expiry: refreshes are more than a
+	// second apart), and the first token is past its expiry.
+	seen := map[time.Time]bool{first.TokenExpiry: true}
+	eventually(t, 4*refreshTestTTL, "two token refreshes and the first token expired", func() bool {
+		seen[d.Status().Connectors[0].TokenExpiry] = true
+		return len(seen) >= 3 && time.Now().After(first.TokenExpiry.Add(500*time.Millisecond))
 	})
 	cs := d.Status().Connectors[0]
-	if !cs.Connected || cs.RemoteAddr != remote {
-		t.Errorf("connection changed during refresh: %+v", cs)
+	if now := liveConns(d); !cs.Connected || len(now) != 1 || now[first.ID] != conns[first.ID] {
+		t.Errorf("the connection was replaced during the refreshes: %+v", cs)
+	}
+	if conn := conns[first.ID]; conn.Context().Err() != nil {
+		t.Errorf("the first connection closed: %v", context.Cause(conn.Context()))
 	}
 	_, _ = c.Write([]byte("still here"))
 	b := make([]byte, 10)
@@ -41,6 +64,25 @@ func TestTokenRefreshInBand(t *testing.T) {
 	if _, err := io.ReadFull(c, b); err != nil || string(b) != "still here" {
 		t.Fatalf("long-lived flow after refresh: %q %v", b, err)
 	}
+}
+
+// liveConns returns the daemon's open QUIC connections by connector ID.
+func liveConns(d *Daemon) map[string]*quic.Conn {
+	out := map[string]*quic.Conn{}
+	p := d.currentPool()
+	if p == nil {
+		return out
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, e := range p.entries {
+		e.mu.Lock()
+		if e.conn != nil {
+			out[id] = e.conn
+		}
+		e.mu.Unlock()
+	}
+	return out
 }
 
 // TestFailStatic: with the controller gone, running flows and the open

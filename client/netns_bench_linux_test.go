@@ -47,6 +47,9 @@ func BenchmarkTUN(b *testing.B) {
 	go serveSink(directSink)
 	go serveEcho(echo)
 	go serveEcho(directEcho)
+	// New-flow cells open tens of thousands of connections: let the client
+	// namespace reuse its TIME-WAIT ports (a per-namespace setting).
+	run(b, "ip", "netns", "exec", l.cli, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
 	l.startControlPlane()
 	sock := l.startDaemon("tun", "--tun", "pst0")
 	eventually(b, 30*time.Second, "tunnel ready", func() bool {

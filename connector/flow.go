@@ -326,14 +326,7 @@ func (f *flow) spliceTCP(tc *net.TCPConn) {
 	tc.Close()
 }
 
-// bufSize is the copy buffer of a busy flow: large, so that one QUIC stream
-// write (which blocks until its data is packed) and one socket read move many
-// packets' worth of data per goroutine handoff.
-const bufSize = 256 << 10
-
-// busyRead: a read at least this large means the flow is busy; it keeps its
-// buffer for the next read instead of waiting for readability first.
-const busyRead = 16 << 10
+const bufSize = 32 << 10
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
@@ -376,7 +369,7 @@ func pump(dst io.Writer, src io.Reader, wait func() error) (int64, error) {
 		if err != nil {
 			return total, err
 		}
-		if n < busyRead && wait != nil {
+		if n < len(buf) && wait != nil {
 			bufPool.Put(bp)
 			bp = nil
 		}

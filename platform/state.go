@@ -1,6 +1,7 @@
 package platform
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -101,18 +102,26 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 	return nil
 }
 
-// writeInPlace truncates and rewrites path without replacing the file:
-// /etc/resolv.conf may be a bind mount (ip netns exec) or a symlink, and a
-// rename would fail there or replace the wrong file.
+// writeInPlace rewrites path without replacing the file: /etc/resolv.conf
+// may be a bind mount (ip netns exec) or a symlink, and a rename would fail
+// there or replace the wrong file. Truncating first would let a reader (the
+// resolver of any process in the namespace) see an empty file, so the new
+// content is written over the old one first and the file is cut to its
+// length afterwards. While the old file was longer, the bytes after the new
+// content are blanked in the same write (a comment line). The file is never
+// empty or shorter than the shorter version; only while the single write
+// copies its bytes (not across a preemption between two system calls, as
+// with a truncate first) can a reader catch it half old, half new. A file
+// that already holds b is not written at all.
 func writeInPlace(path string, b []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC|os.O_CREATE, 0o644)
+	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, b) {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
+	err = overwrite(f, b)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -120,6 +129,51 @@ func writeInPlace(path string, b []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
+}
+
+// overwrite replaces f's content with b in place: one write of b padded to
+// f's current size, then a truncate to len(b).
+func overwrite(f *os.File, b []byte) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	buf := padTo(b, st.Size())
+	if _, err := f.WriteAt(buf, 0); err != nil {
+		return err
+	}
+	if err := f.Truncate(int64(len(b))); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// padTo returns b extended to size bytes with a blank tail the resolver
+// ignores: a newline ending b's last line if needed, then a comment line of
+// spaces (or an empty line when only one byte is left). b itself when it is
+// already that long.
+func padTo(b []byte, size int64) []byte {
+	pad := size - int64(len(b))
+	if pad <= 0 {
+		return b
+	}
+	out := make([]byte, 0, size)
+	out = append(out, b...)
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		out = append(out, '\n')
+		pad--
+	}
+	switch {
+	case pad == 1:
+		out = append(out, '\n')
+	case pad >= 2:
+		out = append(out, '#')
+		for i := int64(0); i < pad-2; i++ {
+			out = append(out, ' ')
+		}
+		out = append(out, '\n')
+	}
+	return out
 }
 
 // RestoreAfterCrash puts back the DNS configuration a previous run left
