@@ -19,9 +19,13 @@ import (
 const MaxCredentialLifetime = 48 * time.Hour
 
 // endpointIdle is how long a TURN client endpoint counts against its
-// principal's quota after its last authenticated request (an allocation is
-// refreshed at least every 10 minutes).
-const endpointIdle = 11 * time.Minute
+// principal's quota after its last authenticated request. A live endpoint
+// that relays anything holds permissions, which TURN clients refresh with an
+// authenticated CreatePermission at least every 2 minutes (RFC 8656 permissions
+// last 5 minutes; pion/turn refreshes every 120 s), so an endpoint silent for
+// longer is gone (the client roamed, reconnected or quit) or cannot relay, and
+// must not keep a roaming user from allocating again.
+const endpointIdle = 3 * time.Minute
 
 // turnAuth checks REST-style TURN credentials and per-principal quotas.
 type turnAuth struct {
