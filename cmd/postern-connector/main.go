@@ -28,7 +28,7 @@ func main() {
 	)
 	flag.Parse()
 	if *showVer {
-		fmt.Println(version.Version)
+		fmt.Println("postern-connector", version.Version)
 		return
 	}
 	if flag.NArg() > 0 {
