@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"postern.dev/postern/pki"
 )
 
 // dnsStateName is the file, inside the daemon's state directory, that
@@ -77,29 +79,7 @@ func removeState(dir string) error {
 // writeFileAtomic replaces path through a temporary file in its directory
 // (for files Postern owns; never for /etc/resolv.conf, see writeInPlace).
 func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, werr := f.Write(b)
-	if werr == nil {
-		werr = f.Chmod(mode)
-	}
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, path)
-	}
-	if werr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, werr)
-	}
-	return nil
+	return pki.WriteFileAtomic(path, b, mode)
 }
 
 // writeInPlace rewrites path without replacing the file: /etc/resolv.conf
