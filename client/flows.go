@@ -64,6 +64,8 @@ type flow struct {
 	*quic.Stream
 	e    *connEntry
 	d    *Daemon
+	p    *pool
+	conn *quic.Conn
 	once sync.Once
 }
 
@@ -85,6 +87,7 @@ func (f *flow) Write(p []byte) (int, error) {
 func (f *flow) finish() {
 	f.once.Do(func() {
 		f.e.active.Add(-1)
+		f.p.untrack(f.conn)
 		f.d.activeFlows.Add(-1)
 		f.d.changedSoon()
 	})
@@ -117,18 +120,26 @@ func (d *Daemon) openFlow(ctx context.Context, tgt target, proto byte, port uint
 	defer cancel()
 	hdr := wire.OpenHeader{Proto: proto, Port: port, ResourceID: tgt.res.ID, Destination: tgt.dest}
 	var errs []error
-	for i, e := range cands {
-		f, err := d.openOn(ctx, p, e, hdr, i < len(cands)-1)
-		if err == nil {
-			return f, nil
-		}
-		var fe *FlowError
-		if errors.As(err, &fe) {
-			return nil, err // the connector answered: that is the answer
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
+	// The first pass gives up on a connection that turns silent; the second
+	// pass dials fresh connections to the connectors found silent (the pool
+	// replaces a suspect connection) and waits for their answer.
+	for pass := 0; pass < 2; pass++ {
+		for _, e := range cands {
+			if pass == 1 && !e.suspect.Load() {
+				continue
+			}
+			f, err := d.openOn(ctx, p, e, hdr, pass == 0)
+			if err == nil {
+				return f, nil
+			}
+			var fe *FlowError
+			if errors.As(err, &fe) {
+				return nil, err // the connector answered: that is the answer
+			}
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				return nil, &FlowError{Status: wire.StatusUnreachable, Err: errors.Join(errs...)}
+			}
 		}
 	}
 	return nil, &FlowError{Status: wire.StatusUnreachable, Err: errors.Join(errs...)}
@@ -203,9 +214,10 @@ wait:
 		return nil, &FlowError{Status: r.st, Msg: r.msg}
 	}
 	e.active.Add(1)
+	p.track(conn)
 	d.activeFlows.Add(1)
 	d.changedSoon()
-	return &flow{Stream: s, e: e, d: d}, nil
+	return &flow{Stream: s, e: e, d: d, p: p, conn: conn}, nil
 }
 
 // Copy buffers: an idle flow holds only a small buffer per direction; a

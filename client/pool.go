@@ -21,21 +21,23 @@ import (
 
 // Connection tuning.
 const (
-	keepAlivePeriod  = 400 * time.Millisecond
-	suspectAfter     = 1200 * time.Millisecond // no packet for this long: new flows prefer other connectors
-	deadAfter        = 10 * time.Second        // no packet for this long: the connection is closed
-	dialTimeout      = 5 * time.Second
-	dialBackoff      = 3 * time.Second // after a failed dial, prefer other connectors for this long
-	statusTimeout    = 15 * time.Second
-	refreshMargin    = 2 * time.Minute
-	refreshRetry     = 10 * time.Second
-	quicIdleTimeout  = 30 * time.Second
-	maxStreamWindow  = 16 << 20
-	maxConnWindow    = 64 << 20
-	quicErrShutdown  = 0
-	quicErrDead      = 1
-	defaultRTTGuess  = 50 * time.Millisecond
-	loadPenaltyFlows = 50.0 // this many active flows double a connector's score
+	keepAlivePeriod   = 400 * time.Millisecond
+	suspectAfter      = 1200 * time.Millisecond // no packet for this long: new flows prefer other connectors
+	deadAfter         = 10 * time.Second        // no packet for this long: the connection is closed
+	dialTimeout       = 5 * time.Second
+	dialBackoff       = 3 * time.Second // after a failed dial, prefer other connectors for this long
+	tokenFetchTimeout = 3 * time.Second // a fresh dial waits this long for the controller before reusing a token
+	tokenReuseMargin  = 10 * time.Second
+	statusTimeout     = 15 * time.Second
+	refreshMargin     = 2 * time.Minute
+	refreshRetry      = 10 * time.Second
+	quicIdleTimeout   = 30 * time.Second
+	maxStreamWindow   = 16 << 20
+	maxConnWindow     = 64 << 20
+	quicErrShutdown   = 0
+	quicErrDead       = 1
+	defaultRTTGuess   = 50 * time.Millisecond
+	loadPenaltyFlows  = 50.0 // this many active flows double a connector's score
 )
 
 // tokenSource fetches and verifies Connection Tokens; the daemon implements it.
@@ -63,6 +65,11 @@ type connEntry struct {
 	draining bool
 	suspect  atomic.Bool // nothing received for suspectAfter
 
+	// The last verified Connection Token, reused for a fresh dial while it
+	// is valid and the controller cannot be reached.
+	lastToken  string
+	lastClaims *ctoken.Claims
+
 	active    atomic.Int64
 	total     atomic.Int64
 	bytesUp   atomic.Int64
@@ -82,11 +89,12 @@ type pool struct {
 
 	mu      sync.Mutex
 	entries map[string]*connEntry
+	streams map[*quic.Conn]int // open flows per connection
 }
 
 func newPool(d Dialer, ts tokenSource, log *slog.Logger, onChange func()) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{}}
+	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{}, streams: map[*quic.Conn]int{}}
 }
 
 // close closes every connection and waits for the background goroutines.
@@ -181,12 +189,37 @@ func (p *pool) candidates(cs []controlapi.ConnectorInfo) []*connEntry {
 	return out
 }
 
+// track counts a flow opened on conn; untrack releases it.
+func (p *pool) track(conn *quic.Conn) {
+	p.mu.Lock()
+	p.streams[conn]++
+	p.mu.Unlock()
+}
+
+func (p *pool) untrack(conn *quic.Conn) {
+	p.mu.Lock()
+	if p.streams[conn]--; p.streams[conn] <= 0 {
+		delete(p.streams, conn)
+	}
+	p.mu.Unlock()
+}
+
+func (p *pool) openStreams(conn *quic.Conn) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.streams[conn]
+}
+
 // get returns a live connection to e, dialing it if needed. Concurrent
-// callers share one dial.
+// callers share one dial. A suspect connection (silent for suspectAfter)
+// is replaced by a fresh dial through the same dialer, which picks a relay
+// or TLS when UDP no longer gets through; the suspect one keeps serving its
+// running flows until it dies or they end. While a replacement dial failed
+// recently, the suspect connection is returned as it is.
 func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 	for {
 		e.mu.Lock()
-		if e.conn != nil && !e.draining {
+		if e.conn != nil && !e.draining && (!e.suspect.Load() || (e.dialing == nil && !e.failedAt.IsZero() && time.Since(e.failedAt) < dialBackoff)) {
 			c := e.conn
 			e.mu.Unlock()
 			return c, nil
@@ -201,20 +234,24 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 			e.mu.Lock()
 			c, err := e.conn, e.dialErr
 			e.mu.Unlock()
-			if c != nil {
-				return c, nil
-			}
 			if err != nil {
 				return nil, err
+			}
+			if c != nil {
+				return c, nil
 			}
 			continue
 		}
 		ch := make(chan struct{})
 		e.dialing = ch
 		info := e.info
+		replacing := e.conn != nil && !e.draining
 		e.mu.Unlock()
+		if replacing {
+			p.log.Warn("connection to connector silent; dialing a fresh one for new flows", "connector", info.Name)
+		}
 
-		conn, path, digest, exp, ctrl, err := p.dial(ctx, info)
+		conn, path, digest, exp, ctrl, err := p.dial(ctx, e, info)
 		e.mu.Lock()
 		e.dialing = nil
 		e.dialErr = err
@@ -222,7 +259,7 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 			e.failedAt = time.Now()
 		} else {
 			e.failedAt = time.Time{}
-			if old := e.conn; old != nil {
+			if old := e.conn; old != nil && !replacing {
 				_ = old.CloseWithError(quicErrShutdown, "replaced")
 			}
 			e.conn, e.path, e.digest, e.tokenExp, e.draining = conn, path, digest, exp, false
@@ -264,10 +301,10 @@ func quicConfig() *quic.Config {
 
 // dial fetches a token, opens the pinned QUIC connection and authenticates
 // the control stream.
-func (p *pool) dial(ctx context.Context, info controlapi.ConnectorInfo) (*quic.Conn, PathInfo, string, time.Time, *quic.Stream, error) {
+func (p *pool) dial(ctx context.Context, e *connEntry, info controlapi.ConnectorInfo) (*quic.Conn, PathInfo, string, time.Time, *quic.Stream, error) {
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout+5*time.Second)
 	defer cancel()
-	token, claims, err := p.tokens.connectionToken(ctx, info)
+	token, claims, err := p.token(ctx, e, info)
 	if err != nil {
 		return nil, PathInfo{}, "", time.Time{}, nil, err
 	}
@@ -291,6 +328,28 @@ func (p *pool) dial(ctx context.Context, info controlapi.ConnectorInfo) (*quic.C
 	}
 	p.log.Info("connected to connector", "connector", info.Name, "path", path.Path, "remote", path.RemoteAddr)
 	return conn, path, digest, claims.ExpiresAt.Time, ctrl, nil
+}
+
+// token fetches a Connection Token for a dial. When the controller cannot
+// be reached, the last verified token of e is reused while it stays valid
+// for at least tokenReuseMargin (fail static); a refusal is never papered
+// over.
+func (p *pool) token(ctx context.Context, e *connEntry, info controlapi.ConnectorInfo) (string, *ctoken.Claims, error) {
+	tctx, tcancel := context.WithTimeout(ctx, tokenFetchTimeout)
+	token, claims, err := p.tokens.connectionToken(tctx, info)
+	tcancel()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err == nil {
+		e.lastToken, e.lastClaims = token, claims
+		return token, claims, nil
+	}
+	if errors.Is(err, ErrNotSignedIn) || errors.Is(err, ErrTokenInvalid) || e.lastClaims == nil ||
+		e.lastClaims.ExpiresAt == nil || time.Until(e.lastClaims.ExpiresAt.Time) < tokenReuseMargin {
+		return "", nil, err
+	}
+	p.log.Warn("controller unreachable; reusing the still valid connection token", "connector", info.Name, "err", err, "expires", e.lastClaims.ExpiresAt.Time)
+	return e.lastToken, e.lastClaims, nil
 }
 
 // sendToken writes a token frame on the control stream and waits for OK.
@@ -324,15 +383,25 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 	for {
 		select {
 		case <-p.ctx.Done():
+			// close() closes current connections; replaced ones end here.
+			_ = conn.CloseWithError(quicErrShutdown, "client shutting down")
 			return
 		case <-conn.Context().Done():
 			p.drop(e, conn, context.Cause(conn.Context()))
 			return
 		case now := <-t.C:
+			e.mu.Lock()
+			current := e.conn == conn
+			e.mu.Unlock()
+			if !current && p.openStreams(conn) == 0 {
+				// Replaced while suspect and its last flow has ended.
+				_ = conn.CloseWithError(quicErrShutdown, "replaced")
+				return
+			}
 			n := conn.ConnectionStats().PacketsReceived
 			if n != last {
 				last, lastChange = n, now
-				if e.suspect.CompareAndSwap(true, false) {
+				if current && e.suspect.CompareAndSwap(true, false) {
 					p.log.Info("connector answers again", "connector", e.info.Name)
 					p.changed()
 				}
@@ -345,7 +414,7 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 				p.drop(e, conn, err)
 				return
 			}
-			if silent > suspectAfter && e.suspect.CompareAndSwap(false, true) {
+			if current && silent > suspectAfter && e.suspect.CompareAndSwap(false, true) {
 				p.log.Warn("connector silent; new flows prefer other connectors", "connector", e.info.Name, "silent", silent)
 				p.changed()
 			}
@@ -410,6 +479,7 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream) {
 				if err == nil {
 					e.mu.Lock()
 					e.tokenExp = claims.ExpiresAt.Time
+					e.lastToken, e.lastClaims = token, claims
 					e.mu.Unlock()
 					p.changed()
 					break

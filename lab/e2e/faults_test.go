@@ -182,6 +182,10 @@ func TestConnectorFailover(t *testing.T) {
 func TestUDPBlockedUsesRelayOverTLS(t *testing.T) {
 	l := getLab(t)
 	assertAccessWorks(t, 20*time.Second)
+	if !l.ReachableConnectors() {
+		waitPaths(t, 30*time.Second, "direct", "")
+	}
+	assertAccessWorks(t, 20*time.Second) // the direct connection is in use
 	ctx := context.Background()
 	if err := l.BlockUDP(ctx, lab.RouterHome, true); err != nil {
 		t.Fatal(err)
@@ -193,8 +197,24 @@ func TestUDPBlockedUsesRelayOverTLS(t *testing.T) {
 		assertAccessWorks(t, 30*time.Second)
 	})
 	blocked := time.Now()
-	assertAccessWorks(t, 30*time.Second)
-	t.Logf("ssh works again %s after UDP was blocked", time.Since(blocked).Round(time.Millisecond))
+	// A new connection must not wait for the dead direct connection to time
+	// out: the client notices the silence and dials afresh (issues 4 and 6).
+	var last result
+	for time.Since(blocked) < 30*time.Second {
+		last = run(t, lab.NodeClient, 10*time.Second, nil, sshArgs("-o", "ConnectTimeout=8", lab.DBName, "hostname")...)
+		if last.err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	took := time.Since(blocked)
+	if last.err != nil {
+		t.Fatalf("no new ssh succeeded within 30 s of blocking UDP: %v\n%s", last.err, last.out)
+	}
+	t.Logf("new ssh succeeded %s after UDP was blocked", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Fatalf("first new ssh after blocking UDP succeeded only after %s (want <= 5 s)", took.Round(time.Millisecond))
+	}
 	if l.ReachableConnectors() {
 		return
 	}
@@ -314,5 +334,65 @@ func TestPacketLoss(t *testing.T) {
 	out := must(t, lab.NodeClient, 2*time.Minute, nil, "sh", "-c", "curl -sSf --max-time 100 '"+url+"' | sha256sum")
 	if got := strings.Fields(out); len(got) == 0 || got[0] != lab.BlobSHA256(seed, size) {
 		t.Fatalf("10 MiB under 5%% loss: sha256 %q", out)
+	}
+}
+
+// UDP blocked with a single connector left: new flows must not wait for the
+// dead direct connection to time out; the client dials a fresh connection
+// to the same connector (through the relay over TLS).
+func TestUDPBlockedSingleConnector(t *testing.T) {
+	l := getLab(t)
+	assertAccessWorks(t, 20*time.Second)
+	st := status(t, lab.NodeClient)
+	keep := ""
+	var most int64 = -1
+	for _, c := range st.Connectors {
+		if c.Connected && c.TotalFlows > most {
+			keep, most = c.Name, c.TotalFlows
+		}
+	}
+	for _, c := range st.Connectors {
+		if c.Name == keep {
+			continue
+		}
+		prog := "postern-connector-" + c.Name
+		if err := l.Kill(prog); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := l.StartProgram(prog); err != nil {
+				t.Errorf("restart %s: %v", prog, err)
+			}
+		})
+	}
+	time.Sleep(12 * time.Second) // the killed connector's connection is dropped
+	if !l.ReachableConnectors() {
+		waitPaths(t, 30*time.Second, "direct", "")
+	}
+	assertAccessWorks(t, 20*time.Second)
+	if err := l.BlockUDP(context.Background(), lab.RouterHome, true); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.BlockUDP(context.Background(), lab.RouterHome, false); err != nil {
+			t.Errorf("unblock UDP: %v", err)
+		}
+	})
+	blocked := time.Now()
+	var last result
+	for time.Since(blocked) < 30*time.Second {
+		last = run(t, lab.NodeClient, 10*time.Second, nil, sshArgs("-o", "ConnectTimeout=8", lab.DBName, "hostname")...)
+		if last.err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	took := time.Since(blocked)
+	if last.err != nil {
+		t.Fatalf("no new ssh succeeded within 30 s of blocking UDP: %v\n%s", last.err, last.out)
+	}
+	t.Logf("new ssh through connector %s succeeded %s after UDP was blocked", keep, took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Fatalf("first new ssh after blocking UDP succeeded only after %s (want <= 5 s)", took.Round(time.Millisecond))
 	}
 }
