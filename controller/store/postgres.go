@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -44,10 +43,7 @@ type Postgres struct {
 	stop context.CancelFunc
 	done chan struct{}
 
-	wmu      sync.Mutex
-	watchers map[chan int64]struct{}
-	maxRev   int64 // newest revision delivered to watchers
-	closed   bool
+	revHub
 }
 
 // RedactURL returns dsn with any password replaced, for messages and logs.
@@ -85,7 +81,7 @@ func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*Postgres,
 	if err != nil {
 		return nil, fmt.Errorf("open store %s: %w", where, err)
 	}
-	s := &Postgres{pool: pool, cfg: pcfg.ConnConfig.Copy(), log: log, watchers: map[chan int64]struct{}{}, done: make(chan struct{})}
+	s := &Postgres{pool: pool, cfg: pcfg.ConnConfig.Copy(), log: log, revHub: newRevHub(0), done: make(chan struct{})}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("open store %s: %w", where, err)
@@ -95,7 +91,7 @@ func OpenPostgres(ctx context.Context, dsn string, log *slog.Logger) (*Postgres,
 		pool.Close()
 		return nil, fmt.Errorf("open store %s: %w", where, err)
 	}
-	s.maxRev = rev
+	s.revHub.maxRev = rev // nothing can watch yet
 	// The first LISTEN is set up before Open returns, so no commit made
 	// after Open can be missed.
 	lctx, stop := context.WithCancel(context.Background())
@@ -172,23 +168,8 @@ type pgTx struct {
 	audit   []AuditEntry // written at commit
 }
 
-func scanPgObject(row pgx.Row, kind string) (Object, error) {
-	o := Object{Kind: kind}
-	var data string
-	var updated int64
-	if err := row.Scan(&o.ID, &o.Name, &data, &updated); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return o, ErrNotFound
-		}
-		return o, err
-	}
-	o.Data = []byte(data)
-	o.Updated = time.UnixMilli(updated).UTC()
-	return o, nil
-}
-
 func (t *pgTx) Get(kind, id string) (Object, error) {
-	o, err := scanPgObject(t.tx.QueryRow(t.ctx, `SELECT id, name, data, updated FROM objects WHERE kind = $1 AND id = $2`, kind, id), kind)
+	o, err := scanObject(t.tx.QueryRow(t.ctx, `SELECT id, name, data, updated FROM objects WHERE kind = $1 AND id = $2`, kind, id), kind)
 	if err != nil {
 		return o, fmt.Errorf("get %s %q: %w", kind, id, err)
 	}
@@ -196,7 +177,7 @@ func (t *pgTx) Get(kind, id string) (Object, error) {
 }
 
 func (t *pgTx) GetByName(kind, name string) (Object, error) {
-	o, err := scanPgObject(t.tx.QueryRow(t.ctx, `SELECT id, name, data, updated FROM objects WHERE kind = $1 AND name = $2`, kind, name), kind)
+	o, err := scanObject(t.tx.QueryRow(t.ctx, `SELECT id, name, data, updated FROM objects WHERE kind = $1 AND name = $2`, kind, name), kind)
 	if err != nil {
 		return o, fmt.Errorf("get %s named %q: %w", kind, name, err)
 	}
@@ -226,7 +207,7 @@ func queryObjects(ctx context.Context, q querier, kind, sql string, args ...any)
 	defer rows.Close()
 	out := []Object{}
 	for rows.Next() {
-		o, err := scanPgObject(rows, kind)
+		o, err := scanObject(rows, kind)
 		if err != nil {
 			return nil, err
 		}
@@ -348,7 +329,7 @@ func (s *Postgres) Update(ctx context.Context, fn func(Tx) error) (int64, bool, 
 		return 0, false, fmt.Errorf("commit: %w", err)
 	}
 	if t.changed {
-		s.notify(rev)
+		s.publishNewer(rev)
 	}
 	return rev, t.changed, nil
 }
@@ -533,17 +514,7 @@ func (s *Postgres) Events(ctx context.Context, after int64, limit int) ([]Event,
 
 // Close implements Store.
 func (s *Postgres) Close() error {
-	s.wmu.Lock()
-	already := s.closed
-	if !s.closed {
-		s.closed = true
-		for ch := range s.watchers {
-			close(ch)
-		}
-		s.watchers = map[chan int64]struct{}{}
-	}
-	s.wmu.Unlock()
-	if already {
+	if already := s.closeWatchers(); already {
 		return nil
 	}
 	s.stop()

@@ -4,59 +4,10 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 )
-
-// Watch implements Store: revisions committed here or by any other replica.
-func (s *Postgres) Watch() (<-chan int64, func()) {
-	ch := make(chan int64, 1)
-	s.wmu.Lock()
-	if s.closed {
-		close(ch)
-		s.wmu.Unlock()
-		return ch, func() {}
-	}
-	s.watchers[ch] = struct{}{}
-	s.wmu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			s.wmu.Lock()
-			if _, ok := s.watchers[ch]; ok {
-				delete(s.watchers, ch)
-				close(ch)
-			}
-			s.wmu.Unlock()
-		})
-	}
-}
-
-// notify delivers rev to every watcher when it is newer than any delivered.
-func (s *Postgres) notify(rev int64) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.closed || rev <= s.maxRev {
-		return
-	}
-	s.maxRev = rev
-	for ch := range s.watchers {
-		select {
-		case ch <- rev:
-		default:
-			select {
-			case <-ch:
-			default:
-			}
-			select {
-			case ch <- rev:
-			default:
-			}
-		}
-	}
-}
 
 func (s *Postgres) listenConn(ctx context.Context) (*pgx.Conn, error) {
 	conn, err := pgx.ConnectConfig(ctx, s.cfg)
@@ -101,7 +52,7 @@ func (s *Postgres) listen(ctx context.Context, conn *pgx.Conn) {
 		switch {
 		case err == nil:
 			if rev, perr := strconv.ParseInt(n.Payload, 10, 64); perr == nil {
-				s.notify(rev)
+				s.publishNewer(rev)
 			} else {
 				s.poll(ctx)
 			}
@@ -126,5 +77,5 @@ func (s *Postgres) poll(ctx context.Context) {
 		}
 		return
 	}
-	s.notify(rev)
+	s.publishNewer(rev)
 }

@@ -18,9 +18,7 @@ type SQLite struct {
 	db *sql.DB
 	mu sync.Mutex // serializes writers in this process
 
-	wmu      sync.Mutex
-	watchers map[chan int64]struct{}
-	closed   bool
+	revHub
 }
 
 // OpenSQLite opens (creating if needed) the database at path and applies
@@ -37,7 +35,7 @@ func OpenSQLite(path string) (*SQLite, error) {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	db.SetMaxOpenConns(4)
-	s := &SQLite{db: db, watchers: map[chan int64]struct{}{}}
+	s := &SQLite{db: db, revHub: newRevHub(0)}
 	if err := s.migrate(); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open store %s: %w", path, err)
@@ -113,21 +111,6 @@ func (t *sqlTx) closeStmts() {
 	for _, st := range t.stmts {
 		st.Close()
 	}
-}
-
-func scanObject(row interface{ Scan(...any) error }, kind string) (Object, error) {
-	o := Object{Kind: kind}
-	var data string
-	var updated int64
-	if err := row.Scan(&o.ID, &o.Name, &data, &updated); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return o, ErrNotFound
-		}
-		return o, err
-	}
-	o.Data = []byte(data)
-	o.Updated = time.UnixMilli(updated).UTC()
-	return o, nil
 }
 
 func (t *sqlTx) Get(kind, id string) (Object, error) {
@@ -250,7 +233,7 @@ func (s *SQLite) Update(ctx context.Context, fn func(Tx) error) (int64, bool, er
 		return 0, false, fmt.Errorf("commit: %w", err)
 	}
 	if t.changed {
-		s.notify(rev)
+		s.publish(rev)
 	}
 	return rev, t.changed, nil
 }
@@ -412,62 +395,9 @@ func (s *SQLite) Events(ctx context.Context, after int64, limit int) ([]Event, e
 	return out, rows.Err()
 }
 
-// Watch implements Store. In-process fan-out: SQLite has a single writer
-// process, so every commit passes through notify.
-func (s *SQLite) Watch() (<-chan int64, func()) {
-	ch := make(chan int64, 1)
-	s.wmu.Lock()
-	if s.closed {
-		close(ch)
-		s.wmu.Unlock()
-		return ch, func() {}
-	}
-	s.watchers[ch] = struct{}{}
-	s.wmu.Unlock()
-	var once sync.Once
-	return ch, func() {
-		once.Do(func() {
-			s.wmu.Lock()
-			if _, ok := s.watchers[ch]; ok {
-				delete(s.watchers, ch)
-				close(ch)
-			}
-			s.wmu.Unlock()
-		})
-	}
-}
-
-func (s *SQLite) notify(rev int64) {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	for ch := range s.watchers {
-		// Keep only the newest revision: a slow watcher skips to it.
-		select {
-		case ch <- rev:
-		default:
-			select {
-			case <-ch:
-			default:
-			}
-			select {
-			case ch <- rev:
-			default:
-			}
-		}
-	}
-}
-
 // Close implements Store.
 func (s *SQLite) Close() error {
-	s.wmu.Lock()
-	if !s.closed {
-		s.closed = true
-		for ch := range s.watchers {
-			close(ch)
-		}
-		s.watchers = map[chan int64]struct{}{}
-	}
-	s.wmu.Unlock()
+	s.closeWatchers()
 	return s.db.Close()
 }
 
