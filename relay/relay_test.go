@@ -26,6 +26,7 @@ import (
 const secret = "turn-secret"
 
 type fixture struct {
+	c1Key  string
 	r      *Relay
 	ca     *pki.CA
 	signer *ctoken.Signer
