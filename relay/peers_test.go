@@ -304,6 +304,19 @@ func TestSessionQuotaUnderConcurrency(t *testing.T) {
 		conns[i] = sigwire.NewConn(tc)
 		defer conns[i].Close()
 	}
+	// All hellos pass authentication before any registers: a quota that is
+	// checked at authentication and counted at registration admits them all.
+	var arrived atomic.Int32
+	all := make(chan struct{})
+	f.r.hub.afterAuth = func() {
+		if arrived.Add(1) == tries {
+			close(all)
+		}
+		select {
+		case <-all:
+		case <-time.After(5 * time.Second):
+		}
+	}
 	var welcomed atomic.Int32
 	var wg sync.WaitGroup
 	start := make(chan struct{})

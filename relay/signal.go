@@ -43,6 +43,9 @@ type hub struct {
 	// then only listed connectors with their current key may register.
 	keys    map[string]string
 	revoked map[string]bool // device ids
+	// afterAuth, when set (tests), runs between a peer's authentication
+	// and its registration.
+	afterAuth func()
 }
 
 type sigPeer struct {
@@ -108,6 +111,9 @@ func (h *hub) serve(tc *tls.Conn) {
 	default:
 		h.refuse(p, "signal_auth", fmt.Errorf("%w: unknown role %q", ErrUnauthorized, hello.Role))
 		return
+	}
+	if h.afterAuth != nil {
+		h.afterAuth()
 	}
 	if err := h.register(p); err != nil {
 		reason := "signal_auth"
