@@ -38,6 +38,10 @@ func main() {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if *publicIP == "" {
+		fmt.Fprintln(os.Stderr, "postern-relay: --public-ip is required (the address clients and connectors reach this relay at)")
+		os.Exit(2)
+	}
 	ip := net.ParseIP(*publicIP)
 	if ip == nil {
 		fmt.Fprintf(os.Stderr, "postern-relay: --public-ip %q is not an IP address\n", *publicIP)
