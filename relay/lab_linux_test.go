@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
 )
 
 // Network-namespace labs for the relay on real-host layouts (issue 13 item
