@@ -176,7 +176,8 @@ func TestRelayIsNoOpenForwarder(t *testing.T) {
 }
 
 // Revoking a device (RelayPolicy.RevokedDevices) closes its signaling, stops
-// relaying for its allocations at once and refuses new ones.
+// relaying for its allocations at once (over UDP and over TLS) and refuses
+// new ones.
 func TestRevokedDeviceLosesRelayAtOnce(t *testing.T) {
 	f := newFixture(t, nil)
 	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -190,16 +191,24 @@ func TestRevokedDeviceLosesRelayAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	relayedTLS := f.turnClientTLS(t, u, p)
 	buf := make([]byte, 64)
-	send := func() bool {
-		if _, err := relayed.WriteTo([]byte("hello"), peer.LocalAddr()); err != nil {
+	send := func(pc net.PacketConn, msg string) bool {
+		if _, err := pc.WriteTo([]byte(msg), peer.LocalAddr()); err != nil {
 			return false
 		}
 		_ = peer.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		n, _, err := peer.ReadFrom(buf)
-		return err == nil && string(buf[:n]) == "hello"
+		for {
+			n, _, err := peer.ReadFrom(buf)
+			if err != nil {
+				return false
+			}
+			if string(buf[:n]) == msg {
+				return true
+			}
+		}
 	}
-	if !send() {
+	if !send(relayed, "udp") || !send(relayedTLS, "tls") {
 		t.Fatal("relaying to the connector's candidate failed before revocation")
 	}
 	f.r.SetPolicy(controlapi.RelayPolicy{Revision: 2, Connectors: []controlapi.RelayConnector{{ID: "c1", KeySHA256: f.c1Key}},
@@ -210,12 +219,52 @@ func TestRevokedDeviceLosesRelayAtOnce(t *testing.T) {
 			break // the relay closed the revoked device's session
 		}
 	}
-	if send() {
-		t.Fatal("a revoked device's allocation still relays")
+	if send(relayed, "udp after") {
+		t.Fatal("a revoked device's UDP allocation still relays")
+	}
+	if send(relayedTLS, "tls after") {
+		t.Fatal("a revoked device's TLS allocation still relays")
+	}
+	f.r.tmu.Lock()
+	left := len(f.r.tlsTURN)
+	f.r.tmu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d TURN-over-TLS connections of a revoked device still open", left)
 	}
 	if _, _, err := f.turnClient(t, u, p); err == nil {
 		t.Fatal("a revoked device got a new allocation")
 	}
+}
+
+// turnClientTLS allocates over TURN-over-TLS (ALPN stun.turn) and returns the
+// relayed socket.
+func (f *fixture) turnClientTLS(t *testing.T, username, password string) net.PacketConn {
+	t.Helper()
+	want := []string{f.r.TLSCertSHA256()}
+	tc, err := tls.Dial("tcp", f.r.TLSAddr().String(), pki.PinnedPeerConfig(func() []string { return want }, "postern-relay", []string{sigwire.ALPNTURN}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := turn.NewSTUNConn(tc)
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelDisabled
+	c, err := turn.NewClient(&turn.ClientConfig{
+		STUNServerAddr: f.r.TLSAddr().String(), TURNServerAddr: f.r.TLSAddr().String(),
+		Username: username, Password: password, Conn: base, LoggerFactory: lf, RTO: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); base.Close() })
+	if err := c.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	relayed, err := c.Allocate()
+	if err != nil {
+		t.Fatalf("allocate over TLS: %v", err)
+	}
+	t.Cleanup(func() { relayed.Close() })
+	return relayed
 }
 
 // Issue 14 finding 7: only connectors the controller lists, with the key it
@@ -343,5 +392,32 @@ func TestSessionQuotaUnderConcurrency(t *testing.T) {
 	f.r.hub.mu.Unlock()
 	if n != quota {
 		t.Fatalf("hub counts %d sessions, want %d", n, quota)
+	}
+}
+
+func TestResolveRelayIP(t *testing.T) {
+	ip := net.ParseIP
+	for _, c := range []struct {
+		name, listen string
+		public, relay net.IP
+		want          string // "" = error
+	}{
+		{"specific listener", "127.0.0.1:3478", ip("203.0.113.9"), nil, "127.0.0.1"},
+		{"explicit relay IP", "0.0.0.0:3478", ip("203.0.113.9"), ip("127.0.0.1"), "127.0.0.1"},
+		{"wildcard, public IP local", ":3478", ip("127.0.0.1"), nil, "127.0.0.1"},
+		{"wildcard, public IP not local", ":3478", ip("203.0.113.9"), nil, ""},
+		{"relay IP not local", "127.0.0.1:3478", ip("127.0.0.1"), ip("203.0.113.9"), ""},
+		{"relay IP wildcard", "127.0.0.1:3478", ip("127.0.0.1"), ip("0.0.0.0"), ""},
+		{"families differ", "127.0.0.1:3478", ip("2001:db8::1"), nil, ""},
+		{"listener host not an IP", "relay.example:3478", ip("127.0.0.1"), nil, ""},
+		{"public IP wildcard", "127.0.0.1:3478", ip("0.0.0.0"), nil, ""},
+	} {
+		got, err := ResolveRelayIP(c.listen, c.public, c.relay)
+		switch {
+		case c.want == "" && err == nil:
+			t.Errorf("%s: got %s, want an error", c.name, got)
+		case c.want != "" && (err != nil || got.String() != c.want):
+			t.Errorf("%s: got %v %v, want %s", c.name, got, err, c.want)
+		}
 	}
 }
