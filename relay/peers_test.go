@@ -398,7 +398,7 @@ func TestSessionQuotaUnderConcurrency(t *testing.T) {
 func TestResolveRelayIP(t *testing.T) {
 	ip := net.ParseIP
 	for _, c := range []struct {
-		name, listen string
+		name, listen  string
 		public, relay net.IP
 		want          string // "" = error
 	}{
