@@ -310,6 +310,9 @@ type RelayRegisterResponse struct {
 	Issuer          string          `json:"issuer"`
 	JWKS            json.RawMessage `json:"jwks"`
 	IntervalSeconds int             `json:"interval_seconds"`
+	// Policy is the relay policy at registration; changes arrive on
+	// PathRelayPolicy within a second.
+	Policy *RelayPolicy `json:"policy,omitempty"`
 }
 
 // TURNCredentials are short-lived relay credentials.

@@ -24,6 +24,7 @@ func (c *Controller) componentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+controlapi.PathConnectorPolicy, c.component(KindConnector, c.handleConnectorPolicy))
 	mux.HandleFunc("POST "+controlapi.PathConnectorEvents, c.component(KindConnector, c.handleEvents))
 	mux.HandleFunc("POST "+controlapi.PathRelayRegister, c.component(KindRelay, c.handleRelayRegister))
+	mux.HandleFunc("GET "+controlapi.PathRelayPolicy, c.component(KindRelay, c.handleRelayPolicy))
 	mux.HandleFunc("GET "+controlapi.PathTURNCredentials, c.handleTURN)
 	mux.HandleFunc("POST "+controlapi.PathTURNCredentials, c.handleTURN)
 }
@@ -420,23 +421,40 @@ func (c *Controller) handleRelayRegister(w http.ResponseWriter, r *http.Request,
 		}
 		c.log.Info("relay registered", "relay", id, "udp", req.UDPAddr, "tls", req.TLSAddr)
 	}
+	pol := c.model().relayPolicy(time.Now())
 	writeJSON(w, http.StatusOK, controlapi.RelayRegisterResponse{
 		ID: id, TURNSecret: string(c.turnKey), Realm: turnRealm, Issuer: c.issuer, JWKS: c.JWKS(),
-		IntervalSeconds: c.intervalSeconds(),
+		IntervalSeconds: c.intervalSeconds(), Policy: &pol,
 	})
 }
 
 const turnRealm = "postern"
 
-// TURNCredentials returns REST-style TURN credentials for principal:
-// username "<unix expiry>:<principal>", password base64(HMAC-SHA1(secret, username)).
+// TURNCredentials returns REST-style TURN credentials for a component
+// (principal "connector:<id>"): username "<unix expiry>:<principal>",
+// password base64(HMAC-SHA1(secret, username)).
 func (c *Controller) TURNCredentials(principal string) controlapi.TURNCredentials {
 	exp := time.Now().Add(c.cfg.TURNCredentialTTL).Truncate(time.Second)
-	user := controlapi.TURNUsername(exp, principal)
+	return c.turnCredentials(controlapi.TURNUsername(exp, principal), exp)
+}
+
+// deviceTURNCredentials returns TURN credentials bound to a client device:
+// username "<unix expiry>:<principal>/<device>". Relays let such an
+// allocation reach only the candidates exchanged in that device's signaling
+// sessions, and drop it as soon as the device is revoked (RelayPolicy).
+func (c *Controller) deviceTURNCredentials(principal, device string) controlapi.TURNCredentials {
+	exp := time.Now().Add(c.cfg.TURNCredentialTTL).Truncate(time.Second)
+	return c.turnCredentials(controlapi.TURNDeviceUsername(exp, principal, device), exp)
+}
+
+func (c *Controller) turnCredentials(user string, exp time.Time) controlapi.TURNCredentials {
 	return controlapi.TURNCredentials{Username: user, Password: controlapi.TURNPassword(string(c.turnKey), user),
 		ExpiresAt: exp.UTC(), Realm: turnRealm, Relays: c.model().relayInfos()}
 }
 
+// handleTURN issues TURN credentials to connectors (mTLS) and to signed-in
+// devices whose principal may use some connector (at least one resource on a
+// network that has a connector); anyone else has nothing to relay to.
 func (c *Controller) handleTURN(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		kind, id, err := c.componentIdentity(r)
@@ -444,15 +462,34 @@ func (c *Controller) handleTURN(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusUnauthorized, "%v", err)
 			return
 		}
+		if kind != KindConnector {
+			writeError(w, http.StatusForbidden, "TURN credentials are for connectors and client devices, not %s", kind)
+			return
+		}
 		writeJSON(w, http.StatusOK, c.TURNCredentials(kind+":"+id))
 		return
 	}
-	sess, _, err := c.sessionFor(r)
+	sess, m, err := c.sessionFor(r)
 	if err != nil {
 		writeError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c.TURNCredentials(sess.PrincipalID))
+	if !m.mayUseAnyConnector(sess.PrincipalID) {
+		writeError(w, http.StatusForbidden, "no resource of this account is served by a connector: nothing to relay to")
+		return
+	}
+	writeJSON(w, http.StatusOK, c.deviceTURNCredentials(sess.PrincipalID, sess.DeviceID))
+}
+
+func (c *Controller) handleRelayPolicy(w http.ResponseWriter, r *http.Request, id string) {
+	c.stream(w, r, func(m *Model) (any, func(int64), bool, string) {
+		if _, ok := m.Relays[id]; !ok {
+			return nil, nil, false, "relay " + id + " was removed"
+		}
+		p := m.relayPolicy(time.Now())
+		p.Revision = 0
+		return &p, func(rev int64) { p.Revision = rev }, true, ""
+	})
 }
 
 // intervalSeconds is the heartbeat interval asked of components (at least 1 s).

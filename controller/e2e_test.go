@@ -397,7 +397,7 @@ func TestRelayAndTURN(t *testing.T) {
 	mustJSON(t, data, &tc)
 	mac := hmac.New(sha1.New, []byte(rr.TURNSecret))
 	mac.Write([]byte(tc.Username))
-	if base64.StdEncoding.EncodeToString(mac.Sum(nil)) != tc.Password || !strings.HasSuffix(tc.Username, ":"+dev.session.Principal.ID) {
+	if base64.StdEncoding.EncodeToString(mac.Sum(nil)) != tc.Password || !strings.HasSuffix(tc.Username, ":"+dev.session.Principal.ID+"/"+dev.session.DeviceID) {
 		t.Fatalf("TURN credential does not verify with the relay's secret: %+v", tc)
 	}
 	if len(tc.Relays) != 1 || tc.Relays[0].UDPAddr != "203.0.113.5:3478" || tc.Relays[0].TLSCertSHA256 != strings.Repeat("ab", 32) || !tc.Relays[0].Online {

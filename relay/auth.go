@@ -3,9 +3,8 @@ package relay
 import (
 	"fmt"
 	"net"
-	"strconv"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/turn/v2"
@@ -27,18 +26,34 @@ const MaxCredentialLifetime = 48 * time.Hour
 // must not keep a roaming user from allocating again.
 const endpointIdle = 3 * time.Minute
 
-// turnAuth checks REST-style TURN credentials and per-principal quotas.
+// turnIdentity is who a TURN client endpoint authenticated as.
+type turnIdentity struct {
+	principal string
+	device    string // empty for component credentials
+}
+
+// turnAuth checks REST-style TURN credentials and per-principal quotas, and
+// remembers which identity every client endpoint (transport/ip:port)
+// authenticated as, so that permissions and packets can be tied to it.
 type turnAuth struct {
 	mu        sync.Mutex
 	secret    string
 	maxPerP   int
 	endpoints map[string]map[string]time.Time // principal -> client endpoint -> last seen
+	idents    map[string]turnIdentity         // client endpoint -> identity
 	now       func() time.Time
 	refuse    func(reason string)
+	// denied reports whether an identity lost its access (revoked device,
+	// deleted connector); nil allows all.
+	denied func(turnIdentity) bool
+	// blocked holds the endpoints of denied identities; every packet from
+	// or to them is dropped. Usually empty, read on every packet.
+	blocked atomic.Pointer[map[string]struct{}]
 }
 
 func newTURNAuth(maxPerPrincipal int, refuse func(string)) *turnAuth {
-	return &turnAuth{maxPerP: maxPerPrincipal, endpoints: map[string]map[string]time.Time{}, now: time.Now, refuse: refuse}
+	return &turnAuth{maxPerP: maxPerPrincipal, endpoints: map[string]map[string]time.Time{},
+		idents: map[string]turnIdentity{}, now: time.Now, refuse: refuse}
 }
 
 func (a *turnAuth) setSecret(s string) {
@@ -47,54 +62,105 @@ func (a *turnAuth) setSecret(s string) {
 	a.mu.Unlock()
 }
 
-// parseUsername splits "<unix expiry>:<principal>".
-func parseUsername(username string) (time.Time, string, error) {
-	exp, principal, ok := strings.Cut(username, ":")
-	if !ok || principal == "" {
-		return time.Time{}, "", fmt.Errorf("%w: username %q is not <expiry>:<principal>", ErrBadCredential, username)
+func endpointKey(src net.Addr) string { return src.Network() + "/" + src.String() }
+
+// parseUsername splits "<unix expiry>:<principal>[/<device>]".
+func parseUsername(username string) (time.Time, turnIdentity, error) {
+	exp, principal, device, err := controlapi.ParseTURNUsername(username)
+	if err != nil {
+		return time.Time{}, turnIdentity{}, fmt.Errorf("%w: %v", ErrBadCredential, err)
 	}
-	sec, err := strconv.ParseInt(exp, 10, 64)
-	if err != nil || sec <= 0 {
-		return time.Time{}, "", fmt.Errorf("%w: username expiry %q", ErrBadCredential, exp)
-	}
-	return time.Unix(sec, 0), principal, nil
+	return exp, turnIdentity{principal: principal, device: device}, nil
 }
 
-// check validates a username and returns the principal; it does not verify
+// check validates a username and returns its identity; it does not verify
 // the password (pion/turn does that with the key from handler).
-func (a *turnAuth) check(username string, src net.Addr) (string, error) {
-	expiry, principal, err := parseUsername(username)
+func (a *turnAuth) check(username string, src net.Addr) (turnIdentity, error) {
+	expiry, id, err := parseUsername(username)
 	if err != nil {
-		return "", err
+		return turnIdentity{}, err
 	}
 	now := a.now()
 	if !expiry.After(now) {
-		return "", fmt.Errorf("%w: %s expired at %s", ErrExpired, username, expiry.UTC().Format(time.RFC3339))
+		return turnIdentity{}, fmt.Errorf("%w: %s expired at %s", ErrExpired, username, expiry.UTC().Format(time.RFC3339))
 	}
 	if expiry.Sub(now) > MaxCredentialLifetime {
-		return "", fmt.Errorf("%w: expiry %s is too far ahead", ErrBadCredential, expiry.UTC().Format(time.RFC3339))
+		return turnIdentity{}, fmt.Errorf("%w: expiry %s is too far ahead", ErrBadCredential, expiry.UTC().Format(time.RFC3339))
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.secret == "" {
-		return "", ErrNotRegistered
+		return turnIdentity{}, ErrNotRegistered
 	}
-	eps := a.endpoints[principal]
+	if a.denied != nil && a.denied(id) {
+		return turnIdentity{}, fmt.Errorf("%w: %s", ErrRevoked, describe(id))
+	}
+	eps := a.endpoints[id.principal]
 	if eps == nil {
 		eps = map[string]time.Time{}
-		a.endpoints[principal] = eps
+		a.endpoints[id.principal] = eps
 	}
 	for k, seen := range eps {
 		if now.Sub(seen) > endpointIdle {
 			delete(eps, k)
+			delete(a.idents, k)
 		}
 	}
-	key := src.Network() + "/" + src.String()
+	key := endpointKey(src)
 	if _, ok := eps[key]; !ok && a.maxPerP > 0 && len(eps) >= a.maxPerP {
-		return "", fmt.Errorf("%w: principal %s already uses %d relay endpoints", ErrQuota, principal, len(eps))
+		return turnIdentity{}, fmt.Errorf("%w: principal %s already uses %d relay endpoints", ErrQuota, id.principal, len(eps))
+	}
+	if old, ok := a.idents[key]; ok && old.principal != id.principal {
+		// The endpoint changed hands (a NAT reused the port): it no longer
+		// counts for the previous principal.
+		delete(a.endpoints[old.principal], key)
 	}
 	eps[key] = now
-	return principal, nil
+	a.idents[key] = id
+	return id, nil
+}
+
+func describe(id turnIdentity) string {
+	if id.device != "" {
+		return "device " + id.device + " of " + id.principal
+	}
+	return id.principal
+}
+
+// lookup returns the identity client endpoint src authenticated as.
+func (a *turnAuth) lookup(src net.Addr) (turnIdentity, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	id, ok := a.idents[endpointKey(src)]
+	return id, ok
+}
+
+// reblock recomputes the blocked endpoints after the denied set changed and
+// returns them.
+func (a *turnAuth) reblock() map[string]struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]struct{}{}
+	if a.denied != nil {
+		for k, id := range a.idents {
+			if a.denied(id) {
+				out[k] = struct{}{}
+			}
+		}
+	}
+	a.blocked.Store(&out)
+	return out
+}
+
+// isBlocked reports whether packets from or to client endpoint src must be
+// dropped.
+func (a *turnAuth) isBlocked(src net.Addr) bool {
+	b := a.blocked.Load()
+	if b == nil || len(*b) == 0 {
+		return false
+	}
+	_, ok := (*b)[endpointKey(src)]
+	return ok
 }
 
 // handler is the pion/turn AuthHandler.
@@ -109,6 +175,8 @@ func (a *turnAuth) handler(log func(msg string, args ...any)) turn.AuthHandler {
 				reason = "quota"
 			case isErr(err, ErrNotRegistered):
 				reason = "unregistered"
+			case isErr(err, ErrRevoked):
+				reason = "revoked"
 			}
 			a.refuse(reason)
 			log("TURN request refused", "src", src.String(), "username", username, "err", err)

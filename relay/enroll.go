@@ -40,13 +40,20 @@ const (
 
 // Options are the postern-relay command line.
 type Options struct {
-	Token       string // enrollment token; only needed on the first start
-	StateDir    string
-	ListenUDP   string
-	ListenTLS   string
-	PublicIP    net.IP
+	Token     string // enrollment token; only needed on the first start
+	StateDir  string
+	ListenUDP string
+	ListenTLS string
+	PublicIP  net.IP
+	// RelayIP is the local address relayed sockets bind to (--relay-ip);
+	// nil: see ResolveRelayIP.
+	RelayIP     net.IP
 	MetricsAddr string
 	Logger      *slog.Logger
+	// AllowSelfPeers lets allocations relay to loopback and to this host's
+	// own addresses (tests that run clients, connectors and the relay on one
+	// host only; never in production).
+	AllowSelfPeers bool
 }
 
 type identity struct {
@@ -76,6 +83,28 @@ func Run(ctx context.Context, o Options) error {
 	if o.PublicIP == nil {
 		return fmt.Errorf("%w: --public-ip is required", ErrBadConfig)
 	}
+	relayIP, err := ResolveRelayIP(o.ListenUDP, o.PublicIP, o.RelayIP)
+	if err != nil {
+		return err
+	}
+	// Bind before anything else, so an address this host cannot bind fails
+	// at once rather than after enrollment.
+	udp, err := net.ListenPacket("udp", o.ListenUDP)
+	if err != nil {
+		return fmt.Errorf("%w: --listen-udp %s: cannot bind: %v", ErrBadConfig, o.ListenUDP, err)
+	}
+	tcp, err := net.Listen("tcp", o.ListenTLS)
+	if err != nil {
+		udp.Close()
+		return fmt.Errorf("%w: --listen-tls %s: cannot bind: %v", ErrBadConfig, o.ListenTLS, err)
+	}
+	started := false
+	defer func() {
+		if !started {
+			udp.Close()
+			tcp.Close()
+		}
+	}()
 	if err := os.MkdirAll(o.StateDir, 0o700); err != nil {
 		return fmt.Errorf("create state dir: %w", err)
 	}
@@ -88,14 +117,8 @@ func Run(ctx context.Context, o Options) error {
 		return err
 	}
 	cc := newControllerClient(e)
-	_, udpPort, err := net.SplitHostPort(o.ListenUDP)
-	if err != nil {
-		return fmt.Errorf("%w: --listen-udp %q: %v", ErrBadConfig, o.ListenUDP, err)
-	}
-	_, tlsPort, err := net.SplitHostPort(o.ListenTLS)
-	if err != nil {
-		return fmt.Errorf("%w: --listen-tls %q: %v", ErrBadConfig, o.ListenTLS, err)
-	}
+	udpPort := strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port)
+	tlsPort := strconv.Itoa(tcp.Addr().(*net.TCPAddr).Port)
 	reg := controlapi.RelayRegister{
 		PublicIP:      o.PublicIP.String(),
 		UDPAddr:       net.JoinHostPort(o.PublicIP.String(), udpPort),
@@ -118,8 +141,10 @@ func Run(ctx context.Context, o Options) error {
 		}
 	}
 	r, err := New(Config{
-		ListenUDP: o.ListenUDP, ListenTLS: o.ListenTLS, PublicIP: o.PublicIP,
+		ListenUDP: o.ListenUDP, ListenTLS: o.ListenTLS, PublicIP: o.PublicIP, RelayIP: relayIP,
+		UDPConn: udp, TLSListener: tcp,
 		Realm: resp.Realm, TLSCert: tlsCert, CA: e.ca, Logger: o.Logger,
+		AllowLoopbackPeers: o.AllowSelfPeers,
 	})
 	if err != nil {
 		return err
@@ -127,10 +152,15 @@ func Run(ctx context.Context, o Options) error {
 	if err := r.SetCredentials(resp.TURNSecret, resp.Issuer, resp.JWKS); err != nil {
 		return err
 	}
+	if resp.Policy != nil {
+		r.SetPolicy(*resp.Policy)
+	}
 	if err := r.Start(); err != nil {
 		return err
 	}
+	started = true
 	defer r.Close()
+	go cc.followPolicy(ctx, r, o.Logger)
 	if o.MetricsAddr != "" {
 		ms := &http.Server{Addr: o.MetricsAddr, Handler: r.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
 		go func() {
@@ -161,6 +191,9 @@ func Run(ctx context.Context, o Options) error {
 		}
 		if err := r.SetCredentials(resp.TURNSecret, resp.Issuer, resp.JWKS); err != nil {
 			o.Logger.Warn("relay heartbeat credentials", "err", err)
+		}
+		if resp.Policy != nil {
+			r.SetPolicy(*resp.Policy)
 		}
 		if err := cc.maybeRenew(ctx); err != nil {
 			o.Logger.Warn("renew relay credential", "err", err)

@@ -9,6 +9,7 @@ var (
 	ErrExpired        = errors.New("TURN credential expired")
 	ErrQuota          = errors.New("per-principal quota exceeded")
 	ErrForbiddenPeer  = errors.New("peer address not allowed")
+	ErrRevoked        = errors.New("access revoked by the controller")
 	ErrUnauthorized   = errors.New("signaling peer not authorized")
 	ErrNotConnected   = errors.New("connector is not connected to this relay")
 	ErrBadConfig      = errors.New("invalid relay configuration")

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/logging"
@@ -34,9 +35,17 @@ type Config struct {
 	ListenUDP string // STUN and TURN over UDP, e.g. ":3478"
 	ListenTLS string // TURN over TLS and signaling, e.g. ":443"
 	PublicIP  net.IP // the address relayed sockets are advertised at
-	// RelayIP is the local IP relayed sockets bind to (default: unspecified).
+	// RelayIP is the local IP relayed sockets bind to, never a wildcard, so
+	// relayed packets leave from the address peers send to. Default: the
+	// IP of ListenUDP; when that is a wildcard, PublicIP if it is an address
+	// of this host; otherwise New refuses (see ResolveRelayIP).
 	RelayIP net.IP
 	Realm   string
+	// UDPConn and TLSListener, when set, are the already-open sockets of
+	// ListenUDP and ListenTLS (Run opens them before enrolling, so that an
+	// address it cannot bind fails at once).
+	UDPConn     net.PacketConn
+	TLSListener net.Listener
 	// TLSCert is the certificate of the TLS listener (self-signed; its digest
 	// reaches clients through the controller and they pin it).
 	TLSCert tls.Certificate
@@ -47,7 +56,8 @@ type Config struct {
 	MaxAllocationsPerPrincipal int
 	MaxSessionsPerPrincipal    int
 	// AllowLoopbackPeers lets allocations relay to loopback and unspecified
-	// peers (in-process tests only; off in production).
+	// peers and to the relay's own addresses (in-process tests that run
+	// everything on one host only; off in production).
 	AllowLoopbackPeers bool
 	Logger             *slog.Logger
 }
@@ -66,10 +76,16 @@ type Relay struct {
 	tcp     net.Listener
 	turnLn  *chanListener
 	turnSrv *turn.Server
-	wg      sync.WaitGroup
-	ctx     context.Context
-	cancel  context.CancelFunc
-	closeMu sync.Once
+	// TURN-over-TLS connections by client endpoint, to cut off revoked ones.
+	tmu     sync.Mutex
+	tlsTURN map[string]net.Conn
+	// The revision of the last policy applied (SetPolicy).
+	pmu       sync.Mutex
+	policyRev atomic.Int64
+	wg        sync.WaitGroup
+	ctx       context.Context
+	cancel    context.CancelFunc
+	closeMu   sync.Once
 }
 
 // New validates cfg and prepares a relay; Start opens its sockets.
@@ -97,12 +113,11 @@ func New(cfg Config) (*Relay, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.RelayIP == nil {
-		cfg.RelayIP = net.IPv4zero
-		if cfg.PublicIP.To4() == nil {
-			cfg.RelayIP = net.IPv6unspecified
-		}
+	rip, err := ResolveRelayIP(cfg.ListenUDP, cfg.PublicIP, cfg.RelayIP)
+	if err != nil {
+		return nil, err
 	}
+	cfg.RelayIP = rip
 	r := &Relay{cfg: cfg, log: cfg.Logger, keys: ctoken.NewKeySet(nil)}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	r.m = newMetrics(func() float64 {
@@ -113,6 +128,8 @@ func New(cfg Config) (*Relay, error) {
 	})
 	r.auth = newTURNAuth(cfg.MaxAllocationsPerPrincipal, r.m.refuse)
 	r.hub = newHub(r)
+	r.auth.denied = r.hub.denied
+	r.tlsTURN = map[string]net.Conn{}
 	return r, nil
 }
 
@@ -146,14 +163,18 @@ func (r *Relay) verifier() *ctoken.Verifier {
 
 // Start opens the UDP and TLS listeners and starts serving.
 func (r *Relay) Start() error {
-	udp, err := net.ListenPacket("udp", r.cfg.ListenUDP)
-	if err != nil {
-		return fmt.Errorf("listen UDP %s: %w", r.cfg.ListenUDP, err)
+	udp, tcp := r.cfg.UDPConn, r.cfg.TLSListener
+	var err error
+	if udp == nil {
+		if udp, err = net.ListenPacket("udp", r.cfg.ListenUDP); err != nil {
+			return fmt.Errorf("%w: --listen-udp %s: %w", ErrBadConfig, r.cfg.ListenUDP, err)
+		}
 	}
-	tcp, err := net.Listen("tcp", r.cfg.ListenTLS)
-	if err != nil {
-		udp.Close()
-		return fmt.Errorf("listen TLS %s: %w", r.cfg.ListenTLS, err)
+	if tcp == nil {
+		if tcp, err = net.Listen("tcp", r.cfg.ListenTLS); err != nil {
+			udp.Close()
+			return fmt.Errorf("%w: --listen-tls %s: %w", ErrBadConfig, r.cfg.ListenTLS, err)
+		}
 	}
 	r.udp, r.tcp = udp, tcp
 	r.turnLn = newChanListener(tcp.Addr())
@@ -173,7 +194,7 @@ func (r *Relay) Start() error {
 		AuthHandler:   r.auth.handler(r.log.Debug),
 		LoggerFactory: lf,
 		PacketConnConfigs: []turn.PacketConnConfig{{
-			PacketConn: udp, RelayAddressGenerator: gen(), PermissionHandler: r.permit,
+			PacketConn: &filterConn{PacketConn: udp, blocked: r.auth.isBlocked}, RelayAddressGenerator: gen(), PermissionHandler: r.permit,
 		}},
 		ListenerConfigs: []turn.ListenerConfig{{
 			Listener: r.turnLn, RelayAddressGenerator: gen(), PermissionHandler: r.permit,
@@ -187,22 +208,9 @@ func (r *Relay) Start() error {
 	r.turnSrv = srv
 	r.wg.Add(1)
 	go r.acceptTLS()
-	r.log.Info("relay listening", "udp", udp.LocalAddr().String(), "tls", tcp.Addr().String(), "public_ip", r.cfg.PublicIP.String())
+	r.log.Info("relay listening", "udp", udp.LocalAddr().String(), "tls", tcp.Addr().String(),
+		"public_ip", r.cfg.PublicIP.String(), "relay_ip", r.cfg.RelayIP.String())
 	return nil
-}
-
-// permit is the TURN permission handler: no relaying to loopback, link-local,
-// multicast or unspecified peers (the relay is no proxy into its own host).
-func (r *Relay) permit(client net.Addr, peer net.IP) bool {
-	ok := peer != nil && !peer.IsMulticast() && !peer.IsLinkLocalUnicast() && !peer.IsInterfaceLocalMulticast()
-	if !r.cfg.AllowLoopbackPeers && (peer.IsLoopback() || peer.IsUnspecified()) {
-		ok = false
-	}
-	if !ok {
-		r.m.refuse("peer")
-		r.log.Info("TURN permission refused", "client", client.String(), "peer", peer.String())
-	}
-	return ok
 }
 
 // UDPAddr is the bound UDP address.
@@ -278,7 +286,7 @@ func (r *Relay) handleTLS(c *tls.Conn) {
 	}
 	switch c.ConnectionState().NegotiatedProtocol {
 	case sigwire.ALPNTURN:
-		r.turnLn.deliver(c)
+		r.turnLn.deliver(r.trackTURN(c))
 	case sigwire.ALPNSignal:
 		r.hub.serve(c)
 	default:

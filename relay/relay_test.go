@@ -26,13 +26,17 @@ import (
 const secret = "turn-secret"
 
 type fixture struct {
+	jwks   json.RawMessage
+	c1Key  string
 	r      *Relay
 	ca     *pki.CA
 	signer *ctoken.Signer
 	rcert  tls.Certificate
 }
 
-func newFixture(t *testing.T, mut func(*Config)) *fixture {
+// newKeys makes the deployment CA, the token signer and the relay's TLS
+// certificate, without starting a relay.
+func newKeys(t *testing.T) *fixture {
 	t.Helper()
 	ca, err := pki.NewCA("test CA")
 	if err != nil {
@@ -46,6 +50,13 @@ func newFixture(t *testing.T, mut func(*Config)) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return &fixture{ca: ca, signer: signer, rcert: rc, jwks: jwks}
+}
+
+func newFixture(t *testing.T, mut func(*Config)) *fixture {
+	t.Helper()
+	f := newKeys(t)
+	ca, signer, rc, jwks := f.ca, f.signer, f.rcert, f.jwks
 	cfg := Config{ListenUDP: "127.0.0.1:0", ListenTLS: "127.0.0.1:0", PublicIP: net.ParseIP("127.0.0.1"),
 		RelayIP: net.ParseIP("127.0.0.1"), Realm: "postern.test", TLSCert: rc, CA: ca.Cert,
 		AllowLoopbackPeers: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -63,7 +74,8 @@ func newFixture(t *testing.T, mut func(*Config)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.Close() })
-	return &fixture{r: r, ca: ca, signer: signer, rcert: rc}
+	f.r = r
+	return f
 }
 
 func (f *fixture) allocate(t *testing.T, username, password string) (net.PacketConn, error) {

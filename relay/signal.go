@@ -8,6 +8,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -21,6 +23,9 @@ import (
 const (
 	helloTimeout = 10 * time.Second
 	idleTimeout  = 90 * time.Second // peers ping every 20 s
+	// maxSessionIPs bounds the candidate addresses remembered per session
+	// and direction.
+	maxSessionIPs = 128
 )
 
 func isErr(err, target error) bool { return errors.Is(err, target) }
@@ -33,6 +38,14 @@ type hub struct {
 	sessions   map[string]*sigPeer // session id -> client
 	perP       map[string]int      // principal -> open sessions
 	all        map[*sigPeer]struct{}
+	// keys is the controller's list of connectors and their key digests;
+	// nil until the first policy (in-process use without a controller),
+	// then only listed connectors with their current key may register.
+	keys    map[string]string
+	revoked map[string]bool // device ids
+	// afterAuth, when set (tests), runs between a peer's authentication
+	// and its registration.
+	afterAuth func()
 }
 
 type sigPeer struct {
@@ -44,6 +57,12 @@ type sigPeer struct {
 	principal string
 	device    string
 	token     string
+	keySHA256 string // connectors: digest of the certificate's key
+	// Candidate addresses exchanged in a client session (IPs only: TURN
+	// permissions are per IP): those the connector sent to the client, and
+	// those the client sent to the connector (not host candidates).
+	fromConnector map[netip.Addr]struct{}
+	fromClient    map[netip.Addr]struct{}
 }
 
 func newHub(r *Relay) *hub {
@@ -93,7 +112,17 @@ func (h *hub) serve(tc *tls.Conn) {
 		h.refuse(p, "signal_auth", fmt.Errorf("%w: unknown role %q", ErrUnauthorized, hello.Role))
 		return
 	}
-	h.register(p)
+	if h.afterAuth != nil {
+		h.afterAuth()
+	}
+	if err := h.register(p); err != nil {
+		reason := "signal_auth"
+		if errors.Is(err, ErrQuota) {
+			reason = "quota"
+		}
+		h.refuse(p, reason, err)
+		return
+	}
 	defer h.unregister(p)
 	if err := p.c.Write(&sigwire.Message{Type: sigwire.TypeWelcome, Session: p.session, Connector: p.connector}); err != nil {
 		return
@@ -135,7 +164,7 @@ func (h *hub) authConnector(p *sigPeer, hello *sigwire.Message) error {
 	if hello.Connector != "" && hello.Connector != id {
 		return fmt.Errorf("%w: hello names connector %q, certificate %q", ErrUnauthorized, hello.Connector, id)
 	}
-	p.role, p.connector = sigwire.RoleConnector, id
+	p.role, p.connector, p.keySHA256 = sigwire.RoleConnector, id, pki.CertDigest(certs[0].RawSubjectPublicKeyInfo)
 	return nil
 }
 
@@ -155,13 +184,6 @@ func (h *hub) authClient(p *sigPeer, hello *sigwire.Message) error {
 	if !ok || pki.KeyThumbprint(pub) != claims.Cnf.JKT {
 		return fmt.Errorf("%w: device certificate is not the key the token is bound to", ErrUnauthorized)
 	}
-	h.mu.Lock()
-	n := h.perP[claims.Subject]
-	h.mu.Unlock()
-	if n >= h.r.cfg.MaxSessionsPerPrincipal {
-		h.r.m.refuse("quota")
-		return fmt.Errorf("%w: %d signaling sessions", ErrQuota, n)
-	}
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	p.role, p.connector, p.session = sigwire.RoleClient, hello.Connector, hex.EncodeToString(b[:])
@@ -169,17 +191,147 @@ func (h *hub) authClient(p *sigPeer, hello *sigwire.Message) error {
 	return nil
 }
 
-func (h *hub) register(p *sigPeer) {
+// register admits an authenticated peer. Everything that depends on shared
+// state is decided here under one hold of the lock: the controller's list of
+// connectors and keys, revoked devices, and the per-principal session quota
+// (checked and reserved together, so concurrent hellos cannot exceed it).
+func (h *hub) register(p *sigPeer) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if p.role == sigwire.RoleConnector {
+		if err := h.connectorAllowedLocked(p); err != nil {
+			return err
+		}
 		h.connectors[p.connector] = p
 	} else {
-		h.sessions[p.session] = p
+		if h.revoked[p.device] {
+			return fmt.Errorf("%w: device %s", ErrRevoked, p.device)
+		}
+		if n := h.perP[p.principal]; n >= h.r.cfg.MaxSessionsPerPrincipal {
+			return fmt.Errorf("%w: principal %s already has %d signaling sessions", ErrQuota, p.principal, n)
+		}
 		h.perP[p.principal]++
+		p.fromConnector, p.fromClient = map[netip.Addr]struct{}{}, map[netip.Addr]struct{}{}
+		h.sessions[p.session] = p
 		h.r.m.sessions.Inc()
 	}
 	h.r.m.peers.WithLabelValues(p.role).Inc()
+	return nil
+}
+
+// connectorAllowedLocked checks a connector against the controller's list.
+func (h *hub) connectorAllowedLocked(p *sigPeer) error {
+	if h.keys == nil {
+		return nil
+	}
+	want, ok := h.keys[p.connector]
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: connector %s is not enrolled at the controller (deleted?)", ErrRevoked, p.connector)
+	case !pki.DigestEqual(want, p.keySHA256):
+		return fmt.Errorf("%w: connector %s presents a key the controller replaced", ErrRevoked, p.connector)
+	}
+	return nil
+}
+
+// setPolicy installs the controller's connectors and revoked devices and
+// closes the signaling connections that no longer match: connectors deleted
+// or re-keyed, sessions of revoked devices or to deleted connectors.
+func (h *hub) setPolicy(keys map[string]string, revoked map[string]bool) {
+	var drop []*sigPeer
+	h.mu.Lock()
+	h.keys, h.revoked = keys, revoked
+	for _, c := range h.connectors {
+		if err := h.connectorAllowedLocked(c); err != nil {
+			drop = append(drop, c)
+			h.r.log.Info("dropping connector signaling", "connector", c.connector, "err", err)
+		}
+	}
+	for _, s := range h.sessions {
+		_, known := keys[s.connector]
+		if revoked[s.device] || (keys != nil && !known) {
+			drop = append(drop, s)
+			h.r.log.Info("dropping client signaling session", "session", s.session, "device", s.device, "connector", s.connector)
+		}
+	}
+	h.mu.Unlock()
+	for _, p := range drop {
+		h.r.m.refuse("revoked")
+		p.tc.Close()
+	}
+}
+
+// denied reports whether a TURN identity lost its access: a revoked device,
+// or a connector the controller no longer lists.
+func (h *hub) denied(id turnIdentity) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if id.device != "" && h.revoked[id.device] {
+		return true
+	}
+	if cid, ok := strings.CutPrefix(id.principal, "connector:"); ok && h.keys != nil {
+		_, known := h.keys[cid]
+		return !known
+	}
+	return false
+}
+
+// peerAllowed reports whether the TURN identity id may relay to peer: peer
+// must be an address exchanged in a live signaling session of that identity.
+// A client (principal, device) may reach the candidates its connector sent in
+// one of its sessions, and the address the connector's signaling connection
+// comes from; a connector may reach the non-host candidates of the clients in
+// its sessions and the addresses their signaling connections come from.
+func (h *hub) peerAllowed(id turnIdentity, peer netip.Addr) bool {
+	peer = peer.Unmap()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if cid, ok := strings.CutPrefix(id.principal, "connector:"); ok {
+		for _, s := range h.sessions {
+			if s.connector != cid {
+				continue
+			}
+			if _, ok := s.fromClient[peer]; ok || remoteIP(s.tc) == peer {
+				return true
+			}
+		}
+		return false
+	}
+	for _, s := range h.sessions {
+		if s.principal != id.principal || (id.device != "" && s.device != id.device) {
+			continue
+		}
+		if _, ok := s.fromConnector[peer]; ok {
+			return true
+		}
+		if c := h.connectors[s.connector]; c != nil && remoteIP(c.tc) == peer {
+			return true
+		}
+	}
+	return false
+}
+
+func remoteIP(c net.Conn) netip.Addr {
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// remember adds the addresses of candidates to set (bounded).
+func remember(set map[netip.Addr]struct{}, cs []sigwire.Candidate, hostToo bool) {
+	for _, c := range cs {
+		if !hostToo && c.Type == sigwire.CandHost {
+			continue
+		}
+		ap, err := netip.ParseAddrPort(c.Addr)
+		if err != nil || len(set) >= maxSessionIPs {
+			continue
+		}
+		set[ap.Addr().Unmap()] = struct{}{}
+	}
 }
 
 func (h *hub) unregister(p *sigPeer) {
@@ -231,6 +383,9 @@ func (h *hub) route(p *sigPeer, m *sigwire.Message) {
 		}
 		h.mu.Lock()
 		conn := h.connectors[p.connector]
+		if conn != nil {
+			remember(p.fromClient, m.Candidates, false)
+		}
 		h.mu.Unlock()
 		if conn == nil {
 			h.r.m.refuse("not_connected")
@@ -248,8 +403,12 @@ func (h *hub) route(p *sigPeer, m *sigwire.Message) {
 	}
 	h.mu.Lock()
 	cl := h.sessions[m.Session]
+	ok := cl != nil && cl.connector == p.connector
+	if ok {
+		remember(cl.fromConnector, m.Candidates, true)
+	}
 	h.mu.Unlock()
-	if cl == nil || cl.connector != p.connector {
+	if !ok {
 		return
 	}
 	_ = cl.c.Write(&sigwire.Message{Type: m.Type, Session: m.Session, Connector: p.connector, Ufrag: m.Ufrag, Pwd: m.Pwd, Candidates: m.Candidates, Error: m.Error})

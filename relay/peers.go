@@ -1,0 +1,271 @@
+package relay
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+
+	"postern.dev/postern/controlapi"
+)
+
+// metadataAddrs are cloud instance metadata and host endpoints a relay never
+// relays to, whatever else is allowed: AWS (IPv4 and IPv6), GCP and Azure IMDS
+// (169.254.169.254), Alibaba (100.100.100.200), Azure WireServer (168.63.129.16).
+var metadataAddrs = []netip.Addr{
+	netip.MustParseAddr("169.254.169.254"),
+	netip.MustParseAddr("100.100.100.200"),
+	netip.MustParseAddr("168.63.129.16"),
+	netip.MustParseAddr("fd00:ec2::254"),
+}
+
+// localIPs returns the addresses of this host's interfaces.
+func localIPs() ([]netip.Addr, error) {
+	as, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list local addresses: %w", err)
+	}
+	out := make([]netip.Addr, 0, len(as))
+	for _, a := range as {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok {
+				out = append(out, ip.Unmap())
+			}
+		}
+	}
+	return out, nil
+}
+
+func isLocal(ip net.IP) (bool, error) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return false, nil
+	}
+	ls, err := localIPs()
+	if err != nil {
+		return false, err
+	}
+	for _, l := range ls {
+		if l == a.Unmap() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// ResolveRelayIP returns the local IP relayed sockets bind to:
+//
+//  1. relayIP when given: it must be an address of this host (not a wildcard)
+//     of the same family as publicIP;
+//  2. otherwise the IP of listenUDP when that names one;
+//  3. otherwise (listenUDP is a wildcard) publicIP, if it is an address of
+//     this host;
+//  4. otherwise it refuses: on a host behind 1:1 NAT with a wildcard listener
+//     the relay cannot know which local address the public IP maps to, so
+//     --relay-ip (or a specific --listen-udp) must say it.
+//
+// publicIP may differ from every local address (1:1 NAT): relayed addresses
+// are advertised at publicIP and bound to the returned IP, port for port.
+func ResolveRelayIP(listenUDP string, publicIP, relayIP net.IP) (net.IP, error) {
+	if publicIP == nil || publicIP.IsUnspecified() {
+		return nil, fmt.Errorf("%w: --public-ip must be a specific IP address", ErrBadConfig)
+	}
+	v4 := publicIP.To4() != nil
+	if relayIP != nil {
+		if relayIP.IsUnspecified() {
+			return nil, fmt.Errorf("%w: --relay-ip %s is a wildcard; name one address of this host", ErrBadConfig, relayIP)
+		}
+		if (relayIP.To4() != nil) != v4 {
+			return nil, fmt.Errorf("%w: --relay-ip %s and --public-ip %s are of different IP families", ErrBadConfig, relayIP, publicIP)
+		}
+		local, err := isLocal(relayIP)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --relay-ip %s: %w", ErrBadConfig, relayIP, err)
+		}
+		if !local {
+			return nil, fmt.Errorf("%w: --relay-ip %s is not an address of this host", ErrBadConfig, relayIP)
+		}
+		return relayIP, nil
+	}
+	host, _, err := net.SplitHostPort(listenUDP)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --listen-udp %q: %v", ErrBadConfig, listenUDP, err)
+	}
+	if host != "" {
+		ip := net.ParseIP(host)
+		if ip == nil {
+			return nil, fmt.Errorf("%w: --listen-udp %q: host must be an IP address", ErrBadConfig, listenUDP)
+		}
+		if !ip.IsUnspecified() {
+			if (ip.To4() != nil) != v4 {
+				return nil, fmt.Errorf("%w: --listen-udp %s and --public-ip %s are of different IP families; pass --relay-ip", ErrBadConfig, listenUDP, publicIP)
+			}
+			return ip, nil
+		}
+	}
+	local, err := isLocal(publicIP)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --public-ip %s: %w", ErrBadConfig, publicIP, err)
+	}
+	if !local {
+		return nil, fmt.Errorf("%w: --listen-udp %q is a wildcard and --public-ip %s is not an address of this host (1:1 NAT?): pass --relay-ip with the local address it maps to", ErrBadConfig, listenUDP, publicIP)
+	}
+	return publicIP, nil
+}
+
+// permit is the TURN permission handler. A peer must be an address exchanged
+// in a live signaling session of the identity the TURN client authenticated
+// as (hub.peerAllowed), and is refused whatever the sessions say when it is
+// loopback, unspecified, link-local, multicast, a cloud metadata endpoint or
+// an address of the relay itself.
+func (r *Relay) permit(client net.Addr, peer net.IP) bool {
+	reason := r.refusePeer(client, peer)
+	if reason == "" {
+		return true
+	}
+	r.m.refuse("peer")
+	r.log.Info("TURN permission refused", "client", client.String(), "peer", peer.String(), "reason", reason)
+	return false
+}
+
+func (r *Relay) refusePeer(client net.Addr, peer net.IP) string {
+	a, ok := netip.AddrFromSlice(peer)
+	if !ok {
+		return "not an IP"
+	}
+	a = a.Unmap()
+	switch {
+	case a.IsMulticast() || a.IsInterfaceLocalMulticast() || a.IsLinkLocalMulticast():
+		return "multicast"
+	case a.IsLinkLocalUnicast():
+		return "link-local"
+	}
+	for _, m := range metadataAddrs {
+		if a == m {
+			return "cloud metadata endpoint"
+		}
+	}
+	if !r.cfg.AllowLoopbackPeers {
+		if a.IsLoopback() || a.IsUnspecified() {
+			return "loopback or unspecified"
+		}
+		if r.isOwnAddr(a) {
+			return "an address of the relay"
+		}
+	}
+	id, ok := r.auth.lookup(client)
+	if !ok {
+		return "no authenticated TURN client at this endpoint"
+	}
+	if !r.hub.peerAllowed(id, a) {
+		return "not a candidate of a live signaling session of " + describe(id)
+	}
+	return ""
+}
+
+func (r *Relay) isOwnAddr(a netip.Addr) bool {
+	for _, ip := range []net.IP{r.cfg.PublicIP, r.cfg.RelayIP} {
+		if x, ok := netip.AddrFromSlice(ip); ok && x.Unmap() == a {
+			return true
+		}
+	}
+	ls, err := localIPs()
+	if err != nil {
+		return true // cannot tell: refuse
+	}
+	for _, l := range ls {
+		if l == a {
+			return true
+		}
+	}
+	return false
+}
+
+// SetPolicy installs what the controller's relay policy stream says: the
+// connectors (and their key digests) that may register for signaling, and
+// the revoked devices. Signaling connections that no longer match are closed,
+// and TURN traffic of revoked devices and deleted connectors is dropped at
+// once (their allocations can neither relay nor refresh).
+func (r *Relay) SetPolicy(p controlapi.RelayPolicy) {
+	// Snapshots come from the stream and from heartbeats; never go back.
+	r.pmu.Lock()
+	defer r.pmu.Unlock()
+	if p.Revision < r.policyRev.Load() {
+		return
+	}
+	r.policyRev.Store(p.Revision)
+	keys := make(map[string]string, len(p.Connectors))
+	for _, c := range p.Connectors {
+		keys[c.ID] = c.KeySHA256
+	}
+	revoked := make(map[string]bool, len(p.RevokedDevices))
+	for _, d := range p.RevokedDevices {
+		revoked[d] = true
+	}
+	r.hub.setPolicy(keys, revoked)
+	blocked := r.auth.reblock()
+	if len(blocked) == 0 {
+		return
+	}
+	r.tmu.Lock()
+	var cut []net.Conn
+	for k, c := range r.tlsTURN {
+		if _, ok := blocked[k]; ok {
+			cut = append(cut, c)
+		}
+	}
+	r.tmu.Unlock()
+	for _, c := range cut {
+		c.Close()
+	}
+}
+
+// filterConn drops TURN packets from and to blocked client endpoints.
+type filterConn struct {
+	net.PacketConn
+	blocked func(net.Addr) bool
+}
+
+func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		n, a, err := c.PacketConn.ReadFrom(b)
+		if err != nil || !c.blocked(a) {
+			return n, a, err
+		}
+	}
+}
+
+func (c *filterConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	if c.blocked(a) {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, a)
+}
+
+// trackTURN registers a TURN-over-TLS connection so SetPolicy can cut it.
+func (r *Relay) trackTURN(c net.Conn) net.Conn {
+	key := endpointKey(c.RemoteAddr())
+	t := &trackedConn{Conn: c}
+	t.untrack = func() {
+		r.tmu.Lock()
+		if r.tlsTURN[key] == t {
+			delete(r.tlsTURN, key)
+		}
+		r.tmu.Unlock()
+	}
+	r.tmu.Lock()
+	r.tlsTURN[key] = t
+	r.tmu.Unlock()
+	return t
+}
+
+type trackedConn struct {
+	net.Conn
+	once    sync.Once
+	untrack func()
+}
+
+func (t *trackedConn) Close() error {
+	t.once.Do(t.untrack)
+	return t.Conn.Close()
+}
