@@ -100,8 +100,10 @@ func credentialProblem(s *Session, u *User, sa *ServiceAccount, now time.Time) s
 		if u == nil || u.IdPSubject == "" {
 			return "identity provider binding removed"
 		}
-		if externalCredential(kind, u.IdPIssuer, u.IdPSubject) != s.Credential &&
-			!(u.IdPIssuer == "" && strings.HasSuffix(s.Credential, "#"+u.IdPSubject)) {
+		// An issuer holds no "#" (it is a URL without fragment); an
+		// administrator's binding names no issuer until its first sign-in.
+		iss, sub, _ := strings.Cut(rest, "#")
+		if sub != u.IdPSubject || (u.IdPIssuer != "" && u.IdPIssuer != iss) {
 			return "identity provider binding changed"
 		}
 	}

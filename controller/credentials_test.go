@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -247,4 +246,34 @@ func TestLegacySessionsGetTheirCredential(t *testing.T) {
 	}
 }
 
-var _ = json.Marshal
+func TestCredentialProblem(t *testing.T) {
+	now := time.Now()
+	live := now.Add(time.Hour)
+	u := &User{ID: "usr_1", PasswordHash: "$argon2id$a", IdPIssuer: "https://idp.example", IdPSubject: "b"}
+	sa := &ServiceAccount{ID: "sa_1", Keys: []ServiceKeyRec{{KeyID: "key_1"}, {KeyID: "key_2", ExpiresAt: now}}}
+	for _, tc := range []struct {
+		name string
+		s    Session
+		u    *User
+		sa   *ServiceAccount
+		want string
+	}{
+		{"password ok", Session{Credential: passwordCredential(u.PasswordHash), ExpiresAt: live}, u, nil, ""},
+		{"password changed", Session{Credential: passwordCredential("$argon2id$old"), ExpiresAt: live}, u, nil, "password changed"},
+		{"expired", Session{Credential: passwordCredential(u.PasswordHash), ExpiresAt: now}, u, nil, "expired"},
+		{"account removed", Session{Credential: passwordCredential(u.PasswordHash), ExpiresAt: live}, nil, nil, "account removed"},
+		{"key ok", Session{Credential: serviceKeyCredential("key_1"), ExpiresAt: live}, nil, sa, ""},
+		{"key expired", Session{Credential: serviceKeyCredential("key_2"), ExpiresAt: live}, nil, sa, "service key expired"},
+		{"key deleted", Session{Credential: serviceKeyCredential("key_3"), ExpiresAt: live}, nil, sa, "service key deleted"},
+		{"subject ok", Session{Credential: externalCredential("oidc", "https://idp.example", "b"), ExpiresAt: live}, u, nil, ""},
+		{"subject with #", Session{Credential: externalCredential("oidc", "https://idp.example", "a#b"), ExpiresAt: live}, u, nil, "identity provider binding changed"},
+		{"other issuer", Session{Credential: externalCredential("oidc", "https://other.example", "b"), ExpiresAt: live}, u, nil, "identity provider binding changed"},
+		{"admin binding, no issuer yet", Session{Credential: externalCredential("oidc", "https://idp.example", "b"), ExpiresAt: live},
+			&User{ID: "usr_1", IdPSubject: "b"}, nil, ""},
+		{"backfilled, nothing left", Session{Credential: "removed:password", ExpiresAt: live}, u, nil, "credential removed"},
+	} {
+		if got := credentialProblem(&tc.s, tc.u, tc.sa, now); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
