@@ -88,6 +88,10 @@ type UserView struct {
 	Source      string `json:"source,omitempty"`
 	Disabled    bool   `json:"disabled,omitempty"`
 	HasPassword bool   `json:"has_password"`
+	// OIDCSubject and OIDCIssuer: the identity provider subject bound to
+	// the account (by its first verified sign-in or by oidc_subject).
+	OIDCSubject string `json:"oidc_subject,omitempty"`
+	OIDCIssuer  string `json:"oidc_issuer,omitempty"`
 }
 
 type serviceKeyView struct {
@@ -148,7 +152,8 @@ func (c *Controller) view(kind string, data []byte) (any, error) {
 		if err := json.Unmarshal(data, &v); err != nil {
 			return nil, err
 		}
-		return UserView{ID: v.ID, Email: v.Email, Source: v.Source, Disabled: v.Disabled, HasPassword: v.PasswordHash != ""}, nil
+		return UserView{ID: v.ID, Email: v.Email, Source: v.Source, Disabled: v.Disabled, HasPassword: v.PasswordHash != "",
+			OIDCSubject: v.IdPSubject, OIDCIssuer: v.IdPIssuer}, nil
 	case KindServiceAccount:
 		var v ServiceAccount
 		if err := json.Unmarshal(data, &v); err != nil {
@@ -549,7 +554,7 @@ func (c *Controller) CreateServiceKey(ctx context.Context, account string, ttl t
 		return nil, fmt.Errorf("service account %q: %w", account, err)
 	}
 	secret := randomHex(32)
-	key := ServiceKeyRec{KeyID: newID("key"), SecretHash: sha256Hex(secret), Created: time.Now().UTC()}
+	key := ServiceKeyRec{KeyID: newID("key"), SecretHash: sha256Hex(secret), Created: c.now().UTC()}
 	if ttl > 0 {
 		key.ExpiresAt = key.Created.Add(ttl)
 	}
@@ -603,7 +608,11 @@ func (c *Controller) handleDeleteServiceKey(w http.ResponseWriter, r *http.Reque
 		if !found {
 			return store.ErrNotFound
 		}
-		return tx.Audit(store.AuditEntry{Actor: "admin", Action: "delete-key", Kind: KindServiceAccount, ObjectID: o.ID, Name: o.Name, Before: json.RawMessage(strconv.Quote(keyID))})
+		if err := tx.Audit(store.AuditEntry{Actor: "admin", Action: "delete-key", Kind: KindServiceAccount, ObjectID: o.ID, Name: o.Name, Before: json.RawMessage(strconv.Quote(keyID))}); err != nil {
+			return err
+		}
+		_, err := sweepSessions(tx, "admin", c.now())
+		return err
 	})
 	if err == nil {
 		err = c.reload(r.Context())

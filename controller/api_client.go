@@ -43,8 +43,12 @@ func (c *Controller) session(token string) (*Session, *Model, error) {
 	if !ok {
 		return nil, nil, fmt.Errorf("%w: unknown, expired or revoked session; sign in again", ErrUnauthenticated)
 	}
-	if time.Now().After(s.ExpiresAt) {
+	now := c.now()
+	if now.After(s.ExpiresAt) {
 		return nil, nil, fmt.Errorf("%w: session expired at %s; sign in again", ErrUnauthenticated, s.ExpiresAt.Format(time.RFC3339))
+	}
+	if p := m.credentialProblem(s, now); p != "" {
+		return nil, nil, fmt.Errorf("%w: session ended (%s); sign in again", ErrUnauthenticated, p)
 	}
 	if d, ok := m.Devices[s.DeviceID]; !ok || d.Revoked {
 		return nil, nil, fmt.Errorf("%w: this device was revoked", ErrUnauthenticated)
@@ -74,12 +78,32 @@ func (c *Controller) handleLogin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-type throttledError struct{ wait time.Duration }
+type throttledError struct {
+	wait       time.Duration
+	newDevices bool
+}
 
 func (e *throttledError) Error() string {
+	if e.newDevices {
+		return fmt.Sprintf("%v: after many failed sign-ins this account accepts sign-ins only from devices already used with it; use such a device or wait %s", ErrThrottled, e.wait.Round(time.Second))
+	}
 	return fmt.Sprintf("%v: wait %s before trying again", ErrThrottled, e.wait.Round(time.Second))
 }
 func (e *throttledError) Unwrap() error { return ErrThrottled }
+
+// signIn is who a sign-in authenticated and with what.
+type signIn struct {
+	PrincipalID, PrincipalKind string
+	Method                     string // password, service_key, oidc
+	Credential                 string // Session.Credential
+}
+
+// knownDevice reports whether the device key with thumbprint jkt is
+// registered to principal pid and not revoked.
+func (m *Model) knownDevice(pid, jkt string) bool {
+	d := m.DeviceByKey[pid+"/"+jkt]
+	return d != nil && !d.Revoked
+}
 
 // login signs a device in and returns its session.
 func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginRequest) (*controlapi.LoginResponse, int, error) {
@@ -90,20 +114,24 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 	if len(req.DeviceName) > 128 || len(req.OS) > 64 {
 		return nil, http.StatusBadRequest, errors.New("device_name or os: too long")
 	}
+	ctx = withRequestIP(ctx, ip)
+	jkt := pki.KeyThumbprint(ed25519.PublicKey(raw))
 	m := c.model()
-	var pid, pkind, method string
-	ipKey := "ip:" + ip
+	var who signIn
+	var expires time.Time
 	switch {
 	case req.IDToken != "":
 		if c.cfg.VerifyIDToken == nil {
 			return nil, http.StatusNotImplemented, errors.New("id_token: single sign-on (OIDC) is not configured on this controller")
 		}
-		if wait := c.logins.check(ipKey); wait > 0 {
-			return nil, http.StatusTooManyRequests, &throttledError{wait}
+		att := loginAttempt{IP: ip, Device: jkt}
+		if v := c.logins.check(att); v.wait > 0 {
+			return nil, http.StatusTooManyRequests, &throttledError{wait: v.wait}
 		}
 		id, err := c.cfg.VerifyIDToken(ctx, req.IDToken)
 		if err != nil {
-			c.logins.fail("", ipKey)
+			c.logins.fail(att)
+			c.auditFailedSignIn(ctx, "oidc", KindUser, "", "", jkt, "id_token", err.Error())
 			return nil, http.StatusUnauthorized, fmt.Errorf("id_token: %w", err)
 		}
 		resp, status, err := c.signInExternal(ctx, *id, req)
@@ -113,53 +141,86 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 		return resp, 0, nil
 	case req.ServiceKey != nil:
 		k := req.ServiceKey
-		acctKey := "sa:" + k.AccountID
-		if wait := c.logins.check(acctKey, ipKey); wait > 0 {
-			return nil, http.StatusTooManyRequests, &throttledError{wait}
-		}
 		sa, ok := m.ServiceAccounts[k.AccountID]
-		valid := false
+		att := loginAttempt{Account: "sa:" + k.AccountID, IP: ip, Device: jkt, Known: ok && m.knownDevice(sa.ID, jkt)}
+		if v := c.logins.check(att); v.wait > 0 {
+			return nil, http.StatusTooManyRequests, &throttledError{wait: v.wait, newDevices: v.newDevices}
+		}
+		var key *ServiceKeyRec
 		if ok && k.Type == serviceKeyType {
-			for _, rec := range sa.Keys {
+			for i, rec := range sa.Keys {
 				if rec.KeyID == k.KeyID && subtle.ConstantTimeCompare([]byte(rec.SecretHash), []byte(sha256Hex(k.Secret))) == 1 &&
-					(rec.ExpiresAt.IsZero() || time.Now().Before(rec.ExpiresAt)) {
-					valid = true
+					(rec.ExpiresAt.IsZero() || c.now().Before(rec.ExpiresAt)) {
+					key = &sa.Keys[i]
 				}
 			}
 		}
-		if !valid {
-			c.logins.fail(acctKey, ipKey)
+		if key == nil {
+			c.logins.fail(att)
+			name := k.AccountID
+			if ok {
+				name = sa.Name
+			}
+			c.auditFailedSignIn(ctx, "service_account:"+name, KindServiceAccount, k.AccountID, name, jkt, "service_key", "unknown, revoked or expired key "+k.KeyID)
 			return nil, http.StatusUnauthorized, errors.New("service_key: unknown, revoked or expired service account key")
 		}
-		c.logins.success(acctKey)
-		pid, pkind, method = sa.ID, PrincipalServiceAccount, "service_key"
+		c.logins.success(att)
+		who = signIn{sa.ID, PrincipalServiceAccount, "service_key", serviceKeyCredential(key.KeyID)}
+		expires = key.ExpiresAt
 	case req.Email != "":
 		email := strings.ToLower(strings.TrimSpace(req.Email))
-		acctKey := "user:" + email
-		if wait := c.logins.check(acctKey, ipKey); wait > 0 {
-			return nil, http.StatusTooManyRequests, &throttledError{wait}
-		}
 		u, ok := m.UserByEmail[email]
+		att := loginAttempt{Account: "user:" + email, IP: ip, Device: jkt, Known: ok && m.knownDevice(u.ID, jkt)}
+		if v := c.logins.check(att); v.wait > 0 {
+			c.log.Warn("sign-in throttled", "email", email, "ip", ip, "wait", v.wait, "known_devices_only", v.newDevices)
+			return nil, http.StatusTooManyRequests, &throttledError{wait: v.wait, newDevices: v.newDevices}
+		}
 		hash := dummyHash()
 		if ok && u.PasswordHash != "" {
 			hash = u.PasswordHash
 		}
 		good := verifyPassword(hash, req.Password)
 		if !ok || u.PasswordHash == "" || u.Disabled || !good {
-			c.logins.fail(acctKey, ipKey)
-			c.log.Warn("failed sign-in", "email", email, "ip", ip)
+			c.logins.fail(att)
+			c.log.Warn("failed sign-in", "email", email, "ip", ip, "device", jkt)
+			uid := ""
+			if ok {
+				uid = u.ID
+			}
+			c.auditFailedSignIn(ctx, "user:"+email, KindUser, uid, email, jkt, "password", "wrong email or password")
 			return nil, http.StatusUnauthorized, errors.New("wrong email or password")
 		}
-		c.logins.success(acctKey)
-		pid, pkind, method = u.ID, PrincipalUser, "password"
+		c.logins.success(att)
+		who = signIn{u.ID, PrincipalUser, "password", passwordCredential(u.PasswordHash)}
 	default:
 		return nil, http.StatusBadRequest, errors.New("one credential is required: email and password, service_key or id_token")
 	}
-	resp, status, err := c.createSession(ctx, pid, pkind, method, req, nil, time.Time{})
+	resp, status, err := c.createSession(ctx, who, req, nil, expires)
 	if err != nil {
 		return nil, status, err
 	}
 	return resp, 0, nil
+}
+
+// auditFailedSignIn records a refused sign-in (never the secret tried).
+// The device is the thumbprint of the key presented, or its id when the
+// key is registered to the account.
+func (c *Controller) auditFailedSignIn(ctx context.Context, actor, kind, id, name, jkt, method, reason string) {
+	device := ""
+	if jkt != "" {
+		device = "jkt:" + jkt
+		if d := c.model().DeviceByKey[id+"/"+jkt]; id != "" && d != nil {
+			device = d.ID
+		}
+	}
+	after, _ := json.Marshal(map[string]string{"method": method, "reason": reason})
+	_, _, err := c.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
+		return tx.Audit(store.AuditEntry{At: c.now(), Actor: actor, Action: "sign-in-failed", Kind: kind, ObjectID: id, Name: name,
+			IP: requestIP(ctx), Device: device, After: after})
+	})
+	if err != nil {
+		c.log.Error("audit failed sign-in", "err", err)
+	}
 }
 
 // deviceKeyName is a device's unique store name: one device per principal
@@ -168,21 +229,26 @@ func deviceKeyName(pid string, key ed25519.PublicKey) string {
 	return pid + "/" + pki.KeyThumbprint(key)
 }
 
-// createSession registers (or reuses) the device with req's key for
-// principal pid and makes a session for it.
-func (c *Controller) createSession(ctx context.Context, pid, pkind, method string, req controlapi.LoginRequest, external json.RawMessage, expires time.Time) (*controlapi.LoginResponse, int, error) {
+// createSession registers (or reuses) the device with req's key for the
+// principal who signed in and makes a session for it, ending no later than
+// expires (when set: the credential's expiry) and recording the sign-in and
+// any new device in the audit log with the request's IP.
+func (c *Controller) createSession(ctx context.Context, who signIn, req controlapi.LoginRequest, external json.RawMessage, expires time.Time) (*controlapi.LoginResponse, int, error) {
+	pid, pkind, method := who.PrincipalID, who.PrincipalKind, who.Method
 	raw, err := base64.StdEncoding.DecodeString(req.DevicePublicKey)
 	if err != nil || len(raw) != ed25519.PublicKeySize {
 		return nil, http.StatusBadRequest, errors.New("device_public_key: base64 of a 32-byte Ed25519 public key is required")
 	}
 	devKey := ed25519.PublicKey(raw)
 	token := "pss_" + randomHex(32)
-	now := time.Now().UTC()
+	now := c.now().UTC()
+	pr, _ := c.model().principal(pid)
+	ip := requestIP(ctx)
 	if expires.IsZero() || expires.After(now.Add(c.cfg.SessionTTL)) {
 		expires = now.Add(c.cfg.SessionTTL)
 	}
 	sess := Session{ID: newID(idPrefix(KindSession)), TokenHash: sha256Hex(token), PrincipalID: pid, PrincipalKind: pkind,
-		Method: method, Created: now, ExpiresAt: expires, External: external}
+		Method: method, Credential: who.Credential, Created: now, ExpiresAt: expires, External: external}
 	status := http.StatusInternalServerError
 	_, _, err = c.commit(ctx, func(tx store.Tx) error {
 		var dev *Device
@@ -198,7 +264,8 @@ func (c *Controller) createSession(ctx context.Context, pid, pkind, method strin
 			status = http.StatusForbidden
 			return errors.New("this device key was revoked by an administrator; create a new device key")
 		}
-		if dev == nil {
+		created := dev == nil
+		if created {
 			dev = &Device{ID: newID(idPrefix(KindDevice)), PrincipalID: pid, PrincipalKind: pkind, PublicKey: req.DevicePublicKey,
 				Thumbprint: pki.KeyThumbprint(devKey), Created: now}
 		}
@@ -210,11 +277,23 @@ func (c *Controller) createSession(ctx context.Context, pid, pkind, method strin
 		if err := tx.Put(o); err != nil {
 			return err
 		}
+		actor := pkind + ":" + pr.Name
+		if created {
+			if err := tx.Audit(store.AuditEntry{At: now, Actor: actor, Action: "create", Kind: KindDevice, ObjectID: dev.ID, Name: o.Name,
+				After: redact(KindDevice, o.Data), IP: ip, Device: dev.ID}); err != nil {
+				return err
+			}
+		}
 		sess.DeviceID = dev.ID
 		if o, err = toObject(KindSession, sess.ID, sess.ID, sess); err != nil {
 			return err
 		}
-		return tx.Put(o)
+		if err := tx.Put(o); err != nil {
+			return err
+		}
+		after, _ := json.Marshal(map[string]any{"method": method, "principal": pid, "expires_at": sess.ExpiresAt})
+		return tx.Audit(store.AuditEntry{At: now, Actor: actor, Action: "sign-in", Kind: KindSession, ObjectID: sess.ID, Name: pr.Name,
+			After: after, IP: ip, Device: dev.ID})
 	})
 	if err != nil {
 		return nil, status, err
@@ -222,8 +301,8 @@ func (c *Controller) createSession(ctx context.Context, pid, pkind, method strin
 	if err := c.reload(ctx); err != nil {
 		return nil, http.StatusInternalServerError, err
 	}
-	pr, _ := c.model().principal(pid)
-	c.log.Info("signed in", "principal", pr.Name, "device", sess.DeviceID, "method", method)
+	pr, _ = c.model().principal(pid)
+	c.log.Info("signed in", "principal", pr.Name, "device", sess.DeviceID, "method", method, "ip", ip)
 	return &controlapi.LoginResponse{SessionToken: token, ExpiresAt: sess.ExpiresAt, DeviceID: sess.DeviceID, Principal: pr}, 0, nil
 }
 
@@ -251,7 +330,7 @@ func (c *Controller) revokeSession(ctx context.Context, actor, id string) error 
 			if v.Revoked {
 				return false
 			}
-			v.Revoked, v.RevokedAt = true, time.Now().UTC()
+			v.Revoked, v.RevokedAt = true, c.now().UTC()
 			return true
 		})
 		if err != nil {
@@ -269,7 +348,7 @@ func (c *Controller) revokeSession(ctx context.Context, actor, id string) error 
 // revoked, and connectors close its connections.
 func (c *Controller) revokeDevice(ctx context.Context, actor, id string) error {
 	_, _, err := c.commit(ctx, func(tx store.Tx) error {
-		now := time.Now().UTC()
+		now := c.now().UTC()
 		before, err := tx.Get(KindDevice, id)
 		if err != nil {
 			return err
@@ -386,7 +465,7 @@ func (c *Controller) handleClientPolicy(w http.ResponseWriter, r *http.Request) 
 	hash := s.TokenHash
 	c.stream(w, r, func(m *Model) (any, func(int64), bool, string) {
 		s, ok := m.Sessions[hash]
-		if !ok || time.Now().After(s.ExpiresAt) {
+		if !ok || m.credentialProblem(s, c.now()) != "" {
 			return nil, nil, false, "session ended; sign in again"
 		}
 		if d, ok := m.Devices[s.DeviceID]; !ok || d.Revoked {

@@ -132,6 +132,12 @@ func desiredObjects(spec *Spec, hashes map[string]string) []desiredObj {
 			}
 			f := diffField(nil, "password", v.PasswordHash, hash)
 			f = diffField(f, "disabled", v.Disabled, u.Disabled)
+			if u.OIDCSubject != "" && u.OIDCSubject != v.IdPSubject {
+				// An administrator's binding: the issuer is recorded by
+				// the subject's first sign-in.
+				f = append(f, "oidc_subject")
+				v.IdPSubject, v.IdPIssuer = u.OIDCSubject, ""
+			}
 			v.ID, v.Email, v.PasswordHash, v.Disabled = id, u.Email, hash, u.Disabled
 			if v.Source == "" {
 				v.Source = "builtin"
@@ -252,6 +258,12 @@ func reconcile(tx store.Tx, spec *Spec, hashes map[string]string, actor string, 
 			Before: redact(d.kind, cur.Data), After: redact(d.kind, obj.Data)}); err != nil {
 			return nil, err
 		}
+		if err := auditCredentialChange(tx, actor, d.kind, op, id, d.name, fields); err != nil {
+			return nil, err
+		}
+	}
+	if err := unbindSubjects(tx, spec, current[KindUser], actor, execute, plan); err != nil {
+		return nil, err
 	}
 	for i := len(declKinds) - 1; i >= 0; i-- {
 		k := declKinds[i]
@@ -284,6 +296,77 @@ func reconcile(tx store.Tx, spec *Spec, hashes map[string]string, actor string, 
 		}
 	}
 	return plan, nil
+}
+
+// auditCredentialChange adds a "credential-change" entry naming the
+// credential fields an update of a user changed (password, oidc_subject),
+// which the update entry itself shows only redacted.
+func auditCredentialChange(tx store.Tx, actor, kind, op, id, name string, fields []string) error {
+	if kind != KindUser || op != "update" {
+		return nil
+	}
+	var changed []string
+	for _, f := range fields {
+		if f == "password" || f == "oidc_subject" {
+			changed = append(changed, f)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	after, _ := json.Marshal(map[string]any{"changed": changed})
+	return tx.Audit(store.AuditEntry{Actor: actor, Action: "credential-change", Kind: kind, ObjectID: id, Name: name, After: after})
+}
+
+// unbindSubjects removes the subject binding of accounts single sign-on
+// created when an administrator binds that subject to another account
+// (oidc_subject): the subject then signs in as the bound account only, and
+// the old account's sessions end with its binding.
+func unbindSubjects(tx store.Tx, spec *Spec, users map[string]store.Object, actor string, execute bool, plan *Plan) error {
+	boundTo := map[string]string{}
+	for _, u := range spec.Users {
+		if u.OIDCSubject != "" {
+			boundTo[u.OIDCSubject] = u.Email
+		}
+	}
+	if len(boundTo) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(users))
+	for name := range users {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		o := users[name]
+		var u User
+		if json.Unmarshal(o.Data, &u) != nil || u.Source != "oidc" || u.IdPSubject == "" {
+			continue
+		}
+		if owner, ok := boundTo[u.IdPSubject]; !ok || owner == u.Email {
+			continue
+		}
+		plan.Changes = append(plan.Changes, Change{Op: "update", Kind: KindUser, Name: name, Fields: []string{"oidc_subject"}})
+		if !execute {
+			continue
+		}
+		u.IdPSubject, u.IdPIssuer = "", ""
+		no, err := toObject(KindUser, u.ID, name, &u)
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(no); err != nil {
+			return err
+		}
+		if err := tx.Audit(store.AuditEntry{Actor: actor, Action: "update", Kind: KindUser, ObjectID: u.ID, Name: name,
+			Before: redact(KindUser, o.Data), After: redact(KindUser, no.Data)}); err != nil {
+			return err
+		}
+		if err := auditCredentialChange(tx, actor, KindUser, "update", u.ID, name, []string{"oidc_subject"}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func kindOrder(k string) int {
@@ -330,7 +413,7 @@ func specFromTx(tx store.Tx) (*Spec, error) {
 		if u.Source == "oidc" {
 			continue
 		}
-		spec.Users = append(spec.Users, UserSpec{Email: u.Email, PasswordHash: u.PasswordHash, Disabled: u.Disabled})
+		spec.Users = append(spec.Users, UserSpec{Email: u.Email, PasswordHash: u.PasswordHash, Disabled: u.Disabled, OIDCSubject: u.IdPSubject})
 	}
 	var sas []ServiceAccount
 	if err := listInto(tx, KindServiceAccount, &sas); err != nil {
@@ -423,7 +506,10 @@ func (c *Controller) applyYAML(ctx context.Context, actor string, data []byte, d
 	var plan *Plan
 	rev, _, err := c.commit(ctx, func(tx store.Tx) error {
 		var err error
-		plan, err = reconcile(tx, spec, hashes, actor, true)
+		if plan, err = reconcile(tx, spec, hashes, actor, true); err != nil {
+			return err
+		}
+		_, err = sweepSessions(tx, actor, c.now())
 		return err
 	})
 	if err != nil {
@@ -455,7 +541,10 @@ func (c *Controller) mutateSpec(ctx context.Context, actor string, mutate func(*
 		if err := spec.normalize(nil); err != nil {
 			return err
 		}
-		plan, err = reconcile(tx, spec, nil, actor, true)
+		if plan, err = reconcile(tx, spec, nil, actor, true); err != nil {
+			return err
+		}
+		_, err = sweepSessions(tx, actor, c.now())
 		return err
 	})
 	if err != nil {

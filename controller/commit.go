@@ -13,6 +13,15 @@ import (
 type recTx struct {
 	store.Tx
 	changes []store.Object // Data nil: deleted
+	ip      string         // the client IP of the request, for audit entries
+}
+
+// Audit records e, with the request's client IP when e names none.
+func (t *recTx) Audit(e store.AuditEntry) error {
+	if e.IP == "" {
+		e.IP = t.ip
+	}
+	return t.Tx.Audit(e)
 }
 
 func (t *recTx) Put(o store.Object) error {
@@ -38,7 +47,7 @@ func (t *recTx) Delete(kind, id string) error {
 // snapshot shows (a session's External state, kept by the OIDC refresher).
 func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64, bool, error) {
 	c.reloadMu.Lock()
-	rt := &recTx{}
+	rt := &recTx{ip: requestIP(ctx)}
 	rev, changed, err := c.store.Update(ctx, func(tx store.Tx) error {
 		rt.Tx, rt.changes = tx, nil
 		return fn(rt)
@@ -93,7 +102,10 @@ func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {
 				}
 			}
 		case KindDevice:
-			once(o.Kind, func() { nm.Devices = maps.Clone(m.Devices) })
+			once(o.Kind, func() { nm.Devices = maps.Clone(m.Devices); nm.DeviceByKey = maps.Clone(m.DeviceByKey) })
+			if old, ok := nm.Devices[o.ID]; ok {
+				delete(nm.DeviceByKey, old.PrincipalID+"/"+old.Thumbprint)
+			}
 			delete(nm.Devices, o.ID)
 			if !deleted {
 				v := new(Device)
@@ -101,6 +113,7 @@ func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {
 					return nil, false
 				}
 				nm.Devices[v.ID] = v
+				nm.DeviceByKey[o.Name] = v
 			}
 		case KindConnector:
 			once(o.Kind, func() { nm.Connectors = maps.Clone(m.Connectors); nm.ConnectorByName = maps.Clone(m.ConnectorByName) })

@@ -51,6 +51,10 @@ type Config struct {
 	RateBurst         int           // default 400
 	MaxEvents         int           // flow events kept; default 100000
 
+	// Now is the clock sessions, credentials and sign-in throttling are
+	// judged by (tests move it). Default time.Now.
+	Now func() time.Time
+
 	// VerifyIDToken, when set, accepts LoginRequest.IDToken (an ID token the
 	// client obtained itself) and returns who it vouches for; the sign-in
 	// then continues as SignInExternal. Nil: id_token sign-in is refused.
@@ -88,6 +92,9 @@ func (cfg *Config) defaults() {
 	}
 	if cfg.MaxEvents <= 0 {
 		cfg.MaxEvents = 100000
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 }
 
@@ -167,7 +174,7 @@ func Open(cfg Config) (*Controller, error) {
 		cfg: cfg, log: cfg.Logger, issuer: strings.TrimSuffix(cfg.PublicURL, "/"), host: u.Hostname(),
 		hub: newHub(), connSeen: map[string]time.Time{}, connLoad: map[string]controlapi.ConnectorLoad{},
 		relaySeen: map[string]time.Time{}, relayStats: map[string]map[string]float64{}, started: time.Now(),
-		limiter: newIPLimiter(cfg.RateLimit, cfg.RateBurst), logins: newLoginThrottle(),
+		limiter: newIPLimiter(cfg.RateLimit, cfg.RateBurst), logins: newLoginThrottle(cfg.Now),
 	}
 	if err := c.loadOrCreateCA(); err != nil {
 		return nil, err
@@ -199,6 +206,12 @@ func Open(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	c.store = st
+	if err := backfillCredentials(context.Background(), st); err != nil {
+		st.Close()
+		c.stopSSO()
+		c.limiter.stop()
+		return nil, err
+	}
 	if err := c.reload(context.Background()); err != nil {
 		st.Close()
 		c.stopSSO()
@@ -418,7 +431,7 @@ func (c *Controller) reload(ctx context.Context) error {
 	if err := c.adoptSharedKeys(objs); err != nil {
 		return fmt.Errorf("load model: %w", err)
 	}
-	m, err := buildModel(rev, objs, time.Now())
+	m, err := buildModel(rev, objs, c.now())
 	if err != nil {
 		return fmt.Errorf("load model: %w", err)
 	}
@@ -496,7 +509,8 @@ func (c *Controller) Close() error {
 }
 
 // monitorLoop marks connectors and relays offline after three missed
-// heartbeats and removes expired sessions and enrollment tokens.
+// heartbeats, revokes sessions that reached their or their credential's
+// expiry, and removes old sessions and enrollment tokens.
 func (c *Controller) monitorLoop(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
@@ -509,6 +523,7 @@ func (c *Controller) monitorLoop(ctx context.Context) {
 		}
 		c.syncPresence(ctx)
 		c.markOffline(ctx)
+		c.sweepExpired(ctx)
 		if time.Since(lastGC) > time.Hour {
 			lastGC = time.Now()
 			if err := c.gc(ctx); err != nil && ctx.Err() == nil {
@@ -600,7 +615,7 @@ func updateRecord[T any](tx store.Tx, kind, id string, fn func(*T) bool) error {
 }
 
 func (c *Controller) gc(ctx context.Context) error {
-	now := time.Now()
+	now := c.now()
 	_, _, err := c.commit(ctx, func(tx store.Tx) error {
 		var sessions []Session
 		if err := listInto(tx, KindSession, &sessions); err != nil {

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/hmac"
@@ -10,6 +11,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"net/url"
 	"runtime"
 	"slices"
@@ -303,39 +305,44 @@ func TestRevocationAndLogout(t *testing.T) {
 }
 
 func TestPasswordGuessingThrottled(t *testing.T) {
-	e := newTestController(t, t.TempDir(), nil)
+	clock := newFakeClock()
+	e := newTestController(t, t.TempDir(), func(c *Config) { c.Now = clock.Now })
 	e.apply(testYAML)
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
-	try := func(pw string) int {
-		st, _ := e.call(nil, "POST", controlapi.PathLogin, "", controlapi.LoginRequest{Email: "bob@example.com", Password: pw, DevicePublicKey: base64.StdEncoding.EncodeToString(pub)})
-		return st
+	try := func(pw string) (int, http.Header) {
+		body, _ := json.Marshal(controlapi.LoginRequest{Email: "bob@example.com", Password: pw, DevicePublicKey: base64.StdEncoding.EncodeToString(pub)})
+		resp, err := e.client(nil).Post(e.url+controlapi.PathLogin, "application/json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header
 	}
-	for i := 0; i < accountFreeFailures; i++ {
-		if st := try(fmt.Sprintf("guess%d", i)); st != 401 {
+	for i := 0; i < pairFreeFailures; i++ {
+		if st, _ := try(fmt.Sprintf("guess%d", i)); st != 401 {
 			t.Fatalf("guess %d: %d", i, st)
 		}
 	}
-	// Now even the right password is refused for a while.
-	if st := try("battery staple"); st != 429 {
-		t.Fatalf("after %d failures: %d, want 429", accountFreeFailures, st)
+	// Now even the right password from this IP waits a second.
+	if st, h := try("battery staple"); st != 429 || h.Get("Retry-After") == "" {
+		t.Fatalf("after %d failures: %d (Retry-After %q), want 429", pairFreeFailures, st, h.Get("Retry-After"))
 	}
-	// Other accounts from other IPs are not locked out; alice from this IP still works
-	// (the IP limit is higher than the account limit).
+	// Other accounts from this IP are not delayed.
 	e.login("alice@example.com", "correct horse")
-	time.Sleep(1100 * time.Millisecond)
-	if st := try("battery staple"); st != 200 {
-		t.Fatalf("after the lockout: %d", st)
+	clock.Add(1100 * time.Millisecond)
+	if st, _ := try("battery staple"); st != 200 {
+		t.Fatalf("after the delay: %d", st)
 	}
 	// Unknown accounts fail the same way.
 	if st, data := e.call(nil, "POST", controlapi.PathLogin, "", controlapi.LoginRequest{Email: "nobody@example.com", Password: "x", DevicePublicKey: base64.StdEncoding.EncodeToString(pub)}); st != 401 || !strings.Contains(string(data), "wrong email or password") {
 		t.Fatalf("unknown account: %d %s", st, data)
 	}
 	// Per-IP: many accounts guessed from one IP get throttled too.
-	lt := newLoginThrottle()
+	lt := newLoginThrottle(clock.Now)
 	for i := 0; i < ipFreeFailures; i++ {
-		lt.fail(fmt.Sprintf("user:%d", i), "ip:x")
+		lt.fail(loginAttempt{Account: fmt.Sprintf("user:%d", i), IP: "x"})
 	}
-	if lt.check("user:new", "ip:x") == 0 {
+	if lt.check(loginAttempt{Account: "user:new", IP: "x"}).wait == 0 {
 		t.Fatal("IP not throttled")
 	}
 }

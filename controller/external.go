@@ -23,11 +23,16 @@ import (
 
 // ExternalIdentity is a user vouched for by an external identity provider.
 type ExternalIdentity struct {
-	Method  string   // session method, e.g. "oidc"
-	Issuer  string   // identity provider
-	Subject string   // stable id at the provider
-	Email   string   // the user's name in Postern
-	Groups  []string // groups the provider reports; they join Postern groups of the same name
+	Method  string // session method, e.g. "oidc"
+	Issuer  string // identity provider
+	Subject string // stable id at the provider
+	Email   string // the user's name in Postern
+	// EmailVerified: the provider vouches that the user controls Email
+	// (email_verified true). Only then may a first sign-in link an account
+	// that already exists, or that groups name, by e-mail; otherwise an
+	// administrator binds the subject to the account (oidc_subject).
+	EmailVerified bool
+	Groups        []string // groups the provider reports; they join Postern groups of the same name
 	// External is kept with the session (e.g. the refresh token) and given
 	// back by ExternalSessions; never shown by the API.
 	External json.RawMessage
@@ -57,10 +62,12 @@ func (c *Controller) Handle(pattern string, h http.Handler) (err error) {
 func ClientIP(r *http.Request) string { return clientIP(r) }
 
 // SignInExternal signs a device in for an externally authenticated user: the
-// user record (Source "oidc") is found by issuer and subject, or by email on
-// first sign-in, created when missing, and updated with the provider's email
-// and groups; the device is registered and a session made, exactly as for a
-// password sign-in. dev carries the device fields of a LoginRequest.
+// user record is found by issuer and subject (a binding made by an earlier
+// sign-in, or by an administrator through oidc_subject), or else by a
+// verified email on first sign-in, created when missing, and updated with
+// the provider's email and groups; the device is registered and a session
+// made, exactly as for a password sign-in. dev carries the device fields of
+// a LoginRequest.
 func (c *Controller) SignInExternal(ctx context.Context, id ExternalIdentity, dev controlapi.LoginRequest) (*controlapi.LoginResponse, error) {
 	resp, _, err := c.signInExternal(ctx, id, dev)
 	return resp, err
@@ -90,12 +97,20 @@ func (c *Controller) signInExternal(ctx context.Context, id ExternalIdentity, de
 		var bound, byEmail *User
 		for i := range users {
 			u := &users[i]
-			if u.IdPIssuer == id.Issuer && u.IdPSubject == id.Subject {
+			// An administrator's binding (oidc_subject) names no issuer
+			// until the first sign-in records it; it wins over an account
+			// single sign-on created for the same subject.
+			if u.IdPSubject == id.Subject && (u.IdPIssuer == id.Issuer || u.IdPIssuer == "") &&
+				(bound == nil || (bound.Source == "oidc" && u.Source != "oidc")) {
 				bound = u
 			}
 			if u.Email == email {
 				byEmail = u
 			}
+		}
+		unverified := func(what string) error {
+			return fmt.Errorf("%w: %s, and the identity provider did not verify that subject %q owns that address (email_verified is not true); an administrator must bind the subject to the account (users: - email: %s, oidc_subject: %q)",
+				ErrIdentityConflict, what, id.Subject, email, id.Subject)
 		}
 		u := bound
 		switch {
@@ -112,8 +127,22 @@ func (c *Controller) signInExternal(ctx context.Context, id ExternalIdentity, de
 				return fmt.Errorf("%w: the account %s is bound to another identity (issuer %s, subject %q); an administrator must delete it before subject %q can use that email",
 					ErrIdentityConflict, email, byEmail.IdPIssuer, byEmail.IdPSubject, id.Subject)
 			}
+			if !id.EmailVerified {
+				return unverified("the account " + email + " already exists")
+			}
 			u = byEmail // first sign-in of an account listed in network.yaml
 		default:
+			if !id.EmailVerified {
+				var groups []Group
+				if err := listInto(tx, KindGroup, &groups); err != nil {
+					return err
+				}
+				for _, g := range groups {
+					if slices.Contains(g.Users, email) {
+						return unverified("group " + g.Name + " names " + email)
+					}
+				}
+			}
 			nu := User{ID: newID(idPrefix(KindUser)), Email: email, Source: "oidc", IdPIssuer: id.Issuer, IdPSubject: id.Subject, IdPGroups: id.Groups}
 			uid = nu.ID
 			no, err := toObject(KindUser, nu.ID, email, nu)
@@ -166,7 +195,7 @@ func (c *Controller) signInExternal(ctx context.Context, id ExternalIdentity, de
 	if err := c.reload(ctx); err != nil {
 		return nil, http.StatusInternalServerError, err
 	}
-	return c.createSession(ctx, uid, PrincipalUser, id.Method, dev, id.External, id.ExpiresAt)
+	return c.createSession(ctx, signIn{uid, PrincipalUser, id.Method, externalCredential(id.Method, id.Issuer, id.Subject)}, dev, id.External, id.ExpiresAt)
 }
 
 // ExternalSession is a live session made by SignInExternal.

@@ -106,7 +106,11 @@ func TestExternalIdentityKeying(t *testing.T) {
 	pub, _, _ := ed25519.GenerateKey(rand.Reader)
 	dev := controlapi.LoginRequest{DevicePublicKey: base64.StdEncoding.EncodeToString(pub)}
 	sign := func(sub, email string, groups ...string) (*controlapi.LoginResponse, error) {
-		return e.c.SignInExternal(ctx, ExternalIdentity{Method: "oidc", Issuer: "https://idp.example", Subject: sub, Email: email, Groups: groups}, dev)
+		return e.c.SignInExternal(ctx, ExternalIdentity{Method: "oidc", Issuer: "https://idp.example", Subject: sub, Email: email, EmailVerified: true, Groups: groups}, dev)
+	}
+	// Without a verified email, bob's account is not linked by address.
+	if _, err := e.c.SignInExternal(ctx, ExternalIdentity{Method: "oidc", Issuer: "https://idp.example", Subject: "b-1", Email: "bob@example.com"}, dev); !errors.Is(err, ErrIdentityConflict) {
+		t.Fatalf("unverified email linking bob: %v", err)
 	}
 	// alice is a network.yaml account: linked, keeps her yaml groups.
 	lr, err := sign("a-1", "Alice@example.com", "ops")

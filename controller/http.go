@@ -82,6 +82,7 @@ func (c *Controller) middleware(next http.Handler) http.Handler {
 			limit = maxEventBody
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		r = r.WithContext(withRequestIP(r.Context(), clientIP(r)))
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		next.ServeHTTP(w, r)
 	})

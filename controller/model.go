@@ -143,6 +143,11 @@ type Session struct {
 	PrincipalID   string `json:"principal_id"`
 	PrincipalKind string `json:"principal_kind"`
 	Method        string `json:"method"` // password, service_key, oidc
+	// Credential names what the session was signed in with
+	// (credentials.go): a password (by a digest of its hash), a service key
+	// (by key id) or an external identity (issuer and subject). Changing or
+	// removing that credential, or its expiry, revokes the session.
+	Credential string `json:"credential,omitempty"`
 	// External is opaque state an external sign-in method keeps with the
 	// session (e.g. the OIDC refresh token); never shown by the API.
 	External  json.RawMessage `json:"external,omitempty"`
@@ -150,6 +155,10 @@ type Session struct {
 	ExpiresAt time.Time       `json:"expires_at"`
 	Revoked   bool            `json:"revoked,omitempty"`
 	RevokedAt time.Time       `json:"revoked_at,omitzero"`
+	// RevokeReason says why the controller ended the session (e.g.
+	// "password changed", "expired"); empty for a logout or an admin's
+	// revocation.
+	RevokeReason string `json:"revoke_reason,omitempty"`
 }
 
 // Enrollment is a single-use enrollment token (only its secret's hash).
@@ -222,6 +231,7 @@ type Model struct {
 	UserByEmail     map[string]*User
 	ServiceAccounts map[string]*ServiceAccount // by id
 	Devices         map[string]*Device
+	DeviceByKey     map[string]*Device  // by deviceKeyName (principal id / key thumbprint)
 	Sessions        map[string]*Session // active sessions by token hash
 	SessionByID     map[string]*Session
 	Enrollments     int
@@ -247,6 +257,7 @@ func buildModel(rev int64, objs []store.Object, now time.Time) (*Model, error) {
 		UserByEmail:     map[string]*User{},
 		ServiceAccounts: map[string]*ServiceAccount{},
 		Devices:         map[string]*Device{},
+		DeviceByKey:     map[string]*Device{},
 		Sessions:        map[string]*Session{},
 		SessionByID:     map[string]*Session{},
 		principalGroups: map[string][]string{},
@@ -297,6 +308,7 @@ func buildModel(rev int64, objs []store.Object, now time.Time) (*Model, error) {
 			v := new(Device)
 			if err = json.Unmarshal(o.Data, v); err == nil {
 				m.Devices[v.ID] = v
+				m.DeviceByKey[o.Name] = v
 			}
 		case KindSession:
 			v := new(Session)

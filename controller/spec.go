@@ -42,6 +42,12 @@ type UserSpec struct {
 	Password     string `yaml:"password,omitempty" json:"password,omitempty"`
 	PasswordHash string `yaml:"password_hash,omitempty" json:"password_hash,omitempty"`
 	Disabled     bool   `yaml:"disabled,omitempty" json:"disabled,omitempty"`
+	// OIDCSubject binds the account to the identity provider's subject
+	// (the "sub" claim): single sign-on with that subject signs in as this
+	// account whatever e-mail the provider reports, and no other subject can
+	// take the account over by e-mail (docs/sso.md). Empty keeps the binding
+	// a verified sign-in made, if any.
+	OIDCSubject string `yaml:"oidc_subject,omitempty" json:"oidc_subject,omitempty"`
 }
 
 // ResourceSpec declares a resource.
@@ -215,7 +221,18 @@ func (spec *Spec) normalize(li lineIndex) error {
 		}
 	}
 	users := map[string]bool{}
+	subjects := map[string]string{}
 	for i, u := range spec.Users {
+		if u.OIDCSubject != "" {
+			switch {
+			case len(u.OIDCSubject) > 255 || strings.TrimSpace(u.OIDCSubject) != u.OIDCSubject:
+				add("users", i, u.Email, "oidc_subject", "must be the provider's subject exactly: at most 255 characters, no surrounding spaces")
+			case subjects[u.OIDCSubject] != "":
+				add("users", i, u.Email, "oidc_subject", "subject %q is already bound to %s", u.OIDCSubject, subjects[u.OIDCSubject])
+			default:
+				subjects[u.OIDCSubject] = u.Email
+			}
+		}
 		if err := validEmail(u.Email); err != nil {
 			add("users", i, u.Email, "email", "%v", err)
 		} else if users[strings.ToLower(u.Email)] {

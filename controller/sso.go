@@ -363,6 +363,6 @@ func (c *Controller) verifyIDToken(ctx context.Context, raw string) (*ExternalId
 	if err != nil {
 		return nil, err
 	}
-	return &ExternalIdentity{Method: sessionMethodOIDC, Issuer: id.Issuer, Subject: id.Subject, Email: id.Email,
+	return &ExternalIdentity{Method: sessionMethodOIDC, Issuer: id.Issuer, Subject: id.Subject, Email: id.Email, EmailVerified: id.EmailVerified,
 		Groups: id.Groups, External: ext, ExpiresAt: id.IDTokenExpiry}, nil
 }

@@ -120,9 +120,9 @@ func checkDevice(d controlapi.OIDCDevice) error {
 
 // throttled answers 429 when the client IP failed too many sign-ins.
 func (c *Controller) throttled(w http.ResponseWriter, r *http.Request) bool {
-	if wait := c.logins.check("ip:" + clientIP(r)); wait > 0 {
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait/time.Second)+1))
-		writeError(w, http.StatusTooManyRequests, "%v", &throttledError{wait})
+	if v := c.logins.check(loginAttempt{IP: clientIP(r)}); v.wait > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int(v.wait/time.Second)+1))
+		writeError(w, http.StatusTooManyRequests, "%v", &throttledError{wait: v.wait})
 		return true
 	}
 	return false
@@ -131,8 +131,9 @@ func (c *Controller) throttled(w http.ResponseWriter, r *http.Request) bool {
 // signInFailed counts a refused or malformed sign-in against the client IP.
 func (c *Controller) signInFailed(r *http.Request, err error) {
 	if errors.Is(err, oidcauth.ErrRefused) || errors.Is(err, oidcauth.ErrBadRequest) {
-		c.logins.fail("", "ip:"+clientIP(r))
+		c.logins.fail(loginAttempt{IP: clientIP(r)})
 		c.log.Warn("single sign-on refused", "ip", clientIP(r), "err", err)
+		c.auditFailedSignIn(r.Context(), "oidc", KindUser, "", "", "", "oidc", err.Error())
 	}
 }
 
@@ -220,7 +221,7 @@ func (c *Controller) signInGrant(ctx context.Context, g *oidcauth.Grant, dev con
 		return nil, http.StatusInternalServerError, err
 	}
 	id := ExternalIdentity{Method: sessionMethodOIDC, Issuer: g.Identity.Issuer, Subject: g.Identity.Subject,
-		Email: g.Identity.Email, Groups: g.Identity.Groups, External: ext}
+		Email: g.Identity.Email, EmailVerified: g.Identity.EmailVerified, Groups: g.Identity.Groups, External: ext}
 	if g.RefreshToken == "" {
 		// Nothing to re-check the user with: the session ends with the
 		// provider's tokens (ask the IdP for offline_access to avoid this).

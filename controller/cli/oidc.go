@@ -50,7 +50,7 @@ func addOIDCFlags(fs *flag.FlagSet) *oidcFlags {
 		scopes:          fs.String("oidc-scopes", "", `extra scopes, comma-separated (e.g. "groups" for Okta)`),
 		caFile:          fs.String("oidc-ca", "", "PEM CA bundle to trust for the identity provider (besides the system roots)"),
 		refresh:         fs.Duration("oidc-refresh-interval", 0, "how often OIDC sessions are re-checked with the identity provider (default 5m)"),
-		allowUnverified: fs.Bool("oidc-allow-unverified-email", false, "accept ID tokens whose email_verified is false"),
+		allowUnverified: fs.Bool("oidc-allow-unverified-email", false, "accept ID tokens whose email_verified is false (such users still link no existing account by e-mail)"),
 	}
 	fs.Var(&f.redirects, "oidc-redirect-url", "redirect URL clients may use (repeatable; loopback http URLs match any port; default http://127.0.0.1/callback and http://[::1]/callback)")
 	return f

@@ -75,6 +75,7 @@ const columns = {
     ["Destination", (o) => o.destination + ":" + o.port + "/" + o.protocol], ["Result", (o) => o.result],
     ["Duration ms", (o) => o.duration_ms], ["Bytes up/down", (o) => o.bytes_up + " / " + o.bytes_down]],
   audit: [["When", (o) => o.at], ["Who", (o) => o.actor], ["What", (o) => o.action + " " + o.kind], ["Name", (o) => o.name],
+    ["IP", (o) => o.ip || ""], ["Device", (o) => o.device || ""],
     ["Before", (o) => code(o.before ? JSON.stringify(o.before) : "")], ["After", (o) => code(o.after ? JSON.stringify(o.after) : "")]],
 };
 

@@ -46,9 +46,11 @@ type Config struct {
 	// EmailClaim names the claim used as the user's name. Default "email".
 	EmailClaim string `yaml:"email_claim" json:"email_claim"`
 	// AllowUnverifiedEmail accepts ID tokens whose email_verified claim is
-	// false. By default they are refused, since group membership in
-	// network.yaml names users by email. (A token without the claim, as
-	// some providers send, is accepted.)
+	// false (or "false"). By default they are refused, since group
+	// membership in network.yaml names users by email. A token without the
+	// claim, as some providers send, is accepted with
+	// Identity.EmailVerified false: the controller then links no existing
+	// account by that email.
 	AllowUnverifiedEmail bool `yaml:"allow_unverified_email" json:"allow_unverified_email"`
 	// Scopes are requested in addition to openid, email, profile and
 	// offline_access (e.g. "groups" for Okta).
@@ -301,11 +303,13 @@ func (p *Provider) identity(issuer, subject string, expiry time.Time, claims map
 	if id.Email == "" {
 		return nil, fmt.Errorf("%w: the identity provider sent no %q claim for subject %q (request the email scope)", ErrRefused, p.cfg.EmailClaim, subject)
 	}
-	if v, ok := claims["email_verified"].(bool); ok {
-		id.EmailVerified = v
-		if !v && !p.cfg.AllowUnverifiedEmail {
-			return nil, fmt.Errorf("%w: the identity provider says the email %q of subject %q is not verified", ErrRefused, id.Email, subject)
-		}
+	verified, present, err := emailVerified(claims["email_verified"])
+	if err != nil {
+		return nil, fmt.Errorf("%w: subject %q: %v", ErrRefused, subject, err)
+	}
+	id.EmailVerified = verified
+	if present && !verified && !p.cfg.AllowUnverifiedEmail {
+		return nil, fmt.Errorf("%w: the identity provider says the email %q of subject %q is not verified", ErrRefused, id.Email, subject)
 	}
 	if s, ok := claims["name"].(string); ok {
 		id.Name = s
@@ -316,6 +320,29 @@ func (p *Provider) identity(issuer, subject string, expiry time.Time, claims map
 	}
 	id.Groups = groups
 	return id, nil
+}
+
+// emailVerified reads the email_verified claim: a JSON boolean, or the
+// strings "true" and "false" (some providers, e.g. Amazon Cognito, send
+// strings). A missing claim is not verified but present is false (Microsoft
+// Entra ID sends no email_verified by default). Anything else is an error.
+func emailVerified(v any) (verified, present bool, err error) {
+	switch b := v.(type) {
+	case nil:
+		return false, false, nil
+	case bool:
+		return b, true, nil
+	case string:
+		switch strings.ToLower(strings.TrimSpace(b)) {
+		case "true":
+			return true, true, nil
+		case "false":
+			return false, true, nil
+		}
+		return false, true, fmt.Errorf("claim email_verified is the string %q, not true or false", b)
+	default:
+		return false, true, fmt.Errorf("claim email_verified is a %T, not a boolean", v)
+	}
 }
 
 // groupsOf accepts a missing claim (no groups), a string (one group, or

@@ -48,6 +48,10 @@ type AuditEntry struct {
 	Name     string          `json:"name"`
 	Before   json.RawMessage `json:"before,omitempty"`
 	After    json.RawMessage `json:"after,omitempty"`
+	// IP and Device say where the action came from (sign-ins, device
+	// creation, admin API calls); empty when not known.
+	IP     string `json:"ip,omitempty"`
+	Device string `json:"device,omitempty"`
 }
 
 // Event is one stored flow event (its JSON body) with its arrival time.

@@ -40,11 +40,18 @@ type Account struct {
 	Password string `json:"password"`
 	Email    string `json:"email"`
 	// Unverified makes the provider send email_verified: false.
-	Unverified bool     `json:"-"`
-	Name       string   `json:"name,omitempty"`
-	Groups     []string `json:"groups,omitempty"`
-	Roles      []string `json:"roles,omitempty"`
+	Unverified bool `json:"-"`
+	// EmailVerifiedClaim, when set, is sent as the email_verified claim as
+	// it is (e.g. the string "false"); OmitEmailVerified sends none.
+	EmailVerifiedClaim any      `json:"-"`
+	Name               string   `json:"name,omitempty"`
+	Groups             []string `json:"groups,omitempty"`
+	Roles              []string `json:"roles,omitempty"`
 }
+
+// OmitEmailVerified as Account.EmailVerifiedClaim makes the provider send
+// no email_verified claim (as Microsoft Entra ID does by default).
+const OmitEmailVerified = "(omit email_verified)"
 
 // Client is a registered relying party.
 type Client struct {
@@ -151,7 +158,7 @@ func Start(t testing.TB, opts Options) *Provider {
 	}
 	type accountMeta struct {
 		Account
-		EmailVerified bool `json:"email_verified"`
+		EmailVerified any `json:"email_verified"`
 	}
 	cfg := struct {
 		Clients        []clientMeta           `json:"clients"`
@@ -160,7 +167,14 @@ func Start(t testing.TB, opts Options) *Provider {
 		IDTokenTTL     int                    `json:"id_token_ttl,omitempty"`
 	}{Accounts: map[string]accountMeta{}, AccessTokenTTL: int(opts.AccessTokenTTL.Seconds()), IDTokenTTL: int(opts.IDTokenTTL.Seconds())}
 	for login, a := range opts.Accounts {
-		cfg.Accounts[login] = accountMeta{Account: a, EmailVerified: !a.Unverified}
+		var claim any = !a.Unverified
+		switch {
+		case a.EmailVerifiedClaim == OmitEmailVerified:
+			claim = nil
+		case a.EmailVerifiedClaim != nil:
+			claim = a.EmailVerifiedClaim
+		}
+		cfg.Accounts[login] = accountMeta{Account: a, EmailVerified: claim}
 	}
 	for _, c := range opts.Clients {
 		r := c.RedirectURIs

@@ -18,7 +18,7 @@ import Provider from 'oidc-provider';
 
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 
-// accounts: { login: { password, email, email_verified, name, groups: [], roles: [], disabled } }
+// accounts: { login: { password, email, email_verified (boolean, string or null: not sent), name, groups: [], roles: [], disabled } }
 const accounts = new Map(Object.entries(cfg.accounts || {}));
 
 function readBody(req) {
@@ -89,14 +89,18 @@ const provider = new Provider(issuer, {
     return {
       accountId: id,
       async claims() {
-        return {
+        const claims = {
           sub: id,
           email: a.email,
-          email_verified: a.email_verified !== false,
+          // Sent as given (a boolean, or a string as some providers send);
+          // null sends no claim, as Microsoft Entra ID by default.
+          email_verified: a.email_verified,
           name: a.name || id,
           groups: a.groups || [],
           roles: a.roles || [],
         };
+        if (a.email_verified === null || a.email_verified === undefined) delete claims.email_verified;
+        return claims;
       },
     };
   },
