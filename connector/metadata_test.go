@@ -13,13 +13,13 @@ import (
 // name), and allowed only through a resource naming it exactly.
 func TestMetadataEndpointsRefused(t *testing.T) {
 	endpoints := []string{
-		"169.254.169.254", // AWS, GCP, Azure, Oracle, OpenStack IMDS
-		"169.254.170.2",   // AWS ECS task credentials
-		"169.254.170.23",  // AWS EKS Pod Identity
-		"169.254.169.253", // Amazon DNS
-		"169.254.169.123", // Amazon time sync
-		"168.63.129.16",   // Azure wire server
-		"100.100.100.200", // Alibaba Cloud
+		"169.254.169.254",                                                 // AWS, GCP, Azure, Oracle, OpenStack IMDS
+		"169.254.170.2",                                                   // AWS ECS task credentials
+		"169.254.170.23",                                                  // AWS EKS Pod Identity
+		"169.254.169.253",                                                 // Amazon DNS
+		"169.254.169.123",                                                 // Amazon time sync
+		"168.63.129.16",                                                   // Azure wire server
+		"100.100.100.200",                                                 // Alibaba Cloud
 		"fd00:ec2::254", "fd00:ec2::253", "fd00:ec2::123", "fd00:ec2::23", // AWS over IPv6
 		"fd20:ce::254", // GCP over IPv6
 		"::ffff:168.63.129.16",
