@@ -176,9 +176,9 @@ func TestNetnsDaemon(t *testing.T) {
 	go (&dns.Server{PacketConn: upc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
-		if q := r.Question[0]; q.Name == "www.example.test." && q.Qtype == dns.TypeA {
+		if q := r.Question[0]; strings.EqualFold(q.Name, "www.example.test.") && q.Qtype == dns.TypeA {
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 99)})
-		} else if q.Name != "www.example.test." {
+		} else if !strings.EqualFold(q.Name, "www.example.test.") {
 			m.Rcode = dns.RcodeNameError
 		}
 		w.WriteMsg(m)
