@@ -243,3 +243,42 @@ func TestUDPAssociate(t *testing.T) {
 		t.Error("fragment accepted")
 	}
 }
+
+// TestUDPAssociateDeclaredPort: when the client names its UDP port in the
+// request, datagrams from any other port (another local user racing for
+// the relay) are ignored.
+func TestUDPAssociateDeclaredPort(t *testing.T) {
+	addr, _ := startServer(t)
+	mine, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	other, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	c, rep := handshake(t, addr, cmdAssociate, "127.0.0.1", uint16(mine.LocalAddr().(*net.UDPAddr).Port))
+	defer c.Close()
+	if rep[1] != ReplySucceeded {
+		t.Fatalf("reply %v", rep)
+	}
+	relay := &net.UDPAddr{IP: net.IP(rep[4:8]), Port: int(binary.BigEndian.Uint16(rep[8:10]))}
+	// The intruder goes first; then the client.
+	other.WriteTo(append(udpHeader("ns.corp.internal", 53), "intruder"...), relay)
+	mine.WriteTo(append(udpHeader("ns.corp.internal", 53), "client"...), relay)
+	buf := make([]byte, 1500)
+	mine.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := mine.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, payload, _ := parseUDPHeader(buf[:n]); string(payload) != "echo:client" {
+		t.Fatalf("client got %q", payload)
+	}
+	other.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := other.Read(buf); err == nil {
+		t.Fatalf("intruder got %q", buf[:n])
+	}
+}
