@@ -66,21 +66,7 @@ func FuzzLocalAPI(f *testing.F) {
 	} {
 		f.Add(s.method, s.path, []byte(s.body))
 	}
-	d, err := New(Config{
-		StateDir: f.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		NewFrontend: func() (Frontend, error) { return NewSOCKS5Frontend("127.0.0.1:0"), nil },
-		Preset:      func() (preset.Preset, error) { return preset.Preset{}, nil },
-	})
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { d.Close() })
-	srv, err := ListenLocalAPI(d, filepath.Join(f.TempDir(), "p.sock"), -1)
-	if err != nil {
-		f.Fatal(err)
-	}
-	f.Cleanup(func() { srv.Close() })
-	h := srv.srv.Handler
+	h, d := apiHandler(f)
 	f.Fuzz(func(t *testing.T, method, target string, body []byte) {
 		low := strings.ToLower(target)
 		if strings.Contains(low, "events") || strings.Contains(low, "pprof") || !strings.HasPrefix(target, "/") {
@@ -110,4 +96,48 @@ func FuzzLocalAPI(f *testing.F) {
 			t.Fatalf("%s %s signed the daemon in: %+v", method, target, st)
 		}
 	})
+}
+
+// apiHandler is the local API handler of a signed-out daemon whose preset
+// names no controller.
+func apiHandler(tb testing.TB) (http.Handler, *Daemon) {
+	d, err := New(Config{
+		StateDir: tb.TempDir(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NewFrontend: func() (Frontend, error) { return NewSOCKS5Frontend("127.0.0.1:0"), nil },
+		Preset:      func() (preset.Preset, error) { return preset.Preset{}, nil },
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { d.Close() })
+	srv, err := ListenLocalAPI(d, filepath.Join(tb.TempDir(), "p.sock"), -1)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { srv.Close() })
+	return srv.srv.Handler, d
+}
+
+// TestLocalAPIRefusesBrowsers: a request carrying an Origin (a web page) or
+// another Host (DNS rebinding) gets 403 with an error message.
+func TestLocalAPIRefusesBrowsers(t *testing.T) {
+	h, _ := apiHandler(t)
+	for name, mod := range map[string]func(*http.Request){
+		"origin":     func(r *http.Request) { r.Header.Set("Origin", "https://evil.example") },
+		"other host": func(r *http.Request) { r.Host = "evil.example" },
+	} {
+		req := httptest.NewRequest("GET", "http://posternd/v1/status", nil)
+		mod(req)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		var e localapi.Error
+		if rec.Code != http.StatusForbidden || json.Unmarshal(rec.Body.Bytes(), &e) != nil || e.Error == "" {
+			t.Errorf("%s: %d %s, want 403 with an error", name, rec.Code, rec.Body.String())
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "http://posternd/v1/status", nil))
+	if rec.Code != http.StatusOK {
+		t.Errorf("plain request: %d", rec.Code)
+	}
 }
