@@ -228,21 +228,14 @@ func (f *forwarder) exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, netip
 // try asks one upstream: UDP first, TCP when the answer is truncated (the
 // truncated answer is kept if TCP fails). Each attempt has a new ID and a new
 // random case of the question (orig is the client's question).
-func (f *forwarder) try(ctx context.Context, m *dns.Msg, orig []dns.Question, up netip.AddrPort) (resp *dns.Msg, err error) {
+func (f *forwarder) try(ctx context.Context, m *dns.Msg, orig []dns.Question, up netip.AddrPort) (*dns.Msg, error) {
 	newAttempt(m, orig)
-	defer func() {
-		if resp != nil {
-			restoreCase(resp, m.Question, orig)
-		}
-	}()
 	addr := up.String()
-	resp, err = f.exchangeUDP(ctx, m, up)
+	resp, err := f.exchangeUDP(ctx, m, up)
 	if err != nil {
 		return nil, fmt.Errorf("udp: %w", err)
 	}
-	if err := checkAnswer(m, resp); err != nil {
-		return nil, fmt.Errorf("udp: %w", err)
-	}
+	restoreCase(resp, m.Question, orig)
 	if !resp.Truncated {
 		return resp, nil
 	}
@@ -255,6 +248,7 @@ func (f *forwarder) try(ctx context.Context, m *dns.Msg, orig []dns.Question, up
 		f.log.Debug("dns: TCP retry after truncation failed; passing the truncated answer on", "upstream", addr, "err", err)
 		return resp, nil
 	}
+	restoreCase(full, m.Question, orig)
 	return full, nil
 }
 

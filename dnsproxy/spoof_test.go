@@ -166,3 +166,22 @@ func TestRandomizeCase(t *testing.T) {
 		t.Fatal("digits changed")
 	}
 }
+
+// TestTruncatedRetryKeepsClientCase: after the TCP retry (its own random
+// case) the client still gets its own spelling of the name.
+func TestTruncatedRetryKeepsClientCase(t *testing.T) {
+	up := startUpstream(t, bigUpstream)
+	p := newTestProxy(t, Config{Upstreams: []netip.AddrPort{up.addr}, Logger: quiet})
+	addr := runProxy(t, p)
+	r := query(t, "tcp", addr, "Big.Example.TEST", dns.TypeA)
+	if len(r.Answer) != 60 || r.Question[0].Name != "Big.Example.TEST." || r.Answer[0].Header().Name != "Big.Example.TEST." {
+		t.Fatalf("%d answers, question %s, owner %s", len(r.Answer), r.Question[0].Name, r.Answer[0].Header().Name)
+	}
+	var spellings []string
+	for _, q := range up.queries() {
+		spellings = append(spellings, q.msg.Question[0].Name)
+	}
+	if len(spellings) < 2 {
+		t.Fatalf("upstream saw %v, want a UDP query and the TCP retry", spellings)
+	}
+}
