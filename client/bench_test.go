@@ -43,7 +43,7 @@ func BenchmarkTunnelThroughputSOCKS5(b *testing.B) {
 	d, fe := l.newDaemon()
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(b, d, 1)
-	c, code, err := socksConnect(fe.ListenAddr().String(), "127.0.0.1", port)
+	c, code, err := socksConnect(fe, "127.0.0.1", port)
 	if err != nil || code != 0 {
 		b.Fatalf("connect: %d %v", code, err)
 	}

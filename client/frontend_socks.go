@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"sync"
 
 	"postern.dev/postern/client/socks5"
@@ -13,9 +14,16 @@ import (
 )
 
 // SOCKS5Frontend captures flows through a SOCKS5 proxy: no TUN, no root.
+// Clients must authenticate with the username and password in SecretFile
+// (RFC 1929): any other local user who can reach the port cannot use the
+// signed-in user's access.
 type SOCKS5Frontend struct {
 	Addr string
+	// SecretFile holds "user:password" (default: SOCKS5SecretName in the
+	// daemon's state directory); created with mode 0600 if missing.
+	SecretFile string
 
+	creds  socksCredentials
 	ln     net.Listener
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -26,6 +34,14 @@ func NewSOCKS5Frontend(addr string) *SOCKS5Frontend { return &SOCKS5Frontend{Add
 
 // Start implements Frontend.
 func (f *SOCKS5Frontend) Start(ctx context.Context, d *Daemon) error {
+	if f.SecretFile == "" {
+		f.SecretFile = filepath.Join(d.cfg.StateDir, SOCKS5SecretName)
+	}
+	creds, err := loadOrCreateSOCKSSecret(f.SecretFile)
+	if err != nil {
+		return err
+	}
+	f.creds = creds
 	ln, err := net.Listen("tcp", f.Addr)
 	if err != nil {
 		return fmt.Errorf("SOCKS5 listen %s: %w", f.Addr, err)
@@ -35,7 +51,7 @@ func (f *SOCKS5Frontend) Start(ctx context.Context, d *Daemon) error {
 	}
 	f.ln = ln
 	ctx, f.cancel = context.WithCancel(ctx)
-	srv := &socks5.Server{Dialer: socksDialer{d}, Reply: socksReply, Logger: d.log}
+	srv := &socks5.Server{Dialer: socksDialer{d}, Authenticate: creds.check, Reply: socksReply, Logger: d.log}
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
@@ -43,7 +59,7 @@ func (f *SOCKS5Frontend) Start(ctx context.Context, d *Daemon) error {
 			d.log.Warn("SOCKS5 proxy stopped", "err", err)
 		}
 	}()
-	d.log.Info("SOCKS5 proxy listening", "addr", ln.Addr())
+	d.log.Info("SOCKS5 proxy listening", "addr", ln.Addr(), "credentials", f.SecretFile)
 	return nil
 }
 
@@ -54,6 +70,10 @@ func (f *SOCKS5Frontend) ListenAddr() net.Addr {
 	}
 	return f.ln.Addr()
 }
+
+// Credentials returns the username and password clients must give (after
+// Start).
+func (f *SOCKS5Frontend) Credentials() (user, password string) { return f.creds.user, f.creds.pass }
 
 // Update implements Frontend; SOCKS5 needs nothing per policy.
 func (f *SOCKS5Frontend) Update(*PolicyView) {}
@@ -70,6 +90,7 @@ func (f *SOCKS5Frontend) Explain(context.Context, string) (localapi.DNSExplain, 
 func (f *SOCKS5Frontend) Describe(s *localapi.Status) {
 	if f.ln != nil {
 		s.SOCKS5 = f.ln.Addr().String()
+		s.SOCKS5Secret = f.SecretFile
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"sort"
 	"sync"
-	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -173,12 +172,11 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	if err := f.router.Set(f.tunAddrs(), f.allRoutes(nil)); err != nil {
 		return fmt.Errorf("set routes on %s: %w", f.name, err)
 	}
-	dnsAP := netip.AddrPortFrom(f.dnsAddr, 53).String()
-	if f.pc, err = listenPacketRetry(dnsAP); err != nil {
-		return fmt.Errorf("DNS proxy listen %s: %w", dnsAP, err)
-	}
-	if f.ln, err = net.Listen("tcp", dnsAP); err != nil {
-		return fmt.Errorf("DNS proxy listen tcp %s: %w", dnsAP, err)
+	dnsAP := netip.AddrPortFrom(f.dnsAddr, 53)
+	// Only queries from this machine or the TUN: the proxy's address is no
+	// open resolver for the networks the machine sits on.
+	if f.pc, f.ln, err = dnsproxy.Listen(ctx, dnsAP, f.name); err != nil {
+		return fmt.Errorf("DNS proxy: %w", err)
 	}
 	h := newFlowHandler(ctx, d)
 	if f.ns, err = netstack.New(f.dev, h, netstack.Config{MTU: f.cfg.MTU, Logger: f.log}); err != nil {
@@ -203,20 +201,6 @@ func (f *TUNFrontend) tunAddrs() []netip.Prefix {
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return out
-}
-
-// listenPacketRetry binds addr, retrying briefly while a freshly assigned
-// address finishes duplicate address detection (IPv6).
-func listenPacketRetry(addr string) (net.PacketConn, error) {
-	var err error
-	for i := 0; i < 20; i++ {
-		var pc net.PacketConn
-		if pc, err = net.ListenPacket("udp", addr); err == nil {
-			return pc, nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return nil, err
 }
 
 func newDNSProxy(c DNSProxyConfig) (DNSProxy, error) {

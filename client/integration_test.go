@@ -65,7 +65,7 @@ func TestSOCKS5ThroughConnector(t *testing.T) {
 		t.Fatalf("principal after login: %+v", st.Principal)
 	}
 	waitConnectors(t, d, 1)
-	proxy := fe.ListenAddr().String()
+	proxy := fe
 
 	// By IP: 1 MiB round trip with half-close.
 	c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
@@ -180,7 +180,7 @@ func measureFailover(tb testing.TB, limit time.Duration) (time.Duration, error) 
 	defer d.Close()
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(tb, d, 2)
-	proxy := fe.ListenAddr().String()
+	proxy := fe
 
 	roundTrip := func() error {
 		c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)

@@ -195,22 +195,30 @@ func echoServer(t testing.TB, addr string) (net.Listener, uint16) {
 	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
-// socksConnect is a minimal SOCKS5 client: CONNECT host:port, returning the
-// reply code and, on success, the connection.
-func socksConnect(proxy, host string, port uint16) (net.Conn, byte, error) {
-	c, err := net.DialTimeout("tcp", proxy, 5*time.Second)
+// socksConnect is a minimal SOCKS5 client: it signs in with the front-end's
+// credentials (RFC 1929) and sends CONNECT host:port, returning the reply
+// code and, on success, the connection.
+func socksConnect(fe *SOCKS5Frontend, host string, port uint16) (net.Conn, byte, error) {
+	addr := fe.ListenAddr()
+	if addr == nil {
+		return nil, 0, errors.New("SOCKS5 front-end not started")
+	}
+	user, pass := fe.Credentials()
+	c, err := net.DialTimeout("tcp", addr.String(), 5*time.Second)
 	if err != nil {
 		return nil, 0, err
 	}
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+	auth := append([]byte{5, 1, 2, 1, byte(len(user))}, user...)
+	auth = append(append(auth, byte(len(pass))), pass...)
+	if _, err := c.Write(auth); err != nil {
 		c.Close()
 		return nil, 0, err
 	}
-	var m [2]byte
-	if _, err := io.ReadFull(c, m[:]); err != nil || m[1] != 0 {
+	var m [4]byte
+	if _, err := io.ReadFull(c, m[:]); err != nil || m != [4]byte{5, 2, 1, 0} {
 		c.Close()
-		return nil, 0, fmt.Errorf("method negotiation: %v %v", m, err)
+		return nil, 0, fmt.Errorf("SOCKS5 sign-in: %v %v", m, err)
 	}
 	req := []byte{5, 1, 0, 3, byte(len(host))}
 	req = append(req, host...)

@@ -34,7 +34,7 @@ func TestTokenRefreshInBand(t *testing.T) {
 	d, fe := l.newDaemon()
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
-	c, code, err := socksConnect(fe.ListenAddr().String(), "127.0.0.1", echoPort)
+	c, code, err := socksConnect(fe, "127.0.0.1", echoPort)
 	if err != nil || code != 0 {
 		t.Fatalf("connect: %d %v", code, err)
 	}
@@ -94,7 +94,7 @@ func TestFailStatic(t *testing.T) {
 	d, fe := l.newDaemon()
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
-	proxy := fe.ListenAddr().String()
+	proxy := fe
 	c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
 	if err != nil || code != 0 {
 		t.Fatalf("connect: %d %v", code, err)
@@ -137,7 +137,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	d, fe := l.newDaemon()
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
-	c, code, err := socksConnect(fe.ListenAddr().String(), "127.0.0.1", echoPort)
+	c, code, err := socksConnect(fe, "127.0.0.1", echoPort)
 	if err != nil || code != 0 {
 		t.Fatalf("connect: %d %v", code, err)
 	}
@@ -192,7 +192,7 @@ func TestRestartResumesSession(t *testing.T) {
 		t.Errorf("resources after restart: %+v", rs)
 	}
 	// Nothing new is granted without the controller: no token, no flow.
-	_, code, _ := socksConnect(fe2.ListenAddr().String(), "127.0.0.1", echoPort)
+	_, code, _ := socksConnect(fe2, "127.0.0.1", echoPort)
 	if code == 0 {
 		t.Error("a flow opened without a controller to issue tokens")
 	}

@@ -489,16 +489,35 @@ func TestTUNThroughConnector(t *testing.T) {
 	}
 
 	// SOCKS5 mode: a second daemon, no TUN.
+	// Clients sign in with the credentials the daemon wrote (0600).
 	ssock := l.startDaemon("socks", "--socks5", "127.0.0.1:1080")
-	eventually(t, 20*time.Second, "curl --socks5-hostname", func() bool {
-		out, err = l.exec(l.cli, "", "curl", "-sS", "--max-time", "5", "--socks5-hostname", "127.0.0.1:1080", "http://app.corp.internal:8080/hello")
+	secretFile := filepath.Join(l.dir, "socks", SOCKS5SecretName)
+	var creds string
+	eventually(t, 20*time.Second, "curl --socks5-hostname --proxy-user", func() bool {
+		b, err := os.ReadFile(secretFile)
+		if err != nil {
+			return false
+		}
+		creds = strings.TrimSpace(string(b))
+		out, err = l.exec(l.cli, "", "curl", "-sS", "--max-time", "5", "--socks5-hostname", "127.0.0.1:1080", "--proxy-user", creds, "http://app.corp.internal:8080/hello")
 		return err == nil
 	})
 	if !strings.Contains(out, "hello from the private network") {
 		t.Errorf("socks5: %q", out)
 	}
-	if st := l.status(ssock); st.SOCKS5 == "" || st.TUN != "" {
-		t.Errorf("socks daemon status: %+v", st)
+	if fi, err := os.Stat(secretFile); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("%s: %v, want mode 0600", secretFile, err)
+	}
+	if st := l.status(ssock); st.SOCKS5 == "" || st.TUN != "" || st.SOCKS5Secret != secretFile {
+		t.Errorf("socks daemon status: %+v, want the secret file %s", st, secretFile)
+	}
+	// Without credentials, or with a wrong password, curl gets nothing.
+	user, _, _ := strings.Cut(creds, ":")
+	for _, args := range [][]string{{}, {"--proxy-user", user + ":wrong-password-123"}} {
+		cmd := append([]string{"-sS", "--max-time", "5", "--socks5-hostname", "127.0.0.1:1080"}, args...)
+		if out, err := l.exec(l.cli, "", "curl", append(cmd, "http://app.corp.internal:8080/hello")...); err == nil || strings.Contains(out, "hello") {
+			t.Errorf("curl %v through SOCKS5 succeeded: %q", args, out)
+		}
 	}
 
 	// postern down removes the routes; up restores them.

@@ -65,7 +65,11 @@ func TestPresetDefaultsFile(t *testing.T) {
 		t.Fatalf("headless status: %+v", st)
 	}
 	eventually(t, 20*time.Second, "curl through the headless daemon", func() bool {
-		out, err = l.exec(l.cli, "", "curl", "-sS", "--max-time", "5", "--socks5-hostname", "127.0.0.1:1080", "http://198.19.0.10:8080/hello")
+		creds, err := os.ReadFile(st.SOCKS5Secret)
+		if err != nil {
+			return false
+		}
+		out, err = l.exec(l.cli, "", "curl", "-sS", "--max-time", "5", "--socks5-hostname", "127.0.0.1:1080", "--proxy-user", strings.TrimSpace(string(creds)), "http://198.19.0.10:8080/hello")
 		return err == nil && strings.Contains(out, "hello from the private network")
 	})
 

@@ -66,7 +66,7 @@ func TestSessionRevokedSignsOut(t *testing.T) {
 
 	st := l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
-	c, code, err := socksConnect(fe.ListenAddr().String(), "127.0.0.1", echoPort)
+	c, code, err := socksConnect(fe, "127.0.0.1", echoPort)
 	if err != nil || code != 0 {
 		t.Fatalf("flow before revocation: code %d err %v", code, err)
 	}
@@ -111,7 +111,7 @@ func TestSessionRevokedSignsOut(t *testing.T) {
 	if rs, _ := lc.Resources(l.ctx); len(rs) != 0 {
 		t.Errorf("resources after revocation: %+v", rs)
 	}
-	if _, _, err := socksConnect(fe.ListenAddr().String(), "127.0.0.1", echoPort); err == nil {
+	if _, _, err := socksConnect(fe, "127.0.0.1", echoPort); err == nil {
 		t.Error("the SOCKS5 proxy still accepts flows after the session ended")
 	}
 
@@ -129,7 +129,7 @@ func TestSessionRevokedSignsOut(t *testing.T) {
 	}
 	waitConnectors(t, d, 1)
 	eventually(t, 15*time.Second, "flow after signing in again", func() bool {
-		c2, code, err := socksConnect(fe.ListenAddr().String(), "127.0.0.1", echoPort)
+		c2, code, err := socksConnect(fe, "127.0.0.1", echoPort)
 		if err != nil || code != 0 {
 			return false
 		}

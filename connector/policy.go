@@ -138,11 +138,20 @@ func (p *compiledPolicy) authorize(principal, device string, h wire.OpenHeader) 
 }
 
 // Addresses the connector never dials unless a resource names them: its own
-// loopback, link-local (and so the 169.254.169.254 metadata service),
-// unspecified and multicast addresses, and well-known cloud metadata endpoints.
+// loopback, link-local, unspecified and multicast addresses, and the cloud
+// metadata and host endpoints below. Link-local already covers the IPv4
+// metadata services of AWS, GCP, Azure, Oracle, Tencent and OpenStack
+// (169.254.169.254), AWS ECS task credentials (169.254.170.2), EKS Pod
+// Identity (169.254.170.23), the Amazon DNS resolver (169.254.169.253) and
+// time service (169.254.169.123). The list is in docs/connector.md.
 var metadataAddrs = []netip.Addr{
+	netip.MustParseAddr("168.63.129.16"),   // Azure wire server (host agent, DNS, health probes)
 	netip.MustParseAddr("100.100.100.200"), // Alibaba Cloud metadata
 	netip.MustParseAddr("fd00:ec2::254"),   // AWS IMDS over IPv6
+	netip.MustParseAddr("fd00:ec2::253"),   // AWS Amazon DNS resolver over IPv6
+	netip.MustParseAddr("fd00:ec2::123"),   // AWS time sync over IPv6
+	netip.MustParseAddr("fd00:ec2::23"),    // AWS EKS Pod Identity agent over IPv6
+	netip.MustParseAddr("fd20:ce::254"),    // GCP metadata server over IPv6
 }
 
 func isSpecial(ip netip.Addr) bool {
@@ -176,7 +185,9 @@ func sameSpecialBlock(a, b netip.Addr) bool {
 		netip.MustParsePrefix("224.0.0.0/4"), netip.MustParsePrefix("::1/128"),
 		netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("ff00::/8"),
 		netip.MustParsePrefix("0.0.0.0/32"), netip.MustParsePrefix("::/128"),
-		netip.MustParsePrefix("100.100.100.200/32"), netip.MustParsePrefix("fd00:ec2::254/128"),
+	}
+	for _, m := range metadataAddrs {
+		blocks = append(blocks, netip.PrefixFrom(m, m.BitLen()))
 	}
 	for _, bl := range blocks {
 		if bl.Contains(a) && bl.Contains(b) {

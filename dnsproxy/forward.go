@@ -2,11 +2,12 @@ package dnsproxy
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -16,11 +17,20 @@ import (
 // forwarder sends queries to the upstream resolvers: the one that answered
 // last first, the others in turn when it fails; over UDP, then TCP when the
 // answer is truncated.
+//
+// Against off-path spoofing (a blind attacker racing the upstream's answer)
+// each UDP query goes out from a fresh socket (a new random source port from
+// the OS), carries a random ID and a question name in random letter case
+// (DNS 0x20); a reply counts only when it comes from the upstream's address
+// to that port with the same ID and the question in exactly that case.
+// Anything else is dropped and the wait goes on until the timeout.
 type forwarder struct {
-	timeout  time.Duration
-	log      *slog.Logger
-	udp, tcp *dns.Client
-	set      atomic.Pointer[upstreamSet]
+	timeout time.Duration
+	log     *slog.Logger
+	tcp     *dns.Client
+	set     atomic.Pointer[upstreamSet]
+	// mismatched counts UDP replies dropped for a wrong ID or question.
+	mismatched atomic.Uint64
 }
 
 // upstreamSet is one generation of upstreams (replaced as a whole by
@@ -28,25 +38,15 @@ type forwarder struct {
 type upstreamSet struct {
 	list      []netip.AddrPort
 	preferred atomic.Int32
-	// idle holds connected UDP sockets per upstream for reuse: a socket per
-	// query costs more than the query. Each socket serves one query at a
-	// time; replies with another ID (late answers to an earlier query) are
-	// skipped by the client.
-	idle   map[netip.AddrPort]chan *dns.Conn
-	closed atomic.Bool
 }
 
 // maxUpstreamUDP caps the EDNS buffer size asked of upstreams.
 const maxUpstreamUDP = 4096
 
-// idleSockets is how many sockets per upstream are kept for reuse.
-const idleSockets = 128
-
 func newForwarder(ups []netip.AddrPort, timeout time.Duration, log *slog.Logger) *forwarder {
 	f := &forwarder{
 		timeout: timeout,
 		log:     log,
-		udp:     &dns.Client{Net: "udp"}, // reads 512 bytes, or the query's EDNS size
 		tcp:     &dns.Client{Net: "tcp"},
 	}
 	f.setUpstreams(ups)
@@ -56,62 +56,111 @@ func newForwarder(ups []netip.AddrPort, timeout time.Duration, log *slog.Logger)
 // setUpstreams replaces the upstreams; queries under way finish with the
 // old ones.
 func (f *forwarder) setUpstreams(ups []netip.AddrPort) {
-	s := &upstreamSet{list: ups, idle: make(map[netip.AddrPort]chan *dns.Conn, len(ups))}
-	for _, u := range ups {
-		s.idle[u] = make(chan *dns.Conn, idleSockets)
-	}
-	if old := f.set.Swap(s); old != nil {
-		old.close()
-	}
+	f.set.Store(&upstreamSet{list: ups})
 }
 
 func (f *forwarder) upstreams() []netip.AddrPort { return f.set.Load().list }
 
-// exchangeUDP sends m to up over a reused (or new) connected UDP socket.
-func (f *forwarder) exchangeUDP(ctx context.Context, s *upstreamSet, m *dns.Msg, up netip.AddrPort) (*dns.Msg, error) {
-	var co *dns.Conn
-	select {
-	case co = <-s.idle[up]:
-	default:
-		var err error
-		if co, err = f.udp.DialContext(ctx, up.String()); err != nil {
-			return nil, err
-		}
-	}
-	resp, _, err := f.udp.ExchangeWithConnContext(ctx, m, co)
+// exchangeUDP sends m to up from a fresh connected UDP socket and waits for
+// the reply that matches m (see forwarder), skipping any other datagram.
+func (f *forwarder) exchangeUDP(ctx context.Context, m *dns.Msg, up netip.AddrPort) (*dns.Msg, error) {
+	out, err := m.Pack()
 	if err != nil {
-		co.Close() // a late answer could still arrive on it
+		return nil, fmt.Errorf("pack query: %w", err)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "udp", up.String())
+	if err != nil {
 		return nil, err
 	}
-	if s.closed.Load() {
-		co.Close()
+	defer c.Close()
+	if deadline, ok := ctx.Deadline(); ok {
+		c.SetDeadline(deadline)
+	}
+	stop := context.AfterFunc(ctx, func() { c.SetDeadline(time.Now()) })
+	defer stop()
+	if _, err := c.Write(out); err != nil {
+		return nil, err
+	}
+	size := dns.MinMsgSize
+	if o := m.IsEdns0(); o != nil && int(o.UDPSize()) > size {
+		size = int(o.UDPSize())
+	}
+	buf := make([]byte, size)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return nil, context.DeadlineExceeded
+			}
+			return nil, err // e.g. ICMP port unreachable: nothing listens
+
+		}
+		resp := new(dns.Msg)
+		if err := resp.Unpack(buf[:n]); err != nil || resp.Id != m.Id {
+			f.mismatched.Add(1)
+			continue
+		}
+		if err := checkAnswer(m, resp); err != nil {
+			f.mismatched.Add(1)
+			f.log.Debug("dns: dropped a reply that does not match the query", "upstream", up, "err", err)
+			continue
+		}
 		return resp, nil
 	}
-	select {
-	case s.idle[up] <- co:
-	default:
-		co.Close()
-	}
-	return resp, nil
 }
 
-// close releases the idle sockets of a set no longer in use.
-func (s *upstreamSet) close() {
-	s.closed.Store(true)
-	for _, ch := range s.idle {
-		for drained := false; !drained; {
-			select {
-			case co := <-ch:
-				co.Close()
-			default:
-				drained = true
+// close is kept for Serve's shutdown; sockets live only for one query.
+func (f *forwarder) close() {}
+
+// randomizeCase returns name with each ASCII letter in a random case (DNS
+// 0x20). Escaped bytes (\DDD, \X) are left as they are.
+func randomizeCase(name string) string {
+	b := []byte(name)
+	var bits [8]byte
+	for i := 0; i < len(b); i++ {
+		if i%64 == 0 {
+			rand.Read(bits[:])
+		}
+		c := b[i]
+		if c == '\\' {
+			i++ // keep the escaped byte
+			continue
+		}
+		if 'a' <= c|0x20 && c|0x20 <= 'z' {
+			if bits[(i%64)/8]&(1<<(i%8)) != 0 {
+				b[i] = c | 0x20
+			} else {
+				b[i] = c &^ 0x20
+			}
+		}
+	}
+	return string(b)
+}
+
+// restoreCase puts the client's spelling of the question back into resp:
+// the question and the owner names that are the randomized name.
+func restoreCase(resp *dns.Msg, sent, orig []dns.Question) {
+	if len(sent) != len(orig) {
+		return
+	}
+	for i := range sent {
+		if i < len(resp.Question) && resp.Question[i].Name == sent[i].Name {
+			resp.Question[i].Name = orig[i].Name
+		}
+		for _, sec := range [][]dns.RR{resp.Answer, resp.Ns, resp.Extra} {
+			for _, rr := range sec {
+				if h := rr.Header(); h.Name == sent[i].Name {
+					h.Name = orig[i].Name
+				}
 			}
 		}
 	}
 }
-
-// close releases the idle sockets.
-func (f *forwarder) close() { f.set.Load().close() }
 
 // exchange forwards req (unchanged but for its ID: EDNS options and flags
 // are kept) and returns the answer with req's ID and the upstream that gave
@@ -151,7 +200,7 @@ func (f *forwarder) exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, netip
 		if n-i > 1 {
 			actx, acancel = context.WithTimeout(ctx, remaining/time.Duration(n-i))
 		}
-		resp, err := f.try(actx, set, m, up)
+		resp, err := f.try(actx, m, req.Question, up)
 		acancel()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", up, err))
@@ -177,21 +226,20 @@ func (f *forwarder) exchange(ctx context.Context, req *dns.Msg) (*dns.Msg, netip
 }
 
 // try asks one upstream: UDP first, TCP when the answer is truncated (the
-// truncated answer is kept if TCP fails).
-func (f *forwarder) try(ctx context.Context, set *upstreamSet, m *dns.Msg, up netip.AddrPort) (*dns.Msg, error) {
-	m.Id = dns.Id()
+// truncated answer is kept if TCP fails). Each attempt has a new ID and a new
+// random case of the question (orig is the client's question).
+func (f *forwarder) try(ctx context.Context, m *dns.Msg, orig []dns.Question, up netip.AddrPort) (*dns.Msg, error) {
+	newAttempt(m, orig)
 	addr := up.String()
-	resp, err := f.exchangeUDP(ctx, set, m, up)
+	resp, err := f.exchangeUDP(ctx, m, up)
 	if err != nil {
 		return nil, fmt.Errorf("udp: %w", err)
 	}
-	if err := checkAnswer(m, resp); err != nil {
-		return nil, fmt.Errorf("udp: %w", err)
-	}
+	restoreCase(resp, m.Question, orig)
 	if !resp.Truncated {
 		return resp, nil
 	}
-	m.Id = dns.Id()
+	newAttempt(m, orig)
 	full, _, err := f.tcp.ExchangeContext(ctx, m, addr)
 	if err == nil {
 		err = checkAnswer(m, full)
@@ -200,28 +248,49 @@ func (f *forwarder) try(ctx context.Context, set *upstreamSet, m *dns.Msg, up ne
 		f.log.Debug("dns: TCP retry after truncation failed; passing the truncated answer on", "upstream", addr, "err", err)
 		return resp, nil
 	}
+	restoreCase(full, m.Question, orig)
 	return full, nil
 }
 
-// checkAnswer makes sure resp answers m (same question), so that a stray or
-// spoofed packet is not passed on.
+// newAttempt gives m a fresh ID and question names in a fresh random case.
+func newAttempt(m *dns.Msg, orig []dns.Question) {
+	m.Id = dns.Id()
+	for i := range m.Question {
+		m.Question[i].Name = randomizeCase(orig[i].Name)
+	}
+}
+
+// checkAnswer makes sure resp answers m: same question, its name in exactly
+// the case sent (0x20), so that a stray or spoofed packet is not passed on.
 func checkAnswer(m, resp *dns.Msg) error {
 	if !resp.Response {
 		return errors.New("reply is not a response")
 	}
 	if len(m.Question) != len(resp.Question) {
-		if len(resp.Question) == 0 && resp.Rcode != dns.RcodeSuccess {
-			return nil // some servers drop the question in errors
+		if len(resp.Question) == 0 && noAnswerRcode(resp.Rcode) {
+			// Some servers drop the question in errors; such a reply
+			// makes the proxy try the next upstream or answer
+			// SERVFAIL, so a forged one poisons nothing.
+			return nil
 		}
 		return errors.New("reply has a different question")
 	}
 	for i, q := range m.Question {
 		rq := resp.Question[i]
-		if rq.Qtype != q.Qtype || rq.Qclass != q.Qclass || !strings.EqualFold(rq.Name, q.Name) {
+		if rq.Qtype != q.Qtype || rq.Qclass != q.Qclass || rq.Name != q.Name {
 			return fmt.Errorf("reply is for %s, not %s", rq.Name, q.Name)
 		}
 	}
 	return nil
+}
+
+// noAnswerRcode reports whether rcode carries no answer a client could cache.
+func noAnswerRcode(rcode int) bool {
+	switch rcode {
+	case dns.RcodeFormatError, dns.RcodeServerFailure, dns.RcodeNotImplemented, dns.RcodeRefused:
+		return true
+	}
+	return false
 }
 
 // forwardHandler is the last stage: it forwards to the upstreams and

@@ -130,6 +130,25 @@ func TestDNSInNetns(t *testing.T) {
 		t.Errorf("AAAA with IPv6 off = %q, want nothing", d)
 	}
 
+	// A host next to the machine that routes 100.96.0.53 to it gets no
+	// answer, over UDP or TCP, though the address itself answers pings.
+	outside := outsideHost(t, ns)
+	fromOutside := func(args ...string) (string, error) {
+		out, err := exec.Command("ip", append([]string{"netns", "exec", outside}, args...)...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	if out, err := fromOutside("ping", "-c1", "-W3", "100.96.0.53"); err != nil {
+		t.Fatalf("the outside host cannot reach 100.96.0.53 at all, the check below would prove nothing: %v %s", err, out)
+	}
+	for _, proto := range []string{"+notcp", "+tcp"} {
+		if out, err := fromOutside("dig", "+short", proto, "+tries=1", "+time=2", "@100.96.0.53", "db.corp.internal"); err == nil || isSynth(out) {
+			t.Errorf("dig %s from another host answered: %q (err %v), want no answer", proto, out, err)
+		}
+	}
+	if d := inNS("dig", "+short", "+tries=1", "+time=3", "db.corp.internal"); !isSynth(d) {
+		t.Errorf("local dig after the outside attempts = %q", d)
+	}
+
 	// kill -9, then the next start restores resolv.conf.
 	daemon.Process.Kill()
 	daemon.Wait()
@@ -176,9 +195,9 @@ func TestNetnsDaemon(t *testing.T) {
 	go (&dns.Server{PacketConn: upc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
-		if q := r.Question[0]; q.Name == "www.example.test." && q.Qtype == dns.TypeA {
+		if q := r.Question[0]; strings.EqualFold(q.Name, "www.example.test.") && q.Qtype == dns.TypeA {
 			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 99)})
-		} else if q.Name != "www.example.test." {
+		} else if !strings.EqualFold(q.Name, "www.example.test.") {
 			m.Rcode = dns.RcodeNameError
 		}
 		w.WriteMsg(m)
@@ -216,17 +235,12 @@ func TestNetnsDaemon(t *testing.T) {
 	if err := router.Set(addrs, p.Ranges()); err != nil {
 		fail("routes: %v", err)
 	}
-	ap := netip.AddrPortFrom(p.Addrs()[0], 53).String()
-	pc, err := net.ListenPacket("udp", ap)
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	pc, ln, err := Listen(ctx, netip.AddrPortFrom(p.Addrs()[0], 53), "pst0")
 	if err != nil {
 		fail("listen: %v", err)
 	}
-	ln, err := net.Listen("tcp", ap)
-	if err != nil {
-		fail("listen tcp: %v", err)
-	}
-	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- p.Serve(ctx, pc, ln) }()
 	if err := osc.Set(platform.DNSConfig{Nameservers: p.Addrs(), MatchDomains: p.MatchDomains(), SearchDomains: search}); err != nil {
@@ -241,4 +255,44 @@ func TestNetnsDaemon(t *testing.T) {
 	osc.Close()
 	router.Close()
 	os.Exit(0)
+}
+
+// outsideHost creates a namespace linked to ns by a veth pair
+// (198.18.0.2/30 outside, 198.18.0.1/30 in ns) with a route to 100.96.0.53
+// through ns: another host on the machine's LAN. It returns its name.
+func outsideHost(t *testing.T, ns string) string {
+	t.Helper()
+	b := make([]byte, 3)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	out := "pstout" + id
+	etc := filepath.Join("/etc/netns", out)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte("nameserver 198.18.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, o := "pstA"+id, "pstB"+id
+	run := func(args ...string) {
+		t.Helper()
+		if b, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v %s", args, err, b)
+		}
+	}
+	run("netns", "add", out)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", out).Run() })
+	run("link", "add", a, "type", "veth", "peer", "name", o)
+	run("link", "set", a, "netns", ns)
+	run("link", "set", o, "netns", out)
+	run("-n", ns, "link", "set", a, "name", "lan0")
+	run("-n", out, "link", "set", o, "name", "lan0")
+	run("-n", ns, "addr", "add", "198.18.0.1/30", "dev", "lan0")
+	run("-n", out, "addr", "add", "198.18.0.2/30", "dev", "lan0")
+	run("-n", ns, "link", "set", "lan0", "up")
+	run("-n", out, "link", "set", "lan0", "up")
+	run("-n", out, "link", "set", "lo", "up")
+	run("-n", out, "route", "add", "100.96.0.53/32", "via", "198.18.0.1")
+	return out
 }

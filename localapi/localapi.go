@@ -109,6 +109,8 @@ type Status struct {
 	SOCKS5              string            `json:"socks5,omitempty"`
 	DNS                 string            `json:"dns,omitempty"`
 	Message             string            `json:"message,omitempty"` // last error, for StateError/StateDegraded
+	// SOCKS5Secret is the file holding the SOCKS5 proxy's "user:password".
+	SOCKS5Secret string `json:"socks5_secret_file,omitempty"`
 }
 
 // Resource is one resource the principal may use.

@@ -176,6 +176,11 @@ func ParseAddress(s string) (Address, error) {
 		return Address{Kind: KindIP, Prefix: netip.PrefixFrom(ip, ip.BitLen())}, nil
 	}
 	n := CanonicalName(s)
+	if _, err := netip.ParseAddr(n); err == nil {
+		// "10.1.2.3." would otherwise be a DNS name that no flow to
+		// 10.1.2.3 matches and that renders as the IP address.
+		return Address{}, fmt.Errorf("%w: address %q: an IP address with a trailing dot; write %s", ErrSpec, s, n)
+	}
 	kind := KindName
 	if strings.HasPrefix(n, "*.") {
 		kind = KindWildcard

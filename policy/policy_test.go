@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -113,5 +114,17 @@ func TestAddressMatching(t *testing.T) {
 	}
 	if mustAddr("*.corp.internal").String() != "*.corp.internal" || !wild.IsName() || cidr.IsName() {
 		t.Error("String/IsName wrong")
+	}
+}
+
+// TestIPWithTrailingDotRefused: found by FuzzParseAddress ("0.0.0.0." was a
+// DNS name that rendered as an IP address).
+func TestIPWithTrailingDotRefused(t *testing.T) {
+	for _, s := range []string{"0.0.0.0.", "10.1.2.3.", "2001:db8::1."} {
+		if a, err := ParseAddress(s); err == nil {
+			t.Errorf("%q parsed as %+v, want an error", s, a)
+		} else if !strings.Contains(err.Error(), "trailing dot") {
+			t.Errorf("%q: %v", s, err)
+		}
 	}
 }

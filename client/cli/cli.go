@@ -350,7 +350,7 @@ func (c *cmd) status(ctx context.Context, args []string) error {
 		fmt.Fprintf(out, "TUN:         %s (DNS %s)\n", st.TUN, st.DNS)
 	}
 	if st.SOCKS5 != "" {
-		fmt.Fprintf(out, "SOCKS5:      %s\n", st.SOCKS5)
+		fmt.Fprintf(out, "SOCKS5:      %s (user:password in %s)\n", st.SOCKS5, st.SOCKS5Secret)
 	}
 	fmt.Fprintf(out, "Flows:       %d active, %d total; %s up, %s down\n", st.ActiveFlows, st.TotalFlows, bytesStr(st.BytesUp), bytesStr(st.BytesDown))
 	if st.Message != "" && st.State != localapi.StateConnected && st.State != localapi.StateSignedOut {

@@ -1,6 +1,7 @@
-// Package socks5 is a small SOCKS5 server (RFC 1928): no authentication,
-// CONNECT, and UDP ASSOCIATE. It passes host names through unresolved, so
-// `curl --socks5-hostname` names reach the dialer as names.
+// Package socks5 is a small SOCKS5 server (RFC 1928): username/password
+// authentication (RFC 1929, required), CONNECT, and UDP ASSOCIATE. It passes
+// host names through unresolved, so `curl --socks5-hostname` names reach the
+// dialer as names.
 package socks5
 
 import (
@@ -12,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -31,19 +33,24 @@ const (
 )
 
 const (
-	version       = 5
-	cmdConnect    = 1
-	cmdAssociate  = 3
-	atypIPv4      = 1
-	atypName      = 3
-	atypIPv6      = 4
-	handshakeWait = 10 * time.Second
+	version            = 5
+	methodUserPwd      = 0x02
+	methodNoAcceptable = 0xff
+	authVersion        = 1
+	cmdConnect         = 1
+	cmdAssociate       = 3
+	atypIPv4           = 1
+	atypName           = 3
+	atypIPv6           = 4
+	handshakeWait      = 10 * time.Second
 )
 
 // Sentinel errors.
 var (
 	ErrVersion = errors.New("socks5: not a SOCKS5 request")
 	ErrNoAuth  = errors.New("socks5: client offers no usable authentication method")
+	// ErrBadCredentials: the client's username or password is wrong.
+	ErrBadCredentials = errors.New("socks5: wrong username or password")
 )
 
 // Dialer opens flows for the server.
@@ -69,6 +76,10 @@ type DatagramConn interface {
 // Server serves SOCKS5.
 type Server struct {
 	Dialer Dialer
+	// Authenticate checks a client's RFC 1929 username and password; it
+	// is required (Serve refuses to start without it), and clients that
+	// offer only "no authentication" are turned away.
+	Authenticate func(user, password string) bool
 	// Reply maps a dial error to a SOCKS5 reply code (default: host unreachable).
 	Reply  func(error) byte
 	Logger *slog.Logger
@@ -79,6 +90,10 @@ type Server struct {
 // Serve accepts connections on ln until ctx is done or ln fails; it closes
 // ln and waits for running sessions to end.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	if s.Authenticate == nil {
+		ln.Close()
+		return errors.New("socks5: Server.Authenticate is not set")
+	}
 	log := s.log()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -146,17 +161,14 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 	if _, err := io.ReadFull(c, methods); err != nil {
 		return fmt.Errorf("read methods: %w", err)
 	}
-	ok := false
-	for _, m := range methods {
-		if m == 0 {
-			ok = true
-		}
-	}
-	if !ok {
-		_, _ = c.Write([]byte{version, 0xff})
+	if !slices.Contains(methods, methodUserPwd) {
+		_, _ = c.Write([]byte{version, methodNoAcceptable})
 		return ErrNoAuth
 	}
-	if _, err := c.Write([]byte{version, 0}); err != nil {
+	if _, err := c.Write([]byte{version, methodUserPwd}); err != nil {
+		return err
+	}
+	if err := s.authenticate(c); err != nil {
 		return err
 	}
 	var req [4]byte
@@ -175,10 +187,41 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) error {
 	case cmdConnect:
 		return s.connect(ctx, c, host, port)
 	case cmdAssociate:
-		return s.associate(ctx, c)
+		return s.associate(ctx, c, host, port)
 	}
 	writeReply(c, ReplyCommandUnsupported, nil)
 	return fmt.Errorf("socks5: command %d not supported", req[1])
+}
+
+// authenticate runs the RFC 1929 sub-negotiation: VER=1, ULEN, UNAME, PLEN,
+// PASSWD; it answers status 0 on success and 1 (then closes) otherwise.
+func (s *Server) authenticate(c net.Conn) error {
+	var v [2]byte
+	if _, err := io.ReadFull(c, v[:]); err != nil {
+		return fmt.Errorf("read credentials: %w", err)
+	}
+	if v[0] != authVersion {
+		_, _ = c.Write([]byte{authVersion, 1})
+		return fmt.Errorf("socks5: username/password version %d, want 1", v[0])
+	}
+	user := make([]byte, v[1])
+	if _, err := io.ReadFull(c, user); err != nil {
+		return fmt.Errorf("read username: %w", err)
+	}
+	var pl [1]byte
+	if _, err := io.ReadFull(c, pl[:]); err != nil {
+		return fmt.Errorf("read password length: %w", err)
+	}
+	pass := make([]byte, pl[0])
+	if _, err := io.ReadFull(c, pass); err != nil {
+		return fmt.Errorf("read password: %w", err)
+	}
+	if !s.Authenticate(string(user), string(pass)) {
+		_, _ = c.Write([]byte{authVersion, 1})
+		return ErrBadCredentials
+	}
+	_, err := c.Write([]byte{authVersion, 0})
+	return err
 }
 
 func readAddr(r io.Reader, atyp byte) (string, uint16, error) {

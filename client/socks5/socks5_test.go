@@ -69,7 +69,7 @@ func startServer(t *testing.T) (string, *memDialer) {
 		t.Fatal(err)
 	}
 	md := &memDialer{}
-	s := &Server{Dialer: md, Reply: func(err error) byte {
+	s := &Server{Dialer: md, Authenticate: testAuth, Reply: func(err error) byte {
 		if errors.Is(err, errRefused) {
 			return ReplyConnectionRefused
 		}
@@ -89,10 +89,8 @@ func handshake(t *testing.T, addr string, cmd byte, host string, port uint16) (n
 		t.Fatal(err)
 	}
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	_, _ = c.Write([]byte{5, 2, 2, 0}) // offers user/pass and none
-	var m [2]byte
-	if _, err := io.ReadFull(c, m[:]); err != nil || m != [2]byte{5, 0} {
-		t.Fatalf("method: %v %v", m, err)
+	if st, err := login(c, []byte{0, 2}, testUser, testPass); err != nil || st != 0 {
+		t.Fatalf("login: status %d %v", st, err)
 	}
 	req := []byte{5, cmd, 0, 3, byte(len(host))}
 	req = append(req, host...)
@@ -133,17 +131,83 @@ func TestConnectRefusedReply(t *testing.T) {
 	}
 }
 
-func TestNoAcceptableMethod(t *testing.T) {
-	addr, _ := startServer(t)
-	c, err := net.Dial("tcp", addr)
+const testUser, testPass = "postern", "s3cret-for-tests"
+
+func testAuth(u, p string) bool { return u == testUser && p == testPass }
+
+// login offers methods and, when the server picks username/password, sends
+// user and pass; it returns the RFC 1929 status (0xff: no method chosen).
+func login(c net.Conn, methods []byte, user, pass string) (byte, error) {
+	if _, err := c.Write(append([]byte{5, byte(len(methods))}, methods...)); err != nil {
+		return 0, err
+	}
+	var m [2]byte
+	if _, err := io.ReadFull(c, m[:]); err != nil {
+		return 0, err
+	}
+	if m[1] != 2 {
+		return m[1], nil
+	}
+	req := append([]byte{1, byte(len(user))}, user...)
+	req = append(append(req, byte(len(pass))), pass...)
+	if _, err := c.Write(req); err != nil {
+		return 0, err
+	}
+	var st [2]byte
+	if _, err := io.ReadFull(c, st[:]); err != nil {
+		return 0, err
+	}
+	return st[1], nil
+}
+
+// TestAuthRequired: "no authentication" is refused, wrong credentials get
+// status 1 and a closed connection, and no request reaches the dialer.
+func TestAuthRequired(t *testing.T) {
+	addr, md := startServer(t)
+	cases := []struct {
+		name       string
+		methods    []byte
+		user, pass string
+		want       byte
+	}{
+		{"no authentication only", []byte{0}, "", "", 0xff},
+		{"gssapi only", []byte{1}, "", "", 0xff},
+		{"wrong password", []byte{0, 2}, testUser, "guess", 1},
+		{"wrong user", []byte{2}, "root", testPass, 1},
+		{"empty", []byte{2}, "", "", 1},
+		{"password prefix", []byte{2}, testUser, testPass[:len(testPass)-1], 1},
+	}
+	for _, tc := range cases {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		st, err := login(c, tc.methods, tc.user, tc.pass)
+		if err != nil || st != tc.want {
+			t.Errorf("%s: status %#x %v, want %#x", tc.name, st, err, tc.want)
+		}
+		// A CONNECT sent anyway gets nothing: the server has closed.
+		_, _ = c.Write([]byte{5, 1, 0, 1, 127, 0, 0, 1, 0, 80})
+		if n, err := c.Read(make([]byte, 16)); err == nil {
+			t.Errorf("%s: server answered %d bytes after refusing", tc.name, n)
+		}
+		c.Close()
+	}
+	md.mu.Lock()
+	defer md.mu.Unlock()
+	if len(md.hosts) != 0 {
+		t.Errorf("unauthenticated clients reached the dialer: %v", md.hosts)
+	}
+}
+
+func TestServeNeedsAuthenticate(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	_, _ = c.Write([]byte{5, 1, 2})
-	var m [2]byte
-	if _, err := io.ReadFull(c, m[:]); err != nil || m[1] != 0xff {
-		t.Fatalf("method reply %v %v", m, err)
+	if err := (&Server{Dialer: &memDialer{}}).Serve(context.Background(), ln); err == nil {
+		t.Fatal("Serve without Authenticate started")
 	}
 }
 
@@ -177,5 +241,44 @@ func TestUDPAssociate(t *testing.T) {
 	// Fragments are dropped, not misdelivered.
 	if _, _, _, err := parseUDPHeader([]byte{0, 0, 1, 1, 0, 0, 0, 0, 0, 0}); err == nil {
 		t.Error("fragment accepted")
+	}
+}
+
+// TestUDPAssociateDeclaredPort: when the client names its UDP port in the
+// request, datagrams from any other port (another local user racing for
+// the relay) are ignored.
+func TestUDPAssociateDeclaredPort(t *testing.T) {
+	addr, _ := startServer(t)
+	mine, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mine.Close()
+	other, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	c, rep := handshake(t, addr, cmdAssociate, "127.0.0.1", uint16(mine.LocalAddr().(*net.UDPAddr).Port))
+	defer c.Close()
+	if rep[1] != ReplySucceeded {
+		t.Fatalf("reply %v", rep)
+	}
+	relay := &net.UDPAddr{IP: net.IP(rep[4:8]), Port: int(binary.BigEndian.Uint16(rep[8:10]))}
+	// The intruder goes first; then the client.
+	other.WriteTo(append(udpHeader("ns.corp.internal", 53), "intruder"...), relay)
+	mine.WriteTo(append(udpHeader("ns.corp.internal", 53), "client"...), relay)
+	buf := make([]byte, 1500)
+	mine.SetReadDeadline(time.Now().Add(3 * time.Second))
+	n, err := mine.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, payload, _ := parseUDPHeader(buf[:n]); string(payload) != "echo:client" {
+		t.Fatalf("client got %q", payload)
+	}
+	other.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := other.Read(buf); err == nil {
+		t.Fatalf("intruder got %q", buf[:n])
 	}
 }

@@ -17,8 +17,10 @@ import (
 const maxDatagram = 65535
 
 // associate serves UDP ASSOCIATE: a UDP relay socket on the address the
-// client reached us on, alive as long as the TCP control connection.
-func (s *Server) associate(ctx context.Context, c net.Conn) error {
+// client reached us on, alive as long as the TCP control connection. Only
+// the client's address may use it: the port it declared in the request
+// (DST.PORT) when not 0, else the first port it sends from.
+func (s *Server) associate(ctx context.Context, c net.Conn, _ string, clientPort uint16) error {
 	pd, ok := s.Dialer.(PacketDialer)
 	if !ok {
 		writeReply(c, ReplyCommandUnsupported, nil)
@@ -62,7 +64,7 @@ func (s *Server) associate(ctx context.Context, c net.Conn) error {
 			return nil
 		}
 		ua, ok := from.(*net.UDPAddr)
-		if !ok || !ua.IP.Equal(clientIP) {
+		if !ok || !ua.IP.Equal(clientIP) || (clientPort != 0 && ua.Port != int(clientPort)) {
 			continue // only the client that asked may use the relay
 		}
 		if peer == nil {

@@ -28,7 +28,7 @@ func main() {
 	fs := flag.NewFlagSet("posternd", flag.ExitOnError)
 	state := fs.String("state", client.DefaultStateDir(), "state directory (device key, session, socket)")
 	tunName := fs.String("tun", "postern0", "TUN device name")
-	socks := fs.String("socks5", "", "serve a SOCKS5 proxy on ADDR instead of a TUN device (no root needed)")
+	socks := fs.String("socks5", "", "serve a SOCKS5 proxy on ADDR instead of a TUN device (no root needed); clients sign in with the user:password in STATE/socks5.secret")
 	mtu := fs.Int("mtu", 0, "TUN MTU (default 65520: flows end locally, so large segments are safe)")
 	ipv6 := fs.Bool("ipv6", false, "answer AAAA for resource names and route the IPv6 synthetic range")
 	socket := fs.String("socket", "", "local API socket (default STATE/posternd.sock)")

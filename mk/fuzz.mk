@@ -1,0 +1,8 @@
+# Fuzzing: every target listed in scripts/test.d/20-fuzz.sh (make test runs
+# each for 2 s). make fuzz [FUZZTIME=60s] [FUZZ_ONLY=FuzzApply|controller]
+FUZZTIME ?= 10s
+
+.PHONY: fuzz
+
+fuzz:
+	FUZZTIME=$(FUZZTIME) FUZZ_ONLY=$(FUZZ_ONLY) bash scripts/test.d/20-fuzz.sh
