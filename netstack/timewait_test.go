@@ -1,0 +1,166 @@
+package netstack
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// closeFirstHandler plays a private server that answers and closes first,
+// so the netstack side ends in TIME_WAIT: it reads 64 bytes, writes them
+// back and closes.
+type closeFirstHandler struct{ testHandler }
+
+func (h *closeFirstHandler) HandleTCP(r *TCPRequest) {
+	c, err := r.Accept()
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	buf := make([]byte, 64)
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return
+	}
+	_, _ = c.Write(buf)
+}
+
+// dialFrom connects from a fixed host port, as an application whose kernel
+// reuses a source port would.
+func dialFrom(ctx context.Context, s *stack.Stack, lport uint16, dst netip.AddrPort) (*gonet.TCPConn, tcpip.Endpoint, *waiter.Queue, error) {
+	wq := new(waiter.Queue)
+	ep, terr := s.NewEndpoint(tcp.ProtocolNumber, ipv4.ProtocolNumber, wq)
+	if terr != nil {
+		return nil, nil, nil, fmt.Errorf("new endpoint: %s", terr)
+	}
+	ep.SocketOptions().SetReuseAddress(true)
+	entry, ready := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	if terr := ep.Bind(tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(hostAddr.As4()), Port: lport}); terr != nil {
+		ep.Close()
+		return nil, nil, nil, fmt.Errorf("bind port %d: %s", lport, terr)
+	}
+	terr = ep.Connect(toFull(dst))
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ctx.Done():
+			ep.Close()
+			return nil, nil, nil, fmt.Errorf("connect from port %d: %w", lport, ctx.Err())
+		case <-ready:
+		}
+		terr = ep.LastError()
+	}
+	if terr != nil {
+		ep.Close()
+		return nil, nil, nil, fmt.Errorf("connect from port %d: %s", lport, terr)
+	}
+	return gonet.NewTCPConn(wq, ep), ep, wq, nil
+}
+
+// TestSYNReopensTimeWait is the regression test for the stall of issue 15:
+// short connections whose source ports come back while the netstack still
+// holds their 4-tuple in TIME_WAIT (the netstack closed first). Every
+// connection must complete within 1 s; gVisor alone drops the new SYN and
+// the application waits for its SYN retransmissions until TIME_WAIT ends.
+func TestSYNReopensTimeWait(t *testing.T) {
+	const (
+		workers        = 4
+		portsPerWorker = 2
+		total          = 5000
+		limit          = time.Second
+	)
+	host, _, ns := startStack(t, &closeFirstHandler{})
+	dst := netip.MustParseAddrPort("100.96.9.9:7")
+	payload := bytes.Repeat([]byte("p"), 64)
+
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	var mu sync.Mutex
+	var slowest time.Duration
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < total/workers; i++ {
+				lport := uint16(40000 + w*portsPerWorker + i%portsPerWorker)
+				start := time.Now()
+				if err := oneShortConn(host, lport, dst, payload, limit); err != nil {
+					errs <- fmt.Errorf("worker %d connection %d: %w", w, i, err)
+					return
+				}
+				el := time.Since(start)
+				mu.Lock()
+				slowest = max(slowest, el)
+				mu.Unlock()
+			}
+		}(w)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	tw := ns.TimeWait()
+	t.Logf("%d connections over %d source ports: slowest %v, TIME_WAIT reopened %d, refused %d",
+		total, workers*portsPerWorker, slowest, tw.Reopened, tw.Refused)
+	if tw.Reopened == 0 {
+		t.Error("no SYN met a TIME_WAIT endpoint: the test did not reuse 4-tuples")
+	}
+	if slowest > limit {
+		t.Errorf("slowest connection took %v, want under %v", slowest, limit)
+	}
+}
+
+// oneShortConn connects from lport, writes payload, reads it back and the
+// server's FIN, closes, and waits until the host stack has released the
+// port (its LAST_ACK is answered), all within limit.
+func oneShortConn(host *stack.Stack, lport uint16, dst netip.AddrPort, payload []byte, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	c, ep, wq, err := dialFrom(ctx, host, lport, dst)
+	if err != nil {
+		return err
+	}
+	closed, hup := waiter.NewChannelEntry(waiter.EventHUp)
+	wq.EventRegister(&closed)
+	defer wq.EventUnregister(&closed)
+	_ = c.SetDeadline(time.Now().Add(limit))
+	if _, err := c.Write(payload); err != nil {
+		c.Close()
+		return fmt.Errorf("write: %w", err)
+	}
+	got, err := io.ReadAll(c)
+	c.Close()
+	if err != nil || !bytes.Equal(got, payload) {
+		return fmt.Errorf("read %d bytes: %v", len(got), err)
+	}
+	for tcp.EndpointState(ep.State()) != tcp.StateClose && tcp.EndpointState(ep.State()) != tcp.StateError {
+		select {
+		case <-hup:
+		case <-ctx.Done():
+			return fmt.Errorf("host endpoint stuck in %v after close", tcp.EndpointState(ep.State()))
+		}
+	}
+	return nil
+}
+
+func TestParseSYN(t *testing.T) {
+	if _, ok := parseSYN([]byte{0x45}); ok {
+		t.Error("a 1-byte packet parsed as a SYN")
+	}
+	if _, ok := parseSYN(nil); ok {
+		t.Error("an empty packet parsed as a SYN")
+	}
+}
