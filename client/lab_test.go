@@ -42,6 +42,7 @@ type lab struct {
 type runningConnector struct {
 	c    *connector.Connector
 	stop func()
+	dir  string // state directory (identity), for a restart
 }
 
 // staticResolver answers names from a map (the connector's private DNS).
@@ -108,7 +109,7 @@ func (l *lab) startConnector(name string, res staticResolver) *runningConnector 
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	var once sync.Once
-	rc := &runningConnector{c: c, stop: func() { once.Do(func() { cancel(); <-done }) }}
+	rc := &runningConnector{c: c, stop: func() { once.Do(func() { cancel(); <-done }) }, dir: dir}
 	t.Cleanup(rc.stop)
 	l.conn[name] = rc
 	deadline := time.Now().Add(10 * time.Second)

@@ -70,6 +70,14 @@ type connEntry struct {
 	lastToken  string
 	lastClaims *ctoken.Claims
 
+	// Background redial (reconnect.go): since is when the entry entered
+	// its current state (connected or reconnecting), lastErr the last dial
+	// or connection error.
+	reconnecting bool
+	removed      bool // no longer in the policy
+	since        time.Time
+	lastErr      string
+
 	active    atomic.Int64
 	total     atomic.Int64
 	bytesUp   atomic.Int64
@@ -90,16 +98,21 @@ type pool struct {
 	mu      sync.Mutex
 	entries map[string]*connEntry
 	streams map[*quic.Conn]int // open flows per connection
+	kick    chan struct{}      // closed and replaced on a network change
+
+	refused refusalLog // rate-limited WARN for flows refused for lack of a path
 }
 
 func newPool(d Dialer, ts tokenSource, log *slog.Logger, onChange func()) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{}, streams: map[*quic.Conn]int{}}
+	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{}, streams: map[*quic.Conn]int{}, kick: make(chan struct{})}
 }
 
 // close closes every connection and waits for the background goroutines.
 func (p *pool) close() {
-	p.cancel()
+	p.mu.Lock()
+	p.cancel() // under mu: startReconnect sees it before adding to wg
+	p.mu.Unlock()
 	p.mu.Lock()
 	for _, e := range p.entries {
 		e.mu.Lock()
@@ -126,12 +139,22 @@ func (p *pool) entry(c controlapi.ConnectorInfo) *connEntry {
 	return e
 }
 
-// forget drops connectors that are no longer in the policy.
-func (p *pool) retain(ids map[string]bool) {
+// retain drops connectors that are no longer in the policy and updates the
+// others' info; a connector that came back online is redialed at once.
+func (p *pool) retain(cs []controlapi.ConnectorInfo) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	ids := make(map[string]controlapi.ConnectorInfo, len(cs))
+	for _, c := range cs {
+		ids[c.ID] = c
+	}
+	back := false
 	for id, e := range p.entries {
-		if ids[id] {
+		if c, ok := ids[id]; ok {
+			e.mu.Lock()
+			back = back || (c.Online && !e.info.Online && e.reconnecting)
+			e.info = c
+			e.mu.Unlock()
 			continue
 		}
 		e.mu.Lock()
@@ -139,10 +162,15 @@ func (p *pool) retain(ids map[string]bool) {
 			_ = e.conn.CloseWithError(quicErrShutdown, "connector removed from policy")
 			e.conn = nil
 		}
+		e.removed = true
 		e.mu.Unlock()
 		if e.active.Load() == 0 {
 			delete(p.entries, id)
 		}
+	}
+	if back {
+		close(p.kick)
+		p.kick = make(chan struct{})
 	}
 }
 
@@ -257,8 +285,10 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 		e.dialErr = err
 		if err != nil {
 			e.failedAt = time.Now()
+			e.lastErr = err.Error()
 		} else {
 			e.failedAt = time.Time{}
+			e.since = time.Now()
 			if old := e.conn; old != nil && !replacing {
 				_ = old.CloseWithError(quicErrShutdown, "replaced")
 			}
@@ -268,6 +298,11 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 		close(ch)
 		e.mu.Unlock()
 		if err != nil {
+			if !replacing {
+				// The next flow should find the connector ready: keep
+				// dialing in the background.
+				p.startReconnect(e, err)
+			}
 			p.changed()
 			return nil, err
 		}
@@ -424,12 +459,16 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 
 func (p *pool) drop(e *connEntry, conn *quic.Conn, cause error) {
 	e.mu.Lock()
-	if e.conn == conn {
+	lost := e.conn == conn
+	if lost {
 		e.conn = nil
 		e.failedAt = time.Now()
-		p.log.Warn("connection to connector lost", "connector", e.info.Name, "err", cause)
+		p.log.Warn("connection to connector lost; reconnecting", "connector", e.info.Name, "err", cause)
 	}
 	e.mu.Unlock()
+	if lost {
+		p.startReconnect(e, cause)
+	}
 	p.changed()
 }
 
@@ -533,6 +572,7 @@ func (p *pool) snapshot() []connSnapshot {
 		s := connSnapshot{
 			info: e.info, path: e.path, connected: e.conn != nil, tokenExp: e.tokenExp,
 			active: e.active.Load(), total: e.total.Load(), up: e.bytesUp.Load(), down: e.bytesDown.Load(),
+			state: e.stateLocked(), since: e.since, lastErr: e.lastErr,
 		}
 		if e.conn != nil {
 			s.rtt = e.conn.ConnectionStats().SmoothedRTT
@@ -551,4 +591,7 @@ type connSnapshot struct {
 	rtt                     time.Duration
 	tokenExp                time.Time
 	active, total, up, down int64
+	state                   string
+	since                   time.Time
+	lastErr                 string
 }
