@@ -289,9 +289,9 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 		} else {
 			e.failedAt = time.Time{}
 			e.since = time.Now()
-			if old := e.conn; old != nil && !replacing {
-				_ = old.CloseWithError(quicErrShutdown, "replaced")
-			}
+			// A draining connection (certificate rotated) is not closed
+			// here: it serves its running flows, and monitor closes it
+			// when the last one ends (make-before-break).
 			e.conn, e.path, e.digest, e.tokenExp, e.draining = conn, path, digest, exp, false
 			e.suspect.Store(false)
 		}
@@ -308,7 +308,7 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 		}
 		p.wg.Add(2)
 		go p.monitor(e, conn)
-		go p.refresh(e, conn, ctrl)
+		go p.refresh(e, conn, ctrl, digest, exp)
 		p.changed()
 		return conn, nil
 	}
@@ -475,13 +475,16 @@ func (p *pool) drop(e *connEntry, conn *quic.Conn, cause error) {
 // refresh sends a fresh Connection Token on the control stream before the
 // current one expires. When the controller is unreachable it retries; the
 // connection keeps working until the token expires (fail static).
-func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream) {
+//
+// When the connector rotated its certificate (the token names another
+// digest), the connection drains: new flows go to a new connection, dialed
+// at once in the background, while this one keeps its running flows and
+// keeps being refreshed (the connector accepts a refresh naming the
+// certificate that replaced the one it served) until they end and monitor
+// closes it: make-before-break, so a long flow outlives the rotation.
+func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest string, exp time.Time) {
 	defer p.wg.Done()
 	for {
-		e.mu.Lock()
-		exp := e.tokenExp
-		info := e.info
-		e.mu.Unlock()
 		wait := time.Until(exp) - refreshMargin
 		if ttl := time.Until(exp); wait < ttl/3 {
 			wait = ttl / 3
@@ -500,24 +503,34 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream) {
 		case <-t.C:
 		}
 		for {
+			e.mu.Lock()
+			info := e.info
+			e.mu.Unlock()
 			ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
 			token, claims, err := p.tokens.connectionToken(ctx, info)
 			cancel()
-			if err == nil && !pki.DigestEqual(claims.ConnectorCertSHA256, e.digest) {
-				// The connector rotated its certificate: new flows go to a
-				// new connection; this one serves its running flows.
+			if err == nil && !pki.DigestEqual(claims.ConnectorCertSHA256, digest) {
+				digest = claims.ConnectorCertSHA256
 				e.mu.Lock()
-				e.draining = true
+				first := e.conn == conn && !e.draining
+				if first {
+					e.draining = true
+				}
 				e.mu.Unlock()
-				p.log.Info("connector certificate rotated; draining connection", "connector", info.Name)
-				p.changed()
-				return
+				if first {
+					p.log.Info("connector certificate rotated; new flows use a new connection, running flows stay on this one", "connector", info.Name)
+					p.startReconnect(e, nil)
+					p.changed()
+				}
 			}
 			if err == nil {
 				err = sendToken(ctrl, token)
 				if err == nil {
+					exp = claims.ExpiresAt.Time
 					e.mu.Lock()
-					e.tokenExp = claims.ExpiresAt.Time
+					if e.conn == conn {
+						e.tokenExp = exp
+					}
 					e.lastToken, e.lastClaims = token, claims
 					e.mu.Unlock()
 					p.changed()
@@ -525,7 +538,9 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream) {
 				}
 				if errors.Is(err, ErrConnectorRejected) {
 					e.mu.Lock()
-					e.draining = true
+					if e.conn == conn {
+						e.draining = true
+					}
 					e.mu.Unlock()
 					p.log.Warn("connector refused refreshed token; draining connection", "connector", info.Name, "err", err)
 					return

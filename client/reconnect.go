@@ -54,7 +54,9 @@ func (p *pool) startReconnect(e *connEntry, cause error) {
 		return
 	}
 	e.reconnecting = true
-	e.since = time.Now()
+	if e.conn == nil {
+		e.since = time.Now()
+	}
 	if cause != nil {
 		e.lastErr = cause.Error()
 	}

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"postern.dev/postern/connector"
+	"postern.dev/postern/controller"
 	"postern.dev/postern/localapi"
 )
 
@@ -195,4 +197,77 @@ func (s *syncBuffer) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.b.Reset()
+}
+
+// TestLongFlowOutlivesCertificateRotation: a flow opened before the
+// connector rotates its certificate keeps echoing for well past a token
+// lifetime (4 s here): the client keeps refreshing the draining connection's
+// token until its flows end (make-before-break), while new flows use a new
+// connection to the new certificate.
+func TestLongFlowOutlivesCertificateRotation(t *testing.T) {
+	const ttl = 4 * time.Second
+	_, echoPort := echoServer(t, "127.0.0.1:0")
+	l := newLabWith(t, renderYAML(echoPort, 1), func(c *controller.Config) { c.TokenTTL = ttl })
+	a := l.startConnector("corp-a", nil)
+	d, fe := l.newDaemon()
+	l.login(d, "alice@example.com", "alice-password-1")
+	waitConnectors(t, d, 1)
+	proxy := fe.ListenAddr().String()
+	open := func() (net.Conn, error) {
+		c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
+		if err != nil {
+			return nil, err
+		}
+		if code != 0 || c == nil {
+			return nil, fmt.Errorf("socks reply %d", code)
+		}
+		return c, nil
+	}
+	echo := func(c net.Conn, msg string) error {
+		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := io.WriteString(c, msg); err != nil {
+			return err
+		}
+		b := make([]byte, len(msg))
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != msg {
+			return fmt.Errorf("echo %q: %v", b, err)
+		}
+		return nil
+	}
+	long, err := open()
+	if err != nil {
+		t.Fatalf("open the long flow: %v", err)
+	}
+	defer long.Close()
+	if err := echo(long, "before"); err != nil {
+		t.Fatal(err)
+	}
+	oldDigest := a.c.CertDigests()[0]
+	if err := a.c.Rotate(l.ctx); err != nil {
+		t.Fatalf("rotate: %v", err)
+	}
+	rotated := time.Now()
+	if a.c.CertDigests()[0] == oldDigest {
+		t.Fatal("rotation kept the certificate")
+	}
+	// Observe for three token lifetimes: the long flow must keep echoing,
+	// and new flows must work too.
+	for i := 0; time.Since(rotated) < 3*ttl; i++ {
+		if err := echo(long, fmt.Sprintf("after-%d", i)); err != nil {
+			t.Fatalf("long flow %v after the rotation (token lifetime %v): %v", time.Since(rotated).Round(100*time.Millisecond), ttl, err)
+		}
+		c, err := open()
+		if err != nil {
+			t.Fatalf("new flow %v after the rotation: %v", time.Since(rotated).Round(100*time.Millisecond), err)
+		}
+		err = echo(c, "new")
+		c.Close()
+		if err != nil {
+			t.Fatalf("new flow %v after the rotation: %v", time.Since(rotated).Round(100*time.Millisecond), err)
+		}
+		time.Sleep(250 * time.Millisecond) // pacing of the observation, not a wait for an event
+	}
+	if st := d.Status(); st.State != localapi.StateConnected {
+		t.Errorf("status after rotation: %s %q", st.State, st.Message)
+	}
 }

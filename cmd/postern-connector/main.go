@@ -60,8 +60,28 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+	go rotateOnHUP(ctx, c, log)
 	if err := c.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		fail(err)
+	}
+}
+
+// rotateOnHUP rotates the QUIC certificate now on every SIGHUP (as the
+// 12-hourly rotation does): how operators and tests trigger a rotation.
+func rotateOnHUP(ctx context.Context, c *connector.Connector, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info("SIGHUP: rotating the QUIC certificate")
+			if err := c.Rotate(ctx); err != nil {
+				log.Warn("certificate rotation on SIGHUP", "err", err)
+			}
+		}
 	}
 }
 
