@@ -456,7 +456,7 @@ func (d *Daemon) downLocked() {
 func (d *Daemon) networkChanged() {
 	if p := d.currentPool(); p != nil {
 		d.log.Debug("network changed; redialing lost connectors now")
-		p.networkChanged()
+		p.retryNow()
 	}
 }
 
@@ -518,9 +518,17 @@ func (d *Daemon) policyLoop(ctx context.Context, cc *controlClient) {
 		start := time.Now()
 		err := cc.policyStream(ctx, rev, func() {
 			d.mu.Lock()
+			was := d.reachable
 			d.reachable, d.downSince = true, time.Time{}
 			d.lastErr = ""
+			pl := d.pool
 			d.mu.Unlock()
+			if !was && pl != nil {
+				// Token refreshes that failed while the controller was
+				// away retry now: a connector in fail static wants a
+				// fresh token soon after the controller is back.
+				pl.retryNow()
+			}
 			d.changed()
 		}, func(p *controlapi.ClientPolicy) {
 			d.mu.Lock()

@@ -37,6 +37,8 @@ type lab struct {
 	ca      string
 	conn    map[string]*runningConnector
 	stopCtl func()
+	ctlCfg  controller.Config // for restartController
+	ctlAddr string
 }
 
 type runningConnector struct {
@@ -76,6 +78,7 @@ func newLabWith(t testing.TB, yaml string, tune func(*controller.Config)) *lab {
 		t.Fatal(err)
 	}
 	l.ctl = ctl
+	l.ctlCfg, l.ctlAddr = cfg, ln.Addr().String()
 	l.ca = string(ctl.CACertPEM())
 	sctx, scancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -91,6 +94,11 @@ func newLabWith(t testing.TB, yaml string, tune func(*controller.Config)) *lab {
 
 // startConnector enrolls and runs connector name.
 func (l *lab) startConnector(name string, res staticResolver) *runningConnector {
+	return l.startConnectorWith(name, res, nil)
+}
+
+// startConnectorWith is startConnector with a hook on the connector's config.
+func (l *lab) startConnectorWith(name string, res staticResolver, tune func(*connector.Config)) *runningConnector {
 	t := l.t
 	t.Helper()
 	dir := t.TempDir()
@@ -101,7 +109,11 @@ func (l *lab) startConnector(name string, res staticResolver) *runningConnector 
 	if _, err := connector.Enroll(l.ctx, dir, tok, connector.EnrollOptions{}); err != nil {
 		t.Fatalf("enroll %s: %v", name, err)
 	}
-	c, err := connector.Open(connector.Config{StateDir: dir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: res})
+	cfg := connector.Config{StateDir: dir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: res}
+	if tune != nil {
+		tune(&cfg)
+	}
+	c, err := connector.Open(cfg)
 	if err != nil {
 		t.Fatalf("open connector: %v", err)
 	}

@@ -379,9 +379,19 @@ func (p *pool) token(ctx context.Context, e *connEntry, info controlapi.Connecto
 		e.lastToken, e.lastClaims = token, claims
 		return token, claims, nil
 	}
-	if errors.Is(err, ErrNotSignedIn) || errors.Is(err, ErrTokenInvalid) || e.lastClaims == nil ||
-		e.lastClaims.ExpiresAt == nil || time.Until(e.lastClaims.ExpiresAt.Time) < tokenReuseMargin {
+	if errors.Is(err, ErrNotSignedIn) || errors.Is(err, ErrTokenInvalid) || e.lastClaims == nil || e.lastClaims.ExpiresAt == nil {
 		return "", nil, err
+	}
+	if left := time.Until(e.lastClaims.ExpiresAt.Time); left < tokenReuseMargin {
+		// Expired (or about to): only when the controller cannot be
+		// reached at all. The connector accepts it only while it cannot
+		// reach the controller either, for a bound its admin sets (fail
+		// static, connector/failstatic.go); a refusal stays a refusal.
+		if !errors.Is(err, ErrControllerUnreachable) {
+			return "", nil, err
+		}
+		p.log.Warn("controller unreachable; offering the expired connection token to the connector (fail static)", "connector", info.Name, "err", err, "expired", e.lastClaims.ExpiresAt.Time)
+		return e.lastToken, e.lastClaims, nil
 	}
 	p.log.Warn("controller unreachable; reusing the still valid connection token", "connector", info.Name, "err", err, "expires", e.lastClaims.ExpiresAt.Time)
 	return e.lastToken, e.lastClaims, nil
@@ -547,6 +557,7 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest 
 				}
 			}
 			p.log.Warn("refresh connection token", "connector", info.Name, "err", err)
+			kick := p.kicked()
 			t := time.NewTimer(refreshRetry)
 			select {
 			case <-p.ctx.Done():
@@ -555,6 +566,8 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest 
 			case <-conn.Context().Done():
 				t.Stop()
 				return
+			case <-kick:
+				t.Stop()
 			case <-t.C:
 			}
 		}

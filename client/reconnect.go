@@ -65,9 +65,10 @@ func (p *pool) startReconnect(e *connEntry, cause error) {
 	go p.reconnect(e)
 }
 
-// networkChanged makes every background redial try at once (a new network
-// often means the old path is gone and a new one works).
-func (p *pool) networkChanged() {
+// retryNow makes every background redial and token refresh retry at once:
+// the network changed (the old path may be gone and a new one work) or the
+// controller is reachable again.
+func (p *pool) retryNow() {
 	p.mu.Lock()
 	close(p.kick)
 	p.kick = make(chan struct{})
