@@ -271,3 +271,21 @@ func TestLongFlowOutlivesCertificateRotation(t *testing.T) {
 		t.Errorf("status after rotation: %s %q", st.State, st.Message)
 	}
 }
+
+// TestStatusNoConnectorOnline: signed in while the only connector is
+// offline, before any flow, status is degraded and says so (never a bare
+// connected).
+func TestStatusNoConnectorOnline(t *testing.T) {
+	_, echoPort := echoServer(t, "127.0.0.1:0")
+	l := newLab(t, renderYAML(echoPort, 1))
+	a := l.startConnector("corp-a", nil)
+	a.stop()
+	d, _ := l.newDaemon()
+	l.login(d, "alice@example.com", "alice-password-1")
+	st := waitStatus(t, d, 30*time.Second, "the controller to report corp-a offline", func(st localapi.Status) bool {
+		return st.State == localapi.StateDegraded
+	})
+	if !strings.HasPrefix(st.Message, "no connector online: the controller reports ") || !strings.Contains(st.Message, "corp-a") {
+		t.Errorf("message %q", st.Message)
+	}
+}

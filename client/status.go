@@ -93,6 +93,24 @@ func (d *Daemon) statusLocked() localapi.Status {
 	if s.State != localapi.StateConnected {
 		s.Message = d.lastErr
 	}
+	if d.up && len(reachable) == 0 && len(unreachable) == 0 && d.pol != nil && len(d.pol.Connectors) > 0 {
+		// Nothing dialed yet: still not "connected" when the controller
+		// reports every connector offline.
+		var off []string
+		for _, c := range d.pol.Connectors {
+			if c.Online {
+				off = nil
+				break
+			}
+			off = append(off, c.Name)
+		}
+		if len(off) > 0 {
+			if s.State == localapi.StateConnected {
+				s.State = localapi.StateDegraded
+			}
+			s.Message = "no connector online: the controller reports " + strings.Join(off, ", ") + " offline"
+		}
+	}
 	if d.up && len(reachable) == 0 && len(unreachable) > 0 {
 		// Never a bare "connected" while no connector can be reached.
 		if s.State == localapi.StateConnected {

@@ -290,6 +290,9 @@ func describeState(st localapi.Status) string {
 		if noConnectorReachable(st) {
 			s = "Degraded"
 			why = append(why, "no connector reachable ("+connectorStates(st)+")")
+		} else if len(st.Connectors) == 0 && strings.HasPrefix(st.Message, "no connector online") {
+			s = "Degraded"
+			why = append(why, st.Message)
 		}
 		if !st.ControllerReachable && st.ControllerURL != "" {
 			c := "controller " + st.ControllerURL + " unreachable"
