@@ -3,15 +3,19 @@ package netstack
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
+	"gvisor.dev/gvisor/pkg/tcpip/checksum"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
@@ -81,8 +85,19 @@ func TestSYNReopensTimeWait(t *testing.T) {
 		total          = 5000
 		limit          = time.Second
 	)
-	host, _, ns := startStack(t, &closeFirstHandler{})
+	host, dev, ns := startStack(t, &closeFirstHandler{})
 	dst := netip.MustParseAddrPort("100.96.9.9:7")
+	// No RST may reach the application: the aborted TIME_WAIT endpoint's
+	// RST is kept off the wire, and no connection is refused.
+	var rsts atomic.Int64
+	dev.setTap(func(p []byte) bool {
+		if header.IPVersion(p) == 4 && header.IPv4(p).Protocol() == uint8(header.TCPProtocolNumber) {
+			if header.TCP(header.IPv4(p).Payload()).Flags().Contains(header.TCPFlagRst) {
+				rsts.Add(1)
+			}
+		}
+		return false
+	})
 	payload := bytes.Repeat([]byte("p"), 64)
 
 	var wg sync.WaitGroup
@@ -115,6 +130,9 @@ func TestSYNReopensTimeWait(t *testing.T) {
 	tw := ns.TimeWait()
 	t.Logf("%d connections over %d source ports: slowest %v, TIME_WAIT reopened %d, refused %d",
 		total, workers*portsPerWorker, slowest, tw.Reopened, tw.Refused)
+	if n := rsts.Load(); n != 0 {
+		t.Errorf("%d RST segments reached the application", n)
+	}
 	if tw.Reopened == 0 {
 		t.Error("no SYN met a TIME_WAIT endpoint: the test did not reuse 4-tuples")
 	}
@@ -163,4 +181,72 @@ func TestParseSYN(t *testing.T) {
 	if _, ok := parseSYN(nil); ok {
 		t.Error("an empty packet parsed as a SYN")
 	}
+}
+
+// synPacket builds an IPv4 TCP SYN with a timestamp option.
+func synPacket(src, dst netip.AddrPort, seq, tsVal uint32) []byte {
+	opts := []byte{header.TCPOptionNOP, header.TCPOptionNOP, header.TCPOptionTS, 10, 0, 0, 0, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(opts[4:], tsVal)
+	tcpLen := header.TCPMinimumSize + len(opts)
+	p := make([]byte, header.IPv4MinimumSize+tcpLen)
+	ip := header.IPv4(p)
+	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(p)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
+		SrcAddr: tcpip.AddrFrom4(src.Addr().As4()), DstAddr: tcpip.AddrFrom4(dst.Addr().As4())})
+	ip.SetChecksum(^ip.CalculateChecksum())
+	tc := header.TCP(p[header.IPv4MinimumSize:])
+	tc.Encode(&header.TCPFields{SrcPort: src.Port(), DstPort: dst.Port(), SeqNum: seq, DataOffset: uint8(tcpLen), Flags: header.TCPFlagSyn, WindowSize: 65535})
+	copy(tc[header.TCPMinimumSize:], opts)
+	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(tcpLen))
+	tc.SetChecksum(^checksum.Checksum(tc, xsum))
+	return p
+}
+
+// TestSYNInTimeWaitPAWS: a SYN whose timestamp is older than the last one
+// the TIME_WAIT endpoint saw is an old duplicate and is refused; a newer
+// one reopens the tuple.
+func TestSYNInTimeWaitPAWS(t *testing.T) {
+	host, dev, ns := startStack(t, &closeFirstHandler{})
+	dst := netip.MustParseAddrPort("100.96.9.10:7")
+	const lport = 41000
+	if err := oneShortConn(host, lport, dst, bytes.Repeat([]byte("x"), 64), 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	id := stack.TransportEndpointID{LocalAddress: tcpip.AddrFrom4(dst.Addr().As4()), LocalPort: dst.Port(),
+		RemoteAddress: tcpip.AddrFrom4(hostAddr.As4()), RemotePort: lport}
+	var ep *tcp.Endpoint
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		if te, ok := ns.s.FindTransportEndpoint(ipv4.ProtocolNumber, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint); ok && te.EndpointState() == tcp.StateTimeWait {
+			ep = te
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the netstack side never reached TIME_WAIT")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ep.LockUser()
+	sendTS, recent := ep.SendTSOk, ep.RecentTS
+	ep.UnlockUser()
+	if !sendTS {
+		t.Fatal("the test connection negotiated no timestamps")
+	}
+	src := netip.AddrPortFrom(hostAddr, lport)
+	waitCount := func(what string, f func() uint64, want uint64) {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for f() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: counter %d, want %d", what, f(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	dev.in <- synPacket(src, dst, 12345, recent-1000)
+	waitCount("old duplicate SYN", func() uint64 { return ns.TimeWait().Refused }, 1)
+	if ep.EndpointState() != tcp.StateTimeWait {
+		t.Errorf("an old duplicate SYN ended TIME_WAIT (state %v)", ep.EndpointState())
+	}
+	dev.in <- synPacket(src, dst, 99999, recent+1000)
+	waitCount("newer SYN", func() uint64 { return ns.TimeWait().Reopened }, 1)
 }
