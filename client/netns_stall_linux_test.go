@@ -86,21 +86,21 @@ func inNSThread(ns string, f func() error) error {
 
 // TestTUNShortConnectionsReuseSourcePorts is the regression test for the
 // stall of issue 15 through the real TUN daemon: 5,000 short
-// connect-write-read-close connections from a small set of source ports, so
-// that the kernel reuses a port while the netstack still holds the old
-// 4-tuple in TIME_WAIT. None may fail and none may take 1 s (the kernel's
-// first SYN retransmission, which is what a dropped SYN costs).
+// connect-write-read-close connections, in phases of 1, 8 and 64 concurrent
+// workers as in the issue's report, from 256 source ports, so that the
+// kernel reuses a port while the netstack still holds the old 4-tuple in
+// TIME_WAIT. None may fail and none may take 1 s (the kernel's first SYN
+// retransmission, which is what a dropped SYN costs).
 func TestTUNShortConnectionsReuseSourcePorts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("network-namespace test")
 	}
 	const (
-		workers        = 4
-		portsPerWorker = 16
-		total          = 5000
-		limit          = time.Second
-		target         = "198.19.0.10:7001"
+		ports  = 256
+		limit  = time.Second
+		target = "198.19.0.10:7001"
 	)
+	phases := []struct{ workers, conns int }{{1, 1000}, {8, 2000}, {64, 2000}}
 	l := newNetLab(t)
 	l.build()
 	l.startServer()
@@ -111,57 +111,66 @@ func TestTUNShortConnectionsReuseSourcePorts(t *testing.T) {
 		return inNSThread(l.cli, func() error { return shortConn(0, target, limit) }) == nil
 	})
 
-	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		slowest time.Duration
-		busy    int // EADDRNOTAVAIL: the kernel's previous socket on the port was still in LAST_ACK
-		errs    []error
-	)
-	start := time.Now()
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			err := inNSThread(l.cli, func() error {
-				for i := 0; i < total/workers; i++ {
-					port := 42000 + w*portsPerWorker + i%portsPerWorker
-					s := time.Now()
-					err := shortConn(port, target, limit)
-					if errors.Is(err, syscall.EADDRNOTAVAIL) {
+	total := 0
+	for _, ph := range phases {
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			slowest time.Duration
+			busy    int // EADDRNOTAVAIL: the kernel's previous socket on the port was still in LAST_ACK
+			errs    []error
+		)
+		start := time.Now()
+		for w := 0; w < ph.workers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				// Worker w of W uses ports w, w+W, w+2W... of the pool.
+				mine := ports / ph.workers
+				err := inNSThread(l.cli, func() error {
+					for i := 0; i < ph.conns/ph.workers; i++ {
+						port := 42000 + w + (i%mine)*ph.workers
+						s := time.Now()
+						err := shortConn(port, target, limit)
+						if errors.Is(err, syscall.EADDRNOTAVAIL) {
+							mu.Lock()
+							busy++
+							mu.Unlock()
+							continue
+						}
+						if err != nil {
+							return fmt.Errorf("connection %d from port %d after %v: %w", i, port, time.Since(s), err)
+						}
 						mu.Lock()
-						busy++
+						slowest = max(slowest, time.Since(s))
 						mu.Unlock()
-						continue
 					}
-					if err != nil {
-						return fmt.Errorf("connection %d from port %d after %v: %w", i, port, time.Since(s), err)
-					}
+					return nil
+				})
+				if err != nil {
 					mu.Lock()
-					slowest = max(slowest, time.Since(s))
+					errs = append(errs, fmt.Errorf("%d workers, worker %d: %w", ph.workers, w, err))
 					mu.Unlock()
 				}
-				return nil
-			})
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("worker %d: %w", w, err))
-				mu.Unlock()
-			}
-		}(w)
+			}(w)
+		}
+		wg.Wait()
+		el := time.Since(start)
+		total += ph.conns
+		t.Logf("%d workers: %d connections from %d source ports in %v (%.0f/s), slowest %v, %d skipped while the kernel held the port",
+			ph.workers, ph.conns, ports, el.Round(time.Millisecond), float64(ph.conns)/el.Seconds(), slowest, busy)
+		for _, err := range errs {
+			t.Error(err)
+		}
+		if slowest >= limit {
+			t.Errorf("%d workers: slowest connection %v, want under %v", ph.workers, slowest, limit)
+		}
+		if busy > ph.conns/10 {
+			t.Errorf("%d workers: %d of %d connections could not reuse their port: the test did not exercise reuse", ph.workers, busy, ph.conns)
+		}
 	}
-	wg.Wait()
-	el := time.Since(start)
-	t.Logf("%d connections from %d source ports in %v (%.0f/s), slowest %v, %d skipped while the kernel held the port",
-		total, workers*portsPerWorker, el, float64(total)/el.Seconds(), slowest, busy)
-	for _, err := range errs {
-		t.Error(err)
-	}
-	if slowest >= limit {
-		t.Errorf("slowest connection %v, want under %v", slowest, limit)
-	}
-	if busy > total/10 {
-		t.Errorf("%d of %d connections could not reuse their port: the test did not exercise reuse", busy, total)
+	if total < 5000 {
+		t.Fatalf("only %d connections", total)
 	}
 }
 
