@@ -68,7 +68,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	go rotateOnHUP(ctx, c, log)
+	go rotateOnHUP(ctx, c.Rotate, log)
 	if err := c.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		fail(err)
 	}
@@ -76,7 +76,7 @@ func main() {
 
 // rotateOnHUP rotates the QUIC certificate now on every SIGHUP (as the
 // 12-hourly rotation does): how operators and tests trigger a rotation.
-func rotateOnHUP(ctx context.Context, c *connector.Connector, log *slog.Logger) {
+func rotateOnHUP(ctx context.Context, rotate func(context.Context) error, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -86,7 +86,7 @@ func rotateOnHUP(ctx context.Context, c *connector.Connector, log *slog.Logger) 
 			return
 		case <-hup:
 			log.Info("SIGHUP: rotating the QUIC certificate")
-			if err := c.Rotate(ctx); err != nil {
+			if err := rotate(ctx); err != nil {
 				log.Warn("certificate rotation on SIGHUP", "err", err)
 			}
 		}
