@@ -22,7 +22,6 @@ import (
 	"postern.dev/postern/installer/preset"
 	"postern.dev/postern/localapi"
 	"postern.dev/postern/pki"
-	"postern.dev/postern/version"
 )
 
 // Frontend captures application traffic and hands flows to the daemon: the
@@ -97,6 +96,7 @@ type Daemon struct {
 	front       Frontend
 	frontCancel context.CancelFunc
 	pool        *pool
+	netWatch    netWatcher
 	reachable   bool
 	downSince   time.Time
 	lastErr     string
@@ -423,6 +423,11 @@ func (d *Daemon) upLocked() error {
 		return fmt.Errorf("start tunnel: %w", err)
 	}
 	d.front, d.frontCancel, d.up = fe, cancel, true
+	if w, err := watchNetwork(d.log, d.networkChanged); err != nil {
+		d.log.Warn("not watching network changes; lost connectors are redialed on their backoff only", "err", err)
+	} else {
+		d.netWatch = w
+	}
 	fe.Update(d.policyViewLocked())
 	d.lastErr = ""
 	d.changed()
@@ -437,9 +442,22 @@ func (d *Daemon) downLocked() {
 	if err := d.front.Close(); err != nil {
 		d.log.Warn("stop front-end", "err", err)
 	}
+	if d.netWatch != nil {
+		_ = d.netWatch.Close()
+		d.netWatch = nil
+	}
 	d.pool.close()
 	d.front, d.frontCancel, d.pool, d.up = nil, nil, nil, false
 	d.changed()
+}
+
+// networkChanged is called (debounced) when the machine's addresses, routes
+// or links change: connectors being redialed are tried at once.
+func (d *Daemon) networkChanged() {
+	if p := d.currentPool(); p != nil {
+		d.log.Debug("network changed; redialing lost connectors now")
+		p.retryNow()
+	}
 }
 
 func (d *Daemon) policyViewLocked() *PolicyView {
@@ -500,9 +518,17 @@ func (d *Daemon) policyLoop(ctx context.Context, cc *controlClient) {
 		start := time.Now()
 		err := cc.policyStream(ctx, rev, func() {
 			d.mu.Lock()
+			was := d.reachable
 			d.reachable, d.downSince = true, time.Time{}
 			d.lastErr = ""
+			pl := d.pool
 			d.mu.Unlock()
+			if !was && pl != nil {
+				// Token refreshes that failed while the controller was
+				// away retry now: a connector in fail static wants a
+				// fresh token soon after the controller is back.
+				pl.retryNow()
+			}
 			d.changed()
 		}, func(p *controlapi.ClientPolicy) {
 			d.mu.Lock()
@@ -569,11 +595,7 @@ func (d *Daemon) applyPolicyLocked(p *controlapi.ClientPolicy, persist bool) {
 		}
 	}
 	if d.pool != nil {
-		ids := map[string]bool{}
-		for _, c := range p.Connectors {
-			ids[c.ID] = true
-		}
-		d.pool.retain(ids)
+		d.pool.retain(p.Connectors)
 	}
 	if d.front != nil {
 		d.front.Update(d.policyViewLocked())
@@ -609,86 +631,6 @@ func (d *Daemon) connectionToken(ctx context.Context, c controlapi.ConnectorInfo
 }
 
 func (d *Daemon) deviceCert() tls.Certificate { return d.cert }
-
-// Status reports the daemon's state.
-func (d *Daemon) Status() localapi.Status {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.statusLocked()
-}
-
-func (d *Daemon) statusLocked() localapi.Status {
-	s := localapi.Status{Version: version.Version, Connectors: []localapi.ConnectorStatus{}}
-	if d.sess == nil {
-		s.State = localapi.StateSignedOut
-		s.Message = d.lastErr
-		// Where "Sign in" goes (the tray uses it): preset or remembered.
-		s.ControllerURL, _ = d.defaultControllerLocked()
-		return s
-	}
-	s.ControllerURL = d.sess.ControllerURL
-	p := d.sess.Principal
-	s.Principal = &localapi.Principal{ID: p.ID, Kind: p.Kind, Name: p.Name, Groups: p.Groups}
-	s.DeviceID = d.sess.DeviceID
-	s.ControllerReachable = d.reachable
-	if !d.reachable {
-		s.ControllerDownSince = d.downSince
-	}
-	s.ActiveFlows = int(d.activeFlows.Load())
-	s.TotalFlows = d.totalFlows.Load()
-	s.BytesUp = d.bytesUp.Load()
-	s.BytesDown = d.bytesDown.Load()
-	if d.pool != nil {
-		for _, c := range d.pool.snapshot() {
-			if !c.connected && c.total == 0 && c.active == 0 {
-				continue // known, never used
-			}
-			s.Connectors = append(s.Connectors, localapi.ConnectorStatus{
-				ID: c.info.ID, Name: c.info.Name, Network: c.info.Network,
-				Path: c.path.Path, Transport: c.path.Transport, RemoteAddr: c.path.RemoteAddr,
-				RTTMillis: float64(c.rtt.Microseconds()) / 1000, Connected: c.connected,
-				ActiveFlows: int(c.active), TotalFlows: c.total, BytesUp: c.up, BytesDown: c.down,
-				TokenExpiry: c.tokenExp,
-			})
-			if !c.connected {
-				s.Connectors[len(s.Connectors)-1].Path = ""
-			}
-		}
-	}
-	if d.pol != nil {
-		nets := map[string]bool{}
-		for _, r := range d.pol.Resources {
-			nets[r.Network] = true
-		}
-		if len(nets) == 1 {
-			for n := range nets {
-				s.Network = n
-			}
-		}
-	}
-	switch {
-	case !d.up:
-		s.State = localapi.StateStopped
-	case d.pol == nil && !d.reachable:
-		s.State = localapi.StateConnecting
-		if !d.downSince.IsZero() {
-			s.State = localapi.StateDegraded
-		}
-	case !d.reachable && !d.downSince.IsZero():
-		s.State = localapi.StateDegraded
-	case d.pol == nil:
-		s.State = localapi.StateConnecting
-	default:
-		s.State = localapi.StateConnected
-	}
-	if d.front != nil {
-		d.front.Describe(&s)
-	}
-	if s.State != localapi.StateConnected {
-		s.Message = d.lastErr
-	}
-	return s
-}
 
 // Resources lists the resources the principal may use.
 func (d *Daemon) Resources() []localapi.Resource {

@@ -114,7 +114,13 @@ func (d *Daemon) openFlow(ctx context.Context, tgt target, proto byte, port uint
 	t := d.table.Load()
 	cands := p.candidates(t.connectors[tgt.res.Network])
 	if len(cands) == 0 {
-		return nil, &FlowError{Status: wire.StatusUnreachable, Err: fmt.Errorf("%w: network %q", ErrNoConnector, tgt.res.Network)}
+		err := fmt.Errorf("%w: network %q", ErrNoConnector, tgt.res.Network)
+		p.refused.warn(d.log, tgt.res.Network, tgt.res.Name, nil, err)
+		return nil, &FlowError{Status: wire.StatusUnreachable, Err: err}
+	}
+	names := make([]string, len(cands))
+	for i, e := range cands {
+		names[i] = e.info.Name
 	}
 	ctx, cancel := context.WithTimeout(ctx, flowOpenTimeout)
 	defer cancel()
@@ -123,6 +129,7 @@ func (d *Daemon) openFlow(ctx context.Context, tgt target, proto byte, port uint
 	// The first pass gives up on a connection that turns silent; the second
 	// pass dials fresh connections to the connectors found silent (the pool
 	// replaces a suspect connection) and waits for their answer.
+passes:
 	for pass := 0; pass < 2; pass++ {
 		for _, e := range cands {
 			if pass == 1 && !e.suspect.Load() {
@@ -138,11 +145,13 @@ func (d *Daemon) openFlow(ctx context.Context, tgt target, proto byte, port uint
 			}
 			errs = append(errs, err)
 			if ctx.Err() != nil {
-				return nil, &FlowError{Status: wire.StatusUnreachable, Err: errors.Join(errs...)}
+				break passes
 			}
 		}
 	}
-	return nil, &FlowError{Status: wire.StatusUnreachable, Err: errors.Join(errs...)}
+	err := errors.Join(errs...)
+	p.refused.warn(d.log, tgt.res.Network, tgt.res.Name, names, err)
+	return nil, &FlowError{Status: wire.StatusUnreachable, Err: err}
 }
 
 func (d *Daemon) openOn(ctx context.Context, p *pool, e *connEntry, hdr wire.OpenHeader, alternatives bool) (*flow, error) {

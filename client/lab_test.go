@@ -37,11 +37,14 @@ type lab struct {
 	ca      string
 	conn    map[string]*runningConnector
 	stopCtl func()
+	ctlCfg  controller.Config // for restartController
+	ctlAddr string
 }
 
 type runningConnector struct {
 	c    *connector.Connector
 	stop func()
+	dir  string // state directory (identity), for a restart
 }
 
 // staticResolver answers names from a map (the connector's private DNS).
@@ -75,6 +78,7 @@ func newLabWith(t testing.TB, yaml string, tune func(*controller.Config)) *lab {
 		t.Fatal(err)
 	}
 	l.ctl = ctl
+	l.ctlCfg, l.ctlAddr = cfg, ln.Addr().String()
 	l.ca = string(ctl.CACertPEM())
 	sctx, scancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -90,6 +94,11 @@ func newLabWith(t testing.TB, yaml string, tune func(*controller.Config)) *lab {
 
 // startConnector enrolls and runs connector name.
 func (l *lab) startConnector(name string, res staticResolver) *runningConnector {
+	return l.startConnectorWith(name, res, nil)
+}
+
+// startConnectorWith is startConnector with a hook on the connector's config.
+func (l *lab) startConnectorWith(name string, res staticResolver, tune func(*connector.Config)) *runningConnector {
 	t := l.t
 	t.Helper()
 	dir := t.TempDir()
@@ -100,7 +109,11 @@ func (l *lab) startConnector(name string, res staticResolver) *runningConnector 
 	if _, err := connector.Enroll(l.ctx, dir, tok, connector.EnrollOptions{}); err != nil {
 		t.Fatalf("enroll %s: %v", name, err)
 	}
-	c, err := connector.Open(connector.Config{StateDir: dir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: res})
+	cfg := connector.Config{StateDir: dir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: res}
+	if tune != nil {
+		tune(&cfg)
+	}
+	c, err := connector.Open(cfg)
 	if err != nil {
 		t.Fatalf("open connector: %v", err)
 	}
@@ -108,7 +121,7 @@ func (l *lab) startConnector(name string, res staticResolver) *runningConnector 
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	var once sync.Once
-	rc := &runningConnector{c: c, stop: func() { once.Do(func() { cancel(); <-done }) }}
+	rc := &runningConnector{c: c, stop: func() { once.Do(func() { cancel(); <-done }) }, dir: dir}
 	t.Cleanup(rc.stop)
 	l.conn[name] = rc
 	deadline := time.Now().Add(10 * time.Second)

@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -70,6 +69,14 @@ type connEntry struct {
 	lastToken  string
 	lastClaims *ctoken.Claims
 
+	// Background redial (reconnect.go): since is when the entry entered
+	// its current state (connected or reconnecting), lastErr the last dial
+	// or connection error.
+	reconnecting bool
+	removed      bool // no longer in the policy
+	since        time.Time
+	lastErr      string
+
 	active    atomic.Int64
 	total     atomic.Int64
 	bytesUp   atomic.Int64
@@ -90,16 +97,21 @@ type pool struct {
 	mu      sync.Mutex
 	entries map[string]*connEntry
 	streams map[*quic.Conn]int // open flows per connection
+	kick    chan struct{}      // closed and replaced on a network change
+
+	refused refusalLog // rate-limited WARN for flows refused for lack of a path
 }
 
 func newPool(d Dialer, ts tokenSource, log *slog.Logger, onChange func()) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{}, streams: map[*quic.Conn]int{}}
+	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{}, streams: map[*quic.Conn]int{}, kick: make(chan struct{})}
 }
 
 // close closes every connection and waits for the background goroutines.
 func (p *pool) close() {
-	p.cancel()
+	p.mu.Lock()
+	p.cancel() // under mu: startReconnect sees it before adding to wg
+	p.mu.Unlock()
 	p.mu.Lock()
 	for _, e := range p.entries {
 		e.mu.Lock()
@@ -126,12 +138,22 @@ func (p *pool) entry(c controlapi.ConnectorInfo) *connEntry {
 	return e
 }
 
-// forget drops connectors that are no longer in the policy.
-func (p *pool) retain(ids map[string]bool) {
+// retain drops connectors that are no longer in the policy and updates the
+// others' info; a connector that came back online is redialed at once.
+func (p *pool) retain(cs []controlapi.ConnectorInfo) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	ids := make(map[string]controlapi.ConnectorInfo, len(cs))
+	for _, c := range cs {
+		ids[c.ID] = c
+	}
+	back := false
 	for id, e := range p.entries {
-		if ids[id] {
+		if c, ok := ids[id]; ok {
+			e.mu.Lock()
+			back = back || (c.Online && !e.info.Online && e.reconnecting)
+			e.info = c
+			e.mu.Unlock()
 			continue
 		}
 		e.mu.Lock()
@@ -139,10 +161,15 @@ func (p *pool) retain(ids map[string]bool) {
 			_ = e.conn.CloseWithError(quicErrShutdown, "connector removed from policy")
 			e.conn = nil
 		}
+		e.removed = true
 		e.mu.Unlock()
 		if e.active.Load() == 0 {
 			delete(p.entries, id)
 		}
+	}
+	if back {
+		close(p.kick)
+		p.kick = make(chan struct{})
 	}
 }
 
@@ -257,23 +284,30 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 		e.dialErr = err
 		if err != nil {
 			e.failedAt = time.Now()
+			e.lastErr = err.Error()
 		} else {
 			e.failedAt = time.Time{}
-			if old := e.conn; old != nil && !replacing {
-				_ = old.CloseWithError(quicErrShutdown, "replaced")
-			}
+			e.since = time.Now()
+			// A draining connection (certificate rotated) is not closed
+			// here: it serves its running flows, and monitor closes it
+			// when the last one ends (make-before-break).
 			e.conn, e.path, e.digest, e.tokenExp, e.draining = conn, path, digest, exp, false
 			e.suspect.Store(false)
 		}
 		close(ch)
 		e.mu.Unlock()
 		if err != nil {
+			if !replacing {
+				// The next flow should find the connector ready: keep
+				// dialing in the background.
+				p.startReconnect(e, err)
+			}
 			p.changed()
 			return nil, err
 		}
 		p.wg.Add(2)
 		go p.monitor(e, conn)
-		go p.refresh(e, conn, ctrl)
+		go p.refresh(e, conn, ctrl, digest, exp)
 		p.changed()
 		return conn, nil
 	}
@@ -328,28 +362,6 @@ func (p *pool) dial(ctx context.Context, e *connEntry, info controlapi.Connector
 	}
 	p.log.Info("connected to connector", "connector", info.Name, "path", path.Path, "remote", path.RemoteAddr)
 	return conn, path, digest, claims.ExpiresAt.Time, ctrl, nil
-}
-
-// token fetches a Connection Token for a dial. When the controller cannot
-// be reached, the last verified token of e is reused while it stays valid
-// for at least tokenReuseMargin (fail static); a refusal is never papered
-// over.
-func (p *pool) token(ctx context.Context, e *connEntry, info controlapi.ConnectorInfo) (string, *ctoken.Claims, error) {
-	tctx, tcancel := context.WithTimeout(ctx, tokenFetchTimeout)
-	token, claims, err := p.tokens.connectionToken(tctx, info)
-	tcancel()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if err == nil {
-		e.lastToken, e.lastClaims = token, claims
-		return token, claims, nil
-	}
-	if errors.Is(err, ErrNotSignedIn) || errors.Is(err, ErrTokenInvalid) || e.lastClaims == nil ||
-		e.lastClaims.ExpiresAt == nil || time.Until(e.lastClaims.ExpiresAt.Time) < tokenReuseMargin {
-		return "", nil, err
-	}
-	p.log.Warn("controller unreachable; reusing the still valid connection token", "connector", info.Name, "err", err, "expires", e.lastClaims.ExpiresAt.Time)
-	return e.lastToken, e.lastClaims, nil
 }
 
 // sendToken writes a token frame on the control stream and waits for OK.
@@ -424,87 +436,17 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 
 func (p *pool) drop(e *connEntry, conn *quic.Conn, cause error) {
 	e.mu.Lock()
-	if e.conn == conn {
+	lost := e.conn == conn
+	if lost {
 		e.conn = nil
 		e.failedAt = time.Now()
-		p.log.Warn("connection to connector lost", "connector", e.info.Name, "err", cause)
+		p.log.Warn("connection to connector lost; reconnecting", "connector", e.info.Name, "err", cause)
 	}
 	e.mu.Unlock()
-	p.changed()
-}
-
-// refresh sends a fresh Connection Token on the control stream before the
-// current one expires. When the controller is unreachable it retries; the
-// connection keeps working until the token expires (fail static).
-func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream) {
-	defer p.wg.Done()
-	for {
-		e.mu.Lock()
-		exp := e.tokenExp
-		info := e.info
-		e.mu.Unlock()
-		wait := time.Until(exp) - refreshMargin
-		if ttl := time.Until(exp); wait < ttl/3 {
-			wait = ttl / 3
-		}
-		if wait < time.Second {
-			wait = time.Second
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-p.ctx.Done():
-			t.Stop()
-			return
-		case <-conn.Context().Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-		for {
-			ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
-			token, claims, err := p.tokens.connectionToken(ctx, info)
-			cancel()
-			if err == nil && !pki.DigestEqual(claims.ConnectorCertSHA256, e.digest) {
-				// The connector rotated its certificate: new flows go to a
-				// new connection; this one serves its running flows.
-				e.mu.Lock()
-				e.draining = true
-				e.mu.Unlock()
-				p.log.Info("connector certificate rotated; draining connection", "connector", info.Name)
-				p.changed()
-				return
-			}
-			if err == nil {
-				err = sendToken(ctrl, token)
-				if err == nil {
-					e.mu.Lock()
-					e.tokenExp = claims.ExpiresAt.Time
-					e.lastToken, e.lastClaims = token, claims
-					e.mu.Unlock()
-					p.changed()
-					break
-				}
-				if errors.Is(err, ErrConnectorRejected) {
-					e.mu.Lock()
-					e.draining = true
-					e.mu.Unlock()
-					p.log.Warn("connector refused refreshed token; draining connection", "connector", info.Name, "err", err)
-					return
-				}
-			}
-			p.log.Warn("refresh connection token", "connector", info.Name, "err", err)
-			t := time.NewTimer(refreshRetry)
-			select {
-			case <-p.ctx.Done():
-				t.Stop()
-				return
-			case <-conn.Context().Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
-		}
+	if lost {
+		p.startReconnect(e, cause)
 	}
+	p.changed()
 }
 
 // setPath records a path change reported by the dialer (e.g. a relayed
@@ -533,6 +475,7 @@ func (p *pool) snapshot() []connSnapshot {
 		s := connSnapshot{
 			info: e.info, path: e.path, connected: e.conn != nil, tokenExp: e.tokenExp,
 			active: e.active.Load(), total: e.total.Load(), up: e.bytesUp.Load(), down: e.bytesDown.Load(),
+			state: e.stateLocked(), since: e.since, lastErr: e.lastErr,
 		}
 		if e.conn != nil {
 			s.rtt = e.conn.ConnectionStats().SmoothedRTT
@@ -551,4 +494,7 @@ type connSnapshot struct {
 	rtt                     time.Duration
 	tokenExp                time.Time
 	active, total, up, down int64
+	state                   string
+	since                   time.Time
+	lastErr                 string
 }

@@ -61,6 +61,11 @@ type Config struct {
 	DialTimeout time.Duration
 	// UDPIdleTimeout ends UDP and ICMP flows without traffic (default 2 min).
 	UDPIdleTimeout time.Duration
+	// FailStaticMax bounds fail static (failstatic.go): how long after
+	// losing the controller the connector keeps serving devices whose token
+	// was valid then. 0: DefaultFailStaticMax; negative: off (tokens end at
+	// their expiry whatever the controller's state).
+	FailStaticMax time.Duration
 	// Resolver for private names (default net.DefaultResolver).
 	Resolver Resolver
 	// Logger (default slog.Default()).
@@ -89,6 +94,7 @@ type Connector struct {
 	closed   bool
 
 	controllerOK atomic.Bool
+	ctlState     ctlState // the policy stream, for fail static
 	metricsAddr  atomic.Pointer[string]
 	wg           sync.WaitGroup // session and flow goroutines
 	closeOnce    sync.Once
@@ -110,6 +116,12 @@ func Open(cfg Config) (*Connector, error) {
 	if cfg.UDPIdleTimeout <= 0 {
 		cfg.UDPIdleTimeout = DefaultUDPIdle
 	}
+	if cfg.FailStaticMax == 0 {
+		cfg.FailStaticMax = DefaultFailStaticMax
+	}
+	if err := validateFailStaticMax(cfg.FailStaticMax); err != nil {
+		return nil, err
+	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
@@ -124,6 +136,7 @@ func Open(cfg Config) (*Connector, error) {
 		return nil, err
 	}
 	c := &Connector{cfg: cfg, log: cfg.Logger.With("connector", st.ID), sessions: map[*session]struct{}{}}
+	c.ctlState.downSince = time.Now()
 	c.state.Store(st)
 	c.met = newMetrics()
 	c.events = newEventQueue(st.ID)

@@ -157,7 +157,11 @@ func backoff(n int) time.Duration {
 	return d/2 + mrand.N(d/2+1)
 }
 
-// policyLoop keeps the policy push stream open, reconnecting with backoff.
+// jitterMax spreads d over [d/2, d].
+func jitterMax(d time.Duration) time.Duration { return d/2 + mrand.N(d/2+1) }
+
+// policyLoop keeps the policy push stream open, reconnecting with backoff
+// capped at policyRetryMax (failstatic.go).
 func (cc *controlClient) policyLoop(ctx context.Context) error {
 	fails := 0
 	for ctx.Err() == nil {
@@ -168,11 +172,12 @@ func (cc *controlClient) policyLoop(ctx context.Context) error {
 		if got {
 			fails = 0
 		}
+		cc.c.setControllerDown()
 		if err != nil {
 			cc.c.met.controllerErrors.WithLabelValues("policy").Inc()
 			cc.c.log.Warn("policy stream interrupted; enforcing the last policy", "err", err)
 		}
-		t := time.NewTimer(backoff(fails))
+		t := time.NewTimer(min(backoff(fails), jitterMax(policyRetryMax)))
 		fails++
 		select {
 		case <-ctx.Done():
@@ -248,11 +253,14 @@ func (cc *controlClient) streamPolicy(ctx context.Context) (got bool, err error)
 			continue
 		}
 		if p.Keepalive {
+			cc.c.setControllerUp()
 			continue
 		}
 		if err := cc.c.applyPolicy(p); err != nil {
 			cc.c.log.Error("refusing policy snapshot; keeping the previous one", "rev", p.Revision, "err", err)
 		}
+		// After the snapshot's revocations are enforced.
+		cc.c.setControllerUp()
 	}
 	if err := sc.Err(); err != nil {
 		return got, fmt.Errorf("read policy stream: %w", err)

@@ -192,7 +192,9 @@ func (s *session) verify(tok string, first bool) (*ctoken.Claims, error) {
 	}
 	cl, err := p.tokenVerifier().Verify(tok, s.c.ID())
 	if err != nil {
-		return nil, err
+		if cl, err = s.c.verifyExpired(p, tok, s.c.ID(), err); err != nil {
+			return nil, err
+		}
 	}
 	if s.thumb == "" || subtle.ConstantTimeCompare([]byte(cl.Cnf.JKT), []byte(s.thumb)) != 1 {
 		return nil, ErrWrongBinding
@@ -254,10 +256,7 @@ func (s *session) setAuth(cl *ctoken.Claims) {
 	defer s.mu.Unlock()
 	s.claims = cl
 	if s.expTimer == nil {
-		s.expTimer = time.AfterFunc(until, func() {
-			s.log.Info("connection token expired", "principal", cl.Subject)
-			s.close(codeTokenExpired, "connection token expired")
-		})
+		s.expTimer = time.AfterFunc(until, s.onTokenExpiry)
 	} else {
 		s.expTimer.Reset(until)
 	}

@@ -53,6 +53,9 @@ func (c *Connector) verifyOffer(tok string) error {
 	}
 	cl, err := p.tokenVerifier().Verify(tok, c.ID())
 	if err != nil {
+		cl, err = c.verifyExpired(p, tok, c.ID(), err)
+	}
+	if err != nil {
 		c.met.handshakeFail.WithLabelValues("offer: " + tokenFailReason(err)).Inc()
 		return fmt.Errorf("offer token: %w", err)
 	}

@@ -86,6 +86,14 @@ type ConnectorStatus struct {
 	BytesUp     int64     `json:"bytes_up"`
 	BytesDown   int64     `json:"bytes_down"`
 	TokenExpiry time.Time `json:"token_expiry,omitempty"`
+	// State is connected, silent (connected but nothing heard lately),
+	// reconnecting (no connection, redialing in the background), offline
+	// (the controller says so) or idle. Since is when it entered that state
+	// (for reconnecting: when the connection was lost or the first dial
+	// failed); LastError is the last dial or connection error.
+	State     string    `json:"state"`
+	Since     time.Time `json:"since,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
 }
 
 // Status is the daemon's state as the CLI and tray show it.

@@ -34,6 +34,8 @@ type linkEndpoint struct {
 	writeMu   sync.Mutex
 	writeBufs [][]byte
 
+	rst rstFilter // see reopenTimeWait
+
 	wg sync.WaitGroup
 }
 
@@ -147,7 +149,19 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 		}
 		bufs[i] = b
 	}
-	_, err := e.dev.Write(bufs, tunOffset)
+	out := bufs
+	if e.rst.active.Load() {
+		out = make([][]byte, 0, len(bufs))
+		for _, b := range bufs {
+			if !e.dropRST(b[tunOffset:]) {
+				out = append(out, b)
+			}
+		}
+	}
+	var err error
+	if len(out) > 0 {
+		_, err = e.dev.Write(out, tunOffset)
+	}
 	for i := range bufs {
 		bufs[i] = bufs[i][:cap(bufs[i])]
 	}

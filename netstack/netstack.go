@@ -71,6 +71,8 @@ type Stack struct {
 	closeOnce sync.Once
 	closed    atomic.Bool
 	wg        sync.WaitGroup
+
+	timeWaitReopened, timeWaitRefused atomic.Uint64
 }
 
 // New puts a gVisor stack on dev and starts reading from it. Close stops it
@@ -108,7 +110,13 @@ func New(dev tun.Device, h Handler, cfg Config) (*Stack, error) {
 		ns.s.Close()
 		return nil, err
 	}
-	ns.ep = newLinkEndpoint(dev, uint32(mtu), log, ns.interceptEcho)
+	ns.ep = newLinkEndpoint(dev, uint32(mtu), log, func(p []byte) bool {
+		if ns.interceptEcho(p) {
+			return true
+		}
+		ns.reopenTimeWait(p)
+		return false
+	})
 	if err := ns.s.CreateNICWithOptions(nicID, ns.ep, stack.NICOptions{Name: "postern"}); err != nil {
 		ns.s.Close()
 		return nil, fmt.Errorf("netstack: create NIC: %v", err)
@@ -133,16 +141,17 @@ func New(dev tun.Device, h Handler, cfg Config) (*Stack, error) {
 	return ns, nil
 }
 
-// tune applies the throughput settings: SACK, wide buffer ranges, receive
-// buffer moderation, reno, no Nagle delay.
+// tune applies the throughput settings (SACK, wide buffer ranges, receive
+// buffer moderation, reno, no Nagle delay) and the short TIME_WAIT.
 func tune(s *stack.Stack) error {
+	tw := tcpip.TCPTimeWaitTimeoutOption(TimeWaitTimeout)
 	sack := tcpip.TCPSACKEnabled(true)
 	cc := tcpip.CongestionControlOption("reno")
 	mod := tcpip.TCPModerateReceiveBufferOption(true)
 	delay := tcpip.TCPDelayEnabled(false)
 	rcv := tcpip.TCPReceiveBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
 	snd := tcpip.TCPSendBufferSizeRangeOption{Min: 4 << 10, Default: 1 << 20, Max: 8 << 20}
-	opts := []tcpip.SettableTransportProtocolOption{&sack, &cc, &mod, &delay, &rcv, &snd}
+	opts := []tcpip.SettableTransportProtocolOption{&sack, &cc, &mod, &delay, &rcv, &snd, &tw}
 	for _, o := range opts {
 		if err := s.SetTransportProtocolOption(tcp.ProtocolNumber, o); err != nil {
 			return fmt.Errorf("netstack: TCP option %T: %v", o, err)

@@ -286,16 +286,66 @@ func describeState(st localapi.Status) string {
 		return "Connected."
 	case localapi.StateDegraded:
 		s := "Connected, degraded"
+		var why []string
+		if noConnectorReachable(st) {
+			s = "Degraded"
+			why = append(why, "no connector reachable ("+connectorStates(st)+")")
+		} else if len(st.Connectors) == 0 && strings.HasPrefix(st.Message, "no connector online") {
+			s = "Degraded"
+			why = append(why, st.Message)
+		}
 		if !st.ControllerReachable && st.ControllerURL != "" {
-			s += ": controller " + st.ControllerURL + " unreachable"
+			c := "controller " + st.ControllerURL + " unreachable"
 			if !st.ControllerDownSince.IsZero() {
-				s += " since " + st.ControllerDownSince.Local().Format(time.RFC3339)
+				c += " since " + st.ControllerDownSince.Local().Format(time.RFC3339)
 			}
-			s += "; running connections and valid tokens keep working"
+			c += "; running connections and valid tokens keep working"
+			why = append(why, c)
+		}
+		if len(why) > 0 {
+			s += ": " + strings.Join(why, "; ")
 		}
 		return s + "."
 	}
 	return st.State
+}
+
+// noConnectorReachable reports whether connectors are known and none of
+// them has a live connection.
+func noConnectorReachable(st localapi.Status) bool {
+	if len(st.Connectors) == 0 {
+		return false
+	}
+	for _, cs := range st.Connectors {
+		if cs.Connected {
+			return false
+		}
+	}
+	return true
+}
+
+// connectorStates lists each connector with its state and since when.
+func connectorStates(st localapi.Status) string {
+	parts := make([]string, 0, len(st.Connectors))
+	for _, cs := range st.Connectors {
+		parts = append(parts, cs.Name+" "+connectorState(cs))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// connectorState is e.g. "reconnecting since 15:04:05".
+func connectorState(cs localapi.ConnectorStatus) string {
+	s := cs.State
+	if s == "" {
+		s = "disconnected"
+		if cs.Connected {
+			s = "connected"
+		}
+	}
+	if !cs.Since.IsZero() && s != "connected" {
+		s += " since " + cs.Since.Local().Format("15:04:05")
+	}
+	return s
 }
 
 func jsonFlag(name string, args []string, c *cmd) (bool, []string, error) {
@@ -359,7 +409,7 @@ func (c *cmd) status(ctx context.Context, args []string) error {
 	if len(st.Connectors) > 0 {
 		fmt.Fprintln(out)
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "CONNECTOR\tNETWORK\tPATH\tREMOTE\tRTT\tFLOWS\tUP\tDOWN")
+		fmt.Fprintln(tw, "CONNECTOR\tNETWORK\tSTATE\tPATH\tREMOTE\tRTT\tFLOWS\tUP\tDOWN")
 		for _, cs := range st.Connectors {
 			path := cs.Path
 			if !cs.Connected {
@@ -371,9 +421,14 @@ func (c *cmd) status(ctx context.Context, args []string) error {
 			if cs.Connected {
 				rtt = fmt.Sprintf("%.1fms", cs.RTTMillis)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", cs.Name, cs.Network, path, orDash(cs.RemoteAddr), rtt, cs.ActiveFlows, bytesStr(cs.BytesUp), bytesStr(cs.BytesDown))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", cs.Name, cs.Network, connectorState(cs), path, orDash(cs.RemoteAddr), rtt, cs.ActiveFlows, bytesStr(cs.BytesUp), bytesStr(cs.BytesDown))
 		}
 		_ = tw.Flush()
+		for _, cs := range st.Connectors {
+			if !cs.Connected && cs.LastError != "" {
+				fmt.Fprintf(out, "%s: %s (since %s, last error: %s)\n", cs.Name, orDash(cs.State), cs.Since.Local().Format(time.RFC3339), cs.LastError)
+			}
+		}
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"postern.dev/postern/client"
 	"postern.dev/postern/installer/preset"
@@ -137,5 +138,22 @@ func TestDescribeSessionEnded(t *testing.T) {
 	st := localapi.Status{State: localapi.StateSignedOut, Message: client.ErrSessionEnded.Error(), ControllerURL: "https://ctl.example"}
 	if got := describeState(st); got != "Signed out: session ended by the controller: sign in again." {
 		t.Errorf("describeState = %q", got)
+	}
+}
+
+// TestDescribeNoConnectorReachable: never a bare "Connected." while no
+// connector has a connection; each says since when and why.
+func TestDescribeNoConnectorReachable(t *testing.T) {
+	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)
+	st := localapi.Status{State: localapi.StateDegraded, ControllerReachable: true, Connectors: []localapi.ConnectorStatus{
+		{Name: "corp-a", State: "reconnecting", Since: since, LastError: "dial connector corp-a: via relay relay-1: context deadline exceeded"},
+	}}
+	got := describeState(st)
+	if !strings.HasPrefix(got, "Degraded: no connector reachable (corp-a reconnecting since 03:04:05)") {
+		t.Errorf("describeState = %q", got)
+	}
+	st.Connectors = append(st.Connectors, localapi.ConnectorStatus{Name: "corp-b", State: "connected", Connected: true})
+	if got := describeState(st); strings.Contains(got, "no connector reachable") {
+		t.Errorf("with corp-b connected: %q", got)
 	}
 }

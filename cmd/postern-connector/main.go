@@ -23,6 +23,7 @@ func main() {
 		stateDir  = flag.String("state", defaultStateDir(), "state directory (credential, last policy)")
 		listenUDP = flag.String("listen-udp", "", "QUIC UDP listen address (default: any port on all addresses)")
 		metrics   = flag.String("metrics", "", "serve Prometheus /metrics and /healthz on this address")
+		failMax   = flag.Duration("fail-static-max", connector.DefaultFailStaticMax, "while the controller is unreachable, keep serving devices whose connection token was valid when it went away, for at most this long (0: never; tokens end at their expiry)")
 		verbose   = flag.Bool("v", false, "debug logging")
 		showVer   = flag.Bool("version", false, "print the version and exit")
 	)
@@ -33,6 +34,13 @@ func main() {
 	}
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected argument %q", flag.Arg(0)))
+	}
+	if *failMax < 0 {
+		fail(fmt.Errorf("--fail-static-max %v: must not be negative", *failMax))
+	}
+	fsm := *failMax
+	if fsm == 0 {
+		fsm = -1 // off
 	}
 	level := slog.LevelInfo
 	if *verbose {
@@ -56,12 +64,32 @@ func main() {
 			log.Info("enrolled", "id", st.ID, "name", st.Name, "network", st.Network, "state", *stateDir)
 		}
 	}
-	c, err := connector.Open(connector.Config{StateDir: *stateDir, ListenUDP: *listenUDP, MetricsAddr: *metrics, Logger: log})
+	c, err := connector.Open(connector.Config{StateDir: *stateDir, ListenUDP: *listenUDP, MetricsAddr: *metrics, FailStaticMax: fsm, Logger: log})
 	if err != nil {
 		fail(err)
 	}
+	go rotateOnHUP(ctx, c.Rotate, log)
 	if err := c.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		fail(err)
+	}
+}
+
+// rotateOnHUP rotates the QUIC certificate now on every SIGHUP (as the
+// 12-hourly rotation does): how operators and tests trigger a rotation.
+func rotateOnHUP(ctx context.Context, rotate func(context.Context) error, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info("SIGHUP: rotating the QUIC certificate")
+			if err := rotate(ctx); err != nil {
+				log.Warn("certificate rotation on SIGHUP", "err", err)
+			}
+		}
 	}
 }
 

@@ -1,0 +1,209 @@
+package client
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// closeFirstServer runs, in namespace ns, a server that reads 64 bytes,
+// writes them back and closes first, as many private servers do: the
+// netstack then closes first too and holds the 4-tuple in TIME_WAIT.
+func closeFirstServer(t *testing.T, ns, addr string) {
+	var ln net.Listener
+	inNS(t, ns, func() {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		if err != nil {
+			t.Errorf("listen %s in %s: %v", addr, ns, err)
+		}
+	})
+	if ln == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 64)
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.ReadFull(c, buf); err == nil {
+					_, _ = c.Write(buf)
+				}
+			}()
+		}
+	}()
+}
+
+// inNSThread runs f on a goroutine locked to an OS thread in namespace ns
+// and returns f's error; it is usable from any goroutine.
+func inNSThread(ns string, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		h, err := netns.GetFromName(ns)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		ferr := f()
+		if err := netns.Set(orig); err != nil {
+			errc <- errors.Join(ferr, fmt.Errorf("restore namespace: %w", err))
+			return // the thread stays locked and dies with the goroutine
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// TestTUNShortConnectionsReuseSourcePorts is the regression test for the
+// stall of issue 15 through the real TUN daemon: 5,000 short
+// connect-write-read-close connections, in phases of 1, 8 and 64 concurrent
+// workers as in the issue's report, from 256 source ports, so that the
+// kernel reuses a port while the netstack still holds the old 4-tuple in
+// TIME_WAIT. None may fail and none may take 1 s (the kernel's first SYN
+// retransmission, which is what a dropped SYN costs).
+func TestTUNShortConnectionsReuseSourcePorts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("network-namespace test")
+	}
+	const (
+		ports  = 256
+		limit  = time.Second
+		target = "198.19.0.10:7001"
+	)
+	phases := []struct{ workers, conns int }{{1, 1000}, {8, 2000}, {64, 2000}}
+	l := newNetLab(t)
+	l.build()
+	l.startServer()
+	closeFirstServer(t, l.srv, target)
+	l.startControlPlane()
+	l.startDaemon("tun", "--tun", "pst0")
+	eventually(t, 30*time.Second, "first connection through the TUN", func() bool {
+		return inNSThread(l.cli, func() error { return shortConn(0, target, limit) }) == nil
+	})
+
+	total := 0
+	for _, ph := range phases {
+		var (
+			wg      sync.WaitGroup
+			mu      sync.Mutex
+			slowest time.Duration
+			busy    int // EADDRNOTAVAIL: the kernel's previous socket on the port was still in LAST_ACK
+			errs    []error
+		)
+		start := time.Now()
+		for w := 0; w < ph.workers; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				// Worker w of W uses ports w, w+W, w+2W... of the pool.
+				mine := ports / ph.workers
+				err := inNSThread(l.cli, func() error {
+					for i := 0; i < ph.conns/ph.workers; i++ {
+						port := 42000 + w + (i%mine)*ph.workers
+						s := time.Now()
+						err := shortConn(port, target, limit)
+						if errors.Is(err, syscall.EADDRNOTAVAIL) {
+							mu.Lock()
+							busy++
+							mu.Unlock()
+							continue
+						}
+						if err != nil {
+							return fmt.Errorf("connection %d from port %d after %v: %w", i, port, time.Since(s), err)
+						}
+						mu.Lock()
+						slowest = max(slowest, time.Since(s))
+						mu.Unlock()
+					}
+					return nil
+				})
+				if err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("%d workers, worker %d: %w", ph.workers, w, err))
+					mu.Unlock()
+				}
+			}(w)
+		}
+		wg.Wait()
+		el := time.Since(start)
+		total += ph.conns
+		t.Logf("%d workers: %d connections from %d source ports in %v (%.0f/s), slowest %v, %d skipped while the kernel held the port",
+			ph.workers, ph.conns, ports, el.Round(time.Millisecond), float64(ph.conns)/el.Seconds(), slowest, busy)
+		for _, err := range errs {
+			t.Error(err)
+		}
+		if slowest >= limit {
+			t.Errorf("%d workers: slowest connection %v, want under %v", ph.workers, slowest, limit)
+		}
+		if busy > ph.conns/10 {
+			t.Errorf("%d workers: %d of %d connections could not reuse their port: the test did not exercise reuse", ph.workers, busy, ph.conns)
+		}
+	}
+	if total < 5000 {
+		t.Fatalf("only %d connections", total)
+	}
+}
+
+// shortConn connects to addr from local port (0: any) with SO_REUSEADDR,
+// writes 64 bytes, reads them back and the server's FIN, and closes.
+func shortConn(port int, addr string, limit time.Duration) error {
+	d := net.Dialer{
+		Timeout:   limit,
+		LocalAddr: &net.TCPAddr{Port: port},
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+			})
+			return errors.Join(err, serr)
+		},
+	}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(limit))
+	msg := bytes.Repeat([]byte{'s'}, 64)
+	if _, err := c.Write(msg); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	if !bytes.Equal(got, msg) {
+		return fmt.Errorf("echo: got %d bytes", len(got))
+	}
+	return nil
+}

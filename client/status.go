@@ -1,0 +1,142 @@
+package client
+
+import (
+	"strings"
+	"time"
+
+	"postern.dev/postern/localapi"
+	"postern.dev/postern/version"
+)
+
+// Status reports the daemon's state.
+func (d *Daemon) Status() localapi.Status {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.statusLocked()
+}
+
+func (d *Daemon) statusLocked() localapi.Status {
+	s := localapi.Status{Version: version.Version, Connectors: []localapi.ConnectorStatus{}}
+	if d.sess == nil {
+		s.State = localapi.StateSignedOut
+		s.Message = d.lastErr
+		// Where "Sign in" goes (the tray uses it): preset or remembered.
+		s.ControllerURL, _ = d.defaultControllerLocked()
+		return s
+	}
+	s.ControllerURL = d.sess.ControllerURL
+	p := d.sess.Principal
+	s.Principal = &localapi.Principal{ID: p.ID, Kind: p.Kind, Name: p.Name, Groups: p.Groups}
+	s.DeviceID = d.sess.DeviceID
+	s.ControllerReachable = d.reachable
+	if !d.reachable {
+		s.ControllerDownSince = d.downSince
+	}
+	s.ActiveFlows = int(d.activeFlows.Load())
+	s.TotalFlows = d.totalFlows.Load()
+	s.BytesUp = d.bytesUp.Load()
+	s.BytesDown = d.bytesDown.Load()
+	var reachable, unreachable []localapi.ConnectorStatus
+	if d.pool != nil {
+		for _, c := range d.pool.snapshot() {
+			if !c.connected && c.total == 0 && c.active == 0 && c.lastErr == "" {
+				continue // known, never used
+			}
+			s.Connectors = append(s.Connectors, localapi.ConnectorStatus{
+				ID: c.info.ID, Name: c.info.Name, Network: c.info.Network,
+				Path: c.path.Path, Transport: c.path.Transport, RemoteAddr: c.path.RemoteAddr,
+				RTTMillis: float64(c.rtt.Microseconds()) / 1000, Connected: c.connected,
+				ActiveFlows: int(c.active), TotalFlows: c.total, BytesUp: c.up, BytesDown: c.down,
+				TokenExpiry: c.tokenExp, State: c.state, Since: c.since, LastError: c.lastErr,
+			})
+			cs := &s.Connectors[len(s.Connectors)-1]
+			if !c.connected {
+				cs.Path = ""
+			}
+			if c.state == ConnStateConnected || c.state == ConnStateSilent {
+				cs.LastError = ""
+				reachable = append(reachable, *cs)
+			} else {
+				unreachable = append(unreachable, *cs)
+			}
+		}
+	}
+	if d.pol != nil {
+		nets := map[string]bool{}
+		for _, r := range d.pol.Resources {
+			nets[r.Network] = true
+		}
+		if len(nets) == 1 {
+			for n := range nets {
+				s.Network = n
+			}
+		}
+	}
+	switch {
+	case !d.up:
+		s.State = localapi.StateStopped
+	case d.pol == nil && !d.reachable:
+		s.State = localapi.StateConnecting
+		if !d.downSince.IsZero() {
+			s.State = localapi.StateDegraded
+		}
+	case !d.reachable && !d.downSince.IsZero():
+		s.State = localapi.StateDegraded
+	case d.pol == nil:
+		s.State = localapi.StateConnecting
+	default:
+		s.State = localapi.StateConnected
+	}
+	if d.front != nil {
+		d.front.Describe(&s)
+	}
+	if s.State != localapi.StateConnected {
+		s.Message = d.lastErr
+	}
+	if d.up && len(reachable) == 0 && len(unreachable) == 0 && d.pol != nil && len(d.pol.Connectors) > 0 {
+		// Nothing dialed yet: still not "connected" when the controller
+		// reports every connector offline.
+		var off []string
+		for _, c := range d.pol.Connectors {
+			if c.Online {
+				off = nil
+				break
+			}
+			off = append(off, c.Name)
+		}
+		if len(off) > 0 {
+			if s.State == localapi.StateConnected {
+				s.State = localapi.StateDegraded
+			}
+			s.Message = "no connector online: the controller reports " + strings.Join(off, ", ") + " offline"
+		}
+	}
+	if d.up && len(reachable) == 0 && len(unreachable) > 0 {
+		// Never a bare "connected" while no connector can be reached.
+		if s.State == localapi.StateConnected {
+			s.State = localapi.StateDegraded
+		}
+		msg := "no connector reachable: " + describeUnreachable(unreachable)
+		if s.Message != "" {
+			msg += "; " + s.Message
+		}
+		s.Message = msg
+	}
+	return s
+}
+
+// describeUnreachable says, per connector, why it has no connection.
+func describeUnreachable(cs []localapi.ConnectorStatus) string {
+	parts := make([]string, 0, len(cs))
+	for _, c := range cs {
+		p := c.Name + " " + c.State
+		if !c.Since.IsZero() {
+			p += " since " + c.Since.Format(time.RFC3339)
+		}
+		if c.LastError != "" {
+			p += " (last error: " + c.LastError + ")"
+		}
+		parts = append(parts, p)
+	}
+	return strings.Join(parts, ", ")
+}

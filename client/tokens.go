@@ -1,0 +1,137 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/ctoken"
+	"postern.dev/postern/pki"
+)
+
+// token fetches a Connection Token for a dial. When the controller cannot
+// be reached, the last verified token of e is reused while it stays valid
+// for at least tokenReuseMargin (fail static); a refusal is never papered
+// over.
+func (p *pool) token(ctx context.Context, e *connEntry, info controlapi.ConnectorInfo) (string, *ctoken.Claims, error) {
+	tctx, tcancel := context.WithTimeout(ctx, tokenFetchTimeout)
+	token, claims, err := p.tokens.connectionToken(tctx, info)
+	tcancel()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err == nil {
+		e.lastToken, e.lastClaims = token, claims
+		return token, claims, nil
+	}
+	if errors.Is(err, ErrNotSignedIn) || errors.Is(err, ErrTokenInvalid) || e.lastClaims == nil || e.lastClaims.ExpiresAt == nil {
+		return "", nil, err
+	}
+	if left := time.Until(e.lastClaims.ExpiresAt.Time); left < tokenReuseMargin {
+		// Expired (or about to): only when the controller cannot be
+		// reached at all. The connector accepts it only while it cannot
+		// reach the controller either, for a bound its admin sets (fail
+		// static, connector/failstatic.go); a refusal stays a refusal.
+		if !errors.Is(err, ErrControllerUnreachable) {
+			return "", nil, err
+		}
+		p.log.Warn("controller unreachable; offering the expired connection token to the connector (fail static)", "connector", info.Name, "err", err, "expired", e.lastClaims.ExpiresAt.Time)
+		return e.lastToken, e.lastClaims, nil
+	}
+	p.log.Warn("controller unreachable; reusing the still valid connection token", "connector", info.Name, "err", err, "expires", e.lastClaims.ExpiresAt.Time)
+	return e.lastToken, e.lastClaims, nil
+}
+
+// refresh sends a fresh Connection Token on the control stream before the
+// current one expires. When the controller is unreachable it retries; the
+// connection keeps working until the token expires (fail static).
+//
+// When the connector rotated its certificate (the token names another
+// digest), the connection drains: new flows go to a new connection, dialed
+// at once in the background, while this one keeps its running flows and
+// keeps being refreshed (the connector accepts a refresh naming the
+// certificate that replaced the one it served) until they end and monitor
+// closes it: make-before-break, so a long flow outlives the rotation.
+func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest string, exp time.Time) {
+	defer p.wg.Done()
+	for {
+		wait := time.Until(exp) - refreshMargin
+		if ttl := time.Until(exp); wait < ttl/3 {
+			wait = ttl / 3
+		}
+		if wait < time.Second {
+			wait = time.Second
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-p.ctx.Done():
+			t.Stop()
+			return
+		case <-conn.Context().Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		for {
+			e.mu.Lock()
+			info := e.info
+			e.mu.Unlock()
+			ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
+			token, claims, err := p.tokens.connectionToken(ctx, info)
+			cancel()
+			if err == nil && !pki.DigestEqual(claims.ConnectorCertSHA256, digest) {
+				digest = claims.ConnectorCertSHA256
+				e.mu.Lock()
+				first := e.conn == conn && !e.draining
+				if first {
+					e.draining = true
+				}
+				e.mu.Unlock()
+				if first {
+					p.log.Info("connector certificate rotated; new flows use a new connection, running flows stay on this one", "connector", info.Name)
+					p.startReconnect(e, nil)
+					p.changed()
+				}
+			}
+			if err == nil {
+				err = sendToken(ctrl, token)
+				if err == nil {
+					exp = claims.ExpiresAt.Time
+					e.mu.Lock()
+					if e.conn == conn {
+						e.tokenExp = exp
+					}
+					e.lastToken, e.lastClaims = token, claims
+					e.mu.Unlock()
+					p.changed()
+					break
+				}
+				if errors.Is(err, ErrConnectorRejected) {
+					e.mu.Lock()
+					if e.conn == conn {
+						e.draining = true
+					}
+					e.mu.Unlock()
+					p.log.Warn("connector refused refreshed token; draining connection", "connector", info.Name, "err", err)
+					return
+				}
+			}
+			p.log.Warn("refresh connection token", "connector", info.Name, "err", err)
+			kick := p.kicked()
+			t := time.NewTimer(refreshRetry)
+			select {
+			case <-p.ctx.Done():
+				t.Stop()
+				return
+			case <-conn.Context().Done():
+				t.Stop()
+				return
+			case <-kick:
+				t.Stop()
+			case <-t.C:
+			}
+		}
+	}
+}
