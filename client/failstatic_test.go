@@ -34,7 +34,7 @@ func (l *lab) restartController() {
 }
 
 // socksEcho opens a flow through a daemon's SOCKS5 front-end.
-func socksEcho(proxy string, port uint16) (net.Conn, error) {
+func socksEcho(proxy *SOCKS5Frontend, port uint16) (net.Conn, error) {
 	c, code, err := socksConnect(proxy, "127.0.0.1", port)
 	if err != nil {
 		return nil, err
@@ -74,7 +74,7 @@ func TestControllerDownLongerThanTokenLifetime(t *testing.T) {
 	l.login(dB, "alice@example.com", "alice-password-1")
 	waitConnectors(t, dA, 1)
 	waitConnectors(t, dB, 1)
-	proxyA, proxyB := feA.ListenAddr().String(), feB.ListenAddr().String()
+	proxyA, proxyB := feA, feB
 	longA, err := socksEcho(proxyA, echoPort)
 	if err != nil {
 		t.Fatalf("device A: %v", err)

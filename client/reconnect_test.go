@@ -90,7 +90,7 @@ func TestLostConnectorRedialedInBackground(t *testing.T) {
 	t.Cleanup(func() { d.Close() })
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
-	proxy := fe.ListenAddr().String()
+	proxy := fe
 	echo := func() error {
 		c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
 		if err != nil {
@@ -212,7 +212,7 @@ func TestLongFlowOutlivesCertificateRotation(t *testing.T) {
 	d, fe := l.newDaemon()
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
-	proxy := fe.ListenAddr().String()
+	proxy := fe
 	open := func() (net.Conn, error) {
 		c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
 		if err != nil {
