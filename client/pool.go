@@ -30,13 +30,19 @@ const (
 	statusTimeout     = 15 * time.Second
 	refreshMargin     = 2 * time.Minute
 	refreshRetry      = 10 * time.Second
-	quicIdleTimeout   = 30 * time.Second
-	maxStreamWindow   = 16 << 20
-	maxConnWindow     = 64 << 20
-	quicErrShutdown   = 0
-	quicErrDead       = 1
-	defaultRTTGuess   = 50 * time.Millisecond
-	loadPenaltyFlows  = 50.0 // this many active flows double a connector's score
+	// quicIdleTimeout outlasts a suspended laptop (a minute with the lid
+	// closed): the connector's keepalives hold the NAT mapping meanwhile, and
+	// on resume the running flows go on (the connector's own is the same).
+	quicIdleTimeout = 90 * time.Second
+	// suspendGap: monitor ticks this far apart mean the process (or the
+	// machine) was suspended, not that the connector went silent.
+	suspendGap       = 2 * time.Second
+	maxStreamWindow  = 16 << 20
+	maxConnWindow    = 64 << 20
+	quicErrShutdown  = 0
+	quicErrDead      = 1
+	defaultRTTGuess  = 50 * time.Millisecond
+	loadPenaltyFlows = 50.0 // this many active flows double a connector's score
 )
 
 // tokenSource fetches and verifies Connection Tokens; the daemon implements it.
@@ -392,6 +398,7 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 	defer t.Stop()
 	last := conn.ConnectionStats().PacketsReceived
 	lastChange := time.Now()
+	lastTick := lastChange
 	for {
 		select {
 		case <-p.ctx.Done():
@@ -410,6 +417,13 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 				_ = conn.CloseWithError(quicErrShutdown, "replaced")
 				return
 			}
+			if gap := now.Sub(lastTick); gap > suspendGap {
+				// Suspended (SIGSTOP, a closed lid): the silence is ours,
+				// not the connector's. Give it a fresh deadline to answer.
+				p.log.Info("resumed after a pause; waiting for the connector again", "connector", e.info.Name, "paused", gap.Round(time.Second))
+				lastChange = now
+			}
+			lastTick = now
 			n := conn.ConnectionStats().PacketsReceived
 			if n != last {
 				last, lastChange = n, now

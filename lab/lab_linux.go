@@ -44,6 +44,9 @@ type Options struct {
 	// Verbose runs the relay, the connectors and the client daemons with
 	// debug logs (-v), e.g. to see every traversal step in their logs.
 	Verbose bool
+	// TokenTTL is the controller's Connection Token lifetime
+	// (`serve --token-ttl`); zero keeps the controller's default (10 min).
+	TokenTTL time.Duration
 }
 
 // Node is one network namespace of the lab.

@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"time"
 )
 
 // Options configure a lab (Linux only).
@@ -17,6 +18,7 @@ type Options struct {
 	Network             *NetworkSpec
 	Progress            io.Writer
 	Logger              *slog.Logger
+	TokenTTL            time.Duration
 }
 
 // DemoOptions configure `postern-lab demo` and `postern-lab up`.

@@ -51,8 +51,12 @@ func (l *Lab) deployPostern(ctx context.Context) error {
 	l.CAFile = filepath.Join(dataDir, "ca.pem")
 	l.AdminTokenFile = filepath.Join(dataDir, "admin-token")
 	l.progress("lab %s: starting postern-controller at %s", l.ID, l.ControllerURL)
-	ctl, err := l.Spawn(ProgController, NodeController, nil, l.Bin("postern-controller"), "serve",
-		"--data", dataDir, "--listen", "0.0.0.0:"+ControllerPort, "--public-url", l.ControllerURL)
+	serveArgs := []string{l.Bin("postern-controller"), "serve",
+		"--data", dataDir, "--listen", "0.0.0.0:" + ControllerPort, "--public-url", l.ControllerURL}
+	if l.opts.TokenTTL > 0 {
+		serveArgs = append(serveArgs, "--token-ttl", l.opts.TokenTTL.String())
+	}
+	ctl, err := l.Spawn(ProgController, NodeController, nil, serveArgs...)
 	if err != nil {
 		return err
 	}

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controller"
+	"postern.dev/postern/ctoken"
 	"postern.dev/postern/version"
 )
 
@@ -104,6 +105,7 @@ func serve(args []string, stderr io.Writer) error {
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	database := fs.String("database", os.Getenv("POSTERN_DATABASE_URL"),
 		"PostgreSQL URL (postgres://USER@HOST:PORT/DB) shared by several replicas; default $POSTERN_DATABASE_URL, else SQLite in DATA. Keep the password out of the command line: PGPASSWORD or ~/.pgpass")
+	tokenTTL := fs.Duration("token-ttl", ctoken.DefaultTTL, "Connection Token lifetime (10s to 1h); clients refresh tokens before they expire")
 	oidcFlags := addOIDCFlags(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -122,12 +124,15 @@ func serve(args []string, stderr io.Writer) error {
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("%w: --log-level: %v", ErrUsage, err)
 	}
+	if *tokenTTL < 10*time.Second || *tokenTTL > time.Hour {
+		return fmt.Errorf("%w: --token-ttl %s: want between 10s and 1h", ErrUsage, *tokenTTL)
+	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 	oc, err := oidcFlags.config(fs, *data)
 	if err != nil {
 		return err
 	}
-	c, err := controller.Open(controller.Config{DataDir: *data, DatabaseURL: *database, PublicURL: *public, Logger: log, OIDC: oc})
+	c, err := controller.Open(controller.Config{DataDir: *data, DatabaseURL: *database, PublicURL: *public, Logger: log, OIDC: oc, TokenTTL: *tokenTTL})
 	if err != nil {
 		return err
 	}

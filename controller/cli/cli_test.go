@@ -125,3 +125,17 @@ func TestServeDatabaseFlag(t *testing.T) {
 		t.Fatalf("unreachable database: %d %q", code, errb.String())
 	}
 }
+
+func TestServeTokenTTLFlag(t *testing.T) {
+	dir := t.TempDir()
+	for _, v := range []string{"5s", "2h", "0s", "-1m", "soon"} {
+		var out, errb bytes.Buffer
+		code := Main([]string{"serve", "--data", filepath.Join(dir, "d"), "--public-url", "https://127.0.0.1:1", "--token-ttl", v}, &out, &errb)
+		if code != 2 || !strings.Contains(errb.String(), "token-ttl") {
+			t.Fatalf("--token-ttl %s: exit %d, %q", v, code, errb.String())
+		}
+		if _, err := os.Stat(filepath.Join(dir, "d")); !os.IsNotExist(err) {
+			t.Fatalf("--token-ttl %s: data directory created for a refused command line: %v", v, err)
+		}
+	}
+}

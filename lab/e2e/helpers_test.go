@@ -163,8 +163,14 @@ type session struct {
 
 func startSession(t *testing.T) *session {
 	t.Helper()
+	return startSessionOn(t, getLab(t))
+}
+
+// startSessionOn starts the session on a given lab (a test's own).
+func startSessionOn(t *testing.T, l *lab.Lab) *session {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd, err := getLab(t).Command(ctx, lab.NodeClient, sshArgs(lab.DBName, `echo ready; while read x; do echo "got $x"; done`)...)
+	cmd, err := l.Command(ctx, lab.NodeClient, sshArgs(lab.DBName, `echo ready; while read x; do echo "got $x"; done`)...)
 	if err != nil {
 		cancel()
 		t.Fatal(err)
