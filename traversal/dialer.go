@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sort"
 	"sync"
@@ -56,6 +57,10 @@ type DialerConfig struct {
 	// TLSFallbackDelay is how long a TURN allocation over UDP may take before
 	// one over TLS is tried in parallel (default 1 s).
 	TLSFallbackDelay time.Duration
+	// ExcludePrefixes are address ranges never offered as host candidates,
+	// in addition to DefaultExcludedPrefixes (the client's synthetic
+	// ranges when it is configured with other ones).
+	ExcludePrefixes []netip.Prefix
 	// NoDirect and NoRelay switch a path kind off (diagnostics, tests).
 	NoDirect, NoRelay bool
 	// OnPathChange is called after a connection moves to another path.
@@ -144,6 +149,7 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	d := &Dialer{cfg: cfg, log: cfg.Logger.With("part", "traversal"), udp: udp, tr: &quic.Transport{Conn: udp}, conns: map[*quic.Conn]*dialState{}, releaseAfter: releaseAfter}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.m = newMux(d.tr, "udp", d.log)
+	d.m.primer = lowTTLPrimer(udp)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

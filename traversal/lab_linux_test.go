@@ -62,6 +62,12 @@ type labConfig struct {
 	Marker     string
 	Mode       string // client: "once" or "migrate"
 	BadCreds   bool
+	// RelayTLSPort overrides labRelayTLS (the matrix's relay listens on 443).
+	RelayTLSPort string
+	// Principal, if set, names the client's TURN principal (the matrix gives
+	// every cell its own: the relay's per-principal quota counts endpoints
+	// of earlier cells for 3 minutes).
+	Principal string
 }
 
 func (w *world) export(dir string) labConfig {
@@ -121,7 +127,11 @@ func TestLabHelper(t *testing.T) {
 	ctx := context.Background()
 	switch role {
 	case "relay":
-		w.startRelayOn(labRelayIP, labRelayUDP, labRelayTLS, false)
+		tlsPort := labRelayTLS
+		if c.RelayTLSPort != "" {
+			tlsPort = c.RelayTLSPort
+		}
+		w.startRelayOn(labRelayIP, labRelayUDP, tlsPort, false)
 		touch(t, c.Dir, "relay.ready")
 		select {}
 	case "connector":
@@ -150,6 +160,7 @@ type clientResult struct {
 	Echoes    int
 	Switched  time.Duration
 	Connected time.Duration
+	FirstByte time.Duration // from the start of the dial to the first echo
 }
 
 func writeResult(t *testing.T, dir, name string, v any) {
@@ -163,6 +174,13 @@ func labClient(t *testing.T, w *world, c labConfig) {
 	cfg := w.dialerConfig([]controlapi.RelayInfo{c.Relay})
 	cfg.ListenAddr = "0.0.0.0:0"
 	cfg.TLSFallbackDelay = time.Second
+	if c.Principal != "" {
+		cfg.TURNCredentials = func(context.Context) (controlapi.TURNCredentials, error) {
+			exp := time.Now().Add(10 * time.Minute)
+			u := controlapi.TURNUsername(exp, c.Principal)
+			return controlapi.TURNCredentials{Username: u, Password: controlapi.TURNPassword(w.turnSecret, u), ExpiresAt: exp, Realm: "postern.test"}, nil
+		}
+	}
 	if c.BadCreds {
 		cfg.NoDirect = true
 		cfg.TURNCredentials = func(context.Context) (controlapi.TURNCredentials, error) {
@@ -208,6 +226,9 @@ func labClient(t *testing.T, w *world, c labConfig) {
 		}
 		if !bytes.Equal(got, msg) {
 			return errors.New("echo mismatch")
+		}
+		if res.Echoes == 0 {
+			res.FirstByte = time.Since(start)
 		}
 		res.Echoes++
 		return nil
@@ -418,20 +439,7 @@ func (l *lab) link(a, aName, aAddr, b, bName, bAddr string) {
 // newLab builds the namespaces; clientNAT and connNAT are nftables
 // masquerade statements ("masquerade" or "masquerade random").
 func newLab(t *testing.T, clientNAT, connNAT string) *lab {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("network-namespace tests need root")
-		}
-		t.Skip("network-namespace tests need root")
-	}
-	for _, bin := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed", bin)
-			}
-			t.Skipf("%s not installed", bin)
-		}
-	}
+	requireLabTools(t)
 	var rb [3]byte
 	_, _ = rand.Read(rb[:])
 	l := &lab{t: t, id: hex.EncodeToString(rb[:]), dir: t.TempDir(), roles: map[string]*exec.Cmd{}}
@@ -440,26 +448,13 @@ func newLab(t *testing.T, clientNAT, connNAT string) *lab {
 		if t.Failed() || os.Getenv("POSTERN_TEST_DEBUG") != "" {
 			l.dumpLogs()
 		}
-		for _, p := range l.procs {
-			if p.Process != nil {
-				_ = p.Process.Kill()
-				_ = p.Wait()
-			}
-		}
+		l.killAll()
 		for _, n := range names {
-			_ = exec.Command("ip", "netns", "del", l.ns(n)).Run()
-			_ = os.RemoveAll(filepath.Join("/etc/netns", l.ns(n)))
+			l.delNS(n)
 		}
 	})
 	for _, n := range names {
-		if err := os.MkdirAll(filepath.Join("/etc/netns", l.ns(n)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("/etc/netns", l.ns(n), "resolv.conf"), []byte("# postern lab: no resolver\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		l.sh("ip", "netns", "add", l.ns(n))
-		l.sh("ip", "-n", l.ns(n), "link", "set", "lo", "up")
+		l.addNS(n)
 	}
 	l.link("inet", "r", "203.0.113.254/24", "rel", "wan", "203.0.113.1/24")
 	l.link("inet", "c", "198.51.100.254/24", "natc", "wan", "198.51.100.1/24")
@@ -493,6 +488,56 @@ table inet fw {
 	l.nft("natc", fmt.Sprintf(natRules, clientNAT))
 	l.nft("natk", fmt.Sprintf(natRules, connNAT))
 	return l
+}
+
+// requireLabTools fails (under CI=true) or skips a test that cannot build
+// network namespaces.
+func requireLabTools(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("network-namespace tests need root")
+		}
+		t.Skip("network-namespace tests need root")
+	}
+	for _, bin := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not installed", bin)
+			}
+			t.Skipf("%s not installed", bin)
+		}
+	}
+}
+
+// addNS creates namespace name with its own resolv.conf and loopback up.
+func (l *lab) addNS(n string) {
+	l.t.Helper()
+	if err := os.MkdirAll(filepath.Join("/etc/netns", l.ns(n)), 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join("/etc/netns", l.ns(n), "resolv.conf"), []byte("# postern lab: no resolver\n"), 0o644); err != nil {
+		l.t.Fatal(err)
+	}
+	l.sh("ip", "netns", "add", l.ns(n))
+	l.sh("ip", "-n", l.ns(n), "link", "set", "lo", "up")
+}
+
+// delNS removes namespace name (its veths and their peers go with it).
+func (l *lab) delNS(n string) {
+	_ = exec.Command("ip", "netns", "del", l.ns(n)).Run()
+	_ = os.RemoveAll(filepath.Join("/etc/netns", l.ns(n)))
+}
+
+// killAll kills the helpers this lab started, by pid.
+func (l *lab) killAll() {
+	for _, p := range l.procs {
+		if p.Process != nil {
+			_ = p.Process.Kill()
+			_ = p.Wait()
+		}
+	}
+	l.procs = nil
 }
 
 // blockClientUDP drops every UDP packet from the client's LAN at its router.
@@ -547,6 +592,33 @@ func (l *lab) wait(name string, timeout time.Duration) []byte {
 		}
 		if time.Now().After(deadline) {
 			l.t.Fatalf("timed out waiting for %s", name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitConnected waits for the client helper's first connection. A dial that
+// failed writes client.result instead: its error fails the test at once.
+func (l *lab) waitConnected(timeout time.Duration) clientResult {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, name := range []string{"client.connected", "client.result"} {
+			b, err := os.ReadFile(filepath.Join(l.dir, name))
+			if err != nil {
+				continue
+			}
+			var r clientResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				l.t.Fatal(err)
+			}
+			if name == "client.result" && r.Err != "" {
+				l.t.Fatalf("client's first dial failed after %v: %s", r.Connected, r.Err)
+			}
+			return r
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatal("timed out waiting for the client's first connection")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -653,10 +725,7 @@ func TestLabMigratesToDirectWhenUDPUnblocked(t *testing.T) {
 	l.blockClientUDP()
 	c.Mode = "migrate"
 	l.start("cli", "client", c)
-	var first clientResult
-	if err := json.Unmarshal(l.wait("client.connected", 30*time.Second), &first); err != nil {
-		t.Fatal(err)
-	}
+	first := l.waitConnected(30 * time.Second)
 	if first.Path.Path != PathRelay || first.Path.Transport != TransportTLS {
 		t.Fatalf("first path = %+v, want relay over tls", first.Path)
 	}
@@ -695,10 +764,7 @@ func TestLabRelayRestartDuringRelayedSession(t *testing.T) {
 	l.blockClientUDP() // keeps the session on the relay (over TLS)
 	c.Mode = "restart"
 	l.start("cli", "client", c)
-	var first clientResult
-	if err := json.Unmarshal(l.wait("client.connected", 30*time.Second), &first); err != nil {
-		t.Fatal(err)
-	}
+	first := l.waitConnected(30 * time.Second)
 	if first.Path.Path != PathRelay {
 		t.Fatalf("first path = %+v, want relay", first.Path)
 	}
@@ -725,7 +791,7 @@ func TestLabClientAddressChangeDuringTransfer(t *testing.T) {
 	c := l.run()
 	c.Mode = "roam"
 	l.start("cli", "client", c)
-	l.wait("client.connected", 30*time.Second)
+	l.waitConnected(30 * time.Second)
 	time.Sleep(time.Second)
 	// The client moves to a new address: its NAT maps it to a new port, which
 	// the connector's NAT does not let in until the connector punches it.

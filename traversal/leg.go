@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -40,11 +41,27 @@ type leg struct {
 // openLeg connects to relay r's signaling service, sends the offer and starts
 // candidate gathering (server-reflexive, TURN) and checks.
 func (d *Dialer) openLeg(ctx context.Context, c controlapi.ConnectorInfo, r controlapi.RelayInfo, cert *tls.Certificate, token string) (*leg, error) {
+	// The server-reflexive address is learned while signaling connects, so
+	// that the offer carries it: the connector then primes its NAT towards
+	// it before answering, and our checks, which start on the answer, find
+	// that NAT open for them.
+	var srflx chan string
+	if !d.cfg.NoDirect {
+		srflx = make(chan string, 1)
+		go func() { srflx <- d.quickReflexive(ctx, r) }()
+	}
 	sig, _, err := dialSignal(ctx, r, cert, &sigwire.Message{Type: sigwire.TypeHello, Role: sigwire.RoleClient, Connector: c.ID, Token: token})
 	if err != nil {
 		return nil, err
 	}
 	l := &leg{d: d, ci: c, relay: r, sig: sig, s: newSession(d.log.With("connector", c.ID)), sigErr: make(chan error, 1)}
+	offer := l.hostCands()
+	if srflx != nil {
+		if a := <-srflx; a != "" {
+			l.srflx = a
+			offer = append([]sigwire.Candidate{{Type: sigwire.CandSrflx, Addr: a}}, offer...)
+		}
+	}
 	// The leg outlives the dial: it serves path upgrades for the connection.
 	l.ctx, l.cancel = context.WithCancel(d.ctx)
 	l.s.attach(d.m)
@@ -52,7 +69,7 @@ func (d *Dialer) openLeg(ctx context.Context, c controlapi.ConnectorInfo, r cont
 	go func() { defer l.wg.Done(); l.s.run(l.ctx) }()
 	go func() { defer l.wg.Done(); l.readSignal() }()
 	go func() { defer l.wg.Done(); l.keepalive() }()
-	if err := sig.Write(&sigwire.Message{Type: sigwire.TypeOffer, Ufrag: l.s.lufrag, Pwd: l.s.lpwd, Candidates: l.hostCands()}); err != nil {
+	if err := sig.Write(&sigwire.Message{Type: sigwire.TypeOffer, Ufrag: l.s.lufrag, Pwd: l.s.lpwd, Candidates: offer}); err != nil {
 		l.close()
 		return nil, fmt.Errorf("%w: offer: %w", ErrSignaling, err)
 	}
@@ -129,7 +146,7 @@ func (l *leg) hostCands() []sigwire.Candidate {
 	if l.d.cfg.NoDirect {
 		return nil
 	}
-	return hostCandidates(l.d.udp.LocalAddr())
+	return hostCandidates(l.d.udp.LocalAddr(), append(append([]netip.Prefix(nil), DefaultExcludedPrefixes...), l.d.cfg.ExcludePrefixes...))
 }
 
 func (l *leg) fail(err error) {
@@ -178,14 +195,18 @@ func (l *leg) readSignal() {
 }
 
 func (l *leg) addRemotes(cs []sigwire.Candidate) {
-	addrs := resolveCandidates(cs)
+	typed := resolveCandidates(cs)
+	var addrs []*net.UDPAddr
+	for _, x := range typed {
+		addrs = append(addrs, x.addr)
+	}
 	l.mu.Lock()
 	l.remotes = append(l.remotes, addrs...)
 	al := l.alloc
 	l.mu.Unlock()
 	if !l.d.cfg.NoDirect {
-		for _, x := range addrs {
-			l.s.addTarget(l.d.m, x)
+		for _, x := range typed {
+			l.s.addTarget(l.d.m, x.addr, x.kind)
 		}
 	}
 	if al != nil {
@@ -209,6 +230,36 @@ func (l *leg) reflexiveChanged(ctx context.Context) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return before != "" && l.srflx != before
+}
+
+// lateReflexiveHold holds our checks after a server-reflexive address that
+// missed the offer was sent (about one signaling round trip through the relay).
+const lateReflexiveHold = 500 * time.Millisecond
+
+// quickReflexiveWait bounds the server-reflexive probe before an offer (UDP
+// may be blocked: the offer must not wait long for it).
+const quickReflexiveWait = 400 * time.Millisecond
+
+// quickReflexive returns the plain socket's server-reflexive address seen by
+// relay r, or "" when none answered within quickReflexiveWait.
+func (d *Dialer) quickReflexive(ctx context.Context, r controlapi.RelayInfo) string {
+	server, err := net.ResolveUDPAddr("udp", r.UDPAddr)
+	if err != nil {
+		return ""
+	}
+	req, err := stunBinding()
+	if err != nil {
+		return ""
+	}
+	resp, err := d.m.transact(ctx, req, server, quickReflexiveWait)
+	if err != nil {
+		return ""
+	}
+	a, err := mappedAddr(resp.msg)
+	if err != nil {
+		return ""
+	}
+	return a.String()
 }
 
 // signalDead is how long a signaling connection may stay silent.
@@ -239,7 +290,11 @@ func (l *leg) refreshReflexive(ctx context.Context) {
 	if old != "" {
 		l.d.log.Info("server-reflexive address changed", "relay", l.relay.Name, "old", old, "new", addr)
 	} else {
+		// Learned after the offer: the connector primes its NAT when this
+		// candidate reaches it; until then our checks would reach its NAT
+		// first (and make it map the connector's packets to a new port).
 		l.d.log.Debug("server-reflexive address", "relay", l.relay.Name, "addr", addr)
+		l.s.hold(lateReflexiveHold)
 	}
 	_ = l.sig.Write(&sigwire.Message{Type: sigwire.TypeCandidate, Candidates: []sigwire.Candidate{{Type: sigwire.CandSrflx, Addr: addr}}})
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/traversal/sigwire"
 )
 
 // Repair timing.
@@ -73,7 +74,7 @@ func (d *Dialer) maintain(conn *quic.Conn, st *dialState, c controlapi.Connector
 			}
 		}
 		if relayed && !d.cfg.NoDirect && remote != nil {
-			l.s.addTarget(d.m, remote)
+			l.s.addTarget(d.m, remote, sigwire.CandSrflx)
 			if l.s.isValidated(d.m, remote.String()) {
 				if err := d.migrate(ctx, conn, st, d.tr, PathInfo{Path: PathDirect, Transport: TransportUDP, RemoteAddr: remote.String()}); err != nil {
 					d.log.Info("migration to direct path failed", "connector", c.ID, "err", err)
