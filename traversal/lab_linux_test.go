@@ -68,6 +68,8 @@ type labConfig struct {
 	// every cell its own: the relay's per-principal quota counts endpoints
 	// of earlier cells for 3 minutes).
 	Principal string
+	// DialTimeout bounds the client's first dial (default 20 s).
+	DialTimeout time.Duration
 }
 
 func (w *world) export(dir string) labConfig {
@@ -161,6 +163,8 @@ type clientResult struct {
 	Switched  time.Duration
 	Connected time.Duration
 	FirstByte time.Duration // from the start of the dial to the first echo
+	MovedAt   time.Time     // "udpdeath": when the path was first seen relayed
+	MaxStall  time.Duration // "udpdeath": the longest echo round trip
 }
 
 func writeResult(t *testing.T, dir, name string, v any) {
@@ -196,7 +200,11 @@ func labClient(t *testing.T, w *world, c labConfig) {
 	defer d.Close()
 	var res clientResult
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	dialTimeout := 20 * time.Second
+	if c.DialTimeout > 0 {
+		dialTimeout = c.DialTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
 	conn, p, err := d.Dial(ctx, w.connectorInfo(), w.clientTLS(), nil)
 	cancel()
 	res.Connected = time.Since(start)
@@ -241,7 +249,7 @@ func labClient(t *testing.T, w *world, c labConfig) {
 		return
 	}
 	n := 50
-	if c.Mode == "migrate" || c.Mode == "restart" {
+	if c.Mode == "migrate" || c.Mode == "restart" || c.Mode == "udpdeath" {
 		writeResult(t, c.Dir, "client.connected", res)
 		n = 0
 	}
@@ -268,6 +276,33 @@ func labClient(t *testing.T, w *world, c labConfig) {
 				after++
 			}
 			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if c.Mode == "udpdeath" {
+		// An SSH-like session: one stream echoing small lines while UDP
+		// dies under the direct path; it may stall, it must not break,
+		// and it must end up relayed.
+		readTimeout = 30 * time.Second
+		deadline := time.Now().Add(60 * time.Second)
+		after := 0
+		for time.Now().Before(deadline) && after < 5 {
+			t0 := time.Now()
+			if err := round(); err != nil {
+				res.Err = err.Error()
+				break
+			}
+			res.MaxStall = max(res.MaxStall, time.Since(t0))
+			res.Final, _ = d.Path(conn)
+			if res.Final.Path == PathRelay {
+				if res.MovedAt.IsZero() {
+					res.MovedAt = time.Now()
+				}
+				after++
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if after < 5 && res.Err == "" {
+			res.Err = "the connection never moved onto a relay"
 		}
 	}
 	if c.Mode == "restart" {
@@ -745,6 +780,33 @@ func TestLabMigratesToDirectWhenUDPUnblocked(t *testing.T) {
 		t.Fatalf("migration took %v", took)
 	}
 	t.Logf("migrated to direct %s %v after unblocking, %d echoes on one stream", r.Final.RemoteAddr, time.Since(unblocked), r.Echoes)
+}
+
+// TestLabDirectMovesToRelayWhenUDPDies: a long stream on a direct path
+// keeps echoing after the client's network blocks UDP: the same QUIC
+// connection moves onto the relay over TLS.
+func TestLabDirectMovesToRelayWhenUDPDies(t *testing.T) {
+	l := newLab(t, "masquerade", "masquerade")
+	c := l.run()
+	c.Mode = "udpdeath"
+	l.start("cli", "client", c)
+	first := l.waitConnected(30 * time.Second)
+	if first.Path.Path != PathDirect {
+		t.Fatalf("first path = %+v, want direct", first.Path)
+	}
+	blocked := time.Now()
+	l.blockClientUDP()
+	var r clientResult
+	if err := json.Unmarshal(l.wait("client.result", 90*time.Second), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Err != "" {
+		t.Fatalf("stream did not survive UDP's death: %+v", r)
+	}
+	if r.Final.Path != PathRelay || r.Final.Transport != TransportTLS {
+		t.Fatalf("final path = %+v, want relay over tls", r.Final)
+	}
+	t.Logf("moved onto relay/tls %v after UDP was blocked; longest echo %v; %d echoes on one stream", r.MovedAt.Sub(blocked).Round(time.Millisecond), r.MaxStall.Round(time.Millisecond), r.Echoes)
 }
 
 func TestLabWrongTURNCredentialRefused(t *testing.T) {

@@ -34,6 +34,7 @@ type leg struct {
 	remotes  []*net.UDPAddr
 	closed   bool
 	srflx    string
+	udpQuiet bool // the relay did not answer our STUN before the offer
 	carried  bool // a QUIC path has used the allocation's transport
 	released bool // the unused allocation was freed
 }
@@ -60,6 +61,8 @@ func (d *Dialer) openLeg(ctx context.Context, c controlapi.ConnectorInfo, r cont
 		if a := <-srflx; a != "" {
 			l.srflx = a
 			offer = append([]sigwire.Candidate{{Type: sigwire.CandSrflx, Addr: a}}, offer...)
+		} else {
+			l.udpQuiet = true
 		}
 	}
 	// The leg outlives the dial: it serves path upgrades for the connection.
@@ -360,6 +363,14 @@ func (l *leg) race(ctx context.Context, creds controlapi.TURNCredentials) *alloc
 	}
 	timer := time.NewTimer(l.d.cfg.TLSFallbackDelay)
 	defer timer.Stop()
+	l.mu.Lock()
+	quiet := l.udpQuiet
+	l.mu.Unlock()
+	if quiet {
+		// UDP to this relay already went unanswered: UDP is probably
+		// blocked, and TLS need not wait its turn.
+		startTLS()
+	}
 	var won *allocation
 	for pending > 0 {
 		select {
