@@ -81,8 +81,9 @@ type Dialer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	conns map[*quic.Conn]*dialState
+	mu       sync.Mutex
+	conns    map[*quic.Conn]*dialState
+	failures map[string]failure // connector id -> last failed dial (Diagnose)
 
 	releaseAfter time.Duration
 }
@@ -328,15 +329,21 @@ func (d *Dialer) track(conn *quic.Conn, st *dialState) {
 
 // dialVia runs signaling and checks through relay r and dials QUIC on the
 // first pair that validates.
-func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r controlapi.RelayInfo, cert *tls.Certificate, tlsConf *tls.Config, qc *quic.Config, token string) (*quic.Conn, PathInfo, error) {
+func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r controlapi.RelayInfo, cert *tls.Certificate, tlsConf *tls.Config, qc *quic.Config, token string) (_ *quic.Conn, _ PathInfo, err error) {
 	l, err := d.openLeg(ctx, c, r, cert, token)
 	if err != nil {
+		d.noteFailure(c.ID, r.Name, nil, err)
 		return nil, PathInfo{}, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
+			if err != nil {
+				d.noteFailure(c.ID, r.Name, l.s.pairs(), err)
+			}
 			l.close()
+		} else {
+			d.clearFailure(c.ID)
 		}
 	}()
 	for {

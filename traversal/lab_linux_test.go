@@ -70,7 +70,13 @@ type labConfig struct {
 	Principal string
 	// DialTimeout bounds the client's first dial (default 20 s).
 	DialTimeout time.Duration
+	// Relay2 is a second relay (role "relay2", on labRelay2IP) for the
+	// netcheck test.
+	Relay2 *controlapi.RelayInfo
 }
+
+// labRelay2IP is the second relay's address (netcheck test).
+const labRelay2IP = "203.0.113.2"
 
 func (w *world) export(dir string) labConfig {
 	seed := func(k any) []byte { return k.(ed25519.PrivateKey).Seed() }
@@ -136,6 +142,12 @@ func TestLabHelper(t *testing.T) {
 		w.startRelayOn(labRelayIP, labRelayUDP, tlsPort, false)
 		touch(t, c.Dir, "relay.ready")
 		select {}
+	case "relay2":
+		w.startRelayOn(labRelay2IP, labRelayUDP, labRelayTLS, false)
+		touch(t, c.Dir, "relay2.ready")
+		select {}
+	case "netcheck":
+		labNetcheck(t, w, c)
 	case "connector":
 		w.startConnectorOn(ctx, &net.UDPAddr{IP: net.IPv4zero, Port: labConnPort})
 		touch(t, c.Dir, "connector.ready")

@@ -58,6 +58,7 @@ type target struct {
 	inflight  int
 	validated time.Time
 	lastErr   string
+	mapped    string // our address as the peer saw it (its answer's XOR-MAPPED-ADDRESS)
 }
 
 // interval is the pause after a check to a target added at t.added.
@@ -358,6 +359,9 @@ func (s *session) finish(ctx context.Context, m *mux, t *target, rpwd string, wa
 	if ok {
 		t.answered++
 		t.lastErr = ""
+		if a, err := mappedAddr(r.msg); err == nil {
+			t.mapped = a.String()
+		}
 		if t.validated.IsZero() {
 			t.validated = time.Now()
 			first = s.targets[m][k] == t
@@ -386,6 +390,8 @@ type PairInfo struct {
 	Validated bool      `json:"validated"`
 	Since     time.Time `json:"since,omitzero"` // when it validated
 	LastError string    `json:"last_error,omitempty"`
+	// Mapped is our address as the peer saw it in its answer.
+	Mapped string `json:"mapped,omitempty"`
 }
 
 // pairs returns the session's pairs, validated first.
@@ -395,7 +401,7 @@ func (s *session) pairs() []PairInfo {
 	for m, ts := range s.targets {
 		for k, t := range ts {
 			out = append(out, PairInfo{Local: m.kind, Remote: k, Kind: t.kind, Checks: t.sent, Answers: t.answered,
-				Validated: !t.validated.IsZero(), Since: t.validated, LastError: t.lastErr})
+				Validated: !t.validated.IsZero(), Since: t.validated, LastError: t.lastErr, Mapped: t.mapped})
 		}
 	}
 	s.mu.Unlock()
