@@ -48,7 +48,15 @@ type ConnectorAgentConfig struct {
 	// with each offer (audience = this connector) before the connector sends
 	// any check; an error drops the offer.
 	VerifyOffer func(token string) error
-	Logger      *slog.Logger
+	// TURNCredentials and Serve, both set, make a connector whose network
+	// blocks UDP reachable: when a relay's STUN goes unanswered the agent
+	// allocates on that relay over TLS (credentials from the controller,
+	// POST PathTURNCredentials), calls Serve with a QUIC transport over the
+	// allocation (the connector runs its QUIC server on it too, until the
+	// transport closes) and offers the relayed address to clients.
+	TURNCredentials func(ctx context.Context) (controlapi.TURNCredentials, error)
+	Serve           func(tr *quic.Transport)
+	Logger          *slog.Logger
 }
 
 // ConnectorAgent keeps a signaling connection to every listed relay, learns
@@ -63,6 +71,7 @@ type ConnectorAgent struct {
 	relays   map[string]*relayLink // relay id -> link
 	sessions map[string]*connSession
 	srflx    map[string]string // relay id -> mapped address
+	allocs   []*relayAllocation
 	ctx      context.Context
 	wg       sync.WaitGroup
 }
@@ -73,12 +82,18 @@ type relayLink struct {
 	mu     sync.Mutex
 	conn   *sigwire.Conn
 	up     bool
+	// turnBusy: an allocation over TLS on this relay is being made or
+	// is in use (connector_turn.go).
+	turnBusy bool
 }
 
 type connSession struct {
 	s      *session
 	link   *relayLink
 	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	remotes []*net.UDPAddr // the client's candidates (TURN permissions)
 }
 
 // NewConnectorAgent validates cfg.
@@ -218,14 +233,17 @@ func (a *ConnectorAgent) stunLoop(ctx context.Context, l *relayLink) {
 		return
 	}
 	retry := stunRetry
+	failures := 0
 	for {
 		wait := stunRefresh
 		if mapped, err := a.m.reflexive(ctx, server); err == nil {
 			a.setReflexive(l.info, mapped.String())
-			retry = stunRetry
+			retry, failures = stunRetry, 0
 		} else if ctx.Err() == nil {
 			a.log.Debug("STUN to relay", "relay", l.info.Name, "err", err)
 			wait, retry = retry, min(retry*2, stunRefresh)
+			failures++
+			a.stunFailed(ctx, l, failures)
 		}
 		select {
 		case <-ctx.Done():
@@ -373,7 +391,10 @@ func (a *ConnectorAgent) onOffer(ctx context.Context, l *relayLink, c *sigwire.C
 	}
 	s := newSession(a.log.With("session", m.Session))
 	sctx, cancel := context.WithTimeout(ctx, sessionMaxLife)
-	a.sessions[m.Session] = &connSession{s: s, link: l, cancel: cancel}
+	cs := &connSession{s: s, link: l, cancel: cancel}
+	a.sessions[m.Session] = cs
+	remotes := resolveCandidates(m.Candidates)
+	cs.addRemotes(remotes)
 	var cands []sigwire.Candidate
 	cands = append(cands, hostCandidates(a.cfg.Transport.Conn.LocalAddr(), DefaultExcludedPrefixes)...)
 	seen := map[string]bool{}
@@ -383,7 +404,14 @@ func (a *ConnectorAgent) onOffer(ctx context.Context, l *relayLink, c *sigwire.C
 			cands = append(cands, sigwire.Candidate{Type: sigwire.CandSrflx, Addr: x})
 		}
 	}
+	relayed, als := a.joinAllocationsLocked(cs)
+	cands = append(cands, relayed...)
 	a.mu.Unlock()
+	for _, al := range als {
+		if err := al.permit(cs.remoteAddrs()); err != nil {
+			a.log.Debug("TURN permission", "err", err)
+		}
+	}
 	s.attach(a.m)
 	// Open our own NAT's mappings towards the client's candidates before
 	// the answer lets the client's checks reach it, then hold our checks
@@ -391,7 +419,6 @@ func (a *ConnectorAgent) onOffer(ctx context.Context, l *relayLink, c *sigwire.C
 	// the client's NAT before the client has sent through it.
 	s.hold(connectorHold)
 	s.setRemote(m.Ufrag, m.Pwd)
-	remotes := resolveCandidates(m.Candidates)
 	for _, x := range remotes {
 		s.addTarget(a.m, x.addr, x.kind)
 	}
@@ -420,6 +447,7 @@ func (a *ConnectorAgent) onCandidates(m *sigwire.Message) {
 		return
 	}
 	remotes := resolveCandidates(m.Candidates)
+	a.permitOnAllocations(cs.addRemotes(remotes))
 	for _, x := range remotes {
 		a.log.Debug("remote candidate", "session", m.Session, "addr", x.addr.String(), "kind", x.kind)
 		cs.s.addTarget(a.m, x.addr, x.kind)

@@ -94,6 +94,19 @@ type dialState struct {
 	path      PathInfo
 	cur       *leg   // the leg the relayed path (and signaling) uses now
 	legs      []*leg // every leg opened for this connection, closed with it
+	plain     bool   // the connection runs on the dialer's plain socket
+}
+
+func (st *dialState) setPlain(v bool) {
+	st.mu.Lock()
+	st.plain = v
+	st.mu.Unlock()
+}
+
+func (st *dialState) onPlain() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.plain
 }
 
 func (st *dialState) setPath(p PathInfo) {
@@ -308,7 +321,7 @@ func (d *Dialer) dialAddrs(ctx context.Context, c controlapi.ConnectorInfo, tlsC
 	if won == nil {
 		return nil, PathInfo{}, fmt.Errorf("dial connector %s: %w", c.ID, errors.Join(errs...))
 	}
-	d.track(won, &dialState{connector: c.ID, path: p})
+	d.track(won, &dialState{connector: c.ID, path: p, plain: true})
 	return won, p, nil
 }
 
@@ -355,15 +368,15 @@ func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r cont
 			return nil, PathInfo{}, fmt.Errorf("dial connector %s via relay %s: %w", c.ID, r.Name, err)
 		case ev = <-l.s.events:
 		}
-		if ev.m == d.m && d.cfg.NoDirect {
+		if !l.relayedEvent(ev) && d.cfg.NoDirect {
 			continue
 		}
-		if ev.m != d.m && !d.cfg.NoDirect {
+		if l.relayedEvent(ev) && !d.cfg.NoDirect {
 			// A relayed pair validated first: give a direct pair a moment
 			// to validate too before settling on the relay.
 			select {
 			case dev := <-l.s.events:
-				if dev.m == d.m {
+				if !l.relayedEvent(dev) {
 					ev = dev
 				}
 			case <-time.After(directGrace):
@@ -387,7 +400,7 @@ func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r cont
 		if p.Path == PathRelay {
 			l.markCarried()
 		}
-		st := &dialState{connector: c.ID, path: p, cur: l, legs: []*leg{l}}
+		st := &dialState{connector: c.ID, path: p, cur: l, legs: []*leg{l}, plain: tr == d.tr}
 		d.track(conn, st)
 		d.wg.Add(1)
 		go func() {

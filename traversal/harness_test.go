@@ -122,10 +122,12 @@ func (w *world) startConnectorOn(ctx context.Context, at *net.UDPAddr) (*Connect
 	}
 	tr := &quic.Transport{Conn: udp}
 	t.Cleanup(func() { tr.Close(); udp.Close() })
-	ln, err := tr.Listen(&tls.Config{
+	serverTLS := &tls.Config{
 		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{w.connCert},
 		NextProtos: []string{"postern/1"}, ClientAuth: tls.RequireAnyClientCert,
-	}, &quic.Config{KeepAlivePeriod: 5 * time.Second})
+	}
+	serverQUIC := &quic.Config{KeepAlivePeriod: 5 * time.Second}
+	ln, err := tr.Listen(serverTLS, serverQUIC)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +135,23 @@ func (w *world) startConnectorOn(ctx context.Context, at *net.UDPAddr) (*Connect
 	a, err := NewConnectorAgent(ConnectorAgentConfig{
 		Transport:   tr,
 		Certificate: func() (*tls.Certificate, error) { return &w.connClient, nil },
-		Logger:      w.log,
+		// A connector's TURN credential, as the controller issues it
+		// (principal "connector:<id>").
+		TURNCredentials: func(context.Context) (controlapi.TURNCredentials, error) {
+			exp := time.Now().Add(10 * time.Minute)
+			u := controlapi.TURNUsername(exp, "connector:"+w.connID)
+			return controlapi.TURNCredentials{Username: u, Password: controlapi.TURNPassword(w.turnSecret, u), ExpiresAt: exp, Realm: "postern.test"}, nil
+		},
+		// The same QUIC server on an allocation's transport.
+		Serve: func(tr *quic.Transport) {
+			ln, err := tr.Listen(serverTLS, serverQUIC)
+			if err != nil {
+				w.log.Warn("listen on relayed transport", "err", err)
+				return
+			}
+			go serveEcho(ctx, ln)
+		},
+		Logger: w.log,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -149,7 +149,13 @@ func TestLabHelper(t *testing.T) {
 	case "netcheck":
 		labNetcheck(t, w, c)
 	case "connector":
-		w.startConnectorOn(ctx, &net.UDPAddr{IP: net.IPv4zero, Port: labConnPort})
+		a, _ := w.startConnectorOn(ctx, &net.UDPAddr{IP: net.IPv4zero, Port: labConnPort})
+		// Ready once reachable from outside: a server-reflexive address
+		// (UDP works) or an allocation over TLS (UDP blocked).
+		deadline := time.Now().Add(20 * time.Second)
+		for len(a.ReflexiveAddrs()) == 0 && len(a.RelayedAddrs()) == 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
 		touch(t, c.Dir, "connector.ready")
 		select {}
 	case "client":
@@ -251,6 +257,9 @@ func labClient(t *testing.T, w *world, c labConfig) {
 			res.FirstByte = time.Since(start)
 		}
 		res.Echoes++
+		if res.Echoes == 3 {
+			touch(t, c.Dir, "client.echoing") // the session is carrying data
+		}
 		return nil
 	}
 	if c.Mode == "roam" {
@@ -368,6 +377,9 @@ func roamTransfer(t *testing.T, c labConfig, s interface {
 		sent.Write(buf)
 		if _, err := s.Write(buf); err != nil {
 			return "write: " + err.Error()
+		}
+		if off == 1<<20 {
+			touch(t, c.Dir, "client.midway") // 1 MiB sent: the transfer is running
 		}
 		time.Sleep(40 * time.Millisecond)
 	}
@@ -842,7 +854,7 @@ func TestLabRelayRestartDuringRelayedSession(t *testing.T) {
 	if first.Path.Path != PathRelay {
 		t.Fatalf("first path = %+v, want relay", first.Path)
 	}
-	time.Sleep(time.Second)
+	l.wait("client.echoing", 30*time.Second)
 	l.restart("rel", "relay", c)
 	l.wait("relay.ready", 15*time.Second)
 	restarted := time.Now()
@@ -866,7 +878,7 @@ func TestLabClientAddressChangeDuringTransfer(t *testing.T) {
 	c.Mode = "roam"
 	l.start("cli", "client", c)
 	l.waitConnected(30 * time.Second)
-	time.Sleep(time.Second)
+	l.wait("client.midway", 30*time.Second)
 	// The client moves to a new address: its NAT maps it to a new port, which
 	// the connector's NAT does not let in until the connector punches it.
 	l.nsh("cli", "sysctl", "-qw", "net.ipv4.conf.eth.promote_secondaries=1")

@@ -29,14 +29,18 @@ type leg struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	alloc    *allocation
-	remotes  []*net.UDPAddr
-	closed   bool
-	srflx    string
-	udpQuiet bool // the relay did not answer our STUN before the offer
-	carried  bool // a QUIC path has used the allocation's transport
-	released bool // the unused allocation was freed
+	mu      sync.Mutex
+	alloc   *allocation
+	remotes []*net.UDPAddr
+	// peerRelayed are the connector's own relayed addresses (a connector
+	// whose network blocks UDP allocates on a relay over TLS): pairs to
+	// them are relayed paths even from the plain socket.
+	peerRelayed map[string]bool
+	closed      bool
+	srflx       string
+	udpQuiet    bool // the relay did not answer our STUN before the offer
+	carried     bool // a QUIC path has used the allocation's transport
+	released    bool // the unused allocation was freed
 }
 
 // openLeg connects to relay r's signaling service, sends the offer and starts
@@ -132,9 +136,25 @@ func (l *leg) releaseIdleAllocation() {
 	l.d.log.Debug("released unused TURN allocation", "relay", l.relay.Name)
 }
 
+// isPeerRelayed reports whether addr is one of the connector's relayed
+// addresses.
+func (l *leg) isPeerRelayed(addr string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.peerRelayed[addr]
+}
+
+// relayedEvent reports whether a validated pair goes through a relay.
+func (l *leg) relayedEvent(ev pathEvent) bool {
+	return ev.m != l.d.m || l.isPeerRelayed(ev.addr.String())
+}
+
 // pathFor describes a validated pair and returns the transport to use on it.
 func (l *leg) pathFor(ev pathEvent) (PathInfo, *quic.Transport) {
 	if ev.m == l.d.m {
+		if l.isPeerRelayed(ev.addr.String()) {
+			return PathInfo{Path: PathRelay, Transport: TransportUDP, RemoteAddr: ev.addr.String(), Relay: l.relay.Name}, l.d.tr
+		}
 		return PathInfo{Path: PathDirect, Transport: TransportUDP, RemoteAddr: ev.addr.String()}, l.d.tr
 	}
 	l.mu.Lock()
@@ -205,11 +225,28 @@ func (l *leg) addRemotes(cs []sigwire.Candidate) {
 	}
 	l.mu.Lock()
 	l.remotes = append(l.remotes, addrs...)
+	var relayed []*net.UDPAddr
+	for _, x := range typed {
+		if x.kind == sigwire.CandRelay {
+			if l.peerRelayed == nil {
+				l.peerRelayed = map[string]bool{}
+			}
+			l.peerRelayed[x.addr.String()] = true
+			relayed = append(relayed, x.addr)
+		}
+	}
 	al := l.alloc
 	l.mu.Unlock()
 	if !l.d.cfg.NoDirect {
 		for _, x := range typed {
 			l.s.addTarget(l.d.m, x.addr, x.kind)
+		}
+	}
+	if al != nil {
+		// Through our own allocation too (when our UDP is blocked as well,
+		// the relay carries the packets between the two allocations).
+		for _, x := range relayed {
+			l.s.addTarget(al.m, x, sigwire.CandRelay)
 		}
 	}
 	if al != nil {
@@ -332,8 +369,17 @@ func (l *leg) allocate() {
 	}
 	l.alloc = won
 	remotes := append([]*net.UDPAddr(nil), l.remotes...)
+	var peerRelayed []*net.UDPAddr
+	for a := range l.peerRelayed {
+		if ua, err := net.ResolveUDPAddr("udp", a); err == nil {
+			peerRelayed = append(peerRelayed, ua)
+		}
+	}
 	l.mu.Unlock()
 	l.s.attach(won.m)
+	for _, x := range peerRelayed {
+		l.s.addTarget(won.m, x, sigwire.CandRelay)
+	}
 	// The mux reads until the allocation's transport closes (with the
 	// connection), not only while signaling lasts.
 	go func() { _ = won.m.run(l.d.ctx) }()

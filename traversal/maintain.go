@@ -74,11 +74,18 @@ func (d *Dialer) maintain(conn *quic.Conn, st *dialState, c controlapi.Connector
 				continue
 			}
 		}
-		if relayed && !d.cfg.NoDirect && remote != nil {
-			l.s.addTarget(d.m, remote, sigwire.CandSrflx)
+		if relayed && !st.onPlain() && !d.cfg.NoDirect && remote != nil {
+			kind := sigwire.CandSrflx
+			if l.isPeerRelayed(remote.String()) {
+				kind = sigwire.CandRelay
+			}
+			l.s.addTarget(d.m, remote, kind)
 			if l.s.isValidated(d.m, remote.String()) {
-				if err := d.migrate(ctx, conn, st, d.tr, PathInfo{Path: PathDirect, Transport: TransportUDP, RemoteAddr: remote.String()}); err != nil {
-					d.log.Info("migration to direct path failed", "connector", c.ID, "err", err)
+				// Onto the plain socket: a direct path, or, to a
+				// connector's own relayed address, one relay hop less.
+				p, _ := l.pathFor(pathEvent{m: d.m, addr: remote})
+				if err := d.migrate(ctx, conn, st, d.tr, p); err != nil {
+					d.log.Info("migration to the plain socket failed", "connector", c.ID, "err", err)
 				}
 			}
 		}
@@ -177,6 +184,7 @@ func (d *Dialer) migrate(ctx context.Context, conn *quic.Conn, st *dialState, tr
 		return fmt.Errorf("switch to %s path: %w", p.Path, err)
 	}
 	st.setPath(p)
+	st.setPlain(tr == d.tr)
 	d.log.Info("connection moved", "connector", st.connector, "path", p.Path, "transport", p.Transport, "remote", p.RemoteAddr)
 	if d.cfg.OnPathChange != nil {
 		d.cfg.OnPathChange(st.connector, p)
@@ -252,6 +260,7 @@ func (d *Dialer) repairVia(ctx context.Context, conn *quic.Conn, st *dialState, 
 				// Same socket, same connector address: the punch reopened
 				// the path and QUIC follows the new mapping by itself.
 				st.setPath(p)
+				st.setPlain(true)
 			} else if err := d.migrate(ctx, conn, st, tr, p); err != nil {
 				d.log.Info("repair: migrate", "relay", r.Name, "err", err)
 				continue
