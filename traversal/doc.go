@@ -13,7 +13,12 @@
 // a relay, over UDP or, when UDP is blocked, over TLS). The connector needs
 // no allocation: its checks to the client's relayed address open its NAT
 // towards the relay, and the client's QUIC over TURN reaches the connector's
-// ordinary socket. Host candidates leave out tunnels (point-to-point links,
+// ordinary socket. A connector whose own network blocks UDP (its STUN to a
+// relay goes unanswered) allocates on that relay over TLS when
+// ConnectorAgentConfig has TURNCredentials and Serve: its QUIC server runs on
+// the allocation too, and it offers the relayed address, which clients reach
+// over UDP from their plain socket or, when their UDP is blocked as well,
+// through their own allocation. Host candidates leave out tunnels (point-to-point links,
 // wg*, tun*, utun*, tailscale*, ...) and the synthetic ranges
 // (DefaultExcludedPrefixes, plus DialerConfig.ExcludePrefixes).
 //
