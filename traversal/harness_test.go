@@ -39,6 +39,16 @@ type world struct {
 	devCert    tls.Certificate
 	relayCert  tls.Certificate
 	log        *slog.Logger
+	// principal is the client's user (token subject and TURN principal);
+	// "" is "user-1".
+	principal string
+}
+
+func (w *world) user() string {
+	if w.principal != "" {
+		return w.principal
+	}
+	return "user-1"
 }
 
 func testLogger() *slog.Logger {
@@ -193,7 +203,7 @@ func (w *world) token(aud string) string {
 		PrincipalKind: "user", Device: "dev-1",
 		ConnectorCertSHA256: pki.CertDigest(w.connCert.Certificate[0]),
 		Cnf:                 ctoken.Confirmation{JKT: pki.KeyThumbprint(w.devKey.Public().(ed25519.PublicKey))},
-		RegisteredClaims: jwt.RegisteredClaims{Subject: "user-1", Audience: jwt.ClaimStrings{aud},
+		RegisteredClaims: jwt.RegisteredClaims{Subject: w.user(), Audience: jwt.ClaimStrings{aud},
 			ExpiresAt: jwt.NewNumericDate(time.Now().Add(5 * time.Minute))},
 	})
 	if err != nil {
@@ -204,7 +214,7 @@ func (w *world) token(aud string) string {
 
 func (w *world) creds() controlapi.TURNCredentials {
 	exp := time.Now().Add(10 * time.Minute)
-	u := controlapi.TURNUsername(exp, "user-1")
+	u := controlapi.TURNUsername(exp, w.user())
 	return controlapi.TURNCredentials{Username: u, Password: controlapi.TURNPassword(w.turnSecret, u), ExpiresAt: exp, Realm: "postern.test"}
 }
 

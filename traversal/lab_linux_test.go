@@ -58,9 +58,10 @@ type labConfig struct {
 	BadCreds   bool
 	// RelayTLSPort overrides labRelayTLS (the matrix's relay listens on 443).
 	RelayTLSPort string
-	// Principal, if set, names the client's TURN principal (the matrix gives
-	// every cell its own: the relay's per-principal quota counts endpoints
-	// of earlier cells for 3 minutes).
+	// Principal, if set, names the client's user, in its Connection Token
+	// and its TURN credential alike (the matrix gives every cell its own:
+	// the relay's per-principal quota counts endpoints of earlier cells for
+	// 3 minutes).
 	Principal string
 	// DialTimeout bounds the client's first dial (default 20 s).
 	DialTimeout time.Duration
@@ -106,7 +107,7 @@ func worldFrom(t *testing.T, c labConfig) *world {
 		jwks: jwks, turnSecret: c.Secret, connID: c.ConnID, relayInfo: c.Relay,
 		connCert: cert(c.ConnCert, c.ConnSeed), connClient: cert(c.ConnClient, c.ConnCSeed),
 		devKey: ed25519.NewKeyFromSeed(c.DevSeed), devCert: cert(c.DevCert, c.DevSeed),
-		relayCert: cert(c.RelayCert, c.RelaySeed), log: testLogger(),
+		relayCert: cert(c.RelayCert, c.RelaySeed), log: testLogger(), principal: c.Principal,
 	}
 }
 

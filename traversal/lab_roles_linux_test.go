@@ -100,13 +100,6 @@ func labClient(t *testing.T, w *world, c labConfig) {
 	cfg := w.dialerConfig([]controlapi.RelayInfo{c.Relay})
 	cfg.ListenAddr = "0.0.0.0:0"
 	cfg.TLSFallbackDelay = time.Second
-	if c.Principal != "" {
-		cfg.TURNCredentials = func(context.Context) (controlapi.TURNCredentials, error) {
-			exp := time.Now().Add(10 * time.Minute)
-			u := controlapi.TURNUsername(exp, c.Principal)
-			return controlapi.TURNCredentials{Username: u, Password: controlapi.TURNPassword(w.turnSecret, u), ExpiresAt: exp, Realm: "postern.test"}, nil
-		}
-	}
 	if c.BadCreds {
 		cfg.NoDirect = true
 		cfg.TURNCredentials = func(context.Context) (controlapi.TURNCredentials, error) {
