@@ -137,7 +137,10 @@ func (a *ConnectorAgent) permitOnAllocations(addrs []*net.UDPAddr) {
 	}
 }
 
-// remoteAddrs returns the client's candidate addresses known so far.
+// remoteAddrs returns the client's candidate addresses to permit on the
+// connector's allocations: every one but host candidates (private addresses
+// are no use through a relay, and relays may refuse the whole permission
+// request for one of them).
 func (cs *connSession) remoteAddrs() []*net.UDPAddr {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
@@ -147,7 +150,9 @@ func (cs *connSession) remoteAddrs() []*net.UDPAddr {
 func (cs *connSession) addRemotes(xs []typedAddr) []*net.UDPAddr {
 	var addrs []*net.UDPAddr
 	for _, x := range xs {
-		addrs = append(addrs, x.addr)
+		if x.kind != sigwire.CandHost {
+			addrs = append(addrs, x.addr)
+		}
 	}
 	cs.mu.Lock()
 	cs.remotes = append(cs.remotes, addrs...)
