@@ -12,6 +12,8 @@ var (
 	ErrUnknownProgram = errors.New("unknown lab program")
 	// ErrUnknownRouter names a router the lab does not have.
 	ErrUnknownRouter = errors.New("unknown lab router")
+	// ErrUnknownNATKind names a NAT behaviour the lab's routers lack.
+	ErrUnknownNATKind = errors.New("unknown NAT kind")
 	// ErrUnknownNode names a node the lab does not have.
 	ErrUnknownNode = errors.New("unknown lab node")
 	// ErrMissingBinary is returned when a program is missing from the bin directory.

@@ -78,6 +78,18 @@ func (l *Lab) SymmetricNAT(ctx context.Context, router string, on bool) error {
 	return l.FlushConntrack(router)
 }
 
+// SetNAT gives a router another NAT behaviour (NATEIM is the default);
+// existing mappings are flushed so the change applies at once.
+func (l *Lab) SetNAT(ctx context.Context, router string, kind NATKind) error {
+	if _, err := ParseNATKind(string(kind)); err != nil {
+		return err
+	}
+	if err := l.changeRouter(ctx, router, func(f *routerFaults) { f.nat = kind }); err != nil {
+		return err
+	}
+	return l.FlushConntrack(router)
+}
+
 // DropPercent drops pct percent (0-100) of the packets crossing a router's
 // WAN in each direction; 0 stops dropping.
 func (l *Lab) DropPercent(ctx context.Context, router string, pct int) error {

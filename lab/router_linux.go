@@ -32,6 +32,48 @@ type routerFaults struct {
 	blockUDP  bool
 	symmetric bool
 	dropPct   int
+	nat       NATKind // "" is NATEIM
+}
+
+// NATKind is a router's NAT behaviour (SetNAT).
+type NATKind string
+
+// NAT kinds, after RFC 4787's mapping and filtering behaviours.
+const (
+	// NATEIM: endpoint-independent mapping, address-and-port-dependent
+	// filtering (masquerade), unsolicited packets to the router dropped.
+	// The default.
+	NATEIM NATKind = "eim-apdf"
+	// NATPortClash: NATEIM without the input firewall: a peer's packet
+	// that reaches the router before its LAN host has sent to that peer
+	// becomes a conntrack entry, and masquerade then gives the host's own
+	// packets to the peer another source port.
+	NATPortClash NATKind = "port-clash"
+	// NATFullCone: endpoint-independent mapping and filtering: masquerade
+	// keeping the port, and inbound UDP to the router's address forwarded
+	// (same port) to the LAN's first host (ClientIP at home, ConnectorAIP
+	// at the office).
+	NATFullCone NATKind = "full-cone"
+	// NATSymmetric: endpoint-dependent mapping (masquerade random), as
+	// SymmetricNAT.
+	NATSymmetric NATKind = "symmetric"
+)
+
+// ParseNATKind checks a NAT kind's name.
+func ParseNATKind(s string) (NATKind, error) {
+	switch k := NATKind(s); k {
+	case NATEIM, NATPortClash, NATFullCone, NATSymmetric:
+		return k, nil
+	}
+	return "", fmt.Errorf("%w %q (want %s, %s, %s or %s)", ErrUnknownNATKind, s, NATEIM, NATPortClash, NATFullCone, NATSymmetric)
+}
+
+// fullConeHost is the LAN host a full-cone router forwards inbound UDP to.
+func fullConeHost(kind routerKind) string {
+	if kind == routerCorp {
+		return ConnectorAIP
+	}
+	return ClientIP
 }
 
 const nftTable = "postern_lab"
@@ -49,7 +91,9 @@ func (l *Lab) routerRuleset(rs *routerState) string {
 	// conntrack entry for the router's own address and port, and masquerade
 	// then picks another source port for the LAN host: hole punching
 	// through an endpoint-independent NAT would fail.
-	b.WriteString("  chain input {\n    type filter hook input priority 0; policy accept;\n    iifname \"wan\" ct state new drop\n  }\n")
+	if rs.f.nat != NATPortClash {
+		b.WriteString("  chain input {\n    type filter hook input priority 0; policy accept;\n    iifname \"wan\" ct state new drop\n  }\n")
+	}
 	b.WriteString("  chain forward {\n    type filter hook forward priority 0; policy accept;\n")
 	if rs.f.blockAll {
 		b.WriteString("    iifname \"wan\" drop\n    oifname \"wan\" drop\n")
@@ -68,6 +112,9 @@ func (l *Lab) routerRuleset(rs *routerState) string {
 	}
 	if rs.kind == routerCorp {
 		b.WriteString("    iifname \"wan\" ct state established,related accept\n")
+		if rs.f.nat == NATFullCone {
+			b.WriteString("    iifname \"wan\" ct status dnat accept\n")
+		}
 		if l.opts.ReachableConnectors {
 			fmt.Fprintf(&b, "    iifname \"wan\" ip daddr { %s, %s } meta l4proto udp accept\n", ConnectorAIP, ConnectorBIP)
 			fmt.Fprintf(&b, "    iifname \"wan\" ip daddr { %s, %s } icmp type echo-request accept\n", ConnectorAIP, ConnectorBIP)
@@ -76,12 +123,19 @@ func (l *Lab) routerRuleset(rs *routerState) string {
 	}
 	b.WriteString("  }\n")
 	b.WriteString("  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n")
-	if rs.f.symmetric {
+	switch {
+	case rs.f.symmetric || rs.f.nat == NATSymmetric:
 		b.WriteString("    oifname \"wan\" masquerade random\n")
-	} else {
+	case rs.f.nat == NATFullCone:
+		b.WriteString("    oifname \"wan\" masquerade persistent\n")
+	default:
 		b.WriteString("    oifname \"wan\" masquerade\n")
 	}
-	b.WriteString("  }\n}\n")
+	b.WriteString("  }\n")
+	if rs.f.nat == NATFullCone {
+		fmt.Fprintf(&b, "  chain prerouting {\n    type nat hook prerouting priority -100; policy accept;\n    iifname \"wan\" meta l4proto udp dnat ip to %s\n  }\n", fullConeHost(rs.kind))
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 

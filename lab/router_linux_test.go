@@ -1,6 +1,9 @@
 package lab
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -34,5 +37,71 @@ func TestRouterRuleset(t *testing.T) {
 	l.opts.ReachableConnectors = true
 	if rs = l.routerRuleset(corp); !strings.Contains(rs, ConnectorAIP) {
 		t.Fatalf("reachable corporate router:\n%s", rs)
+	}
+}
+
+// TestRouterNATKinds: each NAT kind's ruleset, and a bad kind refused.
+func TestRouterNATKinds(t *testing.T) {
+	l := &Lab{}
+	home := &routerState{name: RouterHome, kind: routerHome}
+	home.f.nat = NATPortClash
+	if rs := l.routerRuleset(home); strings.Contains(rs, "hook input") || !strings.Contains(rs, "oifname \"wan\" masquerade\n") {
+		t.Errorf("port-clash router keeps its input firewall or lost masquerade:\n%s", rs)
+	}
+	home.f.nat = NATFullCone
+	rs := l.routerRuleset(home)
+	for _, want := range []string{"masquerade persistent", "hook prerouting", "meta l4proto udp dnat ip to " + ClientIP, "ct state new drop"} {
+		if !strings.Contains(rs, want) {
+			t.Errorf("full-cone home router lacks %q:\n%s", want, rs)
+		}
+	}
+	corp := &routerState{name: RouterCorp, kind: routerCorp, f: routerFaults{nat: NATFullCone}}
+	rs = l.routerRuleset(corp)
+	if !strings.Contains(rs, "dnat ip to "+ConnectorAIP) || !strings.Contains(rs, "ct status dnat accept") {
+		t.Errorf("full-cone corporate router:\n%s", rs)
+	}
+	if strings.Index(rs, "ct status dnat accept") > strings.Index(rs, "iifname \"wan\" drop") {
+		t.Errorf("full-cone corporate router drops forwarded inbound UDP before accepting it:\n%s", rs)
+	}
+	home.f.nat = NATSymmetric
+	if rs := l.routerRuleset(home); !strings.Contains(rs, "masquerade random") {
+		t.Errorf("symmetric router:\n%s", rs)
+	}
+	if _, err := ParseNATKind("cone"); err == nil || !strings.Contains(err.Error(), "cone") {
+		t.Errorf("ParseNATKind(cone) = %v", err)
+	}
+	for _, k := range []NATKind{NATEIM, NATPortClash, NATFullCone, NATSymmetric} {
+		if got, err := ParseNATKind(string(k)); err != nil || got != k {
+			t.Errorf("ParseNATKind(%s) = %v, %v", k, got, err)
+		}
+	}
+}
+
+// TestRouterRulesetsApply: nftables accepts every router ruleset (each NAT
+// kind, home and corporate, with faults), checked in a throwaway namespace.
+func TestRouterRulesetsApply(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root (a network namespace)")
+		}
+		t.Skip("needs root (a network namespace)")
+	}
+	ns := fmt.Sprintf("pstnat%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v %s", err, out)
+	}
+	defer exec.Command("ip", "netns", "del", ns).Run()
+	for _, rk := range []routerKind{routerHome, routerCorp} {
+		for _, nk := range []NATKind{"", NATEIM, NATPortClash, NATFullCone, NATSymmetric} {
+			for _, f := range []routerFaults{{nat: nk}, {nat: nk, blockUDP: true, dropPct: 5}} {
+				l := &Lab{opts: Options{ReachableConnectors: rk == routerCorp}}
+				rules := l.routerRuleset(&routerState{name: "r", kind: rk, f: f})
+				cmd := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+				cmd.Stdin = strings.NewReader(rules)
+				if out, err := cmd.CombinedOutput(); err != nil {
+					t.Errorf("router kind %d, %+v: nft refused: %v %s\n%s", rk, f, err, out, rules)
+				}
+			}
+		}
 	}
 }

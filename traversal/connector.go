@@ -17,7 +17,12 @@ import (
 
 // Connector-side timing.
 const (
-	stunRefresh      = 25 * time.Second // keeps the NAT mapping towards each relay fresh
+	stunRefresh = 25 * time.Second // keeps the NAT mapping towards each relay fresh
+	stunRetry   = time.Second      // first retry after a failed STUN (doubling up to stunRefresh)
+	// connectorHold is how long the connector holds its checks to a
+	// client's punchable candidates after priming its NAT and answering,
+	// unless the client's first check arrives sooner (see session.hold).
+	connectorHold    = time.Second
 	signalPing       = 20 * time.Second
 	maxBackoff       = 30 * time.Second
 	sessionMaxLife   = 24 * time.Hour
@@ -43,7 +48,15 @@ type ConnectorAgentConfig struct {
 	// with each offer (audience = this connector) before the connector sends
 	// any check; an error drops the offer.
 	VerifyOffer func(token string) error
-	Logger      *slog.Logger
+	// TURNCredentials and Serve, both set, make a connector whose network
+	// blocks UDP reachable: when a relay's STUN goes unanswered the agent
+	// allocates on that relay over TLS (credentials from the controller,
+	// POST PathTURNCredentials), calls Serve with a QUIC transport over the
+	// allocation (the connector runs its QUIC server on it too, until the
+	// transport closes) and offers the relayed address to clients.
+	TURNCredentials func(ctx context.Context) (controlapi.TURNCredentials, error)
+	Serve           func(tr *quic.Transport)
+	Logger          *slog.Logger
 }
 
 // ConnectorAgent keeps a signaling connection to every listed relay, learns
@@ -58,6 +71,7 @@ type ConnectorAgent struct {
 	relays   map[string]*relayLink // relay id -> link
 	sessions map[string]*connSession
 	srflx    map[string]string // relay id -> mapped address
+	allocs   []*relayAllocation
 	ctx      context.Context
 	wg       sync.WaitGroup
 }
@@ -68,12 +82,18 @@ type relayLink struct {
 	mu     sync.Mutex
 	conn   *sigwire.Conn
 	up     bool
+	// turnBusy: an allocation over TLS on this relay is being made or
+	// is in use (connector_turn.go).
+	turnBusy bool
 }
 
 type connSession struct {
 	s      *session
 	link   *relayLink
 	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	remotes []*net.UDPAddr // the client's candidates (TURN permissions)
 }
 
 // NewConnectorAgent validates cfg.
@@ -87,6 +107,9 @@ func NewConnectorAgent(cfg ConnectorAgentConfig) (*ConnectorAgent, error) {
 	a := &ConnectorAgent{cfg: cfg, log: cfg.Logger.With("part", "traversal"),
 		relays: map[string]*relayLink{}, sessions: map[string]*connSession{}, srflx: map[string]string{}}
 	a.m = newMux(cfg.Transport, "udp", a.log)
+	if uc, ok := cfg.Transport.Conn.(*net.UDPConn); ok {
+		a.m.primer = lowTTLPrimer(uc)
+	}
 	return a, nil
 }
 
@@ -209,29 +232,66 @@ func (a *ConnectorAgent) stunLoop(ctx context.Context, l *relayLink) {
 		a.log.Warn("relay UDP address", "relay", l.info.Name, "err", err)
 		return
 	}
+	retry := stunRetry
+	failures := 0
 	for {
+		wait := stunRefresh
 		if mapped, err := a.m.reflexive(ctx, server); err == nil {
-			s := mapped.String()
-			a.mu.Lock()
-			old := a.srflx[l.info.ID]
-			a.srflx[l.info.ID] = s
-			a.mu.Unlock()
-			if old != s {
-				a.log.Info("server-reflexive address", "relay", l.info.Name, "addr", s)
-				if a.cfg.AdvertiseAddr != nil {
-					a.cfg.AdvertiseAddr(s)
-				}
-				if old != "" && a.cfg.WithdrawAddr != nil && !a.hasReflexive(old) {
-					a.cfg.WithdrawAddr(old)
-				}
-			}
+			a.setReflexive(l.info, mapped.String())
+			retry, failures = stunRetry, 0
 		} else if ctx.Err() == nil {
 			a.log.Debug("STUN to relay", "relay", l.info.Name, "err", err)
+			wait, retry = retry, min(retry*2, stunRefresh)
+			failures++
+			a.stunFailed(ctx, l, failures)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(stunRefresh):
+		case <-time.After(wait):
+		}
+	}
+}
+
+// setReflexive records the server-reflexive address seen by relay r. A new
+// one is advertised, and trickled to every running session (a session whose
+// offer came before the connector knew it would otherwise never check it,
+// and the client would never permit it on its TURN allocation).
+func (a *ConnectorAgent) setReflexive(r controlapi.RelayInfo, s string) {
+	a.mu.Lock()
+	old := a.srflx[r.ID]
+	a.srflx[r.ID] = s
+	type out struct {
+		id   string
+		link *relayLink
+	}
+	var sessions []out
+	if old != s {
+		for id, cs := range a.sessions {
+			sessions = append(sessions, out{id, cs.link})
+		}
+	}
+	a.mu.Unlock()
+	if old == s {
+		return
+	}
+	a.log.Info("server-reflexive address", "relay", r.Name, "addr", s)
+	if a.cfg.AdvertiseAddr != nil {
+		a.cfg.AdvertiseAddr(s)
+	}
+	if old != "" && a.cfg.WithdrawAddr != nil && !a.hasReflexive(old) {
+		a.cfg.WithdrawAddr(old)
+	}
+	for _, x := range sessions {
+		x.link.mu.Lock()
+		c := x.link.conn
+		x.link.mu.Unlock()
+		if c == nil {
+			continue
+		}
+		if err := c.Write(&sigwire.Message{Type: sigwire.TypeCandidate, Session: x.id,
+			Candidates: []sigwire.Candidate{{Type: sigwire.CandSrflx, Addr: s}}}); err != nil {
+			a.log.Debug("trickle server-reflexive address", "session", x.id, "err", err)
 		}
 	}
 }
@@ -331,9 +391,12 @@ func (a *ConnectorAgent) onOffer(ctx context.Context, l *relayLink, c *sigwire.C
 	}
 	s := newSession(a.log.With("session", m.Session))
 	sctx, cancel := context.WithTimeout(ctx, sessionMaxLife)
-	a.sessions[m.Session] = &connSession{s: s, link: l, cancel: cancel}
+	cs := &connSession{s: s, link: l, cancel: cancel}
+	a.sessions[m.Session] = cs
+	remotes := resolveCandidates(m.Candidates)
+	cs.addRemotes(remotes)
 	var cands []sigwire.Candidate
-	cands = append(cands, hostCandidates(a.cfg.Transport.Conn.LocalAddr())...)
+	cands = append(cands, hostCandidates(a.cfg.Transport.Conn.LocalAddr(), DefaultExcludedPrefixes)...)
 	seen := map[string]bool{}
 	for _, x := range a.srflx {
 		if !seen[x] {
@@ -341,12 +404,25 @@ func (a *ConnectorAgent) onOffer(ctx context.Context, l *relayLink, c *sigwire.C
 			cands = append(cands, sigwire.Candidate{Type: sigwire.CandSrflx, Addr: x})
 		}
 	}
+	relayed, als := a.joinAllocationsLocked(cs)
+	cands = append(cands, relayed...)
 	a.mu.Unlock()
-	s.attach(a.m)
-	s.setRemote(m.Ufrag, m.Pwd)
-	for _, addr := range resolveCandidates(m.Candidates) {
-		s.addTarget(a.m, addr)
+	for _, al := range als {
+		if err := al.permit(cs.remoteAddrs()); err != nil {
+			a.log.Debug("TURN permission", "err", err)
+		}
 	}
+	s.attach(a.m)
+	// Open our own NAT's mappings towards the client's candidates before
+	// the answer lets the client's checks reach it, then hold our checks
+	// until the client's first check arrives: our packets must not reach
+	// the client's NAT before the client has sent through it.
+	s.hold(connectorHold)
+	s.setRemote(m.Ufrag, m.Pwd)
+	for _, x := range remotes {
+		s.addTarget(a.m, x.addr, x.kind)
+	}
+	a.primeAll(remotes)
 	a.log.Info("offer", "session", m.Session, "principal", m.Principal, "device", m.Device, "candidates", len(m.Candidates))
 	a.wg.Add(1)
 	go func() {
@@ -370,9 +446,25 @@ func (a *ConnectorAgent) onCandidates(m *sigwire.Message) {
 	if cs == nil {
 		return
 	}
-	for _, addr := range resolveCandidates(m.Candidates) {
-		a.log.Debug("remote candidate", "session", m.Session, "addr", addr.String())
-		cs.s.addTarget(a.m, addr)
+	remotes := resolveCandidates(m.Candidates)
+	a.permitOnAllocations(cs.addRemotes(remotes))
+	for _, x := range remotes {
+		a.log.Debug("remote candidate", "session", m.Session, "addr", x.addr.String(), "kind", x.kind)
+		cs.s.addTarget(a.m, x.addr, x.kind)
+	}
+	a.primeAll(remotes)
+}
+
+// primeAll sends a primer to each punchable candidate now (the session's
+// own round primes again later, before its first check).
+func (a *ConnectorAgent) primeAll(cs []typedAddr) {
+	for _, x := range cs {
+		if x.kind == sigwire.CandRelay {
+			continue
+		}
+		if err := a.m.prime(x.addr); err != nil {
+			a.log.Debug("primer", "to", x.addr.String(), "err", err)
+		}
 	}
 }
 

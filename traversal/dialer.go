@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sort"
 	"sync"
@@ -56,6 +57,10 @@ type DialerConfig struct {
 	// TLSFallbackDelay is how long a TURN allocation over UDP may take before
 	// one over TLS is tried in parallel (default 1 s).
 	TLSFallbackDelay time.Duration
+	// ExcludePrefixes are address ranges never offered as host candidates,
+	// in addition to DefaultExcludedPrefixes (the client's synthetic
+	// ranges when it is configured with other ones).
+	ExcludePrefixes []netip.Prefix
 	// NoDirect and NoRelay switch a path kind off (diagnostics, tests).
 	NoDirect, NoRelay bool
 	// OnPathChange is called after a connection moves to another path.
@@ -76,8 +81,9 @@ type Dialer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	conns map[*quic.Conn]*dialState
+	mu       sync.Mutex
+	conns    map[*quic.Conn]*dialState
+	failures map[string]failure // connector id -> last failed dial (Diagnose)
 
 	releaseAfter time.Duration
 }
@@ -88,6 +94,19 @@ type dialState struct {
 	path      PathInfo
 	cur       *leg   // the leg the relayed path (and signaling) uses now
 	legs      []*leg // every leg opened for this connection, closed with it
+	plain     bool   // the connection runs on the dialer's plain socket
+}
+
+func (st *dialState) setPlain(v bool) {
+	st.mu.Lock()
+	st.plain = v
+	st.mu.Unlock()
+}
+
+func (st *dialState) onPlain() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.plain
 }
 
 func (st *dialState) setPath(p PathInfo) {
@@ -144,6 +163,7 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	d := &Dialer{cfg: cfg, log: cfg.Logger.With("part", "traversal"), udp: udp, tr: &quic.Transport{Conn: udp}, conns: map[*quic.Conn]*dialState{}, releaseAfter: releaseAfter}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.m = newMux(d.tr, "udp", d.log)
+	d.m.primer = lowTTLPrimer(udp)
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()
@@ -301,7 +321,7 @@ func (d *Dialer) dialAddrs(ctx context.Context, c controlapi.ConnectorInfo, tlsC
 	if won == nil {
 		return nil, PathInfo{}, fmt.Errorf("dial connector %s: %w", c.ID, errors.Join(errs...))
 	}
-	d.track(won, &dialState{connector: c.ID, path: p})
+	d.track(won, &dialState{connector: c.ID, path: p, plain: true})
 	return won, p, nil
 }
 
@@ -322,15 +342,21 @@ func (d *Dialer) track(conn *quic.Conn, st *dialState) {
 
 // dialVia runs signaling and checks through relay r and dials QUIC on the
 // first pair that validates.
-func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r controlapi.RelayInfo, cert *tls.Certificate, tlsConf *tls.Config, qc *quic.Config, token string) (*quic.Conn, PathInfo, error) {
+func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r controlapi.RelayInfo, cert *tls.Certificate, tlsConf *tls.Config, qc *quic.Config, token string) (_ *quic.Conn, _ PathInfo, err error) {
 	l, err := d.openLeg(ctx, c, r, cert, token)
 	if err != nil {
+		d.noteFailure(c.ID, r.Name, nil, err)
 		return nil, PathInfo{}, err
 	}
 	ok := false
 	defer func() {
 		if !ok {
+			if err != nil {
+				d.noteFailure(c.ID, r.Name, l.s.pairs(), err)
+			}
 			l.close()
+		} else {
+			d.clearFailure(c.ID)
 		}
 	}()
 	for {
@@ -342,15 +368,15 @@ func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r cont
 			return nil, PathInfo{}, fmt.Errorf("dial connector %s via relay %s: %w", c.ID, r.Name, err)
 		case ev = <-l.s.events:
 		}
-		if ev.m == d.m && d.cfg.NoDirect {
+		if !l.relayedEvent(ev) && d.cfg.NoDirect {
 			continue
 		}
-		if ev.m != d.m && !d.cfg.NoDirect {
+		if l.relayedEvent(ev) && !d.cfg.NoDirect {
 			// A relayed pair validated first: give a direct pair a moment
 			// to validate too before settling on the relay.
 			select {
 			case dev := <-l.s.events:
-				if dev.m == d.m {
+				if !l.relayedEvent(dev) {
 					ev = dev
 				}
 			case <-time.After(directGrace):
@@ -374,7 +400,7 @@ func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r cont
 		if p.Path == PathRelay {
 			l.markCarried()
 		}
-		st := &dialState{connector: c.ID, path: p, cur: l, legs: []*leg{l}}
+		st := &dialState{connector: c.ID, path: p, cur: l, legs: []*leg{l}, plain: tr == d.tr}
 		d.track(conn, st)
 		d.wg.Add(1)
 		go func() {

@@ -39,6 +39,16 @@ type world struct {
 	devCert    tls.Certificate
 	relayCert  tls.Certificate
 	log        *slog.Logger
+	// principal is the client's user (token subject and TURN principal);
+	// "" is "user-1".
+	principal string
+}
+
+func (w *world) user() string {
+	if w.principal != "" {
+		return w.principal
+	}
+	return "user-1"
 }
 
 func testLogger() *slog.Logger {
@@ -122,10 +132,12 @@ func (w *world) startConnectorOn(ctx context.Context, at *net.UDPAddr) (*Connect
 	}
 	tr := &quic.Transport{Conn: udp}
 	t.Cleanup(func() { tr.Close(); udp.Close() })
-	ln, err := tr.Listen(&tls.Config{
+	serverTLS := &tls.Config{
 		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{w.connCert},
 		NextProtos: []string{"postern/1"}, ClientAuth: tls.RequireAnyClientCert,
-	}, &quic.Config{KeepAlivePeriod: 5 * time.Second})
+	}
+	serverQUIC := &quic.Config{KeepAlivePeriod: 5 * time.Second}
+	ln, err := tr.Listen(serverTLS, serverQUIC)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +145,23 @@ func (w *world) startConnectorOn(ctx context.Context, at *net.UDPAddr) (*Connect
 	a, err := NewConnectorAgent(ConnectorAgentConfig{
 		Transport:   tr,
 		Certificate: func() (*tls.Certificate, error) { return &w.connClient, nil },
-		Logger:      w.log,
+		// A connector's TURN credential, as the controller issues it
+		// (principal "connector:<id>").
+		TURNCredentials: func(context.Context) (controlapi.TURNCredentials, error) {
+			exp := time.Now().Add(10 * time.Minute)
+			u := controlapi.TURNUsername(exp, "connector:"+w.connID)
+			return controlapi.TURNCredentials{Username: u, Password: controlapi.TURNPassword(w.turnSecret, u), ExpiresAt: exp, Realm: "postern.test"}, nil
+		},
+		// The same QUIC server on an allocation's transport.
+		Serve: func(tr *quic.Transport) {
+			ln, err := tr.Listen(serverTLS, serverQUIC)
+			if err != nil {
+				w.log.Warn("listen on relayed transport", "err", err)
+				return
+			}
+			go serveEcho(ctx, ln)
+		},
+		Logger: w.log,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +203,7 @@ func (w *world) token(aud string) string {
 		PrincipalKind: "user", Device: "dev-1",
 		ConnectorCertSHA256: pki.CertDigest(w.connCert.Certificate[0]),
 		Cnf:                 ctoken.Confirmation{JKT: pki.KeyThumbprint(w.devKey.Public().(ed25519.PublicKey))},
-		RegisteredClaims: jwt.RegisteredClaims{Subject: "user-1", Audience: jwt.ClaimStrings{aud},
+		RegisteredClaims: jwt.RegisteredClaims{Subject: w.user(), Audience: jwt.ClaimStrings{aud},
 			ExpiresAt: jwt.NewNumericDate(time.Now().Add(5 * time.Minute))},
 	})
 	if err != nil {
@@ -186,7 +214,7 @@ func (w *world) token(aud string) string {
 
 func (w *world) creds() controlapi.TURNCredentials {
 	exp := time.Now().Add(10 * time.Minute)
-	u := controlapi.TURNUsername(exp, "user-1")
+	u := controlapi.TURNUsername(exp, w.user())
 	return controlapi.TURNCredentials{Username: u, Password: controlapi.TURNPassword(w.turnSecret, u), ExpiresAt: exp, Realm: "postern.test"}
 }
 

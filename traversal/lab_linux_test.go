@@ -1,24 +1,18 @@
 package traversal
 
 import (
-	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -62,7 +56,22 @@ type labConfig struct {
 	Marker     string
 	Mode       string // client: "once" or "migrate"
 	BadCreds   bool
+	// RelayTLSPort overrides labRelayTLS (the matrix's relay listens on 443).
+	RelayTLSPort string
+	// Principal, if set, names the client's user, in its Connection Token
+	// and its TURN credential alike (the matrix gives every cell its own:
+	// the relay's per-principal quota counts endpoints of earlier cells for
+	// 3 minutes).
+	Principal string
+	// DialTimeout bounds the client's first dial (default 20 s).
+	DialTimeout time.Duration
+	// Relay2 is a second relay (role "relay2", on labRelay2IP) for the
+	// netcheck test.
+	Relay2 *controlapi.RelayInfo
 }
+
+// labRelay2IP is the second relay's address (netcheck test).
+const labRelay2IP = "203.0.113.2"
 
 func (w *world) export(dir string) labConfig {
 	seed := func(k any) []byte { return k.(ed25519.PrivateKey).Seed() }
@@ -98,279 +107,9 @@ func worldFrom(t *testing.T, c labConfig) *world {
 		jwks: jwks, turnSecret: c.Secret, connID: c.ConnID, relayInfo: c.Relay,
 		connCert: cert(c.ConnCert, c.ConnSeed), connClient: cert(c.ConnClient, c.ConnCSeed),
 		devKey: ed25519.NewKeyFromSeed(c.DevSeed), devCert: cert(c.DevCert, c.DevSeed),
-		relayCert: cert(c.RelayCert, c.RelaySeed), log: testLogger(),
+		relayCert: cert(c.RelayCert, c.RelaySeed), log: testLogger(), principal: c.Principal,
 	}
 }
-
-// TestLabHelper is the body of the helper processes the lab tests start
-// inside namespaces; it is skipped in a normal run.
-func TestLabHelper(t *testing.T) {
-	role := os.Getenv(helperEnv)
-	if role == "" {
-		t.Skip("lab helper process only")
-	}
-	b, err := os.ReadFile(os.Getenv(helperCfgEnv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var c labConfig
-	if err := json.Unmarshal(b, &c); err != nil {
-		t.Fatal(err)
-	}
-	w := worldFrom(t, c)
-	ctx := context.Background()
-	switch role {
-	case "relay":
-		w.startRelayOn(labRelayIP, labRelayUDP, labRelayTLS, false)
-		touch(t, c.Dir, "relay.ready")
-		select {}
-	case "connector":
-		w.startConnectorOn(ctx, &net.UDPAddr{IP: net.IPv4zero, Port: labConnPort})
-		touch(t, c.Dir, "connector.ready")
-		select {}
-	case "client":
-		labClient(t, w, c)
-	case "capture":
-		labCapture(t, c)
-	default:
-		t.Fatalf("unknown role %q", role)
-	}
-}
-
-func touch(t *testing.T, dir, name string) {
-	if err := os.WriteFile(filepath.Join(dir, name), []byte("ok"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-type clientResult struct {
-	Path      PathInfo
-	Final     PathInfo
-	Err       string
-	Echoes    int
-	Switched  time.Duration
-	Connected time.Duration
-}
-
-func writeResult(t *testing.T, dir, name string, v any) {
-	b, _ := json.Marshal(v)
-	if err := pki.WriteFileAtomic(filepath.Join(dir, name), b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func labClient(t *testing.T, w *world, c labConfig) {
-	cfg := w.dialerConfig([]controlapi.RelayInfo{c.Relay})
-	cfg.ListenAddr = "0.0.0.0:0"
-	cfg.TLSFallbackDelay = time.Second
-	if c.BadCreds {
-		cfg.NoDirect = true
-		cfg.TURNCredentials = func(context.Context) (controlapi.TURNCredentials, error) {
-			cr := w.creds()
-			cr.Password = controlapi.TURNPassword("not-the-secret", cr.Username)
-			return cr, nil
-		}
-	}
-	d, err := NewDialer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	var res clientResult
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	conn, p, err := d.Dial(ctx, w.connectorInfo(), w.clientTLS(), nil)
-	cancel()
-	res.Connected = time.Since(start)
-	if err != nil {
-		res.Err = err.Error()
-		writeResult(t, c.Dir, "client.result", res)
-		return
-	}
-	res.Path, res.Final = p, p
-	ctx = context.Background()
-	s, err := conn.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readTimeout := 5 * time.Second
-	// One long-lived stream: each round writes a line with the marker and
-	// reads its echo back.
-	round := func() error {
-		msg := []byte(c.Marker + " " + strings.Repeat("x", 1000) + "\n")
-		if _, err := s.Write(msg); err != nil {
-			return err
-		}
-		got := make([]byte, len(msg))
-		_ = s.SetReadDeadline(time.Now().Add(readTimeout))
-		if _, err := ioReadFull(s, got); err != nil {
-			return err
-		}
-		if !bytes.Equal(got, msg) {
-			return errors.New("echo mismatch")
-		}
-		res.Echoes++
-		return nil
-	}
-	if c.Mode == "roam" {
-		res.Err = roamTransfer(t, c, s)
-		res.Final, _ = d.Path(conn)
-		writeResult(t, c.Dir, "client.result", res)
-		conn.CloseWithError(0, "")
-		return
-	}
-	n := 50
-	if c.Mode == "migrate" || c.Mode == "restart" {
-		writeResult(t, c.Dir, "client.connected", res)
-		n = 0
-	}
-	for i := 0; i < n; i++ {
-		if err := round(); err != nil {
-			res.Err = err.Error()
-			break
-		}
-	}
-	if c.Mode == "migrate" {
-		deadline := time.Now().Add(45 * time.Second)
-		after := 0
-		for time.Now().Before(deadline) && after < 5 {
-			if err := round(); err != nil {
-				res.Err = err.Error()
-				break
-			}
-			cur, _ := d.Path(conn)
-			res.Final = cur
-			if cur.Path == PathDirect {
-				if res.Switched == 0 {
-					res.Switched = time.Since(start)
-				}
-				after++
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
-	if c.Mode == "restart" {
-		// Echo on the same stream across the relay's restart; stalls are
-		// allowed, a broken stream is not.
-		readTimeout = 40 * time.Second
-		deadline := time.Now().Add(90 * time.Second)
-		after := 0
-		for time.Now().Before(deadline) && after < 5 {
-			if err := round(); err != nil {
-				res.Err = err.Error()
-				break
-			}
-			res.Final, _ = d.Path(conn)
-			if _, err := os.Stat(filepath.Join(c.Dir, "relay.restarted")); err == nil {
-				after++
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		if after < 5 && res.Err == "" {
-			res.Err = "relay restart not seen"
-		}
-	}
-	writeResult(t, c.Dir, "client.result", res)
-	conn.CloseWithError(0, "")
-}
-
-// roamTransfer sends 8 MiB through the echo stream, paced so that it spans
-// the client's address change, and compares SHA-256 of what went and came.
-func roamTransfer(t *testing.T, c labConfig, s interface {
-	Write([]byte) (int, error)
-	Read([]byte) (int, error)
-	Close() error
-	SetReadDeadline(time.Time) error
-}) string {
-	const total, chunk = 8 << 20, 64 << 10
-	sent, got := sha256.New(), sha256.New()
-	done := make(chan error, 1)
-	go func() {
-		_ = s.SetReadDeadline(time.Now().Add(90 * time.Second))
-		_, err := io.Copy(got, s)
-		done <- err
-	}()
-	writeResult(t, c.Dir, "client.connected", clientResult{})
-	buf := make([]byte, chunk)
-	seed := sha256.Sum256([]byte(c.Marker))
-	for off := 0; off < total; off += chunk {
-		for i := range buf {
-			buf[i] = seed[(off/chunk+i)%len(seed)] ^ byte(i>>5)
-		}
-		sent.Write(buf)
-		if _, err := s.Write(buf); err != nil {
-			return "write: " + err.Error()
-		}
-		time.Sleep(40 * time.Millisecond)
-	}
-	s.Close()
-	if err := <-done; err != nil {
-		return "read: " + err.Error()
-	}
-	if !bytes.Equal(sent.Sum(nil), got.Sum(nil)) {
-		return fmt.Sprintf("SHA-256 mismatch: sent %x, echoed %x", sent.Sum(nil), got.Sum(nil))
-	}
-	return ""
-}
-
-func ioReadFull(s interface{ Read([]byte) (int, error) }, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := s.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
-}
-
-type captureResult struct {
-	Packets      int
-	Bytes        int
-	Found        bool
-	FoundControl bool // the plaintext control datagram was seen: the capture works
-}
-
-// labCapture reads every frame on the relay host's interfaces (AF_PACKET)
-// until told to stop, and records whether the marker appeared.
-func labCapture(t *testing.T, c labConfig) {
-	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, int(htons(syscall.ETH_P_ALL)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Close(fd)
-	tv := syscall.Timeval{Usec: 200000}
-	_ = syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
-	touch(t, c.Dir, "capture.ready")
-	var res captureResult
-	buf := make([]byte, 65536)
-	marker := []byte(c.Marker)
-	control := []byte(controlMarker(c.Marker))
-	for {
-		if _, err := os.Stat(filepath.Join(c.Dir, "capture.stop")); err == nil {
-			break
-		}
-		n, _, err := syscall.Recvfrom(fd, buf, 0)
-		if err != nil {
-			continue
-		}
-		res.Packets++
-		res.Bytes += n
-		if bytes.Contains(buf[:n], marker) {
-			res.Found = true
-		}
-		if bytes.Contains(buf[:n], control) {
-			res.FoundControl = true
-		}
-	}
-	writeResult(t, c.Dir, "capture.result", res)
-}
-
-// controlMarker is a plaintext string distinct from the marker.
-func controlMarker(marker string) string { return "control:" + strings.ToLower(marker) }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 // lab is one set of namespaces.
 type lab struct {
@@ -418,20 +157,7 @@ func (l *lab) link(a, aName, aAddr, b, bName, bAddr string) {
 // newLab builds the namespaces; clientNAT and connNAT are nftables
 // masquerade statements ("masquerade" or "masquerade random").
 func newLab(t *testing.T, clientNAT, connNAT string) *lab {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("network-namespace tests need root")
-		}
-		t.Skip("network-namespace tests need root")
-	}
-	for _, bin := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed", bin)
-			}
-			t.Skipf("%s not installed", bin)
-		}
-	}
+	requireLabTools(t)
 	var rb [3]byte
 	_, _ = rand.Read(rb[:])
 	l := &lab{t: t, id: hex.EncodeToString(rb[:]), dir: t.TempDir(), roles: map[string]*exec.Cmd{}}
@@ -440,26 +166,13 @@ func newLab(t *testing.T, clientNAT, connNAT string) *lab {
 		if t.Failed() || os.Getenv("POSTERN_TEST_DEBUG") != "" {
 			l.dumpLogs()
 		}
-		for _, p := range l.procs {
-			if p.Process != nil {
-				_ = p.Process.Kill()
-				_ = p.Wait()
-			}
-		}
+		l.killAll()
 		for _, n := range names {
-			_ = exec.Command("ip", "netns", "del", l.ns(n)).Run()
-			_ = os.RemoveAll(filepath.Join("/etc/netns", l.ns(n)))
+			l.delNS(n)
 		}
 	})
 	for _, n := range names {
-		if err := os.MkdirAll(filepath.Join("/etc/netns", l.ns(n)), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join("/etc/netns", l.ns(n), "resolv.conf"), []byte("# postern lab: no resolver\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		l.sh("ip", "netns", "add", l.ns(n))
-		l.sh("ip", "-n", l.ns(n), "link", "set", "lo", "up")
+		l.addNS(n)
 	}
 	l.link("inet", "r", "203.0.113.254/24", "rel", "wan", "203.0.113.1/24")
 	l.link("inet", "c", "198.51.100.254/24", "natc", "wan", "198.51.100.1/24")
@@ -493,6 +206,56 @@ table inet fw {
 	l.nft("natc", fmt.Sprintf(natRules, clientNAT))
 	l.nft("natk", fmt.Sprintf(natRules, connNAT))
 	return l
+}
+
+// requireLabTools fails (under CI=true) or skips a test that cannot build
+// network namespaces.
+func requireLabTools(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("network-namespace tests need root")
+		}
+		t.Skip("network-namespace tests need root")
+	}
+	for _, bin := range []string{"ip", "nft"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s not installed", bin)
+			}
+			t.Skipf("%s not installed", bin)
+		}
+	}
+}
+
+// addNS creates namespace name with its own resolv.conf and loopback up.
+func (l *lab) addNS(n string) {
+	l.t.Helper()
+	if err := os.MkdirAll(filepath.Join("/etc/netns", l.ns(n)), 0o755); err != nil {
+		l.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join("/etc/netns", l.ns(n), "resolv.conf"), []byte("# postern lab: no resolver\n"), 0o644); err != nil {
+		l.t.Fatal(err)
+	}
+	l.sh("ip", "netns", "add", l.ns(n))
+	l.sh("ip", "-n", l.ns(n), "link", "set", "lo", "up")
+}
+
+// delNS removes namespace name (its veths and their peers go with it).
+func (l *lab) delNS(n string) {
+	_ = exec.Command("ip", "netns", "del", l.ns(n)).Run()
+	_ = os.RemoveAll(filepath.Join("/etc/netns", l.ns(n)))
+}
+
+// killAll kills the helpers this lab started, by pid.
+func (l *lab) killAll() {
+	for _, p := range l.procs {
+		if p.Process != nil {
+			_ = p.Process.Kill()
+			_ = p.Wait()
+		}
+	}
+	l.procs = nil
 }
 
 // blockClientUDP drops every UDP packet from the client's LAN at its router.
@@ -545,8 +308,43 @@ func (l *lab) wait(name string, timeout time.Duration) []byte {
 		if b, err := os.ReadFile(filepath.Join(l.dir, name)); err == nil {
 			return b
 		}
+		// A client that gave up wrote its error: report it now, not the
+		// timeout of a wait for something that will not come.
+		if b, err := os.ReadFile(filepath.Join(l.dir, "client.result")); err == nil && name != "client.result" {
+			var r clientResult
+			if json.Unmarshal(b, &r) == nil && r.Err != "" {
+				l.t.Fatalf("waiting for %s: the client failed: %s", name, r.Err)
+			}
+		}
 		if time.Now().After(deadline) {
 			l.t.Fatalf("timed out waiting for %s", name)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitConnected waits for the client helper's first connection. A dial that
+// failed writes client.result instead: its error fails the test at once.
+func (l *lab) waitConnected(timeout time.Duration) clientResult {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, name := range []string{"client.connected", "client.result"} {
+			b, err := os.ReadFile(filepath.Join(l.dir, name))
+			if err != nil {
+				continue
+			}
+			var r clientResult
+			if err := json.Unmarshal(b, &r); err != nil {
+				l.t.Fatal(err)
+			}
+			if name == "client.result" && r.Err != "" {
+				l.t.Fatalf("client's first dial failed after %v: %s", r.Connected, r.Err)
+			}
+			return r
+		}
+		if time.Now().After(deadline) {
+			l.t.Fatal("timed out waiting for the client's first connection")
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -653,10 +451,7 @@ func TestLabMigratesToDirectWhenUDPUnblocked(t *testing.T) {
 	l.blockClientUDP()
 	c.Mode = "migrate"
 	l.start("cli", "client", c)
-	var first clientResult
-	if err := json.Unmarshal(l.wait("client.connected", 30*time.Second), &first); err != nil {
-		t.Fatal(err)
-	}
+	first := l.waitConnected(30 * time.Second)
 	if first.Path.Path != PathRelay || first.Path.Transport != TransportTLS {
 		t.Fatalf("first path = %+v, want relay over tls", first.Path)
 	}
@@ -678,6 +473,33 @@ func TestLabMigratesToDirectWhenUDPUnblocked(t *testing.T) {
 	t.Logf("migrated to direct %s %v after unblocking, %d echoes on one stream", r.Final.RemoteAddr, time.Since(unblocked), r.Echoes)
 }
 
+// TestLabDirectMovesToRelayWhenUDPDies: a long stream on a direct path
+// keeps echoing after the client's network blocks UDP: the same QUIC
+// connection moves onto the relay over TLS.
+func TestLabDirectMovesToRelayWhenUDPDies(t *testing.T) {
+	l := newLab(t, "masquerade", "masquerade")
+	c := l.run()
+	c.Mode = "udpdeath"
+	l.start("cli", "client", c)
+	first := l.waitConnected(30 * time.Second)
+	if first.Path.Path != PathDirect {
+		t.Fatalf("first path = %+v, want direct", first.Path)
+	}
+	blocked := time.Now()
+	l.blockClientUDP()
+	var r clientResult
+	if err := json.Unmarshal(l.wait("client.result", 90*time.Second), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Err != "" {
+		t.Fatalf("stream did not survive UDP's death: %+v", r)
+	}
+	if r.Final.Path != PathRelay || r.Final.Transport != TransportTLS {
+		t.Fatalf("final path = %+v, want relay over tls", r.Final)
+	}
+	t.Logf("moved onto relay/tls %v after UDP was blocked; longest echo %v; %d echoes on one stream", r.MovedAt.Sub(blocked).Round(time.Millisecond), r.MaxStall.Round(time.Millisecond), r.Echoes)
+}
+
 func TestLabWrongTURNCredentialRefused(t *testing.T) {
 	l := newLab(t, "masquerade random", "masquerade random")
 	c := l.run()
@@ -695,14 +517,11 @@ func TestLabRelayRestartDuringRelayedSession(t *testing.T) {
 	l.blockClientUDP() // keeps the session on the relay (over TLS)
 	c.Mode = "restart"
 	l.start("cli", "client", c)
-	var first clientResult
-	if err := json.Unmarshal(l.wait("client.connected", 30*time.Second), &first); err != nil {
-		t.Fatal(err)
-	}
+	first := l.waitConnected(30 * time.Second)
 	if first.Path.Path != PathRelay {
 		t.Fatalf("first path = %+v, want relay", first.Path)
 	}
-	time.Sleep(time.Second)
+	l.wait("client.echoing", 30*time.Second)
 	l.restart("rel", "relay", c)
 	l.wait("relay.ready", 15*time.Second)
 	restarted := time.Now()
@@ -725,8 +544,8 @@ func TestLabClientAddressChangeDuringTransfer(t *testing.T) {
 	c := l.run()
 	c.Mode = "roam"
 	l.start("cli", "client", c)
-	l.wait("client.connected", 30*time.Second)
-	time.Sleep(time.Second)
+	l.waitConnected(30 * time.Second)
+	l.wait("client.midway", 30*time.Second)
 	// The client moves to a new address: its NAT maps it to a new port, which
 	// the connector's NAT does not let in until the connector punches it.
 	l.nsh("cli", "sysctl", "-qw", "net.ipv4.conf.eth.promote_secondaries=1")

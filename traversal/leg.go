@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -28,23 +29,46 @@ type leg struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	alloc    *allocation
-	remotes  []*net.UDPAddr
-	closed   bool
-	srflx    string
-	carried  bool // a QUIC path has used the allocation's transport
-	released bool // the unused allocation was freed
+	mu      sync.Mutex
+	alloc   *allocation
+	remotes []*net.UDPAddr
+	// peerRelayed are the connector's own relayed addresses (a connector
+	// whose network blocks UDP allocates on a relay over TLS): pairs to
+	// them are relayed paths even from the plain socket.
+	peerRelayed map[string]bool
+	closed      bool
+	srflx       string
+	udpQuiet    bool // the relay did not answer our STUN before the offer
+	carried     bool // a QUIC path has used the allocation's transport
+	released    bool // the unused allocation was freed
 }
 
 // openLeg connects to relay r's signaling service, sends the offer and starts
 // candidate gathering (server-reflexive, TURN) and checks.
 func (d *Dialer) openLeg(ctx context.Context, c controlapi.ConnectorInfo, r controlapi.RelayInfo, cert *tls.Certificate, token string) (*leg, error) {
+	// The server-reflexive address is learned while signaling connects, so
+	// that the offer carries it: the connector then primes its NAT towards
+	// it before answering, and our checks, which start on the answer, find
+	// that NAT open for them.
+	var srflx chan string
+	if !d.cfg.NoDirect {
+		srflx = make(chan string, 1)
+		go func() { srflx <- d.quickReflexive(ctx, r) }()
+	}
 	sig, _, err := dialSignal(ctx, r, cert, &sigwire.Message{Type: sigwire.TypeHello, Role: sigwire.RoleClient, Connector: c.ID, Token: token})
 	if err != nil {
 		return nil, err
 	}
 	l := &leg{d: d, ci: c, relay: r, sig: sig, s: newSession(d.log.With("connector", c.ID)), sigErr: make(chan error, 1)}
+	offer := l.hostCands()
+	if srflx != nil {
+		if a := <-srflx; a != "" {
+			l.srflx = a
+			offer = append([]sigwire.Candidate{{Type: sigwire.CandSrflx, Addr: a}}, offer...)
+		} else {
+			l.udpQuiet = true
+		}
+	}
 	// The leg outlives the dial: it serves path upgrades for the connection.
 	l.ctx, l.cancel = context.WithCancel(d.ctx)
 	l.s.attach(d.m)
@@ -52,7 +76,7 @@ func (d *Dialer) openLeg(ctx context.Context, c controlapi.ConnectorInfo, r cont
 	go func() { defer l.wg.Done(); l.s.run(l.ctx) }()
 	go func() { defer l.wg.Done(); l.readSignal() }()
 	go func() { defer l.wg.Done(); l.keepalive() }()
-	if err := sig.Write(&sigwire.Message{Type: sigwire.TypeOffer, Ufrag: l.s.lufrag, Pwd: l.s.lpwd, Candidates: l.hostCands()}); err != nil {
+	if err := sig.Write(&sigwire.Message{Type: sigwire.TypeOffer, Ufrag: l.s.lufrag, Pwd: l.s.lpwd, Candidates: offer}); err != nil {
 		l.close()
 		return nil, fmt.Errorf("%w: offer: %w", ErrSignaling, err)
 	}
@@ -112,9 +136,25 @@ func (l *leg) releaseIdleAllocation() {
 	l.d.log.Debug("released unused TURN allocation", "relay", l.relay.Name)
 }
 
+// isPeerRelayed reports whether addr is one of the connector's relayed
+// addresses.
+func (l *leg) isPeerRelayed(addr string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.peerRelayed[addr]
+}
+
+// relayedEvent reports whether a validated pair goes through a relay.
+func (l *leg) relayedEvent(ev pathEvent) bool {
+	return ev.m != l.d.m || l.isPeerRelayed(ev.addr.String())
+}
+
 // pathFor describes a validated pair and returns the transport to use on it.
 func (l *leg) pathFor(ev pathEvent) (PathInfo, *quic.Transport) {
 	if ev.m == l.d.m {
+		if l.isPeerRelayed(ev.addr.String()) {
+			return PathInfo{Path: PathRelay, Transport: TransportUDP, RemoteAddr: ev.addr.String(), Relay: l.relay.Name}, l.d.tr
+		}
 		return PathInfo{Path: PathDirect, Transport: TransportUDP, RemoteAddr: ev.addr.String()}, l.d.tr
 	}
 	l.mu.Lock()
@@ -129,7 +169,7 @@ func (l *leg) hostCands() []sigwire.Candidate {
 	if l.d.cfg.NoDirect {
 		return nil
 	}
-	return hostCandidates(l.d.udp.LocalAddr())
+	return hostCandidates(l.d.udp.LocalAddr(), append(append([]netip.Prefix(nil), DefaultExcludedPrefixes...), l.d.cfg.ExcludePrefixes...))
 }
 
 func (l *leg) fail(err error) {
@@ -178,14 +218,35 @@ func (l *leg) readSignal() {
 }
 
 func (l *leg) addRemotes(cs []sigwire.Candidate) {
-	addrs := resolveCandidates(cs)
+	typed := resolveCandidates(cs)
+	var addrs []*net.UDPAddr
+	for _, x := range typed {
+		addrs = append(addrs, x.addr)
+	}
 	l.mu.Lock()
 	l.remotes = append(l.remotes, addrs...)
+	var relayed []*net.UDPAddr
+	for _, x := range typed {
+		if x.kind == sigwire.CandRelay {
+			if l.peerRelayed == nil {
+				l.peerRelayed = map[string]bool{}
+			}
+			l.peerRelayed[x.addr.String()] = true
+			relayed = append(relayed, x.addr)
+		}
+	}
 	al := l.alloc
 	l.mu.Unlock()
 	if !l.d.cfg.NoDirect {
-		for _, x := range addrs {
-			l.s.addTarget(l.d.m, x)
+		for _, x := range typed {
+			l.s.addTarget(l.d.m, x.addr, x.kind)
+		}
+	}
+	if al != nil {
+		// Through our own allocation too (when our UDP is blocked as well,
+		// the relay carries the packets between the two allocations).
+		for _, x := range relayed {
+			l.s.addTarget(al.m, x, sigwire.CandRelay)
 		}
 	}
 	if al != nil {
@@ -209,6 +270,36 @@ func (l *leg) reflexiveChanged(ctx context.Context) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return before != "" && l.srflx != before
+}
+
+// lateReflexiveHold holds our checks after a server-reflexive address that
+// missed the offer was sent (about one signaling round trip through the relay).
+const lateReflexiveHold = 500 * time.Millisecond
+
+// quickReflexiveWait bounds the server-reflexive probe before an offer (UDP
+// may be blocked: the offer must not wait long for it).
+const quickReflexiveWait = 400 * time.Millisecond
+
+// quickReflexive returns the plain socket's server-reflexive address seen by
+// relay r, or "" when none answered within quickReflexiveWait.
+func (d *Dialer) quickReflexive(ctx context.Context, r controlapi.RelayInfo) string {
+	server, err := net.ResolveUDPAddr("udp", r.UDPAddr)
+	if err != nil {
+		return ""
+	}
+	req, err := stunBinding()
+	if err != nil {
+		return ""
+	}
+	resp, err := d.m.transact(ctx, req, server, quickReflexiveWait)
+	if err != nil {
+		return ""
+	}
+	a, err := mappedAddr(resp.msg)
+	if err != nil {
+		return ""
+	}
+	return a.String()
 }
 
 // signalDead is how long a signaling connection may stay silent.
@@ -239,7 +330,11 @@ func (l *leg) refreshReflexive(ctx context.Context) {
 	if old != "" {
 		l.d.log.Info("server-reflexive address changed", "relay", l.relay.Name, "old", old, "new", addr)
 	} else {
+		// Learned after the offer: the connector primes its NAT when this
+		// candidate reaches it; until then our checks would reach its NAT
+		// first (and make it map the connector's packets to a new port).
 		l.d.log.Debug("server-reflexive address", "relay", l.relay.Name, "addr", addr)
+		l.s.hold(lateReflexiveHold)
 	}
 	_ = l.sig.Write(&sigwire.Message{Type: sigwire.TypeCandidate, Candidates: []sigwire.Candidate{{Type: sigwire.CandSrflx, Addr: addr}}})
 }
@@ -274,8 +369,17 @@ func (l *leg) allocate() {
 	}
 	l.alloc = won
 	remotes := append([]*net.UDPAddr(nil), l.remotes...)
+	var peerRelayed []*net.UDPAddr
+	for a := range l.peerRelayed {
+		if ua, err := net.ResolveUDPAddr("udp", a); err == nil {
+			peerRelayed = append(peerRelayed, ua)
+		}
+	}
 	l.mu.Unlock()
 	l.s.attach(won.m)
+	for _, x := range peerRelayed {
+		l.s.addTarget(won.m, x, sigwire.CandRelay)
+	}
 	// The mux reads until the allocation's transport closes (with the
 	// connection), not only while signaling lasts.
 	go func() { _ = won.m.run(l.d.ctx) }()
@@ -305,6 +409,14 @@ func (l *leg) race(ctx context.Context, creds controlapi.TURNCredentials) *alloc
 	}
 	timer := time.NewTimer(l.d.cfg.TLSFallbackDelay)
 	defer timer.Stop()
+	l.mu.Lock()
+	quiet := l.udpQuiet
+	l.mu.Unlock()
+	if quiet {
+		// UDP to this relay already went unanswered: UDP is probably
+		// blocked, and TLS need not wait its turn.
+		startTLS()
+	}
 	var won *allocation
 	for pending > 0 {
 		select {

@@ -10,6 +10,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/traversal/sigwire"
 )
 
 // Repair timing.
@@ -36,6 +37,7 @@ func (d *Dialer) maintain(conn *quic.Conn, st *dialState, c controlapi.Connector
 	}()
 	remote, _ := conn.RemoteAddr().(*net.UDPAddr)
 	var directSince time.Time
+	var mon pathMonitor
 	for {
 		l := st.current()
 		if l == nil {
@@ -72,38 +74,97 @@ func (d *Dialer) maintain(conn *quic.Conn, st *dialState, c controlapi.Connector
 				continue
 			}
 		}
-		if relayed && !d.cfg.NoDirect && remote != nil {
-			l.s.addTarget(d.m, remote)
+		if relayed && !st.onPlain() && !d.cfg.NoDirect && remote != nil {
+			kind := sigwire.CandSrflx
+			if l.isPeerRelayed(remote.String()) {
+				kind = sigwire.CandRelay
+			}
+			l.s.addTarget(d.m, remote, kind)
 			if l.s.isValidated(d.m, remote.String()) {
-				if err := d.migrate(ctx, conn, st, d.tr, PathInfo{Path: PathDirect, Transport: TransportUDP, RemoteAddr: remote.String()}); err != nil {
-					d.log.Info("migration to direct path failed", "connector", c.ID, "err", err)
+				// Onto the plain socket: a direct path, or, to a
+				// connector's own relayed address, one relay hop less.
+				p, _ := l.pathFor(pathEvent{m: d.m, addr: remote})
+				if err := d.migrate(ctx, conn, st, d.tr, p); err != nil {
+					d.log.Info("migration to the plain socket failed", "connector", c.ID, "err", err)
 				}
 			}
 		}
+		if !d.wait(ctx, conn, st, c, cert, l, &mon) {
+			return
+		}
+	}
+}
+
+// wait returns after checkSlow, a validated pair, a lost relay that was
+// repaired, or a dead direct path that moved onto a relay; false when the
+// connection or the dialer ended.
+func (d *Dialer) wait(ctx context.Context, conn *quic.Conn, st *dialState, c controlapi.ConnectorInfo, cert *tls.Certificate, l *leg, mon *pathMonitor) bool {
+	slow := time.NewTimer(checkSlow)
+	defer slow.Stop()
+	tick := time.NewTicker(deathTick)
+	defer tick.Stop()
+	for {
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case err := <-l.sigErr:
 			if ctx.Err() != nil || conn.Context().Err() != nil {
-				return
+				return false
 			}
 			if st.getPath().Path != PathRelay {
 				// Direct: the relay is not carrying the connection; QUIC
-				// keepalives hold the NAT mappings. Signaling is reopened
-				// only if the connection falls back to a relay.
+				// keepalives hold the NAT mappings. A new leg is opened if
+				// the direct path dies.
 				d.log.Debug("signaling ended on a direct connection", "connector", c.ID, "err", err)
 				l.stop()
-				<-ctx.Done()
-				return
+				continue
 			}
 			d.log.Warn("relay lost during a relayed connection; repairing", "connector", c.ID, "relay", l.relay.Name, "err", err)
-			if !d.repair(ctx, conn, st, c, cert, true) {
-				return
-			}
+			return d.repair(ctx, conn, st, c, cert, true)
 		case <-l.s.events:
-		case <-time.After(checkSlow):
+			return true
+		case <-slow.C:
+			return true
+		case <-tick.C:
+			if st.getPath().Path != PathDirect || d.cfg.NoRelay || !mon.dead(conn) {
+				continue
+			}
+			// UDP died under the direct path (blocked, a firewall, a
+			// network that lost its route): move the running connection
+			// onto a relay (over TLS when UDP is blocked) without
+			// dropping its streams, as the reverse move does.
+			d.log.Warn("direct path silent; moving the connection onto a relay", "connector", c.ID, "remote", conn.RemoteAddr().String())
+			l.stop()
+			ok := d.repair(ctx, conn, st, c, cert, false)
+			mon.reset()
+			return ok
 		}
 	}
+}
+
+// Direct-path death detection.
+const (
+	deathTick       = 500 * time.Millisecond
+	directDeadAfter = 3 * time.Second
+)
+
+// pathMonitor sees a path die: nothing received for directDeadAfter while
+// QUIC kept sending (data, retransmissions, probes or keepalives).
+type pathMonitor struct {
+	recv, sentAtRecv uint64
+	since            time.Time
+}
+
+func (m *pathMonitor) reset() { m.since = time.Time{} }
+
+func (m *pathMonitor) dead(conn *quic.Conn) bool {
+	s := conn.ConnectionStats()
+	now := time.Now()
+	if m.since.IsZero() || s.PacketsReceived != m.recv {
+		m.recv, m.sentAtRecv, m.since = s.PacketsReceived, s.PacketsSent, now
+		return false
+	}
+	return now.Sub(m.since) > directDeadAfter && s.PacketsSent >= m.sentAtRecv+2
 }
 
 // migrate moves conn onto transport tr (same remote address) and records p.
@@ -123,6 +184,7 @@ func (d *Dialer) migrate(ctx context.Context, conn *quic.Conn, st *dialState, tr
 		return fmt.Errorf("switch to %s path: %w", p.Path, err)
 	}
 	st.setPath(p)
+	st.setPlain(tr == d.tr)
 	d.log.Info("connection moved", "connector", st.connector, "path", p.Path, "transport", p.Transport, "remote", p.RemoteAddr)
 	if d.cfg.OnPathChange != nil {
 		d.cfg.OnPathChange(st.connector, p)
@@ -198,6 +260,7 @@ func (d *Dialer) repairVia(ctx context.Context, conn *quic.Conn, st *dialState, 
 				// Same socket, same connector address: the punch reopened
 				// the path and QUIC follows the new mapping by itself.
 				st.setPath(p)
+				st.setPlain(true)
 			} else if err := d.migrate(ctx, conn, st, tr, p); err != nil {
 				d.log.Info("repair: migrate", "relay", r.Name, "err", err)
 				continue

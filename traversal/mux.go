@@ -36,6 +36,10 @@ type mux struct {
 	mu       sync.Mutex
 	pending  map[[stun.TransactionIDSize]byte]chan response
 	sessions map[string]checkHandler
+	// primer, when set, sends a packet that opens this socket's own NAT
+	// mapping towards an address without reaching the peer's NAT (a plain
+	// socket; see lowTTL). Relayed transports have none.
+	primer func(b []byte, to *net.UDPAddr) error
 }
 
 type response struct {
@@ -126,31 +130,62 @@ func (m *mux) handle(b []byte, from net.Addr) {
 // transact sends req to addr and waits for the response with the same
 // transaction id.
 func (m *mux) transact(ctx context.Context, req *stun.Message, to net.Addr, timeout time.Duration) (response, error) {
+	wait, err := m.send(req, to)
+	if err != nil {
+		return response{}, err
+	}
+	return wait(ctx, timeout)
+}
+
+// send sends req to addr now and returns the wait for its response (which
+// must be called once).
+func (m *mux) send(req *stun.Message, to net.Addr) (func(context.Context, time.Duration) (response, error), error) {
 	ch := make(chan response, 1)
 	m.mu.Lock()
 	m.pending[req.TransactionID] = ch
 	m.mu.Unlock()
-	defer func() {
+	done := func() {
 		m.mu.Lock()
 		delete(m.pending, req.TransactionID)
 		m.mu.Unlock()
-	}()
+	}
 	if _, err := m.io.WriteTo(req.Raw, to); err != nil {
-		return response{}, fmt.Errorf("send STUN to %s: %w", to, err)
+		done()
+		return nil, fmt.Errorf("send STUN to %s: %w", to, err)
 	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case r := <-ch:
-		return r, nil
-	case <-t.C:
-		return response{}, fmt.Errorf("STUN to %s: %w", to, errTimeout)
-	case <-ctx.Done():
-		return response{}, ctx.Err()
-	}
+	return func(ctx context.Context, timeout time.Duration) (response, error) {
+		defer done()
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		select {
+		case r := <-ch:
+			return r, nil
+		case <-t.C:
+			return response{}, fmt.Errorf("STUN to %s: %w", to, errTimeout)
+		case <-ctx.Done():
+			return response{}, ctx.Err()
+		}
+	}, nil
 }
 
-var errTimeout = errors.New("no response")
+// prime sends one primer (a STUN binding indication, which every receiver
+// ignores) towards to with a TTL that ends it past our own NAT.
+func (m *mux) prime(to *net.UDPAddr) error {
+	if m.primer == nil {
+		return nil
+	}
+	ind, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodBinding, stun.ClassIndication), stun.Fingerprint)
+	if err != nil {
+		return err
+	}
+	return m.primer(ind.Raw, to)
+}
+
+var (
+	errTimeout      = errors.New("no response")
+	errRefused      = errors.New("check refused")
+	errBadIntegrity = errors.New("check response with bad integrity")
+)
 
 // reflexive asks a STUN server (a relay's UDP port) for this socket's
 // server-reflexive address.
@@ -176,3 +211,8 @@ func (m *mux) reflexive(ctx context.Context, server net.Addr) (*net.UDPAddr, err
 	}
 	return nil, fmt.Errorf("server-reflexive address from %s: %w", server, last)
 }
+
+// primerTTL is the TTL of primers: it takes them through the sender's own
+// NAT (its first hop, as for home and office routers) and ends them at the
+// next router, well before the peer's NAT.
+const primerTTL = 2

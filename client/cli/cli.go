@@ -35,6 +35,7 @@ commands:
   status [--json]     who is signed in, connectors in use, flows
   resources [--json]  resources you may reach
   dns NAME [--json]   how NAME resolves right now
+  netcheck [--json]   relays over UDP and TLS, NAT behaviour, candidate pairs per connector
   version             this program's and the daemon's versions (--version: this program's)
 
 login without --controller uses the preset controller (POSTERN_CONTROLLER_URL,
@@ -99,6 +100,8 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 		err = c.resources(ctx, rest)
 	case "dns":
 		err = c.dns(ctx, rest)
+	case "netcheck":
+		err = c.netcheck(ctx, rest)
 	case "version":
 		st, serr := c.lc.Status(ctx)
 		fmt.Fprintln(stdio.Out, "postern", versionString())
