@@ -3,7 +3,10 @@ package connector
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+
+	"github.com/quic-go/quic-go"
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/traversal"
@@ -33,12 +36,41 @@ func (c *Connector) newTraversalAgent() (*traversal.ConnectorAgent, error) {
 		AdvertiseAddr: c.AddAdvertisedAddr,
 		WithdrawAddr:  c.RemoveAdvertisedAddr,
 		VerifyOffer:   c.verifyOffer,
-		Logger:        c.log,
+		// A network that blocks UDP: the agent allocates on a relay over
+		// TLS and the connector serves QUIC on that allocation too.
+		TURNCredentials: c.turnCredentials,
+		Serve:           c.serveRelayed,
+		Logger:          c.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("NAT traversal agent: %w", err)
 	}
 	return a, nil
+}
+
+// turnCredentials asks the controller for TURN credentials of this
+// connector (mTLS), used only when its own network blocks UDP.
+func (c *Connector) turnCredentials(ctx context.Context) (controlapi.TURNCredentials, error) {
+	var out controlapi.TURNCredentials
+	if err := postJSON(ctx, c.ctl.hc, c.ctl.base+controlapi.PathTURNCredentials, struct{}{}, &out); err != nil {
+		return out, fmt.Errorf("TURN credentials: %w", err)
+	}
+	return out, nil
+}
+
+// serveRelayed runs the connector's QUIC server on a transport over a relay
+// allocation, until that transport closes.
+func (c *Connector) serveRelayed(tr *quic.Transport) {
+	ln, err := tr.Listen(c.TLSConfig(), c.QUICConfig())
+	if err != nil {
+		c.log.Warn("QUIC server on a relayed transport", "err", err)
+		return
+	}
+	go func() {
+		if err := c.ServeListener(context.Background(), ln); err != nil && !errors.Is(err, quic.ErrTransportClosed) {
+			c.log.Debug("relayed QUIC server ended", "err", err)
+		}
+	}()
 }
 
 // verifyOffer checks the Connection Token a relay forwards with a client's

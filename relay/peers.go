@@ -149,18 +149,31 @@ func (r *Relay) refusePeer(client net.Addr, peer net.IP) string {
 		if a.IsLoopback() || a.IsUnspecified() {
 			return "loopback or unspecified"
 		}
-		if r.isOwnAddr(a) {
-			return "an address of the relay"
-		}
 	}
 	id, ok := r.auth.lookup(client)
 	if !ok {
 		return "no authenticated TURN client at this endpoint"
 	}
+	if !r.cfg.AllowLoopbackPeers && r.isOwnAddr(a) {
+		// Only the advertised relayed address, and only towards the other
+		// allocation of one live session (both sides behind networks that
+		// block UDP): never another service of the relay host.
+		if !r.isAdvertisedIP(a) || !r.hub.relayedPeerAllowed(id, a) {
+			return "an address of the relay"
+		}
+		return ""
+	}
 	if !r.hub.peerAllowed(id, a) {
 		return "not a candidate of a live signaling session of " + describe(id)
 	}
 	return ""
+}
+
+// isAdvertisedIP reports whether a is the public IP relayed addresses are
+// advertised at.
+func (r *Relay) isAdvertisedIP(a netip.Addr) bool {
+	x, ok := netip.AddrFromSlice(r.cfg.PublicIP)
+	return ok && x.Unmap() == a
 }
 
 func (r *Relay) isOwnAddr(a netip.Addr) bool {

@@ -421,3 +421,37 @@ func TestResolveRelayIP(t *testing.T) {
 		}
 	}
 }
+
+// Both sides behind networks that block UDP: the connector offers its own
+// allocation on this relay, and the client's allocation may reach it (the
+// relay bridges two allocations of one live session). Nothing else of the
+// relay's addresses opens: not the advertised IP without such a session, and
+// never through a server-reflexive or host candidate.
+func TestRelayBridgesAllocationsOfOneSession(t *testing.T) {
+	public := "203.0.113.51"
+	f := newFixture(t, func(c *Config) {
+		c.AllowLoopbackPeers = false
+		c.PublicIP = net.ParseIP(public)
+	})
+	u, p := deviceCreds("user-1", "dev-1")
+	tc, _, err := f.turnClient(t, u, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.CreatePermission(udpAddr(public + ":4100")); err == nil {
+		t.Fatal("permission to the relay's own address granted without a session")
+	}
+	f.session(t, sigwire.Candidate{Type: sigwire.CandRelay, Addr: public + ":4100"})
+	if err := tc.CreatePermission(udpAddr(public + ":4100")); err != nil {
+		t.Fatalf("permission to the connector's allocation on this relay refused: %v", err)
+	}
+	// Another device of the same user gets nothing from this session.
+	u2, p2 := deviceCreds("user-1", "dev-2")
+	other, _, err := f.turnClient(t, u2, p2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.CreatePermission(udpAddr(public + ":4100")); err == nil {
+		t.Fatal("another device reached the relay's address through someone else's session")
+	}
+}

@@ -63,6 +63,11 @@ type sigPeer struct {
 	// those the client sent to the connector (not host candidates).
 	fromConnector map[netip.Addr]struct{}
 	fromClient    map[netip.Addr]struct{}
+	// relayed: addresses of relayed candidates (TURN allocations) either
+	// side offered; the only addresses of the relay itself a permission may
+	// name (both sides behind UDP-blocking networks: the relay bridges two
+	// allocations of one live session).
+	relayed map[netip.Addr]struct{}
 }
 
 func newHub(r *Relay) *hub {
@@ -211,7 +216,7 @@ func (h *hub) register(p *sigPeer) error {
 			return fmt.Errorf("%w: principal %s already has %d signaling sessions", ErrQuota, p.principal, n)
 		}
 		h.perP[p.principal]++
-		p.fromConnector, p.fromClient = map[netip.Addr]struct{}{}, map[netip.Addr]struct{}{}
+		p.fromConnector, p.fromClient, p.relayed = map[netip.Addr]struct{}{}, map[netip.Addr]struct{}{}, map[netip.Addr]struct{}{}
 		h.sessions[p.session] = p
 		h.r.m.sessions.Inc()
 	}
@@ -320,6 +325,40 @@ func remoteIP(c net.Conn) netip.Addr {
 	return netip.Addr{}
 }
 
+// rememberRelayed adds the addresses of relayed candidates to set (bounded).
+func rememberRelayed(set map[netip.Addr]struct{}, cs []sigwire.Candidate) {
+	for _, c := range cs {
+		if c.Type != sigwire.CandRelay {
+			continue
+		}
+		if ap, err := netip.ParseAddrPort(c.Addr); err == nil && len(set) < maxSessionIPs {
+			set[ap.Addr().Unmap()] = struct{}{}
+		}
+	}
+}
+
+// relayedPeerAllowed reports whether id may relay to peer, an address of
+// this relay: only when peer is a relayed candidate of a live session of id
+// that peerAllowed also admits (one allocation of the session towards the
+// other).
+func (h *hub) relayedPeerAllowed(id turnIdentity, peer netip.Addr) bool {
+	peer = peer.Unmap()
+	h.mu.Lock()
+	found := false
+	for _, s := range h.sessions {
+		if _, ok := s.relayed[peer]; !ok {
+			continue
+		}
+		if cid, ok := strings.CutPrefix(id.principal, "connector:"); ok {
+			found = found || s.connector == cid
+			continue
+		}
+		found = found || (s.principal == id.principal && (id.device == "" || s.device == id.device))
+	}
+	h.mu.Unlock()
+	return found && h.peerAllowed(id, peer)
+}
+
 // remember adds the addresses of candidates to set (bounded).
 func remember(set map[netip.Addr]struct{}, cs []sigwire.Candidate, hostToo bool) {
 	for _, c := range cs {
@@ -385,6 +424,7 @@ func (h *hub) route(p *sigPeer, m *sigwire.Message) {
 		conn := h.connectors[p.connector]
 		if conn != nil {
 			remember(p.fromClient, m.Candidates, false)
+			rememberRelayed(p.relayed, m.Candidates)
 		}
 		h.mu.Unlock()
 		if conn == nil {
@@ -406,6 +446,7 @@ func (h *hub) route(p *sigPeer, m *sigwire.Message) {
 	ok := cl != nil && cl.connector == p.connector
 	if ok {
 		remember(cl.fromConnector, m.Candidates, true)
+		rememberRelayed(cl.relayed, m.Candidates)
 	}
 	h.mu.Unlock()
 	if !ok {
