@@ -98,8 +98,11 @@ func (p *pool) reconnect(e *connEntry) {
 		p.changed()
 	}
 	backoff := reconnectMin
+	// kick is taken once and renewed only when it fired, so a network change
+	// that happens during a dial attempt is not lost: the next wait ends at
+	// once.
+	kick := p.kicked()
 	for {
-		kick := p.kicked()
 		t := time.NewTimer(jitter(backoff))
 		select {
 		case <-p.ctx.Done():
@@ -108,6 +111,7 @@ func (p *pool) reconnect(e *connEntry) {
 			return
 		case <-kick:
 			t.Stop()
+			kick = p.kicked()
 			backoff = reconnectMin
 		case <-t.C:
 		}
