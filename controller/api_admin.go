@@ -477,6 +477,15 @@ func renameRefs(s *Spec, old, new string) {
 			}
 		}
 	}
+	for i := range s.Resources {
+		if q := s.Resources[i].Require; q != nil && q.Approval != nil {
+			for j, g := range q.Approval.Approvers {
+				if g == old {
+					q.Approval.Approvers[j] = new
+				}
+			}
+		}
+	}
 }
 
 // upsertBy replaces the element named old (or appends v when old is empty).

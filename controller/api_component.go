@@ -342,7 +342,7 @@ func stringsToLower(s string) string {
 
 func (c *Controller) handleConnectorPolicy(w http.ResponseWriter, r *http.Request, id string) {
 	c.stream(w, r, func(m *Model) (any, func(int64), bool, string) {
-		p, ok := m.connectorPolicy(id, c.issuer, c.JWKS(), time.Now())
+		p, ok := m.connectorPolicy(id, c.issuer, c.JWKS(), c.now())
 		if !ok {
 			return nil, nil, false, "connector " + id + " was removed"
 		}

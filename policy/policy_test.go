@@ -3,6 +3,7 @@ package policy
 import (
 	"net/netip"
 	"testing"
+	"time"
 )
 
 func TestParsePortRule(t *testing.T) {
@@ -113,5 +114,25 @@ func TestAddressMatching(t *testing.T) {
 	}
 	if mustAddr("*.corp.internal").String() != "*.corp.internal" || !wild.IsName() || cidr.IsName() {
 		t.Error("String/IsName wrong")
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	good := map[string]time.Duration{"12h": 12 * time.Hour, "30d": 30 * 24 * time.Hour, "90m": 90 * time.Minute, "1h30m": 90 * time.Minute, "2s": 2 * time.Second}
+	for in, want := range good {
+		got, err := ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0h", "-1h", "1.5d", "12", "d", "forever"} {
+		if _, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", in)
+		}
+	}
+	for d, want := range map[time.Duration]string{12 * time.Hour: "12h", 30 * 24 * time.Hour: "30d", 90 * time.Minute: "1h30m", 2 * time.Second: "2s"} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
+		}
 	}
 }
