@@ -370,6 +370,9 @@ func (c *Controller) handleEvents(w http.ResponseWriter, r *http.Request, id str
 		writeError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
+	if err := c.recordUse(r.Context(), fe.Events); err != nil {
+		c.log.Warn("record resource use for auto-lock", "err", err)
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 

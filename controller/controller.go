@@ -121,6 +121,7 @@ type Controller struct {
 	cur      atomic.Pointer[Model]
 	hub      *hub
 
+	mfaFails   mfaThrottle
 	rtMu       sync.Mutex
 	connSeen   map[string]time.Time
 	connLoad   map[string]controlapi.ConnectorLoad
