@@ -2,6 +2,9 @@ package client
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -52,8 +55,21 @@ func collectPosture(ctx context.Context) controlapi.PostureReport {
 // reportPosture sends the device's posture and returns the verdict.
 func (d *Daemon) reportPosture(ctx context.Context, cc *controlClient) (localapi.Posture, error) {
 	rep := collectPosture(ctx)
+	rep.Reported = time.Now().UTC()
+	d.mu.Lock()
+	key, sess := d.key, d.sess
+	d.mu.Unlock()
+	if sess == nil {
+		return localapi.Posture{}, ErrNotSignedIn
+	}
+	body, err := json.Marshal(rep)
+	if err != nil {
+		return localapi.Posture{}, err
+	}
+	signed := controlapi.SignedPosture{Report: body,
+		Signature: base64.StdEncoding.EncodeToString(ed25519.Sign(key, controlapi.PostureSigningInput(body, sess.DeviceID)))}
 	var v controlapi.PostureVerdict
-	if err := cc.do(ctx, http.MethodPost, controlapi.PathPosture, rep, &v, 20*time.Second); err != nil {
+	if err := cc.do(ctx, http.MethodPost, controlapi.PathPosture, signed, &v, 20*time.Second); err != nil {
 		return localapi.Posture{}, fmt.Errorf("report posture: %w", err)
 	}
 	return localapi.Posture{Report: rep, Verdict: v}, nil

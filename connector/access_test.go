@@ -1,6 +1,9 @@
 package connector
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os/exec"
@@ -242,7 +245,7 @@ func TestAccessPostureThroughController(t *testing.T) {
 	}
 	rep := controlapi.PostureReport{OS: "linux", OSVersion: "6.1.0-13-amd64", DiskEncryption: false, Firewall: true, ClientVersion: "0.3.0"}
 	var v controlapi.PostureVerdict
-	if err := e.post(controlapi.PathPosture, e.alice.session, rep, &v); err != nil {
+	if err := e.report(e.alice, rep, &v); err != nil {
 		t.Fatal(err)
 	}
 	if v.Failed["managed"] != "disk encryption off" {
@@ -254,7 +257,7 @@ func TestAccessPostureThroughController(t *testing.T) {
 	// Fixed: access within seconds, on the running connection.
 	rep.DiskEncryption = true
 	fixed := time.Now()
-	if err := e.post(controlapi.PathPosture, e.alice.session, rep, &v); err != nil || len(v.Satisfied) != 1 {
+	if err := e.report(e.alice, rep, &v); err != nil || len(v.Satisfied) != 1 {
 		t.Fatalf("report: %v %+v", err, v)
 	}
 	open, _ := e.openUntil(cc, "posture-db", wire.StatusOK)
@@ -262,11 +265,41 @@ func TestAccessPostureThroughController(t *testing.T) {
 	echoRoundTrip(t, open, "managed")
 	// Falling out of the profile closes the running flow.
 	rep.Firewall = false
-	if err := e.post(controlapi.PathPosture, e.alice.session, rep, &v); err != nil || v.Failed["managed"] != "firewall off" {
+	if err := e.report(e.alice, rep, &v); err != nil || v.Failed["managed"] != "firewall off" {
 		t.Fatalf("report: %v %+v", err, v)
 	}
 	took := expectClosed(t, open, 3*time.Second)
 	t.Logf("posture lost -> running flow closed in %v", took)
+}
+
+// report sends a posture report signed with d's device key.
+func (e *accessEnv) report(d *device, rep controlapi.PostureReport, v *controlapi.PostureVerdict) error {
+	rep.Reported = e.clk.Now()
+	body, _ := json.Marshal(rep)
+	sig := ed25519.Sign(d.key, controlapi.PostureSigningInput(body, d.id))
+	return e.post(controlapi.PathPosture, d.session, controlapi.SignedPosture{Report: body, Signature: base64.StdEncoding.EncodeToString(sig)}, v)
+}
+
+func TestAccessPostureReportMustBeSignedAndFresh(t *testing.T) {
+	e := newAccessEnv(t)
+	rep := controlapi.PostureReport{OS: "linux", OSVersion: "6.1.0", DiskEncryption: true, Firewall: true, ClientVersion: "0.3.0", Reported: e.clk.Now()}
+	body, _ := json.Marshal(rep)
+	// Signed by another device's key (bob's) for alice's device.
+	sig := ed25519.Sign(e.bob.key, controlapi.PostureSigningInput(body, e.alice.id))
+	if err := e.post(controlapi.PathPosture, e.alice.session, controlapi.SignedPosture{Report: body, Signature: base64.StdEncoding.EncodeToString(sig)}, nil); err == nil || !strings.Contains(err.Error(), "signature does not verify") {
+		t.Fatalf("report signed with another key: %v", err)
+	}
+	// An old report replayed.
+	rep.Reported = e.clk.Now().Add(-10 * time.Minute)
+	body, _ = json.Marshal(rep)
+	sig = ed25519.Sign(e.alice.key, controlapi.PostureSigningInput(body, e.alice.id))
+	if err := e.post(controlapi.PathPosture, e.alice.session, controlapi.SignedPosture{Report: body, Signature: base64.StdEncoding.EncodeToString(sig)}, nil); err == nil || !strings.Contains(err.Error(), "from the controller's clock") {
+		t.Fatalf("stale report: %v", err)
+	}
+	var v controlapi.PostureVerdict
+	if err := e.report(e.alice, rep, &v); err != nil || len(v.Satisfied) != 1 {
+		t.Fatalf("fresh signed report: %v %+v", err, v)
+	}
 }
 
 func TestAccessJITRequestApproveExpire(t *testing.T) {

@@ -1,6 +1,9 @@
 package controlapi
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Access governance (issue 17): per-resource requirements beyond group
 // membership, the state connectors need to judge them, and the client and
@@ -90,6 +93,25 @@ type PostureReport struct {
 	DiskEncryption bool   `json:"disk_encryption"`
 	Firewall       bool   `json:"firewall"`
 	ClientVersion  string `json:"client_version"`
+	// Reported is when the device collected the facts.
+	Reported time.Time `json:"reported"`
+}
+
+// SignedPosture is a posture report signed with the device's Ed25519 key:
+// Signature is base64 (std) of ed25519.Sign(key, PostureSigningInput(Report,
+// device id)). Report is the report's JSON exactly as signed; its Reported
+// time must be within PostureMaxSkew of the controller's clock.
+type SignedPosture struct {
+	Report    json.RawMessage `json:"report"`
+	Signature string          `json:"signature"`
+}
+
+// PostureMaxSkew bounds how old (or how far ahead) a signed report may be.
+const PostureMaxSkew = 5 * time.Minute
+
+// PostureSigningInput is what a device signs for a posture report.
+func PostureSigningInput(report []byte, device string) []byte {
+	return []byte("postern-posture-v1\n" + device + "\n" + string(report))
 }
 
 // PostureVerdict is the controller's evaluation of a report.

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"context"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,10 +52,16 @@ func (c *Controller) handlePosture(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
-	var rep controlapi.PostureReport
-	if !decodeJSON(w, r, &rep) {
+	var signed controlapi.SignedPosture
+	if !decodeJSON(w, r, &signed) {
 		return
 	}
+	rep, err := m.verifyPosture(s.DeviceID, signed, c.now())
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "posture report: %v", err)
+		return
+	}
+	rep.Reported = time.Time{} // stored only when the facts change
 	if rep.OS == "" || len(rep.OSVersion) > 64 || len(rep.ClientVersion) > 64 || len(rep.OSName) > 128 {
 		writeError(w, http.StatusBadRequest, "posture report: os is required; os_version and client_version at most 64 characters")
 		return
@@ -84,6 +92,31 @@ func (c *Controller) handlePosture(w http.ResponseWriter, r *http.Request) {
 	}
 	sat, failed := m.devicePosture(s.DeviceID)
 	writeJSON(w, http.StatusOK, controlapi.PostureVerdict{Satisfied: sat, Failed: failed})
+}
+
+// verifyPosture checks a signed report against the device's key and the
+// clock, and decodes it.
+func (m *Model) verifyPosture(device string, sp controlapi.SignedPosture, now time.Time) (controlapi.PostureReport, error) {
+	var rep controlapi.PostureReport
+	dev, ok := m.Devices[device]
+	if !ok {
+		return rep, errors.New("unknown device")
+	}
+	pub, err := base64.StdEncoding.DecodeString(dev.PublicKey)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return rep, errors.New("device key unusable")
+	}
+	sig, err := base64.StdEncoding.DecodeString(sp.Signature)
+	if err != nil || !ed25519.Verify(ed25519.PublicKey(pub), controlapi.PostureSigningInput(sp.Report, device), sig) {
+		return rep, errors.New("signature does not verify with this device's key")
+	}
+	if err := json.Unmarshal(sp.Report, &rep); err != nil {
+		return rep, fmt.Errorf("decode: %w", err)
+	}
+	if d := now.Sub(rep.Reported); d > controlapi.PostureMaxSkew || d < -controlapi.PostureMaxSkew {
+		return rep, fmt.Errorf("reported at %s, more than %s from the controller's clock", rep.Reported.UTC().Format(time.RFC3339), controlapi.PostureMaxSkew)
+	}
+	return rep, nil
 }
 
 func principalName(m *Model, pid string) string {

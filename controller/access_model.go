@@ -271,7 +271,7 @@ func (m *Model) lastUse(pid, rid string) time.Time {
 		last = u.Last
 	}
 	for _, r := range m.access.requests {
-		if r.RequesterID == pid && r.ResourceID == rid && r.State == reqApproved && r.Start.After(last) {
+		if r.RequesterID == pid && r.ResourceID == rid && (r.State == reqApproved || r.State == reqExpired) && r.Start.After(last) {
 			last = r.Start
 		}
 	}

@@ -132,6 +132,20 @@ func TestResourceRequireThroughREST(t *testing.T) {
 	if err := json.Unmarshal(e.admin(http.MethodGet, "/api/v1/resources/web", nil, 200), &got); err != nil || got.Require == nil || got.Require.MFA != "1h" {
 		t.Fatalf("stored: %v %+v", err, got.Require)
 	}
+	// Posture profiles through REST: create, rename (references follow),
+	// and a profile still required cannot be deleted.
+	e.admin(http.MethodPost, "/api/v1/posture-profiles", map[string]any{"name": "strict", "disk_encryption": true, "os_min": map[string]string{"linux": "6.8"}}, http.StatusCreated)
+	e.admin(http.MethodPost, "/api/v1/posture-profiles", map[string]any{"name": "bad", "os_min": map[string]string{"plan9": "4"}}, http.StatusBadRequest)
+	e.admin(http.MethodPut, "/api/v1/posture-profiles/managed", map[string]any{"name": "corporate", "firewall": true}, http.StatusOK)
+	for _, r := range e.c.model().Resources {
+		if r.Name == "web" && r.Require.Posture[0] != "corporate" {
+			t.Fatalf("posture after profile rename: %v", r.Require.Posture)
+		}
+	}
+	if data := e.admin(http.MethodDelete, "/api/v1/posture-profiles/corporate", nil, http.StatusBadRequest); !strings.Contains(string(data), `unknown posture profile \"corporate\"`) {
+		t.Fatalf("deleting a required profile: %s", data)
+	}
+	e.admin(http.MethodDelete, "/api/v1/posture-profiles/strict", nil, http.StatusNoContent)
 	// Renaming an approver group follows into require.approval.
 	e.admin(http.MethodPut, "/api/v1/groups/sre-leads", map[string]any{"name": "sre", "users": []string{}}, http.StatusOK)
 	for _, r := range e.c.model().Resources {

@@ -306,6 +306,10 @@ func TestAccessCommands(t *testing.T) {
 		t.Fatalf("bob's requests after deny:\n%s", out)
 	}
 
+	// Posture: the daemon's own probes, signed with its device key.
+	if code, out, stderr = as(aliceSock, "", "posture"); code != 0 || !strings.Contains(out, "OS:              linux") || !strings.Contains(out, "reported by this device itself") {
+		t.Fatalf("posture: %d %s %s", code, out, stderr)
+	}
 	// Remove: with a recent step-up no code is asked.
 	if code, out, stderr = as(aliceSock, "", "mfa", "remove"); code != 0 || !strings.Contains(out, "removed") {
 		t.Fatalf("mfa remove: %d %s %s", code, out, stderr)
