@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/oidcauth"
 	"postern.dev/postern/controller/oidcauth/oidctest"
-	"postern.dev/postern/controlapi"
 	"postern.dev/postern/localapi"
 	"postern.dev/postern/tray"
 )
