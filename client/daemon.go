@@ -480,8 +480,9 @@ func (d *Daemon) startSessionLocked() error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.sessCancel = cancel
-	d.sessWG.Add(1)
+	d.sessWG.Add(2)
 	go d.policyLoop(ctx, d.ctl)
+	go d.postureLoop(ctx, d.ctl)
 	return nil
 }
 
@@ -645,7 +646,7 @@ func (d *Daemon) Resources() []localapi.Resource {
 		names = d.front.Names()
 	}
 	for _, r := range d.pol.Resources {
-		lr := localapi.Resource{ID: r.ID, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: r.Ports}
+		lr := localapi.Resource{ID: r.ID, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: r.Ports, Require: r.Require, Access: r.Access}
 		if lr.Ports == nil {
 			lr.Ports = []string{}
 		}

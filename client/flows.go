@@ -220,6 +220,10 @@ wait:
 		s.CancelRead(streamErrAborted)
 		_ = s.Close()
 		d.changedSoon()
+		if isAccessStatus(r.st) {
+			// The user can act on these (docs/access.md): say what to do.
+			d.log.Warn("access to resource refused", "resource_id", hdr.ResourceID, "dst", hdr.Destination, "status", r.st.String(), "reason", r.msg)
+		}
 		return nil, &FlowError{Status: r.st, Msg: r.msg}
 	}
 	e.active.Add(1)

@@ -118,7 +118,7 @@ func socksReply(err error) byte {
 		return socks5.ReplyNotAllowed
 	}
 	switch flowStatus(err) {
-	case wire.StatusDenied, wire.StatusUnauthenticated:
+	case wire.StatusDenied, wire.StatusUnauthenticated, wire.StatusMFARequired, wire.StatusPosture, wire.StatusApprovalRequired:
 		return socks5.ReplyNotAllowed
 	case wire.StatusRefused:
 		return socks5.ReplyConnectionRefused

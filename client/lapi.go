@@ -48,6 +48,7 @@ func ListenLocalAPI(d *Daemon, path string, gid int) (*LocalAPIServer, error) {
 	mux.HandleFunc("GET /v1/dns", s.dns)
 	mux.HandleFunc("GET /v1/events", s.events)
 	mux.HandleFunc("GET "+localapi.PathNetcheck, s.netcheck)
+	s.accessRoutes(mux)
 	mux.HandleFunc("POST "+localapi.PathSSOStart, func(w http.ResponseWriter, r *http.Request) {
 		var req localapi.SSOStartRequest
 		if !decodeBody(w, r, &req) {

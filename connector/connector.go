@@ -70,6 +70,9 @@ type Config struct {
 	Resolver Resolver
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
+	// Now is the clock access requirements (MFA windows, grant ends,
+	// auto-lock) are judged by; tests move it. Default time.Now.
+	Now func() time.Time
 }
 
 // Connector is one running connector.
@@ -127,6 +130,9 @@ func Open(cfg Config) (*Connector, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.ListenUDP == "" {
 		cfg.ListenUDP = ":0"
@@ -513,6 +519,8 @@ func (c *Connector) MetricsListenAddr() string {
 	}
 	return ""
 }
+
+func (c *Connector) now() time.Time { return c.cfg.Now() }
 
 // Ready reports whether the connector can serve: it has a policy.
 func (c *Connector) Ready() bool { return c.policy.Load() != nil }

@@ -56,6 +56,44 @@ func (f *flow) kill(result string) {
 
 func (f *flow) setResult(r string) { f.result.CompareAndSwap(nil, &r) }
 
+// closeAtEnd re-checks f when its access ends (an approved grant's end) and
+// closes it then, unless a newer grant (in a refreshed token or the pushed
+// policy) extends it. The returned function stops watching.
+func (s *session) closeAtEnd(f *flow, until time.Time) (stop func()) {
+	var mu sync.Mutex
+	var t *time.Timer
+	stopped := false
+	var arm func(at time.Time)
+	arm = func(at time.Time) {
+		t = time.AfterFunc(at.Sub(s.c.now()), func() {
+			cl := s.currentClaims()
+			if cl == nil {
+				cl = f.claims
+			}
+			d := s.c.policy.Load().authorize(cl, f.hdr, s.c.now(), true)
+			if d.status != wire.StatusOK {
+				s.log.Info("closing flow at the end of its access", "resource", f.hdr.ResourceID, "dst", f.hdr.Destination, "reason", d.reason)
+				f.kill(resultPolicy)
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !stopped && !d.until.IsZero() {
+				arm(d.until)
+			}
+		})
+	}
+	mu.Lock()
+	arm(until)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
+}
+
 // handleFlow reads the flow header, checks it against the policy, dials the
 // destination, answers a status and splices.
 func (s *session) handleFlow(st *quic.Stream) {
@@ -98,7 +136,7 @@ func (s *session) handleFlow(st *quic.Stream) {
 		return
 	}
 	p := s.c.policy.Load()
-	d := p.authorize(claims.Subject, claims.Device, h)
+	d := p.authorize(claims, h, s.c.now(), false)
 	if d.status != wire.StatusOK {
 		s.refuse(st, claims, h, start, d.status, d.reason, d.reason)
 		return
@@ -156,10 +194,14 @@ func (s *session) run(f *flow, splice func()) {
 	}
 	defer s.removeFlow(f)
 	// The policy may have changed while dialing.
-	if d := s.c.policy.Load().authorize(f.claims.Subject, f.claims.Device, f.hdr); d.status != wire.StatusOK {
+	d := s.c.policy.Load().authorize(f.claims, f.hdr, s.c.now(), false)
+	if d.status != wire.StatusOK {
 		f.dst.Close()
 		s.refuse(f.st, f.claims, f.hdr, f.start, d.status, d.reason, d.reason)
 		return
+	}
+	if !d.until.IsZero() {
+		defer s.closeAtEnd(f, d.until)()
 	}
 	if err := wire.WriteStatus(f.st, wire.StatusOK, ""); err != nil {
 		f.kill(resultReset)

@@ -43,6 +43,7 @@ type lab struct {
 	stopCtl  func()
 	stopC    func()
 	resolver *net.Resolver
+	now      func() time.Time // the controller's clock (nil: time.Now)
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -55,9 +56,15 @@ func testLogger(t testing.TB) *slog.Logger {
 // newLab starts a controller, applies yaml, enrolls connector "corp-a" and runs it.
 func newLab(t testing.TB, yaml string, tune func(*Config)) *lab {
 	t.Helper()
+	return newLabAt(t, yaml, nil, tune)
+}
+
+// newLabAt is newLab with the controller judging time by now (nil: time.Now).
+func newLabAt(t testing.TB, yaml string, now func() time.Time, tune func(*Config)) *lab {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	l := &lab{t: t, ctx: ctx, ctlDir: t.TempDir(), stateDir: t.TempDir()}
+	l := &lab{t: t, ctx: ctx, ctlDir: t.TempDir(), stateDir: t.TempDir(), now: now}
 	l.startController()
 	if _, err := l.ctl.ApplyYAML(ctx, []byte(yaml), false); err != nil {
 		t.Fatalf("apply: %v", err)
@@ -90,7 +97,7 @@ func (l *lab) startController() {
 	}
 	l.ctlLn = ln
 	l.url = "https://" + ln.Addr().String()
-	ctl, err := controller.Open(controller.Config{DataDir: l.ctlDir, PublicURL: l.url, Logger: testLogger(t)})
+	ctl, err := controller.Open(controller.Config{DataDir: l.ctlDir, PublicURL: l.url, Logger: testLogger(t), Now: l.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -410,4 +417,23 @@ func setName(name, ip string) {
 	testZone.mu.Lock()
 	testZone.names[dns.Fqdn(strings.ToLower(name))] = ip
 	testZone.mu.Unlock()
+}
+
+func (l *lab) get(path, bearer string, out any) error {
+	req, _ := http.NewRequestWithContext(l.ctx, http.MethodGet, l.url+path, nil)
+	req.Header.Set("Authorization", "Bearer "+bearer)
+	resp, err := l.hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, b)
+	}
+	return json.Unmarshal(b, out)
+}
+
+func (l *lab) adminPost(path string, in, out any) error {
+	return l.post(path, l.ctl.AdminToken(), in, out)
 }

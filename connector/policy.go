@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
@@ -23,6 +24,7 @@ type compiledPolicy struct {
 	keys      *ctoken.KeySet
 	resources map[string]*compiledResource
 	revoked   map[string]bool
+	access    compiledAccess
 }
 
 type compiledResource struct {
@@ -33,6 +35,10 @@ type compiledResource struct {
 	// namesSpecial: an IP/CIDR resource that lies entirely in loopback,
 	// link-local or metadata space names such addresses explicitly.
 	namesSpecial bool
+	// Access governance (access.go).
+	require controlapi.Requirements
+	grants  map[string]time.Time
+	lastUse map[string]time.Time
 }
 
 // compilePolicy validates a snapshot. A snapshot with a bad resource is
@@ -49,6 +55,7 @@ func compilePolicy(p controlapi.ConnectorPolicy) (*compiledPolicy, error) {
 		raw: p, rev: p.Revision, issuer: p.Issuer, keys: ctoken.NewKeySet(keys),
 		resources: make(map[string]*compiledResource, len(p.Resources)),
 		revoked:   make(map[string]bool, len(p.RevokedDevices)),
+		access:    compileAccess(p.Access),
 	}
 	for _, r := range p.Resources {
 		if r.ID == "" {
@@ -62,7 +69,11 @@ func compilePolicy(p controlapi.ConnectorPolicy) (*compiledPolicy, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy resource %q: %w", r.Name, err)
 		}
-		cr := &compiledResource{id: r.ID, name: r.Name, addr: addr, ports: ports, principals: make(map[string]bool, len(r.Principals))}
+		cr := &compiledResource{id: r.ID, name: r.Name, addr: addr, ports: ports, principals: make(map[string]bool, len(r.Principals)),
+			grants: r.Grants, lastUse: r.LastUse}
+		if r.Require != nil {
+			cr.require = *r.Require
+		}
 		for _, pr := range r.Principals {
 			cr.principals[pr] = true
 		}
@@ -94,13 +105,30 @@ func protoName(p byte) string {
 type decision struct {
 	res    *compiledResource
 	status wire.Status
-	reason string // refusal reason (metrics label and status message)
+	reason string    // refusal reason (metrics label and status message)
+	until  time.Time // ok until then (an access grant's end); zero: no end
 }
 
-// authorize checks one flow header for principal: the resource exists, the
-// principal may reach it, the protocol and port are allowed, and the
-// destination lies inside the resource's definition. It does not resolve.
-func (p *compiledPolicy) authorize(principal, device string, h wire.OpenHeader) decision {
+// authorize checks one flow header for the token's principal and device at
+// now: the resource exists, the principal may reach it, the resource's
+// access requirements are met (access.go; running re-checks an established
+// flow), the protocol and port are allowed, and the destination lies inside
+// the resource's definition. It does not resolve.
+func (p *compiledPolicy) authorize(cl *ctoken.Claims, h wire.OpenHeader, now time.Time, running bool) decision {
+	d := p.authorizeHeader(cl.Subject, cl.Device, h)
+	if d.status != wire.StatusOK {
+		return d
+	}
+	a := p.checkAccess(d.res, cl, now, running)
+	if a.status != wire.StatusOK {
+		return decision{res: d.res, status: a.status, reason: a.reason}
+	}
+	d.until = a.until
+	return d
+}
+
+// authorizeHeader is authorize without the access requirements.
+func (p *compiledPolicy) authorizeHeader(principal, device string, h wire.OpenHeader) decision {
 	if p.revoked[device] {
 		return decision{status: wire.StatusDenied, reason: "device revoked"}
 	}

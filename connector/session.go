@@ -310,7 +310,7 @@ func (s *session) enforce(p *compiledPolicy) {
 		return
 	}
 	for _, f := range flows {
-		if d := p.authorize(cl.Subject, cl.Device, f.hdr); d.status != wire.StatusOK {
+		if d := p.authorize(cl, f.hdr, s.c.now(), true); d.status != wire.StatusOK {
 			s.log.Info("closing flow no longer allowed", "resource", f.hdr.ResourceID, "dst", f.hdr.Destination, "reason", d.reason)
 			f.kill(resultPolicy)
 		}

@@ -174,6 +174,11 @@ type PolicyResource struct {
 	Address string   `json:"address"` // name, *.wildcard, IP or CIDR (policy.ParseAddress)
 	Network string   `json:"network"` // remote network name
 	Ports   []string `json:"ports"`   // policy.ParsePortRule specs; empty = all
+	// Require: access conditions beyond membership (access.go).
+	Require *Requirements `json:"require,omitempty"`
+	// Access (client policy only): whether this principal and device meet
+	// Require now, and what to do when not.
+	Access *ResourceAccess `json:"access,omitempty"`
 }
 
 // ConnectorResource adds who may reach it.
@@ -183,6 +188,11 @@ type ConnectorResource struct {
 	Principals []string `json:"principals"`
 	// Group names allowed (informational).
 	Groups []string `json:"groups,omitempty"`
+	// Grants maps principal id to the end of its approved access request.
+	Grants map[string]time.Time `json:"grants,omitempty"`
+	// LastUse maps principal id to its last use of the resource (or the
+	// start of its auto-lock window), when auto-lock is on.
+	LastUse map[string]time.Time `json:"last_use,omitempty"`
 }
 
 // ConnectorPolicy is a snapshot pushed to a connector.
@@ -197,6 +207,8 @@ type ConnectorPolicy struct {
 	Relays      []RelayInfo         `json:"relays"`
 	// Revoked device ids: connections of these devices are closed.
 	RevokedDevices []string `json:"revoked_devices,omitempty"`
+	// Access is the state requirements are judged with (access.go).
+	Access ConnectorAccess `json:"access"`
 }
 
 // ConnectorInfo is a connector as a client sees it.

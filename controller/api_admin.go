@@ -26,10 +26,11 @@ var kindPaths = map[string]string{
 	"service-accounts": KindServiceAccount,
 	"devices":          KindDevice,
 	"sessions":         KindSession,
+	"posture-profiles": KindPostureProfile,
 }
 
 // specKinds are managed declaratively (network.yaml and single-object CRUD).
-var specKinds = map[string]bool{KindNetwork: true, KindConnector: true, KindResource: true, KindGroup: true, KindUser: true, KindServiceAccount: true}
+var specKinds = map[string]bool{KindNetwork: true, KindConnector: true, KindResource: true, KindGroup: true, KindUser: true, KindServiceAccount: true, KindPostureProfile: true}
 
 func (c *Controller) adminRoutes(mux *http.ServeMux) {
 	for p, kind := range kindPaths {
@@ -305,6 +306,8 @@ func removeFromSpec(s *Spec, kind, name string) error {
 		s.ServiceAccounts = slices.DeleteFunc(s.ServiceAccounts, func(a ServiceAccountSpec) bool { return a.Name == name })
 	case KindResource:
 		s.Resources = slices.DeleteFunc(s.Resources, func(r ResourceSpec) bool { return r.Name == name })
+	case KindPostureProfile:
+		s.PostureProfiles = slices.DeleteFunc(s.PostureProfiles, func(p PostureProfileSpec) bool { return p.Name == name })
 	default:
 		return fmt.Errorf("%w %s objects", errSpecMutation, kind)
 	}
@@ -429,6 +432,26 @@ func (c *Controller) handleUpsert(w http.ResponseWriter, r *http.Request, kind s
 				return nil
 			}
 		}
+	case KindPostureProfile:
+		var v PostureProfileSpec
+		if err = strict(&v); err == nil {
+			name = v.Name
+			mutate = func(s *Spec) error {
+				if update && oldName != v.Name {
+					for i := range s.Resources {
+						if q := s.Resources[i].Require; q != nil {
+							for j, p := range q.Posture {
+								if p == oldName {
+									q.Posture[j] = v.Name
+								}
+							}
+						}
+					}
+				}
+				s.PostureProfiles = upsertBy(s.PostureProfiles, oldName, v, func(x PostureProfileSpec) string { return x.Name })
+				return nil
+			}
+		}
 	}
 	if err != nil {
 		writeStoreError(w, kind, name, err)
@@ -474,6 +497,15 @@ func renameRefs(s *Spec, old, new string) {
 		for j, g := range s.ServiceAccounts[i].Groups {
 			if g == old {
 				s.ServiceAccounts[i].Groups[j] = new
+			}
+		}
+	}
+	for i := range s.Resources {
+		if q := s.Resources[i].Require; q != nil && q.Approval != nil {
+			for j, g := range q.Approval.Approvers {
+				if g == old {
+					q.Approval.Approvers[j] = new
+				}
 			}
 		}
 	}

@@ -414,6 +414,7 @@ func (c *Controller) issueToken(m *Model, s *Session, connectorID string) (*cont
 		ConnectorCertSHA256: cn.CertSHA256[0], Cnf: ctoken.Confirmation{JKT: dev.Thumbprint},
 		RegisteredClaims: jwt.RegisteredClaims{Subject: pr.ID, Audience: jwt.ClaimStrings{cn.ID}, ExpiresAt: jwt.NewNumericDate(exp)},
 	}
+	claims.MFAAt, claims.AMR, claims.Posture, claims.Grants = m.accessClaims(s, cn.Network, c.now())
 	tok, err := c.signer.Load().Issue(claims)
 	if err != nil {
 		return nil, fmt.Errorf("sign connection token: %w", err)
@@ -475,6 +476,7 @@ func (c *Controller) handleClientPolicy(w http.ResponseWriter, r *http.Request) 
 		if !ok {
 			return nil, nil, false, "account removed or disabled"
 		}
+		m.annotateAccess(&p, s.PrincipalID, s.DeviceID, c.now())
 		p.Revision = 0
 		return &p, func(rev int64) { p.Revision = rev }, true, ""
 	})

@@ -342,7 +342,7 @@ func stringsToLower(s string) string {
 
 func (c *Controller) handleConnectorPolicy(w http.ResponseWriter, r *http.Request, id string) {
 	c.stream(w, r, func(m *Model) (any, func(int64), bool, string) {
-		p, ok := m.connectorPolicy(id, c.issuer, c.JWKS(), time.Now())
+		p, ok := m.connectorPolicy(id, c.issuer, c.JWKS(), c.now())
 		if !ok {
 			return nil, nil, false, "connector " + id + " was removed"
 		}
@@ -369,6 +369,9 @@ func (c *Controller) handleEvents(w http.ResponseWriter, r *http.Request, id str
 	if err := c.store.AddEvents(r.Context(), evs, c.cfg.MaxEvents); err != nil {
 		writeError(w, http.StatusInternalServerError, "%v", err)
 		return
+	}
+	if err := c.recordUse(r.Context(), fe.Events); err != nil {
+		c.log.Warn("record resource use for auto-lock", "err", err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	"postern.dev/postern/controller/store"
 )
@@ -55,7 +56,7 @@ func (p *Plan) String() string {
 }
 
 // declarative kinds in the order creates are made; deletes run in reverse.
-var declKinds = []string{KindNetwork, KindConnector, KindGroup, KindUser, KindServiceAccount, KindResource}
+var declKinds = []string{KindNetwork, KindConnector, KindGroup, KindUser, KindServiceAccount, KindPostureProfile, KindResource, KindAccessSettings}
 
 type desiredObj struct {
 	kind, name string
@@ -87,7 +88,7 @@ func decodeInto(cur json.RawMessage, v any) error {
 
 // desiredObjects turns a normalized spec into the records it asks for.
 // hashes gives the password hash to store per user email.
-func desiredObjects(spec *Spec, hashes map[string]string) []desiredObj {
+func desiredObjects(spec *Spec, hashes map[string]string, now time.Time) []desiredObj {
 	var out []desiredObj
 	for _, n := range spec.RemoteNetworks {
 		n := n
@@ -169,7 +170,36 @@ func desiredObjects(spec *Spec, hashes map[string]string) []desiredObj {
 			f = diffField(f, "network", v.Network, r.Network)
 			f = diffField(f, "ports", strs(v.Ports), strs(r.Ports))
 			f = diffField(f, "groups", strs(v.Groups), strs(r.Groups))
-			*v = Resource{ID: id, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: strs(r.Ports), Groups: strs(r.Groups)}
+			f = diffField(f, "require", v.Require, r.Require)
+			*v = Resource{ID: id, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: strs(r.Ports), Groups: strs(r.Groups), Require: r.Require}
+			return v, f, nil
+		}})
+	}
+	for _, p := range spec.PostureProfiles {
+		p := p
+		out = append(out, desiredObj{KindPostureProfile, p.Name, func(cur json.RawMessage, id string) (any, []string, error) {
+			v := &PostureProfile{}
+			if err := decodeInto(cur, v); err != nil {
+				return nil, nil, err
+			}
+			var f []string
+			if len(cur) > 0 && !reflect.DeepEqual(v.PostureProfileSpec, p) {
+				f = append(f, "profile")
+			}
+			return &PostureProfile{ID: id, PostureProfileSpec: p}, f, nil
+		}})
+	}
+	if spec.AutoLock != "" {
+		out = append(out, desiredObj{KindAccessSettings, accessSettingsName, func(cur json.RawMessage, id string) (any, []string, error) {
+			v := &AccessSettings{}
+			if err := decodeInto(cur, v); err != nil {
+				return nil, nil, err
+			}
+			f := diffField(nil, "auto_lock", v.AutoLock, spec.AutoLock)
+			if len(f) > 0 || v.Since.IsZero() {
+				v.Since = now
+			}
+			v.ID, v.Name, v.AutoLock = id, accessSettingsName, spec.AutoLock
 			return v, f, nil
 		}})
 	}
@@ -204,7 +234,7 @@ func redact(kind string, data []byte) json.RawMessage {
 // reconcile makes the declarative kinds in tx match spec (when execute) and
 // returns the plan. Objects not in spec are deleted, except users created by
 // single sign-on.
-func reconcile(tx store.Tx, spec *Spec, hashes map[string]string, actor string, execute bool) (*Plan, error) {
+func reconcile(tx store.Tx, spec *Spec, hashes map[string]string, actor string, execute bool, now time.Time) (*Plan, error) {
 	plan := &Plan{Changes: []Change{}}
 	current := map[string]map[string]store.Object{}
 	for _, k := range declKinds {
@@ -221,7 +251,7 @@ func reconcile(tx store.Tx, spec *Spec, hashes map[string]string, actor string, 
 	for _, k := range declKinds {
 		wanted[k] = map[string]bool{}
 	}
-	desired := desiredObjects(spec, hashes)
+	desired := desiredObjects(spec, hashes, now)
 	sort.SliceStable(desired, func(i, j int) bool { return kindOrder(desired[i].kind) < kindOrder(desired[j].kind) })
 	for _, d := range desired {
 		wanted[d.kind][d.name] = true
@@ -427,7 +457,21 @@ func specFromTx(tx store.Tx) (*Spec, error) {
 		return nil, err
 	}
 	for _, r := range res {
-		spec.Resources = append(spec.Resources, ResourceSpec{Name: r.Name, Address: r.Address, Alias: r.Alias, Network: r.Network, Ports: strs(r.Ports), Groups: strs(r.Groups)})
+		spec.Resources = append(spec.Resources, ResourceSpec{Name: r.Name, Address: r.Address, Alias: r.Alias, Network: r.Network, Ports: strs(r.Ports), Groups: strs(r.Groups), Require: r.Require})
+	}
+	var profiles []PostureProfile
+	if err := listInto(tx, KindPostureProfile, &profiles); err != nil {
+		return nil, err
+	}
+	for _, p := range profiles {
+		spec.PostureProfiles = append(spec.PostureProfiles, p.PostureProfileSpec)
+	}
+	var settings []AccessSettings
+	if err := listInto(tx, KindAccessSettings, &settings); err != nil {
+		return nil, err
+	}
+	for _, st := range settings {
+		spec.AutoLock = st.AutoLock
 	}
 	return spec, nil
 }
@@ -493,7 +537,7 @@ func (c *Controller) applyYAML(ctx context.Context, actor string, data []byte, d
 		var plan *Plan
 		err := c.store.View(ctx, func(tx store.Tx) error {
 			var err error
-			plan, err = reconcile(tx, spec, hashes, actor, false)
+			plan, err = reconcile(tx, spec, hashes, actor, false, c.now())
 			return err
 		})
 		if err != nil {
@@ -506,7 +550,7 @@ func (c *Controller) applyYAML(ctx context.Context, actor string, data []byte, d
 	var plan *Plan
 	rev, _, err := c.commit(ctx, func(tx store.Tx) error {
 		var err error
-		if plan, err = reconcile(tx, spec, hashes, actor, true); err != nil {
+		if plan, err = reconcile(tx, spec, hashes, actor, true, c.now()); err != nil {
 			return err
 		}
 		_, err = sweepSessions(tx, actor, c.now())
@@ -541,7 +585,7 @@ func (c *Controller) mutateSpec(ctx context.Context, actor string, mutate func(*
 		if err := spec.normalize(nil); err != nil {
 			return err
 		}
-		if plan, err = reconcile(tx, spec, nil, actor, true); err != nil {
+		if plan, err = reconcile(tx, spec, nil, actor, true, c.now()); err != nil {
 			return err
 		}
 		_, err = sweepSessions(tx, actor, c.now())

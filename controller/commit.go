@@ -164,7 +164,8 @@ func externalOnly(m *Model, changes []store.Object) bool {
 		}
 		if v.TokenHash != old.TokenHash || v.DeviceID != old.DeviceID || v.PrincipalID != old.PrincipalID ||
 			v.PrincipalKind != old.PrincipalKind || v.Method != old.Method || v.Revoked != old.Revoked ||
-			!v.ExpiresAt.Equal(old.ExpiresAt) || !v.RevokedAt.Equal(old.RevokedAt) || !v.Created.Equal(old.Created) {
+			!v.ExpiresAt.Equal(old.ExpiresAt) || !v.RevokedAt.Equal(old.RevokedAt) || !v.Created.Equal(old.Created) ||
+			!v.MFAAt.Equal(old.MFAAt) {
 			return false
 		}
 	}

@@ -121,12 +121,15 @@ type Controller struct {
 	cur      atomic.Pointer[Model]
 	hub      *hub
 
-	rtMu       sync.Mutex
-	connSeen   map[string]time.Time
-	connLoad   map[string]controlapi.ConnectorLoad
-	relaySeen  map[string]time.Time
-	relayStats map[string]map[string]float64
-	started    time.Time
+	mfaFails mfaThrottle
+	// accessTicks is used by the monitor loop only (access_tick.go).
+	accessTicks accessTicker
+	rtMu        sync.Mutex
+	connSeen    map[string]time.Time
+	connLoad    map[string]controlapi.ConnectorLoad
+	relaySeen   map[string]time.Time
+	relayStats  map[string]map[string]float64
+	started     time.Time
 
 	limiter *ipLimiter
 	logins  *loginThrottle
@@ -524,6 +527,7 @@ func (c *Controller) monitorLoop(ctx context.Context) {
 		c.syncPresence(ctx)
 		c.markOffline(ctx)
 		c.sweepExpired(ctx)
+		c.accessTick(ctx)
 		if time.Since(lastGC) > time.Hour {
 			lastGC = time.Now()
 			if err := c.gc(ctx); err != nil && ctx.Err() == nil {

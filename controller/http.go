@@ -52,6 +52,7 @@ func (c *Controller) buildHandler() {
 	})
 	c.componentRoutes(mux)
 	c.clientRoutes(mux)
+	c.accessRoutes(mux)
 	c.ssoRoutes(mux)
 	c.adminRoutes(mux)
 	c.mux = mux

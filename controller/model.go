@@ -80,6 +80,7 @@ type Resource struct {
 	Network string   `json:"network"`
 	Ports   []string `json:"ports"`
 	Groups  []string `json:"groups"`
+	Require *Require `json:"require,omitempty"`
 }
 
 // Group is a set of users (by email); service accounts name their groups.
@@ -155,6 +156,8 @@ type Session struct {
 	ExpiresAt time.Time       `json:"expires_at"`
 	Revoked   bool            `json:"revoked,omitempty"`
 	RevokedAt time.Time       `json:"revoked_at,omitzero"`
+	// MFAAt is when this session last passed a second factor (step-up).
+	MFAAt time.Time `json:"mfa_at,omitzero"`
 	// RevokeReason says why the controller ended the session (e.g.
 	// "password changed", "expired"); empty for a logout or an admin's
 	// revocation.
@@ -243,6 +246,9 @@ type Model struct {
 	// use. It depends only on resources and memberships, so incremental
 	// updates (which never touch those) share it.
 	reach *sync.Map
+
+	// Access governance (access_model.go).
+	access accessModel
 }
 
 func buildModel(rev int64, objs []store.Object, now time.Time) (*Model, error) {
@@ -320,6 +326,8 @@ func buildModel(rev int64, objs []store.Object, now time.Time) (*Model, error) {
 			}
 		case KindEnrollment:
 			m.Enrollments++
+		default:
+			err = m.access.add(o)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("decode %s %s: %w", o.Kind, o.ID, err)
@@ -391,7 +399,7 @@ func (m *Model) mayReach(pid string, r *Resource) bool {
 }
 
 func policyResource(r *Resource) controlapi.PolicyResource {
-	return controlapi.PolicyResource{ID: r.ID, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: nonNil(r.Ports)}
+	return controlapi.PolicyResource{ID: r.ID, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: nonNil(r.Ports), Require: r.Require.requirements()}
 }
 
 // revokedDevices lists devices whose access ended recently: revoked devices
@@ -460,8 +468,11 @@ func (m *Model) connectorPolicy(id, issuer string, jwks json.RawMessage, now tim
 			}
 		}
 		sort.Strings(principals)
-		p.Resources = append(p.Resources, controlapi.ConnectorResource{PolicyResource: policyResource(r), Principals: principals, Groups: nonNil(r.Groups)})
+		cr := controlapi.ConnectorResource{PolicyResource: policyResource(r), Principals: principals, Groups: nonNil(r.Groups)}
+		m.connectorResourceAccess(&cr, r, principals, now)
+		p.Resources = append(p.Resources, cr)
 	}
+	p.Access = m.connectorAccess(now)
 	return p, true
 }
 

@@ -21,6 +21,9 @@ type Spec struct {
 	Users           []UserSpec           `yaml:"users" json:"users"`
 	Resources       []ResourceSpec       `yaml:"resources" json:"resources"`
 	ServiceAccounts []ServiceAccountSpec `yaml:"service_accounts" json:"service_accounts"`
+	// Access governance (access_spec.go, docs/access.md).
+	PostureProfiles []PostureProfileSpec `yaml:"posture_profiles,omitempty" json:"posture_profiles,omitempty"`
+	AutoLock        string               `yaml:"auto_lock,omitempty" json:"auto_lock,omitempty"`
 }
 
 // NetworkSpec declares a remote network and the names of its connectors.
@@ -58,6 +61,8 @@ type ResourceSpec struct {
 	Network string   `yaml:"network" json:"network"`
 	Ports   []string `yaml:"ports" json:"ports"`
 	Groups  []string `yaml:"groups" json:"groups"`
+	// Require: access conditions beyond group membership (docs/access.md).
+	Require *Require `yaml:"require,omitempty" json:"require,omitempty"`
 }
 
 // ServiceAccountSpec declares a service account and its groups.
@@ -109,10 +114,16 @@ func (li lineIndex) at(section string, i int, field string) int {
 	if li == nil {
 		return 0
 	}
-	if field != "" {
+	for field != "" {
 		if l, ok := li[fmt.Sprintf("%s[%d].%s", section, i, field)]; ok {
 			return l
 		}
+		// "require.approval.max" falls back to "require.approval", then "require".
+		cut := strings.LastIndexByte(field, '.')
+		if cut < 0 {
+			break
+		}
+		field = field[:cut]
 	}
 	return li[fmt.Sprintf("%s[%d]", section, i)]
 }
@@ -138,11 +149,26 @@ func indexLines(doc *yaml.Node) lineIndex {
 				continue
 			}
 			for k := 0; k+1 < len(item.Content); k += 2 {
-				li[fmt.Sprintf("%s[%d].%s", sec, j, item.Content[k].Value)] = item.Content[k].Line
+				key := fmt.Sprintf("%s[%d].%s", sec, j, item.Content[k].Value)
+				li[key] = item.Content[k].Line
+				indexNested(li, key, item.Content[k+1])
 			}
 		}
 	}
 	return li
+}
+
+// indexNested records the lines of the keys of nested mappings (require:
+// mfa, approval: max) under prefix.
+func indexNested(li lineIndex, prefix string, n *yaml.Node) {
+	if n.Kind != yaml.MappingNode {
+		return
+	}
+	for k := 0; k+1 < len(n.Content); k += 2 {
+		key := prefix + "." + n.Content[k].Value
+		li[key] = n.Content[k].Line
+		indexNested(li, key, n.Content[k+1])
+	}
 }
 
 // ParseSpec decodes network.yaml strictly: unknown keys, duplicate keys and
@@ -331,6 +357,13 @@ func (spec *Spec) normalize(li lineIndex) error {
 		sas[s.Name] = true
 		checkGroups("service_accounts", i, s.Name, s.Groups)
 	}
+	spec.normalizeAccess(li, groups, add, func(field, format string, args ...any) {
+		line := 0
+		if li != nil {
+			line = li[field]
+		}
+		errs = append(errs, ValidationError{Line: line, Path: field, Msg: fmt.Sprintf(format, args...)})
+	})
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidSpec, errs)
 	}

@@ -55,6 +55,15 @@ type Claims struct {
 	// Hex SHA-256 of the connector's current certificate DER.
 	ConnectorCertSHA256 string       `json:"ccs"`
 	Cnf                 Confirmation `json:"cnf"`
+	// Access claims (docs/access.md). MFAAt is the Unix time of the
+	// device's last second factor (0: none); AMR lists the methods of it
+	// ("otp"). Posture names the posture profiles the device satisfied at
+	// issue. Grants maps resource id to the Unix end of an approved access
+	// request.
+	MFAAt   int64            `json:"mfa_at,omitempty"`
+	AMR     []string         `json:"amr,omitempty"`
+	Posture []string         `json:"posture,omitempty"`
+	Grants  map[string]int64 `json:"grants,omitempty"`
 	jwt.RegisteredClaims
 }
 

@@ -132,6 +132,10 @@ type Resource struct {
 	// SyntheticAddrs are the addresses handed out for a name resource (for a
 	// wildcard, those allocated so far).
 	SyntheticAddrs []string `json:"synthetic_addrs,omitempty"`
+	// Require and Access: the resource's access conditions and whether this
+	// device meets them, with what to do when not (docs/access.md).
+	Require *controlapi.Requirements   `json:"require,omitempty"`
+	Access  *controlapi.ResourceAccess `json:"access,omitempty"`
 }
 
 // DNSExplain says how a name resolves right now.

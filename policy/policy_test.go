@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParsePortRule(t *testing.T) {
@@ -125,6 +126,26 @@ func TestIPWithTrailingDotRefused(t *testing.T) {
 			t.Errorf("%q parsed as %+v, want an error", s, a)
 		} else if !strings.Contains(err.Error(), "trailing dot") {
 			t.Errorf("%q: %v", s, err)
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	good := map[string]time.Duration{"12h": 12 * time.Hour, "30d": 30 * 24 * time.Hour, "90m": 90 * time.Minute, "1h30m": 90 * time.Minute, "2s": 2 * time.Second}
+	for in, want := range good {
+		got, err := ParseDuration(in)
+		if err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "0h", "-1h", "1.5d", "12", "d", "forever"} {
+		if _, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", in)
+		}
+	}
+	for d, want := range map[time.Duration]string{12 * time.Hour: "12h", 30 * 24 * time.Hour: "30d", 90 * time.Minute: "1h30m", 2 * time.Second: "2s"} {
+		if got := FormatDuration(d); got != want {
+			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

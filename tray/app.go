@@ -259,6 +259,9 @@ func (a *App) ClickResource(i int) {
 		}
 		return
 	}
+	if r.Address == "" {
+		return // nothing to copy (e.g. a posture problem to fix on the device)
+	}
 	if err := a.opts.Copy(r.Address); err != nil {
 		a.setActionErr(err)
 	}

@@ -165,6 +165,16 @@ func resourceItem(r localapi.Resource) ResourceItem {
 		name = r.Alias
 	}
 	it := ResourceItem{Label: fmt.Sprintf("%s — %s", name, r.Address), Address: r.Address}
+	if a := r.Access; a != nil && a.State != "ok" && a.State != "" {
+		// Access is missing (docs/access.md): say why, and a click copies
+		// the command that fixes it ("postern mfa", "postern request NAME").
+		it.Label += " — " + a.Message
+		it.Address = accessCommand(a.Message)
+		return it
+	}
+	if a := r.Access; a != nil && a.ApprovedBy != "" {
+		it.Label += " — " + a.Message
+	}
 	host := r.Address
 	if r.Alias != "" {
 		host = r.Alias
@@ -189,6 +199,21 @@ func resourceItem(r localapi.Resource) ResourceItem {
 		}
 	}
 	return it
+}
+
+// accessCommand extracts the command of an access message, e.g.
+// "postern request prod-db" from "needs approval (postern request prod-db)";
+// "" when it names none.
+func accessCommand(msg string) string {
+	open := strings.LastIndex(msg, "(postern ")
+	if open < 0 || !strings.HasSuffix(msg, ")") {
+		return ""
+	}
+	cmd := msg[open+1 : len(msg)-1]
+	if strings.HasPrefix(cmd, "postern request ") {
+		cmd += " --for 1h --reason "
+	}
+	return cmd
 }
 
 // allowsTCP reports whether the port specs name TCP port explicitly (or in

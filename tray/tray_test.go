@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/oidcauth"
 	"postern.dev/postern/controller/oidcauth/oidctest"
 	"postern.dev/postern/localapi"
@@ -82,6 +83,30 @@ func TestResourceActions(t *testing.T) {
 	for i, w := range want {
 		if m.Resources[i].OpenURL != w {
 			t.Errorf("%s: OpenURL = %q, want %q", m.Resources[i].Label, m.Resources[i].OpenURL, w)
+		}
+	}
+}
+
+// TestResourceAccessNotes: a resource the user cannot reach says why, and a
+// click copies the command that fixes it instead of opening it.
+func TestResourceAccessNotes(t *testing.T) {
+	st := signedIn(localapi.StateConnected)
+	m := tray.Build(&st, []localapi.Resource{
+		{Name: "db", Address: "db.corp", Ports: []string{"tcp/443"}, Access: &controlapi.ResourceAccess{State: "approval", Message: "needs approval (postern request db)"}},
+		{Name: "mfa", Address: "mfa.corp", Ports: []string{"tcp/443"}, Access: &controlapi.ResourceAccess{State: "mfa", Message: "needs MFA (postern mfa)"}},
+		{Name: "pos", Address: "pos.corp", Ports: []string{"tcp/443"}, Access: &controlapi.ResourceAccess{State: "posture", Message: "posture: disk encryption off"}},
+		{Name: "ok", Address: "ok.corp", Ports: []string{"tcp/443"}, Access: &controlapi.ResourceAccess{State: "ok", Message: "approved until 14:00 by bob", ApprovedBy: "bob"}},
+	}, nil)
+	want := []struct{ label, copy, url string }{
+		{"db — db.corp — needs approval (postern request db)", "postern request db --for 1h --reason ", ""},
+		{"mfa — mfa.corp — needs MFA (postern mfa)", "postern mfa", ""},
+		{"pos — pos.corp — posture: disk encryption off", "", ""},
+		{"ok — ok.corp — approved until 14:00 by bob", "ok.corp", "https://ok.corp/"},
+	}
+	for i, w := range want {
+		r := m.Resources[i]
+		if r.Label != w.label || r.Address != w.copy || r.OpenURL != w.url {
+			t.Errorf("item %d: %+v, want %+v", i, r, w)
 		}
 	}
 }

@@ -75,6 +75,11 @@ const (
 	StatusTimeout         Status = 4 // destination did not answer in time
 	StatusBadRequest      Status = 5 // malformed or oversized header
 	StatusUnauthenticated Status = 6 // no valid Connection Token on this connection
+	// Access governance: the resource's requirements are not met; the
+	// message says what to do.
+	StatusMFARequired      Status = 7 // a second factor within the resource's window is needed
+	StatusPosture          Status = 8 // the device does not satisfy a required posture profile
+	StatusApprovalRequired Status = 9 // an approved access request is needed (or the access is locked)
 )
 
 func (s Status) String() string {
@@ -93,6 +98,12 @@ func (s Status) String() string {
 		return "bad request"
 	case StatusUnauthenticated:
 		return "unauthenticated"
+	case StatusMFARequired:
+		return "mfa required"
+	case StatusPosture:
+		return "posture"
+	case StatusApprovalRequired:
+		return "approval required"
 	}
 	return fmt.Sprintf("status(%d)", byte(s))
 }

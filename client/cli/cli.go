@@ -36,6 +36,13 @@ commands:
   resources [--json]  resources you may reach
   dns NAME [--json]   how NAME resolves right now
   netcheck [--json]   relays over UDP and TLS, NAT behaviour, candidate pairs per connector
+  mfa enroll | mfa [--code N] | mfa remove | mfa status
+                      second factor (TOTP) for resources that require it
+  posture [--json]    what this device reports (OS, disk encryption, firewall) and the verdict
+  request RESOURCE --for DURATION --reason TEXT
+                      ask for time-boxed access (resources that need approval, or locked ones)
+  requests [--json]   my requests, and those I may approve
+  approve ID [--for DURATION] | deny ID --reason TEXT
   version             this program's and the daemon's versions (--version: this program's)
 
 login without --controller uses the preset controller (POSTERN_CONTROLLER_URL,
@@ -102,6 +109,16 @@ func Run(ctx context.Context, args []string, stdio IO) int {
 		err = c.dns(ctx, rest)
 	case "netcheck":
 		err = c.netcheck(ctx, rest)
+	case "mfa":
+		err = c.mfa(ctx, rest)
+	case "posture":
+		err = c.posture(ctx, rest)
+	case "request":
+		err = c.request(ctx, rest)
+	case "requests":
+		err = c.requests(ctx, rest)
+	case "approve", "deny":
+		err = c.decide(ctx, name, rest)
 	case "version":
 		st, serr := c.lc.Status(ctx)
 		fmt.Fprintln(stdio.Out, "postern", versionString())
@@ -433,6 +450,17 @@ func (c *cmd) status(ctx context.Context, args []string) error {
 			}
 		}
 	}
+	if st.State != localapi.StateSignedOut {
+		if rs, err := c.lc.Resources(ctx); err == nil {
+			if warn := accessWarnings(rs); len(warn) > 0 {
+				fmt.Fprintln(out)
+				fmt.Fprintln(out, "Access needed:")
+				for _, w := range warn {
+					fmt.Fprintf(out, "  %s\n", w)
+				}
+			}
+		}
+	}
 	return nil
 }
 
@@ -481,13 +509,13 @@ func (c *cmd) resources(ctx context.Context, args []string) error {
 	}
 	sort.Slice(rs, func(i, j int) bool { return rs[i].Name < rs[j].Name })
 	tw := tabwriter.NewWriter(c.io.Out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tADDRESS\tNETWORK\tPORTS")
+	fmt.Fprintln(tw, "NAME\tADDRESS\tNETWORK\tPORTS\tACCESS")
 	for _, r := range rs {
 		ports := strings.Join(r.Ports, ",")
 		if ports == "" {
 			ports = "all"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Name, r.Address, r.Network, ports)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Address, r.Network, ports, accessNote(r.Access))
 	}
 	return tw.Flush()
 }

@@ -41,6 +41,8 @@ const usage = `usage:
   postern-controller connector-token --url URL --ca FILE --token-file FILE [--ttl 24h] NAME
   postern-controller relay-token     --url URL --ca FILE --token-file FILE [--ttl 24h] NAME
   postern-controller service-key     --url URL --ca FILE --token-file FILE NAME   (prints a key file)
+  postern-controller requests list|approve|deny --url URL --ca FILE --token-file FILE [ID]
+                           [--for DURATION] [--reason TEXT] [--json]   (just-in-time access, docs/access.md)
   postern-controller version
 `
 
@@ -62,6 +64,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = mint(args[1:], "relay", stdout, stderr)
 	case "service-key":
 		err = serviceKey(args[1:], stdout, stderr)
+	case "requests":
+		err = requests(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "postern-controller", version.Version)
 	case "help", "-h", "--help":

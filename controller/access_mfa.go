@@ -1,0 +1,364 @@
+package controller
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pquerna/otp"
+	"github.com/pquerna/otp/totp"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/store"
+)
+
+// TOTP second factor (RFC 6238, 30 s steps, 6 digits, SHA-1 as every
+// authenticator app expects). Codes from one step before or after are
+// accepted for clock drift; a code's step must be newer than the last
+// accepted one, so a code is never accepted twice. Failures are limited per
+// user: mfaMaxFailures within mfaFailWindow, then nothing is checked until
+// the window has passed.
+const (
+	totpPeriod     = 30
+	mfaMaxFailures = 5
+	mfaFailWindow  = 15 * time.Minute
+	mfaSealLabel   = "postern mfa secrets v1"
+	// mfaRemoveWindow: removing the second factor needs a step-up this recent.
+	mfaRemoveWindow = 10 * time.Minute
+)
+
+// Errors of the second factor.
+var (
+	ErrMFACode      = errors.New("wrong or already used code")
+	ErrMFAThrottled = errors.New("too many wrong codes")
+	ErrMFANotSetUp  = errors.New("no second factor enrolled (postern mfa enroll)")
+)
+
+// mfaThrottle counts failed codes per user.
+type mfaThrottle struct {
+	mu    sync.Mutex
+	fails map[string][]time.Time
+}
+
+// allow reports whether user may try a code at now, and until when not.
+func (t *mfaThrottle) allow(user string, now time.Time) (bool, time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	recent := t.fails[user][:0]
+	for _, at := range t.fails[user] {
+		if now.Sub(at) < mfaFailWindow {
+			recent = append(recent, at)
+		}
+	}
+	if t.fails == nil {
+		t.fails = map[string][]time.Time{}
+	}
+	t.fails[user] = recent
+	if len(recent) >= mfaMaxFailures {
+		return false, recent[0].Add(mfaFailWindow)
+	}
+	return true, time.Time{}
+}
+
+func (t *mfaThrottle) fail(user string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.fails == nil {
+		t.fails = map[string][]time.Time{}
+	}
+	t.fails[user] = append(t.fails[user], now)
+}
+
+func (t *mfaThrottle) reset(user string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.fails, user)
+}
+
+func (c *Controller) mfaAEAD() (cipher.AEAD, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(c.ca.Key)
+	if err != nil {
+		return nil, fmt.Errorf("derive MFA sealing key: %w", err)
+	}
+	key, err := hkdf.Key(sha256.New, der, nil, mfaSealLabel, 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive MFA sealing key: %w", err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func (c *Controller) sealMFA(userID, secret string) (nonce, sealed []byte, err error) {
+	aead, err := c.mfaAEAD()
+	if err != nil {
+		return nil, nil, err
+	}
+	nonce = make([]byte, aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, nil, err
+	}
+	return nonce, aead.Seal(nil, nonce, []byte(secret), []byte(userID)), nil
+}
+
+func (c *Controller) unsealMFA(e *MFAEnrollment) (string, error) {
+	aead, err := c.mfaAEAD()
+	if err != nil {
+		return "", err
+	}
+	pt, err := aead.Open(nil, e.Nonce, e.Sealed, []byte(e.UserID))
+	if err != nil {
+		return "", fmt.Errorf("unseal MFA secret of %s: %w", e.UserID, err)
+	}
+	return string(pt), nil
+}
+
+// matchTOTP returns the time step code belongs to (now, or one step either
+// side), or false.
+func matchTOTP(secret, code string, now time.Time) (int64, bool) {
+	code = strings.TrimSpace(code)
+	if len(code) != 6 {
+		return 0, false
+	}
+	step := now.Unix() / totpPeriod
+	opts := totp.ValidateOpts{Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1}
+	for _, s := range []int64{step - 1, step, step + 1} {
+		want, err := totp.GenerateCodeCustom(secret, time.Unix(s*totpPeriod, 0), opts)
+		if err == nil && subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 {
+			return s, true
+		}
+	}
+	return 0, false
+}
+
+// userSession returns the built-in or SSO user behind a client session.
+func (c *Controller) userSession(w http.ResponseWriter, r *http.Request) (*Session, *Model, *User, bool) {
+	s, m, err := c.sessionFor(r)
+	if err != nil {
+		writeError(w, http.StatusUnauthorized, "%v", err)
+		return nil, nil, nil, false
+	}
+	u, ok := m.Users[s.PrincipalID]
+	if !ok {
+		writeError(w, http.StatusForbidden, "a second factor is for people; service accounts have none")
+		return nil, nil, nil, false
+	}
+	return s, m, u, true
+}
+
+func (c *Controller) mfaStatus(m *Model, s *Session, userID string) controlapi.MFAStatus {
+	st := controlapi.MFAStatus{LastAt: s.MFAAt}
+	if e := m.access.mfa[userID]; e != nil {
+		st.Enrolled, st.Pending = true, !e.Confirmed
+	}
+	return st
+}
+
+func (c *Controller) handleMFAStatus(w http.ResponseWriter, r *http.Request) {
+	s, m, u, ok := c.userSession(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, c.mfaStatus(m, s, u.ID))
+}
+
+// handleMFAEnroll makes a new TOTP secret for the user. It replaces an
+// unconfirmed one; a confirmed one must be removed first.
+func (c *Controller) handleMFAEnroll(w http.ResponseWriter, r *http.Request) {
+	s, m, u, ok := c.userSession(w, r)
+	if !ok {
+		return
+	}
+	if e := m.access.mfa[u.ID]; e != nil && e.Confirmed {
+		writeError(w, http.StatusConflict, "a second factor is already enrolled; remove it first (postern mfa remove)")
+		return
+	}
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Postern", AccountName: u.Email, Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "generate TOTP secret: %v", err)
+		return
+	}
+	nonce, sealed, err := c.sealMFA(u.ID, key.Secret())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	rec := &MFAEnrollment{ID: newID("mfa"), UserID: u.ID, Nonce: nonce, Sealed: sealed, Created: c.now().UTC()}
+	_, _, err = c.commit(r.Context(), func(tx store.Tx) error {
+		if old, err := tx.GetByName(KindMFA, u.ID); err == nil {
+			if err := tx.Delete(KindMFA, old.ID); err != nil {
+				return err
+			}
+		}
+		o, err := toObject(KindMFA, rec.ID, u.ID, rec)
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(o); err != nil {
+			return err
+		}
+		return tx.Audit(store.AuditEntry{Actor: u.Email, Action: "mfa-enroll", Kind: KindMFA, ObjectID: rec.ID, Name: u.Email, Device: s.DeviceID})
+	})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "store MFA enrollment: %v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, controlapi.MFAEnrollResponse{URI: key.URL(), Secret: key.Secret()})
+}
+
+// verifyMFA checks code for the session's user and, when right, confirms
+// the enrollment and records the step-up on the session.
+func (c *Controller) verifyMFA(ctx context.Context, s *Session, u *User, code string) error {
+	now := c.now()
+	if ok, until := c.mfaFails.allow(u.ID, now); !ok {
+		return fmt.Errorf("%w: try again after %s", ErrMFAThrottled, until.UTC().Format(time.RFC3339))
+	}
+	var failed bool
+	_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		failed = false
+		o, err := tx.GetByName(KindMFA, u.ID)
+		if errors.Is(err, store.ErrNotFound) {
+			return ErrMFANotSetUp
+		}
+		if err != nil {
+			return err
+		}
+		var e MFAEnrollment
+		if err := json.Unmarshal(o.Data, &e); err != nil {
+			return fmt.Errorf("decode MFA enrollment: %w", err)
+		}
+		secret, err := c.unsealMFA(&e)
+		if err != nil {
+			return err
+		}
+		step, ok := matchTOTP(secret, code, now)
+		if !ok || step <= e.LastStep {
+			failed = true
+			return tx.Audit(store.AuditEntry{Actor: u.Email, Action: "mfa-failed", Kind: KindMFA, ObjectID: e.ID, Name: u.Email, Device: s.DeviceID})
+		}
+		action := "mfa-verify"
+		if !e.Confirmed {
+			action = "mfa-confirm"
+		}
+		e.LastStep, e.Confirmed = step, true
+		no, err := toObject(KindMFA, e.ID, u.ID, &e)
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(no); err != nil {
+			return err
+		}
+		so, err := tx.Get(KindSession, s.ID)
+		if err != nil {
+			return fmt.Errorf("session: %w", err)
+		}
+		var sess Session
+		if err := json.Unmarshal(so.Data, &sess); err != nil {
+			return err
+		}
+		sess.MFAAt = now.UTC()
+		sn, err := toObject(KindSession, sess.ID, so.Name, &sess)
+		if err != nil {
+			return err
+		}
+		if err := tx.Put(sn); err != nil {
+			return err
+		}
+		return tx.Audit(store.AuditEntry{Actor: u.Email, Action: action, Kind: KindMFA, ObjectID: e.ID, Name: u.Email, Device: s.DeviceID})
+	})
+	if err != nil {
+		return err
+	}
+	if failed {
+		c.mfaFails.fail(u.ID, now)
+		return ErrMFACode
+	}
+	c.mfaFails.reset(u.ID)
+	return nil
+}
+
+func (c *Controller) handleMFAVerify(w http.ResponseWriter, r *http.Request) {
+	s, _, u, ok := c.userSession(w, r)
+	if !ok {
+		return
+	}
+	var req controlapi.MFAVerifyRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if err := c.verifyMFA(r.Context(), s, u, req.Code); err != nil {
+		writeMFAError(w, err)
+		return
+	}
+	m := c.model()
+	if ns := m.SessionByID[s.ID]; ns != nil {
+		s = ns
+	}
+	writeJSON(w, http.StatusOK, c.mfaStatus(m, s, u.ID))
+}
+
+func writeMFAError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrMFAThrottled):
+		writeError(w, http.StatusTooManyRequests, "%v", err)
+	case errors.Is(err, ErrMFACode):
+		writeError(w, http.StatusForbidden, "%v", err)
+	case errors.Is(err, ErrMFANotSetUp):
+		writeError(w, http.StatusNotFound, "%v", err)
+	default:
+		writeError(w, http.StatusInternalServerError, "%v", err)
+	}
+}
+
+// handleMFARemove removes the user's enrollment. A confirmed one needs a
+// code (checked like any step-up) or a step-up within mfaRemoveWindow.
+func (c *Controller) handleMFARemove(w http.ResponseWriter, r *http.Request) {
+	s, m, u, ok := c.userSession(w, r)
+	if !ok {
+		return
+	}
+	var req controlapi.MFAVerifyRequest
+	if !decodeJSON(w, r, &req) {
+		return
+	}
+	e := m.access.mfa[u.ID]
+	if e == nil {
+		writeError(w, http.StatusNotFound, "%v", ErrMFANotSetUp)
+		return
+	}
+	if e.Confirmed && (s.MFAAt.IsZero() || c.now().Sub(s.MFAAt) > mfaRemoveWindow) {
+		if req.Code == "" {
+			writeError(w, http.StatusForbidden, "a current code is required to remove the second factor")
+			return
+		}
+		if err := c.verifyMFA(r.Context(), s, u, req.Code); err != nil {
+			writeMFAError(w, err)
+			return
+		}
+	}
+	_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
+		if err := tx.Delete(KindMFA, e.ID); err != nil {
+			return err
+		}
+		return tx.Audit(store.AuditEntry{Actor: u.Email, Action: "mfa-remove", Kind: KindMFA, ObjectID: e.ID, Name: u.Email, Device: s.DeviceID})
+	})
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "remove MFA enrollment: %v", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
