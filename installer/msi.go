@@ -126,6 +126,11 @@ func BuildMSI(ctx context.Context, c *Config) (Artifact, error) {
 	}
 	if !c.CodeSign.Configured() {
 		name += "-unsigned"
+	} else if c.IsDevBuild() {
+		data.ProductName += " DEVELOPMENT BUILD"
+		data.Comments += " DEVELOPMENT BUILD: signed with a throwaway development certificate; not for deployment."
+
+		name += devPackageSuffix
 	}
 	src, err := fs.ReadFile(packaging.Files, "windows/postern.wxs.tmpl")
 	if err != nil {
