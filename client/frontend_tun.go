@@ -141,6 +141,7 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	if f.name, err = f.dev.Name(); err != nil {
 		return fmt.Errorf("TUN device name: %w", err)
 	}
+	f.log.Info("TUN device created", "requested", f.cfg.Name, "dev", f.name)
 	if f.router, err = f.cfg.NewRouter(f.name); err != nil {
 		return fmt.Errorf("router for %s: %w", f.name, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,7 +28,7 @@ const serviceName = "posternd"
 func main() {
 	fs := flag.NewFlagSet("posternd", flag.ExitOnError)
 	state := fs.String("state", client.DefaultStateDir(), "state directory (device key, session, socket)")
-	tunName := fs.String("tun", "postern0", "TUN device name")
+	tunName := fs.String("tun", defaultTUNName, "TUN device name (macOS: utun or utunN; \"utun\" takes the next free one)")
 	socks := fs.String("socks5", "", "serve a SOCKS5 proxy on ADDR instead of a TUN device (no root needed)")
 	mtu := fs.Int("mtu", 0, "TUN MTU (default 65520: flows end locally, so large segments are safe)")
 	ipv6 := fs.Bool("ipv6", false, "answer AAAA for resource names and route the IPv6 synthetic range")
@@ -46,6 +47,12 @@ func main() {
 	if *showVersion {
 		fmt.Println("posternd", version.Version)
 		return
+	}
+	if *socks == "" {
+		if err := checkTUNName(runtime.GOOS, *tunName); err != nil {
+			fmt.Fprintln(os.Stderr, "posternd:", err)
+			os.Exit(2)
+		}
 	}
 	if *restore {
 		os.Exit(runRestore(*state, *socket, *tunName, *socks))
