@@ -297,6 +297,11 @@ func (f *TUNFrontend) Describe(s *localapi.Status) {
 	if f.dnsAddr.IsValid() {
 		s.DNS = f.dnsAddr.String()
 	}
+	if f.dns != nil {
+		for _, r := range f.dns.Ranges() {
+			s.Ranges = append(s.Ranges, r.String())
+		}
+	}
 }
 
 // Close implements Frontend: it restores DNS, removes routes and the device.

@@ -108,6 +108,7 @@ type Status struct {
 	TUN                 string            `json:"tun,omitempty"`
 	SOCKS5              string            `json:"socks5,omitempty"`
 	DNS                 string            `json:"dns,omitempty"`
+	Ranges              []string          `json:"ranges,omitempty"`  // synthetic address ranges in use (TUN mode)
 	Message             string            `json:"message,omitempty"` // last error, for StateError/StateDegraded
 }
 
@@ -134,4 +135,6 @@ type DNSExplain struct {
 	Upstream   string   `json:"upstream,omitempty"`   // resolver that answers otherwise
 	Answer     []string `json:"answer,omitempty"`     // upstream answer records
 	Note       string   `json:"note,omitempty"`
+	Mode       string   `json:"mode,omitempty"`   // "tun", "socks5" or "down"
+	Ranges     []string `json:"ranges,omitempty"` // synthetic ranges in use (TUN mode)
 }
