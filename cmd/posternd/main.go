@@ -51,17 +51,6 @@ func main() {
 		fmt.Println("posternd", version.Version)
 		return
 	}
-	if *socks == "" {
-		if err := checkTUNName(runtime.GOOS, *tunName); err != nil {
-			fmt.Fprintln(os.Stderr, "posternd:", err)
-			os.Exit(2)
-		}
-	}
-	ranges, err := resolveRanges(*range4, *range6, *socks != "")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "posternd:", err)
-		os.Exit(2)
-	}
 	if *restore {
 		os.Exit(runRestore(*state, *socket, *tunName, *socks))
 	}
@@ -79,8 +68,19 @@ func main() {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: level}))
+	// Checked after --restore (a bad setting must not block the crash
+	// cleanup) and reported through fail, which also reaches a service's log.
 	if *socks == "" {
-		log.Info("synthetic ranges", "v4", ranges.V4, "v4_from", ranges.V4Source, "v6", ranges.V6, "v6_from", ranges.V6Source)
+		if err := checkTUNName(runtime.GOOS, *tunName); err != nil {
+			fail(log, err, 2)
+		}
+	}
+	ranges, err := resolveRanges(*range4, *range6, *socks != "")
+	if err != nil {
+		fail(log, err, 2)
+	}
+	if *socks == "" {
+		log.Info("synthetic ranges", "v4", ranges.V4, "v4_from", ranges.V4Source, "v6", ranges.V6, "v6_from", ranges.V6Source, "ipv6", *ipv6)
 	}
 	gid := -1
 	if *group != "" {
