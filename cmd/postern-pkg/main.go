@@ -61,11 +61,11 @@ func main() {
 // keys sign the packages, so that nobody mistakes them for a release.
 const devBanner = `
 ################################################################################
-##  DEVELOPMENT BUILD: no signing keys configured.                            ##
-##  Packages are signed with THROWAWAY keys from %s
-##  and labelled "-devkey" / DEVELOPMENT BUILD. Do not publish them.
-##  Release: make packages RELEASE=1 with POSTERN_GPG_KEY_FILE and            ##
-##  POSTERN_CODESIGN_* set (docs/packaging.md).                               ##
+#  DEVELOPMENT BUILD: no signing keys configured.
+#  Packages are signed with THROWAWAY keys from %s
+#  and labelled "-devkey" / DEVELOPMENT BUILD. Do not publish them.
+#  Release: make packages RELEASE=1 with POSTERN_GPG_KEY_FILE,
+#  POSTERN_CODESIGN_* and WINTUN_DLL set (docs/packaging.md).
 ################################################################################
 `
 

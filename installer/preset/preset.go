@@ -6,7 +6,8 @@
 // Where they live:
 //   - Windows (MSI properties CONTROLLER_URL and SERVICE_KEY_FILE):
 //     HKLM\SOFTWARE\Postern, REG_SZ values ControllerURL and ServiceKeyFile
-//     (64-bit registry view); IT may add Range4 and Range6 there (GPO).
+//     (64-bit registry view); MSI properties RANGE4 and RANGE6 write Range4
+//     and Range6 there.
 //   - Linux (.deb/.rpm): /etc/default/posternd, variables
 //     POSTERN_CONTROLLER_URL, POSTERN_SERVICE_KEY, POSTERN_RANGE4 and
 //     POSTERN_RANGE6; systemd passes them to
