@@ -86,6 +86,9 @@ func TestRangesThroughDaemon(t *testing.T) {
 	if st := l.status(sock); strings.Join(st.Ranges, " ") != "198.19.128.0/20 2001:db8:5000::/48" {
 		t.Errorf("status ranges %v", st.Ranges)
 	}
+	if out, err := l.exec(l.cli, "", "postern", "--socket", sock, "status"); err != nil || !strings.Contains(out, "Ranges:      198.19.128.0/20, 2001:db8:5000::/48") {
+		t.Errorf("postern status does not show the ranges: %v\n%s", err, out)
+	}
 	if routes, _ := l.exec(l.cli, "", "ip", "route", "show", "table", "all"); !strings.Contains(routes, "198.19.128.0/20 dev pst3") {
 		t.Errorf("the configured range is not routed to the TUN:\n%s", routes)
 	}

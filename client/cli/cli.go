@@ -348,6 +348,9 @@ func (c *cmd) status(ctx context.Context, args []string) error {
 	}
 	if st.TUN != "" {
 		fmt.Fprintf(out, "TUN:         %s (DNS %s)\n", st.TUN, st.DNS)
+		if len(st.Ranges) > 0 {
+			fmt.Fprintf(out, "Ranges:      %s\n", strings.Join(st.Ranges, ", "))
+		}
 	}
 	if st.SOCKS5 != "" {
 		fmt.Fprintf(out, "SOCKS5:      %s\n", st.SOCKS5)
