@@ -140,6 +140,7 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	if f.name, err = f.dev.Name(); err != nil {
 		return fmt.Errorf("TUN device name: %w", err)
 	}
+	f.log.Info("TUN device created", "requested", f.cfg.Name, "dev", f.name)
 	if f.router, err = f.cfg.NewRouter(f.name); err != nil {
 		return fmt.Errorf("router for %s: %w", f.name, err)
 	}
@@ -279,6 +280,11 @@ func (f *TUNFrontend) Describe(s *localapi.Status) {
 	s.TUN = f.name
 	if f.dnsAddr.IsValid() {
 		s.DNS = f.dnsAddr.String()
+	}
+	if f.dns != nil {
+		for _, r := range f.dns.Ranges() {
+			s.Ranges = append(s.Ranges, r.String())
+		}
 	}
 }
 

@@ -224,6 +224,7 @@ func (s *LocalAPIServer) dns(w http.ResponseWriter, r *http.Request) {
 		s.errorResponse(w, err)
 		return
 	}
+	s.d.describeAddressing(&ex)
 	writeJSON(w, http.StatusOK, ex)
 }
 

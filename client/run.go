@@ -56,6 +56,9 @@ func Run(ctx context.Context, o RunOptions) error {
 		if _, err := NewTUNFrontend(tc); err != nil {
 			return err
 		}
+		if err := checkRangesAtStart(tc); err != nil {
+			return err
+		}
 		newFE = func() (Frontend, error) { return NewTUNFrontend(tc) }
 	}
 	d, err := New(Config{StateDir: o.StateDir, NewFrontend: newFE, Dialer: o.Dialer, DirectOnly: o.DirectOnly, Logger: log, Preset: o.Preset})

@@ -80,6 +80,10 @@ type Config struct {
 	// Unsigned allows packages without signatures (development only); their
 	// file names carry "-unsigned".
 	Unsigned bool
+	// DevKeysDir is set (by UseDevKeys) when the packages are signed with
+	// throwaway development keys from that directory; their file names carry
+	// "-devkey" and their metadata says DEVELOPMENT BUILD.
+	DevKeysDir string
 
 	// Packages restricts the Linux packages built to these names (all when empty).
 	Packages []string

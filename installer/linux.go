@@ -235,7 +235,13 @@ func (c *Config) nfpmInfo(stage string, p LinuxPackage) (*nfpm.Info, error) {
 	if err != nil {
 		return nil, err
 	}
-	summary, _, _ := strings.Cut(p.Description, "\n")
+	summary, rest, _ := strings.Cut(p.Description, "\n")
+	description, vendor := p.Description, "Postern"
+	if c.IsDevBuild() {
+		summary += " (DEVELOPMENT BUILD)"
+		description = summary + "\n" + fmt.Sprintf(devBuildNote, c.DevKeysDir) + "\n" + rest
+		vendor = devVendor
+	}
 	info := &nfpm.Info{
 		Name:        p.Name,
 		Arch:        c.Arch,
@@ -245,8 +251,8 @@ func (c *Config) nfpmInfo(stage string, p LinuxPackage) (*nfpm.Info, error) {
 		Section:     "net",
 		Priority:    "optional",
 		Maintainer:  c.Maintainer,
-		Description: p.Description,
-		Vendor:      "Postern",
+		Description: description,
+		Vendor:      vendor,
 		Homepage:    c.Homepage,
 		License:     "Apache-2.0",
 		Overridables: nfpm.Overridables{
@@ -362,6 +368,9 @@ func (c *Config) writePackage(format string, info *nfpm.Info) (string, error) {
 	if c.Unsigned {
 		ext := filepath.Ext(name)
 		name = strings.TrimSuffix(name, ext) + "-unsigned" + ext
+	} else if c.IsDevBuild() {
+		ext := filepath.Ext(name)
+		name = strings.TrimSuffix(name, ext) + devPackageSuffix + ext
 	}
 	path := filepath.Join(c.OutDir, name)
 	tmp := path + ".tmp"

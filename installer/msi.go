@@ -126,6 +126,11 @@ func BuildMSI(ctx context.Context, c *Config) (Artifact, error) {
 	}
 	if !c.CodeSign.Configured() {
 		name += "-unsigned"
+	} else if c.IsDevBuild() {
+		data.ProductName += " DEVELOPMENT BUILD"
+		data.Comments += " DEVELOPMENT BUILD: signed with a throwaway development certificate; not for deployment."
+
+		name += devPackageSuffix
 	}
 	src, err := fs.ReadFile(packaging.Files, "windows/postern.wxs.tmpl")
 	if err != nil {
@@ -175,7 +180,7 @@ func securePresetProperties(ctx context.Context, msi string) error {
 	if err != nil {
 		return fmt.Errorf("%w: msibuild (apt-get install msitools): %v", ErrTool, err)
 	}
-	q := "UPDATE `Property` SET `Value` = 'WIX_DOWNGRADE_DETECTED;WIX_UPGRADE_DETECTED;CONTROLLER_URL;SERVICE_KEY_FILE;PREV_CONTROLLER_URL;PREV_SERVICE_KEY_FILE' WHERE `Property` = 'SecureCustomProperties'"
+	q := "UPDATE `Property` SET `Value` = 'WIX_DOWNGRADE_DETECTED;WIX_UPGRADE_DETECTED;CONTROLLER_URL;SERVICE_KEY_FILE;RANGE4;RANGE6;PREV_CONTROLLER_URL;PREV_SERVICE_KEY_FILE;PREV_RANGE4;PREV_RANGE6' WHERE `Property` = 'SecureCustomProperties'"
 	if out, err := exec.CommandContext(ctx, msibuild, msi, "-q", q).CombinedOutput(); err != nil {
 		return fmt.Errorf("msibuild (SecureCustomProperties): %w: %s", err, strings.TrimSpace(string(out)))
 	}

@@ -388,6 +388,8 @@ func TestMSI(t *testing.T) {
 		"SOFTWARE\\Microsoft\\Windows\\CurrentVersion\\Run\tPostern\t\"[INSTALLDIR]postern-tray.exe\"",
 		"SOFTWARE\\Postern\tControllerURL\t[CONTROLLER_URL]",
 		"SOFTWARE\\Postern\tServiceKeyFile\t[SERVICE_KEY_FILE]",
+		"SOFTWARE\\Postern\tRange4\t[RANGE4]",
+		"SOFTWARE\\Postern\tRange6\t[RANGE6]",
 	} {
 		if !strings.Contains(reg, want) {
 			t.Errorf("Registry table lacks %q:\n%s", want, reg)
@@ -399,10 +401,11 @@ func TestMSI(t *testing.T) {
 			t.Errorf("component %s is not 64-bit (attributes %s)", fields[0], fields[3])
 		}
 	}
-	if prop := msiTable(t, msi, "Property"); !strings.Contains(prop, "CONTROLLER_URL;SERVICE_KEY_FILE") {
+	if prop := msiTable(t, msi, "Property"); !strings.Contains(prop, "CONTROLLER_URL;SERVICE_KEY_FILE;RANGE4;RANGE6") {
 		t.Errorf("preset properties are not secure custom properties:\n%s", prop)
 	}
-	if seq := msiTable(t, msi, "InstallExecuteSequence"); !strings.Contains(seq, "KeepControllerURL\tNOT CONTROLLER_URL AND PREV_CONTROLLER_URL") {
+	if seq := msiTable(t, msi, "InstallExecuteSequence"); !strings.Contains(seq, "KeepControllerURL\tNOT CONTROLLER_URL AND PREV_CONTROLLER_URL") ||
+		!strings.Contains(seq, "KeepRange4\tNOT RANGE4 AND PREV_RANGE4") {
 		t.Errorf("upgrade does not keep the preset controller URL:\n%s", seq)
 	}
 	sum, err := runCmd(t.Context(), "", nil, "msiinfo", "suminfo", msi)

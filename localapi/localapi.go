@@ -116,6 +116,7 @@ type Status struct {
 	TUN                 string            `json:"tun,omitempty"`
 	SOCKS5              string            `json:"socks5,omitempty"`
 	DNS                 string            `json:"dns,omitempty"`
+	Ranges              []string          `json:"ranges,omitempty"`  // synthetic address ranges in use (TUN mode)
 	Message             string            `json:"message,omitempty"` // last error, for StateError/StateDegraded
 	// SOCKS5Secret is the file holding the SOCKS5 proxy's "user:password".
 	SOCKS5Secret string `json:"socks5_secret_file,omitempty"`
@@ -148,4 +149,6 @@ type DNSExplain struct {
 	Upstream   string   `json:"upstream,omitempty"`   // resolver that answers otherwise
 	Answer     []string `json:"answer,omitempty"`     // upstream answer records
 	Note       string   `json:"note,omitempty"`
+	Mode       string   `json:"mode,omitempty"`   // "tun", "socks5" or "down"
+	Ranges     []string `json:"ranges,omitempty"` // synthetic ranges in use (TUN mode)
 }

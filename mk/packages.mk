@@ -1,6 +1,8 @@
 # Signed installers and packages (issue 9; docs/packaging.md).
 #
-#   make packages                      # everything into dist/, signed
+#   make packages                      # everything into dist/; without keys, signed with
+#                                      # THROWAWAY dev keys from dist/dev-keys/, labelled -devkey
+#   make packages RELEASE=1            # release: refuses unless real keys (and WINTUN_DLL) are set
 #   make packages PKG_ARCHES="amd64 arm64"
 #   make packages PKGFLAGS="--unsigned --msi-test"   # development only, labelled
 #
@@ -12,10 +14,21 @@ PKG_OUT     ?= dist
 PKG_BUILD   := $(PKG_OUT)/.build
 PKGFLAGS    ?=
 PKG_VERSION := $(patsubst v%,%,$(VERSION))
+RELEASE     ?=
+ifeq ($(RELEASE),1)
+PKG_MODE    := --release
+else
+PKG_MODE    := --dev-keys $(PKG_OUT)/dev-keys
+endif
 
-.PHONY: packages packages-bins packages-test
+.PHONY: packages packages-bins packages-preflight packages-test
 
-packages-bins:
+# Checks the keys before minutes of cross-building: RELEASE=1 stops here
+# without real keys; otherwise missing keys become development keys.
+packages-preflight:
+	$(GO) run ./cmd/postern-pkg --preflight --targets linux,msi $(PKG_MODE) $(PKGFLAGS)
+
+packages-bins: packages-preflight
 	@for a in $(PKG_ARCHES); do \
 	  echo "linux/$$a programs"; \
 	  GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(PKG_BUILD)/linux-$$a/ $(addprefix ./cmd/,$(PROGRAMS)) || exit 1; \
@@ -28,11 +41,11 @@ packages-bins:
 
 packages: packages-bins
 	@for a in $(PKG_ARCHES); do \
-	  $(GO) run ./cmd/postern-pkg --version '$(PKG_VERSION)' --arch $$a --bin $(PKG_BUILD)/linux-$$a --out $(PKG_OUT) --targets linux $(PKGFLAGS) || exit 1; \
+	  $(GO) run ./cmd/postern-pkg --version '$(PKG_VERSION)' --arch $$a --bin $(PKG_BUILD)/linux-$$a --out $(PKG_OUT) --targets linux $(PKG_MODE) $(PKGFLAGS) || exit 1; \
 	done
 	$(GO) run ./cmd/postern-pkg --version '$(PKG_VERSION)' --win-bin $(PKG_BUILD)/windows-amd64 --out $(PKG_OUT) \
 	  --connector-bin '$(subst $(eval) ,$(comma),$(foreach a,$(PKG_ARCHES),$(a)=$(PKG_BUILD)/static-$(a)/postern-connector))' \
-	  --targets msi,oci,helm $(PKGFLAGS)
+	  --targets msi,oci,helm $(PKG_MODE) $(PKGFLAGS)
 	@echo "packages in $(PKG_OUT)/"
 
 # The packaging acceptance tests alone (they are also part of `make test`).

@@ -418,6 +418,9 @@ func (c *cmd) status(ctx context.Context, args []string) error {
 	}
 	if st.TUN != "" {
 		fmt.Fprintf(out, "TUN:         %s (DNS %s)\n", st.TUN, st.DNS)
+		if len(st.Ranges) > 0 {
+			fmt.Fprintf(out, "Ranges:      %s\n", strings.Join(st.Ranges, ", "))
+		}
 	}
 	if st.SOCKS5 != "" {
 		fmt.Fprintf(out, "SOCKS5:      %s (user:password in %s)\n", st.SOCKS5, st.SOCKS5Secret)
@@ -553,6 +556,14 @@ func (c *cmd) dns(ctx context.Context, args []string) error {
 	}
 	if len(ex.Answer) > 0 {
 		fmt.Fprintf(out, "Answer:      %s\n", strings.Join(ex.Answer, ", "))
+	}
+	switch {
+	case ex.Mode == "tun":
+		fmt.Fprintf(out, "Mode:        TUN, synthetic ranges %s\n", strings.Join(ex.Ranges, ", "))
+	case ex.Mode == "socks5":
+		fmt.Fprintln(out, "Mode:        SOCKS5 (names resolve at the connector; no synthetic ranges)")
+	case ex.Mode == "down":
+		fmt.Fprintln(out, "Mode:        tunnel down (postern up)")
 	}
 	if ex.Note != "" {
 		fmt.Fprintf(out, "Note:        %s\n", ex.Note)

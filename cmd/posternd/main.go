@@ -13,11 +13,13 @@ import (
 	"os"
 	"os/signal"
 	"os/user"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 
 	"postern.dev/postern/client"
+	"postern.dev/postern/installer/preset"
 	"postern.dev/postern/version"
 )
 
@@ -27,10 +29,12 @@ const serviceName = "posternd"
 func main() {
 	fs := flag.NewFlagSet("posternd", flag.ExitOnError)
 	state := fs.String("state", client.DefaultStateDir(), "state directory (device key, session, socket)")
-	tunName := fs.String("tun", "postern0", "TUN device name")
+	tunName := fs.String("tun", defaultTUNName, "TUN device name (macOS: utun or utunN; \"utun\" takes the next free one)")
 	socks := fs.String("socks5", "", "serve a SOCKS5 proxy on ADDR instead of a TUN device (no root needed); clients sign in with the user:password in STATE/socks5.secret")
 	mtu := fs.Int("mtu", 0, "TUN MTU (default 65520: flows end locally, so large segments are safe)")
 	ipv6 := fs.Bool("ipv6", false, "answer AAAA for resource names and route the IPv6 synthetic range")
+	range4 := fs.String("range4", "", "synthetic IPv4 range for resource names, a private /8../22 (default $POSTERN_RANGE4 preset, else 100.96.0.0/12)")
+	range6 := fs.String("range6", "", "synthetic IPv6 range, a ULA or 2001:db8::/32 /32../112 (default $POSTERN_RANGE6 preset, else fd7a:7073:746e::/48)")
 	socket := fs.String("socket", "", "local API socket (default STATE/posternd.sock)")
 	group := fs.String("socket-group", "", "group (name or gid) allowed to use the local API socket")
 	directOnly := fs.Bool("direct-only", false, "dial connectors only at the addresses they report (no relays or NAT traversal)")
@@ -64,6 +68,20 @@ func main() {
 		}
 	}
 	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: level}))
+	// Checked after --restore (a bad setting must not block the crash
+	// cleanup) and reported through fail, which also reaches a service's log.
+	if *socks == "" {
+		if err := checkTUNName(runtime.GOOS, *tunName); err != nil {
+			fail(log, err, 2)
+		}
+	}
+	ranges, err := resolveRanges(*range4, *range6, *socks != "")
+	if err != nil {
+		fail(log, err, 2)
+	}
+	if *socks == "" {
+		log.Info("synthetic ranges", "v4", ranges.V4, "v4_from", ranges.V4Source, "v6", ranges.V6, "v6_from", ranges.V6Source, "ipv6", *ipv6)
+	}
 	gid := -1
 	if *group != "" {
 		g, err := lookupGroup(*group)
@@ -82,7 +100,7 @@ func main() {
 	}
 	opts := client.RunOptions{
 		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks, DirectOnly: *directOnly,
-		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv6: *ipv6},
+		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv6: *ipv6, V4Range: ranges.V4, V6Range: ranges.V6},
 		Logger: log, CAPEM: caPEM,
 	}
 	run := func(ctx context.Context) error { return client.Run(ctx, opts) }
@@ -139,4 +157,20 @@ func lookupGroup(s string) (int, error) {
 		return 0, fmt.Errorf("--socket-group %q: %w", s, err)
 	}
 	return strconv.Atoi(g.Gid)
+}
+
+// resolveRanges reads --range4/--range6 and the preset. The ranges belong to
+// TUN mode: given as flags with --socks5 they are refused, not ignored.
+func resolveRanges(flag4, flag6 string, socks bool) (client.SyntheticRanges, error) {
+	if socks && (flag4 != "" || flag6 != "") {
+		return client.SyntheticRanges{}, fmt.Errorf("--range4/--range6 apply to TUN mode; --socks5 has no synthetic addresses")
+	}
+	p, err := preset.Load()
+	if err != nil {
+		return client.SyntheticRanges{}, err
+	}
+	if socks {
+		p.Range4, p.Range6 = "", ""
+	}
+	return client.ResolveRanges(flag4, flag6, p)
 }

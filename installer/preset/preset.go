@@ -6,9 +6,11 @@
 // Where they live:
 //   - Windows (MSI properties CONTROLLER_URL and SERVICE_KEY_FILE):
 //     HKLM\SOFTWARE\Postern, REG_SZ values ControllerURL and ServiceKeyFile
-//     (64-bit registry view).
+//     (64-bit registry view); MSI properties RANGE4 and RANGE6 write Range4
+//     and Range6 there.
 //   - Linux (.deb/.rpm): /etc/default/posternd, variables
-//     POSTERN_CONTROLLER_URL and POSTERN_SERVICE_KEY; systemd passes them to
+//     POSTERN_CONTROLLER_URL, POSTERN_SERVICE_KEY, POSTERN_RANGE4 and
+//     POSTERN_RANGE6; systemd passes them to
 //     posternd as environment variables.
 //   - Everywhere: the environment variables POSTERN_CONTROLLER_URL and
 //     POSTERN_SERVICE_KEY take precedence over the stored values.
@@ -29,6 +31,8 @@ import (
 const (
 	EnvControllerURL = "POSTERN_CONTROLLER_URL"
 	EnvServiceKey    = "POSTERN_SERVICE_KEY"
+	EnvRange4        = "POSTERN_RANGE4" // synthetic IPv4 range (posternd --range4)
+	EnvRange6        = "POSTERN_RANGE6" // synthetic IPv6 range (posternd --range6)
 )
 
 // Registry location the MSI writes (HKLM, 64-bit view).
@@ -36,6 +40,8 @@ const (
 	RegistryKey       = `SOFTWARE\Postern`
 	RegControllerURL  = "ControllerURL"
 	RegServiceKeyFile = "ServiceKeyFile"
+	RegRange4         = "Range4"
+	RegRange6         = "Range6"
 )
 
 // DefaultsFile is the Linux settings file the client package installs.
@@ -45,6 +51,9 @@ const DefaultsFile = "/etc/default/posternd"
 type Preset struct {
 	ControllerURL  string
 	ServiceKeyFile string
+	// Range4 and Range6 are the synthetic address ranges (CIDR) posternd
+	// uses unless --range4/--range6 are given.
+	Range4, Range6 string
 }
 
 // Load returns the presets of this machine: environment variables first, then
@@ -60,6 +69,12 @@ func Load() (Preset, error) {
 	}
 	if v := os.Getenv(EnvServiceKey); v != "" {
 		p.ServiceKeyFile = v
+	}
+	if v := os.Getenv(EnvRange4); v != "" {
+		p.Range4 = v
+	}
+	if v := os.Getenv(EnvRange6); v != "" {
+		p.Range6 = v
 	}
 	return p, nil
 }
@@ -79,7 +94,7 @@ func loadDefaultsFile(path string) (Preset, error) {
 	if err != nil {
 		return Preset{}, fmt.Errorf("read presets %s: %w", path, err)
 	}
-	return Preset{ControllerURL: vars[EnvControllerURL], ServiceKeyFile: vars[EnvServiceKey]}, nil
+	return Preset{ControllerURL: vars[EnvControllerURL], ServiceKeyFile: vars[EnvServiceKey], Range4: vars[EnvRange4], Range6: vars[EnvRange6]}, nil
 }
 
 // parseEnvFile parses KEY=VALUE lines as systemd's EnvironmentFile= does for

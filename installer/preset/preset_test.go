@@ -52,3 +52,19 @@ func TestLoadDefaultsFileAndEnv(t *testing.T) {
 		t.Fatalf("Load with env = %+v, %v", p, err)
 	}
 }
+
+func TestRangePresets(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "posternd")
+	if err := os.WriteFile(path, []byte("POSTERN_RANGE4=\"10.200.0.0/16\"\nPOSTERN_RANGE6='fd00:1234:5678::/48'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := loadDefaultsFile(path)
+	if err != nil || p.Range4 != "10.200.0.0/16" || p.Range6 != "fd00:1234:5678::/48" {
+		t.Fatalf("loadDefaultsFile = %+v, %v", p, err)
+	}
+	t.Setenv(EnvRange4, "172.20.0.0/16")
+	t.Setenv(EnvRange6, "fd99::/48")
+	if p, err := Load(); err != nil || p.Range4 != "172.20.0.0/16" || p.Range6 != "fd99::/48" {
+		t.Fatalf("Load with range env = %+v, %v", p, err)
+	}
+}

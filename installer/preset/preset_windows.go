@@ -17,7 +17,7 @@ func loadStored() (Preset, error) {
 	}
 	defer k.Close()
 	var p Preset
-	for name, dst := range map[string]*string{RegControllerURL: &p.ControllerURL, RegServiceKeyFile: &p.ServiceKeyFile} {
+	for name, dst := range map[string]*string{RegControllerURL: &p.ControllerURL, RegServiceKeyFile: &p.ServiceKeyFile, RegRange4: &p.Range4, RegRange6: &p.Range6} {
 		v, _, err := k.GetStringValue(name)
 		if errors.Is(err, registry.ErrNotExist) {
 			continue
