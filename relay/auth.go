@@ -49,6 +49,25 @@ type turnAuth struct {
 	// blocked holds the endpoints of denied identities; every packet from
 	// or to them is dropped. Usually empty, read on every packet.
 	blocked atomic.Pointer[map[string]struct{}]
+	// warn, if set, receives quota refusals, at most one per quotaLogEvery.
+	warn         func(msg string, args ...any)
+	lastQuotaLog time.Time
+}
+
+const quotaLogEvery = 10 * time.Second
+
+// quotaLog reports a quota refusal at WARN, rate-limited.
+func (a *turnAuth) quotaLog(src net.Addr, err error) {
+	a.mu.Lock()
+	now := a.now()
+	due := a.warn != nil && now.Sub(a.lastQuotaLog) >= quotaLogEvery
+	if due {
+		a.lastQuotaLog = now
+	}
+	a.mu.Unlock()
+	if due {
+		a.warn("TURN allocation refused: quota", "src", src.String(), "err", err)
+	}
 }
 
 func newTURNAuth(maxPerPrincipal int, refuse func(string)) *turnAuth {
@@ -127,6 +146,17 @@ func describe(id turnIdentity) string {
 	return id.principal
 }
 
+// release forgets endpoint key (a TURN-over-TLS connection that closed): it
+// no longer counts against its principal's quota.
+func (a *turnAuth) release(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if id, ok := a.idents[key]; ok {
+		delete(a.endpoints[id.principal], key)
+		delete(a.idents, key)
+	}
+}
+
 // lookup returns the identity client endpoint src authenticated as.
 func (a *turnAuth) lookup(src net.Addr) (turnIdentity, bool) {
 	a.mu.Lock()
@@ -179,7 +209,13 @@ func (a *turnAuth) handler(log func(msg string, args ...any)) turn.AuthHandler {
 				reason = "revoked"
 			}
 			a.refuse(reason)
-			log("TURN request refused", "src", src.String(), "username", username, "err", err)
+			if reason == "quota" {
+				// An operator needs to see this one (a user who cannot
+				// get relayed); the others are attacks or stale clients.
+				a.quotaLog(src, err)
+			} else {
+				log("TURN request refused", "src", src.String(), "username", username, "err", err)
+			}
 			return nil, false
 		}
 		a.mu.Lock()

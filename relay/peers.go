@@ -265,6 +265,10 @@ func (r *Relay) trackTURN(c net.Conn) net.Conn {
 			delete(r.tlsTURN, key)
 		}
 		r.tmu.Unlock()
+		// A closed TLS endpoint is gone for good: it stops counting against
+		// its principal's quota now, not after endpointIdle (clients that
+		// redial through the relay would otherwise run into the quota).
+		r.auth.release(key)
 	}
 	r.tmu.Lock()
 	r.tlsTURN[key] = t

@@ -455,3 +455,67 @@ func TestRelayBridgesAllocationsOfOneSession(t *testing.T) {
 		t.Fatal("another device reached the relay's address through someone else's session")
 	}
 }
+
+// A TURN-over-TLS endpoint that closed stops counting against its
+// principal's quota at once: a client that redials through the relay (a new
+// TLS connection each time) is not refused for the endpoints it left. (The
+// e2e suite's relay-over-TLS cell ran into the quota after reconnects.)
+func TestClosedTLSEndpointsLeaveTheQuota(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxAllocationsPerPrincipal = 2 })
+	u, p := deviceCreds("user-1", "dev-1")
+	dial := func() (func(), error) {
+		want := []string{f.r.TLSCertSHA256()}
+		tc, err := tls.Dial("tcp", f.r.TLSAddr().String(), pki.PinnedPeerConfig(func() []string { return want }, "postern-relay", []string{sigwire.ALPNTURN}))
+		if err != nil {
+			return nil, err
+		}
+		base := turn.NewSTUNConn(tc)
+		lf := logging.NewDefaultLoggerFactory()
+		lf.DefaultLogLevel = logging.LogLevelDisabled
+		c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: f.r.TLSAddr().String(), TURNServerAddr: f.r.TLSAddr().String(),
+			Username: u, Password: p, Conn: base, LoggerFactory: lf, RTO: 100 * time.Millisecond})
+		if err != nil {
+			base.Close()
+			return nil, err
+		}
+		if err := c.Listen(); err != nil {
+			c.Close()
+			base.Close()
+			return nil, err
+		}
+		relayed, err := c.Allocate()
+		if err != nil {
+			c.Close()
+			base.Close()
+			return nil, err
+		}
+		return func() { relayed.Close(); c.Close(); base.Close() }, nil
+	}
+	var closers []func()
+	for i := 0; i < 2; i++ {
+		cl, err := dial()
+		if err != nil {
+			t.Fatalf("allocation %d within the quota: %v", i, err)
+		}
+		closers = append(closers, cl)
+	}
+	if cl, err := dial(); err == nil {
+		cl()
+		t.Fatal("a third live endpoint was admitted over a quota of 2")
+	}
+	for _, cl := range closers {
+		cl()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.r.auth.endpointsOf("user-1") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("closed TLS endpoints still count: %d", f.r.auth.endpointsOf("user-1"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cl, err := dial()
+	if err != nil {
+		t.Fatalf("allocation after the old endpoints closed: %v", err)
+	}
+	cl()
+}

@@ -127,6 +127,7 @@ func New(cfg Config) (*Relay, error) {
 		return float64(r.turnSrv.AllocationCount())
 	})
 	r.auth = newTURNAuth(cfg.MaxAllocationsPerPrincipal, r.m.refuse)
+	r.auth.warn = r.log.Warn
 	r.hub = newHub(r)
 	r.auth.denied = r.hub.denied
 	r.tlsTURN = map[string]net.Conn{}

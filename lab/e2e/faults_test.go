@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -343,29 +344,51 @@ func TestPacketLoss(t *testing.T) {
 func TestUDPBlockedSingleConnector(t *testing.T) {
 	l := getLab(t)
 	assertAccessWorks(t, 20*time.Second)
-	st := status(t, lab.NodeClient)
-	keep := ""
-	var most int64 = -1
-	for _, c := range st.Connectors {
-		if c.Connected && c.TotalFlows > most {
-			keep, most = c.Name, c.TotalFlows
-		}
-	}
-	for _, c := range st.Connectors {
-		if c.Name == keep {
-			continue
-		}
-		prog := "postern-connector-" + c.Name
-		if err := l.Kill(prog); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := l.StartProgram(prog); err != nil {
-				t.Errorf("restart %s: %v", prog, err)
+	// Both connectors are redialed in the background, so wait for both
+	// (never pick one from a snapshot that may be stale), keep the first by
+	// name and stop the other.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var names []string
+	if err := l.WaitStatus(ctx, lab.NodeClient, 30*time.Second, "both connectors connected", func(st localapi.Status) bool {
+		names = names[:0]
+		for _, c := range st.Connectors {
+			if !c.Connected {
+				return false
 			}
-		})
+			names = append(names, c.Name)
+		}
+		return len(names) == 2
+	}); err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(12 * time.Second) // the killed connector's connection is dropped
+	sort.Strings(names)
+	keep, victim := names[0], names[1]
+	prog := "postern-connector-" + victim
+	if err := l.Kill(prog); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := l.StartProgram(prog); err != nil {
+			t.Errorf("restart %s: %v", prog, err)
+		}
+	})
+	if err := l.WaitStatus(ctx, lab.NodeClient, 30*time.Second, victim+" noticed gone, "+keep+" connected", func(st localapi.Status) bool {
+		ok := false
+		for _, c := range st.Connectors {
+			switch c.Name {
+			case victim:
+				if c.Connected {
+					return false
+				}
+			case keep:
+				ok = c.Connected
+			}
+		}
+		return ok
+	}); err != nil {
+		t.Fatal(err)
+	}
 	if !l.ReachableConnectors() {
 		waitPaths(t, 30*time.Second, "direct", "")
 	}
