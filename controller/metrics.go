@@ -287,4 +287,3 @@ func (t *timedStore) Events(ctx context.Context, after int64, limit int) ([]stor
 	t.observe("events", start, err)
 	return out, err
 }
-
