@@ -220,8 +220,9 @@ func TestWebhookReceiverDown(t *testing.T) {
 	if lastAudit != 5 || lastNet != 130 {
 		t.Fatalf("last audit %d, last network %d", lastAudit, lastNet)
 	}
-	cur, err := LoadCursor(dir, "hook")
-	if err != nil || cur.AuditAcked != 5 || cur.NetworkAcked != 130 {
-		t.Fatalf("cursor %+v, %v", cur, err)
-	}
+	// The cursor is saved after the receiver's answer arrives.
+	waitFor(t, "the cursor to record the last acknowledgement", 10*time.Second, func() bool {
+		cur, err := LoadCursor(dir, "hook")
+		return err == nil && cur.AuditAcked == 5 && cur.NetworkAcked == 130
+	})
 }
