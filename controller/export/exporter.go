@@ -90,6 +90,12 @@ func New(cfg Config, src Source, dataDir string, log *slog.Logger) (*Exporter, e
 	}
 	e := &Exporter{cfg: cfg, src: src, dir: dir, log: log, stats: &Stats{Delivered: map[string]int64{}, Failures: map[string]int64{}}}
 	for i := range cfg.Sinks {
+		// A damaged cursor stops the start: guessing a position would
+		// lose or repeat events silently.
+		if _, err := LoadCursor(dataDir, cfg.Sinks[i].Name); err != nil {
+			e.closeSinks()
+			return nil, fmt.Errorf("export sink %s: %w (fix or remove the file to export from the oldest kept event)", cfg.Sinks[i].Name, err)
+		}
 		s, err := openSink(&cfg.Sinks[i])
 		if err != nil {
 			e.closeSinks()

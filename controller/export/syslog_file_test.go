@@ -260,3 +260,17 @@ func TestFileRestartMarksUnackedRedelivery(t *testing.T) {
 		}
 	}
 }
+
+func TestDamagedCursorStopsTheStart(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "export"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "export", "file.cursor"), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(testConfig(SinkConfig{Name: "file", Type: TypeFile, Path: filepath.Join(dir, "out.jsonl")}), openStore(t), dir, nil)
+	if err == nil || !strings.Contains(err.Error(), "file.cursor") || !strings.Contains(err.Error(), "export sink file") {
+		t.Fatalf("damaged cursor: %v", err)
+	}
+}
