@@ -179,11 +179,14 @@ type exportCollector struct{ c *Controller }
 var (
 	exportDelivered = prometheus.NewDesc("postern_controller_export_events_total", "Events accepted by an export sink.", []string{"sink"}, nil)
 	exportFailures  = prometheus.NewDesc("postern_controller_export_failures_total", "Failed export attempts (retried) by sink.", []string{"sink"}, nil)
+	exportLastOK    = prometheus.NewDesc("postern_controller_export_last_ok_timestamp_seconds",
+		"When the sink was last caught up or had a batch accepted; alert when it grows stale.", []string{"sink"}, nil)
 )
 
 func (e exportCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- exportDelivered
 	ch <- exportFailures
+	ch <- exportLastOK
 }
 
 func (e exportCollector) Collect(ch chan<- prometheus.Metric) {
@@ -197,6 +200,9 @@ func (e exportCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for name, n := range f {
 		ch <- prometheus.MustNewConstMetric(exportFailures, prometheus.CounterValue, float64(n), name)
+	}
+	for name, at := range ex.Stats().LastOKSnapshot() {
+		ch <- prometheus.MustNewConstMetric(exportLastOK, prometheus.GaugeValue, float64(at.UnixMilli())/1000, name)
 	}
 }
 

@@ -193,4 +193,7 @@ func TestExportFromController(t *testing.T) {
 	if v, ok := metricValue(t, body, "postern_controller_export_events_total", `sink="file"`); !ok || v < float64(len(recs)) {
 		t.Errorf("export_events_total = %v (%t), want >= %d", v, ok, len(recs))
 	}
+	if v, ok := metricValue(t, body, "postern_controller_export_last_ok_timestamp_seconds", `sink="file"`); !ok || time.Since(time.UnixMilli(int64(v*1000))) > time.Minute {
+		t.Errorf("export_last_ok_timestamp_seconds = %v (%t), want about now", v, ok)
+	}
 }

@@ -53,6 +53,26 @@ type Stats struct {
 	mu        sync.Mutex
 	Delivered map[string]int64
 	Failures  map[string]int64
+	// LastOK is when each sink was last caught up or had a batch accepted
+	// (alert when it grows stale).
+	LastOK map[string]time.Time
+}
+
+func (s *Stats) ok(name string) {
+	s.mu.Lock()
+	s.LastOK[name] = time.Now()
+	s.mu.Unlock()
+}
+
+// LastOKSnapshot returns a copy of LastOK.
+func (s *Stats) LastOKSnapshot() map[string]time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]time.Time, len(s.LastOK))
+	for k, v := range s.LastOK {
+		out[k] = v
+	}
+	return out
 }
 
 func (s *Stats) add(m map[string]int64, name string, n int64) {
@@ -88,7 +108,7 @@ func New(cfg Config, src Source, dataDir string, log *slog.Logger) (*Exporter, e
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create export cursor dir: %w", err)
 	}
-	e := &Exporter{cfg: cfg, src: src, dir: dir, log: log, stats: &Stats{Delivered: map[string]int64{}, Failures: map[string]int64{}}}
+	e := &Exporter{cfg: cfg, src: src, dir: dir, log: log, stats: &Stats{Delivered: map[string]int64{}, Failures: map[string]int64{}, LastOK: map[string]time.Time{}}}
 	for i := range cfg.Sinks {
 		// A damaged cursor stops the start: guessing a position would
 		// lose or repeat events silently.
@@ -248,6 +268,7 @@ func (e *Exporter) loop(ctx context.Context, sc *SinkConfig, s sink) {
 			continue
 		}
 		if len(recs) == 0 {
+			e.stats.ok(sc.Name)
 			if !sleep(ctx, time.Duration(e.cfg.Poll)) {
 				return
 			}
@@ -277,6 +298,7 @@ func (e *Exporter) loop(ctx context.Context, sc *SinkConfig, s sink) {
 			continue
 		}
 		e.stats.add(e.stats.Delivered, sc.Name, int64(len(recs)))
+		e.stats.ok(sc.Name)
 		backoff = time.Duration(sc.RetryMin)
 	}
 }

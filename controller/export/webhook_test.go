@@ -145,6 +145,9 @@ func TestWebhookWrongSecretIsRetriedNotDropped(t *testing.T) {
 	e, _ := run(t, testConfig(fastSink(SinkConfig{Name: "hook", Type: TypeWebhook, URL: srv.URL,
 		SecretFile: secretFile, CAFile: writeCA(t, srv.Certificate().Raw)})), st, dir)
 	waitFor(t, "refusals", 10*time.Second, func() bool { _, f := e.Stats().Snapshot(); return f["hook"] >= 3 })
+	if _, ok := e.Stats().LastOKSnapshot()["hook"]; ok {
+		t.Error("a sink that never delivered reports a last OK time")
+	}
 	if n := len(rc.records()); n != 0 {
 		t.Fatalf("receiver accepted %d records signed with another key", n)
 	}
