@@ -39,6 +39,7 @@ const usage = `usage:
                            [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file FILE
                             [--oidc-groups-claim CLAIM] [--oidc-scopes LIST] [--oidc-redirect-url URL]...
                             [--oidc-config FILE (default DATA/oidc.yaml)] ...]   (single sign-on, docs/sso.md)
+                           [--metrics ADDR] [--export FILE (default DATA/export.yaml)]   (docs/events.md)
   postern-controller apply --url URL --ca FILE --token-file FILE -f network.yaml [--dry-run]
   postern-controller connector-token --url URL --ca FILE --token-file FILE [--ttl 24h] NAME
   postern-controller relay-token     --url URL --ca FILE --token-file FILE [--ttl 24h] NAME
