@@ -226,11 +226,6 @@ func instrumentStore(st store.Store, m *metrics) store.Store {
 	return &t
 }
 
-// Touch, Presence and ClaimDeployment resolve to store.Shared's; Close and
-// Watch to the store's. The embedded Store and Shared both being the same
-// object, the choice is only about ambiguity.
-func (t *timedSharedStore) Close() error { return t.timedStore.Close() }
-
 func (t *timedStore) observe(op string, start time.Time, err error) {
 	t.m.storeDur.WithLabelValues(op).Observe(time.Since(start).Seconds())
 	if err != nil {
