@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -28,6 +29,26 @@ func Sign(secret []byte, ts string, body []byte) string {
 	m.Write([]byte("."))
 	m.Write(body)
 	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// ErrSignature is returned by Verify for a missing, stale or wrong signature.
+var ErrSignature = errors.New("webhook signature refused")
+
+// Verify checks a webhook request as a receiver should: the timestamp within
+// maxSkew of now (replays refused) and the HMAC over timestamp and body,
+// compared in constant time.
+func Verify(secret []byte, ts, sig string, body []byte, now time.Time, maxSkew time.Duration) error {
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%w: %s %q is not Unix seconds", ErrSignature, HeaderTimestamp, ts)
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > maxSkew || d < -maxSkew {
+		return fmt.Errorf("%w: timestamp %s is %s away from now (at most %s)", ErrSignature, ts, d.Round(time.Second), maxSkew)
+	}
+	if !hmac.Equal([]byte(sig), []byte(Sign(secret, ts, body))) {
+		return fmt.Errorf("%w: %s does not match the body", ErrSignature, HeaderSignature)
+	}
+	return nil
 }
 
 // webhookSink POSTs each batch as JSON lines (application/x-ndjson); any

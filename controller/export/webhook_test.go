@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -29,12 +32,9 @@ type receiver struct {
 
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
-	ts := r.Header.Get(HeaderTimestamp)
-	sec, err := strconv.ParseInt(ts, 10, 64)
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if err != nil || time.Since(time.Unix(sec, 0)).Abs() > 5*time.Minute ||
-		!hmac.Equal([]byte(r.Header.Get(HeaderSignature)), []byte(Sign(rc.secret, ts, body))) ||
+	if Verify(rc.secret, r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, time.Now(), 5*time.Minute) != nil ||
 		r.Header.Get("Content-Type") != "application/x-ndjson" {
 		rc.bad++
 		http.Error(w, "bad signature", http.StatusUnauthorized)
@@ -228,4 +228,33 @@ func TestWebhookReceiverDown(t *testing.T) {
 		cur, err := LoadCursor(dir, "hook")
 		return err == nil && cur.AuditAcked == 5 && cur.NetworkAcked == 130
 	})
+}
+
+func TestVerify(t *testing.T) {
+	secret := []byte("0123456789abcdef")
+	now := time.Unix(1_800_000_000, 0)
+	ts := strconv.FormatInt(now.Unix(), 10)
+	body := []byte(`{"id":"audit-1"}` + "\n")
+	sig := Sign(secret, ts, body)
+	// Independent computation of the documented scheme.
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(ts + "."))
+	m.Write(body)
+	if want := "sha256=" + hex.EncodeToString(m.Sum(nil)); sig != want {
+		t.Fatalf("Sign = %s, want %s", sig, want)
+	}
+	if err := Verify(secret, ts, sig, body, now.Add(time.Minute), 5*time.Minute); err != nil {
+		t.Fatalf("good signature: %v", err)
+	}
+	for name, err := range map[string]error{
+		"other body":     Verify(secret, ts, sig, append(body, ' '), now, 5*time.Minute),
+		"other secret":   Verify([]byte("fedcba9876543210"), ts, sig, body, now, 5*time.Minute),
+		"other time":     Verify(secret, strconv.FormatInt(now.Unix()+1, 10), sig, body, now, 5*time.Minute),
+		"replayed later": Verify(secret, ts, sig, body, now.Add(10*time.Minute), 5*time.Minute),
+		"not a number":   Verify(secret, "yesterday", sig, body, now, 5*time.Minute),
+	} {
+		if !errors.Is(err, ErrSignature) {
+			t.Errorf("%s: %v, want ErrSignature", name, err)
+		}
+	}
 }
