@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -45,6 +46,7 @@ type DNSProxyConfig struct {
 	Upstreams        []netip.AddrPort
 	SearchDomains    []string
 	Logger           *slog.Logger
+	OnQuery          func(rcode int, took time.Duration) // dnsproxy.Config.OnQuery
 }
 
 // TUNConfig configures the TUN front-end. Nil constructors take the
@@ -58,6 +60,8 @@ type TUNConfig struct {
 	// V4Range and V6Range override the synthetic ranges (zero: dnsproxy's).
 	V4Range, V6Range netip.Prefix
 	Logger           *slog.Logger
+	// OnDNSQuery, when set, sees every DNS query's rcode and time (metrics).
+	OnDNSQuery func(rcode int, took time.Duration)
 
 	CreateTUN         func(name string, mtu int) (tun.Device, error)
 	NewRouter         func(tunName string) (platform.Router, error)
@@ -161,6 +165,7 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	f.dns, err = f.cfg.NewDNSProxy(DNSProxyConfig{
 		V4Range: f.cfg.V4Range, V6Range: f.cfg.V6Range, IPv6: f.cfg.IPv6,
 		StateFile: filepath.Join(f.cfg.StateDir, "dns-state.json"), Upstreams: upstreams, SearchDomains: search, Logger: f.log,
+		OnQuery: f.cfg.OnDNSQuery,
 	})
 	if err != nil {
 		return fmt.Errorf("DNS proxy: %w", err)
@@ -207,7 +212,7 @@ func (f *TUNFrontend) tunAddrs() []netip.Prefix {
 func newDNSProxy(c DNSProxyConfig) (DNSProxy, error) {
 	return dnsproxy.New(dnsproxy.Config{
 		V4Range: c.V4Range, V6Range: c.V6Range, IPv6: c.IPv6, StateFile: c.StateFile,
-		Upstreams: c.Upstreams, SearchDomains: c.SearchDomains, Logger: c.Logger,
+		Upstreams: c.Upstreams, SearchDomains: c.SearchDomains, Logger: c.Logger, OnQuery: c.OnQuery,
 	})
 }
 

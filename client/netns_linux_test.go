@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -375,7 +376,7 @@ func TestTUNThroughConnector(t *testing.T) {
 	l.build()
 	l.startServer()
 	l.startControlPlane()
-	sock := l.startDaemon("tun", "--tun", "pst0")
+	sock := l.startDaemon("tun", "--tun", "pst0", "--metrics", "127.0.0.1:9465")
 
 	// By name: the OS resolver in cli points at the DNS proxy.
 	var out string
@@ -466,6 +467,24 @@ func TestTUNThroughConnector(t *testing.T) {
 	out, err = l.exec(l.cli, "", "ping", "-c", "2", "-W", "3", "198.19.0.10")
 	if err != nil || !strings.Contains(out, "2 received") {
 		t.Errorf("ping through the tunnel: %v\n%s", err, out)
+	}
+
+	// posternd --metrics: the name lookups above went through the DNS proxy
+	// and the flows through one connector.
+	out, err = l.exec(l.cli, "", "curl", "-sS", "--max-time", "5", "http://127.0.0.1:9465/metrics")
+	if err != nil {
+		t.Fatalf("posternd metrics: %v %s", err, out)
+	}
+	for _, re := range []string{
+		`(?m)^postern_client_dns_queries_total\{rcode="NOERROR"\} [1-9]`,
+		`(?m)^postern_client_dns_query_duration_seconds_count [1-9]`,
+		`(?m)^postern_client_connector_path\{connector="[^"]+",path="direct",transport="udp"\} 1$`,
+		`(?m)^postern_client_flows_total [1-9]`,
+		`(?m)^postern_client_bytes_total\{direction="down"\} [1-9]`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("posternd metrics lack %s", re)
+		}
 	}
 
 	st := l.status(sock)

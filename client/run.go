@@ -32,6 +32,9 @@ type RunOptions struct {
 	CAPEM string
 	// Preset overrides installer/preset.Load (tests).
 	Preset func() (preset.Preset, error)
+	// MetricsAddr, when set, serves Prometheus /metrics and /healthz on
+	// this loopback address (posternd --metrics; client/metrics.go).
+	MetricsAddr string
 }
 
 // Run starts the daemon and its local API and serves until ctx is done.
@@ -46,6 +49,12 @@ func Run(ctx context.Context, o RunOptions) error {
 	if o.Socket == "" {
 		o.Socket = filepath.Join(o.StateDir, localapi.SocketName)
 	}
+	if o.MetricsAddr != "" {
+		if err := checkMetricsAddr(o.MetricsAddr); err != nil {
+			return err
+		}
+	}
+	met := newDaemonMetrics()
 	var newFE func() (Frontend, error)
 	if o.SOCKS5 != "" {
 		addr := o.SOCKS5
@@ -53,6 +62,9 @@ func Run(ctx context.Context, o RunOptions) error {
 	} else {
 		tc := o.TUN
 		tc.StateDir, tc.Logger = o.StateDir, log
+		if tc.OnDNSQuery == nil {
+			tc.OnDNSQuery = met.observeDNS
+		}
 		if _, err := NewTUNFrontend(tc); err != nil {
 			return err
 		}
@@ -66,6 +78,16 @@ func Run(ctx context.Context, o RunOptions) error {
 		return err
 	}
 	defer d.Close()
+	met.d = d
+	if o.MetricsAddr != "" {
+		mctx, mcancel := context.WithCancel(ctx)
+		defer mcancel()
+		a, err := serveMetrics(mctx, o.MetricsAddr, met, log)
+		if err != nil {
+			return err
+		}
+		log.Info("metrics", "listen", a.String())
+	}
 	srv, err := ListenLocalAPI(d, o.Socket, o.SocketGroup)
 	if err != nil {
 		return err

@@ -163,6 +163,9 @@ func TestMetricsAndHealth(t *testing.T) {
 	if h := get(t, e.c.MetricsHandler(), "/healthz"); !strings.Contains(h, `"status":"ok"`) {
 		t.Fatalf("healthz: %s", h)
 	}
+	if h := get(t, e.c.MetricsHandler(), "/readyz"); !strings.Contains(h, `"status":"ready"`) || !strings.Contains(h, `"controller_reachable":true`) {
+		t.Fatalf("readyz: %s", h)
+	}
 }
 
 func get(t *testing.T, h http.Handler, path string) string {

@@ -109,7 +109,8 @@ func (c *Connector) Health() Health {
 }
 
 // MetricsHandler serves /metrics (Prometheus), /healthz (200 while the
-// connector enforces a policy, 503 before it has one) and Go's profiles under
+// connector enforces a policy, 503 before it has one), /readyz (the same
+// decision, for readiness probes) and Go's profiles under
 // /debug/pprof/ (the metrics address is an operator's, not a public, one).
 func (c *Connector) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -121,6 +122,19 @@ func (c *Connector) MetricsHandler() http.Handler {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 		_ = json.NewEncoder(w).Encode(h)
+	})
+	// /readyz: 200 while the connector can serve flows (a policy is
+	// enforced, also fail-static while the controller is unreachable),
+	// 503 before its first policy.
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		h := c.Health()
+		w.Header().Set("Content-Type", "application/json")
+		ready := map[string]any{"status": "ready", "policy_revision": h.PolicyRevision, "controller_reachable": h.ControllerReachable}
+		if h.Status == "no policy" {
+			ready["status"], ready["reason"] = "not ready", "no policy from the controller yet"
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(ready)
 	})
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

@@ -67,6 +67,7 @@ func (c *Controller) handleLogin(w http.ResponseWriter, r *http.Request) {
 	resp, status, err := c.login(r.Context(), clientIP(r), req)
 	if err != nil {
 		if status == http.StatusTooManyRequests {
+			c.met.signIn(loginMethod(req), "throttled")
 			var te *throttledError
 			if errors.As(err, &te) {
 				w.Header().Set("Retry-After", strconv.Itoa(int(te.wait/time.Second)+1))
@@ -90,6 +91,19 @@ func (e *throttledError) Error() string {
 	return fmt.Sprintf("%v: wait %s before trying again", ErrThrottled, e.wait.Round(time.Second))
 }
 func (e *throttledError) Unwrap() error { return ErrThrottled }
+
+// loginMethod names the credential a LoginRequest carries (metrics label).
+func loginMethod(req controlapi.LoginRequest) string {
+	switch {
+	case req.IDToken != "":
+		return "id_token"
+	case req.ServiceKey != nil:
+		return "service_key"
+	case req.Email != "":
+		return "password"
+	}
+	return "none"
+}
 
 // signIn is who a sign-in authenticated and with what.
 type signIn struct {
@@ -213,6 +227,7 @@ func (c *Controller) auditFailedSignIn(ctx context.Context, actor, kind, id, nam
 			device = d.ID
 		}
 	}
+	c.met.signIn(method, "failed")
 	after, _ := json.Marshal(map[string]string{"method": method, "reason": reason})
 	_, _, err := c.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
 		return tx.Audit(store.AuditEntry{At: c.now(), Actor: actor, Action: "sign-in-failed", Kind: kind, ObjectID: id, Name: name,
@@ -302,6 +317,7 @@ func (c *Controller) createSession(ctx context.Context, who signIn, req controla
 		return nil, http.StatusInternalServerError, err
 	}
 	pr, _ = c.model().principal(pid)
+	c.met.signIn(method, "ok")
 	c.log.Info("signed in", "principal", pr.Name, "device", sess.DeviceID, "method", method, "ip", ip)
 	return &controlapi.LoginResponse{SessionToken: token, ExpiresAt: sess.ExpiresAt, DeviceID: sess.DeviceID, Principal: pr}, 0, nil
 }
@@ -419,6 +435,7 @@ func (c *Controller) issueToken(m *Model, s *Session, connectorID string) (*cont
 	if err != nil {
 		return nil, fmt.Errorf("sign connection token: %w", err)
 	}
+	c.met.issued("connection_token")
 	return &controlapi.TokenResponse{Token: tok, ExpiresAt: exp.Truncate(time.Second).UTC(), CertSHA256: cn.CertSHA256[0]}, nil
 }
 

@@ -99,6 +99,7 @@ func (c *Controller) issueCredential(kind, id string, pub any) (controlapi.Enrol
 	if err != nil {
 		return controlapi.EnrollResponse{}, err
 	}
+	c.met.issued(kind + "_certificate")
 	return controlapi.EnrollResponse{ID: id, CertificatePEM: string(pki.EncodeCertPEM(cert)), CAPEM: string(c.CACertPEM()), NotAfter: cert.NotAfter.UTC()}, nil
 }
 
@@ -451,6 +452,7 @@ func (c *Controller) deviceTURNCredentials(principal, device string) controlapi.
 }
 
 func (c *Controller) turnCredentials(user string, exp time.Time) controlapi.TURNCredentials {
+	c.met.issued("turn_credentials")
 	return controlapi.TURNCredentials{Username: user, Password: controlapi.TURNPassword(string(c.turnKey), user),
 		ExpiresAt: exp.UTC(), Realm: turnRealm, Relays: c.model().relayInfos()}
 }

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/export"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/pki"
@@ -66,6 +67,10 @@ type Config struct {
 	// the provider no longer vouches for. It also sets VerifyIDToken when
 	// that is nil.
 	OIDC *OIDCConfig
+
+	// Export, when set, sends the audit log and flow events to the sinks it
+	// names (controller/export, docs/events.md).
+	Export *export.Config
 }
 
 func (cfg *Config) defaults() {
@@ -135,6 +140,9 @@ type Controller struct {
 	logins  *loginThrottle
 	sso     *ssoState // nil: single sign-on not configured
 
+	met      *metrics
+	exporter *export.Exporter // nil: no export configured
+
 	muxOnce sync.Once
 	mux     *http.ServeMux
 	handler http.Handler
@@ -179,6 +187,7 @@ func Open(cfg Config) (*Controller, error) {
 		relaySeen: map[string]time.Time{}, relayStats: map[string]map[string]float64{}, started: time.Now(),
 		limiter: newIPLimiter(cfg.RateLimit, cfg.RateBurst), logins: newLoginThrottle(cfg.Now),
 	}
+	c.met = newMetrics(c)
 	if err := c.loadOrCreateCA(); err != nil {
 		return nil, err
 	}
@@ -208,7 +217,7 @@ func Open(cfg Config) (*Controller, error) {
 		c.limiter.stop()
 		return nil, err
 	}
-	c.store = st
+	c.store = instrumentStore(st, c.met)
 	if err := backfillCredentials(context.Background(), st); err != nil {
 		st.Close()
 		c.stopSSO()
@@ -229,6 +238,10 @@ func Open(cfg Config) (*Controller, error) {
 	go func() { defer c.wg.Done(); c.monitorLoop(ctx) }()
 	if c.sso != nil {
 		c.startSSO(ctx)
+	}
+	if err := c.startExport(ctx); err != nil {
+		c.Close()
+		return nil, err
 	}
 	c.log.Info("controller ready", "data", cfg.DataDir, "issuer", c.issuer, "ca_sha256", c.CAFingerprint())
 	return c, nil

@@ -17,8 +17,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"postern.dev/postern/controlapi"
-	"postern.dev/postern/version"
 )
 
 // Body limits.
@@ -38,9 +39,9 @@ func (c *Controller) Handler() http.Handler {
 
 func (c *Controller) buildHandler() {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+controlapi.PathHealth, func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "version": version.Version, "revision": c.model().Rev})
-	})
+	mux.HandleFunc("GET "+controlapi.PathHealth, c.handleHealth)
+	mux.HandleFunc("GET "+PathReady, c.handleReady)
+	mux.Handle("GET "+PathMetrics, c.admin(promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{}).ServeHTTP))
 	mux.HandleFunc("GET "+controlapi.PathJWKS, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "max-age=300")
@@ -56,7 +57,7 @@ func (c *Controller) buildHandler() {
 	c.ssoRoutes(mux)
 	c.adminRoutes(mux)
 	c.mux = mux
-	c.handler = c.middleware(mux)
+	c.handler = c.instrument(c.middleware(mux))
 }
 
 func (c *Controller) middleware(next http.Handler) http.Handler {

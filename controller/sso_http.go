@@ -121,6 +121,7 @@ func checkDevice(d controlapi.OIDCDevice) error {
 // throttled answers 429 when the client IP failed too many sign-ins.
 func (c *Controller) throttled(w http.ResponseWriter, r *http.Request) bool {
 	if v := c.logins.check(loginAttempt{IP: clientIP(r)}); v.wait > 0 {
+		c.met.signIn("oidc", "throttled")
 		w.Header().Set("Retry-After", strconv.Itoa(int(v.wait/time.Second)+1))
 		writeError(w, http.StatusTooManyRequests, "%v", &throttledError{wait: v.wait})
 		return true

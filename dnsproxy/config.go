@@ -74,6 +74,9 @@ type Config struct {
 	MaxNames int
 	// MaxTCPConns caps concurrent TCP client connections (default 256).
 	MaxTCPConns int
+	// OnQuery, when set, is told each query's answer rcode (-1: no answer,
+	// the query was dropped) and handling time (metrics).
+	OnQuery func(rcode int, took time.Duration)
 }
 
 func (c *Config) applyDefaults() error {

@@ -103,7 +103,7 @@ func (p *Proxy) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) e
 	if pc == nil && ln == nil {
 		return fmt.Errorf("%w: Serve needs a packet conn or a listener", ErrConfig)
 	}
-	handler := dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) { p.chain.ServeDNS(ctx, w, r) })
+	handler := observe(dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) { p.chain.ServeDNS(ctx, w, r) }), p.cfg.OnQuery)
 	var servers []*dns.Server
 	if pc != nil {
 		servers = append(servers, &dns.Server{PacketConn: pc, Handler: handler, UDPSize: maxQuerySize})

@@ -207,6 +207,7 @@ func (r *Relay) SetPolicy(p controlapi.RelayPolicy) {
 		return
 	}
 	r.policyRev.Store(p.Revision)
+	r.hasPolicy.Store(true)
 	keys := make(map[string]string, len(p.Connectors))
 	for _, c := range p.Connectors {
 		keys[c.ID] = c.KeySHA256

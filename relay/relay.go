@@ -18,6 +18,7 @@ import (
 	"github.com/pion/turn/v2"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/traversal/sigwire"
@@ -82,6 +83,10 @@ type Relay struct {
 	// The revision of the last policy applied (SetPolicy).
 	pmu       sync.Mutex
 	policyRev atomic.Int64
+	// running: Start finished and Close not called; hasPolicy: SetPolicy
+	// was called (health.go).
+	running   atomic.Bool
+	hasPolicy atomic.Bool
 	wg        sync.WaitGroup
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -207,6 +212,7 @@ func (r *Relay) Start() error {
 		return fmt.Errorf("start TURN server: %w", err)
 	}
 	r.turnSrv = srv
+	r.running.Store(true)
 	r.wg.Add(1)
 	go r.acceptTLS()
 	r.log.Info("relay listening", "udp", udp.LocalAddr().String(), "tls", tcp.Addr().String(),
@@ -223,9 +229,14 @@ func (r *Relay) TLSAddr() net.Addr { return r.tcp.Addr() }
 // TLSCertSHA256 is the digest clients pin.
 func (r *Relay) TLSCertSHA256() string { return pki.CertDigest(r.cfg.TLSCert.Certificate[0]) }
 
-// MetricsHandler serves the Prometheus metrics.
+// MetricsHandler serves /metrics (Prometheus), /healthz and /readyz
+// (health.go) for the operator's --metrics address.
 func (r *Relay) MetricsHandler() http.Handler {
-	return promhttp.HandlerFor(r.m.reg, promhttp.HandlerOpts{})
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(r.m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET "+controlapi.PathHealth, r.handleHealth)
+	mux.HandleFunc("GET "+pathReady, r.handleReady)
+	return mux
 }
 
 // Stats summarizes the metrics for the controller heartbeat.
@@ -300,6 +311,7 @@ func (r *Relay) handleTLS(c *tls.Conn) {
 func (r *Relay) Close() error {
 	var err error
 	r.closeMu.Do(func() {
+		r.running.Store(false)
 		r.cancel()
 		if r.tcp != nil {
 			r.tcp.Close()

@@ -22,7 +22,7 @@ func main() {
 		token     = flag.String("token", os.Getenv("POSTERN_CONNECTOR_TOKEN"), "enrollment token (only needed the first time; env POSTERN_CONNECTOR_TOKEN)")
 		stateDir  = flag.String("state", defaultStateDir(), "state directory (credential, last policy)")
 		listenUDP = flag.String("listen-udp", "", "QUIC UDP listen address (default: any port on all addresses)")
-		metrics   = flag.String("metrics", "", "serve Prometheus /metrics and /healthz on this address")
+		metrics   = flag.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this address")
 		failMax   = flag.Duration("fail-static-max", connector.DefaultFailStaticMax, "while the controller is unreachable, keep serving devices whose connection token was valid when it went away, for at most this long (0: never; tokens end at their expiry)")
 		verbose   = flag.Bool("v", false, "debug logging")
 		showVer   = flag.Bool("version", false, "print the version and exit")

@@ -24,7 +24,7 @@ func main() {
 		publicIP  = flag.String("public-ip", "", "public IP address clients and connectors reach this relay at (required)")
 		relayIP   = flag.String("relay-ip", "", "local IP relayed sockets bind to (default: the --listen-udp IP, or --public-ip when local)")
 		stateDir  = flag.String("state", defaultStateDir(), "state directory (credential, TLS certificate)")
-		metrics   = flag.String("metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9464)")
+		metrics   = flag.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 127.0.0.1:9464)")
 		verbose   = flag.Bool("v", false, "debug logging")
 		showVer   = flag.Bool("version", false, "print the version and exit")
 	)

@@ -40,6 +40,7 @@ func main() {
 	directOnly := fs.Bool("direct-only", false, "dial connectors only at the addresses they report (no relays or NAT traversal)")
 	caFile := fs.String("ca", "", "PEM file of the deployment CA, for signing in with the preset service key when the controller is not in the system roots")
 	restore := fs.Bool("restore", false, "undo the DNS configuration and routes a crashed daemon left behind (for --state and --tun), then exit; exit 0 when there is nothing to do")
+	metrics := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this loopback address (e.g. 127.0.0.1:9465): flows, bytes, path per connector, DNS queries and latency")
 	verbose := fs.Bool("v", false, "debug logging")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	_ = fs.Parse(os.Args[1:])
@@ -101,7 +102,7 @@ func main() {
 	opts := client.RunOptions{
 		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks, DirectOnly: *directOnly,
 		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv6: *ipv6, V4Range: ranges.V4, V6Range: ranges.V6},
-		Logger: log, CAPEM: caPEM,
+		Logger: log, CAPEM: caPEM, MetricsAddr: *metrics,
 	}
 	run := func(ctx context.Context) error { return client.Run(ctx, opts) }
 	if ok, err := client.RunService(serviceName, run); ok {

@@ -19,11 +19,13 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
 	"postern.dev/postern/controller"
+	"postern.dev/postern/controller/export"
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/version"
 )
@@ -37,6 +39,7 @@ const usage = `usage:
                            [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file FILE
                             [--oidc-groups-claim CLAIM] [--oidc-scopes LIST] [--oidc-redirect-url URL]...
                             [--oidc-config FILE (default DATA/oidc.yaml)] ...]   (single sign-on, docs/sso.md)
+                           [--metrics ADDR] [--export FILE (default DATA/export.yaml)]   (docs/events.md)
   postern-controller apply --url URL --ca FILE --token-file FILE -f network.yaml [--dry-run]
   postern-controller connector-token --url URL --ca FILE --token-file FILE [--ttl 24h] NAME
   postern-controller relay-token     --url URL --ca FILE --token-file FILE [--ttl 24h] NAME
@@ -110,6 +113,8 @@ func serve(args []string, stderr io.Writer) error {
 	database := fs.String("database", os.Getenv("POSTERN_DATABASE_URL"),
 		"PostgreSQL URL (postgres://USER@HOST:PORT/DB) shared by several replicas; default $POSTERN_DATABASE_URL, else SQLite in DATA. Keep the password out of the command line: PGPASSWORD or ~/.pgpass")
 	tokenTTL := fs.Duration("token-ttl", ctoken.DefaultTTL, "Connection Token lifetime (10s to 1h); clients refresh tokens before they expire")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz without authentication on this address (e.g. 127.0.0.1:9464); /metrics is always on the API listener for the admin token")
+	exportFile := fs.String("export", "", "event export configuration (default DATA/export.yaml when that file exists; see docs/events.md)")
 	oidcFlags := addOIDCFlags(fs)
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -136,7 +141,11 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := controller.Open(controller.Config{DataDir: *data, DatabaseURL: *database, PublicURL: *public, Logger: log, OIDC: oc, TokenTTL: *tokenTTL})
+	ex, err := exportConfig(*exportFile, *data)
+	if err != nil {
+		return err
+	}
+	c, err := controller.Open(controller.Config{DataDir: *data, DatabaseURL: *database, PublicURL: *public, Logger: log, OIDC: oc, TokenTTL: *tokenTTL, Export: ex})
 	if err != nil {
 		return err
 	}
@@ -147,9 +156,36 @@ func serve(args []string, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *metricsAddr != "" {
+		mln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("--metrics: listen on %s: %w", *metricsAddr, err)
+		}
+		ms := &http.Server{Handler: c.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() {
+			if err := ms.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener", "err", err)
+			}
+		}()
+		defer ms.Close()
+		log.Info("metrics", "listen", mln.Addr().String())
+	}
 	log.Info("serving", "listen", ln.Addr().String(), "public_url", *public, "ca", *data+"/ca.pem",
 		"ca_sha256", c.CAFingerprint(), "admin_token_file", *data+"/admin-token", "version", version.Version)
 	return c.Serve(ctx, ln)
+}
+
+// exportConfig loads the event export configuration: the --export file
+// (which must exist) or DATA/export.yaml when present.
+func exportConfig(file, data string) (*export.Config, error) {
+	if file == "" {
+		return export.LoadConfig(filepath.Join(data, "export.yaml"))
+	}
+	if _, err := os.Stat(file); err != nil {
+		return nil, fmt.Errorf("%w: --export: %v", ErrUsage, err)
+	}
+	return export.LoadConfig(file)
 }
 
 // adminClient calls a controller's admin API.

@@ -139,3 +139,23 @@ func TestServeTokenTTLFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestServeExportConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "export.yaml"), []byte("sinks:\n  - {name: siem, type: syslog, address: nohost}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	code := Main([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0", "--public-url", "https://127.0.0.1:1"}, &out, &errb)
+	if code == 0 || !strings.Contains(errb.String(), "export.yaml") || !strings.Contains(errb.String(), `sinks[0] (siem).address: "nohost"`) {
+		t.Fatalf("bad DATA/export.yaml: exit %d, %q", code, errb.String())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "postern.db")); !os.IsNotExist(err) {
+		t.Fatalf("store created for a refused export configuration: %v", err)
+	}
+	errb.Reset()
+	code = Main([]string{"serve", "--data", filepath.Join(dir, "d"), "--public-url", "https://127.0.0.1:1", "--export", filepath.Join(dir, "missing.yaml")}, &out, &errb)
+	if code != 2 || !strings.Contains(errb.String(), "--export") {
+		t.Fatalf("missing --export file: exit %d, %q", code, errb.String())
+	}
+}

@@ -1,0 +1,56 @@
+package dnsproxy
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+func TestOnQueryReportsRcodeAndTime(t *testing.T) {
+	type obs struct {
+		rcode int
+		took  time.Duration
+	}
+	var mu sync.Mutex
+	var got []obs
+	p := newTestProxy(t, Config{Logger: quiet, OnQuery: func(rc int, took time.Duration) {
+		mu.Lock()
+		got = append(got, obs{rc, took})
+		mu.Unlock()
+	}}, res("r1", "db.corp.internal", "db.corp.internal", "corp"))
+	addr := runProxy(t, p)
+	if r := query(t, "udp", addr, "db.corp.internal", dns.TypeA); r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+		t.Fatalf("resource name: %v", r)
+	}
+	// A name under no resource with no upstream configured: an error rcode.
+	r := query(t, "tcp", addr, "nothing.example", dns.TypeA)
+	// OnQuery runs once the answer is written, so it may trail the reply.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(got)
+		mu.Unlock()
+		if n >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("OnQuery called %d times, want 2", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 2 {
+		t.Fatalf("OnQuery called %d times, want 2", len(got))
+	}
+	if got[0].rcode != dns.RcodeSuccess || got[1].rcode != r.Rcode {
+		t.Errorf("rcodes %v, want [0 %d]", got, r.Rcode)
+	}
+	for _, o := range got {
+		if o.took <= 0 || o.took > 5*time.Second {
+			t.Errorf("handling time %v", o.took)
+		}
+	}
+}
