@@ -182,29 +182,3 @@ func logCount(t *testing.T, prog, substr string) int {
 	}
 	return strings.Count(string(b), substr)
 }
-
-// The office network blocks UDP (only TCP leaves): the connectors reach the
-// relay over TLS, allocate there and serve clients on their allocations, so
-// new flows work again through the relay.
-func TestConnectorNetworkBlocksUDP(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
-	if err := l.BlockUDP(context.Background(), lab.RouterCorp, true); err != nil {
-		t.Fatal(err)
-	}
-	blocked := time.Now()
-	t.Cleanup(func() {
-		if err := l.BlockUDP(context.Background(), lab.RouterCorp, false); err != nil {
-			t.Errorf("unblock UDP at the office: %v", err)
-		}
-		assertAccessWorks(t, 60*time.Second)
-	})
-	assertAccessWorks(t, 60*time.Second)
-	t.Logf("new ssh succeeded %s after the office blocked UDP", time.Since(blocked).Round(time.Millisecond))
-	st := waitPaths(t, 30*time.Second, "relay", "")
-	for _, c := range st.Connectors {
-		if c.Connected {
-			t.Logf("connector %s: %s over %s via %s", c.Name, c.Path, c.Transport, c.RemoteAddr)
-		}
-	}
-}

@@ -345,3 +345,37 @@ func TestPathSetupTimes(t *testing.T) {
 		})
 	}
 }
+
+// The office network blocks UDP (only TCP leaves): the connectors reach the
+// relay over TLS, allocate there and serve clients on their allocations, so
+// new flows work again through the relay. It runs last (Z, and in the last
+// file): connections made through a connector's own allocation stay there
+// after the office's UDP returns (no migration to a new remote address yet),
+// so the cleanup restarts the connectors for a clean lab.
+func TestZConnectorNetworkBlocksUDP(t *testing.T) {
+	l := getLab(t)
+	assertAccessWorks(t, 20*time.Second)
+	if err := l.BlockUDP(context.Background(), lab.RouterCorp, true); err != nil {
+		t.Fatal(err)
+	}
+	blocked := time.Now()
+	t.Cleanup(func() {
+		if err := l.BlockUDP(context.Background(), lab.RouterCorp, false); err != nil {
+			t.Errorf("unblock UDP at the office: %v", err)
+		}
+		for _, p := range []string{lab.ProgConnectorA, lab.ProgConnectorB} {
+			if err := l.Restart(context.Background(), p); err != nil {
+				t.Errorf("restart %s: %v", p, err)
+			}
+		}
+		assertAccessWorks(t, 60*time.Second)
+	})
+	assertAccessWorks(t, 60*time.Second)
+	t.Logf("new ssh succeeded %s after the office blocked UDP", time.Since(blocked).Round(time.Millisecond))
+	st := waitPaths(t, 30*time.Second, "relay", "")
+	for _, c := range st.Connectors {
+		if c.Connected {
+			t.Logf("connector %s: %s over %s via %s", c.Name, c.Path, c.Transport, c.RemoteAddr)
+		}
+	}
+}
