@@ -280,7 +280,7 @@ func (d *Daemon) Login(ctx context.Context, req localapi.LoginRequest) (localapi
 		ControllerURL: strings.TrimRight(req.ControllerURL, "/"), CAPEM: req.CAPEM,
 		SessionToken: resp.SessionToken, ExpiresAt: resp.ExpiresAt, DeviceID: resp.DeviceID, Principal: resp.Principal,
 	}
-	cc.token = sess.SessionToken
+	cc.setToken(sess.SessionToken)
 
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -76,5 +76,5 @@ func authorizeOne(t *testing.T, resource, dest string) decision {
 		cr.namesSpecial = prefixIsSpecial(addr.Prefix)
 	}
 	p := &compiledPolicy{resources: map[string]*compiledResource{"r": cr}, revoked: map[string]bool{}}
-	return p.authorize("alice", "dev", wire.OpenHeader{Proto: wire.ProtoTCP, Port: 80, ResourceID: "r", Destination: dest})
+	return p.authorizeHeader("alice", "dev", wire.OpenHeader{Proto: wire.ProtoTCP, Port: 80, ResourceID: "r", Destination: dest})
 }

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -62,8 +63,9 @@ type ClientConfig struct {
 type Client struct {
 	base  string
 	host  string
-	token string
-	hc    *http.Client
+	token atomic.Pointer[string]
+	hc    *http.Client // calls
+	sc    *http.Client // streams, on their own connections (see Close)
 	call  time.Duration
 	idle  time.Duration
 }
@@ -77,7 +79,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if u.Scheme != "https" && cfg.HTTP == nil {
 		return nil, fmt.Errorf("controller URL %q: must start with https://", cfg.URL)
 	}
-	c := &Client{base: u.String(), host: u.Host, token: cfg.Token, hc: cfg.HTTP, call: cfg.CallTimeout, idle: cfg.StreamIdleTimeout}
+	c := &Client{base: u.String(), host: u.Host, hc: cfg.HTTP, call: cfg.CallTimeout, idle: cfg.StreamIdleTimeout}
+	c.SetToken(cfg.Token)
 	if c.call <= 0 {
 		c.call = DefaultCallTimeout
 	}
@@ -90,7 +93,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			get := cfg.Certificate
 			tlsConf.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return get() }
 		}
-		c.hc = &http.Client{Transport: &http.Transport{
+		tr := &http.Transport{
 			TLSClientConfig:       tlsConf,
 			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			TLSHandshakeTimeout:   10 * time.Second,
@@ -101,16 +104,29 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			// roamed, NAT rebinding) is noticed within seconds instead of
 			// hanging requests until TCP gives up.
 			HTTP2: &http.HTTP2Config{SendPingTimeout: 3 * time.Second, PingTimeout: 3 * time.Second, WriteByteTimeout: 10 * time.Second},
-		}}
+		}
+		c.hc = &http.Client{Transport: tr}
+		c.sc = &http.Client{Transport: tr.Clone()}
+	} else {
+		c.sc = c.hc
 	}
 	return c, nil
 }
 
+// SetToken replaces the bearer session token ("": none), e.g. once a login
+// answered with one.
+func (c *Client) SetToken(token string) { c.token.Store(&token) }
+
 // URL returns the controller's base URL (no trailing slash).
 func (c *Client) URL() string { return c.base }
 
-// Close releases idle connections.
-func (c *Client) Close() { c.hc.CloseIdleConnections() }
+// Close releases idle connections. Calls and streams use separate
+// connections, so after a credential renewal Close makes the next call
+// handshake with the new certificate even while a stream stays open.
+func (c *Client) Close() {
+	c.hc.CloseIdleConnections()
+	c.sc.CloseIdleConnections()
+}
 
 // StatusError is a non-2xx answer of the controller.
 type StatusError struct {
@@ -166,8 +182,8 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body io.Re
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	if tok := *c.token.Load(); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	return req, nil
 }
@@ -261,7 +277,7 @@ func (c *Client) Stream(ctx context.Context, path string, fromRev int64, fn func
 	req.Header.Set("Accept", "application/x-ndjson")
 	idle := time.AfterFunc(c.idle, func() { cancel(ErrStreamIdle) })
 	defer idle.Stop()
-	resp, err := c.hc.Do(req)
+	resp, err := c.sc.Do(req)
 	if err != nil {
 		return c.streamEnd(ctx, path, err)
 	}

@@ -78,6 +78,11 @@ func TestCallDecodesAndSendsToken(t *testing.T) {
 	if controlapi.StatusCode(fmt.Errorf("wrapped: %w", err)) != http.StatusUnauthorized {
 		t.Fatal("StatusCode does not see through wrapping")
 	}
+	// A login's token is used by the calls that follow.
+	anon.SetToken("s3cret")
+	if err := anon.Call(context.Background(), http.MethodPost, controlapi.PathConnectionToken, controlapi.TokenRequest{ConnectorID: "c2"}, &out); err != nil || out.Token != "tok-for-c2" {
+		t.Fatalf("after SetToken: %v, token %q", err, out.Token)
+	}
 }
 
 func TestCallTransportErrors(t *testing.T) {
@@ -259,5 +264,71 @@ func TestStreamErrors(t *testing.T) {
 	stop := errors.New("stop")
 	if err := c.Stream(context.Background(), "/other", 0, func([]byte) error { return stop }); !errors.Is(err, stop) {
 		t.Fatalf("fn's error: %v, want it returned", err)
+	}
+}
+
+// After a credential renewal, Close makes the next call present the new
+// certificate although a stream is still open (connectors renew while their
+// policy stream runs).
+func TestCloseRedialsCallsWithRenewedCertificate(t *testing.T) {
+	certs := make([]tls.Certificate, 2)
+	for i, cn := range []string{"old", "new"} {
+		_, key, _ := ed25519.GenerateKey(rand.Reader)
+		c, err := pki.SelfSigned(key, cn, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		certs[i] = c
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
+			return
+		}
+		_ = json.NewEncoder(w).Encode(controlapi.Error{Error: r.TLS.PeerCertificates[0].Subject.CommonName})
+	}))
+	srv.EnableHTTP2 = true
+	srv.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	srv.StartTLS()
+	defer srv.Close()
+	var mu sync.Mutex
+	cur := &certs[0]
+	c := newClient(t, srv, func(cfg *controlapi.ClientConfig) {
+		cfg.Certificate = func() (*tls.Certificate, error) { mu.Lock(); defer mu.Unlock(); return cur, nil }
+	})
+	whoami := func() string {
+		t.Helper()
+		var out controlapi.Error
+		if err := c.Call(context.Background(), http.MethodGet, "/whoami", nil, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out.Error
+	}
+	if got := whoami(); got != "old" {
+		t.Fatalf("first call as %q", got)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	opened := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Stream(ctx, "/stream", 0, func(line []byte) error {
+			if line == nil {
+				close(opened)
+			}
+			return nil
+		})
+	}()
+	<-opened
+	mu.Lock()
+	cur = &certs[1]
+	mu.Unlock()
+	c.Close()
+	if got := whoami(); got != "new" {
+		t.Fatalf("call after renewal and Close as %q, want new", got)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("stream: %v", err)
 	}
 }
