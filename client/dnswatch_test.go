@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/platform"
 )
 
@@ -92,5 +93,5 @@ func TestForwardingFollowsOriginalResolvers(t *testing.T) {
 		t.Fatalf("forwarded before the change: %q, want the first resolver's 192.0.2.1", got)
 	}
 	osc.change([]netip.AddrPort{b})
-	eventually(t, 5*time.Second, "forwarding to the new resolver", func() bool { return ask() == "192.0.2.2" })
+	testenv.Eventually(t, 5*time.Second, "forwarding to the new resolver", func() bool { return ask() == "192.0.2.2" })
 }

@@ -18,6 +18,7 @@ import (
 
 	"postern.dev/postern/connector"
 	"postern.dev/postern/controller"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
 
@@ -156,21 +157,10 @@ func (l *lab) login(d *Daemon, email, password string) localapi.Status {
 	return st
 }
 
-func eventually(t testing.TB, d time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitConnectors waits until the daemon's policy lists n online connectors.
 func waitConnectors(t testing.TB, d *Daemon, n int) {
 	t.Helper()
-	eventually(t, 15*time.Second, fmt.Sprintf("%d online connectors in policy", n), func() bool {
+	testenv.Eventually(t, 15*time.Second, fmt.Sprintf("%d online connectors in policy", n), func() bool {
 		tb := d.table.Load()
 		k := 0
 		for _, cs := range tb.connectors {
@@ -182,30 +172,6 @@ func waitConnectors(t testing.TB, d *Daemon, n int) {
 		}
 		return k >= n
 	})
-}
-
-// echoServer accepts TCP and echoes until EOF, then closes its write side.
-func echoServer(t testing.TB, addr string) (net.Listener, uint16) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-				_ = c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // socksConnect is a minimal SOCKS5 client: it signs in with the front-end's

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // BenchmarkTUN measures, in network namespaces with a real TUN daemon, real
@@ -52,7 +54,7 @@ func BenchmarkTUN(b *testing.B) {
 	run(b, "ip", "netns", "exec", l.cli, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
 	l.startControlPlane()
 	sock := l.startDaemon("tun", "--tun", "pst0")
-	eventually(b, 30*time.Second, "tunnel ready", func() bool {
+	testenv.Eventually(b, 30*time.Second, "tunnel ready", func() bool {
 		c, err := dialIn(b, l.cli, "198.19.0.10:7002")
 		if err != nil {
 			return false
@@ -86,7 +88,7 @@ func BenchmarkTUN(b *testing.B) {
 		os.Setenv(echoHelperEnv, "198.19.0.10:7003")
 		l.start(l.srv, "echo-helper", nil, os.Args[0], "-test.run=^$")
 		os.Unsetenv(echoHelperEnv)
-		eventually(b, 10*time.Second, "echo helper", func() bool {
+		testenv.Eventually(b, 10*time.Second, "echo helper", func() bool {
 			c, err := dialIn(b, l.cli, "198.19.0.10:7003")
 			if err == nil {
 				c.Close()

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // closeFirstServer runs, in namespace ns, a server that reads 64 bytes,
@@ -107,7 +109,7 @@ func TestTUNShortConnectionsReuseSourcePorts(t *testing.T) {
 	closeFirstServer(t, l.srv, target)
 	l.startControlPlane()
 	l.startDaemon("tun", "--tun", "pst0")
-	eventually(t, 30*time.Second, "first connection through the TUN", func() bool {
+	testenv.Eventually(t, 30*time.Second, "first connection through the TUN", func() bool {
 		return inNSThread(l.cli, func() error { return shortConn(0, target, limit) }) == nil
 	})
 

@@ -323,36 +323,6 @@ func (cc *clientConn) open(h wire.OpenHeader) (*quic.Stream, wire.Status, string
 	return st, s, msg
 }
 
-// echoServer is a TCP server that echoes, on addr ("ip:0").
-func echoServer(t testing.TB, addr string) (net.Listener, uint16) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
-	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
-}
-
 // hostIP is a non-loopback IPv4 address of this host, for name resources
 // (names never resolve to loopback through a connector).
 func hostIP(t testing.TB) string {
