@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -21,13 +19,6 @@ import (
 	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
-
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("POSTERN_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 // lab is an in-process controller with connectors (real QUIC on loopback).
 type lab struct {
@@ -70,7 +61,7 @@ func newLabWith(t testing.TB, yaml string, tune func(*controller.Config)) *lab {
 		t.Fatal(err)
 	}
 	l := &lab{t: t, ctx: ctx, url: "https://" + ln.Addr().String(), conn: map[string]*runningConnector{}}
-	cfg := controller.Config{DataDir: t.TempDir(), PublicURL: l.url, Logger: testLogger(t), HeartbeatInterval: time.Second}
+	cfg := controller.Config{DataDir: t.TempDir(), PublicURL: l.url, Logger: testenv.Logger(t), HeartbeatInterval: time.Second}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -110,7 +101,7 @@ func (l *lab) startConnectorWith(name string, res staticResolver, tune func(*con
 	if _, err := connector.Enroll(l.ctx, dir, tok, connector.EnrollOptions{}); err != nil {
 		t.Fatalf("enroll %s: %v", name, err)
 	}
-	cfg := connector.Config{StateDir: dir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: res}
+	cfg := connector.Config{StateDir: dir, ListenUDP: "127.0.0.1:0", Logger: testenv.Logger(t), Resolver: res}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -140,7 +131,7 @@ func (l *lab) newDaemon() (*Daemon, *SOCKS5Frontend) {
 	t := l.t
 	t.Helper()
 	fe := NewSOCKS5Frontend("127.0.0.1:0")
-	d, err := New(Config{StateDir: t.TempDir(), Logger: testLogger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
+	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -159,7 +159,7 @@ func TestRestartResumesSession(t *testing.T) {
 	dir := t.TempDir()
 	mk := func() (*Daemon, *SOCKS5Frontend) {
 		fe := NewSOCKS5Frontend("127.0.0.1:0")
-		d, err := New(Config{StateDir: dir, Logger: testLogger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
+		d, err := New(Config{StateDir: dir, Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
 		if err != nil {
 			t.Fatal(err)
 		}

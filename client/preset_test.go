@@ -44,7 +44,7 @@ func runDaemon(t *testing.T, state string, ca string) *localapi.Client {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, RunOptions{StateDir: state, SOCKS5: "127.0.0.1:0", SocketGroup: -1, CAPEM: ca, Logger: testLogger(t)})
+		done <- Run(ctx, RunOptions{StateDir: state, SOCKS5: "127.0.0.1:0", SocketGroup: -1, CAPEM: ca, Logger: testenv.Logger(t)})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -133,7 +133,7 @@ func TestPresetServiceKeySignIn(t *testing.T) {
 	t.Run("no controller anywhere", func(t *testing.T) {
 		t.Setenv(preset.EnvControllerURL, "")
 		t.Setenv(preset.EnvServiceKey, "")
-		d, err := New(Config{StateDir: t.TempDir(), Logger: testLogger(t)})
+		d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -24,7 +24,7 @@ import (
 func (l *lab) restartConnector(name string, old *runningConnector) *runningConnector {
 	t := l.t
 	t.Helper()
-	c, err := connector.Open(connector.Config{StateDir: old.dir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t)})
+	c, err := connector.Open(connector.Config{StateDir: old.dir, ListenUDP: "127.0.0.1:0", Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatalf("reopen connector %s: %v", name, err)
 	}

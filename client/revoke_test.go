@@ -49,7 +49,7 @@ func TestSessionRevokedSignsOut(t *testing.T) {
 	l.startConnector("corp-a", nil)
 	fe := NewSOCKS5Frontend("127.0.0.1:0")
 	state := t.TempDir()
-	d, err := New(Config{StateDir: state, Logger: testLogger(t), NewFrontend: func() (Frontend, error) { return fe, nil },
+	d, err := New(Config{StateDir: state, Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil },
 		Preset: func() (preset.Preset, error) { return preset.Preset{}, nil }})
 	if err != nil {
 		t.Fatal(err)

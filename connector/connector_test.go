@@ -527,7 +527,7 @@ func TestFailStatic(t *testing.T) {
 	// A restarted connector enforces the stored policy without the controller.
 	e.stopC()
 	e.stopC = func() {}
-	c2, err := Open(Config{StateDir: e.stateDir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: e.resolver})
+	c2, err := Open(Config{StateDir: e.stateDir, ListenUDP: "127.0.0.1:0", Logger: testenv.Logger(t), Resolver: e.resolver})
 	if err != nil {
 		t.Fatal(err)
 	}

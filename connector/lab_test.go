@@ -10,11 +10,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +23,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/wire"
 )
@@ -44,13 +43,6 @@ type lab struct {
 	stopC    func()
 	resolver *net.Resolver
 	now      func() time.Time // the controller's clock (nil: time.Now)
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("POSTERN_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 // newLab starts a controller, applies yaml, enrolls connector "corp-a" and runs it.
@@ -97,7 +89,7 @@ func (l *lab) startController() {
 	}
 	l.ctlLn = ln
 	l.url = "https://" + ln.Addr().String()
-	ctl, err := controller.Open(controller.Config{DataDir: l.ctlDir, PublicURL: l.url, Logger: testLogger(t), Now: l.now})
+	ctl, err := controller.Open(controller.Config{DataDir: l.ctlDir, PublicURL: l.url, Logger: testenv.Logger(t), Now: l.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +105,7 @@ func (l *lab) startController() {
 
 func (l *lab) startConnector(tune func(*Config)) {
 	t := l.t
-	cfg := Config{StateDir: l.stateDir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: l.resolver}
+	cfg := Config{StateDir: l.stateDir, ListenUDP: "127.0.0.1:0", Logger: testenv.Logger(t), Resolver: l.resolver}
 	if tune != nil {
 		tune(&cfg)
 	}

@@ -157,10 +157,14 @@ func EchoUDP(t testing.TB, addr string) (net.PacketConn, uint16) {
 	return pc, uint16(pc.LocalAddr().(*net.UDPAddr).Port)
 }
 
-// Logger returns a debug-level logger that writes to the test's log (shown
+// Logger returns the logger for the code a test runs: silent, unless
+// POSTERN_TEST_LOG is set, then at debug level into the test's log (shown
 // for failed tests and with -v). Records logged after the test ended are
 // dropped rather than panicking.
 func Logger(t testing.TB) *slog.Logger {
+	if os.Getenv("POSTERN_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
 	w := &testWriter{t: t}
 	t.Cleanup(w.stop)
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -1,9 +1,11 @@
 package testenv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"testing"
@@ -111,6 +113,10 @@ func TestEchoServers(t *testing.T) {
 }
 
 func TestLoggerAfterTestEnds(t *testing.T) {
+	if Logger(t).Enabled(context.Background(), slog.LevelError) {
+		t.Fatal("logger without POSTERN_TEST_LOG is not silent")
+	}
+	t.Setenv("POSTERN_TEST_LOG", "1")
 	var log interface{ Info(string, ...any) }
 	t.Run("inner", func(t *testing.T) {
 		l := Logger(t)
