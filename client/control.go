@@ -164,5 +164,11 @@ func (c *controlClient) policyStream(ctx context.Context, rev int64, connected f
 	if errors.Is(context.Cause(ctx), ErrSessionEnded) {
 		return ErrSessionEnded
 	}
+	// The controller ends a client's stream with an error line only when
+	// the session is over (signed out elsewhere, expired, device revoked).
+	var se *controlapi.StreamError
+	if errors.As(err, &se) {
+		return fmt.Errorf("%w: %s", ErrSessionEnded, se.Message)
+	}
 	return c.classify("policy stream", err)
 }
