@@ -40,15 +40,12 @@ func BenchmarkTUN(b *testing.B) {
 	if src == nil || echo == nil || direct == nil || sink == nil || directSink == nil || directEcho == nil {
 		b.Fatal("listen in namespaces failed")
 	}
-	for _, ln := range []net.Listener{src, echo, direct, sink, directSink, directEcho} {
-		b.Cleanup(func() { ln.Close() })
-	}
-	go serveSource(src)
-	go serveSource(direct)
-	go serveSink(sink)
-	go serveSink(directSink)
-	go serveEcho(echo)
-	go serveEcho(directEcho)
+	testenv.Serve(b, src, sourceConn)
+	testenv.Serve(b, direct, sourceConn)
+	testenv.Serve(b, sink, sinkConn)
+	testenv.Serve(b, directSink, sinkConn)
+	testenv.Serve(b, echo, echoConn)
+	testenv.Serve(b, directEcho, echoConn)
 	// New-flow cells open tens of thousands of connections: let the client
 	// namespace reuse its TIME-WAIT ports (a per-namespace setting).
 	run(b, "ip", "netns", "exec", l.cli, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
@@ -150,46 +147,6 @@ func benchNewFlows(b *testing.B, l *netLab, addr string) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
 }
 
-func serveSource(ln net.Listener) {
-	buf := make([]byte, 256<<10)
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			for {
-				if _, err := c.Write(buf); err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
-
-func serveEcho(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, 512)
-			for {
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				if _, err := c.Write(buf[:n]); err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
-
 // dialIn opens a TCP connection from inside namespace ns.
 func dialIn(t testing.TB, ns, addr string) (net.Conn, error) {
 	var c net.Conn
@@ -253,20 +210,6 @@ func reportRate(b *testing.B, chunk int, cpu float64, withCPU bool) {
 	b.ReportMetric(bytes*8/b.Elapsed().Seconds()/1e9, "Gbit/s")
 	if withCPU {
 		b.ReportMetric(cpu/(bytes/1e9), "cpu-s/GB")
-	}
-}
-
-func serveSink(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, 256<<10)
-			_, _ = io.CopyBuffer(io.Discard, c, buf)
-		}()
 	}
 }
 
@@ -407,8 +350,13 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		serveEcho(ln)
-		return
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go echoConn(c)
+		}
 	}
 	os.Exit(m.Run())
 }

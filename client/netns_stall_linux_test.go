@@ -32,23 +32,14 @@ func closeFirstServer(t *testing.T, ns, addr string) {
 	if ln == nil {
 		t.FailNow()
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64)
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				if _, err := io.ReadFull(c, buf); err == nil {
-					_, _ = c.Write(buf)
-				}
-			}()
+	testenv.Serve(t, ln, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 64)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, buf); err == nil {
+			_, _ = c.Write(buf)
 		}
-	}()
+	})
 }
 
 // inNSThread runs f on a goroutine locked to an OS thread in namespace ns

@@ -101,14 +101,10 @@ func PollErr(timeout time.Duration, f func() error) error {
 	}
 }
 
-// EchoTCP listens on addr and echoes every connection until EOF, then
-// closes its write side. It stops with the test.
-func EchoTCP(t testing.TB, addr string) (net.Listener, uint16) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatalf("echo server on %s: %v", addr, err)
-	}
+// Serve accepts connections on ln and runs handle on each in its own
+// goroutine (handle closes the connection), until the test ends and ln is
+// closed.
+func Serve(t testing.TB, ln net.Listener, handle func(net.Conn)) {
 	accepting := make(chan struct{})
 	t.Cleanup(func() { ln.Close(); <-accepting })
 	go func() {
@@ -118,18 +114,29 @@ func EchoTCP(t testing.TB, addr string) (net.Listener, uint16) {
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-				if tc, ok := c.(*net.TCPConn); ok {
-					_ = tc.CloseWrite()
-				}
-				// The peer's EOF was read: draining before Close avoids a
-				// reset should anything still arrive.
-				_, _ = io.Copy(io.Discard, c)
-			}()
+			go handle(c)
 		}
 	}()
+}
+
+// EchoTCP listens on addr and echoes every connection until EOF, then
+// closes its write side. It stops with the test.
+func EchoTCP(t testing.TB, addr string) (net.Listener, uint16) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("echo server on %s: %v", addr, err)
+	}
+	Serve(t, ln, func(c net.Conn) {
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+		// The peer's EOF was read: draining before Close avoids a reset
+		// should anything still arrive.
+		_, _ = io.Copy(io.Discard, c)
+	})
 	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
