@@ -116,13 +116,7 @@ func (l *lab) startConnectorWith(name string, res staticResolver, tune func(*con
 	rc := &runningConnector{c: c, stop: func() { once.Do(func() { cancel(); <-done }) }, dir: dir}
 	t.Cleanup(rc.stop)
 	l.conn[name] = rc
-	deadline := time.Now().Add(10 * time.Second)
-	for !c.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatalf("connector %s not ready", name)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, "connector "+name+" ready", c.Ready)
 	return rc
 }
 

@@ -167,13 +167,7 @@ func (l *lab) apply(yaml string) {
 
 func (l *lab) eventually(d time.Duration, what string, f func() bool) {
 	l.t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			l.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(l.t, d, what, f)
 }
 
 // resourceID finds a resource's id in the connector's policy by name.
