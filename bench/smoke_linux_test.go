@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // TestMain lets the test binary act as the agent program, as
@@ -24,12 +26,7 @@ func TestMain(m *testing.M) {
 
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("the benchmark harness smoke test needs root (network namespaces); CI=true")
-		}
-		t.Skip("needs root (network namespaces)")
-	}
+	testenv.RequireRoot(t, "network namespaces")
 }
 
 // TestSmoke builds the topology, starts the servers, runs one direct-TCP

@@ -4,33 +4,50 @@ import (
 	"io"
 	"net"
 	"testing"
+
+	"postern.dev/postern/internal/testenv"
 )
 
-// sinkServer discards what it reads and, for each connection, first sends n
-// bytes if the client asks with one byte 'd'.
+// sourceServer sends on every connection until the client goes away.
 func sourceServer(t testing.TB) (uint16, func()) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		buf := make([]byte, 256<<10)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				for {
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
+	testenv.Serve(t, ln, sourceConn)
 	return uint16(ln.Addr().(*net.TCPAddr).Port), func() { ln.Close() }
+}
+
+// sourceConn writes to c until the peer goes away.
+func sourceConn(c net.Conn) {
+	defer c.Close()
+	buf := make([]byte, 256<<10)
+	for {
+		if _, err := c.Write(buf); err != nil {
+			return
+		}
+	}
+}
+
+// sinkConn reads c to its end.
+func sinkConn(c net.Conn) {
+	defer c.Close()
+	_, _ = io.CopyBuffer(io.Discard, c, make([]byte, 256<<10))
+}
+
+// echoConn writes back what it reads, in small reads (request/response).
+func echoConn(c net.Conn) {
+	defer c.Close()
+	buf := make([]byte, 512)
+	for {
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		if _, err := c.Write(buf[:n]); err != nil {
+			return
+		}
+	}
 }
 
 // BenchmarkTunnelThroughputSOCKS5 measures one TCP flow's download through

@@ -82,7 +82,10 @@ type Daemon struct {
 	closeDialer func() error
 
 	table atomic.Pointer[routeTable]
-	keys  *ctoken.KeySet
+	// relays of the current policy, read without mu: the pool's dialers
+	// ask for them from goroutines that pool.close waits for under mu.
+	relays atomic.Pointer[[]controlapi.RelayInfo]
+	keys   *ctoken.KeySet
 
 	mu          sync.Mutex
 	sess        *Session
@@ -280,7 +283,7 @@ func (d *Daemon) Login(ctx context.Context, req localapi.LoginRequest) (localapi
 		ControllerURL: strings.TrimRight(req.ControllerURL, "/"), CAPEM: req.CAPEM,
 		SessionToken: resp.SessionToken, ExpiresAt: resp.ExpiresAt, DeviceID: resp.DeviceID, Principal: resp.Principal,
 	}
-	cc.token = sess.SessionToken
+	cc.setToken(sess.SessionToken)
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -298,6 +301,7 @@ func (d *Daemon) Login(ctx context.Context, req localapi.LoginRequest) (localapi
 	d.stopSessionLocked()
 	_ = d.state.remove(policyFile)
 	d.pol = nil
+	d.relays.Store(nil)
 	d.table.Store(buildRouteTable(nil))
 	d.sess = sess
 	d.ctl = cc
@@ -344,6 +348,7 @@ func (d *Daemon) Logout(ctx context.Context) (localapi.Status, error) {
 		}
 	}
 	d.sess, d.pol = nil, nil
+	d.relays.Store(nil)
 	d.table.Store(buildRouteTable(nil))
 	d.lastErr = ""
 	d.changed()
@@ -588,6 +593,7 @@ func (d *Daemon) applyPolicyLocked(p *controlapi.ClientPolicy, persist bool) {
 	}
 	d.issuer = p.Issuer
 	d.pol = p
+	d.relays.Store(&p.Relays)
 	t := buildRouteTable(p)
 	d.table.Store(t)
 	if persist {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/platform"
 )
 
@@ -62,12 +63,12 @@ func fixedDNS(t *testing.T, ip string) netip.AddrPort {
 // non-resource names to them.
 func TestForwardingFollowsOriginalResolvers(t *testing.T) {
 	a, b := fixedDNS(t, "192.0.2.1"), fixedDNS(t, "192.0.2.2")
-	px, err := newDNSProxy(DNSProxyConfig{StateFile: filepath.Join(t.TempDir(), "dns-state.json"), Upstreams: []netip.AddrPort{a}, Logger: testLogger(t)})
+	px, err := newDNSProxy(DNSProxyConfig{StateFile: filepath.Join(t.TempDir(), "dns-state.json"), Upstreams: []netip.AddrPort{a}, Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	osc := &watchingOSC{}
-	f := &TUNFrontend{osc: osc, dns: px, log: testLogger(t)}
+	f := &TUNFrontend{osc: osc, dns: px, log: testenv.Logger(t)}
 	f.watchOriginalResolvers()
 
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -92,5 +93,5 @@ func TestForwardingFollowsOriginalResolvers(t *testing.T) {
 		t.Fatalf("forwarded before the change: %q, want the first resolver's 192.0.2.1", got)
 	}
 	osc.change([]netip.AddrPort{b})
-	eventually(t, 5*time.Second, "forwarding to the new resolver", func() bool { return ask() == "192.0.2.2" })
+	testenv.Eventually(t, 5*time.Second, "forwarding to the new resolver", func() bool { return ask() == "192.0.2.2" })
 }

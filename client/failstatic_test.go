@@ -10,6 +10,7 @@ import (
 
 	"postern.dev/postern/connector"
 	"postern.dev/postern/controller"
+	"postern.dev/postern/internal/testenv"
 )
 
 // restartController serves the lab's controller again, from the same data
@@ -65,7 +66,7 @@ func echoOnce(c net.Conn, msg string) error {
 // and a device that is not keeps working (it refreshes its token).
 func TestControllerDownLongerThanTokenLifetime(t *testing.T) {
 	const ttl = 2 * time.Second
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLabWith(t, renderYAML(echoPort, 1), func(c *controller.Config) { c.TokenTTL = ttl })
 	l.startConnectorWith("corp-a", nil, func(c *connector.Config) { c.FailStaticMax = time.Minute })
 	dA, feA := l.newDaemon()
@@ -122,7 +123,7 @@ func TestControllerDownLongerThanTokenLifetime(t *testing.T) {
 	}
 	p.mu.Unlock()
 	var fresh net.Conn
-	eventually(t, 10*time.Second, "a new flow over a fresh connection during the outage", func() bool {
+	testenv.Eventually(t, 10*time.Second, "a new flow over a fresh connection during the outage", func() bool {
 		c, err := socksEcho(proxyB, echoPort)
 		if err != nil {
 			return false
@@ -154,7 +155,7 @@ func TestControllerDownLongerThanTokenLifetime(t *testing.T) {
 
 	// Device B refreshes its tokens and keeps working past the grace the
 	// connector gives connections on expired tokens.
-	eventually(t, 20*time.Second, "device B holds a fresh token", func() bool {
+	testenv.Eventually(t, 20*time.Second, "device B holds a fresh token", func() bool {
 		for _, c := range dB.Status().Connectors {
 			if c.Connected && time.Until(c.TokenExpiry) > 0 {
 				return true

@@ -71,6 +71,10 @@ type TUNConfig struct {
 	// CheckRangeConflicts refuses synthetic ranges that overlap routes or
 	// addresses already on the machine (other than on the TUN itself).
 	CheckRangeConflicts func(ranges []netip.Prefix, tunName string) error
+	// ListenDNS opens the DNS proxy's UDP and TCP listeners on addr, bound
+	// to the TUN device tunName (default dnsproxy.Listen). Tests without
+	// root listen elsewhere.
+	ListenDNS func(ctx context.Context, addr netip.AddrPort, tunName string) (net.PacketConn, net.Listener, error)
 }
 
 // TUNFrontend captures resource traffic with a TUN device and gVisor.
@@ -119,6 +123,9 @@ func NewTUNFrontend(cfg TUNConfig) (*TUNFrontend, error) {
 	}
 	if cfg.CheckRangeConflicts == nil {
 		cfg.CheckRangeConflicts = platform.CheckRangeConflictsExcept
+	}
+	if cfg.ListenDNS == nil {
+		cfg.ListenDNS = dnsproxy.Listen
 	}
 	if cfg.MTU == 0 {
 		cfg.MTU = netstack.DefaultMTU
@@ -181,7 +188,7 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	dnsAP := netip.AddrPortFrom(f.dnsAddr, 53)
 	// Only queries from this machine or the TUN: the proxy's address is no
 	// open resolver for the networks the machine sits on.
-	if f.pc, f.ln, err = dnsproxy.Listen(ctx, dnsAP, f.name); err != nil {
+	if f.pc, f.ln, err = f.cfg.ListenDNS(ctx, dnsAP, f.name); err != nil {
 		return fmt.Errorf("DNS proxy: %w", err)
 	}
 	h := newFlowHandler(ctx, d)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"postern.dev/postern/client/socks5"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
 
@@ -53,9 +54,9 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // that a port outside the policy is refused at once, and that status shows
 // the connector with its path and RTT.
 func TestSOCKS5ThroughConnector(t *testing.T) {
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	hip := hostIP(t)
-	_, namePort := echoServer(t, hip+":0")
+	_, namePort := testenv.EchoTCP(t, hip+":0")
 	l := newLab(t, renderYAML(echoPort, namePort))
 	l.startConnector("corp-a", staticResolver{"app.corp.internal": hip})
 
@@ -169,7 +170,7 @@ func BenchmarkFailover(b *testing.B) {
 // when it returns.
 func measureFailover(tb testing.TB, limit time.Duration) (time.Duration, error) {
 	tb.Helper()
-	_, echoPort := echoServer(tb, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(tb, "127.0.0.1:0")
 	l := newLab(tb, renderYAML(echoPort, 1))
 	defer l.stopCtl()
 	a := l.startConnector("corp-a", nil)
@@ -234,7 +235,7 @@ func measureFailover(tb testing.TB, limit time.Duration) (time.Duration, error) 
 
 // TestLocalAPIAndCLIContract drives the local API client over the real socket.
 func TestLocalAPI(t *testing.T) {
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	l.startConnector("corp-a", nil)
 	d, _ := l.newDaemon()
@@ -278,7 +279,7 @@ func TestLocalAPI(t *testing.T) {
 	if err != nil {
 		t.Fatalf("login: %v", err)
 	}
-	eventually(t, 10*time.Second, "connected event", func() bool {
+	testenv.Eventually(t, 10*time.Second, "connected event", func() bool {
 		for {
 			select {
 			case s := <-events:

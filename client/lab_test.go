@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -18,15 +16,9 @@ import (
 
 	"postern.dev/postern/connector"
 	"postern.dev/postern/controller"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
-
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("POSTERN_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
 
 // lab is an in-process controller with connectors (real QUIC on loopback).
 type lab struct {
@@ -69,7 +61,7 @@ func newLabWith(t testing.TB, yaml string, tune func(*controller.Config)) *lab {
 		t.Fatal(err)
 	}
 	l := &lab{t: t, ctx: ctx, url: "https://" + ln.Addr().String(), conn: map[string]*runningConnector{}}
-	cfg := controller.Config{DataDir: t.TempDir(), PublicURL: l.url, Logger: testLogger(t), HeartbeatInterval: time.Second}
+	cfg := controller.Config{DataDir: t.TempDir(), PublicURL: l.url, Logger: testenv.Logger(t), HeartbeatInterval: time.Second}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -109,7 +101,7 @@ func (l *lab) startConnectorWith(name string, res staticResolver, tune func(*con
 	if _, err := connector.Enroll(l.ctx, dir, tok, connector.EnrollOptions{}); err != nil {
 		t.Fatalf("enroll %s: %v", name, err)
 	}
-	cfg := connector.Config{StateDir: dir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: res}
+	cfg := connector.Config{StateDir: dir, ListenUDP: "127.0.0.1:0", Logger: testenv.Logger(t), Resolver: res}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -124,13 +116,7 @@ func (l *lab) startConnectorWith(name string, res staticResolver, tune func(*con
 	rc := &runningConnector{c: c, stop: func() { once.Do(func() { cancel(); <-done }) }, dir: dir}
 	t.Cleanup(rc.stop)
 	l.conn[name] = rc
-	deadline := time.Now().Add(10 * time.Second)
-	for !c.Ready() {
-		if time.Now().After(deadline) {
-			t.Fatalf("connector %s not ready", name)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, "connector "+name+" ready", c.Ready)
 	return rc
 }
 
@@ -139,7 +125,7 @@ func (l *lab) newDaemon() (*Daemon, *SOCKS5Frontend) {
 	t := l.t
 	t.Helper()
 	fe := NewSOCKS5Frontend("127.0.0.1:0")
-	d, err := New(Config{StateDir: t.TempDir(), Logger: testLogger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
+	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,21 +142,10 @@ func (l *lab) login(d *Daemon, email, password string) localapi.Status {
 	return st
 }
 
-func eventually(t testing.TB, d time.Duration, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitConnectors waits until the daemon's policy lists n online connectors.
 func waitConnectors(t testing.TB, d *Daemon, n int) {
 	t.Helper()
-	eventually(t, 15*time.Second, fmt.Sprintf("%d online connectors in policy", n), func() bool {
+	testenv.Eventually(t, 15*time.Second, fmt.Sprintf("%d online connectors in policy", n), func() bool {
 		tb := d.table.Load()
 		k := 0
 		for _, cs := range tb.connectors {
@@ -182,30 +157,6 @@ func waitConnectors(t testing.TB, d *Daemon, n int) {
 		}
 		return k >= n
 	})
-}
-
-// echoServer accepts TCP and echoes until EOF, then closes its write side.
-func echoServer(t testing.TB, addr string) (net.Listener, uint16) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-				_ = c.(*net.TCPConn).CloseWrite()
-			}()
-		}
-	}()
-	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // socksConnect is a minimal SOCKS5 client: it signs in with the front-end's

@@ -11,6 +11,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"postern.dev/postern/controller"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
 
@@ -28,7 +29,7 @@ import (
 // connector's expiry timer.)
 func TestTokenRefreshInBand(t *testing.T) {
 	const refreshTestTTL = 6 * time.Second
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLabWith(t, renderYAML(echoPort, 1), func(c *controller.Config) { c.TokenTTL = refreshTestTTL })
 	l.startConnector("corp-a", nil)
 	d, fe := l.newDaemon()
@@ -47,7 +48,7 @@ func TestTokenRefreshInBand(t *testing.T) {
 	// Two refreshes (each one moves the expiry: refreshes are more than a
 	// second apart), and the first token is past its expiry.
 	seen := map[time.Time]bool{first.TokenExpiry: true}
-	eventually(t, 4*refreshTestTTL, "two token refreshes and the first token expired", func() bool {
+	testenv.Eventually(t, 4*refreshTestTTL, "two token refreshes and the first token expired", func() bool {
 		seen[d.Status().Connectors[0].TokenExpiry] = true
 		return len(seen) >= 3 && time.Now().After(first.TokenExpiry.Add(500*time.Millisecond))
 	})
@@ -88,7 +89,7 @@ func liveConns(d *Daemon) map[string]*quic.Conn {
 // TestFailStatic: with the controller gone, running flows and the open
 // connection keep working, and status says since when it is unreachable.
 func TestFailStatic(t *testing.T) {
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	l.startConnector("corp-a", nil)
 	d, fe := l.newDaemon()
@@ -103,7 +104,7 @@ func TestFailStatic(t *testing.T) {
 
 	before := time.Now()
 	l.stopCtl()
-	eventually(t, 10*time.Second, "controller unreachable in status", func() bool {
+	testenv.Eventually(t, 10*time.Second, "controller unreachable in status", func() bool {
 		return !d.Status().ControllerReachable
 	})
 	st := d.Status()
@@ -131,7 +132,7 @@ func TestFailStatic(t *testing.T) {
 
 // TestCloseLeavesNothing: after Close no goroutine of the client remains.
 func TestCloseLeavesNothing(t *testing.T) {
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	l.startConnector("corp-a", nil)
 	d, fe := l.newDaemon()
@@ -152,13 +153,13 @@ func TestCloseLeavesNothing(t *testing.T) {
 // TestRestartResumesSession: the device key, session and last policy survive
 // a daemon restart; the key file is private.
 func TestRestartResumesSession(t *testing.T) {
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	l.startConnector("corp-a", nil)
 	dir := t.TempDir()
 	mk := func() (*Daemon, *SOCKS5Frontend) {
 		fe := NewSOCKS5Frontend("127.0.0.1:0")
-		d, err := New(Config{StateDir: dir, Logger: testLogger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
+		d, err := New(Config{StateDir: dir, Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,5 +197,5 @@ func TestRestartResumesSession(t *testing.T) {
 	if code == 0 {
 		t.Error("a flow opened without a controller to issue tokens")
 	}
-	eventually(t, 5*time.Second, "unreachable", func() bool { return !d2.Status().ControllerReachable })
+	testenv.Eventually(t, 5*time.Second, "unreachable", func() bool { return !d2.Status().ControllerReachable })
 }

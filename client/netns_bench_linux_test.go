@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // BenchmarkTUN measures, in network namespaces with a real TUN daemon, real
@@ -38,21 +40,18 @@ func BenchmarkTUN(b *testing.B) {
 	if src == nil || echo == nil || direct == nil || sink == nil || directSink == nil || directEcho == nil {
 		b.Fatal("listen in namespaces failed")
 	}
-	for _, ln := range []net.Listener{src, echo, direct, sink, directSink, directEcho} {
-		b.Cleanup(func() { ln.Close() })
-	}
-	go serveSource(src)
-	go serveSource(direct)
-	go serveSink(sink)
-	go serveSink(directSink)
-	go serveEcho(echo)
-	go serveEcho(directEcho)
+	testenv.Serve(b, src, sourceConn)
+	testenv.Serve(b, direct, sourceConn)
+	testenv.Serve(b, sink, sinkConn)
+	testenv.Serve(b, directSink, sinkConn)
+	testenv.Serve(b, echo, echoConn)
+	testenv.Serve(b, directEcho, echoConn)
 	// New-flow cells open tens of thousands of connections: let the client
 	// namespace reuse its TIME-WAIT ports (a per-namespace setting).
 	run(b, "ip", "netns", "exec", l.cli, "sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1")
 	l.startControlPlane()
 	sock := l.startDaemon("tun", "--tun", "pst0")
-	eventually(b, 30*time.Second, "tunnel ready", func() bool {
+	testenv.Eventually(b, 30*time.Second, "tunnel ready", func() bool {
 		c, err := dialIn(b, l.cli, "198.19.0.10:7002")
 		if err != nil {
 			return false
@@ -86,7 +85,7 @@ func BenchmarkTUN(b *testing.B) {
 		os.Setenv(echoHelperEnv, "198.19.0.10:7003")
 		l.start(l.srv, "echo-helper", nil, os.Args[0], "-test.run=^$")
 		os.Unsetenv(echoHelperEnv)
-		eventually(b, 10*time.Second, "echo helper", func() bool {
+		testenv.Eventually(b, 10*time.Second, "echo helper", func() bool {
 			c, err := dialIn(b, l.cli, "198.19.0.10:7003")
 			if err == nil {
 				c.Close()
@@ -146,46 +145,6 @@ func benchNewFlows(b *testing.B, l *netLab, addr string) {
 		c.Close()
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "flows/s")
-}
-
-func serveSource(ln net.Listener) {
-	buf := make([]byte, 256<<10)
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			for {
-				if _, err := c.Write(buf); err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
-
-func serveEcho(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, 512)
-			for {
-				n, err := c.Read(buf)
-				if err != nil {
-					return
-				}
-				if _, err := c.Write(buf[:n]); err != nil {
-					return
-				}
-			}
-		}()
-	}
 }
 
 // dialIn opens a TCP connection from inside namespace ns.
@@ -251,20 +210,6 @@ func reportRate(b *testing.B, chunk int, cpu float64, withCPU bool) {
 	b.ReportMetric(bytes*8/b.Elapsed().Seconds()/1e9, "Gbit/s")
 	if withCPU {
 		b.ReportMetric(cpu/(bytes/1e9), "cpu-s/GB")
-	}
-}
-
-func serveSink(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, 256<<10)
-			_, _ = io.CopyBuffer(io.Discard, c, buf)
-		}()
 	}
 }
 
@@ -405,8 +350,13 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		serveEcho(ln)
-		return
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go echoConn(c)
+		}
 	}
 	os.Exit(m.Run())
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netns"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
 
@@ -45,20 +46,8 @@ type netLab struct {
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root (network namespaces, TUN) and CI=true")
-		}
-		t.Skip("needs root for network namespaces and TUN")
-	}
-	for _, tool := range []string{"ip", "curl", "dig", "ping"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing (run make deps)", tool)
-			}
-			t.Skipf("%s is missing", tool)
-		}
-	}
+	testenv.RequireRoot(t, "network namespaces, TUN")
+	testenv.RequireTools(t, "ip", "curl", "dig", "ping")
 }
 
 func run(t testing.TB, name string, args ...string) string {
@@ -316,7 +305,7 @@ func (l *netLab) startControlPlane() {
 	l.start(l.conn, "controller", nil, "postern-controller", "serve", "--data", data, "--listen", "198.18.0.2:8443", "--public-url", l.ctlURL)
 	l.caFile = filepath.Join(data, "ca.pem")
 	tokFile := filepath.Join(data, "admin-token")
-	eventually(t, 20*time.Second, "controller up", func() bool {
+	testenv.Eventually(t, 20*time.Second, "controller up", func() bool {
 		_, err := l.exec(l.conn, "", "curl", "-sf", "--cacert", l.caFile, l.ctlURL+"/healthz")
 		return err == nil
 	})
@@ -344,7 +333,7 @@ func (l *netLab) startDaemon(name string, extra ...string) string {
 	state := filepath.Join(l.dir, name)
 	sock := filepath.Join(state, localapi.SocketName)
 	l.daemons = append(l.daemons, l.start(l.cli, name, nil, "posternd", append([]string{"--state", state}, extra...)...))
-	eventually(t, 10*time.Second, name+" socket", func() bool {
+	testenv.Eventually(t, 10*time.Second, name+" socket", func() bool {
 		_, err := os.Stat(sock)
 		return err == nil
 	})
@@ -381,7 +370,7 @@ func TestTUNThroughConnector(t *testing.T) {
 	// By name: the OS resolver in cli points at the DNS proxy.
 	var out string
 	var err error
-	eventually(t, 30*time.Second, "curl by name through the TUN", func() bool {
+	testenv.Eventually(t, 30*time.Second, "curl by name through the TUN", func() bool {
 		out, err = l.exec(l.cli, "", "curl", "-sS", "--max-time", "5", "http://app.corp.internal:8080/hello")
 		return err == nil
 	})
@@ -512,7 +501,7 @@ func TestTUNThroughConnector(t *testing.T) {
 	ssock := l.startDaemon("socks", "--socks5", "127.0.0.1:1080")
 	secretFile := filepath.Join(l.dir, "socks", SOCKS5SecretName)
 	var creds string
-	eventually(t, 20*time.Second, "curl --socks5-hostname --proxy-user", func() bool {
+	testenv.Eventually(t, 20*time.Second, "curl --socks5-hostname --proxy-user", func() bool {
 		b, err := os.ReadFile(secretFile)
 		if err != nil {
 			return false

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // closeFirstServer runs, in namespace ns, a server that reads 64 bytes,
@@ -30,23 +32,14 @@ func closeFirstServer(t *testing.T, ns, addr string) {
 	if ln == nil {
 		t.FailNow()
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64)
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				if _, err := io.ReadFull(c, buf); err == nil {
-					_, _ = c.Write(buf)
-				}
-			}()
+	testenv.Serve(t, ln, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 64)
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(c, buf); err == nil {
+			_, _ = c.Write(buf)
 		}
-	}()
+	})
 }
 
 // inNSThread runs f on a goroutine locked to an OS thread in namespace ns
@@ -107,7 +100,7 @@ func TestTUNShortConnectionsReuseSourcePorts(t *testing.T) {
 	closeFirstServer(t, l.srv, target)
 	l.startControlPlane()
 	l.startDaemon("tun", "--tun", "pst0")
-	eventually(t, 30*time.Second, "first connection through the TUN", func() bool {
+	testenv.Eventually(t, 30*time.Second, "first connection through the TUN", func() bool {
 		return inNSThread(l.cli, func() error { return shortConn(0, target, limit) }) == nil
 	})
 

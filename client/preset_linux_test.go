@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
 
@@ -53,7 +54,7 @@ func TestPresetDefaultsFile(t *testing.T) {
 	sock := filepath.Join(state, localapi.SocketName)
 	l.daemons = append(l.daemons, l.start(l.cli, "headless", nil, "posternd", "--state", state, "--socks5", "127.0.0.1:1080", "--ca", l.caFile))
 	var st localapi.Status
-	eventually(t, 20*time.Second, "headless daemon signed in with the preset key", func() bool {
+	testenv.Eventually(t, 20*time.Second, "headless daemon signed in with the preset key", func() bool {
 		if _, err := os.Stat(sock); err != nil {
 			return false
 		}
@@ -64,7 +65,7 @@ func TestPresetDefaultsFile(t *testing.T) {
 	if st.Principal == nil || st.Principal.Kind != "service_account" || st.ControllerURL != l.ctlURL {
 		t.Fatalf("headless status: %+v", st)
 	}
-	eventually(t, 20*time.Second, "curl through the headless daemon", func() bool {
+	testenv.Eventually(t, 20*time.Second, "curl through the headless daemon", func() bool {
 		creds, err := os.ReadFile(st.SOCKS5Secret)
 		if err != nil {
 			return false

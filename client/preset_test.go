@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"postern.dev/postern/installer/preset"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
 
@@ -43,7 +44,7 @@ func runDaemon(t *testing.T, state string, ca string) *localapi.Client {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, RunOptions{StateDir: state, SOCKS5: "127.0.0.1:0", SocketGroup: -1, CAPEM: ca, Logger: testLogger(t)})
+		done <- Run(ctx, RunOptions{StateDir: state, SOCKS5: "127.0.0.1:0", SocketGroup: -1, CAPEM: ca, Logger: testenv.Logger(t)})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -53,7 +54,7 @@ func runDaemon(t *testing.T, state string, ca string) *localapi.Client {
 	})
 	lc := localapi.NewClient(sock)
 	t.Cleanup(lc.Close)
-	eventually(t, 10*time.Second, "daemon socket", func() bool {
+	testenv.Eventually(t, 10*time.Second, "daemon socket", func() bool {
 		_, err := lc.Status(context.Background())
 		return err == nil
 	})
@@ -67,7 +68,7 @@ func runDaemon(t *testing.T, state string, ca string) *localapi.Client {
 // a resource; a preset controller URL is used by a sign-in without one; an
 // unusable key file leaves the daemon signed out with a message naming it.
 func TestPresetServiceKeySignIn(t *testing.T) {
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, strings.ReplaceAll(presetYAML, "ECHOPORT", itoa(int(echoPort))))
 	l.startConnector("corp-a", nil)
 	sk, err := l.ctl.CreateServiceKey(l.ctx, "ci", time.Hour)
@@ -85,7 +86,7 @@ func TestPresetServiceKeySignIn(t *testing.T) {
 	t.Run("service key at start", func(t *testing.T) {
 		lc := runDaemon(t, t.TempDir(), l.ca)
 		var st localapi.Status
-		eventually(t, 15*time.Second, "signed in with the preset service key", func() bool {
+		testenv.Eventually(t, 15*time.Second, "signed in with the preset service key", func() bool {
 			st, _ = lc.Status(context.Background())
 			return st.State == localapi.StateConnected
 		})
@@ -101,7 +102,7 @@ func TestPresetServiceKeySignIn(t *testing.T) {
 	t.Run("signed in already: the preset is left alone", func(t *testing.T) {
 		state := t.TempDir()
 		lc := runDaemon(t, state, l.ca)
-		eventually(t, 15*time.Second, "preset sign-in", func() bool {
+		testenv.Eventually(t, 15*time.Second, "preset sign-in", func() bool {
 			st, _ := lc.Status(context.Background())
 			return st.Principal != nil
 		})
@@ -120,7 +121,7 @@ func TestPresetServiceKeySignIn(t *testing.T) {
 		t.Setenv(preset.EnvServiceKey, bad)
 		lc := runDaemon(t, t.TempDir(), l.ca)
 		var st localapi.Status
-		eventually(t, 10*time.Second, "preset failure in status", func() bool {
+		testenv.Eventually(t, 10*time.Second, "preset failure in status", func() bool {
 			st, _ = lc.Status(context.Background())
 			return st.Message != ""
 		})
@@ -132,7 +133,7 @@ func TestPresetServiceKeySignIn(t *testing.T) {
 	t.Run("no controller anywhere", func(t *testing.T) {
 		t.Setenv(preset.EnvControllerURL, "")
 		t.Setenv(preset.EnvServiceKey, "")
-		d, err := New(Config{StateDir: t.TempDir(), Logger: testLogger(t)})
+		d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"postern.dev/postern/connector"
 	"postern.dev/postern/controller"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
 
@@ -23,7 +24,7 @@ import (
 func (l *lab) restartConnector(name string, old *runningConnector) *runningConnector {
 	t := l.t
 	t.Helper()
-	c, err := connector.Open(connector.Config{StateDir: old.dir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t)})
+	c, err := connector.Open(connector.Config{StateDir: old.dir, ListenUDP: "127.0.0.1:0", Logger: testenv.Logger(t)})
 	if err != nil {
 		t.Fatalf("reopen connector %s: %v", name, err)
 	}
@@ -34,7 +35,7 @@ func (l *lab) restartConnector(name string, old *runningConnector) *runningConne
 	rc := &runningConnector{c: c, stop: func() { once.Do(func() { cancel(); <-done }) }, dir: old.dir}
 	t.Cleanup(rc.stop)
 	l.conn[name] = rc
-	eventually(t, 10*time.Second, "restarted connector ready", c.Ready)
+	testenv.Eventually(t, 10*time.Second, "restarted connector ready", c.Ready)
 	return rc
 }
 
@@ -77,7 +78,7 @@ func connectorNamed(st localapi.Status, name string) (localapi.ConnectorStatus, 
 // degraded, not connected; when it comes back, the daemon reconnects without
 // waiting for a flow, and the next flow goes through at the first try.
 func TestLostConnectorRedialedInBackground(t *testing.T) {
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	a := l.startConnector("corp-a", nil)
 	var logBuf syncBuffer
@@ -206,7 +207,7 @@ func (s *syncBuffer) Reset() {
 // connection to the new certificate.
 func TestLongFlowOutlivesCertificateRotation(t *testing.T) {
 	const ttl = 4 * time.Second
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLabWith(t, renderYAML(echoPort, 1), func(c *controller.Config) { c.TokenTTL = ttl })
 	a := l.startConnector("corp-a", nil)
 	d, fe := l.newDaemon()
@@ -276,7 +277,7 @@ func TestLongFlowOutlivesCertificateRotation(t *testing.T) {
 // offline, before any flow, status is degraded and says so (never a bare
 // connected).
 func TestStatusNoConnectorOnline(t *testing.T) {
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	a := l.startConnector("corp-a", nil)
 	a.stop()

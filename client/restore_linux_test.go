@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // TestRestoreAfterCrash kills a TUN daemon with SIGKILL (a crash: it cannot
@@ -28,7 +30,7 @@ func TestRestoreAfterCrash(t *testing.T) {
 	l.startDaemon("tun", "--tun", "pst0")
 	resolvPath := "/etc/netns/" + l.cli + "/resolv.conf"
 	const original = "nameserver 198.18.0.2\n"
-	eventually(t, 20*time.Second, "resolv.conf pointing at the DNS proxy", func() bool {
+	testenv.Eventually(t, 20*time.Second, "resolv.conf pointing at the DNS proxy", func() bool {
 		b, _ := os.ReadFile(resolvPath)
 		return strings.Contains(string(b), "100.96.0.53")
 	})
@@ -57,7 +59,7 @@ func TestRestoreAfterCrash(t *testing.T) {
 	// The TUN device vanished with the process; a device of the same name
 	// that outlived it (persistent TUN, stuck process) is simulated with a
 	// dummy link carrying Postern's routes and one route of someone else.
-	eventually(t, 10*time.Second, "pst0 gone with the killed daemon", func() bool {
+	testenv.Eventually(t, 10*time.Second, "pst0 gone with the killed daemon", func() bool {
 		_, err := l.exec(l.cli, "", "ip", "link", "show", "pst0")
 		return err != nil
 	})

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"postern.dev/postern/installer/preset"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
 
@@ -43,12 +44,12 @@ func (l *lab) adminDelete(path string) {
 // new sign-in without a controller URL (the remembered one) enrolls a new
 // device key and works again.
 func TestSessionRevokedSignsOut(t *testing.T) {
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	l.startConnector("corp-a", nil)
 	fe := NewSOCKS5Frontend("127.0.0.1:0")
 	state := t.TempDir()
-	d, err := New(Config{StateDir: state, Logger: testLogger(t), NewFrontend: func() (Frontend, error) { return fe, nil },
+	d, err := New(Config{StateDir: state, Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil },
 		Preset: func() (preset.Preset, error) { return preset.Preset{}, nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +83,7 @@ func TestSessionRevokedSignsOut(t *testing.T) {
 
 	l.adminDelete("devices/" + st.DeviceID)
 
-	eventually(t, 15*time.Second, "signed_out after revocation", func() bool {
+	testenv.Eventually(t, 15*time.Second, "signed_out after revocation", func() bool {
 		s, err := lc.Status(l.ctx)
 		return err == nil && s.State == localapi.StateSignedOut
 	})
@@ -128,7 +129,7 @@ func TestSessionRevokedSignsOut(t *testing.T) {
 		t.Errorf("revoked key not kept aside: %v", err)
 	}
 	waitConnectors(t, d, 1)
-	eventually(t, 15*time.Second, "flow after signing in again", func() bool {
+	testenv.Eventually(t, 15*time.Second, "flow after signing in again", func() bool {
 		c2, code, err := socksConnect(fe, "127.0.0.1", echoPort)
 		if err != nil || code != 0 {
 			return false

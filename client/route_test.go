@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/wire"
 )
 
@@ -128,7 +129,7 @@ func TestOpenFlowChecksPortsLocally(t *testing.T) {
 }
 
 func TestOpenFlowNoConnector(t *testing.T) {
-	d := &Daemon{events: newBroadcaster(), log: testLogger(t)}
+	d := &Daemon{events: newBroadcaster(), log: testenv.Logger(t)}
 	p := testPolicy()
 	p.Connectors = p.Connectors[2:3] // only an offline one
 	d.table.Store(buildRouteTable(p))
@@ -142,7 +143,7 @@ func TestOpenFlowNoConnector(t *testing.T) {
 }
 
 func TestCandidateOrder(t *testing.T) {
-	p := newPool(nil, nil, testLogger(t), nil)
+	p := newPool(nil, nil, testenv.Logger(t), nil)
 	defer p.close()
 	cs := testPolicy().Connectors
 	corp := []controlapi.ConnectorInfo{cs[0], cs[1], cs[2]}

@@ -34,6 +34,7 @@ func (d *Daemon) sessionEnded(ctx context.Context, cc *controlClient, cause erro
 		}
 	}
 	d.sess, d.pol = nil, nil
+	d.relays.Store(nil)
 	d.table.Store(buildRouteTable(nil))
 	d.sigTokens.Range(func(k, _ any) bool { d.sigTokens.Delete(k); return true })
 	d.reachable, d.downSince = false, time.Time{}

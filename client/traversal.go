@@ -29,14 +29,7 @@ func (a traversalDialer) Dial(ctx context.Context, c controlapi.ConnectorInfo, t
 // from the current policy and session.
 func (d *Daemon) newTraversalDialer() (*traversal.Dialer, error) {
 	return traversal.NewDialer(traversal.DialerConfig{
-		Relays: func() []controlapi.RelayInfo {
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			if d.pol == nil {
-				return nil
-			}
-			return d.pol.Relays
-		},
+		Relays:          d.currentRelays,
 		TURNCredentials: d.turnCredentials,
 		ConnectionToken: d.signalingToken,
 		OnPathChange: func(connectorID string, p traversal.PathInfo) {
@@ -58,6 +51,16 @@ type cachedTURN struct {
 // turnMinLife is the validity a cached TURN credential must still have to
 // be used for a new allocation.
 const turnMinLife = 2 * time.Minute
+
+// currentRelays returns the relays of the current policy without taking
+// d.mu: the dial that asks runs in a pool goroutine that pool.close waits
+// for while d.mu is held (sign-out after the session ended).
+func (d *Daemon) currentRelays() []controlapi.RelayInfo {
+	if r := d.relays.Load(); r != nil {
+		return *r
+	}
+	return nil
+}
 
 // turnCredentials returns short-lived TURN credentials for the relays
 // (PathTURNCredentials with the session). They are reused until two minutes

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/wire"
 )
 
@@ -101,7 +102,7 @@ func newAccessEnv(t *testing.T) *accessEnv {
 		t.Fatal("oathtool is required (scripts/install-deps.sh installs it)")
 	}
 	clk := &testClock{}
-	_, port := echoServer(t, "127.0.0.1:0")
+	_, port := testenv.EchoTCP(t, "127.0.0.1:0")
 	y := strings.ReplaceAll(accessYAML, "{{ECHO}}", fmt.Sprint(port))
 	l := newLabAt(t, y, clk.Now, func(c *Config) { c.Now = clk.Now })
 	e := &accessEnv{lab: l, clk: clk, echo: port}

@@ -68,6 +68,12 @@ type Config struct {
 	FailStaticMax time.Duration
 	// Resolver for private names (default net.DefaultResolver).
 	Resolver Resolver
+	// Dial, when set, opens the connection to a flow's destination instead
+	// of the host's network: network is "tcp" or "udp", address "ip:port"
+	// (after policy checks and name resolution). Tests use it to reach
+	// in-process servers. A UDP connection must keep datagram boundaries
+	// (one Write, one Read); ICMP flows always use the host's network.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Logger (default slog.Default()).
 	Logger *slog.Logger
 	// Now is the clock access requirements (MFA windows, grant ends,

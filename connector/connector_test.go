@@ -24,6 +24,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/wire"
 )
 
@@ -114,11 +115,11 @@ func (e *env) render(y string) string {
 
 func newEnv(t testing.TB, tune func(*Config)) *env {
 	e := &env{}
-	_, e.echoPort = echoServer(t, "127.0.0.1:0")
-	e.udpPort = udpEchoServer(t)
+	_, e.echoPort = testenv.EchoTCP(t, "127.0.0.1:0")
+	_, e.udpPort = testenv.EchoUDP(t, "127.0.0.1:0")
 	e.namePort = e.echoPort
 	if ip := hostIPOrEmpty(); ip != "" {
-		_, e.namePort = echoServer(t, ip+":0")
+		_, e.namePort = testenv.EchoTCP(t, ip+":0")
 		setName("db.corp.internal", ip)
 		setName("a.b.corp.internal", ip)
 		setName("corp.internal", ip)
@@ -140,27 +141,6 @@ func hostIPOrEmpty() string {
 		}
 	}
 	return ""
-}
-
-func udpEchoServer(t testing.TB) uint16 {
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 65535)
-		for {
-			n, a, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			pc.WriteTo(buf[:n], a)
-		}
-	}()
-	t.Cleanup(func() { pc.Close(); <-done })
-	return uint16(pc.LocalAddr().(*net.UDPAddr).Port)
 }
 
 func echoRoundTrip(t testing.TB, st io.ReadWriter, msg string) {
@@ -547,7 +527,7 @@ func TestFailStatic(t *testing.T) {
 	// A restarted connector enforces the stored policy without the controller.
 	e.stopC()
 	e.stopC = func() {}
-	c2, err := Open(Config{StateDir: e.stateDir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: e.resolver})
+	c2, err := Open(Config{StateDir: e.stateDir, ListenUDP: "127.0.0.1:0", Logger: testenv.Logger(t), Resolver: e.resolver})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -636,12 +616,8 @@ func TestUDPFlowAndIdleTimeout(t *testing.T) {
 
 func TestICMPEcho(t *testing.T) {
 	if os.Geteuid() != 0 {
-		if b, _ := os.ReadFile("/proc/sys/net/ipv4/ping_group_range"); strings.HasPrefix(string(b), "1\t0") {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("ICMP test needs root or net.ipv4.ping_group_range")
-			}
-			t.Skip("ICMP test needs root or net.ipv4.ping_group_range")
-		}
+		b, _ := os.ReadFile("/proc/sys/net/ipv4/ping_group_range")
+		testenv.Require(t, !strings.HasPrefix(string(b), "1\t0"), "ICMP test needs root or net.ipv4.ping_group_range")
 	}
 	e := newEnv(t, nil)
 	cc := e.alice.connect()

@@ -1,19 +1,13 @@
 package connector
 
 import (
-	"bufio"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/json"
-	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,10 +18,8 @@ import (
 
 // controlClient talks to the controller with the enrolled mTLS credential.
 type controlClient struct {
-	c    *Connector
-	base string
-	hc   *http.Client // requests with a timeout
-	sc   *http.Client // the long-lived policy stream
+	c   *Connector
+	api *controlapi.Client
 
 	mu       sync.Mutex
 	interval time.Duration
@@ -40,32 +32,21 @@ type controlClient struct {
 
 func newControlClient(c *Connector) (*controlClient, error) {
 	st := c.state.Load()
-	u, err := url.Parse(st.ControllerURL)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("stored controller URL %q: not a URL", st.ControllerURL)
+	api, err := controlapi.NewClient(controlapi.ClientConfig{
+		URL:         st.ControllerURL,
+		Roots:       pki.CAPool(st.ca),
+		Certificate: c.ClientCertificate,
+		CallTimeout: 15 * time.Second,
+		// Keepalives come every 15 s: a stream silent for longer is dead.
+		StreamIdleTimeout: controlapi.DefaultStreamIdleTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stored controller URL: %w", err)
 	}
-	tlsConf := &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		RootCAs:    pki.CAPool(st.ca),
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			cert := c.state.Load().tlsCertificate()
-			return &cert, nil
-		},
-	}
-	tr := &http.Transport{TLSClientConfig: tlsConf, ForceAttemptHTTP2: true, IdleConnTimeout: 90 * time.Second}
-	str := &http.Transport{TLSClientConfig: tlsConf.Clone(), ForceAttemptHTTP2: false, ResponseHeaderTimeout: 30 * time.Second}
-	return &controlClient{
-		c: c, base: strings.TrimSuffix(st.ControllerURL, "/"),
-		hc:       &http.Client{Transport: tr, Timeout: 15 * time.Second},
-		sc:       &http.Client{Transport: str},
-		interval: controlapi.HeartbeatInterval,
-	}, nil
+	return &controlClient{c: c, api: api, interval: controlapi.HeartbeatInterval}, nil
 }
 
-func (cc *controlClient) close() {
-	cc.hc.CloseIdleConnections()
-	cc.sc.CloseIdleConnections()
-}
+func (cc *controlClient) close() { cc.api.Close() }
 
 // heartbeat reports the serving certificate digests, addresses and load.
 func (cc *controlClient) heartbeat(ctx context.Context) error {
@@ -77,7 +58,7 @@ func (cc *controlClient) heartbeat(ctx context.Context) error {
 		Load:       cc.load(),
 	}
 	var resp controlapi.HeartbeatResponse
-	if err := postJSON(ctx, cc.hc, cc.base+controlapi.PathConnectorHeartbeat, hb, &resp); err != nil {
+	if err := cc.api.Call(ctx, http.MethodPost, controlapi.PathConnectorHeartbeat, hb, &resp); err != nil {
 		c.controllerOK.Store(false)
 		c.met.controllerErrors.WithLabelValues("heartbeat").Inc()
 		return fmt.Errorf("heartbeat: %w", err)
@@ -189,83 +170,36 @@ func (cc *controlClient) policyLoop(ctx context.Context) error {
 	return nil
 }
 
-// streamPolicy reads one policy stream until it breaks. got reports whether
-// any line arrived (to reset the backoff).
+// streamPolicy reads one policy stream until it breaks or goes silent for
+// the stream idle timeout. got reports whether any line arrived (to reset
+// the backoff).
 func (cc *controlClient) streamPolicy(ctx context.Context) (got bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	u := cc.base + controlapi.PathConnectorPolicy
+	var rev int64
 	if p := cc.c.policy.Load(); p != nil {
-		u += "?rev=" + strconv.FormatInt(p.rev, 10)
+		rev = p.rev
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return false, err
-	}
-	req.Header.Set("Accept", "application/x-ndjson")
-	resp, err := cc.sc.Do(req)
-	if err != nil {
-		return false, fmt.Errorf("open policy stream: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("open policy stream: HTTP %d", resp.StatusCode)
-	}
-	// Watchdog: nothing for 45 s (keepalives come every 15 s) means a dead stream.
-	alive := make(chan struct{}, 1)
-	go func() {
-		t := time.NewTimer(45 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-alive:
-				t.Reset(45 * time.Second)
-			case <-t.C:
-				cc.c.log.Warn("policy stream silent for 45 s; reconnecting")
-				cancel()
-				return
-			}
+	err = cc.api.Stream(ctx, controlapi.PathConnectorPolicy, rev, func(line []byte) error {
+		if line == nil {
+			return nil
 		}
-	}()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 32<<20)
-	for sc.Scan() {
 		got = true
-		select {
-		case alive <- struct{}{}:
-		default:
-		}
-		line := sc.Bytes()
-		if len(strings.TrimSpace(string(line))) == 0 {
-			continue
-		}
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(line, &e) == nil && e.Error != "" {
-			return got, fmt.Errorf("controller ended the policy stream: %s", e.Error)
-		}
 		var p controlapi.ConnectorPolicy
 		if err := json.Unmarshal(line, &p); err != nil {
 			cc.c.log.Warn("ignoring undecodable policy line", "err", err)
-			continue
+			return nil
 		}
 		if p.Keepalive {
 			cc.c.setControllerUp()
-			continue
+			return nil
 		}
 		if err := cc.c.applyPolicy(p); err != nil {
 			cc.c.log.Error("refusing policy snapshot; keeping the previous one", "rev", p.Revision, "err", err)
 		}
 		// After the snapshot's revocations are enforced.
 		cc.c.setControllerUp()
-	}
-	if err := sc.Err(); err != nil {
-		return got, fmt.Errorf("read policy stream: %w", err)
-	}
-	return got, errors.New("policy stream ended")
+		return nil
+	})
+	return got, fmt.Errorf("policy stream: %w", err)
 }
 
 // eventsLoop sends batched flow events.
@@ -295,7 +229,7 @@ func (cc *controlClient) flushEvents(ctx context.Context) error {
 		if len(batch) == 0 {
 			return nil
 		}
-		if err := postJSON(ctx, cc.hc, cc.base+controlapi.PathConnectorEvents, controlapi.FlowEvents{Events: batch}, nil); err != nil {
+		if err := cc.api.Call(ctx, http.MethodPost, controlapi.PathConnectorEvents, controlapi.FlowEvents{Events: batch}, nil); err != nil {
 			cc.c.events.putBack(batch)
 			return err
 		}
@@ -346,7 +280,7 @@ func (cc *controlClient) renew(ctx context.Context) error {
 		return err
 	}
 	var resp controlapi.EnrollResponse
-	if err := postJSON(ctx, cc.hc, cc.base+controlapi.PathRenew, controlapi.RenewRequest{PublicKeyPEM: pubPEM}, &resp); err != nil {
+	if err := cc.api.Call(ctx, http.MethodPost, controlapi.PathRenew, controlapi.RenewRequest{PublicKeyPEM: pubPEM}, &resp); err != nil {
 		return fmt.Errorf("renew credential: %w", err)
 	}
 	if resp.ID == "" {
@@ -369,7 +303,7 @@ func (cc *controlClient) renew(ctx context.Context) error {
 		return err
 	}
 	cc.c.state.Store(st)
-	cc.hc.CloseIdleConnections()
+	cc.api.Close()
 	cc.c.log.Info("renewed connector credential", "not_after", st.NotAfter)
 	return nil
 }

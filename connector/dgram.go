@@ -50,7 +50,7 @@ func (w *idleWatch) run(f *flow, idle time.Duration, done <-chan struct{}) {
 
 // spliceUDP relays length-prefixed datagrams between the stream and a
 // connected UDP socket until either side ends or the flow is idle.
-func (f *flow) spliceUDP(uc *net.UDPConn) {
+func (f *flow) spliceUDP(uc net.Conn) {
 	var iw idleWatch
 	iw.touch()
 	done := make(chan struct{})
@@ -83,7 +83,7 @@ func (f *flow) spliceUDP(uc *net.UDPConn) {
 		uc.Close() // ends the other direction
 	}()
 	// destination -> client
-	wait := connWaiter(uc)
+	wait := waiterFor(uc)
 	for {
 		if wait != nil {
 			if err := wait(); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -161,7 +162,7 @@ func (s *session) handleFlow(st *quic.Stream) {
 		s.run(f, func() { f.spliceTCP(conn) })
 	case wire.ProtoUDP:
 		cancel()
-		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(addrs[0], h.Port)))
+		conn, err := s.c.dialUDP(netip.AddrPortFrom(addrs[0], h.Port))
 		if err != nil {
 			s.refuse(st, claims, h, start, wire.StatusUnreachable, "unreachable", err.Error())
 			return
@@ -286,7 +287,7 @@ func (c *Connector) resolve(ctx context.Context, h wire.OpenHeader) ([]netip.Add
 }
 
 // dialTCP tries each address in turn within ctx.
-func (c *Connector) dialTCP(ctx context.Context, addrs []netip.Addr, port uint16) (*net.TCPConn, wire.Status, string) {
+func (c *Connector) dialTCP(ctx context.Context, addrs []netip.Addr, port uint16) (net.Conn, wire.Status, string) {
 	var last error
 	for i, a := range addrs {
 		actx := ctx
@@ -296,12 +297,13 @@ func (c *Connector) dialTCP(ctx context.Context, addrs []netip.Addr, port uint16
 			actx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(len(addrs)-i))
 			defer cancel()
 		}
-		var d net.Dialer
-		conn, err := d.DialContext(actx, "tcp", netip.AddrPortFrom(a, port).String())
+		dial := c.cfg.Dial
+		if dial == nil {
+			dial = (&net.Dialer{KeepAlive: 15 * time.Second}).DialContext
+		}
+		conn, err := dial(actx, "tcp", netip.AddrPortFrom(a, port).String())
 		if err == nil {
-			tc := conn.(*net.TCPConn)
-			_ = tc.SetKeepAlive(true)
-			return tc, wire.StatusOK, ""
+			return conn, wire.StatusOK, ""
 		}
 		last = err
 		if ctx.Err() != nil {
@@ -337,7 +339,7 @@ func shortErr(err error) string {
 // spliceTCP copies both ways with half-close: the client's FIN becomes the
 // destination's FIN (CloseWrite) and vice versa (stream Close). Flow control
 // on both sides gives backpressure.
-func (f *flow) spliceTCP(tc *net.TCPConn) {
+func (f *flow) spliceTCP(tc net.Conn) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // client -> destination
@@ -346,15 +348,17 @@ func (f *flow) spliceTCP(tc *net.TCPConn) {
 		f.up.Add(n)
 		if err != nil {
 			f.setResult(resultReset)
-			_ = tc.SetLinger(0)
+			if l, ok := tc.(interface{ SetLinger(int) error }); ok {
+				_ = l.SetLinger(0)
+			}
 			tc.Close()
 			f.st.CancelRead(quic.StreamErrorCode(wire.CodeFlowReset))
 			return
 		}
-		_ = tc.CloseWrite()
+		closeWrite(tc)
 	}()
 	// destination -> client
-	n, err := pump(f.st, tc, connWaiter(tc))
+	n, err := pump(f.st, tc, waiterFor(tc))
 	f.down.Add(n)
 	if err != nil {
 		f.setResult(resultReset)
@@ -366,6 +370,33 @@ func (f *flow) spliceTCP(tc *net.TCPConn) {
 	}
 	wg.Wait()
 	tc.Close()
+}
+
+// closeWrite half-closes c where it can (TCP); a connection that cannot
+// (an in-process pipe from Config.Dial) keeps its write side open.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+}
+
+// waiterFor is connWaiter for connections backed by a socket; others are
+// read with a buffer held (nil waiter).
+func waiterFor(c net.Conn) func() error {
+	if sc, ok := c.(syscall.Conn); ok {
+		return connWaiter(sc)
+	}
+	return nil
+}
+
+// dialUDP connects a UDP socket to dst, through Config.Dial when set.
+func (c *Connector) dialUDP(dst netip.AddrPort) (net.Conn, error) {
+	if c.cfg.Dial != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), c.cfg.DialTimeout)
+		defer cancel()
+		return c.cfg.Dial(ctx, "udp", dst.String())
+	}
+	return net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(dst))
 }
 
 const bufSize = 32 << 10

@@ -10,11 +10,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +23,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/wire"
 )
@@ -44,13 +43,6 @@ type lab struct {
 	stopC    func()
 	resolver *net.Resolver
 	now      func() time.Time // the controller's clock (nil: time.Now)
-}
-
-func testLogger(t testing.TB) *slog.Logger {
-	if os.Getenv("POSTERN_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
 }
 
 // newLab starts a controller, applies yaml, enrolls connector "corp-a" and runs it.
@@ -97,7 +89,7 @@ func (l *lab) startController() {
 	}
 	l.ctlLn = ln
 	l.url = "https://" + ln.Addr().String()
-	ctl, err := controller.Open(controller.Config{DataDir: l.ctlDir, PublicURL: l.url, Logger: testLogger(t), Now: l.now})
+	ctl, err := controller.Open(controller.Config{DataDir: l.ctlDir, PublicURL: l.url, Logger: testenv.Logger(t), Now: l.now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +105,7 @@ func (l *lab) startController() {
 
 func (l *lab) startConnector(tune func(*Config)) {
 	t := l.t
-	cfg := Config{StateDir: l.stateDir, ListenUDP: "127.0.0.1:0", Logger: testLogger(t), Resolver: l.resolver}
+	cfg := Config{StateDir: l.stateDir, ListenUDP: "127.0.0.1:0", Logger: testenv.Logger(t), Resolver: l.resolver}
 	if tune != nil {
 		tune(&cfg)
 	}
@@ -175,13 +167,7 @@ func (l *lab) apply(yaml string) {
 
 func (l *lab) eventually(d time.Duration, what string, f func() bool) {
 	l.t.Helper()
-	deadline := time.Now().Add(d)
-	for !f() {
-		if time.Now().After(deadline) {
-			l.t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(l.t, d, what, f)
 }
 
 // resourceID finds a resource's id in the connector's policy by name.
@@ -321,36 +307,6 @@ func (cc *clientConn) open(h wire.OpenHeader) (*quic.Stream, wire.Status, string
 	}
 	_ = st.SetReadDeadline(time.Time{})
 	return st, s, msg
-}
-
-// echoServer is a TCP server that echoes, on addr ("ip:0").
-func echoServer(t testing.TB, addr string) (net.Listener, uint16) {
-	t.Helper()
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				io.Copy(c, c)
-				c.(*net.TCPConn).CloseWrite()
-				io.Copy(io.Discard, c)
-				c.Close()
-			}()
-		}
-	}()
-	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
 }
 
 // hostIP is a non-loopback IPv4 address of this host, for name resources

@@ -1,7 +1,6 @@
 package connector
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ed25519"
@@ -12,14 +11,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"postern.dev/postern/controlapi"
@@ -185,16 +182,17 @@ func Enroll(ctx context.Context, dir, token string, opts EnrollOptions) (*State,
 	if err != nil {
 		return nil, err
 	}
-	hc := &http.Client{Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pki.CAPool(ca)},
-	}}
-	defer hc.CloseIdleConnections()
+	api, err := controlapi.NewClient(controlapi.ClientConfig{URL: et.ControllerURL, Roots: pki.CAPool(ca), CallTimeout: opts.Timeout})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", controlapi.ErrBadEnrollmentToken, err)
+	}
+	defer api.Close()
 	var resp controlapi.EnrollResponse
 	req := controlapi.EnrollRequest{Secret: et.Secret, PublicKeyPEM: pubPEM, Version: version.Version, Hostname: opts.Hostname}
-	if err := postJSON(ctx, hc, strings.TrimSuffix(et.ControllerURL, "/")+controlapi.PathEnrollConnector, req, &resp); err != nil {
-		var he *httpError
-		if errors.As(err, &he) && he.status >= 400 && he.status < 500 {
-			return nil, fmt.Errorf("%w: %s", ErrEnrollRefused, he.msg)
+	if err := api.Call(ctx, http.MethodPost, controlapi.PathEnrollConnector, req, &resp); err != nil {
+		var se *controlapi.StatusError
+		if errors.As(err, &se) && se.StatusCode >= 400 && se.StatusCode < 500 {
+			return nil, fmt.Errorf("%w: %s", ErrEnrollRefused, se.Message)
 		}
 		return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
 	}
@@ -253,52 +251,4 @@ func hostPort(u *url.URL) string {
 		return u.Host
 	}
 	return net.JoinHostPort(u.Hostname(), "443")
-}
-
-// httpError is a non-2xx answer of the controller.
-type httpError struct {
-	status int
-	msg    string
-}
-
-func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.msg) }
-
-// postJSON posts in as JSON and decodes a 2xx answer into out (if not nil).
-func postJSON(ctx context.Context, hc *http.Client, u string, in, out any) error {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return fmt.Errorf("read answer: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e controlapi.Error
-		msg := strings.TrimSpace(string(data))
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			msg = e.Error
-		}
-		if len(msg) > 300 {
-			msg = msg[:300]
-		}
-		return &httpError{status: resp.StatusCode, msg: msg}
-	}
-	if out == nil || len(data) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("decode answer: %w", err)
-	}
-	return nil
 }

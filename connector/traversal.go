@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 
 	"github.com/quic-go/quic-go"
 
@@ -52,7 +53,7 @@ func (c *Connector) newTraversalAgent() (*traversal.ConnectorAgent, error) {
 // connector (mTLS), used only when its own network blocks UDP.
 func (c *Connector) turnCredentials(ctx context.Context) (controlapi.TURNCredentials, error) {
 	var out controlapi.TURNCredentials
-	if err := postJSON(ctx, c.ctl.hc, c.ctl.base+controlapi.PathTURNCredentials, struct{}{}, &out); err != nil {
+	if err := c.ctl.api.Call(ctx, http.MethodPost, controlapi.PathTURNCredentials, struct{}{}, &out); err != nil {
 		return out, fmt.Errorf("TURN credentials: %w", err)
 	}
 	return out, nil

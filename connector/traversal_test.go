@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/relay"
 	"postern.dev/postern/traversal"
@@ -62,7 +63,7 @@ func newRelayEnv(t *testing.T) *relayEnv {
 			Token: tok, StateDir: t.TempDir(), PublicIP: net.ParseIP(ip),
 			ListenUDP: net.JoinHostPort(ip, freePort(t, "udp", ip)),
 			ListenTLS: net.JoinHostPort(ip, freePort(t, "tcp", ip)),
-			Logger:    testLogger(t), AllowSelfPeers: true, // client, connector and relay share one address
+			Logger:    testenv.Logger(t), AllowSelfPeers: true, // client, connector and relay share one address
 		})
 	}()
 	t.Cleanup(func() {
@@ -89,7 +90,7 @@ func (e *relayEnv) relayDialer(t *testing.T, d *device, tok controlapi.TokenResp
 		},
 		ConnectionToken: func(context.Context, string) (string, error) { return tok.Token, nil },
 		NoDirect:        noDirect,
-		Logger:          testLogger(t),
+		Logger:          testenv.Logger(t),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"postern.dev/postern/client/sso"
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/oidcauth/oidctest"
+	"postern.dev/postern/internal/testenv"
 )
 
 func TestLoadOIDCConfig(t *testing.T) {
@@ -187,7 +188,7 @@ func TestSSOIdPUnreachableAtStart(t *testing.T) {
 		t.Fatalf("device start while the IdP is down: %d %s", st, body)
 	}
 	sw.down.Store(false)
-	waitFor(t, 10*time.Second, "the IdP discovered", func() bool {
+	testenv.Eventually(t, 10*time.Second, "the IdP discovered", func() bool {
 		st, _ := e.call(nil, "POST", controlapi.PathOIDCDeviceStart, "", "{}")
 		return st == 200
 	})
@@ -250,7 +251,7 @@ func TestSSONoGoroutineLeak(t *testing.T) {
 			t.Fatal(err)
 		}
 		first := e.c.ExternalSessions(sessionMethodOIDC)[0].External
-		waitFor(t, 10*time.Second, "a refresh", func() bool {
+		testenv.Eventually(t, 10*time.Second, "a refresh", func() bool {
 			return string(e.c.ExternalSessions(sessionMethodOIDC)[0].External) != string(first)
 		})
 		e.stop()

@@ -24,6 +24,7 @@ import (
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/oidcauth"
 	"postern.dev/postern/controller/oidcauth/oidctest"
+	"postern.dev/postern/internal/testenv"
 )
 
 // ssoYAML grants the IdP's "engineering" group the corp resources and
@@ -451,7 +452,7 @@ func TestSSOAccessEndsWhenIdPStopsVouching(t *testing.T) {
 
 	// Groups follow the provider at the refresh, without a new sign-in.
 	e.idp.SetGroups(t, "erin", []string{"engineering"})
-	waitFor(t, 15*time.Second, "erin's groups follow the refresh", func() bool {
+	testenv.Eventually(t, 15*time.Second, "erin's groups follow the refresh", func() bool {
 		return e.mayUse(t, erin.SessionToken, e.corpA) == nil
 	})
 
@@ -466,7 +467,7 @@ func TestSSOAccessEndsWhenIdPStopsVouching(t *testing.T) {
 	// The provider disables dana: at the next refresh her session ends,
 	// her device is revoked at the connectors, her client is told.
 	e.idp.Disable(t, "dana")
-	waitFor(t, 15*time.Second, "dana's session revoked", func() bool {
+	testenv.Eventually(t, 15*time.Second, "dana's session revoked", func() bool {
 		return errors.Is(e.mayUse(t, dana.SessionToken, e.corpA), ErrUnauthenticated)
 	})
 	deadline := time.Now().Add(10 * time.Second)
@@ -505,18 +506,7 @@ wait:
 	if err := e.mayUse(t, again.SessionToken, e.corpA); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "dana's device leaves revoked_devices", func() bool {
+	testenv.Eventually(t, 10*time.Second, "dana's device leaves revoked_devices", func() bool {
 		return !slices.Contains(e.c.model().revokedDevices(time.Now()), dana.DeviceID)
 	})
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for: %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/vishvananda/netlink"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/platform"
 )
 
@@ -30,12 +31,7 @@ import (
 // Then the process is killed with SIGKILL, and the next start restores the
 // namespace's resolv.conf.
 func TestDNSInNetns(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (network namespaces) and CI=true")
-		}
-		t.Skip("needs root (network namespaces)")
-	}
+	testenv.RequireRoot(t, "network namespaces")
 	for _, tool := range []string{"ip", "dig", "getent"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s missing (apt-get install iproute2 dnsutils libc-bin): %v", tool, err)

@@ -11,18 +11,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // requireRoot skips without root, but fails under CI=true.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("the lab tests need root (network namespaces); CI=true makes this a failure")
-	}
-	t.Skip("needs root (network namespaces)")
+	testenv.RequireRoot(t, "network namespaces")
 }
 
 // buildLabBinary builds postern-lab into a temp dir (the lab runs it for

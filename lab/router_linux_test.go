@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 func TestRouterRuleset(t *testing.T) {
@@ -80,12 +82,7 @@ func TestRouterNATKinds(t *testing.T) {
 // TestRouterRulesetsApply: nftables accepts every router ruleset (each NAT
 // kind, home and corporate, with faults), checked in a throwaway namespace.
 func TestRouterRulesetsApply(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root (a network namespace)")
-		}
-		t.Skip("needs root (a network namespace)")
-	}
+	testenv.RequireRoot(t, "a network namespace")
 	ns := fmt.Sprintf("pstnat%d", os.Getpid())
 	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v %s", err, out)

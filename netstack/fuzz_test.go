@@ -5,50 +5,14 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.zx2c4.com/wireguard/tun"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+
+	"postern.dev/postern/netstack/netstacktest"
 )
-
-// memTUN is an in-memory device for fuzzing: packets are injected straight
-// into the link endpoint (ns.ep.deliver, what the read loop does with each
-// packet it reads); what the stack writes goes to out (newest kept).
-type memTUN struct {
-	closed chan struct{}
-	once   sync.Once
-	out    chan []byte
-}
-
-func newMemTUN() *memTUN {
-	return &memTUN{closed: make(chan struct{}), out: make(chan []byte, 64)}
-}
-
-func (m *memTUN) File() *os.File           { return nil }
-func (m *memTUN) MTU() (int, error)        { return 1500, nil }
-func (m *memTUN) Name() (string, error)    { return "fuzz0", nil }
-func (m *memTUN) Events() <-chan tun.Event { return nil }
-func (m *memTUN) BatchSize() int           { return 1 }
-func (m *memTUN) Close() error             { m.once.Do(func() { close(m.closed) }); return nil }
-func (m *memTUN) Read([][]byte, []int, int) (int, error) {
-	<-m.closed
-	return 0, os.ErrClosed
-}
-
-func (m *memTUN) Write(bufs [][]byte, offset int) (int, error) {
-	for _, b := range bufs {
-		p := append([]byte(nil), b[offset:]...)
-		select {
-		case m.out <- p:
-		default: // full: drop, the fuzzer does not read everything
-		}
-	}
-	return len(bufs), nil
-}
 
 // fuzzHandler accepts TCP and closes it, closes UDP flows, and hands echo
 // requests to a channel after replying with their body.
@@ -68,8 +32,10 @@ func (h *fuzzHandler) HandleEcho(e *EchoRequest) {
 	}
 }
 
-func fuzzStack(f *testing.F) (*Stack, *memTUN, *fuzzHandler) {
-	dev := newMemTUN()
+func fuzzStack(f *testing.F) (*Stack, *netstacktest.TUN, *fuzzHandler) {
+	// Packets are injected straight into the link endpoint (ns.ep.deliver,
+	// what the read loop does with each packet it reads).
+	dev := netstacktest.NewTUN("fuzz0", 1500)
 	h := &fuzzHandler{echoes: make(chan *EchoRequest, 64)}
 	ns, err := New(dev, h, Config{MTU: 1500, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -153,8 +119,8 @@ func FuzzICMPIntercept(f *testing.F) {
 		for len(h.echoes) > 0 {
 			<-h.echoes
 		}
-		for len(dev.out) > 0 {
-			<-dev.out
+		for len(dev.Outbound()) > 0 {
+			<-dev.Outbound()
 		}
 		want, wantOK := parseEcho(p)
 		if got := ns.interceptEcho(bytes.Clone(p)); got != wantOK {
@@ -177,7 +143,7 @@ func FuzzICMPIntercept(f *testing.F) {
 		}
 		var r []byte
 		select {
-		case r = <-dev.out:
+		case r = <-dev.Outbound():
 		case <-time.After(5 * time.Second):
 			t.Fatal("no reply written")
 		}

@@ -8,134 +8,29 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.zx2c4.com/wireguard/tun"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/icmp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+
+	"postern.dev/postern/netstack/netstacktest"
 )
-
-// fakeTUN is an in-memory tun.Device wired to a second gVisor stack that
-// plays the applications on the host.
-type fakeTUN struct {
-	in     chan []byte // packets the device "reads" (host -> netstack)
-	host   *channel.Endpoint
-	closed chan struct{}
-	once   sync.Once
-	mu     sync.Mutex
-	tap    func([]byte) bool // sees written packets first; true: consumed
-}
-
-func (f *fakeTUN) File() *os.File             { return nil }
-func (f *fakeTUN) MTU() (int, error)          { return 1500, nil }
-func (f *fakeTUN) Name() (string, error)      { return "fake0", nil }
-func (f *fakeTUN) Events() <-chan tun.Event   { return nil }
-func (f *fakeTUN) BatchSize() int             { return 8 }
-func (f *fakeTUN) Close() error               { f.once.Do(func() { close(f.closed) }); return nil }
-func (f *fakeTUN) setTap(t func([]byte) bool) { f.mu.Lock(); f.tap = t; f.mu.Unlock() }
-
-func (f *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	select {
-	case p := <-f.in:
-		sizes[0] = copy(bufs[0][offset:], p)
-		n := 1
-		for n < len(bufs) {
-			select {
-			case p := <-f.in:
-				sizes[n] = copy(bufs[n][offset:], p)
-				n++
-				continue
-			default:
-			}
-			break
-		}
-		return n, nil
-	case <-f.closed:
-		return 0, os.ErrClosed
-	}
-}
-
-func (f *fakeTUN) Write(bufs [][]byte, offset int) (int, error) {
-	select {
-	case <-f.closed:
-		return 0, os.ErrClosed
-	default:
-	}
-	f.mu.Lock()
-	tap := f.tap
-	f.mu.Unlock()
-	for _, b := range bufs {
-		p := append([]byte(nil), b[offset:]...)
-		if tap != nil && tap(p) {
-			continue
-		}
-		proto := header.IPv4ProtocolNumber
-		if header.IPVersion(p) == header.IPv6Version {
-			proto = header.IPv6ProtocolNumber
-		}
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
-		f.host.InjectInbound(proto, pkt)
-		pkt.DecRef()
-	}
-	return len(bufs), nil
-}
-
-// pump moves the host stack's outbound packets into the device.
-func (f *fakeTUN) pump(ctx context.Context) {
-	for {
-		pkt := f.host.ReadContext(ctx)
-		if pkt == nil {
-			return
-		}
-		v := pkt.ToView()
-		b := append([]byte(nil), v.AsSlice()...)
-		v.Release()
-		pkt.DecRef()
-		select {
-		case f.in <- b:
-		case <-f.closed:
-			return
-		}
-	}
-}
 
 var hostAddr = netip.MustParseAddr("10.9.0.2")
 
-// newHost builds the application-side stack and the fake device.
-func newHost(t *testing.T) (*stack.Stack, *fakeTUN) {
+// newHost builds the application-side stack and the in-memory device.
+func newHost(t *testing.T) (*stack.Stack, *netstacktest.TUN) {
 	t.Helper()
-	s := stack.New(stack.Options{
-		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []stack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol, icmp.NewProtocol4},
-	})
-	ep := channel.New(256, 1500, "")
-	if err := s.CreateNIC(1, ep); err != nil {
+	h, err := netstacktest.NewHost(hostAddr, 1500)
+	if err != nil {
 		t.Fatal(err)
 	}
-	s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddrFrom4(hostAddr.As4()).WithPrefix()}, stack.AddressProperties{})
-	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
-	f := &fakeTUN{in: make(chan []byte, 256), host: ep, closed: make(chan struct{})}
-	ctx, cancel := context.WithCancel(context.Background())
-	go f.pump(ctx)
-	t.Cleanup(func() {
-		cancel()
-		f.Close()
-		ep.Close()
-		s.Close()
-		s.Wait()
-	})
-	return s, f
+	t.Cleanup(h.Close)
+	return h.Stack, h.TUN
 }
 
 // testHandler accepts TCP port 80 (echo), rejects everything else, echoes
@@ -178,7 +73,7 @@ func toFull(ap netip.AddrPort) tcpip.FullAddress {
 	return tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(ap.Addr().As4()), Port: ap.Port()}
 }
 
-func startStack(t *testing.T, h Handler) (*stack.Stack, *fakeTUN, *Stack) {
+func startStack(t *testing.T, h Handler) (*stack.Stack, *netstacktest.TUN, *Stack) {
 	t.Helper()
 	host, dev := newHost(t)
 	ns, err := New(dev, h, Config{MTU: 1500})
@@ -277,7 +172,7 @@ func TestUDPFlow(t *testing.T) {
 func TestICMPEchoIntercepted(t *testing.T) {
 	_, dev, _ := startStack(t, &testHandler{})
 	replies := make(chan []byte, 1)
-	dev.setTap(func(p []byte) bool {
+	dev.SetTap(func(p []byte) bool {
 		if header.IPVersion(p) == 4 && header.IPv4(p).Protocol() == uint8(header.ICMPv4ProtocolNumber) {
 			replies <- p
 			return true
@@ -289,7 +184,9 @@ func TestICMPEchoIntercepted(t *testing.T) {
 	header.ICMPv4(req[header.IPv4MinimumSize:]).SetType(header.ICMPv4Echo)
 	ic := header.ICMPv4(req[header.IPv4MinimumSize:])
 	ic.SetChecksum(0)
-	dev.in <- req
+	if err := dev.Inject(req); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case p := <-replies:
 		ip := header.IPv4(p)

@@ -96,7 +96,7 @@ func TestSYNReopensTimeWait(t *testing.T) {
 	// No RST may reach the application: the aborted TIME_WAIT endpoint's
 	// RST is kept off the wire, and no connection is refused.
 	var rsts, hostStuck atomic.Int64
-	dev.setTap(func(p []byte) bool {
+	dev.SetTap(func(p []byte) bool {
 		if header.IPVersion(p) == 4 && header.IPv4(p).Protocol() == uint8(header.TCPProtocolNumber) {
 			if header.TCP(header.IPv4(p).Payload()).Flags().Contains(header.TCPFlagRst) {
 				rsts.Add(1)
@@ -279,11 +279,15 @@ func TestSYNInTimeWaitPAWS(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	dev.in <- synPacket(src, dst, 12345, recent-1000)
+	if err := dev.Inject(synPacket(src, dst, 12345, recent-1000)); err != nil {
+		t.Fatal(err)
+	}
 	waitCount("old duplicate SYN", func() uint64 { return ns.TimeWait().Refused }, 1)
 	if ep.EndpointState() != tcp.StateTimeWait {
 		t.Errorf("an old duplicate SYN ended TIME_WAIT (state %v)", ep.EndpointState())
 	}
-	dev.in <- synPacket(src, dst, 99999, recent+1000)
+	if err := dev.Inject(synPacket(src, dst, 99999, recent+1000)); err != nil {
+		t.Fatal(err)
+	}
 	waitCount("newer SYN", func() uint64 { return ns.TimeWait().Reopened }, 1)
 }

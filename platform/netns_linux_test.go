@@ -16,17 +16,14 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // needRoot skips without root, except under CI=true where it fails.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root (network namespaces) and CI=true")
-		}
-		t.Skip("needs root (network namespaces)")
-	}
+	testenv.RequireRoot(t, "network namespaces")
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Fatalf("iproute2 missing: %v", err)
 	}

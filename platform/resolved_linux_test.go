@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/godbus/dbus/v5"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // fakeResolved is an in-memory org.freedesktop.resolve1.Manager exported
@@ -82,12 +84,7 @@ func (f *fakeResolved) take() []string {
 // privateBus starts a dbus-daemon for the test and returns its address.
 func privateBus(t *testing.T) string {
 	t.Helper()
-	if _, err := exec.LookPath("dbus-daemon"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("dbus-daemon missing (apt-get install dbus-daemon)")
-		}
-		t.Skip("dbus-daemon missing")
-	}
+	testenv.RequireTools(t, "dbus-daemon")
 	sock := filepath.Join(t.TempDir(), "bus")
 	cmd := exec.Command("dbus-daemon", "--session", "--nofork", "--nopidfile", "--address=unix:path="+sock, "--print-address=1")
 	out, err := cmd.StdoutPipe()

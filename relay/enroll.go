@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -13,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -116,7 +114,11 @@ func Run(ctx context.Context, o Options) error {
 	if err != nil {
 		return err
 	}
-	cc := newControllerClient(e)
+	cc, err := newControllerClient(e)
+	if err != nil {
+		return err
+	}
+	defer cc.api.Close()
 	udpPort := strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port)
 	tlsPort := strconv.Itoa(tcp.Addr().(*net.TCPAddr).Port)
 	reg := controlapi.RelayRegister{
@@ -250,12 +252,14 @@ func loadOrEnroll(ctx context.Context, o Options) (*enrolled, error) {
 		PublicKeyPEM: string(pemBlock("PUBLIC KEY", pubDER)),
 		Version:      version.Version, Hostname: host,
 	}
-	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		MinVersion: tls.VersionTLS13, RootCAs: pki.CAPool(ca),
-	}}}
+	api, err := controlapi.NewClient(controlapi.ClientConfig{URL: tok.ControllerURL, Roots: pki.CAPool(ca)})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", controlapi.ErrBadEnrollmentToken, err)
+	}
+	defer api.Close()
 	var resp controlapi.EnrollResponse
-	if err := postJSON(ctx, hc, tok.ControllerURL+controlapi.PathEnrollRelay, req, &resp); err != nil {
-		return nil, fmt.Errorf("enroll relay: %w", err)
+	if err := api.Call(ctx, http.MethodPost, controlapi.PathEnrollRelay, req, &resp); err != nil {
+		return nil, fmt.Errorf("%w: enroll relay: %w", ErrControllerCall, err)
 	}
 	cert, err := pki.ParseCertPEM([]byte(resp.CertificatePEM))
 	if err != nil {
@@ -363,25 +367,39 @@ func loadOrCreateTLSCert(dir string) (tls.Certificate, error) {
 
 // controllerClient calls the controller with the relay's mTLS credential.
 type controllerClient struct {
-	e  *enrolled
-	hc *http.Client
+	e   *enrolled
+	api *controlapi.Client
 }
 
-func newControllerClient(e *enrolled) *controllerClient {
+func newControllerClient(e *enrolled) (*controllerClient, error) {
 	cc := &controllerClient{e: e}
-	cc.hc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		RootCAs:    pki.CAPool(e.ca),
-		GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	api, err := controlapi.NewClient(controlapi.ClientConfig{
+		URL:   e.id.ControllerURL,
+		Roots: pki.CAPool(e.ca),
+		Certificate: func() (*tls.Certificate, error) {
 			return &tls.Certificate{Certificate: [][]byte{cc.e.cert.Raw}, PrivateKey: cc.e.key, Leaf: cc.e.cert}, nil
 		},
-	}}}
-	return cc
+		// Keepalives come every 15 s: a policy stream silent for longer is dead.
+		StreamIdleTimeout: controlapi.DefaultStreamIdleTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stored controller URL: %w", err)
+	}
+	cc.api = api
+	return cc, nil
+}
+
+// call is one controller request; its errors wrap ErrControllerCall.
+func (cc *controllerClient) call(ctx context.Context, path string, in, out any) error {
+	if err := cc.api.Call(ctx, http.MethodPost, path, in, out); err != nil {
+		return fmt.Errorf("%w: %w", ErrControllerCall, err)
+	}
+	return nil
 }
 
 func (cc *controllerClient) register(ctx context.Context, reg controlapi.RelayRegister) (controlapi.RelayRegisterResponse, error) {
 	var resp controlapi.RelayRegisterResponse
-	err := postJSON(ctx, cc.hc, cc.e.id.ControllerURL+controlapi.PathRelayRegister, reg, &resp)
+	err := cc.call(ctx, controlapi.PathRelayRegister, reg, &resp)
 	return resp, err
 }
 
@@ -392,7 +410,7 @@ func (cc *controllerClient) maybeRenew(ctx context.Context) error {
 		return nil
 	}
 	var resp controlapi.EnrollResponse
-	if err := postJSON(ctx, cc.hc, cc.e.id.ControllerURL+controlapi.PathRenew, controlapi.RenewRequest{}, &resp); err != nil {
+	if err := cc.call(ctx, controlapi.PathRenew, controlapi.RenewRequest{}, &resp); err != nil {
 		return err
 	}
 	cert, err := pki.ParseCertPEM([]byte(resp.CertificatePEM))
@@ -401,34 +419,4 @@ func (cc *controllerClient) maybeRenew(ctx context.Context) error {
 	}
 	cc.e.cert = cert
 	return cc.e.save()
-}
-
-func postJSON(ctx context.Context, hc *http.Client, u string, in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(b))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: POST %s: %w", ErrControllerCall, u, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode/100 != 2 {
-		var e controlapi.Error
-		_ = json.Unmarshal(body, &e)
-		return fmt.Errorf("%w: POST %s: %s %s", ErrControllerCall, u, strconv.Itoa(resp.StatusCode), e.Error)
-	}
-	if out == nil || len(body) == 0 {
-		return nil
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("%w: POST %s: decode: %v", ErrControllerCall, u, err)
-	}
-	return nil
 }

@@ -24,6 +24,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 )
 
@@ -135,7 +136,7 @@ func TestRunEnrollsRegistersAndRestartsWithoutToken(t *testing.T) {
 	o := Options{Token: tc.token(), StateDir: dir, ListenUDP: freePort(t, "udp"), ListenTLS: freePort(t, "tcp"),
 		PublicIP: net.ParseIP("127.0.0.1"), Logger: log}
 	cancel, done := runRelay(t, o)
-	waitFor(t, func() bool { tc.mu.Lock(); defer tc.mu.Unlock(); return len(tc.regs) >= 2 })
+	testenv.Eventually(t, 15*time.Second, "two registrations", func() bool { tc.mu.Lock(); defer tc.mu.Unlock(); return len(tc.regs) >= 2 })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
@@ -164,7 +165,7 @@ func TestRunEnrollsRegistersAndRestartsWithoutToken(t *testing.T) {
 	n := len(tc.regs)
 	tc.mu.Unlock()
 	cancel, done = runRelay(t, o)
-	waitFor(t, func() bool { tc.mu.Lock(); defer tc.mu.Unlock(); return len(tc.regs) > n })
+	testenv.Eventually(t, 15*time.Second, "another registration", func() bool { tc.mu.Lock(); defer tc.mu.Unlock(); return len(tc.regs) > n })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("second Run: %v", err)
@@ -204,16 +205,5 @@ func TestRunRefusesBadInput(t *testing.T) {
 		CAFingerprint: tc.ca.Fingerprint(), Secret: "wrong"}.Encode()
 	if err := Run(context.Background(), o); !errors.Is(err, ErrControllerCall) {
 		t.Fatalf("wrong secret: %v", err)
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

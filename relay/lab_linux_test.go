@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // Network-namespace labs for the relay on real-host layouts (issue 13 item
@@ -41,20 +43,8 @@ type nsLab struct {
 
 func newNSLab(t *testing.T, names ...string) *nsLab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("network-namespace tests need root")
-		}
-		t.Skip("network-namespace tests need root")
-	}
-	for _, bin := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed", bin)
-			}
-			t.Skipf("%s not installed", bin)
-		}
-	}
+	testenv.RequireRoot(t, "network namespaces")
+	testenv.RequireTools(t, "ip", "nft")
 	var rb [3]byte
 	_, _ = rand.Read(rb[:])
 	l := &nsLab{t: t, id: hex.EncodeToString(rb[:]), names: names}

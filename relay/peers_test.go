@@ -15,6 +15,7 @@ import (
 	"github.com/pion/turn/v2"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/traversal/sigwire"
 )
@@ -166,13 +167,9 @@ func TestRelayIsNoOpenForwarder(t *testing.T) {
 	}
 	// The session ends: its candidates are no longer reachable.
 	cl.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for tc.CreatePermission(udpAddr("198.51.100.7:4000")) == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("candidates stayed reachable after the signaling session ended")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, "candidates unreachable after the signaling session ended", func() bool {
+		return tc.CreatePermission(udpAddr("198.51.100.7:4000")) != nil
+	})
 }
 
 // Revoking a device (RelayPolicy.RevokedDevices) closes its signaling, stops

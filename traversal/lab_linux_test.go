@@ -18,6 +18,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 )
 
@@ -212,20 +213,8 @@ table inet fw {
 // network namespaces.
 func requireLabTools(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("network-namespace tests need root")
-		}
-		t.Skip("network-namespace tests need root")
-	}
-	for _, bin := range []string{"ip", "nft"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s not installed", bin)
-			}
-			t.Skipf("%s not installed", bin)
-		}
-	}
+	testenv.RequireRoot(t, "network namespaces")
+	testenv.RequireTools(t, "ip", "nft")
 }
 
 // addNS creates namespace name with its own resolv.conf and loopback up.

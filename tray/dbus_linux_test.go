@@ -15,6 +15,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 	"postern.dev/postern/tray"
 	"postern.dev/postern/version"
@@ -30,13 +31,8 @@ import (
 // revision bump, SetIcon's pixmap) that -race would report on every run.
 func TestTrayOverDBus(t *testing.T) {
 	need := func(bin string) string {
-		p, err := exec.LookPath(bin)
-		if err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s is missing (apt-get install dbus): %v", bin, err)
-			}
-			t.Skipf("%s is missing (apt-get install dbus): %v", bin, err)
-		}
+		testenv.RequireTools(t, bin)
+		p, _ := exec.LookPath(bin)
 		return p
 	}
 	runner := need("dbus-run-session")

@@ -22,6 +22,7 @@ import (
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller"
 	controllercli "postern.dev/postern/controller/cli"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
 
@@ -146,36 +147,6 @@ func startDaemon(t *testing.T, url, caFile, email, password string) (*client.Dae
 	return d, sock
 }
 
-// echoOn runs a TCP echo server on addr and returns its port.
-func echoOn(t *testing.T, addr string) uint16 {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return uint16(ln.Addr().(*net.TCPAddr).Port)
-}
-
-func waitFor(t *testing.T, what string, f func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !f() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func oathtool(t *testing.T, secret string, at time.Time) string {
 	t.Helper()
 	out, err := exec.Command("oathtool", "--totp", "-b", "--now", at.UTC().Format("2006-01-02 15:04:05 UTC"), secret).Output()
@@ -189,7 +160,8 @@ func oathtool(t *testing.T, secret string, at time.Time) string {
 // resources and postern-controller requests against a real controller,
 // connector and daemons, with codes from oathtool.
 func TestAccessCommands(t *testing.T) {
-	mfaPort, prodPort := echoOn(t, "127.0.0.1:0"), echoOn(t, "127.0.0.2:0")
+	_, mfaPort := testenv.EchoTCP(t, "127.0.0.1:0")
+	_, prodPort := testenv.EchoTCP(t, "127.0.0.2:0")
 	clk := &clock{}
 	url, caFile, tokFile := startAccessLab(t, clk, mfaPort, prodPort)
 	alice, aliceSock := startDaemon(t, url, caFile, "alice@example.com", "alice-password-1")
@@ -212,11 +184,11 @@ func TestAccessCommands(t *testing.T) {
 	}
 
 	// What is missing and what to do, per resource.
-	waitFor(t, "resources with access notes", func() bool {
+	testenv.Eventually(t, 15*time.Second, "resources with access notes", func() bool {
 		_, out, _ := as(aliceSock, "", "resources")
 		return strings.Contains(out, "needs MFA (postern mfa)") && strings.Contains(out, "needs approval (postern request prod-db)")
 	})
-	waitFor(t, "connector online", func() bool {
+	testenv.Eventually(t, 15*time.Second, "connector online", func() bool {
 		err := dial("127.0.0.1")
 		return err != nil && strings.Contains(err.Error(), "mfa required")
 	})
@@ -244,7 +216,7 @@ func TestAccessCommands(t *testing.T) {
 	if code, _, stderr = as(aliceSock, "", "mfa", "--webauthn"); code != 1 || !strings.Contains(stderr, "WebAuthn is not available") {
 		t.Fatalf("mfa --webauthn: %d %s", code, stderr)
 	}
-	waitFor(t, "mfa-db reachable after step-up", func() bool { return dial("127.0.0.1") == nil })
+	testenv.Eventually(t, 15*time.Second, "mfa-db reachable after step-up", func() bool { return dial("127.0.0.1") == nil })
 
 	// JIT: request, self-approval refused, approve by bob, reach.
 	if code, _, stderr = as(aliceSock, "", "request", "prod-db", "--for", "3h", "--reason", "deploy"); code != 1 || !strings.Contains(stderr, "longer than the 2h") {
@@ -268,11 +240,11 @@ func TestAccessCommands(t *testing.T) {
 	if code, out, stderr = as(bobSock, "", "approve", id, "--for", "1h"); code != 0 || !strings.Contains(out, "Approved alice@example.com's request") {
 		t.Fatalf("approve: %d %s %s", code, out, stderr)
 	}
-	waitFor(t, "approved note", func() bool {
+	testenv.Eventually(t, 15*time.Second, "approved note", func() bool {
 		_, out, _ := as(aliceSock, "", "resources")
 		return strings.Contains(out, "approved until ") && strings.Contains(out, "by bob@example.com")
 	})
-	waitFor(t, "prod-db reachable after approval", func() bool { return dial("127.0.0.2") == nil })
+	testenv.Eventually(t, 15*time.Second, "prod-db reachable after approval", func() bool { return dial("127.0.0.2") == nil })
 
 	// Deny needs a reason; the admin CLI lists and denies.
 	if code, _, stderr = as(bobSock, "", "deny", id); code != 2 || !strings.Contains(stderr, "reason") {

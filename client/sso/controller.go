@@ -3,14 +3,11 @@ package sso
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
-	"strings"
+	"sync"
 	"time"
 
 	"postern.dev/postern/controlapi"
@@ -18,20 +15,20 @@ import (
 
 // Controller calls the controller's single sign-on endpoints
 // (controlapi.PathOIDC*). The daemon uses it with the trust it already has;
-// the CLI may use it directly.
+// the CLI may use it directly. Set URL and HTTP, or use NewController.
 type Controller struct {
 	URL  string // https://controller.example
 	HTTP *http.Client
+
+	once sync.Once
+	api  *controlapi.Client
+	err  error
 }
 
 // NewController returns a Controller that trusts the system roots plus caPEM
 // (the deployment CA; may be empty) and speaks TLS 1.3.
 func NewController(controllerURL string, caPEM []byte) (*Controller, error) {
-	u, err := url.Parse(controllerURL)
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fmt.Errorf("controller URL %q is not an absolute https URL", controllerURL)
-	}
-	tlsConf := &tls.Config{MinVersion: tls.VersionTLS13}
+	var roots *x509.CertPool
 	if len(bytes.TrimSpace(caPEM)) > 0 {
 		pool, err := x509.SystemCertPool()
 		if err != nil || pool == nil {
@@ -40,65 +37,42 @@ func NewController(controllerURL string, caPEM []byte) (*Controller, error) {
 		if !pool.AppendCertsFromPEM(caPEM) {
 			return nil, fmt.Errorf("controller CA: no PEM certificate found")
 		}
-		tlsConf.RootCAs = pool
+		roots = pool
 	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tlsConf
-	return &Controller{URL: strings.TrimRight(controllerURL, "/"), HTTP: &http.Client{Transport: tr, Timeout: 30 * time.Second}}, nil
+	api, err := controlapi.NewClient(controlapi.ClientConfig{URL: controllerURL, Roots: roots})
+	if err != nil {
+		return nil, err
+	}
+	c := &Controller{URL: api.URL(), api: api}
+	c.once.Do(func() {})
+	return c, nil
 }
 
 func (c *Controller) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return fmt.Errorf("encode %s request: %w", path, err)
-		}
-		body = bytes.NewReader(b)
+	c.once.Do(func() {
+		c.api, c.err = controlapi.NewClient(controlapi.ClientConfig{URL: c.URL, HTTP: c.HTTP})
+	})
+	if c.err != nil {
+		return fmt.Errorf("%w: %v", ErrController, c.err)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, c.URL+path, body)
-	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w: %s %s: %v", ErrController, method, path, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("%w: read %s: %v", ErrController, path, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e controlapi.Error
-		_ = json.Unmarshal(b, &e)
-		msg := e.Error
-		if msg == "" {
-			msg = resp.Status
-		}
-		switch resp.StatusCode {
+	err := c.api.Call(ctx, method, path, in, out)
+	var se *controlapi.StatusError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &se):
+		switch se.StatusCode {
 		case http.StatusNotFound, http.StatusNotImplemented:
-			return fmt.Errorf("%w (%s)", ErrNotConfigured, msg)
+			return fmt.Errorf("%w (%s)", ErrNotConfigured, se.Message)
 		case http.StatusForbidden, http.StatusUnauthorized:
-			return fmt.Errorf("%w: %s", ErrRefused, msg)
+			return fmt.Errorf("%w: %s", ErrRefused, se.Message)
 		case http.StatusGone:
-			return fmt.Errorf("%w: %s", ErrExpired, msg)
+			return fmt.Errorf("%w: %s", ErrExpired, se.Message)
 		}
-		return fmt.Errorf("%w: %s %s: %s", ErrController, method, path, msg)
+	case errors.Is(err, context.Canceled):
+		return err
 	}
-	if out != nil {
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("%w: decode %s answer: %v", ErrController, path, err)
-		}
-	}
-	return nil
+	return fmt.Errorf("%w: %v", ErrController, err)
 }
 
 // Config says whether single sign-on is available.

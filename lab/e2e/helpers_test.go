@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/lab"
 	"postern.dev/postern/localapi"
 )
@@ -67,22 +68,6 @@ func curlArgs(url string, extra ...string) []string {
 	return append(append([]string{"curl", "-sS", "--max-time", "10"}, extra...), url)
 }
 
-// eventually retries f until it returns nil or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-}
-
 func status(t *testing.T, node string) localapi.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -108,7 +93,7 @@ func inSynthetic(s string) bool {
 // again (after a test changed something).
 func assertAccessWorks(t *testing.T, within time.Duration) {
 	t.Helper()
-	eventually(t, within, "ssh db.corp.internal from alice's laptop", func() error {
+	testenv.Poll(t, within, "ssh db.corp.internal from alice's laptop", func() error {
 		r := sshHostname(t, lab.NodeClient)
 		if r.err != nil {
 			return &cmdFailure{r}

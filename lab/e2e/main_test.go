@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/lab"
 )
 
@@ -42,7 +43,7 @@ func runMain(m *testing.M) int {
 		return 0
 	}
 	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
+		if testenv.InCI() {
 			fmt.Fprintln(os.Stderr, "FAIL: the end-to-end suite needs root (network namespaces); CI=true makes this a failure")
 			return 1
 		}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/lab"
 	"postern.dev/postern/localapi"
 )
@@ -62,7 +63,7 @@ func TestSessionSurvivesCertificateRotation(t *testing.T) {
 		}
 	}
 	for _, p := range progs {
-		eventually(t, 10*time.Second, p+" rotated its certificate", func() error {
+		testenv.Poll(t, 10*time.Second, p+" rotated its certificate", func() error {
 			if n := logCount(t, p, "rotated QUIC certificate"); n <= before[p] {
 				return fmt.Errorf("%d rotations logged, want > %d", n, before[p])
 			}

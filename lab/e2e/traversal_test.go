@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/lab"
 )
 
@@ -263,7 +264,7 @@ func TestPathSetupTimes(t *testing.T) {
 	const node = lab.NodeClientBob
 	webWorks := func(within time.Duration) {
 		t.Helper()
-		eventually(t, within, "curl http://"+lab.WebName+"/ from bob's laptop", func() error {
+		testenv.Poll(t, within, "curl http://"+lab.WebName+"/ from bob's laptop", func() error {
 			if r := run(t, node, 15*time.Second, nil, curlArgs("http://"+lab.WebName+"/", "-o", "/dev/null")...); r.err != nil {
 				return &cmdFailure{r}
 			}

@@ -1,0 +1,35 @@
+package client
+
+import (
+	"testing"
+	"time"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
+)
+
+// TestRelaysReadableWhileDaemonLocked: the dialer's relay list is read by
+// pool goroutines that pool.close waits for while the daemon's lock is held
+// (signing out after the controller ended the session); reading it must not
+// take that lock, or sign-out deadlocks.
+func TestRelaysReadableWhileDaemonLocked(t *testing.T) {
+	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t),
+		NewFrontend: func() (Frontend, error) { return NewSOCKS5Frontend("127.0.0.1:0"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	d.mu.Lock()
+	d.applyPolicyLocked(&controlapi.ClientPolicy{Revision: 1, Relays: []controlapi.RelayInfo{{ID: "rel_1"}}}, false)
+	got := make(chan []controlapi.RelayInfo, 1)
+	go func() { got <- d.currentRelays() }()
+	select {
+	case r := <-got:
+		if len(r) != 1 || r[0].ID != "rel_1" {
+			t.Errorf("relays %+v, want rel_1", r)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("reading the relays blocked on the daemon's lock")
+	}
+	d.mu.Unlock()
+}

@@ -1,0 +1,127 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// recorder is a testing.TB that records Skip and Fatal instead of acting.
+type recorder struct {
+	testing.TB
+	skipped, failed string
+}
+
+func (r *recorder) Helper() {}
+func (r *recorder) Skip(args ...any) {
+	r.skipped = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.failed = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func run(f func(tb testing.TB)) *recorder {
+	r := &recorder{}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(r)
+	}()
+	<-done
+	return r
+}
+
+func TestRequireCIRule(t *testing.T) {
+	t.Setenv("CI", "")
+	r := run(func(tb testing.TB) { Require(tb, false, "needs %s", "a thing") })
+	if r.skipped != "needs a thing" || r.failed != "" {
+		t.Fatalf("outside CI: skipped %q failed %q, want a skip", r.skipped, r.failed)
+	}
+	t.Setenv("CI", "true")
+	r = run(func(tb testing.TB) { Require(tb, false, "needs %s", "a thing") })
+	if r.failed == "" || r.skipped != "" {
+		t.Fatalf("under CI=true: skipped %q failed %q, want a failure", r.skipped, r.failed)
+	}
+	r = run(func(tb testing.TB) { Require(tb, true, "unused") })
+	if r.failed != "" || r.skipped != "" {
+		t.Fatalf("met requirement: skipped %q failed %q", r.skipped, r.failed)
+	}
+	r = run(func(tb testing.TB) { RequireTools(tb, "go-testenv-no-such-tool") })
+	if r.failed == "" {
+		t.Fatal("missing tool under CI=true did not fail")
+	}
+}
+
+func TestPoll(t *testing.T) {
+	n := 0
+	Eventually(t, 5*time.Second, "the third look", func() bool { n++; return n == 3 })
+	if n != 3 {
+		t.Fatalf("looked %d times", n)
+	}
+	start := time.Now()
+	want := errors.New("still down")
+	if err := PollErr(60*time.Millisecond, func() error { return want }); err != want {
+		t.Fatalf("PollErr: %v, want the last error", err)
+	}
+	if d := time.Since(start); d < 60*time.Millisecond || d > 5*time.Second {
+		t.Fatalf("PollErr returned after %v", d)
+	}
+	r := run(func(tb testing.TB) { Poll(tb, 30*time.Millisecond, "never", func() error { return want }) })
+	if r.failed == "" {
+		t.Fatal("Poll did not fail at its deadline")
+	}
+}
+
+func TestEchoServers(t *testing.T) {
+	_, port := EchoTCP(t, "127.0.0.1:0")
+	c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	if b, err := io.ReadAll(c); err != nil || string(b) != "ping" {
+		t.Fatalf("TCP echo: %q %v", b, err)
+	}
+
+	_, uport := EchoUDP(t, "127.0.0.1:0")
+	u, err := net.Dial("udp", fmt.Sprintf("127.0.0.1:%d", uport))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	_ = u.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := u.Write([]byte("dgram")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 64)
+	if n, err := u.Read(buf); err != nil || string(buf[:n]) != "dgram" {
+		t.Fatalf("UDP echo: %q %v", buf[:n], err)
+	}
+}
+
+func TestLoggerAfterTestEnds(t *testing.T) {
+	if Logger(t).Enabled(context.Background(), slog.LevelError) {
+		t.Fatal("logger without POSTERN_TEST_LOG is not silent")
+	}
+	t.Setenv("POSTERN_TEST_LOG", "1")
+	var log interface{ Info(string, ...any) }
+	t.Run("inner", func(t *testing.T) {
+		l := Logger(t)
+		l.Info("during the test", "k", 1)
+		log = l
+	})
+	log.Info("after the test") // must not panic
+}
