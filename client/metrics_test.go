@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 func TestCheckMetricsAddr(t *testing.T) {
@@ -43,7 +45,7 @@ func scrape(t *testing.T, url string) string {
 }
 
 func TestDaemonMetrics(t *testing.T) {
-	_, echoPort := echoServer(t, "127.0.0.1:0")
+	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, echoPort))
 	l.startConnector("corp-a", staticResolver{})
 	d, proxy := l.newDaemon()
@@ -67,7 +69,7 @@ func TestDaemonMetrics(t *testing.T) {
 	m.observeDNS(-1, time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, err := serveMetrics(ctx, "127.0.0.1:0", m, testLogger(t))
+	addr, err := serveMetrics(ctx, "127.0.0.1:0", m, testenv.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

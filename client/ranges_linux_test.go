@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 )
 
@@ -58,7 +59,7 @@ func TestRangesThroughDaemon(t *testing.T) {
 	sock := filepath.Join(state, localapi.SocketName)
 	l.start(l.cli, "ranges", nil, "/usr/bin/env", "POSTERN_RANGE4=198.19.128.0/20", filepath.Join(l.bin, "posternd"),
 		"--state", state, "--tun", "pst3", "--ipv6", "--range6", "2001:db8:5000::/48")
-	eventually(t, 10*time.Second, "posternd socket", func() bool {
+	testenv.Eventually(t, 10*time.Second, "posternd socket", func() bool {
 		_, err := os.Stat(sock)
 		return err == nil
 	})
@@ -66,7 +67,7 @@ func TestRangesThroughDaemon(t *testing.T) {
 		"--user", "alice@example.com", "--password-stdin"); err != nil {
 		t.Fatalf("postern login: %v\n%s", err, out)
 	}
-	eventually(t, 30*time.Second, "curl by name through the configured range", func() bool {
+	testenv.Eventually(t, 30*time.Second, "curl by name through the configured range", func() bool {
 		out, err = l.exec(l.cli, "", "curl", "-sS", "--max-time", "5", "http://app.corp.internal:8080/hello")
 		return err == nil
 	})
@@ -95,7 +96,7 @@ func TestRangesThroughDaemon(t *testing.T) {
 
 	// SOCKS5 mode: postern dns through the daemon.
 	ssock := l.startDaemon("socks", "--socks5", "127.0.0.1:1081")
-	eventually(t, 20*time.Second, "SOCKS5 daemon connected", func() bool {
+	testenv.Eventually(t, 20*time.Second, "SOCKS5 daemon connected", func() bool {
 		return l.status(ssock).State == localapi.StateConnected
 	})
 	out, err = l.exec(l.cli, "", "postern", "--socket", ssock, "dns", "app.corp.internal")
