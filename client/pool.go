@@ -22,7 +22,7 @@ import (
 const (
 	keepAlivePeriod   = 400 * time.Millisecond
 	suspectAfter      = 1200 * time.Millisecond // no packet for this long: new flows prefer other connectors
-	deadAfter         = 10 * time.Second        // no packet for this long: the connection is closed
+	deadAfter         = 20 * time.Second        // no packet for this long: the connection is closed (traversal's repairs, re-punch then relay, get this long to save running flows)
 	dialTimeout       = 5 * time.Second
 	dialBackoff       = 3 * time.Second // after a failed dial, prefer other connectors for this long
 	tokenFetchTimeout = 3 * time.Second // a fresh dial waits this long for the controller before reusing a token

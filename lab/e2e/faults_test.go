@@ -344,7 +344,7 @@ func TestUDPBlockedSingleConnector(t *testing.T) {
 	l := getLab(t)
 	assertAccessWorks(t, 20*time.Second)
 	// Keep corp-a and stop corp-b (chosen by name, never from a status
-	// snapshot that may be stale), then wait until the daemon has noticed.
+	// snapshot that may be stale).
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	keep, victim := lab.NodeConnectorA, lab.NodeConnectorB
@@ -358,12 +358,14 @@ func TestUDPBlockedSingleConnector(t *testing.T) {
 		}
 	})
 	assertAccessWorks(t, 20*time.Second) // through corp-a, dialed if it was not yet
-	if err := l.WaitStatus(ctx, lab.NodeClient, 30*time.Second, victim+" noticed gone, "+keep+" connected", func(st localapi.Status) bool {
+	// One connector left: wait until the controller reports corp-b offline
+	// (missed heartbeats), so that no flow tries it.
+	if err := l.WaitStatus(ctx, lab.NodeClient, 60*time.Second, victim+" offline, "+keep+" connected", func(st localapi.Status) bool {
 		ok := false
 		for _, c := range st.Connectors {
 			switch c.Name {
 			case victim:
-				if c.Connected {
+				if c.State != "offline" {
 					return false
 				}
 			case keep:
