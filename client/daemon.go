@@ -451,8 +451,14 @@ func (d *Daemon) downLocked() {
 		_ = d.netWatch.Close()
 		d.netWatch = nil
 	}
-	d.pool.close()
+	pool := d.pool
 	d.front, d.frontCancel, d.pool, d.up = nil, nil, nil, false
+	// The pool's dials and background redials ask the daemon for tokens,
+	// TURN credentials and relays (under mu); close waits for them, so it
+	// must not hold mu (postern down hung for 40 s in CI).
+	d.mu.Unlock()
+	pool.close()
+	d.mu.Lock()
 	d.changed()
 }
 
