@@ -135,10 +135,13 @@ func Run(ctx context.Context, o Options) error {
 		if err == nil {
 			break
 		}
+		if ctx.Err() != nil {
+			return nil // stopped (SIGTERM) while registering: a shutdown, not an error
+		}
 		o.Logger.Warn("register with controller", "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil
 		case <-time.After(backoff):
 		}
 	}
