@@ -237,10 +237,21 @@ func TestRevokedDeviceLosesRelayAtOnce(t *testing.T) {
 // relayed socket.
 func (f *fixture) turnClientTLS(t *testing.T, username, password string) net.PacketConn {
 	t.Helper()
+	relayed, closeAll, err := f.allocateTLS(username, password)
+	if err != nil {
+		t.Fatalf("allocate over TLS: %v", err)
+	}
+	t.Cleanup(closeAll)
+	return relayed
+}
+
+// allocateTLS allocates on the relay over TURN-over-TLS; closeAll ends the
+// allocation, the client and the TLS connection.
+func (f *fixture) allocateTLS(username, password string) (net.PacketConn, func(), error) {
 	want := []string{f.r.TLSCertSHA256()}
 	tc, err := tls.Dial("tcp", f.r.TLSAddr().String(), pki.PinnedPeerConfig(func() []string { return want }, "postern-relay", []string{sigwire.ALPNTURN}))
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	base := turn.NewSTUNConn(tc)
 	lf := logging.NewDefaultLoggerFactory()
@@ -250,18 +261,21 @@ func (f *fixture) turnClientTLS(t *testing.T, username, password string) net.Pac
 		Username: username, Password: password, Conn: base, LoggerFactory: lf, RTO: 100 * time.Millisecond,
 	})
 	if err != nil {
-		t.Fatal(err)
+		base.Close()
+		return nil, nil, err
 	}
-	t.Cleanup(func() { c.Close(); base.Close() })
 	if err := c.Listen(); err != nil {
-		t.Fatal(err)
+		c.Close()
+		base.Close()
+		return nil, nil, err
 	}
 	relayed, err := c.Allocate()
 	if err != nil {
-		t.Fatalf("allocate over TLS: %v", err)
+		c.Close()
+		base.Close()
+		return nil, nil, err
 	}
-	t.Cleanup(func() { relayed.Close() })
-	return relayed
+	return relayed, func() { relayed.Close(); c.Close(); base.Close() }, nil
 }
 
 // Issue 14 finding 7: only connectors the controller lists, with the key it
@@ -466,32 +480,8 @@ func TestClosedTLSEndpointsLeaveTheQuota(t *testing.T) {
 	f := newFixture(t, func(c *Config) { c.MaxAllocationsPerPrincipal = 2 })
 	u, p := deviceCreds("user-1", "dev-1")
 	dial := func() (func(), error) {
-		want := []string{f.r.TLSCertSHA256()}
-		tc, err := tls.Dial("tcp", f.r.TLSAddr().String(), pki.PinnedPeerConfig(func() []string { return want }, "postern-relay", []string{sigwire.ALPNTURN}))
-		if err != nil {
-			return nil, err
-		}
-		base := turn.NewSTUNConn(tc)
-		lf := logging.NewDefaultLoggerFactory()
-		lf.DefaultLogLevel = logging.LogLevelDisabled
-		c, err := turn.NewClient(&turn.ClientConfig{STUNServerAddr: f.r.TLSAddr().String(), TURNServerAddr: f.r.TLSAddr().String(),
-			Username: u, Password: p, Conn: base, LoggerFactory: lf, RTO: 100 * time.Millisecond})
-		if err != nil {
-			base.Close()
-			return nil, err
-		}
-		if err := c.Listen(); err != nil {
-			c.Close()
-			base.Close()
-			return nil, err
-		}
-		relayed, err := c.Allocate()
-		if err != nil {
-			c.Close()
-			base.Close()
-			return nil, err
-		}
-		return func() { relayed.Close(); c.Close(); base.Close() }, nil
+		_, closeAll, err := f.allocateTLS(u, p)
+		return closeAll, err
 	}
 	var closers []func()
 	for i := 0; i < 2; i++ {
