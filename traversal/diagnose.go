@@ -85,18 +85,12 @@ func (d *Dialer) Diagnose(ctx context.Context) Diagnosis {
 				rc.UDPErr = err.Error()
 				return
 			}
-			req, err := stunBinding()
+			resp, rtt, err := d.m.probe(ctx, server, diagnoseTimeout)
 			if err != nil {
 				rc.UDPErr = err.Error()
 				return
 			}
-			start := time.Now()
-			resp, err := d.m.transact(ctx, req, server, diagnoseTimeout)
-			if err != nil {
-				rc.UDPErr = err.Error()
-				return
-			}
-			rc.UDP, rc.UDPRTT = true, time.Since(start)
+			rc.UDP, rc.UDPRTT = true, rtt
 			if a, err := mappedAddr(resp.msg); err == nil {
 				rc.Reflexive = a.String()
 			}

@@ -212,6 +212,40 @@ func (m *mux) reflexive(ctx context.Context, server net.Addr) (*net.UDPAddr, err
 	return nil, fmt.Errorf("server-reflexive address from %s: %w", server, last)
 }
 
+// probe asks server for a STUN binding as RFC 5389 section 7.2.1 does over
+// UDP: a lost request or response is sent again after a retransmission
+// timeout that starts at 250 ms and doubles, until total has passed. Each
+// attempt is its own transaction, so the round trip returned is that of the
+// attempt that was answered, not of the whole probe.
+func (m *mux) probe(ctx context.Context, server net.Addr, total time.Duration) (response, time.Duration, error) {
+	deadline := time.Now().Add(total)
+	rto := 250 * time.Millisecond
+	var last error
+	for {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return response{}, 0, last
+		}
+		if rto > left {
+			rto = left
+		}
+		req, err := stunBinding()
+		if err != nil {
+			return response{}, 0, err
+		}
+		start := time.Now()
+		r, err := m.transact(ctx, req, server, rto)
+		if err == nil {
+			return r, time.Since(start), nil
+		}
+		if ctx.Err() != nil || !errors.Is(err, errTimeout) {
+			return response{}, 0, err
+		}
+		last = err
+		rto *= 2
+	}
+}
+
 // primerTTL is the TTL of primers: it takes them through the sender's own
 // NAT (its first hop, as for home and office routers) and ends them at the
 // next router, well before the peer's NAT.
