@@ -36,7 +36,9 @@ var (
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
-	// URL is the controller's base URL, https://host[:port].
+	// URL is the controller's base URL, https://host[:port], or several
+	// separated by commas: the replicas of one deployment, tried in that
+	// order (see Client for when a call moves to the next).
 	URL string
 	// Roots verify the controller's certificate (the pinned deployment CA);
 	// nil: the system roots.
@@ -61,8 +63,7 @@ type ClientConfig struct {
 // Client calls the controller's JSON API and reads its NDJSON streams. It is
 // what the client daemon, the connector, the relay and the SSO helpers use.
 type Client struct {
-	base  string
-	host  string
+	reps  replicas
 	token atomic.Pointer[string]
 	hc    *http.Client // calls
 	sc    *http.Client // streams, on their own connections (see Close)
@@ -72,14 +73,12 @@ type Client struct {
 
 // NewClient returns a client of the controller at cfg.URL.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	u, err := url.Parse(strings.TrimRight(cfg.URL, "/"))
-	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
-		return nil, fmt.Errorf("controller URL %q: want https://host[:port]", cfg.URL)
+	eps, err := parseEndpoints(cfg.URL, cfg.HTTP != nil)
+	if err != nil {
+		return nil, err
 	}
-	if u.Scheme != "https" && cfg.HTTP == nil {
-		return nil, fmt.Errorf("controller URL %q: must start with https://", cfg.URL)
-	}
-	c := &Client{base: u.String(), host: u.Host, hc: cfg.HTTP, call: cfg.CallTimeout, idle: cfg.StreamIdleTimeout}
+	c := &Client{hc: cfg.HTTP, call: cfg.CallTimeout, idle: cfg.StreamIdleTimeout}
+	c.reps.configured, c.reps.eps = eps, eps
 	c.SetToken(cfg.Token)
 	if c.call <= 0 {
 		c.call = DefaultCallTimeout
@@ -95,7 +94,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		}
 		tr := &http.Transport{
 			TLSClientConfig:       tlsConf,
-			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: 30 * time.Second,
 			ForceAttemptHTTP2:     true,
@@ -117,8 +116,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // answered with one.
 func (c *Client) SetToken(token string) { c.token.Store(&token) }
 
-// URL returns the controller's base URL (no trailing slash).
-func (c *Client) URL() string { return c.base }
+// URL returns the base URL (no trailing slash) of the replica calls go to
+// now.
+func (c *Client) URL() string { return c.reps.current().base }
 
 // Close releases idle connections. Calls and streams use separate
 // connections, so after a credential renewal Close makes the next call
@@ -174,8 +174,8 @@ func StatusCode(err error) int {
 	return 0
 }
 
-func (c *Client) newRequest(ctx context.Context, method, path string, body io.Reader) (*http.Request, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+func (c *Client) newRequest(ctx context.Context, ep endpoint, method, path string, body io.Reader) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, method, ep.base+path, body)
 	if err != nil {
 		return nil, fmt.Errorf("build %s %s request: %w", method, path, err)
 	}
@@ -188,12 +188,12 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body io.Re
 	return req, nil
 }
 
-func (c *Client) transportError(method, path string, err error) error {
+func transportError(ep endpoint, method, path string, err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
 	}
-	return &TransportError{Method: method, Path: path, Host: c.host, Err: err}
+	return &TransportError{Method: method, Path: path, Host: ep.host, Err: err}
 }
 
 func statusError(method, path string, resp *http.Response) error {
@@ -216,23 +216,32 @@ func statusError(method, path string, resp *http.Response) error {
 // (when not nil; an empty answer leaves it unchanged). A non-2xx answer is
 // a *StatusError, no answer a *TransportError.
 func (c *Client) Call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
+	var body []byte
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return fmt.Errorf("encode %s request: %w", path, err)
 		}
-		body = bytes.NewReader(b)
+		body = b
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.call)
 	defer cancel()
-	req, err := c.newRequest(ctx, method, path, body)
+	return c.reps.try(ctx, func(ep endpoint) error { return c.callOnce(ctx, ep, method, path, body, out) })
+}
+
+// callOnce is one attempt of Call at the replica ep.
+func (c *Client) callOnce(ctx context.Context, ep endpoint, method, path string, body []byte, out any) error {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := c.newRequest(ctx, ep, method, path, rd)
 	if err != nil {
 		return err
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return c.transportError(method, path, err)
+		return transportError(ep, method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
@@ -240,7 +249,7 @@ func (c *Client) Call(ctx context.Context, method, path string, in, out any) err
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
-		return c.transportError(method, path, fmt.Errorf("read answer: %w", err))
+		return transportError(ep, method, path, fmt.Errorf("read answer: %w", err))
 	}
 	if out == nil || len(bytes.TrimSpace(data)) == 0 {
 		return nil
@@ -270,20 +279,39 @@ func (c *Client) Stream(ctx context.Context, path string, fromRev int64, fn func
 		}
 		p += sep + "rev=" + strconv.FormatInt(fromRev, 10)
 	}
-	req, err := c.newRequest(ctx, http.MethodGet, p, nil)
+	idle := time.AfterFunc(c.idle, func() { cancel(ErrStreamIdle) })
+	defer idle.Stop()
+	var ep endpoint
+	var resp *http.Response
+	err := c.reps.try(ctx, func(e endpoint) error {
+		req, err := c.newRequest(ctx, e, http.MethodGet, p, nil)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Accept", "application/x-ndjson")
+		r, err := c.sc.Do(req)
+		if err != nil {
+			return c.streamEnd(ctx, e, path, err)
+		}
+		if r.StatusCode/100 != 2 {
+			defer r.Body.Close()
+			return statusError(http.MethodGet, path, r)
+		}
+		ep, resp = e, r
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", "application/x-ndjson")
-	idle := time.AfterFunc(c.idle, func() { cancel(ErrStreamIdle) })
-	defer idle.Stop()
-	resp, err := c.sc.Do(req)
-	if err != nil {
-		return c.streamEnd(ctx, path, err)
-	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return statusError(http.MethodGet, path, resp)
+	// A stream that breaks (not one the controller or the caller ended on
+	// purpose) sends the resume to the next replica, if there is one.
+	broken := func(err error) error {
+		var te *TransportError
+		if errors.Is(err, ErrStreamIdle) || errors.Is(err, ErrStreamEnded) || errors.As(err, &te) {
+			c.reps.moveFrom(ep)
+		}
+		return err
 	}
 	idle.Reset(c.idle)
 	if err := fn(nil); err != nil {
@@ -306,14 +334,14 @@ func (c *Client) Stream(ctx context.Context, path string, fromRev int64, fn func
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return c.streamEnd(ctx, path, err)
+		return broken(c.streamEnd(ctx, ep, path, err))
 	}
-	return c.streamEnd(ctx, path, ErrStreamEnded)
+	return broken(c.streamEnd(ctx, ep, path, ErrStreamEnded))
 }
 
 // streamEnd names why a stream stopped: the idle timeout, the caller's
 // context, or the transport.
-func (c *Client) streamEnd(ctx context.Context, path string, err error) error {
+func (c *Client) streamEnd(ctx context.Context, ep endpoint, path string, err error) error {
 	if cause := context.Cause(ctx); cause != nil {
 		if errors.Is(cause, ErrStreamIdle) {
 			return fmt.Errorf("%w: %s: nothing received for %s", ErrStreamIdle, path, c.idle)
@@ -323,5 +351,5 @@ func (c *Client) streamEnd(ctx context.Context, path string, err error) error {
 	if errors.Is(err, ErrStreamEnded) {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return c.transportError(http.MethodGet, path, err)
+	return transportError(ep, http.MethodGet, path, err)
 }
