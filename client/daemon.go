@@ -488,6 +488,9 @@ func (d *Daemon) startSessionLocked() error {
 			return err
 		}
 		d.ctl = cc
+		if d.pol != nil {
+			d.learnControllersLocked(d.pol.ControllerURLs)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d.sessCancel = cancel
@@ -599,6 +602,9 @@ func (d *Daemon) applyPolicyLocked(p *controlapi.ClientPolicy, persist bool) {
 	}
 	d.issuer = p.Issuer
 	d.pol = p
+	if d.ctl != nil {
+		d.learnControllersLocked(p.ControllerURLs)
+	}
 	d.relays.Store(&p.Relays)
 	t := buildRouteTable(p)
 	d.table.Store(t)
@@ -612,6 +618,15 @@ func (d *Daemon) applyPolicyLocked(p *controlapi.ClientPolicy, persist bool) {
 	}
 	if d.front != nil {
 		d.front.Update(d.policyViewLocked())
+	}
+}
+
+// learnControllersLocked adds the controller's replicas, as its policy
+// names them, to the URLs the controller client fails over to (the one
+// signed in with stays first; the deployment CA still verifies them all).
+func (d *Daemon) learnControllersLocked(urls []string) {
+	if err := d.ctl.api.SetLearned(urls); err != nil {
+		d.log.Warn("controller replicas", "err", err)
 	}
 }
 

@@ -43,7 +43,21 @@ func newControlClient(c *Connector) (*controlClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("stored controller URL: %w", err)
 	}
-	return &controlClient{c: c, api: api, interval: controlapi.HeartbeatInterval}, nil
+	cc := &controlClient{c: c, api: api, interval: controlapi.HeartbeatInterval}
+	if p := c.policy.Load(); p != nil {
+		// The replicas the last policy (maybe from policy.json) named.
+		cc.learnControllers(p.raw.ControllerURLs)
+	}
+	return cc, nil
+}
+
+// learnControllers adds the controller's replicas, as its policy names
+// them, to the URLs calls and streams fail over to (the enrollment URL
+// stays first; the deployment CA still verifies them all).
+func (cc *controlClient) learnControllers(urls []string) {
+	if err := cc.api.SetLearned(urls); err != nil {
+		cc.c.log.Warn("controller replicas", "err", err)
+	}
 }
 
 func (cc *controlClient) close() { cc.api.Close() }
@@ -194,6 +208,8 @@ func (cc *controlClient) streamPolicy(ctx context.Context) (got bool, err error)
 		}
 		if err := cc.c.applyPolicy(p); err != nil {
 			cc.c.log.Error("refusing policy snapshot; keeping the previous one", "rev", p.Revision, "err", err)
+		} else {
+			cc.learnControllers(p.ControllerURLs)
 		}
 		// After the snapshot's revocations are enforced.
 		cc.c.setControllerUp()

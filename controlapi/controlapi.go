@@ -209,6 +209,9 @@ type ConnectorPolicy struct {
 	RevokedDevices []string `json:"revoked_devices,omitempty"`
 	// Access is the state requirements are judged with (access.go).
 	Access ConnectorAccess `json:"access"`
+	// ControllerURLs are the controller's replicas (its public URL first):
+	// a part that loses the one it talks to tries the others.
+	ControllerURLs []string `json:"controller_urls,omitempty"`
 }
 
 // ConnectorInfo is a connector as a client sees it.
@@ -253,6 +256,9 @@ type ClientPolicy struct {
 	Resources  []PolicyResource `json:"resources"`
 	Connectors []ConnectorInfo  `json:"connectors"` // those serving the listed resources' networks
 	Relays     []RelayInfo      `json:"relays"`
+	// ControllerURLs are the controller's replicas (its public URL first):
+	// a part that loses the one it talks to tries the others.
+	ControllerURLs []string `json:"controller_urls,omitempty"`
 }
 
 // LoginRequest signs a device in with one credential.

@@ -22,6 +22,9 @@ type RelayPolicy struct {
 	Connectors []RelayConnector `json:"connectors"`
 	// RevokedDevices are the same device ids connectors are told to cut off.
 	RevokedDevices []string `json:"revoked_devices,omitempty"`
+	// ControllerURLs are the controller's replicas (its public URL first):
+	// a part that loses the one it talks to tries the others.
+	ControllerURLs []string `json:"controller_urls,omitempty"`
 }
 
 // RelayConnector is one enrolled connector as a relay sees it.

@@ -34,7 +34,27 @@ func (c *Controller) sessionFor(r *http.Request) (*Session, *Model, error) {
 	if t == "" {
 		return nil, nil, fmt.Errorf("%w: session token required (Authorization: Bearer ...)", ErrUnauthenticated)
 	}
-	return c.session(t)
+	s, m, err := c.session(t)
+	if err != nil && c.mayLagBehind(t) {
+		// Signed in on another replica a moment ago (or that replica just
+		// died and the client moved here): catch up with the shared store
+		// before calling the session unknown.
+		if rerr := c.reload(r.Context()); rerr == nil {
+			return c.session(t)
+		}
+	}
+	return s, m, err
+}
+
+// mayLagBehind reports whether a session token unknown to this replica's
+// model may still be valid: with a shared store, another replica may have
+// created it since this one's last reload.
+func (c *Controller) mayLagBehind(token string) bool {
+	if _, ok := c.store.(store.Shared); !ok {
+		return false
+	}
+	_, known := c.model().Sessions[sha256Hex(token)]
+	return !known
 }
 
 func (c *Controller) session(token string) (*Session, *Model, error) {
@@ -494,6 +514,7 @@ func (c *Controller) handleClientPolicy(w http.ResponseWriter, r *http.Request) 
 			return nil, nil, false, "account removed or disabled"
 		}
 		m.annotateAccess(&p, s.PrincipalID, s.DeviceID, c.now())
+		p.ControllerURLs = c.controllerURLs()
 		p.Revision = 0
 		return &p, func(rev int64) { p.Revision = rev }, true, ""
 	})

@@ -347,6 +347,7 @@ func (c *Controller) handleConnectorPolicy(w http.ResponseWriter, r *http.Reques
 		if !ok {
 			return nil, nil, false, "connector " + id + " was removed"
 		}
+		p.ControllerURLs = c.controllerURLs()
 		p.Revision = 0
 		return &p, func(rev int64) { p.Revision = rev }, true, ""
 	})
@@ -492,6 +493,7 @@ func (c *Controller) handleRelayPolicy(w http.ResponseWriter, r *http.Request, i
 			return nil, nil, false, "relay " + id + " was removed"
 		}
 		p := m.relayPolicy(time.Now())
+		p.ControllerURLs = c.controllerURLs()
 		p.Revision = 0
 		return &p, func(rev int64) { p.Revision = rev }, true, ""
 	})

@@ -35,6 +35,13 @@ type Config struct {
 	PublicURL string       // e.g. "https://127.0.0.1:8443": its host goes into the TLS cert; it is the token issuer
 	Logger    *slog.Logger // nil: discard
 
+	// AdvertiseURL is this replica's own URL (https://HOST:PORT), when
+	// several replicas serve one deployment: its host goes into the TLS
+	// certificate beside PublicURL's, and clients, connectors and relays
+	// learn it from their policy pushes, to fail over to it when the one
+	// they talk to dies. Empty: PublicURL is the only URL.
+	AdvertiseURL string
+
 	// DatabaseURL, when set (postgres://user:password@host:port/db), keeps
 	// the store in that PostgreSQL database instead of DataDir/postern.db,
 	// so that several replicas can serve one deployment (docs/controller.md,
@@ -105,18 +112,24 @@ func (cfg *Config) defaults() {
 
 // Controller is a running control plane.
 type Controller struct {
-	cfg      Config
-	log      *slog.Logger
-	store    store.Store
-	issuer   string
-	host     string
-	ca       *pki.CA
-	tlsCert  tls.Certificate
-	signer   atomic.Pointer[ctoken.Signer]
-	jwks     atomic.Pointer[json.RawMessage]
-	keysMu   sync.Mutex
-	adminTok string
-	turnKey  []byte
+	cfg    Config
+	log    *slog.Logger
+	store  store.Store
+	issuer string
+	host   string
+	ca     *pki.CA
+
+	// Replicas (replicas.go): this one's advertised URL and host, and when
+	// each other replica was last heard of (under rtMu).
+	advertise, advHost string
+	replicaSeen        map[string]time.Time
+	replicaTouched     time.Time // monitorLoop only
+	tlsCert            tls.Certificate
+	signer             atomic.Pointer[ctoken.Signer]
+	jwks               atomic.Pointer[json.RawMessage]
+	keysMu             sync.Mutex
+	adminTok           string
+	turnKey            []byte
 
 	// sharedKeys is the sealed token-key set last adopted from a shared
 	// database (sharedkeys.go); nil with SQLite.
@@ -178,10 +191,19 @@ func Open(cfg Config) (*Controller, error) {
 	if err != nil || u.Scheme != "https" || u.Hostname() == "" {
 		return nil, fmt.Errorf("%w: PublicURL %q must be an https:// URL with a host", ErrConfig, cfg.PublicURL)
 	}
+	var advertise, advHost string
+	if cfg.AdvertiseURL != "" {
+		a, err := url.Parse(cfg.AdvertiseURL)
+		if err != nil || a.Scheme != "https" || a.Hostname() == "" || a.Path != "" && a.Path != "/" {
+			return nil, fmt.Errorf("%w: AdvertiseURL %q must be an https:// URL with a host and no path", ErrConfig, cfg.AdvertiseURL)
+		}
+		advertise, advHost = strings.TrimSuffix(cfg.AdvertiseURL, "/"), a.Hostname()
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	c := &Controller{
+		advertise: advertise, advHost: advHost, replicaSeen: map[string]time.Time{},
 		cfg: cfg, log: cfg.Logger, issuer: strings.TrimSuffix(cfg.PublicURL, "/"), host: u.Hostname(),
 		hub: newHub(), connSeen: map[string]time.Time{}, connLoad: map[string]controlapi.ConnectorLoad{},
 		relaySeen: map[string]time.Time{}, relayStats: map[string]map[string]float64{}, started: time.Now(),
@@ -303,11 +325,12 @@ func (c *Controller) loadOrCreateCA() error {
 }
 
 // loadOrCreateTLS loads the server certificate, or issues a new one when it
-// is missing, expires within 30 days, or does not name the public host.
+// is missing, expires within 30 days, or does not name the public host (and
+// the advertised one).
 func (c *Controller) loadOrCreateTLS() error {
 	certPath, keyPath := filepath.Join(c.cfg.DataDir, "tls.pem"), filepath.Join(c.cfg.DataDir, "tls-key.pem")
 	if pair, err := tls.LoadX509KeyPair(certPath, keyPath); err == nil && pair.Leaf != nil {
-		if pair.Leaf.VerifyHostname(c.host) == nil && time.Until(pair.Leaf.NotAfter) > 30*24*time.Hour &&
+		if pair.Leaf.VerifyHostname(c.host) == nil && (c.advHost == "" || pair.Leaf.VerifyHostname(c.advHost) == nil) && time.Until(pair.Leaf.NotAfter) > 30*24*time.Hour &&
 			pair.Leaf.CheckSignatureFrom(c.ca.Cert) == nil {
 			pair.Certificate = append(pair.Certificate, c.ca.Cert.Raw)
 			c.tlsCert = pair
@@ -318,7 +341,11 @@ func (c *Controller) loadOrCreateTLS() error {
 	if err != nil {
 		return err
 	}
-	leaf, err := c.ca.IssueServer([]string{c.host}, key.Public(), 397*24*time.Hour)
+	hosts := []string{c.host}
+	if c.advHost != "" && c.advHost != c.host {
+		hosts = append(hosts, c.advHost)
+	}
+	leaf, err := c.ca.IssueServer(hosts, key.Public(), 397*24*time.Hour)
 	if err != nil {
 		return err
 	}
@@ -537,6 +564,7 @@ func (c *Controller) monitorLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
+		c.touchReplica(ctx)
 		c.syncPresence(ctx)
 		c.markOffline(ctx)
 		c.sweepExpired(ctx)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"postern.dev/postern/controlapi"
@@ -93,6 +94,13 @@ func (c *Controller) syncPresence(ctx context.Context) {
 		}
 		return
 	}
+	reps, err := sh.Presence(ctx, kindReplica)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("read the other replicas' presence", "err", err)
+		}
+		return
+	}
 	relays, err := sh.Presence(ctx, KindRelay)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -102,6 +110,11 @@ func (c *Controller) syncPresence(ctx context.Context) {
 	}
 	c.rtMu.Lock()
 	defer c.rtMu.Unlock()
+	for u, p := range reps {
+		if p.Seen.After(c.replicaSeen[u]) {
+			c.replicaSeen[u] = p.Seen
+		}
+	}
 	for id, p := range conns {
 		if !p.Seen.After(c.connSeen[id]) {
 			continue
@@ -122,4 +135,55 @@ func (c *Controller) syncPresence(ctx context.Context) {
 			c.relayStats[id] = stats
 		}
 	}
+}
+
+// kindReplica is the presence kind of controller replicas (id: their
+// advertised URL).
+const kindReplica = "replica"
+
+// touchReplica records, every heartbeat interval, that this replica serves
+// at its advertised URL.
+func (c *Controller) touchReplica(ctx context.Context) {
+	sh, ok := c.store.(store.Shared)
+	if !ok || c.advertise == "" {
+		return
+	}
+	now := time.Now()
+	if now.Sub(c.replicaTouched) < time.Duration(c.intervalSeconds())*time.Second {
+		return
+	}
+	c.replicaTouched = now
+	if err := sh.Touch(ctx, kindReplica, c.advertise, now, nil); err != nil && ctx.Err() == nil {
+		c.log.Warn("record this replica for the others", "url", c.advertise, "err", err)
+	}
+}
+
+// controllerURLs lists the URLs parts may reach this deployment at: the
+// public URL, then every replica heard of within three heartbeat intervals
+// (this one included), sorted. Nil when the public URL is the only one.
+func (c *Controller) controllerURLs() []string {
+	limit := 3 * time.Duration(c.intervalSeconds()) * time.Second
+	var reps []string
+	if c.advertise != "" {
+		reps = append(reps, c.advertise)
+	}
+	now := time.Now()
+	c.rtMu.Lock()
+	for u, seen := range c.replicaSeen {
+		if u != c.advertise && now.Sub(seen) < limit {
+			reps = append(reps, u)
+		}
+	}
+	c.rtMu.Unlock()
+	if len(reps) == 0 || len(reps) == 1 && reps[0] == c.issuer {
+		return nil
+	}
+	sort.Strings(reps)
+	out := []string{c.issuer}
+	for _, u := range reps {
+		if u != c.issuer {
+			out = append(out, u)
+		}
+	}
+	return out
 }

@@ -38,6 +38,9 @@ func newReplica(t *testing.T, dir, publicURL, dbURL string, mod func(*Config)) *
 	if mod != nil {
 		mod(&cfg)
 	}
+	if cfg.AdvertiseURL == advertiseSelf {
+		cfg.AdvertiseURL = "https://" + ln.Addr().String()
+	}
 	c, err := Open(cfg)
 	if err != nil {
 		ln.Close()
@@ -51,6 +54,10 @@ func newReplica(t *testing.T, dir, publicURL, dbURL string, mod func(*Config)) *
 	t.Cleanup(env.stop)
 	return env
 }
+
+// advertiseSelf, as Config.AdvertiseURL of newReplica, stands for the
+// replica's own listener URL.
+const advertiseSelf = "self"
 
 // copyDeployment copies what replicas share from one data directory to
 // another, as docs/controller.md tells operators to.

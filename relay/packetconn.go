@@ -2,6 +2,7 @@ package relay
 
 import (
 	"net"
+	"sync"
 
 	"github.com/pion/turn/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,44 @@ func (c *countingConn) WriteTo(b []byte, a net.Addr) (int, error) {
 		c.g.toPeerPkt.Inc()
 	}
 	return n, err
+}
+
+// udpReleaser wraps the generator of the UDP listener: the relayed socket of
+// an allocation closes when the TURN server deletes the allocation (a
+// Refresh with lifetime 0, or expiry), and its client endpoint then stops
+// counting against its principal's quota at once, as a closed TLS endpoint
+// does (trackTURN). Without it every leg a client opened and closed (each
+// on a fresh UDP socket) counted for endpointIdle, and a client that redials
+// and repairs paths often (roaming, UDP coming and going) hit the quota and
+// could not move a dying connection onto the relay (seen in CI).
+type udpReleaser struct {
+	turn.RelayAddressGenerator
+	src     *filterConn      // whose packet the TURN server is handling
+	release func(key string) // turnAuth.release
+}
+
+func (g *udpReleaser) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
+	pc, addr, err := g.RelayAddressGenerator.AllocatePacketConn(network, requestedPort)
+	if err != nil {
+		return nil, nil, err
+	}
+	src := g.src.current.Load()
+	if src == nil {
+		return pc, addr, nil
+	}
+	key := endpointKey(*src)
+	return &releasingConn{PacketConn: pc, release: func() { g.release(key) }}, addr, nil
+}
+
+type releasingConn struct {
+	net.PacketConn
+	once    sync.Once
+	release func()
+}
+
+func (c *releasingConn) Close() error {
+	c.once.Do(c.release)
+	return c.PacketConn.Close()
 }
 
 // chanListener is a net.Listener fed with connections accepted elsewhere (the

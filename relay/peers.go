@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"postern.dev/postern/controlapi"
 )
@@ -234,16 +235,22 @@ func (r *Relay) SetPolicy(p controlapi.RelayPolicy) {
 	}
 }
 
-// filterConn drops TURN packets from and to blocked client endpoints.
+// filterConn drops TURN packets from and to blocked client endpoints, and
+// records the source of the packet the TURN server handles now (it reads and
+// handles one packet at a time on its UDP socket), for udpReleaser.
 type filterConn struct {
 	net.PacketConn
 	blocked func(net.Addr) bool
+	current atomic.Pointer[net.Addr]
 }
 
 func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, a, err := c.PacketConn.ReadFrom(b)
 		if err != nil || !c.blocked(a) {
+			if err == nil {
+				c.current.Store(&a)
+			}
 			return n, a, err
 		}
 	}

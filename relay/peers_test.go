@@ -511,3 +511,39 @@ func TestClosedTLSEndpointsLeaveTheQuota(t *testing.T) {
 	}
 	cl()
 }
+
+// A UDP allocation its client deleted (Refresh with lifetime 0, as a
+// closing TURN client sends) stops counting against its principal's quota
+// at once, as a closed TLS endpoint does: clients open a fresh UDP socket
+// per leg, and the e2e suite's repairs ran into the quota while the deleted
+// allocations still counted for endpointIdle.
+func TestDeletedUDPAllocationsLeaveTheQuota(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.MaxAllocationsPerPrincipal = 2 })
+	u, p := deviceCreds("user-1", "dev-1")
+	var live []net.PacketConn
+	for i := 0; i < 2; i++ {
+		relayed, err := f.allocate(t, u, p)
+		if err != nil {
+			t.Fatalf("allocation %d within the quota: %v", i, err)
+		}
+		live = append(live, relayed)
+	}
+	if _, err := f.allocate(t, u, p); err == nil {
+		t.Fatal("a third live endpoint was admitted over a quota of 2")
+	}
+	for _, relayed := range live {
+		if err := relayed.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for f.r.auth.endpointsOf("user-1") > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("deleted UDP allocations still count: %d", f.r.auth.endpointsOf("user-1"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := f.allocate(t, u, p); err != nil {
+		t.Fatalf("allocation after the old ones were deleted: %v", err)
+	}
+}

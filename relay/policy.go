@@ -48,6 +48,11 @@ func (cc *controllerClient) streamPolicy(ctx context.Context, r *Relay) (got boo
 		if !p.Keepalive {
 			got = true
 			r.SetPolicy(p)
+			// The controller's replicas: calls and streams fail over to
+			// them (the enrollment URL stays first).
+			if err := cc.api.SetLearned(p.ControllerURLs); err != nil {
+				r.log.Warn("controller replicas", "err", err)
+			}
 		}
 		return nil
 	})

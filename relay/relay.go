@@ -195,12 +195,15 @@ func (r *Relay) Start() error {
 	}
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
+	udpConn := &filterConn{PacketConn: udp, blocked: r.auth.isBlocked}
 	srv, err := turn.NewServer(turn.ServerConfig{
 		Realm:         r.cfg.Realm,
 		AuthHandler:   r.auth.handler(r.log.Debug),
 		LoggerFactory: lf,
 		PacketConnConfigs: []turn.PacketConnConfig{{
-			PacketConn: &filterConn{PacketConn: udp, blocked: r.auth.isBlocked}, RelayAddressGenerator: gen(), PermissionHandler: r.permit,
+			PacketConn:            udpConn,
+			RelayAddressGenerator: &udpReleaser{RelayAddressGenerator: gen(), src: udpConn, release: r.auth.release},
+			PermissionHandler:     r.permit,
 		}},
 		ListenerConfigs: []turn.ListenerConfig{{
 			Listener: r.turnLn, RelayAddressGenerator: gen(), PermissionHandler: r.permit,

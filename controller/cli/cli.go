@@ -34,7 +34,7 @@ import (
 var ErrUsage = errors.New("usage")
 
 const usage = `usage:
-  postern-controller serve --data DIR --listen ADDR --public-url URL [--log-level LEVEL]
+  postern-controller serve --data DIR --listen ADDR --public-url URL [--advertise-url URL] [--log-level LEVEL]
                            [--database postgres://USER@HOST:PORT/DB]   (several replicas; default SQLite in DIR)
                            [--oidc-issuer URL --oidc-client-id ID --oidc-client-secret-file FILE
                             [--oidc-groups-claim CLAIM] [--oidc-scopes LIST] [--oidc-redirect-url URL]...
@@ -109,6 +109,7 @@ func serve(args []string, stderr io.Writer) error {
 	data := fs.String("data", "", "data directory (created if missing)")
 	listen := fs.String("listen", ":8443", "HTTPS listen address")
 	public := fs.String("public-url", "", "URL clients, connectors and relays use to reach this controller (https://HOST:PORT)")
+	advertise := fs.String("advertise-url", "", "with several replicas: this replica's own URL (https://HOST:PORT); parts learn it and fail over to it")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	database := fs.String("database", os.Getenv("POSTERN_DATABASE_URL"),
 		"PostgreSQL URL (postgres://USER@HOST:PORT/DB) shared by several replicas; default $POSTERN_DATABASE_URL, else SQLite in DATA. Keep the password out of the command line: PGPASSWORD or ~/.pgpass")
@@ -145,7 +146,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := controller.Open(controller.Config{DataDir: *data, DatabaseURL: *database, PublicURL: *public, Logger: log, OIDC: oc, TokenTTL: *tokenTTL, Export: ex})
+	c, err := controller.Open(controller.Config{DataDir: *data, DatabaseURL: *database, PublicURL: *public, AdvertiseURL: *advertise, Logger: log, OIDC: oc, TokenTTL: *tokenTTL, Export: ex})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,160 @@
+package controller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/store/pgtest"
+)
+
+// TestPartsFailOverToAnotherReplica: a client that knows only replica A
+// learns B from its policy push; when A dies, its policy stream resumes on
+// B by revision and sees a change applied through B, and its calls go to B.
+func TestPartsFailOverToAnotherReplica(t *testing.T) {
+	pg := pgtest.Start(t)
+	dbURL := pg.NewDatabase(t)
+	base := t.TempDir()
+	adv := func(c *Config) { c.HeartbeatInterval = time.Second; c.AdvertiseURL = advertiseSelf }
+	a := newReplica(t, filepath.Join(base, "a"), "", dbURL, adv)
+	copyDeployment(t, a.dir, filepath.Join(base, "b"))
+	b := newReplica(t, filepath.Join(base, "b"), a.c.Issuer(), dbURL, adv)
+	a.admin("POST", "/api/v1/apply", fastYAML(testYAML), 200)
+
+	// Each replica hears of the other within a few heartbeats.
+	want := []string{a.url, b.url}
+	slices.Sort(want[1:])
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(a.c.controllerURLs(), want) || !slices.Equal(b.c.controllerURLs(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("replica URLs: A %v, B %v; want %v", a.c.controllerURLs(), b.c.controllerURLs(), want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	dev := a.login("alice@example.com", "correct horse")
+	api, err := controlapi.NewClient(controlapi.ClientConfig{URL: a.url, Roots: a.pool, Token: dev.session.SessionToken})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+
+	type got struct {
+		p   controlapi.ClientPolicy
+		err error
+	}
+	ch := make(chan got, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		var rev int64
+		for ctx.Err() == nil {
+			err := api.Stream(ctx, controlapi.PathClientPolicy, rev, func(line []byte) error {
+				var p controlapi.ClientPolicy
+				if line == nil || json.Unmarshal(line, &p) != nil || p.Keepalive {
+					return nil
+				}
+				rev = p.Revision
+				if err := api.SetLearned(p.ControllerURLs); err != nil {
+					return err
+				}
+				ch <- got{p: p}
+				return nil
+			})
+			if ctx.Err() == nil {
+				ch <- got{err: err}
+			}
+		}
+	}()
+	next := func(what string) controlapi.ClientPolicy {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case g := <-ch:
+				if g.err != nil {
+					t.Logf("%s: stream ended: %v", what, g.err)
+					continue
+				}
+				return g.p
+			case <-timeout:
+				t.Fatalf("%s: no policy within 10 s", what)
+			}
+		}
+	}
+	p1 := next("first snapshot")
+	if !slices.Equal(p1.ControllerURLs, want) {
+		t.Fatalf("policy names replicas %v, want %v", p1.ControllerURLs, want)
+	}
+	if got := api.URLs(); !slices.Equal(got, want) {
+		t.Fatalf("client knows %v, want %v", got, want)
+	}
+
+	a.stop()
+	start := time.Now()
+	b.admin("POST", "/api/v1/apply", fastYAML(strings.Replace(testYAML, "tcp/8000-8100", "tcp/8000-8199", 1)), 200)
+	p2 := next("after A died")
+	t.Logf("the change applied on B reached the client %v after A died", time.Since(start))
+	if p2.Revision <= p1.Revision || !slices.ContainsFunc(p2.Resources, func(r controlapi.PolicyResource) bool {
+		return slices.Contains(r.Ports, "tcp/8000-8199")
+	}) {
+		t.Fatalf("resumed snapshot rev %d (was %d): %+v", p2.Revision, p1.Revision, p2.Resources)
+	}
+	if api.URL() != b.url {
+		t.Fatalf("client talks to %s, want B %s", api.URL(), b.url)
+	}
+	var tok controlapi.TokenResponse
+	err = api.Call(context.Background(), "POST", controlapi.PathConnectionToken, controlapi.TokenRequest{ConnectorID: "corp-a"}, &tok)
+	var se *controlapi.StatusError
+	if err != nil && !errors.As(err, &se) {
+		t.Fatalf("a call after A died got no answer: %v", err)
+	}
+}
+
+// TestSessionFromAnotherReplicaIsKnownAtOnce: a device that signed in on A
+// and calls B right away (A died under it) is not told its session is
+// unknown because B has not yet heard of the commit: B catches up with the
+// database first.
+func TestSessionFromAnotherReplicaIsKnownAtOnce(t *testing.T) {
+	pg := pgtest.Start(t)
+	dbURL := pg.NewDatabase(t)
+	base := t.TempDir()
+	a := newReplica(t, filepath.Join(base, "a"), "", dbURL, nil)
+	copyDeployment(t, a.dir, filepath.Join(base, "b"))
+	b := newReplica(t, filepath.Join(base, "b"), a.c.Issuer(), dbURL, nil)
+	a.admin("POST", "/api/v1/apply", fastYAML(testYAML), 200)
+	for i := 0; i < 20; i++ {
+		dev := a.login("alice@example.com", "correct horse")
+		if st, body := b.call(nil, "GET", controlapi.PathMFA, dev.session.SessionToken, nil); st != 200 {
+			t.Fatalf("sign-in %d on A, call on B at once: %d %s", i, st, body)
+		}
+	}
+}
+
+// TestAdvertiseURLGoesIntoTheCertificate: a replica's own host name is in
+// its TLS certificate beside the public one, and a bad AdvertiseURL is
+// refused by name.
+func TestAdvertiseURLGoesIntoTheCertificate(t *testing.T) {
+	dir := t.TempDir()
+	c, err := Open(Config{DataDir: dir, PublicURL: "https://postern.example:8443", AdvertiseURL: "https://replica-b.example:8443/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{"postern.example", "replica-b.example"} {
+		if err := c.tlsCert.Leaf.VerifyHostname(h); err != nil {
+			t.Errorf("certificate: %v", err)
+		}
+	}
+	c.Close()
+	for _, bad := range []string{"http://replica-b.example", "https://", "https://replica-b.example/api"} {
+		if _, err := Open(Config{DataDir: dir, PublicURL: "https://postern.example:8443", AdvertiseURL: bad}); err == nil || !strings.Contains(err.Error(), "AdvertiseURL") {
+			t.Errorf("AdvertiseURL %q: %v", bad, err)
+		}
+	}
+}
