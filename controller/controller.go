@@ -391,8 +391,13 @@ func (c *Controller) loadOrCreateSigningKeys() error {
 
 // RotateSigningKey makes a new token-signing key current. The previous keys
 // stay in the JWKS (at most three) so tokens they signed keep verifying.
+//
+// Once the store is open (every rotation but the very first one at
+// startup) the new set is a commit, on SQLite as on PostgreSQL: the
+// revision moves, so every push stream, resumed ones included, sends the new
+// JWKS at once instead of at the next policy change.
 func (c *Controller) RotateSigningKey() error {
-	if _, shared := c.store.(store.Shared); shared {
+	if c.store != nil {
 		return c.rotateSharedSigningKey()
 	}
 	c.keysMu.Lock()

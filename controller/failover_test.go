@@ -4,14 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/store"
 	"postern.dev/postern/controller/store/pgtest"
+	"postern.dev/postern/ctoken"
 )
 
 // TestPartsFailOverToAnotherReplica: a client that knows only replica A
@@ -156,5 +160,54 @@ func TestAdvertiseURLGoesIntoTheCertificate(t *testing.T) {
 		if _, err := Open(Config{DataDir: dir, PublicURL: "https://postern.example:8443", AdvertiseURL: bad}); err == nil || !strings.Contains(err.Error(), "AdvertiseURL") {
 			t.Errorf("AdvertiseURL %q: %v", bad, err)
 		}
+	}
+}
+
+// TestRotationReachesStreamsAtOnceOnSQLite: rotating the token-signing key
+// on a single SQLite controller is a commit: a connector's push stream gets
+// the new JWKS at once, a stream resumed from the revision before the
+// rotation gets it too, the old key stays in the set, and the rotation is
+// in the audit log.
+func TestRotationReachesStreamsAtOnceOnSQLite(t *testing.T) {
+	e := newTestController(t, t.TempDir(), nil)
+	e.apply(testYAML)
+	con := e.enroll(KindConnector, "corp-a")
+	ps := e.openStream(con.http, controlapi.PathConnectorPolicy, "")
+	var before controlapi.ConnectorPolicy
+	ps.next(t, 2*time.Second, &before)
+	var rotated ctoken.JWKS
+	mustJSON(t, e.admin("POST", "/api/v1/token-keys/rotate", nil, 200), &rotated)
+	if len(rotated.Keys) != 2 {
+		t.Fatalf("JWKS after rotation: %+v", rotated)
+	}
+	var after controlapi.ConnectorPolicy
+	ps.next(t, time.Second, &after)
+	var pushed ctoken.JWKS
+	if err := json.Unmarshal(after.JWKS, &pushed); err != nil || len(pushed.Keys) != 2 || pushed.Keys[0].Kid != rotated.Keys[0].Kid {
+		t.Fatalf("pushed JWKS %s (%v), want the rotated one", after.JWKS, err)
+	}
+	if after.Revision <= before.Revision {
+		t.Fatalf("revision %d -> %d: a resumed stream would miss the rotation", before.Revision, after.Revision)
+	}
+	resumed := e.openStream(con.http, controlapi.PathConnectorPolicy+"?rev="+strconv.FormatInt(before.Revision, 10), "")
+	var again controlapi.ConnectorPolicy
+	resumed.next(t, time.Second, &again)
+	if string(again.JWKS) != string(after.JWKS) {
+		t.Fatalf("stream resumed at revision %d got JWKS %s", before.Revision, again.JWKS)
+	}
+	// The file mirrors the set: a restart keeps the rotated keys.
+	var file []signingKey
+	b, err := os.ReadFile(filepath.Join(e.dir, "token-keys.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustJSON(t, b, &file)
+	if len(file) != 2 || file[0].KID != rotated.Keys[0].Kid {
+		t.Fatalf("token-keys.json holds %d keys, first %q", len(file), file[0].KID)
+	}
+	var audit struct{ Items []store.AuditEntry }
+	mustJSON(t, e.admin("GET", "/api/v1/audit", nil, 200), &audit)
+	if !slices.ContainsFunc(audit.Items, func(a store.AuditEntry) bool { return a.Action == "rotate" && a.Kind == kindTokenKeys }) {
+		t.Fatal("the rotation is not in the audit log")
 	}
 }

@@ -171,9 +171,10 @@ func (c *Controller) writeKeysFile(keys []signingKey) error {
 	return nil
 }
 
-// rotateSharedSigningKey is RotateSigningKey on a shared database: the new
+// rotateSharedSigningKey is RotateSigningKey with the store open: the new
 // key set is committed (a new revision), so every replica installs it and
-// pushes the new JWKS.
+// pushes the new JWKS. On SQLite the first rotation seeds the stored set
+// from DATA/token-keys.json (PostgreSQL replicas share theirs at start).
 func (c *Controller) rotateSharedSigningKey() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -192,6 +193,10 @@ func (c *Controller) rotateSharedSigningKey() error {
 			}
 		case !errors.Is(err, store.ErrNotFound):
 			return err
+		default:
+			if keys, err = c.readKeysFile(); err != nil {
+				return err
+			}
 		}
 		keys = append([]signingKey{{KID: kid, Private: base64.StdEncoding.EncodeToString(priv), Created: time.Now().UTC()}}, keys...)
 		if len(keys) > 3 {
