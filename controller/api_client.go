@@ -159,12 +159,12 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 			return nil, http.StatusNotImplemented, errors.New("id_token: single sign-on (OIDC) is not configured on this controller")
 		}
 		att := loginAttempt{IP: ip, Device: jkt}
-		if v := c.logins.check(att); v.wait > 0 {
+		if v := c.logins.check(ctx, att); v.wait > 0 {
 			return nil, http.StatusTooManyRequests, &throttledError{wait: v.wait}
 		}
 		id, err := c.cfg.VerifyIDToken(ctx, req.IDToken)
 		if err != nil {
-			c.logins.fail(att)
+			c.logins.fail(ctx, att)
 			c.auditFailedSignIn(ctx, "oidc", KindUser, "", "", jkt, "id_token", err.Error())
 			return nil, http.StatusUnauthorized, fmt.Errorf("id_token: %w", err)
 		}
@@ -177,7 +177,7 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 		k := req.ServiceKey
 		sa, ok := m.ServiceAccounts[k.AccountID]
 		att := loginAttempt{Account: "sa:" + k.AccountID, IP: ip, Device: jkt, Known: ok && m.knownDevice(sa.ID, jkt)}
-		if v := c.logins.check(att); v.wait > 0 {
+		if v := c.logins.check(ctx, att); v.wait > 0 {
 			return nil, http.StatusTooManyRequests, &throttledError{wait: v.wait, newDevices: v.newDevices}
 		}
 		var key *ServiceKeyRec
@@ -190,7 +190,7 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 			}
 		}
 		if key == nil {
-			c.logins.fail(att)
+			c.logins.fail(ctx, att)
 			name := k.AccountID
 			if ok {
 				name = sa.Name
@@ -198,14 +198,14 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 			c.auditFailedSignIn(ctx, "service_account:"+name, KindServiceAccount, k.AccountID, name, jkt, "service_key", "unknown, revoked or expired key "+k.KeyID)
 			return nil, http.StatusUnauthorized, errors.New("service_key: unknown, revoked or expired service account key")
 		}
-		c.logins.success(att)
+		c.logins.success(ctx, att)
 		who = signIn{sa.ID, PrincipalServiceAccount, "service_key", serviceKeyCredential(key.KeyID)}
 		expires = key.ExpiresAt
 	case req.Email != "":
 		email := strings.ToLower(strings.TrimSpace(req.Email))
 		u, ok := m.UserByEmail[email]
 		att := loginAttempt{Account: "user:" + email, IP: ip, Device: jkt, Known: ok && m.knownDevice(u.ID, jkt)}
-		if v := c.logins.check(att); v.wait > 0 {
+		if v := c.logins.check(ctx, att); v.wait > 0 {
 			c.log.Warn("sign-in throttled", "email", email, "ip", ip, "wait", v.wait, "known_devices_only", v.newDevices)
 			return nil, http.StatusTooManyRequests, &throttledError{wait: v.wait, newDevices: v.newDevices}
 		}
@@ -215,7 +215,7 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 		}
 		good := verifyPassword(hash, req.Password)
 		if !ok || u.PasswordHash == "" || u.Disabled || !good {
-			c.logins.fail(att)
+			c.logins.fail(ctx, att)
 			c.log.Warn("failed sign-in", "email", email, "ip", ip, "device", jkt)
 			uid := ""
 			if ok {
@@ -224,7 +224,7 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 			c.auditFailedSignIn(ctx, "user:"+email, KindUser, uid, email, jkt, "password", "wrong email or password")
 			return nil, http.StatusUnauthorized, errors.New("wrong email or password")
 		}
-		c.logins.success(att)
+		c.logins.success(ctx, att)
 		who = signIn{u.ID, PrincipalUser, "password", passwordCredential(u.PasswordHash)}
 	default:
 		return nil, http.StatusBadRequest, errors.New("one credential is required: email and password, service_key or id_token")

@@ -240,6 +240,10 @@ func Open(cfg Config) (*Controller, error) {
 		return nil, err
 	}
 	c.store = instrumentStore(st, c.met)
+	if th, ok := st.(store.Throttle); ok {
+		// Replicas count sign-in failures together.
+		c.logins.share(th, c.log)
+	}
 	if err := backfillCredentials(context.Background(), st); err != nil {
 		st.Close()
 		c.stopSSO()
@@ -578,6 +582,9 @@ func (c *Controller) monitorLoop(ctx context.Context) {
 			lastGC = time.Now()
 			if err := c.gc(ctx); err != nil && ctx.Err() == nil {
 				c.log.Warn("garbage-collect expired sessions", "err", err)
+			}
+			if err := c.logins.sweep(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("sweep the sign-in throttle", "err", err)
 			}
 		}
 	}

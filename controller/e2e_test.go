@@ -340,9 +340,9 @@ func TestPasswordGuessingThrottled(t *testing.T) {
 	// Per-IP: many accounts guessed from one IP get throttled too.
 	lt := newLoginThrottle(clock.Now)
 	for i := 0; i < ipFreeFailures; i++ {
-		lt.fail(loginAttempt{Account: fmt.Sprintf("user:%d", i), IP: "x"})
+		lt.fail(context.Background(), loginAttempt{Account: fmt.Sprintf("user:%d", i), IP: "x"})
 	}
-	if lt.check(loginAttempt{Account: "user:new", IP: "x"}).wait == 0 {
+	if lt.check(context.Background(), loginAttempt{Account: "user:new", IP: "x"}).wait == 0 {
 		t.Fatal("IP not throttled")
 	}
 }

@@ -1,9 +1,13 @@
 package controller
 
 import (
+	"context"
+	"log/slog"
 	"math"
 	"sync"
 	"time"
+
+	"postern.dev/postern/controller/store"
 )
 
 // loginThrottle slows password and key guessing without letting anyone who
@@ -25,16 +29,17 @@ import (
 // the same address with another device key, never delays it.
 type loginThrottle struct {
 	now func() time.Time
+	log *slog.Logger
 
-	mu sync.Mutex
-	m  map[string]*failEntry
+	// The failure counts live in memory (one SQLite controller) or, with
+	// several replicas, in the shared database, so that spreading guesses
+	// over replicas gains nothing.
+	mu     sync.Mutex
+	m      map[string]failEntry
+	shared store.Throttle
 }
 
-type failEntry struct {
-	fails int
-	until time.Time
-	last  time.Time
-}
+type failEntry = store.ThrottleEntry
 
 const (
 	pairFreeFailures   = 3
@@ -75,44 +80,104 @@ func newLoginThrottle(now func() time.Time) *loginThrottle {
 	if now == nil {
 		now = time.Now
 	}
-	return &loginThrottle{now: now, m: map[string]*failEntry{}}
+	return &loginThrottle{now: now, log: slog.New(slog.DiscardHandler), m: map[string]failEntry{}}
 }
 
-// entry returns the live entry of k (nil when none or forgotten).
-func (t *loginThrottle) entry(k string, now time.Time) *failEntry {
-	e, ok := t.m[k]
-	if !ok {
+// share keeps the failure counts in st from now on (replicas on PostgreSQL).
+func (t *loginThrottle) share(st store.Throttle, log *slog.Logger) {
+	t.shared, t.log = st, log
+}
+
+// view returns the live entries of keys.
+func (t *loginThrottle) view(ctx context.Context, keys []string, now time.Time) (map[string]failEntry, error) {
+	if t.shared != nil {
+		return t.shared.ThrottleView(ctx, keys, now.Add(-failMemory))
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string]failEntry{}
+	for _, k := range keys {
+		if e, ok := t.m[k]; ok && now.Sub(e.Last) <= failMemory {
+			out[k] = e
+		}
+	}
+	return out, nil
+}
+
+// update applies fn to the live entries of keys, atomically (across
+// replicas when shared).
+func (t *loginThrottle) update(ctx context.Context, keys []string, now time.Time, fn func(map[string]failEntry)) error {
+	if t.shared != nil {
+		return t.shared.ThrottleUpdate(ctx, keys, now.Add(-failMemory), fn)
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.m) > throttleMaxEntries {
+		for k, e := range t.m {
+			if now.Sub(e.Last) > failMemory || (e.Until.Before(now) && e.Fails < accountCapFailures) {
+				delete(t.m, k)
+			}
+		}
+	}
+	live := map[string]failEntry{}
+	for _, k := range keys {
+		if e, ok := t.m[k]; ok && now.Sub(e.Last) <= failMemory {
+			live[k] = e
+		}
+	}
+	fn(live)
+	for _, k := range keys {
+		if e, ok := live[k]; ok {
+			t.m[k] = e
+		} else {
+			delete(t.m, k)
+		}
+	}
+	return nil
+}
+
+// sweep forgets entries past the throttle's memory (the shared table; the
+// in-memory map is swept as it grows).
+func (t *loginThrottle) sweep(ctx context.Context) error {
+	if t.shared == nil {
 		return nil
 	}
-	if now.Sub(e.last) > failMemory {
-		delete(t.m, k)
-		return nil
-	}
-	return e
+	return t.shared.ThrottleSweep(ctx, t.now().Add(-failMemory))
 }
 
 // check returns how long attempt a must wait before it is tried (zero: go).
-func (t *loginThrottle) check(a loginAttempt) throttleVerdict {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+// When the shared counts cannot be read the attempt waits (a second): the
+// throttle fails closed.
+func (t *loginThrottle) check(ctx context.Context, a loginAttempt) throttleVerdict {
 	now := t.now()
 	pair, ip, acct := a.keys()
+	keys := nonEmpty(pair, ip, acct)
+	es, err := t.view(ctx, keys, now)
+	if err != nil {
+		t.log.Error("sign-in throttle unavailable; refusing sign-ins for now", "err", err)
+		return throttleVerdict{wait: time.Second}
+	}
 	var v throttleVerdict
 	for _, k := range []string{pair, ip} {
-		if k == "" {
-			continue
-		}
-		if e := t.entry(k, now); e != nil {
-			v.wait = max(v.wait, e.until.Sub(now))
+		if e, ok := es[k]; ok && k != "" {
+			v.wait = max(v.wait, e.Until.Sub(now))
 		}
 	}
-	if acct != "" {
-		if e := t.entry(acct, now); e != nil && e.fails >= accountCapFailures {
-			v.newDevices = true
-			v.wait = max(v.wait, e.last.Add(failMemory).Sub(now))
-		}
+	if e, ok := es[acct]; ok && acct != "" && e.Fails >= accountCapFailures {
+		v.newDevices = true
+		v.wait = max(v.wait, e.Last.Add(failMemory).Sub(now))
 	}
 	return v
+}
+
+func nonEmpty(ks ...string) []string {
+	out := ks[:0:0]
+	for _, k := range ks {
+		if k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // delay is the wait after fails failures when free are allowed.
@@ -125,46 +190,37 @@ func delay(fails, free int) time.Duration {
 }
 
 // fail records a failed attempt.
-func (t *loginThrottle) fail(a loginAttempt) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
+func (t *loginThrottle) fail(ctx context.Context, a loginAttempt) {
 	now := t.now()
-	if len(t.m) > throttleMaxEntries {
-		for k, e := range t.m {
-			if now.Sub(e.last) > failMemory || (e.until.Before(now) && e.fails < accountCapFailures) {
-				delete(t.m, k)
-			}
-		}
-	}
 	pair, ip, acct := a.keys()
 	if a.Known {
 		acct = "acct:" + a.Account // a wrong password from a known device still counts towards the cap
 	}
-	for _, kv := range []struct {
-		k    string
-		free int
-	}{{pair, pairFreeFailures}, {ip, ipFreeFailures}, {acct, math.MaxInt}} {
-		if kv.k == "" {
-			continue
+	free := map[string]int{pair: pairFreeFailures, ip: ipFreeFailures, acct: math.MaxInt}
+	err := t.update(ctx, nonEmpty(pair, ip, acct), now, func(es map[string]failEntry) {
+		for k, f := range free {
+			if k == "" {
+				continue
+			}
+			e := es[k]
+			e.Fails++
+			e.Last = now
+			if d := delay(e.Fails, f); d > 0 {
+				e.Until = now.Add(d)
+			}
+			es[k] = e
 		}
-		e := t.entry(kv.k, now)
-		if e == nil {
-			e = &failEntry{}
-			t.m[kv.k] = e
-		}
-		e.fails++
-		e.last = now
-		if d := delay(e.fails, kv.free); d > 0 {
-			e.until = now.Add(d)
-		}
+	})
+	if err != nil {
+		t.log.Error("sign-in throttle: record a failure", "err", err)
 	}
 }
 
 // success clears the delay of the attempt's (account, IP) or (account,
 // device, IP); the account's failure count stays until it is forgotten.
-func (t *loginThrottle) success(a loginAttempt) {
+func (t *loginThrottle) success(ctx context.Context, a loginAttempt) {
 	pair, _, _ := a.keys()
-	t.mu.Lock()
-	delete(t.m, pair)
-	t.mu.Unlock()
+	if err := t.update(ctx, nonEmpty(pair), t.now(), func(es map[string]failEntry) { delete(es, pair) }); err != nil {
+		t.log.Error("sign-in throttle: clear after a sign-in", "err", err)
+	}
 }

@@ -22,49 +22,49 @@ func TestProgressiveDelayPerAccountAndIP(t *testing.T) {
 	lt := newLoginThrottle(clock.Now)
 	a := loginAttempt{Account: "user:bob@example.com", IP: "198.51.100.7", Device: "jkt-attacker"}
 	for i := 0; i < pairFreeFailures; i++ {
-		if v := lt.check(a); v.wait != 0 {
+		if v := lt.check(context.Background(), a); v.wait != 0 {
 			t.Fatalf("failure %d delayed by %s", i, v.wait)
 		}
-		lt.fail(a)
+		lt.fail(context.Background(), a)
 	}
 	var last time.Duration
 	for i := 0; i < 6; i++ {
-		v := lt.check(a)
+		v := lt.check(context.Background(), a)
 		want := time.Second << i
 		if v.wait != want || v.wait <= last {
 			t.Fatalf("after %d failures: wait %s, want %s (growing)", pairFreeFailures+i, v.wait, want)
 		}
 		last = v.wait
 		clock.Add(v.wait)
-		if v := lt.check(a); v.wait != 0 {
+		if v := lt.check(context.Background(), a); v.wait != 0 {
 			t.Fatalf("still waiting %s after the delay", v.wait)
 		}
-		lt.fail(a)
+		lt.fail(context.Background(), a)
 	}
 	// The same account from another IP, and another account from this IP,
 	// are not delayed.
-	if v := lt.check(loginAttempt{Account: a.Account, IP: "203.0.113.9", Device: "jkt-user"}); v.wait != 0 {
+	if v := lt.check(context.Background(), loginAttempt{Account: a.Account, IP: "203.0.113.9", Device: "jkt-user"}); v.wait != 0 {
 		t.Fatalf("other IP delayed %s", v.wait)
 	}
-	if v := lt.check(loginAttempt{Account: "user:alice@example.com", IP: a.IP, Device: "jkt-attacker"}); v.wait != 0 {
+	if v := lt.check(context.Background(), loginAttempt{Account: "user:alice@example.com", IP: a.IP, Device: "jkt-attacker"}); v.wait != 0 {
 		t.Fatalf("other account delayed %s", v.wait)
 	}
 	// Delays stop growing at maxDelay.
 	for i := 0; i < 20; i++ {
 		clock.Add(maxDelay)
-		lt.fail(a)
+		lt.fail(context.Background(), a)
 	}
-	if v := lt.check(a); v.wait != maxDelay {
+	if v := lt.check(context.Background(), a); v.wait != maxDelay {
 		t.Fatalf("wait %s, want the cap %s", v.wait, maxDelay)
 	}
 	// Success clears the pair's delay (the address stays delayed for
 	// failing across accounts more than ipFreeFailures times).
-	lt.success(a)
+	lt.success(context.Background(), a)
 	pair, ip, _ := a.keys()
 	if _, ok := lt.m[pair]; ok {
 		t.Fatal("success kept the (account, IP) delay")
 	}
-	if v := lt.check(a); v.wait != lt.m[ip].until.Sub(clock.Now()) {
+	if v := lt.check(context.Background(), a); v.wait != lt.m[ip].Until.Sub(clock.Now()) {
 		t.Fatalf("after success: wait %s, want the IP's", v.wait)
 	}
 }

@@ -120,7 +120,7 @@ func checkDevice(d controlapi.OIDCDevice) error {
 
 // throttled answers 429 when the client IP failed too many sign-ins.
 func (c *Controller) throttled(w http.ResponseWriter, r *http.Request) bool {
-	if v := c.logins.check(loginAttempt{IP: clientIP(r)}); v.wait > 0 {
+	if v := c.logins.check(r.Context(), loginAttempt{IP: clientIP(r)}); v.wait > 0 {
 		c.met.signIn("oidc", "throttled")
 		w.Header().Set("Retry-After", strconv.Itoa(int(v.wait/time.Second)+1))
 		writeError(w, http.StatusTooManyRequests, "%v", &throttledError{wait: v.wait})
@@ -132,7 +132,7 @@ func (c *Controller) throttled(w http.ResponseWriter, r *http.Request) bool {
 // signInFailed counts a refused or malformed sign-in against the client IP.
 func (c *Controller) signInFailed(r *http.Request, err error) {
 	if errors.Is(err, oidcauth.ErrRefused) || errors.Is(err, oidcauth.ErrBadRequest) {
-		c.logins.fail(loginAttempt{IP: clientIP(r)})
+		c.logins.fail(r.Context(), loginAttempt{IP: clientIP(r)})
 		c.log.Warn("single sign-on refused", "ip", clientIP(r), "err", err)
 		c.auditFailedSignIn(r.Context(), "oidc", KindUser, "", "", "", "oidc", err.Error())
 	}
