@@ -128,5 +128,9 @@
     run(opts);
   }
 
+  // Opening another ceremony's link in this tab only changes the fragment:
+  // start over with it.
+  window.addEventListener("hashchange", () => location.reload());
+
   start();
 })();
