@@ -33,7 +33,7 @@ func TestMFAWebAuthnCommands(t *testing.T) {
 	// The command's browser is Chromium; the page's verdict comes back here.
 	type page struct {
 		result, status string
-		err             error
+		err            error
 	}
 	pages := make(chan page, 1)
 	old := openBrowser
