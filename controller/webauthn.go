@@ -321,11 +321,13 @@ func (c *Controller) finishWebAuthn(r *http.Request, req controlapi.WebAuthnFini
 	if verr != nil {
 		msg := fmt.Sprintf("%v: %s", ErrWebAuthnVerify, webauthnError(verr))
 		err := c.endCeremony(r, cer, u, s, nil, msg)
-		if err == nil && cer.Kind == controlapi.WebAuthnLogin {
-			c.mfaFails.fail(u.ID, now)
-		}
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrWebAuthnCeremony):
+			return nil, http.StatusConflict, err // a concurrent finish ended it
+		case err != nil:
 			return nil, http.StatusInternalServerError, err
+		case cer.Kind == controlapi.WebAuthnLogin:
+			c.mfaFails.fail(u.ID, now)
 		}
 		return nil, http.StatusForbidden, fmt.Errorf("%w: %s", ErrWebAuthnVerify, webauthnError(verr))
 	}
@@ -374,6 +376,12 @@ func (c *Controller) endCeremony(r *http.Request, cer *webauthnCeremony, u *User
 		cur.State = controlapi.WebAuthnDone
 		if err := putCeremony(tx, o.Name, &cur); err != nil {
 			return err
+		}
+		if cur.Kind == controlapi.WebAuthnLogin {
+			// The key may have been removed since the model was read.
+			if _, err := tx.Get(KindWebAuthn, key.ID); err != nil {
+				return fmt.Errorf("%w: the security key was removed meanwhile", ErrWebAuthnCeremony)
+			}
 		}
 		ko, err := toObject(KindWebAuthn, key.ID, base64.RawURLEncoding.EncodeToString(key.Credential.ID), key)
 		if err != nil {

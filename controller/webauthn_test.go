@@ -371,9 +371,17 @@ func testWebAuthnCeremonies(t *testing.T, e *testEnv, clk *fakeClock) {
 	if st, _ := e.call(nil, http.MethodGet, controlapi.PathMFAWebAuthn+"/"+c.ID, bob.session.SessionToken, nil); st != http.StatusNotFound {
 		t.Fatalf("bob reads alice's ceremony: %d", st)
 	}
-	// Removal (recent step-up) leaves no key.
+	// Removal (recent step-up) leaves no key; a ceremony begun before it
+	// cannot bring the key back.
+	pending := e.beginWebAuthn(tok, false, 200)
 	if st, data := e.call(nil, http.MethodPost, controlapi.PathMFAWebAuthn+"/remove", tok, struct{}{}); st != http.StatusNoContent {
 		t.Fatalf("remove: %d %s", st, data)
+	}
+	if st, body := e.finishWebAuthn(pending.secret, key.assert(t, rpID, origin, pending.challenge)); st != http.StatusForbidden {
+		t.Fatalf("assert with a removed key: %d %s", st, body)
+	}
+	if _, m, _ := e.c.session(tok); len(m.access.webauthn[s.PrincipalID]) != 0 {
+		t.Fatal("a removed key came back")
 	}
 	if st, data := e.call(nil, http.MethodGet, controlapi.PathMFA, tok, nil); st != 200 || strings.Contains(string(data), "security_keys") {
 		t.Fatalf("status after remove: %d %s", st, data)

@@ -81,15 +81,26 @@
     return out;
   }
 
-  async function run(opts) {
+  // run asks the authenticator, then the controller. A refusal by the
+  // browser or the key (cancelled, timed out, no user gesture) leaves the
+  // ceremony open: the button tries again. The controller's verdict is
+  // final (a ceremony is single use).
+  async function run(opts, auto) {
     go.disabled = true;
     show("Waiting for your security key…");
+    let cred;
     try {
-      const pk = decodeOptions(opts.kind, opts.publicKey);
-      const cred = opts.kind === "register"
+      const pk = decodeOptions(opts.kind, JSON.parse(JSON.stringify(opts.publicKey)));
+      cred = opts.kind === "register"
         ? await navigator.credentials.create({ publicKey: pk })
         : await navigator.credentials.get({ publicKey: pk });
       if (!cred) throw new Error("the browser returned no credential");
+    } catch (e) {
+      go.disabled = false;
+      show((auto ? "Press the button to use your security key." : "The security key did not answer: " + (e && e.message ? e.message : e)), auto ? "" : "err");
+      return;
+    }
+    try {
       const res = await post("/api/v1/webauthn/finish", { secret: secret, credential: encodeCredential(opts.kind, cred) });
       show(res.kind === "register"
         ? "Security key enrolled. You may close this window and return to the terminal."
@@ -122,10 +133,10 @@
       ? "Enroll a security key for " + opts.user + "."
       : "Confirm it is you, " + opts.user + ", with your security key.";
     go.hidden = false;
-    go.addEventListener("click", () => run(opts));
+    go.addEventListener("click", () => run(opts, false));
     document.body.dataset.ready = "1";
     // Browsers may require a user gesture; try at once and fall back to the button.
-    run(opts);
+    run(opts, true);
   }
 
   // Opening another ceremony's link in this tab only changes the fragment:
