@@ -349,6 +349,17 @@ func testWebAuthnCeremonies(t *testing.T, e *testEnv, clk *fakeClock) {
 	if st, body := e.finishWebAuthn(last.secret, key.assert(t, rpID, origin, last.challenge)); st != 200 {
 		t.Fatalf("assert after the window: %d %s", st, body)
 	}
+	// A copy of the key whose counter is behind the stored one: refused as
+	// a possible clone, the stored counter unchanged.
+	clone := *key
+	clone.count = 0
+	c := e.beginWebAuthn(tok, false, 200)
+	if st, body := e.finishWebAuthn(c.secret, clone.assert(t, rpID, origin, c.challenge)); st != http.StatusForbidden || !strings.Contains(body, "cloned") {
+		t.Fatalf("cloned key: %d %s", st, body)
+	}
+	if _, m, _ := e.c.session(tok); m.access.webauthn[s.PrincipalID][0].Credential.Authenticator.SignCount != key.count {
+		t.Fatal("a cloned key's counter was stored")
+	}
 	// A second key needs a recent step-up (it has one now), and the same
 	// key cannot be enrolled twice (excluded, and refused by the store).
 	clk.Add(mfaRemoveWindow + time.Minute)
@@ -357,13 +368,13 @@ func testWebAuthnCeremonies(t *testing.T, e *testEnv, clk *fakeClock) {
 	if st != http.StatusForbidden {
 		t.Fatalf("TOTP enroll next to a key without step-up: %d", st)
 	}
-	c := e.beginWebAuthn(tok, false, 200)
+	c = e.beginWebAuthn(tok, false, 200)
 	e.finishWebAuthn(c.secret, key.assert(t, rpID, origin, c.challenge))
 	c = e.beginWebAuthn(tok, true, 200)
 	if st, body := e.finishWebAuthn(c.secret, key.register(t, rpID, origin, c.challenge)); st != http.StatusConflict || !strings.Contains(body, "already enrolled") {
 		t.Fatalf("same key twice: %d %s", st, body)
 	}
-	if seen := e.auditCounts(KindWebAuthn); seen["mfa-enroll"] != 1 || seen["mfa-confirm"] != 1 || seen["mfa-verify"] != 3 || seen["mfa-failed"] != 5 {
+	if seen := e.auditCounts(KindWebAuthn); seen["mfa-enroll"] != 1 || seen["mfa-confirm"] != 1 || seen["mfa-verify"] != 3 || seen["mfa-failed"] != 6 {
 		t.Fatalf("audit: %v", seen)
 	}
 	// Another user's session cannot see alice's ceremony.
