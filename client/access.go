@@ -133,6 +133,7 @@ func (s *LocalAPIServer) accessRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+localapi.PathMFAEnroll, forward(http.MethodPost, controlapi.PathMFAEnroll, func() any { return new(struct{}) }, http.StatusOK))
 	mux.HandleFunc("POST "+localapi.PathMFAVerify, forward(http.MethodPost, controlapi.PathMFAVerify, func() any { return new(controlapi.MFAVerifyRequest) }, http.StatusOK))
 	mux.HandleFunc("POST "+localapi.PathMFARemove, forward(http.MethodPost, controlapi.PathMFA+"/remove", func() any { return new(controlapi.MFAVerifyRequest) }, http.StatusNoContent))
+	s.webauthnRoutes(mux)
 	mux.HandleFunc("GET "+localapi.PathRequests, forward(http.MethodGet, controlapi.PathMyRequests, nil, http.StatusOK))
 	mux.HandleFunc("POST "+localapi.PathRequests, forward(http.MethodPost, controlapi.PathMyRequests, func() any { return new(controlapi.AccessRequestCreate) }, http.StatusOK))
 	mux.HandleFunc("POST "+localapi.PathRequests+"/{id}/{verb}", forward(http.MethodPost, controlapi.PathMyRequests, func() any { return new(controlapi.AccessDecision) }, http.StatusOK))

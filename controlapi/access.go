@@ -71,6 +71,10 @@ type MFAStatus struct {
 	Enrolled bool      `json:"enrolled"`
 	Pending  bool      `json:"pending,omitempty"` // enrolled but not confirmed with a first code
 	LastAt   time.Time `json:"last_at,omitzero"`  // this device's last second factor
+	// TOTP: a confirmed TOTP enrollment; SecurityKeys: enrolled WebAuthn
+	// credentials.
+	TOTP         bool `json:"totp,omitempty"`
+	SecurityKeys int  `json:"security_keys,omitempty"`
 }
 
 // MFAEnrollResponse carries a fresh TOTP secret as an otpauth:// URI.

@@ -27,6 +27,7 @@ func (c *Controller) accessRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+controlapi.PathMFA+"/remove", c.handleMFARemove)
 	mux.HandleFunc("POST "+controlapi.PathMFAEnroll, c.handleMFAEnroll)
 	mux.HandleFunc("POST "+controlapi.PathMFAVerify, c.handleMFAVerify)
+	c.webauthnRoutes(mux)
 	mux.HandleFunc("POST "+controlapi.PathPosture, c.handlePosture)
 	mux.HandleFunc("GET "+controlapi.PathMyRequests, c.handleMyRequests)
 	mux.HandleFunc("POST "+controlapi.PathMyRequests, c.handleCreateRequest)

@@ -161,9 +161,12 @@ func (c *Controller) userSession(w http.ResponseWriter, r *http.Request) (*Sessi
 }
 
 func (c *Controller) mfaStatus(m *Model, s *Session, userID string) controlapi.MFAStatus {
-	st := controlapi.MFAStatus{LastAt: s.MFAAt}
+	st := controlapi.MFAStatus{LastAt: s.MFAAt, SecurityKeys: len(m.access.webauthn[userID])}
 	if e := m.access.mfa[userID]; e != nil {
-		st.Enrolled, st.Pending = true, !e.Confirmed
+		st.Enrolled, st.Pending, st.TOTP = true, !e.Confirmed, e.Confirmed
+	}
+	if st.SecurityKeys > 0 {
+		st.Enrolled, st.Pending = true, false
 	}
 	return st
 }
@@ -185,6 +188,10 @@ func (c *Controller) handleMFAEnroll(w http.ResponseWriter, r *http.Request) {
 	}
 	if e := m.access.mfa[u.ID]; e != nil && e.Confirmed {
 		writeError(w, http.StatusConflict, "a second factor is already enrolled; remove it first (postern mfa remove)")
+		return
+	}
+	if len(m.access.webauthn[u.ID]) > 0 && !c.recentStepUp(s) {
+		writeError(w, http.StatusForbidden, "adding a TOTP app next to your security key needs a step-up within %s: run postern mfa --webauthn first", mfaRemoveWindow)
 		return
 	}
 	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Postern", AccountName: u.Email, Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
@@ -270,7 +277,7 @@ func (c *Controller) verifyMFA(ctx context.Context, s *Session, u *User, code st
 		if err := json.Unmarshal(so.Data, &sess); err != nil {
 			return err
 		}
-		sess.MFAAt = now.UTC()
+		sess.MFAAt, sess.MFAMethod = now.UTC(), amrOTP
 		sn, err := toObject(KindSession, sess.ID, so.Name, &sess)
 		if err != nil {
 			return err

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -90,6 +91,7 @@ type accessModel struct {
 	profiles map[string]*PostureProfile // by name
 	settings *AccessSettings
 	mfa      map[string]*MFAEnrollment    // by user id
+	webauthn map[string][]*WebAuthnKey    // by user id (webauthn.go)
 	posture  map[string]*PostureRecord    // by device id
 	requests map[string]*AccessRequestRec // by id
 	use      map[string]*AccessUse        // by accessUseName
@@ -119,6 +121,14 @@ func (a *accessModel) add(o store.Object) error {
 				a.mfa = map[string]*MFAEnrollment{}
 			}
 			a.mfa[v.UserID] = v
+		}
+	case KindWebAuthn:
+		v := new(WebAuthnKey)
+		if err = json.Unmarshal(o.Data, v); err == nil {
+			if a.webauthn == nil {
+				a.webauthn = map[string][]*WebAuthnKey{}
+			}
+			a.webauthn[v.UserID] = append(a.webauthn[v.UserID], v)
 		}
 	case KindPosture:
 		v := new(PostureRecord)
@@ -326,7 +336,7 @@ func (m *Model) connectorResourceAccess(cr *controlapi.ConnectorResource, r *Res
 // on connector network net.
 func (m *Model) accessClaims(s *Session, net string, now time.Time) (mfaAt int64, amr, posture []string, grants map[string]int64) {
 	if !s.MFAAt.IsZero() {
-		mfaAt, amr = s.MFAAt.Unix(), []string{"otp"}
+		mfaAt, amr = s.MFAAt.Unix(), []string{cmp.Or(s.MFAMethod, amrOTP)}
 	}
 	if len(m.access.profiles) > 0 {
 		posture, _ = m.devicePosture(s.DeviceID)

@@ -137,7 +137,7 @@ func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {
 				}
 				nm.Relays[v.ID] = v
 			}
-		case KindEnrollment:
+		case KindEnrollment, KindWebAuthnCeremony:
 			// Not part of any snapshot.
 		default:
 			return nil, false

@@ -158,6 +158,9 @@ type Session struct {
 	RevokedAt time.Time       `json:"revoked_at,omitzero"`
 	// MFAAt is when this session last passed a second factor (step-up).
 	MFAAt time.Time `json:"mfa_at,omitzero"`
+	// MFAMethod is how: "otp" (TOTP) or "hwk" (a WebAuthn security key),
+	// as the token's amr claim says (RFC 8176).
+	MFAMethod string `json:"mfa_method,omitempty"`
 	// RevokeReason says why the controller ended the session (e.g.
 	// "password changed", "expired"); empty for a logout or an admin's
 	// revocation.

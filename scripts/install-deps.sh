@@ -5,6 +5,8 @@ set -euo pipefail
 pkgs=(nftables iproute2 openssh-server openssh-client dnsutils iperf3 postgresql postgresql-client curl ca-certificates procps psmisc iputils-ping util-linux hostname dbus wixl msitools osslsigncode rpm debsigs debsig-verify gnupg openssl systemd dpkg-dev oathtool)
 # The connector image runs under runc (the OCI runtime) in installer's tests.
 pkgs+=(runc)
+# WebAuthn tests drive Chromium's virtual authenticator headless (chromedp).
+pkgs+=(chromium)
 # Single sign-on tests run a real OIDC provider (npm oidc-provider, Node.js 20+).
 # Keep an existing Node.js (e.g. from NodeSource, which bundles npm); else use Debian's.
 command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)

@@ -62,8 +62,15 @@ func (c *cmd) mfa(ctx context.Context, args []string) error {
 		sub, rest := args[0], args[1:]
 		switch sub {
 		case "enroll":
-			if len(rest) > 0 {
-				return fmt.Errorf("%w: mfa enroll takes no arguments", errUsage)
+			fs := c.newFlags("mfa enroll")
+			webauthn := fs.Bool("webauthn", false, "enroll a security key through the browser instead of a TOTP app")
+			if pos, err := parseInterspersed(fs, rest); err != nil {
+				return err
+			} else if len(pos) > 0 {
+				return fmt.Errorf("%w: mfa enroll takes no arguments (only --webauthn)", errUsage)
+			}
+			if *webauthn {
+				return c.mfaWebAuthn(ctx, true)
 			}
 			return c.mfaEnroll(ctx)
 		case "remove":
@@ -89,7 +96,10 @@ func (c *cmd) mfa(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w: mfa: unexpected %q", errUsage, pos[0])
 	}
 	if *webauthn {
-		return errors.New("WebAuthn is not available in this version: use a TOTP code (postern mfa enroll, then postern mfa)")
+		if *code != "" {
+			return fmt.Errorf("%w: mfa: give --code or --webauthn, not both", errUsage)
+		}
+		return c.mfaWebAuthn(ctx, false)
 	}
 	if *code == "" {
 		if *code, err = c.readCode("TOTP code: "); err != nil {
@@ -116,6 +126,9 @@ func (c *cmd) printMFAStatus(st controlapi.MFAStatus) {
 	default:
 		fmt.Fprintf(c.io.Out, "MFA: enrolled; last second factor on this device at %s\n", st.LastAt.Local().Format("2006-01-02 15:04"))
 	}
+	if st.SecurityKeys > 0 {
+		fmt.Fprintf(c.io.Out, "Security keys: %d (postern mfa --webauthn)\n", st.SecurityKeys)
+	}
 }
 
 func (c *cmd) mfaEnroll(ctx context.Context) error {
@@ -141,10 +154,18 @@ func (c *cmd) mfaEnroll(ctx context.Context) error {
 func (c *cmd) mfaRemove(ctx context.Context, args []string) error {
 	fs := c.newFlags("mfa remove")
 	code := fs.String("code", "", "a current TOTP code (asked for when needed)")
+	webauthn := fs.Bool("webauthn", false, "remove your security keys (after a step-up: postern mfa --webauthn)")
 	if pos, err := parseInterspersed(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
 		return fmt.Errorf("%w: mfa remove: unexpected %q", errUsage, pos[0])
+	}
+	if *webauthn {
+		if err := c.lc.WebAuthnRemove(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintln(c.io.Out, "Security keys removed.")
+		return nil
 	}
 	err := c.lc.MFARemove(ctx, *code)
 	var ae *localapi.APIError

@@ -84,13 +84,19 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 // startAccessLab runs a controller and a connector in process and returns
 // the controller URL, its CA file and admin token file.
 func startAccessLab(t *testing.T, clk *clock, mfaPort, prodPort uint16) (url, caFile, tokFile string) {
+	return startAccessLabAt(t, clk, "127.0.0.1", mfaPort, prodPort)
+}
+
+// startAccessLabAt is startAccessLab with the controller's public URL
+// naming host (which must resolve to 127.0.0.1).
+func startAccessLabAt(t *testing.T, clk *clock, host string, mfaPort, prodPort uint16) (url, caFile, tokFile string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	url = "https://" + ln.Addr().String()
+	url = "https://" + net.JoinHostPort(host, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
 	ctl, err := controller.Open(controller.Config{DataDir: t.TempDir(), PublicURL: url, Logger: discard(), HeartbeatInterval: time.Second, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +219,8 @@ func TestAccessCommands(t *testing.T) {
 	if code, out, stderr = as(aliceSock, oathtool(t, secret[1], clk.Now())+"\n", "mfa"); code != 0 || !strings.Contains(stderr, "TOTP code:") || !strings.Contains(out, "last second factor") {
 		t.Fatalf("mfa with a prompted code: %d %s %s", code, out, stderr)
 	}
-	if code, _, stderr = as(aliceSock, "", "mfa", "--webauthn"); code != 1 || !strings.Contains(stderr, "WebAuthn is not available") {
+	// WebAuthn needs a controller URL with a host name (see TestMFAWebAuthnCommands).
+	if code, _, stderr = as(aliceSock, "", "mfa", "--webauthn"); code != 1 || !strings.Contains(stderr, "WebAuthn is not available on this controller") || !strings.Contains(stderr, "IP address 127.0.0.1") {
 		t.Fatalf("mfa --webauthn: %d %s", code, stderr)
 	}
 	testenv.Eventually(t, 15*time.Second, "mfa-db reachable after step-up", func() bool { return dial("127.0.0.1") == nil })

@@ -36,8 +36,8 @@ commands:
   resources [--json]  resources you may reach
   dns NAME [--json]   how NAME resolves right now
   netcheck [--json]   relays over UDP and TLS, NAT behaviour, candidate pairs per connector
-  mfa enroll | mfa [--code N] | mfa remove | mfa status
-                      second factor (TOTP) for resources that require it
+  mfa enroll [--webauthn] | mfa [--code N | --webauthn] | mfa remove [--webauthn] | mfa status
+                      second factor (TOTP app, or a security key in the browser) for resources that require it
   posture [--json]    what this device reports (OS, disk encryption, firewall) and the verdict
   request RESOURCE --for DURATION --reason TEXT
                       ask for time-boxed access (resources that need approval, or locked ones)
