@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -46,14 +47,31 @@ var (
 	ErrMFANotSetUp  = errors.New("no second factor enrolled (postern mfa enroll)")
 )
 
-// mfaThrottle counts failed codes per user.
+// mfaThrottle counts failed codes per user: in memory on one controller,
+// in the shared database (store.Throttle, key "mfa:<user>") when replicas
+// serve the deployment, so that spreading guesses over replicas gains
+// nothing. Shared, the window is fixed: mfaMaxFailures failures lock the
+// user's checks until mfaFailWindow after the first of them.
 type mfaThrottle struct {
-	mu    sync.Mutex
-	fails map[string][]time.Time
+	mu     sync.Mutex
+	fails  map[string][]time.Time
+	shared store.Throttle
+	log    *slog.Logger // with shared
 }
 
 // allow reports whether user may try a code at now, and until when not.
+// When the shared counts cannot be read it refuses for a second.
 func (t *mfaThrottle) allow(user string, now time.Time) (bool, time.Time) {
+	if t.shared != nil {
+		es, err := t.shared.ThrottleView(context.Background(), []string{"mfa:" + user}, now.Add(-mfaFailWindow))
+		if err != nil {
+			return false, now.Add(time.Second)
+		}
+		if e, ok := es["mfa:"+user]; ok && e.Fails >= mfaMaxFailures && e.Until.After(now) {
+			return false, e.Until
+		}
+		return true, time.Time{}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	recent := t.fails[user][:0]
@@ -73,6 +91,22 @@ func (t *mfaThrottle) allow(user string, now time.Time) (bool, time.Time) {
 }
 
 func (t *mfaThrottle) fail(user string, now time.Time) {
+	if t.shared != nil {
+		k := "mfa:" + user
+		err := t.shared.ThrottleUpdate(context.Background(), []string{k}, now.Add(-mfaFailWindow), func(es map[string]store.ThrottleEntry) {
+			e, ok := es[k]
+			if !ok || !e.Until.After(now) {
+				e = store.ThrottleEntry{Until: now.Add(mfaFailWindow)}
+			}
+			e.Fails++
+			e.Last = now
+			es[k] = e
+		})
+		if err != nil {
+			t.log.Error("second-factor throttle: record a failure", "user", user, "err", err)
+		}
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.fails == nil {
@@ -82,6 +116,13 @@ func (t *mfaThrottle) fail(user string, now time.Time) {
 }
 
 func (t *mfaThrottle) reset(user string) {
+	if t.shared != nil {
+		k := "mfa:" + user
+		if err := t.shared.ThrottleUpdate(context.Background(), []string{k}, time.Time{}, func(es map[string]store.ThrottleEntry) { delete(es, k) }); err != nil {
+			t.log.Error("second-factor throttle: clear", "user", user, "err", err)
+		}
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.fails, user)

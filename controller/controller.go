@@ -241,8 +241,9 @@ func Open(cfg Config) (*Controller, error) {
 	}
 	c.store = instrumentStore(st, c.met)
 	if th, ok := st.(store.Throttle); ok {
-		// Replicas count sign-in failures together.
+		// Replicas count sign-in and second-factor failures together.
 		c.logins.share(th, c.log)
+		c.mfaFails.shared, c.mfaFails.log = th, c.log
 	}
 	if err := backfillCredentials(context.Background(), st); err != nil {
 		st.Close()

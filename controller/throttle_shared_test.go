@@ -117,3 +117,33 @@ func TestPasswordGuessesSpreadOverReplicasAreThrottled(t *testing.T) {
 		}
 	}
 }
+
+// TestSecondFactorThrottleSharedByReplicas: wrong codes counted on two
+// replicas lock the user's checks on both; a good code on one clears it.
+func TestSecondFactorThrottleSharedByReplicas(t *testing.T) {
+	_, _, clock, th := sharedThrottles(t)
+	a := &mfaThrottle{shared: th, log: slog.New(slog.DiscardHandler)}
+	b := &mfaThrottle{shared: th, log: slog.New(slog.DiscardHandler)}
+	now := clock.Now()
+	for i := 0; i < mfaMaxFailures; i++ {
+		if ok, _ := []*mfaThrottle{a, b}[i%2].allow("usr_1", now); !ok {
+			t.Fatalf("refused after %d failures", i)
+		}
+		[]*mfaThrottle{a, b}[i%2].fail("usr_1", now)
+	}
+	for _, m := range []*mfaThrottle{a, b} {
+		if ok, until := m.allow("usr_1", now); ok || !until.Equal(now.Add(mfaFailWindow)) {
+			t.Fatalf("after %d failures on two replicas: allowed %v until %v", mfaMaxFailures, ok, until)
+		}
+	}
+	if ok, _ := a.allow("usr_2", now); !ok {
+		t.Fatal("another user is locked too")
+	}
+	if ok, _ := a.allow("usr_1", now.Add(mfaFailWindow+time.Second)); !ok {
+		t.Fatal("still locked after the window")
+	}
+	b.reset("usr_1")
+	if ok, _ := a.allow("usr_1", now); !ok {
+		t.Fatal("a good code on B did not clear the count on A")
+	}
+}
