@@ -42,6 +42,20 @@ type ResourceSpec struct {
 	Network string   `yaml:"network"`
 	Ports   []string `yaml:"ports,omitempty"`
 	Groups  []string `yaml:"groups"`
+	// Require, when set, adds access requirements (docs/access.md).
+	Require *RequireSpec `yaml:"require,omitempty"`
+}
+
+// RequireSpec is a resource's require: block; the lab uses approval.
+type RequireSpec struct {
+	MFA      string        `yaml:"mfa,omitempty"`
+	Approval *ApprovalSpec `yaml:"approval,omitempty"`
+}
+
+// ApprovalSpec: access only through an approved, time-boxed request.
+type ApprovalSpec struct {
+	Approvers []string `yaml:"approvers"`
+	Max       string   `yaml:"max"`
 }
 
 // ServiceAccountSpec is a service account.
@@ -85,6 +99,15 @@ func (n NetworkSpec) Clone() NetworkSpec {
 	for i := range c.Resources {
 		c.Resources[i].Ports = slices.Clone(c.Resources[i].Ports)
 		c.Resources[i].Groups = slices.Clone(c.Resources[i].Groups)
+		if r := c.Resources[i].Require; r != nil {
+			rc := *r
+			if r.Approval != nil {
+				a := *r.Approval
+				a.Approvers = slices.Clone(a.Approvers)
+				rc.Approval = &a
+			}
+			c.Resources[i].Require = &rc
+		}
 	}
 	c.ServiceAccounts = slices.Clone(n.ServiceAccounts)
 	return c
