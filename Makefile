@@ -3,7 +3,7 @@ GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0-dev)
 LDFLAGS   := -s -w -X postern.dev/postern/version.Version=$(VERSION)
 PROGRAMS  := postern-controller postern-connector postern-relay posternd postern postern-tray
-TOOLS     := postern-lab
+TOOLS     := postern-lab postern-loadgen
 # postern-tray needs cgo + Apple's SDK on darwin (fyne.io/systray), so it is left
 # out of the darwin cross-build; everything else cross-builds for both.
 DARWIN_PROGRAMS := $(filter-out postern-tray,$(PROGRAMS))

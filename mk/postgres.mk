@@ -13,3 +13,11 @@ test-postgres:
 .PHONY: bench-postgres
 bench-postgres:
 	$(GO) test -run '^$$' -bench 'BenchmarkApply10kPostgres' -benchtime 1x ./controller/
+
+# The control plane at company size (loadgen/scale_test.go, docs/scale.md):
+# N devices and N/10 connectors against two replicas on one PostgreSQL and
+# against one controller on SQLite. POSTERN_SCALE_DEVICES=1000,3000 scales
+# it down. Run it on an idle machine.
+.PHONY: bench-scale
+bench-scale: build
+	POSTERN_SCALE=1 $(GO) test -count=1 -timeout 30m -run 'TestScale$$' -v ./loadgen/

@@ -115,6 +115,8 @@ func serve(args []string, stderr io.Writer) error {
 		"PostgreSQL URL (postgres://USER@HOST:PORT/DB) shared by several replicas; default $POSTERN_DATABASE_URL, else SQLite in DATA. Keep the password out of the command line: PGPASSWORD or ~/.pgpass")
 	tokenTTL := fs.Duration("token-ttl", ctoken.DefaultTTL, "Connection Token lifetime (10s to 1h); clients refresh tokens before they expire")
 	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz without authentication on this address (e.g. 127.0.0.1:9464); /metrics is always on the API listener for the admin token")
+	rateLimit := fs.Float64("rate-limit", 100, "API requests per second per client IP (sign-ins have their own throttle); raise it when many clients share one address (a NAT gateway, a load generator)")
+	rateBurst := fs.Int("rate-burst", 400, "burst of API requests per client IP above --rate-limit")
 	exportFile := fs.String("export", "", "event export configuration (default DATA/export.yaml when that file exists; see docs/events.md)")
 	oidcFlags := addOIDCFlags(fs)
 	pos, err := parseInterleaved(fs, args)
@@ -134,6 +136,9 @@ func serve(args []string, stderr io.Writer) error {
 	if err := lv.UnmarshalText([]byte(*level)); err != nil {
 		return fmt.Errorf("%w: --log-level: %v", ErrUsage, err)
 	}
+	if *rateLimit <= 0 || *rateBurst <= 0 {
+		return fmt.Errorf("%w: --rate-limit and --rate-burst must be positive", ErrUsage)
+	}
 	if *tokenTTL < 10*time.Second || *tokenTTL > time.Hour {
 		return fmt.Errorf("%w: --token-ttl %s: want between 10s and 1h", ErrUsage, *tokenTTL)
 	}
@@ -146,7 +151,7 @@ func serve(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := controller.Open(controller.Config{DataDir: *data, DatabaseURL: *database, PublicURL: *public, AdvertiseURL: *advertise, Logger: log, OIDC: oc, TokenTTL: *tokenTTL, Export: ex})
+	c, err := controller.Open(controller.Config{DataDir: *data, DatabaseURL: *database, PublicURL: *public, AdvertiseURL: *advertise, RateLimit: *rateLimit, RateBurst: *rateBurst, Logger: log, OIDC: oc, TokenTTL: *tokenTTL, Export: ex})
 	if err != nil {
 		return err
 	}
