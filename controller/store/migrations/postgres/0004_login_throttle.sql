@@ -1,4 +1,4 @@
--- 3: sign-in throttling shared by every replica (controller/lockout.go):
+-- 4: sign-in throttling shared by every replica (controller/lockout.go):
 -- one row per throttle key ("pair:<account>|<ip>", "ip:<ip>",
 -- "acct:<account>", "dev:..."), its failure count, the time before which
 -- attempts wait, and the last failure (rows older than the throttle's
