@@ -158,7 +158,9 @@ func (r *recorder) WriteHeader(code int) {
 // nil, receives the decoded body of a successful answer.
 func (c *Controller) api(ctx context.Context, p *adminPrincipal, method, path string, body any, out any) (apiResult, error) {
 	var rd io.Reader = http.NoBody
-	if body != nil {
+	if raw, ok := body.([]byte); ok {
+		rd = bytes.NewReader(raw)
+	} else if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return apiResult{}, fmt.Errorf("encode %s %s: %w", method, path, err)
@@ -239,4 +241,7 @@ func (c *Controller) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /console/requests/{id}/{verb}", c.consoleHandler(c.postDecision))
 	mux.HandleFunc("GET /console/audit", c.consoleHandler(c.pageAudit))
 	mux.HandleFunc("GET /console/admins", c.consoleHandler(c.pageAdmins))
+	mux.HandleFunc("GET /console/apply", c.consoleHandler(c.pageApply))
+	mux.HandleFunc("POST /console/apply", c.consoleHandler(c.postApply))
+	mux.HandleFunc("GET /console/events", c.consoleHandler(c.pageEvents))
 }

@@ -210,7 +210,7 @@ func (c *Controller) postResource(w http.ResponseWriter, r *http.Request, cs *co
 		d.Error = err.Error()
 	}
 	d.Data = f
-	c.render(w, http.StatusUnprocessableEntity, "resource", d)
+	c.render(w, formStatus(result), "resource", d)
 }
 
 func (c *Controller) deleteResource(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
@@ -292,5 +292,14 @@ func (c *Controller) postGroup(w http.ResponseWriter, r *http.Request, cs *conso
 	if err != nil {
 		msg = err.Error()
 	}
-	c.renderGroups(w, r, cs, http.StatusUnprocessableEntity, groupsPage{Original: original, Form: g, Users: r.PostFormValue("users")}, msg)
+	c.renderGroups(w, r, cs, formStatus(res), groupsPage{Original: original, Form: g, Users: r.PostFormValue("users")}, msg)
+}
+
+// formStatus is the status of a form page the API refused: 403 when the
+// admin's role may not, else 422 (the input is wrong).
+func formStatus(res apiResult) int {
+	if res.Status == http.StatusForbidden {
+		return http.StatusForbidden
+	}
+	return http.StatusUnprocessableEntity
 }

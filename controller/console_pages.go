@@ -177,13 +177,14 @@ func (c *Controller) pageConnectors(w http.ResponseWriter, r *http.Request, cs *
 	c.pageConnectorsWith(w, r, cs, "", nil, "")
 }
 
-// enrollCommand is the command line that enrolls a component with a token.
-func (c *Controller) enrollCommand(kind, token string) string {
-	prog := "postern-connector"
+// enrollCommand is the command line that enrolls a component with a token
+// (the token carries the controller's URL and CA fingerprint); a relay also
+// needs its listening addresses and public IP, left as placeholders.
+func enrollCommand(kind, token string) string {
 	if kind == KindRelay {
-		prog = "postern-relay"
+		return "postern-relay --token " + token + " --listen-udp :3478 --listen-tls :443 --public-ip PUBLIC_IP"
 	}
-	return prog + " enroll --controller " + c.issuer + " --ca-sha256 " + c.CAFingerprint() + " --token " + token
+	return "postern-connector --token " + token
 }
 
 func (c *Controller) postMint(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
@@ -211,7 +212,7 @@ func (c *Controller) postMint(w http.ResponseWriter, r *http.Request, cs *consol
 		c.pageConnectorsWith(w, r, cs, msg, nil, "")
 		return
 	}
-	c.pageConnectorsWith(w, r, cs, "", &m, c.enrollCommand(m.Kind, m.Token))
+	c.pageConnectorsWith(w, r, cs, "", &m, enrollCommand(m.Kind, m.Token))
 }
 
 // pageConnectorsWith renders the connectors page after a mint: the token
