@@ -7,26 +7,12 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/controller/store/pgtest"
 )
-
-// testClock is a movable clock for Config.Now.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // adminToken makes an admin (without password) and a token of its role.
 func (e *testEnv) adminToken(name, role string) string {
@@ -105,8 +91,8 @@ func TestAdminRolesEnforced(t *testing.T) {
 // records its last use, follows a demotion and stops at revocation or
 // when its admin is removed.
 func TestAdminTokenLifecycle(t *testing.T) {
-	clk := &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	e := newTestController(t, t.TempDir(), func(c *Config) { c.Now = clk.now })
+	clk := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	e := newTestController(t, t.TempDir(), func(c *Config) { c.Now = clk.Now })
 	e.apply(testYAML)
 	e.admin("POST", PathAdmins, AdminRequest{Name: "bob", Role: RoleAdmin}, 201)
 	// An admin cannot hold an owner token.
@@ -120,7 +106,7 @@ func TestAdminTokenLifecycle(t *testing.T) {
 	}
 	var list struct{ Items []AdminTokenView }
 	json.Unmarshal(e.admin("GET", PathAdminTokens, nil, 200), &list)
-	if len(list.Items) != 1 || !list.Items[0].LastUsed.Equal(clk.now()) || list.Items[0].Token != "" || list.Items[0].Admin != "bob" {
+	if len(list.Items) != 1 || !list.Items[0].LastUsed.Equal(clk.Now()) || list.Items[0].Token != "" || list.Items[0].Admin != "bob" {
 		t.Fatalf("token list: %+v", list.Items)
 	}
 	// Demoted to auditor: the admin-role token can only read now.
@@ -132,7 +118,7 @@ func TestAdminTokenLifecycle(t *testing.T) {
 		t.Fatalf("demoted admin cannot read: %d", st)
 	}
 	// Expiry.
-	clk.add(time.Hour)
+	clk.Add(time.Hour)
 	if st, body := e.call(nil, "GET", "/api/v1/resources", tv.Token, nil); st != 401 || !strings.Contains(string(body), "expired") {
 		t.Fatalf("expired token: %d %s", st, body)
 	}
@@ -281,8 +267,8 @@ func (e *testEnv) consoleSignIn(cl *http.Client, name, password string) string {
 // TestConsoleSessions: password sign-in, CSRF refusal, a wrong password,
 // idle expiry and revocation through the API.
 func TestConsoleSessions(t *testing.T) {
-	clk := &testClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-	e := newTestController(t, t.TempDir(), func(c *Config) { c.Now = clk.now })
+	clk := &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+	e := newTestController(t, t.TempDir(), func(c *Config) { c.Now = clk.Now })
 	e.apply(testYAML)
 	e.admin("POST", PathAdmins, AdminRequest{Name: "erin", Role: RoleAdmin, Password: "a long password 1"}, 201)
 
@@ -316,7 +302,7 @@ func TestConsoleSessions(t *testing.T) {
 	}
 	// Idle expiry.
 	e.consoleSignIn(cl, "erin", "a long password 1")
-	clk.add(adminSessionIdle + time.Second)
+	clk.Add(adminSessionIdle + time.Second)
 	if _, body, _ := e.consoleGet(cl, "/console/"); !strings.Contains(body, `id="signin"`) {
 		t.Fatal("idle session still signed in")
 	}

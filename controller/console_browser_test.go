@@ -170,6 +170,15 @@ func (b *browser) signIn(name, password string) {
 		chromedp.Click(chromedp.CSS("#signin")), chromedp.WaitVisible(chromedp.CSS("#whoami")))
 }
 
+// signInKeyboard signs in with the keyboard only: typing, Tab to the
+// password field, Enter to submit.
+func (b *browser) signInKeyboard(name, password string) {
+	b.t.Helper()
+	b.open("/console/login")
+	b.do(chromedp.SendKeys(chromedp.CSS("#name"), name+"\t"), chromedp.WaitReady(chromedp.CSS("#password:focus")),
+		chromedp.SendKeys(chromedp.CSS("#password:focus"), password+"\r"), chromedp.WaitVisible(chromedp.CSS("#whoami")))
+}
+
 func (b *browser) signOut() {
 	b.t.Helper()
 	b.do(chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitVisible(chromedp.CSS("#signin")))
@@ -329,7 +338,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.signOut()
 
 	// The auditor: every page, no mutating control; the API refuses.
-	b.signIn("aud@example.com", "auditor password 1")
+	b.signInKeyboard("aud@example.com", "auditor password 1")
 	for _, p := range []string{"/console/", "/console/resources", "/console/resources/wiki", "/console/groups", "/console/connectors",
 		"/console/devices", "/console/requests", "/console/audit", "/console/admins", "/console/apply", "/console/events"} {
 		b.open(p)
