@@ -2,6 +2,7 @@ package controller
 
 import (
 	"encoding/json"
+	"html/template"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -278,7 +279,7 @@ func TestConsoleSessions(t *testing.T) {
 		t.Fatalf("wrong password: %d", st)
 	}
 	csrf := e.consoleSignIn(cl, "erin", "a long password 1")
-	form := url.Values{"name": {"grp-x"}, "users": {"alice@example.com"}}
+	form := url.Values{"name": {"grp-x"}, "members": {"alice@example.com"}}
 	// Without the CSRF token the form is refused and nothing changes.
 	if st, _ := e.consolePost(cl, "/console/groups", form); st != 403 {
 		t.Fatalf("form without CSRF: %d", st)
@@ -305,5 +306,52 @@ func TestConsoleSessions(t *testing.T) {
 	clk.Add(adminSessionIdle + time.Second)
 	if _, body, _ := e.consoleGet(cl, "/console/"); !strings.Contains(body, `id="signin"`) {
 		t.Fatal("idle session still signed in")
+	}
+}
+
+// TestConsoleNetworkForms: create, rename and delete a remote network
+// through the console's forms; a bad name is refused with the API's own
+// message and changes nothing.
+func TestConsoleNetworkForms(t *testing.T) {
+	e := newTestController(t, t.TempDir(), nil)
+	e.apply(testYAML)
+	e.admin("POST", PathAdmins, AdminRequest{Name: "nina", Role: RoleAdmin, Password: "a long password 2"}, 201)
+	cl := e.consoleClient()
+	csrf := e.consoleSignIn(cl, "nina", "a long password 2")
+	spec := func() *Spec {
+		var s Spec
+		mustJSON(t, e.admin("GET", "/api/v1/spec", nil, 200), &s)
+		return &s
+	}
+	network := func(name string) *NetworkSpec {
+		for _, n := range spec().RemoteNetworks {
+			if n.Name == name {
+				return &n
+			}
+		}
+		return nil
+	}
+	if st, body := e.consolePost(cl, "/console/networks", url.Values{"csrf": {csrf}, "name": {"edge"}, "members": {"edge-1\nedge-2"}}); st != 200 || !strings.Contains(body, "Saved remote network edge.") {
+		t.Fatalf("create: %d %s", st, body)
+	}
+	if n := network("edge"); n == nil || strings.Join(n.Connectors, ",") != "edge-1,edge-2" {
+		t.Fatalf("edge: %+v", n)
+	}
+	if st, _ := e.consolePost(cl, "/console/networks", url.Values{"csrf": {csrf}, "original": {"edge"}, "name": {"edge2"}, "members": {"edge-1"}}); st != 200 || network("edge") != nil || network("edge2") == nil {
+		t.Fatalf("rename: %d", st)
+	}
+	before := spec()
+	st, body := e.consolePost(cl, "/console/networks", url.Values{"csrf": {csrf}, "name": {"Bad Name!"}, "members": {""}})
+	_, apiBody := e.call(nil, "POST", "/api/v1/networks", e.c.AdminToken(), NetworkSpec{Name: "Bad Name!", Connectors: []string{}})
+	var apiErr struct{ Error string }
+	json.Unmarshal(apiBody, &apiErr)
+	if st != 422 || apiErr.Error == "" || !strings.Contains(body, template.HTMLEscapeString(apiErr.Error)) {
+		t.Fatalf("bad name: %d, API says %q: %s", st, apiErr.Error, body)
+	}
+	if len(spec().RemoteNetworks) != len(before.RemoteNetworks) {
+		t.Fatal("a refused form changed the networks")
+	}
+	if st, _ := e.consolePost(cl, "/console/networks/edge2/delete", url.Values{"csrf": {csrf}}); st != 200 || network("edge2") != nil {
+		t.Fatalf("delete: %d", st)
 	}
 }

@@ -229,9 +229,11 @@ func (c *Controller) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /console/resources", c.consoleHandler(c.postResource))
 	mux.HandleFunc("POST /console/resources/{name}", c.consoleHandler(c.postResource))
 	mux.HandleFunc("POST /console/resources/{name}/delete", c.consoleHandler(c.deleteResource))
-	mux.HandleFunc("GET /console/groups", c.consoleHandler(c.pageGroups))
-	mux.HandleFunc("POST /console/groups", c.consoleHandler(c.postGroup))
-	mux.HandleFunc("POST /console/groups/{name}/delete", c.consoleHandler(c.deleteGroup))
+	for _, k := range namedKinds {
+		mux.HandleFunc("GET /console/"+k.Path, c.consoleHandler(c.pageNamed(k)))
+		mux.HandleFunc("POST /console/"+k.Path, c.consoleHandler(c.postNamed(k)))
+		mux.HandleFunc("POST /console/"+k.Path+"/{name}/delete", c.consoleHandler(c.deleteNamedKind(k)))
+	}
 	mux.HandleFunc("GET /console/connectors", c.consoleHandler(c.pageConnectors))
 	mux.HandleFunc("POST /console/connectors/mint", c.consoleHandler(c.postMint))
 	mux.HandleFunc("GET /console/devices", c.consoleHandler(c.pageDevices))

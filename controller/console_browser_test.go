@@ -339,7 +339,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// The auditor: every page, no mutating control; the API refuses.
 	b.signInKeyboard("aud@example.com", "auditor password 1")
-	for _, p := range []string{"/console/", "/console/resources", "/console/resources/wiki", "/console/groups", "/console/connectors",
+	for _, p := range []string{"/console/", "/console/resources", "/console/resources/wiki", "/console/groups", "/console/networks", "/console/connectors",
 		"/console/devices", "/console/requests", "/console/audit", "/console/admins", "/console/apply", "/console/events"} {
 		b.open(p)
 		n := eval[int](b, `document.querySelectorAll('form[method=post]:not([action="/console/logout"]), button.danger, #new-resource, #mint, #save').length`)

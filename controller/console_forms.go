@@ -217,10 +217,6 @@ func (c *Controller) deleteResource(w http.ResponseWriter, r *http.Request, cs *
 	c.deleteNamed(w, r, cs, "resources", "resource")
 }
 
-func (c *Controller) deleteGroup(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
-	c.deleteNamed(w, r, cs, "groups", "group")
-}
-
 func (c *Controller) deleteNamed(w http.ResponseWriter, r *http.Request, cs *consoleSession, path, what string) {
 	name := r.PathValue("name")
 	res, err := c.api(r.Context(), cs.p, "DELETE", "/api/v1/"+path+"/"+url.PathEscape(name), nil, nil)
@@ -239,61 +235,6 @@ func (c *Controller) deleteNamed(w http.ResponseWriter, r *http.Request, cs *con
 type errorString string
 
 func (e errorString) Error() string { return string(e) }
-
-// groupsPage is the groups page's data: the list and the create/edit form.
-type groupsPage struct {
-	Groups   []GroupSpec
-	Managed  map[string]bool
-	Original string
-	Form     GroupSpec
-	Users    string
-}
-
-func (c *Controller) pageGroups(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
-	c.renderGroups(w, r, cs, http.StatusOK, groupsPage{}, "")
-}
-
-func (c *Controller) renderGroups(w http.ResponseWriter, r *http.Request, cs *consoleSession, status int, gp groupsPage, msg string) {
-	d := c.page(cs, "Groups", "groups")
-	if spec, ok := c.consoleSpec(r, cs, &d); ok {
-		gp.Groups = spec.Groups
-		_, managed := c.fileManaged(r.Context())
-		gp.Managed = map[string]bool{}
-		for _, g := range spec.Groups {
-			gp.Managed[g.Name] = managed[KindGroup+"/"+g.Name]
-		}
-		if edit := r.URL.Query().Get("edit"); edit != "" && gp.Original == "" {
-			if i := slices.IndexFunc(spec.Groups, func(g GroupSpec) bool { return g.Name == edit }); i >= 0 {
-				gp.Original, gp.Form, gp.Users = edit, spec.Groups[i], strings.Join(spec.Groups[i].Users, "\n")
-			}
-		}
-	}
-	if msg != "" {
-		d.Error = msg
-	}
-	d.Flash = r.URL.Query().Get("done")
-	d.Data = gp
-	c.render(w, status, "groups", d)
-}
-
-func (c *Controller) postGroup(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
-	g := GroupSpec{Name: strings.TrimSpace(r.PostFormValue("name")), Users: splitList(r.PostFormValue("users"))}
-	original := strings.TrimSpace(r.PostFormValue("original"))
-	method, path := "POST", "/api/v1/groups"
-	if original != "" {
-		method, path = "PUT", "/api/v1/groups/"+url.PathEscape(original)
-	}
-	res, err := c.api(r.Context(), cs.p, method, path, g, nil)
-	if err == nil && res.Err() == "" {
-		http.Redirect(w, r, "/console/groups?done="+url.QueryEscape("Saved group "+g.Name+"."), http.StatusSeeOther)
-		return
-	}
-	msg := res.Err()
-	if err != nil {
-		msg = err.Error()
-	}
-	c.renderGroups(w, r, cs, formStatus(res), groupsPage{Original: original, Form: g, Users: r.PostFormValue("users")}, msg)
-}
 
 // formStatus is the status of a form page the API refused: 403 when the
 // admin's role may not, else 422 (the input is wrong).
