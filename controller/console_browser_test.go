@@ -335,6 +335,22 @@ func TestConsoleInBrowser(t *testing.T) {
 	if _, err := e.c.lookup(t.Context(), KindResource, "wiki"); err != nil {
 		t.Fatalf("the preview changed something: %v", err)
 	}
+	// An owner adds an approver and makes an API token for them.
+	b.open("/console/admins")
+	b.do(chromedp.SendKeys(chromedp.CSS("#aname"), "apu@example.com"), chromedp.SetValue(chromedp.CSS("#arole"), RoleApprover),
+		chromedp.SendKeys(chromedp.CSS("#apw"), "approver password 1"), chromedp.Click(chromedp.CSS("#add-admin")),
+		chromedp.WaitVisible(chromedp.CSS(".flash")))
+	apu := eval[string](b, `[...document.querySelectorAll("#tadmin option")].find(o => o.textContent == "apu@example.com").value`)
+	b.do(chromedp.SetValue(chromedp.CSS("#tadmin"), apu), chromedp.SendKeys(chromedp.CSS("#tname"), "ticket bot"),
+		chromedp.Click(chromedp.CSS("#make-token")), chromedp.WaitVisible(chromedp.CSS("#new-token")))
+	apuTok := b.text("#new-token")
+	if st, _ := e.call(nil, "GET", controlapi.PathAccessRequests, apuTok, nil); st != 200 {
+		t.Fatalf("approver token lists requests: %d", st)
+	}
+	if st, _ := e.call(nil, "GET", "/api/v1/resources", apuTok, nil); st != 403 {
+		t.Fatalf("approver token reads resources: %d", st)
+	}
+	b.screenshot("admins")
 	b.signOut()
 
 	// The auditor: every page, no mutating control; the API refuses.

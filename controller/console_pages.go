@@ -382,20 +382,3 @@ func (c *Controller) pageAudit(w http.ResponseWriter, r *http.Request, cs *conso
 	}{f, entries}
 	c.render(w, http.StatusOK, "audit", d)
 }
-
-func (c *Controller) pageAdmins(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
-	d := c.page(cs, "Admins", "admins")
-	var as struct{ Items []AdminView }
-	var ts struct{ Items []AdminTokenView }
-	var ss struct{ Items []AdminSessionView }
-	if c.listPage(r, cs, &d, PathAdmins, &as) {
-		c.listPage(r, cs, &d, PathAdminTokens, &ts)
-		c.listPage(r, cs, &d, PathAdminSessions, &ss)
-	}
-	d.Data = struct {
-		Admins   []AdminView
-		Tokens   []AdminTokenView
-		Sessions []AdminSessionView
-	}{as.Items, ts.Items, ss.Items}
-	c.render(w, http.StatusOK, "admins", d)
-}
