@@ -222,6 +222,8 @@ func (c *Controller) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /console/login", c.handleConsoleLoginPage)
 	mux.HandleFunc("POST /console/login", c.handleConsoleLogin)
 	mux.HandleFunc("POST /console/logout", c.consoleHandler(c.handleConsoleLogout))
+	mux.HandleFunc("GET /console/login/oidc", c.handleConsoleOIDCStart)
+	mux.HandleFunc("GET "+consoleOIDCCallback, c.handleConsoleOIDCCallback)
 	mux.HandleFunc("GET /console/{$}", c.consoleHandler(c.pageOverview))
 	mux.HandleFunc("GET /console/resources", c.consoleHandler(c.pageResources))
 	mux.HandleFunc("GET /console/resources/new", c.consoleHandler(c.pageResourceForm))

@@ -24,7 +24,7 @@ func (c *Controller) handleConsoleLoginPage(w http.ResponseWriter, r *http.Reque
 func (c *Controller) loginForm(w http.ResponseWriter, status int, name, msg string) {
 	pre := randomHex(16)
 	setCookie(w, consolePreCookie, pre, 600)
-	c.render(w, status, "login", pageData{Title: "Sign in", CSRF: pre, Error: msg, Data: map[string]string{"Name": name}})
+	c.render(w, status, "login", pageData{Title: "Sign in", CSRF: pre, Error: msg, Data: map[string]any{"Name": name, "SSO": c.consoleSSO()}})
 }
 
 func (c *Controller) handleConsoleLogin(w http.ResponseWriter, r *http.Request) {
