@@ -360,7 +360,7 @@ func (c *Controller) handleAdminDecision(w http.ResponseWriter, r *http.Request)
 	if !decodeJSON(w, r, &dec) {
 		return
 	}
-	rec, err := c.decide(r.Context(), r.PathValue("id"), "", "admin", "", r.PathValue("verb"), dec)
+	rec, err := c.decide(r.Context(), r.PathValue("id"), "", adminName(r.Context()), "", r.PathValue("verb"), dec)
 	if err != nil {
 		writeAccessError(w, err)
 		return

@@ -668,6 +668,9 @@ func (c *Controller) handleApply(w http.ResponseWriter, r *http.Request) {
 		writeStoreError(w, "configuration", "", err)
 		return
 	}
+	if !plan.DryRun {
+		c.noteAppliedFile(r.Context(), body) // the console shows what a file manages
+	}
 	writeJSON(w, http.StatusOK, plan)
 }
 

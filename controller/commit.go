@@ -14,6 +14,7 @@ type recTx struct {
 	store.Tx
 	changes []store.Object // Data nil: deleted
 	ip      string         // the client IP of the request, for audit entries
+	ctx     context.Context
 }
 
 // Audit records e, with the request's client IP when e names none.
@@ -21,6 +22,7 @@ func (t *recTx) Audit(e store.AuditEntry) error {
 	if e.IP == "" {
 		e.IP = t.ip
 	}
+	attribute(t.ctx, &e)
 	return t.Tx.Audit(e)
 }
 
@@ -47,7 +49,7 @@ func (t *recTx) Delete(kind, id string) error {
 // snapshot shows (a session's External state, kept by the OIDC refresher).
 func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64, bool, error) {
 	c.reloadMu.Lock()
-	rt := &recTx{ip: requestIP(ctx)}
+	rt := &recTx{ip: requestIP(ctx), ctx: ctx}
 	rev, changed, err := c.store.Update(ctx, func(tx store.Tx) error {
 		rt.Tx, rt.changes = tx, nil
 		return fn(rt)
@@ -60,7 +62,7 @@ func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64
 		if nm, ok := m.with(rev, rt.changes); ok {
 			c.cur.Store(nm)
 			c.reloadMu.Unlock()
-			if !externalOnly(m, rt.changes) {
+			if !externalOnly(m, rt.changes) && !adminOnly(rt.changes) {
 				c.hub.notify()
 			}
 			return rev, true, nil
@@ -137,7 +139,7 @@ func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {
 				}
 				nm.Relays[v.ID] = v
 			}
-		case KindEnrollment, KindWebAuthnCeremony:
+		case KindEnrollment, KindWebAuthnCeremony, KindAdmin, KindAdminToken, KindAdminSession, KindAppliedFile:
 			// Not part of any snapshot.
 		default:
 			return nil, false

@@ -1,28 +1,257 @@
 package controller
 
 import (
+	"bytes"
+	"context"
 	"embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
 	"io/fs"
 	"net/http"
+	"strings"
+	"time"
+
+	"postern.dev/postern/controlapi"
 )
 
-//go:embed console
+// The web console (docs/console.md): server-rendered pages (html/template)
+// enhanced by htmx, vendored under console/static (no CDN), behind a strict
+// Content-Security-Policy without inline script or style. Every page reads
+// and every form writes through the admin API in-process, with the signed-in
+// admin's identity: the API's role checks, validation and messages are the
+// console's, and the console only hides what the API would refuse.
+//
+//go:embed console/static console/templates
 var consoleFiles embed.FS
 
-// consoleHandler serves the web console: static files that call the admin
-// API with a token the administrator types (kept in sessionStorage).
-func consoleHandler() http.Handler {
-	sub, err := fs.Sub(consoleFiles, "console")
+// consoleCSP: everything from this origin only, no inline code, no eval, no
+// plugins, no framing; forms post back here only.
+const consoleCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
+	"form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+var consoleTemplates = parseConsoleTemplates()
+
+func parseConsoleTemplates() map[string]*template.Template {
+	funcs := template.FuncMap{
+		"can": func(p *adminPrincipal, what string) bool {
+			switch what {
+			case "write":
+				return p.can(capWrite)
+			case "approve":
+				return p.can(capApprove)
+			case "admins":
+				return p.can(capAdmins)
+			case "read":
+				return p.can(capRead)
+			}
+			return false
+		},
+		"when": func(t time.Time) string {
+			if t.IsZero() {
+				return "-"
+			}
+			return t.UTC().Format("2006-01-02 15:04:05Z")
+		},
+		"join": strings.Join,
+	}
+	pages, err := fs.Glob(consoleFiles, "console/templates/page_*.html")
+	if err != nil {
+		panic(err)
+	}
+	out := map[string]*template.Template{}
+	for _, p := range pages {
+		name := strings.TrimSuffix(strings.TrimPrefix(p, "console/templates/page_"), ".html")
+		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/templates/layout.html", p))
+	}
+	return out
+}
+
+// pageData is what every console page renders.
+type pageData struct {
+	Title  string
+	Nav    string
+	Me     *adminPrincipal
+	CSRF   string
+	Flash  string
+	Error  string
+	Denied bool // the admin's role may not see this page's data
+	Data   any
+}
+
+func consoleHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", consoleCSP)
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Cross-Origin-Opener-Policy", "same-origin")
+	h.Set("Cache-Control", "no-store")
+}
+
+func (c *Controller) render(w http.ResponseWriter, status int, page string, d pageData) {
+	t, ok := consoleTemplates[page]
+	if !ok {
+		writeError(w, http.StatusInternalServerError, "console page %q missing", page)
+		return
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, d); err != nil {
+		c.log.Error("render console page", "page", page, "err", err)
+		http.Error(w, "internal error rendering the page", http.StatusInternalServerError)
+		return
+	}
+	consoleHeaders(w)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(b.Bytes())
+}
+
+// consoleStatic serves the vendored htmx, the style sheet and the script.
+func consoleStatic() http.Handler {
+	sub, err := fs.Sub(consoleFiles, "console/static")
 	if err != nil {
 		panic(err) // the embedded directory is part of the build
 	}
-	files := http.StripPrefix("/console/", http.FileServer(http.FS(sub)))
+	files := http.StripPrefix("/console/static/", http.FileServer(http.FS(sub)))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := w.Header()
-		h.Set("Content-Security-Policy", "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-		h.Set("X-Frame-Options", "DENY")
-		h.Set("Referrer-Policy", "no-referrer")
-		h.Set("Cache-Control", "no-cache")
+		consoleHeaders(w)
+		w.Header().Set("Cache-Control", "no-cache")
 		files.ServeHTTP(w, r)
 	})
+}
+
+// apiResult is one in-process admin API call's answer.
+type apiResult struct {
+	Status int
+	Body   []byte
+}
+
+// Err is the API's error message, "" on success.
+func (a apiResult) Err() string {
+	if a.Status < 400 {
+		return ""
+	}
+	var e controlapi.Error
+	if json.Unmarshal(a.Body, &e) == nil && e.Error != "" {
+		return e.Error
+	}
+	return fmt.Sprintf("HTTP %d", a.Status)
+}
+
+type recorder struct {
+	h    http.Header
+	code int
+	b    bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header         { return r.h }
+func (r *recorder) Write(p []byte) (int, error) { return r.b.Write(p) }
+func (r *recorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+}
+
+// api calls the admin API in-process as the console's admin; out, when not
+// nil, receives the decoded body of a successful answer.
+func (c *Controller) api(ctx context.Context, p *adminPrincipal, method, path string, body any, out any) (apiResult, error) {
+	var rd io.Reader = http.NoBody
+	if raw, ok := body.([]byte); ok {
+		rd = bytes.NewReader(raw)
+	} else if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return apiResult{}, fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(withAdmin(ctx, p), method, path, rd)
+	if err != nil {
+		return apiResult{}, fmt.Errorf("console call %s %s: %w", method, path, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Body = http.MaxBytesReader(nil, req.Body, maxBody)
+	rec := &recorder{h: http.Header{}}
+	c.mux.ServeHTTP(rec, req)
+	if rec.code == 0 {
+		rec.code = http.StatusOK
+	}
+	res := apiResult{Status: rec.code, Body: rec.b.Bytes()}
+	if out != nil && res.Status < 300 && len(res.Body) > 0 {
+		if err := json.Unmarshal(res.Body, out); err != nil {
+			return res, fmt.Errorf("console call %s %s: decode answer: %w", method, path, err)
+		}
+	}
+	return res, nil
+}
+
+// consoleHandler wraps a page: it needs a live session (else the sign-in
+// page), and for POST the same origin and the session's CSRF token.
+func (c *Controller) consoleHandler(h func(w http.ResponseWriter, r *http.Request, cs *consoleSession)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		cs, err := c.sessionFromRequest(r)
+		if err != nil {
+			if !errors.Is(err, errAdminAuth) {
+				c.log.Error("console session", "err", err)
+				http.Error(w, "internal error", http.StatusInternalServerError)
+				return
+			}
+			if r.Method == http.MethodGet {
+				http.Redirect(w, r, "/console/login", http.StatusSeeOther)
+				return
+			}
+			consoleHeaders(w)
+			http.Error(w, "your console session ended: sign in again", http.StatusUnauthorized)
+			return
+		}
+		if r.Method != http.MethodGet {
+			if !c.sameOrigin(r) || !checkCSRF(r, cs.csrf) {
+				consoleHeaders(w)
+				http.Error(w, "this form is stale or came from another site (CSRF check failed): reload the page", http.StatusForbidden)
+				return
+			}
+		}
+		h(w, r.WithContext(withAdmin(r.Context(), cs.p)), cs)
+	}
+}
+
+func (c *Controller) consoleRoutes(mux *http.ServeMux) {
+	mux.Handle("GET /console/static/", consoleStatic())
+	mux.HandleFunc("GET /console/login", c.handleConsoleLoginPage)
+	mux.HandleFunc("POST /console/login", c.handleConsoleLogin)
+	mux.HandleFunc("POST /console/logout", c.consoleHandler(c.handleConsoleLogout))
+	mux.HandleFunc("GET /console/login/oidc", c.handleConsoleOIDCStart)
+	mux.HandleFunc("GET "+consoleOIDCCallback, c.handleConsoleOIDCCallback)
+	mux.HandleFunc("GET /console/{$}", c.consoleHandler(c.pageOverview))
+	mux.HandleFunc("GET /console/resources", c.consoleHandler(c.pageResources))
+	mux.HandleFunc("GET /console/resources/new", c.consoleHandler(c.pageResourceForm))
+	mux.HandleFunc("GET /console/resources/{name}", c.consoleHandler(c.pageResourceForm))
+	mux.HandleFunc("POST /console/resources", c.consoleHandler(c.postResource))
+	mux.HandleFunc("POST /console/resources/{name}", c.consoleHandler(c.postResource))
+	mux.HandleFunc("POST /console/resources/{name}/delete", c.consoleHandler(c.deleteResource))
+	for _, k := range namedKinds {
+		mux.HandleFunc("GET /console/"+k.Path, c.consoleHandler(c.pageNamed(k)))
+		mux.HandleFunc("POST /console/"+k.Path, c.consoleHandler(c.postNamed(k)))
+		mux.HandleFunc("POST /console/"+k.Path+"/{name}/delete", c.consoleHandler(c.deleteNamedKind(k)))
+	}
+	mux.HandleFunc("GET /console/connectors", c.consoleHandler(c.pageConnectors))
+	mux.HandleFunc("POST /console/connectors/mint", c.consoleHandler(c.postMint))
+	mux.HandleFunc("GET /console/devices", c.consoleHandler(c.pageDevices))
+	mux.HandleFunc("POST /console/devices/{id}/revoke", c.consoleHandler(c.postRevoke))
+	mux.HandleFunc("POST /console/sessions/{id}/revoke", c.consoleHandler(c.postRevoke))
+	mux.HandleFunc("GET /console/requests", c.consoleHandler(c.pageRequests))
+	mux.HandleFunc("POST /console/requests/{id}/{verb}", c.consoleHandler(c.postDecision))
+	mux.HandleFunc("GET /console/audit", c.consoleHandler(c.pageAudit))
+	mux.HandleFunc("GET /console/admins", c.consoleHandler(c.pageAdmins))
+	mux.HandleFunc("POST /console/admins", c.consoleHandler(c.postAdmin))
+	mux.HandleFunc("POST /console/admins/{id}/role", c.consoleHandler(c.postAdminRole))
+	mux.HandleFunc("POST /console/admins/{id}/delete", c.consoleHandler(c.postAdminDelete))
+	mux.HandleFunc("POST /console/admin-tokens", c.consoleHandler(c.postAdminToken))
+	mux.HandleFunc("POST /console/admin-tokens/{id}/revoke", c.consoleHandler(c.postAdminRevoke(PathAdminTokens)))
+	mux.HandleFunc("POST /console/admin-sessions/{id}/revoke", c.consoleHandler(c.postAdminRevoke(PathAdminSessions)))
+	mux.HandleFunc("GET /console/apply", c.consoleHandler(c.pageApply))
+	mux.HandleFunc("POST /console/apply", c.consoleHandler(c.postApply))
+	mux.HandleFunc("GET /console/events", c.consoleHandler(c.pageEvents))
 }

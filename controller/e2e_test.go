@@ -582,10 +582,10 @@ func TestAdminCRUD(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "script-src 'self';") {
 		t.Fatalf("console: %d %v", resp.StatusCode, resp.Header)
 	}
-	if st, _ := e.call(nil, "GET", "/console/app.js", "", nil); st != 200 {
+	if st, _ := e.call(nil, "GET", "/console/static/htmx.min.js", "", nil); st != 200 {
 		t.Fatalf("console script: %d", st)
 	}
 }

@@ -78,6 +78,13 @@ func newTestController(t *testing.T, dir string, mod func(*Config)) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTestControllerOn(t, ln, dir, mod)
+}
+
+// newTestControllerOn is newTestController on a listener the test made
+// (to know the controller's URL before it starts).
+func newTestControllerOn(t *testing.T, ln net.Listener, dir string, mod func(*Config)) *testEnv {
+	t.Helper()
 	u := "https://" + ln.Addr().String()
 	cfg := Config{DataDir: dir, PublicURL: u, RateLimit: 10000, RateBurst: 10000}
 	if mod != nil {

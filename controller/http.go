@@ -5,7 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"crypto/subtle"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
@@ -47,7 +46,6 @@ func (c *Controller) buildHandler() {
 		w.Header().Set("Cache-Control", "max-age=300")
 		w.Write(c.JWKS())
 	})
-	mux.Handle("GET /console/", consoleHandler())
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/console/", http.StatusFound)
 	})
@@ -56,6 +54,8 @@ func (c *Controller) buildHandler() {
 	c.accessRoutes(mux)
 	c.ssoRoutes(mux)
 	c.adminRoutes(mux)
+	c.adminIdentityRoutes(mux)
+	c.consoleRoutes(mux)
 	c.mux = mux
 	c.handler = c.instrument(c.middleware(mux))
 }
@@ -138,22 +138,8 @@ func sha256Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// isAdmin checks the admin bearer token in constant time.
-func (c *Controller) isAdmin(r *http.Request) bool {
-	t := bearer(r)
-	return t != "" && subtle.ConstantTimeCompare([]byte(t), []byte(c.adminTok)) == 1
-}
-
-func (c *Controller) admin(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if !c.isAdmin(r) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="postern-admin"`)
-			writeError(w, http.StatusUnauthorized, "admin token required (Authorization: Bearer <DATA/admin-token>)")
-			return
-		}
-		h(w, r)
-	}
-}
+// admin guards an admin API route: see adminAuth (admins_auth.go).
+func (c *Controller) admin(h http.HandlerFunc) http.HandlerFunc { return c.adminAuth(h) }
 
 // componentIdentity returns the kind ("connector"/"relay") and id of an
 // mTLS caller, checking that the certificate was issued for the key the

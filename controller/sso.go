@@ -58,6 +58,13 @@ type OIDCConfig struct {
 	// FlowTTL bounds a browser sign-in from start to exchange (default 10m).
 	FlowTTL time.Duration `yaml:"flow_ttl"`
 
+	// AdminGroups maps identity-provider groups to console roles (owner,
+	// admin, approver, auditor; docs/console.md): their members may sign in
+	// to the console with single sign-on, with the most powerful role of
+	// their groups. The provider must accept PUBLIC_URL/console/oidc/callback
+	// as a redirect URI for the client.
+	AdminGroups map[string]string `yaml:"admin_groups"`
+
 	// HTTPClient reaches the identity provider (tests; overrides CAFile).
 	HTTPClient *http.Client `yaml:"-"`
 }
@@ -162,6 +169,11 @@ func (oc *OIDCConfig) validate(dataDir string) error {
 	}
 	if oc.FlowTTL < 0 {
 		return fmt.Errorf("%w: oidc flow_ttl %s is negative", ErrConfig, oc.FlowTTL)
+	}
+	for g, role := range oc.AdminGroups {
+		if err := validRole(role); err != nil {
+			return fmt.Errorf("%w: oidc admin_groups: group %q: %v", ErrConfig, g, err)
+		}
 	}
 	if oc.FlowKeyFile == "" {
 		oc.FlowKeyFile = filepath.Join(dataDir, oidcFlowKeyFile)
@@ -272,7 +284,7 @@ func (c *Controller) setupSSO() error {
 		auth: oidcauth.Config{
 			Issuer: oc.Issuer, ClientID: oc.ClientID, ClientSecret: oc.ClientSecret,
 			GroupsClaim: oc.GroupsClaim, EmailClaim: oc.EmailClaim, AllowUnverifiedEmail: oc.AllowUnverifiedEmail,
-			Scopes: oc.Scopes, RedirectURLs: oc.RedirectURLs, FlowKey: key, FlowTTL: oc.FlowTTL, HTTPClient: oc.HTTPClient,
+			Scopes: oc.Scopes, RedirectURLs: c.ssoRedirects(oc), FlowKey: key, FlowTTL: oc.FlowTTL, HTTPClient: oc.HTTPClient,
 		},
 		// Sign-in endpoints call the identity provider: a tighter budget per
 		// client IP than the API's, still enough for an office behind one

@@ -3,6 +3,9 @@
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 pkgs=(nftables iproute2 openssh-server openssh-client dnsutils iperf3 postgresql postgresql-client curl ca-certificates procps psmisc iputils-ping util-linux hostname dbus wixl msitools osslsigncode rpm debsigs debsig-verify gnupg openssl systemd dpkg-dev oathtool)
+# The console's browser tests drive headless Chromium (chromedp); under CI=true
+# they fail without it.
+pkgs+=(chromium)
 # The connector image runs under runc (the OCI runtime) in installer's tests.
 pkgs+=(runc)
 # WebAuthn tests drive Chromium's virtual authenticator headless (chromedp).

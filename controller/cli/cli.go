@@ -46,6 +46,9 @@ const usage = `usage:
   postern-controller service-key     --url URL --ca FILE --token-file FILE NAME   (prints a key file)
   postern-controller requests list|approve|deny --url URL --ca FILE --token-file FILE [ID]
                            [--for DURATION] [--reason TEXT] [--json]   (just-in-time access, docs/access.md)
+  postern-controller admins add NAME --role owner|admin|approver|auditor [--password-file FILE|-]
+                           | list [--json] | remove NAME | token NAME [--role R] [--ttl 2160h] [--name TEXT]
+                           | revoke-token ID   (--url URL --ca FILE --token-file FILE; docs/console.md)
   postern-controller version
 `
 
@@ -69,6 +72,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = serviceKey(args[1:], stdout, stderr)
 	case "requests":
 		err = requests(args[1:], stdout, stderr)
+	case "admins":
+		err = admins(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "postern-controller", version.Version)
 	case "help", "-h", "--help":

@@ -42,6 +42,8 @@ type Record struct {
 	ObjectID string          `json:"object_id,omitempty"`
 	Name     string          `json:"name,omitempty"`
 	IP       string          `json:"ip,omitempty"`
+	ActorVia string          `json:"actor_via,omitempty"`
+	Agent    string          `json:"user_agent,omitempty"`
 	Before   json.RawMessage `json:"before,omitempty"`
 	After    json.RawMessage `json:"after,omitempty"`
 
@@ -64,7 +66,7 @@ func auditRecord(e store.AuditEntry) Record {
 	return Record{
 		ID: fmt.Sprintf("audit-%d", e.ID), Type: StreamAudit, Timestamp: e.At.UTC(),
 		Actor: e.Actor, Action: e.Action, Kind: e.Kind, ObjectID: e.ObjectID, Name: e.Name,
-		IP: e.IP, Device: e.Device, Before: e.Before, After: e.After,
+		IP: e.IP, ActorVia: e.ActorVia, Agent: e.UserAgent, Device: e.Device, Before: e.Before, After: e.After,
 		seq: e.ID, stream: StreamAudit,
 	}
 }

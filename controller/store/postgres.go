@@ -271,7 +271,7 @@ func (t *pgTx) Audit(e AuditEntry) error {
 // auditColumns is the number of values per audit row; auditPerInsert keeps
 // one INSERT under PostgreSQL's 65535 parameters.
 const (
-	auditColumns   = 10
+	auditColumns   = 12
 	auditPerInsert = 6000
 )
 
@@ -279,7 +279,7 @@ func (t *pgTx) flushAudit() error {
 	for chunk := range slices.Chunk(t.audit, auditPerInsert) {
 		var b strings.Builder
 		args := make([]any, 0, auditColumns*len(chunk))
-		b.WriteString(`INSERT INTO audit (at, actor, action, kind, object_id, name, before, after, ip, device) VALUES `)
+		b.WriteString(`INSERT INTO audit (at, actor, action, kind, object_id, name, before, after, ip, device, actor_via, user_agent) VALUES `)
 		for i, e := range chunk {
 			if i > 0 {
 				b.WriteString(",")
@@ -292,7 +292,7 @@ func (t *pgTx) flushAudit() error {
 				fmt.Fprintf(&b, "$%d", auditColumns*i+j+1)
 			}
 			b.WriteString(")")
-			args = append(args, e.At.UnixMilli(), e.Actor, e.Action, e.Kind, e.ObjectID, e.Name, nullJSON(e.Before), nullJSON(e.After), e.IP, e.Device)
+			args = append(args, e.At.UnixMilli(), e.Actor, e.Action, e.Kind, e.ObjectID, e.Name, nullJSON(e.Before), nullJSON(e.After), e.IP, e.Device, e.ActorVia, e.UserAgent)
 		}
 		if _, err := t.tx.Exec(t.ctx, b.String(), args...); err != nil {
 			return fmt.Errorf("write audit log: %w", err)
@@ -426,7 +426,7 @@ func (s *Postgres) Page(ctx context.Context, kind, after string, limit int) ([]O
 
 // AuditLog implements Store.
 func (s *Postgres) AuditLog(ctx context.Context, after int64, limit int) ([]AuditEntry, error) {
-	rows, err := s.pool.Query(ctx, `SELECT id, at, actor, action, kind, object_id, name, before, after, ip, device FROM audit WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
+	rows, err := s.pool.Query(ctx, `SELECT id, at, actor, action, kind, object_id, name, before, after, ip, device, actor_via, user_agent FROM audit WHERE id > $1 ORDER BY id LIMIT $2`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read audit log: %w", err)
 	}
@@ -436,7 +436,7 @@ func (s *Postgres) AuditLog(ctx context.Context, after int64, limit int) ([]Audi
 		var e AuditEntry
 		var at int64
 		var before, afterJ *string
-		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Kind, &e.ObjectID, &e.Name, &before, &afterJ, &e.IP, &e.Device); err != nil {
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Kind, &e.ObjectID, &e.Name, &before, &afterJ, &e.IP, &e.Device, &e.ActorVia, &e.UserAgent); err != nil {
 			return nil, fmt.Errorf("read audit log: %w", err)
 		}
 		e.At = time.UnixMilli(at).UTC()

@@ -197,8 +197,8 @@ func (t *sqlTx) Audit(e AuditEntry) error {
 	if e.At.IsZero() {
 		e.At = time.Now()
 	}
-	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO audit (at, actor, action, kind, object_id, name, before, after, ip, device) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.At.UnixMilli(), e.Actor, e.Action, e.Kind, e.ObjectID, e.Name, nullJSON(e.Before), nullJSON(e.After), e.IP, e.Device)
+	_, err := t.tx.ExecContext(t.ctx, `INSERT INTO audit (at, actor, action, kind, object_id, name, before, after, ip, device, actor_via, user_agent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.At.UnixMilli(), e.Actor, e.Action, e.Kind, e.ObjectID, e.Name, nullJSON(e.Before), nullJSON(e.After), e.IP, e.Device, e.ActorVia, e.UserAgent)
 	if err != nil {
 		return fmt.Errorf("audit %s %s: %w", e.Action, e.Kind, err)
 	}
@@ -311,7 +311,7 @@ func (s *SQLite) Page(ctx context.Context, kind, after string, limit int) ([]Obj
 
 // AuditLog implements Store.
 func (s *SQLite) AuditLog(ctx context.Context, after int64, limit int) ([]AuditEntry, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, at, actor, action, kind, object_id, name, before, after, ip, device FROM audit WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT id, at, actor, action, kind, object_id, name, before, after, ip, device, actor_via, user_agent FROM audit WHERE id > ? ORDER BY id LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read audit log: %w", err)
 	}
@@ -321,7 +321,7 @@ func (s *SQLite) AuditLog(ctx context.Context, after int64, limit int) ([]AuditE
 		var e AuditEntry
 		var at int64
 		var before, afterJ sql.NullString
-		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Kind, &e.ObjectID, &e.Name, &before, &afterJ, &e.IP, &e.Device); err != nil {
+		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Kind, &e.ObjectID, &e.Name, &before, &afterJ, &e.IP, &e.Device, &e.ActorVia, &e.UserAgent); err != nil {
 			return nil, fmt.Errorf("read audit log: %w", err)
 		}
 		e.At = time.UnixMilli(at).UTC()

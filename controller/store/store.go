@@ -52,6 +52,11 @@ type AuditEntry struct {
 	// creation, admin API calls); empty when not known.
 	IP     string `json:"ip,omitempty"`
 	Device string `json:"device,omitempty"`
+	// ActorVia says how an admin actor authenticated ("session adm_x",
+	// "token atk_x", "oidc <issuer> <subject>", "bootstrap admin-token");
+	// UserAgent is the request's User-Agent. Empty when not known.
+	ActorVia  string `json:"actor_via,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
 }
 
 // Event is one stored flow event (its JSON body) with its arrival time.

@@ -80,7 +80,7 @@ func testObjectsRevisionAndWatch(t *testing.T, s Store, reopen func() (Store, er
 		if err := tx.Put(Object{Kind: "k", ID: "1", Name: "a", Data: []byte(`{"x":1}`)}); err != nil {
 			return err
 		}
-		return tx.Audit(AuditEntry{Actor: "me", Action: "create", Kind: "k", ObjectID: "1", Name: "a", After: []byte(`{"x":1}`), IP: "2001:db8::7", Device: "dev_1"})
+		return tx.Audit(AuditEntry{Actor: "me", Action: "create", Kind: "k", ObjectID: "1", Name: "a", After: []byte(`{"x":1}`), IP: "2001:db8::7", Device: "dev_1", ActorVia: "token atk_1", UserAgent: "curl/8"})
 	})
 	if err != nil || !changed || rev != 1 {
 		t.Fatalf("update: rev %d changed %v err %v", rev, changed, err)
@@ -151,7 +151,8 @@ func testObjectsRevisionAndWatch(t *testing.T, s Store, reopen func() (Store, er
 	if p, err := s.Page(ctx, "none", "", 10); err != nil || p == nil || len(p) != 0 {
 		t.Fatalf("empty page: %#v %v", p, err)
 	}
-	if a, _ := s.AuditLog(ctx, 0, 10); len(a) != 1 || a[0].Actor != "me" || string(a[0].After) != `{"x":1}` || a[0].Before != nil || a[0].IP != "2001:db8::7" || a[0].Device != "dev_1" {
+	if a, _ := s.AuditLog(ctx, 0, 10); len(a) != 1 || a[0].Actor != "me" || string(a[0].After) != `{"x":1}` || a[0].Before != nil || a[0].IP != "2001:db8::7" || a[0].Device != "dev_1" ||
+		a[0].ActorVia != "token atk_1" || a[0].UserAgent != "curl/8" {
 		t.Fatalf("audit: %+v", a)
 	}
 	for i := 0; i < 5; i++ {

@@ -58,6 +58,9 @@ type Client struct {
 	ID           string
 	Secret       string
 	RedirectURIs []string // default: http://127.0.0.1/callback and http://[::1]/callback (any port)
+	// Web registers a web application (https redirect URIs on any host,
+	// e.g. the controller's console) instead of a native one.
+	Web bool
 }
 
 // Options configure the provider.
@@ -181,8 +184,12 @@ func Start(t testing.TB, opts Options) *Provider {
 		if len(r) == 0 {
 			r = []string{"http://127.0.0.1/callback", "http://[::1]/callback"}
 		}
+		appType := "native"
+		if c.Web {
+			appType = "web"
+		}
 		cfg.Clients = append(cfg.Clients, clientMeta{
-			ClientID: c.ID, ClientSecret: c.Secret, ApplicationType: "native", RedirectURIs: r,
+			ClientID: c.ID, ClientSecret: c.Secret, ApplicationType: appType, RedirectURIs: r,
 			GrantTypes:    []string{"authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:device_code"},
 			ResponseTypes: []string{"code"},
 		})
