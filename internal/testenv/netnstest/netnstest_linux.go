@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -31,7 +33,9 @@ func Unique(prefix string) string {
 // IP runs ip(8) with args and returns its output; the error carries the
 // command line and what ip printed.
 func IP(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	cmd.WaitDelay = 2 * time.Second
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
@@ -110,6 +114,26 @@ func Remove(ctx context.Context, name string) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// Teardown kills every process still running in namespace name, by the
+// pids "ip netns pids" lists, then removes it (see Remove). It is for a
+// harness's own namespaces, where every process inside is the harness's.
+func Teardown(ctx context.Context, name string) error {
+	if !validName(name) {
+		return fmt.Errorf("tear down namespace %q: not a namespace name", name)
+	}
+	if _, err := os.Stat(filepath.Join("/run/netns", name)); err == nil {
+		if out, err := IP(ctx, "netns", "pids", name); err == nil {
+			for _, f := range strings.Fields(out) {
+				var pid int
+				if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+	}
+	return Remove(ctx, name)
 }
 
 // Veth joins namespaces nsA and nsB with a veth pair named devA in nsA and

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"postern.dev/postern/internal/testenv"
 )
@@ -126,5 +127,39 @@ func TestCreateRefusesAndCleansUp(t *testing.T) {
 		if out := MustIP(t, "-n", n, "-o", "link", "show"); strings.Contains(out, "pstA") || strings.Contains(out, "pstB") {
 			t.Errorf("temporary veth left in %s after a failed Veth:\n%s", n, out)
 		}
+	}
+}
+
+// TestTeardownKillsWhatRunsInside: Teardown ends a process still running in
+// the namespace, then removes the namespace.
+func TestTeardownKillsWhatRunsInside(t *testing.T) {
+	requireNetns(t)
+	ctx := context.Background()
+	ns := Unique("pstnt")
+	if err := Create(ctx, ns, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = Remove(ctx, ns) })
+	cmd := exec.Command("ip", "netns", "exec", ns, "sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	testenv.Eventually(t, 5*time.Second, "sleep to run in the namespace", func() bool {
+		out, err := IP(ctx, "netns", "pids", ns)
+		return err == nil && strings.TrimSpace(out) != ""
+	})
+	if err := Teardown(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("the process in the namespace survived Teardown")
+	}
+	if _, err := os.Stat(filepath.Join("/run/netns", ns)); !os.IsNotExist(err) {
+		t.Errorf("namespace still exists after Teardown: %v", err)
 	}
 }
