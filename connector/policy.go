@@ -88,19 +88,6 @@ func compilePolicy(p controlapi.ConnectorPolicy) (*compiledPolicy, error) {
 	return cp, nil
 }
 
-// protoName maps a wire protocol to a policy protocol name.
-func protoName(p byte) string {
-	switch p {
-	case wire.ProtoTCP:
-		return policy.TCP
-	case wire.ProtoUDP:
-		return policy.UDP
-	case wire.ProtoICMP:
-		return policy.ICMP
-	}
-	return ""
-}
-
 // decision is the outcome of checking a flow header against the policy.
 type decision struct {
 	res    *compiledResource
@@ -139,7 +126,7 @@ func (p *compiledPolicy) authorizeHeader(principal, device string, h wire.OpenHe
 	if !res.principals[principal] {
 		return decision{res: res, status: wire.StatusDenied, reason: "principal not allowed"}
 	}
-	proto := protoName(h.Proto)
+	proto := policy.ProtoName(h.Proto)
 	if h.Proto == wire.ProtoICMP && h.Port != 0 {
 		return decision{res: res, status: wire.StatusBadRequest, reason: "icmp with a port"}
 	}
