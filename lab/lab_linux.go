@@ -324,7 +324,7 @@ func (l *Lab) Spawn(name, node string, env []string, args ...string) (*Proc, err
 	p := &Proc{Name: name, Node: node, NS: n.NS, Args: args, Env: env, LogPath: filepath.Join(l.LogDir, name+".log")}
 	l.procs[name] = p
 	l.mu.Unlock()
-	if err := p.start(); err != nil {
+	if err := p.Start(); err != nil {
 		return nil, err
 	}
 	l.log.Debug("spawned", "name", name, "node", node, "pid", p.PID())
@@ -382,7 +382,7 @@ func (l *Lab) Close(failed bool) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.stop(3 * time.Second); err != nil {
+			if err := p.Stop(3 * time.Second); err != nil {
 				emu.Lock()
 				errs = append(errs, err)
 				emu.Unlock()
