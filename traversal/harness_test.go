@@ -242,6 +242,34 @@ func (w *world) connectorInfo() controlapi.ConnectorInfo {
 		CertSHA256: []string{pki.CertDigest(w.connCert.Certificate[0])}}
 }
 
+// newDialer makes a Dialer from cfg; it closes when the test ends.
+func newDialer(t testing.TB, cfg DialerConfig) *Dialer {
+	t.Helper()
+	d, err := NewDialer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// dial connects d to ci within 10 s and fails the test unless the path has
+// kind path and transport (either empty: any).
+func (w *world) dial(t testing.TB, ctx context.Context, d *Dialer, ci controlapi.ConnectorInfo, path, transport string) (*quic.Conn, PathInfo) {
+	t.Helper()
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer dcancel()
+	conn, p, err := d.Dial(dctx, ci, w.clientTLS(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (path != "" && p.Path != path) || (transport != "" && p.Transport != transport) {
+		conn.CloseWithError(0, "")
+		t.Fatalf("path = %+v, want %s/%s", p, path, transport)
+	}
+	return conn, p
+}
+
 // echo sends msg on a new stream and checks the echo.
 func echo(t *testing.T, ctx context.Context, c *quic.Conn, msg string) {
 	t.Helper()
