@@ -81,7 +81,7 @@ func TestLostConnectorRedialedInBackground(t *testing.T) {
 	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	a := l.startConnector("corp-a", nil)
-	var logBuf syncBuffer
+	var logBuf testenv.SyncBuffer
 	fe := NewSOCKS5Frontend("127.0.0.1:0")
 	d, err := New(Config{StateDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logBuf, nil)),
 		NewFrontend: func() (Frontend, error) { return fe, nil }})
@@ -174,30 +174,6 @@ func TestJitterAndPathsTried(t *testing.T) {
 	if len(got) != 2 || got[0] != e1.Error() || got[1] != e2.Error() {
 		t.Errorf("pathsTried = %q", got)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Reset()
 }
 
 // TestLongFlowOutlivesCertificateRotation: a flow opened before the

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"postern.dev/postern/controller/store/pgtest"
+	"postern.dev/postern/internal/testenv"
 )
 
 // TestPostgresReplicas covers what only a shared backend does: several
@@ -151,7 +152,7 @@ func TestPostgresReplicas(t *testing.T) {
 		defer func(d time.Duration) { pollInterval = d }(pollInterval)
 		pollInterval = 100 * time.Millisecond
 		url := pg.NewDatabase(t)
-		var logs syncBuffer
+		var logs testenv.SyncBuffer
 		a, err := OpenPostgres(ctx, url, slog.New(slog.NewTextHandler(&logs, nil)))
 		if err != nil {
 			t.Fatal(err)
@@ -270,23 +271,6 @@ func watchFor(t *testing.T, ch <-chan int64, rev int64, d time.Duration, where s
 	case <-time.After(d):
 		t.Fatalf("revision %d not watched %s within %v", rev, where, d)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestRedactURL(t *testing.T) {

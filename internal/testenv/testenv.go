@@ -1,10 +1,12 @@
 // Package testenv holds the helpers the tests of every package share:
 // requirements with the CI rule (a test that cannot run skips, except under
 // CI=true where it fails), waiting on a condition with a deadline, TCP and
-// UDP echo servers, and a logger that writes to the test's log.
+// UDP echo servers, a logger that writes to the test's log, and a buffer
+// safe for concurrent writers. Network namespaces are in netnstest.
 package testenv
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -162,6 +164,34 @@ func EchoUDP(t testing.TB, addr string) (net.PacketConn, uint16) {
 		}
 	}()
 	return pc, uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// SyncBuffer is a bytes.Buffer that goroutines may write while the test
+// reads it: the output of a logger or a program under test.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Reset forgets what was written so far.
+func (s *SyncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
 }
 
 // Logger returns the logger for the code a test runs: silent, unless
