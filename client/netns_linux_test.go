@@ -73,6 +73,20 @@ func newNetLab(t testing.TB) *netLab {
 	return l
 }
 
+// runningNetLab is a netLab with the programs built, the private server up
+// and the controller and connector running; -short skips the test.
+func runningNetLab(t *testing.T) *netLab {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("network-namespace test")
+	}
+	l := newNetLab(t)
+	l.build()
+	l.startServer()
+	l.startControlPlane()
+	return l
+}
+
 // build compiles the programs the lab runs.
 func (l *netLab) build() {
 	t := l.t
@@ -292,13 +306,7 @@ func (l *netLab) status(sock string) localapi.Status {
 // refused port answered with RST within 100 ms, and SOCKS5 mode with
 // curl --socks5-hostname.
 func TestTUNThroughConnector(t *testing.T) {
-	if testing.Short() {
-		t.Skip("network-namespace test")
-	}
-	l := newNetLab(t)
-	l.build()
-	l.startServer()
-	l.startControlPlane()
+	l := runningNetLab(t)
 	sock := l.startDaemon("tun", "--tun", "pst0", "--metrics", "127.0.0.1:9465")
 
 	// By name: the OS resolver in cli points at the DNS proxy.
