@@ -100,6 +100,12 @@ type env struct {
 	alice                       *device
 }
 
+// echoFlow is the header of a TCP flow to the echo server through resource
+// id (an ID, as e.resourceID returns).
+func (e *env) echoFlow(id string) wire.OpenHeader {
+	return wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: id, Destination: "127.0.0.1"}
+}
+
 func (e *env) render(y string) string {
 	r := strings.NewReplacer("{{ECHO}}", fmt.Sprint(e.echoPort), "{{NAMEPORT}}", fmt.Sprint(e.namePort), "{{UDP}}", fmt.Sprint(e.udpPort))
 	return r.Replace(y)
@@ -153,7 +159,7 @@ func TestAllowedFlowHalfCloseAndEvent(t *testing.T) {
 	e := newEnv(t, nil)
 	cc := e.alice.connect()
 	id := e.resourceID("echo")
-	st, status, msg := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: id, Destination: "127.0.0.1"})
+	st, status, msg := cc.open(e.echoFlow(id))
 	if status != wire.StatusOK {
 		t.Fatalf("status %v %s", status, msg)
 	}
@@ -197,8 +203,8 @@ func TestRefusals(t *testing.T) {
 		h    wire.OpenHeader
 		want wire.Status
 	}{
-		{"unauthorized resource", wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: crm, Destination: "127.0.0.1"}, wire.StatusDenied},
-		{"unknown resource", wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: "nope", Destination: "127.0.0.1"}, wire.StatusDenied},
+		{"unauthorized resource", e.echoFlow(crm), wire.StatusDenied},
+		{"unknown resource", e.echoFlow("nope"), wire.StatusDenied},
 		{"port not allowed", wire.OpenHeader{Proto: wire.ProtoTCP, Port: 22, ResourceID: echo, Destination: "127.0.0.1"}, wire.StatusDenied},
 		{"protocol not allowed", wire.OpenHeader{Proto: wire.ProtoUDP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"}, wire.StatusDenied},
 		{"address outside an IP resource", wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.2"}, wire.StatusDenied},
@@ -212,7 +218,7 @@ func TestRefusals(t *testing.T) {
 		}
 	}
 	// Inside the CIDR, allowed; a closed port is refused.
-	st, got, msg := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("lab"), Destination: "127.0.0.1"})
+	st, got, msg := cc.open(e.echoFlow(e.resourceID("lab")))
 	if got != wire.StatusOK {
 		t.Fatalf("inside CIDR: %v %s", got, msg)
 	}
@@ -225,7 +231,7 @@ func TestRefusals(t *testing.T) {
 		t.Fatalf("closed port: %v %s, want refused", got, msg)
 	}
 	// The connection still works after every refusal.
-	st, got, _ = cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
+	st, got, _ = cc.open(e.echoFlow(echo))
 	if got != wire.StatusOK {
 		t.Fatalf("after refusals: %v", got)
 	}
@@ -270,16 +276,10 @@ func TestPolicyChangeClosesLiveFlow(t *testing.T) {
 	e := newEnv(t, nil)
 	cc := e.alice.connect()
 	echo := e.resourceID("echo")
-	st, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	st := cc.mustOpen(e.echoFlow(echo), "flow")
 	echoRoundTrip(t, st, "before")
 	// A flow to another resource that stays allowed.
-	keep, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("lab"), Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	keep := cc.mustOpen(e.echoFlow(e.resourceID("lab")), "flow")
 	ended := make(chan time.Time, 1)
 	go func() {
 		io.Copy(io.Discard, st)
@@ -311,7 +311,7 @@ func TestPolicyChangeClosesLiveFlow(t *testing.T) {
 		t.Fatal("flow not closed after the policy change")
 	}
 	echoRoundTrip(t, keep, "unaffected")
-	if _, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"}); status != wire.StatusDenied {
+	if _, status, _ := cc.open(e.echoFlow(echo)); status != wire.StatusDenied {
 		t.Fatalf("new flow after the change: %v, want denied", status)
 	}
 }
@@ -320,21 +320,15 @@ func TestFailStatic(t *testing.T) {
 	e := newEnv(t, nil)
 	cc := e.alice.connect()
 	echo := e.resourceID("echo")
-	st, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	st := cc.mustOpen(e.echoFlow(echo), "flow")
 	tr := e.alice.token() // a valid token for later
 	e.stopCtl()
 	e.stopCtl = func() {}
 	e.eventually(15*time.Second, "connector to notice the controller is gone", func() bool { return !e.c.controllerOK.Load() })
 	echoRoundTrip(t, st, "established flow keeps running")
-	st2, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatalf("new flow with the controller down: %v", status)
-	}
+	st2 := cc.mustOpen(e.echoFlow(echo), "new flow with the controller down")
 	echoRoundTrip(t, st2, "new flow on the same connection")
-	if _, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("crm"), Destination: "127.0.0.1"}); status != wire.StatusDenied {
+	if _, status, _ := cc.open(e.echoFlow(e.resourceID("crm"))); status != wire.StatusDenied {
 		t.Fatalf("nothing new granted: %v", status)
 	}
 	if h := e.c.Health(); h.Status != "degraded" {
@@ -358,10 +352,7 @@ func TestMalformedHeadersDoNotHarmOtherStreams(t *testing.T) {
 	e := newEnv(t, nil)
 	cc := e.alice.connect()
 	echo := e.resourceID("echo")
-	good, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	good := cc.mustOpen(e.echoFlow(echo), "flow")
 	oversized := []byte{wire.Version, wire.KindOpen, 0xff, 0xff}
 	badVersion := []byte{9, wire.KindOpen, 0, 1, 0}
 	badKind := []byte{wire.Version, 77, 0, 0}
@@ -397,10 +388,7 @@ func TestMalformedHeadersDoNotHarmOtherStreams(t *testing.T) {
 		t.Errorf("truncated header: %v", got)
 	}
 	echoRoundTrip(t, good, "the good stream survives")
-	st3, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatalf("new flow after malformed ones: %v", status)
-	}
+	st3 := cc.mustOpen(e.echoFlow(echo), "new flow after malformed ones")
 	echoRoundTrip(t, st3, "and new ones work")
 }
 
@@ -466,7 +454,7 @@ func TestICMPEcho(t *testing.T) {
 
 func TestFlowsPipelinedWithTheToken(t *testing.T) {
 	e := newEnv(t, nil)
-	h := wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("echo"), Destination: "127.0.0.1"}
+	h := e.echoFlow(e.resourceID("echo"))
 	openNow := func(conn *quic.Conn) *quic.Stream {
 		st, err := conn.OpenStreamSync(context.Background())
 		if err != nil {

@@ -165,10 +165,7 @@ func TestFlowBeforeAuthAndTokenExpiryAndRefresh(t *testing.T) {
 		t.Fatalf("auth: %v %v", err, st)
 	}
 	cc := &clientConn{t: t, conn: conn, ctrl: ctrl}
-	flow, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("echo"), Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	flow := cc.mustOpen(e.echoFlow(e.resourceID("echo")), "flow")
 	// Refresh in band before expiry: the connection outlives the first token.
 	cl2 := e.claimsFor(e.alice, 6*time.Second)
 	tok2, _ := s.Issue(cl2)
