@@ -14,11 +14,7 @@ import (
 // towards relay and connector (endpoint-independent), the connection's
 // validated pair; a failed dial to another connector shows its error.
 func TestDiagnoseReportsRelaysNATAndPairs(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	w.startConnector(ctx)
+	ctx, w, _, _ := runningWorld(t)
 	d := newDialer(t, w.dialerConfig([]controlapi.RelayInfo{w.relayInfo}))
 	conn, _ := w.dial(t, ctx, d, w.connectorInfo(), "", "")
 	defer conn.CloseWithError(0, "")

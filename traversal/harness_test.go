@@ -18,6 +18,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/relay"
 )
@@ -118,6 +119,19 @@ func (w *world) startRelayOn(ip, udpPort, tlsPort string, loopback bool) {
 		TLSAddr: r.TLSAddr().String(), Online: true, TLSCertSHA256: r.TLSCertSHA256()}
 }
 
+// runningWorld is a world with its relay and connector running; ctx is the
+// connector's, cancelled when the test ends (before the connector's cleanup
+// waits for it).
+func runningWorld(t testing.TB) (context.Context, *world, *ConnectorAgent, *quic.Transport) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := newWorld(t)
+	w.startRelay()
+	a, tr := w.startConnector(ctx)
+	t.Cleanup(cancel)
+	return ctx, w, a, tr
+}
+
 // startConnector runs a QUIC echo server and the connector agent on one
 // plain UDP socket.
 func (w *world) startConnector(ctx context.Context) (*ConnectorAgent, *quic.Transport) {
@@ -170,13 +184,7 @@ func (w *world) startConnectorOn(ctx context.Context, at *net.UDPAddr) (*Connect
 	done := make(chan struct{})
 	go func() { defer close(done); _ = a.Run(ctx) }()
 	t.Cleanup(func() { <-done })
-	deadline := time.Now().Add(20 * time.Second)
-	for !a.Connected()[w.relayInfo.ID] {
-		if time.Now().After(deadline) {
-			t.Fatal("connector agent did not connect to the relay")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 20*time.Second, "the connector agent to connect to the relay", func() bool { return a.Connected()[w.relayInfo.ID] })
 	return a, tr
 }
 

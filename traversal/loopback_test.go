@@ -13,11 +13,7 @@ import (
 
 func TestDirectPathOnLoopback(t *testing.T) {
 	noLeaks(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	w.startConnector(ctx)
+	ctx, w, _, _ := runningWorld(t)
 	d := newDialer(t, w.dialerConfig(nil))
 	d.releaseAfter = 0
 	d.cfg.Relays = func() []controlapi.RelayInfo { return []controlapi.RelayInfo{w.relayInfo} }
@@ -43,11 +39,7 @@ func TestDirectPathOnLoopback(t *testing.T) {
 
 func TestRelayedPathOverUDP(t *testing.T) {
 	noLeaks(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	w.startConnector(ctx)
+	ctx, w, _, _ := runningWorld(t)
 	cfg := w.dialerConfig([]controlapi.RelayInfo{w.relayInfo})
 	cfg.NoDirect = true
 	d := newDialer(t, cfg)
@@ -64,11 +56,7 @@ func TestRelayedPathOverUDP(t *testing.T) {
 
 func TestRelayedPathOverTLSWhenUDPFails(t *testing.T) {
 	noLeaks(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	w.startConnector(ctx)
+	ctx, w, _, _ := runningWorld(t)
 	// The client sees a relay whose UDP port does not answer: TURN must
 	// fall back to TLS on the TLS listener.
 	dead, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -91,11 +79,7 @@ func TestRelayedPathOverTLSWhenUDPFails(t *testing.T) {
 
 func TestDialWithoutRelayUsesAdvertisedAddrs(t *testing.T) {
 	noLeaks(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	_, tr := w.startConnector(ctx)
+	ctx, w, _, tr := runningWorld(t)
 	d := newDialer(t, w.dialerConfig(nil))
 	ci := w.connectorInfo()
 	if _, _, err := d.Dial(ctx, ci, w.clientTLS(), nil); !errors.Is(err, ErrNoPath) {
