@@ -1,7 +1,6 @@
 package dnsproxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -49,28 +48,7 @@ func TestDNSInNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer daemon.Process.Kill()
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		var lines []string
-		for sc.Scan() {
-			lines = append(lines, sc.Text())
-			if sc.Text() == "READY" || strings.HasPrefix(sc.Text(), "HELPER-FAIL") {
-				break
-			}
-		}
-		ready <- strings.Join(lines, "\n")
-		for sc.Scan() {
-		}
-	}()
-	select {
-	case s := <-ready:
-		if !strings.HasSuffix(s, "READY") {
-			t.Fatalf("daemon: %s", s)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("daemon not ready")
-	}
+	testenv.WaitReady(t, "daemon", out, 60*time.Second)
 	inNS := func(args ...string) string {
 		out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
 		if err != nil && args[0] != "getent" {

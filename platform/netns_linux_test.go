@@ -1,7 +1,6 @@
 package platform
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"net"
@@ -148,30 +147,8 @@ func crashed(t *testing.T, ns, path, state string) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		var lines []string
-		for sc.Scan() {
-			lines = append(lines, sc.Text())
-			if sc.Text() == "READY" || strings.HasPrefix(sc.Text(), "HELPER-FAIL") {
-				break
-			}
-		}
-		ready <- strings.Join(lines, "\n")
-		for sc.Scan() {
-		}
-	}()
-	select {
-	case got := <-ready:
-		if !strings.HasSuffix(got, "READY") {
-			t.Fatalf("helper: %s", got)
-		}
-		if !strings.Contains(got, "ORIGINAL [198.51.100.53:53] [lab.example]") {
-			t.Errorf("original resolvers as read in the namespace: %s", got)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("helper did not get ready")
+	if got := testenv.WaitReady(t, "helper", out, 60*time.Second); !strings.Contains(got, "ORIGINAL [198.51.100.53:53] [lab.example]") {
+		t.Errorf("original resolvers as read in the namespace: %s", got)
 	}
 	b, _ := os.ReadFile(path)
 	if !bytes.HasPrefix(b, []byte(resolvConfMarker)) || !bytes.Contains(b, []byte("nameserver 100.96.0.53\n")) ||

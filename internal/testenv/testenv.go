@@ -6,6 +6,7 @@
 package testenv
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -164,6 +165,40 @@ func EchoUDP(t testing.TB, addr string) (net.PacketConn, uint16) {
 		}
 	}()
 	return pc, uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// WaitReady reads the output of a helper process (typically this test
+// binary run again in another environment, such as a network namespace)
+// until it prints a line "READY", and returns what it printed up to and
+// including that line. The test fails, showing that output, when the helper
+// prints a line starting "HELPER-FAIL" or ends first, or after timeout. The
+// rest of the output is read and dropped in the background.
+func WaitReady(t testing.TB, what string, stdout io.Reader, timeout time.Duration) string {
+	t.Helper()
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		var lines []string
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+			if sc.Text() == "READY" || strings.HasPrefix(sc.Text(), "HELPER-FAIL") {
+				break
+			}
+		}
+		ready <- strings.Join(lines, "\n")
+		for sc.Scan() {
+		}
+	}()
+	select {
+	case s := <-ready:
+		if !strings.HasSuffix(s, "READY") {
+			t.Fatalf("%s did not get ready: %s", what, s)
+		}
+		return s
+	case <-time.After(timeout):
+		t.Fatalf("%s not ready within %v", what, timeout)
+		return ""
+	}
 }
 
 // SyncBuffer is a bytes.Buffer that goroutines may write while the test

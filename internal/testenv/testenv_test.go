@@ -150,3 +150,16 @@ func TestSyncBuffer(t *testing.T) {
 		t.Fatalf("after Reset: %q", b.String())
 	}
 }
+
+// TestWaitReady: the helper's output up to READY is returned; what follows
+// is drained.
+func TestWaitReady(t *testing.T) {
+	r, w := io.Pipe()
+	go func() {
+		fmt.Fprint(w, "ORIGINAL x\nREADY\nmore\nand more\n")
+		w.Close()
+	}()
+	if got := WaitReady(t, "helper", r, 5*time.Second); got != "ORIGINAL x\nREADY" {
+		t.Fatalf("WaitReady = %q", got)
+	}
+}
