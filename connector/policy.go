@@ -11,7 +11,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
-	"postern.dev/postern/pki"
+	"postern.dev/postern/internal/atomicfile"
 	"postern.dev/postern/policy"
 	"postern.dev/postern/wire"
 )
@@ -254,7 +254,7 @@ func savePolicy(dir string, p controlapi.ConnectorPolicy) error {
 	if err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(filepath.Join(dir, policyFile), b, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, policyFile), b, 0o600); err != nil {
 		return fmt.Errorf("store policy: %w", err)
 	}
 	return nil

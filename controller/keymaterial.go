@@ -20,6 +20,7 @@ import (
 
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/internal/atomicfile"
 	"postern.dev/postern/pki"
 )
 
@@ -47,7 +48,7 @@ func loadOrCreateSecret(path, prefix string) (string, error) {
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
 	s := prefix + randomHex(32)
-	if err := pki.WriteFileAtomic(path, []byte(s+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(s+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}
 	return s, nil
@@ -72,10 +73,10 @@ func (c *Controller) loadOrCreateCA() error {
 	if err != nil {
 		return fmt.Errorf("encode CA key: %w", err)
 	}
-	if err := pki.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return fmt.Errorf("write CA key: %w", err)
 	}
-	if err := pki.WriteFileAtomic(certPath, pki.EncodeCertPEM(ca.Cert), 0o644); err != nil {
+	if err := atomicfile.Write(certPath, pki.EncodeCertPEM(ca.Cert), 0o644); err != nil {
 		return fmt.Errorf("write CA certificate: %w", err)
 	}
 	c.ca = ca
@@ -106,10 +107,10 @@ func (c *Controller) loadOrCreateTLS() error {
 	if err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return fmt.Errorf("write TLS key: %w", err)
 	}
-	if err := pki.WriteFileAtomic(certPath, pki.EncodeCertPEM(leaf), 0o644); err != nil {
+	if err := atomicfile.Write(certPath, pki.EncodeCertPEM(leaf), 0o644); err != nil {
 		return fmt.Errorf("write TLS certificate: %w", err)
 	}
 	c.tlsCert = tls.Certificate{Certificate: [][]byte{leaf.Raw, c.ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}
@@ -171,7 +172,7 @@ func (c *Controller) RotateSigningKey() error {
 		keys = keys[:3]
 	}
 	b, _ := json.MarshalIndent(keys, "", "  ")
-	if err := pki.WriteFileAtomic(c.keysPath(), b, 0o600); err != nil {
+	if err := atomicfile.Write(c.keysPath(), b, 0o600); err != nil {
 		return fmt.Errorf("write token signing keys: %w", err)
 	}
 	return c.installKeys(keys)
