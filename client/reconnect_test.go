@@ -200,23 +200,12 @@ func TestLongFlowOutlivesCertificateRotation(t *testing.T) {
 		}
 		return c, nil
 	}
-	echo := func(c net.Conn, msg string) error {
-		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err := io.WriteString(c, msg); err != nil {
-			return err
-		}
-		b := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, b); err != nil || string(b) != msg {
-			return fmt.Errorf("echo %q: %v", b, err)
-		}
-		return nil
-	}
 	long, err := open()
 	if err != nil {
 		t.Fatalf("open the long flow: %v", err)
 	}
 	defer long.Close()
-	if err := echo(long, "before"); err != nil {
+	if err := echoOnce(long, "before"); err != nil {
 		t.Fatal(err)
 	}
 	oldDigest := a.c.CertDigests()[0]
@@ -230,14 +219,14 @@ func TestLongFlowOutlivesCertificateRotation(t *testing.T) {
 	// Observe for three token lifetimes: the long flow must keep echoing,
 	// and new flows must work too.
 	for i := 0; time.Since(rotated) < 3*ttl; i++ {
-		if err := echo(long, fmt.Sprintf("after-%d", i)); err != nil {
+		if err := echoOnce(long, fmt.Sprintf("after-%d", i)); err != nil {
 			t.Fatalf("long flow %v after the rotation (token lifetime %v): %v", time.Since(rotated).Round(100*time.Millisecond), ttl, err)
 		}
 		c, err := open()
 		if err != nil {
 			t.Fatalf("new flow %v after the rotation: %v", time.Since(rotated).Round(100*time.Millisecond), err)
 		}
-		err = echo(c, "new")
+		err = echoOnce(c, "new")
 		c.Close()
 		if err != nil {
 			t.Fatalf("new flow %v after the rotation: %v", time.Since(rotated).Round(100*time.Millisecond), err)
