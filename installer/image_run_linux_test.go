@@ -17,7 +17,6 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"postern.dev/postern/internal/testenv/netnstest"
@@ -171,21 +170,7 @@ func TestConnectorImageRuns(t *testing.T) {
 // fixture's OCI tarball.
 func fixtureImage(t *testing.T, f *fixture) v1.Image {
 	t.Helper()
-	tarball, err := os.Open(f.files("oci")[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tarball.Close()
-	dir := t.TempDir()
-	untar(t, tarball, dir)
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx := fixtureIndex(t, f)
 	im, err := idx.IndexManifest()
 	if err != nil || len(im.Manifests) == 0 {
 		t.Fatalf("image index: %v", err)
