@@ -52,7 +52,7 @@ func (r *runner) deployPostern(ctx context.Context) error {
 		return fmt.Errorf("controller data dir: %w", err)
 	}
 	infra := r.topo.ns(NodeInfra)
-	ctl, err := r.spawn("postern-controller", infra, nil, nil, r.bin("postern-controller"), "serve",
+	ctl, err := r.spawn("postern-controller", infra, nil, r.bin("postern-controller"), "serve",
 		"--data", r.pst.dataDir, "--listen", InfraIP+":443", "--public-url", controllerURL)
 	if err != nil {
 		return err
@@ -94,7 +94,7 @@ func (r *runner) deployPostern(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay-token: %w", err)
 	}
-	if r.pst.relay, err = r.spawn("postern-relay", infra, nil, nil, r.bin("postern-relay"), "--token", lastLine(relayTok),
+	if r.pst.relay, err = r.spawn("postern-relay", infra, nil, r.bin("postern-relay"), "--token", lastLine(relayTok),
 		"--listen-udp", InfraIP+":3478", "--listen-tls", InfraIP+":4443", "--public-ip", InfraIP,
 		"--state", filepath.Join(r.work, "relay")); err != nil {
 		return err
@@ -103,7 +103,7 @@ func (r *runner) deployPostern(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("connector-token: %w", err)
 	}
-	if r.pst.conn, err = r.spawn("postern-connector", r.topo.ns(NodeServer), nil, nil, r.bin("postern-connector"),
+	if r.pst.conn, err = r.spawn("postern-connector", r.topo.ns(NodeServer), nil, r.bin("postern-connector"),
 		"--token", lastLine(connTok), "--state", filepath.Join(r.work, "connector")); err != nil {
 		return err
 	}
@@ -138,7 +138,7 @@ func (r *runner) setupPostern(ctx context.Context, t *tunnel, node, wantPath str
 		return fmt.Errorf("posternd state dir: %w", err)
 	}
 	sock := filepath.Join(state, localapi.SocketName)
-	d, err := r.spawn("posternd-"+node, t.ns, nil, nil, r.bin("posternd"), "--state", state, "--tun", "postern0")
+	d, err := r.spawn("posternd-"+node, t.ns, nil, r.bin("posternd"), "--state", state, "--tun", "postern0")
 	if err != nil {
 		return err
 	}

@@ -11,90 +11,36 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
+
+	"postern.dev/postern/lab"
 )
 
-// proc is one long-running program the harness started in a namespace.
-type proc struct {
-	name    string
-	ns      string
-	logPath string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	mu      sync.Mutex
-	exitErr error
+// proc is one long-running program the harness started in a namespace,
+// supervised the way the lab supervises its programs (lab.Proc).
+type proc struct{ *lab.Proc }
+
+// spawn starts args inside namespace ns (see lab.Proc.Start), logging to
+// logDir/name.log.
+func spawn(logDir, name, ns string, env []string, args ...string) (*proc, error) {
+	p := &lab.Proc{Name: name, NS: ns, Args: args, Env: env, LogPath: filepath.Join(logDir, name+".log")}
+	if err := p.Start(); err != nil {
+		return nil, err
+	}
+	return &proc{p}, nil
 }
 
-// spawn starts args inside namespace ns (`ip netns exec` replaces itself
-// with the program, so the pid is the program's), in its own process group
-// with a parent-death signal, logging to logDir/name.log.
-func spawn(logDir, name, ns string, env []string, stdin io.Reader, args ...string) (*proc, error) {
-	logPath := filepath.Join(logDir, name+".log")
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("start %s: open log: %w", name, err)
-	}
-	fmt.Fprintf(logf, "=== %s start in netns %s: %s\n", time.Now().UTC().Format(time.RFC3339Nano), ns, strings.Join(args, " "))
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
-	cmd.Stdout, cmd.Stderr, cmd.Stdin = logf, logf, stdin
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
-	p := &proc{name: name, ns: ns, logPath: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() {
-		err := cmd.Wait()
-		fmt.Fprintf(logf, "=== %s exit: %v\n", time.Now().UTC().Format(time.RFC3339Nano), err)
-		logf.Close()
-		p.mu.Lock()
-		p.exitErr = err
-		p.mu.Unlock()
-		close(p.done)
-	}()
-	return p, nil
-}
+func (p *proc) pid() int { return p.PID() }
 
-func (p *proc) pid() int { return p.cmd.Process.Pid }
-
-func (p *proc) running() bool {
-	select {
-	case <-p.done:
-		return false
-	default:
-		return true
-	}
-}
+func (p *proc) running() bool { return p.Running() }
 
 // exited describes how the program ended, with the tail of its log.
 func (p *proc) exited() error {
-	p.mu.Lock()
-	err := p.exitErr
-	p.mu.Unlock()
-	return fmt.Errorf("%s exited (%v): %s", p.name, err, tailFile(p.logPath, 600))
+	return fmt.Errorf("%s exited (%v): %s", p.Name, p.ExitErr(), tailFile(p.LogPath, 600))
 }
 
 // stop sends SIGTERM to the program's group, then SIGKILL after grace.
-func (p *proc) stop(grace time.Duration) {
-	pid := p.pid()
-	if !p.running() {
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		return
-	}
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(grace):
-	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-	}
-}
+func (p *proc) stop(grace time.Duration) { _ = p.Stop(grace) }
 
 func tailFile(path string, n int) string {
 	b, err := os.ReadFile(path)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"os"
 	"os/exec"
@@ -132,8 +131,8 @@ func (r *runner) progress(format string, args ...any) {
 	fmt.Fprintf(r.opts.Progress, "[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func (r *runner) spawn(name, ns string, env []string, stdin io.Reader, args ...string) (*proc, error) {
-	p, err := spawn(r.logDir, name, ns, env, stdin, args...)
+func (r *runner) spawn(name, ns string, env []string, args ...string) (*proc, error) {
+	p, err := spawn(r.logDir, name, ns, env, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -250,7 +249,7 @@ func (r *runner) close() error {
 	for i := len(r.procs) - 1; i >= 0; i-- {
 		p := r.procs[i]
 		grace := time.Second
-		if strings.HasPrefix(p.name, "posternd") {
+		if strings.HasPrefix(p.Name, "posternd") {
 			grace = 3 * time.Second // restores resolv.conf and routes
 		}
 		p.stop(grace)

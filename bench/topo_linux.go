@@ -6,10 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
+
+	"postern.dev/postern/internal/testenv/netnstest"
 )
 
 // Node roles of the topology.
@@ -113,32 +113,19 @@ func (t *topology) build(ctx context.Context) error {
 
 func (t *topology) addNS(ctx context.Context, role string) error {
 	ns := t.id + "-" + role
-	if _, err := run(ctx, nil, "ip", "netns", "add", ns); err != nil {
-		return fmt.Errorf("create netns %s: %w", ns, err)
-	}
-	t.nodes[role] = ns
-	t.order = append(t.order, ns)
-	dir := filepath.Join("/etc/netns", ns)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", dir, err)
-	}
 	// Written before anything runs there, so a program that rewrites
 	// /etc/resolv.conf (posternd) writes this file, never the machine's.
 	rc := "# written by postern-bench " + t.id + "\nnameserver " + InfraIP + "\noptions timeout:1 attempts:1\n"
-	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte(rc), 0o644); err != nil {
-		return fmt.Errorf("write resolv.conf of %s: %w", ns, err)
-	}
 	hosts := "127.0.0.1 localhost\n::1 localhost\n"
 	if role == NodeServer {
 		// The connector resolves the resource name like any private host.
 		hosts += ServerIP + " " + ResourceName + "\n"
 	}
-	if err := os.WriteFile(filepath.Join(dir, "hosts"), []byte(hosts), 0o644); err != nil {
-		return fmt.Errorf("write hosts of %s: %w", ns, err)
+	if err := netnstest.Create(ctx, ns, rc, hosts); err != nil {
+		return err
 	}
-	if _, err := run(ctx, nil, "ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
-		return fmt.Errorf("lo up in %s: %w", ns, err)
-	}
+	t.nodes[role] = ns
+	t.order = append(t.order, ns)
 	return nil
 }
 
@@ -146,16 +133,12 @@ func (t *topology) addNS(ctx context.Context, role string) error {
 // temporary names (never in the machine's own namespace), renames the ends
 // inside their namespaces, and addresses them.
 func (t *topology) veth(ctx context.Context, a, adev, aip, b, bdev, bip string) error {
-	rnd := make([]byte, 4)
-	_, _ = rand.Read(rnd)
-	ta, tb := "pbA"+hex.EncodeToString(rnd), "pbB"+hex.EncodeToString(rnd)
-	if _, err := run(ctx, nil, "ip", "-n", t.ns(a), "link", "add", ta, "type", "veth", "peer", "name", tb, "netns", t.ns(b)); err != nil {
+	if err := netnstest.Veth(ctx, t.ns(a), adev, t.ns(b), bdev); err != nil {
 		return fmt.Errorf("veth %s-%s: %w", a, b, err)
 	}
-	for _, e := range []struct{ role, tmp, dev, ip string }{{a, ta, adev, aip}, {b, tb, bdev, bip}} {
+	for _, e := range []struct{ role, dev, ip string }{{a, adev, aip}, {b, bdev, bip}} {
 		ns := t.ns(e.role)
 		for _, args := range [][]string{
-			{"link", "set", e.tmp, "name", e.dev},
 			{"addr", "add", e.ip + "/24", "dev", e.dev},
 			{"link", "set", e.dev, "up"},
 		} {
@@ -193,21 +176,7 @@ func (t *topology) close() error {
 	defer cancel()
 	var errs []error
 	for i := len(t.order) - 1; i >= 0; i-- {
-		ns := t.order[i]
-		if out, err := run(ctx, nil, "ip", "netns", "pids", ns); err == nil {
-			for _, f := range strings.Fields(out) {
-				var pid int
-				if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
-					_ = killPID(pid)
-				}
-			}
-		}
-		if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
-			if _, err := run(ctx, nil, "ip", "netns", "del", ns); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		if err := os.RemoveAll(filepath.Join("/etc/netns", ns)); err != nil {
+		if err := netnstest.Teardown(ctx, t.order[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}

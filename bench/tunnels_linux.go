@@ -78,15 +78,15 @@ func (t *tunnel) alive() error {
 // startServers starts iperf3 and the echo server on the server host.
 func (r *runner) startServers(ctx context.Context) error {
 	srv := r.topo.ns(NodeServer)
-	if _, err := r.spawn("iperf3-server", srv, nil, nil, "iperf3", "-s", "-p", fmt.Sprint(IperfPort), "--idle-timeout", "30", "--rcv-timeout", "10000"); err != nil {
+	if _, err := r.spawn("iperf3-server", srv, nil, "iperf3", "-s", "-p", fmt.Sprint(IperfPort), "--idle-timeout", "30", "--rcv-timeout", "10000"); err != nil {
 		return err
 	}
-	echo, err := r.spawn("echo-server", srv, nil, nil, r.agentArgs("echo-server", "--addr", fmt.Sprintf(":%d", EchoPort))...)
+	echo, err := r.spawn("echo-server", srv, nil, r.agentArgs("echo-server", "--addr", fmt.Sprintf(":%d", EchoPort))...)
 	if err != nil {
 		return err
 	}
 	r.echo = echo
-	if _, err := r.spawn("dns-upstream", r.topo.ns(NodeInfra), nil, nil, r.agentArgs("dns-upstream", "--addr", InfraIP+":53",
+	if _, err := r.spawn("dns-upstream", r.topo.ns(NodeInfra), nil, r.agentArgs("dns-upstream", "--addr", InfraIP+":53",
 		"--zone", "example.test", "--record", "www.example.test="+ExtraWebIP)...); err != nil {
 		return err
 	}
@@ -197,7 +197,7 @@ func (r *runner) setupWireGuard(ctx context.Context, t *tunnel) error {
 		{NodeClient, r.topo.id + "wgc", WGClientIP, keys["spub"], WGServerIP, net.JoinHostPort(ServerIP, fmt.Sprint(wgPort)), false},
 	} {
 		ns := r.topo.ns(s.node)
-		p, err := r.spawn("wireguard-go-"+s.node, ns, env, nil, bin, "-f", s.dev)
+		p, err := r.spawn("wireguard-go-"+s.node, ns, env, bin, "-f", s.dev)
 		if err != nil {
 			return err
 		}
@@ -298,19 +298,19 @@ func (r *runner) setupOpenVPN(ctx context.Context, t *tunnel) error {
 			return fmt.Errorf("openvpn config: %w", err)
 		}
 	}
-	ps, err := r.spawn("openvpn-server", r.topo.ns(NodeServer), nil, nil, "openvpn", "--config", p("server.conf"))
+	ps, err := r.spawn("openvpn-server", r.topo.ns(NodeServer), nil, "openvpn", "--config", p("server.conf"))
 	if err != nil {
 		return err
 	}
 	t.procs = append(t.procs, ps)
-	pc, err := r.spawn("openvpn-client", r.topo.ns(NodeClient), nil, nil, "openvpn", "--config", p("client.conf"))
+	pc, err := r.spawn("openvpn-client", r.topo.ns(NodeClient), nil, "openvpn", "--config", p("client.conf"))
 	if err != nil {
 		return err
 	}
 	t.procs = append(t.procs, pc)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		b, _ := os.ReadFile(pc.logPath)
+		b, _ := os.ReadFile(pc.LogPath)
 		if strings.Contains(string(b), "Initialization Sequence Completed") {
 			break
 		}
@@ -318,7 +318,7 @@ func (r *runner) setupOpenVPN(ctx context.Context, t *tunnel) error {
 			return err
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%w: openvpn client not connected: %s", ErrTimeout, tailFile(pc.logPath, 600))
+			return fmt.Errorf("%w: openvpn client not connected: %s", ErrTimeout, tailFile(pc.LogPath, 600))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -367,14 +367,14 @@ func (r *runner) setupSSH(ctx context.Context, t *tunnel) error {
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		return fmt.Errorf("create /run/sshd: %w", err)
 	}
-	sshd, err := r.spawn("sshd", r.topo.ns(NodeServer), nil, nil, "/usr/sbin/sshd", "-D", "-e", "-f", p("sshd_config"))
+	sshd, err := r.spawn("sshd", r.topo.ns(NodeServer), nil, "/usr/sbin/sshd", "-D", "-e", "-f", p("sshd_config"))
 	if err != nil {
 		return err
 	}
 	if err := waitTCP(ctx, r, r.topo.ns(NodeClient), net.JoinHostPort(ServerIP, "22"), sshd, 10*time.Second); err != nil {
 		return err
 	}
-	sshc, err := r.spawn("ssh-L", r.topo.ns(NodeClient), nil, nil, "ssh", "-F", "/dev/null", "-i", p("client_ed25519"),
+	sshc, err := r.spawn("ssh-L", r.topo.ns(NodeClient), nil, "ssh", "-F", "/dev/null", "-i", p("client_ed25519"),
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes",
 		"-o", "ExitOnForwardFailure=yes", "-N", "-v",
 		"-L", fmt.Sprintf("127.0.0.1:%d:127.0.0.1:%d", sshIperfPort, IperfPort),
@@ -387,7 +387,7 @@ func (r *runner) setupSSH(ctx context.Context, t *tunnel) error {
 	if err := r.waitEcho(ctx, t.ns, t.echoAddr(), 15*time.Second); err != nil {
 		return err
 	}
-	b, _ := os.ReadFile(sshc.logPath)
+	b, _ := os.ReadFile(sshc.LogPath)
 	for _, line := range strings.Split(string(b), "\n") {
 		if i := strings.Index(line, "kex: server->client cipher: "); i >= 0 {
 			t.detail = "OpenSSH, cipher " + strings.Fields(line[i+len("kex: server->client cipher: "):])[0]

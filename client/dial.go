@@ -20,8 +20,10 @@ type PathInfo struct {
 	RemoteAddr string
 }
 
-// Dialer opens QUIC connections to connectors. The default is DirectDialer;
-// the NAT-traversal layer provides one that runs ICE and relays.
+// Dialer opens QUIC connections to connectors. The daemon's default is the
+// traversal package's dialer (direct paths found by hole punching, relays
+// from the policy; client/traversal.go); DirectDialer, which only dials the
+// addresses a connector reports, serves Config.DirectOnly.
 type Dialer interface {
 	Dial(ctx context.Context, c controlapi.ConnectorInfo, tlsConf *tls.Config, quicConf *quic.Config) (*quic.Conn, PathInfo, error)
 }

@@ -49,16 +49,6 @@ func (e *FlowError) Error() string {
 
 func (e *FlowError) Unwrap() error { return e.Err }
 
-func protoName(p byte) string {
-	switch p {
-	case wire.ProtoTCP:
-		return policy.TCP
-	case wire.ProtoUDP:
-		return policy.UDP
-	}
-	return policy.ICMP
-}
-
 // flow is an open stream to a connector, counted on its connEntry.
 type flow struct {
 	*quic.Stream
@@ -104,8 +94,8 @@ func (f *flow) abort() {
 // waits for the connector's status. When a connection turns out dead before
 // the status arrives, it tries the next connector.
 func (d *Daemon) openFlow(ctx context.Context, tgt target, proto byte, port uint16) (*flow, error) {
-	if !policy.Allows(tgt.res.rules, protoName(proto), port) {
-		return nil, &FlowError{Status: wire.StatusDenied, Err: fmt.Errorf("%w: %s/%d on %s", ErrPortNotAllowed, protoName(proto), port, tgt.res.Name)}
+	if !policy.Allows(tgt.res.rules, policy.ProtoName(proto), port) {
+		return nil, &FlowError{Status: wire.StatusDenied, Err: fmt.Errorf("%w: %s/%d on %s", ErrPortNotAllowed, policy.ProtoName(proto), port, tgt.res.Name)}
 	}
 	p := d.currentPool()
 	if p == nil {

@@ -239,15 +239,7 @@ func TestLocalAPI(t *testing.T) {
 	l := newLab(t, renderYAML(echoPort, 1))
 	l.startConnector("corp-a", nil)
 	d, _ := l.newDaemon()
-	sock := filepath.Join(t.TempDir(), localapi.SocketName)
-	srv, err := ListenLocalAPI(d, sock, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Close()
-	lc := localapi.NewClient(sock)
-	defer lc.Close()
+	lc := serveLocalAPI(t, d)
 	ctx := context.Background()
 
 	st, err := lc.Status(ctx)
@@ -308,4 +300,20 @@ func TestLocalAPI(t *testing.T) {
 	if st, err = lc.Logout(ctx); err != nil || st.State != localapi.StateSignedOut {
 		t.Errorf("logout: %+v %v", st.State, err)
 	}
+}
+
+// serveLocalAPI serves d's local API on a socket in a temporary directory
+// until the test ends and returns a client of it.
+func serveLocalAPI(t *testing.T, d *Daemon) *localapi.Client {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), localapi.SocketName)
+	srv, err := ListenLocalAPI(d, sock, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	lc := localapi.NewClient(sock)
+	t.Cleanup(lc.Close)
+	return lc
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"postern.dev/postern/internal/testenv"
+	"postern.dev/postern/internal/testenv/netnstest"
 )
 
 // BenchmarkTUN measures, in network namespaces with a real TUN daemon, real
@@ -27,12 +28,12 @@ func BenchmarkTUN(b *testing.B) {
 	// Private servers: a bulk source and an echo server behind the connector,
 	// and a bulk source in the connector's namespace for direct TCP.
 	var src, echo, direct, sink, directSink, directEcho net.Listener
-	inNS(b, l.srv, func() {
+	netnstest.In(b, l.srv, func() {
 		src, _ = net.Listen("tcp", "198.19.0.10:7000")
 		echo, _ = net.Listen("tcp", "198.19.0.10:7002")
 		sink, _ = net.Listen("tcp", "198.19.0.10:7004")
 	})
-	inNS(b, l.conn, func() {
+	netnstest.In(b, l.conn, func() {
 		direct, _ = net.Listen("tcp", "198.18.0.2:7001")
 		directSink, _ = net.Listen("tcp", "198.18.0.2:7005")
 		directEcho, _ = net.Listen("tcp", "198.18.0.2:7006")
@@ -151,7 +152,7 @@ func benchNewFlows(b *testing.B, l *netLab, addr string) {
 func dialIn(t testing.TB, ns, addr string) (net.Conn, error) {
 	var c net.Conn
 	var err error
-	inNS(t, ns, func() { c, err = net.DialTimeout("tcp", addr, 5*time.Second) })
+	netnstest.In(t, ns, func() { c, err = net.DialTimeout("tcp", addr, 5*time.Second) })
 	return c, err
 }
 

@@ -15,16 +15,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/vishvananda/netns"
 
 	"postern.dev/postern/internal/testenv"
+	"postern.dev/postern/internal/testenv/netnstest"
 	"postern.dev/postern/localapi"
 )
 
@@ -61,42 +60,30 @@ func run(t testing.TB, name string, args ...string) string {
 
 func newNetLab(t testing.TB) *netLab {
 	requireRoot(t)
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	sfx := hex.EncodeToString(b[:])
+	sfx := netnstest.Unique("")
 	l := &netLab{t: t, cli: "pstc" + sfx, conn: "pstk" + sfx, srv: "psts" + sfx, dir: t.TempDir()}
-	for _, ns := range []string{l.cli, l.conn, l.srv} {
-		ns := ns
-		if err := os.MkdirAll("/etc/netns/"+ns, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.RemoveAll("/etc/netns/" + ns) })
-		// Resolvers that exist only inside the lab.
-		resolv := "nameserver 198.18.0.2\n"
-		if err := os.WriteFile("/etc/netns/"+ns+"/resolv.conf", []byte(resolv), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		run(t, "ip", "netns", "add", ns)
-		t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	// Resolvers that exist only inside the lab; the private server's name,
+	// known only inside the connector's network.
+	const resolv = "nameserver 198.18.0.2\n"
+	netnstest.Add(t, l.cli, resolv, "")
+	netnstest.Add(t, l.conn, resolv, "127.0.0.1 localhost\n198.19.0.10 app.corp.internal\n")
+	netnstest.Add(t, l.srv, resolv, "")
+	netnstest.Link(t, l.cli, "pcli0", "198.18.0.1/24", l.conn, "pcon0", "198.18.0.2/24")
+	netnstest.Link(t, l.conn, "pcon1", "198.19.0.1/24", l.srv, "psrv0", "198.19.0.10/24")
+	return l
+}
+
+// runningNetLab is a netLab with the programs built, the private server up
+// and the controller and connector running; -short skips the test.
+func runningNetLab(t *testing.T) *netLab {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("network-namespace test")
 	}
-	// The private server's name, known only inside the connector's network.
-	hosts := "127.0.0.1 localhost\n198.19.0.10 app.corp.internal\n"
-	if err := os.WriteFile("/etc/netns/"+l.conn+"/hosts", []byte(hosts), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// veth pairs are created inside the namespaces: nothing touches the
-	// machine's own namespace.
-	run(t, "ip", "-n", l.cli, "link", "add", "pcli0", "type", "veth", "peer", "name", "pcon0", "netns", l.conn)
-	run(t, "ip", "-n", l.conn, "link", "add", "pcon1", "type", "veth", "peer", "name", "psrv0", "netns", l.srv)
-	run(t, "ip", "-n", l.cli, "addr", "add", "198.18.0.1/24", "dev", "pcli0")
-	run(t, "ip", "-n", l.conn, "addr", "add", "198.18.0.2/24", "dev", "pcon0")
-	run(t, "ip", "-n", l.conn, "addr", "add", "198.19.0.1/24", "dev", "pcon1")
-	run(t, "ip", "-n", l.srv, "addr", "add", "198.19.0.10/24", "dev", "psrv0")
-	run(t, "ip", "-n", l.cli, "link", "set", "pcli0", "up")
-	run(t, "ip", "-n", l.conn, "link", "set", "pcon0", "up")
-	run(t, "ip", "-n", l.conn, "link", "set", "pcon1", "up")
-	run(t, "ip", "-n", l.srv, "link", "set", "psrv0", "up")
+	l := newNetLab(t)
+	l.build()
+	l.startServer()
+	l.startControlPlane()
 	return l
 }
 
@@ -173,45 +160,6 @@ func (l *netLab) exec(ns string, stdin string, prog string, args ...string) (str
 	return string(out), err
 }
 
-// inNS runs f on an OS thread inside namespace ns. Sockets f creates stay
-// in ns after f returns.
-func inNS(t testing.TB, ns string, f func()) {
-	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		f()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it dies with this goroutine.
-			errc <- fmt.Errorf("restore namespace: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-}
-
 // blob is the deterministic content the private server serves.
 type blobReader struct{ r *mrand.ChaCha8 }
 
@@ -229,7 +177,7 @@ const blobSize = 100 << 20
 func (l *netLab) startServer() {
 	t := l.t
 	var ln net.Listener
-	inNS(t, l.srv, func() {
+	netnstest.In(t, l.srv, func() {
 		var err error
 		ln, err = net.Listen("tcp", "198.19.0.10:8080")
 		if err != nil {
@@ -241,7 +189,7 @@ func (l *netLab) startServer() {
 	}
 	// A DNS server of the private network (udp/53 resource).
 	var pc net.PacketConn
-	inNS(t, l.srv, func() {
+	netnstest.In(t, l.srv, func() {
 		var err error
 		pc, err = net.ListenPacket("udp", "198.19.0.10:53")
 		if err != nil {
@@ -358,13 +306,7 @@ func (l *netLab) status(sock string) localapi.Status {
 // refused port answered with RST within 100 ms, and SOCKS5 mode with
 // curl --socks5-hostname.
 func TestTUNThroughConnector(t *testing.T) {
-	if testing.Short() {
-		t.Skip("network-namespace test")
-	}
-	l := newNetLab(t)
-	l.build()
-	l.startServer()
-	l.startControlPlane()
+	l := runningNetLab(t)
 	sock := l.startDaemon("tun", "--tun", "pst0", "--metrics", "127.0.0.1:9465")
 
 	// By name: the OS resolver in cli points at the DNS proxy.
@@ -393,7 +335,7 @@ func TestTUNThroughConnector(t *testing.T) {
 	// Upload with half-close: the server hashes what it gets until our FIN,
 	// then answers with the hash.
 	var sink net.Listener
-	inNS(t, l.srv, func() { sink, _ = net.Listen("tcp", "198.19.0.10:7000") })
+	netnstest.In(t, l.srv, func() { sink, _ = net.Listen("tcp", "198.19.0.10:7000") })
 	if sink == nil {
 		t.Fatal("listen for the upload sink")
 	}
@@ -430,7 +372,7 @@ func TestTUNThroughConnector(t *testing.T) {
 	for _, port := range []string{"9999", "9090"} {
 		var derr error
 		var took time.Duration
-		inNS(t, l.cli, func() {
+		netnstest.In(t, l.cli, func() {
 			s := time.Now()
 			c, err := net.DialTimeout("tcp", "198.19.0.10:"+port, 3*time.Second)
 			took = time.Since(s)

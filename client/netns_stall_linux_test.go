@@ -6,15 +6,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"postern.dev/postern/internal/testenv"
+	"postern.dev/postern/internal/testenv/netnstest"
 )
 
 // closeFirstServer runs, in namespace ns, a server that reads 64 bytes,
@@ -22,7 +20,7 @@ import (
 // netstack then closes first too and holds the 4-tuple in TIME_WAIT.
 func closeFirstServer(t *testing.T, ns, addr string) {
 	var ln net.Listener
-	inNS(t, ns, func() {
+	netnstest.In(t, ns, func() {
 		var err error
 		ln, err = net.Listen("tcp", addr)
 		if err != nil {
@@ -40,41 +38,6 @@ func closeFirstServer(t *testing.T, ns, addr string) {
 			_, _ = c.Write(buf)
 		}
 	})
-}
-
-// inNSThread runs f on a goroutine locked to an OS thread in namespace ns
-// and returns f's error; it is usable from any goroutine.
-func inNSThread(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore namespace: %w", err))
-			return // the thread stays locked and dies with the goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
 }
 
 // TestTUNShortConnectionsReuseSourcePorts is the regression test for the
@@ -101,7 +64,7 @@ func TestTUNShortConnectionsReuseSourcePorts(t *testing.T) {
 	l.startControlPlane()
 	l.startDaemon("tun", "--tun", "pst0")
 	testenv.Eventually(t, 30*time.Second, "first connection through the TUN", func() bool {
-		return inNSThread(l.cli, func() error { return shortConn(0, target, limit) }) == nil
+		return netnstest.Do(l.cli, func() error { return shortConn(0, target, limit) }) == nil
 	})
 
 	total := 0
@@ -120,7 +83,7 @@ func TestTUNShortConnectionsReuseSourcePorts(t *testing.T) {
 				defer wg.Done()
 				// Worker w of W uses ports w, w+W, w+2W... of the pool.
 				mine := ports / ph.workers
-				err := inNSThread(l.cli, func() error {
+				err := netnstest.Do(l.cli, func() error {
 					for i := 0; i < ph.conns/ph.workers; i++ {
 						port := 42000 + w + (i%mine)*ph.workers
 						s := time.Now()

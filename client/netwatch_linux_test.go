@@ -1,13 +1,12 @@
 package client
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"log/slog"
-	"os/exec"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv/netnstest"
 )
 
 // TestNetworkWatcherSeesChanges: in a fresh network namespace, bringing up
@@ -15,14 +14,10 @@ import (
 // watcher's callback (TestDebouncerCoalesces covers the folding of bursts).
 func TestNetworkWatcherSeesChanges(t *testing.T) {
 	requireRoot(t)
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	ns := "pstw" + hex.EncodeToString(b[:])
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
+	ns := netnstest.New(t, "pstw", "")
 	changed := make(chan struct{}, 8)
 	var w netWatcher
-	if err := inNSThread(ns, func() error {
+	if err := netnstest.Do(ns, func() error {
 		var err error
 		w, err = watchNetwork(slog.New(slog.NewTextHandler(io.Discard, nil)), func() { changed <- struct{}{} })
 		return err

@@ -17,13 +17,7 @@ import (
 // service key at start (the deployment CA from --ca), and postern login
 // without --controller uses the preset controller.
 func TestPresetDefaultsFile(t *testing.T) {
-	if testing.Short() {
-		t.Skip("network-namespace test")
-	}
-	l := newNetLab(t)
-	l.build()
-	l.startServer()
-	l.startControlPlane()
+	l := runningNetLab(t)
 	tokFile := filepath.Join(l.dir, "controller", "admin-token")
 	yamlFile := filepath.Join(l.dir, "network-sa.yaml")
 	if err := os.WriteFile(yamlFile, []byte(netnsYAML+"service_accounts:\n  - name: ci\n    groups: [engineering]\n"), 0o600); err != nil {

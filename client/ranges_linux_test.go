@@ -21,13 +21,7 @@ import (
 // (POSTERN_RANGE4) and --range6 carry traffic and show in `postern dns` and
 // `postern status`; and `postern dns` explains names in SOCKS5 mode.
 func TestRangesThroughDaemon(t *testing.T) {
-	if testing.Short() {
-		t.Skip("network-namespace test")
-	}
-	l := newNetLab(t)
-	l.build()
-	l.startServer()
-	l.startControlPlane()
+	l := runningNetLab(t)
 	exitCode := func(err error) int {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {

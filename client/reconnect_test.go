@@ -81,7 +81,7 @@ func TestLostConnectorRedialedInBackground(t *testing.T) {
 	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	a := l.startConnector("corp-a", nil)
-	var logBuf syncBuffer
+	var logBuf testenv.SyncBuffer
 	fe := NewSOCKS5Frontend("127.0.0.1:0")
 	d, err := New(Config{StateDir: t.TempDir(), Logger: slog.New(slog.NewTextHandler(&logBuf, nil)),
 		NewFrontend: func() (Frontend, error) { return fe, nil }})
@@ -176,30 +176,6 @@ func TestJitterAndPathsTried(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func (s *syncBuffer) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.b.Reset()
-}
-
 // TestLongFlowOutlivesCertificateRotation: a flow opened before the
 // connector rotates its certificate keeps echoing for well past a token
 // lifetime (4 s here): the client keeps refreshing the draining connection's
@@ -224,23 +200,12 @@ func TestLongFlowOutlivesCertificateRotation(t *testing.T) {
 		}
 		return c, nil
 	}
-	echo := func(c net.Conn, msg string) error {
-		_ = c.SetDeadline(time.Now().Add(3 * time.Second))
-		if _, err := io.WriteString(c, msg); err != nil {
-			return err
-		}
-		b := make([]byte, len(msg))
-		if _, err := io.ReadFull(c, b); err != nil || string(b) != msg {
-			return fmt.Errorf("echo %q: %v", b, err)
-		}
-		return nil
-	}
 	long, err := open()
 	if err != nil {
 		t.Fatalf("open the long flow: %v", err)
 	}
 	defer long.Close()
-	if err := echo(long, "before"); err != nil {
+	if err := echoOnce(long, "before"); err != nil {
 		t.Fatal(err)
 	}
 	oldDigest := a.c.CertDigests()[0]
@@ -254,14 +219,14 @@ func TestLongFlowOutlivesCertificateRotation(t *testing.T) {
 	// Observe for three token lifetimes: the long flow must keep echoing,
 	// and new flows must work too.
 	for i := 0; time.Since(rotated) < 3*ttl; i++ {
-		if err := echo(long, fmt.Sprintf("after-%d", i)); err != nil {
+		if err := echoOnce(long, fmt.Sprintf("after-%d", i)); err != nil {
 			t.Fatalf("long flow %v after the rotation (token lifetime %v): %v", time.Since(rotated).Round(100*time.Millisecond), ttl, err)
 		}
 		c, err := open()
 		if err != nil {
 			t.Fatalf("new flow %v after the rotation: %v", time.Since(rotated).Round(100*time.Millisecond), err)
 		}
-		err = echo(c, "new")
+		err = echoOnce(c, "new")
 		c.Close()
 		if err != nil {
 			t.Fatalf("new flow %v after the rotation: %v", time.Since(rotated).Round(100*time.Millisecond), err)

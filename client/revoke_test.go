@@ -55,15 +55,7 @@ func TestSessionRevokedSignsOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	sock := filepath.Join(t.TempDir(), localapi.SocketName)
-	srv, err := ListenLocalAPI(d, sock, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Close()
-	lc := localapi.NewClient(sock)
-	defer lc.Close()
+	lc := serveLocalAPI(t, d)
 
 	st := l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)

@@ -10,7 +10,7 @@ import (
 	"runtime"
 	"strings"
 
-	"postern.dev/postern/pki"
+	"postern.dev/postern/internal/atomicfile"
 )
 
 // SOCKS5SecretName is the file in the state directory that holds the SOCKS5
@@ -45,7 +45,7 @@ func loadOrCreateSOCKSSecret(path string) (socksCredentials, error) {
 			return socksCredentials{}, fmt.Errorf("SOCKS5 password: %w", err)
 		}
 		c := socksCredentials{user: "postern", pass: base64.RawURLEncoding.EncodeToString(r[:])}
-		if err := pki.WriteFileAtomic(path, []byte(c.user+":"+c.pass+"\n"), 0o600); err != nil {
+		if err := atomicfile.Write(path, []byte(c.user+":"+c.pass+"\n"), 0o600); err != nil {
 			return socksCredentials{}, fmt.Errorf("SOCKS5 credentials: %w", err)
 		}
 		return c, nil

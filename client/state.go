@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/atomicfile"
 	"postern.dev/postern/pki"
 )
 
@@ -81,7 +82,7 @@ func (s *stateDir) deviceKey() (ed25519.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode device key: %w", err)
 	}
-	if err := pki.WriteFileAtomic(p, pemb, 0o600); err != nil {
+	if err := atomicfile.Write(p, pemb, 0o600); err != nil {
 		return nil, fmt.Errorf("write device key %s: %w", p, err)
 	}
 	return k, nil
@@ -106,7 +107,7 @@ func (s *stateDir) writeJSON(name string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", name, err)
 	}
-	if err := pki.WriteFileAtomic(s.path(name), b, 0o600); err != nil {
+	if err := atomicfile.Write(s.path(name), b, 0o600); err != nil {
 		return fmt.Errorf("write %s: %w", s.path(name), err)
 	}
 	return nil

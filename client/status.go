@@ -1,6 +1,8 @@
 package client
 
 import (
+	"context"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -139,4 +141,66 @@ func describeUnreachable(cs []localapi.ConnectorStatus) string {
 		parts = append(parts, p)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// Resources lists the resources the principal may use.
+func (d *Daemon) Resources() []localapi.Resource {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := []localapi.Resource{}
+	if d.pol == nil {
+		return out
+	}
+	var names NameMapper
+	if d.front != nil {
+		names = d.front.Names()
+	}
+	for _, r := range d.pol.Resources {
+		lr := localapi.Resource{ID: r.ID, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: r.Ports, Require: r.Require, Access: r.Access}
+		if lr.Ports == nil {
+			lr.Ports = []string{}
+		}
+		if sa, ok := names.(interface{ SyntheticAddrs(string) []netip.Addr }); ok {
+			for _, a := range sa.SyntheticAddrs(r.ID) {
+				lr.SyntheticAddrs = append(lr.SyntheticAddrs, a.String())
+			}
+		}
+		out = append(out, lr)
+	}
+	return out
+}
+
+// ExplainDNS says how name resolves.
+func (d *Daemon) ExplainDNS(ctx context.Context, name string) (localapi.DNSExplain, error) {
+	d.mu.Lock()
+	fe := d.front
+	t := d.table.Load()
+	d.mu.Unlock()
+	if fe != nil {
+		if ex, ok := fe.Explain(ctx, name); ok {
+			return ex, nil
+		}
+	}
+	ex := localapi.DNSExplain{Name: name}
+	if tgt, ok := t.resolveHost(name, nil); ok {
+		ex.Resource = tgt.res.Name
+		ex.Pattern = tgt.res.Address
+		for _, c := range t.connectors[tgt.res.Network] {
+			ex.Connectors = append(ex.Connectors, c.Name)
+		}
+		ex.Note = "resolved by the connector inside the private network"
+	} else {
+		ex.Note = "not a resource: resolved by the normal system resolver"
+	}
+	return ex, nil
+}
+
+// names returns the front-end's name mapper.
+func (d *Daemon) names() NameMapper {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.front == nil {
+		return nil
+	}
+	return d.front.Names()
 }

@@ -24,13 +24,10 @@ import (
 func BenchmarkStreamOpen(b *testing.B) {
 	e := newEnv(b, nil)
 	cc := e.alice.connect()
-	h := wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("echo"), Destination: "127.0.0.1"}
+	h := e.echoFlow(e.resourceID("echo"))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		st, status, _ := cc.open(h)
-		if status != wire.StatusOK {
-			b.Fatal(status)
-		}
+		st := cc.mustOpen(h, "flow")
 		st.CancelRead(0)
 		st.Close()
 	}
@@ -93,10 +90,7 @@ func BenchmarkThroughputQUICvsTCP(b *testing.B) {
 			return false
 		})
 		cc := e.alice.connect()
-		st, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: port, ResourceID: e.resourceID("sink"), Destination: "127.0.0.1"})
-		if status != wire.StatusOK {
-			b.Fatal(status)
-		}
+		st := cc.mustOpen(wire.OpenHeader{Proto: wire.ProtoTCP, Port: port, ResourceID: e.resourceID("sink"), Destination: "127.0.0.1"}, "flow")
 		send(b, st, st)
 	})
 	b.Run("tcp", func(b *testing.B) {

@@ -21,6 +21,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/internal/atomicfile"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/traversal"
 	"postern.dev/postern/wire"
@@ -200,7 +201,7 @@ func loadResetKey(dir string) (*quic.StatelessResetKey, error) {
 	if _, err := rand.Read(k[:]); err != nil {
 		return nil, fmt.Errorf("generate QUIC reset key: %w", err)
 	}
-	if err := pki.WriteFileAtomic(p, k[:], 0o600); err != nil {
+	if err := atomicfile.Write(p, k[:], 0o600); err != nil {
 		return nil, fmt.Errorf("store QUIC reset key: %w", err)
 	}
 	return &k, nil

@@ -3,27 +3,19 @@ package connector
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
 	"github.com/quic-go/quic-go"
 
 	"postern.dev/postern/controlapi"
-	"postern.dev/postern/ctoken"
 	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/wire"
 )
@@ -108,6 +100,12 @@ type env struct {
 	alice                       *device
 }
 
+// echoFlow is the header of a TCP flow to the echo server through resource
+// id (an ID, as e.resourceID returns).
+func (e *env) echoFlow(id string) wire.OpenHeader {
+	return wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: id, Destination: "127.0.0.1"}
+}
+
 func (e *env) render(y string) string {
 	r := strings.NewReplacer("{{ECHO}}", fmt.Sprint(e.echoPort), "{{NAMEPORT}}", fmt.Sprint(e.namePort), "{{UDP}}", fmt.Sprint(e.udpPort))
 	return r.Replace(y)
@@ -161,7 +159,7 @@ func TestAllowedFlowHalfCloseAndEvent(t *testing.T) {
 	e := newEnv(t, nil)
 	cc := e.alice.connect()
 	id := e.resourceID("echo")
-	st, status, msg := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: id, Destination: "127.0.0.1"})
+	st, status, msg := cc.open(e.echoFlow(id))
 	if status != wire.StatusOK {
 		t.Fatalf("status %v %s", status, msg)
 	}
@@ -205,8 +203,8 @@ func TestRefusals(t *testing.T) {
 		h    wire.OpenHeader
 		want wire.Status
 	}{
-		{"unauthorized resource", wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: crm, Destination: "127.0.0.1"}, wire.StatusDenied},
-		{"unknown resource", wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: "nope", Destination: "127.0.0.1"}, wire.StatusDenied},
+		{"unauthorized resource", e.echoFlow(crm), wire.StatusDenied},
+		{"unknown resource", e.echoFlow("nope"), wire.StatusDenied},
 		{"port not allowed", wire.OpenHeader{Proto: wire.ProtoTCP, Port: 22, ResourceID: echo, Destination: "127.0.0.1"}, wire.StatusDenied},
 		{"protocol not allowed", wire.OpenHeader{Proto: wire.ProtoUDP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"}, wire.StatusDenied},
 		{"address outside an IP resource", wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.2"}, wire.StatusDenied},
@@ -220,7 +218,7 @@ func TestRefusals(t *testing.T) {
 		}
 	}
 	// Inside the CIDR, allowed; a closed port is refused.
-	st, got, msg := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("lab"), Destination: "127.0.0.1"})
+	st, got, msg := cc.open(e.echoFlow(e.resourceID("lab")))
 	if got != wire.StatusOK {
 		t.Fatalf("inside CIDR: %v %s", got, msg)
 	}
@@ -233,7 +231,7 @@ func TestRefusals(t *testing.T) {
 		t.Fatalf("closed port: %v %s, want refused", got, msg)
 	}
 	// The connection still works after every refusal.
-	st, got, _ = cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
+	st, got, _ = cc.open(e.echoFlow(echo))
 	if got != wire.StatusOK {
 		t.Fatalf("after refusals: %v", got)
 	}
@@ -274,196 +272,14 @@ func TestWildcardNames(t *testing.T) {
 	}
 }
 
-func TestDigestMismatchAbortsClient(t *testing.T) {
-	e := newEnv(t, nil)
-	tr := e.alice.token()
-	wrong := strings.Repeat("ab", 32)
-	if _, err := e.alice.dial(wrong); err == nil || !strings.Contains(err.Error(), "digest") {
-		t.Fatalf("dial with a wrong digest: %v, want a digest mismatch", err)
-	}
-	if conn, err := e.alice.dial(tr.CertSHA256); err != nil {
-		t.Fatalf("dial with the right digest: %v", err)
-	} else {
-		conn.CloseWithError(0, "")
-	}
-}
-
-func expectRefusedToken(t testing.TB, conn *quic.Conn, tok, what string) {
-	t.Helper()
-	_, st, msg, err := authenticate(conn, tok)
-	if err == nil && st == wire.StatusOK {
-		t.Fatalf("%s: token accepted", what)
-	}
-	if err == nil && st != wire.StatusUnauthenticated {
-		t.Fatalf("%s: status %v %s, want unauthenticated", what, st, msg)
-	}
-	// The connection is closed by the connector.
-	select {
-	case <-conn.Context().Done():
-	case <-time.After(5 * time.Second):
-		t.Fatalf("%s: connection not closed", what)
-	}
-	var ae *quic.ApplicationError
-	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || uint64(ae.ErrorCode) != wire.CodeUnauthenticated {
-		t.Fatalf("%s: close cause %v", what, err)
-	}
-	t.Logf("%s: refused: %s", what, msg)
-}
-
-func TestTokenBoundToAnotherDeviceKey(t *testing.T) {
-	e := newEnv(t, nil)
-	other := e.login("alice@example.com", "alice-password-1")
-	tr := e.alice.token()
-	conn, err := other.dial(tr.CertSHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	expectRefusedToken(t, conn, tr.Token, "token of another device")
-}
-
-// signer returns the controller's current token-signing key from its data dir.
-func (l *lab) signer() *ctoken.Signer {
-	l.t.Helper()
-	b, err := os.ReadFile(filepath.Join(l.ctlDir, "token-keys.json"))
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	var keys []struct {
-		KID     string `json:"kid"`
-		Private string `json:"private"`
-	}
-	if err := json.Unmarshal(b, &keys); err != nil || len(keys) == 0 {
-		l.t.Fatalf("token keys: %v", err)
-	}
-	raw, _ := base64.StdEncoding.DecodeString(keys[0].Private)
-	return &ctoken.Signer{Issuer: l.ctl.Issuer(), KeyID: keys[0].KID, Key: ed25519.PrivateKey(raw)}
-}
-
-// claimsFor builds valid claims for d against the connector's current certificate.
-func (e *env) claimsFor(d *device, ttl time.Duration) ctoken.Claims {
-	pub := d.key.Public().(ed25519.PublicKey)
-	return ctoken.Claims{
-		PrincipalKind: "user", Device: d.id, ConnectorCertSHA256: e.c.certs.current(),
-		Cnf: ctoken.Confirmation{JKT: pkiThumb(pub)},
-		RegisteredClaims: jwt.RegisteredClaims{
-			Subject: d.pid, Audience: jwt.ClaimStrings{e.c.ID()}, ExpiresAt: jwt.NewNumericDate(time.Now().Add(ttl)),
-		},
-	}
-}
-
-func TestExpiredForgedMisdirectedTokens(t *testing.T) {
-	e := newEnv(t, nil)
-	s := e.signer()
-	digest := e.c.certs.current()
-	mk := func(mut func(*ctoken.Claims), sg *ctoken.Signer) string {
-		cl := e.claimsFor(e.alice, time.Minute)
-		mut(&cl)
-		tok, err := sg.Issue(cl)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tok
-	}
-	_, forgedKey, _ := ed25519.GenerateKey(rand.Reader)
-	forger := &ctoken.Signer{Issuer: s.Issuer, KeyID: s.KeyID, Key: forgedKey}
-	cases := map[string]string{
-		"expired":          mk(func(c *ctoken.Claims) { c.ExpiresAt = jwt.NewNumericDate(time.Now().Add(-2 * time.Minute)) }, s),
-		"forged signature": mk(func(*ctoken.Claims) {}, forger),
-		"misdirected":      mk(func(c *ctoken.Claims) { c.Audience = jwt.ClaimStrings{"another-connector"} }, s),
-		"wrong issuer":     mk(func(*ctoken.Claims) {}, &ctoken.Signer{Issuer: "https://evil.example", KeyID: s.KeyID, Key: s.Key}),
-		"other cert":       mk(func(c *ctoken.Claims) { c.ConnectorCertSHA256 = strings.Repeat("cd", 32) }, s),
-		"alg none":         noneToken(e.claimsFor(e.alice, time.Minute)),
-	}
-	for what, tok := range cases {
-		conn, err := e.alice.dial(digest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		expectRefusedToken(t, conn, tok, what)
-		conn.CloseWithError(0, "")
-	}
-	// A correctly made token passes (so the cases above fail for their reason).
-	conn, err := e.alice.dial(digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	if _, st, msg, err := authenticate(conn, mk(func(*ctoken.Claims) {}, s)); err != nil || st != wire.StatusOK {
-		t.Fatalf("valid token: %v %v %s", err, st, msg)
-	}
-}
-
-func noneToken(c ctoken.Claims) string {
-	tok, _ := jwt.NewWithClaims(jwt.SigningMethodNone, c).SignedString(jwt.UnsafeAllowNoneSignatureType)
-	return tok
-}
-
-func TestFlowBeforeAuthAndTokenExpiryAndRefresh(t *testing.T) {
-	e := newEnv(t, nil)
-	s := e.signer()
-	digest := e.c.certs.current()
-	conn, err := e.alice.dial(digest)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.CloseWithError(0, "")
-	cl := e.claimsFor(e.alice, 3*time.Second)
-	tok, _ := s.Issue(cl)
-	ctrl, st, _, err := authenticate(conn, tok)
-	if err != nil || st != wire.StatusOK {
-		t.Fatalf("auth: %v %v", err, st)
-	}
-	cc := &clientConn{t: t, conn: conn, ctrl: ctrl}
-	flow, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("echo"), Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
-	// Refresh in band before expiry: the connection outlives the first token.
-	cl2 := e.claimsFor(e.alice, 6*time.Second)
-	tok2, _ := s.Issue(cl2)
-	if err := wire.WriteFrame(ctrl, wire.KindToken, []byte(tok2)); err != nil {
-		t.Fatal(err)
-	}
-	if st, msg, err := wire.ReadStatus(ctrl); err != nil || st != wire.StatusOK {
-		t.Fatalf("refresh: %v %v %s", err, st, msg)
-	}
-	// A refresh naming another principal is refused but keeps the connection.
-	bad := e.claimsFor(e.alice, time.Minute)
-	bad.Subject = "someone-else"
-	tok3, _ := s.Issue(bad)
-	wire.WriteFrame(ctrl, wire.KindToken, []byte(tok3))
-	if st, _, err := wire.ReadStatus(ctrl); err != nil || st != wire.StatusUnauthenticated {
-		t.Fatalf("refresh for another principal: %v %v", err, st)
-	}
-	time.Sleep(4 * time.Second)
-	echoRoundTrip(t, flow, "after the first token expired")
-	// Without another refresh the connection closes at expiry.
-	select {
-	case <-conn.Context().Done():
-	case <-time.After(6 * time.Second):
-		t.Fatal("connection not closed at token expiry")
-	}
-	var ae *quic.ApplicationError
-	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || uint64(ae.ErrorCode) != wire.CodeTokenExpired {
-		t.Fatalf("close cause %v, want token expired", err)
-	}
-}
-
 func TestPolicyChangeClosesLiveFlow(t *testing.T) {
 	e := newEnv(t, nil)
 	cc := e.alice.connect()
 	echo := e.resourceID("echo")
-	st, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	st := cc.mustOpen(e.echoFlow(echo), "flow")
 	echoRoundTrip(t, st, "before")
 	// A flow to another resource that stays allowed.
-	keep, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("lab"), Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	keep := cc.mustOpen(e.echoFlow(e.resourceID("lab")), "flow")
 	ended := make(chan time.Time, 1)
 	go func() {
 		io.Copy(io.Discard, st)
@@ -495,7 +311,7 @@ func TestPolicyChangeClosesLiveFlow(t *testing.T) {
 		t.Fatal("flow not closed after the policy change")
 	}
 	echoRoundTrip(t, keep, "unaffected")
-	if _, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"}); status != wire.StatusDenied {
+	if _, status, _ := cc.open(e.echoFlow(echo)); status != wire.StatusDenied {
 		t.Fatalf("new flow after the change: %v, want denied", status)
 	}
 }
@@ -504,21 +320,15 @@ func TestFailStatic(t *testing.T) {
 	e := newEnv(t, nil)
 	cc := e.alice.connect()
 	echo := e.resourceID("echo")
-	st, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	st := cc.mustOpen(e.echoFlow(echo), "flow")
 	tr := e.alice.token() // a valid token for later
 	e.stopCtl()
 	e.stopCtl = func() {}
 	e.eventually(15*time.Second, "connector to notice the controller is gone", func() bool { return !e.c.controllerOK.Load() })
 	echoRoundTrip(t, st, "established flow keeps running")
-	st2, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatalf("new flow with the controller down: %v", status)
-	}
+	st2 := cc.mustOpen(e.echoFlow(echo), "new flow with the controller down")
 	echoRoundTrip(t, st2, "new flow on the same connection")
-	if _, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("crm"), Destination: "127.0.0.1"}); status != wire.StatusDenied {
+	if _, status, _ := cc.open(e.echoFlow(e.resourceID("crm"))); status != wire.StatusDenied {
 		t.Fatalf("nothing new granted: %v", status)
 	}
 	if h := e.c.Health(); h.Status != "degraded" {
@@ -542,10 +352,7 @@ func TestMalformedHeadersDoNotHarmOtherStreams(t *testing.T) {
 	e := newEnv(t, nil)
 	cc := e.alice.connect()
 	echo := e.resourceID("echo")
-	good, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	good := cc.mustOpen(e.echoFlow(echo), "flow")
 	oversized := []byte{wire.Version, wire.KindOpen, 0xff, 0xff}
 	badVersion := []byte{9, wire.KindOpen, 0, 1, 0}
 	badKind := []byte{wire.Version, 77, 0, 0}
@@ -581,10 +388,7 @@ func TestMalformedHeadersDoNotHarmOtherStreams(t *testing.T) {
 		t.Errorf("truncated header: %v", got)
 	}
 	echoRoundTrip(t, good, "the good stream survives")
-	st3, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: echo, Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatalf("new flow after malformed ones: %v", status)
-	}
+	st3 := cc.mustOpen(e.echoFlow(echo), "new flow after malformed ones")
 	echoRoundTrip(t, st3, "and new ones work")
 }
 
@@ -650,7 +454,7 @@ func TestICMPEcho(t *testing.T) {
 
 func TestFlowsPipelinedWithTheToken(t *testing.T) {
 	e := newEnv(t, nil)
-	h := wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("echo"), Destination: "127.0.0.1"}
+	h := e.echoFlow(e.resourceID("echo"))
 	openNow := func(conn *quic.Conn) *quic.Stream {
 		st, err := conn.OpenStreamSync(context.Background())
 		if err != nil {

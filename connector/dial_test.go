@@ -55,7 +55,7 @@ func TestDialHookReachesInProcessServers(t *testing.T) {
 	cc := e.alice.connect()
 	id := e.resourceID("echo")
 
-	st, status, msg := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: id, Destination: "127.0.0.1"})
+	st, status, msg := cc.open(e.echoFlow(id))
 	if status != wire.StatusOK {
 		t.Fatalf("TCP flow: %v %s", status, msg)
 	}

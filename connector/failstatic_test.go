@@ -85,10 +85,7 @@ func TestFailStaticExpiredTokens(t *testing.T) {
 		t.Fatalf("token valid when the controller went away: %v %v %s", err, st, msg)
 	}
 	cc := &clientConn{t: t, conn: conn, ctrl: ctrl}
-	flow, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("echo"), Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatalf("flow on the fail-static connection: %v", status)
-	}
+	flow := cc.mustOpen(e.echoFlow(e.resourceID("echo")), "flow on the fail-static connection")
 	echoRoundTrip(t, flow, "fail static")
 	// The token's expiry timer fired at once and kept the connection.
 	if err := context.Cause(conn.Context()); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/policy"
 	"postern.dev/postern/wire"
 )
 
@@ -207,7 +208,7 @@ func (s *session) run(f *flow, splice func()) {
 	if err := wire.WriteStatus(f.st, wire.StatusOK, ""); err != nil {
 		f.kill(resultReset)
 	}
-	proto := protoName(f.hdr.Proto)
+	proto := policy.ProtoName(f.hdr.Proto)
 	s.c.met.flowsActive.Inc()
 	splice()
 	f.dst.Close()
@@ -224,7 +225,7 @@ func (s *session) run(f *flow, splice func()) {
 
 func (s *session) event(cl *ctoken.Claims, h wire.OpenHeader, start time.Time, result string, up, down int64) controlapi.FlowEvent {
 	ev := controlapi.FlowEvent{
-		ResourceID: h.ResourceID, Destination: h.Destination, Port: h.Port, Protocol: protoName(h.Proto),
+		ResourceID: h.ResourceID, Destination: h.Destination, Port: h.Port, Protocol: policy.ProtoName(h.Proto),
 		Start: start.UTC(), DurationMS: time.Since(start).Milliseconds(), BytesUp: up, BytesDown: down, Result: result,
 	}
 	if cl != nil {
@@ -239,7 +240,7 @@ func (s *session) refuse(st *quic.Stream, cl *ctoken.Claims, h wire.OpenHeader, 
 	st.Close()
 	st.CancelRead(quic.StreamErrorCode(wire.CodeFlowRefused))
 	s.c.met.refusals.WithLabelValues(status.String(), reason).Inc()
-	s.c.met.flows.WithLabelValues(protoName(h.Proto), status.String()).Inc()
+	s.c.met.flows.WithLabelValues(policy.ProtoName(h.Proto), status.String()).Inc()
 	s.c.events.add(s.event(cl, h, start, status.String(), 0, 0))
 }
 

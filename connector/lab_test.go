@@ -290,6 +290,17 @@ func (d *device) connect() *clientConn {
 	return &clientConn{t: d.l.t, conn: conn, ctrl: ctrl}
 }
 
+// mustOpen opens a flow stream and fails the test unless the connector
+// accepts it; what names the flow in the failure.
+func (cc *clientConn) mustOpen(h wire.OpenHeader, what string) *quic.Stream {
+	cc.t.Helper()
+	st, status, msg := cc.open(h)
+	if status != wire.StatusOK {
+		cc.t.Fatalf("%s: status %v %s, want OK", what, status, msg)
+	}
+	return st
+}
+
 // open opens a flow stream and returns its status.
 func (cc *clientConn) open(h wire.OpenHeader) (*quic.Stream, wire.Status, string) {
 	cc.t.Helper()

@@ -101,10 +101,7 @@ func TestCertificateRotation(t *testing.T) {
 		t.Fatalf("new token digest %s, want %s", newTok.CertSHA256, ds[0])
 	}
 	cc := e.alice.connect()
-	st, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("echo"), Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	st := cc.mustOpen(e.echoFlow(e.resourceID("echo")), "flow")
 	echoRoundTrip(t, st, "after rotation")
 	// After the overlap the old certificate is gone.
 	e.c.certs.prune(time.Now().Add(e.c.cfg.CertOverlap + time.Second))
@@ -119,10 +116,7 @@ func TestCertificateRotation(t *testing.T) {
 func TestRevokedDeviceIsDisconnected(t *testing.T) {
 	e := newEnv(t, nil)
 	cc := e.alice.connect()
-	st, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("echo"), Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	st := cc.mustOpen(e.echoFlow(e.resourceID("echo")), "flow")
 	echoRoundTrip(t, st, "before logout")
 	if err := e.post(controlapi.PathLogout, e.alice.session, struct{}{}, nil); err != nil {
 		t.Fatal(err)
@@ -141,10 +135,7 @@ func TestRevokedDeviceIsDisconnected(t *testing.T) {
 func TestMetricsAndHealth(t *testing.T) {
 	e := newEnv(t, nil)
 	cc := e.alice.connect()
-	st, status, _ := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("echo"), Destination: "127.0.0.1"})
-	if status != wire.StatusOK {
-		t.Fatal(status)
-	}
+	st := cc.mustOpen(e.echoFlow(e.resourceID("echo")), "flow")
 	echoRoundTrip(t, st, "metrics")
 	st.Close()
 	io.Copy(io.Discard, st)

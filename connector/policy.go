@@ -11,7 +11,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
-	"postern.dev/postern/pki"
+	"postern.dev/postern/internal/atomicfile"
 	"postern.dev/postern/policy"
 	"postern.dev/postern/wire"
 )
@@ -88,19 +88,6 @@ func compilePolicy(p controlapi.ConnectorPolicy) (*compiledPolicy, error) {
 	return cp, nil
 }
 
-// protoName maps a wire protocol to a policy protocol name.
-func protoName(p byte) string {
-	switch p {
-	case wire.ProtoTCP:
-		return policy.TCP
-	case wire.ProtoUDP:
-		return policy.UDP
-	case wire.ProtoICMP:
-		return policy.ICMP
-	}
-	return ""
-}
-
 // decision is the outcome of checking a flow header against the policy.
 type decision struct {
 	res    *compiledResource
@@ -139,7 +126,7 @@ func (p *compiledPolicy) authorizeHeader(principal, device string, h wire.OpenHe
 	if !res.principals[principal] {
 		return decision{res: res, status: wire.StatusDenied, reason: "principal not allowed"}
 	}
-	proto := protoName(h.Proto)
+	proto := policy.ProtoName(h.Proto)
 	if h.Proto == wire.ProtoICMP && h.Port != 0 {
 		return decision{res: res, status: wire.StatusBadRequest, reason: "icmp with a port"}
 	}
@@ -267,7 +254,7 @@ func savePolicy(dir string, p controlapi.ConnectorPolicy) error {
 	if err != nil {
 		return err
 	}
-	if err := pki.WriteFileAtomic(filepath.Join(dir, policyFile), b, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, policyFile), b, 0o600); err != nil {
 		return fmt.Errorf("store policy: %w", err)
 	}
 	return nil

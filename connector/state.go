@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/atomicfile"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/version"
 )
@@ -124,7 +125,7 @@ func (st *State) save(dir string) error {
 		data []byte
 	}{stateFile, append(js, '\n')})
 	for _, f := range files {
-		if err := pki.WriteFileAtomic(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
+		if err := atomicfile.Write(filepath.Join(dir, f.name), f.data, 0o600); err != nil {
 			return fmt.Errorf("write %s: %w", f.name, err)
 		}
 	}

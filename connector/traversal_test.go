@@ -174,7 +174,7 @@ func TestTraversalRelayedAndDirectPaths(t *testing.T) {
 				t.Fatalf("authenticate: %v %v %s", err, st, msg)
 			}
 			cc := &clientConn{t: t, conn: conn}
-			s, status, msg := cc.open(wire.OpenHeader{Proto: wire.ProtoTCP, Port: e.echoPort, ResourceID: e.resourceID("echo"), Destination: "127.0.0.1"})
+			s, status, msg := cc.open(e.echoFlow(e.resourceID("echo")))
 			if status != wire.StatusOK {
 				t.Fatalf("flow: %v %s", status, msg)
 			}

@@ -268,7 +268,7 @@ type LoginRequest struct {
 	Password string `json:"password,omitempty"`
 	// Service account key (the key file's contents, see ServiceKey).
 	ServiceKey *ServiceKey `json:"service_key,omitempty"`
-	// OIDC: an ID token obtained by the client (added by the SSO issue).
+	// OIDC: an ID token the client obtained from the identity provider.
 	IDToken string `json:"id_token,omitempty"`
 	// The device's Ed25519 public key, base64 (std) of the 32 raw bytes.
 	DevicePublicKey string `json:"device_public_key"`

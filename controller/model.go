@@ -90,8 +90,8 @@ type Group struct {
 	Users []string `json:"users"`
 }
 
-// User is a person. Built-in accounts have a password hash; OIDC users (a
-// later issue) have Source "oidc" and no password.
+// User is a person. Built-in accounts have a password hash; users created at
+// their first single sign-on have Source "oidc" and no password.
 type User struct {
 	ID           string `json:"id"`
 	Email        string `json:"email"`

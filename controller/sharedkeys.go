@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controller/store"
+	"postern.dev/postern/internal/atomicfile"
 	"postern.dev/postern/pki"
 )
 
@@ -165,7 +166,7 @@ func (c *Controller) adoptSharedKeys(objs []store.Object) error {
 
 func (c *Controller) writeKeysFile(keys []signingKey) error {
 	b, _ := json.MarshalIndent(keys, "", "  ")
-	if err := pki.WriteFileAtomic(c.keysPath(), b, 0o600); err != nil {
+	if err := atomicfile.Write(c.keysPath(), b, 0o600); err != nil {
 		return fmt.Errorf("write token signing keys: %w", err)
 	}
 	return nil

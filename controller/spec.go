@@ -2,14 +2,17 @@ package controller
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"unicode"
 
 	"gopkg.in/yaml.v3"
 
+	"postern.dev/postern/controller/store"
 	"postern.dev/postern/policy"
 )
 
@@ -366,6 +369,89 @@ func (spec *Spec) normalize(li lineIndex) error {
 	})
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidSpec, errs)
+	}
+	return nil
+}
+
+// specFromTx reads the declarative part of the store back as a Spec (users
+// carry their stored hash).
+func specFromTx(tx store.Tx) (*Spec, error) {
+	spec := &Spec{}
+	var nets []Network
+	var cons []Connector
+	if err := listInto(tx, KindNetwork, &nets); err != nil {
+		return nil, err
+	}
+	if err := listInto(tx, KindConnector, &cons); err != nil {
+		return nil, err
+	}
+	byNet := map[string][]string{}
+	for _, c := range cons {
+		byNet[c.Network] = append(byNet[c.Network], c.Name)
+	}
+	for _, n := range nets {
+		sort.Strings(byNet[n.Name])
+		spec.RemoteNetworks = append(spec.RemoteNetworks, NetworkSpec{Name: n.Name, Connectors: strs(byNet[n.Name])})
+	}
+	var groups []Group
+	if err := listInto(tx, KindGroup, &groups); err != nil {
+		return nil, err
+	}
+	for _, g := range groups {
+		spec.Groups = append(spec.Groups, GroupSpec{Name: g.Name, Users: strs(g.Users)})
+	}
+	var users []User
+	if err := listInto(tx, KindUser, &users); err != nil {
+		return nil, err
+	}
+	for _, u := range users {
+		if u.Source == "oidc" {
+			continue
+		}
+		spec.Users = append(spec.Users, UserSpec{Email: u.Email, PasswordHash: u.PasswordHash, Disabled: u.Disabled, OIDCSubject: u.IdPSubject})
+	}
+	var sas []ServiceAccount
+	if err := listInto(tx, KindServiceAccount, &sas); err != nil {
+		return nil, err
+	}
+	for _, s := range sas {
+		spec.ServiceAccounts = append(spec.ServiceAccounts, ServiceAccountSpec{Name: s.Name, Groups: strs(s.Groups)})
+	}
+	var res []Resource
+	if err := listInto(tx, KindResource, &res); err != nil {
+		return nil, err
+	}
+	for _, r := range res {
+		spec.Resources = append(spec.Resources, ResourceSpec{Name: r.Name, Address: r.Address, Alias: r.Alias, Network: r.Network, Ports: strs(r.Ports), Groups: strs(r.Groups), Require: r.Require})
+	}
+	var profiles []PostureProfile
+	if err := listInto(tx, KindPostureProfile, &profiles); err != nil {
+		return nil, err
+	}
+	for _, p := range profiles {
+		spec.PostureProfiles = append(spec.PostureProfiles, p.PostureProfileSpec)
+	}
+	var settings []AccessSettings
+	if err := listInto(tx, KindAccessSettings, &settings); err != nil {
+		return nil, err
+	}
+	for _, st := range settings {
+		spec.AutoLock = st.AutoLock
+	}
+	return spec, nil
+}
+
+func listInto[T any](tx store.Tx, kind string, out *[]T) error {
+	objs, err := tx.List(kind)
+	if err != nil {
+		return err
+	}
+	for _, o := range objs {
+		var v T
+		if err := json.Unmarshal(o.Data, &v); err != nil {
+			return fmt.Errorf("decode %s %s: %w", kind, o.ID, err)
+		}
+		*out = append(*out, v)
 	}
 	return nil
 }

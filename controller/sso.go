@@ -21,7 +21,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"postern.dev/postern/controller/oidcauth"
-	"postern.dev/postern/pki"
+	"postern.dev/postern/internal/atomicfile"
 )
 
 // OIDCConfig configures single sign-on with an OpenID Connect identity
@@ -222,7 +222,7 @@ func loadFlowKey(path string) (key []byte, created bool, err error) {
 }
 
 func saveFlowKey(path string, key []byte) error {
-	if err := pki.WriteFileAtomic(path, key, 0o600); err != nil {
+	if err := atomicfile.Write(path, key, 0o600); err != nil {
 		return fmt.Errorf("write oidc flow key: %w", err)
 	}
 	return nil

@@ -112,17 +112,28 @@ func TestOIDCConfigValidation(t *testing.T) {
 	}
 }
 
-// TestSSOFlowSurvivesRestart: a sign-in started before a restart finishes
-// after it, because the flow key is kept in DATA (0600).
-func TestSSOFlowSurvivesRestart(t *testing.T) {
-	t.Parallel()
+// ssoIdP starts an identity provider that knows the "postern" client and
+// ssoAccounts, and writes the client's secret to dir/secret; it returns the
+// provider and that file.
+func ssoIdP(t *testing.T, dir string) (*oidctest.Provider, string) {
+	t.Helper()
 	idp := oidctest.Start(t, oidctest.Options{
 		Clients:  []oidctest.Client{{ID: "postern", Secret: "postern-secret"}},
 		Accounts: ssoAccounts,
 	})
-	dir := t.TempDir()
 	secret := filepath.Join(dir, "secret")
-	os.WriteFile(secret, []byte("postern-secret"), 0o600)
+	if err := os.WriteFile(secret, []byte("postern-secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return idp, secret
+}
+
+// TestSSOFlowSurvivesRestart: a sign-in started before a restart finishes
+// after it, because the flow key is kept in DATA (0600).
+func TestSSOFlowSurvivesRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	idp, secret := ssoIdP(t, dir)
 	data := filepath.Join(dir, "data")
 	oc := func() *OIDCConfig {
 		return &OIDCConfig{Issuer: idp.Issuer, ClientID: "postern", ClientSecretFile: secret, Scopes: []string{"groups"}}
@@ -165,13 +176,8 @@ func TestSSOIdPUnreachableAtStart(t *testing.T) {
 	// Not parallel: it shortens ssoRetryWait while no other test runs.
 	old := ssoRetryWait
 	t.Cleanup(func() { ssoRetryWait = old })
-	idp := oidctest.Start(t, oidctest.Options{
-		Clients:  []oidctest.Client{{ID: "postern", Secret: "postern-secret"}},
-		Accounts: ssoAccounts,
-	})
 	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	os.WriteFile(secret, []byte("postern-secret"), 0o600)
+	idp, secret := ssoIdP(t, dir)
 	sw := &switchTransport{next: http.DefaultTransport}
 	sw.down.Store(true)
 	ssoRetryWait = 200 * time.Millisecond
@@ -224,13 +230,8 @@ func TestSSOSignInRateLimit(t *testing.T) {
 // TestSSONoGoroutineLeak: the discovery retries and the refresher end with
 // the controller.
 func TestSSONoGoroutineLeak(t *testing.T) {
-	idp := oidctest.Start(t, oidctest.Options{
-		Clients:  []oidctest.Client{{ID: "postern", Secret: "postern-secret"}},
-		Accounts: ssoAccounts,
-	})
 	dir := t.TempDir()
-	secret := filepath.Join(dir, "secret")
-	os.WriteFile(secret, []byte("postern-secret"), 0o600)
+	idp, secret := ssoIdP(t, dir)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	browser := oidctest.NewBrowser()
 	before := runtime.NumGoroutine()

@@ -15,7 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"postern.dev/postern/pki"
+	"postern.dev/postern/internal/atomicfile"
 )
 
 // allocator hands out synthetic addresses. Each name gets one offset into
@@ -292,5 +292,5 @@ func writeFileAtomic(path string, b []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", dir, err)
 	}
-	return pki.WriteFileAtomic(path, b, 0o600)
+	return atomicfile.Write(path, b, 0o600)
 }

@@ -1,11 +1,8 @@
 package dnsproxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -22,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"postern.dev/postern/internal/testenv"
+	"postern.dev/postern/internal/testenv/netnstest"
 	"postern.dev/postern/platform"
 )
 
@@ -37,23 +35,9 @@ func TestDNSInNetns(t *testing.T) {
 			t.Fatalf("%s missing (apt-get install iproute2 dnsutils libc-bin): %v", tool, err)
 		}
 	}
-	b := make([]byte, 4)
-	rand.Read(b)
-	ns := "pstdns" + hex.EncodeToString(b)
-	etc := filepath.Join("/etc/netns", ns)
-	if err := os.MkdirAll(etc, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(etc) })
 	const orig = "nameserver 127.0.0.1\nsearch corp.internal\n"
-	resolv := filepath.Join(etc, "resolv.conf")
-	if err := os.WriteFile(resolv, []byte(orig), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ns := netnstest.New(t, "pstdns", orig)
+	resolv := filepath.Join(netnstest.EtcDir(ns), "resolv.conf")
 	state := t.TempDir()
 
 	daemon := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestNetnsDaemon$", "-test.v")
@@ -64,28 +48,7 @@ func TestDNSInNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer daemon.Process.Kill()
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		var lines []string
-		for sc.Scan() {
-			lines = append(lines, sc.Text())
-			if sc.Text() == "READY" || strings.HasPrefix(sc.Text(), "HELPER-FAIL") {
-				break
-			}
-		}
-		ready <- strings.Join(lines, "\n")
-		for sc.Scan() {
-		}
-	}()
-	select {
-	case s := <-ready:
-		if !strings.HasSuffix(s, "READY") {
-			t.Fatalf("daemon: %s", s)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("daemon not ready")
-	}
+	testenv.WaitReady(t, "daemon", out, 60*time.Second)
 	inNS := func(args ...string) string {
 		out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
 		if err != nil && args[0] != "getent" {
@@ -258,37 +221,8 @@ func TestNetnsDaemon(t *testing.T) {
 // through ns: another host on the machine's LAN. It returns its name.
 func outsideHost(t *testing.T, ns string) string {
 	t.Helper()
-	b := make([]byte, 3)
-	rand.Read(b)
-	id := hex.EncodeToString(b)
-	out := "pstout" + id
-	etc := filepath.Join("/etc/netns", out)
-	if err := os.MkdirAll(etc, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(etc) })
-	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte("nameserver 198.18.0.1\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	a, o := "pstA"+id, "pstB"+id
-	run := func(args ...string) {
-		t.Helper()
-		if b, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v %s", args, err, b)
-		}
-	}
-	run("netns", "add", out)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", out).Run() })
-	run("link", "add", a, "type", "veth", "peer", "name", o)
-	run("link", "set", a, "netns", ns)
-	run("link", "set", o, "netns", out)
-	run("-n", ns, "link", "set", a, "name", "lan0")
-	run("-n", out, "link", "set", o, "name", "lan0")
-	run("-n", ns, "addr", "add", "198.18.0.1/30", "dev", "lan0")
-	run("-n", out, "addr", "add", "198.18.0.2/30", "dev", "lan0")
-	run("-n", ns, "link", "set", "lan0", "up")
-	run("-n", out, "link", "set", "lan0", "up")
-	run("-n", out, "link", "set", "lo", "up")
-	run("-n", out, "route", "add", "100.96.0.53/32", "via", "198.18.0.1")
+	out := netnstest.New(t, "pstout", "nameserver 198.18.0.1\n")
+	netnstest.Link(t, ns, "lan0", "198.18.0.1/30", out, "lan0", "198.18.0.2/30")
+	netnstest.MustIP(t, "-n", out, "route", "add", "100.96.0.53/32", "via", "198.18.0.1")
 	return out
 }

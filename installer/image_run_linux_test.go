@@ -17,8 +17,9 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"postern.dev/postern/internal/testenv/netnstest"
 )
 
 // TestConnectorImageRuns runs the connector OCI image that `make packages`
@@ -53,19 +54,8 @@ func TestConnectorImageRuns(t *testing.T) {
 	}
 
 	// One namespace holds the controller; the container joins it.
-	ns, ctlIP := "pstimg"+randHex(3), "198.18.7.1"
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns).Run() })
-	for _, args := range [][]string{
-		{"-n", ns, "link", "set", "lo", "up"},
-		{"-n", ns, "addr", "add", ctlIP + "/32", "dev", "lo"},
-	} {
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v %s", args, err, out)
-		}
-	}
+	ns, ctlIP := netnstest.New(t, "pstimg", ""), "198.18.7.1"
+	netnstest.MustIP(t, "-n", ns, "addr", "add", ctlIP+"/32", "dev", "lo")
 	nsExec := func(args ...string) (string, error) {
 		out, err := exec.CommandContext(t.Context(), "ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
 		return string(out), err
@@ -180,21 +170,7 @@ func TestConnectorImageRuns(t *testing.T) {
 // fixture's OCI tarball.
 func fixtureImage(t *testing.T, f *fixture) v1.Image {
 	t.Helper()
-	tarball, err := os.Open(f.files("oci")[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tarball.Close()
-	dir := t.TempDir()
-	untar(t, tarball, dir)
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
+	idx := fixtureIndex(t, f)
 	im, err := idx.IndexManifest()
 	if err != nil || len(im.Manifests) == 0 {
 		t.Fatalf("image index: %v", err)

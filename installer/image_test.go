@@ -14,6 +14,7 @@ import (
 	"text/template"
 
 	"github.com/Masterminds/sprig/v3"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
@@ -52,8 +53,9 @@ func untar(t *testing.T, r io.Reader, dir string) {
 	}
 }
 
-func TestConnectorImage(t *testing.T) {
-	f := getFixture(t)
+// fixtureIndex unpacks the fixture's OCI tarball and opens its image index.
+func fixtureIndex(t *testing.T, f *fixture) v1.ImageIndex {
+	t.Helper()
 	tarball, err := os.Open(f.files("oci")[0])
 	if err != nil {
 		t.Fatal(err)
@@ -69,6 +71,12 @@ func TestConnectorImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return idx
+}
+
+func TestConnectorImage(t *testing.T) {
+	f := getFixture(t)
+	idx := fixtureIndex(t, f)
 	if err := validate.Index(idx); err != nil {
 		t.Fatalf("image index does not validate: %v", err)
 	}

@@ -14,7 +14,7 @@ func (l *Lab) Stop(name string) error {
 	if err != nil {
 		return err
 	}
-	return p.stop(5 * time.Second)
+	return p.Stop(5 * time.Second)
 }
 
 // Kill ends a program at once with SIGKILL, as a crash or power loss would.
@@ -38,7 +38,7 @@ func (l *Lab) StartProgram(name string) error {
 	if closed {
 		return ErrClosed
 	}
-	return p.start()
+	return p.Start()
 }
 
 // Restart stops a program (if it runs) and starts it again. The controller

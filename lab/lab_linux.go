@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"postern.dev/postern/internal/testenv/netnstest"
 )
 
 // Options configure a lab.
@@ -322,7 +324,7 @@ func (l *Lab) Spawn(name, node string, env []string, args ...string) (*Proc, err
 	p := &Proc{Name: name, Node: node, NS: n.NS, Args: args, Env: env, LogPath: filepath.Join(l.LogDir, name+".log")}
 	l.procs[name] = p
 	l.mu.Unlock()
-	if err := p.start(); err != nil {
+	if err := p.Start(); err != nil {
 		return nil, err
 	}
 	l.log.Debug("spawned", "name", name, "node", node, "pid", p.PID())
@@ -380,7 +382,7 @@ func (l *Lab) Close(failed bool) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := p.stop(3 * time.Second); err != nil {
+			if err := p.Stop(3 * time.Second); err != nil {
 				emu.Lock()
 				errs = append(errs, err)
 				emu.Unlock()
@@ -427,37 +429,7 @@ func stopOrder(name string) int {
 // deleteNamespace kills whatever still runs inside ns (every process in it
 // belongs to the lab), then removes the namespace and its /etc/netns dir.
 func deleteNamespace(ctx context.Context, ns string) error {
-	var errs []error
-	if out, err := run(ctx, nil, "ip", "netns", "pids", ns); err == nil {
-		for _, f := range strings.Fields(out) {
-			if pid := atoiOr(f, 0); pid > 1 {
-				_ = killPID(pid)
-			}
-		}
-	}
-	if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
-		if _, err := run(ctx, nil, "ip", "netns", "del", ns); err != nil {
-			errs = append(errs, fmt.Errorf("delete netns %s: %w", ns, err))
-		}
-	}
-	if err := os.RemoveAll(filepath.Join("/etc/netns", ns)); err != nil {
-		errs = append(errs, fmt.Errorf("remove /etc/netns/%s: %w", ns, err))
-	}
-	return errors.Join(errs...)
-}
-
-func atoiOr(s string, def int) int {
-	n := 0
-	if s == "" {
-		return def
-	}
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return def
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
+	return netnstest.Teardown(ctx, ns)
 }
 
 // waitFor polls check every interval until it succeeds or timeout passes.

@@ -71,7 +71,12 @@ func (p *Proc) ExitErr() error {
 	return p.exitErr
 }
 
-func (p *Proc) start() error {
+// Start runs the program: "ip netns exec NS Args..." (ip replaces itself
+// with the program, so the pid is the program's) in its own process group,
+// with a parent-death signal, its output appended to LogPath. A Proc made
+// outside a Lab needs Name, NS, Args and LogPath; Start again after the
+// program ended restarts it.
+func (p *Proc) Start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.done != nil {
@@ -122,8 +127,9 @@ func exitString(err error) string {
 	return err.Error()
 }
 
-// stop ends the program: SIGTERM to its process group, SIGKILL after grace.
-func (p *Proc) stop(grace time.Duration) error {
+// Stop ends the program: SIGTERM to its process group, SIGKILL after grace.
+// A program that already ended has the rest of its group killed.
+func (p *Proc) Stop(grace time.Duration) error {
 	p.mu.Lock()
 	cmd, done := p.cmd, p.done
 	p.stopping = true
@@ -131,12 +137,14 @@ func (p *Proc) stop(grace time.Duration) error {
 	if cmd == nil || done == nil {
 		return nil
 	}
+	pid := cmd.Process.Pid
 	select {
 	case <-done:
+		// Nothing of the ended program's group may linger.
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
 		return nil
 	default:
 	}
-	pid := cmd.Process.Pid
 	_ = syscall.Kill(-pid, syscall.SIGTERM)
 	select {
 	case <-done:

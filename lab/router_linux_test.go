@@ -1,13 +1,12 @@
 package lab
 
 import (
-	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"postern.dev/postern/internal/testenv"
+	"postern.dev/postern/internal/testenv/netnstest"
 )
 
 func TestRouterRuleset(t *testing.T) {
@@ -83,11 +82,7 @@ func TestRouterNATKinds(t *testing.T) {
 // kind, home and corporate, with faults), checked in a throwaway namespace.
 func TestRouterRulesetsApply(t *testing.T) {
 	testenv.RequireRoot(t, "a network namespace")
-	ns := fmt.Sprintf("pstnat%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	defer exec.Command("ip", "netns", "del", ns).Run()
+	ns := netnstest.New(t, "pstnat", "")
 	for _, rk := range []routerKind{routerHome, routerCorp} {
 		for _, nk := range []NATKind{"", NATEIM, NATPortClash, NATFullCone, NATSymmetric} {
 			for _, f := range []routerFaults{{nat: nk}, {nat: nk, blockUDP: true, dropPct: 5}} {

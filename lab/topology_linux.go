@@ -2,12 +2,10 @@ package lab
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
+
+	"postern.dev/postern/internal/testenv/netnstest"
 )
 
 // hostSpec is a leaf node attached to a bridge.
@@ -23,26 +21,17 @@ type hostSpec struct {
 
 func (l *Lab) addNamespace(ctx context.Context, name, nameserver string) (*Node, error) {
 	ns := l.ID + "-" + name
-	if _, err := run(ctx, nil, "ip", "netns", "add", ns); err != nil {
-		return nil, fmt.Errorf("create netns %s: %w", ns, err)
+	// resolv.conf before anything runs in the namespace, so that a program
+	// writing /etc/resolv.conf writes this file, never the machine's.
+	resolv := "# written by postern-lab " + l.ID + "\nnameserver " + nameserver + "\noptions timeout:2 attempts:2\n"
+	if err := netnstest.Create(ctx, ns, resolv, ""); err != nil {
+		return nil, err
 	}
 	n := &Node{Name: name, NS: ns}
 	l.mu.Lock()
 	l.nodes[name] = n
 	l.nsOrder = append(l.nsOrder, ns)
 	l.mu.Unlock()
-	// resolv.conf before anything runs in the namespace, so that a program
-	// writing /etc/resolv.conf writes this file, never the machine's.
-	dir := filepath.Join("/etc/netns", ns)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("create %s: %w", dir, err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("# written by postern-lab "+l.ID+"\nnameserver "+nameserver+"\noptions timeout:2 attempts:2\n"), 0o644); err != nil {
-		return nil, fmt.Errorf("write resolv.conf of %s: %w", ns, err)
-	}
-	if _, err := run(ctx, nil, "ip", "-n", ns, "link", "set", "lo", "up"); err != nil {
-		return nil, fmt.Errorf("lo up in %s: %w", ns, err)
-	}
 	return n, nil
 }
 
@@ -66,19 +55,7 @@ func (l *Lab) veth(ctx context.Context, nodeA, nameA, nodeB, nameB string) error
 	if err != nil {
 		return err
 	}
-	rnd := make([]byte, 4)
-	_, _ = rand.Read(rnd)
-	tmpA, tmpB := "pstA"+hex.EncodeToString(rnd), "pstB"+hex.EncodeToString(rnd)
-	if _, err := run(ctx, nil, "ip", "-n", a.NS, "link", "add", tmpA, "type", "veth", "peer", "name", tmpB, "netns", b.NS); err != nil {
-		return fmt.Errorf("veth %s/%s - %s/%s: %w", nodeA, nameA, nodeB, nameB, err)
-	}
-	if _, err := run(ctx, nil, "ip", "-n", a.NS, "link", "set", tmpA, "name", nameA); err != nil {
-		return fmt.Errorf("rename veth in %s: %w", nodeA, err)
-	}
-	if _, err := run(ctx, nil, "ip", "-n", b.NS, "link", "set", tmpB, "name", nameB); err != nil {
-		return fmt.Errorf("rename veth in %s: %w", nodeB, err)
-	}
-	return nil
+	return netnstest.Veth(ctx, a.NS, nameA, b.NS, nameB)
 }
 
 func (l *Lab) ipn(ctx context.Context, node string, args ...string) error {

@@ -102,53 +102,46 @@ func decodeError(resp *http.Response) error {
 	return e
 }
 
+// call is do for a request that answers with a T.
+func call[T any](ctx context.Context, c *Client, method, path string, in any) (T, error) {
+	var out T
+	err := c.do(ctx, method, path, in, &out)
+	return out, err
+}
+
 // Login signs the daemon in.
 func (c *Client) Login(ctx context.Context, req LoginRequest) (Status, error) {
-	var st Status
-	err := c.do(ctx, http.MethodPost, "/v1/login", req, &st)
-	return st, err
+	return call[Status](ctx, c, http.MethodPost, "/v1/login", req)
 }
 
 // Logout signs the daemon out.
 func (c *Client) Logout(ctx context.Context) (Status, error) {
-	var st Status
-	err := c.do(ctx, http.MethodPost, "/v1/logout", nil, &st)
-	return st, err
+	return call[Status](ctx, c, http.MethodPost, "/v1/logout", nil)
 }
 
 // Up brings the tunnel up.
 func (c *Client) Up(ctx context.Context) (Status, error) {
-	var st Status
-	err := c.do(ctx, http.MethodPost, "/v1/up", nil, &st)
-	return st, err
+	return call[Status](ctx, c, http.MethodPost, "/v1/up", nil)
 }
 
 // Down takes the tunnel down.
 func (c *Client) Down(ctx context.Context) (Status, error) {
-	var st Status
-	err := c.do(ctx, http.MethodPost, "/v1/down", nil, &st)
-	return st, err
+	return call[Status](ctx, c, http.MethodPost, "/v1/down", nil)
 }
 
 // Status returns the daemon's status.
 func (c *Client) Status(ctx context.Context) (Status, error) {
-	var st Status
-	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
-	return st, err
+	return call[Status](ctx, c, http.MethodGet, "/v1/status", nil)
 }
 
 // Resources lists the resources the signed-in principal may use.
 func (c *Client) Resources(ctx context.Context) ([]Resource, error) {
-	var rs []Resource
-	err := c.do(ctx, http.MethodGet, "/v1/resources", nil, &rs)
-	return rs, err
+	return call[[]Resource](ctx, c, http.MethodGet, "/v1/resources", nil)
 }
 
 // DNS explains how name resolves.
 func (c *Client) DNS(ctx context.Context, name string) (DNSExplain, error) {
-	var ex DNSExplain
-	err := c.do(ctx, http.MethodGet, "/v1/dns?name="+url.QueryEscape(name), nil, &ex)
-	return ex, err
+	return call[DNSExplain](ctx, c, http.MethodGet, "/v1/dns?name="+url.QueryEscape(name), nil)
 }
 
 // Events calls fn with the current status and again after every change,

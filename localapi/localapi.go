@@ -37,8 +37,9 @@ type Error struct {
 	Hint  string `json:"hint,omitempty"`
 }
 
-// LoginRequest signs the daemon in. Exactly one credential is set, or none
-// for browser/device sign-in (added by the SSO issue).
+// LoginRequest signs the daemon in with exactly one credential: Email and
+// Password, ServiceKey, IDToken, or a single sign-on grant (OIDC or
+// OIDCDeviceFlow).
 type LoginRequest struct {
 	ControllerURL string `json:"controller_url"`
 	CAPEM         string `json:"ca_pem,omitempty"` // the deployment CA, when not in the system roots

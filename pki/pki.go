@@ -23,7 +23,6 @@ import (
 	"math/big"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 )
@@ -215,37 +214,6 @@ func ParseKeyPEM(data []byte) (crypto.Signer, error) {
 		return nil, fmt.Errorf("private key type %T cannot sign", k)
 	}
 	return s, nil
-}
-
-// WriteFileAtomic replaces path with data through a uniquely named temporary
-// file in the same directory (chmod to mode, fsync, rename), so a crash or a
-// concurrent writer never leaves a half-written key or state file. It is for
-// files Postern owns; never use it on a bind-mounted file such as a network
-// namespace's /etc/resolv.conf.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Chmod(mode)
-	}
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, path)
-	}
-	if werr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, werr)
-	}
-	return nil
 }
 
 // LoadCA reads a CA certificate and key from PEM files.

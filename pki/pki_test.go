@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 func TestThumbprintRFC7638Vector(t *testing.T) {
@@ -33,29 +35,15 @@ func TestCAIssueAndPin(t *testing.T) {
 		t.Fatal(err)
 	}
 	cert := tls.Certificate{Certificate: [][]byte{leaf.Raw, ca.Cert.Raw}, PrivateKey: key}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.(*tls.Conn).Handshake()
-			c.Close()
-		}
-	}()
-	got, err := FetchCAByFingerprint(ln.Addr().String(), "127.0.0.1", ca.Fingerprint(), 5*time.Second)
+	addr := handshakeServer(t, cert)
+	got, err := FetchCAByFingerprint(addr, "127.0.0.1", ca.Fingerprint(), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !got.Equal(ca.Cert) {
 		t.Fatal("wrong CA returned")
 	}
-	_, err = FetchCAByFingerprint(ln.Addr().String(), "127.0.0.1", strings.Repeat("0", 64), 5*time.Second)
+	_, err = FetchCAByFingerprint(addr, "127.0.0.1", strings.Repeat("0", 64), 5*time.Second)
 	if !errors.Is(err, ErrDigestMismatch) {
 		t.Fatalf("wrong fingerprint: err %v", err)
 	}
@@ -78,23 +66,9 @@ func TestPinnedPeerConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{srv}, MinVersion: tls.VersionTLS13})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.(*tls.Conn).Handshake()
-			c.Close()
-		}
-	}()
+	addr := handshakeServer(t, srv)
 	dial := func(want string) error {
-		conn, err := net.Dial("tcp", ln.Addr().String())
+		conn, err := net.Dial("tcp", addr)
 		if err != nil {
 			return err
 		}
@@ -108,4 +82,19 @@ func TestPinnedPeerConfig(t *testing.T) {
 	if err := dial(strings.Repeat("1", 64)); err == nil {
 		t.Fatal("wrong digest accepted (MITM)")
 	}
+}
+
+// handshakeServer serves TLS 1.3 with cert on a loopback port until the test
+// ends, completing each handshake before closing; it returns the address.
+func handshakeServer(t *testing.T, cert tls.Certificate) string {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Serve(t, ln, func(c net.Conn) {
+		_ = c.(*tls.Conn).Handshake()
+		c.Close()
+	})
+	return ln.Addr().String()
 }

@@ -1,10 +1,7 @@
 package platform
 
 import (
-	"bufio"
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -18,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"postern.dev/postern/internal/testenv"
+	"postern.dev/postern/internal/testenv/netnstest"
 )
 
 // needRoot skips without root, except under CI=true where it fails.
@@ -33,25 +31,10 @@ func needRoot(t *testing.T) {
 // (holding resolv), removed when the test ends.
 func netns(t *testing.T, resolv string) (name, resolvPath string) {
 	t.Helper()
-	b := make([]byte, 4)
-	rand.Read(b)
-	name = "pstdns" + hex.EncodeToString(b)
-	dir := filepath.Join("/etc/netns", name)
-	// The file must exist before anything runs in the namespace, so that
+	// The file exists before anything runs in the namespace, so that
 	// "ip netns exec" bind-mounts it over /etc/resolv.conf.
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	resolvPath = filepath.Join(dir, "resolv.conf")
-	if err := os.WriteFile(resolvPath, []byte(resolv), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add: %v %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	return name, resolvPath
+	name = netnstest.New(t, "pstdns", resolv)
+	return name, filepath.Join(netnstest.EtcDir(name), "resolv.conf")
 }
 
 // helper runs this test binary inside the namespace in the given mode (see
@@ -164,30 +147,8 @@ func crashed(t *testing.T, ns, path, state string) {
 		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	ready := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		var lines []string
-		for sc.Scan() {
-			lines = append(lines, sc.Text())
-			if sc.Text() == "READY" || strings.HasPrefix(sc.Text(), "HELPER-FAIL") {
-				break
-			}
-		}
-		ready <- strings.Join(lines, "\n")
-		for sc.Scan() {
-		}
-	}()
-	select {
-	case got := <-ready:
-		if !strings.HasSuffix(got, "READY") {
-			t.Fatalf("helper: %s", got)
-		}
-		if !strings.Contains(got, "ORIGINAL [198.51.100.53:53] [lab.example]") {
-			t.Errorf("original resolvers as read in the namespace: %s", got)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatal("helper did not get ready")
+	if got := testenv.WaitReady(t, "helper", out, 60*time.Second); !strings.Contains(got, "ORIGINAL [198.51.100.53:53] [lab.example]") {
+		t.Errorf("original resolvers as read in the namespace: %s", got)
 	}
 	b, _ := os.ReadFile(path)
 	if !bytes.HasPrefix(b, []byte(resolvConfMarker)) || !bytes.Contains(b, []byte("nameserver 100.96.0.53\n")) ||

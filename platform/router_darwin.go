@@ -2,17 +2,13 @@ package platform
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 )
 
 // NewRouter returns the Router of utun device tunName (ifconfig and route,
 // as wireguard-go's tooling does).
 func NewRouter(tunName string) (Router, error) {
-	if _, err := net.InterfaceByName(tunName); err != nil {
-		return nil, fmt.Errorf("%w: interface %s: %w", ErrRoute, tunName, err)
-	}
-	return &execRouter{name: tunName, cmds: darwinCmds{}, addrs: map[netip.Prefix]bool{}, routes: map[netip.Prefix]bool{}}, nil
+	return newExecRouter(tunName, darwinCmds{})
 }
 
 type darwinCmds struct{}

@@ -5,6 +5,7 @@ package platform
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 )
@@ -18,6 +19,14 @@ type execRouter struct {
 	mu     sync.Mutex
 	addrs  map[netip.Prefix]bool
 	routes map[netip.Prefix]bool
+}
+
+// newExecRouter is the Router of the existing device name, driven by cmds.
+func newExecRouter(name string, cmds osRouteCmds) (Router, error) {
+	if _, err := net.InterfaceByName(name); err != nil {
+		return nil, fmt.Errorf("%w: interface %s: %w", ErrRoute, name, err)
+	}
+	return &execRouter{name: name, cmds: cmds, addrs: map[netip.Prefix]bool{}, routes: map[netip.Prefix]bool{}}, nil
 }
 
 type osRouteCmds interface {

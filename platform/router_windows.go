@@ -1,8 +1,6 @@
 package platform
 
 import (
-	"fmt"
-	"net"
 	"net/netip"
 )
 
@@ -11,10 +9,7 @@ import (
 // reboot). golang.zx2c4.com/wireguard/windows (winipcfg) is not a
 // dependency of this module.
 func NewRouter(tunName string) (Router, error) {
-	if _, err := net.InterfaceByName(tunName); err != nil {
-		return nil, fmt.Errorf("%w: interface %s: %w", ErrRoute, tunName, err)
-	}
-	return &execRouter{name: tunName, cmds: windowsCmds{}, addrs: map[netip.Prefix]bool{}, routes: map[netip.Prefix]bool{}}, nil
+	return newExecRouter(tunName, windowsCmds{})
 }
 
 type windowsCmds struct{}

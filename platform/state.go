@@ -8,7 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"postern.dev/postern/pki"
+	"postern.dev/postern/internal/atomicfile"
 )
 
 // dnsStateName is the file, inside the daemon's state directory, that
@@ -79,7 +79,7 @@ func removeState(dir string) error {
 // writeFileAtomic replaces path through a temporary file in its directory
 // (for files Postern owns; never for /etc/resolv.conf, see writeInPlace).
 func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
-	return pki.WriteFileAtomic(path, b, mode)
+	return atomicfile.Write(path, b, mode)
 }
 
 // writeInPlace rewrites path without replacing the file: /etc/resolv.conf

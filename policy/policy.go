@@ -25,6 +25,21 @@ const (
 	ICMP = "icmp"
 )
 
+// ProtoName names IP protocol number ipProto (what a flow header carries:
+// 6, 17 or 1) as a port rule's protocol: TCP, UDP or ICMP, and "" for any
+// other, which no port rule matches.
+func ProtoName(ipProto byte) string {
+	switch ipProto {
+	case 6:
+		return TCP
+	case 17:
+		return UDP
+	case 1:
+		return ICMP
+	}
+	return ""
+}
+
 // ErrSpec is wrapped by every parse error of this package.
 var ErrSpec = errors.New("invalid spec")
 

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern.dev/postern/wire"
 )
 
 func TestParsePortRule(t *testing.T) {
@@ -147,5 +149,22 @@ func TestParseDuration(t *testing.T) {
 		if got := FormatDuration(d); got != want {
 			t.Errorf("FormatDuration(%v) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+// TestProtoName: the protocol numbers flow headers carry name the port
+// rules' protocols, and any other number matches no rule.
+func TestProtoName(t *testing.T) {
+	for p, want := range map[byte]string{wire.ProtoTCP: TCP, wire.ProtoUDP: UDP, wire.ProtoICMP: ICMP, 0: "", 41: "", 58: ""} {
+		if got := ProtoName(p); got != want {
+			t.Errorf("ProtoName(%d) = %q, want %q", p, got, want)
+		}
+	}
+	rules, err := ParsePortRules([]string{"tcp", "udp", "icmp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Allows(rules, ProtoName(47), 0) {
+		t.Error("an unknown protocol number passed rules naming every protocol")
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/atomicfile"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/version"
 )
@@ -330,7 +331,7 @@ func (e *enrolled) save() error {
 		{fileCA, pki.EncodeCertPEM(e.ca), 0o644},
 		{fileIdentity, idb, 0o600},
 	} {
-		if err := pki.WriteFileAtomic(filepath.Join(e.dir, f.name), f.data, f.mode); err != nil {
+		if err := atomicfile.Write(filepath.Join(e.dir, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("save %s: %w", f.name, err)
 		}
 	}
@@ -359,10 +360,10 @@ func loadOrCreateTLSCert(dir string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := pki.WriteFileAtomic(filepath.Join(dir, fileTLSKey), kp, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, fileTLSKey), kp, 0o600); err != nil {
 		return tls.Certificate{}, fmt.Errorf("save TLS key: %w", err)
 	}
-	if err := pki.WriteFileAtomic(filepath.Join(dir, fileTLSCert), pki.EncodeCertPEM(c.Leaf), 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, fileTLSCert), pki.EncodeCertPEM(c.Leaf), 0o644); err != nil {
 		return tls.Certificate{}, fmt.Errorf("save TLS certificate: %w", err)
 	}
 	return c, nil

@@ -3,6 +3,7 @@ package relay
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
@@ -15,15 +16,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"postern.dev/postern/internal/testenv"
+	"postern.dev/postern/internal/testenv/netnstest"
 )
 
 // Network-namespace labs for the relay on real-host layouts (issue 13 item
@@ -59,20 +58,15 @@ func newNSLab(t *testing.T, names ...string) *nsLab {
 			}
 		}
 		for _, n := range names {
-			_ = exec.Command("ip", "netns", "del", l.ns(n)).Run()
-			_ = os.RemoveAll(filepath.Join("/etc/netns", l.ns(n)))
+			if err := netnstest.Remove(context.Background(), l.ns(n)); err != nil {
+				t.Errorf("remove lab namespace: %v", err)
+			}
 		}
 	})
 	for _, n := range names {
-		dir := filepath.Join("/etc/netns", l.ns(n))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := netnstest.Create(context.Background(), l.ns(n), "# postern relay lab: no resolver\n", ""); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, "resolv.conf"), []byte("# postern relay lab: no resolver\n"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		l.sh("ip", "netns", "add", l.ns(n))
-		l.sh("ip", "-n", l.ns(n), "link", "set", "lo", "up")
 	}
 	return l
 }
@@ -89,39 +83,18 @@ func (l *nsLab) sh(args ...string) {
 
 // link joins two namespaces with a veth pair created inside namespace a.
 func (l *nsLab) link(a, aName, aAddr, b, bName, bAddr string) {
-	l.sh("ip", "-n", l.ns(a), "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", l.ns(b))
-	l.sh("ip", "-n", l.ns(a), "addr", "add", aAddr, "dev", aName)
-	l.sh("ip", "-n", l.ns(b), "addr", "add", bAddr, "dev", bName)
-	l.sh("ip", "-n", l.ns(a), "link", "set", aName, "up")
-	l.sh("ip", "-n", l.ns(b), "link", "set", bName, "up")
+	l.t.Helper()
+	netnstest.Link(l.t, l.ns(a), aName, aAddr, l.ns(b), bName, bAddr)
 }
 
 // in runs f on a thread switched into namespace n: sockets f creates stay
-// in that namespace.
-func (l *nsLab) in(n string, f func()) {
+// in that namespace. f runs on another goroutine and reports failures with
+// its error.
+func (l *nsLab) in(n string, f func() error) {
 	l.t.Helper()
-	runtime.LockOSThread()
-	orig, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
+	if err := netnstest.Do(l.ns(n), f); err != nil {
 		l.t.Fatal(err)
 	}
-	defer orig.Close()
-	target, err := os.Open(filepath.Join("/run/netns", l.ns(n)))
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer target.Close()
-	if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-		l.t.Fatalf("setns %s: %v", n, err)
-	}
-	defer func() {
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			// Leave the thread locked: it dies with this goroutine.
-			panic("restore network namespace: " + err.Error())
-		}
-		runtime.UnlockOSThread()
-	}()
-	f()
 }
 
 // labRelayConfig is what the relay helper process runs with.

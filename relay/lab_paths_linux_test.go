@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -29,14 +30,19 @@ type labRoundTrip struct {
 func (f *fixture) roundTrip(t *testing.T, l *nsLab, relayUDP, relayTLS, cliNS, cliIP, peerNS, peerIP string) labRoundTrip {
 	t.Helper()
 	pin := func() []string { return []string{pki.CertDigest(f.rcert.Certificate[0])} }
-	dial := func(cert tls.Certificate, hello *sigwire.Message) (*sigwire.Conn, *sigwire.Message) {
+	// dial opens the signaling connection; it runs inside a namespace, on
+	// another goroutine, so it returns its error.
+	dial := func(cert tls.Certificate) (*tls.Conn, error) {
 		conf := pki.PinnedPeerConfig(pin, "postern-relay", []string{sigwire.ALPNSignal})
 		conf.Certificates = []tls.Certificate{cert}
 		d := &net.Dialer{Timeout: 10 * time.Second}
 		tc, err := tls.DialWithDialer(d, "tcp", relayTLS, conf)
 		if err != nil {
-			t.Fatalf("dial relay %s: %v", relayTLS, err)
+			return nil, fmt.Errorf("dial relay %s: %w", relayTLS, err)
 		}
+		return tc, nil
+	}
+	sayHello := func(tc *tls.Conn, hello *sigwire.Message) (*sigwire.Conn, *sigwire.Message) {
 		c := sigwire.NewConn(tc)
 		t.Cleanup(func() { c.Close() })
 		if err := c.Write(hello); err != nil {
@@ -51,30 +57,35 @@ func (f *fixture) roundTrip(t *testing.T, l *nsLab, relayUDP, relayTLS, cliNS, c
 	}
 	var (
 		peer, cpc net.PacketConn
-		conn, cl  *sigwire.Conn
-		w         *sigwire.Message
-		err       error
+		ptc, ctc  *tls.Conn
 	)
 	cc := f.connectorCert(t, f.ca, "c1")
-	l.in(peerNS, func() {
+	l.in(peerNS, func() error {
+		var err error
 		if peer, err = net.ListenPacket("udp", peerIP+":0"); err != nil {
-			t.Fatal(err)
+			return err
 		}
-		conn, w = dial(cc, &sigwire.Message{Type: sigwire.TypeHello, Role: sigwire.RoleConnector})
+		ptc, err = dial(cc)
+		return err
 	})
 	t.Cleanup(func() { peer.Close() })
+	conn, w := sayHello(ptc, &sigwire.Message{Type: sigwire.TypeHello, Role: sigwire.RoleConnector})
 	if w.Type != sigwire.TypeWelcome {
 		t.Fatalf("connector hello: %+v", w)
 	}
 	_, dev, _ := ed25519.GenerateKey(rand.Reader)
 	devCert, _ := pki.SelfSigned(dev, "device", time.Hour)
-	l.in(cliNS, func() {
+	l.in(cliNS, func() error {
+		var err error
 		if cpc, err = net.ListenPacket("udp", cliIP+":0"); err != nil {
-			t.Fatal(err)
+			return err
 		}
-		cl, w = dial(devCert, &sigwire.Message{Type: sigwire.TypeHello, Role: sigwire.RoleClient, Connector: "c1",
-			Token: f.clientToken(t, "c1", dev, time.Now().Add(time.Minute))})
+		ctc, err = dial(devCert)
+		return err
 	})
+	t.Cleanup(func() { cpc.Close() })
+	cl, w := sayHello(ctc, &sigwire.Message{Type: sigwire.TypeHello, Role: sigwire.RoleClient, Connector: "c1",
+		Token: f.clientToken(t, "c1", dev, time.Now().Add(time.Minute))})
 	t.Cleanup(func() { cpc.Close() })
 	if w.Type != sigwire.TypeWelcome {
 		t.Fatalf("client hello: %+v", w)

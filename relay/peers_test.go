@@ -48,6 +48,28 @@ func (f *fixture) turnClient(t *testing.T, username, password string) (*turn.Cli
 	return c, relayed, err
 }
 
+// deviceTURN is a TURN client with an allocation, signed in as principal's
+// device.
+func (f *fixture) deviceTURN(t *testing.T, principal, device string) *turn.Client {
+	t.Helper()
+	u, p := deviceCreds(principal, device)
+	c, _, err := f.turnClient(t, u, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// publicRelay is a relay that advertises public (as behind a 1:1 NAT, so the
+// address is not local) and refuses loopback peers.
+func publicRelay(t *testing.T, public string) *fixture {
+	t.Helper()
+	return newFixture(t, func(c *Config) {
+		c.AllowLoopbackPeers = false
+		c.PublicIP = net.ParseIP(public)
+	})
+}
+
 func deviceCreds(principal, device string) (string, string) {
 	u := controlapi.TURNDeviceUsername(time.Now().Add(time.Minute), principal, device)
 	return u, controlapi.TURNPassword(secret, u)
@@ -101,15 +123,8 @@ func (f *fixture) session(t *testing.T, cands ...sigwire.Candidate) (conn, cl *s
 // every permission below except loopback.
 func TestRelayIsNoOpenForwarder(t *testing.T) {
 	public := "203.0.113.50" // the relay's advertised address (1:1 NAT: not local)
-	f := newFixture(t, func(c *Config) {
-		c.AllowLoopbackPeers = false
-		c.PublicIP = net.ParseIP(public)
-	})
-	u, p := deviceCreds("user-1", "dev-1")
-	tc, _, err := f.turnClient(t, u, p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := publicRelay(t, public)
+	tc := f.deviceTURN(t, "user-1", "dev-1")
 	// No signaling session yet: nothing may be reached, not even public
 	// addresses, private ranges or metadata endpoints.
 	for _, peer := range []string{"198.51.100.7:4000", "10.1.2.3:53", "192.168.1.1:53", "100.64.0.1:53", "[fc00::1]:53",
@@ -445,15 +460,8 @@ func TestResolveRelayIP(t *testing.T) {
 // never through a server-reflexive or host candidate.
 func TestRelayBridgesAllocationsOfOneSession(t *testing.T) {
 	public := "203.0.113.51"
-	f := newFixture(t, func(c *Config) {
-		c.AllowLoopbackPeers = false
-		c.PublicIP = net.ParseIP(public)
-	})
-	u, p := deviceCreds("user-1", "dev-1")
-	tc, _, err := f.turnClient(t, u, p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := publicRelay(t, public)
+	tc := f.deviceTURN(t, "user-1", "dev-1")
 	if err := tc.CreatePermission(udpAddr(public + ":4100")); err == nil {
 		t.Fatal("permission to the relay's own address granted without a session")
 	}
@@ -462,11 +470,7 @@ func TestRelayBridgesAllocationsOfOneSession(t *testing.T) {
 		t.Fatalf("permission to the connector's allocation on this relay refused: %v", err)
 	}
 	// Another device of the same user gets nothing from this session.
-	u2, p2 := deviceCreds("user-1", "dev-2")
-	other, _, err := f.turnClient(t, u2, p2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := f.deviceTURN(t, "user-1", "dev-2")
 	if err := other.CreatePermission(udpAddr(public + ":4100")); err == nil {
 		t.Fatal("another device reached the relay's address through someone else's session")
 	}

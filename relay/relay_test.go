@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/pion/logging"
-	"github.com/pion/turn/v2"
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
@@ -78,26 +76,12 @@ func newFixture(t *testing.T, mut func(*Config)) *fixture {
 	return f
 }
 
+// allocate makes a TURN allocation on the relay and returns its relayed
+// socket (see turnClient).
 func (f *fixture) allocate(t *testing.T, username, password string) (net.PacketConn, error) {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelDisabled
-	c, err := turn.NewClient(&turn.ClientConfig{
-		STUNServerAddr: f.r.UDPAddr().String(), TURNServerAddr: f.r.UDPAddr().String(),
-		Username: username, Password: password, Conn: pc, LoggerFactory: lf, RTO: 100 * time.Millisecond,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(); pc.Close() })
-	if err := c.Listen(); err != nil {
-		t.Fatal(err)
-	}
-	return c.Allocate()
+	_, relayed, err := f.turnClient(t, username, password)
+	return relayed, err
 }
 
 func creds(exp time.Time, principal, sec string) (string, string) {

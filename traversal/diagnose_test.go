@@ -14,22 +14,9 @@ import (
 // towards relay and connector (endpoint-independent), the connection's
 // validated pair; a failed dial to another connector shows its error.
 func TestDiagnoseReportsRelaysNATAndPairs(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	w.startConnector(ctx)
-	d, err := NewDialer(w.dialerConfig([]controlapi.RelayInfo{w.relayInfo}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer dcancel()
-	conn, _, err := d.Dial(dctx, w.connectorInfo(), w.clientTLS(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, w, _, _ := runningWorld(t)
+	d := newDialer(t, w.dialerConfig([]controlapi.RelayInfo{w.relayInfo}))
+	conn, _ := w.dial(t, ctx, d, w.connectorInfo(), "", "")
 	defer conn.CloseWithError(0, "")
 	// A connector that has no signaling link on the relay: the dial fails.
 	gone := controlapi.ConnectorInfo{ID: "conn-gone", Name: "gone", Online: true, CertSHA256: w.connectorInfo().CertSHA256}

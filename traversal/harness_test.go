@@ -18,6 +18,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/relay"
 )
@@ -118,6 +119,19 @@ func (w *world) startRelayOn(ip, udpPort, tlsPort string, loopback bool) {
 		TLSAddr: r.TLSAddr().String(), Online: true, TLSCertSHA256: r.TLSCertSHA256()}
 }
 
+// runningWorld is a world with its relay and connector running; ctx is the
+// connector's, cancelled when the test ends (before the connector's cleanup
+// waits for it).
+func runningWorld(t testing.TB) (context.Context, *world, *ConnectorAgent, *quic.Transport) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := newWorld(t)
+	w.startRelay()
+	a, tr := w.startConnector(ctx)
+	t.Cleanup(cancel)
+	return ctx, w, a, tr
+}
+
 // startConnector runs a QUIC echo server and the connector agent on one
 // plain UDP socket.
 func (w *world) startConnector(ctx context.Context) (*ConnectorAgent, *quic.Transport) {
@@ -170,13 +184,7 @@ func (w *world) startConnectorOn(ctx context.Context, at *net.UDPAddr) (*Connect
 	done := make(chan struct{})
 	go func() { defer close(done); _ = a.Run(ctx) }()
 	t.Cleanup(func() { <-done })
-	deadline := time.Now().Add(20 * time.Second)
-	for !a.Connected()[w.relayInfo.ID] {
-		if time.Now().After(deadline) {
-			t.Fatal("connector agent did not connect to the relay")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 20*time.Second, "the connector agent to connect to the relay", func() bool { return a.Connected()[w.relayInfo.ID] })
 	return a, tr
 }
 
@@ -240,6 +248,34 @@ func (w *world) clientTLS() *tls.Config {
 func (w *world) connectorInfo() controlapi.ConnectorInfo {
 	return controlapi.ConnectorInfo{ID: w.connID, Name: "c1", Online: true,
 		CertSHA256: []string{pki.CertDigest(w.connCert.Certificate[0])}}
+}
+
+// newDialer makes a Dialer from cfg; it closes when the test ends.
+func newDialer(t testing.TB, cfg DialerConfig) *Dialer {
+	t.Helper()
+	d, err := NewDialer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// dial connects d to ci within 10 s and fails the test unless the path has
+// kind path and transport (either empty: any).
+func (w *world) dial(t testing.TB, ctx context.Context, d *Dialer, ci controlapi.ConnectorInfo, path, transport string) (*quic.Conn, PathInfo) {
+	t.Helper()
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer dcancel()
+	conn, p, err := d.Dial(dctx, ci, w.clientTLS(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (path != "" && p.Path != path) || (transport != "" && p.Transport != transport) {
+		conn.CloseWithError(0, "")
+		t.Fatalf("path = %+v, want %s/%s", p, path, transport)
+	}
+	return conn, p
 }
 
 // echo sends msg on a new stream and checks the echo.

@@ -1,6 +1,7 @@
 package traversal
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
@@ -19,6 +20,7 @@ import (
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/internal/testenv"
+	"postern.dev/postern/internal/testenv/netnstest"
 	"postern.dev/postern/pki"
 )
 
@@ -148,11 +150,8 @@ func (l *lab) nft(ns, rules string) {
 // link makes a veth pair between two namespaces (created inside them: no
 // interface ever exists in the machine's own namespace).
 func (l *lab) link(a, aName, aAddr, b, bName, bAddr string) {
-	l.sh("ip", "-n", l.ns(a), "link", "add", aName, "type", "veth", "peer", "name", bName, "netns", l.ns(b))
-	l.sh("ip", "-n", l.ns(a), "addr", "add", aAddr, "dev", aName)
-	l.sh("ip", "-n", l.ns(b), "addr", "add", bAddr, "dev", bName)
-	l.sh("ip", "-n", l.ns(a), "link", "set", aName, "up")
-	l.sh("ip", "-n", l.ns(b), "link", "set", bName, "up")
+	l.t.Helper()
+	netnstest.Link(l.t, l.ns(a), aName, aAddr, l.ns(b), bName, bAddr)
 }
 
 // newLab builds the namespaces; clientNAT and connNAT are nftables
@@ -220,20 +219,16 @@ func requireLabTools(t *testing.T) {
 // addNS creates namespace name with its own resolv.conf and loopback up.
 func (l *lab) addNS(n string) {
 	l.t.Helper()
-	if err := os.MkdirAll(filepath.Join("/etc/netns", l.ns(n)), 0o755); err != nil {
+	if err := netnstest.Create(context.Background(), l.ns(n), "# postern lab: no resolver\n", ""); err != nil {
 		l.t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join("/etc/netns", l.ns(n), "resolv.conf"), []byte("# postern lab: no resolver\n"), 0o644); err != nil {
-		l.t.Fatal(err)
-	}
-	l.sh("ip", "netns", "add", l.ns(n))
-	l.sh("ip", "-n", l.ns(n), "link", "set", "lo", "up")
 }
 
 // delNS removes namespace name (its veths and their peers go with it).
 func (l *lab) delNS(n string) {
-	_ = exec.Command("ip", "netns", "del", l.ns(n)).Run()
-	_ = os.RemoveAll(filepath.Join("/etc/netns", l.ns(n)))
+	if err := netnstest.Remove(context.Background(), l.ns(n)); err != nil {
+		l.t.Errorf("remove lab namespace: %v", err)
+	}
 }
 
 // killAll kills the helpers this lab started, by pid.

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
-	"postern.dev/postern/pki"
+	"postern.dev/postern/internal/atomicfile"
 )
 
 // TestLabHelper is the body of the helper processes the lab tests start
@@ -91,7 +91,7 @@ type clientResult struct {
 
 func writeResult(t *testing.T, dir, name string, v any) {
 	b, _ := json.Marshal(v)
-	if err := pki.WriteFileAtomic(filepath.Join(dir, name), b, 0o644); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, name), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -4,34 +4,20 @@ import (
 	"context"
 	"errors"
 	"net"
-	"postern.dev/postern/controlapi"
 	"testing"
 	"time"
+
+	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 )
 
 func TestDirectPathOnLoopback(t *testing.T) {
 	noLeaks(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	w.startConnector(ctx)
-	d, err := NewDialer(w.dialerConfig(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	ctx, w, _, _ := runningWorld(t)
+	d := newDialer(t, w.dialerConfig(nil))
 	d.releaseAfter = 0
 	d.cfg.Relays = func() []controlapi.RelayInfo { return []controlapi.RelayInfo{w.relayInfo} }
-	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer dcancel()
-	conn, p, err := d.Dial(dctx, w.connectorInfo(), w.clientTLS(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Path != PathDirect || p.Transport != TransportUDP {
-		t.Fatalf("path = %+v, want direct/udp", p)
-	}
+	conn, _ := w.dial(t, ctx, d, w.connectorInfo(), PathDirect, TransportUDP)
 	echo(t, ctx, conn, "hello direct")
 	// The TURN allocation made while the path was found is released once
 	// the connection has been direct for a while; the connection carries on.
@@ -44,40 +30,20 @@ func TestDirectPathOnLoopback(t *testing.T) {
 		defer l.mu.Unlock()
 		return l.released
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for !released() || w.relay.Stats()["postern_relay_allocations"] > 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the unused TURN allocation was not released")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	testenv.Eventually(t, 15*time.Second, "the unused TURN allocation to be released", func() bool {
+		return released() && w.relay.Stats()["postern_relay_allocations"] == 0
+	})
 	echo(t, ctx, conn, "still direct")
 	conn.CloseWithError(0, "")
 }
 
 func TestRelayedPathOverUDP(t *testing.T) {
 	noLeaks(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	w.startConnector(ctx)
+	ctx, w, _, _ := runningWorld(t)
 	cfg := w.dialerConfig([]controlapi.RelayInfo{w.relayInfo})
 	cfg.NoDirect = true
-	d, err := NewDialer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer dcancel()
-	conn, p, err := d.Dial(dctx, w.connectorInfo(), w.clientTLS(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Path != PathRelay || p.Transport != TransportUDP {
-		t.Fatalf("path = %+v, want relay/udp", p)
-	}
+	d := newDialer(t, cfg)
+	conn, _ := w.dial(t, ctx, d, w.connectorInfo(), PathRelay, TransportUDP)
 	echo(t, ctx, conn, "hello relay")
 	if cur, ok := d.Path(conn); !ok || cur.Path != PathRelay || cur.RTT <= 0 {
 		t.Fatalf("Path = %+v %v, want relay with an RTT", cur, ok)
@@ -90,11 +56,7 @@ func TestRelayedPathOverUDP(t *testing.T) {
 
 func TestRelayedPathOverTLSWhenUDPFails(t *testing.T) {
 	noLeaks(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	w.startConnector(ctx)
+	ctx, w, _, _ := runningWorld(t)
 	// The client sees a relay whose UDP port does not answer: TURN must
 	// fall back to TLS on the TLS listener.
 	dead, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -106,21 +68,8 @@ func TestRelayedPathOverTLSWhenUDPFails(t *testing.T) {
 	ri.UDPAddr = dead.LocalAddr().String()
 	cfg := w.dialerConfig([]controlapi.RelayInfo{ri})
 	cfg.NoDirect = true
-	d, err := NewDialer(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer dcancel()
 	start := time.Now()
-	conn, p, err := d.Dial(dctx, w.connectorInfo(), w.clientTLS(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Path != PathRelay || p.Transport != TransportTLS {
-		t.Fatalf("path = %+v, want relay/tls", p)
-	}
+	conn, _ := w.dial(t, ctx, newDialer(t, cfg), w.connectorInfo(), PathRelay, TransportTLS)
 	if el := time.Since(start); el > 5*time.Second {
 		t.Fatalf("TLS fallback took %v", el)
 	}
@@ -130,30 +79,14 @@ func TestRelayedPathOverTLSWhenUDPFails(t *testing.T) {
 
 func TestDialWithoutRelayUsesAdvertisedAddrs(t *testing.T) {
 	noLeaks(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	_, tr := w.startConnector(ctx)
-	d, err := NewDialer(w.dialerConfig(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	ctx, w, _, tr := runningWorld(t)
+	d := newDialer(t, w.dialerConfig(nil))
 	ci := w.connectorInfo()
 	if _, _, err := d.Dial(ctx, ci, w.clientTLS(), nil); !errors.Is(err, ErrNoPath) {
 		t.Fatalf("no relay, no address: %v", err)
 	}
 	ci.Addrs = []string{tr.Conn.LocalAddr().String()}
-	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer dcancel()
-	conn, p, err := d.Dial(dctx, ci, w.clientTLS(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Path != PathDirect {
-		t.Fatalf("path = %+v", p)
-	}
+	conn, _ := w.dial(t, ctx, d, ci, PathDirect, "")
 	echo(t, ctx, conn, "hello advertised")
 	conn.CloseWithError(0, "")
 }
@@ -169,11 +102,7 @@ func TestRankRelaysPrefersAnsweringRelay(t *testing.T) {
 	defer dead.Close()
 	slow := w.relayInfo
 	slow.ID, slow.Name, slow.UDPAddr = "relay-dead", "relay-dead", dead.LocalAddr().String()
-	d, err := NewDialer(w.dialerConfig(nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := newDialer(t, w.dialerConfig(nil))
 	got := d.rankRelays(context.Background(), []controlapi.RelayInfo{slow, w.relayInfo})
 	if got[0].ID != w.relayInfo.ID || got[1].ID != "relay-dead" {
 		t.Fatalf("ranked %s, %s", got[0].ID, got[1].ID)

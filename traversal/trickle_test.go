@@ -16,11 +16,7 @@ import (
 // on its TURN allocation, and the first dial timed out: the cause of
 // TestLabMigratesToDirectWhenUDPUnblocked's failures.)
 func TestConnectorTricklesLateReflexiveAddress(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w := newWorld(t)
-	w.startRelay()
-	a, _ := w.startConnector(ctx)
+	ctx, w, a, _ := runningWorld(t)
 	sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
 	defer scancel()
 	c, _, err := dialSignal(sctx, w.relayInfo, &w.devCert, &sigwire.Message{Type: sigwire.TypeHello, Role: sigwire.RoleClient, Connector: w.connID, Token: w.token(w.connID)})

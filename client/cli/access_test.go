@@ -132,20 +132,7 @@ func startAccessLabAt(t *testing.T, clk *clock, host string, mfaPort, prodPort u
 
 // startDaemon runs a signed-in daemon with its local API; it returns the daemon and socket.
 func startDaemon(t *testing.T, url, caFile, email, password string) (*client.Daemon, string) {
-	dir := t.TempDir()
-	d, err := client.New(client.Config{StateDir: dir, Logger: discard(),
-		NewFrontend: func() (client.Frontend, error) { return client.NewSOCKS5Frontend("127.0.0.1:0"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
-	sock := filepath.Join(dir, localapi.SocketName)
-	srv, err := client.ListenLocalAPI(d, sock, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	t.Cleanup(func() { srv.Close() })
+	d, sock := serveDaemon(t, client.Config{})
 	ca, _ := os.ReadFile(caFile)
 	if _, err := d.Login(context.Background(), localapi.LoginRequest{ControllerURL: url, CAPEM: string(ca), Email: email, Password: password}); err != nil {
 		t.Fatalf("login %s: %v", email, err)

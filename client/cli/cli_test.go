@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +14,35 @@ import (
 	"postern.dev/postern/localapi"
 	"postern.dev/postern/version"
 )
+
+// serveDaemon runs a daemon with its local API for the test: cfg's
+// StateDir, Logger and NewFrontend default to a temporary directory, a
+// silent logger and a SOCKS5 front-end. It returns the daemon and socket.
+func serveDaemon(t *testing.T, cfg client.Config) (*client.Daemon, string) {
+	t.Helper()
+	if cfg.StateDir == "" {
+		cfg.StateDir = t.TempDir()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = discard()
+	}
+	if cfg.NewFrontend == nil {
+		cfg.NewFrontend = func() (client.Frontend, error) { return client.NewSOCKS5Frontend("127.0.0.1:0"), nil }
+	}
+	d, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	sock := filepath.Join(cfg.StateDir, localapi.SocketName)
+	srv, err := client.ListenLocalAPI(d, sock, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	t.Cleanup(func() { srv.Close() })
+	return d, sock
+}
 
 func runCLI(t *testing.T, stdin string, args ...string) (int, string, string) {
 	t.Helper()
@@ -55,20 +82,7 @@ func TestUsageErrors(t *testing.T) {
 }
 
 func TestStatusAgainstDaemon(t *testing.T) {
-	dir := t.TempDir()
-	d, err := client.New(client.Config{StateDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		NewFrontend: func() (client.Frontend, error) { return client.NewSOCKS5Frontend("127.0.0.1:0"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	sock := filepath.Join(dir, localapi.SocketName)
-	srv, err := client.ListenLocalAPI(d, sock, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Close()
+	_, sock := serveDaemon(t, client.Config{})
 
 	code, out, _ := runCLI(t, "", "--socket", sock, "status", "--json")
 	var st localapi.Status
@@ -111,21 +125,7 @@ func TestVersion(t *testing.T) {
 func TestLoginWithoutController(t *testing.T) {
 	t.Setenv(preset.EnvControllerURL, "")
 	t.Setenv(preset.EnvServiceKey, "")
-	dir := t.TempDir()
-	d, err := client.New(client.Config{StateDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		NewFrontend: func() (client.Frontend, error) { return client.NewSOCKS5Frontend("127.0.0.1:0"), nil },
-		Preset:      func() (preset.Preset, error) { return preset.Preset{}, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	sock := filepath.Join(dir, localapi.SocketName)
-	srv, err := client.ListenLocalAPI(d, sock, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Close()
+	_, sock := serveDaemon(t, client.Config{Preset: func() (preset.Preset, error) { return preset.Preset{}, nil }})
 	code, _, stderr := runCLI(t, "pw\n", "--socket", sock, "login", "--user", "a@example.com", "--password-stdin")
 	if code != 1 || !strings.Contains(stderr, "no controller URL") || !strings.Contains(stderr, "--controller URL") || !strings.Contains(stderr, preset.EnvControllerURL) {
 		t.Errorf("login without a controller: exit %d, stderr %q", code, stderr)

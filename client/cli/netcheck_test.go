@@ -2,35 +2,18 @@ package cli
 
 import (
 	"bytes"
-	"io"
-	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"postern.dev/postern/client"
-	"postern.dev/postern/localapi"
 	"postern.dev/postern/traversal"
 )
 
 // TestNetcheckNotConnected: a daemon that is not up answers netcheck with an
 // error that says what to do.
 func TestNetcheckNotConnected(t *testing.T) {
-	dir := t.TempDir()
-	d, err := client.New(client.Config{StateDir: dir, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		NewFrontend: func() (client.Frontend, error) { return client.NewSOCKS5Frontend("127.0.0.1:0"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	sock := filepath.Join(dir, localapi.SocketName)
-	srv, err := client.ListenLocalAPI(d, sock, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve()
-	defer srv.Close()
+	_, sock := serveDaemon(t, client.Config{})
 	code, _, stderr := runCLI(t, "", "--socket", sock, "netcheck")
 	if code != 1 || !strings.Contains(stderr, "postern up") {
 		t.Fatalf("netcheck on a daemon that is not up: exit %d, stderr %q", code, stderr)

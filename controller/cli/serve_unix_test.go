@@ -10,29 +10,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestServeMetricsListenerAndExport: serve --metrics answers /readyz and
 // /metrics without a token, and DATA/export.yaml is picked up.
@@ -43,7 +26,7 @@ func TestServeMetricsListenerAndExport(t *testing.T) {
 		t.Fatal(err)
 	}
 	var stdout bytes.Buffer
-	var stderr syncBuffer
+	var stderr testenv.SyncBuffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main([]string{"serve", "--data", dir, "--listen", "127.0.0.1:0", "--public-url", "https://127.0.0.1:1",

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controller/store"
-	"postern.dev/postern/pki"
+	"postern.dev/postern/internal/atomicfile"
 )
 
 // Source is where events come from (store.Store satisfies it).
@@ -179,7 +179,7 @@ func LoadCursor(dataDir, name string) (Cursor, error) {
 
 func (e *Exporter) saveCursor(name string, c Cursor) error {
 	b, _ := json.Marshal(c)
-	if err := pki.WriteFileAtomic(e.cursorPath(name), b, 0o600); err != nil {
+	if err := atomicfile.Write(e.cursorPath(name), b, 0o600); err != nil {
 		return fmt.Errorf("save export cursor %s: %w", name, err)
 	}
 	return nil

@@ -431,27 +431,7 @@ func (s *Postgres) AuditLog(ctx context.Context, after int64, limit int) ([]Audi
 		return nil, fmt.Errorf("read audit log: %w", err)
 	}
 	defer rows.Close()
-	out := []AuditEntry{}
-	for rows.Next() {
-		var e AuditEntry
-		var at int64
-		var before, afterJ *string
-		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Kind, &e.ObjectID, &e.Name, &before, &afterJ, &e.IP, &e.Device, &e.ActorVia, &e.UserAgent); err != nil {
-			return nil, fmt.Errorf("read audit log: %w", err)
-		}
-		e.At = time.UnixMilli(at).UTC()
-		if before != nil {
-			e.Before = []byte(*before)
-		}
-		if afterJ != nil {
-			e.After = []byte(*afterJ)
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read audit log: %w", err)
-	}
-	return out, nil
+	return scanAuditLog(rows)
 }
 
 // eventsPerInsert keeps one INSERT under PostgreSQL's 65535 parameters.
@@ -504,22 +484,7 @@ func (s *Postgres) Events(ctx context.Context, after int64, limit int) ([]Event,
 		return nil, fmt.Errorf("read events: %w", err)
 	}
 	defer rows.Close()
-	out := []Event{}
-	for rows.Next() {
-		var e Event
-		var at int64
-		var data string
-		if err := rows.Scan(&e.ID, &at, &data); err != nil {
-			return nil, fmt.Errorf("read events: %w", err)
-		}
-		e.At = time.UnixMilli(at).UTC()
-		e.Data = []byte(data)
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read events: %w", err)
-	}
-	return out, nil
+	return scanEvents(rows)
 }
 
 // Close implements Store.

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"postern.dev/postern/controller/store/pgtest"
+	"postern.dev/postern/internal/testenv"
 )
 
 // TestPostgresReplicas covers what only a shared backend does: several
@@ -46,16 +47,7 @@ func TestPostgresReplicas(t *testing.T) {
 
 	t.Run("WatchAcrossReplicas", func(t *testing.T) {
 		url := pg.NewDatabase(t)
-		a, err := OpenPostgres(ctx, url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		b, err := OpenPostgres(ctx, url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		a, b := openReplicas(t, url)
 		ch, cancel := b.Watch()
 		defer cancel()
 		for i := 1; i <= 3; i++ {
@@ -66,15 +58,8 @@ func TestPostgresReplicas(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			select {
-			case got := <-ch:
-				if got != rev {
-					t.Fatalf("replica B watched %d, want %d", got, rev)
-				}
-				t.Logf("revision %d reached replica B after %v", rev, time.Since(start))
-			case <-time.After(time.Second):
-				t.Fatalf("replica B did not see revision %d within 1 s", rev)
-			}
+			watchFor(t, ch, rev, time.Second, "on replica B")
+			t.Logf("revision %d reached replica B after %v", rev, time.Since(start))
 		}
 		// B's reads see A's commit.
 		if err := b.View(ctx, func(tx Tx) error {
@@ -90,16 +75,7 @@ func TestPostgresReplicas(t *testing.T) {
 
 	t.Run("WritersSerializedAcrossReplicas", func(t *testing.T) {
 		url := pg.NewDatabase(t)
-		a, err := OpenPostgres(ctx, url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		b, err := OpenPostgres(ctx, url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		a, b := openReplicas(t, url)
 		// Both replicas validate "no seat taken yet" and then take one
 		// (under different names, so no unique index helps): exactly one
 		// may succeed, as with one SQLite writer.
@@ -138,16 +114,7 @@ func TestPostgresReplicas(t *testing.T) {
 
 	t.Run("ListenReconnects", func(t *testing.T) {
 		url := pg.NewDatabase(t)
-		a, err := OpenPostgres(ctx, url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		b, err := OpenPostgres(ctx, url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		a, b := openReplicas(t, url)
 		ch, cancel := b.Watch()
 		defer cancel()
 		// Kill every LISTEN connection (as a server restart or a network
@@ -167,14 +134,7 @@ func TestPostgresReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case got := <-ch:
-			if got != rev {
-				t.Fatalf("got %d want %d", got, rev)
-			}
-		case <-time.After(3 * time.Second):
-			t.Fatal("no revision after the LISTEN connection was killed")
-		}
+		watchFor(t, ch, rev, 3*time.Second, "after the LISTEN connection was killed")
 		// And notifications flow again on the new connection.
 		rev, _, err = a.Update(ctx, func(tx Tx) error {
 			return tx.Put(Object{Kind: "k", ID: "again", Name: "again", Data: []byte(`{}`)})
@@ -182,14 +142,7 @@ func TestPostgresReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		select {
-		case got := <-ch:
-			if got != rev {
-				t.Fatalf("got %d want %d", got, rev)
-			}
-		case <-time.After(time.Second):
-			t.Fatal("no notification on the new LISTEN connection within 1 s")
-		}
+		watchFor(t, ch, rev, time.Second, "on the new LISTEN connection")
 	})
 
 	t.Run("IdleListenerKeepsItsConnection", func(t *testing.T) {
@@ -199,7 +152,7 @@ func TestPostgresReplicas(t *testing.T) {
 		defer func(d time.Duration) { pollInterval = d }(pollInterval)
 		pollInterval = 100 * time.Millisecond
 		url := pg.NewDatabase(t)
-		var logs syncBuffer
+		var logs testenv.SyncBuffer
 		a, err := OpenPostgres(ctx, url, slog.New(slog.NewTextHandler(&logs, nil)))
 		if err != nil {
 			t.Fatal(err)
@@ -233,16 +186,7 @@ func TestPostgresReplicas(t *testing.T) {
 
 	t.Run("PresenceAndDeployment", func(t *testing.T) {
 		url := pg.NewDatabase(t)
-		a, err := OpenPostgres(ctx, url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		b, err := OpenPostgres(ctx, url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		a, b := openReplicas(t, url)
 		now := time.Now().Truncate(time.Millisecond)
 		if err := a.Touch(ctx, "connector", "c1", now, []byte(`{"flows":3}`)); err != nil {
 			t.Fatal(err)
@@ -300,21 +244,33 @@ func TestPostgresReplicas(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
+// openReplicas opens two stores (two controller replicas) on the database
+// at url; they close when the test ends.
+func openReplicas(t *testing.T, url string) (a, b *Postgres) {
+	t.Helper()
+	for _, s := range []**Postgres{&a, &b} {
+		p, err := OpenPostgres(context.Background(), url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		*s = p
+	}
+	return a, b
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// watchFor fails the test unless the next revision on ch is rev and comes
+// within d.
+func watchFor(t *testing.T, ch <-chan int64, rev int64, d time.Duration, where string) {
+	t.Helper()
+	select {
+	case got := <-ch:
+		if got != rev {
+			t.Fatalf("watched revision %d %s, want %d", got, where, rev)
+		}
+	case <-time.After(d):
+		t.Fatalf("revision %d not watched %s within %v", rev, where, d)
+	}
 }
 
 func TestRedactURL(t *testing.T) {

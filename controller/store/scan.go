@@ -3,6 +3,7 @@ package store
 import (
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,4 +24,58 @@ func scanObject(row interface{ Scan(...any) error }, kind string) (Object, error
 	o.Data = []byte(data)
 	o.Updated = time.UnixMilli(updated).UTC()
 	return o, nil
+}
+
+// resultRows is the part of a result set both backends offer (*sql.Rows and
+// pgx.Rows).
+type resultRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// scanAuditLog reads audit rows (id, at, actor, action, kind, object_id,
+// name, before, after, ip, device) from either backend.
+func scanAuditLog(rs resultRows) ([]AuditEntry, error) {
+	out := []AuditEntry{}
+	for rs.Next() {
+		var e AuditEntry
+		var at int64
+		var before, after *string // NULL when the object did not exist
+		if err := rs.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Kind, &e.ObjectID, &e.Name, &before, &after, &e.IP, &e.Device, &e.ActorVia, &e.UserAgent); err != nil {
+			return nil, fmt.Errorf("read audit log: %w", err)
+		}
+		e.At = time.UnixMilli(at).UTC()
+		if before != nil {
+			e.Before = []byte(*before)
+		}
+		if after != nil {
+			e.After = []byte(*after)
+		}
+		out = append(out, e)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("read audit log: %w", err)
+	}
+	return out, nil
+}
+
+// scanEvents reads event rows (id, at, data) from either backend.
+func scanEvents(rs resultRows) ([]Event, error) {
+	out := []Event{}
+	for rs.Next() {
+		var e Event
+		var at int64
+		var data string
+		if err := rs.Scan(&e.ID, &at, &data); err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+		e.At = time.UnixMilli(at).UTC()
+		e.Data = []byte(data)
+		out = append(out, e)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("read events: %w", err)
+	}
+	return out, nil
 }

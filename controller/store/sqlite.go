@@ -316,24 +316,7 @@ func (s *SQLite) AuditLog(ctx context.Context, after int64, limit int) ([]AuditE
 		return nil, fmt.Errorf("read audit log: %w", err)
 	}
 	defer rows.Close()
-	out := []AuditEntry{}
-	for rows.Next() {
-		var e AuditEntry
-		var at int64
-		var before, afterJ sql.NullString
-		if err := rows.Scan(&e.ID, &at, &e.Actor, &e.Action, &e.Kind, &e.ObjectID, &e.Name, &before, &afterJ, &e.IP, &e.Device, &e.ActorVia, &e.UserAgent); err != nil {
-			return nil, fmt.Errorf("read audit log: %w", err)
-		}
-		e.At = time.UnixMilli(at).UTC()
-		if before.Valid {
-			e.Before = []byte(before.String)
-		}
-		if afterJ.Valid {
-			e.After = []byte(afterJ.String)
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return scanAuditLog(rows)
 }
 
 // AddEvents implements Store.
@@ -380,19 +363,7 @@ func (s *SQLite) Events(ctx context.Context, after int64, limit int) ([]Event, e
 		return nil, fmt.Errorf("read events: %w", err)
 	}
 	defer rows.Close()
-	out := []Event{}
-	for rows.Next() {
-		var e Event
-		var at int64
-		var data string
-		if err := rows.Scan(&e.ID, &at, &data); err != nil {
-			return nil, fmt.Errorf("read events: %w", err)
-		}
-		e.At = time.UnixMilli(at).UTC()
-		e.Data = []byte(data)
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return scanEvents(rows)
 }
 
 // Close implements Store.

@@ -1,10 +1,13 @@
 // Package testenv holds the helpers the tests of every package share:
 // requirements with the CI rule (a test that cannot run skips, except under
 // CI=true where it fails), waiting on a condition with a deadline, TCP and
-// UDP echo servers, and a logger that writes to the test's log.
+// UDP echo servers, a logger that writes to the test's log, and a buffer
+// safe for concurrent writers. Network namespaces are in netnstest.
 package testenv
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -162,6 +165,68 @@ func EchoUDP(t testing.TB, addr string) (net.PacketConn, uint16) {
 		}
 	}()
 	return pc, uint16(pc.LocalAddr().(*net.UDPAddr).Port)
+}
+
+// WaitReady reads the output of a helper process (typically this test
+// binary run again in another environment, such as a network namespace)
+// until it prints a line "READY", and returns what it printed up to and
+// including that line. The test fails, showing that output, when the helper
+// prints a line starting "HELPER-FAIL" or ends first, or after timeout. The
+// rest of the output is read and dropped in the background.
+func WaitReady(t testing.TB, what string, stdout io.Reader, timeout time.Duration) string {
+	t.Helper()
+	ready := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		var lines []string
+		for sc.Scan() {
+			lines = append(lines, sc.Text())
+			if sc.Text() == "READY" || strings.HasPrefix(sc.Text(), "HELPER-FAIL") {
+				break
+			}
+		}
+		ready <- strings.Join(lines, "\n")
+		for sc.Scan() {
+		}
+	}()
+	select {
+	case s := <-ready:
+		if !strings.HasSuffix(s, "READY") {
+			t.Fatalf("%s did not get ready: %s", what, s)
+		}
+		return s
+	case <-time.After(timeout):
+		t.Fatalf("%s not ready within %v", what, timeout)
+		return ""
+	}
+}
+
+// SyncBuffer is a bytes.Buffer that goroutines may write while the test
+// reads it: the output of a logger or a program under test.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Reset forgets what was written so far.
+func (s *SyncBuffer) Reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.b.Reset()
 }
 
 // Logger returns the logger for the code a test runs: silent, unless

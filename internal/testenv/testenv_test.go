@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -124,4 +125,41 @@ func TestLoggerAfterTestEnds(t *testing.T) {
 		log = l
 	})
 	log.Info("after the test") // must not panic
+}
+
+// TestSyncBuffer: concurrent writers (run with -race) all land, and Reset
+// empties the buffer.
+func TestSyncBuffer(t *testing.T) {
+	var b SyncBuffer
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				_, _ = b.Write([]byte("x"))
+			}
+		}()
+	}
+	wg.Wait()
+	if got := len(b.String()); got != 800 {
+		t.Fatalf("%d bytes after 800 writes of one byte", got)
+	}
+	b.Reset()
+	if b.String() != "" {
+		t.Fatalf("after Reset: %q", b.String())
+	}
+}
+
+// TestWaitReady: the helper's output up to READY is returned; what follows
+// is drained.
+func TestWaitReady(t *testing.T) {
+	r, w := io.Pipe()
+	go func() {
+		fmt.Fprint(w, "ORIGINAL x\nREADY\nmore\nand more\n")
+		w.Close()
+	}()
+	if got := WaitReady(t, "helper", r, 5*time.Second); got != "ORIGINAL x\nREADY" {
+		t.Fatalf("WaitReady = %q", got)
+	}
 }

@@ -159,18 +159,7 @@ func TestConnectorFailover(t *testing.T) {
 			t.Errorf("restart %s: %v", prog, err)
 		}
 	})
-	var last result
-	for time.Since(killed) < 30*time.Second {
-		last = run(t, lab.NodeClient, 10*time.Second, nil, sshArgs("-o", "ConnectTimeout=5", lab.DBName, "hostname")...)
-		if last.err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	took := time.Since(killed)
-	if last.err != nil {
-		t.Fatalf("no new connection succeeded within 30 s of killing %s: %v\n%s", victim, last.err, last.out)
-	}
+	took := firstNewSSH(t, killed, 5, "killing "+victim)
 	if took > 5*time.Second {
 		t.Fatalf("first new connection after killing %s succeeded only after %s (want <= 5 s)", victim, took.Round(time.Millisecond))
 	}
@@ -186,31 +175,11 @@ func TestUDPBlockedUsesRelayOverTLS(t *testing.T) {
 		waitPaths(t, 30*time.Second, "direct", "")
 	}
 	assertAccessWorks(t, 20*time.Second) // the direct connection is in use
-	ctx := context.Background()
-	if err := l.BlockUDP(ctx, lab.RouterHome, true); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.BlockUDP(context.Background(), lab.RouterHome, false); err != nil {
-			t.Errorf("unblock UDP: %v", err)
-		}
-		assertAccessWorks(t, 30*time.Second)
-	})
+	routerFault(t, l.BlockUDP, lab.RouterHome, "block UDP")
 	blocked := time.Now()
 	// A new connection must not wait for the dead direct connection to time
 	// out: the client notices the silence and dials afresh (issues 4 and 6).
-	var last result
-	for time.Since(blocked) < 30*time.Second {
-		last = run(t, lab.NodeClient, 10*time.Second, nil, sshArgs("-o", "ConnectTimeout=8", lab.DBName, "hostname")...)
-		if last.err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	took := time.Since(blocked)
-	if last.err != nil {
-		t.Fatalf("no new ssh succeeded within 30 s of blocking UDP: %v\n%s", last.err, last.out)
-	}
+	took := firstNewSSH(t, blocked, 8, "blocking UDP")
 	t.Logf("new ssh succeeded %s after UDP was blocked", took.Round(time.Millisecond))
 	if took > 5*time.Second {
 		t.Fatalf("first new ssh after blocking UDP succeeded only after %s (want <= 5 s)", took.Round(time.Millisecond))
@@ -380,27 +349,8 @@ func TestUDPBlockedSingleConnector(t *testing.T) {
 		waitPaths(t, 30*time.Second, "direct", "")
 	}
 	assertAccessWorks(t, 20*time.Second)
-	if err := l.BlockUDP(context.Background(), lab.RouterHome, true); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.BlockUDP(context.Background(), lab.RouterHome, false); err != nil {
-			t.Errorf("unblock UDP: %v", err)
-		}
-	})
-	blocked := time.Now()
-	var last result
-	for time.Since(blocked) < 30*time.Second {
-		last = run(t, lab.NodeClient, 10*time.Second, nil, sshArgs("-o", "ConnectTimeout=8", lab.DBName, "hostname")...)
-		if last.err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	took := time.Since(blocked)
-	if last.err != nil {
-		t.Fatalf("no new ssh succeeded within 30 s of blocking UDP: %v\n%s", last.err, last.out)
-	}
+	routerFault(t, l.BlockUDP, lab.RouterHome, "block UDP")
+	took := firstNewSSH(t, time.Now(), 8, "blocking UDP")
 	t.Logf("new ssh through connector %s succeeded %s after UDP was blocked", keep, took.Round(time.Millisecond))
 	if took > 5*time.Second {
 		t.Fatalf("first new ssh after blocking UDP succeeded only after %s (want <= 5 s)", took.Round(time.Millisecond))

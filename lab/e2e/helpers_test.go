@@ -5,6 +5,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/netip"
 	"os/exec"
@@ -100,6 +101,41 @@ func assertAccessWorks(t *testing.T, within time.Duration) {
 		}
 		return nil
 	})
+}
+
+// routerFault switches a fault on at router for the rest of the test (set
+// is one of the lab's switches: l.BlockUDP, l.SymmetricNAT). At cleanup the
+// fault is switched off again and access must work again within 30 s.
+func routerFault(t *testing.T, set func(context.Context, string, bool) error, router, what string) {
+	t.Helper()
+	if err := set(context.Background(), router, true); err != nil {
+		t.Fatalf("%s at %s: %v", what, router, err)
+	}
+	t.Cleanup(func() {
+		if err := set(context.Background(), router, false); err != nil {
+			t.Errorf("undo %s at %s: %v", what, router, err)
+		}
+		assertAccessWorks(t, 30*time.Second)
+	})
+}
+
+// firstNewSSH opens new SSH sessions to db (connect timeout connectTimeout
+// seconds) until one succeeds, failing the test when none does within 30 s
+// of since; it returns how long after since the first one succeeded.
+func firstNewSSH(t *testing.T, since time.Time, connectTimeout int, after string) time.Duration {
+	t.Helper()
+	var last result
+	for time.Since(since) < 30*time.Second {
+		last = run(t, lab.NodeClient, 10*time.Second, nil, sshArgs("-o", fmt.Sprintf("ConnectTimeout=%d", connectTimeout), lab.DBName, "hostname")...)
+		if last.err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if last.err != nil {
+		t.Fatalf("no new ssh succeeded within 30 s of %s: %v\n%s", after, last.err, last.out)
+	}
+	return time.Since(since)
 }
 
 type cmdFailure struct{ r result }

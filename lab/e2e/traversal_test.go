@@ -96,18 +96,7 @@ func TestUnblockUDPMigratesToDirect(t *testing.T) {
 	l := getLab(t)
 	assertAccessWorks(t, 20*time.Second)
 	ctx := context.Background()
-	if err := l.BlockUDP(ctx, lab.RouterHome, true); err != nil {
-		t.Fatal(err)
-	}
-	unblocked := false
-	t.Cleanup(func() {
-		if !unblocked {
-			if err := l.BlockUDP(context.Background(), lab.RouterHome, false); err != nil {
-				t.Errorf("unblock UDP: %v", err)
-			}
-		}
-		assertAccessWorks(t, 30*time.Second)
-	})
+	routerFault(t, l.BlockUDP, lab.RouterHome, "block UDP") // unblocking again at cleanup is harmless
 	assertAccessWorks(t, 30*time.Second)
 	waitPaths(t, 20*time.Second, "relay", "tls")
 	s := startSession(t)
@@ -115,7 +104,6 @@ func TestUnblockUDPMigratesToDirect(t *testing.T) {
 	if err := l.BlockUDP(ctx, lab.RouterHome, false); err != nil {
 		t.Fatal(err)
 	}
-	unblocked = true
 	at := time.Now()
 	st := waitPaths(t, 30*time.Second, "direct", "udp")
 	took := time.Since(at)
@@ -136,15 +124,7 @@ func TestRelayRestartDuringRelayedSession(t *testing.T) {
 	assertAccessWorks(t, 20*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := l.BlockUDP(ctx, lab.RouterHome, true); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.BlockUDP(context.Background(), lab.RouterHome, false); err != nil {
-			t.Errorf("unblock UDP: %v", err)
-		}
-		assertAccessWorks(t, 30*time.Second)
-	})
+	routerFault(t, l.BlockUDP, lab.RouterHome, "block UDP")
 	assertAccessWorks(t, 30*time.Second)
 	waitPaths(t, 20*time.Second, "relay", "tls")
 	s := startSession(t)
@@ -225,15 +205,7 @@ func TestRoamingWhileRelayedKeepsSession(t *testing.T) {
 	assertAccessWorks(t, 20*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := l.SymmetricNAT(ctx, lab.RouterHome, true); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := l.SymmetricNAT(context.Background(), lab.RouterHome, false); err != nil {
-			t.Errorf("restore the home NAT: %v", err)
-		}
-		assertAccessWorks(t, 30*time.Second)
-	})
+	routerFault(t, l.SymmetricNAT, lab.RouterHome, "symmetric NAT")
 	assertAccessWorks(t, 30*time.Second)
 	waitPaths(t, 20*time.Second, "relay", "udp")
 	s := startSession(t)

@@ -1,5 +1,0 @@
-package bench
-
-import "syscall"
-
-func killPID(pid int) error { return syscall.Kill(pid, syscall.SIGKILL) }
