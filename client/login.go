@@ -62,6 +62,13 @@ func (d *Daemon) Login(ctx context.Context, req localapi.LoginRequest) (localapi
 	if err != nil {
 		return localapi.Status{}, err
 	}
+	if rc := d.remembered(); rc.ControllerURL != "" && rc.ControllerURL == strings.TrimRight(req.ControllerURL, "/") {
+		// Signing in again to the same deployment: its other replicas
+		// answer when this URL does not.
+		if err := cc.api.SetLearned(rc.Replicas); err != nil {
+			d.log.Warn("controller replicas", "err", err)
+		}
+	}
 	var resp *controlapi.LoginResponse
 	if sso {
 		resp, err = d.ssoLogin(ctx, req, lr)

@@ -149,6 +149,9 @@ func (d *Daemon) applyPolicyLocked(p *controlapi.ClientPolicy, persist bool) {
 	if d.ctl != nil {
 		d.learnControllersLocked(p.ControllerURLs)
 	}
+	if persist {
+		d.rememberReplicas(p.ControllerURLs)
+	}
 	d.relays.Store(&p.Relays)
 	t := buildRouteTable(p)
 	d.table.Store(t)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -23,6 +24,9 @@ const controllerFile = "controller.json"
 type rememberedController struct {
 	ControllerURL string `json:"controller_url"`
 	CAPEM         string `json:"ca_pem,omitempty"`
+	// Replicas are the controller's other URLs, as its last policy named
+	// them: a sign-in to ControllerURL tries them when it gives no answer.
+	Replicas []string `json:"replicas,omitempty"`
 }
 
 // loadPreset reads IT's presets (once, in New) and the remembered controller.
@@ -38,11 +42,31 @@ func (d *Daemon) loadPreset() {
 	d.preset = p
 }
 
-// rememberController records sess's controller (called with d.mu held).
+// rememberController records sess's controller (called with d.mu held),
+// keeping the replicas already learned for the same URL.
 func (d *Daemon) rememberController(sess *Session) {
 	rc := rememberedController{ControllerURL: sess.ControllerURL, CAPEM: sess.CAPEM}
+	if old := d.remembered(); old.ControllerURL == rc.ControllerURL {
+		rc.Replicas = old.Replicas
+	}
 	if err := d.state.writeJSON(controllerFile, rc); err != nil {
 		d.log.Warn("remember controller", "err", err)
+	}
+}
+
+// rememberReplicas records the controller's replicas from a policy (called
+// with d.mu held), when they changed.
+func (d *Daemon) rememberReplicas(urls []string) {
+	if d.sess == nil {
+		return
+	}
+	rc := d.remembered()
+	if rc.ControllerURL != d.sess.ControllerURL || slices.Equal(rc.Replicas, urls) {
+		return
+	}
+	rc.Replicas = urls
+	if err := d.state.writeJSON(controllerFile, rc); err != nil {
+		d.log.Warn("remember controller replicas", "err", err)
 	}
 }
 

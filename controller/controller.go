@@ -120,6 +120,7 @@ type Controller struct {
 	advertise, advHost string
 	replicaSeen        map[string]time.Time
 	replicaTouched     time.Time // monitorLoop only
+	announced          []string  // controllerURLs last pushed (under rtMu)
 	tlsCert            tls.Certificate
 	signer             atomic.Pointer[ctoken.Signer]
 	jwks               atomic.Pointer[json.RawMessage]

@@ -211,3 +211,31 @@ func TestRotationReachesStreamsAtOnceOnSQLite(t *testing.T) {
 		t.Fatal("the rotation is not in the audit log")
 	}
 }
+
+// TestJoiningReplicaIsPushedAtOnce: a replica that starts while streams are
+// open is announced on them without waiting for a policy change.
+func TestJoiningReplicaIsPushedAtOnce(t *testing.T) {
+	pg := pgtest.Start(t)
+	dbURL := pg.NewDatabase(t)
+	base := t.TempDir()
+	adv := func(c *Config) { c.HeartbeatInterval = time.Second; c.AdvertiseURL = advertiseSelf }
+	a := newReplica(t, filepath.Join(base, "a"), "", dbURL, adv)
+	a.admin("POST", "/api/v1/apply", fastYAML(testYAML), 200)
+	dev := a.login("alice@example.com", "correct horse")
+	cs := a.openStream(a.client(nil), controlapi.PathClientPolicy, dev.session.SessionToken)
+	var p1 controlapi.ClientPolicy
+	cs.next(t, 2*time.Second, &p1)
+	if len(p1.ControllerURLs) != 0 {
+		t.Fatalf("one replica: controller_urls %v, want none", p1.ControllerURLs)
+	}
+	copyDeployment(t, a.dir, filepath.Join(base, "b"))
+	b := newReplica(t, filepath.Join(base, "b"), a.c.Issuer(), dbURL, adv)
+	var p2 controlapi.ClientPolicy
+	cs.next(t, 5*time.Second, &p2)
+	if want := []string{a.url, b.url}; !slices.Equal(p2.ControllerURLs, want) {
+		t.Fatalf("after B joined: controller_urls %v, want %v", p2.ControllerURLs, want)
+	}
+	if p2.Revision != p1.Revision {
+		t.Logf("revision moved %d -> %d meanwhile", p1.Revision, p2.Revision)
+	}
+}

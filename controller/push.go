@@ -141,6 +141,16 @@ func (c *Controller) stream(w http.ResponseWriter, r *http.Request, snapshot sna
 				last = body
 			}
 			sentRev = m.Rev
+		} else if last != nil && m.Rev == sentRev {
+			// Woken without a new revision (the controller's replicas
+			// changed): send the snapshot again if it differs.
+			body, err := json.Marshal(snap)
+			if err == nil && !bytes.Equal(body, last) {
+				if !writeLine(withRev(body, m.Rev, snap, setRev)) {
+					return
+				}
+				last = body
+			}
 		}
 		select {
 		case <-r.Context().Done():

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -115,6 +116,13 @@ func (c *Controller) syncPresence(ctx context.Context) {
 			c.replicaSeen[u] = p.Seen
 		}
 	}
+	if urls := c.controllerURLsLocked(); !slices.Equal(urls, c.announced) {
+		// A replica joined or went silent: push streams send their
+		// snapshot again, so parts learn the new list now rather than at
+		// the next policy change.
+		c.announced = urls
+		defer c.hub.notify()
+	}
 	for id, p := range conns {
 		if !p.Seen.After(c.connSeen[id]) {
 			continue
@@ -162,19 +170,23 @@ func (c *Controller) touchReplica(ctx context.Context) {
 // public URL, then every replica heard of within three heartbeat intervals
 // (this one included), sorted. Nil when the public URL is the only one.
 func (c *Controller) controllerURLs() []string {
+	c.rtMu.Lock()
+	defer c.rtMu.Unlock()
+	return c.controllerURLsLocked()
+}
+
+func (c *Controller) controllerURLsLocked() []string {
 	limit := 3 * time.Duration(c.intervalSeconds()) * time.Second
 	var reps []string
 	if c.advertise != "" {
 		reps = append(reps, c.advertise)
 	}
 	now := time.Now()
-	c.rtMu.Lock()
 	for u, seen := range c.replicaSeen {
 		if u != c.advertise && now.Sub(seen) < limit {
 			reps = append(reps, u)
 		}
 	}
-	c.rtMu.Unlock()
 	if len(reps) == 0 || len(reps) == 1 && reps[0] == c.issuer {
 		return nil
 	}

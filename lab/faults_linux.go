@@ -161,7 +161,7 @@ func (l *Lab) ChangeClientAddress(ctx context.Context, node string) (netip.Addr,
 func nextInSubnet(a netip.Addr) netip.Addr {
 	b := a.As4()
 	used := map[string]bool{ClientIP: true, ClientBobIP: true, HomeWANIP: true, CorpWANIP: true,
-		ControllerIP: true, RelayIP: true, PublicDNSIP: true, PublicWebIP: true}
+		ControllerIP: true, ControllerBIP: true, RelayIP: true, PublicDNSIP: true, PublicWebIP: true}
 	for i := 0; i < 254; i++ {
 		b[3]++
 		if b[3] < 2 || b[3] == 255 {

@@ -46,6 +46,11 @@ type Options struct {
 	// Verbose runs the relay, the connectors and the client daemons with
 	// debug logs (-v), e.g. to see every traversal step in their logs.
 	Verbose bool
+	// ControllerReplicas, when 2, runs the controller as two replicas on a
+	// PostgreSQL database (on the controller node): the first at
+	// ControllerIP (the public URL), the second at ControllerBIP, each with
+	// its own --advertise-url, so that parts fail over between them.
+	ControllerReplicas int
 	// TokenTTL is the controller's Connection Token lifetime
 	// (`serve --token-ttl`); zero keeps the controller's default (10 min).
 	TokenTTL time.Duration
@@ -75,6 +80,8 @@ type Lab struct {
 	SSHKey string
 	// PGPassword is the password of PostgreSQL user PGUser.
 	PGPassword string
+	// controllerDBPassword: the replicas' database role (ControllerReplicas).
+	controllerDBPassword string
 	// Passwords of the demo users.
 	Passwords map[string]string
 

@@ -8,6 +8,7 @@ const (
 	InternetCIDR   = "203.0.113.0/24"
 	InternetGW     = "203.0.113.1" // the internet namespace's bridge; answers "no route" for everything else
 	ControllerIP   = "203.0.113.10"
+	ControllerBIP  = "203.0.113.11" // the second controller replica (Options.ControllerReplicas)
 	RelayIP        = "203.0.113.20"
 	PublicDNSIP    = "203.0.113.53"
 	PublicWebIP    = "203.0.113.80" // www.example.com, served from the public DNS namespace
@@ -44,20 +45,21 @@ const (
 
 // Node names (the namespace of node N is "<lab id>-N").
 const (
-	NodeInternet   = "inet"
-	NodeController = "controller"
-	NodeRelay      = "relay"
-	NodePublicDNS  = "pubdns"
-	NodeHome       = "home"   // home router
-	NodeClient     = "client" // alice
-	NodeClientBob  = "client-bob"
-	NodeCorp       = "corp" // corporate router
-	NodeConnectorA = "corp-a"
-	NodeConnectorB = "corp-b"
-	NodeDB         = "db"
-	NodeWeb        = "web"
-	NodeCorpDNS    = "corpdns"
-	NodeSubnetHost = "app"
+	NodeInternet    = "inet"
+	NodeController  = "controller"
+	NodeControllerB = "controller-b" // the second replica, with Options.ControllerReplicas
+	NodeRelay       = "relay"
+	NodePublicDNS   = "pubdns"
+	NodeHome        = "home"   // home router
+	NodeClient      = "client" // alice
+	NodeClientBob   = "client-bob"
+	NodeCorp        = "corp" // corporate router
+	NodeConnectorA  = "corp-a"
+	NodeConnectorB  = "corp-b"
+	NodeDB          = "db"
+	NodeWeb         = "web"
+	NodeCorpDNS     = "corpdns"
+	NodeSubnetHost  = "app"
 )
 
 // Routers the faults apply to.
@@ -68,19 +70,21 @@ const (
 
 // Program names for Stop, Restart and Kill.
 const (
-	ProgController = "postern-controller"
-	ProgRelay      = "postern-relay"
-	ProgConnectorA = "postern-connector-corp-a"
-	ProgConnectorB = "postern-connector-corp-b"
-	ProgDaemon     = "posternd-alice"
-	ProgDaemonBob  = "posternd-bob"
-	ProgSSHD       = "sshd"
-	ProgPostgres   = "postgres"
-	ProgWeb        = "http-web"
-	ProgSubnetWeb  = "http-app"
-	ProgPublicWeb  = "http-www"
-	ProgPublicDNS  = "dns-public"
-	ProgCorpDNS    = "dns-corp"
+	ProgController   = "postern-controller"
+	ProgControllerB  = "postern-controller-b" // the second replica
+	ProgControllerDB = "postgres-controller"  // the replicas' PostgreSQL, on the controller node
+	ProgRelay        = "postern-relay"
+	ProgConnectorA   = "postern-connector-corp-a"
+	ProgConnectorB   = "postern-connector-corp-b"
+	ProgDaemon       = "posternd-alice"
+	ProgDaemonBob    = "posternd-bob"
+	ProgSSHD         = "sshd"
+	ProgPostgres     = "postgres"
+	ProgWeb          = "http-web"
+	ProgSubnetWeb    = "http-app"
+	ProgPublicWeb    = "http-www"
+	ProgPublicDNS    = "dns-public"
+	ProgCorpDNS      = "dns-corp"
 )
 
 // Demo users.

@@ -56,12 +56,25 @@ func (l *Lab) deployPostern(ctx context.Context) error {
 	if l.opts.TokenTTL > 0 {
 		serveArgs = append(serveArgs, "--token-ttl", l.opts.TokenTTL.String())
 	}
-	ctl, err := l.Spawn(ProgController, NodeController, nil, serveArgs...)
+	var env []string
+	if l.opts.ControllerReplicas >= 2 {
+		if err := l.startControllerDB(ctx); err != nil {
+			return err
+		}
+		serveArgs, env = append(serveArgs, replicaArgs(ControllerIP)...), l.controllerDBEnv()
+	}
+	ctl, err := l.Spawn(ProgController, NodeController, env, serveArgs...)
 	if err != nil {
 		return err
 	}
 	if err := l.WaitController(ctx, ctl); err != nil {
 		return err
+	}
+	if l.opts.ControllerReplicas >= 2 {
+		l.progress("lab %s: starting the second controller replica at %s", l.ID, ControllerBURL())
+		if err := l.startControllerB(ctx, dataDir); err != nil {
+			return err
+		}
 	}
 	l.progress("lab %s: applying network.yaml (users, groups, resources)", l.ID)
 	if err := l.Apply(ctx, l.Network); err != nil {
@@ -129,6 +142,11 @@ func (l *Lab) WaitController(ctx context.Context, ctl *Proc) error {
 
 // Apply makes the controller match spec with `postern-controller apply`.
 func (l *Lab) Apply(ctx context.Context, spec NetworkSpec) error {
+	return l.ApplyVia(ctx, l.ControllerURL, spec)
+}
+
+// ApplyVia applies spec through the controller (replica) at url.
+func (l *Lab) ApplyVia(ctx context.Context, url string, spec NetworkSpec) error {
 	b, err := spec.YAML()
 	if err != nil {
 		return err
@@ -142,7 +160,8 @@ func (l *Lab) Apply(ctx context.Context, spec NetworkSpec) error {
 	if err := errors.Join(werr, cerr); err != nil {
 		return fmt.Errorf("write network.yaml: %w", err)
 	}
-	if out, err := l.Exec(ctx, NodeController, append(l.adminArgs("apply"), "-f", f.Name())...); err != nil {
+	args := []string{l.Bin("postern-controller"), "apply", "--url", url, "--ca", l.CAFile, "--token-file", l.AdminTokenFile, "-f", f.Name()}
+	if out, err := l.Exec(ctx, NodeController, args...); err != nil {
 		return fmt.Errorf("apply %s: %w\n%s", f.Name(), err, out)
 	}
 	return nil

@@ -174,6 +174,12 @@ func postgresBinDir() (string, error) {
 }
 
 func (l *Lab) startPostgres(ctx context.Context) (*Proc, error) {
+	return l.startPostgresOn(ctx, NodeDB, ProgPostgres, "pg")
+}
+
+// startPostgresOn initialises and starts a PostgreSQL server on node (data
+// and socket under DIR/dir) accepting password logins from anywhere.
+func (l *Lab) startPostgresOn(ctx context.Context, node, prog, dir string) (*Proc, error) {
 	bin, err := postgresBinDir()
 	if err != nil {
 		return nil, err
@@ -184,7 +190,7 @@ func (l *Lab) startPostgres(ctx context.Context) (*Proc, error) {
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	base := filepath.Join(l.Dir, "pg")
+	base := filepath.Join(l.Dir, dir)
 	data, sock := filepath.Join(base, "data"), filepath.Join(base, "run")
 	for _, d := range []string{base, sock} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -197,7 +203,7 @@ func (l *Lab) startPostgres(ctx context.Context) (*Proc, error) {
 	asPG := []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"}
 	initdb := append(append([]string{}, asPG...), filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--no-locale", "-E", "UTF8",
 		"--auth-local=trust", "--auth-host=scram-sha-256")
-	if out, err := l.Exec(ctx, NodeDB, initdb...); err != nil {
+	if out, err := l.Exec(ctx, node, initdb...); err != nil {
 		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
 	hba, err := os.OpenFile(filepath.Join(data, "pg_hba.conf"), os.O_APPEND|os.O_WRONLY, 0)
@@ -211,7 +217,7 @@ func (l *Lab) startPostgres(ctx context.Context) (*Proc, error) {
 	}
 	args := append(append([]string{}, asPG...), filepath.Join(bin, "postgres"), "-D", data, "-c", "listen_addresses=*", "-c", "port=5432",
 		"-c", "unix_socket_directories="+sock, "-c", "log_connections=on")
-	return l.Spawn(ProgPostgres, NodeDB, nil, args...)
+	return l.Spawn(prog, node, nil, args...)
 }
 
 func (l *Lab) setupPostgres(ctx context.Context, pg *Proc) error {

@@ -164,6 +164,12 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 			return err
 		}
 	}
+	if l.opts.ControllerReplicas >= 2 {
+		h := hostSpec{name: NodeControllerB, ip: ControllerBIP, prefix: "/24", gw: InternetGW, bridgeNS: NodeInternet, bridge: "br0", dns: PublicDNSIP}
+		if err := l.attach(ctx, h); err != nil {
+			return err
+		}
+	}
 	// www.example.com lives next to the public DNS server.
 	if err := l.ipn(ctx, NodePublicDNS, "addr", "add", PublicWebIP+"/24", "dev", "eth0"); err != nil {
 		return err
