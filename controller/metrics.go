@@ -3,6 +3,7 @@ package controller
 import (
 	"context"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -163,13 +164,17 @@ func (c *Controller) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "version": version.Version, "revision": rev})
 }
 
-// MetricsHandler serves /metrics, /healthz and /readyz without
-// authentication, for a separate operator-only listener (serve --metrics).
+// MetricsHandler serves /metrics, /healthz, /readyz and /debug/pprof/
+// without authentication, for a separate operator-only listener (serve
+// --metrics), as the connector's and relay's do.
 func (c *Controller) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET "+controlapi.PathHealth, c.handleHealth)
 	mux.HandleFunc("GET "+PathReady, c.handleReady)
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	return mux
 }
 

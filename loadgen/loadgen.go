@@ -39,7 +39,10 @@ type Config struct {
 	TokenPhase time.Duration
 	// PIDs of the controller processes, for CPU and memory (Linux).
 	PIDs []int
-	Log  *slog.Logger
+	// OnConnected, when set, is called once every part is connected and
+	// has its first policy, just before the token phase (profiles).
+	OnConnected func()
+	Log         *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -205,6 +208,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	if err := r.waitStreams(ctx, cons, devs); err != nil {
 		return nil, err
+	}
+	if cfg.OnConnected != nil {
+		cfg.OnConnected()
 	}
 	before := sampleAll(cfg.PIDs)
 	r.tokenPhase(ctx, devs, cons, rep)

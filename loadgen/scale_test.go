@@ -5,7 +5,9 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,12 +82,24 @@ func TestScale(t *testing.T) {
 			}
 			c := startControllers(t, bin, db, replicas)
 			l0 := loadAvg()
-			rep, err := Run(context.Background(), Config{URL: c.url, Roots: c.roots, AdminToken: c.admin,
-				Devices: n, Connectors: max(1, n/10), PIDs: c.pids})
+			profiles := func() []string { return nil }
+			cfg := Config{URL: c.url, Roots: c.roots, AdminToken: c.admin, Devices: n, Connectors: max(1, n/10), PIDs: c.pids}
+			if n == ns[len(ns)-1] {
+				// The largest run: where the memory sits with every part
+				// connected, and where the CPU goes while tokens are issued.
+				cfg.OnConnected = func() {
+					profiles = profileControllers(t, c.metrics[0], strings.Fields(backend)[0], cfg.TokenPhase)
+				}
+				cfg.TokenPhase = 10 * time.Second
+			}
+			rep, err := Run(context.Background(), cfg)
 			if err != nil {
 				t.Fatalf("%s, %d devices: %v", backend, n, err)
 			}
 			rows = append(rows, row{backend, rep, [2]float64{l0, loadAvg()}})
+			for _, p := range profiles() {
+				t.Logf("%s", p)
+			}
 			t.Logf("%s, %d devices, %d connectors: sign-ins %.0f/s (%v), tokens %.0f/s (%v), policy change to devices %v, to connectors %v, %d KiB per device, errors %d/%d %q",
 				backend, n, rep.Connectors, rep.SignIns.PerSecond(), rep.SignInLatency, rep.Tokens.PerSecond(), rep.TokenLatency,
 				rep.ToDevices, rep.ToConnectors, rep.MemoryPerDevice()>>10, rep.CallErrors, rep.StreamErrors, rep.FirstErrors)
@@ -116,11 +130,12 @@ func TestScale(t *testing.T) {
 
 // controllers is a running controller set.
 type controllers struct {
-	url   string // comma-separated replica URLs
-	roots *x509.CertPool
-	admin string
-	pids  []int
-	stop  func()
+	url     string   // comma-separated replica URLs
+	metrics []string // each replica's --metrics address
+	roots   *x509.CertPool
+	admin   string
+	pids    []int
+	stop    func()
 }
 
 func controllerBin(t *testing.T) string {
@@ -162,7 +177,14 @@ func startControllers(t *testing.T, bin, db string, replicas int) *controllers {
 		if i > 0 {
 			public = urls[0]
 		}
-		args := []string{"serve", "--data", dir, "--listen", addr, "--public-url", public, "--advertise-url", "https://" + addr,
+		mln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		maddr := mln.Addr().String()
+		mln.Close()
+		c.metrics = append(c.metrics, maddr)
+		args := []string{"serve", "--data", dir, "--listen", addr, "--public-url", public, "--advertise-url", "https://" + addr, "--metrics", maddr,
 			"--rate-limit", "1000000", "--rate-burst", "1000000", "--log-level", "warn"}
 		if db != "" {
 			args = append(args, "--database", db)
@@ -283,4 +305,41 @@ func loadAvg() float64 {
 	}
 	f, _ := strconv.ParseFloat(strings.Fields(string(b))[0], 64)
 	return f
+}
+
+// profileControllers takes a heap profile of the replica serving metrics at
+// addr now and a CPU profile over the next d (in the background, while the
+// token phase runs); the function it returns gives their `go tool pprof
+// -top` summaries once the CPU profile is done.
+func profileControllers(t *testing.T, addr, name string, d time.Duration) func() []string {
+	dir := os.Getenv("POSTERN_SCALE_PROFILES")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	fetch := func(path, file string) string {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return fmt.Sprintf("%s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		f := filepath.Join(dir, file)
+		out, err := os.Create(f)
+		if err != nil {
+			return err.Error()
+		}
+		_, err = io.Copy(out, resp.Body)
+		out.Close()
+		if err != nil {
+			return err.Error()
+		}
+		top, err := exec.Command("go", "tool", "pprof", "-top", "-nodecount=12", f).CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("pprof %s: %v\n%s", f, err, top)
+		}
+		return fmt.Sprintf("%s (%s):\n%s", file, f, top)
+	}
+	heap := fetch("/debug/pprof/heap?gc=1", name+"-heap.pb.gz")
+	cpu := make(chan string, 1)
+	go func() { cpu <- fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), name+"-cpu.pb.gz") }()
+	return func() []string { return []string{heap, <-cpu} }
 }

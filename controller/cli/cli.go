@@ -119,7 +119,7 @@ func serve(args []string, stderr io.Writer) error {
 	database := fs.String("database", os.Getenv("POSTERN_DATABASE_URL"),
 		"PostgreSQL URL (postgres://USER@HOST:PORT/DB) shared by several replicas; default $POSTERN_DATABASE_URL, else SQLite in DATA. Keep the password out of the command line: PGPASSWORD or ~/.pgpass")
 	tokenTTL := fs.Duration("token-ttl", ctoken.DefaultTTL, "Connection Token lifetime (10s to 1h); clients refresh tokens before they expire")
-	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz without authentication on this address (e.g. 127.0.0.1:9464); /metrics is always on the API listener for the admin token")
+	metricsAddr := fs.String("metrics", "", "serve Prometheus /metrics, /healthz, /readyz and /debug/pprof/ without authentication on this address (e.g. 127.0.0.1:9464); /metrics is always on the API listener for the admin token")
 	rateLimit := fs.Float64("rate-limit", 100, "API requests per second per client IP (sign-ins have their own throttle); raise it when many clients share one address (a NAT gateway, a load generator)")
 	rateBurst := fs.Int("rate-burst", 400, "burst of API requests per client IP above --rate-limit")
 	exportFile := fs.String("export", "", "event export configuration (default DATA/export.yaml when that file exists; see docs/events.md)")
