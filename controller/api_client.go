@@ -501,7 +501,7 @@ func (c *Controller) handleClientPolicy(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	hash := s.TokenHash
-	c.stream(w, r, func(m *Model) (any, func(int64), bool, string) {
+	c.stream(w, r, subClient, func(m *Model) (any, func(int64), bool, string) {
 		s, ok := m.Sessions[hash]
 		if !ok || m.credentialProblem(s, c.now()) != "" {
 			return nil, nil, false, "session ended; sign in again"

@@ -342,7 +342,7 @@ func stringsToLower(s string) string {
 }
 
 func (c *Controller) handleConnectorPolicy(w http.ResponseWriter, r *http.Request, id string) {
-	c.stream(w, r, func(m *Model) (any, func(int64), bool, string) {
+	c.stream(w, r, subComponent, func(m *Model) (any, func(int64), bool, string) {
 		p, ok := m.connectorPolicy(id, c.issuer, c.JWKS(), c.now())
 		if !ok {
 			return nil, nil, false, "connector " + id + " was removed"
@@ -488,7 +488,7 @@ func (c *Controller) handleTURN(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *Controller) handleRelayPolicy(w http.ResponseWriter, r *http.Request, id string) {
-	c.stream(w, r, func(m *Model) (any, func(int64), bool, string) {
+	c.stream(w, r, subComponent, func(m *Model) (any, func(int64), bool, string) {
 		if _, ok := m.Relays[id]; !ok {
 			return nil, nil, false, "relay " + id + " was removed"
 		}

@@ -62,7 +62,14 @@ func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64
 		if nm, ok := m.with(rev, rt.changes); ok {
 			c.cur.Store(nm)
 			c.reloadMu.Unlock()
-			if !externalOnly(m, rt.changes) && !adminOnly(rt.changes) {
+			switch {
+			case externalOnly(m, rt.changes) || adminOnly(rt.changes):
+			case newSessionsOnly(m, rt.changes):
+				// A sign-in: no other device's snapshot changes, but a
+				// device signing in again leaves the connectors' and
+				// relays' list of revoked devices.
+				c.hub.notifyComponents()
+			default:
 				c.hub.notify()
 			}
 			return rev, true, nil
@@ -146,6 +153,40 @@ func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {
 		}
 	}
 	return &nm, true
+}
+
+// newSessionsOnly reports whether changes only create sessions and devices
+// that are not revoked (a sign-in). No client snapshot shows another
+// device's sessions, so waking every client stream for each sign-in (one
+// snapshot per stream per sign-in, quadratic in the devices signing in)
+// buys nothing.
+func newSessionsOnly(m *Model, changes []store.Object) bool {
+	for _, o := range changes {
+		if o.Data == nil {
+			return false
+		}
+		switch o.Kind {
+		case KindSession:
+			if _, ok := m.SessionByID[o.ID]; ok {
+				return false
+			}
+			var v Session
+			if json.Unmarshal(o.Data, &v) != nil || v.Revoked {
+				return false
+			}
+		case KindDevice:
+			if _, ok := m.Devices[o.ID]; ok {
+				return false
+			}
+			var v Device
+			if json.Unmarshal(o.Data, &v) != nil || v.Revoked {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return len(changes) > 0
 }
 
 // externalOnly reports whether changes only touch sessions' External state,

@@ -65,7 +65,7 @@ func TestExternalOnlyCommitIsQuiet(t *testing.T) {
 			sid = s.ID
 		}
 	}
-	wake, cancel := e.c.hub.subscribe()
+	wake, cancel := e.c.hub.subscribe(subClient)
 	defer cancel()
 	drain := func() bool {
 		select {
@@ -90,5 +90,40 @@ func TestExternalOnlyCommitIsQuiet(t *testing.T) {
 	}
 	if !drain() {
 		t.Fatal("a revocation did not wake the subscribers")
+	}
+}
+
+// A sign-in (a new session and device) wakes connector and relay streams
+// (a device signing in again leaves their revoked list) but no client
+// stream: another device's sign-in changes no client's snapshot. A logout
+// wakes both.
+func TestSignInWakesOnlyComponents(t *testing.T) {
+	e := newTestController(t, t.TempDir(), nil)
+	e.apply(testYAML)
+	d := e.login("alice@example.com", "correct horse")
+	cl, cancelC := e.c.hub.subscribe(subClient)
+	defer cancelC()
+	co, cancelO := e.c.hub.subscribe(subComponent)
+	defer cancelO()
+	woke := func(ch chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		case <-time.After(200 * time.Millisecond):
+			return false
+		}
+	}
+	woke(cl)
+	woke(co)
+	e.login("bob@example.com", "battery staple")
+	if woke(cl) {
+		t.Fatal("another device's sign-in woke the client streams")
+	}
+	if !woke(co) {
+		t.Fatal("a sign-in did not wake the connector and relay streams")
+	}
+	e.call(nil, "POST", controlapi.PathLogout, d.session.SessionToken, nil)
+	if !woke(cl) || !woke(co) {
+		t.Fatal("a logout did not wake every stream")
 	}
 }

@@ -13,13 +13,23 @@ import (
 // subscriber computes its own snapshot from the new model.
 type hub struct {
 	mu     sync.Mutex
-	subs   map[chan struct{}]struct{}
+	subs   map[chan struct{}]subClass
 	closed bool
 }
 
-func newHub() *hub { return &hub{subs: map[chan struct{}]struct{}{}} }
+// subClass tells client streams (devices, the many) from component streams
+// (connectors and relays), so that a change only components can see wakes
+// only them.
+type subClass int
 
-func (h *hub) subscribe() (chan struct{}, func()) {
+const (
+	subClient subClass = iota
+	subComponent
+)
+
+func newHub() *hub { return &hub{subs: map[chan struct{}]subClass{}} }
+
+func (h *hub) subscribe(class subClass) (chan struct{}, func()) {
 	ch := make(chan struct{}, 1)
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -27,7 +37,7 @@ func (h *hub) subscribe() (chan struct{}, func()) {
 		close(ch)
 		return ch, func() {}
 	}
-	h.subs[ch] = struct{}{}
+	h.subs[ch] = class
 	return ch, func() {
 		h.mu.Lock()
 		if _, ok := h.subs[ch]; ok {
@@ -38,10 +48,19 @@ func (h *hub) subscribe() (chan struct{}, func()) {
 	}
 }
 
-func (h *hub) notify() {
+// notify wakes every subscriber.
+func (h *hub) notify() { h.wake(func(subClass) bool { return true }) }
+
+// notifyComponents wakes connector and relay streams only.
+func (h *hub) notifyComponents() { h.wake(func(c subClass) bool { return c == subComponent }) }
+
+func (h *hub) wake(which func(subClass) bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for ch := range h.subs {
+	for ch, class := range h.subs {
+		if !which(class) {
+			continue
+		}
 		select {
 		case ch <- struct{}{}:
 		default:
@@ -62,7 +81,7 @@ func (h *hub) close() {
 	for ch := range h.subs {
 		close(ch)
 	}
-	h.subs = map[chan struct{}]struct{}{}
+	h.subs = map[chan struct{}]subClass{}
 }
 
 // snapshotFunc computes a subscriber's snapshot from m with its revision
@@ -72,7 +91,7 @@ type snapshotFunc func(m *Model) (snap any, setRev func(int64), ok bool, reason 
 // stream serves one NDJSON push stream: the snapshot first, then a full
 // snapshot after every change that alters it, keepalives in between. With
 // ?rev=N nothing is sent until the revision moves past N.
-func (c *Controller) stream(w http.ResponseWriter, r *http.Request, snapshot snapshotFunc) {
+func (c *Controller) stream(w http.ResponseWriter, r *http.Request, class subClass, snapshot snapshotFunc) {
 	since := int64(-1)
 	if v := r.URL.Query().Get("rev"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
@@ -82,7 +101,7 @@ func (c *Controller) stream(w http.ResponseWriter, r *http.Request, snapshot sna
 		}
 		since = n
 	}
-	wake, cancel := c.hub.subscribe()
+	wake, cancel := c.hub.subscribe(class)
 	defer cancel()
 	if since > c.model().Rev {
 		// A revision from the future (the controller's store was replaced):
