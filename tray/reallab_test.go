@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -87,6 +88,9 @@ type realLab struct {
 	daemon   *exec.Cmd
 	exited   chan error
 	out      *testenv.SyncBuffer
+	// stopConnector stops the connector (the controller then reports it
+	// offline and posternd is degraded).
+	stopConnector func()
 }
 
 // buildProgram builds a command of this module into dir (without the race
@@ -152,9 +156,12 @@ func startRealLab(t *testing.T) *realLab {
 	if err != nil {
 		t.Fatalf("open connector: %v", err)
 	}
+	cctx, ccancel := context.WithCancel(ctx)
 	cdone := make(chan error, 1)
-	go func() { cdone <- c.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-cdone })
+	go func() { cdone <- c.Run(cctx) }()
+	var once sync.Once
+	l.stopConnector = func() { once.Do(func() { ccancel(); <-cdone }) }
+	t.Cleanup(l.stopConnector)
 
 	l.startDaemon()
 	t.Cleanup(l.stopDaemon)
