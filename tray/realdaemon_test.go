@@ -2,6 +2,7 @@ package tray_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -134,5 +135,45 @@ func TestTrayWithRealDaemon(t *testing.T) {
 	})
 	if strings.Contains(m.State, "failed") {
 		t.Fatalf("second sign-in: %q", m.State)
+	}
+}
+
+// TestTraySignInAtRememberedController: a device first signed in with
+// `postern login --controller URL --ca FILE` (a controller whose CA is not a
+// system root), then signed out. The tray's Sign in… goes to the controller
+// the daemon remembers, and the daemon must use the CA it remembers for it;
+// it used to start the browser sign-in without it and fail on the
+// certificate.
+func TestTraySignInAtRememberedController(t *testing.T) {
+	l := startRealLabCA(t, false)
+	c := localapi.NewClient(l.socket)
+	ca, err := os.ReadFile(l.caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := c.Login(ctx, localapi.LoginRequest{ControllerURL: l.url, CAPEM: string(ca), Email: "bob@example.com", Password: "bob-password-12"}); err != nil {
+		t.Fatalf("postern login --ca: %v", err)
+	}
+	if _, err := c.Logout(ctx); err != nil {
+		t.Fatalf("logout: %v", err)
+	}
+
+	app := tray.NewApp(tray.Options{Socket: l.socket, Retry: 50 * time.Millisecond, OpenURL: func(u string) error {
+		_, err := oidctest.NewBrowser().SignIn(u, "alice", "alice-pw")
+		return err
+	}})
+	rec := &recorder{ch: make(chan tray.Menu, 1)}
+	done := make(chan struct{})
+	go func() { app.Run(ctx, rec); close(done) }()
+	defer func() { cancel(); <-done }()
+	rec.waitFor(t, "signed out", func(m tray.Menu) bool { return m.ShowSignIn })
+	app.SignIn(ctx)
+	m := rec.waitFor(t, "signed in as alice", func(m tray.Menu) bool {
+		return m.User == "Signed in as alice@example.com" || strings.Contains(m.State, "failed")
+	})
+	if m.User != "Signed in as alice@example.com" {
+		t.Fatalf("Sign in… at the remembered controller: %q", m.State)
 	}
 }

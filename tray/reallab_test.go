@@ -51,7 +51,10 @@ groups:
   - name: engineering
     users: []
   - name: sre-leads
-    users: []
+    users: [bob@example.com]
+users:
+  - email: bob@example.com
+    password: "bob-password-12"
 resources:
   - name: wiki
     address: wiki.corp.internal
@@ -88,6 +91,8 @@ type realLab struct {
 	daemon   *exec.Cmd
 	exited   chan error
 	out      *testenv.SyncBuffer
+	// systemRoots: posternd trusts the controller's CA as a system root.
+	systemRoots bool
 	// stopConnector stops the connector (the controller then reports it
 	// offline and posternd is degraded).
 	stopConnector func()
@@ -109,14 +114,19 @@ func buildProgram(t *testing.T, dir, name string) string {
 	return bin
 }
 
-func startRealLab(t *testing.T) *realLab {
+func startRealLab(t *testing.T) *realLab { return startRealLabCA(t, true) }
+
+// startRealLabCA is startRealLab; with systemRoots false posternd does not
+// trust the controller's CA until a sign-in hands it over (postern login
+// --ca).
+func startRealLabCA(t *testing.T, systemRoots bool) *realLab {
 	t.Helper()
 	idp := oidctest.Start(t, oidctest.Options{
 		Clients:  []oidctest.Client{{ID: "postern", Secret: "postern-secret"}},
 		Accounts: map[string]oidctest.Account{"alice": {Password: "alice-pw", Email: "alice@example.com", Groups: []string{"engineering"}}},
 	})
 	dir := t.TempDir()
-	l := &realLab{t: t, posternd: buildProgram(t, dir, "posternd"), state: filepath.Join(dir, "posternd-state")}
+	l := &realLab{t: t, systemRoots: systemRoots, posternd: buildProgram(t, dir, "posternd"), state: filepath.Join(dir, "posternd-state")}
 	l.socket = filepath.Join(l.state, localapi.SocketName)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -174,7 +184,10 @@ func (l *realLab) startDaemon() {
 	t.Helper()
 	l.out = &testenv.SyncBuffer{}
 	cmd := exec.Command(l.posternd, "--state", l.state, "--socks5", "127.0.0.1:0", "--direct-only")
-	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+l.caFile, localapi.EnvSocket+"=")
+	cmd.Env = append(os.Environ(), localapi.EnvSocket+"=")
+	if l.systemRoots {
+		cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+l.caFile)
+	}
 	cmd.Stdout, cmd.Stderr = l.out, l.out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start posternd: %v", err)
