@@ -98,7 +98,7 @@ func startProc(t *testing.T, cmd *exec.Cmd, what string) *testenv.SyncBuffer {
 
 func startXDesktop(t *testing.T) *xdesktop {
 	t.Helper()
-	testenv.RequireTools(t, "Xvfb", "xfce4-panel", "dbus-daemon", "xdotool", "import")
+	testenv.RequireTools(t, "Xvfb", "xfce4-panel", "dbus-daemon", "xdotool", "import", "xclip")
 	x := &xdesktop{t: t, dir: t.TempDir(), shotDir: os.Getenv(envShots)}
 	for _, d := range []string{"cfg/xfce4/xfconf/xfce-perchannel-xml", "run", "cache", "data"} {
 		if err := os.MkdirAll(filepath.Join(x.dir, d), 0o700); err != nil {
@@ -381,7 +381,7 @@ func TestTrayOnXfcePanel(t *testing.T) {
 	trayCmd := exec.Command(bin, "--socket", l.socket, "--controller", l.url)
 	trayCmd.Env = append(os.Environ(), x.env...)
 	trayCmd.Env = append(trayCmd.Env, "PATH="+shim+":"+os.Getenv("PATH"), "POSTERN_TRAY_TEST_SELF="+self,
-		envBrowser+"=1", envBrowserLogin+"=alice", envBrowserPassword+"=alice-pw", "POSTERN_SOCKET=")
+		envBrowser+"=1", envBrowserLogin+"=alice", envBrowserPassword+"=alice-pw", "POSTERN_SOCKET=", "WAYLAND_DISPLAY=")
 	startProc(t, trayCmd, "postern-tray")
 	dk := x.item()
 
@@ -405,6 +405,15 @@ func TestTrayOnXfcePanel(t *testing.T) {
 	x.shoot(tray.IconConnected, "connected")
 	// The Resources submenu: keyboard into it (Disconnect, Resources, open).
 	x.shoot(tray.IconConnected, "connected-resources", "Down", "Down", "Right")
+	// A refused resource, chosen in the submenu, puts the command that
+	// fixes it on the desktop's clipboard (xclip).
+	x.choose(tray.IconConnected, "Down", "Down", "Right")
+	testenv.Eventually(t, 10*time.Second, "postern mfa on the clipboard", func() bool {
+		cmd := exec.Command("xclip", "-o", "-selection", "clipboard")
+		cmd.Env = append(os.Environ(), x.env...)
+		out, err := cmd.Output()
+		return err == nil && string(out) == "postern mfa"
+	})
 
 	// Disconnect.
 	x.choose(tray.IconConnected, "Down")
