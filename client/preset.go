@@ -94,14 +94,19 @@ func (d *Daemon) defaultControllerLocked() (url, caPEM string) {
 }
 
 // fillController completes a request without a controller URL from the
-// presets or the remembered controller.
+// presets or the remembered controller. A request naming the default
+// controller without a CA (the tray's Sign in…, which passes the URL from
+// status) gets the CA remembered for it.
 func (d *Daemon) fillController(url, caPEM *string) error {
-	if *url != "" {
-		return nil
-	}
 	d.mu.Lock()
 	u, ca := d.defaultControllerLocked()
 	d.mu.Unlock()
+	if *url != "" {
+		if *caPEM == "" && u != "" && strings.TrimRight(*url, "/") == u {
+			*caPEM = ca
+		}
+		return nil
+	}
 	if u == "" {
 		return fmt.Errorf("%w: %w: pass --controller URL (or preset it: %s in %s, or HKLM\\%s\\%s on Windows)",
 			ErrBadRequest, ErrNoController, preset.EnvControllerURL, preset.DefaultsFile, preset.RegistryKey, preset.RegControllerURL)

@@ -10,6 +10,11 @@ pkgs+=(chromium)
 pkgs+=(runc)
 # WebAuthn tests drive Chromium's virtual authenticator headless (chromedp).
 pkgs+=(chromium)
+# The tray runs on a virtual X display (Xvfb) with a real StatusNotifier host
+# (xfce4-panel); xdotool opens its menu, ImageMagick's import takes the
+# screenshots, xclip is the clipboard the tray copies to
+# (tray/xvfb_linux_test.go; under CI=true it fails without them).
+pkgs+=(xvfb xfce4-panel xdotool imagemagick dbus-daemon xclip)
 # Single sign-on tests run a real OIDC provider (npm oidc-provider, Node.js 20+).
 # Keep an existing Node.js (e.g. from NodeSource, which bundles npm); else use Debian's.
 command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)

@@ -90,6 +90,13 @@ func startAccessLab(t *testing.T, clk *clock, mfaPort, prodPort uint16) (url, ca
 // startAccessLabAt is startAccessLab with the controller's public URL
 // naming host (which must resolve to 127.0.0.1).
 func startAccessLabAt(t *testing.T, clk *clock, host string, mfaPort, prodPort uint16) (url, caFile, tokFile string) {
+	return startLab(t, clk, host, fmt.Sprintf(cliAccessYAML, mfaPort, prodPort), nil)
+}
+
+// startLab runs a controller with yaml applied and connector corp-a
+// (its configuration changed by tune, if any) in process and returns the
+// controller URL, its CA file and admin token file.
+func startLab(t *testing.T, clk *clock, host, yaml string, tune func(*connector.Config)) (url, caFile, tokFile string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -104,7 +111,7 @@ func startAccessLabAt(t *testing.T, clk *clock, host string, mfaPort, prodPort u
 	done := make(chan struct{})
 	go func() { defer close(done); _ = ctl.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done; ctl.Close() })
-	if _, err := ctl.ApplyYAML(ctx, []byte(fmt.Sprintf(cliAccessYAML, mfaPort, prodPort)), false); err != nil {
+	if _, err := ctl.ApplyYAML(ctx, []byte(yaml), false); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
@@ -119,7 +126,11 @@ func startAccessLabAt(t *testing.T, clk *clock, host string, mfaPort, prodPort u
 	if _, err := connector.Enroll(ctx, cdir, tok, connector.EnrollOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := connector.Open(connector.Config{StateDir: cdir, ListenUDP: "127.0.0.1:0", Logger: discard(), Now: clk.Now, Resolver: resolver{}})
+	ccfg := connector.Config{StateDir: cdir, ListenUDP: "127.0.0.1:0", Logger: discard(), Now: clk.Now, Resolver: resolver{}}
+	if tune != nil {
+		tune(&ccfg)
+	}
+	c, err := connector.Open(ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}
