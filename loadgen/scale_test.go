@@ -340,6 +340,8 @@ func profileControllers(t *testing.T, addr, name string, d time.Duration) func()
 	}
 	heap := fetch("/debug/pprof/heap?gc=1", name+"-heap.pb.gz")
 	cpu := make(chan string, 1)
-	go func() { cpu <- fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), name+"-cpu.pb.gz") }()
+	go func() {
+		cpu <- fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), name+"-cpu.pb.gz")
+	}()
 	return func() []string { return []string{heap, <-cpu} }
 }
