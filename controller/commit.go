@@ -62,16 +62,7 @@ func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64
 		if nm, ok := m.with(rev, rt.changes); ok {
 			c.cur.Store(nm)
 			c.reloadMu.Unlock()
-			switch {
-			case externalOnly(m, rt.changes) || adminOnly(rt.changes):
-			case newSessionsOnly(m, rt.changes):
-				// A sign-in: no other device's snapshot changes, but a
-				// device signing in again leaves the connectors' and
-				// relays' list of revoked devices.
-				c.hub.notifyComponents()
-			default:
-				c.hub.notify()
-			}
+			c.wakeFor(m, rt.changes)
 			return rev, true, nil
 		}
 	}
@@ -153,6 +144,20 @@ func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {
 		}
 	}
 	return &nm, true
+}
+
+// wakeFor wakes the push streams that changes (applied to m) can alter.
+func (c *Controller) wakeFor(m *Model, changes []store.Object) {
+	switch {
+	case externalOnly(m, changes) || adminOnly(changes):
+	case newSessionsOnly(m, changes):
+		// A sign-in: no other device's snapshot changes, but a device
+		// signing in again leaves the connectors' and relays' list of
+		// revoked devices.
+		c.hub.notifyComponents()
+	default:
+		c.hub.notify()
+	}
 }
 
 // newSessionsOnly reports whether changes only create sessions and devices

@@ -119,8 +119,9 @@ type Controller struct {
 	// each other replica was last heard of (under rtMu).
 	advertise, advHost string
 	replicaSeen        map[string]time.Time
-	replicaTouched     time.Time // monitorLoop only
-	announced          []string  // controllerURLs last pushed (under rtMu)
+	replicaTouched     time.Time      // monitorLoop only
+	announced          []string       // controllerURLs last pushed (under rtMu)
+	follower           store.Follower // set when other replicas' commits can be followed incrementally
 	tlsCert            tls.Certificate
 	signer             atomic.Pointer[ctoken.Signer]
 	jwks               atomic.Pointer[json.RawMessage]
@@ -242,6 +243,9 @@ func Open(cfg Config) (*Controller, error) {
 		c.logins.share(th, c.log)
 		c.mfaFails.shared, c.mfaFails.log = th, c.log
 	}
+	if f, ok := st.(store.Follower); ok {
+		c.follower = f
+	}
 	if err := backfillCredentials(context.Background(), st); err != nil {
 		st.Close()
 		c.stopSSO()
@@ -328,7 +332,7 @@ func (c *Controller) watchLoop(ctx context.Context, ch <-chan int64) {
 			if m := c.model(); m != nil && m.Rev >= rev {
 				continue
 			}
-			if err := c.reload(ctx); err != nil && ctx.Err() == nil {
+			if err := c.follow(ctx); err != nil && ctx.Err() == nil {
 				c.log.Error("reload after commit", "err", err)
 			}
 		}

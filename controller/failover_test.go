@@ -16,6 +16,8 @@ import (
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/controller/store/pgtest"
 	"postern.dev/postern/ctoken"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestPartsFailOverToAnotherReplica: a client that knows only replica A
@@ -237,5 +239,81 @@ func TestJoiningReplicaIsPushedAtOnce(t *testing.T) {
 	}
 	if p2.Revision != p1.Revision {
 		t.Logf("revision moved %d -> %d meanwhile", p1.Revision, p2.Revision)
+	}
+}
+
+// TestReplicaFollowsSignInsIncrementally: sign-ins on replica A reach B's
+// model by reading only the changes (no full reload per sign-in); B's model
+// equals a full rebuild; a policy change still reloads in full; a logout
+// on A (a tombstone-free update) and a deletion (a tombstone) follow too.
+func TestReplicaFollowsSignInsIncrementally(t *testing.T) {
+	pg := pgtest.Start(t)
+	dbURL := pg.NewDatabase(t)
+	base := t.TempDir()
+	a := newReplica(t, filepath.Join(base, "a"), "", dbURL, nil)
+	copyDeployment(t, a.dir, filepath.Join(base, "b"))
+	b := newReplica(t, filepath.Join(base, "b"), a.c.Issuer(), dbURL, nil)
+	a.admin("POST", "/api/v1/apply", fastYAML(testYAML), 200)
+	waitRev := func(rev int64) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for b.c.model().Rev < rev {
+			if time.Now().After(deadline) {
+				t.Fatalf("B at revision %d, want %d", b.c.model().Rev, rev)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitRev(a.c.model().Rev)
+	count := func(how string) float64 {
+		return testutil.ToFloat64(b.c.met.follows.WithLabelValues(how))
+	}
+	fullBefore, incBefore := count("full"), count("incremental")
+	var devs []*device
+	for i := 0; i < 10; i++ {
+		devs = append(devs, a.login("alice@example.com", "correct horse"))
+	}
+	waitRev(a.c.model().Rev)
+	if got := count("full") - fullBefore; got != 0 {
+		t.Fatalf("B reloaded everything %v times for 10 sign-ins on A", got)
+	}
+	if count("incremental") == incBefore {
+		t.Fatal("B did not follow incrementally")
+	}
+	for _, d := range devs {
+		if b.c.model().Sessions[sha256Hex(d.session.SessionToken)] == nil {
+			t.Fatal("a session created on A is missing from B's model")
+		}
+	}
+	// A logout (a session revoked) and the gc's deletions follow too.
+	a.call(nil, "POST", controlapi.PathLogout, devs[0].session.SessionToken, nil)
+	if err := a.c.RevokeDevice(context.Background(), "test", devs[1].session.DeviceID); err != nil {
+		t.Fatal(err)
+	}
+	waitRev(a.c.model().Rev)
+	rev, objs, err := b.c.store.LoadAll(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := buildModel(rev, objs, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	inc := b.c.model()
+	if inc.Rev != full.Rev || len(inc.Sessions) != len(full.Sessions) || len(inc.SessionByID) != len(full.SessionByID) || len(inc.Devices) != len(full.Devices) {
+		t.Fatalf("B's followed model differs from a rebuild: rev %d/%d sessions %d/%d devices %d/%d",
+			inc.Rev, full.Rev, len(inc.SessionByID), len(full.SessionByID), len(inc.Devices), len(full.Devices))
+	}
+	for id, s := range full.SessionByID {
+		if is, ok := inc.SessionByID[id]; !ok || is.Revoked != s.Revoked {
+			t.Fatalf("session %s differs on B", id)
+		}
+	}
+	// A policy change is applied in full.
+	fullBefore = count("full")
+	a.admin("POST", "/api/v1/apply", fastYAML(strings.Replace(testYAML, "tcp/8000-8100", "tcp/8000-8150", 1)), 200)
+	waitRev(a.c.model().Rev)
+	if count("full") == fullBefore {
+		t.Fatal("a policy change on A did not make B reload")
 	}
 }

@@ -39,6 +39,11 @@ func (c *Controller) monitorLoop(ctx context.Context) {
 			if err := c.logins.sweep(ctx); err != nil && ctx.Err() == nil {
 				c.log.Warn("sweep the sign-in throttle", "err", err)
 			}
+			if c.follower != nil {
+				if err := c.follower.PruneChanges(ctx, time.Now().Add(-24*time.Hour)); err != nil && ctx.Err() == nil {
+					c.log.Warn("prune the change log", "err", err)
+				}
+			}
 		}
 	}
 }

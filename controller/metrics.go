@@ -34,6 +34,7 @@ type metrics struct {
 	tokens   *prometheus.CounterVec
 	storeDur *prometheus.HistogramVec
 	storeErr *prometheus.CounterVec
+	follows  *prometheus.CounterVec
 }
 
 func newMetrics(c *Controller) *metrics {
@@ -59,6 +60,9 @@ func newMetrics(c *Controller) *metrics {
 		storeErr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "postern_controller_store_errors_total", Help: "Failed store calls by operation.",
 		}, []string{"op"}),
+		follows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "postern_controller_model_updates_total", Help: "How the model followed commits it did not make (another replica's): incremental (only the changes read) or full (every object reloaded).",
+		}, []string{"how"}),
 	}
 	subs := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "postern_controller_push_subscribers", Help: "Open policy push streams (clients, connectors, relays).",
@@ -71,7 +75,7 @@ func newMetrics(c *Controller) *metrics {
 		}
 		return 0
 	})
-	m.reg.MustRegister(m.requests, m.latency, m.signIns, m.tokens, m.storeDur, m.storeErr, subs, rev,
+	m.reg.MustRegister(m.requests, m.latency, m.signIns, m.tokens, m.storeDur, m.storeErr, m.follows, subs, rev,
 		exportCollector{c}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -199,3 +199,48 @@ func (c *Controller) controllerURLsLocked() []string {
 	}
 	return out
 }
+
+// follow brings the model up to the store's revision after another
+// replica's commit: with a change log (store.Follower) by applying only what
+// changed since this replica's revision, as a local commit does, and by a
+// full reload when a change needs one (policy objects, memberships, shared
+// keys) or the log no longer reaches back. Reloading every object for each
+// sign-in on another replica made each replica's CPU grow with the whole
+// deployment's sign-in rate times its size.
+func (c *Controller) follow(ctx context.Context) error {
+	full := func() error {
+		c.met.follows.WithLabelValues("full").Inc()
+		return c.reload(ctx)
+	}
+	if c.follower == nil {
+		return full()
+	}
+	c.reloadMu.Lock()
+	m := c.cur.Load()
+	if m == nil {
+		c.reloadMu.Unlock()
+		return full()
+	}
+	rev, changes, err := c.follower.ChangesSince(ctx, m.Rev)
+	if err != nil {
+		c.reloadMu.Unlock()
+		if errors.Is(err, store.ErrChangesGone) {
+			return full()
+		}
+		return fmt.Errorf("follow commits: %w", err)
+	}
+	if rev <= m.Rev {
+		c.reloadMu.Unlock()
+		return nil
+	}
+	nm, ok := m.with(rev, changes)
+	if !ok {
+		c.reloadMu.Unlock()
+		return full()
+	}
+	c.cur.Store(nm)
+	c.reloadMu.Unlock()
+	c.met.follows.WithLabelValues("incremental").Inc()
+	c.wakeFor(m, changes)
+	return nil
+}

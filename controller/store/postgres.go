@@ -164,6 +164,7 @@ func (s *Postgres) migrate(ctx context.Context) error {
 type pgTx struct {
 	ctx     context.Context
 	tx      pgx.Tx
+	rev     int64 // the revision this transaction commits (writes only)
 	changed bool
 	audit   []AuditEntry // written at commit
 }
@@ -228,11 +229,11 @@ func (t *pgTx) Put(o Object) error {
 	if o.Kind == "" || o.ID == "" || o.Name == "" || len(o.Data) == 0 {
 		return fmt.Errorf("put %s %q: %w: kind, id, name and data are required", o.Kind, o.ID, ErrBadObject)
 	}
-	tag, err := t.tx.Exec(t.ctx, `INSERT INTO objects (kind, id, name, data, updated)
-		SELECT $1, $2, $3, $4, $5
+	tag, err := t.tx.Exec(t.ctx, `INSERT INTO objects (kind, id, name, data, updated, rev)
+		SELECT $1, $2, $3, $4, $5, $6
 		WHERE NOT EXISTS (SELECT 1 FROM objects WHERE kind = $1 AND name = $3 AND id <> $2)
-		ON CONFLICT (kind, id) DO UPDATE SET name = excluded.name, data = excluded.data, updated = excluded.updated`,
-		o.Kind, o.ID, o.Name, string(o.Data), time.Now().UnixMilli())
+		ON CONFLICT (kind, id) DO UPDATE SET name = excluded.name, data = excluded.data, updated = excluded.updated, rev = excluded.rev`,
+		o.Kind, o.ID, o.Name, string(o.Data), time.Now().UnixMilli(), t.rev)
 	if err != nil {
 		if isUniqueViolation(err) {
 			return fmt.Errorf("put %s %q: name %q: %w", o.Kind, o.ID, o.Name, ErrConflict)
@@ -241,6 +242,9 @@ func (t *pgTx) Put(o Object) error {
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("put %s %q: name %q: %w", o.Kind, o.ID, o.Name, ErrConflict)
+	}
+	if _, err := t.tx.Exec(t.ctx, `DELETE FROM tombstones WHERE kind = $1 AND id = $2`, o.Kind, o.ID); err != nil {
+		return fmt.Errorf("put %s %q: %w", o.Kind, o.ID, err)
 	}
 	t.changed = true
 	return nil
@@ -253,6 +257,10 @@ func (t *pgTx) Delete(kind, id string) error {
 	}
 	if tag.RowsAffected() == 0 {
 		return fmt.Errorf("delete %s %q: %w", kind, id, ErrNotFound)
+	}
+	if _, err := t.tx.Exec(t.ctx, `INSERT INTO tombstones (kind, id, rev) VALUES ($1, $2, $3)
+		ON CONFLICT (kind, id) DO UPDATE SET rev = excluded.rev`, kind, id, t.rev); err != nil {
+		return fmt.Errorf("delete %s %q: %w", kind, id, err)
 	}
 	t.changed = true
 	return nil
@@ -315,7 +323,7 @@ func (s *Postgres) Update(ctx context.Context, fn func(Tx) error) (int64, bool, 
 		rollback()
 		return 0, false, fmt.Errorf("lock revision: %w", err)
 	}
-	t := &pgTx{ctx: ctx, tx: tx}
+	t := &pgTx{ctx: ctx, tx: tx, rev: rev + 1}
 	if err := fn(t); err != nil {
 		rollback()
 		return 0, false, err
