@@ -55,8 +55,12 @@ type TUNConfig struct {
 	Name     string
 	MTU      int
 	StateDir string
-	// IPv6 turns on AAAA answers and the IPv6 synthetic range.
-	IPv6 bool
+	// IPv4Only turns IPv6 off (posternd --ipv6=false). IPv6 is on by
+	// default: AAAA answers for resource names, the IPv6 synthetic range
+	// and IPv6 address and CIDR resources routed into the TUN. With
+	// IPv4Only, AAAA queries for resource names get NODATA and no IPv6
+	// prefix is routed.
+	IPv4Only bool
 	// V4Range and V6Range override the synthetic ranges (zero: dnsproxy's).
 	V4Range, V6Range netip.Prefix
 	Logger           *slog.Logger
@@ -170,7 +174,7 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	f.search = search
 	f.splitDNS = f.osc.SupportsSplitDNS()
 	f.dns, err = f.cfg.NewDNSProxy(DNSProxyConfig{
-		V4Range: f.cfg.V4Range, V6Range: f.cfg.V6Range, IPv6: f.cfg.IPv6,
+		V4Range: f.cfg.V4Range, V6Range: f.cfg.V6Range, IPv6: !f.cfg.IPv4Only,
 		StateFile: filepath.Join(f.cfg.StateDir, "dns-state.json"), Upstreams: upstreams, SearchDomains: search, Logger: f.log,
 		OnQuery: f.cfg.OnDNSQuery,
 	})
@@ -223,9 +227,14 @@ func newDNSProxy(c DNSProxyConfig) (DNSProxy, error) {
 	})
 }
 
+// allRoutes is what the TUN routes: the synthetic ranges and the address
+// and CIDR resources (IPv4 ones only with IPv4Only).
 func (f *TUNFrontend) allRoutes(extra []netip.Prefix) []netip.Prefix {
 	out := slices.Clone(f.dns.Ranges())
 	for _, p := range extra {
+		if f.cfg.IPv4Only && p.Addr().Is6() && !p.Addr().Is4In6() {
+			continue
+		}
 		if !slices.Contains(out, p) {
 			out = append(out, p)
 		}

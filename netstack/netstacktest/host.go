@@ -41,9 +41,9 @@ func NewHost(addr netip.Addr, mtu int) (*Host, error) {
 	if !addr.IsValid() || addr.Zone() != "" {
 		return nil, fmt.Errorf("host address %s: want an IPv4 or IPv6 address without zone", addr)
 	}
-	proto, tcpipAddr, route := ipv4.ProtocolNumber, tcpip.AddrFrom4Slice(addr.AsSlice()), header.IPv4EmptySubnet
-	if addr.Is6() {
-		proto, tcpipAddr, route = ipv6.ProtocolNumber, tcpip.AddrFrom16(addr.As16()), header.IPv6EmptySubnet
+	proto, tcpipAddr, route := ipv6.ProtocolNumber, tcpip.AddrFrom16(addr.As16()), header.IPv6EmptySubnet
+	if addr.Is4() {
+		proto, tcpipAddr, route = ipv4.ProtocolNumber, tcpip.AddrFrom4(addr.As4()), header.IPv4EmptySubnet
 	}
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
