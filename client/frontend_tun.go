@@ -173,22 +173,40 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	}
 	f.search = search
 	f.splitDNS = f.osc.SupportsSplitDNS()
-	f.dns, err = f.cfg.NewDNSProxy(DNSProxyConfig{
-		V4Range: f.cfg.V4Range, V6Range: f.cfg.V6Range, IPv6: !f.cfg.IPv4Only,
-		StateFile: filepath.Join(f.cfg.StateDir, "dns-state.json"), Upstreams: upstreams, SearchDomains: search, Logger: f.log,
-		OnQuery: f.cfg.OnDNSQuery,
-	})
-	if err != nil {
-		return fmt.Errorf("DNS proxy: %w", err)
+	newDNS := func() (err error) {
+		f.dns, err = f.cfg.NewDNSProxy(DNSProxyConfig{
+			V4Range: f.cfg.V4Range, V6Range: f.cfg.V6Range, IPv6: !f.cfg.IPv4Only,
+			StateFile: filepath.Join(f.cfg.StateDir, "dns-state.json"), Upstreams: upstreams, SearchDomains: search, Logger: f.log,
+			OnQuery: f.cfg.OnDNSQuery,
+		})
+		if err != nil {
+			return fmt.Errorf("DNS proxy: %w", err)
+		}
+		return nil
 	}
-	f.watchOriginalResolvers()
+	if err := newDNS(); err != nil {
+		return err
+	}
 	if err := f.cfg.CheckRangeConflicts(f.dns.Ranges(), f.name); err != nil {
 		return fmt.Errorf("synthetic address range: %w", err)
 	}
-	f.dnsAddr = f.dns.Addrs()[0]
 	if err := f.router.Set(f.tunAddrs(), f.allRoutes(nil)); err != nil {
-		return fmt.Errorf("set routes on %s: %w", f.name, err)
+		if f.cfg.IPv4Only {
+			return fmt.Errorf("set routes on %s: %w", f.name, err)
+		}
+		// IPv6 is on by default; a machine with IPv6 disabled refuses the
+		// IPv6 address or route. Run IPv4 only rather than not at all.
+		f.log.Warn("cannot configure IPv6 on the TUN device; running IPv4 only (posternd --ipv6=false says so up front)", "dev", f.name, "err", err)
+		f.cfg.IPv4Only = true
+		if err := newDNS(); err != nil {
+			return err
+		}
+		if err := f.router.Set(f.tunAddrs(), f.allRoutes(nil)); err != nil {
+			return fmt.Errorf("set routes on %s: %w", f.name, err)
+		}
 	}
+	f.dnsAddr = f.dns.Addrs()[0]
+	f.watchOriginalResolvers()
 	dnsAP := netip.AddrPortFrom(f.dnsAddr, 53)
 	// Only queries from this machine or the TUN: the proxy's address is no
 	// open resolver for the networks the machine sits on.

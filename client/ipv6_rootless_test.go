@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -54,15 +55,24 @@ resources:
     groups: [engineering]
 `
 
-// recordingRouter remembers the last routes set on the TUN.
+// recordingRouter remembers the last routes set on the TUN; with no6 it
+// refuses IPv6 like a machine with IPv6 disabled.
 type recordingRouter struct {
 	mu     sync.Mutex
+	no6    bool
 	routes []netip.Prefix
 }
 
-func (r *recordingRouter) Set(_ []netip.Prefix, routes []netip.Prefix) error {
+func (r *recordingRouter) Set(addrs []netip.Prefix, routes []netip.Prefix) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.no6 {
+		for _, p := range append(slices.Clone(addrs), routes...) {
+			if p.Addr().Is6() {
+				return fmt.Errorf("add address %s: permission denied (IPv6 disabled)", p)
+			}
+		}
+	}
 	r.routes = slices.Clone(routes)
 	return nil
 }
@@ -75,7 +85,7 @@ func (r *recordingRouter) has(p string) bool {
 
 // ipv6Daemon signs alice in on a rootless TUN front-end (IPv6 on unless
 // ipv4Only) whose connector dials through dial.
-func ipv6Daemon(t *testing.T, ipv4Only bool, dial func(ctx context.Context, network, address string) (net.Conn, error)) (*TUNFrontend, *recordingRouter, *netstacktest.Host) {
+func ipv6Daemon(t *testing.T, ipv4Only, no6 bool, dial func(ctx context.Context, network, address string) (net.Conn, error)) (*TUNFrontend, *recordingRouter, *netstacktest.Host) {
 	t.Helper()
 	l := newLab(t, ipv6YAML)
 	l.startConnectorWith("corp-a", staticResolver{"db6.corp.internal": "2001:db8:100::20"}, func(c *connector.Config) { c.Dial = dial })
@@ -85,7 +95,7 @@ func ipv6Daemon(t *testing.T, ipv4Only bool, dial func(ctx context.Context, netw
 	}
 	t.Cleanup(host.Close)
 	fe := rootlessTUN(t, host)
-	rr := &recordingRouter{}
+	rr := &recordingRouter{no6: no6}
 	fe.cfg.NewRouter = func(string) (platform.Router, error) { return rr, nil }
 	fe.cfg.IPv4Only = ipv4Only
 	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
@@ -120,7 +130,7 @@ func TestIPv6ResourcesThroughTUNByDefault(t *testing.T) {
 	_, tcpPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	_, udpPort := testenv.EchoUDP(t, "127.0.0.1:0")
 	dialed := make(chan string, 8)
-	fe, rr, host := ipv6Daemon(t, false, func(ctx context.Context, network, address string) (net.Conn, error) {
+	fe, rr, host := ipv6Daemon(t, false, false, func(ctx context.Context, network, address string) (net.Conn, error) {
 		dialed <- network + " " + address
 		port := tcpPort
 		if network == "udp" {
@@ -203,7 +213,17 @@ func TestIPv6ResourcesThroughTUNByDefault(t *testing.T) {
 // With IPv4Only (posternd --ipv6=false) no IPv6 prefix is routed and AAAA
 // queries for resource names get NODATA.
 func TestIPv4OnlyRoutesNoIPv6(t *testing.T) {
-	fe, rr, _ := ipv6Daemon(t, true, func(ctx context.Context, network, address string) (net.Conn, error) {
+	checkIPv4Only(t, true, false)
+}
+
+// On a machine that refuses IPv6 on the TUN, the default (IPv6 on) falls
+// back to IPv4 only instead of failing to start.
+func TestIPv6DisabledMachineFallsBackToIPv4(t *testing.T) {
+	checkIPv4Only(t, false, true)
+}
+
+func checkIPv4Only(t *testing.T, ipv4Only, no6 bool) {
+	fe, rr, _ := ipv6Daemon(t, ipv4Only, no6, func(ctx context.Context, network, address string) (net.Conn, error) {
 		return nil, &net.OpError{Op: "dial", Net: network, Err: net.UnknownNetworkError("none in this test")}
 	})
 	rr.mu.Lock()
