@@ -55,8 +55,12 @@ type TUNConfig struct {
 	Name     string
 	MTU      int
 	StateDir string
-	// IPv6 turns on AAAA answers and the IPv6 synthetic range.
-	IPv6 bool
+	// IPv4Only turns IPv6 off (posternd --ipv6=false). IPv6 is on by
+	// default: AAAA answers for resource names, the IPv6 synthetic range
+	// and IPv6 address and CIDR resources routed into the TUN. With
+	// IPv4Only, AAAA queries for resource names get NODATA and no IPv6
+	// prefix is routed.
+	IPv4Only bool
 	// V4Range and V6Range override the synthetic ranges (zero: dnsproxy's).
 	V4Range, V6Range netip.Prefix
 	Logger           *slog.Logger
@@ -169,22 +173,40 @@ func (f *TUNFrontend) Start(ctx context.Context, d *Daemon) (err error) {
 	}
 	f.search = search
 	f.splitDNS = f.osc.SupportsSplitDNS()
-	f.dns, err = f.cfg.NewDNSProxy(DNSProxyConfig{
-		V4Range: f.cfg.V4Range, V6Range: f.cfg.V6Range, IPv6: f.cfg.IPv6,
-		StateFile: filepath.Join(f.cfg.StateDir, "dns-state.json"), Upstreams: upstreams, SearchDomains: search, Logger: f.log,
-		OnQuery: f.cfg.OnDNSQuery,
-	})
-	if err != nil {
-		return fmt.Errorf("DNS proxy: %w", err)
+	newDNS := func() (err error) {
+		f.dns, err = f.cfg.NewDNSProxy(DNSProxyConfig{
+			V4Range: f.cfg.V4Range, V6Range: f.cfg.V6Range, IPv6: !f.cfg.IPv4Only,
+			StateFile: filepath.Join(f.cfg.StateDir, "dns-state.json"), Upstreams: upstreams, SearchDomains: search, Logger: f.log,
+			OnQuery: f.cfg.OnDNSQuery,
+		})
+		if err != nil {
+			return fmt.Errorf("DNS proxy: %w", err)
+		}
+		return nil
 	}
-	f.watchOriginalResolvers()
+	if err := newDNS(); err != nil {
+		return err
+	}
 	if err := f.cfg.CheckRangeConflicts(f.dns.Ranges(), f.name); err != nil {
 		return fmt.Errorf("synthetic address range: %w", err)
 	}
-	f.dnsAddr = f.dns.Addrs()[0]
 	if err := f.router.Set(f.tunAddrs(), f.allRoutes(nil)); err != nil {
-		return fmt.Errorf("set routes on %s: %w", f.name, err)
+		if f.cfg.IPv4Only {
+			return fmt.Errorf("set routes on %s: %w", f.name, err)
+		}
+		// IPv6 is on by default; a machine with IPv6 disabled refuses the
+		// IPv6 address or route. Run IPv4 only rather than not at all.
+		f.log.Warn("cannot configure IPv6 on the TUN device; running IPv4 only (posternd --ipv6=false says so up front)", "dev", f.name, "err", err)
+		f.cfg.IPv4Only = true
+		if err := newDNS(); err != nil {
+			return err
+		}
+		if err := f.router.Set(f.tunAddrs(), f.allRoutes(nil)); err != nil {
+			return fmt.Errorf("set routes on %s: %w", f.name, err)
+		}
 	}
+	f.dnsAddr = f.dns.Addrs()[0]
+	f.watchOriginalResolvers()
 	dnsAP := netip.AddrPortFrom(f.dnsAddr, 53)
 	// Only queries from this machine or the TUN: the proxy's address is no
 	// open resolver for the networks the machine sits on.
@@ -223,9 +245,14 @@ func newDNSProxy(c DNSProxyConfig) (DNSProxy, error) {
 	})
 }
 
+// allRoutes is what the TUN routes: the synthetic ranges and the address
+// and CIDR resources (IPv4 ones only with IPv4Only).
 func (f *TUNFrontend) allRoutes(extra []netip.Prefix) []netip.Prefix {
 	out := slices.Clone(f.dns.Ranges())
 	for _, p := range extra {
+		if f.cfg.IPv4Only && p.Addr().Is6() && !p.Addr().Is4In6() {
+			continue
+		}
 		if !slices.Contains(out, p) {
 			out = append(out, p)
 		}

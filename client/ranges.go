@@ -148,7 +148,7 @@ func checkRangesAtStart(tc TUNConfig) error {
 		v6 = dnsproxy.DefaultV6Range
 	}
 	ranges := []netip.Prefix{v4}
-	if tc.IPv6 {
+	if !tc.IPv4Only {
 		ranges = append(ranges, v6)
 	}
 	check := tc.CheckRangeConflicts

@@ -52,7 +52,7 @@ func TestRangesThroughDaemon(t *testing.T) {
 	state := filepath.Join(l.dir, "ranges")
 	sock := filepath.Join(state, localapi.SocketName)
 	l.start(l.cli, "ranges", nil, "/usr/bin/env", "POSTERN_RANGE4=198.19.128.0/20", filepath.Join(l.bin, "posternd"),
-		"--state", state, "--tun", "pst3", "--ipv6", "--range6", "2001:db8:5000::/48")
+		"--state", state, "--tun", "pst3", "--range6", "2001:db8:5000::/48")
 	testenv.Eventually(t, 10*time.Second, "posternd socket", func() bool {
 		_, err := os.Stat(sock)
 		return err == nil

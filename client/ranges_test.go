@@ -74,7 +74,7 @@ func TestCheckRangesAtStart(t *testing.T) {
 	var got []netip.Prefix
 	var gotIf string
 	conflict := errors.New("100.96.0.0/12 overlaps route 100.96.0.0/16 dev eth1")
-	tc := TUNConfig{Name: "pst9", CheckRangeConflicts: func(r []netip.Prefix, ifName string) error {
+	tc := TUNConfig{Name: "pst9", IPv4Only: true, CheckRangeConflicts: func(r []netip.Prefix, ifName string) error {
 		got, gotIf = r, ifName
 		return conflict
 	}}
@@ -85,7 +85,13 @@ func TestCheckRangesAtStart(t *testing.T) {
 	if len(got) != 1 || got[0] != dnsproxy.DefaultV4Range || gotIf != "pst9" {
 		t.Errorf("checked %v on %q, want the default IPv4 range excepting pst9", got, gotIf)
 	}
-	tc.IPv6, tc.V4Range, tc.V6Range = true, netip.MustParsePrefix("10.9.0.0/16"), netip.MustParsePrefix("fd01::/48")
+	// IPv6 is on by default: both default ranges are checked.
+	tc.IPv4Only = false
+	_ = checkRangesAtStart(tc)
+	if len(got) != 2 || got[0] != dnsproxy.DefaultV4Range || got[1] != dnsproxy.DefaultV6Range {
+		t.Errorf("checked %v by default, want both default ranges", got)
+	}
+	tc.V4Range, tc.V6Range = netip.MustParsePrefix("10.9.0.0/16"), netip.MustParsePrefix("fd01::/48")
 	_ = checkRangesAtStart(tc)
 	if len(got) != 2 || got[0] != tc.V4Range || got[1] != tc.V6Range {
 		t.Errorf("checked %v, want both configured ranges", got)

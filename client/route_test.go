@@ -176,3 +176,50 @@ func ids(es []*connEntry) []string {
 	}
 	return out
 }
+
+// IPv6 address and CIDR resources: longest prefix first, routed as their
+// prefixes; synthetic IPv6 addresses map back to their names; an
+// IPv4-mapped IPv6 address is its IPv4 address.
+func TestRouteTableIPv6(t *testing.T) {
+	tb := buildRouteTable(&controlapi.ClientPolicy{Resources: []controlapi.PolicyResource{
+		{ID: "r-net6", Name: "net6", Address: "2001:db8:100::/64", Network: "corp"},
+		{ID: "r-wide6", Name: "wide6", Address: "2001:db8::/32", Network: "corp"},
+		{ID: "r-host6", Name: "host6", Address: "2001:db8:100::10", Network: "office"},
+		{ID: "r-db6", Name: "db6", Address: "db6.corp.internal", Network: "corp"},
+		{ID: "r-net4", Name: "net4", Address: "198.18.7.0/24", Network: "corp"},
+	}})
+	names := fakeNames{netip.MustParseAddr("fd7a:7073:746e::1:5"): {"db6.corp.internal", "r-db6"}}
+	for _, c := range []struct{ ip, res, dest string }{
+		{"2001:db8:100::10", "host6", "2001:db8:100::10"},
+		{"2001:db8:100::11", "net6", "2001:db8:100::11"},
+		{"2001:db8:ffff::1", "wide6", "2001:db8:ffff::1"},
+		{"fd7a:7073:746e::1:5", "db6", "db6.corp.internal"},
+		{"::ffff:198.18.7.9", "net4", "198.18.7.9"},
+	} {
+		tgt, ok := tb.resolveAddr(netip.MustParseAddr(c.ip), names)
+		if !ok || tgt.res.Name != c.res || tgt.dest != c.dest {
+			t.Errorf("resolveAddr(%s) = %v %+v, want %s %s", c.ip, ok, tgt, c.res, c.dest)
+		}
+	}
+	for _, ip := range []string{"2001:db9::1", "fd7a:7073:746e::1:6", "::1"} {
+		if tgt, ok := tb.resolveAddr(netip.MustParseAddr(ip), names); ok {
+			t.Errorf("resolveAddr(%s) = %s, want no resource", ip, tgt.res.Name)
+		}
+	}
+	if tgt, ok := tb.resolveHost("2001:db8:100::10", names); !ok || tgt.res.Name != "host6" {
+		t.Errorf("resolveHost of an IPv6 literal = %v %+v", ok, tgt)
+	}
+	want := map[netip.Prefix]bool{}
+	for _, p := range []string{"2001:db8:100::10/128", "2001:db8:100::/64", "2001:db8::/32", "198.18.7.0/24"} {
+		want[netip.MustParsePrefix(p)] = true
+	}
+	got := tb.routes()
+	if len(got) != len(want) {
+		t.Fatalf("routes %v, want %v", got, want)
+	}
+	for _, p := range got {
+		if !want[p] {
+			t.Errorf("unexpected route %s (routes %v)", p, got)
+		}
+	}
+}

@@ -78,6 +78,8 @@ func Demo(ctx context.Context, opts DemoOptions) (err error) {
 			[]string{"psql", "-h", DBName, "-U", PGUser, "-d", PGDatabase, "-c", "select name, location from servers order by name"}, l.ClientEnv()},
 		{"Fetch the private web page (wildcard resource *.corp.internal)", "curl http://web.corp.internal/", []string{"curl", "-sS", "--max-time", "10", "http://" + WebName + "/"}, nil},
 		{"Reach a host inside the CIDR resource " + SubnetCIDR, "curl http://" + SubnetHostIP + "/", []string{"curl", "-sS", "--max-time", "10", "http://" + SubnetHostIP + "/"}, nil},
+		{"IPv6 resources: SSH to a name with only an AAAA record", "ssh -6 " + DB6Name + " hostname", []string{"ssh", "-6", DB6Name, "hostname"}, nil},
+		{"IPv6 resources: a host inside the CIDR resource " + Subnet6CIDR, "curl -g http://[" + SubnetHost6IP + "]/", []string{"curl", "-sS", "-g", "--max-time", "10", "http://[" + SubnetHost6IP + "]/"}, nil},
 		{"Public names still resolve through the normal resolver", "dig +short " + PublicName, []string{"dig", "+short", "+time=3", PublicName}, nil},
 		{"What the client sees", "postern status", []string{postern, "--socket", l.Socket(NodeClient), "status"}, nil},
 	}

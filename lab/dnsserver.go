@@ -21,7 +21,7 @@ import (
 type DNSConfig struct {
 	Listen  string            // "ip:port", UDP and TCP
 	Zones   []string          // e.g. "corp.internal"
-	Records map[string]string // name -> IP; a name may be "*.zone" for a wildcard
+	Records map[string]string // name -> IP or IPs separated by commas (an A and an AAAA); a name may be "*.zone" for a wildcard
 	// Forward, if set ("ip:port"), answers names outside the zones by
 	// asking that server (a corporate resolver that also resolves public
 	// names); otherwise they are REFUSED.
@@ -29,22 +29,25 @@ type DNSConfig struct {
 	Logger  *slog.Logger
 }
 
-// ParseDNSRecord parses "name=ip" as given to --record.
-func ParseDNSRecord(s string) (name string, ip netip.Addr, err error) {
+// ParseDNSRecord parses "name=ip[,ip...]" as given to --record.
+func ParseDNSRecord(s string) (name string, ips []netip.Addr, err error) {
 	n, a, ok := strings.Cut(s, "=")
 	if !ok || n == "" {
-		return "", ip, fmt.Errorf("dns record %q: want NAME=IP", s)
+		return "", nil, fmt.Errorf("dns record %q: want NAME=IP[,IP]", s)
 	}
-	ip, err = netip.ParseAddr(a)
-	if err != nil {
-		return "", ip, fmt.Errorf("dns record %q: %w", s, err)
+	for _, f := range strings.Split(a, ",") {
+		ip, err := netip.ParseAddr(f)
+		if err != nil {
+			return "", nil, fmt.Errorf("dns record %q: %w", s, err)
+		}
+		ips = append(ips, ip)
 	}
-	return dns.Fqdn(strings.ToLower(n)), ip, nil
+	return dns.Fqdn(strings.ToLower(n)), ips, nil
 }
 
 type dnsZoneHandler struct {
 	zones   []string
-	records map[string]netip.Addr
+	records map[string][]netip.Addr
 	forward string
 	log     *slog.Logger
 }
@@ -58,7 +61,7 @@ func (h *dnsZoneHandler) inZone(name string) bool {
 	return false
 }
 
-func (h *dnsZoneHandler) lookup(name string) (netip.Addr, bool) {
+func (h *dnsZoneHandler) lookup(name string) ([]netip.Addr, bool) {
 	if a, ok := h.records[name]; ok {
 		return a, true
 	}
@@ -69,7 +72,7 @@ func (h *dnsZoneHandler) lookup(name string) (netip.Addr, bool) {
 			return a, true
 		}
 	}
-	return netip.Addr{}, false
+	return nil, false
 }
 
 func (h *dnsZoneHandler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
@@ -106,20 +109,22 @@ func (h *dnsZoneHandler) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		return
 	}
 	m.Authoritative = true
-	addr, ok := h.lookup(name)
+	addrs, ok := h.lookup(name)
 	if !ok {
 		m.Rcode = dns.RcodeNameError
 		_ = w.WriteMsg(m)
 		return
 	}
-	hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: 30}
-	switch {
-	case q.Qtype == dns.TypeA && addr.Is4():
-		hdr.Rrtype = dns.TypeA
-		m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: net.IP(addr.AsSlice())})
-	case q.Qtype == dns.TypeAAAA && addr.Is6():
-		hdr.Rrtype = dns.TypeAAAA
-		m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: net.IP(addr.AsSlice())})
+	for _, addr := range addrs {
+		hdr := dns.RR_Header{Name: q.Name, Class: dns.ClassINET, Ttl: 30}
+		switch {
+		case q.Qtype == dns.TypeA && addr.Is4():
+			hdr.Rrtype = dns.TypeA
+			m.Answer = append(m.Answer, &dns.A{Hdr: hdr, A: net.IP(addr.AsSlice())})
+		case q.Qtype == dns.TypeAAAA && addr.Is6():
+			hdr.Rrtype = dns.TypeAAAA
+			m.Answer = append(m.Answer, &dns.AAAA{Hdr: hdr, AAAA: net.IP(addr.AsSlice())})
+		}
 	}
 	h.log.Debug("answer", "name", name, "type", dns.TypeToString[q.Qtype], "answers", len(m.Answer))
 	_ = w.WriteMsg(m)
@@ -137,7 +142,7 @@ func ServeDNS(ctx context.Context, cfg DNSConfig) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	h := &dnsZoneHandler{records: map[string]netip.Addr{}, forward: cfg.Forward, log: log}
+	h := &dnsZoneHandler{records: map[string][]netip.Addr{}, forward: cfg.Forward, log: log}
 	if cfg.Forward != "" {
 		if _, err := netip.ParseAddrPort(cfg.Forward); err != nil {
 			return fmt.Errorf("dns server: --forward %q: want ip:port: %w", cfg.Forward, err)
@@ -150,14 +155,14 @@ func ServeDNS(ctx context.Context, cfg DNSConfig) error {
 		h.zones = append(h.zones, dns.Fqdn(strings.ToLower(z)))
 	}
 	for n, a := range cfg.Records {
-		name, ip, err := ParseDNSRecord(n + "=" + a)
+		name, ips, err := ParseDNSRecord(n + "=" + a)
 		if err != nil {
 			return fmt.Errorf("dns server: %w", err)
 		}
 		if !h.inZone(strings.TrimPrefix(name, "*.")) {
 			return fmt.Errorf("dns server: record %s is outside the zones %v", name, cfg.Zones)
 		}
-		h.records[name] = ip
+		h.records[name] = append(h.records[name], ips...)
 	}
 	pc, err := net.ListenPacket("udp", cfg.Listen)
 	if err != nil {

@@ -193,6 +193,9 @@ func Start(ctx context.Context, opts Options) (l *Lab, err error) {
 	if err := l.buildTopology(ctx); err != nil {
 		return l, fmt.Errorf("build topology: %w", err)
 	}
+	if err := l.buildIPv6(ctx); err != nil {
+		return l, fmt.Errorf("build topology: %w", err)
+	}
 	l.progress("lab %s: starting private and public services", l.ID)
 	if err := l.startServices(ctx); err != nil {
 		return l, fmt.Errorf("start services: %w", err)

@@ -74,12 +74,12 @@ func DemoNetwork(alicePassword, bobPassword string) NetworkSpec {
 			{Name: "sales", Users: []string{Bob}},
 		},
 		Users: []UserSpec{{Email: Alice, Password: alicePassword}, {Email: Bob, Password: bobPassword}},
-		Resources: []ResourceSpec{
+		Resources: append([]ResourceSpec{
 			{Name: "db", Address: DBName, Network: "corp", Ports: []string{"tcp/22", "tcp/5432", "icmp"}, Groups: []string{"engineering"}},
 			{Name: "web", Address: "*." + CorpZone, Network: "corp", Ports: []string{"tcp/80"}, Groups: []string{"engineering", "sales"}},
 			{Name: "lab-subnet", Address: SubnetCIDR, Network: "corp", Ports: []string{"tcp/80", "icmp"}, Groups: []string{"engineering"}},
 			{Name: "corp-dns", Address: CorpDNSIP, Network: "corp", Ports: []string{"udp/53", "tcp/53"}, Groups: []string{"engineering"}},
-		},
+		}, IPv6Resources()...),
 	}
 }
 

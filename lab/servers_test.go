@@ -65,6 +65,7 @@ func TestDNSServer(t *testing.T) {
 	upstream := startDNS(t, DNSConfig{Zones: []string{"example.com"}, Records: map[string]string{"www.example.com": "203.0.113.80"}})
 	corp := startDNS(t, DNSConfig{Zones: []string{"corp.internal"}, Forward: upstream, Records: map[string]string{
 		"db.corp.internal": "198.51.100.20", "*.apps.corp.internal": "198.51.100.30", "v6.corp.internal": "2001:db8::1",
+		"dual.corp.internal": "198.51.100.40,2001:db8:c0::40",
 	}})
 	cases := []struct {
 		name  string
@@ -76,6 +77,9 @@ func TestDNSServer(t *testing.T) {
 		{"DB.Corp.Internal", dns.TypeA, dns.RcodeSuccess, "198.51.100.20"},
 		{"db.corp.internal", dns.TypeAAAA, dns.RcodeSuccess, ""},
 		{"v6.corp.internal", dns.TypeAAAA, dns.RcodeSuccess, "2001:db8::1"},
+		{"v6.corp.internal", dns.TypeA, dns.RcodeSuccess, ""}, // AAAA only: NODATA
+		{"dual.corp.internal", dns.TypeA, dns.RcodeSuccess, "198.51.100.40"},
+		{"dual.corp.internal", dns.TypeAAAA, dns.RcodeSuccess, "2001:db8:c0::40"},
 		{"a.b.apps.corp.internal", dns.TypeA, dns.RcodeSuccess, "198.51.100.30"},
 		{"apps.corp.internal", dns.TypeA, dns.RcodeNameError, ""},
 		{"nothing.corp.internal", dns.TypeA, dns.RcodeNameError, ""},
@@ -112,6 +116,7 @@ func TestDNSServerBadConfig(t *testing.T) {
 		{Listen: "127.0.0.1:0"},
 		{Listen: "127.0.0.1:0", Zones: []string{"corp.internal"}, Records: map[string]string{"db.other.org": "192.0.2.1"}},
 		{Listen: "127.0.0.1:0", Zones: []string{"corp.internal"}, Records: map[string]string{"db.corp.internal": "not-an-ip"}},
+		{Listen: "127.0.0.1:0", Zones: []string{"corp.internal"}, Records: map[string]string{"db.corp.internal": "192.0.2.1,"}},
 		{Listen: "127.0.0.1:0", Zones: []string{"corp.internal"}, Forward: "nowhere"},
 	} {
 		if err := ServeDNS(ctx, cfg); err == nil {
@@ -169,7 +174,7 @@ func TestDemoNetworkYAML(t *testing.T) {
 	if err := yaml.Unmarshal(b, &back); err != nil {
 		t.Fatal(err)
 	}
-	if len(back.Resources) != 4 || back.Resources[1].Address != "*.corp.internal" || back.Users[0].Password != "pa" {
+	if len(back.Resources) != 4+len(IPv6Resources()) || back.Resources[1].Address != "*.corp.internal" || back.Users[0].Password != "pa" {
 		t.Fatalf("round trip lost data:\n%s", b)
 	}
 	c := n.Clone()

@@ -42,9 +42,9 @@ func (l *Lab) startServices(ctx context.Context) error {
 	svcs := []svc{
 		{ProgPublicDNS, NodePublicDNS, "udp", "53", []string{labBin, "dns-server", "--listen", PublicDNSIP + ":53", "--zone", "example.com",
 			"--record", PublicName + "=" + PublicWebIP, "--record", "controller.example.com=" + ControllerIP, "--record", "relay.example.com=" + RelayIP}},
-		{ProgCorpDNS, NodeCorpDNS, "udp", "53", []string{labBin, "dns-server", "--listen", CorpDNSIP + ":53", "--zone", CorpZone, "--forward", PublicDNSIP + ":53",
+		{ProgCorpDNS, NodeCorpDNS, "udp", "53", append([]string{labBin, "dns-server", "--listen", CorpDNSIP + ":53", "--zone", CorpZone, "--forward", PublicDNSIP + ":53",
 			"--record", DBName + "=" + DBIP, "--record", WebName + "=" + WebIP, "--record", IntranetName + "=" + WebIP,
-			"--record", SubnetAppName + "=" + SubnetHostIP, "--record", "dns." + CorpZone + "=" + CorpDNSIP}},
+			"--record", SubnetAppName + "=" + SubnetHostIP, "--record", "dns." + CorpZone + "=" + CorpDNSIP}, corpDNS6Records()...)},
 		{ProgPublicWeb, NodePublicDNS, "tcp", "80", []string{labBin, "http-server", "--listen", PublicWebIP + ":80", "--name", PublicName}},
 		{ProgWeb, NodeWeb, "tcp", "80", []string{labBin, "http-server", "--listen", ":80", "--name", WebName}},
 		{ProgSubnetWeb, NodeSubnetHost, "tcp", "80", []string{labBin, "http-server", "--listen", ":80", "--name", SubnetAppName + " (" + SubnetHostIP + ")"}},
@@ -130,6 +130,7 @@ func (l *Lab) startSSHD(ctx context.Context) error {
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(`# postern-lab %s
 Port 22
 ListenAddress 0.0.0.0
+ListenAddress ::
 HostKey %s
 PidFile %s
 AuthorizedKeysFile %s
@@ -210,7 +211,7 @@ func (l *Lab) startPostgresOn(ctx context.Context, node, prog, dir string) (*Pro
 	if err != nil {
 		return nil, fmt.Errorf("open pg_hba.conf: %w", err)
 	}
-	_, err = fmt.Fprintf(hba, "# postern-lab: password logins from the corporate network (and through connectors)\nhost all all 0.0.0.0/0 scram-sha-256\n")
+	_, err = fmt.Fprintf(hba, "# postern-lab: password logins from the corporate network (and through connectors)\nhost all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
 	hba.Close()
 	if err != nil {
 		return nil, fmt.Errorf("write pg_hba.conf: %w", err)

@@ -123,10 +123,17 @@ func FuzzICMPIntercept(f *testing.F) {
 			<-dev.Outbound()
 		}
 		want, wantOK := parseEcho(p)
-		if got := ns.interceptEcho(bytes.Clone(p)); got != wantOK {
-			t.Fatalf("intercepted=%v, want %v for %x", got, wantOK, p)
+		dropped := ns.EchoDropped()
+		got := ns.interceptEcho(bytes.Clone(p))
+		if wantOK && (!got || ns.EchoDropped() != dropped) {
+			t.Fatalf("intercepted=%v (dropped %d), want the echo handed on for %x", got, ns.EchoDropped()-dropped, p)
 		}
 		if !wantOK {
+			// Not an echo to hand on: either left to gVisor or dropped
+			// (ICMP fragments, malformed headers) and counted.
+			if got && ns.EchoDropped() != dropped+1 {
+				t.Fatalf("intercepted a non-echo without counting a drop: %x", p)
+			}
 			return
 		}
 		var e *EchoRequest
@@ -174,14 +181,30 @@ func parseEcho(p []byte) (EchoRequest, bool) {
 		dst, _ := netip.AddrFromSlice(p[16:20])
 		return EchoRequest{Src: src, Dst: dst, Body: icmp[4:]}, true
 	case 6:
-		if len(p) < 40 || p[6] != 58 {
+		if len(p) < 40 {
 			return EchoRequest{}, false
 		}
 		end := 40 + (int(p[4])<<8 | int(p[5]))
 		if end > len(p) {
 			return EchoRequest{}, false
 		}
-		icmp := p[40:end]
+		// Skip hop-by-hop, routing and destination options headers; an
+		// echo in a fragment, or behind more than 15 headers, is never
+		// handed on.
+		next, off := p[6], 40
+		for n := 0; next == 0 || next == 43 || next == 60; n++ {
+			if off+2 > end || n == 15 {
+				return EchoRequest{}, false
+			}
+			next, off = p[off], off+(int(p[off+1])+1)*8
+			if off > end {
+				return EchoRequest{}, false
+			}
+		}
+		if next != 58 {
+			return EchoRequest{}, false
+		}
+		icmp := p[off:end]
 		if len(icmp) < 8 || icmp[0] != 128 || icmp[1] != 0 {
 			return EchoRequest{}, false
 		}

@@ -41,7 +41,12 @@ func (e *EchoRequest) Reply(body []byte) error {
 	return e.ns.ep.writeRaw(pkt)
 }
 
-// interceptEcho takes echo requests off the packet path.
+// interceptEcho takes echo requests off the packet path. ICMP never reaches
+// gVisor, which would otherwise answer an echo itself on behalf of any
+// destination (promiscuous mode): an echo the front-end cannot take whole
+// (a fragment, a malformed extension header chain) is dropped and counted
+// in EchoDropped. TCP and UDP, fragmented or behind extension headers, go to
+// gVisor, which reassembles and parses them.
 func (ns *Stack) interceptEcho(p []byte) bool {
 	switch header.IPVersion(p) {
 	case header.IPv4Version:
@@ -49,16 +54,22 @@ func (ns *Stack) interceptEcho(p []byte) bool {
 			return false
 		}
 		ip := header.IPv4(p)
-		if ip.Protocol() != uint8(header.ICMPv4ProtocolNumber) || !ip.IsValid(len(p)) || ip.More() || ip.FragmentOffset() != 0 {
+		if ip.Protocol() != uint8(header.ICMPv4ProtocolNumber) {
 			return false
+		}
+		if !ip.IsValid(len(p)) || ip.More() || ip.FragmentOffset() != 0 {
+			// Every IPv4 fragment names its protocol: drop them all.
+			ns.echoDropped.Add(1)
+			return true
 		}
 		payload := p[ip.HeaderLength():ip.TotalLength()]
 		if len(payload) < header.ICMPv4MinimumSize {
-			return false
+			ns.echoDropped.Add(1)
+			return true
 		}
 		ic := header.ICMPv4(payload)
 		if ic.Type() != header.ICMPv4Echo || ic.Code() != 0 {
-			return false
+			return false // errors for gVisor's endpoints
 		}
 		src, dst := ip.SourceAddress(), ip.DestinationAddress()
 		body := append([]byte(nil), payload[4:]...)
@@ -69,26 +80,82 @@ func (ns *Stack) interceptEcho(p []byte) bool {
 			return false
 		}
 		ip := header.IPv6(p)
-		if ip.NextHeader() != uint8(header.ICMPv6ProtocolNumber) {
-			return false
-		}
 		end := header.IPv6MinimumSize + int(ip.PayloadLength())
 		if end > len(p) {
-			return false
+			return false // gVisor drops it
 		}
-		payload := p[header.IPv6MinimumSize:end]
-		if len(payload) < header.ICMPv6EchoMinimumSize {
+		payload, verdict := icmp6Payload(p[:end])
+		switch verdict {
+		case v6NotICMP:
 			return false
+		case v6Drop:
+			ns.echoDropped.Add(1)
+			return true
+		}
+		if len(payload) < header.ICMPv6EchoMinimumSize {
+			ns.echoDropped.Add(1)
+			return true
 		}
 		ic := header.ICMPv6(payload)
-		if ic.Type() != header.ICMPv6EchoRequest || ic.Code() != 0 {
-			return false
+		if ic.Code() != 0 || ic.Type() != header.ICMPv6EchoRequest {
+			return false // neighbour discovery, MLD and errors stay with gVisor
 		}
 		body := append([]byte(nil), payload[4:]...)
 		ns.dispatchEcho(&EchoRequest{Src: addrFromTCPIP(ip.SourceAddress()), Dst: addrFromTCPIP(ip.DestinationAddress()), Body: body, TTL: ip.HopLimit(), ns: ns})
 		return true
 	}
 	return false
+}
+
+// icmp6 verdicts: not ICMPv6 (gVisor's), ICMPv6 to drop, ICMPv6 to handle.
+const (
+	v6NotICMP = iota
+	v6Drop
+	v6ICMP
+)
+
+// icmp6Payload walks an IPv6 packet's extension headers (hop-by-hop,
+// routing, destination options, fragment) to its upper-layer header. It
+// returns the ICMPv6 message of an unfragmented packet; ICMPv6 in a
+// fragment and a chain that runs past the packet are v6Drop. A non-first
+// fragment (its protocol unknown) is left to gVisor, whose reassembly never
+// completes without the first fragment this drops.
+func icmp6Payload(p []byte) ([]byte, int) {
+	next := p[6] // header.IPv6.NextHeader
+	off := header.IPv6MinimumSize
+	fragmented := false
+	for range 16 { // a bound on the chain; real packets have one or two
+		switch tcpip.TransportProtocolNumber(next) {
+		case header.ICMPv6ProtocolNumber:
+			if fragmented {
+				return nil, v6Drop
+			}
+			return p[off:], v6ICMP
+		case tcpip.TransportProtocolNumber(header.IPv6HopByHopOptionsExtHdrIdentifier),
+			tcpip.TransportProtocolNumber(header.IPv6RoutingExtHdrIdentifier),
+			tcpip.TransportProtocolNumber(header.IPv6DestinationOptionsExtHdrIdentifier):
+			if off+2 > len(p) {
+				return nil, v6Drop
+			}
+			n := (int(p[off+1]) + 1) * 8
+			if off+n > len(p) {
+				return nil, v6Drop
+			}
+			next, off = p[off], off+n
+		case tcpip.TransportProtocolNumber(header.IPv6FragmentExtHdrIdentifier):
+			if off+8 > len(p) {
+				return nil, v6Drop
+			}
+			if binary.BigEndian.Uint16(p[off+2:])>>3 != 0 {
+				return nil, v6NotICMP
+			}
+			fragmented = true
+			next, off = p[off], off+8
+		default:
+			return nil, v6NotICMP
+		}
+	}
+	return nil, v6Drop
 }
 
 func (ns *Stack) dispatchEcho(e *EchoRequest) {
@@ -153,3 +220,8 @@ func echoIDSeq(body []byte) (uint16, uint16) {
 	}
 	return binary.BigEndian.Uint16(body), binary.BigEndian.Uint16(body[2:])
 }
+
+// EchoDropped counts ICMP packets from the device that were dropped rather
+// than relayed as echo requests: ICMP fragments, truncated ICMP and
+// malformed IPv6 extension header chains.
+func (ns *Stack) EchoDropped() uint64 { return ns.echoDropped.Load() }

@@ -73,6 +73,7 @@ type Stack struct {
 	wg        sync.WaitGroup
 
 	timeWaitReopened, timeWaitRefused atomic.Uint64
+	echoDropped                       atomic.Uint64
 }
 
 // New puts a gVisor stack on dev and starts reading from it. Close stops it

@@ -69,7 +69,7 @@ func main() {
 		var zones, records stringList
 		listen := fs.String("listen", "", "address to serve on, ip:port (UDP and TCP)")
 		fs.Var(&zones, "zone", "zone the server is authoritative for (repeatable)")
-		fs.Var(&records, "record", "NAME=IP, an A or AAAA record; NAME may be *.zone (repeatable)")
+		fs.Var(&records, "record", "NAME=IP[,IP], A and AAAA records; NAME may be *.zone (repeatable; a name given twice has the addresses of both)")
 		forward := fs.String("forward", "", "ip:port of a resolver for names outside the zones (default: refuse them)")
 		_ = fs.Parse(args)
 		cfg := lab.DNSConfig{Listen: *listen, Zones: zones, Records: map[string]string{}, Forward: *forward, Logger: logger}
@@ -78,6 +78,9 @@ func main() {
 			if !ok {
 				err = fmt.Errorf("--record %q: want NAME=IP", r)
 				break
+			}
+			if prev, ok := cfg.Records[n]; ok {
+				a = prev + "," + a
 			}
 			cfg.Records[n] = a
 		}

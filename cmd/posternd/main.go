@@ -32,7 +32,7 @@ func main() {
 	tunName := fs.String("tun", defaultTUNName, "TUN device name (macOS: utun or utunN; \"utun\" takes the next free one)")
 	socks := fs.String("socks5", "", "serve a SOCKS5 proxy on ADDR instead of a TUN device (no root needed); clients sign in with the user:password in STATE/socks5.secret")
 	mtu := fs.Int("mtu", 0, "TUN MTU (default 65520: flows end locally, so large segments are safe)")
-	ipv6 := fs.Bool("ipv6", false, "answer AAAA for resource names and route the IPv6 synthetic range")
+	ipv6 := fs.Bool("ipv6", true, "IPv6 resources: answer AAAA for resource names, route the IPv6 synthetic range and IPv6 address/CIDR resources (--ipv6=false: IPv4 only)")
 	range4 := fs.String("range4", "", "synthetic IPv4 range for resource names, a private /8../22 (default $POSTERN_RANGE4 preset, else 100.96.0.0/12)")
 	range6 := fs.String("range6", "", "synthetic IPv6 range, a ULA or 2001:db8::/32 /32../112 (default $POSTERN_RANGE6 preset, else fd7a:7073:746e::/48)")
 	socket := fs.String("socket", "", "local API socket (default STATE/posternd.sock)")
@@ -101,7 +101,7 @@ func main() {
 	}
 	opts := client.RunOptions{
 		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks, DirectOnly: *directOnly,
-		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv6: *ipv6, V4Range: ranges.V4, V6Range: ranges.V6},
+		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv4Only: !*ipv6, V4Range: ranges.V4, V6Range: ranges.V6},
 		Logger: log, CAPEM: caPEM, MetricsAddr: *metrics,
 	}
 	run := func(ctx context.Context) error { return client.Run(ctx, opts) }

@@ -33,11 +33,17 @@ type Host struct {
 	done   chan struct{}
 }
 
-// NewHost builds a host with IPv4 address addr, routing everything through
-// a new TUN of the given MTU. Close it when done.
+// NewHost builds a host with address addr (IPv4 or IPv6), routing
+// everything of its family through a new TUN of the given MTU. Close it
+// when done.
 func NewHost(addr netip.Addr, mtu int) (*Host, error) {
-	if !addr.Is4() {
-		return nil, fmt.Errorf("host address %s: want IPv4", addr)
+	addr = addr.Unmap()
+	if !addr.IsValid() || addr.Zone() != "" {
+		return nil, fmt.Errorf("host address %s: want an IPv4 or IPv6 address without zone", addr)
+	}
+	proto, tcpipAddr, route := ipv6.ProtocolNumber, tcpip.AddrFrom16(addr.As16()), header.IPv6EmptySubnet
+	if addr.Is4() {
+		proto, tcpipAddr, route = ipv4.ProtocolNumber, tcpip.AddrFrom4(addr.As4()), header.IPv4EmptySubnet
 	}
 	s := stack.New(stack.Options{
 		NetworkProtocols:   []stack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
@@ -48,11 +54,11 @@ func NewHost(addr netip.Addr, mtu int) (*Host, error) {
 		s.Close()
 		return nil, fmt.Errorf("host NIC: %s", err)
 	}
-	if err := s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: ipv4.ProtocolNumber, AddressWithPrefix: tcpip.AddrFrom4(addr.As4()).WithPrefix()}, stack.AddressProperties{}); err != nil {
+	if err := s.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: proto, AddressWithPrefix: tcpipAddr.WithPrefix()}, stack.AddressProperties{}); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("host address %s: %s", addr, err)
 	}
-	s.SetRouteTable([]tcpip.Route{{Destination: header.IPv4EmptySubnet, NIC: 1}})
+	s.SetRouteTable([]tcpip.Route{{Destination: route, NIC: 1}})
 	dev := NewTUN("host0", mtu)
 	dev.deliver = func(p []byte) {
 		proto := header.IPv4ProtocolNumber
@@ -89,17 +95,28 @@ func (h *Host) pump(ctx context.Context) {
 
 // DialTCP connects from the host to dst through the device.
 func (h *Host) DialTCP(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
-	return gonet.DialContextTCP(ctx, h.Stack, fullAddr(dst), ipv4.ProtocolNumber)
+	return gonet.DialContextTCP(ctx, h.Stack, fullAddr(dst), netProto(dst.Addr()))
 }
 
 // DialUDP opens a UDP socket on the host connected to dst.
 func (h *Host) DialUDP(dst netip.AddrPort) (net.Conn, error) {
 	fa := fullAddr(dst)
-	return gonet.DialUDP(h.Stack, nil, &fa, ipv4.ProtocolNumber)
+	return gonet.DialUDP(h.Stack, nil, &fa, netProto(dst.Addr()))
+}
+
+func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
+	if a.Unmap().Is4() {
+		return ipv4.ProtocolNumber
+	}
+	return ipv6.ProtocolNumber
 }
 
 func fullAddr(ap netip.AddrPort) tcpip.FullAddress {
-	return tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(ap.Addr().Unmap().As4()), Port: ap.Port()}
+	a := ap.Addr().Unmap()
+	if a.Is4() {
+		return tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom4(a.As4()), Port: ap.Port()}
+	}
+	return tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFrom16(a.As16()), Port: ap.Port()}
 }
 
 // Close stops the host and closes its device.
