@@ -16,10 +16,11 @@ import (
 )
 
 // Issue 20: two controller replicas on one PostgreSQL; the one at the
-// deployment's public URL is killed. A running SSH session is untouched; a
-// policy change applied through the surviving replica reaches alice's
-// laptop and the connectors (psql to db is refused, ssh still works); bob
-// signs out and in again through the surviving replica. A lab of its own.
+// deployment's public URL is killed while a policy change is being applied
+// through it and bob signs out and in again. A running SSH session is
+// untouched; the change (applied again through the surviving replica)
+// reaches the connectors (psql to db is refused, ssh still works); bob's
+// sign-in completes through the surviving replica. A lab of its own.
 func TestControllerReplicaFailover(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -53,19 +54,33 @@ func TestControllerReplicaFailover(t *testing.T) {
 		return nil
 	})
 
-	if err := l.Kill(lab.ProgController); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
-	s.roundTrip("replica-a-dead", 5*time.Second)
-
-	// A policy change through B: db loses tcp/5432.
+	// A policy change (db loses tcp/5432) is being applied through A and
+	// bob signs out and in again, while A is killed.
 	changed := l.Network.Clone()
 	for i := range changed.Resources {
 		if changed.Resources[i].Name == "db" {
 			changed.Resources[i].Ports = []string{"tcp/22", "icmp"}
 		}
 	}
+	applyA := make(chan error, 1)
+	go func() { applyA <- l.Apply(ctx, changed) }()
+	bob := make(chan error, 1)
+	go func() {
+		if out, err := l.Postern(ctx, lab.NodeClientBob, "logout"); err != nil {
+			bob <- fmt.Errorf("logout: %w\n%s", err, out)
+			return
+		}
+		bob <- l.Login(ctx, lab.NodeClientBob, lab.Bob)
+	}()
+	time.Sleep(50 * time.Millisecond) // both requests on their way to A
+	if err := l.Kill(lab.ProgController); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	t.Logf("the apply through A ended with %v", <-applyA)
+	s.roundTrip("replica-a-dead", 5*time.Second)
+	// Whether A committed the change or not, applying it through B
+	// converges every part on it.
 	if err := l.ApplyVia(ctx, lab.ControllerBURL(), changed); err != nil {
 		t.Fatal(err)
 	}
@@ -89,12 +104,9 @@ func TestControllerReplicaFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Bob signs out and in again: the sign-in goes to the surviving replica.
-	if out, err := l.Postern(ctx, lab.NodeClientBob, "logout"); err != nil {
-		t.Fatalf("bob's logout with replica A dead: %v\n%s", err, out)
-	}
-	if err := l.Login(ctx, lab.NodeClientBob, lab.Bob); err != nil {
-		t.Fatalf("bob's sign-in with replica A dead: %v", err)
+	// Bob's sign-out and sign-in, begun while A died, went to B.
+	if err := <-bob; err != nil {
+		t.Fatalf("bob signing out and in while replica A died: %v", err)
 	}
 	if err := l.WaitClientState(ctx, lab.NodeClientBob, 60*time.Second, localapi.StateConnected); err != nil {
 		t.Fatal(err)
