@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/export"
+	"postern.dev/postern/internal/testenv"
 )
 
 // metricValue finds one sample in a Prometheus text exposition.
@@ -189,10 +191,16 @@ func TestExportFromController(t *testing.T) {
 	if !applied.MatchString(recs[0].ID) || recs[0].Actor == "" {
 		t.Errorf("first record %+v, want an audit entry of the apply", recs[0])
 	}
-	body := string(e.admin("GET", PathMetrics, nil, 200))
-	if v, ok := metricValue(t, body, "postern_controller_export_events_total", `sink="file"`); !ok || v < float64(len(recs)) {
-		t.Errorf("export_events_total = %v (%t), want >= %d", v, ok, len(recs))
-	}
+	// The sink counts a batch once its write returned and the cursor moved,
+	// a moment after the records reached the file.
+	var body string
+	testenv.Poll(t, 10*time.Second, "export_events_total catches up with the file", func() error {
+		body = string(e.admin("GET", PathMetrics, nil, 200))
+		if v, ok := metricValue(t, body, "postern_controller_export_events_total", `sink="file"`); !ok || v < float64(len(recs)) {
+			return fmt.Errorf("export_events_total = %v (%t), want >= %d", v, ok, len(recs))
+		}
+		return nil
+	})
 	if v, ok := metricValue(t, body, "postern_controller_export_last_ok_timestamp_seconds", `sink="file"`); !ok || time.Since(time.UnixMilli(int64(v*1000))) > time.Minute {
 		t.Errorf("export_last_ok_timestamp_seconds = %v (%t), want about now", v, ok)
 	}
