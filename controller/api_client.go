@@ -39,7 +39,7 @@ func (c *Controller) sessionFor(r *http.Request) (*Session, *Model, error) {
 		// Signed in on another replica a moment ago (or that replica just
 		// died and the client moved here): catch up with the shared store
 		// before calling the session unknown.
-		if rerr := c.follow(r.Context()); rerr == nil {
+		if rerr := c.reload(r.Context()); rerr == nil {
 			return c.session(t)
 		}
 	}

@@ -75,6 +75,7 @@ func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64
 func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {
 	nm := *m
 	nm.Rev = rev
+	nm.revoked = &revokedCache{}
 	cloned := map[string]bool{}
 	once := func(kind string, f func()) {
 		if !cloned[kind] {
@@ -148,50 +149,60 @@ func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {
 
 // wakeFor wakes the push streams that changes (applied to m) can alter.
 func (c *Controller) wakeFor(m *Model, changes []store.Object) {
-	switch {
-	case externalOnly(m, changes) || adminOnly(changes):
-	case newSessionsOnly(m, changes):
-		// A sign-in: no other device's snapshot changes, but a device
-		// signing in again leaves the connectors' and relays' list of
-		// revoked devices.
+	if externalOnly(m, changes) || adminOnly(changes) {
+		return
+	}
+	switch signIn, known := newSessionsOnly(m, changes); {
+	case signIn && !known:
+		// A new device's first sign-in: no snapshot shows it (the
+		// revoked lists only ever hold devices seen before).
+	case signIn:
+		// A known device signing in again: it may leave the connectors'
+		// and relays' list of revoked devices; no client snapshot changes.
 		c.hub.notifyComponents()
 	default:
 		c.hub.notify()
 	}
 }
 
-// newSessionsOnly reports whether changes only create sessions and devices
-// that are not revoked (a sign-in). No client snapshot shows another
-// device's sessions, so waking every client stream for each sign-in (one
-// snapshot per stream per sign-in, quadratic in the devices signing in)
-// buys nothing.
-func newSessionsOnly(m *Model, changes []store.Object) bool {
+// newSessionsOnly reports whether changes only create sessions that are
+// not revoked, with their devices (a sign-in), and whether one of those
+// devices was known before. No client snapshot shows another device's
+// sessions, so waking every client stream for each sign-in (one snapshot per
+// stream per sign-in, quadratic in the devices signing in) buys nothing.
+func newSessionsOnly(m *Model, changes []store.Object) (signIn, knownDevice bool) {
 	for _, o := range changes {
 		if o.Data == nil {
-			return false
+			return false, false
 		}
 		switch o.Kind {
 		case KindSession:
 			if _, ok := m.SessionByID[o.ID]; ok {
-				return false
+				return false, false
 			}
 			var v Session
 			if json.Unmarshal(o.Data, &v) != nil || v.Revoked {
-				return false
+				return false, false
+			}
+			if _, ok := m.Devices[v.DeviceID]; ok {
+				knownDevice = true
 			}
 		case KindDevice:
-			if _, ok := m.Devices[o.ID]; ok {
-				return false
-			}
 			var v Device
 			if json.Unmarshal(o.Data, &v) != nil || v.Revoked {
-				return false
+				return false, false
+			}
+			if old, ok := m.Devices[o.ID]; ok {
+				if old.Revoked {
+					return false, false
+				}
+				knownDevice = true // a known device's name or OS updated
 			}
 		default:
-			return false
+			return false, false
 		}
 	}
-	return len(changes) > 0
+	return len(changes) > 0, knownDevice
 }
 
 // externalOnly reports whether changes only touch sessions' External state,

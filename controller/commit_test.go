@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"testing"
 	"time"
@@ -93,10 +94,9 @@ func TestExternalOnlyCommitIsQuiet(t *testing.T) {
 	}
 }
 
-// A sign-in (a new session and device) wakes connector and relay streams
-// (a device signing in again leaves their revoked list) but no client
-// stream: another device's sign-in changes no client's snapshot. A logout
-// wakes both.
+// A new device's first sign-in wakes no stream (no snapshot can show it);
+// a known device signing in again wakes connector and relay streams (it may
+// leave their revoked list) but no client stream; a logout wakes both.
 func TestSignInWakesOnlyComponents(t *testing.T) {
 	e := newTestController(t, t.TempDir(), nil)
 	e.apply(testYAML)
@@ -115,12 +115,21 @@ func TestSignInWakesOnlyComponents(t *testing.T) {
 	}
 	woke(cl)
 	woke(co)
-	e.login("bob@example.com", "battery staple")
+	bob := e.login("bob@example.com", "battery staple")
+	if woke(cl) || woke(co) {
+		t.Fatal("a new device's sign-in woke streams")
+	}
+	// Bob's device signs in again (same key): connectors and relays hear.
+	st, data := e.call(nil, "POST", controlapi.PathLogin, "", controlapi.LoginRequest{Email: "bob@example.com", Password: "battery staple",
+		DevicePublicKey: base64.StdEncoding.EncodeToString(bob.pub), DeviceName: "laptop", OS: "linux"})
+	if st != 200 {
+		t.Fatalf("second sign-in: %d %s", st, data)
+	}
 	if woke(cl) {
-		t.Fatal("another device's sign-in woke the client streams")
+		t.Fatal("a known device's sign-in woke the client streams")
 	}
 	if !woke(co) {
-		t.Fatal("a sign-in did not wake the connector and relay streams")
+		t.Fatal("a known device's sign-in did not wake the connector and relay streams")
 	}
 	e.call(nil, "POST", controlapi.PathLogout, d.session.SessionToken, nil)
 	if !woke(cl) || !woke(co) {

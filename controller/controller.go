@@ -292,9 +292,9 @@ func (c *Controller) JWKS() json.RawMessage { return *c.jwks.Load() }
 
 func (c *Controller) model() *Model { return c.cur.Load() }
 
-// reload rebuilds the in-memory model from the store when its revision moved,
-// and wakes every push subscriber.
-func (c *Controller) reload(ctx context.Context) error {
+// loadAll rebuilds the in-memory model from every object in the store when
+// its revision moved, and wakes every push subscriber.
+func (c *Controller) loadAll(ctx context.Context) error {
 	c.reloadMu.Lock()
 	defer c.reloadMu.Unlock()
 	if m := c.cur.Load(); m != nil {
@@ -302,6 +302,7 @@ func (c *Controller) reload(ctx context.Context) error {
 			return nil
 		}
 	}
+	c.met.follows.WithLabelValues("full").Inc()
 	rev, objs, err := c.store.LoadAll(ctx)
 	if err != nil {
 		return fmt.Errorf("load model: %w", err)
@@ -332,7 +333,7 @@ func (c *Controller) watchLoop(ctx context.Context, ch <-chan int64) {
 			if m := c.model(); m != nil && m.Rev >= rev {
 				continue
 			}
-			if err := c.follow(ctx); err != nil && ctx.Err() == nil {
+			if err := c.reload(ctx); err != nil && ctx.Err() == nil {
 				c.log.Error("reload after commit", "err", err)
 			}
 		}

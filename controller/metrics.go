@@ -61,7 +61,7 @@ func newMetrics(c *Controller) *metrics {
 			Name: "postern_controller_store_errors_total", Help: "Failed store calls by operation.",
 		}, []string{"op"}),
 		follows: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "postern_controller_model_updates_total", Help: "How the model followed commits it did not make (another replica's): incremental (only the changes read) or full (every object reloaded).",
+			Name: "postern_controller_model_updates_total", Help: "How the model caught up with commits it did not apply itself (another replica's, or raced ones): incremental (only the changes read) or full (every object reloaded).",
 		}, []string{"how"}),
 	}
 	subs := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

@@ -227,6 +227,10 @@ func toObject(kind, id, name string, v any) (store.Object, error) {
 type Model struct {
 	Rev int64
 
+	// revoked caches revokedDevices for this model (every connector and
+	// relay stream asks for the same list after each change).
+	revoked *revokedCache
+
 	Networks        map[string]*Network // by name
 	Connectors      map[string]*Connector
 	ConnectorByName map[string]*Connector
@@ -256,6 +260,7 @@ type Model struct {
 
 func buildModel(rev int64, objs []store.Object, now time.Time) (*Model, error) {
 	m := &Model{
+		revoked:         &revokedCache{},
 		Rev:             rev,
 		Networks:        map[string]*Network{},
 		Connectors:      map[string]*Connector{},
@@ -405,9 +410,34 @@ func policyResource(r *Resource) controlapi.PolicyResource {
 	return controlapi.PolicyResource{ID: r.ID, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: nonNil(r.Ports), Require: r.Require.requirements()}
 }
 
+// revokedCache holds one model's revokedDevices list, recomputed when it is
+// older than revokedCacheAge (sessions expire as time passes).
+type revokedCache struct {
+	mu   sync.Mutex
+	at   time.Time
+	list []string
+}
+
+const revokedCacheAge = 30 * time.Second
+
 // revokedDevices lists devices whose access ended recently: revoked devices
-// and devices whose sessions were all revoked.
+// and devices whose sessions were all revoked. It is computed once per model
+// (and every revokedCacheAge): with a thousand connector streams woken by a
+// change, computing it per stream cost O(connectors x devices).
 func (m *Model) revokedDevices(now time.Time) []string {
+	c := m.revoked
+	if c == nil {
+		return m.computeRevokedDevices(now)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.list == nil || now.Sub(c.at) > revokedCacheAge || now.Before(c.at) {
+		c.list, c.at = m.computeRevokedDevices(now), now
+	}
+	return slices.Clone(c.list)
+}
+
+func (m *Model) computeRevokedDevices(now time.Time) []string {
 	const window = 7 * 24 * time.Hour
 	active := map[string]bool{}
 	for _, s := range m.Sessions {

@@ -200,18 +200,16 @@ func (c *Controller) controllerURLsLocked() []string {
 	return out
 }
 
-// follow brings the model up to the store's revision after another
-// replica's commit: with a change log (store.Follower) by applying only what
-// changed since this replica's revision, as a local commit does, and by a
-// full reload when a change needs one (policy objects, memberships, shared
-// keys) or the log no longer reaches back. Reloading every object for each
-// sign-in on another replica made each replica's CPU grow with the whole
-// deployment's sign-in rate times its size.
-func (c *Controller) follow(ctx context.Context) error {
-	full := func() error {
-		c.met.follows.WithLabelValues("full").Inc()
-		return c.reload(ctx)
-	}
+// reload brings the model up to the store's revision (another replica's
+// commits, or a local commit that raced one): with a change log
+// (store.Follower) by applying only what changed since the model's
+// revision, as a local commit does, and by a full reload (loadAll) when a
+// change needs one (policy objects, memberships, shared keys) or the log no
+// longer reaches back. Reloading every object for each sign-in on another
+// replica made each replica's CPU grow with the whole deployment's sign-in
+// rate times its size.
+func (c *Controller) reload(ctx context.Context) error {
+	full := func() error { return c.loadAll(ctx) }
 	if c.follower == nil {
 		return full()
 	}
