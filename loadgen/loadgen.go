@@ -226,19 +226,41 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-// spec renders the company: accounts service accounts in group scale, a
-// network with the connectors, one resource whose ports change with gen.
+// spec renders the company as sites: the connectors in pairs, one remote
+// network per pair (site), one resource per site; service account i is in
+// group i%sites and reaches its site's resource and a shared one at site 0;
+// every resource's port changes with gen (the policy change every device and
+// every connector sees). A
+// device's snapshot then lists the connectors of two sites, as a real
+// employee's does, not every connector of the company.
 func spec(accounts, connectors, gen int) string {
+	sites := max(1, connectors/2)
 	var b strings.Builder
-	b.WriteString("remote_networks:\n  - name: scale\n    connectors:\n")
-	for i := 0; i < connectors; i++ {
-		fmt.Fprintf(&b, "      - scale-c%04d\n", i)
+	b.WriteString("remote_networks:\n")
+	for s := 0; s < sites; s++ {
+		fmt.Fprintf(&b, "  - name: site%04d\n    connectors:\n", s)
+		for c := s; c < connectors; c += sites {
+			fmt.Fprintf(&b, "      - scale-c%04d\n", c)
+		}
 	}
-	b.WriteString("groups:\n  - name: scale\n    users: []\nservice_accounts:\n")
+	groups := min(sites, accounts)
+	b.WriteString("groups:\n")
+	for g := 0; g < groups; g++ {
+		fmt.Fprintf(&b, "  - name: scale-g%04d\n    users: []\n", g)
+	}
+	b.WriteString("service_accounts:\n")
 	for i := 0; i < accounts; i++ {
-		fmt.Fprintf(&b, "  - name: scale-sa%04d\n    groups: [scale]\n", i)
+		fmt.Fprintf(&b, "  - name: scale-sa%04d\n    groups: [scale-g%04d]\n", i, i%groups)
 	}
-	fmt.Fprintf(&b, "resources:\n  - name: scale-app\n    address: app.scale.internal\n    network: scale\n    ports: [tcp/%d]\n    groups: [scale]\n", 8000+gen)
+	b.WriteString("resources:\n")
+	all := make([]string, groups)
+	for g := range all {
+		all[g] = fmt.Sprintf("scale-g%04d", g)
+	}
+	fmt.Fprintf(&b, "  - name: scale-shared\n    address: shared.scale.internal\n    network: site0000\n    ports: [tcp/%d]\n    groups: [%s]\n", 8000+gen, strings.Join(all, ", "))
+	for s := 0; s < sites; s++ {
+		fmt.Fprintf(&b, "  - name: scale-app%04d\n    address: app%04d.scale.internal\n    network: site%04d\n    ports: [tcp/%d]\n    groups: [scale-g%04d]\n", s, s, s, 9000+gen, s%groups)
+	}
 	return b.String()
 }
 

@@ -307,7 +307,7 @@ func (r *run) waitFor(ctx context.Context, timeout time.Duration, n int, count f
 
 func (r *run) waitStreams(ctx context.Context, cons []*connector, devs []*device) error {
 	n := len(cons) + len(devs)
-	if err := r.waitFor(ctx, 2*time.Minute, n, func() int { return len(r.ready) }); err != nil {
+	if err := r.waitFor(ctx, 5*time.Minute, n, func() int { return len(r.ready) }); err != nil {
 		return fmt.Errorf("policy streams: %w", err)
 	}
 	return nil
@@ -329,8 +329,8 @@ func (r *run) tokenPhase(ctx context.Context, devs []*device, cons []*connector,
 			defer wg.Done()
 			var mine []time.Duration
 			for i := w; pctx.Err() == nil; i += r.cfg.Concurrency {
-				d := devs[(i*7919)%len(devs)]
-				c := cons[(i*104729)%len(cons)]
+				di := (i * 7919) % len(devs)
+				d, c := devs[di], cons[r.connectorFor(di, i)]
 				t0 := time.Now()
 				var resp controlapi.TokenResponse
 				err := d.api.Call(pctx, http.MethodPost, controlapi.PathConnectionToken, controlapi.TokenRequest{ConnectorID: c.id}, &resp)
@@ -408,4 +408,17 @@ func (r *run) policyChange(ctx context.Context, accounts int, cons []*connector,
 type revAt struct {
 	rev int64
 	at  time.Time
+}
+
+// connectorFor picks, for device di, a connector it may use (spec): one of
+// its own site's or of site 0's, varied by i.
+func (r *run) connectorFor(di, i int) int {
+	sites := max(1, r.cfg.Connectors/2)
+	accounts := (r.cfg.Devices + r.cfg.PerAccount - 1) / r.cfg.PerAccount
+	site := (di / r.cfg.PerAccount) % min(sites, accounts)
+	if i%2 == 1 {
+		site = 0
+	}
+	perSite := (r.cfg.Connectors - site + sites - 1) / sites // connectors site, site+sites, ...
+	return site + (i/2%max(1, perSite))*sites
 }
