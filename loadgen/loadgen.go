@@ -39,6 +39,10 @@ type Config struct {
 	TokenPhase time.Duration
 	// PIDs of the controller processes, for CPU and memory (Linux).
 	PIDs []int
+	// DBStats, when set, reads the database's server-side counters (with
+	// PostgreSQL: connections to it and transactions committed so far);
+	// the report gives them during the sign-ins and the token phase.
+	DBStats func(ctx context.Context) (conns int, xacts int64, err error)
 	// OnConnected, when set, is called once every part is connected and
 	// has its first policy, just before the token phase (profiles).
 	OnConnected func()
@@ -79,10 +83,15 @@ type Report struct {
 	CallErrors    int64       `json:"call_errors"`
 	// Controllers: CPU during the token phase, memory with every part
 	// connected; Baseline: memory before any part connected.
-	Controllers []ProcSample  `json:"controllers,omitempty"`
-	Baseline    []ProcSample  `json:"baseline,omitempty"`
-	Elapsed     time.Duration `json:"elapsed"`
-	FirstErrors []string      `json:"first_errors,omitempty"`
+	Controllers []ProcSample `json:"controllers,omitempty"`
+	// Database (Config.DBStats): connections at the end of the token phase,
+	// transactions per second during the sign-ins and the token phase.
+	DBConns          int           `json:"db_connections,omitempty"`
+	DBTxPerSecSignIn float64       `json:"db_tx_per_sec_sign_in,omitempty"`
+	DBTxPerSecTokens float64       `json:"db_tx_per_sec_tokens,omitempty"`
+	Baseline         []ProcSample  `json:"baseline,omitempty"`
+	Elapsed          time.Duration `json:"elapsed"`
+	FirstErrors      []string      `json:"first_errors,omitempty"`
 }
 
 // Rate is a count over a duration.
@@ -202,10 +211,13 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	_, x0 := r.dbStats(ctx)
 	devs, err := r.startDevices(partsCtx, &wg, accounts, rep)
 	if err != nil {
 		return nil, err
 	}
+	_, x1 := r.dbStats(ctx)
+	rep.DBTxPerSecSignIn = perSecond(x1-x0, rep.SignIns.Duration)
 	if err := r.waitStreams(ctx, cons, devs); err != nil {
 		return nil, err
 	}
@@ -213,8 +225,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		cfg.OnConnected()
 	}
 	before := sampleAll(cfg.PIDs)
+	_, x2 := r.dbStats(ctx)
 	r.tokenPhase(ctx, devs, cons, rep)
 	after := sampleAll(cfg.PIDs)
+	conns, x3 := r.dbStats(ctx)
+	rep.DBConns, rep.DBTxPerSecTokens = conns, perSecond(x3-x2, rep.Tokens.Duration)
 	rep.Controllers = diffSamples(before, after)
 
 	if err := r.policyChange(ctx, accounts, cons, devs, rep); err != nil {
@@ -306,3 +321,23 @@ var errNoRevision = errors.New("apply answered without a revision")
 func drain(rc io.ReadCloser) { _, _ = io.Copy(io.Discard, rc); rc.Close() }
 
 func jitter(d time.Duration) time.Duration { return d/2 + rand.N(d) }
+
+// dbStats reads Config.DBStats (zero when unset or failing).
+func (r *run) dbStats(ctx context.Context) (int, int64) {
+	if r.cfg.DBStats == nil {
+		return 0, 0
+	}
+	c, x, err := r.cfg.DBStats(ctx)
+	if err != nil {
+		r.errs.add(&r.errs.calls, "database statistics", err)
+		return 0, 0
+	}
+	return c, x
+}
+
+func perSecond(n int64, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}

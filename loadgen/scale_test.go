@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"postern.dev/postern/controller/store/pgtest"
 	"postern.dev/postern/internal/testenv"
 )
@@ -84,6 +86,9 @@ func TestScale(t *testing.T) {
 			l0 := loadAvg()
 			profiles := func() []string { return nil }
 			cfg := Config{URL: c.url, Roots: c.roots, AdminToken: c.admin, Devices: n, Connectors: max(1, n/10), PIDs: c.pids}
+			if db != "" {
+				cfg.DBStats = pgStats(db)
+			}
 			if n == ns[len(ns)-1] {
 				// The largest run: where the memory sits with every part
 				// connected, and where the CPU goes while tokens are issued.
@@ -107,15 +112,19 @@ func TestScale(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| devices | connectors | backend | sign-ins/s | tokens/s (p99) | heartbeats/s | policy → last device (p50/p99/max) | policy → last connector (p99/max) | controller CPU in token phase | KiB per device | errors (call/stream) | load avg before → after |\n")
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| devices | connectors | backend | sign-ins/s | tokens/s (p99) | heartbeats/s | policy → last device (p50/p99/max) | policy → last connector (p99/max) | controller CPU in token phase | KiB per device | PostgreSQL connections; tx/s in sign-ins / tokens | errors (call/stream) | load avg before → after |\n")
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		p := r.rep
-		fmt.Fprintf(&b, "| %d | %d | %s | %.0f | %.0f (%v) | %.0f | %v / %v / %v | %v / %v | %v | %d | %d / %d | %.2f → %.2f |\n",
+		pgs := "–"
+		if p.DBConns > 0 {
+			pgs = fmt.Sprintf("%d; %.0f / %.0f", p.DBConns, p.DBTxPerSecSignIn, p.DBTxPerSecTokens)
+		}
+		fmt.Fprintf(&b, "| %d | %d | %s | %.0f | %.0f (%v) | %.0f | %v / %v / %v | %v / %v | %v | %d | %s | %d / %d | %.2f → %.2f |\n",
 			p.Devices, p.Connectors, r.backend, p.SignIns.PerSecond(), p.Tokens.PerSecond(), p.TokenLatency.P99.Round(time.Millisecond),
 			p.Heartbeats.PerSecond(), p.ToDevices.P50.Round(time.Millisecond), p.ToDevices.P99.Round(time.Millisecond), p.ToDevices.Max.Round(time.Millisecond),
 			p.ToConnectors.P99.Round(time.Millisecond), p.ToConnectors.Max.Round(time.Millisecond), p.CPU().Round(10*time.Millisecond),
-			p.MemoryPerDevice()>>10, p.CallErrors, p.StreamErrors, r.load[0], r.load[1])
+			p.MemoryPerDevice()>>10, pgs, p.CallErrors, p.StreamErrors, r.load[0], r.load[1])
 	}
 	out := os.Getenv("POSTERN_SCALE_OUT")
 	if out == "" {
@@ -344,4 +353,20 @@ func profileControllers(t *testing.T, addr, name string, d time.Duration) func()
 		cpu <- fetch(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(d.Seconds())), name+"-cpu.pb.gz")
 	}()
 	return func() []string { return []string{heap, <-cpu} }
+}
+
+// pgStats reads the connections to, and transactions committed in, the
+// database at dbURL (the replicas' store) from the server's statistics.
+func pgStats(dbURL string) func(context.Context) (int, int64, error) {
+	return func(ctx context.Context) (int, int64, error) {
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			return 0, 0, err
+		}
+		defer conn.Close(context.Background())
+		var conns int
+		var xacts int64
+		err = conn.QueryRow(ctx, `SELECT numbackends - 1, xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&conns, &xacts)
+		return conns, xacts, err
+	}
 }
