@@ -313,9 +313,7 @@ func (x *xdesktop) shoot(state, name string, keys ...string) {
 		box = menuBox(img)
 		return box.Dx() > 100 && box.Dy() > 40
 	})
-	for _, k := range keys {
-		x.xdotool("key", k)
-	}
+	x.typeKeys(keys...)
 	if len(keys) > 0 {
 		// The submenu opens beside the menu: wait for the picture to grow.
 		first := box
@@ -335,6 +333,55 @@ func (x *xdesktop) shoot(state, name string, keys ...string) {
 	})
 }
 
+// typeKeys types keys into the open menu one at a time and waits, after
+// each, for the menu to show that it took it (a highlight moved, a submenu
+// opened, the menu closed): every key a menu receives changes what it shows.
+// A GTK menu maps before it holds the keyboard, and on a loaded machine a
+// key sent in between is lost; such a key (nothing changed within 2 s) is
+// sent again, at most twice, and never after one that was seen.
+func (x *xdesktop) typeKeys(keys ...string) {
+	x.t.Helper()
+	for _, k := range keys {
+		// Compare against a settled picture (the menu drawn in full).
+		before := menuPixels(x.screenshot())
+		for settle := time.Now().Add(2 * time.Second); time.Now().Before(settle); {
+			time.Sleep(50 * time.Millisecond)
+			now := menuPixels(x.screenshot())
+			if bytes.Equal(now, before) {
+				break
+			}
+			before = now
+		}
+		took := false
+		for attempt := 0; attempt < 3 && !took; attempt++ {
+			x.xdotool("key", k)
+			deadline := time.Now().Add(2 * time.Second)
+			for !took && time.Now().Before(deadline) {
+				took = !bytes.Equal(menuPixels(x.screenshot()), before)
+				if !took {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+		}
+		if !took {
+			x.t.Fatalf("the menu showed no effect of key %s after three presses", k)
+		}
+	}
+}
+
+// menuPixels is the screen below the panel (where menus open), as bytes.
+func menuPixels(img image.Image) []byte {
+	b := img.Bounds()
+	var out []byte
+	for y := panelH + 1; y < b.Max.Y; y++ {
+		for x := 0; x < b.Max.X; x++ {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			out = append(out, byte(r>>8), byte(g>>8), byte(bl>>8))
+		}
+	}
+	return out
+}
+
 // choose opens the menu with a right click on the state's icon and picks
 // an item from the keyboard as a user can: keys move to it (Down skips the
 // disabled status lines), Return clicks it.
@@ -347,9 +394,7 @@ func (x *xdesktop) choose(state string, keys ...string) {
 		b := menuBox(x.screenshot())
 		return b.Dx() > 100 && b.Dy() > 40
 	})
-	for _, k := range append(keys, "Return") {
-		x.xdotool("key", k)
-	}
+	x.typeKeys(append(keys, "Return")...)
 	testenv.Eventually(x.t, 10*time.Second, "the menu closed after the choice", func() bool {
 		return menuBox(x.screenshot()).Empty()
 	})
