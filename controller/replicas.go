@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -12,6 +14,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/store"
+	"postern.dev/postern/internal/atomicfile"
 )
 
 // openStore opens the configured backend: SQLite in the data directory, or
@@ -240,5 +243,39 @@ func (c *Controller) reload(ctx context.Context) error {
 	c.reloadMu.Unlock()
 	c.met.follows.WithLabelValues("incremental").Inc()
 	c.wakeFor(m, changes)
+	return nil
+}
+
+// DeploymentFiles are the files of a data directory that make up the
+// deployment identity every replica shares (docs/controller.md): the CA and
+// its key, the admin token, the TURN secret, the token-signing keys and, with
+// single sign-on, the OIDC flow key. The database itself is shared through
+// DatabaseURL, not copied.
+var DeploymentFiles = []string{"ca.pem", "ca-key.pem", "admin-token", "turn-secret", "token-keys.json", oidcFlowKeyFile}
+
+// optionalDeploymentFiles may be missing from a replica's data directory:
+// the OIDC flow key exists only where single sign-on is configured.
+var optionalDeploymentFiles = map[string]bool{oidcFlowKeyFile: true}
+
+// CopyDeployment copies the deployment identity (DeploymentFiles) of the
+// data directory from into to, creating to (0700); files are written 0600.
+// It is how a new replica is seeded from the first one on the same host
+// (tests, the lab); across hosts an operator copies the same files.
+func CopyDeployment(from, to string) error {
+	if err := os.MkdirAll(to, 0o700); err != nil {
+		return fmt.Errorf("copy the deployment identity: %w", err)
+	}
+	for _, f := range DeploymentFiles {
+		b, err := os.ReadFile(filepath.Join(from, f))
+		if errors.Is(err, fs.ErrNotExist) && optionalDeploymentFiles[f] {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("copy the deployment identity: %w", err)
+		}
+		if err := atomicfile.Write(filepath.Join(to, f), b, 0o600); err != nil {
+			return fmt.Errorf("copy the deployment identity: %w", err)
+		}
+	}
 	return nil
 }

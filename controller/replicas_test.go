@@ -63,17 +63,8 @@ const advertiseSelf = "self"
 // another, as docs/controller.md tells operators to.
 func copyDeployment(t *testing.T, from, to string) {
 	t.Helper()
-	if err := os.MkdirAll(to, 0o700); err != nil {
+	if err := CopyDeployment(from, to); err != nil {
 		t.Fatal(err)
-	}
-	for _, f := range []string{"ca.pem", "ca-key.pem", "admin-token", "turn-secret", "token-keys.json"} {
-		b, err := os.ReadFile(filepath.Join(from, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

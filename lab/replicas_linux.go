@@ -3,10 +3,11 @@ package lab
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
+
+	"postern.dev/postern/controller"
 )
 
 // Controller replicas (Options.ControllerReplicas): a PostgreSQL server on
@@ -59,17 +60,8 @@ func replicaArgs(ip string) []string {
 // deployment identity: it gets a copy of it, as docs/controller.md says.
 func (l *Lab) startControllerB(ctx context.Context, dataA string) error {
 	dataB := filepath.Join(l.Dir, "controller-b")
-	if err := os.MkdirAll(dataB, 0o700); err != nil {
-		return fmt.Errorf("controller-b data dir: %w", err)
-	}
-	for _, f := range []string{"ca.pem", "ca-key.pem", "admin-token", "turn-secret", "token-keys.json"} {
-		b, err := os.ReadFile(filepath.Join(dataA, f))
-		if err != nil {
-			return fmt.Errorf("copy the deployment identity: %w", err)
-		}
-		if err := os.WriteFile(filepath.Join(dataB, f), b, 0o600); err != nil {
-			return fmt.Errorf("copy the deployment identity: %w", err)
-		}
+	if err := controller.CopyDeployment(dataA, dataB); err != nil {
+		return err
 	}
 	args := append([]string{l.Bin("postern-controller"), "serve", "--data", dataB, "--listen", "0.0.0.0:" + ControllerPort,
 		"--public-url", l.ControllerURL}, replicaArgs(ControllerBIP)...)

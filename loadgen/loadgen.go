@@ -154,6 +154,10 @@ type run struct {
 	admin *controlapi.Client
 	errs  errorLog
 
+	// heartbeatsSent counts heartbeats the controller accepted (for the
+	// report); a field, so two runs in one process keep their own counts.
+	heartbeatsSent atomic.Int64
+
 	// Policy streams: the first revision each party received, and, for the
 	// policy-change measurement, when it first received a revision after
 	// watchAfter.

@@ -132,9 +132,6 @@ func (r *run) startConnectors(ctx context.Context, wg *sync.WaitGroup, rep *Repo
 	return cons, nil
 }
 
-// heartbeatsSent counts heartbeats accepted (for the report).
-var heartbeatsSent atomic.Int64
-
 func (r *run) heartbeats(ctx context.Context, c *connector) {
 	sum := sha256.Sum256([]byte(c.id))
 	hb := controlapi.Heartbeat{CertSHA256: []string{hex.EncodeToString(sum[:])}, Version: "loadgen",
@@ -155,7 +152,7 @@ func (r *run) heartbeats(ctx context.Context, c *connector) {
 			}
 			continue
 		}
-		heartbeatsSent.Add(1)
+		r.heartbeatsSent.Add(1)
 		if resp.IntervalSeconds > 0 {
 			interval = time.Duration(resp.IntervalSeconds) * time.Second
 		}
@@ -320,7 +317,7 @@ func (r *run) tokenPhase(ctx context.Context, devs []*device, cons []*connector,
 	defer cancel()
 	var mu sync.Mutex
 	var lat []time.Duration
-	hb0 := heartbeatsSent.Load()
+	hb0 := r.heartbeatsSent.Load()
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := 0; w < r.cfg.Concurrency; w++ {
@@ -351,7 +348,7 @@ func (r *run) tokenPhase(ctx context.Context, devs []*device, cons []*connector,
 	el := time.Since(start)
 	rep.Tokens = Rate{N: len(lat), Duration: el}
 	rep.TokenLatency = percentiles(lat)
-	rep.Heartbeats = Rate{N: int(heartbeatsSent.Load() - hb0), Duration: el}
+	rep.Heartbeats = Rate{N: int(r.heartbeatsSent.Load() - hb0), Duration: el}
 }
 
 // policyChange changes the resource's port and measures when every device

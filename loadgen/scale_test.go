@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"postern.dev/postern/controller"
 	"postern.dev/postern/controller/store/pgtest"
 	"postern.dev/postern/internal/testenv"
 )
@@ -251,17 +252,8 @@ func startControllers(t *testing.T, bin, db string, replicas int) *controllers {
 
 func copyDeployment(t *testing.T, from, to string) {
 	t.Helper()
-	if err := os.MkdirAll(to, 0o700); err != nil {
+	if err := controller.CopyDeployment(from, to); err != nil {
 		t.Fatal(err)
-	}
-	for _, f := range []string{"ca.pem", "ca-key.pem", "admin-token", "turn-secret", "token-keys.json"} {
-		b, err := os.ReadFile(filepath.Join(from, f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, f), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
 

@@ -387,31 +387,25 @@ func (s *Postgres) LoadAll(ctx context.Context) (int64, []Object, error) {
 		if err := tx.QueryRow(ctx, `SELECT value FROM meta WHERE key = 'revision'`).Scan(&rev); err != nil {
 			return fmt.Errorf("read revision: %w", err)
 		}
-		rows, err := tx.Query(ctx, `SELECT kind, id, name, data, updated FROM objects`)
-		if err != nil {
-			return fmt.Errorf("load objects: %w", err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var o Object
-			var data string
-			var updated int64
-			if err := rows.Scan(&o.Kind, &o.ID, &o.Name, &data, &updated); err != nil {
-				return fmt.Errorf("load objects: %w", err)
-			}
-			o.Data = []byte(data)
-			o.Updated = time.UnixMilli(updated).UTC()
-			out = append(out, o)
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("load objects: %w", err)
-		}
-		return nil
+		var err error
+		out, err = queryKindedObjects(ctx, tx, "load objects", `SELECT kind, id, name, data, updated FROM objects`)
+		return err
 	})
 	if err != nil {
 		return 0, nil, err
 	}
 	return rev, out, nil
+}
+
+// queryKindedObjects runs an objects query of any kind (columns kind, id,
+// name, data, updated) in tx; what names the step in errors.
+func queryKindedObjects(ctx context.Context, tx pgx.Tx, what, query string, args ...any) ([]Object, error) {
+	rows, err := tx.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer rows.Close()
+	return scanKindedObjects(rows, what)
 }
 
 // Revision implements Store.

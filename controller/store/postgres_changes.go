@@ -42,26 +42,11 @@ func (s *Postgres) ChangesSince(ctx context.Context, since int64) (int64, []Obje
 		if since >= rev {
 			return nil
 		}
-		rows, err := tx.Query(ctx, `SELECT kind, id, name, data, updated FROM objects WHERE rev > $1`, since)
-		if err != nil {
-			return fmt.Errorf("read changes: %w", err)
+		var err error
+		if out, err = queryKindedObjects(ctx, tx, "read changes", `SELECT kind, id, name, data, updated FROM objects WHERE rev > $1`, since); err != nil {
+			return err
 		}
-		for rows.Next() {
-			var o Object
-			var data string
-			var updated int64
-			if err := rows.Scan(&o.Kind, &o.ID, &o.Name, &data, &updated); err != nil {
-				rows.Close()
-				return fmt.Errorf("read changes: %w", err)
-			}
-			o.Data, o.Updated = []byte(data), time.UnixMilli(updated).UTC()
-			out = append(out, o)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("read changes: %w", err)
-		}
-		rows, err = tx.Query(ctx, `SELECT kind, id FROM tombstones WHERE rev > $1`, since)
+		rows, err := tx.Query(ctx, `SELECT kind, id FROM tombstones WHERE rev > $1`, since)
 		if err != nil {
 			return fmt.Errorf("read deletions: %w", err)
 		}

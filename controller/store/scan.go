@@ -26,6 +26,26 @@ func scanObject(row interface{ Scan(...any) error }, kind string) (Object, error
 	return o, nil
 }
 
+// scanKindedObjects reads objects rows of any kind (kind, id, name, data,
+// updated) from either backend; what names the step in errors.
+func scanKindedObjects(rs resultRows, what string) ([]Object, error) {
+	var out []Object
+	for rs.Next() {
+		var o Object
+		var data string
+		var updated int64
+		if err := rs.Scan(&o.Kind, &o.ID, &o.Name, &data, &updated); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		o.Data, o.Updated = []byte(data), time.UnixMilli(updated).UTC()
+		out = append(out, o)
+	}
+	if err := rs.Err(); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	return out, nil
+}
+
 // resultRows is the part of a result set both backends offer (*sql.Rows and
 // pgx.Rows).
 type resultRows interface {

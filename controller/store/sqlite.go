@@ -266,19 +266,8 @@ func (s *SQLite) LoadAll(ctx context.Context) (int64, []Object, error) {
 		return 0, nil, fmt.Errorf("load objects: %w", err)
 	}
 	defer rows.Close()
-	var out []Object
-	for rows.Next() {
-		var o Object
-		var data string
-		var updated int64
-		if err := rows.Scan(&o.Kind, &o.ID, &o.Name, &data, &updated); err != nil {
-			return 0, nil, fmt.Errorf("load objects: %w", err)
-		}
-		o.Data = []byte(data)
-		o.Updated = time.UnixMilli(updated).UTC()
-		out = append(out, o)
-	}
-	return rev, out, rows.Err()
+	out, err := scanKindedObjects(rows, "load objects")
+	return rev, out, err
 }
 
 // Revision implements Store.
