@@ -2,6 +2,7 @@ package controller
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -138,7 +139,11 @@ func (c *Controller) stream(w http.ResponseWriter, r *http.Request, class subCla
 	}
 	keep := time.NewTicker(c.cfg.KeepaliveInterval)
 	defer keep.Stop()
-	var last []byte
+	// last is the digest of the last snapshot sent (encoded with rev 0), so
+	// an unchanged one is not sent again; a digest, not the body, because
+	// every open stream keeps one (docs/scale.md, memory per device).
+	var last [sha256.Size]byte
+	sent := false
 	sentRev := since
 	for {
 		m := c.model()
@@ -153,22 +158,22 @@ func (c *Controller) stream(w http.ResponseWriter, r *http.Request, class subCla
 				c.log.Error("encode push snapshot", "err", err)
 				return
 			}
-			if last == nil || !bytes.Equal(body, last) {
+			if sum := sha256.Sum256(body); !sent || sum != last {
 				if !writeLine(withRev(body, m.Rev, snap, setRev)) {
 					return
 				}
-				last = body
+				last, sent = sum, true
 			}
 			sentRev = m.Rev
-		} else if last != nil && m.Rev == sentRev {
+		} else if sent && m.Rev == sentRev {
 			// Woken without a new revision (the controller's replicas
 			// changed): send the snapshot again if it differs.
 			body, err := json.Marshal(snap)
-			if err == nil && !bytes.Equal(body, last) {
+			if sum := sha256.Sum256(body); err == nil && sum != last {
 				if !writeLine(withRev(body, m.Rev, snap, setRev)) {
 					return
 				}
-				last = body
+				last = sum
 			}
 		}
 		select {
