@@ -19,17 +19,7 @@ import (
 	"postern.dev/postern/localapi"
 )
 
-const integrationYAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a, corp-b]
-groups:
-  - name: engineering
-    users: [alice@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-resources:
+var integrationYAML = testenv.CorpPolicy(testenv.AlicePassword, "corp-a", "corp-b") + `resources:
   - name: echo
     address: 127.0.0.1
     network: corp

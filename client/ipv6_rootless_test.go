@@ -22,17 +22,7 @@ import (
 
 // IPv6 resources: a CIDR, an address inside it (longest prefix wins) and a
 // name whose private answer is AAAA only.
-const ipv6YAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-resources:
+var ipv6YAML = testenv.CorpPolicy(testenv.AlicePassword, "corp-a") + `resources:
   - name: net6
     address: 2001:db8:100::/64
     network: corp

@@ -222,17 +222,7 @@ func (l *netLab) startServer() {
 	t.Cleanup(func() { srv.Close() })
 }
 
-const netnsYAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-resources:
+var netnsYAML = testenv.CorpPolicy(testenv.AlicePassword, "corp-a") + `resources:
   - name: app
     address: app.corp.internal
     network: corp

@@ -15,17 +15,7 @@ import (
 	"postern.dev/postern/localapi"
 )
 
-const presetYAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-resources:
+var presetYAML = testenv.CorpPolicy(testenv.AlicePassword, "corp-a") + `resources:
   - name: echo
     address: 127.0.0.1
     network: corp

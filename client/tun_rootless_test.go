@@ -20,17 +20,7 @@ import (
 
 // A resource address no machine has: flows to it reach the servers only
 // through the connector's Dial hook.
-const rootlessYAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-resources:
+var rootlessYAML = testenv.CorpPolicy(testenv.AlicePassword, "corp-a") + `resources:
   - name: db
     address: 198.18.7.7
     network: corp

@@ -26,17 +26,7 @@ func (r v6Resolver) LookupNetIP(_ context.Context, network, host string) ([]neti
 	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
 
-const ipv6LabYAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-resources:
+var ipv6LabYAML = testenv.CorpPolicy(testenv.AlicePassword, "corp-a") + `resources:
   - name: loop6
     address: "::1"
     network: corp

@@ -12,16 +12,7 @@ import (
 	"postern.dev/postern/internal/testenv"
 )
 
-const webauthnBrowserYAML = `remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com]
-users:
-  - email: alice@example.com
-    password: "correct horse"
-resources:
+var webauthnBrowserYAML = testenv.CorpPolicy("correct horse", "corp-a") + `resources:
   - name: mfa-db
     address: mfa.corp.internal
     network: corp

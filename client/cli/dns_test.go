@@ -18,17 +18,7 @@ import (
 	"postern.dev/postern/localapi"
 )
 
-const dnsYAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-resources:
+var dnsYAML = testenv.CorpPolicy(testenv.AlicePassword, "corp-a") + `resources:
   - name: app
     address: app.corp.internal
     network: corp
