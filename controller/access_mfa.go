@@ -310,20 +310,7 @@ func (c *Controller) verifyMFA(ctx context.Context, s *Session, u *User, code st
 		if err := tx.Put(no); err != nil {
 			return err
 		}
-		so, err := tx.Get(KindSession, s.ID)
-		if err != nil {
-			return fmt.Errorf("session: %w", err)
-		}
-		var sess Session
-		if err := json.Unmarshal(so.Data, &sess); err != nil {
-			return err
-		}
-		sess.MFAAt, sess.MFAMethod = now.UTC(), amrOTP
-		sn, err := toObject(KindSession, sess.ID, so.Name, &sess)
-		if err != nil {
-			return err
-		}
-		if err := tx.Put(sn); err != nil {
+		if err := stampSessionMFA(tx, s.ID, now.UTC(), amrOTP); err != nil {
 			return err
 		}
 		return tx.Audit(store.AuditEntry{Actor: u.Email, Action: action, Kind: KindMFA, ObjectID: e.ID, Name: u.Email, Device: s.DeviceID})
@@ -337,6 +324,25 @@ func (c *Controller) verifyMFA(ctx context.Context, s *Session, u *User, code st
 	}
 	c.mfaFails.reset(u.ID)
 	return nil
+}
+
+// stampSessionMFA records in tx that session id passed a second factor at
+// at, by method (an amr value: amrOTP, amrHWK).
+func stampSessionMFA(tx store.Tx, id string, at time.Time, method string) error {
+	so, err := tx.Get(KindSession, id)
+	if err != nil {
+		return fmt.Errorf("session: %w", err)
+	}
+	var sess Session
+	if err := json.Unmarshal(so.Data, &sess); err != nil {
+		return fmt.Errorf("session %s: %w", id, err)
+	}
+	sess.MFAAt, sess.MFAMethod = at, method
+	sn, err := toObject(KindSession, sess.ID, so.Name, &sess)
+	if err != nil {
+		return err
+	}
+	return tx.Put(sn)
 }
 
 func (c *Controller) handleMFAVerify(w http.ResponseWriter, r *http.Request) {

@@ -390,20 +390,7 @@ func (c *Controller) endCeremony(r *http.Request, cer *webauthnCeremony, u *User
 		if err := tx.Put(ko); err != nil {
 			return err
 		}
-		so, err := tx.Get(KindSession, s.ID)
-		if err != nil {
-			return fmt.Errorf("session: %w", err)
-		}
-		var sess Session
-		if err := json.Unmarshal(so.Data, &sess); err != nil {
-			return err
-		}
-		sess.MFAAt, sess.MFAMethod = now, amrHWK
-		sn, err := toObject(KindSession, sess.ID, so.Name, &sess)
-		if err != nil {
-			return err
-		}
-		if err := tx.Put(sn); err != nil {
+		if err := stampSessionMFA(tx, s.ID, now, amrHWK); err != nil {
 			return err
 		}
 		if cur.Kind == controlapi.WebAuthnRegister {
