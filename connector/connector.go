@@ -338,7 +338,8 @@ func (c *Connector) TLSConfig() *tls.Config {
 func (c *Connector) QUICConfig() *quic.Config {
 	return &quic.Config{
 		HandshakeIdleTimeout:           10 * time.Second,
-		MaxIdleTimeout:                 90 * time.Second, // a suspended client's flows outlive a minute
+		InitialPacketSize:              traversal.InitialPacketSize, // fits a 1280-byte path, also relayed
+		MaxIdleTimeout:                 90 * time.Second,            // a suspended client's flows outlive a minute
 		KeepAlivePeriod:                15 * time.Second,
 		MaxIncomingStreams:             1 << 20,
 		MaxIncomingUniStreams:          -1,

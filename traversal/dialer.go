@@ -222,6 +222,15 @@ func (d *Dialer) Close() error {
 	return err
 }
 
+// InitialPacketSize is the QUIC packet size (UDP payload) both ends start
+// with before path MTU discovery raises it: 1200 bytes, the least QUIC
+// allows, so that the handshake fits a 1280-byte path (IPv6's minimum, and
+// IPv4 behind tunnels, PPPoE over tunnels and some mobile networks) also
+// behind the 4 bytes of a TURN channel header. quic-go's default, 1280, does
+// not: such a path dropped every handshake packet and the client fell back
+// to the relay after seconds (TestNATMatrix, cell mtu-1280).
+const InitialPacketSize = 1200
+
 // Dial connects to connector c: it starts on the first path that validates
 // (direct or relayed) and later migrates to a direct path when one appears.
 // tlsConf must pin the connector (Connection Token digest) and carry the
@@ -234,6 +243,9 @@ func (d *Dialer) Dial(ctx context.Context, c controlapi.ConnectorInfo, tlsConf *
 	}
 	if qc.KeepAlivePeriod == 0 {
 		qc.KeepAlivePeriod = 10 * time.Second
+	}
+	if qc.InitialPacketSize == 0 {
+		qc.InitialPacketSize = InitialPacketSize
 	}
 	relays := usableRelays(d.cfg.Relays())
 	if len(relays) == 0 {

@@ -150,7 +150,7 @@ func (w *world) startConnectorOn(ctx context.Context, at *net.UDPAddr) (*Connect
 		MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{w.connCert},
 		NextProtos: []string{"postern/1"}, ClientAuth: tls.RequireAnyClientCert,
 	}
-	serverQUIC := &quic.Config{KeepAlivePeriod: 5 * time.Second}
+	serverQUIC := &quic.Config{KeepAlivePeriod: 5 * time.Second, InitialPacketSize: InitialPacketSize}
 	ln, err := tr.Listen(serverTLS, serverQUIC)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,10 @@ const (
 	natSymmetric = "symmetric"  // endpoint-dependent mapping (masquerade random)
 	natUDPBlock  = "udp-blocked"
 	natSame      = "same-nat" // both hosts behind one NAT
+	// natSmallMTU is eim-apdf whose uplink carries at most 1280-byte IP
+	// packets (a tunnel, PPPoE over a tunnel, some mobile networks): the
+	// router drops larger ones and answers "fragmentation needed".
+	natSmallMTU = "mtu-1280"
 )
 
 var matrixKinds = []string{natPublic, natFullCone, natPortRestr, natClash, natSymmetric, natUDPBlock}
@@ -41,9 +45,9 @@ func expectedPath(ck, kk string) string {
 		return "direct/udp"
 	case ck == natSymmetric && kk == natSymmetric:
 		return "relay/udp"
-	case ck == natSymmetric && (kk == natPortRestr || kk == natClash):
+	case ck == natSymmetric && (kk == natPortRestr || kk == natClash || kk == natSmallMTU):
 		return "relay/udp" // the connector's NAT only lets in the port it sent to
-	case kk == natSymmetric && (ck == natPortRestr || ck == natClash):
+	case kk == natSymmetric && (ck == natPortRestr || ck == natClash || ck == natSmallMTU):
 		return "relay/udp"
 	}
 	return "direct/udp"
@@ -94,7 +98,7 @@ func sideNAT(kind, host, wan string) string {
  }
 }
 `, wan, host)
-	case natPortRestr, natSame:
+	case natPortRestr, natSame, natSmallMTU:
 		return masq("masquerade") + firewall
 	case natClash:
 		return masq("masquerade")
@@ -138,6 +142,11 @@ func TestNATMatrix(t *testing.T) {
 		}
 	}
 	cells = append(cells, matrixCell{Client: natSame, Connector: natSame, Expected: expectedPath(natSame, natSame)})
+	// A small path MTU on either side, on the direct path and relayed.
+	for _, kk := range []string{natPublic, natSymmetric} {
+		cells = append(cells, matrixCell{Client: natSmallMTU, Connector: kk, Expected: expectedPath(natSmallMTU, kk)},
+			matrixCell{Client: kk, Connector: natSmallMTU, Expected: expectedPath(kk, natSmallMTU)})
+	}
 	if only := os.Getenv("POSTERN_MATRIX_CELLS"); only != "" {
 		// A comma-separated list of client/connector cells (debugging).
 		var some []matrixCell
@@ -180,7 +189,9 @@ func matrixTable(cells []matrixCell, took time.Duration) string {
 	b.WriteString("endpoint-independent mapping, address-and-port-dependent filtering, unsolicited packets to\n")
 	b.WriteString("the router dropped), `port-clash` (`masquerade` without that input firewall: a peer's packet\n")
 	b.WriteString("that arrives first makes conntrack hold the port), `symmetric` (`masquerade random`),\n")
-	b.WriteString("`udp-blocked` (only TCP 443 leaves), `same-nat` (both hosts on two LANs of one router).\n\n")
+	b.WriteString("`udp-blocked` (only TCP 443 leaves), `same-nat` (both hosts on two LANs of one router),\n")
+	b.WriteString("`mtu-1280` (`eim-apdf` whose uplink carries at most 1280-byte IP packets: QUIC starts at\n")
+	b.WriteString("1200-byte packets so that its handshake fits, also behind a TURN channel header).\n\n")
 	b.WriteString("A connector behind `udp-blocked` allocates on the relay over TLS itself; the client reaches\n")
 	b.WriteString("that relayed address over UDP (`relay/udp`) or through its own allocation over TLS; with\n")
 	b.WriteString("both sides blocked, the relay bridges the two allocations of that one session.\n\n")
@@ -286,6 +297,10 @@ func (core *matrixCore) runCell(i int, c *matrixCell) {
 	cell.link("inet", cIf, "198.51.100.126/25", nc, "wan", "198.51.100.1/25")
 	cell.sh("ip", "-n", cell.ns(nc), "route", "add", "default", "via", "198.51.100.126")
 	cell.nsh(nc, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	if c.Client == natSmallMTU {
+		cell.sh("ip", "-n", cell.ns(nc), "link", "set", "wan", "mtu", "1280")
+		cell.sh("ip", "-n", cell.ns("inet"), "link", "set", cIf, "mtu", "1280")
+	}
 	cliIP := "198.18.1.2"
 	if c.Client == natPublic {
 		cliIP = "198.51.100.130"
@@ -308,6 +323,10 @@ func (core *matrixCore) runCell(i int, c *matrixCell) {
 		cell.link("inet", kIf, "192.0.2.126/25", nk, "wan", "192.0.2.1/25")
 		cell.sh("ip", "-n", cell.ns(nk), "route", "add", "default", "via", "192.0.2.126")
 		cell.nsh(nk, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		if c.Connector == natSmallMTU {
+			cell.sh("ip", "-n", cell.ns(nk), "link", "set", "wan", "mtu", "1280")
+			cell.sh("ip", "-n", cell.ns("inet"), "link", "set", kIf, "mtu", "1280")
+		}
 		conIP := "198.18.2.2"
 		if c.Connector == natPublic {
 			conIP = "192.0.2.130"
