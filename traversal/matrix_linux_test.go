@@ -26,6 +26,10 @@ const (
 	// packets (a tunnel, PPPoE over a tunnel, some mobile networks): the
 	// router drops larger ones and answers "fragmentation needed".
 	natSmallMTU = "mtu-1280"
+	// natDouble is a home router (eim-apdf) behind a carrier-grade NAT
+	// (eim-apdf as RFC 6888 asks), as on many mobile and fibre networks:
+	// client side only.
+	natDouble = "double-nat"
 )
 
 var matrixKinds = []string{natPublic, natFullCone, natPortRestr, natClash, natSymmetric, natUDPBlock}
@@ -47,7 +51,7 @@ func expectedPath(ck, kk string) string {
 		return "relay/udp"
 	case ck == natSymmetric && (kk == natPortRestr || kk == natClash || kk == natSmallMTU):
 		return "relay/udp" // the connector's NAT only lets in the port it sent to
-	case kk == natSymmetric && (ck == natPortRestr || ck == natClash || ck == natSmallMTU):
+	case kk == natSymmetric && (ck == natPortRestr || ck == natClash || ck == natSmallMTU || ck == natDouble):
 		return "relay/udp"
 	}
 	return "direct/udp"
@@ -98,7 +102,7 @@ func sideNAT(kind, host, wan string) string {
  }
 }
 `, wan, host)
-	case natPortRestr, natSame, natSmallMTU:
+	case natPortRestr, natSame, natSmallMTU, natDouble:
 		return masq("masquerade") + firewall
 	case natClash:
 		return masq("masquerade")
@@ -147,6 +151,10 @@ func TestNATMatrix(t *testing.T) {
 		cells = append(cells, matrixCell{Client: natSmallMTU, Connector: kk, Expected: expectedPath(natSmallMTU, kk)},
 			matrixCell{Client: kk, Connector: natSmallMTU, Expected: expectedPath(kk, natSmallMTU)})
 	}
+	// Two NATs in a row on the client's side.
+	for _, kk := range []string{natPortRestr, natSymmetric} {
+		cells = append(cells, matrixCell{Client: natDouble, Connector: kk, Expected: expectedPath(natDouble, kk)})
+	}
 	if only := os.Getenv("POSTERN_MATRIX_CELLS"); only != "" {
 		// A comma-separated list of client/connector cells (debugging).
 		var some []matrixCell
@@ -191,7 +199,8 @@ func matrixTable(cells []matrixCell, took time.Duration) string {
 	b.WriteString("that arrives first makes conntrack hold the port), `symmetric` (`masquerade random`),\n")
 	b.WriteString("`udp-blocked` (only TCP 443 leaves), `same-nat` (both hosts on two LANs of one router),\n")
 	b.WriteString("`mtu-1280` (`eim-apdf` whose uplink carries at most 1280-byte IP packets: QUIC starts at\n")
-	b.WriteString("1200-byte packets so that its handshake fits, also behind a TURN channel header).\n\n")
+	b.WriteString("1200-byte packets so that its handshake fits, also behind a TURN channel header),\n")
+	b.WriteString("`double-nat` (a home router behind a carrier-grade NAT, both `eim-apdf`).\n\n")
 	b.WriteString("A connector behind `udp-blocked` allocates on the relay over TLS itself; the client reaches\n")
 	b.WriteString("that relayed address over UDP (`relay/udp`) or through its own allocation over TLS; with\n")
 	b.WriteString("both sides blocked, the relay bridges the two allocations of that one session.\n\n")
@@ -294,8 +303,22 @@ func (core *matrixCore) runCell(i int, c *matrixCell) {
 	}
 	// Client side: natc on 198.51.100.0/25, its LAN public (the second
 	// half of that /24) or private.
-	cell.link("inet", cIf, "198.51.100.126/25", nc, "wan", "198.51.100.1/25")
-	cell.sh("ip", "-n", cell.ns(nc), "route", "add", "default", "via", "198.51.100.126")
+	if c.Client == natDouble {
+		// The carrier's NAT holds the public address; the home router's
+		// WAN is in the carrier's private range.
+		cg := p + "cg"
+		names = append(names, cg)
+		cell.addNS(cg)
+		cell.link("inet", cIf, "198.51.100.126/25", cg, "wan", "198.51.100.1/25")
+		cell.sh("ip", "-n", cell.ns(cg), "route", "add", "default", "via", "198.51.100.126")
+		cell.nsh(cg, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		cell.nft(cg, sideNAT(natPortRestr, "", "198.51.100.1"))
+		cell.link(cg, "lan", "198.18.5.1/24", nc, "wan", "198.18.5.2/24")
+		cell.sh("ip", "-n", cell.ns(nc), "route", "add", "default", "via", "198.18.5.1")
+	} else {
+		cell.link("inet", cIf, "198.51.100.126/25", nc, "wan", "198.51.100.1/25")
+		cell.sh("ip", "-n", cell.ns(nc), "route", "add", "default", "via", "198.51.100.126")
+	}
 	cell.nsh(nc, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 	if c.Client == natSmallMTU {
 		cell.sh("ip", "-n", cell.ns(nc), "link", "set", "wan", "mtu", "1280")
