@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -50,6 +49,15 @@ type Config struct {
 	StateDir string
 	// NewFrontend builds the traffic front-end when the tunnel goes up.
 	NewFrontend func() (Frontend, error)
+	// NewTUNFrontend, when set, is used instead of NewFrontend: it builds a
+	// TUN front-end for the given synthetic ranges (a zero prefix: the
+	// built-in default), which are Ranges where the device set them and
+	// otherwise the controller's pushed default (ranges.go).
+	NewTUNFrontend func(v4, v6 netip.Prefix) (Frontend, error)
+	// Ranges are the synthetic ranges the device set itself (posternd
+	// --range4/--range6, the IT preset); zero prefixes follow the
+	// controller.
+	Ranges RangeSettings
 	// Dialer opens QUIC connections to connectors; nil: the traversal
 	// dialer (direct paths, relays from the policy), or a DirectDialer with
 	// DirectOnly.
@@ -109,6 +117,10 @@ type Daemon struct {
 
 	// preset is what IT preset (read once in New); see preset.go.
 	preset preset.Preset
+
+	// pushed: the controller's default synthetic ranges and whether this
+	// machine can use them (ranges_policy.go).
+	pushed pushedRanges
 
 	// sigTokens keeps the last verified Connection Token per connector for
 	// the relay signaling of path repairs (see signalingToken).
@@ -243,7 +255,9 @@ func (d *Daemon) Down(ctx context.Context) (localapi.Status, error) {
 	return d.statusLocked(), nil
 }
 
-func (d *Daemon) upLocked() error {
+// startTunnelLocked builds and starts the front-end and the pool (upLocked
+// adds the fallback for the controller's default ranges).
+func (d *Daemon) startTunnelLocked() error {
 	if d.up {
 		return nil
 	}
@@ -262,10 +276,7 @@ func (d *Daemon) upLocked() error {
 			d.dialer, d.closeDialer = traversalDialer{td}, td.Close
 		}
 	}
-	if d.cfg.NewFrontend == nil {
-		return errors.New("no traffic front-end configured")
-	}
-	fe, err := d.cfg.NewFrontend()
+	fe, err := d.newFrontendLocked()
 	if err != nil {
 		d.lastErr = err.Error()
 		d.changed()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -31,7 +32,9 @@ func (l *lab) restartController() {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = ctl.Serve(sctx, ln) }()
 	l.ctl = ctl
-	t.Cleanup(func() { cancel(); <-done; ctl.Close() })
+	var once sync.Once
+	l.stopCtl = func() { once.Do(func() { cancel(); <-done; ctl.Close() }) }
+	t.Cleanup(l.stopCtl)
 }
 
 // socksEcho opens a flow through a daemon's SOCKS5 front-end.

@@ -166,6 +166,7 @@ func (d *Daemon) applyPolicyLocked(p *controlapi.ClientPolicy, persist bool) {
 	if d.front != nil {
 		d.front.Update(d.policyViewLocked())
 	}
+	d.learnRangesLocked(p)
 }
 
 // learnControllersLocked adds the controller's replicas, as its policy

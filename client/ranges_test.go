@@ -56,9 +56,9 @@ func TestParseRangeErrors(t *testing.T) {
 		{true, "fd00::1/48", "host bits"},
 	} {
 		flag := "--range4"
-		parse := ParseRange4
+		parse := dnsproxy.ParseRange4
 		if c.v6 {
-			flag, parse = "--range6", ParseRange6
+			flag, parse = "--range6", dnsproxy.ParseRange6
 		}
 		p, err := parse(flag, c.in)
 		switch {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"path/filepath"
 
 	"postern.dev/postern/installer/preset"
@@ -55,10 +56,10 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 	}
 	met := newDaemonMetrics()
-	var newFE func() (Frontend, error)
+	dcfg := Config{StateDir: o.StateDir, Dialer: o.Dialer, DirectOnly: o.DirectOnly, Logger: log, Preset: o.Preset}
 	if o.SOCKS5 != "" {
 		addr := o.SOCKS5
-		newFE = func() (Frontend, error) { return NewSOCKS5Frontend(addr), nil }
+		dcfg.NewFrontend = func() (Frontend, error) { return NewSOCKS5Frontend(addr), nil }
 	} else {
 		tc := o.TUN
 		tc.StateDir, tc.Logger = o.StateDir, log
@@ -71,9 +72,16 @@ func Run(ctx context.Context, o RunOptions) error {
 		if err := checkRangesAtStart(tc); err != nil {
 			return err
 		}
-		newFE = func() (Frontend, error) { return NewTUNFrontend(tc) }
+		// Zero ranges in o.TUN (not set by the device) follow the
+		// controller's default (ranges_policy.go).
+		dcfg.Ranges = RangeSettings{V4: tc.V4Range, V6: tc.V6Range}
+		dcfg.NewTUNFrontend = func(v4, v6 netip.Prefix) (Frontend, error) {
+			c := tc
+			c.V4Range, c.V6Range = v4, v6
+			return NewTUNFrontend(c)
+		}
 	}
-	d, err := New(Config{StateDir: o.StateDir, NewFrontend: newFE, Dialer: o.Dialer, DirectOnly: o.DirectOnly, Logger: log, Preset: o.Preset})
+	d, err := New(dcfg)
 	if err != nil {
 		return err
 	}

@@ -92,6 +92,9 @@ func (d *Daemon) statusLocked() localapi.Status {
 	if d.front != nil {
 		d.front.Describe(&s)
 	}
+	if d.pushed.warning != "" {
+		s.Warnings = append(s.Warnings, d.pushed.warning)
+	}
 	if s.State != localapi.StateConnected {
 		s.Message = d.lastErr
 	}

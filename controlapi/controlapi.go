@@ -259,6 +259,12 @@ type ClientPolicy struct {
 	// ControllerURLs are the controller's replicas (its public URL first):
 	// a part that loses the one it talks to tries the others.
 	ControllerURLs []string `json:"controller_urls,omitempty"`
+	// Range4 and Range6 are the deployment's default synthetic ranges
+	// (CIDR; client_ranges in the applied policy file).
+	// A client uses them in TUN mode unless its own --range4/--range6 or IT
+	// preset sets the range; empty: the built-in defaults.
+	Range4 string `json:"range4,omitempty"`
+	Range6 string `json:"range6,omitempty"`
 }
 
 // LoginRequest signs a device in with one credential.

@@ -515,6 +515,7 @@ func (c *Controller) handleClientPolicy(w http.ResponseWriter, r *http.Request) 
 		}
 		m.annotateAccess(&p, s.PrincipalID, s.DeviceID, c.now())
 		p.ControllerURLs = c.controllerURLs()
+		p.Range4, p.Range6 = m.clientRanges()
 		p.Revision = 0
 		return &p, func(rev int64) { p.Revision = rev }, true, ""
 	})

@@ -56,7 +56,7 @@ func (p *Plan) String() string {
 }
 
 // declarative kinds in the order creates are made; deletes run in reverse.
-var declKinds = []string{KindNetwork, KindConnector, KindGroup, KindUser, KindServiceAccount, KindPostureProfile, KindResource, KindAccessSettings}
+var declKinds = []string{KindNetwork, KindConnector, KindGroup, KindUser, KindServiceAccount, KindPostureProfile, KindResource, KindAccessSettings, KindClientSettings}
 
 type desiredObj struct {
 	kind, name string
@@ -203,7 +203,7 @@ func desiredObjects(spec *Spec, hashes map[string]string, now time.Time) []desir
 			return v, f, nil
 		}})
 	}
-	return out
+	return append(out, desiredClientSettings(spec)...)
 }
 
 // redact drops secrets from a record before it goes to the audit log.

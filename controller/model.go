@@ -256,6 +256,8 @@ type Model struct {
 
 	// Access governance (access_model.go).
 	access accessModel
+	// clientSettings: the default synthetic ranges (client_settings.go).
+	clientSettings *ClientSettings
 }
 
 func buildModel(rev int64, objs []store.Object, now time.Time) (*Model, error) {
@@ -334,6 +336,11 @@ func buildModel(rev int64, objs []store.Object, now time.Time) (*Model, error) {
 			}
 		case KindEnrollment:
 			m.Enrollments++
+		case KindClientSettings:
+			v := new(ClientSettings)
+			if err = json.Unmarshal(o.Data, v); err == nil {
+				m.clientSettings = v
+			}
 		default:
 			err = m.access.add(o)
 		}

@@ -27,6 +27,9 @@ type Spec struct {
 	// Access governance (access_spec.go, docs/access.md).
 	PostureProfiles []PostureProfileSpec `yaml:"posture_profiles,omitempty" json:"posture_profiles,omitempty"`
 	AutoLock        string               `yaml:"auto_lock,omitempty" json:"auto_lock,omitempty"`
+	// ClientRanges are the deployment's default synthetic ranges
+	// (client_settings.go).
+	ClientRanges *ClientRangesSpec `yaml:"client_ranges,omitempty" json:"client_ranges,omitempty"`
 }
 
 // NetworkSpec declares a remote network and the names of its connectors.
@@ -360,13 +363,15 @@ func (spec *Spec) normalize(li lineIndex) error {
 		sas[s.Name] = true
 		checkGroups("service_accounts", i, s.Name, s.Groups)
 	}
-	spec.normalizeAccess(li, groups, add, func(field, format string, args ...any) {
+	addTop := func(field, format string, args ...any) {
 		line := 0
 		if li != nil {
 			line = li[field]
 		}
 		errs = append(errs, ValidationError{Line: line, Path: field, Msg: fmt.Sprintf(format, args...)})
-	})
+	}
+	spec.normalizeAccess(li, groups, add, addTop)
+	spec.normalizeClient(addTop)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidSpec, errs)
 	}
@@ -437,6 +442,14 @@ func specFromTx(tx store.Tx) (*Spec, error) {
 	}
 	for _, st := range settings {
 		spec.AutoLock = st.AutoLock
+	}
+	var client []ClientSettings
+	if err := listInto(tx, KindClientSettings, &client); err != nil {
+		return nil, err
+	}
+	for _, c := range client {
+		r := c.Ranges
+		spec.ClientRanges = &r
 	}
 	return spec, nil
 }

@@ -119,6 +119,9 @@ type Status struct {
 	DNS                 string            `json:"dns,omitempty"`
 	Ranges              []string          `json:"ranges,omitempty"`  // synthetic address ranges in use (TUN mode)
 	Message             string            `json:"message,omitempty"` // last error, for StateError/StateDegraded
+	// Warnings are problems that leave the tunnel working, such as an
+	// admin setting this device could not apply.
+	Warnings []string `json:"warnings,omitempty"`
 	// SOCKS5Secret is the file holding the SOCKS5 proxy's "user:password".
 	SOCKS5Secret string `json:"socks5_secret_file,omitempty"`
 }

@@ -429,6 +429,9 @@ func (c *cmd) status(ctx context.Context, args []string) error {
 	if st.Message != "" && st.State != localapi.StateConnected && st.State != localapi.StateSignedOut {
 		fmt.Fprintf(out, "Last error:  %s\n", st.Message)
 	}
+	for _, w := range st.Warnings {
+		fmt.Fprintf(out, "Warning:     %s\n", w)
+	}
 	if len(st.Connectors) > 0 {
 		fmt.Fprintln(out)
 		tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)

@@ -81,7 +81,13 @@ func main() {
 		fail(log, err, 2)
 	}
 	if *socks == "" {
-		log.Info("synthetic ranges", "v4", ranges.V4, "v4_from", ranges.V4Source, "v6", ranges.V6, "v6_from", ranges.V6Source, "ipv6", *ipv6)
+		from := func(src string) string {
+			if src == client.RangeDefault {
+				return "the controller's client_ranges, else built in"
+			}
+			return src
+		}
+		log.Info("synthetic ranges", "v4", ranges.V4, "v4_from", from(ranges.V4Source), "v6", ranges.V6, "v6_from", from(ranges.V6Source), "ipv6", *ipv6)
 	}
 	gid := -1
 	if *group != "" {
@@ -101,7 +107,7 @@ func main() {
 	}
 	opts := client.RunOptions{
 		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks, DirectOnly: *directOnly,
-		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv4Only: !*ipv6, V4Range: ranges.V4, V6Range: ranges.V6},
+		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv4Only: !*ipv6, V4Range: ranges.DeviceV4(), V6Range: ranges.DeviceV6()},
 		Logger: log, CAPEM: caPEM, MetricsAddr: *metrics,
 	}
 	run := func(ctx context.Context) error { return client.Run(ctx, opts) }
