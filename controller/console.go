@@ -64,8 +64,10 @@ func parseConsoleTemplates() map[string]*template.Template {
 	out := map[string]*template.Template{}
 	for _, p := range pages {
 		name := strings.TrimSuffix(strings.TrimPrefix(p, "console/templates/page_"), ".html")
-		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/templates/layout.html", p))
+		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/templates/layout.html", p, "console/templates/frag_*.html"))
 	}
+	// Fragments alone, for htmx answers that are not a whole page.
+	out[fragments] = template.Must(template.New(fragments).Funcs(funcs).ParseFS(consoleFiles, "console/templates/frag_*.html"))
 	return out
 }
 
@@ -99,6 +101,24 @@ func (c *Controller) render(w http.ResponseWriter, status int, page string, d pa
 	var b bytes.Buffer
 	if err := t.Execute(&b, d); err != nil {
 		c.log.Error("render console page", "page", page, "err", err)
+		http.Error(w, "internal error rendering the page", http.StatusInternalServerError)
+		return
+	}
+	consoleHeaders(w)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(b.Bytes())
+}
+
+// fragments names the template set of the page fragments (frag_*.html).
+const fragments = "fragments"
+
+// renderFragment answers an htmx request with one fragment (a template
+// defined in frag_*.html).
+func (c *Controller) renderFragment(w http.ResponseWriter, status int, name string, data any) {
+	var b bytes.Buffer
+	if err := consoleTemplates[fragments].ExecuteTemplate(&b, name, data); err != nil {
+		c.log.Error("render console fragment", "fragment", name, "err", err)
 		http.Error(w, "internal error rendering the page", http.StatusInternalServerError)
 		return
 	}
@@ -254,4 +274,5 @@ func (c *Controller) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /console/apply", c.consoleHandler(c.pageApply))
 	mux.HandleFunc("POST /console/apply", c.consoleHandler(c.postApply))
 	mux.HandleFunc("GET /console/events", c.consoleHandler(c.pageEvents))
+	mux.HandleFunc("GET /console/events/tail", c.consoleHandler(c.pageEventsTail))
 }

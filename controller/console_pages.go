@@ -73,6 +73,7 @@ type overview struct {
 	Refusals                     []reasonCount
 	Flows                        int
 	Window                       string
+	Chart                        flowChart
 }
 
 type reasonCount struct {
@@ -113,32 +114,12 @@ func (c *Controller) pageOverview(w http.ResponseWriter, r *http.Request, cs *co
 			}
 		}
 		ov.ActiveDevices = len(devs)
+		// Events are stamped with the wall clock when they arrive.
+		st := newFlowStats(60, time.Now())
 		counts := map[string]int{}
-		since := c.now().Add(-time.Hour)
-		cursor := ""
-		// Events come oldest first; read at most 50 pages (50000 events).
-		for range 50 {
-			var page struct {
-				Items      []EventView
-				NextCursor string `json:"next_cursor"`
-			}
-			if _, err := c.api(r.Context(), cs.p, "GET", "/api/v1/events?limit=1000&cursor="+cursor, nil, &page); err != nil {
-				break
-			}
-			for _, e := range page.Items {
-				if e.ReceivedAt.Before(since) {
-					continue
-				}
-				ov.Flows++
-				if refused(e.Result) {
-					counts[e.Result]++
-				}
-			}
-			if page.NextCursor == "" {
-				break
-			}
-			cursor = page.NextCursor
-		}
+		c.scanEvents(r.Context(), cs, 0, 50, func(e EventView) { st.add(e.FlowEvent, e.ReceivedAt, counts) })
+		ov.Flows = st.Flows
+		ov.Chart = buildFlowChart(st)
 		for k, n := range counts {
 			ov.Refusals = append(ov.Refusals, reasonCount{k, n})
 		}

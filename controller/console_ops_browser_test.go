@@ -1,0 +1,96 @@
+package controller
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"postern.dev/postern/controlapi"
+)
+
+// flowEvent posts one flow event as connector con reports it (the
+// connector's own API, with its client certificate).
+func (e *testEnv) flowEvent(con *component, principal, device, resourceID, dest, result string) {
+	e.t.Helper()
+	ev := controlapi.FlowEvents{Events: []controlapi.FlowEvent{{Principal: principal, Device: device, ResourceID: resourceID,
+		Destination: dest, Port: 5432, Protocol: "tcp", Start: time.Now(), DurationMS: 3, Result: result}}}
+	if st, data := e.call(con.http, "POST", controlapi.PathConnectorEvents, "", ev); st != 204 {
+		e.t.Fatalf("events: %d %s", st, data)
+	}
+}
+
+// waitFor waits (with a deadline) until a JavaScript condition holds in the page.
+func (b *browser) waitFor(js string, d time.Duration) {
+	b.t.Helper()
+	deadline := time.Now().Add(d)
+	for !eval[bool](b, `new Promise(r => setTimeout(() => r(!!(`+js+`)), 200))`) {
+		if time.Now().After(deadline) {
+			b.t.Fatalf("waited %v for %s", d, js)
+		}
+	}
+}
+
+// TestConsoleLiveTailAndOverview: flow events reported through the
+// connector API show on the overview's chart and appear in the events
+// page's live tail (filtered, each once), with the refusal's reason.
+func TestConsoleLiveTailAndOverview(t *testing.T) {
+	e, _ := newAccessController(t)
+	b := newBrowser(t, e.url)
+	e.admin("POST", PathAdmins, AdminRequest{Name: "olivia@example.com", Role: RoleOwner, Password: "owner password 1"}, 201)
+	alice := e.login("alice@example.com", "correct horse")
+	con := e.enroll(KindConnector, "corp-a")
+	e.heartbeat(con, randomDigest(), "192.0.2.10:443")
+	db, err := e.c.lookup(t.Context(), KindResource, "prod-db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, dev := alice.session.Principal.ID, alice.session.DeviceID
+	e.flowEvent(con, pid, dev, db.ID, "db.corp.internal", "ok")
+	e.flowEvent(con, pid, dev, db.ID, "db.corp.internal", "approval required")
+
+	b.signIn("olivia@example.com", "owner password 1")
+	if n := eval[int](b, `document.querySelectorAll("#flows-chart rect.bar").length`); n < 2 {
+		t.Fatalf("overview chart: %d bars, want an allowed and a refused one", n)
+	}
+	if s := eval[string](b, `document.querySelector("#flows-chart rect.bar-refused title").textContent`); !strings.Contains(s, "2 flows, 1 refused") {
+		t.Fatalf("chart bar title %q", s)
+	}
+	if s := b.text("#refusals"); !strings.Contains(s, "approval required") {
+		t.Fatalf("refusals by reason: %q", s)
+	}
+	b.screenshot("overview-chart")
+
+	// The live tail, refused flows only.
+	b.open("/console/events?decision=refused")
+	if n := eval[int](b, `document.querySelectorAll("#events tbody tr.refused").length`); n != 1 {
+		t.Fatalf("events page, refused: %d rows", n)
+	}
+	e.flowEvent(con, pid, dev, db.ID, "tail-ok.corp.internal", "ok")
+	e.flowEvent(con, pid, dev, db.ID, "tail-denied.corp.internal", "posture")
+	b.waitFor(`[...document.querySelectorAll("#events tbody.tail-batch tr")].some(r => r.textContent.includes("tail-denied"))`, 20*time.Second)
+	row := eval[string](b, `[...document.querySelectorAll("#events tbody.tail-batch tr")].find(r => r.textContent.includes("tail-denied")).textContent`)
+	for _, want := range []string{"alice@example.com", "prod-db", "refused", "posture"} {
+		if !strings.Contains(row, want) {
+			t.Fatalf("tail row %q lacks %q", row, want)
+		}
+	}
+	// A second refusal arrives in a later poll; neither repeats, and the
+	// allowed flow never shows under the "refused" filter.
+	e.flowEvent(con, pid, dev, db.ID, "tail-second.corp.internal", "mfa required")
+	b.waitFor(`document.querySelector("#events").textContent.includes("tail-second")`, 20*time.Second)
+	count := func(s string) int {
+		return eval[int](b, `[...document.querySelectorAll("#events tbody tr")].filter(r => r.textContent.includes("`+s+`")).length`)
+	}
+	if n, m, o := count("tail-denied"), count("tail-second"), count("tail-ok"); n != 1 || m != 1 || o != 0 {
+		t.Fatalf("tail rows: denied %d, second %d, allowed %d", n, m, o)
+	}
+	if first := eval[string](b, `document.querySelector("#events tbody.tail-batch tr").textContent`); !strings.Contains(first, "tail-second") {
+		t.Fatalf("newest first: top row %q", first)
+	}
+	b.screenshot("events-tail")
+	// The filter form reloads the page with the user filter.
+	b.do(chromedp.SetValue(chromedp.CSS("#fdecision"), ""), chromedp.SendKeys(chromedp.CSS("#fuser"), "bob"))
+	b.waitFor(`location.search.includes("user=bob") && document.querySelectorAll("#events tbody tr.refused, #events tbody tr.allowed").length == 0`, 10*time.Second)
+}
