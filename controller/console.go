@@ -256,6 +256,19 @@ func (c *Controller) consoleRoutes(mux *http.ServeMux) {
 		mux.HandleFunc("POST /console/"+k.Path, c.consoleHandler(c.postNamed(k)))
 		mux.HandleFunc("POST /console/"+k.Path+"/{name}/delete", c.consoleHandler(c.deleteNamedKind(k)))
 	}
+	mux.HandleFunc("GET /console/users", c.consoleHandler(c.pageUsers))
+	mux.HandleFunc("POST /console/users", c.consoleHandler(c.postUser))
+	mux.HandleFunc("GET /console/service-accounts", c.consoleHandler(c.pageAccounts))
+	mux.HandleFunc("POST /console/service-accounts", c.consoleHandler(c.postAccount))
+	mux.HandleFunc("POST /console/service-accounts/{name}/keys", c.consoleHandler(c.postAccountKey))
+	mux.HandleFunc("POST /console/service-accounts/{name}/keys/{key}/revoke", c.consoleHandler(c.postAccountKeyRevoke))
+	mux.HandleFunc("GET /console/posture-profiles", c.consoleHandler(c.pagePosture))
+	mux.HandleFunc("POST /console/posture-profiles", c.consoleHandler(c.postPosture))
+	for _, k := range [][2]string{{"users", "user"}, {"service-accounts", "service account"}, {"posture-profiles", "posture profile"}} {
+		mux.HandleFunc("POST /console/"+k[0]+"/{name}/delete", c.consoleHandler(func(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+			c.deleteNamed(w, r, cs, k[0], k[1])
+		}))
+	}
 	mux.HandleFunc("GET /console/connectors", c.consoleHandler(c.pageConnectors))
 	mux.HandleFunc("POST /console/connectors/mint", c.consoleHandler(c.postMint))
 	mux.HandleFunc("GET /console/devices", c.consoleHandler(c.pageDevices))
