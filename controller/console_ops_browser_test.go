@@ -1,6 +1,9 @@
 package controller
 
 import (
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -36,7 +39,7 @@ func (b *browser) waitFor(js string, d time.Duration) {
 // connector API show on the overview's chart and appear in the events
 // page's live tail (filtered, each once), with the refusal's reason.
 func TestConsoleLiveTailAndOverview(t *testing.T) {
-	e, _ := newAccessController(t)
+	e, clk := newAccessController(t)
 	b := newBrowser(t, e.url)
 	e.admin("POST", PathAdmins, AdminRequest{Name: "olivia@example.com", Role: RoleOwner, Password: "owner password 1"}, 201)
 	alice := e.login("alice@example.com", "correct horse")
@@ -47,6 +50,14 @@ func TestConsoleLiveTailAndOverview(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid, dev := alice.session.Principal.ID, alice.session.DeviceID
+	// Alice's device reports its posture (signed with its key): an OS
+	// that satisfies "managed", but no disk encryption.
+	rep, _ := json.Marshal(controlapi.PostureReport{OS: "linux", OSVersion: "6.8.0", Firewall: true, ClientVersion: "0.3.0", Reported: clk.Now()})
+	sig := ed25519.Sign(alice.priv, controlapi.PostureSigningInput(rep, dev))
+	if st, body := e.call(nil, "POST", controlapi.PathPosture, alice.session.SessionToken,
+		controlapi.SignedPosture{Report: rep, Signature: base64.StdEncoding.EncodeToString(sig)}); st != 200 {
+		t.Fatalf("posture report: %d %s", st, body)
+	}
 	e.flowEvent(con, pid, dev, db.ID, "db.corp.internal", "ok")
 	e.flowEvent(con, pid, dev, db.ID, "db.corp.internal", "approval required")
 
@@ -61,6 +72,19 @@ func TestConsoleLiveTailAndOverview(t *testing.T) {
 		t.Fatalf("refusals by reason: %q", s)
 	}
 	b.screenshot("overview-chart")
+
+	// Devices: posture and last seen (the flow events are the latest sighting).
+	b.open("/console/devices")
+	post := b.text("#device-" + dev + " td.posture")
+	for _, want := range []string{"linux 6.8.0", "disk encryption off", "fails managed: disk encryption off"} {
+		if !strings.Contains(post, want) {
+			t.Fatalf("device posture %q lacks %q", post, want)
+		}
+	}
+	if seen := b.text("#device-" + dev + " td.seen"); !strings.Contains(seen, "(flow)") {
+		t.Fatalf("device last seen %q", seen)
+	}
+	b.screenshot("devices")
 
 	// The live tail, refused flows only.
 	b.open("/console/events?decision=refused")
@@ -91,6 +115,6 @@ func TestConsoleLiveTailAndOverview(t *testing.T) {
 	}
 	b.screenshot("events-tail")
 	// The filter form reloads the page with the user filter.
-	b.do(chromedp.SetValue(chromedp.CSS("#fdecision"), ""), chromedp.SendKeys(chromedp.CSS("#fuser"), "bob"))
-	b.waitFor(`location.search.includes("user=bob") && document.querySelectorAll("#events tbody tr.refused, #events tbody tr.allowed").length == 0`, 10*time.Second)
+	b.do(chromedp.SendKeys(chromedp.CSS("#fuser"), "bob"))
+	b.waitFor(`location.search.includes("user=bob") && location.search.includes("decision=refused") && document.querySelectorAll("#events tbody tr.refused, #events tbody tr.allowed").length == 0`, 10*time.Second)
 }

@@ -2,6 +2,9 @@ package controller
 
 import (
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"net/http"
 	"net/url"
 	"sort"
@@ -221,24 +224,82 @@ func (c *Controller) pageConnectorsWith(w http.ResponseWriter, r *http.Request, 
 	c.render(w, status, "connectors", d)
 }
 
+// deviceRow is a device with its posture and when it was last seen.
+type deviceRow struct {
+	Device
+	Principal string // e-mail or service account name
+	Report    string // the latest posture report, summarized ("" none)
+	Satisfied []string
+	Failed    []string // "profile: why"
+	LastSeen  time.Time
+	SeenHow   string
+}
+
 func (c *Controller) pageDevices(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
-	d := c.page(cs, "Users, devices and sessions", "devices")
+	d := c.page(cs, "Devices and sessions", "devices")
 	var data struct {
 		Users    []UserView
-		Devices  []Device
+		Devices  []deviceRow
 		Sessions []SessionView
 	}
 	var users struct{ Items []UserView }
 	var devs struct{ Items []Device }
 	var sess struct{ Items []SessionView }
-	if c.listPage(r, cs, &d, "/api/v1/users?limit=1000", &users) {
-		c.listPage(r, cs, &d, "/api/v1/devices?limit=1000", &devs)
-		c.listPage(r, cs, &d, "/api/v1/sessions?limit=1000", &sess)
+	if c.listPage(r, cs, &d, "/api/v1/users?limit=1000", &users) &&
+		c.listPage(r, cs, &d, "/api/v1/devices?limit=1000", &devs) && c.listPage(r, cs, &d, "/api/v1/sessions?limit=1000", &sess) {
+		data.Devices = c.deviceRows(r, cs, devs.Items, sess.Items)
 	}
-	data.Users, data.Devices, data.Sessions = users.Items, devs.Items, sess.Items
+	data.Users, data.Sessions = users.Items, sess.Items
 	d.Flash = r.URL.Query().Get("done")
 	d.Data = &data
 	c.render(w, http.StatusOK, "devices", d)
+}
+
+// deviceRows adds posture (the latest signed report and the profiles it
+// satisfies, from the policy model) and last seen: the latest of its
+// sign-ins, posture reports and flow events. Only called once the admin's
+// role has read the device list through the API.
+func (c *Controller) deviceRows(r *http.Request, cs *consoleSession, devs []Device, sess []SessionView) []deviceRow {
+	names := c.eventNames(r.Context(), cs)
+	seen := map[string]time.Time{}
+	how := map[string]string{}
+	note := func(dev string, t time.Time, what string) {
+		if t.After(seen[dev]) {
+			seen[dev], how[dev] = t, what
+		}
+	}
+	for _, s := range sess {
+		note(s.DeviceID, s.Created, "sign-in")
+	}
+	c.scanEvents(r.Context(), cs, 0, 200, func(e EventView) { note(e.Device, e.ReceivedAt, "flow") })
+	m := c.model()
+	rows := make([]deviceRow, 0, len(devs))
+	for _, dv := range devs {
+		row := deviceRow{Device: dv, Principal: names.principals[dv.PrincipalID]}
+		if row.Principal == "" {
+			row.Principal = dv.PrincipalID
+		}
+		if rec := m.access.posture[dv.ID]; rec != nil {
+			p := rec.Report
+			row.Report = fmt.Sprintf("%s %s, disk encryption %s, firewall %s, client %s", p.OS, p.OSVersion, onOff(p.DiskEncryption), onOff(p.Firewall), p.ClientVersion)
+			note(dv.ID, rec.Reported, "posture report")
+		}
+		sat, failed := m.devicePosture(dv.ID)
+		row.Satisfied = sat
+		for _, name := range slices.Sorted(maps.Keys(failed)) {
+			row.Failed = append(row.Failed, name+": "+failed[name])
+		}
+		row.LastSeen, row.SeenHow = seen[dv.ID], how[dv.ID]
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 // postRevoke revokes a device or a session (which also revokes its device,
