@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,6 +57,9 @@ func parseConsoleTemplates() map[string]*template.Template {
 			return t.UTC().Format("2006-01-02 15:04:05Z")
 		},
 		"join": strings.Join,
+		"rate": func(bps float64) string { return humanBytes(bps) + "/s" },
+		"bytes": humanBytes,
+		"pct":  func(f float64) string { return strconv.FormatFloat(f*100, 'f', 0, 64) + "%" },
 	}
 	pages, err := fs.Glob(consoleFiles, "console/templates/page_*.html")
 	if err != nil {
@@ -270,6 +274,7 @@ func (c *Controller) consoleRoutes(mux *http.ServeMux) {
 		}))
 	}
 	mux.HandleFunc("GET /console/connectors", c.consoleHandler(c.pageConnectors))
+	mux.HandleFunc("GET /console/connectors/health", c.consoleHandler(c.pageHealth))
 	mux.HandleFunc("POST /console/connectors/mint", c.consoleHandler(c.postMint))
 	mux.HandleFunc("GET /console/devices", c.consoleHandler(c.pageDevices))
 	mux.HandleFunc("POST /console/devices/{id}/revoke", c.consoleHandler(c.postRevoke))

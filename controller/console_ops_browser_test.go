@@ -86,6 +86,19 @@ func TestConsoleLiveTailAndOverview(t *testing.T) {
 	}
 	b.screenshot("devices")
 
+	// Connectors: live health, refreshed in place by the page's poll.
+	b.open("/console/connectors")
+	conRow := `[...document.querySelectorAll("#connectors tbody tr")].find(r => r.cells[0].textContent == "corp-a")`
+	if row := eval[string](b, conRow+`.textContent`); !strings.Contains(row, "192.0.2.10:443") || !strings.Contains(row, "up") {
+		t.Fatalf("connector row %q", row)
+	}
+	if st, body := e.call(con.http, "POST", controlapi.PathConnectorHeartbeat, "", controlapi.Heartbeat{CertSHA256: []string{randomDigest()}, Version: "test",
+		Addrs: []string{"192.0.2.10:443"}, Load: controlapi.ConnectorLoad{ActiveFlows: 7, Connections: 3, BytesPerSec: 2048, CPUFraction: 0.25}}); st != 200 {
+		t.Fatalf("heartbeat: %d %s", st, body)
+	}
+	b.waitFor(conRow+`.cells[7].textContent == "7" && `+conRow+`.cells[8].textContent.includes("2.0 KiB/s")`, 15*time.Second)
+	b.screenshot("connectors-health")
+
 	// The live tail, refused flows only.
 	b.open("/console/events?decision=refused")
 	if n := eval[int](b, `document.querySelectorAll("#events tbody tr.refused").length`); n != 1 {

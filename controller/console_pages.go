@@ -161,6 +161,49 @@ func (c *Controller) pageConnectors(w http.ResponseWriter, r *http.Request, cs *
 	c.pageConnectorsWith(w, r, cs, "", nil, "")
 }
 
+// healthData is the connectors' and relays' live health.
+type healthData struct {
+	Connectors []ConnectorView
+	Relays     []RelayView
+	At         time.Time
+}
+
+func (c *Controller) health(r *http.Request, cs *consoleSession, d *pageData) healthData {
+	var conns struct{ Items []ConnectorView }
+	var relays struct{ Items []RelayView }
+	if c.listPage(r, cs, d, "/api/v1/connectors?limit=1000", &conns) {
+		c.listPage(r, cs, d, "/api/v1/relays?limit=1000", &relays)
+	}
+	return healthData{conns.Items, relays.Items, time.Now()}
+}
+
+// pageHealth answers the connectors page's poll (every 5 s) with the
+// health tables alone.
+func (c *Controller) pageHealth(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+	var d pageData
+	h := c.health(r, cs, &d)
+	if d.Denied || d.Error != "" {
+		msg := d.Error
+		if d.Denied {
+			msg = "your role may not read connectors"
+		}
+		c.renderFragment(w, http.StatusForbidden, "healtherror", msg)
+		return
+	}
+	c.renderFragment(w, http.StatusOK, "health", h)
+}
+
+// humanBytes writes a byte count with a binary unit.
+func humanBytes(n float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for n >= 1024 && i < len(units)-1 {
+		n /= 1024
+		i++
+	}
+	return strconv.FormatFloat(n, 'f', 1, 64) + " " + units[i]
+}
+
 // enrollCommand is the command line that enrolls a component with a token
 // (the token carries the controller's URL and CA fingerprint); a relay also
 // needs its listening addresses and public IP, left as placeholders.
@@ -203,20 +246,15 @@ func (c *Controller) postMint(w http.ResponseWriter, r *http.Request, cs *consol
 // is shown this once (the page is not cached: Cache-Control no-store).
 func (c *Controller) pageConnectorsWith(w http.ResponseWriter, r *http.Request, cs *consoleSession, msg string, m *MintResponse, cmd string) {
 	d := c.page(cs, "Connectors and relays", "connectors")
-	var conns struct{ Items []ConnectorView }
-	var relays struct{ Items []RelayView }
-	if c.listPage(r, cs, &d, "/api/v1/connectors?limit=1000", &conns) {
-		c.listPage(r, cs, &d, "/api/v1/relays?limit=1000", &relays)
-	}
+	h := c.health(r, cs, &d)
 	if msg != "" {
 		d.Error = msg
 	}
 	d.Data = &struct {
-		Connectors []ConnectorView
-		Relays     []RelayView
-		Minted     *MintResponse
-		Command    string
-	}{conns.Items, relays.Items, m, cmd}
+		Health  healthData
+		Minted  *MintResponse
+		Command string
+	}{h, m, cmd}
 	status := http.StatusOK
 	if msg != "" {
 		status = http.StatusUnprocessableEntity
