@@ -56,10 +56,10 @@ func parseConsoleTemplates() map[string]*template.Template {
 			}
 			return t.UTC().Format("2006-01-02 15:04:05Z")
 		},
-		"join": strings.Join,
-		"rate": func(bps float64) string { return humanBytes(bps) + "/s" },
+		"join":  strings.Join,
+		"rate":  func(bps float64) string { return humanBytes(bps) + "/s" },
 		"bytes": humanBytes,
-		"pct":  func(f float64) string { return strconv.FormatFloat(f*100, 'f', 0, 64) + "%" },
+		"pct":   func(f float64) string { return strconv.FormatFloat(f*100, 'f', 0, 64) + "%" },
 	}
 	pages, err := fs.Glob(consoleFiles, "console/templates/page_*.html")
 	if err != nil {
