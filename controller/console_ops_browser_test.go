@@ -84,7 +84,7 @@ func TestConsoleLiveTailAndOverview(t *testing.T) {
 	if seen := b.text("#device-" + dev + " td.seen"); !strings.Contains(seen, "(flow)") {
 		t.Fatalf("device last seen %q", seen)
 	}
-	b.screenshot("devices")
+	b.screenshot("devices-posture")
 
 	// Connectors: live health, refreshed in place by the page's poll.
 	b.open("/console/connectors")
