@@ -120,7 +120,7 @@ func (c *Controller) pageOverview(w http.ResponseWriter, r *http.Request, cs *co
 		// Events are stamped with the wall clock when they arrive.
 		st := newFlowStats(60, time.Now())
 		counts := map[string]int{}
-		c.scanEvents(r.Context(), cs, 0, 50, func(e EventView) { st.add(e.FlowEvent, e.ReceivedAt, counts) })
+		c.scanEvents(r.Context(), cs, 0, 200, func(e EventView) { st.add(e.FlowEvent, e.ReceivedAt, counts) })
 		ov.Flows = st.Flows
 		ov.Chart = buildFlowChart(st)
 		for k, n := range counts {
