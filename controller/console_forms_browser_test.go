@@ -118,6 +118,17 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 		t.Fatalf("sign-in with the revoked key: %d", st)
 	}
 
+	// An unknown OS in a new posture profile: apply's message again.
+	b.open("/console/posture-profiles")
+	b.do(chromedp.SendKeys(chromedp.CSS("#pname"), "strict"), chromedp.SendKeys(chromedp.CSS("#posmin"), "plan9=4"),
+		chromedp.Click(chromedp.CSS("#ppreview")), chromedp.WaitVisible(chromedp.CSS("#error")))
+	st, body = e.call(nil, "POST", "/api/v1/posture-profiles", e.c.AdminToken(), PostureProfileSpec{Name: "strict", OSMin: map[string]string{"plan9": "4"}})
+	apiErr = controlapi.Error{}
+	json.Unmarshal(body, &apiErr)
+	if msg := b.text("#error"); st != 400 || msg != apiErr.Error || !strings.Contains(msg, "plan9") {
+		t.Fatalf("posture preview error %q, API %d %q", msg, st, apiErr.Error)
+	}
+
 	// A file-managed posture profile: the form says so, the preview diffs.
 	b.open("/console/posture-profiles?edit=managed")
 	if n := eval[int](b, `document.querySelectorAll("#managed-note").length`); n != 1 {
