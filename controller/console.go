@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -55,7 +56,10 @@ func parseConsoleTemplates() map[string]*template.Template {
 			}
 			return t.UTC().Format("2006-01-02 15:04:05Z")
 		},
-		"join": strings.Join,
+		"join":  strings.Join,
+		"rate":  func(bps float64) string { return humanBytes(bps) + "/s" },
+		"bytes": humanBytes,
+		"pct":   func(f float64) string { return strconv.FormatFloat(f*100, 'f', 0, 64) + "%" },
 	}
 	pages, err := fs.Glob(consoleFiles, "console/templates/page_*.html")
 	if err != nil {
@@ -64,8 +68,10 @@ func parseConsoleTemplates() map[string]*template.Template {
 	out := map[string]*template.Template{}
 	for _, p := range pages {
 		name := strings.TrimSuffix(strings.TrimPrefix(p, "console/templates/page_"), ".html")
-		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/templates/layout.html", p))
+		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/templates/layout.html", p, "console/templates/frag_*.html"))
 	}
+	// Fragments alone, for htmx answers that are not a whole page.
+	out[fragments] = template.Must(template.New(fragments).Funcs(funcs).ParseFS(consoleFiles, "console/templates/frag_*.html"))
 	return out
 }
 
@@ -99,6 +105,24 @@ func (c *Controller) render(w http.ResponseWriter, status int, page string, d pa
 	var b bytes.Buffer
 	if err := t.Execute(&b, d); err != nil {
 		c.log.Error("render console page", "page", page, "err", err)
+		http.Error(w, "internal error rendering the page", http.StatusInternalServerError)
+		return
+	}
+	consoleHeaders(w)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	w.Write(b.Bytes())
+}
+
+// fragments names the template set of the page fragments (frag_*.html).
+const fragments = "fragments"
+
+// renderFragment answers an htmx request with one fragment (a template
+// defined in frag_*.html).
+func (c *Controller) renderFragment(w http.ResponseWriter, status int, name string, data any) {
+	var b bytes.Buffer
+	if err := consoleTemplates[fragments].ExecuteTemplate(&b, name, data); err != nil {
+		c.log.Error("render console fragment", "fragment", name, "err", err)
 		http.Error(w, "internal error rendering the page", http.StatusInternalServerError)
 		return
 	}
@@ -236,7 +260,21 @@ func (c *Controller) consoleRoutes(mux *http.ServeMux) {
 		mux.HandleFunc("POST /console/"+k.Path, c.consoleHandler(c.postNamed(k)))
 		mux.HandleFunc("POST /console/"+k.Path+"/{name}/delete", c.consoleHandler(c.deleteNamedKind(k)))
 	}
+	mux.HandleFunc("GET /console/users", c.consoleHandler(c.pageUsers))
+	mux.HandleFunc("POST /console/users", c.consoleHandler(c.postUser))
+	mux.HandleFunc("GET /console/service-accounts", c.consoleHandler(c.pageAccounts))
+	mux.HandleFunc("POST /console/service-accounts", c.consoleHandler(c.postAccount))
+	mux.HandleFunc("POST /console/service-accounts/{name}/keys", c.consoleHandler(c.postAccountKey))
+	mux.HandleFunc("POST /console/service-accounts/{name}/keys/{key}/revoke", c.consoleHandler(c.postAccountKeyRevoke))
+	mux.HandleFunc("GET /console/posture-profiles", c.consoleHandler(c.pagePosture))
+	mux.HandleFunc("POST /console/posture-profiles", c.consoleHandler(c.postPosture))
+	for _, k := range [][2]string{{"users", "user"}, {"service-accounts", "service account"}, {"posture-profiles", "posture profile"}} {
+		mux.HandleFunc("POST /console/"+k[0]+"/{name}/delete", c.consoleHandler(func(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+			c.deleteNamed(w, r, cs, k[0], k[1])
+		}))
+	}
 	mux.HandleFunc("GET /console/connectors", c.consoleHandler(c.pageConnectors))
+	mux.HandleFunc("GET /console/connectors/health", c.consoleHandler(c.pageHealth))
 	mux.HandleFunc("POST /console/connectors/mint", c.consoleHandler(c.postMint))
 	mux.HandleFunc("GET /console/devices", c.consoleHandler(c.pageDevices))
 	mux.HandleFunc("POST /console/devices/{id}/revoke", c.consoleHandler(c.postRevoke))
@@ -254,4 +292,5 @@ func (c *Controller) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /console/apply", c.consoleHandler(c.pageApply))
 	mux.HandleFunc("POST /console/apply", c.consoleHandler(c.postApply))
 	mux.HandleFunc("GET /console/events", c.consoleHandler(c.pageEvents))
+	mux.HandleFunc("GET /console/events/tail", c.consoleHandler(c.pageEventsTail))
 }

@@ -48,32 +48,3 @@ func (c *Controller) postApply(w http.ResponseWriter, r *http.Request, cs *conso
 	d.Data = ap
 	c.render(w, status, "apply", d)
 }
-
-func (c *Controller) pageEvents(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
-	d := c.page(cs, "Network events", "events")
-	// The newest 500: page to the end, keeping a window.
-	var items []EventView
-	cursor := ""
-	for range 200 {
-		var page struct {
-			Items      []EventView
-			NextCursor string `json:"next_cursor"`
-		}
-		if !c.listPage(r, cs, &d, "/api/v1/events?limit=1000&cursor="+cursor, &page) {
-			break
-		}
-		items = append(items, page.Items...)
-		if len(items) > 500 {
-			items = items[len(items)-500:]
-		}
-		if page.NextCursor == "" {
-			break
-		}
-		cursor = page.NextCursor
-	}
-	for i, j := 0, len(items)-1; i < j; i, j = i+1, j-1 {
-		items[i], items[j] = items[j], items[i]
-	}
-	d.Data = items
-	c.render(w, http.StatusOK, "events", d)
-}

@@ -43,7 +43,13 @@ func (c *Controller) noteAppliedFile(ctx context.Context, data []byte) {
 		add(KindResource, r.Name)
 	}
 	for _, u := range spec.Users {
-		add(KindUser, u.Email)
+		add(KindUser, strings.ToLower(u.Email))
+	}
+	for _, a := range spec.ServiceAccounts {
+		add(KindServiceAccount, a.Name)
+	}
+	for _, p := range spec.PostureProfiles {
+		add(KindPostureProfile, p.Name)
 	}
 	rec := AppliedFile{At: c.now().UTC(), Actor: adminName(ctx), Objects: objs}
 	_, _, err = c.commit(ctx, func(tx store.Tx) error {

@@ -2,8 +2,11 @@ package controller
 
 import (
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -73,6 +76,7 @@ type overview struct {
 	Refusals                     []reasonCount
 	Flows                        int
 	Window                       string
+	Chart                        flowChart
 }
 
 type reasonCount struct {
@@ -113,32 +117,12 @@ func (c *Controller) pageOverview(w http.ResponseWriter, r *http.Request, cs *co
 			}
 		}
 		ov.ActiveDevices = len(devs)
+		// Events are stamped with the wall clock when they arrive.
+		st := newFlowStats(60, time.Now())
 		counts := map[string]int{}
-		since := c.now().Add(-time.Hour)
-		cursor := ""
-		// Events come oldest first; read at most 50 pages (50000 events).
-		for range 50 {
-			var page struct {
-				Items      []EventView
-				NextCursor string `json:"next_cursor"`
-			}
-			if _, err := c.api(r.Context(), cs.p, "GET", "/api/v1/events?limit=1000&cursor="+cursor, nil, &page); err != nil {
-				break
-			}
-			for _, e := range page.Items {
-				if e.ReceivedAt.Before(since) {
-					continue
-				}
-				ov.Flows++
-				if refused(e.Result) {
-					counts[e.Result]++
-				}
-			}
-			if page.NextCursor == "" {
-				break
-			}
-			cursor = page.NextCursor
-		}
+		c.scanEvents(r.Context(), cs, 0, 200, func(e EventView) { st.add(e.FlowEvent, e.ReceivedAt, counts) })
+		ov.Flows = st.Flows
+		ov.Chart = buildFlowChart(st)
 		for k, n := range counts {
 			ov.Refusals = append(ov.Refusals, reasonCount{k, n})
 		}
@@ -175,6 +159,49 @@ func (c *Controller) listPage(r *http.Request, cs *consoleSession, d *pageData, 
 
 func (c *Controller) pageConnectors(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	c.pageConnectorsWith(w, r, cs, "", nil, "")
+}
+
+// healthData is the connectors' and relays' live health.
+type healthData struct {
+	Connectors []ConnectorView
+	Relays     []RelayView
+	At         time.Time
+}
+
+func (c *Controller) health(r *http.Request, cs *consoleSession, d *pageData) healthData {
+	var conns struct{ Items []ConnectorView }
+	var relays struct{ Items []RelayView }
+	if c.listPage(r, cs, d, "/api/v1/connectors?limit=1000", &conns) {
+		c.listPage(r, cs, d, "/api/v1/relays?limit=1000", &relays)
+	}
+	return healthData{conns.Items, relays.Items, time.Now()}
+}
+
+// pageHealth answers the connectors page's poll (every 5 s) with the
+// health tables alone.
+func (c *Controller) pageHealth(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+	var d pageData
+	h := c.health(r, cs, &d)
+	if d.Denied || d.Error != "" {
+		msg := d.Error
+		if d.Denied {
+			msg = "your role may not read connectors"
+		}
+		c.renderFragment(w, http.StatusForbidden, "healtherror", msg)
+		return
+	}
+	c.renderFragment(w, http.StatusOK, "health", h)
+}
+
+// humanBytes writes a byte count with a binary unit.
+func humanBytes(n float64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB"}
+	i := 0
+	for n >= 1024 && i < len(units)-1 {
+		n /= 1024
+		i++
+	}
+	return strconv.FormatFloat(n, 'f', 1, 64) + " " + units[i]
 }
 
 // enrollCommand is the command line that enrolls a component with a token
@@ -219,20 +246,15 @@ func (c *Controller) postMint(w http.ResponseWriter, r *http.Request, cs *consol
 // is shown this once (the page is not cached: Cache-Control no-store).
 func (c *Controller) pageConnectorsWith(w http.ResponseWriter, r *http.Request, cs *consoleSession, msg string, m *MintResponse, cmd string) {
 	d := c.page(cs, "Connectors and relays", "connectors")
-	var conns struct{ Items []ConnectorView }
-	var relays struct{ Items []RelayView }
-	if c.listPage(r, cs, &d, "/api/v1/connectors?limit=1000", &conns) {
-		c.listPage(r, cs, &d, "/api/v1/relays?limit=1000", &relays)
-	}
+	h := c.health(r, cs, &d)
 	if msg != "" {
 		d.Error = msg
 	}
 	d.Data = &struct {
-		Connectors []ConnectorView
-		Relays     []RelayView
-		Minted     *MintResponse
-		Command    string
-	}{conns.Items, relays.Items, m, cmd}
+		Health  healthData
+		Minted  *MintResponse
+		Command string
+	}{h, m, cmd}
 	status := http.StatusOK
 	if msg != "" {
 		status = http.StatusUnprocessableEntity
@@ -240,24 +262,82 @@ func (c *Controller) pageConnectorsWith(w http.ResponseWriter, r *http.Request, 
 	c.render(w, status, "connectors", d)
 }
 
+// deviceRow is a device with its posture and when it was last seen.
+type deviceRow struct {
+	Device
+	Principal string // e-mail or service account name
+	Report    string // the latest posture report, summarized ("" none)
+	Satisfied []string
+	Failed    []string // "profile: why"
+	LastSeen  time.Time
+	SeenHow   string
+}
+
 func (c *Controller) pageDevices(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
-	d := c.page(cs, "Users, devices and sessions", "devices")
+	d := c.page(cs, "Devices and sessions", "devices")
 	var data struct {
 		Users    []UserView
-		Devices  []Device
+		Devices  []deviceRow
 		Sessions []SessionView
 	}
 	var users struct{ Items []UserView }
 	var devs struct{ Items []Device }
 	var sess struct{ Items []SessionView }
-	if c.listPage(r, cs, &d, "/api/v1/users?limit=1000", &users) {
-		c.listPage(r, cs, &d, "/api/v1/devices?limit=1000", &devs)
-		c.listPage(r, cs, &d, "/api/v1/sessions?limit=1000", &sess)
+	if c.listPage(r, cs, &d, "/api/v1/users?limit=1000", &users) &&
+		c.listPage(r, cs, &d, "/api/v1/devices?limit=1000", &devs) && c.listPage(r, cs, &d, "/api/v1/sessions?limit=1000", &sess) {
+		data.Devices = c.deviceRows(r, cs, devs.Items, sess.Items)
 	}
-	data.Users, data.Devices, data.Sessions = users.Items, devs.Items, sess.Items
+	data.Users, data.Sessions = users.Items, sess.Items
 	d.Flash = r.URL.Query().Get("done")
 	d.Data = &data
 	c.render(w, http.StatusOK, "devices", d)
+}
+
+// deviceRows adds posture (the latest signed report and the profiles it
+// satisfies, from the policy model) and last seen: the latest of its
+// sign-ins, posture reports and flow events. Only called once the admin's
+// role has read the device list through the API.
+func (c *Controller) deviceRows(r *http.Request, cs *consoleSession, devs []Device, sess []SessionView) []deviceRow {
+	names := c.eventNames(r.Context(), cs)
+	seen := map[string]time.Time{}
+	how := map[string]string{}
+	note := func(dev string, t time.Time, what string) {
+		if t.After(seen[dev]) {
+			seen[dev], how[dev] = t, what
+		}
+	}
+	for _, s := range sess {
+		note(s.DeviceID, s.Created, "sign-in")
+	}
+	c.scanEvents(r.Context(), cs, 0, 200, func(e EventView) { note(e.Device, e.ReceivedAt, "flow") })
+	m := c.model()
+	rows := make([]deviceRow, 0, len(devs))
+	for _, dv := range devs {
+		row := deviceRow{Device: dv, Principal: names.principals[dv.PrincipalID]}
+		if row.Principal == "" {
+			row.Principal = dv.PrincipalID
+		}
+		if rec := m.access.posture[dv.ID]; rec != nil {
+			p := rec.Report
+			row.Report = fmt.Sprintf("%s %s, disk encryption %s, firewall %s, client %s", p.OS, p.OSVersion, onOff(p.DiskEncryption), onOff(p.Firewall), p.ClientVersion)
+			note(dv.ID, rec.Reported, "posture report")
+		}
+		sat, failed := m.devicePosture(dv.ID)
+		row.Satisfied = sat
+		for _, name := range slices.Sorted(maps.Keys(failed)) {
+			row.Failed = append(row.Failed, name+": "+failed[name])
+		}
+		row.LastSeen, row.SeenHow = seen[dv.ID], how[dv.ID]
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }
 
 // postRevoke revokes a device or a session (which also revokes its device,
