@@ -5,6 +5,7 @@
 //	postern-lab demo [--non-interactive] [--reachable-connectors=BOOL]
 //	postern-lab up   [--topology-only] [--reachable-connectors=BOOL]
 //	postern-lab dns-server --listen ADDR --zone ZONE [--record NAME=IP]... [--forward IP:PORT]
+//	postern-lab dns64 --listen ADDR --prefix PREFIX/96 --upstream IP:PORT
 //	postern-lab http-server --listen ADDR [--name NAME]
 //	postern-lab cleanup
 package main
@@ -15,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -30,6 +32,7 @@ commands:
   demo         build the lab, sign alice in, show ssh/psql/curl through Postern, open a shell, clean up
   up           build the lab and keep it running until Ctrl-C
   dns-server   run the lab's authoritative DNS server (used inside the lab)
+  dns64        run the lab's DNS64 resolver (used inside the lab's IPv6-only network)
   http-server  run the lab's web server (used inside the lab)
   cleanup      remove the namespaces of labs whose process died without cleaning up
   version      print the version
@@ -87,6 +90,18 @@ func main() {
 		if err == nil {
 			err = lab.ServeDNS(ctx, cfg)
 		}
+	case "dns64":
+		fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+		listen := fs.String("listen", "", "address to serve on, ip:port (UDP and TCP)")
+		prefix := fs.String("prefix", "", "NAT64 prefix the AAAA answers are synthesized in, an IPv6 /96")
+		upstream := fs.String("upstream", "", "ip:port of the resolver that is asked")
+		_ = fs.Parse(args)
+		var p netip.Prefix
+		if p, err = netip.ParsePrefix(*prefix); err != nil {
+			err = fmt.Errorf("--prefix %q: %w", *prefix, err)
+			break
+		}
+		err = lab.ServeDNS64(ctx, lab.DNS64Config{Listen: *listen, Prefix: p, Upstream: *upstream, Logger: logger})
 	case "http-server":
 		fs := flag.NewFlagSet(cmd, flag.ExitOnError)
 		listen := fs.String("listen", "", "address to serve on, ip:port")
