@@ -66,7 +66,7 @@ func waitTCPTo(t *testing.T, l *lab.Lab, node, ip, what string) {
 
 // connectedPath waits until alice has a connected connector whose remote
 // address satisfies ok, and returns that connector's status.
-func connectedPath(t *testing.T, l *lab.Lab, what string, ok func(netip.AddrPort) bool) localapi.ConnectorStatus {
+func connectedPath(t *testing.T, l *lab.Lab, what string, ok func(localapi.ConnectorStatus, netip.AddrPort) bool) localapi.ConnectorStatus {
 	t.Helper()
 	var got localapi.ConnectorStatus
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
@@ -74,7 +74,7 @@ func connectedPath(t *testing.T, l *lab.Lab, what string, ok func(netip.AddrPort
 	err := l.WaitStatus(ctx, lab.NodeClient, 30*time.Second, what, func(st localapi.Status) bool {
 		for _, c := range st.Connectors {
 			ap, err := netip.ParseAddrPort(c.RemoteAddr)
-			if c.Connected && err == nil && ok(ap) {
+			if c.Connected && err == nil && ok(c, ap) {
 				got = c
 				return true
 			}
@@ -103,7 +103,7 @@ func TestIPv6Underlay(t *testing.T) {
 		t.Fatalf("ssh db over the IPv6 underlay: %v\n%s", err, out)
 	}
 	corp6 := netip.MustParsePrefix(lab.CorpLAN6CIDR)
-	c := connectedPath(t, l, "a direct path over IPv6", func(ap netip.AddrPort) bool { return corp6.Contains(ap.Addr()) })
+	c := connectedPath(t, l, "a direct path over IPv6", func(_ localapi.ConnectorStatus, ap netip.AddrPort) bool { return corp6.Contains(ap.Addr()) })
 	if c.Path != "direct" {
 		t.Fatalf("connector %s at %s on path %s, want direct", c.Name, c.RemoteAddr, c.Path)
 	}
@@ -116,8 +116,11 @@ func TestIPv6Underlay(t *testing.T) {
 	if out, err := execIn(t, l, lab.NodeHome, 5*time.Second, rule...); err != nil {
 		t.Fatalf("cut the direct path: %v\n%s", err, out)
 	}
-	relay6 := netip.MustParseAddr(lab.Relay6IP)
-	c = connectedPath(t, l, "the relay over IPv6", func(ap netip.AddrPort) bool { return ap.Addr() == relay6 })
+	// The relay is advertised at its IPv6 address only in this lab, so a
+	// relayed path is TURN over IPv6 to an IPv6 peer address.
+	c = connectedPath(t, l, "the relay over IPv6", func(c localapi.ConnectorStatus, ap netip.AddrPort) bool {
+		return c.Path == "relay" && ap.Addr().Is6() && !ap.Addr().Is4In6()
+	})
 	t.Logf("after the cut, alice -> %s: %s/%s at %s", c.Name, c.Path, c.Transport, c.RemoteAddr)
 	if out, err := execIn(t, l, lab.NodeClient, 20*time.Second, sshArgs(lab.DBName, "hostname")...); err != nil || strings.TrimSpace(out) != "db" {
 		t.Fatalf("ssh db through the relay over IPv6: %v\n%s", err, out)
@@ -143,7 +146,7 @@ func TestIPv6OnlyClientThroughNAT64(t *testing.T) {
 	if out, err := execIn(t, l, lab.NodeClient, 20*time.Second, sshArgs(lab.DBName, "hostname")...); err != nil || strings.TrimSpace(out) != "db" {
 		t.Fatalf("ssh db from the IPv6-only laptop: %v\n%s", err, out)
 	}
-	c := connectedPath(t, l, "a connector through NAT64", func(ap netip.AddrPort) bool { return prefix.Contains(ap.Addr()) })
+	c := connectedPath(t, l, "a connector through NAT64", func(_ localapi.ConnectorStatus, ap netip.AddrPort) bool { return prefix.Contains(ap.Addr()) })
 	t.Logf("alice -> %s: %s/%s at %s", c.Name, c.Path, c.Transport, c.RemoteAddr)
 	t.Logf("whole test %s", time.Since(start).Round(time.Millisecond))
 }
