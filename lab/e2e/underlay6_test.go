@@ -109,6 +109,30 @@ func TestIPv6Underlay(t *testing.T) {
 	}
 	t.Logf("alice -> %s: %s/%s at %s", c.Name, c.Path, c.Transport, c.RemoteAddr)
 
+	// Happy Eyeballs: with IPv6 to the controller black-holed at home
+	// (SYNs dropped, no error comes back), bob signs in again over IPv4
+	// after the 250 ms head start IPv6 gets, not after a connect timeout.
+	blackhole := []string{"nft", "insert", "rule", "inet", "postern_lab", "forward", "ip6", "daddr", lab.Controller6IP, "tcp", "dport", "443", "drop"}
+	if out, err := execIn(t, l, lab.NodeHome, 5*time.Second, blackhole...); err != nil {
+		t.Fatalf("black-hole IPv6 to the controller: %v\n%s", err, out)
+	}
+	if out, err := execIn(t, l, lab.NodeClientBob, 10*time.Second, l.Bin("postern"), "--socket", l.Socket(lab.NodeClientBob), "logout"); err != nil {
+		t.Fatalf("bob logs out: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	signIn := time.Now()
+	err := l.Login(ctx, lab.NodeClientBob, lab.Bob)
+	cancel()
+	if err != nil {
+		t.Fatalf("bob signs in with IPv6 to the controller black-holed: %v", err)
+	}
+	took := time.Since(signIn)
+	t.Logf("bob signed in over IPv4 in %s with IPv6 to the controller black-holed", took.Round(time.Millisecond))
+	if took > 3*time.Second {
+		t.Errorf("sign-in took %s: it waited for the IPv6 connect to time out instead of racing IPv4", took)
+	}
+	waitTCPTo(t, l, lab.NodeClientBob, lab.ControllerIP, "bob's daemon holds its controller stream over IPv4")
+
 	// Cut IPv6 UDP between home and office at the home router: the
 	// connection moves to the relay (TURN over IPv6).
 	rule := []string{"nft", "insert", "rule", "inet", "postern_lab", "forward", "ip6", "saddr", lab.HomeLAN6CIDR,
