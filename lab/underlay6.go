@@ -25,7 +25,7 @@ const (
 	ClientBob6IP   = "2001:db8:a::11"
 	NAT64WANIP     = "203.0.113.150" // the NAT64 router on the IPv4 internet
 	NAT64LANCIDR   = "2001:db8:b::/64"
-	NAT64LANGW     = "2001:db8:b::1" // also the DNS64 resolver
+	NAT64LANGW     = "2001:db8:b::1"  // also the DNS64 resolver
 	ClientV6OnlyIP = "2001:db8:b::10" // alice's laptop with IPv6OnlyClient
 	NAT64Prefix    = "2001:db8:64::/96"
 	NAT64PoolCIDR  = "198.18.64.0/24" // tayga's IPv4 pool, masqueraded to NAT64WANIP
