@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/lab"
 	"postern.dev/postern/localapi"
+	"postern.dev/postern/traversal"
 )
 
 // startVariant starts a lab of its own with opts (Postern deployed, alice
@@ -172,5 +174,19 @@ func TestIPv6OnlyClientThroughNAT64(t *testing.T) {
 	}
 	c := connectedPath(t, l, "a connector through NAT64", func(_ localapi.ConnectorStatus, ap netip.AddrPort) bool { return prefix.Contains(ap.Addr()) })
 	t.Logf("alice -> %s: %s/%s at %s", c.Name, c.Path, c.Transport, c.RemoteAddr)
+
+	// postern netcheck probes the relay where connections go: through
+	// NAT64, answered over UDP and TLS, the reflexive address the NAT64's.
+	out, err := execIn(t, l, lab.NodeClient, 30*time.Second, l.Bin("postern"), "--socket", l.Socket(lab.NodeClient), "netcheck", "--json")
+	if err != nil {
+		t.Fatalf("postern netcheck: %v\n%s", err, out)
+	}
+	var d traversal.Diagnosis
+	if err := json.Unmarshal([]byte(out), &d); err != nil || len(d.Relays) != 1 {
+		t.Fatalf("postern netcheck --json: %v\n%s", err, out)
+	}
+	if r := d.Relays[0]; !r.UDP || !r.TLS || !strings.HasPrefix(r.Reflexive, lab.NAT64WANIP+":") {
+		t.Fatalf("netcheck from the IPv6-only laptop: relay %+v, want UDP and TLS answered and reflexive %s:port", r, lab.NAT64WANIP)
+	}
 	t.Logf("whole test %s", time.Since(start).Round(time.Millisecond))
 }
