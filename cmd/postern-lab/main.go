@@ -2,8 +2,8 @@
 // from network namespaces (see docs/lab.md) and runs the lab's own small
 // servers (DNS, HTTP) inside it.
 //
-//	postern-lab demo [--non-interactive] [--reachable-connectors=BOOL]
-//	postern-lab up   [--topology-only] [--reachable-connectors=BOOL]
+//	postern-lab demo [--non-interactive] [--reachable-connectors=BOOL] [--underlay6] [--ipv6-only-client]
+//	postern-lab up   [--topology-only] [--reachable-connectors=BOOL] [--underlay6] [--ipv6-only-client]
 //	postern-lab dns-server --listen ADDR --zone ZONE [--record NAME=IP]... [--forward IP:PORT]
 //	postern-lab dns64 --listen ADDR --prefix PREFIX/96 --upstream IP:PORT
 //	postern-lab http-server --listen ADDR [--name NAME]
@@ -59,6 +59,8 @@ func main() {
 		fs.BoolVar(&o.NonInteractive, "non-interactive", false, "demo: do not open a shell at the end")
 		fs.BoolVar(&o.TopologyOnly, "topology-only", false, "up: only namespaces, NAT and private services, no Postern programs")
 		fs.BoolVar(&o.ReachableConnectors, "reachable-connectors", lab.DefaultReachableConnectors, "let clients reach the connectors' QUIC port through the corporate NAT (for use before NAT traversal)")
+		fs.BoolVar(&o.Underlay6, "underlay6", false, "dual-stack underlay: IPv6 on the internet, homes and office; controller by name, relay over IPv6 (docs/lab.md)")
+		fs.BoolVar(&o.IPv6OnlyClient, "ipv6-only-client", false, "put alice's laptop on an IPv6-only network behind NAT64/DNS64 (needs tayga; docs/lab.md)")
 		fs.StringVar(&o.BinDir, "bin", "", "directory with the Postern programs (default: this program's directory)")
 		fs.StringVar(&o.Dir, "dir", "", "work directory for keys, data and logs (default: a new temp dir)")
 		_ = fs.Parse(args)
