@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -94,7 +93,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		}
 		tr := &http.Transport{
 			TLSClientConfig:       tlsConf,
-			DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+			DialContext:           NewNetDialer(dialTimeout, 30*time.Second).DialContext,
 			TLSHandshakeTimeout:   10 * time.Second,
 			ResponseHeaderTimeout: 30 * time.Second,
 			ForceAttemptHTTP2:     true,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -14,6 +15,19 @@ import (
 // dialTimeout bounds a TCP connect to one replica: a replica whose host is
 // gone costs a call this long before it moves to the next.
 const dialTimeout = 5 * time.Second
+
+// HappyEyeballsDelay is how long a connection attempt to a name with both
+// AAAA and A records waits on the preferred family (IPv6 on a dual-stack
+// host, RFC 6724 order) before racing the other one: RFC 8305's recommended
+// 250 ms. Go's net.Dialer does the racing (FallbackDelay); its default is
+// 300 ms.
+const HappyEyeballsDelay = 250 * time.Millisecond
+
+// NewNetDialer is the dialer of connections to the controller and the
+// relays: Happy Eyeballs with HappyEyeballsDelay, TCP keepalives.
+func NewNetDialer(timeout, keepAlive time.Duration) *net.Dialer {
+	return &net.Dialer{Timeout: timeout, KeepAlive: keepAlive, FallbackDelay: HappyEyeballsDelay}
+}
 
 // endpoint is one controller replica's base URL.
 type endpoint struct {

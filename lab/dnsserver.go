@@ -164,20 +164,25 @@ func ServeDNS(ctx context.Context, cfg DNSConfig) error {
 		}
 		h.records[name] = append(h.records[name], ips...)
 	}
-	pc, err := net.ListenPacket("udp", cfg.Listen)
+	log.Info("dns server listening", "addr", cfg.Listen, "zones", h.zones, "records", len(h.records))
+	return serveDNS(ctx, cfg.Listen, h)
+}
+
+// serveDNS answers with h on listen (UDP and TCP) until ctx ends.
+func serveDNS(ctx context.Context, listen string, h dns.Handler) error {
+	pc, err := net.ListenPacket("udp", listen)
 	if err != nil {
-		return fmt.Errorf("dns server: listen udp %s: %w", cfg.Listen, err)
+		return fmt.Errorf("dns server: listen udp %s: %w", listen, err)
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		pc.Close()
-		return fmt.Errorf("dns server: listen tcp %s: %w", cfg.Listen, err)
+		return fmt.Errorf("dns server: listen tcp %s: %w", listen, err)
 	}
 	servers := []*dns.Server{
 		{PacketConn: pc, Handler: h},
 		{Listener: ln, Handler: h},
 	}
-	log.Info("dns server listening", "addr", cfg.Listen, "zones", h.zones, "records", len(h.records))
 	errc := make(chan error, len(servers))
 	var wg sync.WaitGroup
 	for _, s := range servers {

@@ -54,6 +54,15 @@ type Options struct {
 	// TokenTTL is the controller's Connection Token lifetime
 	// (`serve --token-ttl`); zero keeps the controller's default (10 min).
 	TokenTTL time.Duration
+	// Underlay6 makes the underlay dual-stack (see Internet6CIDR): the
+	// internet, the home LAN and the corporate LAN get IPv6 too, the
+	// controller is reached by name (ControllerName, with A and AAAA) and
+	// the relay over IPv6.
+	Underlay6 bool
+	// IPv6OnlyClient puts alice's laptop on an IPv6-only network that
+	// reaches the IPv4-only controller and relay through NAT64 and DNS64
+	// (see NAT64Prefix); the controller is reached by name. Needs tayga.
+	IPv6OnlyClient bool
 }
 
 // Node is one network namespace of the lab.
@@ -195,6 +204,16 @@ func Start(ctx context.Context, opts Options) (l *Lab, err error) {
 	}
 	if err := l.buildIPv6(ctx); err != nil {
 		return l, fmt.Errorf("build topology: %w", err)
+	}
+	if opts.Underlay6 {
+		if err := l.buildUnderlay6(ctx); err != nil {
+			return l, fmt.Errorf("build the IPv6 underlay: %w", err)
+		}
+	}
+	if opts.IPv6OnlyClient {
+		if err := l.buildNAT64(ctx); err != nil {
+			return l, fmt.Errorf("build the IPv6-only client network: %w", err)
+		}
 	}
 	l.progress("lab %s: starting private and public services", l.ID)
 	if err := l.startServices(ctx); err != nil {

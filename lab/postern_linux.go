@@ -48,11 +48,20 @@ func (l *Lab) deployPostern(ctx context.Context) error {
 		return fmt.Errorf("controller data dir: %w", err)
 	}
 	l.ControllerURL = "https://" + ControllerIP
+	listen := "0.0.0.0:" + ControllerPort
+	if l.opts.Underlay6 || l.opts.IPv6OnlyClient {
+		// By name, as a real deployment: the name has an AAAA record
+		// (Underlay6) or the DNS64 synthesizes one (IPv6OnlyClient).
+		l.ControllerURL = "https://" + ControllerName
+	}
+	if l.opts.Underlay6 {
+		listen = "[::]:" + ControllerPort
+	}
 	l.CAFile = filepath.Join(dataDir, "ca.pem")
 	l.AdminTokenFile = filepath.Join(dataDir, "admin-token")
 	l.progress("lab %s: starting postern-controller at %s", l.ID, l.ControllerURL)
 	serveArgs := []string{l.Bin("postern-controller"), "serve",
-		"--data", dataDir, "--listen", "0.0.0.0:" + ControllerPort, "--public-url", l.ControllerURL}
+		"--data", dataDir, "--listen", listen, "--public-url", l.ControllerURL}
 	if l.opts.TokenTTL > 0 {
 		serveArgs = append(serveArgs, "--token-ttl", l.opts.TokenTTL.String())
 	}
@@ -85,8 +94,14 @@ func (l *Lab) deployPostern(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("relay-token: %w", err)
 	}
+	relayListen, relayIP := "0.0.0.0:", RelayIP
+	if l.opts.Underlay6 {
+		// The relay is advertised at its IPv6 address: STUN, TURN and
+		// signaling over IPv6, IPv6 relayed addresses.
+		relayListen, relayIP = "[::]:", Relay6IP
+	}
 	relay, err := l.Spawn(ProgRelay, NodeRelay, nil, l.verbose(l.Bin("postern-relay"), "--token", lastLine(relayTok),
-		"--listen-udp", "0.0.0.0:"+RelayUDPPort, "--listen-tls", "0.0.0.0:"+RelayTLSPort, "--public-ip", RelayIP,
+		"--listen-udp", relayListen+RelayUDPPort, "--listen-tls", relayListen+RelayTLSPort, "--public-ip", relayIP,
 		"--state", filepath.Join(l.Dir, "relay"))...)
 	if err != nil {
 		return err

@@ -110,6 +110,12 @@ func (l *Lab) routerRuleset(rs *routerState) string {
 		fmt.Fprintf(&b, "    iifname \"wan\" numgen random mod 100 < %d drop\n", rs.f.dropPct)
 		fmt.Fprintf(&b, "    oifname \"wan\" numgen random mod 100 < %d drop\n", rs.f.dropPct)
 	}
+	if rs.kind == routerHome && l.opts.Underlay6 {
+		// IPv6 is routed, not translated: a home router's stateful
+		// firewall admits replies only.
+		b.WriteString("    iifname \"wan\" meta nfproto ipv6 ct state established,related accept\n")
+		b.WriteString("    iifname \"wan\" meta nfproto ipv6 drop\n")
+	}
 	if rs.kind == routerCorp {
 		b.WriteString("    iifname \"wan\" ct state established,related accept\n")
 		if rs.f.nat == NATFullCone {
@@ -123,13 +129,14 @@ func (l *Lab) routerRuleset(rs *routerState) string {
 	}
 	b.WriteString("  }\n")
 	b.WriteString("  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n")
+	// IPv4 only: IPv6 (Underlay6) is routed without NAT.
 	switch {
 	case rs.f.symmetric || rs.f.nat == NATSymmetric:
-		b.WriteString("    oifname \"wan\" masquerade random\n")
+		b.WriteString("    oifname \"wan\" meta nfproto ipv4 masquerade random\n")
 	case rs.f.nat == NATFullCone:
-		b.WriteString("    oifname \"wan\" masquerade persistent\n")
+		b.WriteString("    oifname \"wan\" meta nfproto ipv4 masquerade persistent\n")
 	default:
-		b.WriteString("    oifname \"wan\" masquerade\n")
+		b.WriteString("    oifname \"wan\" meta nfproto ipv4 masquerade\n")
 	}
 	b.WriteString("  }\n")
 	if rs.f.nat == NATFullCone {

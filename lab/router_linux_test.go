@@ -13,7 +13,7 @@ func TestRouterRuleset(t *testing.T) {
 	l := &Lab{opts: Options{ReachableConnectors: false}}
 	home := &routerState{name: RouterHome, kind: routerHome}
 	rs := l.routerRuleset(home)
-	if !strings.Contains(rs, "oifname \"wan\" masquerade\n") || strings.Contains(rs, "iifname \"wan\" drop") {
+	if !strings.Contains(rs, "oifname \"wan\" meta nfproto ipv4 masquerade\n") || strings.Contains(rs, "iifname \"wan\" drop") {
 		t.Fatalf("plain home router:\n%s", rs)
 	}
 	if !strings.Contains(rs, "hook input") || !strings.Contains(rs, "iifname \"wan\" ct state new drop") {
@@ -46,7 +46,7 @@ func TestRouterNATKinds(t *testing.T) {
 	l := &Lab{}
 	home := &routerState{name: RouterHome, kind: routerHome}
 	home.f.nat = NATPortClash
-	if rs := l.routerRuleset(home); strings.Contains(rs, "hook input") || !strings.Contains(rs, "oifname \"wan\" masquerade\n") {
+	if rs := l.routerRuleset(home); strings.Contains(rs, "hook input") || !strings.Contains(rs, "oifname \"wan\" meta nfproto ipv4 masquerade\n") {
 		t.Errorf("port-clash router keeps its input firewall or lost masquerade:\n%s", rs)
 	}
 	home.f.nat = NATFullCone
@@ -95,5 +95,29 @@ func TestRouterRulesetsApply(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// With the IPv6 underlay, routers translate IPv4 only, and the home router
+// keeps new inbound IPv6 out (a CPE's stateful firewall); the plain lab has
+// no IPv6 rules at home.
+func TestRouterRulesetUnderlay6(t *testing.T) {
+	home := &routerState{name: RouterHome, kind: routerHome}
+	plain := (&Lab{}).routerRuleset(home)
+	if strings.Contains(plain, "nfproto ipv6") {
+		t.Fatalf("IPv4-only lab has IPv6 rules:\n%s", plain)
+	}
+	rs := (&Lab{opts: Options{Underlay6: true}}).routerRuleset(home)
+	for _, want := range []string{
+		"iifname \"wan\" meta nfproto ipv6 ct state established,related accept\n",
+		"iifname \"wan\" meta nfproto ipv6 drop\n",
+		"oifname \"wan\" meta nfproto ipv4 masquerade\n",
+	} {
+		if !strings.Contains(rs, want) {
+			t.Errorf("dual-stack home router lacks %q:\n%s", want, rs)
+		}
+	}
+	if strings.Contains(rs, "oifname \"wan\" masquerade") {
+		t.Errorf("dual-stack home router translates IPv6:\n%s", rs)
 	}
 }

@@ -41,7 +41,7 @@ func (l *Lab) startServices(ctx context.Context) error {
 	}
 	svcs := []svc{
 		{ProgPublicDNS, NodePublicDNS, "udp", "53", []string{labBin, "dns-server", "--listen", PublicDNSIP + ":53", "--zone", "example.com",
-			"--record", PublicName + "=" + PublicWebIP, "--record", "controller.example.com=" + ControllerIP, "--record", "relay.example.com=" + RelayIP}},
+			"--record", PublicName + "=" + PublicWebIP, "--record", ControllerName + "=" + l.dualStack(ControllerIP, Controller6IP), "--record", RelayName + "=" + l.dualStack(RelayIP, Relay6IP)}},
 		{ProgCorpDNS, NodeCorpDNS, "udp", "53", append([]string{labBin, "dns-server", "--listen", CorpDNSIP + ":53", "--zone", CorpZone, "--forward", PublicDNSIP + ":53",
 			"--record", DBName + "=" + DBIP, "--record", WebName + "=" + WebIP, "--record", IntranetName + "=" + WebIP,
 			"--record", SubnetAppName + "=" + SubnetHostIP, "--record", "dns." + CorpZone + "=" + CorpDNSIP}, corpDNS6Records()...)},

@@ -73,7 +73,11 @@ func (l *Lab) bridge(ctx context.Context, node, name, cidrAddr string) error {
 	if err := l.ipn(ctx, node, "link", "add", name, "type", "bridge"); err != nil {
 		return err
 	}
-	if err := l.ipn(ctx, node, "addr", "add", cidrAddr, "dev", name); err != nil {
+	args := []string{"addr", "add", cidrAddr, "dev", name}
+	if strings.Contains(cidrAddr, ":") {
+		args = append(args, "nodad") // IPv6: usable at once
+	}
+	if err := l.ipn(ctx, node, args...); err != nil {
 		return err
 	}
 	return l.ipn(ctx, node, "link", "set", name, "up")
@@ -179,7 +183,11 @@ func (l *Lab) buildTopology(ctx context.Context) error {
 	if err := l.router(ctx, NodeHome, HomeWANIP, HomeLANGW+"/24", routerHome); err != nil {
 		return err
 	}
-	for _, h := range []hostSpec{{name: NodeClient, ip: ClientIP}, {name: NodeClientBob, ip: ClientBobIP}} {
+	laptops := []hostSpec{{name: NodeClient, ip: ClientIP}, {name: NodeClientBob, ip: ClientBobIP}}
+	if l.opts.IPv6OnlyClient {
+		laptops = laptops[1:] // alice is on the IPv6-only network (buildNAT64)
+	}
+	for _, h := range laptops {
 		h.prefix, h.gw, h.bridgeNS, h.bridge, h.dns = "/24", HomeLANGW, NodeHome, "lan", PublicDNSIP
 		if err := l.attach(ctx, h); err != nil {
 			return err

@@ -24,7 +24,18 @@ import (
 // CreatePermission) and the relayed socket.
 func (f *fixture) turnClient(t *testing.T, username, password string) (*turn.Client, net.PacketConn, error) {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	return f.turnClientFrom(t, "127.0.0.1:0", username, password)
+}
+
+// turnClient6 is turnClient from the IPv6 loopback.
+func (f *fixture) turnClient6(t *testing.T, username, password string) (*turn.Client, net.PacketConn, error) {
+	t.Helper()
+	return f.turnClientFrom(t, "[::1]:0", username, password)
+}
+
+func (f *fixture) turnClientFrom(t *testing.T, local, username, password string) (*turn.Client, net.PacketConn, error) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", local)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +43,7 @@ func (f *fixture) turnClient(t *testing.T, username, password string) (*turn.Cli
 	lf.DefaultLogLevel = logging.LogLevelDisabled
 	c, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: f.r.UDPAddr().String(), TURNServerAddr: f.r.UDPAddr().String(),
-		Username: username, Password: password, Conn: pc, LoggerFactory: lf, RTO: 100 * time.Millisecond,
+		Username: username, Password: password, Conn: pc, LoggerFactory: lf, RTO: 100 * time.Millisecond, Net: anyFamilyNet(t),
 	})
 	if err != nil {
 		t.Fatal(err)

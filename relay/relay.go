@@ -186,7 +186,7 @@ func (r *Relay) Start() error {
 	r.turnLn = newChanListener(tcp.Addr())
 	gen := func() turn.RelayAddressGenerator {
 		return &countingGenerator{
-			RelayAddressGenerator: &turn.RelayAddressGeneratorStatic{RelayAddress: r.cfg.PublicIP, Address: r.cfg.RelayIP.String()},
+			RelayAddressGenerator: &familyGenerator{publicIP: r.cfg.PublicIP, relayIP: r.cfg.RelayIP},
 			toPeer:                r.m.bytes.WithLabelValues("to_peer"),
 			fromPeer:              r.m.bytes.WithLabelValues("from_peer"),
 			toPeerPkt:             r.m.packets.WithLabelValues("to_peer"),

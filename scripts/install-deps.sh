@@ -15,6 +15,9 @@ pkgs+=(chromium)
 # screenshots, xclip is the clipboard the tray copies to
 # (tray/xvfb_linux_test.go; under CI=true it fails without them).
 pkgs+=(xvfb xfce4-panel xdotool imagemagick dbus-daemon xclip)
+# The lab's IPv6-only client network reaches IPv4 through NAT64 (tayga;
+# lab/e2e TestIPv6OnlyClientThroughNAT64).
+pkgs+=(tayga)
 # Single sign-on tests run a real OIDC provider (npm oidc-provider, Node.js 20+).
 # Keep an existing Node.js (e.g. from NodeSource, which bundles npm); else use Debian's.
 command -v node >/dev/null && command -v npm >/dev/null || pkgs+=(nodejs npm)

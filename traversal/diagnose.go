@@ -77,6 +77,12 @@ func (d *Dialer) Diagnose(ctx context.Context) Diagnosis {
 	for i, r := range relays {
 		out.Relays[i] = RelayCheck{ID: r.ID, Name: r.Name, UDPAddr: r.UDPAddr, TLSAddr: r.TLSAddr}
 		rc := &out.Relays[i]
+		// Probed where the connections go: through NAT64 on an IPv6-only
+		// network (nat64.go); reported at the addresses the controller gave.
+		r.UDPAddr = defaultNAT64.translate(ctx, r.UDPAddr, true)
+		if r.TLSAddr != "" {
+			r.TLSAddr = defaultNAT64.translate(ctx, r.TLSAddr, true)
+		}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

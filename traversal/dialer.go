@@ -247,7 +247,7 @@ func (d *Dialer) Dial(ctx context.Context, c controlapi.ConnectorInfo, tlsConf *
 	if qc.InitialPacketSize == 0 {
 		qc.InitialPacketSize = InitialPacketSize
 	}
-	relays := usableRelays(d.cfg.Relays())
+	relays := d.relays(ctx)
 	if len(relays) == 0 {
 		return d.dialAddrs(ctx, c, tlsConf, qc)
 	}
@@ -306,7 +306,7 @@ func (d *Dialer) dialAddrs(ctx context.Context, c controlapi.ConnectorInfo, tlsC
 	ch := make(chan res, len(c.Addrs))
 	for _, a := range c.Addrs {
 		go func(a string) {
-			ua, err := net.ResolveUDPAddr("udp", a)
+			ua, err := net.ResolveUDPAddr("udp", defaultNAT64.translate(ctx, a, true))
 			if err != nil {
 				ch <- res{err: err}
 				return

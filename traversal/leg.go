@@ -239,7 +239,10 @@ func (l *leg) addRemotes(cs []sigwire.Candidate) {
 	l.mu.Unlock()
 	if !l.d.cfg.NoDirect {
 		for _, x := range typed {
-			l.s.addTarget(l.d.m, x.addr, x.kind)
+			// The plain socket reaches an IPv4 candidate from an
+			// IPv6-only network through NAT64; allocations keep the
+			// literal (the relay speaks IPv4 to it).
+			l.s.addTarget(l.d.m, defaultNAT64.translateUDP(x.addr), x.kind)
 		}
 	}
 	if al != nil {

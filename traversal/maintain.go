@@ -216,7 +216,7 @@ func (d *Dialer) repair(ctx context.Context, conn *quic.Conn, st *dialState, c c
 			d.log.Warn("repair: connection token", "connector", c.ID, "err", err)
 			continue
 		}
-		for _, r := range usableRelays(d.cfg.Relays()) {
+		for _, r := range d.relays(ctx) {
 			if d.repairVia(ctx, conn, st, c, r, cert, token, remote) {
 				return true
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"time"
 
 	"postern.dev/postern/controlapi"
@@ -36,7 +35,7 @@ func dialRelayTLS(ctx context.Context, r controlapi.RelayInfo, alpn string, cert
 	if err != nil {
 		return nil, err
 	}
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}, Config: conf}
+	d := &tls.Dialer{NetDialer: controlapi.NewNetDialer(5*time.Second, 15*time.Second), Config: conf}
 	c, err := d.DialContext(ctx, "tcp", r.TLSAddr)
 	if err != nil {
 		return nil, fmt.Errorf("connect to relay %s at %s: %w", r.Name, r.TLSAddr, err)
@@ -83,4 +82,15 @@ func usableRelays(rs []controlapi.RelayInfo) []controlapi.RelayInfo {
 		}
 	}
 	return out
+}
+
+// relays are the usable relays, their IPv4 literals rewritten to the
+// network's NAT64 prefix when this host is IPv6-only (nat64.go).
+func (d *Dialer) relays(ctx context.Context) []controlapi.RelayInfo {
+	rs := usableRelays(d.cfg.Relays())
+	for i := range rs {
+		rs[i].UDPAddr = defaultNAT64.translate(ctx, rs[i].UDPAddr, true)
+		rs[i].TLSAddr = defaultNAT64.translate(ctx, rs[i].TLSAddr, true)
+	}
+	return rs
 }

@@ -83,10 +83,15 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 	}
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
+	tn, err := newDualStackNet()
+	if err != nil {
+		base.Close()
+		return nil, err
+	}
 	c, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: addr, TURNServerAddr: addr,
 		Username: creds.Username, Password: creds.Password, Realm: creds.Realm,
-		Conn: base, LoggerFactory: lf, RTO: 200 * time.Millisecond,
+		Conn: base, LoggerFactory: lf, RTO: 200 * time.Millisecond, Net: tn,
 	})
 	if err != nil {
 		base.Close()

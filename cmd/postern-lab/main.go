@@ -2,9 +2,10 @@
 // from network namespaces (see docs/lab.md) and runs the lab's own small
 // servers (DNS, HTTP) inside it.
 //
-//	postern-lab demo [--non-interactive] [--reachable-connectors=BOOL]
-//	postern-lab up   [--topology-only] [--reachable-connectors=BOOL]
+//	postern-lab demo [--non-interactive] [--reachable-connectors=BOOL] [--underlay6] [--ipv6-only-client]
+//	postern-lab up   [--topology-only] [--reachable-connectors=BOOL] [--underlay6] [--ipv6-only-client]
 //	postern-lab dns-server --listen ADDR --zone ZONE [--record NAME=IP]... [--forward IP:PORT]
+//	postern-lab dns64 --listen ADDR --prefix PREFIX/96 --upstream IP:PORT
 //	postern-lab http-server --listen ADDR [--name NAME]
 //	postern-lab cleanup
 package main
@@ -15,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -30,6 +32,7 @@ commands:
   demo         build the lab, sign alice in, show ssh/psql/curl through Postern, open a shell, clean up
   up           build the lab and keep it running until Ctrl-C
   dns-server   run the lab's authoritative DNS server (used inside the lab)
+  dns64        run the lab's DNS64 resolver (used inside the lab's IPv6-only network)
   http-server  run the lab's web server (used inside the lab)
   cleanup      remove the namespaces of labs whose process died without cleaning up
   version      print the version
@@ -56,6 +59,8 @@ func main() {
 		fs.BoolVar(&o.NonInteractive, "non-interactive", false, "demo: do not open a shell at the end")
 		fs.BoolVar(&o.TopologyOnly, "topology-only", false, "up: only namespaces, NAT and private services, no Postern programs")
 		fs.BoolVar(&o.ReachableConnectors, "reachable-connectors", lab.DefaultReachableConnectors, "let clients reach the connectors' QUIC port through the corporate NAT (for use before NAT traversal)")
+		fs.BoolVar(&o.Underlay6, "underlay6", false, "dual-stack underlay: IPv6 on the internet, homes and office; controller by name, relay over IPv6 (docs/lab.md)")
+		fs.BoolVar(&o.IPv6OnlyClient, "ipv6-only-client", false, "put alice's laptop on an IPv6-only network behind NAT64/DNS64 (needs tayga; docs/lab.md)")
 		fs.StringVar(&o.BinDir, "bin", "", "directory with the Postern programs (default: this program's directory)")
 		fs.StringVar(&o.Dir, "dir", "", "work directory for keys, data and logs (default: a new temp dir)")
 		_ = fs.Parse(args)
@@ -87,6 +92,18 @@ func main() {
 		if err == nil {
 			err = lab.ServeDNS(ctx, cfg)
 		}
+	case "dns64":
+		fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+		listen := fs.String("listen", "", "address to serve on, ip:port (UDP and TCP)")
+		prefix := fs.String("prefix", "", "NAT64 prefix the AAAA answers are synthesized in, an IPv6 /96")
+		upstream := fs.String("upstream", "", "ip:port of the resolver that is asked")
+		_ = fs.Parse(args)
+		var p netip.Prefix
+		if p, err = netip.ParsePrefix(*prefix); err != nil {
+			err = fmt.Errorf("--prefix %q: %w", *prefix, err)
+			break
+		}
+		err = lab.ServeDNS64(ctx, lab.DNS64Config{Listen: *listen, Prefix: p, Upstream: *upstream, Logger: logger})
 	case "http-server":
 		fs := flag.NewFlagSet(cmd, flag.ExitOnError)
 		listen := fs.String("listen", "", "address to serve on, ip:port")
