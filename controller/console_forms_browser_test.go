@@ -59,6 +59,10 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 	if _, err := e.c.lookup(t.Context(), KindUser, "dave@example.com"); err == nil {
 		t.Fatal("the preview created the user")
 	}
+	// The preview page carries the password's hash, never the password.
+	if html := eval[string](b, `document.documentElement.outerHTML`); strings.Contains(html, "a long password 1") {
+		t.Fatal("the preview page holds the typed password")
+	}
 	b.screenshot("user-preview")
 	b.do(chromedp.Click(chromedp.CSS("#usave")), chromedp.WaitVisible(chromedp.CSS(".flash")))
 	if f := b.text(".flash"); f != "Saved user dave@example.com." {

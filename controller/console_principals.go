@@ -117,8 +117,12 @@ func saveRedirect(w http.ResponseWriter, r *http.Request, path, msg string) {
 // userForm is the user form's data.
 type userForm struct {
 	FormState
-	Email, Password string
-	Disabled        bool
+	Email string
+	// PasswordHash is the argon2id hash of the password typed into the
+	// form: the preview page carries it in a hidden field, never the
+	// password itself.
+	PasswordHash string
+	Disabled     bool
 	Groups          []string // every group
 	Selected        map[string]bool
 }
@@ -187,8 +191,17 @@ func (c *Controller) postUser(w http.ResponseWriter, r *http.Request, cs *consol
 	if !c.mayWrite(w, cs, "users") {
 		return
 	}
-	f := userForm{Email: strings.TrimSpace(r.PostFormValue("email")), Password: r.PostFormValue("password"),
-		Disabled: formBool(r, "disabled"), Selected: map[string]bool{}}
+	f := userForm{Email: strings.TrimSpace(r.PostFormValue("email")), Disabled: formBool(r, "disabled"), Selected: map[string]bool{}}
+	if pw := r.PostFormValue("password"); pw != "" {
+		h, err := hashPassword(pw)
+		if err != nil {
+			c.renderUsers(w, r, cs, http.StatusInternalServerError, f, err.Error())
+			return
+		}
+		f.PasswordHash = h
+	} else if h := r.PostFormValue("password_hash"); h != "" && isPasswordHash(h) {
+		f.PasswordHash = h // typed before the preview
+	}
 	f.Original = strings.TrimSpace(r.PostFormValue("original"))
 	if f.Original != "" {
 		f.Email = f.Original // the e-mail address names the user: delete and add to change it
@@ -223,13 +236,13 @@ func (c *Controller) postUser(w http.ResponseWriter, r *http.Request, cs *consol
 		before = map[string]string{}
 	}
 	after := map[string]string{"email": strings.ToLower(f.Email), "password": "unchanged", "disabled": yesNo(f.Disabled), "groups": listText(want)}
-	if f.Password != "" {
+	if f.PasswordHash != "" {
 		after["password"] = "new password"
 	} else if f.Original == "" {
 		after["password"] = "none (single sign-on only)"
 	}
 	// The user as the API will store it, and the group lists to change.
-	u := UserSpec{Email: f.Email, Password: f.Password, Disabled: f.Disabled, OIDCSubject: cur.OIDCSubject}
+	u := UserSpec{Email: f.Email, PasswordHash: f.PasswordHash, Disabled: f.Disabled, OIDCSubject: cur.OIDCSubject}
 	groupEdits := map[string][]string{}
 	for _, g := range spec.Groups {
 		in := slices.ContainsFunc(g.Users, func(e string) bool { return strings.EqualFold(e, cur.Email) && cur.Email != "" })
@@ -249,7 +262,7 @@ func (c *Controller) postUser(w http.ResponseWriter, r *http.Request, cs *consol
 	}
 	f.Diff = fieldDiff(userFields, before, after)
 	msg := c.previewSpec(r, cs, KindUser, f.Email, f.Original, func(s *Spec) error {
-		if f.Password == "" {
+		if f.PasswordHash == "" {
 			u.PasswordHash = cur.PasswordHash
 		}
 		s.Users = upsertBy(s.Users, f.Original, u, func(x UserSpec) string { return x.Email })
