@@ -123,8 +123,8 @@ type userForm struct {
 	// password itself.
 	PasswordHash string
 	Disabled     bool
-	Groups          []string // every group
-	Selected        map[string]bool
+	Groups       []string // every group
+	Selected     map[string]bool
 }
 
 type userRow struct {
