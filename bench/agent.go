@@ -66,7 +66,7 @@ type DNSResult struct {
 // AgentMain runs one agent; args start with its name.
 func AgentMain(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: want an agent name (echo-server, rr, setup, hold, dns, dns-upstream)", ErrBadAgentArgs)
+		return fmt.Errorf("%w: want an agent name (echo-server, rr, setup, short, hold, dns, dns-upstream)", ErrBadAgentArgs)
 	}
 	name, args := args[0], args[1:]
 	fs := flag.NewFlagSet("agent "+name, flag.ContinueOnError)
@@ -80,6 +80,7 @@ func AgentMain(ctx context.Context, args []string, stdout io.Writer) error {
 	zone := fs.String("zone", "", "dns-upstream: zone")
 	record := fs.String("record", "", "dns-upstream: NAME=IP")
 	timeout := fs.Duration("timeout", time.Minute, "hold: stop opening flows after this long")
+	count := fs.Int("count", 1000, "short: connections to open in all")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: agent %s: %v", ErrBadAgentArgs, name, err)
 	}
@@ -104,6 +105,8 @@ func AgentMain(ctx context.Context, args []string, stdout io.Writer) error {
 		res, err = RequestResponse(ctx, *addr, *size, *dur)
 	case "setup":
 		res, err = ConnectionSetup(ctx, *addr, *workers, *dur)
+	case "short":
+		res, err = ShortConnections(ctx, *addr, *workers, *count)
 	case "hold":
 		hctx, cancel := context.WithTimeout(ctx, *timeout)
 		defer cancel()

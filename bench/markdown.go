@@ -96,6 +96,21 @@ func (r *Report) Markdown() string {
 	r.table(&b, []column{{MRRIdleP50, "idle p50"}, {MRRIdleP99, "idle p99"}, {MRRBulkP50, "bulk p50"}, {MRRBulkP99, "bulk p99"},
 		{MSetupP50, "connect p50"}, {MSetupFirst, "first byte p50"}, {MSetupRate, "conns/s ×64"}, {MSetupP50x64, "connect p50 ×64"}}, nil)
 
+	if t := r.tunnel(TunPosternDirect); t != nil && r.ShortConns > 0 {
+		fmt.Fprintf(&b, "## Short connections in a row (Postern, direct path)\n\n%d connections one after another at each concurrency, each a connect, one 64-byte echo and a close, once per run after the timed cells (issue 15: none may take over 100 ms or fail; the stall it describes came after a few thousand). Latencies in µs, connect to echoed byte.\n\n", r.ShortConns)
+		b.WriteString("| workers | completed | failed | over 100 ms | p50 | p99 | slowest | conns/s |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		for _, w := range shortConnWorkers {
+			ws := fmt.Sprint(w)
+			if _, ok := t.Metrics[MShortRate+ws]; !ok {
+				continue
+			}
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", w, cellText(t.Metrics[MShortConns+ws], false), cellText(t.Metrics[MShortErrors+ws], false),
+				cellText(t.Metrics[MShortOver+ws], false), cellText(t.Metrics[MShortP50+ws], false), cellText(t.Metrics[MShortP99+ws], false),
+				cellText(t.Metrics[MShortMaxUs+ws], false), cellText(t.Metrics[MShortRate+ws], false))
+		}
+		b.WriteString("\n")
+	}
+
 	b.WriteString("## Cost: CPU and memory\n\n")
 	fmt.Fprintf(&b, "CPU: user+system seconds of the tunnel's own processes (and children) from `/proc/PID/stat` per GB received, with iperf3 sending at a fixed %sbit/s (kernel softirq time is not attributed to any row; direct TCP has no tunnel process). Processes counted: Postern — posternd and postern-connector (+ postern-relay when relayed); wireguard-go — both wireguard-go; OpenVPN — both openvpn; `ssh -L` — ssh and sshd with its session children. Memory: growth of the RSS of those processes (Postern: posternd + connector) per idle TCP flow held open through the tunnel, each flow checked end to end first.\n\n", r.FixedRate)
 	memCols := []column{{MCPUPerGB, "CPU s/GB"}}

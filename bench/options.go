@@ -26,6 +26,11 @@ type Options struct {
 	// IdleFlows are the flow counts of the memory cells (default 1,000 and
 	// 10,000; quick 1,000).
 	IdleFlows []int
+	// ShortConns is how many short connections (connect, one echo, close)
+	// the no-stall phase opens in a row through Postern's direct path at
+	// each of 1, 8 and 64 workers (default 100,000; quick 2,000; negative
+	// skips the phase).
+	ShortConns int
 	// FixedRate is the iperf3 rate of the CPU-per-GB cell (default 500M).
 	FixedRate string
 	// RateLimit is the tbf rate of the rate-limited cell (default 1gbit).
@@ -84,6 +89,12 @@ func (o *Options) defaults() {
 	}
 	if len(o.Tunnels) == 0 {
 		o.Tunnels = AllTunnels
+	}
+	if o.ShortConns == 0 {
+		o.ShortConns = 100000
+		if o.Quick {
+			o.ShortConns = 2000
+		}
 	}
 	if len(o.IdleFlows) == 0 {
 		o.IdleFlows = []int{1000, 10000}

@@ -26,6 +26,7 @@ type Report struct {
 	ProbeSeconds     float64         `json:"probe_s"`
 	FixedRate        string          `json:"cpu_cell_rate"`
 	RateLimit        string          `json:"tbf_rate"`
+	ShortConns       int             `json:"short_conns,omitempty"`
 	Commit           string          `json:"commit"`
 	Machine          Machine         `json:"machine"`
 	Tunnels          []TunnelResult  `json:"tunnels"`
@@ -172,6 +173,24 @@ func (r *Report) Evaluate() {
 		add("CPU ≤ 3 core-seconds per GB", "≤ 3 s/GB", MCPUPerGB, "s/GB", 3, false,
 			fmt.Sprintf("wireguard-go %s, OpenVPN %s", fmtNum(r.median(TunWireGuard, MCPUPerGB)), fmtNum(r.median(TunOpenVPN, MCPUPerGB))))
 		add("memory per idle flow ≤ 30 KiB at 10,000 flows (issue 4)", "≤ 30 KiB", MMemPerFlow+"10000", "KiB", 30, false, "")
+		if pk == TunPosternDirect && r.ShortConns > 0 {
+			for _, w := range shortConnWorkers {
+				ws := fmt.Sprint(w)
+				over, errs := r.median(pk, MShortOver+ws), r.median(pk, MShortErrors+ws)
+				v := over + errs
+				st := "n/a"
+				switch {
+				case math.IsNaN(v):
+				case v == 0:
+					st = "met"
+				default:
+					st = "missed"
+				}
+				r.Targets = append(r.Targets, TargetResult{Name: fmt.Sprintf("%d short connections in a row, %d at a time: none over 100 ms or failing (issue 15)", r.ShortConns, w),
+					Target: "0", Tunnel: pk, Value: v, Threshold: 0, Unit: "slow or failed", Status: st,
+					Reference: fmt.Sprintf("slowest %s µs", fmtNum(r.median(pk, MShortMaxUs+ws)))})
+			}
+		}
 		if pk == TunPosternDirect {
 			add("DNS resource-name queries ≥ 100,000/s (issue 5)", "≥ 100000 q/s", MDNSResource, "q/s", 100000, true,
 				fmt.Sprintf("upstream queried directly %s q/s", fmtNum(r.median(TunDirect, MDNSUpstream))))

@@ -67,7 +67,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	}
 	start := time.Now()
 	r.rep = &Report{Started: start.UTC(), Mode: "full", Repeats: opts.Repeats, CellSeconds: opts.Cell.Seconds(), ShortCellSeconds: opts.ShortCell.Seconds(), ProbeSeconds: opts.Probe.Seconds(),
-		FixedRate: opts.FixedRate, RateLimit: opts.RateLimit, Machine: describeMachine(ctx), Commit: gitCommit(ctx, opts.RepoDir)}
+		FixedRate: opts.FixedRate, RateLimit: opts.RateLimit, ShortConns: max(opts.ShortConns, 0), Machine: describeMachine(ctx), Commit: gitCommit(ctx, opts.RepoDir)}
 	if opts.Quick {
 		r.rep.Mode = "quick"
 	}
@@ -390,6 +390,12 @@ func (r *runner) measure(ctx context.Context) {
 			}
 			vals[t.key][key] = append(vals[t.key][key], kib)
 			r.progress("mem %6d idle flows %-15s %.2f KiB/flow", n, t.key, kib)
+		}
+	}
+	// No stall: short connections in a row, once per run, direct path.
+	for _, t := range live {
+		if t.key == TunPosternDirect && r.opts.ShortConns > 0 && ctx.Err() == nil {
+			r.shortConnsPhase(ctx, t, vals[t.key])
 		}
 	}
 	for _, t := range r.tunnels {

@@ -45,6 +45,7 @@ func main() {
 	flows := fs.String("idle-flows", "", "comma-separated idle flow counts for the memory cells (default 1000,10000; quick 1000)")
 	goBench := fs.String("go-bench", "", "run the Go benchmarks of the Postern packages (default true, quick false)")
 	fs.StringVar(&o.GoBenchTime, "benchtime", "", "go test -benchtime for the Go benchmarks (default 200ms)")
+	fs.IntVar(&o.ShortConns, "short-conns", 0, "short connections in a row at each of 1, 8 and 64 workers through Postern's direct path (no-stall check; default 100000, quick 2000; -1 skips)")
 	profile := fs.String("profile", "", "perf profile of posternd and the connector under iperf3 (default true, quick false)")
 	fs.StringVar(&o.RepoDir, "repo", ".", "repository root")
 	fs.StringVar(&o.BinDir, "bin", "", "directory with the Postern programs (default REPO/bin)")
