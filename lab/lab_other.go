@@ -19,6 +19,8 @@ type Options struct {
 	Progress            io.Writer
 	Logger              *slog.Logger
 	TokenTTL            time.Duration
+	Underlay6           bool
+	IPv6OnlyClient      bool
 }
 
 // DemoOptions configure `postern-lab demo` and `postern-lab up`.
