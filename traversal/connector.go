@@ -74,6 +74,8 @@ type ConnectorAgent struct {
 	allocs   []*relayAllocation
 	ctx      context.Context
 	wg       sync.WaitGroup
+	// nat64 rewrites relay addresses on an IPv6-only network (nat64.go).
+	nat64 *nat64
 }
 
 type relayLink struct {
@@ -105,7 +107,7 @@ func NewConnectorAgent(cfg ConnectorAgentConfig) (*ConnectorAgent, error) {
 		cfg.Logger = slog.Default()
 	}
 	a := &ConnectorAgent{cfg: cfg, log: cfg.Logger.With("part", "traversal"),
-		relays: map[string]*relayLink{}, sessions: map[string]*connSession{}, srflx: map[string]string{}}
+		relays: map[string]*relayLink{}, sessions: map[string]*connSession{}, srflx: map[string]string{}, nat64: defaultNAT64}
 	a.m = newMux(cfg.Transport, "udp", a.log)
 	if uc, ok := cfg.Transport.Conn.(*net.UDPConn); ok {
 		a.m.primer = lowTTLPrimer(uc)
@@ -142,9 +144,17 @@ func (a *ConnectorAgent) Run(ctx context.Context) error {
 
 // SetRelays replaces the relay set (from each ConnectorPolicy snapshot):
 // links to new relays start, links to removed relays stop.
+//
+// On an IPv6-only network the relays' IPv4 literals are rewritten to the
+// network's NAT64 prefix, as the client's dialer does (nat64.go), so a
+// connector there reaches IPv4 relays too.
 func (a *ConnectorAgent) SetRelays(relays []controlapi.RelayInfo) {
 	want := map[string]controlapi.RelayInfo{}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for _, r := range usableRelays(relays) {
+		r.UDPAddr = a.nat64.translate(ctx, r.UDPAddr, true)
+		r.TLSAddr = a.nat64.translate(ctx, r.TLSAddr, true)
 		want[r.ID] = r
 	}
 	a.mu.Lock()

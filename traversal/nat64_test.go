@@ -2,10 +2,15 @@ package traversal
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/netip"
 	"testing"
+
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/controlapi"
 )
 
 func TestPrefixFromAAAA(t *testing.T) {
@@ -77,5 +82,40 @@ func TestNAT64Translate(t *testing.T) {
 	}
 	if got := (&nat64{lookup: noDNS64, hasRoute4: v6only}).translate(ctx, "203.0.113.20:3478", true); got != "203.0.113.20:3478" {
 		t.Fatalf("host without DNS64 translated to %s", got)
+	}
+}
+
+// A connector on an IPv6-only network links to relays at their NAT64
+// addresses (the relay set comes from the controller as IPv4 literals).
+func TestConnectorAgentTranslatesRelaysOnIPv6Only(t *testing.T) {
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal("no IPv6 loopback:", err)
+	}
+	defer udp.Close()
+	a, err := NewConnectorAgent(ConnectorAgentConfig{Transport: &quic.Transport{Conn: udp}, Certificate: func() (*tls.Certificate, error) { return &tls.Certificate{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.nat64 = &nat64{
+		lookup: func(context.Context, string) ([]netip.Addr, error) {
+			return []netip.Addr{netip.MustParseAddr("2001:db8:64::c000:aa")}, nil
+		},
+		hasRoute4: func(netip.Addr) bool { return false },
+	}
+	a.SetRelays([]controlapi.RelayInfo{{ID: "r1", Online: true, UDPAddr: "203.0.113.20:3478", TLSAddr: "203.0.113.20:443", TLSCertSHA256: "00"}})
+	a.mu.Lock()
+	got := a.relays["r1"].info
+	a.mu.Unlock()
+	if got.UDPAddr != "[2001:db8:64::cb00:7114]:3478" || got.TLSAddr != "[2001:db8:64::cb00:7114]:443" {
+		t.Fatalf("relay at %s / %s, want the NAT64 addresses", got.UDPAddr, got.TLSAddr)
+	}
+	// The same set again changes nothing (no relink).
+	a.SetRelays([]controlapi.RelayInfo{{ID: "r1", Online: true, UDPAddr: "203.0.113.20:3478", TLSAddr: "203.0.113.20:443", TLSCertSHA256: "00"}})
+	a.mu.Lock()
+	same := a.relays["r1"].info == got
+	a.mu.Unlock()
+	if !same {
+		t.Fatal("an unchanged relay set relinked")
 	}
 }
