@@ -83,6 +83,12 @@ type connEntry struct {
 	since        time.Time
 	lastErr      string
 
+	// Extra connections to the same connector (spread.go).
+	extras        []*extraConn
+	extraDialing  int
+	extraDone     chan struct{} // closed when the extra dials in progress end
+	extraFailedAt time.Time
+
 	active    atomic.Int64
 	total     atomic.Int64
 	bytesUp   atomic.Int64
@@ -103,14 +109,18 @@ type pool struct {
 	mu      sync.Mutex
 	entries map[string]*connEntry
 	streams map[*quic.Conn]int // open flows per connection
-	kick    chan struct{}      // closed and replaced on a network change
+	bulk    map[*quic.Conn]int // open bulk flows per connection
+	// maxConns is the most QUIC connections kept per connector (spread.go).
+	maxConns int
+	kick     chan struct{} // closed and replaced on a network change
 
 	refused refusalLog // rate-limited WARN for flows refused for lack of a path
 }
 
 func newPool(d Dialer, ts tokenSource, log *slog.Logger, onChange func()) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{}, streams: map[*quic.Conn]int{}, kick: make(chan struct{})}
+	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{},
+		streams: map[*quic.Conn]int{}, bulk: map[*quic.Conn]int{}, maxConns: defaultConnsPerConnector(), kick: make(chan struct{})}
 }
 
 // close closes every connection and waits for the background goroutines.
@@ -123,6 +133,9 @@ func (p *pool) close() {
 		e.mu.Lock()
 		if e.conn != nil {
 			_ = e.conn.CloseWithError(quicErrShutdown, "client shutting down")
+		}
+		for _, x := range e.extras {
+			_ = x.conn.CloseWithError(quicErrShutdown, "client shutting down")
 		}
 		e.mu.Unlock()
 	}
@@ -167,6 +180,10 @@ func (p *pool) retain(cs []controlapi.ConnectorInfo) {
 			_ = e.conn.CloseWithError(quicErrShutdown, "connector removed from policy")
 			e.conn = nil
 		}
+		for _, x := range e.extras {
+			_ = x.conn.CloseWithError(quicErrShutdown, "connector removed from policy")
+		}
+		e.extras = nil
 		e.removed = true
 		e.mu.Unlock()
 		if e.active.Load() == 0 {
@@ -284,7 +301,7 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 			p.log.Warn("connection to connector silent; dialing a fresh one for new flows", "connector", info.Name)
 		}
 
-		conn, path, digest, exp, ctrl, err := p.dial(ctx, e, info)
+		conn, path, digest, exp, ctrl, err := p.dial(ctx, e, info, false)
 		e.mu.Lock()
 		e.dialing = nil
 		e.dialErr = err
@@ -314,6 +331,7 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 		p.wg.Add(2)
 		go p.monitor(e, conn)
 		go p.refresh(e, conn, ctrl, digest, exp)
+		p.growExtra(e) // the spare: a clean connection for interactive flows
 		p.changed()
 		return conn, nil
 	}
@@ -340,11 +358,20 @@ func quicConfig() *quic.Config {
 }
 
 // dial fetches a token, opens the pinned QUIC connection and authenticates
-// the control stream.
-func (p *pool) dial(ctx context.Context, e *connEntry, info controlapi.ConnectorInfo) (*quic.Conn, PathInfo, string, time.Time, *quic.Stream, error) {
+// the control stream. An extra connection (spread.go) presents the token
+// the entry holds when it is valid for a while yet, instead of asking the
+// controller again.
+func (p *pool) dial(ctx context.Context, e *connEntry, info controlapi.ConnectorInfo, extra bool) (*quic.Conn, PathInfo, string, time.Time, *quic.Stream, error) {
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout+5*time.Second)
 	defer cancel()
-	token, claims, err := p.token(ctx, e, info)
+	token, claims, ok := "", (*ctoken.Claims)(nil), false
+	if extra {
+		token, claims, ok = p.heldToken(e, "", time.Now())
+	}
+	var err error
+	if !ok {
+		token, claims, err = p.token(ctx, e, info)
+	}
 	if err != nil {
 		return nil, PathInfo{}, "", time.Time{}, nil, err
 	}
@@ -366,7 +393,11 @@ func (p *pool) dial(ctx context.Context, e *connEntry, info controlapi.Connector
 		_ = conn.CloseWithError(quicErrShutdown, "token refused")
 		return nil, PathInfo{}, "", time.Time{}, nil, fmt.Errorf("connector %s: %w", info.Name, err)
 	}
-	p.log.Info("connected to connector", "connector", info.Name, "path", path.Path, "remote", path.RemoteAddr)
+	if extra {
+		p.log.Debug("extra connection to connector", "connector", info.Name, "path", path.Path, "remote", path.RemoteAddr)
+	} else {
+		p.log.Info("connected to connector", "connector", info.Name, "path", path.Path, "remote", path.RemoteAddr)
+	}
 	return conn, path, digest, claims.ExpiresAt.Time, ctrl, nil
 }
 
@@ -409,10 +440,32 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 			p.drop(e, conn, context.Cause(conn.Context()))
 			return
 		case now := <-t.C:
+			open := p.openStreams(conn) // before e.mu: the lock order is p.mu, then e.mu
 			e.mu.Lock()
 			current := e.conn == conn
+			xi, x := e.extraLocked(conn)
+			retire := false
+			if x != nil {
+				// An extra retires when it may take no new flow (token
+				// refused, certificate rotated, primary gone), or when it
+				// is not the spare and has been idle for extraIdle; either
+				// way once its last flow has ended.
+				if open > 0 {
+					x.idleAt = time.Time{}
+				} else if x.idleAt.IsZero() {
+					x.idleAt = now
+				} else if x.draining || x.digest != e.digest || e.conn == nil || (xi > 0 && now.Sub(x.idleAt) > extraIdle) {
+					e.removeExtraLocked(xi)
+					retire = true
+				}
+			}
 			e.mu.Unlock()
-			if !current && p.openStreams(conn) == 0 {
+			if retire {
+				_ = conn.CloseWithError(quicErrShutdown, "not needed")
+				p.changed()
+				return
+			}
+			if !current && x == nil && open == 0 {
 				// Replaced while suspect and its last flow has ended.
 				_ = conn.CloseWithError(quicErrShutdown, "replaced")
 				return
@@ -431,6 +484,9 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 					p.log.Info("connector answers again", "connector", e.info.Name)
 					p.changed()
 				}
+				if x != nil {
+					x.suspect.Store(false)
+				}
 				continue
 			}
 			silent := now.Sub(lastChange)
@@ -439,6 +495,9 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 				_ = conn.CloseWithError(quicErrDead, err.Error())
 				p.drop(e, conn, err)
 				return
+			}
+			if x != nil && silent > suspectAfter {
+				x.suspect.Store(true) // new flows go to the other connections
 			}
 			if current && silent > suspectAfter && e.suspect.CompareAndSwap(false, true) {
 				p.log.Warn("connector silent; new flows prefer other connectors", "connector", e.info.Name, "silent", silent)
@@ -450,9 +509,29 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 
 func (p *pool) drop(e *connEntry, conn *quic.Conn, cause error) {
 	e.mu.Lock()
+	if i, x := e.extraLocked(conn); x != nil {
+		e.removeExtraLocked(i)
+		spare := len(e.extras) == 0
+		e.mu.Unlock()
+		p.log.Debug("extra connection to connector lost", "connector", e.info.Name, "err", cause)
+		if spare {
+			p.growExtra(e)
+		}
+		p.changed()
+		return
+	}
 	lost := e.conn == conn
 	if lost {
 		e.conn = nil
+		if p.promoteLocked(e) {
+			// Another connection to the connector is live: new flows go
+			// there at once, and a new spare is dialed behind it.
+			p.log.Info("connection to connector lost; its other connection takes over", "connector", e.info.Name, "err", cause)
+			e.mu.Unlock()
+			p.growExtra(e)
+			p.changed()
+			return
+		}
 		e.failedAt = time.Now()
 		p.log.Warn("connection to connector lost; reconnecting", "connector", e.info.Name, "err", cause)
 	}

@@ -26,7 +26,9 @@ type RunOptions struct {
 	// DirectOnly dials connectors only at the addresses they report (no
 	// relays, no NAT traversal).
 	DirectOnly bool
-	Logger     *slog.Logger
+	// ConnsPerConnector: see Config.ConnsPerConnector.
+	ConnsPerConnector int
+	Logger            *slog.Logger
 	// CAPEM is the deployment CA for signing in with the preset service
 	// key (posternd --ca), when the controller is not in the system roots.
 	CAPEM string
@@ -73,7 +75,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 		newFE = func() (Frontend, error) { return NewTUNFrontend(tc) }
 	}
-	d, err := New(Config{StateDir: o.StateDir, NewFrontend: newFE, Dialer: o.Dialer, DirectOnly: o.DirectOnly, Logger: log, Preset: o.Preset})
+	d, err := New(Config{StateDir: o.StateDir, NewFrontend: newFE, Dialer: o.Dialer, DirectOnly: o.DirectOnly, ConnsPerConnector: o.ConnsPerConnector, Logger: log, Preset: o.Preset})
 	if err != nil {
 		return err
 	}

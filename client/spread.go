@@ -1,0 +1,270 @@
+package client
+
+import (
+	"context"
+	"runtime"
+	"sync/atomic"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/controlapi"
+)
+
+// Several QUIC connections per connector.
+//
+// One QUIC connection is one run loop on each side (one goroutine decrypts,
+// parses and packs every packet) and one queue: a bulk transfer fills it and
+// an interactive flow behind it waits (docs/datapath-performance.md). The
+// pool therefore keeps, besides the primary connection of a connEntry (the
+// one reconnect, suspect handling, draining and failover are about), up to
+// maxConns-1 extra connections to the same connector, each authenticated
+// with a Connection Token on its own control stream and refreshed like the
+// primary. A new flow goes to the usable connection with no bulk flow and
+// the fewest open flows; a flow that moves bulkBytes within bulkWindow marks
+// its connection bulk until it ends, so later (short, interactive) flows go
+// to a connection without one.
+//
+// One extra (the spare) is dialed as soon as the primary is up, so that an
+// interactive flow has a clean connection the moment a bulk flow starts;
+// further extras are dialed when a new flow finds every connection loaded
+// (growAt flows or a bulk flow), and close again after extraIdle without a
+// flow. When the primary dies, a live extra takes its place at once.
+const (
+	maxConnsCap          = 4 // the default's cap
+	maxConnsPerConnector = 16
+	bulkBytes            = 1 << 20 // bytes within bulkWindow that make a flow bulk
+	bulkWindow           = time.Second
+	growAt               = 2                      // a new flow finding this many flows on the least-loaded connection dials another
+	spareWait            = 250 * time.Millisecond // a flow finding only bulk connections waits this long for one being dialed
+	extraIdle            = 30 * time.Second       // an extra beyond the spare closes after this long without a flow
+)
+
+// defaultConnsPerConnector is min(GOMAXPROCS, 4), at least 2: even on one
+// core, interactive flows get a connection of their own.
+func defaultConnsPerConnector() int {
+	n := runtime.GOMAXPROCS(0)
+	if n > maxConnsCap {
+		n = maxConnsCap
+	}
+	if n < 2 {
+		n = 2
+	}
+	return n
+}
+
+// extraConn is an additional connection to a connector. Its fields other
+// than suspect are guarded by the connEntry's mu.
+type extraConn struct {
+	conn     *quic.Conn
+	path     PathInfo
+	digest   string
+	tokenExp time.Time
+	draining bool // refused a refreshed token: no new flows
+	suspect  atomic.Bool
+	idleAt   time.Time // when its last flow ended (zero while it has flows)
+}
+
+// extraLocked returns the extra of e carrying conn; e.mu is held.
+func (e *connEntry) extraLocked(conn *quic.Conn) (int, *extraConn) {
+	for i, x := range e.extras {
+		if x.conn == conn {
+			return i, x
+		}
+	}
+	return -1, nil
+}
+
+// usableExtraLocked says whether x may take new flows; e.mu is held.
+func (e *connEntry) usableExtraLocked(x *extraConn) bool {
+	return !x.draining && !x.suspect.Load() && x.digest == e.digest && x.conn.Context().Err() == nil
+}
+
+// removeExtraLocked forgets the extra at index i; e.mu is held.
+func (e *connEntry) removeExtraLocked(i int) {
+	e.extras = append(e.extras[:i], e.extras[i+1:]...)
+}
+
+// place picks the connection to e for a new flow: primary (returned by get)
+// or an extra, the one without a bulk flow and with the fewest open flows
+// (the primary on ties). It dials another extra when every connection is
+// loaded, and when every usable connection carries a bulk flow while one is
+// being dialed, it waits up to spareWait for it.
+func (p *pool) place(ctx context.Context, e *connEntry, primary *quic.Conn) *quic.Conn {
+	for waited := false; ; waited = true {
+		e.mu.Lock()
+		conns := make([]*quic.Conn, 1, 1+len(e.extras))
+		conns[0] = primary
+		if e.conn == primary && !e.draining {
+			for _, x := range e.extras {
+				if e.usableExtraLocked(x) {
+					conns = append(conns, x.conn)
+				}
+			}
+		}
+		e.mu.Unlock()
+
+		p.mu.Lock()
+		best, bestLoad, bestBulk := conns[0], p.streams[conns[0]], p.bulk[conns[0]] > 0
+		for _, c := range conns[1:] {
+			load, bulk := p.streams[c], p.bulk[c] > 0
+			if (bestBulk && !bulk) || (bulk == bestBulk && load < bestLoad) {
+				best, bestLoad, bestBulk = c, load, bulk
+			}
+		}
+		if !bestBulk || waited {
+			// Counted at once (openOn untracks it if the open fails), so
+			// that concurrent openings spread.
+			p.streams[best]++
+		}
+		p.mu.Unlock()
+
+		if bestBulk || bestLoad >= growAt {
+			p.growExtra(e)
+		}
+		if !bestBulk || waited {
+			return best
+		}
+		// Every usable connection carries a bulk flow: wait a moment for
+		// a clean one being dialed.
+		e.mu.Lock()
+		done := e.extraDone
+		e.mu.Unlock()
+		if done == nil {
+			continue
+		}
+		t := time.NewTimer(spareWait)
+		select {
+		case <-done:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+}
+
+// growExtra starts dialing one more connection to e when e has a live
+// primary and fewer than maxConns connections (counting dials in progress),
+// and no extra dial failed within dialBackoff. It reports whether it did.
+func (p *pool) growExtra(e *connEntry) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ctx.Err() != nil || p.maxConns < 2 {
+		return false
+	}
+	e.mu.Lock()
+	if e.removed || e.conn == nil || e.draining || 1+len(e.extras)+e.extraDialing >= p.maxConns ||
+		(!e.extraFailedAt.IsZero() && time.Since(e.extraFailedAt) < dialBackoff) {
+		e.mu.Unlock()
+		return false
+	}
+	e.extraDialing++
+	if e.extraDone == nil {
+		e.extraDone = make(chan struct{})
+	}
+	info := e.info
+	e.mu.Unlock()
+	p.wg.Add(1)
+	go p.dialExtra(e, info)
+	return true
+}
+
+// dialExtra dials one extra connection and adds it to e.
+func (p *pool) dialExtra(e *connEntry, info controlapi.ConnectorInfo) {
+	defer p.wg.Done()
+	conn, path, digest, exp, ctrl, err := p.dial(p.ctx, e, info, true)
+	e.mu.Lock()
+	e.extraDialing--
+	var done chan struct{}
+	if e.extraDialing == 0 {
+		done, e.extraDone = e.extraDone, nil
+	}
+	keep := false
+	switch {
+	case err != nil:
+		e.extraFailedAt = time.Now()
+	case e.removed || e.conn == nil || digest != e.digest || p.ctx.Err() != nil:
+		// The connector left the policy, the primary died meanwhile (its
+		// reconnect owns the entry), or the certificate rotated.
+	default:
+		e.extraFailedAt = time.Time{}
+		e.extras = append(e.extras, &extraConn{conn: conn, path: path, digest: digest, tokenExp: exp, idleAt: time.Now()})
+		keep = true
+	}
+	e.mu.Unlock()
+	if done != nil {
+		close(done)
+	}
+	if err != nil {
+		p.log.Debug("extra connection to connector failed", "connector", info.Name, "err", err)
+		return
+	}
+	if !keep {
+		_ = conn.CloseWithError(quicErrShutdown, "not needed")
+		return
+	}
+	p.wg.Add(2)
+	go p.monitor(e, conn)
+	go p.refresh(e, conn, ctrl, digest, exp)
+	p.changed()
+}
+
+// promoteLocked makes a usable extra the primary of e after the primary was
+// lost; e.mu is held. It reports whether there was one.
+func (p *pool) promoteLocked(e *connEntry) bool {
+	for i, x := range e.extras {
+		if x.draining || x.suspect.Load() || x.conn.Context().Err() != nil {
+			continue
+		}
+		e.removeExtraLocked(i)
+		e.conn, e.path, e.digest, e.tokenExp = x.conn, x.path, x.digest, x.tokenExp
+		e.suspect.Store(false)
+		return true
+	}
+	return false
+}
+
+// markBulk counts a flow on conn that turned bulk (+1) or ended bulk (-1).
+func (p *pool) markBulk(conn *quic.Conn, delta int) {
+	p.mu.Lock()
+	if p.bulk[conn] += delta; p.bulk[conn] <= 0 {
+		delete(p.bulk, conn)
+	}
+	p.mu.Unlock()
+}
+
+// connCount reports how many connections e has (primary and extras).
+func (e *connEntry) connCount() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := len(e.extras)
+	if e.conn != nil {
+		n++
+	}
+	return n
+}
+
+// Flow bulk states (flow.bulk).
+const (
+	flowInteractive int32 = iota
+	flowBulk
+	flowDone
+)
+
+// account adds n bytes to the flow's window and marks its connection bulk
+// when the flow moved bulkBytes within bulkWindow. Both copy directions call
+// it; the window is approximate under their race, which is enough.
+func (f *flow) account(n int) {
+	if n <= 0 || f.bulk.Load() != flowInteractive {
+		return
+	}
+	now := time.Now().UnixNano()
+	if now-f.winStart.Load() > int64(bulkWindow) {
+		f.winStart.Store(now)
+		f.winBytes.Store(int64(n))
+		return
+	}
+	if f.winBytes.Add(int64(n)) >= bulkBytes && f.bulk.CompareAndSwap(flowInteractive, flowBulk) {
+		f.p.markBulk(f.conn, 1)
+	}
+}
