@@ -112,6 +112,7 @@ type pool struct {
 	bulk    map[*quic.Conn]int // open bulk flows per connection
 	// maxConns is the most QUIC connections kept per connector (spread.go).
 	maxConns int
+	spreadAt int
 	kick     chan struct{} // closed and replaced on a network change
 
 	refused refusalLog // rate-limited WARN for flows refused for lack of a path
@@ -120,7 +121,7 @@ type pool struct {
 func newPool(d Dialer, ts tokenSource, log *slog.Logger, onChange func()) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{},
-		streams: map[*quic.Conn]int{}, bulk: map[*quic.Conn]int{}, maxConns: defaultConnsPerConnector(), kick: make(chan struct{})}
+		streams: map[*quic.Conn]int{}, bulk: map[*quic.Conn]int{}, maxConns: defaultConnsPerConnector(), spreadAt: defaultSpreadAt, kick: make(chan struct{})}
 }
 
 // close closes every connection and waits for the background goroutines.

@@ -20,24 +20,29 @@ import (
 // one reconnect, suspect handling, draining and failover are about), up to
 // maxConns-1 extra connections to the same connector, each authenticated
 // with a Connection Token on its own control stream and refreshed like the
-// primary. A new flow goes to the usable connection with no bulk flow and
-// the fewest open flows; a flow that moves bulkBytes within bulkWindow marks
+// primary. A new flow goes to a usable connection without a bulk flow, the
+// least loaded one (pickLocked); a flow that moves bulkBytes within bulkWindow marks
 // its connection bulk until it ends, so later (short, interactive) flows go
 // to a connection without one.
 //
 // One extra (the spare) is dialed as soon as the primary is up, so that an
 // interactive flow has a clean connection the moment a bulk flow starts;
 // further extras are dialed when a new flow finds every connection loaded
-// (growAt flows or a bulk flow), and close again after extraIdle without a
+// (spreadAt flows or a bulk flow), and close again after extraIdle without a
 // flow. When the primary dies, a live extra takes its place at once.
 const (
 	maxConnsCap          = 4 // the default's cap
 	maxConnsPerConnector = 16
 	bulkBytes            = 1 << 20 // bytes within bulkWindow that make a flow bulk
 	bulkWindow           = time.Second
-	growAt               = 2                      // a new flow finding this many flows on the least-loaded connection dials another
+	bulkUrgency          = 5                      // quic-go send urgency of a bulk flow (default 3; lower goes first)
 	spareWait            = 250 * time.Millisecond // a flow finding only bulk connections waits this long for one being dialed
 	extraIdle            = 30 * time.Second       // an extra beyond the spare closes after this long without a flow
+	// defaultSpreadAt: a connection with this many flows is full; new flows
+	// go to the next one (dialed if needed), so flows spread one per
+	// connection, least loaded first. A larger value packs short flows
+	// onto fewer connections; BenchmarkParallelFlows compares the two.
+	defaultSpreadAt = 1
 )
 
 // defaultConnsPerConnector is min(GOMAXPROCS, 4), at least 2: even on one
@@ -105,13 +110,7 @@ func (p *pool) place(ctx context.Context, e *connEntry, primary *quic.Conn) *qui
 		e.mu.Unlock()
 
 		p.mu.Lock()
-		best, bestLoad, bestBulk := conns[0], p.streams[conns[0]], p.bulk[conns[0]] > 0
-		for _, c := range conns[1:] {
-			load, bulk := p.streams[c], p.bulk[c] > 0
-			if (bestBulk && !bulk) || (bulk == bestBulk && load < bestLoad) {
-				best, bestLoad, bestBulk = c, load, bulk
-			}
-		}
+		best, bestLoad, bestBulk := p.pickLocked(conns)
 		if !bestBulk || waited {
 			// Counted at once (openOn untracks it if the open fails), so
 			// that concurrent openings spread.
@@ -119,7 +118,7 @@ func (p *pool) place(ctx context.Context, e *connEntry, primary *quic.Conn) *qui
 		}
 		p.mu.Unlock()
 
-		if bestBulk || bestLoad >= growAt {
+		if bestBulk || bestLoad >= p.spreadAt {
 			p.growExtra(e)
 		}
 		if !bestBulk || waited {
@@ -141,6 +140,37 @@ func (p *pool) place(ctx context.Context, e *connEntry, primary *quic.Conn) *qui
 		}
 		t.Stop()
 	}
+}
+
+// pickLocked chooses among conns (primary first) for a new flow: the first
+// one without a bulk flow that holds fewer than spreadAt flows (short flows
+// pack onto few connections, where their small packets share the run loop's
+// batches), else the one without a bulk flow with the fewest flows, else the
+// one with the fewest flows. p.mu is held.
+func (p *pool) pickLocked(conns []*quic.Conn) (best *quic.Conn, load int, bulk bool) {
+	bestFull := false
+	for i, c := range conns {
+		l, b := p.streams[c], p.bulk[c] > 0
+		full := l >= p.spreadAt
+		if i == 0 {
+			best, load, bulk, bestFull = c, l, b, full
+			continue
+		}
+		switch {
+		case b != bulk:
+			if b {
+				continue
+			}
+		case full != bestFull:
+			if full {
+				continue
+			}
+		case !full || l >= load:
+			continue // packing: the earlier one; when full, the less loaded
+		}
+		best, load, bulk, bestFull = c, l, b, full
+	}
+	return best, load, bulk
 }
 
 // growExtra starts dialing one more connection to e when e has a live
@@ -266,5 +296,8 @@ func (f *flow) account(n int) {
 	}
 	if f.winBytes.Add(int64(n)) >= bulkBytes && f.bulk.CompareAndSwap(flowInteractive, flowBulk) {
 		f.p.markBulk(f.conn, 1)
+		// Its uploads yield to the short flows of the same connection
+		// (the connector demotes its downloads the same way).
+		f.Stream.SetPriority(bulkUrgency, true)
 	}
 }
