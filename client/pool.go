@@ -106,14 +106,19 @@ type pool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
+	mu      sync.RWMutex // entries (read-locked on the flow-open path), kick
 	entries map[string]*connEntry
+	kick    chan struct{} // closed and replaced on a network change
+
+	// loadMu guards the per-connection flow counts; it is taken last
+	// (never while taking another lock).
+	loadMu  sync.Mutex
 	streams map[*quic.Conn]int // open flows per connection
 	bulk    map[*quic.Conn]int // open bulk flows per connection
-	// maxConns is the most QUIC connections kept per connector (spread.go).
+	// maxConns is the most QUIC connections kept per connector and
+	// spreadAt the flows that fill one (spread.go).
 	maxConns int
 	spreadAt int
-	kick     chan struct{} // closed and replaced on a network change
 
 	refused refusalLog // rate-limited WARN for flows refused for lack of a path
 }
@@ -145,9 +150,18 @@ func (p *pool) close() {
 }
 
 func (p *pool) entry(c controlapi.ConnectorInfo) *connEntry {
+	p.mu.RLock()
+	e, ok := p.entries[c.ID]
+	p.mu.RUnlock()
+	if ok {
+		e.mu.Lock()
+		e.info = c
+		e.mu.Unlock()
+		return e
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e, ok := p.entries[c.ID]
+	e, ok = p.entries[c.ID]
 	if !ok {
 		e = &connEntry{id: c.ID}
 		p.entries[c.ID] = e
@@ -242,22 +256,22 @@ func (p *pool) candidates(cs []controlapi.ConnectorInfo) []*connEntry {
 
 // track counts a flow opened on conn; untrack releases it.
 func (p *pool) track(conn *quic.Conn) {
-	p.mu.Lock()
+	p.loadMu.Lock()
 	p.streams[conn]++
-	p.mu.Unlock()
+	p.loadMu.Unlock()
 }
 
 func (p *pool) untrack(conn *quic.Conn) {
-	p.mu.Lock()
+	p.loadMu.Lock()
 	if p.streams[conn]--; p.streams[conn] <= 0 {
 		delete(p.streams, conn)
 	}
-	p.mu.Unlock()
+	p.loadMu.Unlock()
 }
 
 func (p *pool) openStreams(conn *quic.Conn) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.loadMu.Lock()
+	defer p.loadMu.Unlock()
 	return p.streams[conn]
 }
 
@@ -441,7 +455,7 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 			p.drop(e, conn, context.Cause(conn.Context()))
 			return
 		case now := <-t.C:
-			open := p.openStreams(conn) // before e.mu: the lock order is p.mu, then e.mu
+			open := p.openStreams(conn)
 			e.mu.Lock()
 			current := e.conn == conn
 			xi, x := e.extraLocked(conn)

@@ -109,14 +109,14 @@ func (p *pool) place(ctx context.Context, e *connEntry, primary *quic.Conn) *qui
 		}
 		e.mu.Unlock()
 
-		p.mu.Lock()
+		p.loadMu.Lock()
 		best, bestLoad, bestBulk := p.pickLocked(conns)
 		if !bestBulk || waited {
 			// Counted at once (openOn untracks it if the open fails), so
 			// that concurrent openings spread.
 			p.streams[best]++
 		}
-		p.mu.Unlock()
+		p.loadMu.Unlock()
 
 		if bestBulk || bestLoad >= p.spreadAt {
 			p.growExtra(e)
@@ -146,7 +146,7 @@ func (p *pool) place(ctx context.Context, e *connEntry, primary *quic.Conn) *qui
 // one without a bulk flow that holds fewer than spreadAt flows (short flows
 // pack onto few connections, where their small packets share the run loop's
 // batches), else the one without a bulk flow with the fewest flows, else the
-// one with the fewest flows. p.mu is held.
+// one with the fewest flows. p.loadMu is held.
 func (p *pool) pickLocked(conns []*quic.Conn) (best *quic.Conn, load int, bulk bool) {
 	bestFull := false
 	for i, c := range conns {
@@ -256,11 +256,11 @@ func (p *pool) promoteLocked(e *connEntry) bool {
 
 // markBulk counts a flow on conn that turned bulk (+1) or ended bulk (-1).
 func (p *pool) markBulk(conn *quic.Conn, delta int) {
-	p.mu.Lock()
+	p.loadMu.Lock()
 	if p.bulk[conn] += delta; p.bulk[conn] <= 0 {
 		delete(p.bulk, conn)
 	}
-	p.mu.Unlock()
+	p.loadMu.Unlock()
 }
 
 // connCount reports how many connections e has (primary and extras).

@@ -201,8 +201,8 @@ func TestBulkFlowSteersInteractiveFlows(t *testing.T) {
 	echo(t, bulk, payload)
 	p := s.d.currentPool()
 	testenv.Eventually(t, 5*time.Second, "bulk mark", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
+		p.loadMu.Lock()
+		defer p.loadMu.Unlock()
 		return p.bulk[bulk.conn] == 1
 	})
 	// Now the spare has a flow and the bulk connection has one: without the
@@ -218,8 +218,8 @@ func TestBulkFlowSteersInteractiveFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 5*time.Second, "bulk mark released", func() bool {
-		p.mu.Lock()
-		defer p.mu.Unlock()
+		p.loadMu.Lock()
+		defer p.loadMu.Unlock()
 		return p.bulk[bulk.conn] == 0 && p.streams[bulk.conn] == 0
 	})
 	if f := s.dial(t); f.conn != bulk.conn {
@@ -370,8 +370,8 @@ func BenchmarkRRUnderBulk(b *testing.B) {
 				// Let the bulk flow turn bulk and fill its queues.
 				p := s.d.currentPool()
 				testenv.Eventually(b, 5*time.Second, "bulk flow", func() bool {
-					p.mu.Lock()
-					defer p.mu.Unlock()
+					p.loadMu.Lock()
+					defer p.loadMu.Unlock()
 					return conns == 1 || len(p.bulk) > 0
 				})
 				rr, err := s.d.DialTCP(ctx, "127.0.0.1", s.port)
