@@ -177,6 +177,17 @@ func (p *pool) pickLocked(conns []*quic.Conn) (best *quic.Conn, load int, bulk b
 // primary and fewer than maxConns connections (counting dials in progress),
 // and no extra dial failed within dialBackoff. It reports whether it did.
 func (p *pool) growExtra(e *connEntry) bool {
+	if p.maxConns < 2 {
+		return false
+	}
+	// Most calls find the entry at its most connections: say so without
+	// the pool's write lock, which every flow opening reads.
+	e.mu.Lock()
+	full := 1+len(e.extras)+e.extraDialing >= p.maxConns
+	e.mu.Unlock()
+	if full {
+		return false
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ctx.Err() != nil || p.maxConns < 2 {

@@ -295,13 +295,19 @@ func TestConnectionDeathMovesOnlyItsFlows(t *testing.T) {
 
 // BenchmarkFlowOpen opens a flow to the echo server, echoes one byte and
 // closes it, through the in-process controller and connector, with one
-// connection per connector (as before spread.go) and with the default;
-// sequentially and with 64 goroutines.
+// connection per connector (as before spread.go), with the default and with
+// short flows packed (spreadAt 2^20); sequentially and with 64 goroutines.
 func BenchmarkFlowOpen(b *testing.B) {
-	for _, conns := range []int{1, 0} {
+	for _, v := range []struct {
+		name            string
+		conns, spreadAt int
+	}{{"conns=1", 1, 0}, {"default", 0, 0}, {"pack", 0, 1 << 20}} {
 		for _, par := range []int{1, 64} {
-			b.Run(fmt.Sprintf("conns=%d/par=%d", conns, par), func(b *testing.B) {
-				s := newSpreadLab(b, conns)
+			b.Run(fmt.Sprintf("%s/par=%d", v.name, par), func(b *testing.B) {
+				s := newSpreadLab(b, v.conns)
+				if v.spreadAt > 0 {
+					s.d.currentPool().spreadAt = v.spreadAt
+				}
 				one := func() error {
 					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 					defer cancel()
