@@ -459,21 +459,7 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 			e.mu.Lock()
 			current := e.conn == conn
 			xi, x := e.extraLocked(conn)
-			retire := false
-			if x != nil {
-				// An extra retires when it may take no new flow (token
-				// refused, certificate rotated, primary gone), or when it
-				// is not the spare and has been idle for extraIdle; either
-				// way once its last flow has ended.
-				if open > 0 {
-					x.idleAt = time.Time{}
-				} else if x.idleAt.IsZero() {
-					x.idleAt = now
-				} else if x.draining || x.digest != e.digest || e.conn == nil || (xi > 0 && now.Sub(x.idleAt) > extraIdle) {
-					e.removeExtraLocked(xi)
-					retire = true
-				}
-			}
+			retire := x != nil && e.retireExtraLocked(xi, x, open, now)
 			e.mu.Unlock()
 			if retire {
 				_ = conn.CloseWithError(quicErrShutdown, "not needed")

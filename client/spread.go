@@ -85,6 +85,25 @@ func (e *connEntry) usableExtraLocked(x *extraConn) bool {
 	return !x.draining && !x.suspect.Load() && x.digest == e.digest && x.conn.Context().Err() == nil
 }
 
+// retireExtraLocked runs on every monitor tick of the extra x (index i in
+// e.extras), which carries open flows. An extra retires when it may take no
+// new flow (token refused, certificate rotated, primary gone), or when it is
+// not the spare and has been idle for extraIdle; either way only once its
+// last flow has ended. It reports whether x retires (and forgets it); the
+// caller closes it. e.mu is held.
+func (e *connEntry) retireExtraLocked(i int, x *extraConn, open int, now time.Time) bool {
+	switch {
+	case open > 0:
+		x.idleAt = time.Time{}
+	case x.idleAt.IsZero():
+		x.idleAt = now
+	case x.draining || x.digest != e.digest || e.conn == nil || (i > 0 && now.Sub(x.idleAt) > extraIdle):
+		e.removeExtraLocked(i)
+		return true
+	}
+	return false
+}
+
 // removeExtraLocked forgets the extra at index i; e.mu is held.
 func (e *connEntry) removeExtraLocked(i int) {
 	e.extras = append(e.extras[:i], e.extras[i+1:]...)

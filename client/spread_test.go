@@ -507,3 +507,55 @@ func TestPickConnection(t *testing.T) {
 		}
 	}
 }
+
+// TestRetireExtra: the spare stays however long it is idle; another extra
+// closes after extraIdle without a flow; one that may take no new flow
+// (draining, or pinned to a certificate the primary no longer uses) closes
+// as soon as its flows have ended; none closes while it carries a flow.
+func TestRetireExtra(t *testing.T) {
+	now := time.Now()
+	e := &connEntry{conn: new(quic.Conn), digest: "new"}
+	spare := &extraConn{digest: "new"}
+	other := &extraConn{digest: "new"}
+	stale := &extraConn{digest: "old"}
+	e.extras = []*extraConn{spare, other, stale}
+	tick := func(x *extraConn, open int, at time.Time) bool {
+		i := -1
+		for j, y := range e.extras {
+			if y == x {
+				i = j
+			}
+		}
+		if i < 0 {
+			t.Fatal("extra already forgotten")
+		}
+		return e.retireExtraLocked(i, x, open, at)
+	}
+	for _, x := range e.extras {
+		if tick(x, 3, now) {
+			t.Fatal("an extra with flows retired")
+		}
+	}
+	if tick(stale, 0, now) {
+		t.Fatal("retired on the tick its last flow ended, before its idle clock started")
+	}
+	if !tick(stale, 0, now.Add(100*time.Millisecond)) {
+		t.Fatal("an extra pinned to the old certificate stayed after its flows ended")
+	}
+	if tick(other, 0, now) || tick(other, 0, now.Add(extraIdle/2)) {
+		t.Fatal("a non-spare extra retired before extraIdle")
+	}
+	if !tick(other, 0, now.Add(extraIdle+time.Second)) {
+		t.Fatal("a non-spare extra idle for longer than extraIdle stayed")
+	}
+	if tick(spare, 0, now) || tick(spare, 0, now.Add(10*extraIdle)) {
+		t.Fatal("the spare retired while idle")
+	}
+	spare.draining = true
+	if !tick(spare, 0, now.Add(11*extraIdle)) {
+		t.Fatal("a draining spare stayed")
+	}
+	if len(e.extras) != 0 {
+		t.Fatalf("%d extras left", len(e.extras))
+	}
+}
