@@ -192,6 +192,18 @@ func (p *pool) pickLocked(conns []*quic.Conn) (best *quic.Conn, load int, bulk b
 	return best, load, bulk
 }
 
+// maxConnsLocked is the most connections e may have: max, or 2 (the
+// primary and the spare) while its primary is relayed: every relayed
+// connection is a TURN allocation, of which the relay grants a principal
+// only a few (relay.DefaultMaxAllocationsPerPrincipal), and relayed
+// throughput is bound by the relay, not by the run loops. e.mu is held.
+func (e *connEntry) maxConnsLocked(max int) int {
+	if e.path.Path == "relay" && max > 2 {
+		return 2
+	}
+	return max
+}
+
 // growExtra starts dialing one more connection to e when e has a live
 // primary and fewer than maxConns connections (counting dials in progress),
 // and no extra dial failed within dialBackoff. It reports whether it did.
@@ -202,7 +214,7 @@ func (p *pool) growExtra(e *connEntry) bool {
 	// Most calls find the entry at its most connections: say so without
 	// the pool's write lock, which every flow opening reads.
 	e.mu.Lock()
-	full := 1+len(e.extras)+e.extraDialing >= p.maxConns
+	full := 1+len(e.extras)+e.extraDialing >= e.maxConnsLocked(p.maxConns)
 	e.mu.Unlock()
 	if full {
 		return false
@@ -213,7 +225,7 @@ func (p *pool) growExtra(e *connEntry) bool {
 		return false
 	}
 	e.mu.Lock()
-	if e.removed || e.conn == nil || e.draining || 1+len(e.extras)+e.extraDialing >= p.maxConns ||
+	if e.removed || e.conn == nil || e.draining || 1+len(e.extras)+e.extraDialing >= e.maxConnsLocked(p.maxConns) ||
 		(!e.extraFailedAt.IsZero() && time.Since(e.extraFailedAt) < dialBackoff) {
 		e.mu.Unlock()
 		return false

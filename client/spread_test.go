@@ -559,3 +559,29 @@ func TestRetireExtra(t *testing.T) {
 		t.Fatalf("%d extras left", len(e.extras))
 	}
 }
+
+// TestRelayedConnectorKeepsTwoConnections: a connector reached through a
+// relay gets the primary and the spare only (each relayed connection is a
+// TURN allocation); a direct one grows up to the configured most.
+func TestRelayedConnectorKeepsTwoConnections(t *testing.T) {
+	p := newPool(failingDialer{attempts: make(chan time.Time, 8)}, &staticTokens{}, testenv.Logger(t), nil)
+	p.maxConns = 4
+	e := p.entry(controlapi.ConnectorInfo{ID: "c1", Name: "corp-a", Online: true})
+	e.mu.Lock()
+	e.conn, e.path = new(quic.Conn), PathInfo{Path: "relay"}
+	e.extras = []*extraConn{{conn: new(quic.Conn)}}
+	e.mu.Unlock()
+	if p.growExtra(e) {
+		t.Fatal("a third connection was dialed to a relayed connector")
+	}
+	e.mu.Lock()
+	e.path = PathInfo{Path: "direct"}
+	e.mu.Unlock()
+	if !p.growExtra(e) {
+		t.Fatal("no third connection to a direct connector allowed four")
+	}
+	e.mu.Lock()
+	e.conn, e.extras = nil, nil // stand-ins: nothing to close
+	e.mu.Unlock()
+	p.close() // waits for the (failing) dial just started
+}
