@@ -2,6 +2,7 @@ package bench
 
 import (
 	"io"
+	"strings"
 	"time"
 )
 
@@ -23,6 +24,10 @@ type Options struct {
 	Probe time.Duration
 	// Tunnels to measure (default AllTunnels).
 	Tunnels []string
+	// Cells, when set, runs only the cells whose name contains one of
+	// these strings (e.g. "64 flows", "under bulk", "setup"; "idle flows"
+	// selects the memory cells), for quick A/B comparisons.
+	Cells []string
 	// IdleFlows are the flow counts of the memory cells (default 1,000 and
 	// 10,000; quick 1,000).
 	IdleFlows []int
@@ -57,6 +62,19 @@ type Options struct {
 	KeepWork bool
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
+}
+
+// wantCell says whether the cell named name is selected by Cells.
+func (o *Options) wantCell(name string) bool {
+	if len(o.Cells) == 0 {
+		return true
+	}
+	for _, c := range o.Cells {
+		if strings.Contains(name, c) {
+			return true
+		}
+	}
+	return false
 }
 
 func (o *Options) defaults() {

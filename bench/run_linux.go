@@ -334,6 +334,9 @@ func (r *runner) measure(ctx context.Context) {
 			order[i] = live[(i+rep)%len(live)]
 		}
 		for _, c := range r.cells() {
+			if !r.opts.wantCell(c.name) {
+				continue
+			}
 			if c.before != nil {
 				if err := c.before(ctx); err != nil {
 					r.progress("%s: setup failed: %v", c.name, err)
@@ -377,6 +380,9 @@ func (r *runner) measure(ctx context.Context) {
 	}
 	// Memory per idle flow: once per run, after the timed cells.
 	for _, n := range r.opts.IdleFlows {
+		if !r.opts.wantCell("idle flows") {
+			break
+		}
 		for _, t := range live {
 			if t.key == TunDirect || t.alive() != nil || ctx.Err() != nil {
 				continue

@@ -63,7 +63,11 @@ type Config struct {
 	// DirectOnly.
 	Dialer     Dialer
 	DirectOnly bool
-	Logger     *slog.Logger
+	// ConnsPerConnector is the most QUIC connections kept to one connector
+	// (client/spread.go); 0: min(GOMAXPROCS, 4), at least 2. 1 keeps a
+	// single connection, as before.
+	ConnsPerConnector int
+	Logger            *slog.Logger
 	// DeviceName is reported at login (default: the host name).
 	DeviceName string
 	// Preset returns what IT preset on this machine (controller URL,
@@ -132,6 +136,9 @@ type Daemon struct {
 // New opens the state directory, loads or creates the device key, and
 // restores the session and last policy. Call Start to resume.
 func New(cfg Config) (*Daemon, error) {
+	if cfg.ConnsPerConnector < 0 || cfg.ConnsPerConnector > maxConnsPerConnector {
+		return nil, fmt.Errorf("connections per connector: %d is outside 0..%d (0 picks the default)", cfg.ConnsPerConnector, maxConnsPerConnector)
+	}
 	st, err := openStateDir(cfg.StateDir)
 	if err != nil {
 		return nil, err
@@ -283,6 +290,9 @@ func (d *Daemon) startTunnelLocked() error {
 		return fmt.Errorf("start tunnel: %w", err)
 	}
 	d.pool = newPool(d.dialer, d, d.log, d.changed)
+	if d.cfg.ConnsPerConnector > 0 {
+		d.pool.maxConns = d.cfg.ConnsPerConnector
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := fe.Start(ctx, d); err != nil {
 		cancel()

@@ -57,12 +57,19 @@ type flow struct {
 	p    *pool
 	conn *quic.Conn
 	once sync.Once
+
+	// Bulk detection (spread.go): bytes moved since winStart (Unix ns),
+	// and flowInteractive, flowBulk or flowDone.
+	winStart atomic.Int64
+	winBytes atomic.Int64
+	bulk     atomic.Int32
 }
 
 func (f *flow) Read(p []byte) (int, error) {
 	n, err := f.Stream.Read(p)
 	f.e.bytesDown.Add(int64(n))
 	f.d.bytesDown.Add(int64(n))
+	f.account(n)
 	return n, err
 }
 
@@ -70,12 +77,16 @@ func (f *flow) Write(p []byte) (int, error) {
 	n, err := f.Stream.Write(p)
 	f.e.bytesUp.Add(int64(n))
 	f.d.bytesUp.Add(int64(n))
+	f.account(n)
 	return n, err
 }
 
 // finish releases the flow's counters; it does not touch the stream.
 func (f *flow) finish() {
 	f.once.Do(func() {
+		if f.bulk.Swap(flowDone) == flowBulk {
+			f.p.markBulk(f.conn, -1)
+		}
 		f.e.active.Add(-1)
 		f.p.untrack(f.conn)
 		f.d.activeFlows.Add(-1)
@@ -149,6 +160,13 @@ func (d *Daemon) openOn(ctx context.Context, p *pool, e *connEntry, hdr wire.Ope
 	if err != nil {
 		return nil, err
 	}
+	conn = p.place(ctx, e, conn) // counts the flow on conn at once (track)
+	placed := false
+	defer func() {
+		if !placed {
+			p.untrack(conn)
+		}
+	}()
 	s, err := conn.OpenStreamSync(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("open stream to connector %s: %w", e.info.Name, err)
@@ -217,7 +235,7 @@ wait:
 		return nil, &FlowError{Status: r.st, Msg: r.msg}
 	}
 	e.active.Add(1)
-	p.track(conn)
+	placed = true
 	d.activeFlows.Add(1)
 	d.changedSoon()
 	return &flow{Stream: s, e: e, d: d, p: p, conn: conn}, nil

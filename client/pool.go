@@ -83,6 +83,12 @@ type connEntry struct {
 	since        time.Time
 	lastErr      string
 
+	// Extra connections to the same connector (spread.go).
+	extras        []*extraConn
+	extraDialing  int
+	extraDone     chan struct{} // closed when the extra dials in progress end
+	extraFailedAt time.Time
+
 	active    atomic.Int64
 	total     atomic.Int64
 	bytesUp   atomic.Int64
@@ -100,17 +106,27 @@ type pool struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex
+	mu      sync.RWMutex // entries (read-locked on the flow-open path), kick
 	entries map[string]*connEntry
+	kick    chan struct{} // closed and replaced on a network change
+
+	// loadMu guards the per-connection flow counts; it is taken last
+	// (never while taking another lock).
+	loadMu  sync.Mutex
 	streams map[*quic.Conn]int // open flows per connection
-	kick    chan struct{}      // closed and replaced on a network change
+	bulk    map[*quic.Conn]int // open bulk flows per connection
+	// maxConns is the most QUIC connections kept per connector and
+	// spreadAt the flows that fill one (spread.go).
+	maxConns int
+	spreadAt int
 
 	refused refusalLog // rate-limited WARN for flows refused for lack of a path
 }
 
 func newPool(d Dialer, ts tokenSource, log *slog.Logger, onChange func()) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{}, streams: map[*quic.Conn]int{}, kick: make(chan struct{})}
+	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{},
+		streams: map[*quic.Conn]int{}, bulk: map[*quic.Conn]int{}, maxConns: defaultConnsPerConnector(), spreadAt: defaultSpreadAt, kick: make(chan struct{})}
 }
 
 // close closes every connection and waits for the background goroutines.
@@ -124,6 +140,9 @@ func (p *pool) close() {
 		if e.conn != nil {
 			_ = e.conn.CloseWithError(quicErrShutdown, "client shutting down")
 		}
+		for _, x := range e.extras {
+			_ = x.conn.CloseWithError(quicErrShutdown, "client shutting down")
+		}
 		e.mu.Unlock()
 	}
 	p.mu.Unlock()
@@ -131,9 +150,18 @@ func (p *pool) close() {
 }
 
 func (p *pool) entry(c controlapi.ConnectorInfo) *connEntry {
+	p.mu.RLock()
+	e, ok := p.entries[c.ID]
+	p.mu.RUnlock()
+	if ok {
+		e.mu.Lock()
+		e.info = c
+		e.mu.Unlock()
+		return e
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	e, ok := p.entries[c.ID]
+	e, ok = p.entries[c.ID]
 	if !ok {
 		e = &connEntry{id: c.ID}
 		p.entries[c.ID] = e
@@ -167,6 +195,10 @@ func (p *pool) retain(cs []controlapi.ConnectorInfo) {
 			_ = e.conn.CloseWithError(quicErrShutdown, "connector removed from policy")
 			e.conn = nil
 		}
+		for _, x := range e.extras {
+			_ = x.conn.CloseWithError(quicErrShutdown, "connector removed from policy")
+		}
+		e.extras = nil
 		e.removed = true
 		e.mu.Unlock()
 		if e.active.Load() == 0 {
@@ -224,22 +256,22 @@ func (p *pool) candidates(cs []controlapi.ConnectorInfo) []*connEntry {
 
 // track counts a flow opened on conn; untrack releases it.
 func (p *pool) track(conn *quic.Conn) {
-	p.mu.Lock()
+	p.loadMu.Lock()
 	p.streams[conn]++
-	p.mu.Unlock()
+	p.loadMu.Unlock()
 }
 
 func (p *pool) untrack(conn *quic.Conn) {
-	p.mu.Lock()
+	p.loadMu.Lock()
 	if p.streams[conn]--; p.streams[conn] <= 0 {
 		delete(p.streams, conn)
 	}
-	p.mu.Unlock()
+	p.loadMu.Unlock()
 }
 
 func (p *pool) openStreams(conn *quic.Conn) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.loadMu.Lock()
+	defer p.loadMu.Unlock()
 	return p.streams[conn]
 }
 
@@ -284,7 +316,7 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 			p.log.Warn("connection to connector silent; dialing a fresh one for new flows", "connector", info.Name)
 		}
 
-		conn, path, digest, exp, ctrl, err := p.dial(ctx, e, info)
+		conn, path, digest, exp, ctrl, err := p.dial(ctx, e, info, false)
 		e.mu.Lock()
 		e.dialing = nil
 		e.dialErr = err
@@ -314,6 +346,7 @@ func (p *pool) get(ctx context.Context, e *connEntry) (*quic.Conn, error) {
 		p.wg.Add(2)
 		go p.monitor(e, conn)
 		go p.refresh(e, conn, ctrl, digest, exp)
+		p.growExtra(e) // the spare: a clean connection for interactive flows
 		p.changed()
 		return conn, nil
 	}
@@ -340,11 +373,20 @@ func quicConfig() *quic.Config {
 }
 
 // dial fetches a token, opens the pinned QUIC connection and authenticates
-// the control stream.
-func (p *pool) dial(ctx context.Context, e *connEntry, info controlapi.ConnectorInfo) (*quic.Conn, PathInfo, string, time.Time, *quic.Stream, error) {
+// the control stream. An extra connection (spread.go) presents the token
+// the entry holds when it is valid for a while yet, instead of asking the
+// controller again.
+func (p *pool) dial(ctx context.Context, e *connEntry, info controlapi.ConnectorInfo, extra bool) (*quic.Conn, PathInfo, string, time.Time, *quic.Stream, error) {
 	ctx, cancel := context.WithTimeout(ctx, dialTimeout+5*time.Second)
 	defer cancel()
-	token, claims, err := p.token(ctx, e, info)
+	token, claims, ok := "", (*ctoken.Claims)(nil), false
+	if extra {
+		token, claims, ok = p.heldToken(e, "", time.Now())
+	}
+	var err error
+	if !ok {
+		token, claims, err = p.token(ctx, e, info)
+	}
 	if err != nil {
 		return nil, PathInfo{}, "", time.Time{}, nil, err
 	}
@@ -366,7 +408,11 @@ func (p *pool) dial(ctx context.Context, e *connEntry, info controlapi.Connector
 		_ = conn.CloseWithError(quicErrShutdown, "token refused")
 		return nil, PathInfo{}, "", time.Time{}, nil, fmt.Errorf("connector %s: %w", info.Name, err)
 	}
-	p.log.Info("connected to connector", "connector", info.Name, "path", path.Path, "remote", path.RemoteAddr)
+	if extra {
+		p.log.Debug("extra connection to connector", "connector", info.Name, "path", path.Path, "remote", path.RemoteAddr)
+	} else {
+		p.log.Info("connected to connector", "connector", info.Name, "path", path.Path, "remote", path.RemoteAddr)
+	}
 	return conn, path, digest, claims.ExpiresAt.Time, ctrl, nil
 }
 
@@ -409,10 +455,18 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 			p.drop(e, conn, context.Cause(conn.Context()))
 			return
 		case now := <-t.C:
+			open := p.openStreams(conn)
 			e.mu.Lock()
 			current := e.conn == conn
+			xi, x := e.extraLocked(conn)
+			retire := x != nil && e.retireExtraLocked(xi, x, open, now)
 			e.mu.Unlock()
-			if !current && p.openStreams(conn) == 0 {
+			if retire {
+				_ = conn.CloseWithError(quicErrShutdown, "not needed")
+				p.changed()
+				return
+			}
+			if !current && x == nil && open == 0 {
 				// Replaced while suspect and its last flow has ended.
 				_ = conn.CloseWithError(quicErrShutdown, "replaced")
 				return
@@ -431,6 +485,9 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 					p.log.Info("connector answers again", "connector", e.info.Name)
 					p.changed()
 				}
+				if x != nil {
+					x.suspect.Store(false)
+				}
 				continue
 			}
 			silent := now.Sub(lastChange)
@@ -439,6 +496,9 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 				_ = conn.CloseWithError(quicErrDead, err.Error())
 				p.drop(e, conn, err)
 				return
+			}
+			if x != nil && silent > suspectAfter {
+				x.suspect.Store(true) // new flows go to the other connections
 			}
 			if current && silent > suspectAfter && e.suspect.CompareAndSwap(false, true) {
 				p.log.Warn("connector silent; new flows prefer other connectors", "connector", e.info.Name, "silent", silent)
@@ -450,9 +510,29 @@ func (p *pool) monitor(e *connEntry, conn *quic.Conn) {
 
 func (p *pool) drop(e *connEntry, conn *quic.Conn, cause error) {
 	e.mu.Lock()
+	if i, x := e.extraLocked(conn); x != nil {
+		e.removeExtraLocked(i)
+		spare := len(e.extras) == 0
+		e.mu.Unlock()
+		p.log.Debug("extra connection to connector lost", "connector", e.info.Name, "err", cause)
+		if spare {
+			p.growExtra(e)
+		}
+		p.changed()
+		return
+	}
 	lost := e.conn == conn
 	if lost {
 		e.conn = nil
+		if p.promoteLocked(e) {
+			// Another connection to the connector is live: new flows go
+			// there at once, and a new spare is dialed behind it.
+			p.log.Info("connection to connector lost; its other connection takes over", "connector", e.info.Name, "err", cause)
+			e.mu.Unlock()
+			p.growExtra(e)
+			p.changed()
+			return
+		}
 		e.failedAt = time.Now()
 		p.log.Warn("connection to connector lost; reconnecting", "connector", e.info.Name, "err", cause)
 	}

@@ -27,7 +27,9 @@ type RunOptions struct {
 	// DirectOnly dials connectors only at the addresses they report (no
 	// relays, no NAT traversal).
 	DirectOnly bool
-	Logger     *slog.Logger
+	// ConnsPerConnector: see Config.ConnsPerConnector.
+	ConnsPerConnector int
+	Logger            *slog.Logger
 	// CAPEM is the deployment CA for signing in with the preset service
 	// key (posternd --ca), when the controller is not in the system roots.
 	CAPEM string
@@ -56,7 +58,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 	}
 	met := newDaemonMetrics()
-	dcfg := Config{StateDir: o.StateDir, Dialer: o.Dialer, DirectOnly: o.DirectOnly, Logger: log, Preset: o.Preset}
+	dcfg := Config{StateDir: o.StateDir, Dialer: o.Dialer, DirectOnly: o.DirectOnly, ConnsPerConnector: o.ConnsPerConnector, Logger: log, Preset: o.Preset}
 	if o.SOCKS5 != "" {
 		addr := o.SOCKS5
 		dcfg.NewFrontend = func() (Frontend, error) { return NewSOCKS5Frontend(addr), nil }

@@ -46,6 +46,25 @@ func (p *pool) token(ctx context.Context, e *connEntry, info controlapi.Connecto
 	return e.lastToken, e.lastClaims, nil
 }
 
+// heldToken returns the last verified token of e when it names digest
+// (empty: e's current digest) and stays valid for refreshMargin beyond
+// notBefore: an extra connection (spread.go) presents it instead of asking
+// the controller, and a refresh uses it when another connection of e
+// already fetched a newer one.
+func (p *pool) heldToken(e *connEntry, digest string, notBefore time.Time) (string, *ctoken.Claims, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if digest == "" {
+		digest = e.digest
+	}
+	cl := e.lastClaims
+	if cl == nil || cl.ExpiresAt == nil || digest == "" || !pki.DigestEqual(cl.ConnectorCertSHA256, digest) ||
+		cl.ExpiresAt.Time.Before(notBefore.Add(refreshMargin)) || time.Until(cl.ExpiresAt.Time) < refreshMargin {
+		return "", nil, false
+	}
+	return e.lastToken, cl, true
+}
+
 // refresh sends a fresh Connection Token on the control stream before the
 // current one expires. When the controller is unreachable it retries; the
 // connection keeps working until the token expires (fail static).
@@ -80,9 +99,13 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest 
 			e.mu.Lock()
 			info := e.info
 			e.mu.Unlock()
-			ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
-			token, claims, err := p.tokens.connectionToken(ctx, info)
-			cancel()
+			token, claims, held := p.heldToken(e, digest, exp)
+			var err error
+			if !held {
+				ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
+				token, claims, err = p.tokens.connectionToken(ctx, info)
+				cancel()
+			}
 			if err == nil && !pki.DigestEqual(claims.ConnectorCertSHA256, digest) {
 				digest = claims.ConnectorCertSHA256
 				e.mu.Lock()
@@ -104,6 +127,8 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest 
 					e.mu.Lock()
 					if e.conn == conn {
 						e.tokenExp = exp
+					} else if _, x := e.extraLocked(conn); x != nil {
+						x.tokenExp = exp
 					}
 					e.lastToken, e.lastClaims = token, claims
 					e.mu.Unlock()
@@ -114,6 +139,8 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest 
 					e.mu.Lock()
 					if e.conn == conn {
 						e.draining = true
+					} else if _, x := e.extraLocked(conn); x != nil {
+						x.draining = true
 					}
 					e.mu.Unlock()
 					p.log.Warn("connector refused refreshed token; draining connection", "connector", info.Name, "err", err)

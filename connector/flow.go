@@ -358,8 +358,8 @@ func (f *flow) spliceTCP(tc net.Conn) {
 		}
 		closeWrite(tc)
 	}()
-	// destination -> client
-	n, err := pump(f.st, tc, waiterFor(tc))
+	// destination -> client; a bulk download yields to short flows
+	n, err := pump(newBulkWriter(f.st), tc, waiterFor(tc))
 	f.down.Add(n)
 	if err != nil {
 		f.setResult(resultReset)

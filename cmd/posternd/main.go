@@ -38,6 +38,7 @@ func main() {
 	socket := fs.String("socket", "", "local API socket (default STATE/posternd.sock)")
 	group := fs.String("socket-group", "", "group (name or gid) allowed to use the local API socket")
 	directOnly := fs.Bool("direct-only", false, "dial connectors only at the addresses they report (no relays or NAT traversal)")
+	connsPer := fs.Int("conns-per-connector", 0, "most QUIC connections kept to one connector (0: min(GOMAXPROCS, 4), at least 2; 1: a single connection)")
 	caFile := fs.String("ca", "", "PEM file of the deployment CA, for signing in with the preset service key when the controller is not in the system roots")
 	restore := fs.Bool("restore", false, "undo the DNS configuration and routes a crashed daemon left behind (for --state and --tun), then exit; exit 0 when there is nothing to do")
 	metrics := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this loopback address (e.g. 127.0.0.1:9465): flows, bytes, path per connector, DNS queries and latency")
@@ -106,7 +107,7 @@ func main() {
 		caPEM = string(b)
 	}
 	opts := client.RunOptions{
-		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks, DirectOnly: *directOnly,
+		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks, DirectOnly: *directOnly, ConnsPerConnector: *connsPer,
 		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv4Only: !*ipv6, V4Range: ranges.DeviceV4(), V6Range: ranges.DeviceV6()},
 		Logger: log, CAPEM: caPEM, MetricsAddr: *metrics,
 	}
