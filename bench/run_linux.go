@@ -400,7 +400,7 @@ func (r *runner) measure(ctx context.Context) {
 	}
 	// No stall: short connections in a row, once per run, direct path.
 	for _, t := range live {
-		if t.key == TunPosternDirect && r.opts.ShortConns > 0 && ctx.Err() == nil {
+		if t.key == TunPosternDirect && r.opts.ShortConns > 0 && r.opts.wantCell("short connections") && ctx.Err() == nil {
 			r.shortConnsPhase(ctx, t, vals[t.key])
 		}
 	}

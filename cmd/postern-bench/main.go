@@ -42,7 +42,7 @@ func main() {
 	fs.IntVar(&o.Repeats, "repeats", 0, "repeats of every cell (default 3, quick 1)")
 	fs.DurationVar(&o.Cell, "cell", 0, "length of one throughput cell (default 2s, quick 1s)")
 	tunnels := fs.String("tunnels", "", "comma-separated tunnels to measure (default all: "+strings.Join(bench.AllTunnels, ",")+")")
-	cells := fs.String("cells", "", "comma-separated parts of cell names: run only those cells (e.g. \"64 flows,under bulk,setup\"; \"idle flows\" for the memory cells; default all)")
+	cells := fs.String("cells", "", "comma-separated parts of cell names: run only those cells (e.g. \"64 flows,under bulk,setup\"; \"idle flows\" for the memory cells, \"short connections\" for the no-stall phase; default all)")
 	flows := fs.String("idle-flows", "", "comma-separated idle flow counts for the memory cells (default 1000,10000; quick 1000)")
 	goBench := fs.String("go-bench", "", "run the Go benchmarks of the Postern packages (default true, quick false)")
 	fs.StringVar(&o.GoBenchTime, "benchtime", "", "go test -benchtime for the Go benchmarks (default 200ms)")
