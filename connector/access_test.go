@@ -8,7 +8,6 @@ import (
 	"io"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,26 +15,6 @@ import (
 	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/wire"
 )
-
-// testClock is real time moved by an offset: the controller and the
-// connector judge MFA windows, grant ends and auto-lock by it, and oathtool
-// makes codes for it with --now.
-type testClock struct {
-	mu  sync.Mutex
-	off time.Duration
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.off)
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.off += d
-	c.mu.Unlock()
-}
 
 const accessYAML = `
 remote_networks:
@@ -91,7 +70,7 @@ auto_lock: 2h
 
 type accessEnv struct {
 	*lab
-	clk        *testClock
+	clk        *testenv.Clock // the controller and connector judge MFA windows, grant ends and auto-lock by it; oathtool makes codes for it with --now
 	echo       uint16
 	alice, bob *device
 }
@@ -101,7 +80,7 @@ func newAccessEnv(t *testing.T) *accessEnv {
 	if _, err := exec.LookPath("oathtool"); err != nil {
 		t.Fatal("oathtool is required (scripts/install-deps.sh installs it)")
 	}
-	clk := &testClock{}
+	clk := &testenv.Clock{}
 	_, port := testenv.EchoTCP(t, "127.0.0.1:0")
 	y := strings.ReplaceAll(accessYAML, "{{ECHO}}", fmt.Sprint(port))
 	l := newLabAt(t, y, clk.Now, func(c *Config) { c.Now = clk.Now })
