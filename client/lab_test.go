@@ -133,6 +133,16 @@ func (l *lab) newDaemon() (*Daemon, *SOCKS5Frontend) {
 	return d, fe
 }
 
+// aliceOnline starts a daemon, logs alice in and waits until her policy
+// lists n online connectors.
+func (l *lab) aliceOnline(n int) (*Daemon, *SOCKS5Frontend) {
+	l.t.Helper()
+	d, fe := l.newDaemon()
+	l.login(d, "alice@example.com", "alice-password-1")
+	waitConnectors(l.t, d, n)
+	return d, fe
+}
+
 func (l *lab) login(d *Daemon, email, password string) localapi.Status {
 	l.t.Helper()
 	st, err := d.Login(l.ctx, localapi.LoginRequest{ControllerURL: l.url, CAPEM: l.ca, Email: email, Password: password})
