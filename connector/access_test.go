@@ -16,21 +16,7 @@ import (
 	"postern.dev/postern/wire"
 )
 
-const accessYAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com, bob@example.com]
-  - name: sre-leads
-    users: [bob@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-  - email: bob@example.com
-    password: "bob-password-12"
-posture_profiles:
+var accessYAML = testenv.ApproverPolicy("corp-a") + `posture_profiles:
   - name: managed
     os_min: {linux: "6.1"}
     disk_encryption: true

@@ -34,21 +34,7 @@ func (r resolver) LookupNetIP(ctx context.Context, network, host string) ([]neti
 	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
 
-const cliAccessYAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com, bob@example.com]
-  - name: sre-leads
-    users: [bob@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-  - email: bob@example.com
-    password: "bob-password-12"
-resources:
+var cliAccessYAML = testenv.ApproverPolicy("corp-a") + `resources:
   - name: mfa-db
     address: 127.0.0.1
     network: corp

@@ -192,3 +192,23 @@ func TestServeDNS(t *testing.T) {
 		t.Fatalf("query to ServeDNS at %s: %v %v", addr, r, err)
 	}
 }
+
+func TestApproverPolicy(t *testing.T) {
+	want := `remote_networks:
+  - name: corp
+    connectors: [corp-a, corp-b]
+groups:
+  - name: engineering
+    users: [alice@example.com, bob@example.com]
+  - name: sre-leads
+    users: [bob@example.com]
+users:
+  - email: alice@example.com
+    password: "alice-password-1"
+  - email: bob@example.com
+    password: "bob-password-12"
+`
+	if got := ApproverPolicy("corp-a", "corp-b"); got != want {
+		t.Fatalf("ApproverPolicy:\n%s\nwant:\n%s", got, want)
+	}
+}
