@@ -11,16 +11,6 @@ import (
 	"time"
 )
 
-// DemoOptions configure `postern-lab demo` and `postern-lab up`.
-type DemoOptions struct {
-	Options
-	NonInteractive bool
-	// TopologyOnly skips the Postern programs (up only): namespaces, NAT
-	// and the private services.
-	TopologyOnly bool
-	Out          io.Writer
-}
-
 func (o *DemoOptions) defaults() {
 	if o.Out == nil {
 		o.Out = os.Stdout
