@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"gopkg.in/yaml.v3"
 )
 
 // recorder is a testing.TB that records Skip and Fatal instead of acting.
@@ -194,21 +195,26 @@ func TestServeDNS(t *testing.T) {
 }
 
 func TestApproverPolicy(t *testing.T) {
-	want := `remote_networks:
-  - name: corp
-    connectors: [corp-a, corp-b]
-groups:
-  - name: engineering
-    users: [alice@example.com, bob@example.com]
-  - name: sre-leads
-    users: [bob@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-  - email: bob@example.com
-    password: "bob-password-12"
-`
-	if got := ApproverPolicy("corp-a", "corp-b"); got != want {
-		t.Fatalf("ApproverPolicy:\n%s\nwant:\n%s", got, want)
+	var p struct {
+		RemoteNetworks []struct {
+			Name       string
+			Connectors []string
+		} `yaml:"remote_networks"`
+		Groups []struct {
+			Name  string
+			Users []string
+		}
+		Users []struct {
+			Email    string
+			Password string
+		}
+	}
+	if err := yaml.Unmarshal([]byte(ApproverPolicy("corp-a", "corp-b")), &p); err != nil {
+		t.Fatalf("ApproverPolicy is not YAML: %v", err)
+	}
+	got := fmt.Sprint(p.RemoteNetworks, p.Groups, p.Users)
+	want := "[{corp [corp-a corp-b]}] [{engineering [alice@example.com bob@example.com]} {sre-leads [bob@example.com]}] [{alice@example.com " + AlicePassword + "} {bob@example.com " + BobPassword + "}]"
+	if got != want {
+		t.Fatalf("ApproverPolicy holds %s, want %s", got, want)
 	}
 }
