@@ -88,11 +88,7 @@ func ipv6Daemon(t *testing.T, ipv4Only, no6 bool, dial func(ctx context.Context,
 	rr := &recordingRouter{no6: no6}
 	fe.cfg.NewRouter = func(string) (platform.Router, error) { return rr, nil }
 	fe.cfg.IPv4Only = ipv4Only
-	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	d := newTestDaemon(t, fe)
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
 	testenv.Eventually(t, 10*time.Second, "the IPv4 resource routed", func() bool { return rr.has("198.18.7.0/24") })

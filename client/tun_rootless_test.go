@@ -101,11 +101,7 @@ func TestRootlessTUNThroughConnector(t *testing.T) {
 	}
 	t.Cleanup(host.Close)
 	fe := rootlessTUN(t, host)
-	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	d := newTestDaemon(t, fe)
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
 
