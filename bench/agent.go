@@ -245,6 +245,24 @@ func RequestResponse(ctx context.Context, addr string, size int, d time.Duration
 	return res, nil
 }
 
+// errCount counts the errors of a load's workers and keeps the first one's
+// text.
+type errCount struct {
+	n     atomic.Int64
+	first atomic.Value // string
+}
+
+func (e *errCount) add(err error) {
+	e.n.Add(1)
+	e.first.CompareAndSwap(nil, err.Error())
+}
+
+// report returns how many errors there were and the first one's text.
+func (e *errCount) report() (int, string) {
+	s, _ := e.first.Load().(string)
+	return int(e.n.Load()), s
+}
+
 // ConnectionSetup runs workers that each, for d, open a TCP connection,
 // exchange one 64-byte request/response and close it. It reports the
 // connect() time, the time to the first response byte, and the rate.
@@ -252,8 +270,7 @@ func ConnectionSetup(ctx context.Context, addr string, workers int, d time.Durat
 	var res SetupResult
 	var mu sync.Mutex
 	var connects, firsts []time.Duration
-	var nerr atomic.Int64
-	var firstErr atomic.Value
+	var errs errCount
 	start := time.Now()
 	end := start.Add(d)
 	var wg sync.WaitGroup
@@ -268,8 +285,7 @@ func ConnectionSetup(ctx context.Context, addr string, workers int, d time.Durat
 				t0 := time.Now()
 				c, err := dl.DialContext(ctx, "tcp", addr)
 				if err != nil {
-					nerr.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
+					errs.add(err)
 					time.Sleep(10 * time.Millisecond)
 					continue
 				}
@@ -282,8 +298,7 @@ func ConnectionSetup(ctx context.Context, addr string, workers int, d time.Durat
 				t2 := time.Now()
 				c.Close()
 				if err != nil {
-					nerr.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
+					errs.add(err)
 					continue
 				}
 				lc = append(lc, t1.Sub(t0))
@@ -298,10 +313,7 @@ func ConnectionSetup(ctx context.Context, addr string, workers int, d time.Durat
 	wg.Wait()
 	elapsed := time.Since(start)
 	res.Conns = len(connects)
-	res.Errors = int(nerr.Load())
-	if s, ok := firstErr.Load().(string); ok {
-		res.FirstError = s
-	}
+	res.Errors, res.FirstError = errs.report()
 	if res.Conns == 0 {
 		return res, fmt.Errorf("setup %s: no connection completed (%d errors, first: %s)", addr, res.Errors, res.FirstError)
 	}
@@ -318,8 +330,7 @@ func ConnectionSetup(ctx context.Context, addr string, workers int, d time.Durat
 func Hold(openCtx, ctx context.Context, addr string, n, workers int, stdout io.Writer, stdin io.Reader) error {
 	start := time.Now()
 	conns := make([]net.Conn, n)
-	var nerr atomic.Int64
-	var firstErr atomic.Value
+	var errs errCount
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	if workers < 1 {
@@ -345,8 +356,7 @@ func Hold(openCtx, ctx context.Context, addr string, n, workers int, stdout io.W
 					_ = c.SetDeadline(time.Time{})
 				}
 				if err != nil {
-					nerr.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
+					errs.add(err)
 					if c != nil {
 						c.Close()
 					}
@@ -364,14 +374,12 @@ func Hold(openCtx, ctx context.Context, addr string, n, workers int, stdout io.W
 			}
 		}
 	}()
-	res := HoldResult{Errors: int(nerr.Load()), Seconds: time.Since(start).Seconds()}
+	res := HoldResult{Seconds: time.Since(start).Seconds()}
+	res.Errors, res.FirstError = errs.report()
 	for _, c := range conns {
 		if c != nil {
 			res.Opened++
 		}
-	}
-	if s, ok := firstErr.Load().(string); ok {
-		res.FirstError = s
 	}
 	if err := json.NewEncoder(stdout).Encode(res); err != nil {
 		return fmt.Errorf("hold: print result: %w", err)
@@ -394,8 +402,7 @@ func DNSLoad(ctx context.Context, server, name string, workers int, d time.Durat
 	var res DNSResult
 	var mu sync.Mutex
 	var lat []time.Duration
-	var nerr atomic.Int64
-	var firstErr atomic.Value
+	var errs errCount
 	start := time.Now()
 	end := start.Add(d)
 	var wg sync.WaitGroup
@@ -406,8 +413,7 @@ func DNSLoad(ctx context.Context, server, name string, workers int, d time.Durat
 			cl := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
 			conn, err := cl.Dial(server)
 			if err != nil {
-				nerr.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
+				errs.add(err)
 				return
 			}
 			defer conn.Close()
@@ -422,8 +428,7 @@ func DNSLoad(ctx context.Context, server, name string, workers int, d time.Durat
 					err = fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
 				}
 				if err != nil {
-					nerr.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
+					errs.add(err)
 					continue
 				}
 				l = append(l, time.Since(t0))
@@ -435,10 +440,7 @@ func DNSLoad(ctx context.Context, server, name string, workers int, d time.Durat
 	}
 	wg.Wait()
 	res.Queries = len(lat)
-	res.Errors = int(nerr.Load())
-	if s, ok := firstErr.Load().(string); ok {
-		res.FirstError = s
-	}
+	res.Errors, res.FirstError = errs.report()
 	if res.Queries == 0 {
 		return res, fmt.Errorf("dns %s @%s: no answer (%d errors, first: %s)", name, server, res.Errors, res.FirstError)
 	}

@@ -10,6 +10,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 func startEcho(t *testing.T) string {
@@ -77,8 +81,12 @@ func TestSetupReportsUnreachable(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	if _, err := ConnectionSetup(context.Background(), addr, 2, 50*time.Millisecond); err == nil {
+	res, err := ConnectionSetup(context.Background(), addr, 2, 50*time.Millisecond)
+	if err == nil {
 		t.Fatal("setup against a closed port succeeded")
+	}
+	if res.Errors == 0 || !strings.Contains(res.FirstError, "refused") {
+		t.Fatalf("setup against a closed port: %d errors, first %q; want the refusals counted", res.Errors, res.FirstError)
 	}
 }
 
@@ -158,5 +166,30 @@ func TestReportRoundTrip(t *testing.T) {
 	}
 	if len(back.Targets) != len(rep.Targets) {
 		t.Fatalf("targets %d, want %d", len(back.Targets), len(rep.Targets))
+	}
+}
+
+// answerOK answers A queries for names under ok. and NXDOMAIN for others.
+var answerOK = dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(r)
+	if q := r.Question[0]; strings.HasSuffix(q.Name, "ok.") {
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.IPv4(192, 0, 2, 1)})
+	} else {
+		m.Rcode = dns.RcodeNameError
+	}
+	_ = w.WriteMsg(m)
+})
+
+func TestDNSLoadCountsAnswersAndErrors(t *testing.T) {
+	server := testenv.ServeDNS(t, answerOK)
+	ctx := context.Background()
+	res, err := DNSLoad(ctx, server, "host.ok", 2, 100*time.Millisecond)
+	if err != nil || res.Queries == 0 || res.Errors != 0 || res.PerSec <= 0 {
+		t.Fatalf("DNSLoad against an answering server: %+v, %v", res, err)
+	}
+	res, err = DNSLoad(ctx, server, "host.missing", 2, 50*time.Millisecond)
+	if err == nil || res.Queries != 0 || res.Errors == 0 || !strings.Contains(res.FirstError, "NXDOMAIN") {
+		t.Fatalf("DNSLoad against NXDOMAIN answers: %+v, %v; want the errors counted with the first one's text", res, err)
 	}
 }

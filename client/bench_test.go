@@ -57,9 +57,7 @@ func BenchmarkTunnelThroughputSOCKS5(b *testing.B) {
 	defer stop()
 	l := newLab(b, renderYAML(port, 1))
 	l.startConnector("corp-a", nil)
-	d, fe := l.newDaemon()
-	l.login(d, "alice@example.com", "alice-password-1")
-	waitConnectors(b, d, 1)
+	_, fe := l.aliceOnline(1)
 	c, code, err := socksConnect(fe, "127.0.0.1", port)
 	if err != nil || code != 0 {
 		b.Fatalf("connect: %d %v", code, err)

@@ -43,19 +43,12 @@ func (w *watchingOSC) change(servers []netip.AddrPort) {
 // fixedDNS serves A answers with ip for every name on loopback UDP.
 func fixedDNS(t *testing.T, ip string) netip.AddrPort {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+	return netip.MustParseAddrPort(testenv.ServeDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(r)
 		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.ParseIP(ip)})
 		_ = w.WriteMsg(m)
-	})}
-	go s.ActivateAndServe()
-	t.Cleanup(func() { _ = s.Shutdown() })
-	return netip.MustParseAddrPort(pc.LocalAddr().String())
+	})))
 }
 
 // TestForwardingFollowsOriginalResolvers: when the OS configurator reports

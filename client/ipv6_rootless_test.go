@@ -88,11 +88,7 @@ func ipv6Daemon(t *testing.T, ipv4Only, no6 bool, dial func(ctx context.Context,
 	rr := &recordingRouter{no6: no6}
 	fe.cfg.NewRouter = func(string) (platform.Router, error) { return rr, nil }
 	fe.cfg.IPv4Only = ipv4Only
-	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	d := newTestDaemon(t, fe)
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
 	testenv.Eventually(t, 10*time.Second, "the IPv4 resource routed", func() bool { return rr.has("198.18.7.0/24") })
@@ -175,26 +171,7 @@ func TestIPv6ResourcesThroughTUNByDefault(t *testing.T) {
 		t.Fatal("tcp/22 to an address of the CIDR resource (which allows tcp/5432 only) was accepted")
 	}
 
-	u, err := host.DialUDP(netip.MustParseAddrPort("[2001:db8:100::99]:5353"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
-	buf := make([]byte, 64)
-	testenv.Poll(t, 15*time.Second, "a UDP echo to an IPv6 CIDR resource", func() error {
-		if _, err := u.Write([]byte("v6 datagram")); err != nil {
-			return err
-		}
-		_ = u.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		n, err := u.Read(buf)
-		if err != nil {
-			return err
-		}
-		if string(buf[:n]) != "v6 datagram" {
-			t.Fatalf("UDP echo %q", buf[:n])
-		}
-		return nil
-	})
+	udpEcho(t, host, "[2001:db8:100::99]:5353", "v6 datagram", "a UDP echo to an IPv6 CIDR resource")
 	if got := <-dialed; got != "udp [2001:db8:100::99]:5353" {
 		t.Fatalf("connector dialed %q, want udp [2001:db8:100::99]:5353", got)
 	}

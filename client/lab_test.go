@@ -122,14 +122,30 @@ func (l *lab) startConnectorWith(name string, res staticResolver, tune func(*con
 
 // newDaemon starts a client daemon in SOCKS5 mode on a free port.
 func (l *lab) newDaemon() (*Daemon, *SOCKS5Frontend) {
-	t := l.t
-	t.Helper()
+	l.t.Helper()
 	fe := NewSOCKS5Frontend("127.0.0.1:0")
+	return newTestDaemon(l.t, fe), fe
+}
+
+// newTestDaemon makes a client daemon with front-end fe, a state directory
+// of the test's own and the test's logger, closed when the test ends.
+func newTestDaemon(t testing.TB, fe Frontend) *Daemon {
+	t.Helper()
 	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// aliceOnline starts a daemon, logs alice in and waits until her policy
+// lists n online connectors.
+func (l *lab) aliceOnline(n int) (*Daemon, *SOCKS5Frontend) {
+	l.t.Helper()
+	d, fe := l.newDaemon()
+	l.login(d, "alice@example.com", "alice-password-1")
+	waitConnectors(l.t, d, n)
 	return d, fe
 }
 

@@ -32,9 +32,7 @@ func TestTokenRefreshInBand(t *testing.T) {
 	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLabWith(t, renderYAML(echoPort, 1), func(c *controller.Config) { c.TokenTTL = refreshTestTTL })
 	l.startConnector("corp-a", nil)
-	d, fe := l.newDaemon()
-	l.login(d, "alice@example.com", "alice-password-1")
-	waitConnectors(t, d, 1)
+	d, fe := l.aliceOnline(1)
 	c, code, err := socksConnect(fe, "127.0.0.1", echoPort)
 	if err != nil || code != 0 {
 		t.Fatalf("connect: %d %v", code, err)
@@ -92,9 +90,7 @@ func TestFailStatic(t *testing.T) {
 	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	l.startConnector("corp-a", nil)
-	d, fe := l.newDaemon()
-	l.login(d, "alice@example.com", "alice-password-1")
-	waitConnectors(t, d, 1)
+	d, fe := l.aliceOnline(1)
 	proxy := fe
 	c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
 	if err != nil || code != 0 {
@@ -135,9 +131,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
 	l.startConnector("corp-a", nil)
-	d, fe := l.newDaemon()
-	l.login(d, "alice@example.com", "alice-password-1")
-	waitConnectors(t, d, 1)
+	d, fe := l.aliceOnline(1)
 	c, code, err := socksConnect(fe, "127.0.0.1", echoPort)
 	if err != nil || code != 0 {
 		t.Fatalf("connect: %d %v", code, err)

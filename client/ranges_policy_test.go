@@ -3,7 +3,6 @@ package client
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -57,18 +56,7 @@ func (r *rangedTUN) build(v4, v6 netip.Prefix) (Frontend, error) {
 			}
 			return nil
 		},
-		ListenDNS: func(ctx context.Context, _ netip.AddrPort, _ string) (net.PacketConn, net.Listener, error) {
-			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-			if err != nil {
-				return nil, nil, err
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				pc.Close()
-				return nil, nil, err
-			}
-			return pc, ln, nil
-		},
+		ListenDNS: loopbackDNS,
 	})
 }
 

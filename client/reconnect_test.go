@@ -91,14 +91,10 @@ func TestLostConnectorRedialedInBackground(t *testing.T) {
 	t.Cleanup(func() { d.Close() })
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
-	proxy := fe
 	echo := func() error {
-		c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
+		c, err := socksEcho(fe, echoPort)
 		if err != nil {
 			return err
-		}
-		if code != 0 || c == nil {
-			return fmt.Errorf("socks reply %d", code)
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
@@ -186,20 +182,8 @@ func TestLongFlowOutlivesCertificateRotation(t *testing.T) {
 	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLabWith(t, renderYAML(echoPort, 1), func(c *controller.Config) { c.TokenTTL = ttl })
 	a := l.startConnector("corp-a", nil)
-	d, fe := l.newDaemon()
-	l.login(d, "alice@example.com", "alice-password-1")
-	waitConnectors(t, d, 1)
-	proxy := fe
-	open := func() (net.Conn, error) {
-		c, code, err := socksConnect(proxy, "127.0.0.1", echoPort)
-		if err != nil {
-			return nil, err
-		}
-		if code != 0 || c == nil {
-			return nil, fmt.Errorf("socks reply %d", code)
-		}
-		return c, nil
-	}
+	d, fe := l.aliceOnline(1)
+	open := func() (net.Conn, error) { return socksEcho(fe, echoPort) }
 	long, err := open()
 	if err != nil {
 		t.Fatalf("open the long flow: %v", err)

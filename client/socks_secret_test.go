@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"postern.dev/postern/internal/testenv"
 )
 
 func TestSOCKSSecretFile(t *testing.T) {
@@ -70,11 +68,7 @@ func TestSOCKSSecretFile(t *testing.T) {
 // offering only "no authentication" and those with a wrong password.
 func TestSOCKS5FrontendRefusesNoAuth(t *testing.T) {
 	fe := NewSOCKS5Frontend("127.0.0.1:0")
-	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := newTestDaemon(t, fe)
 	if err := fe.Start(context.Background(), d); err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,20 @@ func (noDNS) SupportsSplitDNS() bool                                 { return tr
 func (noDNS) Set(platform.DNSConfig) error                           { return nil }
 func (noDNS) Close() error                                           { return nil }
 
+// loopbackDNS listens for the DNS proxy on free loopback ports.
+func loopbackDNS(context.Context, netip.AddrPort, string) (net.PacketConn, net.Listener, error) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		pc.Close()
+		return nil, nil, err
+	}
+	return pc, ln, nil
+}
+
 // rootlessTUN is a TUN front-end on an in-memory device whose other side is
 // host, with the DNS proxy on loopback: no root, no kernel TUN.
 func rootlessTUN(t *testing.T, host *netstacktest.Host) *TUNFrontend {
@@ -52,18 +66,7 @@ func rootlessTUN(t *testing.T, host *netstacktest.Host) *TUNFrontend {
 		NewOSConfigurator:   func(string, string) (platform.OSConfigurator, error) { return noDNS{}, nil },
 		RestoreAfterCrash:   func(string) error { return nil },
 		CheckRangeConflicts: func([]netip.Prefix, string) error { return nil },
-		ListenDNS: func(ctx context.Context, _ netip.AddrPort, _ string) (net.PacketConn, net.Listener, error) {
-			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-			if err != nil {
-				return nil, nil, err
-			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				pc.Close()
-				return nil, nil, err
-			}
-			return pc, ln, nil
-		},
+		ListenDNS:           loopbackDNS,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -98,11 +101,7 @@ func TestRootlessTUNThroughConnector(t *testing.T) {
 	}
 	t.Cleanup(host.Close)
 	fe := rootlessTUN(t, host)
-	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t), NewFrontend: func() (Frontend, error) { return fe, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	d := newTestDaemon(t, fe)
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
 
@@ -125,28 +124,7 @@ func TestRootlessTUNThroughConnector(t *testing.T) {
 		t.Fatalf("TCP echo through the TUN: %d of %d bytes, %v", len(got), len(payload), err)
 	}
 
-	u, err := host.DialUDP(netip.MustParseAddrPort("198.18.7.7:5353"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Close()
-	buf := make([]byte, 2048)
-	// The first datagram opens the flow; UDP may drop, so ask until the
-	// answer comes, within the deadline.
-	testenv.Poll(t, 15*time.Second, "a UDP echo through the TUN", func() error {
-		if _, err := u.Write([]byte("datagram")); err != nil {
-			return err
-		}
-		_ = u.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		n, err := u.Read(buf)
-		if err != nil {
-			return err
-		}
-		if string(buf[:n]) != "datagram" {
-			t.Fatalf("UDP echo %q", buf[:n])
-		}
-		return nil
-	})
+	udpEcho(t, host, "198.18.7.7:5353", "datagram", "a UDP echo through the TUN")
 	for _, want := range []string{"tcp 198.18.7.7:5432", "udp 198.18.7.7:5353"} {
 		select {
 		case got := <-dialed:
@@ -157,4 +135,31 @@ func TestRootlessTUNThroughConnector(t *testing.T) {
 			t.Fatalf("connector did not dial %s", want)
 		}
 	}
+}
+
+// udpEcho sends msg from host to dst until the same datagram comes back,
+// failing the test when none does within 15 s. The first datagram opens
+// the flow; UDP may drop, so it asks until the answer comes.
+func udpEcho(t *testing.T, host *netstacktest.Host, dst, msg, what string) {
+	t.Helper()
+	u, err := host.DialUDP(netip.MustParseAddrPort(dst))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	buf := make([]byte, 2048)
+	testenv.Poll(t, 15*time.Second, what, func() error {
+		if _, err := u.Write([]byte(msg)); err != nil {
+			return err
+		}
+		_ = u.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := u.Read(buf)
+		if err != nil {
+			return err
+		}
+		if string(buf[:n]) != msg {
+			t.Fatalf("UDP echo %q", buf[:n])
+		}
+		return nil
+	})
 }

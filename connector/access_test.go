@@ -8,7 +8,6 @@ import (
 	"io"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,41 +16,7 @@ import (
 	"postern.dev/postern/wire"
 )
 
-// testClock is real time moved by an offset: the controller and the
-// connector judge MFA windows, grant ends and auto-lock by it, and oathtool
-// makes codes for it with --now.
-type testClock struct {
-	mu  sync.Mutex
-	off time.Duration
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return time.Now().Add(c.off)
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.off += d
-	c.mu.Unlock()
-}
-
-const accessYAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com, bob@example.com]
-  - name: sre-leads
-    users: [bob@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-  - email: bob@example.com
-    password: "bob-password-12"
-posture_profiles:
+var accessYAML = testenv.ApproverPolicy("corp-a") + `posture_profiles:
   - name: managed
     os_min: {linux: "6.1"}
     disk_encryption: true
@@ -91,7 +56,7 @@ auto_lock: 2h
 
 type accessEnv struct {
 	*lab
-	clk        *testClock
+	clk        *testenv.Clock // the controller and connector judge MFA windows, grant ends and auto-lock by it; oathtool makes codes for it with --now
 	echo       uint16
 	alice, bob *device
 }
@@ -101,7 +66,7 @@ func newAccessEnv(t *testing.T) *accessEnv {
 	if _, err := exec.LookPath("oathtool"); err != nil {
 		t.Fatal("oathtool is required (scripts/install-deps.sh installs it)")
 	}
-	clk := &testClock{}
+	clk := &testenv.Clock{}
 	_, port := testenv.EchoTCP(t, "127.0.0.1:0")
 	y := strings.ReplaceAll(accessYAML, "{{ECHO}}", fmt.Sprint(port))
 	l := newLabAt(t, y, clk.Now, func(c *Config) { c.Now = clk.Now })

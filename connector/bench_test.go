@@ -80,17 +80,9 @@ func BenchmarkThroughputQUICvsTCP(b *testing.B) {
 	b.Run("quic", func(b *testing.B) {
 		e := newEnv(b, nil)
 		port := sinkServer(b)
-		e.apply(e.yaml + "  - name: sink\n    address: 127.0.0.1\n    network: corp\n    ports: [tcp]\n    groups: [engineering]\n")
-		e.eventually(5*time.Second, "sink resource", func() bool {
-			for _, r := range e.c.policy.Load().raw.Resources {
-				if r.Name == "sink" {
-					return true
-				}
-			}
-			return false
-		})
+		sinkID := e.addLoopbackResource("sink")
 		cc := e.alice.connect()
-		st := cc.mustOpen(wire.OpenHeader{Proto: wire.ProtoTCP, Port: port, ResourceID: e.resourceID("sink"), Destination: "127.0.0.1"}, "flow")
+		st := cc.mustOpen(wire.OpenHeader{Proto: wire.ProtoTCP, Port: port, ResourceID: sinkID, Destination: "127.0.0.1"}, "flow")
 		send(b, st, st)
 	})
 	b.Run("tcp", func(b *testing.B) {
@@ -187,6 +179,22 @@ func heapAndStacks() uint64 {
 	return m.HeapInuse + m.StackInuse
 }
 
+// addLoopbackResource applies the env's policy with a resource name added
+// (any TCP port on 127.0.0.1, for engineering), waits until the connector
+// has it and returns its id.
+func (e *env) addLoopbackResource(name string) string {
+	e.apply(e.yaml + "  - name: " + name + "\n    address: 127.0.0.1\n    network: corp\n    ports: [tcp]\n    groups: [engineering]\n")
+	e.eventually(5*time.Second, name+" resource", func() bool {
+		for _, r := range e.c.policy.Load().raw.Resources {
+			if r.Name == name {
+				return true
+			}
+		}
+		return false
+	})
+	return e.resourceID(name)
+}
+
 // BenchmarkIdleStreams10k opens 10,000 concurrent idle TCP flows in one
 // connection and reports the memory they take (client and connector sides
 // together, in this process) per stream.
@@ -195,16 +203,8 @@ func BenchmarkIdleStreams10k(b *testing.B) {
 	raiseFDLimit(b, n+2000)
 	e := newEnv(b, nil)
 	port := holdServer(b)
-	e.apply(e.yaml + "  - name: hold\n    address: 127.0.0.1\n    network: corp\n    ports: [tcp]\n    groups: [engineering]\n")
-	e.eventually(5*time.Second, "hold resource", func() bool {
-		for _, r := range e.c.policy.Load().raw.Resources {
-			if r.Name == "hold" {
-				return true
-			}
-		}
-		return false
-	})
-	h := wire.OpenHeader{Proto: wire.ProtoTCP, Port: port, ResourceID: e.resourceID("hold"), Destination: "127.0.0.1"}
+	holdID := e.addLoopbackResource("hold")
+	h := wire.OpenHeader{Proto: wire.ProtoTCP, Port: port, ResourceID: holdID, Destination: "127.0.0.1"}
 	for i := 0; i < b.N; i++ {
 		cc := e.alice.connect()
 		before := heapAndStacks()

@@ -435,10 +435,7 @@ func (c *Connector) Close() error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
 		c.closed = true
-		sessions := make([]*session, 0, len(c.sessions))
-		for s := range c.sessions {
-			sessions = append(sessions, s)
-		}
+		sessions := c.sessionsLocked()
 		c.mu.Unlock()
 		for _, s := range sessions {
 			s.close(codeShutdown, "connector shutting down")
@@ -508,14 +505,25 @@ func (c *Connector) applyPolicy(p controlapi.ConnectorPolicy) error {
 
 // enforce closes connections of revoked devices and flows the policy no longer allows.
 func (c *Connector) enforce(p *compiledPolicy) {
-	c.mu.Lock()
+	c.eachSession(func(s *session) { s.enforce(p) })
+}
+
+// sessionsLocked is a snapshot of the open sessions; c.mu is held.
+func (c *Connector) sessionsLocked() []*session {
 	sessions := make([]*session, 0, len(c.sessions))
 	for s := range c.sessions {
 		sessions = append(sessions, s)
 	}
+	return sessions
+}
+
+// eachSession runs f on each open session, outside c.mu.
+func (c *Connector) eachSession(f func(*session)) {
+	c.mu.Lock()
+	sessions := c.sessionsLocked()
 	c.mu.Unlock()
 	for _, s := range sessions {
-		s.enforce(p)
+		f(s)
 	}
 }
 

@@ -48,10 +48,12 @@ func (w *idleWatch) run(f *flow, idle time.Duration, done <-chan struct{}) {
 	}
 }
 
-// spliceUDP relays length-prefixed datagrams between the stream and a
-// connected UDP socket until either side ends or the flow is idle.
-func (f *flow) spliceUDP(uc net.Conn) {
-	var iw idleWatch
+// relayDatagrams runs a datagram flow: up gets each datagram the client
+// sends until the stream ends (then closeDst ends the other direction), down
+// runs the destination -> client direction until it returns; then the flow
+// and the destination are closed. Both directions and the idle watch share
+// iw.
+func (f *flow) relayDatagrams(iw *idleWatch, up func(d []byte), down func(), closeDst func() error) {
 	iw.touch()
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -70,45 +72,57 @@ func (f *flow) spliceUDP(uc net.Conn) {
 			bp := dgramBufPool.Get().(*[]byte)
 			d, err := wire.ReadDatagram(f.st, *bp)
 			if err == nil {
-				iw.touch()
-				if _, werr := uc.Write(d); werr == nil {
-					f.up.Add(int64(len(d)))
-				}
+				up(d)
 			}
 			dgramBufPool.Put(bp)
 			if err != nil {
 				break
 			}
 		}
-		uc.Close() // ends the other direction
+		closeDst() // ends the other direction
 	}()
-	// destination -> client
-	wait := waiterFor(uc)
-	for {
-		if wait != nil {
-			if err := wait(); err != nil {
-				break
-			}
-		}
-		bp := dgramBufPool.Get().(*[]byte)
-		n, err := uc.Read(*bp)
-		if err == nil {
-			iw.touch()
-			err = wire.WriteDatagram(f.st, (*bp)[:n])
-			if err == nil {
-				f.down.Add(int64(n))
-			}
-		}
-		dgramBufPool.Put(bp)
-		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !isRefused(err) {
-			break
-		}
-	}
+	down() // destination -> client
 	close(done)
 	f.st.Close()
 	f.st.CancelRead(quic.StreamErrorCode(wire.CodeFlowIdle))
-	uc.Close()
+	closeDst()
 	wg.Wait()
+}
+
+// spliceUDP relays length-prefixed datagrams between the stream and a
+// connected UDP socket until either side ends or the flow is idle.
+func (f *flow) spliceUDP(uc net.Conn) {
+	var iw idleWatch
+	up := func(d []byte) {
+		iw.touch()
+		if _, werr := uc.Write(d); werr == nil {
+			f.up.Add(int64(len(d)))
+		}
+	}
+	down := func() {
+		wait := waiterFor(uc)
+		for {
+			if wait != nil {
+				if err := wait(); err != nil {
+					break
+				}
+			}
+			bp := dgramBufPool.Get().(*[]byte)
+			n, err := uc.Read(*bp)
+			if err == nil {
+				iw.touch()
+				err = wire.WriteDatagram(f.st, (*bp)[:n])
+				if err == nil {
+					f.down.Add(int64(n))
+				}
+			}
+			dgramBufPool.Put(bp)
+			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) && !isRefused(err) {
+				break
+			}
+		}
+	}
+	f.relayDatagrams(&iw, up, down, uc.Close)
 }
 
 // pinger sends ICMP echo requests to one address and reads the replies,
@@ -198,58 +212,35 @@ func (p *pinger) recv(buf []byte) (int, []byte, error) {
 // data) with the body of the destination's real echo reply.
 func (f *flow) relayICMP(p *pinger) {
 	var iw idleWatch
-	iw.touch()
-	done := make(chan struct{})
 	var clientID atomic.Uint32
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		iw.run(f, f.s.c.cfg.UDPIdleTimeout, done)
-	}()
-	go func() { // client -> destination
-		defer wg.Done()
-		wait := streamWaiter(f.st)
+	up := func(d []byte) {
+		if len(d) < 4 {
+			return
+		}
+		iw.touch()
+		clientID.Store(uint32(binary.BigEndian.Uint16(d[0:2])))
+		if p.send(int(binary.BigEndian.Uint16(d[2:4])), d[4:]) == nil {
+			f.up.Add(int64(len(d)))
+		}
+	}
+	down := func() {
+		bp := dgramBufPool.Get().(*[]byte)
+		out := make([]byte, 0, 64)
 		for {
-			if err := wait(); err != nil {
-				break
-			}
-			bp := dgramBufPool.Get().(*[]byte)
-			d, err := wire.ReadDatagram(f.st, *bp)
-			if err == nil && len(d) >= 4 {
-				iw.touch()
-				clientID.Store(uint32(binary.BigEndian.Uint16(d[0:2])))
-				if p.send(int(binary.BigEndian.Uint16(d[2:4])), d[4:]) == nil {
-					f.up.Add(int64(len(d)))
-				}
-			}
-			dgramBufPool.Put(bp)
+			seq, data, err := p.recv(*bp)
 			if err != nil {
 				break
 			}
+			iw.touch()
+			out = binary.BigEndian.AppendUint16(out[:0], uint16(clientID.Load()))
+			out = binary.BigEndian.AppendUint16(out, uint16(seq))
+			out = append(out, data...)
+			if err := wire.WriteDatagram(f.st, out); err != nil {
+				break
+			}
+			f.down.Add(int64(len(out)))
 		}
-		p.Close()
-	}()
-	bp := dgramBufPool.Get().(*[]byte)
-	out := make([]byte, 0, 64)
-	for {
-		seq, data, err := p.recv(*bp)
-		if err != nil {
-			break
-		}
-		iw.touch()
-		out = binary.BigEndian.AppendUint16(out[:0], uint16(clientID.Load()))
-		out = binary.BigEndian.AppendUint16(out, uint16(seq))
-		out = append(out, data...)
-		if err := wire.WriteDatagram(f.st, out); err != nil {
-			break
-		}
-		f.down.Add(int64(len(out)))
+		dgramBufPool.Put(bp)
 	}
-	dgramBufPool.Put(bp)
-	close(done)
-	f.st.Close()
-	f.st.CancelRead(quic.StreamErrorCode(wire.CodeFlowIdle))
-	p.Close()
-	wg.Wait()
+	f.relayDatagrams(&iw, up, down, p.Close)
 }

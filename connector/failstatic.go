@@ -55,15 +55,7 @@ func (c *Connector) setControllerUp() {
 		return
 	}
 	c.log.Info("policy stream up", "down_for", time.Since(since).Round(time.Millisecond))
-	c.mu.Lock()
-	sessions := make([]*session, 0, len(c.sessions))
-	for s := range c.sessions {
-		sessions = append(sessions, s)
-	}
-	c.mu.Unlock()
-	for _, s := range sessions {
-		s.afterOutage()
-	}
+	c.eachSession((*session).afterOutage)
 }
 
 // setControllerDown records that the policy stream broke.

@@ -144,18 +144,7 @@ func (l *lab) controllerDigest() string {
 }
 
 func (l *lab) adminGet(path string, out any) error {
-	req, _ := http.NewRequestWithContext(l.ctx, http.MethodGet, l.url+path, nil)
-	req.Header.Set("Authorization", "Bearer "+l.ctl.AdminToken())
-	resp, err := l.hc.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("GET %s: %d %s", path, resp.StatusCode, b)
-	}
-	return json.Unmarshal(b, out)
+	return l.get(path, l.ctl.AdminToken(), out)
 }
 
 func (l *lab) apply(yaml string) {
@@ -363,17 +352,7 @@ var testZone = &dnsZone{names: map[string]string{}}
 
 func startDNS(t testing.TB, names map[string]string) *net.Resolver {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: testZone}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go srv.ActivateAndServe()
-	<-started
-	t.Cleanup(func() { srv.Shutdown() })
-	addr := pc.LocalAddr().String()
+	addr := testenv.ServeDNS(t, testZone)
 	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "udp", addr)

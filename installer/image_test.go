@@ -24,15 +24,7 @@ import (
 // untar extracts a tar stream into dir.
 func untar(t *testing.T, r io.Reader, dir string) {
 	t.Helper()
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachTarEntry(t, r, func(h *tar.Header, body io.Reader) {
 		p := filepath.Join(dir, filepath.FromSlash(h.Name))
 		if !strings.HasPrefix(p, dir) {
 			t.Fatalf("tar entry %q escapes", h.Name)
@@ -42,7 +34,7 @@ func untar(t *testing.T, r io.Reader, dir string) {
 			os.MkdirAll(p, 0o755)
 		case tar.TypeReg:
 			os.MkdirAll(filepath.Dir(p), 0o755)
-			b, err := io.ReadAll(tr)
+			b, err := io.ReadAll(body)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -50,6 +42,23 @@ func untar(t *testing.T, r io.Reader, dir string) {
 				t.Fatal(err)
 			}
 		}
+	})
+}
+
+// eachTarEntry calls fn with every entry of the tar stream r and its body,
+// failing the test when the stream cannot be read.
+func eachTarEntry(t *testing.T, r io.Reader, fn func(h *tar.Header, body io.Reader)) {
+	t.Helper()
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		fn(h, tr)
 	}
 }
 
@@ -111,20 +120,12 @@ func TestConnectorImage(t *testing.T) {
 	// for its user and a state directory it owns.
 	files := map[string]*tar.Header{}
 	contents := map[string][]byte{}
-	tr := tar.NewReader(mutate.Extract(img))
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachTarEntry(t, mutate.Extract(img), func(h *tar.Header, body io.Reader) {
 		files[strings.Trim(h.Name, "/")] = h
 		if h.Typeflag == tar.TypeReg && (h.Name == "usr/bin/postern-connector" || h.Name == "etc/passwd") {
-			contents[h.Name], _ = io.ReadAll(tr)
+			contents[h.Name], _ = io.ReadAll(body)
 		}
-	}
+	})
 	want, _ := os.ReadFile(f.conn)
 	if !bytes.Equal(contents["usr/bin/postern-connector"], want) {
 		t.Error("image does not hold the static connector binary")
@@ -225,21 +226,13 @@ func TestHelmChart(t *testing.T) {
 		t.Fatal(err)
 	}
 	chart := map[string][]byte{}
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachTarEntry(t, gz, func(h *tar.Header, body io.Reader) {
 		name, ok := strings.CutPrefix(h.Name, "postern-connector/")
 		if !ok {
 			t.Fatalf("chart entry %q outside postern-connector/", h.Name)
 		}
-		chart[name], _ = io.ReadAll(tr)
-	}
+		chart[name], _ = io.ReadAll(body)
+	})
 	if !strings.Contains(string(chart["Chart.yaml"]), "version: "+testVersion) || !strings.Contains(string(chart["Chart.yaml"]), `appVersion: "`+testVersion+`"`) {
 		t.Errorf("Chart.yaml does not carry the build version:\n%s", chart["Chart.yaml"])
 	}

@@ -11,16 +11,6 @@ import (
 	"time"
 )
 
-// DemoOptions configure `postern-lab demo` and `postern-lab up`.
-type DemoOptions struct {
-	Options
-	NonInteractive bool
-	// TopologyOnly skips the Postern programs (up only): namespaces, NAT
-	// and the private services.
-	TopologyOnly bool
-	Out          io.Writer
-}
-
 func (o *DemoOptions) defaults() {
 	if o.Out == nil {
 		o.Out = os.Stdout
@@ -52,9 +42,17 @@ func (l *Lab) ClientEnv() []string {
 // Demo builds the lab, shows Postern at work from alice's laptop, opens a
 // shell there (unless NonInteractive) and cleans up. It fails if any
 // demonstrated command fails.
-func Demo(ctx context.Context, opts DemoOptions) (err error) {
+func Demo(ctx context.Context, opts DemoOptions) error {
 	opts.TopologyOnly = false
 	opts.defaults()
+	return withLab(ctx, opts, func(l *Lab, out io.Writer) error {
+		return l.demo(ctx, opts, out)
+	})
+}
+
+// withLab starts the lab, runs fn with it and the options' output, and
+// cleans up (keeping the work directory when fn or the start failed).
+func withLab(ctx context.Context, opts DemoOptions, fn func(l *Lab, out io.Writer) error) (err error) {
 	l, err := Start(ctx, opts.Options)
 	if err != nil {
 		return err
@@ -64,7 +62,11 @@ func Demo(ctx context.Context, opts DemoOptions) (err error) {
 			err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
 		}
 	}()
-	out := opts.Out
+	return fn(l, opts.Out)
+}
+
+// demo runs the demonstrated commands on a started lab, then the shell.
+func (l *Lab) demo(ctx context.Context, opts DemoOptions, out io.Writer) error {
 	fmt.Fprintf(out, "\nAlice's laptop (%s, behind the home NAT %s) reaches private hosts behind the corporate NAT %s.\n", ClientIP, HomeWANIP, CorpWANIP)
 	if opts.ReachableConnectors {
 		fmt.Fprintf(out, "(Variant: the corporate NAT forwards UDP to the connectors' QUIC port; --reachable-connectors=false is the full NAT.)\n\n")
@@ -147,18 +149,16 @@ func indentOutput(s string) string {
 
 // Up builds the lab and keeps it running until ctx ends (Ctrl-C), printing
 // how to enter the namespaces.
-func Up(ctx context.Context, opts DemoOptions) (err error) {
+func Up(ctx context.Context, opts DemoOptions) error {
 	opts.defaults()
-	l, err := Start(ctx, opts.Options)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if cerr := l.Close(err != nil); cerr != nil {
-			err = errors.Join(err, fmt.Errorf("clean up: %w", cerr))
-		}
-	}()
-	out := opts.Out
+	return withLab(ctx, opts, func(l *Lab, out io.Writer) error {
+		l.printAccess(ctx, out)
+		return nil
+	})
+}
+
+// printAccess prints how to enter the lab's namespaces and waits for ctx.
+func (l *Lab) printAccess(ctx context.Context, out io.Writer) {
 	fmt.Fprint(out, "\n"+l.NamespaceHint())
 	fmt.Fprintf(out, "\nWork dir: %s\nLogs:     %s\n", l.Dir, l.LogDir)
 	if l.ControllerURL != "" {
@@ -171,5 +171,4 @@ func Up(ctx context.Context, opts DemoOptions) (err error) {
 	fmt.Fprintln(out, "Press Ctrl-C to stop and clean up.")
 	<-ctx.Done()
 	fmt.Fprintln(out, "\nstopping the lab...")
-	return nil
 }

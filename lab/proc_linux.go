@@ -130,10 +130,7 @@ func exitString(err error) string {
 // Stop ends the program: SIGTERM to its process group, SIGKILL after grace.
 // A program that already ended has the rest of its group killed.
 func (p *Proc) Stop(grace time.Duration) error {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.stopping = true
-	p.mu.Unlock()
+	cmd, done := p.markStopping()
 	if cmd == nil || done == nil {
 		return nil
 	}
@@ -162,12 +159,19 @@ func (p *Proc) Stop(grace time.Duration) error {
 	}
 }
 
+// markStopping records that the program is being stopped on purpose and
+// returns its process and the channel closed when it has ended (nil when it
+// never started).
+func (p *Proc) markStopping() (*exec.Cmd, chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopping = true
+	return p.cmd, p.done
+}
+
 // kill ends the program at once (SIGKILL to its group), like a crash.
 func (p *Proc) kill() error {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.stopping = true
-	p.mu.Unlock()
+	cmd, done := p.markStopping()
 	if cmd == nil || done == nil {
 		return nil
 	}

@@ -29,10 +29,8 @@ type resolvConf struct {
 	original []byte // the file as it was before Postern changed it
 	changed  bool
 	last     DNSConfig
-	onChange func([]netip.AddrPort, []string)
-	stop     chan struct{}
-	stopped  chan struct{}
 	interval time.Duration
+	dnsWatch
 }
 
 // watchInterval is how often the file is checked for being rewritten by
@@ -87,47 +85,23 @@ func (c *resolvConf) Set(cfg DNSConfig) error {
 	}
 	c.changed = true
 	c.last = cfg
-	if c.stop == nil {
-		c.stop, c.stopped = make(chan struct{}), make(chan struct{})
-		go c.watch(c.stop, c.stopped)
-	}
+	c.start(c.interval, c.check)
 	return nil
 }
 
-func (c *resolvConf) OnOriginalChange(f func([]netip.AddrPort, []string)) {
-	c.mu.Lock()
-	c.onChange = f
-	c.mu.Unlock()
-}
-
-// watch notices when someone else (a DHCP client, NetworkManager) rewrites
+// check notices when someone else (a DHCP client, NetworkManager) rewrites
 // the file while Postern's version is in place: their file becomes the new
 // original (saved for the restore), Postern's configuration is applied on
 // top of it again, and the new resolvers are reported.
-func (c *resolvConf) watch(stop, stopped chan struct{}) {
-	defer close(stopped)
-	t := time.NewTicker(c.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		servers, search, changed, err := c.reapply()
-		if err != nil {
-			slog.Warn("dns: re-applying resolv.conf after it was rewritten", "path", c.path, "err", err)
-			continue
-		}
-		if changed {
-			c.mu.Lock()
-			f := c.onChange
-			c.mu.Unlock()
-			slog.Info("dns: resolv.conf was rewritten by another program; taken as the new original", "path", c.path, "nameservers", servers)
-			if f != nil {
-				f(servers, search)
-			}
-		}
+func (c *resolvConf) check() {
+	servers, search, changed, err := c.reapply()
+	if err != nil {
+		slog.Warn("dns: re-applying resolv.conf after it was rewritten", "path", c.path, "err", err)
+		return
+	}
+	if changed {
+		slog.Info("dns: resolv.conf was rewritten by another program; taken as the new original", "path", c.path, "nameservers", servers)
+		c.report(servers, search)
 	}
 }
 
@@ -150,18 +124,6 @@ func (c *resolvConf) reapply() ([]netip.AddrPort, []string, bool, error) {
 	}
 	servers, search, _ := parseResolvConf(cur)
 	return servers, search, true, nil
-}
-
-// stopWatch ends the watcher goroutine.
-func (c *resolvConf) stopWatch() {
-	c.mu.Lock()
-	stop, stopped := c.stop, c.stopped
-	c.stop, c.stopped = nil, nil
-	c.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-stopped
-	}
 }
 
 func (c *resolvConf) Close() error {

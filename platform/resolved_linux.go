@@ -34,15 +34,13 @@ type resolved struct {
 	conn     *dbus.Conn
 	uplink   string
 
-	mu       sync.Mutex
-	ifindex  int
-	servers  []netip.AddrPort
-	search   []string
-	readErr  error
-	changed  bool
-	onChange func([]netip.AddrPort, []string)
-	stop     chan struct{}
-	stopped  chan struct{}
+	mu      sync.Mutex
+	ifindex int
+	servers []netip.AddrPort
+	search  []string
+	readErr error
+	changed bool
+	dnsWatch
 }
 
 type resolvedLinkDNS struct {
@@ -122,10 +120,7 @@ func (c *resolved) Set(cfg DNSConfig) error {
 		}
 	}
 	c.ifindex, c.changed = ifc.Index, true
-	if c.stop == nil {
-		c.stop, c.stopped = make(chan struct{}), make(chan struct{})
-		go c.watch(c.stop, c.stopped)
-	}
+	c.start(watchInterval, c.check)
 	idx := int32(ifc.Index)
 	var servers []resolvedLinkDNS
 	for _, a := range cfg.Nameservers {
@@ -180,50 +175,26 @@ func isUnknownMethod(err error) bool {
 	return errors.As(err, &de) && strings.HasSuffix(de.Name, ".UnknownMethod")
 }
 
-func (c *resolved) OnOriginalChange(f func([]netip.AddrPort, []string)) {
+// check reports when resolved's upstream servers change (a new network).
+func (c *resolved) check() {
+	b, err := os.ReadFile(c.uplink)
+	if err != nil {
+		return
+	}
+	servers, search, _ := parseResolvConf(b)
 	c.mu.Lock()
-	c.onChange = f
+	same := slices.Equal(servers, c.servers) && slices.Equal(search, c.search)
+	if !same {
+		c.servers, c.search, c.readErr = servers, search, nil
+	}
 	c.mu.Unlock()
-}
-
-// watch reports when resolved's upstream servers change (a new network).
-func (c *resolved) watch(stop, stopped chan struct{}) {
-	defer close(stopped)
-	t := time.NewTicker(watchInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case <-t.C:
-		}
-		b, err := os.ReadFile(c.uplink)
-		if err != nil {
-			continue
-		}
-		servers, search, _ := parseResolvConf(b)
-		c.mu.Lock()
-		same := slices.Equal(servers, c.servers) && slices.Equal(search, c.search)
-		if !same {
-			c.servers, c.search, c.readErr = servers, search, nil
-		}
-		f := c.onChange
-		c.mu.Unlock()
-		if !same && f != nil {
-			f(servers, search)
-		}
+	if !same {
+		c.report(servers, search)
 	}
 }
 
 func (c *resolved) Close() error {
-	c.mu.Lock()
-	stop, stopped := c.stop, c.stopped
-	c.stop, c.stopped = nil, nil
-	c.mu.Unlock()
-	if stop != nil {
-		close(stop)
-		<-stopped
-	}
+	c.stopWatch()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	defer c.conn.Close()

@@ -1,8 +1,6 @@
 package relay
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -37,7 +35,7 @@ type nsLab struct {
 	names []string
 	mu    sync.Mutex
 	procs []*exec.Cmd
-	logs  []*bytes.Buffer
+	logs  []*testenv.SyncBuffer
 }
 
 func newNSLab(t *testing.T, names ...string) *nsLab {
@@ -151,7 +149,7 @@ func TestRelayLabHelper(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	os.Stdout.WriteString("\nRELAY-READY\n")
+	os.Stdout.WriteString("\nREADY\n")
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the test ends
 }
 
@@ -168,8 +166,8 @@ func (l *nsLab) startRelay(f *fixture, n string, c labRelayConfig) {
 	}
 	cmd := exec.Command("ip", "netns", "exec", l.ns(n), os.Args[0], "-test.run=^TestRelayLabHelper$", "-test.v")
 	cmd.Env = append(os.Environ(), labHelperEnv+"="+path)
-	var logs bytes.Buffer
-	cmd.Stderr = &syncWriter{w: &logs}
+	logs := &testenv.SyncBuffer{}
+	cmd.Stderr = logs
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -180,34 +178,6 @@ func (l *nsLab) startRelay(f *fixture, n string, c labRelayConfig) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	l.procs, l.logs = append(l.procs, cmd), append(l.logs, &logs)
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			if sc.Text() == "RELAY-READY" {
-				ready <- true
-			}
-		}
-		ready <- false
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatal("relay helper exited before listening")
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("relay helper not listening after 20 s")
-	}
-}
-
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(b []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(b)
+	l.procs, l.logs = append(l.procs, cmd), append(l.logs, logs)
+	testenv.WaitReady(t, "relay helper in "+n, stdout, 20*time.Second)
 }

@@ -309,60 +309,23 @@ func (core *matrixCore) runCell(i int, c *matrixCell) {
 		cg := p + "cg"
 		names = append(names, cg)
 		cell.addNS(cg)
-		cell.link("inet", cIf, "198.51.100.126/25", cg, "wan", "198.51.100.1/25")
-		cell.sh("ip", "-n", cell.ns(cg), "route", "add", "default", "via", "198.51.100.126")
+		cell.uplink(cIf, cg, "198.51.100")
 		cell.nsh(cg, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 		cell.nft(cg, sideNAT(natPortRestr, "", "198.51.100.1"))
 		cell.link(cg, "lan", "198.18.5.1/24", nc, "wan", "198.18.5.2/24")
 		cell.sh("ip", "-n", cell.ns(nc), "route", "add", "default", "via", "198.18.5.1")
 	} else {
-		cell.link("inet", cIf, "198.51.100.126/25", nc, "wan", "198.51.100.1/25")
-		cell.sh("ip", "-n", cell.ns(nc), "route", "add", "default", "via", "198.51.100.126")
+		cell.uplink(cIf, nc, "198.51.100")
 	}
-	cell.nsh(nc, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-	if c.Client == natSmallMTU {
-		cell.sh("ip", "-n", cell.ns(nc), "link", "set", "wan", "mtu", "1280")
-		cell.sh("ip", "-n", cell.ns("inet"), "link", "set", cIf, "mtu", "1280")
-	}
-	cliIP := "198.18.1.2"
-	if c.Client == natPublic {
-		cliIP = "198.51.100.130"
-		cell.link(nc, "lan", "198.51.100.129/25", cli, "eth", cliIP+"/25")
-		cell.sh("ip", "-n", cell.ns(cli), "route", "add", "default", "via", "198.51.100.129")
-		cell.sh("ip", "-n", cell.ns("inet"), "route", "add", "198.51.100.128/25", "via", "198.51.100.1")
-	} else {
-		cell.link(nc, "lan", "198.18.1.1/24", cli, "eth", cliIP+"/24")
-		cell.sh("ip", "-n", cell.ns(cli), "route", "add", "default", "via", "198.18.1.1")
-	}
-	if rules := sideNAT(c.Client, cliIP, "198.51.100.1"); rules != "" {
-		cell.nft(nc, rules)
-	}
+	cell.natSide(c.Client, cIf, nc, cli, "198.51.100", "198.18.1")
 	// Connector side: natk on 192.0.2.0/25 likewise, or a second LAN of
 	// the client's router.
 	if c.Client == natSame {
 		cell.link(nc, "lan2", "198.18.3.1/24", con, "eth", "198.18.3.2/24")
 		cell.sh("ip", "-n", cell.ns(con), "route", "add", "default", "via", "198.18.3.1")
 	} else {
-		cell.link("inet", kIf, "192.0.2.126/25", nk, "wan", "192.0.2.1/25")
-		cell.sh("ip", "-n", cell.ns(nk), "route", "add", "default", "via", "192.0.2.126")
-		cell.nsh(nk, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-		if c.Connector == natSmallMTU {
-			cell.sh("ip", "-n", cell.ns(nk), "link", "set", "wan", "mtu", "1280")
-			cell.sh("ip", "-n", cell.ns("inet"), "link", "set", kIf, "mtu", "1280")
-		}
-		conIP := "198.18.2.2"
-		if c.Connector == natPublic {
-			conIP = "192.0.2.130"
-			cell.link(nk, "lan", "192.0.2.129/25", con, "eth", conIP+"/25")
-			cell.sh("ip", "-n", cell.ns(con), "route", "add", "default", "via", "192.0.2.129")
-			cell.sh("ip", "-n", cell.ns("inet"), "route", "add", "192.0.2.128/25", "via", "192.0.2.1")
-		} else {
-			cell.link(nk, "lan", "198.18.2.1/24", con, "eth", conIP+"/24")
-			cell.sh("ip", "-n", cell.ns(con), "route", "add", "default", "via", "198.18.2.1")
-		}
-		if rules := sideNAT(c.Connector, conIP, "192.0.2.1"); rules != "" {
-			cell.nft(nk, rules)
-		}
+		cell.uplink(kIf, nk, "192.0.2")
+		cell.natSide(c.Connector, kIf, nk, con, "192.0.2", "198.18.2")
 	}
 	cfg := core.cfg
 	cfg.Mode = "once"
@@ -383,4 +346,37 @@ func (core *matrixCore) runCell(i int, c *matrixCell) {
 		c.Final = r.Final.Path + "/" + r.Final.Transport
 	}
 	c.OK = r.Err == "" && c.Taken != "" && pathRank(c.Taken) <= pathRank(c.Expected)
+}
+
+// uplink links a side's router to the internet namespace on the public
+// /24 pub (e.g. "192.0.2"): the internet's end inetIf is pub.126/25, the
+// router's WAN pub.1/25 and its default route.
+func (cell *lab) uplink(inetIf, router, pub string) {
+	cell.link("inet", inetIf, pub+".126/25", router, "wan", pub+".1/25")
+	cell.sh("ip", "-n", cell.ns(router), "route", "add", "default", "via", pub+".126")
+}
+
+// natSide makes router (whose WAN is pub.1) forward for host behind it
+// with the NAT of kind: host gets an address in the second half of pub's
+// /24 when kind is natPublic and priv.2/24 otherwise; natSmallMTU lowers
+// the WAN link's MTU on both ends (inetIf is the internet's).
+func (cell *lab) natSide(kind, inetIf, router, host, pub, priv string) {
+	cell.nsh(router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	if kind == natSmallMTU {
+		cell.sh("ip", "-n", cell.ns(router), "link", "set", "wan", "mtu", "1280")
+		cell.sh("ip", "-n", cell.ns("inet"), "link", "set", inetIf, "mtu", "1280")
+	}
+	hostIP := priv + ".2"
+	if kind == natPublic {
+		hostIP = pub + ".130"
+		cell.link(router, "lan", pub+".129/25", host, "eth", hostIP+"/25")
+		cell.sh("ip", "-n", cell.ns(host), "route", "add", "default", "via", pub+".129")
+		cell.sh("ip", "-n", cell.ns("inet"), "route", "add", pub+".128/25", "via", pub+".1")
+	} else {
+		cell.link(router, "lan", priv+".1/24", host, "eth", hostIP+"/24")
+		cell.sh("ip", "-n", cell.ns(host), "route", "add", "default", "via", priv+".1")
+	}
+	if rules := sideNAT(kind, hostIP, pub+".1"); rules != "" {
+		cell.nft(router, rules)
+	}
 }

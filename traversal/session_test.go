@@ -13,6 +13,17 @@ import (
 	"postern.dev/postern/traversal/sigwire"
 )
 
+// recordingSession is a session on one mux whose checks and primers a
+// recIO records.
+func recordingSession() (*recIO, *mux, *session) {
+	io := &recIO{}
+	m := newMux(io, "udp", testLogger())
+	m.primer = io.prime
+	s := newSession(testLogger())
+	s.attach(m)
+	return io, m, s
+}
+
 // recIO records what a mux writes, primers included, in order.
 type recIO struct {
 	mu   sync.Mutex
@@ -52,11 +63,7 @@ func udp(s string) *net.UDPAddr { return net.UDPAddrFromAddrPort(netip.MustParse
 // before any check leaves, and server-reflexive targets are checked before
 // relayed and host ones.
 func TestRoundPrimesThenChecksReflexiveFirst(t *testing.T) {
-	io := &recIO{}
-	m := newMux(io, "udp", testLogger())
-	m.primer = io.prime
-	s := newSession(testLogger())
-	s.attach(m)
+	io, m, s := recordingSession()
 	s.addTarget(m, udp("198.18.2.2:40000"), sigwire.CandHost)
 	s.addTarget(m, udp("203.0.113.1:50000"), sigwire.CandRelay)
 	s.addTarget(m, udp("192.0.2.1:40000"), sigwire.CandSrflx)
@@ -91,11 +98,7 @@ func TestRoundPrimesThenChecksReflexiveFirst(t *testing.T) {
 // until a check from the peer arrives; that check's source becomes a
 // peer-reflexive target and every held target is checked.
 func TestHoldUntilPeerChecks(t *testing.T) {
-	io := &recIO{}
-	m := newMux(io, "udp", testLogger())
-	m.primer = io.prime
-	s := newSession(testLogger())
-	s.attach(m)
+	io, m, s := recordingSession()
 	s.hold(time.Hour)
 	s.addTarget(m, udp("192.0.2.1:40000"), sigwire.CandSrflx)
 	s.addTarget(m, udp("203.0.113.1:50000"), sigwire.CandRelay)

@@ -120,21 +120,11 @@ func startXDesktop(t *testing.T) *xdesktop {
 	xvfb.ExtraFiles = []*os.File{w}
 	startProc(t, xvfb, "Xvfb")
 	w.Close()
-	display := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(r).ReadString('\n')
-		display <- strings.TrimSpace(line)
-		r.Close()
-	}()
-	select {
-	case d := <-display:
-		if d == "" {
-			t.Fatal("Xvfb did not say which display it serves")
-		}
-		x.env = append(x.env, "DISPLAY=:"+d)
-	case <-time.After(20 * time.Second):
-		t.Fatal("Xvfb did not start")
+	d := firstLine(t, r, "Xvfb")
+	if d == "" {
+		t.Fatal("Xvfb did not say which display it serves")
 	}
+	x.env = append(x.env, "DISPLAY=:"+d)
 
 	// A session bus of our own.
 	pr, pw, err := os.Pipe()
@@ -146,24 +136,14 @@ func startXDesktop(t *testing.T) *xdesktop {
 	bus.Stdout = pw
 	startProc(t, bus, "dbus-daemon")
 	pw.Close()
-	addr := make(chan string, 1)
-	go func() {
-		line, _ := bufio.NewReader(pr).ReadString('\n')
-		addr <- strings.TrimSpace(line)
-		pr.Close()
-	}()
-	select {
-	case a := <-addr:
-		x.env = append(x.env, "DBUS_SESSION_BUS_ADDRESS="+a)
-		conn, err := dbus.Connect(a)
-		if err != nil {
-			t.Fatalf("connect to the session bus: %v", err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		x.bus = conn
-	case <-time.After(20 * time.Second):
-		t.Fatal("dbus-daemon did not start")
+	a := firstLine(t, pr, "dbus-daemon")
+	x.env = append(x.env, "DBUS_SESSION_BUS_ADDRESS="+a)
+	conn, err := dbus.Connect(a)
+	if err != nil {
+		t.Fatalf("connect to the session bus: %v", err)
 	}
+	t.Cleanup(func() { conn.Close() })
+	x.bus = conn
 
 	panel := exec.Command("xfce4-panel")
 	panel.Env = append(os.Environ(), x.env...)
@@ -174,6 +154,26 @@ func startXDesktop(t *testing.T) *xdesktop {
 		return err == nil && has
 	})
 	return x
+}
+
+// firstLine reads the first line a program just started writes to r (the
+// read end of its pipe) and closes r; the test fails when none comes
+// within 20 s.
+func firstLine(t *testing.T, r *os.File, what string) string {
+	t.Helper()
+	line := make(chan string, 1)
+	go func() {
+		l, _ := bufio.NewReader(r).ReadString('\n')
+		line <- strings.TrimSpace(l)
+		r.Close()
+	}()
+	select {
+	case l := <-line:
+		return l
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s did not start", what)
+		return ""
+	}
 }
 
 // item waits for the one StatusNotifierItem the host shows and returns a

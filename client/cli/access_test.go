@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,19 +25,6 @@ import (
 	"postern.dev/postern/localapi"
 )
 
-// clock is real time moved by an offset (the controller's and connector's).
-type clock struct {
-	mu  sync.Mutex
-	off time.Duration
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return time.Now().Add(c.off) }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.off += d
-	c.mu.Unlock()
-}
-
 type resolver map[string]string
 
 func (r resolver) LookupNetIP(ctx context.Context, network, host string) ([]netip.Addr, error) {
@@ -48,21 +34,7 @@ func (r resolver) LookupNetIP(ctx context.Context, network, host string) ([]neti
 	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 }
 
-const cliAccessYAML = `
-remote_networks:
-  - name: corp
-    connectors: [corp-a]
-groups:
-  - name: engineering
-    users: [alice@example.com, bob@example.com]
-  - name: sre-leads
-    users: [bob@example.com]
-users:
-  - email: alice@example.com
-    password: "alice-password-1"
-  - email: bob@example.com
-    password: "bob-password-12"
-resources:
+var cliAccessYAML = testenv.ApproverPolicy("corp-a") + `resources:
   - name: mfa-db
     address: 127.0.0.1
     network: corp
@@ -83,20 +55,20 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 
 // startAccessLab runs a controller and a connector in process and returns
 // the controller URL, its CA file and admin token file.
-func startAccessLab(t *testing.T, clk *clock, mfaPort, prodPort uint16) (url, caFile, tokFile string) {
+func startAccessLab(t *testing.T, clk *testenv.Clock, mfaPort, prodPort uint16) (url, caFile, tokFile string) {
 	return startAccessLabAt(t, clk, "127.0.0.1", mfaPort, prodPort)
 }
 
 // startAccessLabAt is startAccessLab with the controller's public URL
 // naming host (which must resolve to 127.0.0.1).
-func startAccessLabAt(t *testing.T, clk *clock, host string, mfaPort, prodPort uint16) (url, caFile, tokFile string) {
+func startAccessLabAt(t *testing.T, clk *testenv.Clock, host string, mfaPort, prodPort uint16) (url, caFile, tokFile string) {
 	return startLab(t, clk, host, fmt.Sprintf(cliAccessYAML, mfaPort, prodPort), nil)
 }
 
 // startLab runs a controller with yaml applied and connector corp-a
 // (its configuration changed by tune, if any) in process and returns the
 // controller URL, its CA file and admin token file.
-func startLab(t *testing.T, clk *clock, host, yaml string, tune func(*connector.Config)) (url, caFile, tokFile string) {
+func startLab(t *testing.T, clk *testenv.Clock, host, yaml string, tune func(*connector.Config)) (url, caFile, tokFile string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -166,7 +138,7 @@ func oathtool(t *testing.T, secret string, at time.Time) string {
 func TestAccessCommands(t *testing.T) {
 	_, mfaPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	_, prodPort := testenv.EchoTCP(t, "127.0.0.2:0")
-	clk := &clock{}
+	clk := &testenv.Clock{}
 	url, caFile, tokFile := startAccessLab(t, clk, mfaPort, prodPort)
 	alice, aliceSock := startDaemon(t, url, caFile, "alice@example.com", "alice-password-1")
 	_, bobSock := startDaemon(t, url, caFile, "bob@example.com", "bob-password-12")

@@ -41,7 +41,7 @@ func TestDNSInSOCKS5Mode(t *testing.T) {
 	// The private network's names resolve to a documentation address the
 	// connector "dials" by reaching the local echo server instead.
 	const private = "198.51.100.10"
-	url, caFile, _ := startLab(t, &clock{}, "127.0.0.1", fmt.Sprintf(dnsYAML, port), func(c *connector.Config) {
+	url, caFile, _ := startLab(t, &testenv.Clock{}, "127.0.0.1", fmt.Sprintf(dnsYAML, port), func(c *connector.Config) {
 		c.Resolver = resolver{"app.corp.internal": private, "api.svc.corp.internal": private}
 		c.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 			if host, p, _ := net.SplitHostPort(addr); host != private || p != fmt.Sprint(port) {

@@ -19,7 +19,7 @@ import (
 func TestMFAWebAuthnCommands(t *testing.T) {
 	_, mfaPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	_, prodPort := testenv.EchoTCP(t, "127.0.0.2:0")
-	clk := &clock{}
+	clk := &testenv.Clock{}
 	url, caFile, _ := startAccessLabAt(t, clk, "localhost", mfaPort, prodPort)
 	alice, sock := startDaemon(t, url, caFile, "alice@example.com", "alice-password-1")
 	caPEM, err := os.ReadFile(caFile)

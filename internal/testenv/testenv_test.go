@@ -11,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
+	"gopkg.in/yaml.v3"
 )
 
 // recorder is a testing.TB that records Skip and Fatal instead of acting.
@@ -161,5 +164,57 @@ func TestWaitReady(t *testing.T) {
 	}()
 	if got := WaitReady(t, "helper", r, 5*time.Second); got != "ORIGINAL x\nREADY" {
 		t.Fatalf("WaitReady = %q", got)
+	}
+}
+
+func TestClock(t *testing.T) {
+	var c Clock
+	if d := c.Now().Sub(time.Now()); d < -time.Second || d > time.Second {
+		t.Fatalf("zero Clock is %v off real time", d)
+	}
+	c.Advance(time.Hour)
+	c.Advance(30 * time.Minute)
+	if d := c.Now().Sub(time.Now()); d < 90*time.Minute-time.Second || d > 90*time.Minute+time.Second {
+		t.Fatalf("Clock after advancing 1.5 h is %v ahead", d)
+	}
+}
+
+func TestServeDNS(t *testing.T) {
+	addr := ServeDNS(t, dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(r)
+		m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 1}, A: net.IPv4(192, 0, 2, 7)})
+		_ = w.WriteMsg(m)
+	}))
+	m := new(dns.Msg)
+	m.SetQuestion("host.example.", dns.TypeA)
+	r, err := dns.Exchange(m, addr)
+	if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "192.0.2.7" {
+		t.Fatalf("query to ServeDNS at %s: %v %v", addr, r, err)
+	}
+}
+
+func TestApproverPolicy(t *testing.T) {
+	var p struct {
+		RemoteNetworks []struct {
+			Name       string
+			Connectors []string
+		} `yaml:"remote_networks"`
+		Groups []struct {
+			Name  string
+			Users []string
+		}
+		Users []struct {
+			Email    string
+			Password string
+		}
+	}
+	if err := yaml.Unmarshal([]byte(ApproverPolicy("corp-a", "corp-b")), &p); err != nil {
+		t.Fatalf("ApproverPolicy is not YAML: %v", err)
+	}
+	got := fmt.Sprint(p.RemoteNetworks, p.Groups, p.Users)
+	want := "[{corp [corp-a corp-b]}] [{engineering [alice@example.com bob@example.com]} {sre-leads [bob@example.com]}] [{alice@example.com " + AlicePassword + "} {bob@example.com " + BobPassword + "}]"
+	if got != want {
+		t.Fatalf("ApproverPolicy holds %s, want %s", got, want)
 	}
 }

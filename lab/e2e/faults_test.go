@@ -57,18 +57,7 @@ func TestRevocationEndsSessions(t *testing.T) {
 	if !revoked.RemoveMember("engineering", lab.Alice) {
 		t.Fatal("alice is not in engineering in the lab's network.yaml")
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := l.Apply(ctx, l.Network); err != nil {
-			t.Errorf("restore network.yaml: %v", err)
-			return
-		}
-		assertAccessWorks(t, 30*time.Second)
-	})
-	if err := l.Apply(ctx, revoked); err != nil {
-		t.Fatal(err)
-	}
+	applyNetwork(ctx, t, l, revoked)
 	applied := time.Now()
 	select {
 	case <-exited:

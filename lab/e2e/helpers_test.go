@@ -119,6 +119,25 @@ func routerFault(t *testing.T, set func(context.Context, string, bool) error, ro
 	})
 }
 
+// applyNetwork applies spec to the shared lab for the rest of the test. At
+// cleanup the lab's own network.yaml is applied again and access must work
+// again within 30 s.
+func applyNetwork(ctx context.Context, t *testing.T, l *lab.Lab, spec lab.NetworkSpec) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := l.Apply(ctx, l.Network); err != nil {
+			t.Errorf("restore network.yaml: %v", err)
+			return
+		}
+		assertAccessWorks(t, 30*time.Second)
+	})
+	if err := l.Apply(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // firstNewSSH opens new SSH sessions to db (connect timeout connectTimeout
 // seconds) until one succeeds, failing the test when none does within 30 s
 // of since; it returns how long after since the first one succeeded.

@@ -30,18 +30,7 @@ func TestJITApprovalGrantsAndExpiryEndsSSH(t *testing.T) {
 			jit.Resources[i].Require = &lab.RequireSpec{Approval: &lab.ApprovalSpec{Approvers: []string{"sales"}, Max: "1h"}}
 		}
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := l.Apply(ctx, l.Network); err != nil {
-			t.Errorf("restore network.yaml: %v", err)
-			return
-		}
-		assertAccessWorks(t, 30*time.Second)
-	})
-	if err := l.Apply(ctx, jit); err != nil {
-		t.Fatal(err)
-	}
+	applyNetwork(ctx, t, l, jit)
 	testenv.Poll(t, 15*time.Second, "resources says db needs approval", func() error {
 		out, err := l.Postern(ctx, lab.NodeClient, "resources")
 		if err != nil || !strings.Contains(out, "needs approval (postern request db") {

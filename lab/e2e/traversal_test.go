@@ -96,10 +96,7 @@ func TestUnblockUDPMigratesToDirect(t *testing.T) {
 	l := getLab(t)
 	assertAccessWorks(t, 20*time.Second)
 	ctx := context.Background()
-	routerFault(t, l.BlockUDP, lab.RouterHome, "block UDP") // unblocking again at cleanup is harmless
-	assertAccessWorks(t, 30*time.Second)
-	waitPaths(t, 20*time.Second, "relay", "tls")
-	s := startSession(t)
+	s := relayedSession(t, l.BlockUDP, "block UDP", "tls") // unblocking again at cleanup is harmless
 	s.roundTrip("relayed", 10*time.Second)
 	if err := l.BlockUDP(ctx, lab.RouterHome, false); err != nil {
 		t.Fatal(err)
@@ -124,10 +121,7 @@ func TestRelayRestartDuringRelayedSession(t *testing.T) {
 	assertAccessWorks(t, 20*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	routerFault(t, l.BlockUDP, lab.RouterHome, "block UDP")
-	assertAccessWorks(t, 30*time.Second)
-	waitPaths(t, 20*time.Second, "relay", "tls")
-	s := startSession(t)
+	s := relayedSession(t, l.BlockUDP, "block UDP", "tls")
 	s.roundTrip("before restart", 10*time.Second)
 	if err := l.Restart(ctx, lab.ProgRelay); err != nil {
 		t.Fatal(err)
@@ -205,10 +199,7 @@ func TestRoamingWhileRelayedKeepsSession(t *testing.T) {
 	assertAccessWorks(t, 20*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	routerFault(t, l.SymmetricNAT, lab.RouterHome, "symmetric NAT")
-	assertAccessWorks(t, 30*time.Second)
-	waitPaths(t, 20*time.Second, "relay", "udp")
-	s := startSession(t)
+	s := relayedSession(t, l.SymmetricNAT, "symmetric NAT", "udp")
 	s.roundTrip("relayed", 10*time.Second)
 	newIP, err := l.ChangeClientAddress(ctx, lab.NodeClient)
 	if err != nil {
@@ -351,4 +342,15 @@ func TestZConnectorNetworkBlocksUDP(t *testing.T) {
 			t.Logf("connector %s: %s over %s via %s", c.Name, c.Path, c.Transport, c.RemoteAddr)
 		}
 	}
+}
+
+// relayedSession switches a fault on at the home router for the rest of the
+// test (see routerFault), waits until access works again through the relay
+// over transport, and opens an SSH session there.
+func relayedSession(t *testing.T, fault func(context.Context, string, bool) error, what, transport string) *session {
+	t.Helper()
+	routerFault(t, fault, lab.RouterHome, what)
+	assertAccessWorks(t, 30*time.Second)
+	waitPaths(t, 20*time.Second, "relay", transport)
+	return startSession(t)
 }
