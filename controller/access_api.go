@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/policy"
 )
@@ -50,21 +51,21 @@ var (
 func (c *Controller) handlePosture(w http.ResponseWriter, r *http.Request) {
 	s, m, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
 	var signed controlapi.SignedPosture
-	if !decodeJSON(w, r, &signed) {
+	if !api.DecodeJSON(w, r, &signed) {
 		return
 	}
 	rep, err := m.verifyPosture(s.DeviceID, signed, c.now())
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "posture report: %v", err)
+		api.WriteError(w, http.StatusBadRequest, "posture report: %v", err)
 		return
 	}
 	rep.Reported = time.Time{} // stored only when the facts change
 	if rep.OS == "" || len(rep.OSVersion) > 64 || len(rep.ClientVersion) > 64 || len(rep.OSName) > 128 {
-		writeError(w, http.StatusBadRequest, "posture report: os is required; os_version and client_version at most 64 characters")
+		api.WriteError(w, http.StatusBadRequest, "posture report: os is required; os_version and client_version at most 64 characters")
 		return
 	}
 	if cur := m.access.posture[s.DeviceID]; cur == nil || !reflect.DeepEqual(cur.Report, rep) {
@@ -86,13 +87,13 @@ func (c *Controller) handlePosture(w http.ResponseWriter, r *http.Request) {
 				Name: s.DeviceID, Device: s.DeviceID, Before: before, After: o.Data})
 		})
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "store posture report: %v", err)
+			api.WriteError(w, http.StatusInternalServerError, "store posture report: %v", err)
 			return
 		}
 		m = c.model()
 	}
 	sat, failed := m.devicePosture(s.DeviceID)
-	writeJSON(w, http.StatusOK, controlapi.PostureVerdict{Satisfied: sat, Failed: failed})
+	api.WriteJSON(w, http.StatusOK, controlapi.PostureVerdict{Satisfied: sat, Failed: failed})
 }
 
 // verifyPosture checks a signed report against the device's key and the
@@ -169,14 +170,14 @@ func (m *Model) requestsFor(pid string, admin bool, now time.Time) []controlapi.
 func (c *Controller) handleMyRequests(w http.ResponseWriter, r *http.Request) {
 	s, m, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, m.requestsFor(s.PrincipalID, false, c.now()))
+	api.WriteJSON(w, http.StatusOK, m.requestsFor(s.PrincipalID, false, c.now()))
 }
 
 func (c *Controller) handleAdminRequests(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, c.model().requestsFor("", true, c.now()))
+	api.WriteJSON(w, http.StatusOK, c.model().requestsFor("", true, c.now()))
 }
 
 // createRequest validates and stores a pending request by pid.
@@ -229,11 +230,11 @@ func (c *Controller) createRequest(ctx context.Context, m *Model, pid, device st
 func (c *Controller) handleCreateRequest(w http.ResponseWriter, r *http.Request) {
 	s, m, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
 	var req controlapi.AccessRequestCreate
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	rec, err := c.createRequest(r.Context(), m, s.PrincipalID, s.DeviceID, req)
@@ -241,21 +242,21 @@ func (c *Controller) handleCreateRequest(w http.ResponseWriter, r *http.Request)
 		writeAccessError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, c.model().requestView(rec, s.PrincipalID, c.now()))
+	api.WriteJSON(w, http.StatusCreated, c.model().requestView(rec, s.PrincipalID, c.now()))
 }
 
 func writeAccessError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrRequest):
-		writeError(w, http.StatusBadRequest, "%v", err)
+		api.WriteError(w, http.StatusBadRequest, "%v", err)
 	case errors.Is(err, ErrNoSuchRequest):
-		writeError(w, http.StatusNotFound, "%v", err)
+		api.WriteError(w, http.StatusNotFound, "%v", err)
 	case errors.Is(err, ErrNotApprover), errors.Is(err, ErrSelfApproval):
-		writeError(w, http.StatusForbidden, "%v", err)
+		api.WriteError(w, http.StatusForbidden, "%v", err)
 	case errors.Is(err, ErrRequestState):
-		writeError(w, http.StatusConflict, "%v", err)
+		api.WriteError(w, http.StatusConflict, "%v", err)
 	default:
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 	}
 }
 
@@ -340,11 +341,11 @@ func (c *Controller) decide(ctx context.Context, id, approver, actor, device, ve
 func (c *Controller) handleClientDecision(w http.ResponseWriter, r *http.Request) {
 	s, m, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
 	var dec controlapi.AccessDecision
-	if !decodeJSON(w, r, &dec) {
+	if !api.DecodeJSON(w, r, &dec) {
 		return
 	}
 	rec, err := c.decide(r.Context(), r.PathValue("id"), s.PrincipalID, principalName(m, s.PrincipalID), s.DeviceID, r.PathValue("verb"), dec)
@@ -352,12 +353,12 @@ func (c *Controller) handleClientDecision(w http.ResponseWriter, r *http.Request
 		writeAccessError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c.model().requestView(rec, s.PrincipalID, c.now()))
+	api.WriteJSON(w, http.StatusOK, c.model().requestView(rec, s.PrincipalID, c.now()))
 }
 
 func (c *Controller) handleAdminDecision(w http.ResponseWriter, r *http.Request) {
 	var dec controlapi.AccessDecision
-	if !decodeJSON(w, r, &dec) {
+	if !api.DecodeJSON(w, r, &dec) {
 		return
 	}
 	rec, err := c.decide(r.Context(), r.PathValue("id"), "", adminName(r.Context()), "", r.PathValue("verb"), dec)
@@ -365,7 +366,7 @@ func (c *Controller) handleAdminDecision(w http.ResponseWriter, r *http.Request)
 		writeAccessError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, c.model().requestView(rec, "", c.now()))
+	api.WriteJSON(w, http.StatusOK, c.model().requestView(rec, "", c.now()))
 }
 
 // useGranularity: a principal's last use of a resource is written at most

@@ -22,6 +22,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -190,12 +191,12 @@ func matchTOTP(secret, code string, now time.Time) (int64, bool) {
 func (c *Controller) userSession(w http.ResponseWriter, r *http.Request) (*Session, *Model, *User, bool) {
 	s, m, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return nil, nil, nil, false
 	}
 	u, ok := m.Users[s.PrincipalID]
 	if !ok {
-		writeError(w, http.StatusForbidden, "a second factor is for people; service accounts have none")
+		api.WriteError(w, http.StatusForbidden, "a second factor is for people; service accounts have none")
 		return nil, nil, nil, false
 	}
 	return s, m, u, true
@@ -217,7 +218,7 @@ func (c *Controller) handleMFAStatus(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSON(w, http.StatusOK, c.mfaStatus(m, s, u.ID))
+	api.WriteJSON(w, http.StatusOK, c.mfaStatus(m, s, u.ID))
 }
 
 // handleMFAEnroll makes a new TOTP secret for the user. It replaces an
@@ -228,21 +229,21 @@ func (c *Controller) handleMFAEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if e := m.access.mfa[u.ID]; e != nil && e.Confirmed {
-		writeError(w, http.StatusConflict, "a second factor is already enrolled; remove it first (postern mfa remove)")
+		api.WriteError(w, http.StatusConflict, "a second factor is already enrolled; remove it first (postern mfa remove)")
 		return
 	}
 	if len(m.access.webauthn[u.ID]) > 0 && !c.recentStepUp(s) {
-		writeError(w, http.StatusForbidden, "adding a TOTP app next to your security key needs a step-up within %s: run postern mfa --webauthn first", mfaRemoveWindow)
+		api.WriteError(w, http.StatusForbidden, "adding a TOTP app next to your security key needs a step-up within %s: run postern mfa --webauthn first", mfaRemoveWindow)
 		return
 	}
 	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Postern", AccountName: u.Email, Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "generate TOTP secret: %v", err)
+		api.WriteError(w, http.StatusInternalServerError, "generate TOTP secret: %v", err)
 		return
 	}
 	nonce, sealed, err := c.sealMFA(u.ID, key.Secret())
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	rec := &MFAEnrollment{ID: newID("mfa"), UserID: u.ID, Nonce: nonce, Sealed: sealed, Created: c.now().UTC()}
@@ -262,10 +263,10 @@ func (c *Controller) handleMFAEnroll(w http.ResponseWriter, r *http.Request) {
 		return tx.Audit(store.AuditEntry{Actor: u.Email, Action: "mfa-enroll", Kind: KindMFA, ObjectID: rec.ID, Name: u.Email, Device: s.DeviceID})
 	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "store MFA enrollment: %v", err)
+		api.WriteError(w, http.StatusInternalServerError, "store MFA enrollment: %v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, controlapi.MFAEnrollResponse{URI: key.URL(), Secret: key.Secret()})
+	api.WriteJSON(w, http.StatusOK, controlapi.MFAEnrollResponse{URI: key.URL(), Secret: key.Secret()})
 }
 
 // verifyMFA checks code for the session's user and, when right, confirms
@@ -351,7 +352,7 @@ func (c *Controller) handleMFAVerify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req controlapi.MFAVerifyRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	if err := c.verifyMFA(r.Context(), s, u, req.Code); err != nil {
@@ -362,19 +363,19 @@ func (c *Controller) handleMFAVerify(w http.ResponseWriter, r *http.Request) {
 	if ns := m.SessionByID[s.ID]; ns != nil {
 		s = ns
 	}
-	writeJSON(w, http.StatusOK, c.mfaStatus(m, s, u.ID))
+	api.WriteJSON(w, http.StatusOK, c.mfaStatus(m, s, u.ID))
 }
 
 func writeMFAError(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, ErrMFAThrottled):
-		writeError(w, http.StatusTooManyRequests, "%v", err)
+		api.WriteError(w, http.StatusTooManyRequests, "%v", err)
 	case errors.Is(err, ErrMFACode):
-		writeError(w, http.StatusForbidden, "%v", err)
+		api.WriteError(w, http.StatusForbidden, "%v", err)
 	case errors.Is(err, ErrMFANotSetUp):
-		writeError(w, http.StatusNotFound, "%v", err)
+		api.WriteError(w, http.StatusNotFound, "%v", err)
 	default:
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 	}
 }
 
@@ -386,17 +387,17 @@ func (c *Controller) handleMFARemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var req controlapi.MFAVerifyRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	e := m.access.mfa[u.ID]
 	if e == nil {
-		writeError(w, http.StatusNotFound, "%v", ErrMFANotSetUp)
+		api.WriteError(w, http.StatusNotFound, "%v", ErrMFANotSetUp)
 		return
 	}
 	if e.Confirmed && (s.MFAAt.IsZero() || c.now().Sub(s.MFAAt) > mfaRemoveWindow) {
 		if req.Code == "" {
-			writeError(w, http.StatusForbidden, "a current code is required to remove the second factor")
+			api.WriteError(w, http.StatusForbidden, "a current code is required to remove the second factor")
 			return
 		}
 		if err := c.verifyMFA(r.Context(), s, u, req.Code); err != nil {
@@ -411,7 +412,7 @@ func (c *Controller) handleMFARemove(w http.ResponseWriter, r *http.Request) {
 		return tx.Audit(store.AuditEntry{Actor: u.Email, Action: "mfa-remove", Kind: KindMFA, ObjectID: e.ID, Name: u.Email, Device: s.DeviceID})
 	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "remove MFA enrollment: %v", err)
+		api.WriteError(w, http.StatusInternalServerError, "remove MFA enrollment: %v", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -41,7 +42,7 @@ type MeView struct {
 func (c *Controller) adminIdentityRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathAdminMe, c.admin(func(w http.ResponseWriter, r *http.Request) {
 		p := adminFrom(r.Context())
-		writeJSON(w, http.StatusOK, MeView{Name: p.Name, Role: p.Role, Via: p.Via})
+		api.WriteJSON(w, http.StatusOK, MeView{Name: p.Name, Role: p.Role, Via: p.Via})
 	}))
 	mux.HandleFunc("GET "+PathAdmins, c.admin(func(w http.ResponseWriter, r *http.Request) {
 		as, err := c.ListAdmins(r.Context())
@@ -49,7 +50,7 @@ func (c *Controller) adminIdentityRoutes(mux *http.ServeMux) {
 	}))
 	mux.HandleFunc("POST "+PathAdmins, c.admin(func(w http.ResponseWriter, r *http.Request) {
 		var req AdminRequest
-		if !decodeJSON(w, r, &req) {
+		if !api.DecodeJSON(w, r, &req) {
 			return
 		}
 		a, err := c.AddAdmin(r.Context(), req.Name, req.Role, req.Password)
@@ -57,7 +58,7 @@ func (c *Controller) adminIdentityRoutes(mux *http.ServeMux) {
 	}))
 	mux.HandleFunc("PUT "+PathAdmins+"/{id}", c.admin(func(w http.ResponseWriter, r *http.Request) {
 		var req AdminRequest
-		if !decodeJSON(w, r, &req) {
+		if !api.DecodeJSON(w, r, &req) {
 			return
 		}
 		a, err := c.UpdateAdmin(r.Context(), r.PathValue("id"), req.Role, req.Password)
@@ -72,7 +73,7 @@ func (c *Controller) adminIdentityRoutes(mux *http.ServeMux) {
 	}))
 	mux.HandleFunc("POST "+PathAdminTokens, c.admin(func(w http.ResponseWriter, r *http.Request) {
 		var req AdminTokenRequest
-		if !decodeJSON(w, r, &req) {
+		if !api.DecodeJSON(w, r, &req) {
 			return
 		}
 		t, err := c.CreateAdminToken(r.Context(), req.Admin, req.Role, req.Name, time.Duration(req.TTLSeconds)*time.Second)
@@ -92,28 +93,28 @@ func (c *Controller) adminIdentityRoutes(mux *http.ServeMux) {
 
 func writeItems[T any](w http.ResponseWriter, items []T, err error) {
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	if items == nil {
 		items = []T{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items})
+	api.WriteJSON(w, http.StatusOK, map[string]any{"items": items})
 }
 
 func writeAdminResult(w http.ResponseWriter, status int, v any, err error) {
 	switch {
 	case errors.Is(err, errAdminInput):
-		writeError(w, http.StatusBadRequest, "%v", err)
+		api.WriteError(w, http.StatusBadRequest, "%v", err)
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, "%v", err)
+		api.WriteError(w, http.StatusNotFound, "%v", err)
 	case errors.Is(err, store.ErrConflict):
-		writeError(w, http.StatusConflict, "%v", err)
+		api.WriteError(w, http.StatusConflict, "%v", err)
 	case err != nil:
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 	case status == http.StatusNoContent:
 		w.WriteHeader(status)
 	default:
-		writeJSON(w, status, v)
+		api.WriteJSON(w, status, v)
 	}
 }

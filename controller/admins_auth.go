@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -71,7 +72,7 @@ var errAdminAuth = errors.New("admin credentials required")
 // authenticateBearer resolves an admin API bearer token: the bootstrap
 // admin-token (an owner) or a per-admin token.
 func (c *Controller) authenticateBearer(r *http.Request) (*adminPrincipal, error) {
-	t := bearer(r)
+	t := api.Bearer(r)
 	if t == "" {
 		return nil, errAdminAuth
 	}
@@ -172,7 +173,7 @@ func (c *Controller) adminAuth(h http.HandlerFunc) http.HandlerFunc {
 			var err error
 			if p, err = c.authenticateBearer(r); err != nil {
 				if !errors.Is(err, errAdminAuth) {
-					writeError(w, http.StatusInternalServerError, "%v", err)
+					api.WriteError(w, http.StatusInternalServerError, "%v", err)
 					return
 				}
 				w.Header().Set("WWW-Authenticate", `Bearer realm="postern-admin"`)
@@ -180,12 +181,12 @@ func (c *Controller) adminAuth(h http.HandlerFunc) http.HandlerFunc {
 				if err != errAdminAuth {
 					msg = err.Error()
 				}
-				writeError(w, http.StatusUnauthorized, "%s", msg)
+				api.WriteError(w, http.StatusUnauthorized, "%s", msg)
 				return
 			}
 		}
 		if !p.allowed(r) {
-			writeError(w, http.StatusForbidden, "%s (role %s) may not %s %s", p.Name, p.Role, r.Method, r.URL.Path)
+			api.WriteError(w, http.StatusForbidden, "%s (role %s) may not %s %s", p.Name, p.Role, r.Method, r.URL.Path)
 			return
 		}
 		h(w, r.WithContext(withAdmin(r.Context(), p)))

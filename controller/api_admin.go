@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -54,7 +55,7 @@ func (c *Controller) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/events", c.admin(c.handleEventList))
 	mux.HandleFunc("POST /api/v1/token-keys/rotate", c.admin(func(w http.ResponseWriter, r *http.Request) {
 		if err := c.RotateSigningKey(); err != nil {
-			writeError(w, http.StatusInternalServerError, "%v", err)
+			api.WriteError(w, http.StatusInternalServerError, "%v", err)
 			return
 		}
 		c.hub.notify()
@@ -182,13 +183,13 @@ type ListResponse struct {
 }
 
 func (c *Controller) handleList(w http.ResponseWriter, r *http.Request, kind string) {
-	limit, cursor, ok := pageParams(w, r)
+	limit, cursor, ok := api.PageParams(w, r)
 	if !ok {
 		return
 	}
 	objs, err := c.store.Page(r.Context(), kind, cursor, limit+1)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	resp := ListResponse{Items: []any{}}
@@ -199,12 +200,12 @@ func (c *Controller) handleList(w http.ResponseWriter, r *http.Request, kind str
 	for _, o := range objs {
 		v, err := c.view(kind, o.Data)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "%v", err)
+			api.WriteError(w, http.StatusInternalServerError, "%v", err)
 			return
 		}
 		resp.Items = append(resp.Items, v)
 	}
-	writeJSON(w, http.StatusOK, resp)
+	api.WriteJSON(w, http.StatusOK, resp)
 }
 
 // lookup finds an object by id, or else by name.
@@ -228,23 +229,23 @@ func (c *Controller) handleGet(w http.ResponseWriter, r *http.Request, kind stri
 	}
 	v, err := c.view(kind, o.Data)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, v)
+	api.WriteJSON(w, http.StatusOK, v)
 }
 
 func writeStoreError(w http.ResponseWriter, kind, key string, err error) {
 	var ve ValidationErrors
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, "%s %q not found", kind, key)
+		api.WriteError(w, http.StatusNotFound, "%s %q not found", kind, key)
 	case errors.As(err, &ve), errors.Is(err, ErrInvalidSpec), errors.Is(err, errSpecMutation):
-		writeError(w, http.StatusBadRequest, "%v", err)
+		api.WriteError(w, http.StatusBadRequest, "%v", err)
 	case errors.Is(err, store.ErrConflict):
-		writeError(w, http.StatusConflict, "%v", err)
+		api.WriteError(w, http.StatusConflict, "%v", err)
 	default:
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 	}
 }
 
@@ -322,7 +323,7 @@ type connectorBody struct {
 func (c *Controller) handleUpsert(w http.ResponseWriter, r *http.Request, kind string, update bool) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "request body: %v", err)
+		api.WriteError(w, http.StatusRequestEntityTooLarge, "request body: %v", err)
 		return
 	}
 	strict := func(v any) error {
@@ -458,7 +459,7 @@ func (c *Controller) handleUpsert(w http.ResponseWriter, r *http.Request, kind s
 	}
 	if !update || name != oldName {
 		if _, err := c.lookup(r.Context(), kind, name); err == nil {
-			writeError(w, http.StatusConflict, "%s %q already exists", kind, name)
+			api.WriteError(w, http.StatusConflict, "%s %q already exists", kind, name)
 			return
 		}
 	}
@@ -473,14 +474,14 @@ func (c *Controller) handleUpsert(w http.ResponseWriter, r *http.Request, kind s
 	}
 	v, err := c.view(kind, o.Data)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	status := http.StatusCreated
 	if update {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, v)
+	api.WriteJSON(w, status, v)
 }
 
 // renameRefs renames group references.
@@ -526,7 +527,7 @@ func upsertBy[T any](list []T, old string, v T, name func(T) string) []T {
 func (c *Controller) handleApply(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "request body: %v", err)
+		api.WriteError(w, http.StatusRequestEntityTooLarge, "request body: %v", err)
 		return
 	}
 	dry := r.URL.Query().Get("dry_run")
@@ -538,7 +539,7 @@ func (c *Controller) handleApply(w http.ResponseWriter, r *http.Request) {
 	if !plan.DryRun {
 		c.noteAppliedFile(r.Context(), body) // the console shows what a file manages
 	}
-	writeJSON(w, http.StatusOK, plan)
+	api.WriteJSON(w, http.StatusOK, plan)
 }
 
 func (c *Controller) handleSpec(w http.ResponseWriter, r *http.Request) {
@@ -549,8 +550,8 @@ func (c *Controller) handleSpec(w http.ResponseWriter, r *http.Request) {
 		return err
 	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, spec)
+	api.WriteJSON(w, http.StatusOK, spec)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -37,11 +38,11 @@ type MintResponse struct {
 // its token.
 func (c *Controller) handleMint(w http.ResponseWriter, r *http.Request, kind string, token bool) {
 	var req MintRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	if req.TTLSeconds < 0 {
-		writeError(w, http.StatusBadRequest, "ttl_seconds: must be positive")
+		api.WriteError(w, http.StatusBadRequest, "ttl_seconds: must be positive")
 		return
 	}
 	ttl := time.Duration(req.TTLSeconds) * time.Second
@@ -52,11 +53,11 @@ func (c *Controller) handleMint(w http.ResponseWriter, r *http.Request, kind str
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrUnknownComponent):
-			writeError(w, http.StatusNotFound, "name: %v", err)
+			api.WriteError(w, http.StatusNotFound, "name: %v", err)
 		case errors.Is(err, ErrEnrollment):
-			writeError(w, http.StatusBadRequest, "%v", err)
+			api.WriteError(w, http.StatusBadRequest, "%v", err)
 		default:
-			writeError(w, http.StatusInternalServerError, "%v", err)
+			api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		}
 		return
 	}
@@ -67,10 +68,10 @@ func (c *Controller) handleMint(w http.ResponseWriter, r *http.Request, kind str
 			return
 		}
 		v, _ := c.view(kind, o.Data)
-		writeJSON(w, http.StatusCreated, map[string]any{"relay": v, "enrollment_token": tok})
+		api.WriteJSON(w, http.StatusCreated, map[string]any{"relay": v, "enrollment_token": tok})
 		return
 	}
-	writeJSON(w, http.StatusCreated, MintResponse{Token: tok, Kind: kind, Name: req.Name, ExpiresAt: time.Now().Add(ttl).UTC()})
+	api.WriteJSON(w, http.StatusCreated, MintResponse{Token: tok, Kind: kind, Name: req.Name, ExpiresAt: time.Now().Add(ttl).UTC()})
 }
 
 // serviceKeyType is the "type" of a service key file.
@@ -108,7 +109,7 @@ func (c *Controller) handleServiceKey(w http.ResponseWriter, r *http.Request) {
 	var req struct {
 		TTLSeconds int `json:"ttl_seconds,omitempty"`
 	}
-	if r.ContentLength != 0 && !decodeJSON(w, r, &req) {
+	if r.ContentLength != 0 && !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	k, err := c.CreateServiceKey(r.Context(), r.PathValue("id"), time.Duration(req.TTLSeconds)*time.Second)
@@ -116,7 +117,7 @@ func (c *Controller) handleServiceKey(w http.ResponseWriter, r *http.Request) {
 		writeStoreError(w, KindServiceAccount, r.PathValue("id"), err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, k)
+	api.WriteJSON(w, http.StatusCreated, k)
 }
 
 // handleDeleteServiceKey is DELETE /api/v1/service-accounts/{id}/keys/{key}.

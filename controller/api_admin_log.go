@@ -10,12 +10,13 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 )
 
 // afterParam reads the page size and the cursor (the last entry id seen);
 // on bad input it has answered with 400 and returns false.
 func afterParam(w http.ResponseWriter, r *http.Request) (int64, int, bool) {
-	limit, cursor, ok := pageParams(w, r)
+	limit, cursor, ok := api.PageParams(w, r)
 	if !ok {
 		return 0, 0, false
 	}
@@ -23,7 +24,7 @@ func afterParam(w http.ResponseWriter, r *http.Request) (int64, int, bool) {
 	if cursor != "" {
 		n, err := strconv.ParseInt(cursor, 10, 64)
 		if err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, "query parameter cursor: %q is not an entry id", cursor)
+			api.WriteError(w, http.StatusBadRequest, "query parameter cursor: %q is not an entry id", cursor)
 			return 0, 0, false
 		}
 		after = n
@@ -39,14 +40,14 @@ func (c *Controller) handleAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	es, err := c.store.AuditLog(r.Context(), after, limit)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	resp := map[string]any{"items": es}
 	if len(es) == limit {
 		resp["next_cursor"] = strconv.FormatInt(es[len(es)-1].ID, 10)
 	}
-	writeJSON(w, http.StatusOK, resp)
+	api.WriteJSON(w, http.StatusOK, resp)
 }
 
 // EventView is a stored flow event.
@@ -64,7 +65,7 @@ func (c *Controller) handleEventList(w http.ResponseWriter, r *http.Request) {
 	}
 	es, err := c.store.Events(r.Context(), after, limit)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	items := make([]EventView, 0, len(es))
@@ -79,5 +80,5 @@ func (c *Controller) handleEventList(w http.ResponseWriter, r *http.Request) {
 	if len(es) == limit {
 		resp["next_cursor"] = strconv.FormatInt(es[len(es)-1].ID, 10)
 	}
-	writeJSON(w, http.StatusOK, resp)
+	api.WriteJSON(w, http.StatusOK, resp)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/pki"
@@ -30,7 +31,7 @@ func (c *Controller) clientRoutes(mux *http.ServeMux) {
 
 // sessionFor authenticates a client request by its session token.
 func (c *Controller) sessionFor(r *http.Request) (*Session, *Model, error) {
-	t := bearer(r)
+	t := api.Bearer(r)
 	if t == "" {
 		return nil, nil, fmt.Errorf("%w: session token required (Authorization: Bearer ...)", ErrUnauthenticated)
 	}
@@ -81,10 +82,10 @@ func (c *Controller) session(token string) (*Session, *Model, error) {
 
 func (c *Controller) handleLogin(w http.ResponseWriter, r *http.Request) {
 	var req controlapi.LoginRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
-	resp, status, err := c.login(r.Context(), clientIP(r), req)
+	resp, status, err := c.login(r.Context(), api.ClientIP(r), req)
 	if err != nil {
 		if status == http.StatusTooManyRequests {
 			c.met.signIn(loginMethod(req), "throttled")
@@ -93,10 +94,10 @@ func (c *Controller) handleLogin(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Retry-After", strconv.Itoa(int(te.wait/time.Second)+1))
 			}
 		}
-		writeError(w, status, "%v", err)
+		api.WriteError(w, status, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	api.WriteJSON(w, http.StatusOK, resp)
 }
 
 type throttledError struct {
@@ -148,7 +149,7 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 	if len(req.DeviceName) > 128 || len(req.OS) > 64 {
 		return nil, http.StatusBadRequest, errors.New("device_name or os: too long")
 	}
-	ctx = withRequestIP(ctx, ip)
+	ctx = api.WithRequestIP(ctx, ip)
 	jkt := pki.KeyThumbprint(ed25519.PublicKey(raw))
 	m := c.model()
 	var who signIn
@@ -251,7 +252,7 @@ func (c *Controller) auditFailedSignIn(ctx context.Context, actor, kind, id, nam
 	after, _ := json.Marshal(map[string]string{"method": method, "reason": reason})
 	_, _, err := c.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
 		return tx.Audit(store.AuditEntry{At: c.now(), Actor: actor, Action: "sign-in-failed", Kind: kind, ObjectID: id, Name: name,
-			IP: requestIP(ctx), Device: device, After: after})
+			IP: api.RequestIP(ctx), Device: device, After: after})
 	})
 	if err != nil {
 		c.log.Error("audit failed sign-in", "err", err)
@@ -278,7 +279,7 @@ func (c *Controller) createSession(ctx context.Context, who signIn, req controla
 	token := "pss_" + randomHex(32)
 	now := c.now().UTC()
 	pr, _ := c.model().principal(pid)
-	ip := requestIP(ctx)
+	ip := api.RequestIP(ctx)
 	if expires.IsZero() || expires.After(now.Add(c.cfg.SessionTTL)) {
 		expires = now.Add(c.cfg.SessionTTL)
 	}
@@ -345,11 +346,11 @@ func (c *Controller) createSession(ctx context.Context, who signIn, req controla
 func (c *Controller) handleLogout(w http.ResponseWriter, r *http.Request) {
 	s, _, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
 	if err := c.revokeSession(r.Context(), "principal:"+s.PrincipalID, s.ID); err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -462,29 +463,29 @@ func (c *Controller) issueToken(m *Model, s *Session, connectorID string) (*cont
 func (c *Controller) handleConnectionToken(w http.ResponseWriter, r *http.Request) {
 	s, m, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
 	var req controlapi.TokenRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	if req.ConnectorID == "" {
-		writeError(w, http.StatusBadRequest, "connector_id: required")
+		api.WriteError(w, http.StatusBadRequest, "connector_id: required")
 		return
 	}
 	resp, err := c.issueToken(m, s, req.ConnectorID)
 	switch {
 	case err == nil:
-		writeJSON(w, http.StatusOK, resp)
+		api.WriteJSON(w, http.StatusOK, resp)
 	case errors.Is(err, ErrUnknownComponent):
-		writeError(w, http.StatusNotFound, "connector_id: %v", err)
+		api.WriteError(w, http.StatusNotFound, "connector_id: %v", err)
 	case errors.Is(err, ErrNotAllowed):
-		writeError(w, http.StatusForbidden, "%v", err)
+		api.WriteError(w, http.StatusForbidden, "%v", err)
 	case errors.Is(err, errNoDigest):
-		writeError(w, http.StatusConflict, "%v", err)
+		api.WriteError(w, http.StatusConflict, "%v", err)
 	default:
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 	}
 }
 
@@ -497,7 +498,7 @@ func (c *Controller) connectorLoad(id string) controlapi.ConnectorLoad {
 func (c *Controller) handleClientPolicy(w http.ResponseWriter, r *http.Request) {
 	s, _, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
 	hash := s.TokenHash

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/pki"
 )
@@ -105,20 +106,20 @@ func (c *Controller) issueCredential(kind, id string, pub any) (controlapi.Enrol
 
 func (c *Controller) handleEnroll(w http.ResponseWriter, r *http.Request, kind string) {
 	var req controlapi.EnrollRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	if req.Secret == "" {
-		writeError(w, http.StatusBadRequest, "secret: required")
+		api.WriteError(w, http.StatusBadRequest, "secret: required")
 		return
 	}
 	pub, pubPEM, err := parsePublicKeyPEM(req.PublicKeyPEM)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "%v", err)
+		api.WriteError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
 	if len(req.Hostname) > 255 || len(req.Version) > 64 {
-		writeError(w, http.StatusBadRequest, "hostname or version: too long")
+		api.WriteError(w, http.StatusBadRequest, "hostname or version: too long")
 		return
 	}
 	var resp controlapi.EnrollResponse
@@ -192,39 +193,39 @@ func (c *Controller) handleEnroll(w http.ResponseWriter, r *http.Request, kind s
 		return tx.Audit(store.AuditEntry{Actor: kind + ":" + id, Action: "enroll", Kind: kind, ObjectID: id, Name: e.Name})
 	})
 	if err != nil {
-		c.log.Warn("enrollment refused", "kind", kind, "ip", clientIP(r), "err", err)
-		writeError(w, status, "%v", err)
+		c.log.Warn("enrollment refused", "kind", kind, "ip", api.ClientIP(r), "err", err)
+		api.WriteError(w, status, "%v", err)
 		return
 	}
 	if err := c.reload(r.Context()); err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	c.log.Info("component enrolled", "kind", kind, "id", resp.ID, "name", resp.Name)
-	writeJSON(w, http.StatusOK, resp)
+	api.WriteJSON(w, http.StatusOK, resp)
 }
 
 func (c *Controller) handleRenew(w http.ResponseWriter, r *http.Request) {
 	kind, id, err := c.componentIdentity(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
 	var req controlapi.RenewRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	pub := r.TLS.PeerCertificates[0].PublicKey
 	var pubPEM string
 	if req.PublicKeyPEM != "" {
 		if pub, pubPEM, err = parsePublicKeyPEM(req.PublicKeyPEM); err != nil {
-			writeError(w, http.StatusBadRequest, "%v", err)
+			api.WriteError(w, http.StatusBadRequest, "%v", err)
 			return
 		}
 	}
 	resp, err := c.issueCredential(kind, id, pub)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	m := c.model()
@@ -250,11 +251,11 @@ func (c *Controller) handleRenew(w http.ResponseWriter, r *http.Request) {
 			err = c.reload(r.Context())
 		}
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "%v", err)
+			api.WriteError(w, http.StatusInternalServerError, "%v", err)
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, resp)
+	api.WriteJSON(w, http.StatusOK, resp)
 }
 
 func validDigest(s string) bool {
@@ -272,31 +273,31 @@ func validHostPort(s string) bool {
 
 func (c *Controller) handleHeartbeat(w http.ResponseWriter, r *http.Request, id string) {
 	var hb controlapi.Heartbeat
-	if !decodeJSON(w, r, &hb) {
+	if !api.DecodeJSON(w, r, &hb) {
 		return
 	}
 	if len(hb.CertSHA256) == 0 || len(hb.CertSHA256) > 8 {
-		writeError(w, http.StatusBadRequest, "cert_sha256: 1 to 8 certificate digests required")
+		api.WriteError(w, http.StatusBadRequest, "cert_sha256: 1 to 8 certificate digests required")
 		return
 	}
 	for i, d := range hb.CertSHA256 {
 		if !validDigest(d) {
-			writeError(w, http.StatusBadRequest, "cert_sha256[%d]: %q is not a hex SHA-256 digest", i, d)
+			api.WriteError(w, http.StatusBadRequest, "cert_sha256[%d]: %q is not a hex SHA-256 digest", i, d)
 			return
 		}
 	}
 	if len(hb.Addrs) > 32 {
-		writeError(w, http.StatusBadRequest, "addrs: at most 32")
+		api.WriteError(w, http.StatusBadRequest, "addrs: at most 32")
 		return
 	}
 	for i, a := range hb.Addrs {
 		if !validHostPort(a) {
-			writeError(w, http.StatusBadRequest, "addrs[%d]: %q is not host:port", i, a)
+			api.WriteError(w, http.StatusBadRequest, "addrs[%d]: %q is not host:port", i, a)
 			return
 		}
 	}
 	if len(hb.Version) > 64 {
-		writeError(w, http.StatusBadRequest, "version: too long")
+		api.WriteError(w, http.StatusBadRequest, "version: too long")
 		return
 	}
 	digests := make([]string, len(hb.CertSHA256))
@@ -323,12 +324,12 @@ func (c *Controller) handleHeartbeat(w http.ResponseWriter, r *http.Request, id 
 			err = c.reload(r.Context())
 		}
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "record heartbeat: %v", err)
+			api.WriteError(w, http.StatusInternalServerError, "record heartbeat: %v", err)
 			return
 		}
 		c.log.Info("connector heartbeat changed state", "connector", id, "cert_sha256", digests[0], "addrs", hb.Addrs)
 	}
-	writeJSON(w, http.StatusOK, controlapi.HeartbeatResponse{IntervalSeconds: c.intervalSeconds()})
+	api.WriteJSON(w, http.StatusOK, controlapi.HeartbeatResponse{IntervalSeconds: c.intervalSeconds()})
 }
 
 func stringsToLower(s string) string {
@@ -355,11 +356,11 @@ func (c *Controller) handleConnectorPolicy(w http.ResponseWriter, r *http.Reques
 
 func (c *Controller) handleEvents(w http.ResponseWriter, r *http.Request, id string) {
 	var fe controlapi.FlowEvents
-	if !decodeJSON(w, r, &fe) {
+	if !api.DecodeJSON(w, r, &fe) {
 		return
 	}
 	if len(fe.Events) > 5000 {
-		writeError(w, http.StatusBadRequest, "events: at most 5000 per batch, got %d", len(fe.Events))
+		api.WriteError(w, http.StatusBadRequest, "events: at most 5000 per batch, got %d", len(fe.Events))
 		return
 	}
 	evs := make([]store.Event, 0, len(fe.Events))
@@ -369,7 +370,7 @@ func (c *Controller) handleEvents(w http.ResponseWriter, r *http.Request, id str
 		evs = append(evs, store.Event{At: time.Now(), Data: b})
 	}
 	if err := c.store.AddEvents(r.Context(), evs, c.cfg.MaxEvents); err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	if err := c.recordUse(r.Context(), fe.Events); err != nil {
@@ -380,28 +381,28 @@ func (c *Controller) handleEvents(w http.ResponseWriter, r *http.Request, id str
 
 func (c *Controller) handleRelayRegister(w http.ResponseWriter, r *http.Request, id string) {
 	var req controlapi.RelayRegister
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	if req.UDPAddr != "" && !validHostPort(req.UDPAddr) {
-		writeError(w, http.StatusBadRequest, "udp_addr: %q is not ip:port", req.UDPAddr)
+		api.WriteError(w, http.StatusBadRequest, "udp_addr: %q is not ip:port", req.UDPAddr)
 		return
 	}
 	if req.TLSAddr != "" && !validHostPort(req.TLSAddr) {
-		writeError(w, http.StatusBadRequest, "tls_addr: %q is not ip:port", req.TLSAddr)
+		api.WriteError(w, http.StatusBadRequest, "tls_addr: %q is not ip:port", req.TLSAddr)
 		return
 	}
 	if req.PublicIP != "" && net.ParseIP(req.PublicIP) == nil {
-		writeError(w, http.StatusBadRequest, "public_ip: %q is not an IP address", req.PublicIP)
+		api.WriteError(w, http.StatusBadRequest, "public_ip: %q is not an IP address", req.PublicIP)
 		return
 	}
 	if req.TLSCertSHA256 != "" && !validDigest(req.TLSCertSHA256) {
-		writeError(w, http.StatusBadRequest, "tls_cert_sha256: %q is not a hex SHA-256 digest", req.TLSCertSHA256)
+		api.WriteError(w, http.StatusBadRequest, "tls_cert_sha256: %q is not a hex SHA-256 digest", req.TLSCertSHA256)
 		return
 	}
 	req.TLSCertSHA256 = stringsToLower(req.TLSCertSHA256)
 	if req.UDPAddr == "" && req.TLSAddr == "" {
-		writeError(w, http.StatusBadRequest, "udp_addr or tls_addr: at least one is required")
+		api.WriteError(w, http.StatusBadRequest, "udp_addr or tls_addr: at least one is required")
 		return
 	}
 	c.rtMu.Lock()
@@ -421,13 +422,13 @@ func (c *Controller) handleRelayRegister(w http.ResponseWriter, r *http.Request,
 			err = c.reload(r.Context())
 		}
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "register relay: %v", err)
+			api.WriteError(w, http.StatusInternalServerError, "register relay: %v", err)
 			return
 		}
 		c.log.Info("relay registered", "relay", id, "udp", req.UDPAddr, "tls", req.TLSAddr)
 	}
 	pol := c.model().relayPolicy(time.Now())
-	writeJSON(w, http.StatusOK, controlapi.RelayRegisterResponse{
+	api.WriteJSON(w, http.StatusOK, controlapi.RelayRegisterResponse{
 		ID: id, TURNSecret: string(c.turnKey), Realm: turnRealm, Issuer: c.issuer, JWKS: c.JWKS(),
 		IntervalSeconds: c.intervalSeconds(), Policy: &pol,
 	})
@@ -465,26 +466,26 @@ func (c *Controller) handleTURN(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		kind, id, err := c.componentIdentity(r)
 		if err != nil {
-			writeError(w, http.StatusUnauthorized, "%v", err)
+			api.WriteError(w, http.StatusUnauthorized, "%v", err)
 			return
 		}
 		if kind != KindConnector {
-			writeError(w, http.StatusForbidden, "TURN credentials are for connectors and client devices, not %s", kind)
+			api.WriteError(w, http.StatusForbidden, "TURN credentials are for connectors and client devices, not %s", kind)
 			return
 		}
-		writeJSON(w, http.StatusOK, c.TURNCredentials(kind+":"+id))
+		api.WriteJSON(w, http.StatusOK, c.TURNCredentials(kind+":"+id))
 		return
 	}
 	sess, m, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
 	if !m.mayUseAnyConnector(sess.PrincipalID) {
-		writeError(w, http.StatusForbidden, "no resource of this account is served by a connector: nothing to relay to")
+		api.WriteError(w, http.StatusForbidden, "no resource of this account is served by a connector: nothing to relay to")
 		return
 	}
-	writeJSON(w, http.StatusOK, c.deviceTURNCredentials(sess.PrincipalID, sess.DeviceID))
+	api.WriteJSON(w, http.StatusOK, c.deviceTURNCredentials(sess.PrincipalID, sess.DeviceID))
 }
 
 func (c *Controller) handleRelayPolicy(w http.ResponseWriter, r *http.Request, id string) {

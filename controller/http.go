@@ -7,25 +7,16 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"postern.dev/postern/controlapi"
-)
-
-// Body limits.
-const (
-	maxBody      = 1 << 20
-	maxApplyBody = 64 << 20
-	maxEventBody = 4 << 20
+	"postern.dev/postern/controller/api"
 )
 
 // Handler returns the controller's HTTP handler (used by Serve; exposed for
@@ -57,80 +48,7 @@ func (c *Controller) buildHandler() {
 	c.adminIdentityRoutes(mux)
 	c.consoleRoutes(mux)
 	c.mux = mux
-	c.handler = c.instrument(c.middleware(mux))
-}
-
-func (c *Controller) middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				c.log.Error("handler panic", "path", r.URL.Path, "panic", v)
-				writeError(w, http.StatusInternalServerError, "internal error")
-			}
-		}()
-		if !c.limiter.allow(clientIP(r)) {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusTooManyRequests, "rate limit exceeded for %s", clientIP(r))
-			return
-		}
-		limit := int64(maxBody)
-		switch r.URL.Path {
-		case "/api/v1/apply":
-			limit = maxApplyBody
-		case controlapi.PathConnectorEvents:
-			limit = maxEventBody
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
-		r = r.WithContext(withRequestIP(r.Context(), clientIP(r)))
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		next.ServeHTTP(w, r)
-	})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, format string, args ...any) {
-	writeJSON(w, status, controlapi.Error{Error: fmt.Sprintf(format, args...)})
-}
-
-// decodeJSON reads a JSON body strictly (unknown fields refused).
-func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.As(err, &mbe):
-			writeError(w, http.StatusRequestEntityTooLarge, "request body larger than %d bytes", mbe.Limit)
-		case errors.Is(err, io.EOF):
-			writeError(w, http.StatusBadRequest, "request body: empty, a JSON object is required")
-		default:
-			writeError(w, http.StatusBadRequest, "request body: %v", err)
-		}
-		return false
-	}
-	if dec.More() {
-		writeError(w, http.StatusBadRequest, "request body: trailing data after the JSON object")
-		return false
-	}
-	return true
-}
-
-func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
+	c.handler = c.instrument(api.Middleware(mux, c.log, c.limiter.Allow))
 }
 
 func sha256Hex(s string) string {
@@ -180,11 +98,11 @@ func (c *Controller) component(want string, h func(w http.ResponseWriter, r *htt
 	return func(w http.ResponseWriter, r *http.Request) {
 		kind, id, err := c.componentIdentity(r)
 		if err != nil {
-			writeError(w, http.StatusUnauthorized, "%v", err)
+			api.WriteError(w, http.StatusUnauthorized, "%v", err)
 			return
 		}
 		if want != "" && kind != want {
-			writeError(w, http.StatusForbidden, "this endpoint is for %ss, not %ss", want, kind)
+			api.WriteError(w, http.StatusForbidden, "this endpoint is for %ss, not %ss", want, kind)
 			return
 		}
 		h(w, r, id)
@@ -209,20 +127,6 @@ func parsePublicKeyPEM(s string) (any, string, error) {
 	}
 	der, _ := x509.MarshalPKIXPublicKey(pub)
 	return pub, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
-}
-
-// pageParams reads ?limit= and ?cursor=.
-func pageParams(w http.ResponseWriter, r *http.Request) (limit int, cursor string, ok bool) {
-	limit = 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, "query parameter limit: %q must be a number from 1 to 1000", v)
-			return 0, "", false
-		}
-		limit = n
-	}
-	return limit, r.URL.Query().Get("cursor"), true
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/version"
 )
@@ -154,10 +155,10 @@ func (c *Controller) ready(ctx context.Context) (bool, string) {
 func (c *Controller) handleReady(w http.ResponseWriter, r *http.Request) {
 	ok, why := c.ready(r.Context())
 	if !ok {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reason": why})
+		api.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reason": why})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "revision": c.model().Rev})
+	api.WriteJSON(w, http.StatusOK, map[string]any{"status": "ready", "revision": c.model().Rev})
 }
 
 func (c *Controller) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -165,7 +166,7 @@ func (c *Controller) handleHealth(w http.ResponseWriter, r *http.Request) {
 	if m := c.model(); m != nil {
 		rev = m.Rev
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "version": version.Version, "revision": rev})
+	api.WriteJSON(w, http.StatusOK, map[string]any{"status": "ok", "version": version.Version, "revision": rev})
 }
 
 // MetricsHandler serves /metrics, /healthz, /readyz and /debug/pprof/
