@@ -44,24 +44,8 @@ func (c *Controller) adminRoutes(mux *http.ServeMux) {
 			mux.HandleFunc("PUT "+base+"/{id}", c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleUpsert(w, r, kind, true) }))
 		}
 	}
-	mux.HandleFunc("POST /api/v1/relays", c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleMint(w, r, KindRelay, false) }))
-	mux.HandleFunc("POST /api/v1/connector-tokens", c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleMint(w, r, KindConnector, true) }))
-	mux.HandleFunc("POST /api/v1/relay-tokens", c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleMint(w, r, KindRelay, true) }))
-	mux.HandleFunc("POST /api/v1/service-accounts/{id}/keys", c.admin(c.handleServiceKey))
-	mux.HandleFunc("DELETE /api/v1/service-accounts/{id}/keys/{key}", c.admin(c.handleDeleteServiceKey))
 	mux.HandleFunc("POST /api/v1/apply", c.admin(c.handleApply))
 	mux.HandleFunc("GET /api/v1/spec", c.admin(c.handleSpec))
-	mux.HandleFunc("GET /api/v1/audit", c.admin(c.handleAudit))
-	mux.HandleFunc("GET /api/v1/events", c.admin(c.handleEventList))
-	mux.HandleFunc("POST /api/v1/token-keys/rotate", c.admin(func(w http.ResponseWriter, r *http.Request) {
-		if err := c.RotateSigningKey(); err != nil {
-			api.WriteError(w, http.StatusInternalServerError, "%v", err)
-			return
-		}
-		c.hub.notify()
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(c.JWKS())
-	}))
 }
 
 // ConnectorView is a connector as the admin API shows it.

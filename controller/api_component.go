@@ -206,7 +206,7 @@ func (c *Controller) handleEnroll(w http.ResponseWriter, r *http.Request, kind s
 }
 
 func (c *Controller) handleRenew(w http.ResponseWriter, r *http.Request) {
-	kind, id, err := c.componentIdentity(r)
+	kind, id, err := c.ComponentIdentity(r)
 	if err != nil {
 		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
@@ -464,7 +464,7 @@ func (c *Controller) turnCredentials(user string, exp time.Time) controlapi.TURN
 // network that has a connector); anyone else has nothing to relay to.
 func (c *Controller) handleTURN(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		kind, id, err := c.componentIdentity(r)
+		kind, id, err := c.ComponentIdentity(r)
 		if err != nil {
 			api.WriteError(w, http.StatusUnauthorized, "%v", err)
 			return

@@ -156,6 +156,7 @@ type Controller struct {
 	exporter *export.Exporter // nil: no export configured
 
 	muxOnce sync.Once
+	apiSrv  *api.Server
 	mux     *http.ServeMux
 	handler http.Handler
 
@@ -167,8 +168,8 @@ type Controller struct {
 // Sentinel errors of the controller.
 var (
 	ErrConfig           = errors.New("invalid controller configuration")
-	ErrUnknownComponent = errors.New("unknown component")
-	ErrEnrollment       = errors.New("enrollment refused")
+	ErrUnknownComponent = api.ErrUnknownComponent
+	ErrEnrollment       = api.ErrEnrollment
 	ErrNotAllowed       = errors.New("not allowed")
 	ErrUnauthenticated  = errors.New("not signed in")
 	ErrThrottled        = errors.New("too many attempts")

@@ -13,9 +13,6 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/api"
 )
 
@@ -29,23 +26,13 @@ func (c *Controller) Handler() http.Handler {
 
 func (c *Controller) buildHandler() {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+controlapi.PathHealth, c.handleHealth)
-	mux.HandleFunc("GET "+PathReady, c.handleReady)
-	mux.Handle("GET "+PathMetrics, c.admin(promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{}).ServeHTTP))
-	mux.HandleFunc("GET "+controlapi.PathJWKS, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "max-age=300")
-		w.Write(c.JWKS())
-	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/console/", http.StatusFound)
-	})
+	c.apiSrv = api.New(c)
+	c.apiSrv.Routes(mux)
 	c.componentRoutes(mux)
 	c.clientRoutes(mux)
 	c.accessRoutes(mux)
 	c.ssoRoutes(mux)
 	c.adminRoutes(mux)
-	c.adminIdentityRoutes(mux)
 	c.consoleRoutes(mux)
 	c.mux = mux
 	c.handler = c.instrument(api.Middleware(mux, c.log, c.limiter.Allow))
@@ -56,13 +43,18 @@ func sha256Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// admin guards an admin API route: see adminAuth (admins_auth.go).
-func (c *Controller) admin(h http.HandlerFunc) http.HandlerFunc { return c.adminAuth(h) }
+// admin guards an admin API route (api.Server.Admin).
+func (c *Controller) admin(h http.HandlerFunc) http.HandlerFunc { return c.apiSrv.Admin(h) }
 
-// componentIdentity returns the kind ("connector"/"relay") and id of an
+// component guards a connector or relay route (api.Server.Component).
+func (c *Controller) component(want string, h func(w http.ResponseWriter, r *http.Request, id string)) http.HandlerFunc {
+	return c.apiSrv.Component(want, h)
+}
+
+// ComponentIdentity returns the kind ("connector"/"relay") and id of an
 // mTLS caller, checking that the certificate was issued for the key the
-// component enrolled (or renewed) with.
-func (c *Controller) componentIdentity(r *http.Request) (kind, id string, err error) {
+// component enrolled (or renewed) with (api.Auth).
+func (c *Controller) ComponentIdentity(r *http.Request) (kind, id string, err error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.PeerCertificates) == 0 {
 		return "", "", errors.New("a client certificate issued at enrollment is required")
 	}
@@ -92,21 +84,6 @@ func (c *Controller) componentIdentity(r *http.Request) (kind, id string, err er
 		return "", "", fmt.Errorf("%w: %s %s: certificate is for a key that is no longer enrolled", ErrUnknownComponent, kind, id)
 	}
 	return kind, id, nil
-}
-
-func (c *Controller) component(want string, h func(w http.ResponseWriter, r *http.Request, id string)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		kind, id, err := c.componentIdentity(r)
-		if err != nil {
-			api.WriteError(w, http.StatusUnauthorized, "%v", err)
-			return
-		}
-		if want != "" && kind != want {
-			api.WriteError(w, http.StatusForbidden, "this endpoint is for %ss, not %ss", want, kind)
-			return
-		}
-		h(w, r, id)
-	}
 }
 
 // parsePublicKeyPEM accepts a PKIX Ed25519 or ECDSA public key and returns its
