@@ -32,7 +32,6 @@ func (c *Controller) buildHandler() {
 	c.clientRoutes(mux)
 	c.accessRoutes(mux)
 	c.ssoRoutes(mux)
-	c.adminRoutes(mux)
 	c.consoleRoutes(mux)
 	c.mux = mux
 	c.handler = c.instrument(api.Middleware(mux, c.log, c.limiter.Allow))

@@ -86,14 +86,9 @@ func (s *Server) handleServiceKey(w http.ResponseWriter, r *http.Request) {
 
 // handleDeleteServiceKey is DELETE /api/v1/service-accounts/{id}/keys/{key}.
 func (s *Server) handleDeleteServiceKey(w http.ResponseWriter, r *http.Request) {
-	err := s.core.DeleteServiceKey(r.Context(), r.PathValue("id"), r.PathValue("key"))
-	var oe *ObjectError
-	switch {
-	case err == nil:
-		w.WriteHeader(http.StatusNoContent)
-	case errors.As(err, &oe):
-		s.writeObjectError(w, oe.Kind, oe.Key, oe.Err)
-	default:
-		s.writeObjectError(w, "service account key", r.PathValue("key"), err)
+	if err := s.core.DeleteServiceKey(r.Context(), r.PathValue("id"), r.PathValue("key")); err != nil {
+		s.writeError(w, err)
+		return
 	}
+	w.WriteHeader(http.StatusNoContent)
 }

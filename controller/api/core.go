@@ -18,6 +18,7 @@ type Core interface {
 	Logs
 	Credentials
 	Admins
+	Objects
 }
 
 // Auth authenticates callers for the guards (Server.Admin, Server.Component).

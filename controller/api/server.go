@@ -22,6 +22,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	s.logRoutes(mux)
 	s.credentialRoutes(mux)
 	s.adminIdentityRoutes(mux)
+	s.objectRoutes(mux)
 }
 
 // Admin guards an admin API route: the caller must be an admin whose role
@@ -65,6 +66,17 @@ func (s *Server) Component(want string, h func(w http.ResponseWriter, r *http.Re
 		}
 		h(w, r, id)
 	}
+}
+
+// writeError answers a failure: about one object (*ObjectError), as
+// writeObjectError does; else 500.
+func (s *Server) writeError(w http.ResponseWriter, err error) {
+	var oe *ObjectError
+	if errors.As(err, &oe) {
+		s.writeObjectError(w, oe.Kind, oe.Key, oe.Err)
+		return
+	}
+	WriteError(w, http.StatusInternalServerError, "%v", err)
 }
 
 // writeObjectError answers a failure about the object of kind named key.
