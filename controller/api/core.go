@@ -19,6 +19,7 @@ type Core interface {
 	Credentials
 	Admins
 	Objects
+	Components
 }
 
 // Auth authenticates callers for the guards (Server.Admin, Server.Component).

@@ -23,6 +23,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	s.credentialRoutes(mux)
 	s.adminIdentityRoutes(mux)
 	s.objectRoutes(mux)
+	s.componentRoutes(mux)
 }
 
 // Admin guards an admin API route: the caller must be an admin whose role
