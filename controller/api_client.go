@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,15 +22,16 @@ import (
 )
 
 func (c *Controller) clientRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+controlapi.PathLogin, c.handleLogin)
-	mux.HandleFunc("POST "+controlapi.PathLogout, c.handleLogout)
-	mux.HandleFunc("POST "+controlapi.PathConnectionToken, c.handleConnectionToken)
 	mux.HandleFunc("GET "+controlapi.PathClientPolicy, c.handleClientPolicy)
 }
 
 // sessionFor authenticates a client request by its session token.
 func (c *Controller) sessionFor(r *http.Request) (*Session, *Model, error) {
-	t := api.Bearer(r)
+	return c.sessionForToken(r.Context(), api.Bearer(r))
+}
+
+// sessionForToken finds the live session of a session token.
+func (c *Controller) sessionForToken(ctx context.Context, t string) (*Session, *Model, error) {
 	if t == "" {
 		return nil, nil, fmt.Errorf("%w: session token required (Authorization: Bearer ...)", ErrUnauthenticated)
 	}
@@ -40,7 +40,7 @@ func (c *Controller) sessionFor(r *http.Request) (*Session, *Model, error) {
 		// Signed in on another replica a moment ago (or that replica just
 		// died and the client moved here): catch up with the shared store
 		// before calling the session unknown.
-		if rerr := c.reload(r.Context()); rerr == nil {
+		if rerr := c.reload(ctx); rerr == nil {
 			return c.session(t)
 		}
 	}
@@ -80,24 +80,41 @@ func (c *Controller) session(token string) (*Session, *Model, error) {
 	return s, m, nil
 }
 
-func (c *Controller) handleLogin(w http.ResponseWriter, r *http.Request) {
-	var req controlapi.LoginRequest
-	if !api.DecodeJSON(w, r, &req) {
-		return
+// Login signs a device in from ip (api.Clients); on failure it returns the
+// status to answer with.
+func (c *Controller) Login(ctx context.Context, ip string, req controlapi.LoginRequest) (*controlapi.LoginResponse, int, error) {
+	resp, status, err := c.login(ctx, ip, req)
+	if err != nil && status == http.StatusTooManyRequests {
+		c.met.signIn(loginMethod(req), "throttled")
 	}
-	resp, status, err := c.login(r.Context(), api.ClientIP(r), req)
+	return resp, status, err
+}
+
+// clientSession is a live session of a device, for the client API.
+type clientSession struct {
+	c *Controller
+	s *Session
+	m *Model
+}
+
+// ClientSession is the live session of a session token (api.Clients); its
+// errors wrap ErrUnauthenticated.
+func (c *Controller) ClientSession(ctx context.Context, token string) (api.ClientSession, error) {
+	s, m, err := c.sessionForToken(ctx, token)
 	if err != nil {
-		if status == http.StatusTooManyRequests {
-			c.met.signIn(loginMethod(req), "throttled")
-			var te *throttledError
-			if errors.As(err, &te) {
-				w.Header().Set("Retry-After", strconv.Itoa(int(te.wait/time.Second)+1))
-			}
-		}
-		api.WriteError(w, status, "%v", err)
-		return
+		return nil, err
 	}
-	api.WriteJSON(w, http.StatusOK, resp)
+	return &clientSession{c: c, s: s, m: m}, nil
+}
+
+// Logout ends the session (api.ClientSession).
+func (cs *clientSession) Logout(ctx context.Context) error {
+	return cs.c.revokeSession(ctx, "principal:"+cs.s.PrincipalID, cs.s.ID)
+}
+
+// ConnectionToken issues a Connection Token for connector (api.ClientSession).
+func (cs *clientSession) ConnectionToken(connector string) (*controlapi.TokenResponse, error) {
+	return cs.c.issueToken(cs.m, cs.s, connector)
 }
 
 type throttledError struct {
@@ -112,6 +129,9 @@ func (e *throttledError) Error() string {
 	return fmt.Sprintf("%v: wait %s before trying again", ErrThrottled, e.wait.Round(time.Second))
 }
 func (e *throttledError) Unwrap() error { return ErrThrottled }
+
+// RetryAfter is how long to wait before signing in again.
+func (e *throttledError) RetryAfter() time.Duration { return e.wait }
 
 // loginMethod names the credential a LoginRequest carries (metrics label).
 func loginMethod(req controlapi.LoginRequest) string {
@@ -343,19 +363,6 @@ func (c *Controller) createSession(ctx context.Context, who signIn, req controla
 	return &controlapi.LoginResponse{SessionToken: token, ExpiresAt: sess.ExpiresAt, DeviceID: sess.DeviceID, Principal: pr}, 0, nil
 }
 
-func (c *Controller) handleLogout(w http.ResponseWriter, r *http.Request) {
-	s, _, err := c.sessionFor(r)
-	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	if err := c.revokeSession(r.Context(), "principal:"+s.PrincipalID, s.ID); err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "%v", err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
-}
-
 // revokeSession ends one session.
 func (c *Controller) revokeSession(ctx context.Context, actor, id string) error {
 	_, _, err := c.commit(ctx, func(tx store.Tx) error {
@@ -428,7 +435,7 @@ func (c *Controller) IssueConnectionToken(sessionToken, connectorID string) (*co
 	return c.issueToken(m, s, connectorID)
 }
 
-var errNoDigest = errors.New("connector has not reported its certificate yet (no heartbeat); try again shortly")
+var errNoDigest = api.ErrNoDigest
 
 func (c *Controller) issueToken(m *Model, s *Session, connectorID string) (*controlapi.TokenResponse, error) {
 	cn, ok := m.Connectors[connectorID]
@@ -458,35 +465,6 @@ func (c *Controller) issueToken(m *Model, s *Session, connectorID string) (*cont
 	}
 	c.met.issued("connection_token")
 	return &controlapi.TokenResponse{Token: tok, ExpiresAt: exp.Truncate(time.Second).UTC(), CertSHA256: cn.CertSHA256[0]}, nil
-}
-
-func (c *Controller) handleConnectionToken(w http.ResponseWriter, r *http.Request) {
-	s, m, err := c.sessionFor(r)
-	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	var req controlapi.TokenRequest
-	if !api.DecodeJSON(w, r, &req) {
-		return
-	}
-	if req.ConnectorID == "" {
-		api.WriteError(w, http.StatusBadRequest, "connector_id: required")
-		return
-	}
-	resp, err := c.issueToken(m, s, req.ConnectorID)
-	switch {
-	case err == nil:
-		api.WriteJSON(w, http.StatusOK, resp)
-	case errors.Is(err, ErrUnknownComponent):
-		api.WriteError(w, http.StatusNotFound, "connector_id: %v", err)
-	case errors.Is(err, ErrNotAllowed):
-		api.WriteError(w, http.StatusForbidden, "%v", err)
-	case errors.Is(err, errNoDigest):
-		api.WriteError(w, http.StatusConflict, "%v", err)
-	default:
-		api.WriteError(w, http.StatusInternalServerError, "%v", err)
-	}
 }
 
 func (c *Controller) connectorLoad(id string) controlapi.ConnectorLoad {

@@ -170,7 +170,7 @@ var (
 	ErrConfig           = errors.New("invalid controller configuration")
 	ErrUnknownComponent = api.ErrUnknownComponent
 	ErrEnrollment       = api.ErrEnrollment
-	ErrNotAllowed       = errors.New("not allowed")
+	ErrNotAllowed       = api.ErrNotAllowed
 	ErrUnauthenticated  = errors.New("not signed in")
 	ErrThrottled        = errors.New("too many attempts")
 	// ErrIdentityConflict: an external identity cannot be matched to a

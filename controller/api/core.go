@@ -20,6 +20,7 @@ type Core interface {
 	Admins
 	Objects
 	Components
+	Clients
 }
 
 // Auth authenticates callers for the guards (Server.Admin, Server.Component).

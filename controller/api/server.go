@@ -24,6 +24,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	s.adminIdentityRoutes(mux)
 	s.objectRoutes(mux)
 	s.componentRoutes(mux)
+	s.clientRoutes(mux)
 }
 
 // Admin guards an admin API route: the caller must be an admin whose role

@@ -1,0 +1,118 @@
+// Client API (session bearer tokens): sign-in (POST controlapi.PathLogin),
+// sign-out (POST controlapi.PathLogout) and Connection Tokens (POST
+// controlapi.PathConnectionToken). The client policy stream, posture,
+// access requests, MFA, SSO and TURN are still served by package
+// controller.
+
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"postern.dev/postern/controlapi"
+)
+
+// Clients signs devices in and authenticates their later requests.
+type Clients interface {
+	// Login signs a device in from ip. On failure it returns the status to
+	// answer with; a throttled sign-in's error has a RetryAfter method.
+	Login(ctx context.Context, ip string, req controlapi.LoginRequest) (*controlapi.LoginResponse, int, error)
+	// ClientSession is the live session of a session token; its errors
+	// say why there is none (401).
+	ClientSession(ctx context.Context, token string) (ClientSession, error)
+}
+
+// ClientSession is a signed-in device's session.
+type ClientSession interface {
+	// Logout ends the session.
+	Logout(ctx context.Context) error
+	// ConnectionToken issues a Connection Token for connector connector
+	// (an id or a name). Its errors wrap ErrUnknownComponent,
+	// ErrNotAllowed or ErrNoDigest when refused.
+	ConnectionToken(connector string) (*controlapi.TokenResponse, error)
+}
+
+var (
+	// ErrNotAllowed: the caller may not have what it asks for (403).
+	ErrNotAllowed = errors.New("not allowed")
+	// ErrNoDigest: a connector has not reported its certificate yet (409).
+	ErrNoDigest = errors.New("connector has not reported its certificate yet (no heartbeat); try again shortly")
+)
+
+func (s *Server) clientRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+controlapi.PathLogin, s.handleLogin)
+	mux.HandleFunc("POST "+controlapi.PathLogout, s.handleLogout)
+	mux.HandleFunc("POST "+controlapi.PathConnectionToken, s.handleConnectionToken)
+}
+
+func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
+	var req controlapi.LoginRequest
+	if !DecodeJSON(w, r, &req) {
+		return
+	}
+	resp, status, err := s.core.Login(r.Context(), ClientIP(r), req)
+	if err != nil {
+		var ra interface{ RetryAfter() time.Duration }
+		if status == http.StatusTooManyRequests && errors.As(err, &ra) {
+			w.Header().Set("Retry-After", strconv.Itoa(int(ra.RetryAfter()/time.Second)+1))
+		}
+		WriteError(w, status, "%v", err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, resp)
+}
+
+// session authenticates a client request by its bearer session token; on
+// failure it has answered 401.
+func (s *Server) session(w http.ResponseWriter, r *http.Request) (ClientSession, bool) {
+	cs, err := s.core.ClientSession(r.Context(), Bearer(r))
+	if err != nil {
+		WriteError(w, http.StatusUnauthorized, "%v", err)
+		return nil, false
+	}
+	return cs, true
+}
+
+func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
+	cs, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	if err := cs.Logout(r.Context()); err != nil {
+		WriteError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) handleConnectionToken(w http.ResponseWriter, r *http.Request) {
+	cs, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	var req controlapi.TokenRequest
+	if !DecodeJSON(w, r, &req) {
+		return
+	}
+	if req.ConnectorID == "" {
+		WriteError(w, http.StatusBadRequest, "connector_id: required")
+		return
+	}
+	resp, err := cs.ConnectionToken(req.ConnectorID)
+	switch {
+	case err == nil:
+		WriteJSON(w, http.StatusOK, resp)
+	case errors.Is(err, ErrUnknownComponent):
+		WriteError(w, http.StatusNotFound, "connector_id: %v", err)
+	case errors.Is(err, ErrNotAllowed):
+		WriteError(w, http.StatusForbidden, "%v", err)
+	case errors.Is(err, ErrNoDigest):
+		WriteError(w, http.StatusConflict, "%v", err)
+	default:
+		WriteError(w, http.StatusInternalServerError, "%v", err)
+	}
+}
