@@ -112,6 +112,15 @@ func (cs *clientSession) Logout(ctx context.Context) error {
 	return cs.c.revokeSession(ctx, "principal:"+cs.s.PrincipalID, cs.s.ID)
 }
 
+// TURNCredentials are TURN credentials bound to the device
+// (api.ClientSession).
+func (cs *clientSession) TURNCredentials() (controlapi.TURNCredentials, error) {
+	if !cs.m.mayUseAnyConnector(cs.s.PrincipalID) {
+		return controlapi.TURNCredentials{}, api.ErrNothingToRelay
+	}
+	return cs.c.deviceTURNCredentials(cs.s.PrincipalID, cs.s.DeviceID), nil
+}
+
 // ConnectionToken issues a Connection Token for connector (api.ClientSession).
 func (cs *clientSession) ConnectionToken(connector string) (*controlapi.TokenResponse, error) {
 	return cs.c.issueToken(cs.m, cs.s, connector)

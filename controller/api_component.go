@@ -18,11 +18,8 @@ import (
 func (c *Controller) componentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+controlapi.PathEnrollConnector, func(w http.ResponseWriter, r *http.Request) { c.handleEnroll(w, r, KindConnector) })
 	mux.HandleFunc("POST "+controlapi.PathEnrollRelay, func(w http.ResponseWriter, r *http.Request) { c.handleEnroll(w, r, KindRelay) })
-	mux.HandleFunc("POST "+controlapi.PathRenew, c.handleRenew)
 	mux.HandleFunc("GET "+controlapi.PathConnectorPolicy, c.component(KindConnector, c.handleConnectorPolicy))
 	mux.HandleFunc("GET "+controlapi.PathRelayPolicy, c.component(KindRelay, c.handleRelayPolicy))
-	mux.HandleFunc("GET "+controlapi.PathTURNCredentials, c.handleTURN)
-	mux.HandleFunc("POST "+controlapi.PathTURNCredentials, c.handleTURN)
 }
 
 // EnrollmentToken mints a single-use enrollment token for the connector or
@@ -108,7 +105,7 @@ func (c *Controller) handleEnroll(w http.ResponseWriter, r *http.Request, kind s
 		api.WriteError(w, http.StatusBadRequest, "secret: required")
 		return
 	}
-	pub, pubPEM, err := parsePublicKeyPEM(req.PublicKeyPEM)
+	pub, pubPEM, err := api.ParsePublicKeyPEM(req.PublicKeyPEM)
 	if err != nil {
 		api.WriteError(w, http.StatusBadRequest, "%v", err)
 		return
@@ -200,28 +197,13 @@ func (c *Controller) handleEnroll(w http.ResponseWriter, r *http.Request, kind s
 	api.WriteJSON(w, http.StatusOK, resp)
 }
 
-func (c *Controller) handleRenew(w http.ResponseWriter, r *http.Request) {
-	kind, id, err := c.ComponentIdentity(r)
-	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	var req controlapi.RenewRequest
-	if !api.DecodeJSON(w, r, &req) {
-		return
-	}
-	pub := r.TLS.PeerCertificates[0].PublicKey
-	var pubPEM string
-	if req.PublicKeyPEM != "" {
-		if pub, pubPEM, err = parsePublicKeyPEM(req.PublicKeyPEM); err != nil {
-			api.WriteError(w, http.StatusBadRequest, "%v", err)
-			return
-		}
-	}
+// RenewCredential issues component kind id a new client certificate for
+// key pub and, with pubPEM, records the new key it enrolls with from now on
+// (api.Components).
+func (c *Controller) RenewCredential(ctx context.Context, kind, id string, pub any, pubPEM string) (controlapi.EnrollResponse, error) {
 	resp, err := c.issueCredential(kind, id, pub)
 	if err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "%v", err)
-		return
+		return controlapi.EnrollResponse{}, err
 	}
 	m := c.model()
 	if kind == KindConnector {
@@ -230,7 +212,7 @@ func (c *Controller) handleRenew(w http.ResponseWriter, r *http.Request) {
 		resp.Name = m.Relays[id].Name
 	}
 	if pubPEM != "" {
-		_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
+		_, _, err := c.commit(ctx, func(tx store.Tx) error {
 			var err error
 			if kind == KindConnector {
 				err = updateRecord(tx, kind, id, func(v *Connector) bool { v.PublicKeyPEM = pubPEM; return true })
@@ -243,14 +225,13 @@ func (c *Controller) handleRenew(w http.ResponseWriter, r *http.Request) {
 			return tx.Audit(store.AuditEntry{Actor: kind + ":" + id, Action: "rekey", Kind: kind, ObjectID: id, Name: resp.Name})
 		})
 		if err == nil {
-			err = c.reload(r.Context())
+			err = c.reload(ctx)
 		}
 		if err != nil {
-			api.WriteError(w, http.StatusInternalServerError, "%v", err)
-			return
+			return controlapi.EnrollResponse{}, err
 		}
 	}
-	api.WriteJSON(w, http.StatusOK, resp)
+	return resp, nil
 }
 
 // ConnectorHeartbeat records a connector's heartbeat: its load, and its
@@ -373,35 +354,6 @@ func (c *Controller) turnCredentials(user string, exp time.Time) controlapi.TURN
 	c.met.issued("turn_credentials")
 	return controlapi.TURNCredentials{Username: user, Password: controlapi.TURNPassword(string(c.turnKey), user),
 		ExpiresAt: exp.UTC(), Realm: turnRealm, Relays: c.model().relayInfos()}
-}
-
-// handleTURN issues TURN credentials to connectors (mTLS) and to signed-in
-// devices whose principal may use some connector (at least one resource on a
-// network that has a connector); anyone else has nothing to relay to.
-func (c *Controller) handleTURN(w http.ResponseWriter, r *http.Request) {
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		kind, id, err := c.ComponentIdentity(r)
-		if err != nil {
-			api.WriteError(w, http.StatusUnauthorized, "%v", err)
-			return
-		}
-		if kind != KindConnector {
-			api.WriteError(w, http.StatusForbidden, "TURN credentials are for connectors and client devices, not %s", kind)
-			return
-		}
-		api.WriteJSON(w, http.StatusOK, c.TURNCredentials(kind+":"+id))
-		return
-	}
-	sess, m, err := c.sessionFor(r)
-	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	if !m.mayUseAnyConnector(sess.PrincipalID) {
-		api.WriteError(w, http.StatusForbidden, "no resource of this account is served by a connector: nothing to relay to")
-		return
-	}
-	api.WriteJSON(w, http.StatusOK, c.deviceTURNCredentials(sess.PrincipalID, sess.DeviceID))
 }
 
 func (c *Controller) handleRelayPolicy(w http.ResponseWriter, r *http.Request, id string) {

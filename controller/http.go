@@ -2,8 +2,6 @@ package controller
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -83,26 +81,6 @@ func (c *Controller) ComponentIdentity(r *http.Request) (kind, id string, err er
 		return "", "", fmt.Errorf("%w: %s %s: certificate is for a key that is no longer enrolled", ErrUnknownComponent, kind, id)
 	}
 	return kind, id, nil
-}
-
-// parsePublicKeyPEM accepts a PKIX Ed25519 or ECDSA public key and returns its
-// canonical PEM.
-func parsePublicKeyPEM(s string) (any, string, error) {
-	b, _ := pem.Decode([]byte(s))
-	if b == nil || b.Type != "PUBLIC KEY" {
-		return nil, "", errors.New("public_key_pem: not a PEM \"PUBLIC KEY\" block")
-	}
-	pub, err := x509.ParsePKIXPublicKey(b.Bytes)
-	if err != nil {
-		return nil, "", fmt.Errorf("public_key_pem: %w", err)
-	}
-	switch pub.(type) {
-	case ed25519.PublicKey, *ecdsa.PublicKey:
-	default:
-		return nil, "", fmt.Errorf("public_key_pem: key type %T not allowed (Ed25519 or ECDSA)", pub)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(pub)
-	return pub, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

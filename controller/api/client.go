@@ -34,6 +34,10 @@ type ClientSession interface {
 	// (an id or a name). Its errors wrap ErrUnknownComponent,
 	// ErrNotAllowed or ErrNoDigest when refused.
 	ConnectionToken(connector string) (*controlapi.TokenResponse, error)
+	// TURNCredentials are TURN credentials bound to this device;
+	// ErrNothingToRelay when no resource of its account is served by a
+	// connector.
+	TURNCredentials() (controlapi.TURNCredentials, error)
 }
 
 var (

@@ -1,14 +1,21 @@
-// Component API (mTLS): connector heartbeats (POST
-// controlapi.PathConnectorHeartbeat), flow events (POST
-// controlapi.PathConnectorEvents) and relay registration (POST
-// controlapi.PathRelayRegister). Enrollment, renewal, the policy streams and
-// TURN credentials are still served by package controller.
+// Component API (mTLS): certificate renewal (POST controlapi.PathRenew),
+// connector heartbeats (POST controlapi.PathConnectorHeartbeat), flow
+// events (POST controlapi.PathConnectorEvents), relay registration (POST
+// controlapi.PathRelayRegister) and TURN credentials for connectors and
+// client devices (controlapi.PathTURNCredentials). Enrollment and the policy
+// streams are still served by package controller.
 
 package api
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 
@@ -27,15 +34,50 @@ type Components interface {
 	// RegisterRelay records a relay's addresses, certificate digest and
 	// stats (already valid) and answers with what the relay serves with.
 	RegisterRelay(ctx context.Context, id string, req controlapi.RelayRegister) (controlapi.RelayRegisterResponse, error)
+	// RenewCredential issues component kind id a new client certificate
+	// for key pub; pubPEM, when set, is the new key it enrolls with from now
+	// on (recorded and audited).
+	RenewCredential(ctx context.Context, kind, id string, pub any, pubPEM string) (controlapi.EnrollResponse, error)
+	// TURNCredentials are TURN credentials for a component (principal
+	// "connector:<id>").
+	TURNCredentials(principal string) controlapi.TURNCredentials
 }
+
+// ErrNothingToRelay: no resource of a device's account is served by a
+// connector, so it gets no TURN credentials (403).
+var ErrNothingToRelay = errors.New("no resource of this account is served by a connector: nothing to relay to")
 
 // maxEventBatch is the most flow events one POST may carry.
 const maxEventBatch = 5000
 
 func (s *Server) componentRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+controlapi.PathRenew, s.handleRenew)
+	mux.HandleFunc("GET "+controlapi.PathTURNCredentials, s.handleTURN)
+	mux.HandleFunc("POST "+controlapi.PathTURNCredentials, s.handleTURN)
 	mux.HandleFunc("POST "+controlapi.PathConnectorHeartbeat, s.Component(kindConnector, s.handleHeartbeat))
 	mux.HandleFunc("POST "+controlapi.PathConnectorEvents, s.Component(kindConnector, s.handleEvents))
 	mux.HandleFunc("POST "+controlapi.PathRelayRegister, s.Component(kindRelay, s.handleRelayRegister))
+}
+
+// ParsePublicKeyPEM accepts a PKIX Ed25519 or ECDSA public key (the
+// public_key_pem of an enrollment or renewal) and returns it and its
+// canonical PEM.
+func ParsePublicKeyPEM(s string) (any, string, error) {
+	b, _ := pem.Decode([]byte(s))
+	if b == nil || b.Type != "PUBLIC KEY" {
+		return nil, "", errors.New("public_key_pem: not a PEM \"PUBLIC KEY\" block")
+	}
+	pub, err := x509.ParsePKIXPublicKey(b.Bytes)
+	if err != nil {
+		return nil, "", fmt.Errorf("public_key_pem: %w", err)
+	}
+	switch pub.(type) {
+	case ed25519.PublicKey, *ecdsa.PublicKey:
+	default:
+		return nil, "", fmt.Errorf("public_key_pem: key type %T not allowed (Ed25519 or ECDSA)", pub)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(pub)
+	return pub, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
 }
 
 func validDigest(s string) bool {
@@ -152,4 +194,62 @@ func (s *Server) handleRelayRegister(w http.ResponseWriter, r *http.Request, id 
 		return
 	}
 	WriteJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {
+	kind, id, err := s.core.ComponentIdentity(r)
+	if err != nil {
+		WriteError(w, http.StatusUnauthorized, "%v", err)
+		return
+	}
+	var req controlapi.RenewRequest
+	if !DecodeJSON(w, r, &req) {
+		return
+	}
+	pub := r.TLS.PeerCertificates[0].PublicKey
+	var pubPEM string
+	if req.PublicKeyPEM != "" {
+		if pub, pubPEM, err = ParsePublicKeyPEM(req.PublicKeyPEM); err != nil {
+			WriteError(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+	}
+	resp, err := s.core.RenewCredential(r.Context(), kind, id, pub, pubPEM)
+	if err != nil {
+		WriteError(w, http.StatusInternalServerError, "%v", err)
+		return
+	}
+	WriteJSON(w, http.StatusOK, resp)
+}
+
+// handleTURN issues TURN credentials to connectors (mTLS) and to signed-in
+// devices whose principal may use some connector (at least one resource on a
+// network that has a connector); anyone else has nothing to relay to.
+func (s *Server) handleTURN(w http.ResponseWriter, r *http.Request) {
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		kind, id, err := s.core.ComponentIdentity(r)
+		if err != nil {
+			WriteError(w, http.StatusUnauthorized, "%v", err)
+			return
+		}
+		if kind != kindConnector {
+			WriteError(w, http.StatusForbidden, "TURN credentials are for connectors and client devices, not %s", kind)
+			return
+		}
+		WriteJSON(w, http.StatusOK, s.core.TURNCredentials(kind+":"+id))
+		return
+	}
+	cs, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	creds, err := cs.TURNCredentials()
+	switch {
+	case errors.Is(err, ErrNothingToRelay):
+		WriteError(w, http.StatusForbidden, "%v", err)
+	case err != nil:
+		WriteError(w, http.StatusInternalServerError, "%v", err)
+	default:
+		WriteJSON(w, http.StatusOK, creds)
+	}
 }
