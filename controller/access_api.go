@@ -30,20 +30,15 @@ func (c *Controller) accessRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+controlapi.PathMFAVerify, c.handleMFAVerify)
 	c.webauthnRoutes(mux)
 	mux.HandleFunc("POST "+controlapi.PathPosture, c.handlePosture)
-	mux.HandleFunc("GET "+controlapi.PathMyRequests, c.handleMyRequests)
-	mux.HandleFunc("POST "+controlapi.PathMyRequests, c.handleCreateRequest)
-	mux.HandleFunc("POST "+controlapi.PathMyRequests+"/{id}/{verb}", c.handleClientDecision)
-	mux.HandleFunc("GET "+controlapi.PathAccessRequests, c.admin(c.handleAdminRequests))
-	mux.HandleFunc("POST "+controlapi.PathAccessRequests+"/{id}/{verb}", c.admin(c.handleAdminDecision))
 }
 
-// Errors of access requests.
+// Errors of access requests (their statuses are the api's).
 var (
-	ErrRequest       = errors.New("invalid access request")
-	ErrNotApprover   = errors.New("not an approver of this resource")
-	ErrSelfApproval  = errors.New("approvers never decide their own requests")
-	ErrRequestState  = errors.New("request already decided")
-	ErrNoSuchRequest = errors.New("no such access request")
+	ErrRequest       = api.ErrRequest
+	ErrNotApprover   = api.ErrNotApprover
+	ErrSelfApproval  = api.ErrSelfApproval
+	ErrRequestState  = api.ErrRequestState
+	ErrNoSuchRequest = api.ErrNoSuchRequest
 )
 
 // handlePosture records a device's posture report (when it changed) and
@@ -167,17 +162,15 @@ func (m *Model) requestsFor(pid string, admin bool, now time.Time) []controlapi.
 	return out
 }
 
-func (c *Controller) handleMyRequests(w http.ResponseWriter, r *http.Request) {
-	s, m, err := c.sessionFor(r)
-	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	api.WriteJSON(w, http.StatusOK, m.requestsFor(s.PrincipalID, false, c.now()))
+// AccessRequests lists the requests of the session's account and those it
+// may decide (api.ClientSession).
+func (cs *clientSession) AccessRequests() []controlapi.AccessRequest {
+	return cs.m.requestsFor(cs.s.PrincipalID, false, cs.c.now())
 }
 
-func (c *Controller) handleAdminRequests(w http.ResponseWriter, r *http.Request) {
-	api.WriteJSON(w, http.StatusOK, c.model().requestsFor("", true, c.now()))
+// AllAccessRequests lists every access request (api.AccessRequests).
+func (c *Controller) AllAccessRequests() []controlapi.AccessRequest {
+	return c.model().requestsFor("", true, c.now())
 }
 
 // createRequest validates and stores a pending request by pid.
@@ -227,37 +220,14 @@ func (c *Controller) createRequest(ctx context.Context, m *Model, pid, device st
 	return rec, nil
 }
 
-func (c *Controller) handleCreateRequest(w http.ResponseWriter, r *http.Request) {
-	s, m, err := c.sessionFor(r)
+// RequestAccess files a pending access request of the session's account
+// (api.ClientSession).
+func (cs *clientSession) RequestAccess(ctx context.Context, req controlapi.AccessRequestCreate) (controlapi.AccessRequest, error) {
+	rec, err := cs.c.createRequest(ctx, cs.m, cs.s.PrincipalID, cs.s.DeviceID, req)
 	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "%v", err)
-		return
+		return controlapi.AccessRequest{}, err
 	}
-	var req controlapi.AccessRequestCreate
-	if !api.DecodeJSON(w, r, &req) {
-		return
-	}
-	rec, err := c.createRequest(r.Context(), m, s.PrincipalID, s.DeviceID, req)
-	if err != nil {
-		writeAccessError(w, err)
-		return
-	}
-	api.WriteJSON(w, http.StatusCreated, c.model().requestView(rec, s.PrincipalID, c.now()))
-}
-
-func writeAccessError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, ErrRequest):
-		api.WriteError(w, http.StatusBadRequest, "%v", err)
-	case errors.Is(err, ErrNoSuchRequest):
-		api.WriteError(w, http.StatusNotFound, "%v", err)
-	case errors.Is(err, ErrNotApprover), errors.Is(err, ErrSelfApproval):
-		api.WriteError(w, http.StatusForbidden, "%v", err)
-	case errors.Is(err, ErrRequestState):
-		api.WriteError(w, http.StatusConflict, "%v", err)
-	default:
-		api.WriteError(w, http.StatusInternalServerError, "%v", err)
-	}
+	return cs.c.model().requestView(rec, cs.s.PrincipalID, cs.c.now()), nil
 }
 
 // decide approves or denies request id. approver is the deciding principal
@@ -338,35 +308,25 @@ func (c *Controller) decide(ctx context.Context, id, approver, actor, device, ve
 	return &rec, nil
 }
 
-func (c *Controller) handleClientDecision(w http.ResponseWriter, r *http.Request) {
-	s, m, err := c.sessionFor(r)
+// DecideAccessRequest approves or denies request id as the session's
+// account (api.ClientSession).
+func (cs *clientSession) DecideAccessRequest(ctx context.Context, id, verb string, dec controlapi.AccessDecision) (controlapi.AccessRequest, error) {
+	pid := cs.s.PrincipalID
+	rec, err := cs.c.decide(ctx, id, pid, principalName(cs.m, pid), cs.s.DeviceID, verb, dec)
 	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "%v", err)
-		return
+		return controlapi.AccessRequest{}, err
 	}
-	var dec controlapi.AccessDecision
-	if !api.DecodeJSON(w, r, &dec) {
-		return
-	}
-	rec, err := c.decide(r.Context(), r.PathValue("id"), s.PrincipalID, principalName(m, s.PrincipalID), s.DeviceID, r.PathValue("verb"), dec)
-	if err != nil {
-		writeAccessError(w, err)
-		return
-	}
-	api.WriteJSON(w, http.StatusOK, c.model().requestView(rec, s.PrincipalID, c.now()))
+	return cs.c.model().requestView(rec, pid, cs.c.now()), nil
 }
 
-func (c *Controller) handleAdminDecision(w http.ResponseWriter, r *http.Request) {
-	var dec controlapi.AccessDecision
-	if !api.DecodeJSON(w, r, &dec) {
-		return
-	}
-	rec, err := c.decide(r.Context(), r.PathValue("id"), "", adminName(r.Context()), "", r.PathValue("verb"), dec)
+// DecideAccessRequest approves or denies request id as the admin in ctx
+// (api.AccessRequests).
+func (c *Controller) DecideAccessRequest(ctx context.Context, id, verb string, dec controlapi.AccessDecision) (controlapi.AccessRequest, error) {
+	rec, err := c.decide(ctx, id, "", adminName(ctx), "", verb, dec)
 	if err != nil {
-		writeAccessError(w, err)
-		return
+		return controlapi.AccessRequest{}, err
 	}
-	api.WriteJSON(w, http.StatusOK, c.model().requestView(rec, "", c.now()))
+	return c.model().requestView(rec, "", c.now()), nil
 }
 
 // useGranularity: a principal's last use of a resource is written at most

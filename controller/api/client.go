@@ -38,6 +38,15 @@ type ClientSession interface {
 	// ErrNothingToRelay when no resource of its account is served by a
 	// connector.
 	TURNCredentials() (controlapi.TURNCredentials, error)
+	// AccessRequests lists the requests of this account and those it may
+	// decide, newest first.
+	AccessRequests() []controlapi.AccessRequest
+	// RequestAccess files a pending access request (errors wrap
+	// ErrRequest when it is refused).
+	RequestAccess(ctx context.Context, req controlapi.AccessRequestCreate) (controlapi.AccessRequest, error)
+	// DecideAccessRequest approves or denies request id (verb "approve" or
+	// "deny") as this account, an approver of its resource.
+	DecideAccessRequest(ctx context.Context, id, verb string, dec controlapi.AccessDecision) (controlapi.AccessRequest, error)
 }
 
 var (

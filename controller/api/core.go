@@ -21,6 +21,7 @@ type Core interface {
 	Objects
 	Components
 	Clients
+	AccessRequests
 }
 
 // Auth authenticates callers for the guards (Server.Admin, Server.Component).

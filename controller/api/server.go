@@ -25,6 +25,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	s.objectRoutes(mux)
 	s.componentRoutes(mux)
 	s.clientRoutes(mux)
+	s.accessRoutes(mux)
 }
 
 // Admin guards an admin API route: the caller must be an admin whose role
