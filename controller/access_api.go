@@ -29,7 +29,6 @@ func (c *Controller) accessRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+controlapi.PathMFAEnroll, c.handleMFAEnroll)
 	mux.HandleFunc("POST "+controlapi.PathMFAVerify, c.handleMFAVerify)
 	c.webauthnRoutes(mux)
-	mux.HandleFunc("POST "+controlapi.PathPosture, c.handlePosture)
 }
 
 // Errors of access requests (their statuses are the api's).
@@ -41,30 +40,20 @@ var (
 	ErrNoSuchRequest = api.ErrNoSuchRequest
 )
 
-// handlePosture records a device's posture report (when it changed) and
-// answers the verdict for every profile.
-func (c *Controller) handlePosture(w http.ResponseWriter, r *http.Request) {
-	s, m, err := c.sessionFor(r)
-	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	var signed controlapi.SignedPosture
-	if !api.DecodeJSON(w, r, &signed) {
-		return
-	}
+// ReportPosture records the device's posture report (when it changed) and
+// answers the verdict for every profile (api.ClientSession).
+func (cs *clientSession) ReportPosture(ctx context.Context, signed controlapi.SignedPosture) (controlapi.PostureVerdict, error) {
+	c, s, m := cs.c, cs.s, cs.m
 	rep, err := m.verifyPosture(s.DeviceID, signed, c.now())
 	if err != nil {
-		api.WriteError(w, http.StatusBadRequest, "posture report: %v", err)
-		return
+		return controlapi.PostureVerdict{}, fmt.Errorf("%w: %v", api.ErrPostureReport, err)
 	}
 	rep.Reported = time.Time{} // stored only when the facts change
 	if rep.OS == "" || len(rep.OSVersion) > 64 || len(rep.ClientVersion) > 64 || len(rep.OSName) > 128 {
-		api.WriteError(w, http.StatusBadRequest, "posture report: os is required; os_version and client_version at most 64 characters")
-		return
+		return controlapi.PostureVerdict{}, fmt.Errorf("%w: os is required; os_version and client_version at most 64 characters", api.ErrPostureReport)
 	}
 	if cur := m.access.posture[s.DeviceID]; cur == nil || !reflect.DeepEqual(cur.Report, rep) {
-		_, _, err = c.commit(r.Context(), func(tx store.Tx) error {
+		_, _, err = c.commit(ctx, func(tx store.Tx) error {
 			id := newID("pst")
 			var before json.RawMessage
 			if o, err := tx.GetByName(KindPosture, s.DeviceID); err == nil {
@@ -82,13 +71,12 @@ func (c *Controller) handlePosture(w http.ResponseWriter, r *http.Request) {
 				Name: s.DeviceID, Device: s.DeviceID, Before: before, After: o.Data})
 		})
 		if err != nil {
-			api.WriteError(w, http.StatusInternalServerError, "store posture report: %v", err)
-			return
+			return controlapi.PostureVerdict{}, fmt.Errorf("store posture report: %w", err)
 		}
 		m = c.model()
 	}
 	sat, failed := m.devicePosture(s.DeviceID)
-	api.WriteJSON(w, http.StatusOK, controlapi.PostureVerdict{Satisfied: sat, Failed: failed})
+	return controlapi.PostureVerdict{Satisfied: sat, Failed: failed}, nil
 }
 
 // verifyPosture checks a signed report against the device's key and the

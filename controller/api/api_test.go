@@ -167,3 +167,69 @@ func TestMiddleware(t *testing.T) {
 		t.Errorf("rate limited: %d %q %v", w.Code, w.Body, w.Header())
 	}
 }
+
+type fakeSession struct {
+	ClientSession
+	tokenErr, postureErr error
+}
+
+func (f *fakeSession) ConnectionToken(connector string) (*controlapi.TokenResponse, error) {
+	if f.tokenErr != nil {
+		return nil, f.tokenErr
+	}
+	return &controlapi.TokenResponse{Token: "t-" + connector}, nil
+}
+
+func (f *fakeSession) ReportPosture(ctx context.Context, signed controlapi.SignedPosture) (controlapi.PostureVerdict, error) {
+	return controlapi.PostureVerdict{}, f.postureErr
+}
+
+type clientCore struct {
+	fakeCore
+	sess *fakeSession
+}
+
+func (c *clientCore) ClientSession(ctx context.Context, token string) (ClientSession, error) {
+	if token != "good" {
+		return nil, errors.New("not signed in: unknown, expired or revoked session; sign in again")
+	}
+	return c.sess, nil
+}
+
+func TestClientErrors(t *testing.T) {
+	call := func(core Core, token, path, body string) *httptest.ResponseRecorder {
+		mux := http.NewServeMux()
+		New(core).Routes(mux)
+		r := httptest.NewRequest("POST", path, strings.NewReader(body))
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, r)
+		return w
+	}
+	for _, tc := range []struct {
+		name, token, path, body string
+		sess                    *fakeSession
+		status                  int
+		msg                     string
+	}{
+		{"no session", "bad", controlapi.PathConnectionToken, `{"connector_id":"c1"}`, &fakeSession{}, 401, "not signed in: unknown, expired or revoked session; sign in again"},
+		{"no connector", "good", controlapi.PathConnectionToken, `{}`, &fakeSession{}, 400, "connector_id: required"},
+		{"unknown connector", "good", controlapi.PathConnectionToken, `{"connector_id":"c9"}`, &fakeSession{tokenErr: fmt.Errorf("%w: connector %q", ErrUnknownComponent, "c9")}, 404, `connector_id: unknown component: connector "c9"`},
+		{"no digest", "good", controlapi.PathConnectionToken, `{"connector_id":"c1"}`, &fakeSession{tokenErr: fmt.Errorf("connector c1: %w", ErrNoDigest)}, 409, "connector c1: " + ErrNoDigest.Error()},
+		{"not allowed", "good", controlapi.PathConnectionToken, `{"connector_id":"c1"}`, &fakeSession{tokenErr: fmt.Errorf("%w: no resource", ErrNotAllowed)}, 403, "not allowed: no resource"},
+		{"bad posture", "good", controlapi.PathPosture, `{}`, &fakeSession{postureErr: fmt.Errorf("%w: bad signature", ErrPostureReport)}, 400, "posture report: bad signature"},
+		{"posture store", "good", controlapi.PathPosture, `{}`, &fakeSession{postureErr: errors.New("store posture report: disk full")}, 500, "store posture report: disk full"},
+	} {
+		w := call(&clientCore{sess: tc.sess}, tc.token, tc.path, tc.body)
+		if w.Code != tc.status || apiError(t, w) != tc.msg {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, w.Code, w.Body, tc.status, tc.msg)
+		}
+	}
+	w := call(&clientCore{sess: &fakeSession{}}, "good", controlapi.PathConnectionToken, `{"connector_id":"c1"}`)
+	var tr controlapi.TokenResponse
+	if w.Code != 200 || json.Unmarshal(w.Body.Bytes(), &tr) != nil || tr.Token != "t-c1" {
+		t.Errorf("token: %d %q", w.Code, w.Body)
+	}
+}

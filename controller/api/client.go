@@ -1,8 +1,9 @@
 // Client API (session bearer tokens): sign-in (POST controlapi.PathLogin),
-// sign-out (POST controlapi.PathLogout) and Connection Tokens (POST
-// controlapi.PathConnectionToken). The client policy stream, posture,
-// access requests, MFA, SSO and TURN are still served by package
-// controller.
+// sign-out (POST controlapi.PathLogout), Connection Tokens (POST
+// controlapi.PathConnectionToken) and posture reports (POST
+// controlapi.PathPosture); access requests are in access.go and TURN in
+// component.go. The client policy stream, MFA, WebAuthn and SSO are still
+// served by package controller.
 
 package api
 
@@ -38,6 +39,10 @@ type ClientSession interface {
 	// ErrNothingToRelay when no resource of its account is served by a
 	// connector.
 	TURNCredentials() (controlapi.TURNCredentials, error)
+	// ReportPosture records the device's signed posture report (when its
+	// facts changed) and answers the verdict for every profile. A report
+	// refused wraps ErrPostureReport.
+	ReportPosture(ctx context.Context, signed controlapi.SignedPosture) (controlapi.PostureVerdict, error)
 	// AccessRequests lists the requests of this account and those it may
 	// decide, newest first.
 	AccessRequests() []controlapi.AccessRequest
@@ -54,12 +59,15 @@ var (
 	ErrNotAllowed = errors.New("not allowed")
 	// ErrNoDigest: a connector has not reported its certificate yet (409).
 	ErrNoDigest = errors.New("connector has not reported its certificate yet (no heartbeat); try again shortly")
+	// ErrPostureReport: a posture report refused (400).
+	ErrPostureReport = errors.New("posture report")
 )
 
 func (s *Server) clientRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+controlapi.PathLogin, s.handleLogin)
 	mux.HandleFunc("POST "+controlapi.PathLogout, s.handleLogout)
 	mux.HandleFunc("POST "+controlapi.PathConnectionToken, s.handleConnectionToken)
+	mux.HandleFunc("POST "+controlapi.PathPosture, s.handlePosture)
 }
 
 func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
@@ -127,5 +135,25 @@ func (s *Server) handleConnectionToken(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusConflict, "%v", err)
 	default:
 		WriteError(w, http.StatusInternalServerError, "%v", err)
+	}
+}
+
+func (s *Server) handlePosture(w http.ResponseWriter, r *http.Request) {
+	cs, ok := s.session(w, r)
+	if !ok {
+		return
+	}
+	var signed controlapi.SignedPosture
+	if !DecodeJSON(w, r, &signed) {
+		return
+	}
+	v, err := cs.ReportPosture(r.Context(), signed)
+	switch {
+	case errors.Is(err, ErrPostureReport):
+		WriteError(w, http.StatusBadRequest, "%v", err)
+	case err != nil:
+		WriteError(w, http.StatusInternalServerError, "%v", err)
+	default:
+		WriteJSON(w, http.StatusOK, v)
 	}
 }
