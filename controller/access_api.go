@@ -24,10 +24,6 @@ import (
 // connectors' flow events.
 
 func (c *Controller) accessRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+controlapi.PathMFA, c.handleMFAStatus)
-	mux.HandleFunc("POST "+controlapi.PathMFA+"/remove", c.handleMFARemove)
-	mux.HandleFunc("POST "+controlapi.PathMFAEnroll, c.handleMFAEnroll)
-	mux.HandleFunc("POST "+controlapi.PathMFAVerify, c.handleMFAVerify)
 	c.webauthnRoutes(mux)
 }
 

@@ -4,5 +4,5 @@
 // the core through the interfaces it defines (api.Core); Controller
 // implements them, builds the api.Server in Handler and mounts its routes
 // beside the ones still served here (enrollment, the policy streams, SSO,
-// WebAuthn, MFA and the console).
+// WebAuthn and the console).
 package controller

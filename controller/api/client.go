@@ -2,8 +2,8 @@
 // sign-out (POST controlapi.PathLogout), Connection Tokens (POST
 // controlapi.PathConnectionToken) and posture reports (POST
 // controlapi.PathPosture); access requests are in access.go and TURN in
-// component.go. The client policy stream, MFA, WebAuthn and SSO are still
-// served by package controller.
+// component.go and the second factor in mfa.go. The client policy stream,
+// WebAuthn and SSO are still served by package controller.
 
 package api
 
@@ -52,6 +52,10 @@ type ClientSession interface {
 	// DecideAccessRequest approves or denies request id (verb "approve" or
 	// "deny") as this account, an approver of its resource.
 	DecideAccessRequest(ctx context.Context, id, verb string, dec controlapi.AccessDecision) (controlapi.AccessRequest, error)
+	// Person reports whether the account is a user (a person), not a
+	// service account: only people have a second factor.
+	Person() bool
+	MFA
 }
 
 var (

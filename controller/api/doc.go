@@ -15,7 +15,7 @@
 // signing keys.
 //
 // A new endpoint goes in the file of its audience (admin_*.go for the admin
-// API, component.go, client.go, access.go, status.go), its route in that
+// API, component.go, client.go, mfa.go, access.go, status.go), its route in that
 // file's *Routes method, its body types next to it, and what it needs of
 // the core as a method on the interface of its group. The core reports
 // failures as errors this package names (ObjectError, Forbidden, the Err*

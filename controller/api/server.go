@@ -26,6 +26,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	s.componentRoutes(mux)
 	s.clientRoutes(mux)
 	s.accessRoutes(mux)
+	s.mfaRoutes(mux)
 }
 
 // Admin guards an admin API route: the caller must be an admin whose role
