@@ -233,3 +233,46 @@ func TestClientErrors(t *testing.T) {
 		t.Errorf("token: %d %q", w.Code, w.Body)
 	}
 }
+
+type mfaSession struct {
+	fakeSession
+	person bool
+	err    error
+}
+
+func (f *mfaSession) Person() bool { return f.person }
+
+func (f *mfaSession) EnrollTOTP(ctx context.Context) (controlapi.MFAEnrollResponse, error) {
+	return controlapi.MFAEnrollResponse{}, f.err
+}
+
+type mfaCore struct {
+	fakeCore
+	sess *mfaSession
+}
+
+func (c *mfaCore) ClientSession(ctx context.Context, token string) (ClientSession, error) {
+	return c.sess, nil
+}
+
+func TestMFAErrors(t *testing.T) {
+	for _, tc := range []struct {
+		sess   *mfaSession
+		status int
+		msg    string
+	}{
+		{&mfaSession{person: false}, 403, "a second factor is for people; service accounts have none"},
+		{&mfaSession{person: true, err: ErrMFAEnrolled}, 409, ErrMFAEnrolled.Error()},
+		{&mfaSession{person: true, err: &Forbidden{Msg: "needs a step-up"}}, 403, "needs a step-up"},
+		{&mfaSession{person: true, err: fmt.Errorf("%w: wait 30s", ErrMFAThrottled)}, 429, "too many wrong codes: wait 30s"},
+		{&mfaSession{person: true, err: errors.New("generate TOTP secret: no entropy")}, 500, "generate TOTP secret: no entropy"},
+	} {
+		mux := http.NewServeMux()
+		New(&mfaCore{sess: tc.sess}).Routes(mux)
+		w := httptest.NewRecorder()
+		mux.ServeHTTP(w, httptest.NewRequest("POST", controlapi.PathMFAEnroll, nil))
+		if w.Code != tc.status || apiError(t, w) != tc.msg {
+			t.Errorf("%+v: %d %q, want %d %q", tc.sess, w.Code, w.Body, tc.status, tc.msg)
+		}
+	}
+}
