@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/policy"
 )
@@ -23,52 +24,32 @@ import (
 // connectors' flow events.
 
 func (c *Controller) accessRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+controlapi.PathMFA, c.handleMFAStatus)
-	mux.HandleFunc("POST "+controlapi.PathMFA+"/remove", c.handleMFARemove)
-	mux.HandleFunc("POST "+controlapi.PathMFAEnroll, c.handleMFAEnroll)
-	mux.HandleFunc("POST "+controlapi.PathMFAVerify, c.handleMFAVerify)
 	c.webauthnRoutes(mux)
-	mux.HandleFunc("POST "+controlapi.PathPosture, c.handlePosture)
-	mux.HandleFunc("GET "+controlapi.PathMyRequests, c.handleMyRequests)
-	mux.HandleFunc("POST "+controlapi.PathMyRequests, c.handleCreateRequest)
-	mux.HandleFunc("POST "+controlapi.PathMyRequests+"/{id}/{verb}", c.handleClientDecision)
-	mux.HandleFunc("GET "+controlapi.PathAccessRequests, c.admin(c.handleAdminRequests))
-	mux.HandleFunc("POST "+controlapi.PathAccessRequests+"/{id}/{verb}", c.admin(c.handleAdminDecision))
 }
 
-// Errors of access requests.
+// Errors of access requests (their statuses are the api's).
 var (
-	ErrRequest       = errors.New("invalid access request")
-	ErrNotApprover   = errors.New("not an approver of this resource")
-	ErrSelfApproval  = errors.New("approvers never decide their own requests")
-	ErrRequestState  = errors.New("request already decided")
-	ErrNoSuchRequest = errors.New("no such access request")
+	ErrRequest       = api.ErrRequest
+	ErrNotApprover   = api.ErrNotApprover
+	ErrSelfApproval  = api.ErrSelfApproval
+	ErrRequestState  = api.ErrRequestState
+	ErrNoSuchRequest = api.ErrNoSuchRequest
 )
 
-// handlePosture records a device's posture report (when it changed) and
-// answers the verdict for every profile.
-func (c *Controller) handlePosture(w http.ResponseWriter, r *http.Request) {
-	s, m, err := c.sessionFor(r)
-	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	var signed controlapi.SignedPosture
-	if !decodeJSON(w, r, &signed) {
-		return
-	}
+// ReportPosture records the device's posture report (when it changed) and
+// answers the verdict for every profile (api.ClientSession).
+func (cs *clientSession) ReportPosture(ctx context.Context, signed controlapi.SignedPosture) (controlapi.PostureVerdict, error) {
+	c, s, m := cs.c, cs.s, cs.m
 	rep, err := m.verifyPosture(s.DeviceID, signed, c.now())
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "posture report: %v", err)
-		return
+		return controlapi.PostureVerdict{}, fmt.Errorf("%w: %v", api.ErrPostureReport, err)
 	}
 	rep.Reported = time.Time{} // stored only when the facts change
 	if rep.OS == "" || len(rep.OSVersion) > 64 || len(rep.ClientVersion) > 64 || len(rep.OSName) > 128 {
-		writeError(w, http.StatusBadRequest, "posture report: os is required; os_version and client_version at most 64 characters")
-		return
+		return controlapi.PostureVerdict{}, fmt.Errorf("%w: os is required; os_version and client_version at most 64 characters", api.ErrPostureReport)
 	}
 	if cur := m.access.posture[s.DeviceID]; cur == nil || !reflect.DeepEqual(cur.Report, rep) {
-		_, _, err = c.commit(r.Context(), func(tx store.Tx) error {
+		_, _, err = c.commit(ctx, func(tx store.Tx) error {
 			id := newID("pst")
 			var before json.RawMessage
 			if o, err := tx.GetByName(KindPosture, s.DeviceID); err == nil {
@@ -86,13 +67,12 @@ func (c *Controller) handlePosture(w http.ResponseWriter, r *http.Request) {
 				Name: s.DeviceID, Device: s.DeviceID, Before: before, After: o.Data})
 		})
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "store posture report: %v", err)
-			return
+			return controlapi.PostureVerdict{}, fmt.Errorf("store posture report: %w", err)
 		}
 		m = c.model()
 	}
 	sat, failed := m.devicePosture(s.DeviceID)
-	writeJSON(w, http.StatusOK, controlapi.PostureVerdict{Satisfied: sat, Failed: failed})
+	return controlapi.PostureVerdict{Satisfied: sat, Failed: failed}, nil
 }
 
 // verifyPosture checks a signed report against the device's key and the
@@ -166,17 +146,15 @@ func (m *Model) requestsFor(pid string, admin bool, now time.Time) []controlapi.
 	return out
 }
 
-func (c *Controller) handleMyRequests(w http.ResponseWriter, r *http.Request) {
-	s, m, err := c.sessionFor(r)
-	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	writeJSON(w, http.StatusOK, m.requestsFor(s.PrincipalID, false, c.now()))
+// AccessRequests lists the requests of the session's account and those it
+// may decide (api.ClientSession).
+func (cs *clientSession) AccessRequests() []controlapi.AccessRequest {
+	return cs.m.requestsFor(cs.s.PrincipalID, false, cs.c.now())
 }
 
-func (c *Controller) handleAdminRequests(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, c.model().requestsFor("", true, c.now()))
+// AllAccessRequests lists every access request (api.AccessRequests).
+func (c *Controller) AllAccessRequests() []controlapi.AccessRequest {
+	return c.model().requestsFor("", true, c.now())
 }
 
 // createRequest validates and stores a pending request by pid.
@@ -226,37 +204,14 @@ func (c *Controller) createRequest(ctx context.Context, m *Model, pid, device st
 	return rec, nil
 }
 
-func (c *Controller) handleCreateRequest(w http.ResponseWriter, r *http.Request) {
-	s, m, err := c.sessionFor(r)
+// RequestAccess files a pending access request of the session's account
+// (api.ClientSession).
+func (cs *clientSession) RequestAccess(ctx context.Context, req controlapi.AccessRequestCreate) (controlapi.AccessRequest, error) {
+	rec, err := cs.c.createRequest(ctx, cs.m, cs.s.PrincipalID, cs.s.DeviceID, req)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
-		return
+		return controlapi.AccessRequest{}, err
 	}
-	var req controlapi.AccessRequestCreate
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	rec, err := c.createRequest(r.Context(), m, s.PrincipalID, s.DeviceID, req)
-	if err != nil {
-		writeAccessError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, c.model().requestView(rec, s.PrincipalID, c.now()))
-}
-
-func writeAccessError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, ErrRequest):
-		writeError(w, http.StatusBadRequest, "%v", err)
-	case errors.Is(err, ErrNoSuchRequest):
-		writeError(w, http.StatusNotFound, "%v", err)
-	case errors.Is(err, ErrNotApprover), errors.Is(err, ErrSelfApproval):
-		writeError(w, http.StatusForbidden, "%v", err)
-	case errors.Is(err, ErrRequestState):
-		writeError(w, http.StatusConflict, "%v", err)
-	default:
-		writeError(w, http.StatusInternalServerError, "%v", err)
-	}
+	return cs.c.model().requestView(rec, cs.s.PrincipalID, cs.c.now()), nil
 }
 
 // decide approves or denies request id. approver is the deciding principal
@@ -337,35 +292,25 @@ func (c *Controller) decide(ctx context.Context, id, approver, actor, device, ve
 	return &rec, nil
 }
 
-func (c *Controller) handleClientDecision(w http.ResponseWriter, r *http.Request) {
-	s, m, err := c.sessionFor(r)
+// DecideAccessRequest approves or denies request id as the session's
+// account (api.ClientSession).
+func (cs *clientSession) DecideAccessRequest(ctx context.Context, id, verb string, dec controlapi.AccessDecision) (controlapi.AccessRequest, error) {
+	pid := cs.s.PrincipalID
+	rec, err := cs.c.decide(ctx, id, pid, principalName(cs.m, pid), cs.s.DeviceID, verb, dec)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
-		return
+		return controlapi.AccessRequest{}, err
 	}
-	var dec controlapi.AccessDecision
-	if !decodeJSON(w, r, &dec) {
-		return
-	}
-	rec, err := c.decide(r.Context(), r.PathValue("id"), s.PrincipalID, principalName(m, s.PrincipalID), s.DeviceID, r.PathValue("verb"), dec)
-	if err != nil {
-		writeAccessError(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, c.model().requestView(rec, s.PrincipalID, c.now()))
+	return cs.c.model().requestView(rec, pid, cs.c.now()), nil
 }
 
-func (c *Controller) handleAdminDecision(w http.ResponseWriter, r *http.Request) {
-	var dec controlapi.AccessDecision
-	if !decodeJSON(w, r, &dec) {
-		return
-	}
-	rec, err := c.decide(r.Context(), r.PathValue("id"), "", adminName(r.Context()), "", r.PathValue("verb"), dec)
+// DecideAccessRequest approves or denies request id as the admin in ctx
+// (api.AccessRequests).
+func (c *Controller) DecideAccessRequest(ctx context.Context, id, verb string, dec controlapi.AccessDecision) (controlapi.AccessRequest, error) {
+	rec, err := c.decide(ctx, id, "", adminName(ctx), "", verb, dec)
 	if err != nil {
-		writeAccessError(w, err)
-		return
+		return controlapi.AccessRequest{}, err
 	}
-	writeJSON(w, http.StatusOK, c.model().requestView(rec, "", c.now()))
+	return c.model().requestView(rec, "", c.now()), nil
 }
 
 // useGranularity: a principal's last use of a resource is written at most

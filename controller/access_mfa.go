@@ -22,6 +22,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -40,11 +41,11 @@ const (
 	mfaRemoveWindow = 10 * time.Minute
 )
 
-// Errors of the second factor.
+// Errors of the second factor (their statuses are the api's).
 var (
-	ErrMFACode      = errors.New("wrong or already used code")
-	ErrMFAThrottled = errors.New("too many wrong codes")
-	ErrMFANotSetUp  = errors.New("no second factor enrolled (postern mfa enroll)")
+	ErrMFACode      = api.ErrMFACode
+	ErrMFAThrottled = api.ErrMFAThrottled
+	ErrMFANotSetUp  = api.ErrMFANotSetUp
 )
 
 // mfaThrottle counts failed codes per user: in memory on one controller,
@@ -190,12 +191,12 @@ func matchTOTP(secret, code string, now time.Time) (int64, bool) {
 func (c *Controller) userSession(w http.ResponseWriter, r *http.Request) (*Session, *Model, *User, bool) {
 	s, m, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return nil, nil, nil, false
 	}
 	u, ok := m.Users[s.PrincipalID]
 	if !ok {
-		writeError(w, http.StatusForbidden, "a second factor is for people; service accounts have none")
+		api.WriteError(w, http.StatusForbidden, "a second factor is for people; service accounts have none")
 		return nil, nil, nil, false
 	}
 	return s, m, u, true
@@ -212,41 +213,51 @@ func (c *Controller) mfaStatus(m *Model, s *Session, userID string) controlapi.M
 	return st
 }
 
-func (c *Controller) handleMFAStatus(w http.ResponseWriter, r *http.Request) {
-	s, m, u, ok := c.userSession(w, r)
-	if !ok {
-		return
-	}
-	writeJSON(w, http.StatusOK, c.mfaStatus(m, s, u.ID))
+// Person reports whether the session's account is a user (api.ClientSession).
+func (cs *clientSession) Person() bool {
+	_, ok := cs.m.Users[cs.s.PrincipalID]
+	return ok
 }
 
-// handleMFAEnroll makes a new TOTP secret for the user. It replaces an
-// unconfirmed one; a confirmed one must be removed first.
-func (c *Controller) handleMFAEnroll(w http.ResponseWriter, r *http.Request) {
-	s, m, u, ok := c.userSession(w, r)
+// user is the session's user; the api asks Person first.
+func (cs *clientSession) user() (*User, error) {
+	u, ok := cs.m.Users[cs.s.PrincipalID]
 	if !ok {
-		return
+		return nil, &api.Forbidden{Msg: "a second factor is for people; service accounts have none"}
+	}
+	return u, nil
+}
+
+// MFAStatus is the user's second factor and the session's last step-up
+// (api.MFA).
+func (cs *clientSession) MFAStatus() controlapi.MFAStatus {
+	return cs.c.mfaStatus(cs.m, cs.s, cs.s.PrincipalID)
+}
+
+// EnrollTOTP makes a new TOTP secret for the user. It replaces an
+// unconfirmed one; a confirmed one must be removed first (api.MFA).
+func (cs *clientSession) EnrollTOTP(ctx context.Context) (controlapi.MFAEnrollResponse, error) {
+	c, s, m := cs.c, cs.s, cs.m
+	u, err := cs.user()
+	if err != nil {
+		return controlapi.MFAEnrollResponse{}, err
 	}
 	if e := m.access.mfa[u.ID]; e != nil && e.Confirmed {
-		writeError(w, http.StatusConflict, "a second factor is already enrolled; remove it first (postern mfa remove)")
-		return
+		return controlapi.MFAEnrollResponse{}, api.ErrMFAEnrolled
 	}
 	if len(m.access.webauthn[u.ID]) > 0 && !c.recentStepUp(s) {
-		writeError(w, http.StatusForbidden, "adding a TOTP app next to your security key needs a step-up within %s: run postern mfa --webauthn first", mfaRemoveWindow)
-		return
+		return controlapi.MFAEnrollResponse{}, &api.Forbidden{Msg: fmt.Sprintf("adding a TOTP app next to your security key needs a step-up within %s: run postern mfa --webauthn first", mfaRemoveWindow)}
 	}
 	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Postern", AccountName: u.Email, Period: totpPeriod, Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "generate TOTP secret: %v", err)
-		return
+		return controlapi.MFAEnrollResponse{}, fmt.Errorf("generate TOTP secret: %w", err)
 	}
 	nonce, sealed, err := c.sealMFA(u.ID, key.Secret())
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
-		return
+		return controlapi.MFAEnrollResponse{}, err
 	}
 	rec := &MFAEnrollment{ID: newID("mfa"), UserID: u.ID, Nonce: nonce, Sealed: sealed, Created: c.now().UTC()}
-	_, _, err = c.commit(r.Context(), func(tx store.Tx) error {
+	_, _, err = c.commit(ctx, func(tx store.Tx) error {
 		if old, err := tx.GetByName(KindMFA, u.ID); err == nil {
 			if err := tx.Delete(KindMFA, old.ID); err != nil {
 				return err
@@ -262,10 +273,9 @@ func (c *Controller) handleMFAEnroll(w http.ResponseWriter, r *http.Request) {
 		return tx.Audit(store.AuditEntry{Actor: u.Email, Action: "mfa-enroll", Kind: KindMFA, ObjectID: rec.ID, Name: u.Email, Device: s.DeviceID})
 	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "store MFA enrollment: %v", err)
-		return
+		return controlapi.MFAEnrollResponse{}, fmt.Errorf("store MFA enrollment: %w", err)
 	}
-	writeJSON(w, http.StatusOK, controlapi.MFAEnrollResponse{URI: key.URL(), Secret: key.Secret()})
+	return controlapi.MFAEnrollResponse{URI: key.URL(), Secret: key.Secret()}, nil
 }
 
 // verifyMFA checks code for the session's user and, when right, confirms
@@ -345,74 +355,52 @@ func stampSessionMFA(tx store.Tx, id string, at time.Time, method string) error 
 	return tx.Put(sn)
 }
 
-func (c *Controller) handleMFAVerify(w http.ResponseWriter, r *http.Request) {
-	s, _, u, ok := c.userSession(w, r)
-	if !ok {
-		return
+// VerifyMFA checks code for the user, confirms a pending enrollment and
+// records the step-up; it answers the new status (api.MFA).
+func (cs *clientSession) VerifyMFA(ctx context.Context, code string) (controlapi.MFAStatus, error) {
+	c, s := cs.c, cs.s
+	u, err := cs.user()
+	if err != nil {
+		return controlapi.MFAStatus{}, err
 	}
-	var req controlapi.MFAVerifyRequest
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	if err := c.verifyMFA(r.Context(), s, u, req.Code); err != nil {
-		writeMFAError(w, err)
-		return
+	if err := c.verifyMFA(ctx, s, u, code); err != nil {
+		return controlapi.MFAStatus{}, err
 	}
 	m := c.model()
 	if ns := m.SessionByID[s.ID]; ns != nil {
 		s = ns
 	}
-	writeJSON(w, http.StatusOK, c.mfaStatus(m, s, u.ID))
+	return c.mfaStatus(m, s, u.ID), nil
 }
 
-func writeMFAError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, ErrMFAThrottled):
-		writeError(w, http.StatusTooManyRequests, "%v", err)
-	case errors.Is(err, ErrMFACode):
-		writeError(w, http.StatusForbidden, "%v", err)
-	case errors.Is(err, ErrMFANotSetUp):
-		writeError(w, http.StatusNotFound, "%v", err)
-	default:
-		writeError(w, http.StatusInternalServerError, "%v", err)
-	}
-}
-
-// handleMFARemove removes the user's enrollment. A confirmed one needs a
-// code (checked like any step-up) or a step-up within mfaRemoveWindow.
-func (c *Controller) handleMFARemove(w http.ResponseWriter, r *http.Request) {
-	s, m, u, ok := c.userSession(w, r)
-	if !ok {
-		return
-	}
-	var req controlapi.MFAVerifyRequest
-	if !decodeJSON(w, r, &req) {
-		return
+// RemoveMFA removes the user's enrollment. A confirmed one needs a code
+// (checked like any step-up) or a step-up within mfaRemoveWindow (api.MFA).
+func (cs *clientSession) RemoveMFA(ctx context.Context, code string) error {
+	c, s, m := cs.c, cs.s, cs.m
+	u, err := cs.user()
+	if err != nil {
+		return err
 	}
 	e := m.access.mfa[u.ID]
 	if e == nil {
-		writeError(w, http.StatusNotFound, "%v", ErrMFANotSetUp)
-		return
+		return ErrMFANotSetUp
 	}
 	if e.Confirmed && (s.MFAAt.IsZero() || c.now().Sub(s.MFAAt) > mfaRemoveWindow) {
-		if req.Code == "" {
-			writeError(w, http.StatusForbidden, "a current code is required to remove the second factor")
-			return
+		if code == "" {
+			return &api.Forbidden{Msg: "a current code is required to remove the second factor"}
 		}
-		if err := c.verifyMFA(r.Context(), s, u, req.Code); err != nil {
-			writeMFAError(w, err)
-			return
+		if err := c.verifyMFA(ctx, s, u, code); err != nil {
+			return err
 		}
 	}
-	_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
+	_, _, err = c.commit(ctx, func(tx store.Tx) error {
 		if err := tx.Delete(KindMFA, e.ID); err != nil {
 			return err
 		}
 		return tx.Audit(store.AuditEntry{Actor: u.Email, Action: "mfa-remove", Kind: KindMFA, ObjectID: e.ID, Name: u.Email, Device: s.DeviceID})
 	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "remove MFA enrollment: %v", err)
-		return
+		return fmt.Errorf("remove MFA enrollment: %w", err)
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -105,39 +106,6 @@ type AdminSession struct {
 	UserAgent string    `json:"user_agent,omitempty"`
 }
 
-// AdminView is an admin as the API shows it.
-type AdminView struct {
-	ID          string    `json:"id"`
-	Name        string    `json:"name"`
-	Role        string    `json:"role"`
-	HasPassword bool      `json:"has_password"`
-	Created     time.Time `json:"created"`
-}
-
-// AdminTokenView is a token without its hash; Token is set once, at creation.
-type AdminTokenView struct {
-	ID        string    `json:"id"`
-	Admin     string    `json:"admin"`
-	Name      string    `json:"name,omitempty"`
-	Role      string    `json:"role"`
-	Created   time.Time `json:"created"`
-	ExpiresAt time.Time `json:"expires_at,omitzero"`
-	LastUsed  time.Time `json:"last_used,omitzero"`
-	Token     string    `json:"token,omitempty"`
-}
-
-// AdminSessionView is a console session without its hash.
-type AdminSessionView struct {
-	ID        string    `json:"id"`
-	Admin     string    `json:"admin"`
-	Method    string    `json:"method"`
-	Created   time.Time `json:"created"`
-	ExpiresAt time.Time `json:"expires_at"`
-	LastSeen  time.Time `json:"last_seen"`
-	IP        string    `json:"ip,omitempty"`
-	UserAgent string    `json:"user_agent,omitempty"`
-}
-
 func (a *Admin) view() AdminView {
 	return AdminView{ID: a.ID, Name: a.Name, Role: a.Role, HasPassword: a.PasswordHash != "", Created: a.Created}
 }
@@ -146,7 +114,7 @@ func (a *Admin) view() AdminView {
 const adminTokenPrefix = "pak_"
 
 // errAdminInput wraps bad input to the admin-management API (400).
-var errAdminInput = errors.New("invalid admin request")
+var errAdminInput = api.ErrAdminInput
 
 // isAdminKind reports whether kind is an admin identity record.
 func isAdminKind(kind string) bool {

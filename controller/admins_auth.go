@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -66,12 +67,12 @@ func attribute(ctx context.Context, e *store.AuditEntry) {
 	}
 }
 
-var errAdminAuth = errors.New("admin credentials required")
+var errAdminAuth = api.ErrAdminAuth
 
 // authenticateBearer resolves an admin API bearer token: the bootstrap
 // admin-token (an owner) or a per-admin token.
 func (c *Controller) authenticateBearer(r *http.Request) (*adminPrincipal, error) {
-	t := bearer(r)
+	t := api.Bearer(r)
 	if t == "" {
 		return nil, errAdminAuth
 	}
@@ -162,34 +163,22 @@ func (p *adminPrincipal) allowed(r *http.Request) bool {
 	return need == capApprove && r.Method == http.MethodGet && p.can(capRead)
 }
 
-// adminAuth authenticates an admin API call (a bearer token, or a console
-// session the console resolved itself), enforces the caller's role for the
-// route and passes the principal on in the context, for the audit log.
-func (c *Controller) adminAuth(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		p := adminFrom(r.Context())
-		if p == nil {
-			var err error
-			if p, err = c.authenticateBearer(r); err != nil {
-				if !errors.Is(err, errAdminAuth) {
-					writeError(w, http.StatusInternalServerError, "%v", err)
-					return
-				}
-				w.Header().Set("WWW-Authenticate", `Bearer realm="postern-admin"`)
-				msg := "admin token required (Authorization: Bearer <DATA/admin-token> or an admin API token)"
-				if err != errAdminAuth {
-					msg = err.Error()
-				}
-				writeError(w, http.StatusUnauthorized, "%s", msg)
-				return
-			}
+// AuthorizeAdmin authenticates an admin API call (a bearer token, or a
+// console session the console resolved itself), checks the caller's role
+// for the route and returns the context carrying the principal, for the
+// audit log (api.Auth).
+func (c *Controller) AuthorizeAdmin(r *http.Request) (context.Context, error) {
+	p := adminFrom(r.Context())
+	if p == nil {
+		var err error
+		if p, err = c.authenticateBearer(r); err != nil {
+			return nil, err
 		}
-		if !p.allowed(r) {
-			writeError(w, http.StatusForbidden, "%s (role %s) may not %s %s", p.Name, p.Role, r.Method, r.URL.Path)
-			return
-		}
-		h(w, r.WithContext(withAdmin(r.Context(), p)))
 	}
+	if !p.allowed(r) {
+		return nil, &api.Forbidden{Msg: fmt.Sprintf("%s (role %s) may not %s %s", p.Name, p.Role, r.Method, r.URL.Path)}
+	}
+	return withAdmin(r.Context(), p), nil
 }
 
 func truncate(s string, n int) string {

@@ -5,63 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"slices"
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
-
-// Admin object paths under /api/v1.
-var kindPaths = map[string]string{
-	"networks":         KindNetwork,
-	"connectors":       KindConnector,
-	"relays":           KindRelay,
-	"resources":        KindResource,
-	"groups":           KindGroup,
-	"users":            KindUser,
-	"service-accounts": KindServiceAccount,
-	"devices":          KindDevice,
-	"sessions":         KindSession,
-	"posture-profiles": KindPostureProfile,
-}
-
-// specKinds are managed declaratively (network.yaml and single-object CRUD).
-var specKinds = map[string]bool{KindNetwork: true, KindConnector: true, KindResource: true, KindGroup: true, KindUser: true, KindServiceAccount: true, KindPostureProfile: true}
-
-func (c *Controller) adminRoutes(mux *http.ServeMux) {
-	for p, kind := range kindPaths {
-		kind := kind
-		base := "/api/v1/" + p
-		mux.HandleFunc("GET "+base, c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleList(w, r, kind) }))
-		mux.HandleFunc("GET "+base+"/{id}", c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleGet(w, r, kind) }))
-		mux.HandleFunc("DELETE "+base+"/{id}", c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleDelete(w, r, kind) }))
-		if specKinds[kind] {
-			mux.HandleFunc("POST "+base, c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleUpsert(w, r, kind, false) }))
-			mux.HandleFunc("PUT "+base+"/{id}", c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleUpsert(w, r, kind, true) }))
-		}
-	}
-	mux.HandleFunc("POST /api/v1/relays", c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleMint(w, r, KindRelay, false) }))
-	mux.HandleFunc("POST /api/v1/connector-tokens", c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleMint(w, r, KindConnector, true) }))
-	mux.HandleFunc("POST /api/v1/relay-tokens", c.admin(func(w http.ResponseWriter, r *http.Request) { c.handleMint(w, r, KindRelay, true) }))
-	mux.HandleFunc("POST /api/v1/service-accounts/{id}/keys", c.admin(c.handleServiceKey))
-	mux.HandleFunc("DELETE /api/v1/service-accounts/{id}/keys/{key}", c.admin(c.handleDeleteServiceKey))
-	mux.HandleFunc("POST /api/v1/apply", c.admin(c.handleApply))
-	mux.HandleFunc("GET /api/v1/spec", c.admin(c.handleSpec))
-	mux.HandleFunc("GET /api/v1/audit", c.admin(c.handleAudit))
-	mux.HandleFunc("GET /api/v1/events", c.admin(c.handleEventList))
-	mux.HandleFunc("POST /api/v1/token-keys/rotate", c.admin(func(w http.ResponseWriter, r *http.Request) {
-		if err := c.RotateSigningKey(); err != nil {
-			writeError(w, http.StatusInternalServerError, "%v", err)
-			return
-		}
-		c.hub.notify()
-		w.Header().Set("Content-Type", "application/json")
-		w.Write(c.JWKS())
-	}))
-}
 
 // ConnectorView is a connector as the admin API shows it.
 type ConnectorView struct {
@@ -175,36 +125,30 @@ func (c *Controller) view(kind string, data []byte) (any, error) {
 	return json.RawMessage(data), nil
 }
 
-// ListResponse is one page of a list.
-type ListResponse struct {
-	Items      []any  `json:"items"`
-	NextCursor string `json:"next_cursor,omitempty"`
-}
+// ListResponse is one page of a list (package api).
+type ListResponse = api.ListResponse
 
-func (c *Controller) handleList(w http.ResponseWriter, r *http.Request, kind string) {
-	limit, cursor, ok := pageParams(w, r)
-	if !ok {
-		return
-	}
-	objs, err := c.store.Page(r.Context(), kind, cursor, limit+1)
+// ListObjects is one page of objects of kind after cursor, as the admin
+// API shows them, and the next page's cursor (api.Objects).
+func (c *Controller) ListObjects(ctx context.Context, kind, cursor string, limit int) ([]any, string, error) {
+	objs, err := c.store.Page(ctx, kind, cursor, limit+1)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
-		return
+		return nil, "", err
 	}
-	resp := ListResponse{Items: []any{}}
+	next := ""
 	if len(objs) > limit {
 		objs = objs[:limit]
-		resp.NextCursor = objs[limit-1].ID
+		next = objs[limit-1].ID
 	}
+	items := make([]any, 0, len(objs))
 	for _, o := range objs {
 		v, err := c.view(kind, o.Data)
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "%v", err)
-			return
+			return nil, "", err
 		}
-		resp.Items = append(resp.Items, v)
+		items = append(items, v)
 	}
-	writeJSON(w, http.StatusOK, resp)
+	return items, next, nil
 }
 
 // lookup finds an object by id, or else by name.
@@ -220,70 +164,52 @@ func (c *Controller) lookup(ctx context.Context, kind, key string) (store.Object
 	return o, err
 }
 
-func (c *Controller) handleGet(w http.ResponseWriter, r *http.Request, kind string) {
-	o, err := c.lookup(r.Context(), kind, r.PathValue("id"))
+// GetObject is the object of kind with id or name key as the admin API
+// shows it (api.Objects).
+func (c *Controller) GetObject(ctx context.Context, kind, key string) (any, error) {
+	o, err := c.lookup(ctx, kind, key)
 	if err != nil {
-		writeStoreError(w, kind, r.PathValue("id"), err)
-		return
+		return nil, &api.ObjectError{Kind: kind, Key: key, Err: err}
 	}
-	v, err := c.view(kind, o.Data)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
-		return
-	}
-	writeJSON(w, http.StatusOK, v)
+	return c.view(kind, o.Data)
 }
 
-func writeStoreError(w http.ResponseWriter, kind, key string, err error) {
-	var ve ValidationErrors
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		writeError(w, http.StatusNotFound, "%s %q not found", kind, key)
-	case errors.As(err, &ve), errors.Is(err, ErrInvalidSpec), errors.Is(err, errSpecMutation):
-		writeError(w, http.StatusBadRequest, "%v", err)
-	case errors.Is(err, store.ErrConflict):
-		writeError(w, http.StatusConflict, "%v", err)
-	default:
-		writeError(w, http.StatusInternalServerError, "%v", err)
-	}
-}
-
-func (c *Controller) handleDelete(w http.ResponseWriter, r *http.Request, kind string) {
-	key := r.PathValue("id")
-	o, err := c.lookup(r.Context(), kind, key)
+// DeleteObject removes the object of kind with id or name key: a device or
+// session is revoked, a relay deleted, a declared object removed from the
+// configuration (api.Objects).
+func (c *Controller) DeleteObject(ctx context.Context, kind, key string) error {
+	o, err := c.lookup(ctx, kind, key)
 	if err != nil {
-		writeStoreError(w, kind, key, err)
-		return
+		return &api.ObjectError{Kind: kind, Key: key, Err: err}
 	}
 	switch kind {
 	case KindDevice:
-		err = c.revokeDevice(r.Context(), "admin", o.ID)
+		err = c.revokeDevice(ctx, "admin", o.ID)
 	case KindSession:
 		// Revoking a session ends that device's access everywhere.
 		var s Session
 		if err = json.Unmarshal(o.Data, &s); err == nil {
-			if err = c.revokeSession(r.Context(), "admin", o.ID); err == nil {
-				err = c.revokeDevice(r.Context(), "admin", s.DeviceID)
+			if err = c.revokeSession(ctx, "admin", o.ID); err == nil {
+				err = c.revokeDevice(ctx, "admin", s.DeviceID)
 			}
 		}
 	case KindRelay:
-		_, _, err = c.commit(r.Context(), func(tx store.Tx) error {
+		_, _, err = c.commit(ctx, func(tx store.Tx) error {
 			if err := tx.Delete(kind, o.ID); err != nil {
 				return err
 			}
 			return tx.Audit(store.AuditEntry{Actor: "admin", Action: "delete", Kind: kind, ObjectID: o.ID, Name: o.Name, Before: redact(kind, o.Data)})
 		})
 		if err == nil {
-			err = c.reload(r.Context())
+			err = c.reload(ctx)
 		}
 	default:
-		_, err = c.mutateSpec(r.Context(), "admin", func(s *Spec) error { return removeFromSpec(s, kind, o.Name) })
+		_, err = c.mutateSpec(ctx, "admin", func(s *Spec) error { return removeFromSpec(s, kind, o.Name) })
 	}
 	if err != nil {
-		writeStoreError(w, kind, key, err)
-		return
+		return &api.ObjectError{Kind: kind, Key: key, Err: err}
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
 func removeFromSpec(s *Spec, kind, name string) error {
@@ -319,12 +245,11 @@ type connectorBody struct {
 	Network string `json:"network"`
 }
 
-func (c *Controller) handleUpsert(w http.ResponseWriter, r *http.Request, kind string, update bool) {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "request body: %v", err)
-		return
-	}
+// UpsertObject creates (update false) or replaces the declared object of
+// kind with id or name key from its JSON body, and returns its view
+// (api.Objects).
+func (c *Controller) UpsertObject(ctx context.Context, kind, key string, update bool, body []byte) (any, error) {
+	var err error
 	strict := func(v any) error {
 		dec := json.NewDecoder(bytesReader(body))
 		dec.DisallowUnknownFields()
@@ -335,10 +260,9 @@ func (c *Controller) handleUpsert(w http.ResponseWriter, r *http.Request, kind s
 	}
 	oldName := ""
 	if update {
-		o, err := c.lookup(r.Context(), kind, r.PathValue("id"))
+		o, err := c.lookup(ctx, kind, key)
 		if err != nil {
-			writeStoreError(w, kind, r.PathValue("id"), err)
-			return
+			return nil, &api.ObjectError{Kind: kind, Key: key, Err: err}
 		}
 		oldName = o.Name
 	}
@@ -453,35 +377,28 @@ func (c *Controller) handleUpsert(w http.ResponseWriter, r *http.Request, kind s
 		}
 	}
 	if err != nil {
-		writeStoreError(w, kind, name, err)
-		return
+		return nil, &api.ObjectError{Kind: kind, Key: name, Err: err}
 	}
 	if !update || name != oldName {
-		if _, err := c.lookup(r.Context(), kind, name); err == nil {
-			writeError(w, http.StatusConflict, "%s %q already exists", kind, name)
-			return
+		if _, err := c.lookup(ctx, kind, name); err == nil {
+			return nil, &api.ObjectError{Kind: kind, Key: name, Err: existsError{kind, name}}
 		}
 	}
-	if _, err := c.mutateSpec(r.Context(), "admin", mutate); err != nil {
-		writeStoreError(w, kind, name, err)
-		return
+	if _, err := c.mutateSpec(ctx, "admin", mutate); err != nil {
+		return nil, &api.ObjectError{Kind: kind, Key: name, Err: err}
 	}
-	o, err := c.lookup(r.Context(), kind, name)
+	o, err := c.lookup(ctx, kind, name)
 	if err != nil {
-		writeStoreError(w, kind, name, err)
-		return
+		return nil, &api.ObjectError{Kind: kind, Key: name, Err: err}
 	}
-	v, err := c.view(kind, o.Data)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
-		return
-	}
-	status := http.StatusCreated
-	if update {
-		status = http.StatusOK
-	}
-	writeJSON(w, status, v)
+	return c.view(kind, o.Data)
 }
+
+// existsError is a new object's name already taken (409).
+type existsError struct{ kind, name string }
+
+func (e existsError) Error() string { return fmt.Sprintf("%s %q already exists", e.kind, e.name) }
+func (e existsError) Unwrap() error { return store.ErrConflict }
 
 // renameRefs renames group references.
 func renameRefs(s *Spec, old, new string) {
@@ -523,34 +440,30 @@ func upsertBy[T any](list []T, old string, v T, name func(T) string) []T {
 	return append(list, v)
 }
 
-func (c *Controller) handleApply(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(r.Body)
+// Apply reconciles the model with a configuration file, or only plans it
+// (dryRun), as the admin; an applied file is kept for the console, which
+// shows what a file manages (api.Objects).
+func (c *Controller) Apply(ctx context.Context, file []byte, dryRun bool) (any, error) {
+	plan, err := c.applyYAML(ctx, "admin", file, dryRun)
 	if err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "request body: %v", err)
-		return
-	}
-	dry := r.URL.Query().Get("dry_run")
-	plan, err := c.applyYAML(r.Context(), "admin", body, dry == "1" || dry == "true")
-	if err != nil {
-		writeStoreError(w, "configuration", "", err)
-		return
+		return nil, err
 	}
 	if !plan.DryRun {
-		c.noteAppliedFile(r.Context(), body) // the console shows what a file manages
+		c.noteAppliedFile(ctx, file)
 	}
-	writeJSON(w, http.StatusOK, plan)
+	return plan, nil
 }
 
-func (c *Controller) handleSpec(w http.ResponseWriter, r *http.Request) {
+// CurrentSpec is the declared configuration the model holds (api.Objects).
+func (c *Controller) CurrentSpec(ctx context.Context) (any, error) {
 	var spec *Spec
-	err := c.store.View(r.Context(), func(tx store.Tx) error {
+	err := c.store.View(ctx, func(tx store.Tx) error {
 		var err error
 		spec, err = specFromTx(tx)
 		return err
 	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, spec)
+	return spec, nil
 }

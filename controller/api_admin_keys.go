@@ -9,68 +9,48 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"strconv"
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
-// MintRequest is the body of POST /api/v1/connector-tokens and /relay-tokens.
-type MintRequest struct {
-	Name       string `json:"name"`
-	TTLSeconds int    `json:"ttl_seconds,omitempty"`
-}
+// Bodies of the enrollment token endpoints, defined with their handlers in
+// package api.
+type (
+	MintRequest  = api.MintRequest
+	MintResponse = api.MintResponse
+)
 
-// MintResponse carries a printed enrollment token.
-type MintResponse struct {
-	Token     string    `json:"token"`
-	Kind      string    `json:"kind"`
-	Name      string    `json:"name"`
-	ExpiresAt time.Time `json:"expires_at"`
-}
-
-// handleMint prints an enrollment token for the connector or relay named in
-// the body; without token (POST /api/v1/relays) it answers with the relay and
-// its token.
-func (c *Controller) handleMint(w http.ResponseWriter, r *http.Request, kind string, token bool) {
-	var req MintRequest
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	if req.TTLSeconds < 0 {
-		writeError(w, http.StatusBadRequest, "ttl_seconds: must be positive")
-		return
-	}
-	ttl := time.Duration(req.TTLSeconds) * time.Second
+// MintEnrollmentToken is EnrollmentToken for the admin API: it returns the
+// ttl it used too (api.Credentials).
+func (c *Controller) MintEnrollmentToken(ctx context.Context, kind, name string, ttl time.Duration) (string, time.Duration, error) {
 	if ttl == 0 {
 		ttl = c.cfg.EnrollmentTTL
 	}
-	tok, err := c.enrollmentToken(r.Context(), "admin", kind, req.Name, ttl)
+	tok, err := c.enrollmentToken(ctx, "admin", kind, name, ttl)
+	return tok, ttl, err
+}
+
+// ObjectView is the object of kind with id or name key as the admin API
+// shows it; an object that no longer decodes shows as nil (api.Credentials).
+func (c *Controller) ObjectView(ctx context.Context, kind, key string) (any, error) {
+	o, err := c.lookup(ctx, kind, key)
 	if err != nil {
-		switch {
-		case errors.Is(err, ErrUnknownComponent):
-			writeError(w, http.StatusNotFound, "name: %v", err)
-		case errors.Is(err, ErrEnrollment):
-			writeError(w, http.StatusBadRequest, "%v", err)
-		default:
-			writeError(w, http.StatusInternalServerError, "%v", err)
-		}
-		return
+		return nil, err
 	}
-	if !token {
-		o, err := c.lookup(r.Context(), kind, req.Name)
-		if err != nil {
-			writeStoreError(w, kind, req.Name, err)
-			return
-		}
-		v, _ := c.view(kind, o.Data)
-		writeJSON(w, http.StatusCreated, map[string]any{"relay": v, "enrollment_token": tok})
-		return
-	}
-	writeJSON(w, http.StatusCreated, MintResponse{Token: tok, Kind: kind, Name: req.Name, ExpiresAt: time.Now().Add(ttl).UTC()})
+	v, _ := c.view(kind, o.Data)
+	return v, nil
+}
+
+// BadInput reports whether err is invalid input to the admin API: a
+// validation failure of a spec or of the model (api.Credentials).
+func (c *Controller) BadInput(err error) bool {
+	var ve ValidationErrors
+	return errors.As(err, &ve) || errors.Is(err, ErrInvalidSpec) || errors.Is(err, errSpecMutation)
 }
 
 // serviceKeyType is the "type" of a service key file.
@@ -103,32 +83,16 @@ func (c *Controller) CreateServiceKey(ctx context.Context, account string, ttl t
 	return &controlapi.ServiceKey{Type: serviceKeyType, AccountID: o.ID, KeyID: key.KeyID, Secret: secret, Controller: c.issuer}, nil
 }
 
-// handleServiceKey is POST /api/v1/service-accounts/{id}/keys.
-func (c *Controller) handleServiceKey(w http.ResponseWriter, r *http.Request) {
-	var req struct {
-		TTLSeconds int `json:"ttl_seconds,omitempty"`
-	}
-	if r.ContentLength != 0 && !decodeJSON(w, r, &req) {
-		return
-	}
-	k, err := c.CreateServiceKey(r.Context(), r.PathValue("id"), time.Duration(req.TTLSeconds)*time.Second)
+// DeleteServiceKey removes key keyID of the service account named or with
+// id account and ends the sessions it opened; its errors are
+// *api.ObjectError, naming the account or the key (api.Credentials).
+func (c *Controller) DeleteServiceKey(ctx context.Context, account, keyID string) error {
+	o, err := c.lookup(ctx, KindServiceAccount, account)
 	if err != nil {
-		writeStoreError(w, KindServiceAccount, r.PathValue("id"), err)
-		return
+		return &api.ObjectError{Kind: KindServiceAccount, Key: account, Err: err}
 	}
-	writeJSON(w, http.StatusCreated, k)
-}
-
-// handleDeleteServiceKey is DELETE /api/v1/service-accounts/{id}/keys/{key}.
-func (c *Controller) handleDeleteServiceKey(w http.ResponseWriter, r *http.Request) {
-	o, err := c.lookup(r.Context(), KindServiceAccount, r.PathValue("id"))
-	if err != nil {
-		writeStoreError(w, KindServiceAccount, r.PathValue("id"), err)
-		return
-	}
-	keyID := r.PathValue("key")
 	found := false
-	_, _, err = c.commit(r.Context(), func(tx store.Tx) error {
+	_, _, err = c.commit(ctx, func(tx store.Tx) error {
 		if err := updateRecord(tx, KindServiceAccount, o.ID, func(v *ServiceAccount) bool {
 			n := len(v.Keys)
 			v.Keys = slices.DeleteFunc(v.Keys, func(k ServiceKeyRec) bool { return k.KeyID == keyID })
@@ -147,11 +111,10 @@ func (c *Controller) handleDeleteServiceKey(w http.ResponseWriter, r *http.Reque
 		return err
 	})
 	if err == nil {
-		err = c.reload(r.Context())
+		err = c.reload(ctx)
 	}
 	if err != nil {
-		writeStoreError(w, "service account key", keyID, err)
-		return
+		return &api.ObjectError{Kind: "service account key", Key: keyID, Err: err}
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }

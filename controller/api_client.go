@@ -9,28 +9,29 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/pki"
 )
 
 func (c *Controller) clientRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+controlapi.PathLogin, c.handleLogin)
-	mux.HandleFunc("POST "+controlapi.PathLogout, c.handleLogout)
-	mux.HandleFunc("POST "+controlapi.PathConnectionToken, c.handleConnectionToken)
 	mux.HandleFunc("GET "+controlapi.PathClientPolicy, c.handleClientPolicy)
 }
 
 // sessionFor authenticates a client request by its session token.
 func (c *Controller) sessionFor(r *http.Request) (*Session, *Model, error) {
-	t := bearer(r)
+	return c.sessionForToken(r.Context(), api.Bearer(r))
+}
+
+// sessionForToken finds the live session of a session token.
+func (c *Controller) sessionForToken(ctx context.Context, t string) (*Session, *Model, error) {
 	if t == "" {
 		return nil, nil, fmt.Errorf("%w: session token required (Authorization: Bearer ...)", ErrUnauthenticated)
 	}
@@ -39,7 +40,7 @@ func (c *Controller) sessionFor(r *http.Request) (*Session, *Model, error) {
 		// Signed in on another replica a moment ago (or that replica just
 		// died and the client moved here): catch up with the shared store
 		// before calling the session unknown.
-		if rerr := c.reload(r.Context()); rerr == nil {
+		if rerr := c.reload(ctx); rerr == nil {
 			return c.session(t)
 		}
 	}
@@ -79,24 +80,50 @@ func (c *Controller) session(token string) (*Session, *Model, error) {
 	return s, m, nil
 }
 
-func (c *Controller) handleLogin(w http.ResponseWriter, r *http.Request) {
-	var req controlapi.LoginRequest
-	if !decodeJSON(w, r, &req) {
-		return
+// Login signs a device in from ip (api.Clients); on failure it returns the
+// status to answer with.
+func (c *Controller) Login(ctx context.Context, ip string, req controlapi.LoginRequest) (*controlapi.LoginResponse, int, error) {
+	resp, status, err := c.login(ctx, ip, req)
+	if err != nil && status == http.StatusTooManyRequests {
+		c.met.signIn(loginMethod(req), "throttled")
 	}
-	resp, status, err := c.login(r.Context(), clientIP(r), req)
+	return resp, status, err
+}
+
+// clientSession is a live session of a device, for the client API.
+type clientSession struct {
+	c *Controller
+	s *Session
+	m *Model
+}
+
+// ClientSession is the live session of a session token (api.Clients); its
+// errors wrap ErrUnauthenticated.
+func (c *Controller) ClientSession(ctx context.Context, token string) (api.ClientSession, error) {
+	s, m, err := c.sessionForToken(ctx, token)
 	if err != nil {
-		if status == http.StatusTooManyRequests {
-			c.met.signIn(loginMethod(req), "throttled")
-			var te *throttledError
-			if errors.As(err, &te) {
-				w.Header().Set("Retry-After", strconv.Itoa(int(te.wait/time.Second)+1))
-			}
-		}
-		writeError(w, status, "%v", err)
-		return
+		return nil, err
 	}
-	writeJSON(w, http.StatusOK, resp)
+	return &clientSession{c: c, s: s, m: m}, nil
+}
+
+// Logout ends the session (api.ClientSession).
+func (cs *clientSession) Logout(ctx context.Context) error {
+	return cs.c.revokeSession(ctx, "principal:"+cs.s.PrincipalID, cs.s.ID)
+}
+
+// TURNCredentials are TURN credentials bound to the device
+// (api.ClientSession).
+func (cs *clientSession) TURNCredentials() (controlapi.TURNCredentials, error) {
+	if !cs.m.mayUseAnyConnector(cs.s.PrincipalID) {
+		return controlapi.TURNCredentials{}, api.ErrNothingToRelay
+	}
+	return cs.c.deviceTURNCredentials(cs.s.PrincipalID, cs.s.DeviceID), nil
+}
+
+// ConnectionToken issues a Connection Token for connector (api.ClientSession).
+func (cs *clientSession) ConnectionToken(connector string) (*controlapi.TokenResponse, error) {
+	return cs.c.issueToken(cs.m, cs.s, connector)
 }
 
 type throttledError struct {
@@ -111,6 +138,9 @@ func (e *throttledError) Error() string {
 	return fmt.Sprintf("%v: wait %s before trying again", ErrThrottled, e.wait.Round(time.Second))
 }
 func (e *throttledError) Unwrap() error { return ErrThrottled }
+
+// RetryAfter is how long to wait before signing in again.
+func (e *throttledError) RetryAfter() time.Duration { return e.wait }
 
 // loginMethod names the credential a LoginRequest carries (metrics label).
 func loginMethod(req controlapi.LoginRequest) string {
@@ -148,7 +178,7 @@ func (c *Controller) login(ctx context.Context, ip string, req controlapi.LoginR
 	if len(req.DeviceName) > 128 || len(req.OS) > 64 {
 		return nil, http.StatusBadRequest, errors.New("device_name or os: too long")
 	}
-	ctx = withRequestIP(ctx, ip)
+	ctx = api.WithRequestIP(ctx, ip)
 	jkt := pki.KeyThumbprint(ed25519.PublicKey(raw))
 	m := c.model()
 	var who signIn
@@ -251,7 +281,7 @@ func (c *Controller) auditFailedSignIn(ctx context.Context, actor, kind, id, nam
 	after, _ := json.Marshal(map[string]string{"method": method, "reason": reason})
 	_, _, err := c.store.Update(context.WithoutCancel(ctx), func(tx store.Tx) error {
 		return tx.Audit(store.AuditEntry{At: c.now(), Actor: actor, Action: "sign-in-failed", Kind: kind, ObjectID: id, Name: name,
-			IP: requestIP(ctx), Device: device, After: after})
+			IP: api.RequestIP(ctx), Device: device, After: after})
 	})
 	if err != nil {
 		c.log.Error("audit failed sign-in", "err", err)
@@ -278,7 +308,7 @@ func (c *Controller) createSession(ctx context.Context, who signIn, req controla
 	token := "pss_" + randomHex(32)
 	now := c.now().UTC()
 	pr, _ := c.model().principal(pid)
-	ip := requestIP(ctx)
+	ip := api.RequestIP(ctx)
 	if expires.IsZero() || expires.After(now.Add(c.cfg.SessionTTL)) {
 		expires = now.Add(c.cfg.SessionTTL)
 	}
@@ -340,19 +370,6 @@ func (c *Controller) createSession(ctx context.Context, who signIn, req controla
 	c.met.signIn(method, "ok")
 	c.log.Info("signed in", "principal", pr.Name, "device", sess.DeviceID, "method", method, "ip", ip)
 	return &controlapi.LoginResponse{SessionToken: token, ExpiresAt: sess.ExpiresAt, DeviceID: sess.DeviceID, Principal: pr}, 0, nil
-}
-
-func (c *Controller) handleLogout(w http.ResponseWriter, r *http.Request) {
-	s, _, err := c.sessionFor(r)
-	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	if err := c.revokeSession(r.Context(), "principal:"+s.PrincipalID, s.ID); err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }
 
 // revokeSession ends one session.
@@ -427,7 +444,7 @@ func (c *Controller) IssueConnectionToken(sessionToken, connectorID string) (*co
 	return c.issueToken(m, s, connectorID)
 }
 
-var errNoDigest = errors.New("connector has not reported its certificate yet (no heartbeat); try again shortly")
+var errNoDigest = api.ErrNoDigest
 
 func (c *Controller) issueToken(m *Model, s *Session, connectorID string) (*controlapi.TokenResponse, error) {
 	cn, ok := m.Connectors[connectorID]
@@ -459,35 +476,6 @@ func (c *Controller) issueToken(m *Model, s *Session, connectorID string) (*cont
 	return &controlapi.TokenResponse{Token: tok, ExpiresAt: exp.Truncate(time.Second).UTC(), CertSHA256: cn.CertSHA256[0]}, nil
 }
 
-func (c *Controller) handleConnectionToken(w http.ResponseWriter, r *http.Request) {
-	s, m, err := c.sessionFor(r)
-	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	var req controlapi.TokenRequest
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	if req.ConnectorID == "" {
-		writeError(w, http.StatusBadRequest, "connector_id: required")
-		return
-	}
-	resp, err := c.issueToken(m, s, req.ConnectorID)
-	switch {
-	case err == nil:
-		writeJSON(w, http.StatusOK, resp)
-	case errors.Is(err, ErrUnknownComponent):
-		writeError(w, http.StatusNotFound, "connector_id: %v", err)
-	case errors.Is(err, ErrNotAllowed):
-		writeError(w, http.StatusForbidden, "%v", err)
-	case errors.Is(err, errNoDigest):
-		writeError(w, http.StatusConflict, "%v", err)
-	default:
-		writeError(w, http.StatusInternalServerError, "%v", err)
-	}
-}
-
 func (c *Controller) connectorLoad(id string) controlapi.ConnectorLoad {
 	c.rtMu.Lock()
 	defer c.rtMu.Unlock()
@@ -497,7 +485,7 @@ func (c *Controller) connectorLoad(id string) controlapi.ConnectorLoad {
 func (c *Controller) handleClientPolicy(w http.ResponseWriter, r *http.Request) {
 	s, _, err := c.sessionFor(r)
 	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
+		api.WriteError(w, http.StatusUnauthorized, "%v", err)
 		return
 	}
 	hash := s.TokenHash

@@ -2,16 +2,15 @@ package controller
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"slices"
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/pki"
 )
@@ -19,14 +18,8 @@ import (
 func (c *Controller) componentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+controlapi.PathEnrollConnector, func(w http.ResponseWriter, r *http.Request) { c.handleEnroll(w, r, KindConnector) })
 	mux.HandleFunc("POST "+controlapi.PathEnrollRelay, func(w http.ResponseWriter, r *http.Request) { c.handleEnroll(w, r, KindRelay) })
-	mux.HandleFunc("POST "+controlapi.PathRenew, c.handleRenew)
-	mux.HandleFunc("POST "+controlapi.PathConnectorHeartbeat, c.component(KindConnector, c.handleHeartbeat))
 	mux.HandleFunc("GET "+controlapi.PathConnectorPolicy, c.component(KindConnector, c.handleConnectorPolicy))
-	mux.HandleFunc("POST "+controlapi.PathConnectorEvents, c.component(KindConnector, c.handleEvents))
-	mux.HandleFunc("POST "+controlapi.PathRelayRegister, c.component(KindRelay, c.handleRelayRegister))
 	mux.HandleFunc("GET "+controlapi.PathRelayPolicy, c.component(KindRelay, c.handleRelayPolicy))
-	mux.HandleFunc("GET "+controlapi.PathTURNCredentials, c.handleTURN)
-	mux.HandleFunc("POST "+controlapi.PathTURNCredentials, c.handleTURN)
 }
 
 // EnrollmentToken mints a single-use enrollment token for the connector or
@@ -105,20 +98,20 @@ func (c *Controller) issueCredential(kind, id string, pub any) (controlapi.Enrol
 
 func (c *Controller) handleEnroll(w http.ResponseWriter, r *http.Request, kind string) {
 	var req controlapi.EnrollRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	if req.Secret == "" {
-		writeError(w, http.StatusBadRequest, "secret: required")
+		api.WriteError(w, http.StatusBadRequest, "secret: required")
 		return
 	}
-	pub, pubPEM, err := parsePublicKeyPEM(req.PublicKeyPEM)
+	pub, pubPEM, err := api.ParsePublicKeyPEM(req.PublicKeyPEM)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "%v", err)
+		api.WriteError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
 	if len(req.Hostname) > 255 || len(req.Version) > 64 {
-		writeError(w, http.StatusBadRequest, "hostname or version: too long")
+		api.WriteError(w, http.StatusBadRequest, "hostname or version: too long")
 		return
 	}
 	var resp controlapi.EnrollResponse
@@ -192,40 +185,25 @@ func (c *Controller) handleEnroll(w http.ResponseWriter, r *http.Request, kind s
 		return tx.Audit(store.AuditEntry{Actor: kind + ":" + id, Action: "enroll", Kind: kind, ObjectID: id, Name: e.Name})
 	})
 	if err != nil {
-		c.log.Warn("enrollment refused", "kind", kind, "ip", clientIP(r), "err", err)
-		writeError(w, status, "%v", err)
+		c.log.Warn("enrollment refused", "kind", kind, "ip", api.ClientIP(r), "err", err)
+		api.WriteError(w, status, "%v", err)
 		return
 	}
 	if err := c.reload(r.Context()); err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
+		api.WriteError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
 	c.log.Info("component enrolled", "kind", kind, "id", resp.ID, "name", resp.Name)
-	writeJSON(w, http.StatusOK, resp)
+	api.WriteJSON(w, http.StatusOK, resp)
 }
 
-func (c *Controller) handleRenew(w http.ResponseWriter, r *http.Request) {
-	kind, id, err := c.componentIdentity(r)
-	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	var req controlapi.RenewRequest
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	pub := r.TLS.PeerCertificates[0].PublicKey
-	var pubPEM string
-	if req.PublicKeyPEM != "" {
-		if pub, pubPEM, err = parsePublicKeyPEM(req.PublicKeyPEM); err != nil {
-			writeError(w, http.StatusBadRequest, "%v", err)
-			return
-		}
-	}
+// RenewCredential issues component kind id a new client certificate for
+// key pub and, with pubPEM, records the new key it enrolls with from now on
+// (api.Components).
+func (c *Controller) RenewCredential(ctx context.Context, kind, id string, pub any, pubPEM string) (controlapi.EnrollResponse, error) {
 	resp, err := c.issueCredential(kind, id, pub)
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
-		return
+		return controlapi.EnrollResponse{}, err
 	}
 	m := c.model()
 	if kind == KindConnector {
@@ -234,7 +212,7 @@ func (c *Controller) handleRenew(w http.ResponseWriter, r *http.Request) {
 		resp.Name = m.Relays[id].Name
 	}
 	if pubPEM != "" {
-		_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
+		_, _, err := c.commit(ctx, func(tx store.Tx) error {
 			var err error
 			if kind == KindConnector {
 				err = updateRecord(tx, kind, id, func(v *Connector) bool { v.PublicKeyPEM = pubPEM; return true })
@@ -247,70 +225,29 @@ func (c *Controller) handleRenew(w http.ResponseWriter, r *http.Request) {
 			return tx.Audit(store.AuditEntry{Actor: kind + ":" + id, Action: "rekey", Kind: kind, ObjectID: id, Name: resp.Name})
 		})
 		if err == nil {
-			err = c.reload(r.Context())
+			err = c.reload(ctx)
 		}
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "%v", err)
-			return
+			return controlapi.EnrollResponse{}, err
 		}
 	}
-	writeJSON(w, http.StatusOK, resp)
+	return resp, nil
 }
 
-func validDigest(s string) bool {
-	if len(s) != 64 {
-		return false
-	}
-	_, err := hex.DecodeString(s)
-	return err == nil
-}
-
-func validHostPort(s string) bool {
-	host, port, err := net.SplitHostPort(s)
-	return err == nil && host != "" && port != ""
-}
-
-func (c *Controller) handleHeartbeat(w http.ResponseWriter, r *http.Request, id string) {
-	var hb controlapi.Heartbeat
-	if !decodeJSON(w, r, &hb) {
-		return
-	}
-	if len(hb.CertSHA256) == 0 || len(hb.CertSHA256) > 8 {
-		writeError(w, http.StatusBadRequest, "cert_sha256: 1 to 8 certificate digests required")
-		return
-	}
-	for i, d := range hb.CertSHA256 {
-		if !validDigest(d) {
-			writeError(w, http.StatusBadRequest, "cert_sha256[%d]: %q is not a hex SHA-256 digest", i, d)
-			return
-		}
-	}
-	if len(hb.Addrs) > 32 {
-		writeError(w, http.StatusBadRequest, "addrs: at most 32")
-		return
-	}
-	for i, a := range hb.Addrs {
-		if !validHostPort(a) {
-			writeError(w, http.StatusBadRequest, "addrs[%d]: %q is not host:port", i, a)
-			return
-		}
-	}
-	if len(hb.Version) > 64 {
-		writeError(w, http.StatusBadRequest, "version: too long")
-		return
-	}
-	digests := make([]string, len(hb.CertSHA256))
-	for i, d := range hb.CertSHA256 {
-		digests[i] = stringsToLower(d)
-	}
+// ConnectorHeartbeat records a connector's heartbeat: its load, and its
+// certificate digests, addresses and version when they changed (a commit,
+// which pushes them); it answers with the heartbeat interval
+// (api.Components).
+func (c *Controller) ConnectorHeartbeat(ctx context.Context, id string, hb controlapi.Heartbeat) (controlapi.HeartbeatResponse, error) {
+	digests := hb.CertSHA256
 	c.rtMu.Lock()
 	c.connSeen[id] = time.Now()
 	c.connLoad[id] = hb.Load
 	c.rtMu.Unlock()
-	c.touchPresence(r.Context(), KindConnector, id, hb.Load)
+	c.touchPresence(ctx, KindConnector, id, hb.Load)
 	cur := c.model().Connectors[id]
 	if cur == nil || !cur.Online || !slices.Equal(cur.CertSHA256, digests) || !slices.Equal(cur.Addrs, hb.Addrs) || cur.Version != hb.Version {
-		_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
+		_, _, err := c.commit(ctx, func(tx store.Tx) error {
 			return updateRecord(tx, KindConnector, id, func(v *Connector) bool {
 				if v.Online && slices.Equal(v.CertSHA256, digests) && slices.Equal(v.Addrs, hb.Addrs) && v.Version == hb.Version {
 					return false
@@ -320,25 +257,14 @@ func (c *Controller) handleHeartbeat(w http.ResponseWriter, r *http.Request, id 
 			})
 		})
 		if err == nil {
-			err = c.reload(r.Context())
+			err = c.reload(ctx)
 		}
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "record heartbeat: %v", err)
-			return
+			return controlapi.HeartbeatResponse{}, fmt.Errorf("record heartbeat: %w", err)
 		}
 		c.log.Info("connector heartbeat changed state", "connector", id, "cert_sha256", digests[0], "addrs", hb.Addrs)
 	}
-	writeJSON(w, http.StatusOK, controlapi.HeartbeatResponse{IntervalSeconds: c.intervalSeconds()})
-}
-
-func stringsToLower(s string) string {
-	b := []byte(s)
-	for i, ch := range b {
-		if ch >= 'A' && ch <= 'Z' {
-			b[i] = ch + 32
-		}
-	}
-	return string(b)
+	return controlapi.HeartbeatResponse{IntervalSeconds: c.intervalSeconds()}, nil
 }
 
 func (c *Controller) handleConnectorPolicy(w http.ResponseWriter, r *http.Request, id string) {
@@ -353,84 +279,56 @@ func (c *Controller) handleConnectorPolicy(w http.ResponseWriter, r *http.Reques
 	})
 }
 
-func (c *Controller) handleEvents(w http.ResponseWriter, r *http.Request, id string) {
-	var fe controlapi.FlowEvents
-	if !decodeJSON(w, r, &fe) {
-		return
-	}
-	if len(fe.Events) > 5000 {
-		writeError(w, http.StatusBadRequest, "events: at most 5000 per batch, got %d", len(fe.Events))
-		return
-	}
-	evs := make([]store.Event, 0, len(fe.Events))
-	for _, e := range fe.Events {
+// StoreFlowEvents keeps a batch of connector id's flow events (at most
+// Config.MaxEvents are kept) and notes the resources they used, for auto-lock
+// (api.Components).
+func (c *Controller) StoreFlowEvents(ctx context.Context, id string, events []controlapi.FlowEvent) error {
+	evs := make([]store.Event, 0, len(events))
+	for _, e := range events {
 		e.ConnectorID = id
 		b, _ := json.Marshal(e)
 		evs = append(evs, store.Event{At: time.Now(), Data: b})
 	}
-	if err := c.store.AddEvents(r.Context(), evs, c.cfg.MaxEvents); err != nil {
-		writeError(w, http.StatusInternalServerError, "%v", err)
-		return
+	if err := c.store.AddEvents(ctx, evs, c.cfg.MaxEvents); err != nil {
+		return err
 	}
-	if err := c.recordUse(r.Context(), fe.Events); err != nil {
+	if err := c.recordUse(ctx, events); err != nil {
 		c.log.Warn("record resource use for auto-lock", "err", err)
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return nil
 }
 
-func (c *Controller) handleRelayRegister(w http.ResponseWriter, r *http.Request, id string) {
-	var req controlapi.RelayRegister
-	if !decodeJSON(w, r, &req) {
-		return
-	}
-	if req.UDPAddr != "" && !validHostPort(req.UDPAddr) {
-		writeError(w, http.StatusBadRequest, "udp_addr: %q is not ip:port", req.UDPAddr)
-		return
-	}
-	if req.TLSAddr != "" && !validHostPort(req.TLSAddr) {
-		writeError(w, http.StatusBadRequest, "tls_addr: %q is not ip:port", req.TLSAddr)
-		return
-	}
-	if req.PublicIP != "" && net.ParseIP(req.PublicIP) == nil {
-		writeError(w, http.StatusBadRequest, "public_ip: %q is not an IP address", req.PublicIP)
-		return
-	}
-	if req.TLSCertSHA256 != "" && !validDigest(req.TLSCertSHA256) {
-		writeError(w, http.StatusBadRequest, "tls_cert_sha256: %q is not a hex SHA-256 digest", req.TLSCertSHA256)
-		return
-	}
-	req.TLSCertSHA256 = stringsToLower(req.TLSCertSHA256)
-	if req.UDPAddr == "" && req.TLSAddr == "" {
-		writeError(w, http.StatusBadRequest, "udp_addr or tls_addr: at least one is required")
-		return
-	}
+// RegisterRelay records a relay's stats, and its addresses, certificate
+// digest and version when they changed (a commit, which pushes them); it
+// answers with the TURN secret, the token keys and the relay policy
+// (api.Components).
+func (c *Controller) RegisterRelay(ctx context.Context, id string, req controlapi.RelayRegister) (controlapi.RelayRegisterResponse, error) {
 	c.rtMu.Lock()
 	c.relaySeen[id] = time.Now()
 	c.relayStats[id] = req.Stats
 	c.rtMu.Unlock()
-	c.touchPresence(r.Context(), KindRelay, id, req.Stats)
+	c.touchPresence(ctx, KindRelay, id, req.Stats)
 	cur := c.model().Relays[id]
 	if cur == nil || !cur.Online || cur.UDPAddr != req.UDPAddr || cur.TLSAddr != req.TLSAddr || cur.PublicIP != req.PublicIP || cur.Version != req.Version || cur.TLSCertSHA256 != req.TLSCertSHA256 {
-		_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
+		_, _, err := c.commit(ctx, func(tx store.Tx) error {
 			return updateRecord(tx, KindRelay, id, func(v *Relay) bool {
 				v.Online, v.UDPAddr, v.TLSAddr, v.PublicIP, v.Version, v.TLSCertSHA256 = true, req.UDPAddr, req.TLSAddr, req.PublicIP, req.Version, req.TLSCertSHA256
 				return true
 			})
 		})
 		if err == nil {
-			err = c.reload(r.Context())
+			err = c.reload(ctx)
 		}
 		if err != nil {
-			writeError(w, http.StatusInternalServerError, "register relay: %v", err)
-			return
+			return controlapi.RelayRegisterResponse{}, fmt.Errorf("register relay: %w", err)
 		}
 		c.log.Info("relay registered", "relay", id, "udp", req.UDPAddr, "tls", req.TLSAddr)
 	}
 	pol := c.model().relayPolicy(time.Now())
-	writeJSON(w, http.StatusOK, controlapi.RelayRegisterResponse{
+	return controlapi.RelayRegisterResponse{
 		ID: id, TURNSecret: string(c.turnKey), Realm: turnRealm, Issuer: c.issuer, JWKS: c.JWKS(),
 		IntervalSeconds: c.intervalSeconds(), Policy: &pol,
-	})
+	}, nil
 }
 
 const turnRealm = "postern"
@@ -456,35 +354,6 @@ func (c *Controller) turnCredentials(user string, exp time.Time) controlapi.TURN
 	c.met.issued("turn_credentials")
 	return controlapi.TURNCredentials{Username: user, Password: controlapi.TURNPassword(string(c.turnKey), user),
 		ExpiresAt: exp.UTC(), Realm: turnRealm, Relays: c.model().relayInfos()}
-}
-
-// handleTURN issues TURN credentials to connectors (mTLS) and to signed-in
-// devices whose principal may use some connector (at least one resource on a
-// network that has a connector); anyone else has nothing to relay to.
-func (c *Controller) handleTURN(w http.ResponseWriter, r *http.Request) {
-	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		kind, id, err := c.componentIdentity(r)
-		if err != nil {
-			writeError(w, http.StatusUnauthorized, "%v", err)
-			return
-		}
-		if kind != KindConnector {
-			writeError(w, http.StatusForbidden, "TURN credentials are for connectors and client devices, not %s", kind)
-			return
-		}
-		writeJSON(w, http.StatusOK, c.TURNCredentials(kind+":"+id))
-		return
-	}
-	sess, m, err := c.sessionFor(r)
-	if err != nil {
-		writeError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	if !m.mayUseAnyConnector(sess.PrincipalID) {
-		writeError(w, http.StatusForbidden, "no resource of this account is served by a connector: nothing to relay to")
-		return
-	}
-	writeJSON(w, http.StatusOK, c.deviceTURNCredentials(sess.PrincipalID, sess.DeviceID))
 }
 
 func (c *Controller) handleRelayPolicy(w http.ResponseWriter, r *http.Request, id string) {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -49,7 +50,7 @@ func (t *recTx) Delete(kind, id string) error {
 // snapshot shows (a session's External state, kept by the OIDC refresher).
 func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64, bool, error) {
 	c.reloadMu.Lock()
-	rt := &recTx{ip: requestIP(ctx), ctx: ctx}
+	rt := &recTx{ip: api.RequestIP(ctx), ctx: ctx}
 	rev, changed, err := c.store.Update(ctx, func(tx store.Tx) error {
 		rt.Tx, rt.changes = tx, nil
 		return fn(rt)

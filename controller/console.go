@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 )
 
 // The web console (docs/console.md): server-rendered pages (html/template)
@@ -99,7 +100,7 @@ func consoleHeaders(w http.ResponseWriter) {
 func (c *Controller) render(w http.ResponseWriter, status int, page string, d pageData) {
 	t, ok := consoleTemplates[page]
 	if !ok {
-		writeError(w, http.StatusInternalServerError, "console page %q missing", page)
+		api.WriteError(w, http.StatusInternalServerError, "console page %q missing", page)
 		return
 	}
 	var b bytes.Buffer
@@ -196,7 +197,7 @@ func (c *Controller) api(ctx context.Context, p *adminPrincipal, method, path st
 		return apiResult{}, fmt.Errorf("console call %s %s: %w", method, path, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Body = http.MaxBytesReader(nil, req.Body, maxBody)
+	req.Body = http.MaxBytesReader(nil, req.Body, api.MaxBody)
 	rec := &recorder{h: http.Header{}}
 	c.mux.ServeHTTP(rec, req)
 	if rec.code == 0 {

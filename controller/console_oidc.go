@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/oidcauth"
 	"postern.dev/postern/controller/store"
 )
@@ -67,7 +68,7 @@ func (c *Controller) handleConsoleOIDCStart(w http.ResponseWriter, r *http.Reque
 		c.loginForm(w, http.StatusNotFound, "", "Single sign-on for admins is not configured (oidc admin_groups).")
 		return
 	}
-	if !c.sso.limiter.allow(clientIP(r)) {
+	if !c.sso.limiter.Allow(api.ClientIP(r)) {
 		c.loginForm(w, http.StatusTooManyRequests, "", "Too many sign-in requests from your address; wait a moment.")
 		return
 	}

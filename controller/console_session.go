@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -118,7 +119,7 @@ func checkCSRF(r *http.Request, want string) bool {
 // it returns the cookie secret.
 func (c *Controller) consoleSignIn(ctx context.Context, r *http.Request, name, password string) (string, error) {
 	name = strings.TrimSpace(name)
-	at := loginAttempt{Account: "admin:" + name, IP: clientIP(r)}
+	at := loginAttempt{Account: "admin:" + name, IP: api.ClientIP(r)}
 	if v := c.logins.check(ctx, at); v.wait > 0 {
 		return "", fmt.Errorf("%w: try again in %s", ErrThrottled, v.wait.Round(1e9))
 	}
@@ -155,7 +156,7 @@ func (c *Controller) startConsoleSession(ctx context.Context, r *http.Request, a
 	secret := randomHex(32)
 	now := c.now().UTC()
 	s := AdminSession{ID: newID("ases"), AdminID: adm.ID, Method: method, Subject: subject, TokenHash: sha256Hex(secret),
-		Created: now, ExpiresAt: now.Add(adminSessionTTL), LastSeen: now, IP: clientIP(r), UserAgent: truncate(r.UserAgent(), 200)}
+		Created: now, ExpiresAt: now.Add(adminSessionTTL), LastSeen: now, IP: api.ClientIP(r), UserAgent: truncate(r.UserAgent(), 200)}
 	p := &adminPrincipal{Name: adm.Name, AdminID: adm.ID, Role: adm.Role, Via: method + " (session " + s.ID + ")", Agent: s.UserAgent}
 	_, _, err := c.commit(withAdmin(ctx, p), func(tx store.Tx) error {
 		o, err := toObject(KindAdminSession, s.ID, s.TokenHash, &s)

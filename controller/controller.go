@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/export"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/ctoken"
@@ -147,7 +148,7 @@ type Controller struct {
 	relayStats  map[string]map[string]float64
 	started     time.Time
 
-	limiter *ipLimiter
+	limiter *api.IPLimiter
 	logins  *loginThrottle
 	sso     *ssoState // nil: single sign-on not configured
 
@@ -155,6 +156,7 @@ type Controller struct {
 	exporter *export.Exporter // nil: no export configured
 
 	muxOnce sync.Once
+	apiSrv  *api.Server
 	mux     *http.ServeMux
 	handler http.Handler
 
@@ -166,9 +168,9 @@ type Controller struct {
 // Sentinel errors of the controller.
 var (
 	ErrConfig           = errors.New("invalid controller configuration")
-	ErrUnknownComponent = errors.New("unknown component")
-	ErrEnrollment       = errors.New("enrollment refused")
-	ErrNotAllowed       = errors.New("not allowed")
+	ErrUnknownComponent = api.ErrUnknownComponent
+	ErrEnrollment       = api.ErrEnrollment
+	ErrNotAllowed       = api.ErrNotAllowed
 	ErrUnauthenticated  = errors.New("not signed in")
 	ErrThrottled        = errors.New("too many attempts")
 	// ErrIdentityConflict: an external identity cannot be matched to a
@@ -205,7 +207,7 @@ func Open(cfg Config) (*Controller, error) {
 		cfg: cfg, log: cfg.Logger, issuer: strings.TrimSuffix(cfg.PublicURL, "/"), host: u.Hostname(),
 		hub: newHub(), connSeen: map[string]time.Time{}, connLoad: map[string]controlapi.ConnectorLoad{},
 		relaySeen: map[string]time.Time{}, relayStats: map[string]map[string]float64{}, started: time.Now(),
-		limiter: newIPLimiter(cfg.RateLimit, cfg.RateBurst), logins: newLoginThrottle(cfg.Now),
+		limiter: api.NewIPLimiter(cfg.RateLimit, cfg.RateBurst), logins: newLoginThrottle(cfg.Now),
 	}
 	c.met = newMetrics(c)
 	if err := c.loadOrCreateCA(); err != nil {
@@ -227,14 +229,14 @@ func Open(cfg Config) (*Controller, error) {
 	c.turnKey = []byte(turn)
 	if cfg.OIDC != nil {
 		if err := c.setupSSO(); err != nil {
-			c.limiter.stop()
+			c.limiter.Stop()
 			return nil, err
 		}
 	}
 	st, err := c.openStore()
 	if err != nil {
 		c.stopSSO()
-		c.limiter.stop()
+		c.limiter.Stop()
 		return nil, err
 	}
 	c.store = instrumentStore(st, c.met)
@@ -249,13 +251,13 @@ func Open(cfg Config) (*Controller, error) {
 	if err := backfillCredentials(context.Background(), st); err != nil {
 		st.Close()
 		c.stopSSO()
-		c.limiter.stop()
+		c.limiter.Stop()
 		return nil, err
 	}
 	if err := c.reload(context.Background()); err != nil {
 		st.Close()
 		c.stopSSO()
-		c.limiter.stop()
+		c.limiter.Stop()
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -381,7 +383,7 @@ func (c *Controller) Close() error {
 		c.stop()
 		c.hub.close()
 		c.wg.Wait()
-		c.limiter.stop()
+		c.limiter.Stop()
 		err = c.store.Close()
 	})
 	return err

@@ -43,19 +43,6 @@ func (c *Controller) now() time.Time { return c.cfg.Now() }
 
 type ctxKey int
 
-const ctxClientIP ctxKey = iota
-
-// withRequestIP keeps the client IP of a request in its context, so that
-// audit entries written on its behalf record it.
-func withRequestIP(ctx context.Context, ip string) context.Context {
-	return context.WithValue(ctx, ctxClientIP, ip)
-}
-
-func requestIP(ctx context.Context) string {
-	ip, _ := ctx.Value(ctxClientIP).(string)
-	return ip
-}
-
 // credentialProblem says why session s may no longer be used ("" when it
 // may), judged against the principal records of m at time now.
 func (m *Model) credentialProblem(s *Session, now time.Time) string {

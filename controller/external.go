@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -59,7 +60,7 @@ func (c *Controller) Handle(pattern string, h http.Handler) (err error) {
 }
 
 // ClientIP is the address a request came from, as rate limits see it.
-func ClientIP(r *http.Request) string { return clientIP(r) }
+func ClientIP(r *http.Request) string { return api.ClientIP(r) }
 
 // SignInExternal signs a device in for an externally authenticated user: the
 // user record is found by issuer and subject (a binding made by an earlier

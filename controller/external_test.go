@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 )
 
 func TestExternalSignIn(t *testing.T) {
@@ -25,7 +26,7 @@ func TestExternalSignIn(t *testing.T) {
 		}
 	})
 	if err := e.c.Handle("GET /api/v1/client/extension", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, 200, map[string]bool{"enabled": true})
+		api.WriteJSON(w, 200, map[string]bool{"enabled": true})
 	})); err != nil {
 		t.Fatal(err)
 	}

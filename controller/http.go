@@ -2,30 +2,16 @@ package controller
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"postern.dev/postern/controlapi"
-)
-
-// Body limits.
-const (
-	maxBody      = 1 << 20
-	maxApplyBody = 64 << 20
-	maxEventBody = 4 << 20
+	"postern.dev/postern/controller/api"
 )
 
 // Handler returns the controller's HTTP handler (used by Serve; exposed for
@@ -38,99 +24,15 @@ func (c *Controller) Handler() http.Handler {
 
 func (c *Controller) buildHandler() {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+controlapi.PathHealth, c.handleHealth)
-	mux.HandleFunc("GET "+PathReady, c.handleReady)
-	mux.Handle("GET "+PathMetrics, c.admin(promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{}).ServeHTTP))
-	mux.HandleFunc("GET "+controlapi.PathJWKS, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Cache-Control", "max-age=300")
-		w.Write(c.JWKS())
-	})
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
-		http.Redirect(w, r, "/console/", http.StatusFound)
-	})
+	c.apiSrv = api.New(c)
+	c.apiSrv.Routes(mux)
 	c.componentRoutes(mux)
 	c.clientRoutes(mux)
 	c.accessRoutes(mux)
 	c.ssoRoutes(mux)
-	c.adminRoutes(mux)
-	c.adminIdentityRoutes(mux)
 	c.consoleRoutes(mux)
 	c.mux = mux
-	c.handler = c.instrument(c.middleware(mux))
-}
-
-func (c *Controller) middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		defer func() {
-			if v := recover(); v != nil {
-				if v == http.ErrAbortHandler {
-					panic(v)
-				}
-				c.log.Error("handler panic", "path", r.URL.Path, "panic", v)
-				writeError(w, http.StatusInternalServerError, "internal error")
-			}
-		}()
-		if !c.limiter.allow(clientIP(r)) {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusTooManyRequests, "rate limit exceeded for %s", clientIP(r))
-			return
-		}
-		limit := int64(maxBody)
-		switch r.URL.Path {
-		case "/api/v1/apply":
-			limit = maxApplyBody
-		case controlapi.PathConnectorEvents:
-			limit = maxEventBody
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, limit)
-		r = r.WithContext(withRequestIP(r.Context(), clientIP(r)))
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		next.ServeHTTP(w, r)
-	})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	enc.Encode(v)
-}
-
-func writeError(w http.ResponseWriter, status int, format string, args ...any) {
-	writeJSON(w, status, controlapi.Error{Error: fmt.Sprintf(format, args...)})
-}
-
-// decodeJSON reads a JSON body strictly (unknown fields refused).
-func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var mbe *http.MaxBytesError
-		switch {
-		case errors.As(err, &mbe):
-			writeError(w, http.StatusRequestEntityTooLarge, "request body larger than %d bytes", mbe.Limit)
-		case errors.Is(err, io.EOF):
-			writeError(w, http.StatusBadRequest, "request body: empty, a JSON object is required")
-		default:
-			writeError(w, http.StatusBadRequest, "request body: %v", err)
-		}
-		return false
-	}
-	if dec.More() {
-		writeError(w, http.StatusBadRequest, "request body: trailing data after the JSON object")
-		return false
-	}
-	return true
-}
-
-func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
-		return strings.TrimSpace(h[7:])
-	}
-	return ""
+	c.handler = c.instrument(api.Middleware(mux, c.log, c.limiter.Allow))
 }
 
 func sha256Hex(s string) string {
@@ -138,13 +40,18 @@ func sha256Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// admin guards an admin API route: see adminAuth (admins_auth.go).
-func (c *Controller) admin(h http.HandlerFunc) http.HandlerFunc { return c.adminAuth(h) }
+// admin guards an admin API route (api.Server.Admin).
+func (c *Controller) admin(h http.HandlerFunc) http.HandlerFunc { return c.apiSrv.Admin(h) }
 
-// componentIdentity returns the kind ("connector"/"relay") and id of an
+// component guards a connector or relay route (api.Server.Component).
+func (c *Controller) component(want string, h func(w http.ResponseWriter, r *http.Request, id string)) http.HandlerFunc {
+	return c.apiSrv.Component(want, h)
+}
+
+// ComponentIdentity returns the kind ("connector"/"relay") and id of an
 // mTLS caller, checking that the certificate was issued for the key the
-// component enrolled (or renewed) with.
-func (c *Controller) componentIdentity(r *http.Request) (kind, id string, err error) {
+// component enrolled (or renewed) with (api.Auth).
+func (c *Controller) ComponentIdentity(r *http.Request) (kind, id string, err error) {
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.PeerCertificates) == 0 {
 		return "", "", errors.New("a client certificate issued at enrollment is required")
 	}
@@ -174,55 +81,6 @@ func (c *Controller) componentIdentity(r *http.Request) (kind, id string, err er
 		return "", "", fmt.Errorf("%w: %s %s: certificate is for a key that is no longer enrolled", ErrUnknownComponent, kind, id)
 	}
 	return kind, id, nil
-}
-
-func (c *Controller) component(want string, h func(w http.ResponseWriter, r *http.Request, id string)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		kind, id, err := c.componentIdentity(r)
-		if err != nil {
-			writeError(w, http.StatusUnauthorized, "%v", err)
-			return
-		}
-		if want != "" && kind != want {
-			writeError(w, http.StatusForbidden, "this endpoint is for %ss, not %ss", want, kind)
-			return
-		}
-		h(w, r, id)
-	}
-}
-
-// parsePublicKeyPEM accepts a PKIX Ed25519 or ECDSA public key and returns its
-// canonical PEM.
-func parsePublicKeyPEM(s string) (any, string, error) {
-	b, _ := pem.Decode([]byte(s))
-	if b == nil || b.Type != "PUBLIC KEY" {
-		return nil, "", errors.New("public_key_pem: not a PEM \"PUBLIC KEY\" block")
-	}
-	pub, err := x509.ParsePKIXPublicKey(b.Bytes)
-	if err != nil {
-		return nil, "", fmt.Errorf("public_key_pem: %w", err)
-	}
-	switch pub.(type) {
-	case ed25519.PublicKey, *ecdsa.PublicKey:
-	default:
-		return nil, "", fmt.Errorf("public_key_pem: key type %T not allowed (Ed25519 or ECDSA)", pub)
-	}
-	der, _ := x509.MarshalPKIXPublicKey(pub)
-	return pub, string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
-}
-
-// pageParams reads ?limit= and ?cursor=.
-func pageParams(w http.ResponseWriter, r *http.Request) (limit int, cursor string, ok bool) {
-	limit = 100
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 1000 {
-			writeError(w, http.StatusBadRequest, "query parameter limit: %q must be a number from 1 to 1000", v)
-			return 0, "", false
-		}
-		limit = n
-	}
-	return limit, r.URL.Query().Get("cursor"), true
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }

@@ -13,17 +13,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
-	"postern.dev/postern/version"
 )
 
-// PathReady is the readiness probe: 200 once the model is loaded and the
-// store answers, 503 otherwise.
-const PathReady = "/readyz"
-
-// PathMetrics serves the Prometheus metrics (admin token on the API
-// listener; no authentication on the --metrics listener).
-const PathMetrics = "/metrics"
+// Paths of the readiness probe and the metrics (served by package api).
+const (
+	PathReady   = api.PathReady
+	PathMetrics = api.PathMetrics
+)
 
 // metrics are the controller's Prometheus series (one registry per controller).
 type metrics struct {
@@ -151,21 +149,30 @@ func (c *Controller) ready(ctx context.Context) (bool, string) {
 	return true, ""
 }
 
-func (c *Controller) handleReady(w http.ResponseWriter, r *http.Request) {
-	ok, why := c.ready(r.Context())
-	if !ok {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "reason": why})
-		return
+// Ready reports whether the controller can serve (api.Status).
+func (c *Controller) Ready(ctx context.Context) (bool, string) { return c.ready(ctx) }
+
+// Revision is the model's revision, 0 before it is loaded (api.Status).
+func (c *Controller) Revision() int64 {
+	if m := c.model(); m != nil {
+		return m.Rev
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "revision": c.model().Rev})
+	return 0
 }
 
-func (c *Controller) handleHealth(w http.ResponseWriter, r *http.Request) {
-	rev := int64(0)
-	if m := c.model(); m != nil {
-		rev = m.Rev
+// RotateTokenKey makes a new token-signing key current and wakes the push
+// streams, which send the new JWKS (api.Status).
+func (c *Controller) RotateTokenKey() error {
+	if err := c.RotateSigningKey(); err != nil {
+		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "version": version.Version, "revision": rev})
+	c.hub.notify()
+	return nil
+}
+
+// PrometheusHandler serves the controller's metrics (api.Status).
+func (c *Controller) PrometheusHandler() http.Handler {
+	return promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{})
 }
 
 // MetricsHandler serves /metrics, /healthz, /readyz and /debug/pprof/
@@ -173,9 +180,10 @@ func (c *Controller) handleHealth(w http.ResponseWriter, r *http.Request) {
 // --metrics), as the connector's and relay's do.
 func (c *Controller) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET "+PathMetrics, promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET "+controlapi.PathHealth, c.handleHealth)
-	mux.HandleFunc("GET "+PathReady, c.handleReady)
+	s := api.New(c)
+	mux.Handle("GET "+PathMetrics, c.PrometheusHandler())
+	mux.HandleFunc("GET "+controlapi.PathHealth, s.HandleHealth)
+	mux.HandleFunc("GET "+PathReady, s.HandleReady)
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)

@@ -15,7 +15,7 @@ import (
 )
 
 // Object kinds in the store. The admin API uses the plural path segment of
-// each (kindPaths).
+// each (objectRoutes in controller/api/admin_objects.go).
 const (
 	KindNetwork        = "network"
 	KindConnector      = "connector"

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"postern.dev/postern/controller/api"
 )
 
 // hub wakes push-stream subscribers after every model change. Each
@@ -97,7 +99,7 @@ func (c *Controller) stream(w http.ResponseWriter, r *http.Request, class subCla
 	if v := r.URL.Query().Get("rev"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			writeError(w, http.StatusBadRequest, "query parameter rev: %q is not a revision number", v)
+			api.WriteError(w, http.StatusBadRequest, "query parameter rev: %q is not a revision number", v)
 			return
 		}
 		since = n

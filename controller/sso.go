@@ -20,6 +20,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/oidcauth"
 	"postern.dev/postern/internal/atomicfile"
 )
@@ -237,7 +238,7 @@ type ssoState struct {
 	prov    atomic.Pointer[oidcauth.Provider]
 	mu      sync.Mutex
 	lastErr error
-	limiter *ipLimiter
+	limiter *api.IPLimiter
 }
 
 // provider returns the discovered provider, or an error saying why there is
@@ -289,18 +290,18 @@ func (c *Controller) setupSSO() error {
 		// Sign-in endpoints call the identity provider: a tighter budget per
 		// client IP than the API's, still enough for an office behind one
 		// NAT address signing in at 9 am.
-		limiter: newIPLimiter(10, 100),
+		limiter: api.NewIPLimiter(10, 100),
 	}
 	if err := s.discover(context.Background()); err != nil {
 		if !errors.Is(err, oidcauth.ErrIdP) {
-			s.limiter.stop()
+			s.limiter.Stop()
 			return fmt.Errorf("%w: %v", ErrConfig, err)
 		}
 		c.log.Error("single sign-on: identity provider unreachable; retrying in the background", "issuer", oc.Issuer, "err", err)
 	}
 	if created {
 		if err := saveFlowKey(oc.FlowKeyFile, key); err != nil {
-			s.limiter.stop()
+			s.limiter.Stop()
 			return err
 		}
 	}
@@ -317,7 +318,7 @@ func (c *Controller) setupSSO() error {
 // stopSSO releases what setupSSO made when Open fails later.
 func (c *Controller) stopSSO() {
 	if c.sso != nil {
-		c.sso.limiter.stop()
+		c.sso.limiter.Stop()
 	}
 }
 
@@ -336,7 +337,7 @@ func (c *Controller) startSSO(ctx context.Context) {
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		defer s.limiter.stop()
+		defer s.limiter.Stop()
 		wait := ssoRetryWait
 		for s.prov.Load() == nil {
 			select {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/oidcauth"
 	"postern.dev/postern/controller/store"
 )
@@ -48,16 +49,16 @@ func (c *Controller) ssoRoutes(mux *http.ServeMux) {
 
 func (c *Controller) handleOIDCConfig(w http.ResponseWriter, r *http.Request) {
 	if c.sso == nil {
-		writeJSON(w, http.StatusOK, controlapi.OIDCConfig{Enabled: false})
+		api.WriteJSON(w, http.StatusOK, controlapi.OIDCConfig{Enabled: false})
 		return
 	}
 	p, err := c.sso.provider()
 	if err != nil {
 		// Configured but not discovered yet: say so; starting will answer 503.
-		writeJSON(w, http.StatusOK, controlapi.OIDCConfig{Enabled: true, Issuer: c.sso.cfg.Issuer})
+		api.WriteJSON(w, http.StatusOK, controlapi.OIDCConfig{Enabled: true, Issuer: c.sso.cfg.Issuer})
 		return
 	}
-	writeJSON(w, http.StatusOK, p.PublicConfig())
+	api.WriteJSON(w, http.StatusOK, p.PublicConfig())
 }
 
 // ssoEndpoint checks that single sign-on is configured and ready, applies
@@ -65,18 +66,18 @@ func (c *Controller) handleOIDCConfig(w http.ResponseWriter, r *http.Request) {
 func (c *Controller) ssoEndpoint(h func(http.ResponseWriter, *http.Request, *oidcauth.Provider)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if c.sso == nil {
-			writeError(w, http.StatusNotImplemented, "single sign-on (OIDC) is not configured on this controller")
+			api.WriteError(w, http.StatusNotImplemented, "single sign-on (OIDC) is not configured on this controller")
 			return
 		}
-		if !c.sso.limiter.allow(clientIP(r)) {
+		if !c.sso.limiter.Allow(api.ClientIP(r)) {
 			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusTooManyRequests, "too many sign-in requests from %s; slow down", clientIP(r))
+			api.WriteError(w, http.StatusTooManyRequests, "too many sign-in requests from %s; slow down", api.ClientIP(r))
 			return
 		}
 		p, err := c.sso.provider()
 		if err != nil {
 			w.Header().Set("Retry-After", "10")
-			writeError(w, http.StatusServiceUnavailable, "%v", err)
+			api.WriteError(w, http.StatusServiceUnavailable, "%v", err)
 			return
 		}
 		h(w, r, p)
@@ -89,12 +90,12 @@ func (c *Controller) writeOIDCError(w http.ResponseWriter, r *http.Request, err 
 	if status == http.StatusBadGateway {
 		c.log.Warn("single sign-on: identity provider error", "path", r.URL.Path, "err", err)
 	}
-	writeError(w, status, "%v", err)
+	api.WriteError(w, status, "%v", err)
 }
 
 func (c *Controller) handleOIDCStart(w http.ResponseWriter, r *http.Request, p *oidcauth.Provider) {
 	var req controlapi.OIDCStartRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	st, err := p.Start(req)
@@ -102,7 +103,7 @@ func (c *Controller) handleOIDCStart(w http.ResponseWriter, r *http.Request, p *
 		c.writeOIDCError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, st)
+	api.WriteJSON(w, http.StatusOK, st)
 }
 
 // checkDevice validates the device fields before a code is redeemed, so a
@@ -120,10 +121,10 @@ func checkDevice(d controlapi.OIDCDevice) error {
 
 // throttled answers 429 when the client IP failed too many sign-ins.
 func (c *Controller) throttled(w http.ResponseWriter, r *http.Request) bool {
-	if v := c.logins.check(r.Context(), loginAttempt{IP: clientIP(r)}); v.wait > 0 {
+	if v := c.logins.check(r.Context(), loginAttempt{IP: api.ClientIP(r)}); v.wait > 0 {
 		c.met.signIn("oidc", "throttled")
 		w.Header().Set("Retry-After", strconv.Itoa(int(v.wait/time.Second)+1))
-		writeError(w, http.StatusTooManyRequests, "%v", &throttledError{wait: v.wait})
+		api.WriteError(w, http.StatusTooManyRequests, "%v", &throttledError{wait: v.wait})
 		return true
 	}
 	return false
@@ -132,19 +133,19 @@ func (c *Controller) throttled(w http.ResponseWriter, r *http.Request) bool {
 // signInFailed counts a refused or malformed sign-in against the client IP.
 func (c *Controller) signInFailed(r *http.Request, err error) {
 	if errors.Is(err, oidcauth.ErrRefused) || errors.Is(err, oidcauth.ErrBadRequest) {
-		c.logins.fail(r.Context(), loginAttempt{IP: clientIP(r)})
-		c.log.Warn("single sign-on refused", "ip", clientIP(r), "err", err)
+		c.logins.fail(r.Context(), loginAttempt{IP: api.ClientIP(r)})
+		c.log.Warn("single sign-on refused", "ip", api.ClientIP(r), "err", err)
 		c.auditFailedSignIn(r.Context(), "oidc", KindUser, "", "", "", "oidc", err.Error())
 	}
 }
 
 func (c *Controller) handleOIDCExchange(w http.ResponseWriter, r *http.Request, p *oidcauth.Provider) {
 	var req controlapi.OIDCExchangeRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	if err := checkDevice(req.OIDCDevice); err != nil {
-		writeError(w, http.StatusBadRequest, "%v", err)
+		api.WriteError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
 	if c.throttled(w, r) {
@@ -158,16 +159,16 @@ func (c *Controller) handleOIDCExchange(w http.ResponseWriter, r *http.Request, 
 	}
 	resp, status, err := c.signInGrant(r.Context(), g, req.OIDCDevice)
 	if err != nil {
-		writeError(w, status, "%v", err)
+		api.WriteError(w, status, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, resp)
+	api.WriteJSON(w, http.StatusOK, resp)
 }
 
 func (c *Controller) handleOIDCDeviceStart(w http.ResponseWriter, r *http.Request, p *oidcauth.Provider) {
 	// The body is empty or "{}": nothing in it is used.
 	if _, err := io.Copy(io.Discard, r.Body); err != nil {
-		writeError(w, http.StatusRequestEntityTooLarge, "request body: %v", err)
+		api.WriteError(w, http.StatusRequestEntityTooLarge, "request body: %v", err)
 		return
 	}
 	ds, err := p.DeviceStart(r.Context())
@@ -175,16 +176,16 @@ func (c *Controller) handleOIDCDeviceStart(w http.ResponseWriter, r *http.Reques
 		c.writeOIDCError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, ds)
+	api.WriteJSON(w, http.StatusOK, ds)
 }
 
 func (c *Controller) handleOIDCDevicePoll(w http.ResponseWriter, r *http.Request, p *oidcauth.Provider) {
 	var req controlapi.OIDCDevicePollRequest
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	if err := checkDevice(req.OIDCDevice); err != nil {
-		writeError(w, http.StatusBadRequest, "%v", err)
+		api.WriteError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
 	if c.throttled(w, r) {
@@ -193,10 +194,10 @@ func (c *Controller) handleOIDCDevicePoll(w http.ResponseWriter, r *http.Request
 	g, err := p.DevicePoll(r.Context(), req.Flow)
 	switch {
 	case errors.Is(err, oidcauth.ErrPending):
-		writeJSON(w, http.StatusOK, controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCPending})
+		api.WriteJSON(w, http.StatusOK, controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCPending})
 		return
 	case errors.Is(err, oidcauth.ErrSlowDown):
-		writeJSON(w, http.StatusOK, controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCSlowDown})
+		api.WriteJSON(w, http.StatusOK, controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCSlowDown})
 		return
 	case err != nil:
 		c.signInFailed(r, err)
@@ -205,10 +206,10 @@ func (c *Controller) handleOIDCDevicePoll(w http.ResponseWriter, r *http.Request
 	}
 	resp, status, err := c.signInGrant(r.Context(), g, req.OIDCDevice)
 	if err != nil {
-		writeError(w, status, "%v", err)
+		api.WriteError(w, status, "%v", err)
 		return
 	}
-	writeJSON(w, http.StatusOK, controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCOK, Login: resp})
+	api.WriteJSON(w, http.StatusOK, controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCOK, Login: resp})
 }
 
 // signInGrant turns a verified grant into a Postern session: the user is

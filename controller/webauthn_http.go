@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -59,17 +60,17 @@ func (c *Controller) handleWebAuthnBegin(w http.ResponseWriter, r *http.Request)
 		return
 	}
 	var req controlapi.WebAuthnBegin
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	cer, secret, status, err := c.beginWebAuthn(r, s, m, u, req.Register)
 	if err != nil {
-		writeError(w, status, "%v", err)
+		api.WriteError(w, status, "%v", err)
 		return
 	}
 	v := c.ceremonyView(cer)
 	v.URL = c.issuer + controlapi.PathWebAuthnPage + "#" + secret
-	writeJSON(w, http.StatusOK, v)
+	api.WriteJSON(w, http.StatusOK, v)
 }
 
 // handleWebAuthnStatus answers a ceremony of the caller's session.
@@ -87,11 +88,11 @@ func (c *Controller) handleWebAuthnStatus(w http.ResponseWriter, r *http.Request
 		return json.Unmarshal(o.Data, &cer)
 	})
 	if errors.Is(err, store.ErrNotFound) || (err == nil && cer.SessionID != s.ID) {
-		writeError(w, http.StatusNotFound, "no WebAuthn ceremony %q of this session", r.PathValue("id"))
+		api.WriteError(w, http.StatusNotFound, "no WebAuthn ceremony %q of this session", r.PathValue("id"))
 		return
 	}
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "load WebAuthn ceremony: %v", err)
+		api.WriteError(w, http.StatusInternalServerError, "load WebAuthn ceremony: %v", err)
 		return
 	}
 	v := c.ceremonyView(&cer)
@@ -103,7 +104,7 @@ func (c *Controller) handleWebAuthnStatus(w http.ResponseWriter, r *http.Request
 		st := c.mfaStatus(m, s, u.ID)
 		v.MFA = &st
 	}
-	writeJSON(w, http.StatusOK, v)
+	api.WriteJSON(w, http.StatusOK, v)
 }
 
 // handleWebAuthnRemove removes all of the user's security keys; it needs a
@@ -114,16 +115,16 @@ func (c *Controller) handleWebAuthnRemove(w http.ResponseWriter, r *http.Request
 		return
 	}
 	var req struct{}
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	keys := m.access.webauthn[u.ID]
 	if len(keys) == 0 {
-		writeError(w, http.StatusNotFound, "%v", ErrWebAuthnNoKey)
+		api.WriteError(w, http.StatusNotFound, "%v", ErrWebAuthnNoKey)
 		return
 	}
 	if !c.recentStepUp(s) {
-		writeError(w, http.StatusForbidden, "removing security keys needs a step-up within %s: run postern mfa --webauthn (or postern mfa) first", mfaRemoveWindow)
+		api.WriteError(w, http.StatusForbidden, "removing security keys needs a step-up within %s: run postern mfa --webauthn (or postern mfa) first", mfaRemoveWindow)
 		return
 	}
 	_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
@@ -138,7 +139,7 @@ func (c *Controller) handleWebAuthnRemove(w http.ResponseWriter, r *http.Request
 		return nil
 	})
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, "remove security keys: %v", err)
+		api.WriteError(w, http.StatusInternalServerError, "remove security keys: %v", err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -146,25 +147,25 @@ func (c *Controller) handleWebAuthnRemove(w http.ResponseWriter, r *http.Request
 
 func (c *Controller) handleWebAuthnOptions(w http.ResponseWriter, r *http.Request) {
 	var req controlapi.WebAuthnSecret
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	cer, status, err := c.pendingCeremony(r, req.Secret)
 	if err != nil {
-		writeError(w, status, "%v", err)
+		api.WriteError(w, status, "%v", err)
 		return
 	}
 	u, ok := c.model().Users[cer.UserID]
 	if !ok {
-		writeError(w, http.StatusUnauthorized, "%v: the account no longer exists", ErrUnauthenticated)
+		api.WriteError(w, http.StatusUnauthorized, "%v: the account no longer exists", ErrUnauthenticated)
 		return
 	}
-	writeJSON(w, http.StatusOK, controlapi.WebAuthnOptions{Kind: cer.Kind, User: u.Email, PublicKey: cer.Options})
+	api.WriteJSON(w, http.StatusOK, controlapi.WebAuthnOptions{Kind: cer.Kind, User: u.Email, PublicKey: cer.Options})
 }
 
 func (c *Controller) handleWebAuthnFinish(w http.ResponseWriter, r *http.Request) {
 	var req controlapi.WebAuthnFinish
-	if !decodeJSON(w, r, &req) {
+	if !api.DecodeJSON(w, r, &req) {
 		return
 	}
 	cer, status, err := c.finishWebAuthn(r, req)
@@ -172,9 +173,9 @@ func (c *Controller) handleWebAuthnFinish(w http.ResponseWriter, r *http.Request
 		if status == http.StatusInternalServerError {
 			c.log.Error("WebAuthn finish", "err", err)
 		}
-		writeError(w, status, "%v", err)
+		api.WriteError(w, status, "%v", err)
 		return
 	}
 	c.log.Info("WebAuthn ceremony done", "kind", cer.Kind, "user", cer.UserID, "device", cer.DeviceID)
-	writeJSON(w, http.StatusOK, c.ceremonyView(cer))
+	api.WriteJSON(w, http.StatusOK, c.ceremonyView(cer))
 }
