@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,6 +98,30 @@ func newBrowser(t *testing.T, base string) *browser {
 	return b
 }
 
+// htmxIdle waits until the page has loaded and htmx has no request in
+// flight and no swap or settle under way. A click on content htmx has not
+// processed yet (a swap still settling) submits natively, a full page load
+// that a following WaitVisible can miss while it watches the old document:
+// the forms test hung for 30 s on such a click now and then.
+func htmxIdle() chromedp.Action[chromedp.Void] {
+	const idle = `document.readyState === "complete" && window.htmx !== undefined && !document.querySelector(".htmx-request, .htmx-settling, .htmx-swapping, .htmx-added")`
+	return chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		for {
+			// Runtime.evaluate, checked every 20 ms (chromedp.Poll builds
+			// its predicate with new Function, which the console's CSP
+			// forbids).
+			if ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](idle)); err == nil && ok {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("htmx not idle: %w", ctx.Err())
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	})
+}
+
 // do runs actions with a deadline.
 func (b *browser) do(steps ...chromedp.Action[chromedp.Void]) {
 	b.t.Helper()
@@ -167,7 +192,7 @@ func (b *browser) signIn(name, password string) {
 	b.t.Helper()
 	b.open("/console/login")
 	b.do(chromedp.SendKeys(chromedp.CSS("#name"), name), chromedp.SendKeys(chromedp.CSS("#password"), password),
-		chromedp.Click(chromedp.CSS("#signin")), chromedp.WaitVisible(chromedp.CSS("#whoami")))
+		htmxIdle(), chromedp.Click(chromedp.CSS("#signin")), chromedp.WaitVisible(chromedp.CSS("#whoami")))
 }
 
 // signInKeyboard signs in with the keyboard only: typing, Tab to the
@@ -181,7 +206,7 @@ func (b *browser) signInKeyboard(name, password string) {
 
 func (b *browser) signOut() {
 	b.t.Helper()
-	b.do(chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitVisible(chromedp.CSS("#signin")))
+	b.do(htmxIdle(), chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitVisible(chromedp.CSS("#signin")))
 }
 
 // violations returns the CSP violations and exceptions seen so far.
@@ -250,7 +275,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// A resource through the form; the API then has it.
 	b.open("/console/resources")
-	b.do(chromedp.Click(chromedp.CSS("#new-resource")), chromedp.WaitVisible(chromedp.CSS("#resource-form")))
+	b.do(htmxIdle(), chromedp.Click(chromedp.CSS("#new-resource")), chromedp.WaitVisible(chromedp.CSS("#resource-form")))
 	fill := func(name, addr, ports string) {
 		b.do(chromedp.SendKeys(chromedp.CSS("#name"), name), chromedp.SendKeys(chromedp.CSS("#address"), addr),
 			chromedp.SetValue(chromedp.CSS("#network"), "corp"), chromedp.SendKeys(chromedp.CSS("#ports"), ports),
@@ -258,7 +283,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	fill("wiki", "wiki.corp.internal", "tcp/443")
 	b.screenshot("resource-form")
-	b.do(chromedp.Click(chromedp.CSS("#save")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	b.do(htmxIdle(), chromedp.Click(chromedp.CSS("#save")), chromedp.WaitVisible(chromedp.CSS(".flash")))
 	if f := b.text(".flash"); f != "Saved resource wiki." {
 		t.Fatalf("after save: %q", f)
 	}
@@ -277,7 +302,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// An invalid port: the form shows exactly what the API (and apply) say.
 	b.open("/console/resources/new")
 	fill("bad", "bad.corp.internal", "tcp/99999")
-	b.do(chromedp.Click(chromedp.CSS("#save")), chromedp.WaitVisible(chromedp.CSS("#error")))
+	b.do(htmxIdle(), chromedp.Click(chromedp.CSS("#save")), chromedp.WaitVisible(chromedp.CSS("#error")))
 	st, body = e.call(nil, "POST", "/api/v1/resources", e.c.AdminToken(),
 		ResourceSpec{Name: "bad", Address: "bad.corp.internal", Network: "corp", Ports: []string{"tcp/99999"}, Groups: []string{"engineering"}})
 	var apiErr controlapi.Error
@@ -291,7 +316,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Mint a connector token; it enrolls the connector.
 	b.open("/console/connectors")
-	b.do(chromedp.SendKeys(chromedp.CSS("#mname"), "corp-a"), chromedp.Click(chromedp.CSS("#mint")), chromedp.WaitVisible(chromedp.CSS("#enroll-command")))
+	b.do(chromedp.SendKeys(chromedp.CSS("#mname"), "corp-a"), htmxIdle(), chromedp.Click(chromedp.CSS("#mint")), chromedp.WaitVisible(chromedp.CSS("#enroll-command")))
 	cmd := b.text("#enroll-command")
 	tok, ok := strings.CutPrefix(cmd, "postern-connector --token ")
 	et, err := controlapi.ParseEnrollmentToken(tok)
@@ -327,7 +352,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.screenshot("devices")
 	// Paste YAML: Preview is a dry run showing apply's plan.
 	b.open("/console/apply")
-	b.do(chromedp.SetValue(chromedp.CSS("#yaml"), fastYAML(accessAPIYAML)), chromedp.Click(chromedp.CSS("#preview")),
+	b.do(chromedp.SetValue(chromedp.CSS("#yaml"), fastYAML(accessAPIYAML)), htmxIdle(), chromedp.Click(chromedp.CSS("#preview")),
 		chromedp.WaitVisible(chromedp.CSS("#plan")))
 	if plan := b.text("#plan"); !strings.Contains(plan, "- resource wiki") || !strings.Contains(plan, "Dry run") {
 		t.Fatalf("preview plan: %q", plan)
@@ -338,11 +363,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	// An owner adds an approver and makes an API token for them.
 	b.open("/console/admins")
 	b.do(chromedp.SendKeys(chromedp.CSS("#aname"), "apu@example.com"), chromedp.SetValue(chromedp.CSS("#arole"), RoleApprover),
-		chromedp.SendKeys(chromedp.CSS("#apw"), "approver password 1"), chromedp.Click(chromedp.CSS("#add-admin")),
+		chromedp.SendKeys(chromedp.CSS("#apw"), "approver password 1"), htmxIdle(), chromedp.Click(chromedp.CSS("#add-admin")),
 		chromedp.WaitVisible(chromedp.CSS(".flash")))
 	apu := eval[string](b, `[...document.querySelectorAll("#tadmin option")].find(o => o.textContent == "apu@example.com").value`)
 	b.do(chromedp.SetValue(chromedp.CSS("#tadmin"), apu), chromedp.SendKeys(chromedp.CSS("#tname"), "ticket bot"),
-		chromedp.Click(chromedp.CSS("#make-token")), chromedp.WaitVisible(chromedp.CSS("#new-token")))
+		htmxIdle(), chromedp.Click(chromedp.CSS("#make-token")), chromedp.WaitVisible(chromedp.CSS("#new-token")))
 	apuTok := b.text("#new-token")
 	if st, _ := e.call(nil, "GET", controlapi.PathAccessRequests, apuTok, nil); st != 200 {
 		t.Fatalf("approver token lists requests: %d", st)

@@ -37,7 +37,7 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 
 	// A bad e-mail address: the preview says what the API (and apply) say.
 	b.open("/console/users")
-	b.do(chromedp.SendKeys(chromedp.CSS("#uemail"), "not an address"), chromedp.Click(chromedp.CSS("#upreview")))
+	b.do(chromedp.SendKeys(chromedp.CSS("#uemail"), "not an address"), htmxIdle(), chromedp.Click(chromedp.CSS("#upreview")))
 	b.do(chromedp.WaitVisible(chromedp.CSS("#error")))
 	st, body := e.call(nil, "POST", "/api/v1/users", e.c.AdminToken(), UserSpec{Email: "not an address"})
 	var apiErr controlapi.Error
@@ -52,7 +52,7 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 	// A new user in a group: preview, then save.
 	b.open("/console/users")
 	b.do(chromedp.SendKeys(chromedp.CSS("#uemail"), "dave@example.com"), chromedp.SendKeys(chromedp.CSS("#upassword"), "a long password 1"),
-		chromedp.Click(chromedp.CSS(`input[name=groups][value=engineering]`)), chromedp.Click(chromedp.CSS("#upreview")), chromedp.WaitVisible(chromedp.CSS("#usave")))
+		chromedp.Click(chromedp.CSS(`input[name=groups][value=engineering]`)), htmxIdle(), chromedp.Click(chromedp.CSS("#upreview")), chromedp.WaitVisible(chromedp.CSS("#usave")))
 	if bf, af := b.diffRow("groups"); bf != "-" || !strings.HasPrefix(af, "engineering") {
 		t.Fatalf("preview groups: %q -> %q", bf, af)
 	}
@@ -64,7 +64,7 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 		t.Fatal("the preview page holds the typed password")
 	}
 	b.screenshot("user-preview")
-	b.do(chromedp.Click(chromedp.CSS("#usave")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	b.do(htmxIdle(), chromedp.Click(chromedp.CSS("#usave")), chromedp.WaitVisible(chromedp.CSS(".flash")))
 	if f := b.text(".flash"); f != "Saved user dave@example.com." {
 		t.Fatalf("after save: %q", f)
 	}
@@ -77,14 +77,14 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 
 	// Disable dave: the preview shows just that change.
 	b.open("/console/users?edit=dave@example.com")
-	b.do(chromedp.Click(chromedp.CSS("#udisabled")), chromedp.Click(chromedp.CSS("#upreview")), chromedp.WaitVisible(chromedp.CSS("#usave")))
+	b.do(chromedp.Click(chromedp.CSS("#udisabled")), htmxIdle(), chromedp.Click(chromedp.CSS("#upreview")), chromedp.WaitVisible(chromedp.CSS("#usave")))
 	if bf, af := b.diffRow("disabled"); bf != "no" || !strings.HasPrefix(af, "yes") {
 		t.Fatalf("preview disabled: %q -> %q", bf, af)
 	}
 	if n := eval[int](b, `document.querySelectorAll("#diff tr.changed").length`); n != 1 {
 		t.Fatalf("%d changed fields, want 1", n)
 	}
-	b.do(chromedp.Click(chromedp.CSS("#usave")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	b.do(htmxIdle(), chromedp.Click(chromedp.CSS("#usave")), chromedp.WaitVisible(chromedp.CSS(".flash")))
 	var dave UserView
 	mustJSON(t, e.admin("GET", "/api/v1/users/dave@example.com", nil, 200), &dave)
 	if !dave.Disabled {
@@ -95,12 +95,12 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 	// A service account, then a key (shown once) that signs in, then revoked.
 	b.open("/console/service-accounts")
 	b.do(chromedp.SendKeys(chromedp.CSS("#sname"), "ci-bot"), chromedp.Click(chromedp.CSS(`input[name=groups][value=engineering]`)),
-		chromedp.Click(chromedp.CSS("#spreview")), chromedp.WaitVisible(chromedp.CSS("#ssave")))
+		htmxIdle(), chromedp.Click(chromedp.CSS("#spreview")), chromedp.WaitVisible(chromedp.CSS("#ssave")))
 	if bf, af := b.diffRow("name"); bf != "-" || !strings.HasPrefix(af, "ci-bot") {
 		t.Fatalf("preview name: %q -> %q", bf, af)
 	}
-	b.do(chromedp.Click(chromedp.CSS("#ssave")), chromedp.WaitVisible(chromedp.CSS(".flash")))
-	b.do(chromedp.Click(chromedp.CSS("#newkey-ci-bot")), chromedp.WaitVisible(chromedp.CSS("#new-key")))
+	b.do(htmxIdle(), chromedp.Click(chromedp.CSS("#ssave")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	b.do(htmxIdle(), chromedp.Click(chromedp.CSS("#newkey-ci-bot")), chromedp.WaitVisible(chromedp.CSS("#new-key")))
 	var key controlapi.ServiceKey
 	if err := json.Unmarshal([]byte(b.text("#new-key")), &key); err != nil || key.Secret == "" {
 		t.Fatalf("key file %q: %v", b.text("#new-key"), err)
@@ -125,7 +125,7 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 	// An unknown OS in a new posture profile: apply's message again.
 	b.open("/console/posture-profiles")
 	b.do(chromedp.SendKeys(chromedp.CSS("#pname"), "strict"), chromedp.SendKeys(chromedp.CSS("#posmin"), "plan9=4"),
-		chromedp.Click(chromedp.CSS("#ppreview")), chromedp.WaitVisible(chromedp.CSS("#error")))
+		htmxIdle(), chromedp.Click(chromedp.CSS("#ppreview")), chromedp.WaitVisible(chromedp.CSS("#error")))
 	st, body = e.call(nil, "POST", "/api/v1/posture-profiles", e.c.AdminToken(), PostureProfileSpec{Name: "strict", OSMin: map[string]string{"plan9": "4"}})
 	apiErr = controlapi.Error{}
 	json.Unmarshal(body, &apiErr)
@@ -138,12 +138,12 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 	if n := eval[int](b, `document.querySelectorAll("#managed-note").length`); n != 1 {
 		t.Fatal("no file-managed note on the applied profile")
 	}
-	b.do(chromedp.Click(chromedp.CSS("#pfw")), chromedp.Click(chromedp.CSS("#ppreview")), chromedp.WaitVisible(chromedp.CSS("#psave")))
+	b.do(chromedp.Click(chromedp.CSS("#pfw")), htmxIdle(), chromedp.Click(chromedp.CSS("#ppreview")), chromedp.WaitVisible(chromedp.CSS("#psave")))
 	if bf, af := b.diffRow("firewall"); bf != "no" || !strings.HasPrefix(af, "yes") {
 		t.Fatalf("preview firewall: %q -> %q", bf, af)
 	}
 	b.screenshot("posture-preview")
-	b.do(chromedp.Click(chromedp.CSS("#psave")), chromedp.WaitVisible(chromedp.CSS(".flash")))
+	b.do(htmxIdle(), chromedp.Click(chromedp.CSS("#psave")), chromedp.WaitVisible(chromedp.CSS(".flash")))
 	mustJSON(t, e.admin("GET", "/api/v1/spec", nil, 200), &spec)
 	if len(spec.PostureProfiles) != 1 || !spec.PostureProfiles[0].Firewall || !spec.PostureProfiles[0].DiskEncryption {
 		t.Fatalf("posture profile after save: %+v", spec.PostureProfiles)
