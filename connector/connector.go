@@ -363,6 +363,9 @@ func (c *Connector) Run(ctx context.Context) error {
 	}
 	defer ln.Close()
 	c.log.Info("connector running", "quic", c.LocalAddr().String(), "cert_sha256", c.certs.current())
+	for _, a := range hostAdvice() {
+		c.log.Warn("host setting limits short connections", "advice", a)
+	}
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 1)
