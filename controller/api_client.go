@@ -36,26 +36,24 @@ func (c *Controller) sessionForToken(ctx context.Context, t string) (*Session, *
 		return nil, nil, fmt.Errorf("%w: session token required (Authorization: Bearer ...)", ErrUnauthenticated)
 	}
 	s, m, err := c.session(t)
-	if err != nil && c.mayLagBehind(t) {
-		// Signed in on another replica a moment ago (or that replica just
-		// died and the client moved here): catch up with the shared store
-		// before calling the session unknown.
-		if rerr := c.reload(ctx); rerr == nil {
-			return c.session(t)
+	if err == nil {
+		return s, m, nil
+	}
+	if _, shared := c.store.(store.Shared); !shared {
+		return nil, nil, err
+	}
+	// With a shared store the session may have been made on another
+	// replica a moment ago (or that replica just died and the client moved
+	// here). The watch loop may have brought the model forward since the
+	// lookup above; if it has not, catch up with the store first. Either
+	// way, look again before calling the session unknown.
+	if _, known := c.model().Sessions[sha256Hex(t)]; !known {
+		if rerr := c.reload(ctx); rerr != nil {
+			c.log.Warn("catch up with the shared store for a session", "err", rerr)
+			return nil, nil, err
 		}
 	}
-	return s, m, err
-}
-
-// mayLagBehind reports whether a session token unknown to this replica's
-// model may still be valid: with a shared store, another replica may have
-// created it since this one's last reload.
-func (c *Controller) mayLagBehind(token string) bool {
-	if _, ok := c.store.(store.Shared); !ok {
-		return false
-	}
-	_, known := c.model().Sessions[sha256Hex(token)]
-	return !known
+	return c.session(t)
 }
 
 func (c *Controller) session(token string) (*Session, *Model, error) {
