@@ -11,6 +11,8 @@ package oidctest
 import (
 	"bufio"
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -30,6 +32,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 //go:embed provider/server.mjs provider/package.json provider/package-lock.json
@@ -168,6 +172,7 @@ func Start(t testing.TB, opts Options) *Provider {
 		Accounts       map[string]accountMeta `json:"accounts"`
 		AccessTokenTTL int                    `json:"access_token_ttl,omitempty"`
 		IDTokenTTL     int                    `json:"id_token_ttl,omitempty"`
+		SigningKey     json.RawMessage        `json:"signing_key"`
 	}{Accounts: map[string]accountMeta{}, AccessTokenTTL: int(opts.AccessTokenTTL.Seconds()), IDTokenTTL: int(opts.IDTokenTTL.Seconds())}
 	for login, a := range opts.Accounts {
 		var claim any = !a.Unverified
@@ -194,6 +199,11 @@ func Start(t testing.TB, opts Options) *Provider {
 			ResponseTypes: []string{"code"},
 		})
 	}
+	keyOnce.Do(func() { signingKey, keyErr = newSigningKey() })
+	if keyErr != nil {
+		t.Fatalf("provider signing key: %v", keyErr)
+	}
+	cfg.SigningKey = signingKey
 	b, err := json.Marshal(cfg)
 	if err != nil {
 		t.Fatalf("encode provider config: %v", err)
@@ -203,7 +213,12 @@ func Start(t testing.TB, opts Options) *Provider {
 		t.Fatalf("write provider config: %v", err)
 	}
 
-	cmd := exec.Command("node", filepath.Join(installDir, "server.mjs"), cfgFile)
+	// SIGUSR2 makes node write a diagnostic report (JavaScript and native
+	// stacks) into reports: what the harness shows when the provider does
+	// not come up in time.
+	reports := t.TempDir()
+	cmd := exec.Command("node", "--report-on-signal", "--report-signal=SIGUSR2", "--report-directory="+reports,
+		filepath.Join(installDir, "server.mjs"), cfgFile)
 	cmd.Dir = installDir
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -248,7 +263,7 @@ func Start(t testing.TB, opts Options) *Provider {
 	select {
 	case line = <-ready:
 	case <-time.After(60 * time.Second):
-		t.Fatal("oidc-provider did not start within 60s")
+		t.Fatalf("oidc-provider did not start within 60s; %s", nodeReport(cmd.Process, reports))
 	}
 	var hello struct {
 		Issuer string `json:"issuer"`
@@ -478,4 +493,52 @@ func (b *Browser) enterCode(verificationURI, userCode string) (*Page, error) {
 		return b.submit(p, "", nil)
 	}
 	return b.submit(p, "op.deviceInputForm", url.Values{"user_code": {userCode}})
+}
+
+var (
+	keyOnce    sync.Once
+	signingKey json.RawMessage
+	keyErr     error
+)
+
+// newSigningKey makes the RSA key (a private JWK) every provider of this
+// test process signs with: one key generation per process instead of one
+// per provider start.
+func newSigningKey() (json.RawMessage, error) {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return nil, fmt.Errorf("generate RSA key: %w", err)
+	}
+	b, err := jose.JSONWebKey{Key: k, KeyID: "oidctest", Algorithm: "RS256", Use: "sig"}.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("encode RSA key as JWK: %w", err)
+	}
+	return b, nil
+}
+
+// nodeReport asks the node process p for a diagnostic report into dir and
+// returns where its JavaScript stack stood, or why there is none.
+func nodeReport(p *os.Process, dir string) string {
+	if reportSignal == nil {
+		return "no diagnostic report: node takes no report signal on this OS"
+	}
+	if err := p.Signal(reportSignal); err != nil {
+		return fmt.Sprintf("no diagnostic report: signal node: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		files, _ := filepath.Glob(filepath.Join(dir, "report.*.json"))
+		if len(files) > 0 {
+			b, err := os.ReadFile(files[0])
+			var rep struct {
+				JavaScriptStack json.RawMessage `json:"javascriptStack"`
+				NativeStack     json.RawMessage `json:"nativeStack"`
+			}
+			if err == nil && json.Unmarshal(b, &rep) == nil {
+				return fmt.Sprintf("node's JavaScript stack: %s; native stack: %.3000s", rep.JavaScriptStack, rep.NativeStack)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return "node wrote no diagnostic report within 10s of SIGUSR2"
 }

@@ -18,6 +18,14 @@ import Provider from 'oidc-provider';
 
 const cfg = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
 
+// Start-up stages go to stderr with their time, so a harness that waited in
+// vain can say where the provider stood.
+const t0 = Date.now();
+function stage(name) {
+  process.stderr.write(`oidc-provider: ${name} after ${Date.now() - t0} ms\n`);
+}
+stage('config read');
+
 // accounts: { login: { password, email, email_verified (boolean, string or null: not sent), name, groups: [], roles: [], disabled } }
 const accounts = new Map(Object.entries(cfg.accounts || {}));
 
@@ -50,10 +58,15 @@ function loginPage(uid, clientId, msg) {
 const server = http.createServer();
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const issuer = `http://127.0.0.1:${server.address().port}`;
+stage(`listening on ${issuer}`);
+
+// The signing key comes from the harness (generated once per test process);
+// generating a 2048-bit RSA key here for every provider cost CPU each start.
+const signingKey = cfg.signing_key || crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
 
 const provider = new Provider(issuer, {
   clients: cfg.clients,
-  jwks: { keys: [crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' })] },
+  jwks: { keys: [signingKey] },
   cookies: { keys: [crypto.randomBytes(32).toString('hex')] },
   claims: {
     openid: ['sub'],
@@ -162,6 +175,7 @@ provider.use(async (ctx, next) => {
 });
 
 server.on('request', provider.callback());
+stage('ready');
 process.stdout.write(`${JSON.stringify({ issuer })}\n`);
 process.on('SIGTERM', () => process.exit(0));
 process.stdin.on('end', () => process.exit(0)); // the test harness went away
