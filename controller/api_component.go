@@ -18,8 +18,6 @@ import (
 func (c *Controller) componentRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+controlapi.PathEnrollConnector, func(w http.ResponseWriter, r *http.Request) { c.handleEnroll(w, r, KindConnector) })
 	mux.HandleFunc("POST "+controlapi.PathEnrollRelay, func(w http.ResponseWriter, r *http.Request) { c.handleEnroll(w, r, KindRelay) })
-	mux.HandleFunc("GET "+controlapi.PathConnectorPolicy, c.component(KindConnector, c.handleConnectorPolicy))
-	mux.HandleFunc("GET "+controlapi.PathRelayPolicy, c.component(KindRelay, c.handleRelayPolicy))
 }
 
 // EnrollmentToken mints a single-use enrollment token for the connector or
@@ -267,18 +265,6 @@ func (c *Controller) ConnectorHeartbeat(ctx context.Context, id string, hb contr
 	return controlapi.HeartbeatResponse{IntervalSeconds: c.intervalSeconds()}, nil
 }
 
-func (c *Controller) handleConnectorPolicy(w http.ResponseWriter, r *http.Request, id string) {
-	c.stream(w, r, subComponent, func(m *Model) (any, func(int64), bool, string) {
-		p, ok := m.connectorPolicy(id, c.issuer, c.JWKS(), c.now())
-		if !ok {
-			return nil, nil, false, "connector " + id + " was removed"
-		}
-		p.ControllerURLs = c.controllerURLs()
-		p.Revision = 0
-		return &p, func(rev int64) { p.Revision = rev }, true, ""
-	})
-}
-
 // StoreFlowEvents keeps a batch of connector id's flow events (at most
 // Config.MaxEvents are kept) and notes the resources they used, for auto-lock
 // (api.Components).
@@ -354,18 +340,6 @@ func (c *Controller) turnCredentials(user string, exp time.Time) controlapi.TURN
 	c.met.issued("turn_credentials")
 	return controlapi.TURNCredentials{Username: user, Password: controlapi.TURNPassword(string(c.turnKey), user),
 		ExpiresAt: exp.UTC(), Realm: turnRealm, Relays: c.model().relayInfos()}
-}
-
-func (c *Controller) handleRelayPolicy(w http.ResponseWriter, r *http.Request, id string) {
-	c.stream(w, r, subComponent, func(m *Model) (any, func(int64), bool, string) {
-		if _, ok := m.Relays[id]; !ok {
-			return nil, nil, false, "relay " + id + " was removed"
-		}
-		p := m.relayPolicy(time.Now())
-		p.ControllerURLs = c.controllerURLs()
-		p.Revision = 0
-		return &p, func(rev int64) { p.Revision = rev }, true, ""
-	})
 }
 
 // intervalSeconds is the heartbeat interval asked of components (at least 1 s).

@@ -24,10 +24,9 @@ func (c *Controller) Handler() http.Handler {
 
 func (c *Controller) buildHandler() {
 	mux := http.NewServeMux()
-	c.apiSrv = api.New(c)
+	c.apiSrv = api.New(c, c.log)
 	c.apiSrv.Routes(mux)
 	c.componentRoutes(mux)
-	c.clientRoutes(mux)
 	c.accessRoutes(mux)
 	c.ssoRoutes(mux)
 	c.consoleRoutes(mux)

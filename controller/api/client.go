@@ -55,6 +55,8 @@ type ClientSession interface {
 	// Person reports whether the account is a user (a person), not a
 	// service account: only people have a second factor.
 	Person() bool
+	// PolicyFeed is the feed of the device's client policy stream.
+	PolicyFeed() PolicyFeed
 	MFA
 }
 

@@ -22,6 +22,7 @@ type Core interface {
 	Components
 	Clients
 	AccessRequests
+	Policies
 }
 
 // Auth authenticates callers for the guards (Server.Admin, Server.Component).
