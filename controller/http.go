@@ -26,7 +26,6 @@ func (c *Controller) buildHandler() {
 	mux := http.NewServeMux()
 	c.apiSrv = api.New(c, c.log)
 	c.apiSrv.Routes(mux)
-	c.componentRoutes(mux)
 	c.accessRoutes(mux)
 	c.ssoRoutes(mux)
 	c.consoleRoutes(mux)
