@@ -27,7 +27,6 @@ func (c *Controller) buildHandler() {
 	c.apiSrv = api.New(c, c.log)
 	c.apiSrv.Routes(mux)
 	c.accessRoutes(mux)
-	c.ssoRoutes(mux)
 	c.consoleRoutes(mux)
 	c.mux = mux
 	c.handler = c.instrument(api.Middleware(mux, c.log, c.limiter.Allow))

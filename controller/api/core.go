@@ -23,6 +23,7 @@ type Core interface {
 	Clients
 	AccessRequests
 	Policies
+	SSO
 }
 
 // Auth authenticates callers for the guards (Server.Admin, Server.Component).

@@ -30,6 +30,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	s.accessRoutes(mux)
 	s.mfaRoutes(mux)
 	s.streamRoutes(mux)
+	s.ssoRoutes(mux)
 }
 
 // Admin guards an admin API route: the caller must be an admin whose role
