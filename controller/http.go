@@ -26,7 +26,6 @@ func (c *Controller) buildHandler() {
 	mux := http.NewServeMux()
 	c.apiSrv = api.New(c, c.log)
 	c.apiSrv.Routes(mux)
-	c.accessRoutes(mux)
 	c.consoleRoutes(mux)
 	c.mux = mux
 	c.handler = c.instrument(api.Middleware(mux, c.log, c.limiter.Allow))

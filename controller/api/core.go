@@ -24,6 +24,7 @@ type Core interface {
 	AccessRequests
 	Policies
 	SSO
+	WebAuthn
 }
 
 // Auth authenticates callers for the guards (Server.Admin, Server.Component).

@@ -1,8 +1,8 @@
 // The second factor of a person's session (session token): status (GET
 // controlapi.PathMFA), TOTP enrollment (POST controlapi.PathMFAEnroll),
 // verification, a step-up (POST controlapi.PathMFAVerify) and removal (POST
-// controlapi.PathMFA + "/remove"). Security keys (WebAuthn) are still
-// served by package controller.
+// controlapi.PathMFA + "/remove"). Security keys (WebAuthn) are in
+// webauthn.go.
 
 package api
 
@@ -30,6 +30,7 @@ type MFA interface {
 	// RemoveMFA removes the enrollment; a confirmed one needs code (or a
 	// recent step-up). Refusals as VerifyMFA's, or a *Forbidden.
 	RemoveMFA(ctx context.Context, code string) error
+	WebAuthnSession
 }
 
 // Errors of the second factor, with their statuses.

@@ -31,6 +31,7 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	s.mfaRoutes(mux)
 	s.streamRoutes(mux)
 	s.ssoRoutes(mux)
+	s.webauthnRoutes(mux)
 }
 
 // Admin guards an admin API route: the caller must be an admin whose role
