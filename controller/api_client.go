@@ -21,11 +21,6 @@ import (
 	"postern.dev/postern/pki"
 )
 
-// sessionFor authenticates a client request by its session token.
-func (c *Controller) sessionFor(r *http.Request) (*Session, *Model, error) {
-	return c.sessionForToken(r.Context(), api.Bearer(r))
-}
-
 // sessionForToken finds the live session of a session token.
 func (c *Controller) sessionForToken(ctx context.Context, t string) (*Session, *Model, error) {
 	if t == "" {

@@ -36,14 +36,6 @@ func sha256Hex(s string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// admin guards an admin API route (api.Server.Admin).
-func (c *Controller) admin(h http.HandlerFunc) http.HandlerFunc { return c.apiSrv.Admin(h) }
-
-// component guards a connector or relay route (api.Server.Component).
-func (c *Controller) component(want string, h func(w http.ResponseWriter, r *http.Request, id string)) http.HandlerFunc {
-	return c.apiSrv.Component(want, h)
-}
-
 // ComponentIdentity returns the kind ("connector"/"relay") and id of an
 // mTLS caller, checking that the certificate was issued for the key the
 // component enrolled (or renewed) with (api.Auth).
