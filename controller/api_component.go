@@ -193,15 +193,12 @@ func (c *Controller) RenewCredential(ctx context.Context, kind, id string, pub a
 		resp.Name = m.Relays[id].Name
 	}
 	if pubPEM != "" {
-		_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		err := c.commitReload(ctx, func(tx store.Tx) error {
 			if _, err := setComponentKey(tx, kind, id, pubPEM, nil); err != nil {
 				return err
 			}
 			return tx.Audit(store.AuditEntry{Actor: kind + ":" + id, Action: "rekey", Kind: kind, ObjectID: id, Name: resp.Name})
 		})
-		if err == nil {
-			err = c.reload(ctx)
-		}
 		if err != nil {
 			return controlapi.EnrollResponse{}, err
 		}
@@ -222,7 +219,7 @@ func (c *Controller) ConnectorHeartbeat(ctx context.Context, id string, hb contr
 	c.touchPresence(ctx, KindConnector, id, hb.Load)
 	cur := c.model().Connectors[id]
 	if cur == nil || !cur.Online || !slices.Equal(cur.CertSHA256, digests) || !slices.Equal(cur.Addrs, hb.Addrs) || cur.Version != hb.Version {
-		_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		err := c.commitReload(ctx, func(tx store.Tx) error {
 			return updateRecord(tx, KindConnector, id, func(v *Connector) bool {
 				if v.Online && slices.Equal(v.CertSHA256, digests) && slices.Equal(v.Addrs, hb.Addrs) && v.Version == hb.Version {
 					return false
@@ -231,9 +228,6 @@ func (c *Controller) ConnectorHeartbeat(ctx context.Context, id string, hb contr
 				return true
 			})
 		})
-		if err == nil {
-			err = c.reload(ctx)
-		}
 		if err != nil {
 			return controlapi.HeartbeatResponse{}, fmt.Errorf("record heartbeat: %w", err)
 		}
@@ -273,15 +267,12 @@ func (c *Controller) RegisterRelay(ctx context.Context, id string, req controlap
 	c.touchPresence(ctx, KindRelay, id, req.Stats)
 	cur := c.model().Relays[id]
 	if cur == nil || !cur.Online || cur.UDPAddr != req.UDPAddr || cur.TLSAddr != req.TLSAddr || cur.PublicIP != req.PublicIP || cur.Version != req.Version || cur.TLSCertSHA256 != req.TLSCertSHA256 {
-		_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		err := c.commitReload(ctx, func(tx store.Tx) error {
 			return updateRecord(tx, KindRelay, id, func(v *Relay) bool {
 				v.Online, v.UDPAddr, v.TLSAddr, v.PublicIP, v.Version, v.TLSCertSHA256 = true, req.UDPAddr, req.TLSAddr, req.PublicIP, req.Version, req.TLSCertSHA256
 				return true
 			})
 		})
-		if err == nil {
-			err = c.reload(ctx)
-		}
 		if err != nil {
 			return controlapi.RelayRegisterResponse{}, fmt.Errorf("register relay: %w", err)
 		}

@@ -101,14 +101,21 @@ func validHostPort(s string) bool {
 	return err == nil && host != "" && port != ""
 }
 
-// firstInvalid is the index of the first item valid refuses, or -1.
-func firstInvalid(items []string, valid func(string) bool) int {
+// checkItems answers 400 unless the list field has lo to hi items (count
+// says how many it needs), each of them valid (else: "field[i]: %q is not
+// what").
+func checkItems(w http.ResponseWriter, field string, items []string, lo, hi int, count string, valid func(string) bool, what string) bool {
+	if len(items) < lo || len(items) > hi {
+		WriteError(w, http.StatusBadRequest, "%s: %s", field, count)
+		return false
+	}
 	for i, v := range items {
 		if !valid(v) {
-			return i
+			WriteError(w, http.StatusBadRequest, "%s[%d]: %q is not %s", field, i, v, what)
+			return false
 		}
 	}
-	return -1
+	return true
 }
 
 // lowerASCII lower-cases the ASCII letters of a hex digest.
@@ -127,20 +134,8 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request, id stri
 	if !DecodeJSON(w, r, &hb) {
 		return
 	}
-	if len(hb.CertSHA256) == 0 || len(hb.CertSHA256) > 8 {
-		WriteError(w, http.StatusBadRequest, "cert_sha256: 1 to 8 certificate digests required")
-		return
-	}
-	if i := firstInvalid(hb.CertSHA256, validDigest); i >= 0 {
-		WriteError(w, http.StatusBadRequest, "cert_sha256[%d]: %q is not a hex SHA-256 digest", i, hb.CertSHA256[i])
-		return
-	}
-	if len(hb.Addrs) > 32 {
-		WriteError(w, http.StatusBadRequest, "addrs: at most 32")
-		return
-	}
-	if i := firstInvalid(hb.Addrs, validHostPort); i >= 0 {
-		WriteError(w, http.StatusBadRequest, "addrs[%d]: %q is not host:port", i, hb.Addrs[i])
+	if !checkItems(w, "cert_sha256", hb.CertSHA256, 1, 8, "1 to 8 certificate digests required", validDigest, "a hex SHA-256 digest") ||
+		!checkItems(w, "addrs", hb.Addrs, 0, 32, "at most 32", validHostPort, "host:port") {
 		return
 	}
 	if len(hb.Version) > 64 {
