@@ -24,8 +24,7 @@ func (c *Controller) Handler() http.Handler {
 
 func (c *Controller) buildHandler() {
 	mux := http.NewServeMux()
-	c.apiSrv = api.New(c, c.log)
-	c.apiSrv.Routes(mux)
+	api.New(c, c.log).Routes(mux)
 	c.consoleRoutes(mux)
 	c.mux = mux
 	c.handler = c.instrument(api.Middleware(mux, c.log, c.limiter.Allow))
