@@ -34,18 +34,9 @@ func (c *codeSession) RemoveMFA(ctx context.Context, code string) error {
 	return nil
 }
 
-type codeCore struct {
-	fakeCore
-	sess *codeSession
-}
-
-func (c *codeCore) ClientSession(ctx context.Context, token string) (ClientSession, error) {
-	return c.sess, nil
-}
-
 func TestMFAVerifyAndRemove(t *testing.T) {
 	sess := &codeSession{mfaSession: mfaSession{person: true}, enrolled: true}
-	core := &codeCore{sess: sess}
+	core := &sessionCore{sess: sess}
 	for _, path := range []string{controlapi.PathMFAVerify, controlapi.PathMFA + "/remove"} {
 		sess.calls = 0
 		if w := serve(t, core, "POST", path, `{"code":123456}`); w.Code != 400 || sess.calls != 0 {

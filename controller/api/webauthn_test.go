@@ -44,7 +44,7 @@ func (k *keySession) RemoveSecurityKeys(ctx context.Context) error {
 }
 
 type keyCore struct {
-	mfaCore
+	sessionCore
 	finished int
 }
 
@@ -65,8 +65,8 @@ func (c *keyCore) FinishWebAuthn(ctx context.Context, req controlapi.WebAuthnFin
 
 func TestWebAuthnEndpoints(t *testing.T) {
 	sess := &keySession{mfaSession: mfaSession{person: true}, keys: 1}
-	core := &keyCore{}
-	ks := &keyCoreSession{keyCore: core, sess: sess}
+	core := &keyCore{sessionCore: sessionCore{sess: sess}}
+	ks := core
 	for _, tc := range []struct {
 		method, path, body string
 		status             int
@@ -90,7 +90,7 @@ func TestWebAuthnEndpoints(t *testing.T) {
 	}
 
 	// A service account has no second factor.
-	svc := &keyCoreSession{keyCore: core, sess: &keySession{}}
+	svc := &keyCore{sessionCore: sessionCore{sess: &keySession{}}}
 	if w := serve(t, svc, "POST", controlapi.PathMFAWebAuthn, `{}`); w.Code != 403 || apiError(t, w) != "a second factor is for people; service accounts have none" {
 		t.Errorf("service account: %d %q", w.Code, w.Body)
 	}
@@ -118,14 +118,4 @@ func TestWebAuthnEndpoints(t *testing.T) {
 	if w.Code != 200 || !strings.Contains(w.Header().Get("Content-Security-Policy"), "script-src 'self'") || w.Header().Get("X-Frame-Options") != "DENY" {
 		t.Errorf("page: %d %v", w.Code, w.Header())
 	}
-}
-
-// keyCoreSession is keyCore whose session is a keySession.
-type keyCoreSession struct {
-	*keyCore
-	sess *keySession
-}
-
-func (c *keyCoreSession) ClientSession(ctx context.Context, token string) (ClientSession, error) {
-	return c.sess, nil
 }
