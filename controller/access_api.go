@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"reflect"
 	"sort"
 	"strings"
@@ -22,10 +21,6 @@ import (
 // Access governance endpoints: second factor (access_mfa.go), posture
 // reports, just-in-time access requests, and last-use tracking from the
 // connectors' flow events.
-
-func (c *Controller) accessRoutes(mux *http.ServeMux) {
-	c.webauthnRoutes(mux)
-}
 
 // Errors of access requests (their statuses are the api's).
 var (

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -185,21 +184,6 @@ func matchTOTP(secret, code string, now time.Time) (int64, bool) {
 		}
 	}
 	return 0, false
-}
-
-// userSession returns the built-in or SSO user behind a client session.
-func (c *Controller) userSession(w http.ResponseWriter, r *http.Request) (*Session, *Model, *User, bool) {
-	s, m, err := c.sessionFor(r)
-	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "%v", err)
-		return nil, nil, nil, false
-	}
-	u, ok := m.Users[s.PrincipalID]
-	if !ok {
-		api.WriteError(w, http.StatusForbidden, "a second factor is for people; service accounts have none")
-		return nil, nil, nil, false
-	}
-	return s, m, u, true
 }
 
 func (c *Controller) mfaStatus(m *Model, s *Session, userID string) controlapi.MFAStatus {

@@ -194,15 +194,12 @@ func (c *Controller) DeleteObject(ctx context.Context, kind, key string) error {
 			}
 		}
 	case KindRelay:
-		_, _, err = c.commit(ctx, func(tx store.Tx) error {
+		err = c.commitReload(ctx, func(tx store.Tx) error {
 			if err := tx.Delete(kind, o.ID); err != nil {
 				return err
 			}
 			return tx.Audit(store.AuditEntry{Actor: "admin", Action: "delete", Kind: kind, ObjectID: o.ID, Name: o.Name, Before: redact(kind, o.Data)})
 		})
-		if err == nil {
-			err = c.reload(ctx)
-		}
 	default:
 		_, err = c.mutateSpec(ctx, "admin", func(s *Spec) error { return removeFromSpec(s, kind, o.Name) })
 	}

@@ -92,7 +92,7 @@ func (c *Controller) DeleteServiceKey(ctx context.Context, account, keyID string
 		return &api.ObjectError{Kind: KindServiceAccount, Key: account, Err: err}
 	}
 	found := false
-	_, _, err = c.commit(ctx, func(tx store.Tx) error {
+	err = c.commitReload(ctx, func(tx store.Tx) error {
 		if err := updateRecord(tx, KindServiceAccount, o.ID, func(v *ServiceAccount) bool {
 			n := len(v.Keys)
 			v.Keys = slices.DeleteFunc(v.Keys, func(k ServiceKeyRec) bool { return k.KeyID == keyID })
@@ -110,9 +110,6 @@ func (c *Controller) DeleteServiceKey(ctx context.Context, account, keyID string
 		_, err := sweepSessions(tx, "admin", c.now())
 		return err
 	})
-	if err == nil {
-		err = c.reload(ctx)
-	}
 	if err != nil {
 		return &api.ObjectError{Kind: "service account key", Key: keyID, Err: err}
 	}

@@ -21,15 +21,6 @@ import (
 	"postern.dev/postern/pki"
 )
 
-func (c *Controller) clientRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+controlapi.PathClientPolicy, c.handleClientPolicy)
-}
-
-// sessionFor authenticates a client request by its session token.
-func (c *Controller) sessionFor(r *http.Request) (*Session, *Model, error) {
-	return c.sessionForToken(r.Context(), api.Bearer(r))
-}
-
 // sessionForToken finds the live session of a session token.
 func (c *Controller) sessionForToken(ctx context.Context, t string) (*Session, *Model, error) {
 	if t == "" {
@@ -478,31 +469,4 @@ func (c *Controller) connectorLoad(id string) controlapi.ConnectorLoad {
 	c.rtMu.Lock()
 	defer c.rtMu.Unlock()
 	return c.connLoad[id]
-}
-
-func (c *Controller) handleClientPolicy(w http.ResponseWriter, r *http.Request) {
-	s, _, err := c.sessionFor(r)
-	if err != nil {
-		api.WriteError(w, http.StatusUnauthorized, "%v", err)
-		return
-	}
-	hash := s.TokenHash
-	c.stream(w, r, subClient, func(m *Model) (any, func(int64), bool, string) {
-		s, ok := m.Sessions[hash]
-		if !ok || m.credentialProblem(s, c.now()) != "" {
-			return nil, nil, false, "session ended; sign in again"
-		}
-		if d, ok := m.Devices[s.DeviceID]; !ok || d.Revoked {
-			return nil, nil, false, "device revoked"
-		}
-		p, ok := m.clientPolicy(s.PrincipalID, c.issuer, c.JWKS(), c.connectorLoad)
-		if !ok {
-			return nil, nil, false, "account removed or disabled"
-		}
-		m.annotateAccess(&p, s.PrincipalID, s.DeviceID, c.now())
-		p.ControllerURLs = c.controllerURLs()
-		p.Range4, p.Range6 = m.clientRanges()
-		p.Revision = 0
-		return &p, func(rev int64) { p.Revision = rev }, true, ""
-	})
 }

@@ -10,17 +10,9 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
-	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/pki"
 )
-
-func (c *Controller) componentRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+controlapi.PathEnrollConnector, func(w http.ResponseWriter, r *http.Request) { c.handleEnroll(w, r, KindConnector) })
-	mux.HandleFunc("POST "+controlapi.PathEnrollRelay, func(w http.ResponseWriter, r *http.Request) { c.handleEnroll(w, r, KindRelay) })
-	mux.HandleFunc("GET "+controlapi.PathConnectorPolicy, c.component(KindConnector, c.handleConnectorPolicy))
-	mux.HandleFunc("GET "+controlapi.PathRelayPolicy, c.component(KindRelay, c.handleRelayPolicy))
-}
 
 // EnrollmentToken mints a single-use enrollment token for the connector or
 // relay called name (ttl 0: Config.EnrollmentTTL) and returns its printed
@@ -96,27 +88,14 @@ func (c *Controller) issueCredential(kind, id string, pub any) (controlapi.Enrol
 	return controlapi.EnrollResponse{ID: id, CertificatePEM: string(pki.EncodeCertPEM(cert)), CAPEM: string(c.CACertPEM()), NotAfter: cert.NotAfter.UTC()}, nil
 }
 
-func (c *Controller) handleEnroll(w http.ResponseWriter, r *http.Request, kind string) {
-	var req controlapi.EnrollRequest
-	if !api.DecodeJSON(w, r, &req) {
-		return
-	}
-	if req.Secret == "" {
-		api.WriteError(w, http.StatusBadRequest, "secret: required")
-		return
-	}
-	pub, pubPEM, err := api.ParsePublicKeyPEM(req.PublicKeyPEM)
-	if err != nil {
-		api.WriteError(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	if len(req.Hostname) > 255 || len(req.Version) > 64 {
-		api.WriteError(w, http.StatusBadRequest, "hostname or version: too long")
-		return
-	}
+// Enroll redeems the enrollment token req.Secret for a component of kind
+// enrolling with key pub (pubPEM its canonical PEM) and issues its first
+// certificate (api.Components). On failure it returns the status to answer
+// with.
+func (c *Controller) Enroll(ctx context.Context, kind string, req controlapi.EnrollRequest, pub any, pubPEM string) (controlapi.EnrollResponse, int, error) {
 	var resp controlapi.EnrollResponse
 	status := http.StatusUnauthorized
-	_, _, err = c.commit(r.Context(), func(tx store.Tx) error {
+	_, _, err := c.commit(ctx, func(tx store.Tx) error {
 		o, err := tx.GetByName(KindEnrollment, sha256Hex(req.Secret))
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: unknown enrollment token", ErrEnrollment)
@@ -145,56 +124,58 @@ func (c *Controller) handleEnroll(w http.ResponseWriter, r *http.Request, kind s
 		if err := tx.Put(o); err != nil {
 			return err
 		}
-		var id, network string
-		switch kind {
-		case KindConnector:
-			co, err := tx.GetByName(KindConnector, e.Name)
-			if err != nil {
-				status = http.StatusConflict
-				return fmt.Errorf("%w: connector %q was removed from network.yaml after the token was minted", ErrEnrollment, e.Name)
+		co, err := tx.GetByName(kind, e.Name)
+		if err != nil {
+			status = http.StatusConflict
+			gone := "deleted"
+			if kind == KindConnector {
+				gone = "removed from network.yaml"
 			}
-			id = co.ID
-			err = updateRecord(tx, KindConnector, id, func(v *Connector) bool {
-				v.PublicKeyPEM, v.EnrolledAt, v.Hostname, v.Version = pubPEM, time.Now().UTC(), req.Hostname, req.Version
-				network = v.Network
-				return true
-			})
-			if err != nil {
-				return err
-			}
-		case KindRelay:
-			ro, err := tx.GetByName(KindRelay, e.Name)
-			if err != nil {
-				status = http.StatusConflict
-				return fmt.Errorf("%w: relay %q was deleted after the token was minted", ErrEnrollment, e.Name)
-			}
-			id = ro.ID
-			err = updateRecord(tx, KindRelay, id, func(v *Relay) bool {
-				v.PublicKeyPEM, v.EnrolledAt, v.Version = pubPEM, time.Now().UTC(), req.Version
-				return true
-			})
-			if err != nil {
-				return err
-			}
+			return fmt.Errorf("%w: %s %q was %s after the token was minted", ErrEnrollment, kind, e.Name, gone)
 		}
-		if resp, err = c.issueCredential(kind, id, pub); err != nil {
+		network, err := setComponentKey(tx, kind, co.ID, pubPEM, &req)
+		if err != nil {
+			return err
+		}
+		if resp, err = c.issueCredential(kind, co.ID, pub); err != nil {
 			status = http.StatusInternalServerError
 			return err
 		}
 		resp.Name, resp.Network = e.Name, network
-		return tx.Audit(store.AuditEntry{Actor: kind + ":" + id, Action: "enroll", Kind: kind, ObjectID: id, Name: e.Name})
+		return tx.Audit(store.AuditEntry{Actor: kind + ":" + co.ID, Action: "enroll", Kind: kind, ObjectID: co.ID, Name: e.Name})
 	})
 	if err != nil {
-		c.log.Warn("enrollment refused", "kind", kind, "ip", api.ClientIP(r), "err", err)
-		api.WriteError(w, status, "%v", err)
-		return
+		return controlapi.EnrollResponse{}, status, err
 	}
-	if err := c.reload(r.Context()); err != nil {
-		api.WriteError(w, http.StatusInternalServerError, "%v", err)
-		return
+	if err := c.reload(ctx); err != nil {
+		return controlapi.EnrollResponse{}, http.StatusInternalServerError, err
 	}
-	c.log.Info("component enrolled", "kind", kind, "id", resp.ID, "name", resp.Name)
-	api.WriteJSON(w, http.StatusOK, resp)
+	return resp, http.StatusOK, nil
+}
+
+// setComponentKey records pubPEM as the key connector or relay id enrolls
+// with from now on; with enrolled (an enrollment, not a renewal) also when
+// it enrolled and the host and version it reported. It returns a
+// connector's network.
+func setComponentKey(tx store.Tx, kind, id, pubPEM string, enrolled *controlapi.EnrollRequest) (network string, err error) {
+	now := time.Now().UTC()
+	if kind == KindConnector {
+		err = updateRecord(tx, kind, id, func(v *Connector) bool {
+			v.PublicKeyPEM, network = pubPEM, v.Network
+			if enrolled != nil {
+				v.EnrolledAt, v.Hostname, v.Version = now, enrolled.Hostname, enrolled.Version
+			}
+			return true
+		})
+		return network, err
+	}
+	return "", updateRecord(tx, kind, id, func(v *Relay) bool {
+		v.PublicKeyPEM = pubPEM
+		if enrolled != nil {
+			v.EnrolledAt, v.Version = now, enrolled.Version
+		}
+		return true
+	})
 }
 
 // RenewCredential issues component kind id a new client certificate for
@@ -212,21 +193,12 @@ func (c *Controller) RenewCredential(ctx context.Context, kind, id string, pub a
 		resp.Name = m.Relays[id].Name
 	}
 	if pubPEM != "" {
-		_, _, err := c.commit(ctx, func(tx store.Tx) error {
-			var err error
-			if kind == KindConnector {
-				err = updateRecord(tx, kind, id, func(v *Connector) bool { v.PublicKeyPEM = pubPEM; return true })
-			} else {
-				err = updateRecord(tx, kind, id, func(v *Relay) bool { v.PublicKeyPEM = pubPEM; return true })
-			}
-			if err != nil {
+		err := c.commitReload(ctx, func(tx store.Tx) error {
+			if _, err := setComponentKey(tx, kind, id, pubPEM, nil); err != nil {
 				return err
 			}
 			return tx.Audit(store.AuditEntry{Actor: kind + ":" + id, Action: "rekey", Kind: kind, ObjectID: id, Name: resp.Name})
 		})
-		if err == nil {
-			err = c.reload(ctx)
-		}
 		if err != nil {
 			return controlapi.EnrollResponse{}, err
 		}
@@ -247,7 +219,7 @@ func (c *Controller) ConnectorHeartbeat(ctx context.Context, id string, hb contr
 	c.touchPresence(ctx, KindConnector, id, hb.Load)
 	cur := c.model().Connectors[id]
 	if cur == nil || !cur.Online || !slices.Equal(cur.CertSHA256, digests) || !slices.Equal(cur.Addrs, hb.Addrs) || cur.Version != hb.Version {
-		_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		err := c.commitReload(ctx, func(tx store.Tx) error {
 			return updateRecord(tx, KindConnector, id, func(v *Connector) bool {
 				if v.Online && slices.Equal(v.CertSHA256, digests) && slices.Equal(v.Addrs, hb.Addrs) && v.Version == hb.Version {
 					return false
@@ -256,27 +228,12 @@ func (c *Controller) ConnectorHeartbeat(ctx context.Context, id string, hb contr
 				return true
 			})
 		})
-		if err == nil {
-			err = c.reload(ctx)
-		}
 		if err != nil {
 			return controlapi.HeartbeatResponse{}, fmt.Errorf("record heartbeat: %w", err)
 		}
 		c.log.Info("connector heartbeat changed state", "connector", id, "cert_sha256", digests[0], "addrs", hb.Addrs)
 	}
 	return controlapi.HeartbeatResponse{IntervalSeconds: c.intervalSeconds()}, nil
-}
-
-func (c *Controller) handleConnectorPolicy(w http.ResponseWriter, r *http.Request, id string) {
-	c.stream(w, r, subComponent, func(m *Model) (any, func(int64), bool, string) {
-		p, ok := m.connectorPolicy(id, c.issuer, c.JWKS(), c.now())
-		if !ok {
-			return nil, nil, false, "connector " + id + " was removed"
-		}
-		p.ControllerURLs = c.controllerURLs()
-		p.Revision = 0
-		return &p, func(rev int64) { p.Revision = rev }, true, ""
-	})
 }
 
 // StoreFlowEvents keeps a batch of connector id's flow events (at most
@@ -310,15 +267,12 @@ func (c *Controller) RegisterRelay(ctx context.Context, id string, req controlap
 	c.touchPresence(ctx, KindRelay, id, req.Stats)
 	cur := c.model().Relays[id]
 	if cur == nil || !cur.Online || cur.UDPAddr != req.UDPAddr || cur.TLSAddr != req.TLSAddr || cur.PublicIP != req.PublicIP || cur.Version != req.Version || cur.TLSCertSHA256 != req.TLSCertSHA256 {
-		_, _, err := c.commit(ctx, func(tx store.Tx) error {
+		err := c.commitReload(ctx, func(tx store.Tx) error {
 			return updateRecord(tx, KindRelay, id, func(v *Relay) bool {
 				v.Online, v.UDPAddr, v.TLSAddr, v.PublicIP, v.Version, v.TLSCertSHA256 = true, req.UDPAddr, req.TLSAddr, req.PublicIP, req.Version, req.TLSCertSHA256
 				return true
 			})
 		})
-		if err == nil {
-			err = c.reload(ctx)
-		}
 		if err != nil {
 			return controlapi.RelayRegisterResponse{}, fmt.Errorf("register relay: %w", err)
 		}
@@ -354,18 +308,6 @@ func (c *Controller) turnCredentials(user string, exp time.Time) controlapi.TURN
 	c.met.issued("turn_credentials")
 	return controlapi.TURNCredentials{Username: user, Password: controlapi.TURNPassword(string(c.turnKey), user),
 		ExpiresAt: exp.UTC(), Realm: turnRealm, Relays: c.model().relayInfos()}
-}
-
-func (c *Controller) handleRelayPolicy(w http.ResponseWriter, r *http.Request, id string) {
-	c.stream(w, r, subComponent, func(m *Model) (any, func(int64), bool, string) {
-		if _, ok := m.Relays[id]; !ok {
-			return nil, nil, false, "relay " + id + " was removed"
-		}
-		p := m.relayPolicy(time.Now())
-		p.ControllerURLs = c.controllerURLs()
-		p.Revision = 0
-		return &p, func(rev int64) { p.Revision = rev }, true, ""
-	})
 }
 
 // intervalSeconds is the heartbeat interval asked of components (at least 1 s).

@@ -71,6 +71,17 @@ func (c *Controller) commit(ctx context.Context, fn func(store.Tx) error) (int64
 	return rev, true, c.reload(ctx)
 }
 
+// commitReload is commit followed by a reload, for callers that answer
+// with the model as of at least their change and what other replicas
+// committed meanwhile.
+func (c *Controller) commitReload(ctx context.Context, fn func(store.Tx) error) error {
+	_, _, err := c.commit(ctx, fn)
+	if err == nil {
+		err = c.reload(ctx)
+	}
+	return err
+}
+
 // with returns a copy of m at revision rev with changes applied, or false
 // when a change needs a full rebuild (policy objects and memberships).
 func (m *Model) with(rev int64, changes []store.Object) (*Model, bool) {

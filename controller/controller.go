@@ -156,7 +156,6 @@ type Controller struct {
 	exporter *export.Exporter // nil: no export configured
 
 	muxOnce sync.Once
-	apiSrv  *api.Server
 	mux     *http.ServeMux
 	handler http.Handler
 

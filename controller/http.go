@@ -24,12 +24,7 @@ func (c *Controller) Handler() http.Handler {
 
 func (c *Controller) buildHandler() {
 	mux := http.NewServeMux()
-	c.apiSrv = api.New(c)
-	c.apiSrv.Routes(mux)
-	c.componentRoutes(mux)
-	c.clientRoutes(mux)
-	c.accessRoutes(mux)
-	c.ssoRoutes(mux)
+	api.New(c, c.log).Routes(mux)
 	c.consoleRoutes(mux)
 	c.mux = mux
 	c.handler = c.instrument(api.Middleware(mux, c.log, c.limiter.Allow))
@@ -38,14 +33,6 @@ func (c *Controller) buildHandler() {
 func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
-}
-
-// admin guards an admin API route (api.Server.Admin).
-func (c *Controller) admin(h http.HandlerFunc) http.HandlerFunc { return c.apiSrv.Admin(h) }
-
-// component guards a connector or relay route (api.Server.Component).
-func (c *Controller) component(want string, h func(w http.ResponseWriter, r *http.Request, id string)) http.HandlerFunc {
-	return c.apiSrv.Component(want, h)
 }
 
 // ComponentIdentity returns the kind ("connector"/"relay") and id of an

@@ -180,7 +180,7 @@ func (c *Controller) PrometheusHandler() http.Handler {
 // --metrics), as the connector's and relay's do.
 func (c *Controller) MetricsHandler() http.Handler {
 	mux := http.NewServeMux()
-	s := api.New(c)
+	s := api.New(c, c.log)
 	mux.Handle("GET "+PathMetrics, c.PrometheusHandler())
 	mux.HandleFunc("GET "+controlapi.PathHealth, s.HandleHealth)
 	mux.HandleFunc("GET "+PathReady, s.HandleReady)

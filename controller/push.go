@@ -1,11 +1,6 @@
 package controller
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"encoding/json"
-	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -87,125 +82,71 @@ func (h *hub) close() {
 	h.subs = map[chan struct{}]subClass{}
 }
 
-// snapshotFunc computes a subscriber's snapshot from m with its revision
-// left zero; ok false ends the stream with reason.
-type snapshotFunc func(m *Model) (snap any, setRev func(int64), ok bool, reason string)
+// SubscribePolicy subscribes a push stream to model changes: connector and
+// relay streams (components) or client streams (api.Policies).
+func (c *Controller) SubscribePolicy(components bool) (<-chan struct{}, func()) {
+	class := subClient
+	if components {
+		class = subComponent
+	}
+	return c.hub.subscribe(class)
+}
 
-// stream serves one NDJSON push stream: the snapshot first, then a full
-// snapshot after every change that alters it, keepalives in between. With
-// ?rev=N nothing is sent until the revision moves past N.
-func (c *Controller) stream(w http.ResponseWriter, r *http.Request, class subClass, snapshot snapshotFunc) {
-	since := int64(-1)
-	if v := r.URL.Query().Get("rev"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			api.WriteError(w, http.StatusBadRequest, "query parameter rev: %q is not a revision number", v)
-			return
-		}
-		since = n
-	}
-	wake, cancel := c.hub.subscribe(class)
-	defer cancel()
-	if since > c.model().Rev {
-		// A revision from the future (the controller's store was replaced):
-		// the caller's copy is unrelated, so it gets a snapshot at once.
-		since = -1
-	}
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	// Send the headers now: a resumed stream may have nothing to say for a while.
-	if err := rc.Flush(); err != nil {
-		return
-	}
-	write := func(v any) bool {
-		b, err := json.Marshal(v)
-		if err != nil {
-			c.log.Error("encode push snapshot", "err", err)
-			return false
-		}
-		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if _, err := w.Write(append(b, '\n')); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	writeLine := func(b []byte) bool {
-		_ = rc.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if _, err := w.Write(append(b, '\n')); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
-	}
-	keep := time.NewTicker(c.cfg.KeepaliveInterval)
-	defer keep.Stop()
-	// last is the digest of the last snapshot sent (encoded with rev 0), so
-	// an unchanged one is not sent again; a digest, not the body, because
-	// every open stream keeps one (docs/scale.md, memory per device).
-	var last [sha256.Size]byte
-	sent := false
-	sentRev := since
-	for {
+// PolicyRevision is the current model's revision (api.Policies).
+func (c *Controller) PolicyRevision() int64 { return c.model().Rev }
+
+// StreamKeepalive is Config.KeepaliveInterval (api.Policies).
+func (c *Controller) StreamKeepalive() time.Duration { return c.cfg.KeepaliveInterval }
+
+// ConnectorPolicy feeds connector id's policy stream (api.Policies).
+func (c *Controller) ConnectorPolicy(id string) api.PolicyFeed {
+	return func() api.Snapshot {
 		m := c.model()
-		snap, setRev, ok, reason := snapshot(m)
+		p, ok := m.connectorPolicy(id, c.issuer, c.JWKS(), c.now())
 		if !ok {
-			write(map[string]string{"error": reason})
-			return
+			return api.Snapshot{End: "connector " + id + " was removed"}
 		}
-		if m.Rev > sentRev {
-			body, err := json.Marshal(snap)
-			if err != nil {
-				c.log.Error("encode push snapshot", "err", err)
-				return
-			}
-			if sum := sha256.Sum256(body); !sent || sum != last {
-				if !writeLine(withRev(body, m.Rev, snap, setRev)) {
-					return
-				}
-				last, sent = sum, true
-			}
-			sentRev = m.Rev
-		} else if sent && m.Rev == sentRev {
-			// Woken without a new revision (the controller's replicas
-			// changed): send the snapshot again if it differs.
-			body, err := json.Marshal(snap)
-			if sum := sha256.Sum256(body); err == nil && sum != last {
-				if !writeLine(withRev(body, m.Rev, snap, setRev)) {
-					return
-				}
-				last = sum
-			}
-		}
-		select {
-		case <-r.Context().Done():
-			return
-		case _, open := <-wake:
-			if !open {
-				return
-			}
-		case <-keep.C:
-			if !write(map[string]bool{"keepalive": true}) {
-				return
-			}
-		}
+		p.ControllerURLs = c.controllerURLs()
+		p.Revision = 0
+		return api.Snapshot{Rev: m.Rev, Body: &p, SetRev: func(rev int64) { p.Revision = rev }}
 	}
 }
 
-var zeroRev = []byte(`{"rev":0,`)
-
-// withRev returns the snapshot line for revision rev. Snapshots are encoded
-// once with rev 0 (to compare them); the revision is patched into that
-// encoding, or, for a shape that does not start with it, encoded again.
-func withRev(body []byte, rev int64, snap any, setRev func(int64)) []byte {
-	if bytes.HasPrefix(body, zeroRev) {
-		out := make([]byte, 0, len(body)+20)
-		out = append(out, `{"rev":`...)
-		out = strconv.AppendInt(out, rev, 10)
-		return append(out, body[len(zeroRev)-1:]...)
+// RelayPolicy feeds relay id's policy stream (api.Policies).
+func (c *Controller) RelayPolicy(id string) api.PolicyFeed {
+	return func() api.Snapshot {
+		m := c.model()
+		if _, ok := m.Relays[id]; !ok {
+			return api.Snapshot{End: "relay " + id + " was removed"}
+		}
+		p := m.relayPolicy(time.Now())
+		p.ControllerURLs = c.controllerURLs()
+		p.Revision = 0
+		return api.Snapshot{Rev: m.Rev, Body: &p, SetRev: func(rev int64) { p.Revision = rev }}
 	}
-	setRev(rev)
-	b, _ := json.Marshal(snap)
-	return b
+}
+
+// PolicyFeed feeds the device's client policy stream until its session or
+// device ends (api.ClientSession).
+func (cs *clientSession) PolicyFeed() api.PolicyFeed {
+	c, hash := cs.c, cs.s.TokenHash
+	return func() api.Snapshot {
+		m := c.model()
+		s, ok := m.Sessions[hash]
+		if !ok || m.credentialProblem(s, c.now()) != "" {
+			return api.Snapshot{End: "session ended; sign in again"}
+		}
+		if d, ok := m.Devices[s.DeviceID]; !ok || d.Revoked {
+			return api.Snapshot{End: "device revoked"}
+		}
+		p, ok := m.clientPolicy(s.PrincipalID, c.issuer, c.JWKS(), c.connectorLoad)
+		if !ok {
+			return api.Snapshot{End: "account removed or disabled"}
+		}
+		m.annotateAccess(&p, s.PrincipalID, s.DeviceID, c.now())
+		p.ControllerURLs = c.controllerURLs()
+		p.Range4, p.Range6 = m.clientRanges()
+		p.Revision = 0
+		return api.Snapshot{Rev: m.Rev, Body: &p, SetRev: func(rev int64) { p.Revision = rev }}
+	}
 }

@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"github.com/go-webauthn/webauthn/webauthn"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
@@ -52,7 +54,7 @@ var (
 	ErrWebAuthnUnavailable = errors.New("WebAuthn is not available on this controller")
 	ErrWebAuthnCeremony    = errors.New("unknown or finished WebAuthn ceremony; start again (postern mfa --webauthn)")
 	ErrWebAuthnVerify      = errors.New("WebAuthn verification failed")
-	ErrWebAuthnNoKey       = errors.New("no security key enrolled (postern mfa enroll --webauthn)")
+	ErrWebAuthnNoKey       = api.ErrNoSecurityKey
 )
 
 // WebAuthnKey is one enrolled security key of a user: the library's
@@ -143,7 +145,7 @@ func (m *Model) hasFactor(userID string) bool {
 
 // beginWebAuthn starts a ceremony for session s of user u and returns it
 // with its secret.
-func (c *Controller) beginWebAuthn(r *http.Request, s *Session, m *Model, u *User, register bool) (*webauthnCeremony, string, int, error) {
+func (c *Controller) beginWebAuthn(ctx context.Context, s *Session, m *Model, u *User, register bool) (*webauthnCeremony, string, int, error) {
 	rp, err := c.relyingParty()
 	if err != nil {
 		return nil, "", http.StatusNotImplemented, err
@@ -191,7 +193,7 @@ func (c *Controller) beginWebAuthn(r *http.Request, s *Session, m *Model, u *Use
 		return nil, "", http.StatusInternalServerError, err
 	}
 	secret := "wan_" + base64.RawURLEncoding.EncodeToString(b[:])
-	_, _, err = c.commit(r.Context(), func(tx store.Tx) error {
+	_, _, err = c.commit(ctx, func(tx store.Tx) error {
 		old, err := tx.List(KindWebAuthnCeremony)
 		if err != nil {
 			return err
@@ -217,12 +219,12 @@ func (c *Controller) beginWebAuthn(r *http.Request, s *Session, m *Model, u *Use
 }
 
 // pendingCeremony returns the pending ceremony named by secret.
-func (c *Controller) pendingCeremony(r *http.Request, secret string) (*webauthnCeremony, int, error) {
+func (c *Controller) pendingCeremony(ctx context.Context, secret string) (*webauthnCeremony, int, error) {
 	if secret == "" {
 		return nil, http.StatusBadRequest, errors.New("secret is required (the part of the page's URL after #)")
 	}
 	var cer webauthnCeremony
-	err := c.store.View(r.Context(), func(tx store.Tx) error {
+	err := c.store.View(ctx, func(tx store.Tx) error {
 		o, err := tx.GetByName(KindWebAuthnCeremony, sha256Hex(secret))
 		if err != nil {
 			return err
@@ -262,8 +264,8 @@ func webauthnError(err error) string {
 // by secret. It returns the finished ceremony, or an error with the HTTP
 // status; on a verification failure the ceremony ends as failed, with an
 // audit entry, and nothing else changes.
-func (c *Controller) finishWebAuthn(r *http.Request, req controlapi.WebAuthnFinish) (*webauthnCeremony, int, error) {
-	cer, status, err := c.pendingCeremony(r, req.Secret)
+func (c *Controller) finishWebAuthn(ctx context.Context, req controlapi.WebAuthnFinish) (*webauthnCeremony, int, error) {
+	cer, status, err := c.pendingCeremony(ctx, req.Secret)
 	if err != nil {
 		return nil, status, err
 	}
@@ -320,7 +322,7 @@ func (c *Controller) finishWebAuthn(r *http.Request, req controlapi.WebAuthnFini
 	}
 	if verr != nil {
 		msg := fmt.Sprintf("%v: %s", ErrWebAuthnVerify, webauthnError(verr))
-		err := c.endCeremony(r, cer, u, s, nil, msg)
+		err := c.endCeremony(ctx, cer, u, s, nil, msg)
 		switch {
 		case errors.Is(err, ErrWebAuthnCeremony):
 			return nil, http.StatusConflict, err // a concurrent finish ended it
@@ -331,7 +333,7 @@ func (c *Controller) finishWebAuthn(r *http.Request, req controlapi.WebAuthnFini
 		}
 		return nil, http.StatusForbidden, fmt.Errorf("%w: %s", ErrWebAuthnVerify, webauthnError(verr))
 	}
-	if err := c.endCeremony(r, cer, u, s, key, ""); err != nil {
+	if err := c.endCeremony(ctx, cer, u, s, key, ""); err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, http.StatusConflict, errors.New("this security key is already enrolled")
 		}
@@ -351,9 +353,9 @@ func (c *Controller) finishWebAuthn(r *http.Request, req controlapi.WebAuthnFini
 // (new, or its counter and last use updated), the session stepped up, and
 // the audit entries. A ceremony that is no longer pending in the store (a
 // concurrent finish) is ErrWebAuthnCeremony and changes nothing.
-func (c *Controller) endCeremony(r *http.Request, cer *webauthnCeremony, u *User, s *Session, key *WebAuthnKey, msg string) error {
+func (c *Controller) endCeremony(ctx context.Context, cer *webauthnCeremony, u *User, s *Session, key *WebAuthnKey, msg string) error {
 	now := c.now().UTC()
-	_, _, err := c.commit(r.Context(), func(tx store.Tx) error {
+	_, _, err := c.commit(ctx, func(tx store.Tx) error {
 		o, err := tx.Get(KindWebAuthnCeremony, cer.ID)
 		if err != nil {
 			return fmt.Errorf("%w: %v", ErrWebAuthnCeremony, err)

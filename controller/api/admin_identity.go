@@ -4,6 +4,7 @@
 package api
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"time"
@@ -79,51 +80,53 @@ func (s *Server) adminIdentityRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathAdminMe, s.Admin(func(w http.ResponseWriter, r *http.Request) {
 		WriteJSON(w, http.StatusOK, c.WhoAmI(r.Context()))
 	}))
-	mux.HandleFunc("GET "+PathAdmins, s.Admin(func(w http.ResponseWriter, r *http.Request) {
-		as, err := c.ListAdmins(r.Context())
-		writeItems(w, as, err)
-	}))
-	mux.HandleFunc("POST "+PathAdmins, s.Admin(func(w http.ResponseWriter, r *http.Request) {
-		var req AdminRequest
+	mux.HandleFunc("GET "+PathAdmins, s.Admin(listing(c.ListAdmins)))
+	mux.HandleFunc("POST "+PathAdmins, s.Admin(withBody(http.StatusCreated, func(r *http.Request, req AdminRequest) (any, error) {
+		return c.AddAdmin(r.Context(), req.Name, req.Role, req.Password)
+	})))
+	mux.HandleFunc("PUT "+PathAdmins+"/{id}", s.Admin(withBody(http.StatusOK, func(r *http.Request, req AdminRequest) (any, error) {
+		return c.UpdateAdmin(r.Context(), r.PathValue("id"), req.Role, req.Password)
+	})))
+	mux.HandleFunc("DELETE "+PathAdmins+"/{id}", s.Admin(removing(c.RemoveAdmin)))
+	mux.HandleFunc("GET "+PathAdminTokens, s.Admin(listing(c.ListAdminTokens)))
+	mux.HandleFunc("POST "+PathAdminTokens, s.Admin(withBody(http.StatusCreated, func(r *http.Request, req AdminTokenRequest) (any, error) {
+		return c.CreateAdminToken(r.Context(), req.Admin, req.Role, req.Name, time.Duration(req.TTLSeconds)*time.Second)
+	})))
+	mux.HandleFunc("DELETE "+PathAdminTokens+"/{id}", s.Admin(removing(func(ctx context.Context, id string) error {
+		return c.RevokeAdminCredential(ctx, kindAdminToken, id)
+	})))
+	mux.HandleFunc("GET "+PathAdminSessions, s.Admin(listing(c.ListAdminSessions)))
+	mux.HandleFunc("DELETE "+PathAdminSessions+"/{id}", s.Admin(removing(func(ctx context.Context, id string) error {
+		return c.RevokeAdminCredential(ctx, kindAdminSession, id)
+	})))
+}
+
+// listing answers GET of a list: {"items": [...]}.
+func listing[T any](list func(context.Context) ([]T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		items, err := list(r.Context())
+		writeItems(w, items, err)
+	}
+}
+
+// withBody answers a request whose JSON body is a T with do's result and
+// status (writeAdminResult).
+func withBody[T any](status int, do func(r *http.Request, req T) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req T
 		if !DecodeJSON(w, r, &req) {
 			return
 		}
-		a, err := c.AddAdmin(r.Context(), req.Name, req.Role, req.Password)
-		writeAdminResult(w, http.StatusCreated, a, err)
-	}))
-	mux.HandleFunc("PUT "+PathAdmins+"/{id}", s.Admin(func(w http.ResponseWriter, r *http.Request) {
-		var req AdminRequest
-		if !DecodeJSON(w, r, &req) {
-			return
-		}
-		a, err := c.UpdateAdmin(r.Context(), r.PathValue("id"), req.Role, req.Password)
-		writeAdminResult(w, http.StatusOK, a, err)
-	}))
-	mux.HandleFunc("DELETE "+PathAdmins+"/{id}", s.Admin(func(w http.ResponseWriter, r *http.Request) {
-		writeAdminResult(w, http.StatusNoContent, nil, c.RemoveAdmin(r.Context(), r.PathValue("id")))
-	}))
-	mux.HandleFunc("GET "+PathAdminTokens, s.Admin(func(w http.ResponseWriter, r *http.Request) {
-		ts, err := c.ListAdminTokens(r.Context())
-		writeItems(w, ts, err)
-	}))
-	mux.HandleFunc("POST "+PathAdminTokens, s.Admin(func(w http.ResponseWriter, r *http.Request) {
-		var req AdminTokenRequest
-		if !DecodeJSON(w, r, &req) {
-			return
-		}
-		t, err := c.CreateAdminToken(r.Context(), req.Admin, req.Role, req.Name, time.Duration(req.TTLSeconds)*time.Second)
-		writeAdminResult(w, http.StatusCreated, t, err)
-	}))
-	mux.HandleFunc("DELETE "+PathAdminTokens+"/{id}", s.Admin(func(w http.ResponseWriter, r *http.Request) {
-		writeAdminResult(w, http.StatusNoContent, nil, c.RevokeAdminCredential(r.Context(), kindAdminToken, r.PathValue("id")))
-	}))
-	mux.HandleFunc("GET "+PathAdminSessions, s.Admin(func(w http.ResponseWriter, r *http.Request) {
-		ss, err := c.ListAdminSessions(r.Context())
-		writeItems(w, ss, err)
-	}))
-	mux.HandleFunc("DELETE "+PathAdminSessions+"/{id}", s.Admin(func(w http.ResponseWriter, r *http.Request) {
-		writeAdminResult(w, http.StatusNoContent, nil, c.RevokeAdminCredential(r.Context(), kindAdminSession, r.PathValue("id")))
-	}))
+		v, err := do(r, req)
+		writeAdminResult(w, status, v, err)
+	}
+}
+
+// removing answers DELETE of the object {id}: 204 once remove did it.
+func removing(remove func(ctx context.Context, id string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		writeAdminResult(w, http.StatusNoContent, nil, remove(r.Context(), r.PathValue("id")))
+	}
 }
 
 func writeAdminResult(w http.ResponseWriter, status int, v any, err error) {

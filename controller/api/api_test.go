@@ -46,7 +46,7 @@ func (f *fakeCore) PrometheusHandler() http.Handler { return http.NotFoundHandle
 func serve(t *testing.T, core Core, method, path, body string) *httptest.ResponseRecorder {
 	t.Helper()
 	mux := http.NewServeMux()
-	New(core).Routes(mux)
+	New(core, slog.New(slog.DiscardHandler)).Routes(mux)
 	h := Middleware(mux, slog.New(slog.DiscardHandler), func(string) bool { return true })
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, httptest.NewRequest(method, path, strings.NewReader(body)))
@@ -199,7 +199,7 @@ func (c *clientCore) ClientSession(ctx context.Context, token string) (ClientSes
 func TestClientErrors(t *testing.T) {
 	call := func(core Core, token, path, body string) *httptest.ResponseRecorder {
 		mux := http.NewServeMux()
-		New(core).Routes(mux)
+		New(core, slog.New(slog.DiscardHandler)).Routes(mux)
 		r := httptest.NewRequest("POST", path, strings.NewReader(body))
 		if token != "" {
 			r.Header.Set("Authorization", "Bearer "+token)
@@ -246,12 +246,13 @@ func (f *mfaSession) EnrollTOTP(ctx context.Context) (controlapi.MFAEnrollRespon
 	return controlapi.MFAEnrollResponse{}, f.err
 }
 
-type mfaCore struct {
+// sessionCore is a core whose every caller is signed in as sess.
+type sessionCore struct {
 	fakeCore
-	sess *mfaSession
+	sess ClientSession
 }
 
-func (c *mfaCore) ClientSession(ctx context.Context, token string) (ClientSession, error) {
+func (c *sessionCore) ClientSession(ctx context.Context, token string) (ClientSession, error) {
 	return c.sess, nil
 }
 
@@ -268,7 +269,7 @@ func TestMFAErrors(t *testing.T) {
 		{&mfaSession{person: true, err: errors.New("generate TOTP secret: no entropy")}, 500, "generate TOTP secret: no entropy"},
 	} {
 		mux := http.NewServeMux()
-		New(&mfaCore{sess: tc.sess}).Routes(mux)
+		New(&sessionCore{sess: tc.sess}, slog.New(slog.DiscardHandler)).Routes(mux)
 		w := httptest.NewRecorder()
 		mux.ServeHTTP(w, httptest.NewRequest("POST", controlapi.PathMFAEnroll, nil))
 		if w.Code != tc.status || apiError(t, w) != tc.msg {

@@ -2,8 +2,8 @@
 // sign-out (POST controlapi.PathLogout), Connection Tokens (POST
 // controlapi.PathConnectionToken) and posture reports (POST
 // controlapi.PathPosture); access requests are in access.go and TURN in
-// component.go and the second factor in mfa.go. The client policy stream,
-// WebAuthn and SSO are still served by package controller.
+// component.go, the second factor in mfa.go and webauthn.go, single sign-on
+// in sso.go and the client policy stream in stream.go.
 
 package api
 
@@ -11,8 +11,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strconv"
-	"time"
 
 	"postern.dev/postern/controlapi"
 )
@@ -55,6 +53,8 @@ type ClientSession interface {
 	// Person reports whether the account is a user (a person), not a
 	// service account: only people have a second factor.
 	Person() bool
+	// PolicyFeed is the feed of the device's client policy stream.
+	PolicyFeed() PolicyFeed
 	MFA
 }
 
@@ -80,11 +80,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp, status, err := s.core.Login(r.Context(), ClientIP(r), req)
-	if err != nil {
-		var ra interface{ RetryAfter() time.Duration }
-		if status == http.StatusTooManyRequests && errors.As(err, &ra) {
-			w.Header().Set("Retry-After", strconv.Itoa(int(ra.RetryAfter()/time.Second)+1))
-		}
+	switch {
+	case err != nil && status == http.StatusTooManyRequests:
+		writeThrottled(w, err)
+		return
+	case err != nil:
 		WriteError(w, status, "%v", err)
 		return
 	}

@@ -2,8 +2,9 @@
 // connector heartbeats (POST controlapi.PathConnectorHeartbeat), flow
 // events (POST controlapi.PathConnectorEvents), relay registration (POST
 // controlapi.PathRelayRegister) and TURN credentials for connectors and
-// client devices (controlapi.PathTURNCredentials). Enrollment and the policy
-// streams are still served by package controller.
+// client devices (controlapi.PathTURNCredentials) and enrollment (POST
+// controlapi.PathEnrollConnector, controlapi.PathEnrollRelay); the policy
+// streams are in stream.go.
 
 package api
 
@@ -34,6 +35,11 @@ type Components interface {
 	// RegisterRelay records a relay's addresses, certificate digest and
 	// stats (already valid) and answers with what the relay serves with.
 	RegisterRelay(ctx context.Context, id string, req controlapi.RelayRegister) (controlapi.RelayRegisterResponse, error)
+	// Enroll redeems the enrollment token req.Secret for a component of
+	// kind enrolling with key pub (pubPEM its canonical PEM; the request
+	// already valid) and issues its first certificate. On failure it
+	// returns the status to answer with (401 for a token refused).
+	Enroll(ctx context.Context, kind string, req controlapi.EnrollRequest, pub any, pubPEM string) (controlapi.EnrollResponse, int, error)
 	// RenewCredential issues component kind id a new client certificate
 	// for key pub; pubPEM, when set, is the new key it enrolls with from now
 	// on (recorded and audited).
@@ -51,6 +57,8 @@ var ErrNothingToRelay = errors.New("no resource of this account is served by a c
 const maxEventBatch = 5000
 
 func (s *Server) componentRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("POST "+controlapi.PathEnrollConnector, s.handleEnroll(kindConnector))
+	mux.HandleFunc("POST "+controlapi.PathEnrollRelay, s.handleEnroll(kindRelay))
 	mux.HandleFunc("POST "+controlapi.PathRenew, s.handleRenew)
 	mux.HandleFunc("GET "+controlapi.PathTURNCredentials, s.handleTURN)
 	mux.HandleFunc("POST "+controlapi.PathTURNCredentials, s.handleTURN)
@@ -93,6 +101,23 @@ func validHostPort(s string) bool {
 	return err == nil && host != "" && port != ""
 }
 
+// checkItems answers 400 unless the list field has lo to hi items (count
+// says how many it needs), each of them valid (else: "field[i]: %q is not
+// what").
+func checkItems(w http.ResponseWriter, field string, items []string, lo, hi int, count string, valid func(string) bool, what string) bool {
+	if len(items) < lo || len(items) > hi {
+		WriteError(w, http.StatusBadRequest, "%s: %s", field, count)
+		return false
+	}
+	for i, v := range items {
+		if !valid(v) {
+			WriteError(w, http.StatusBadRequest, "%s[%d]: %q is not %s", field, i, v, what)
+			return false
+		}
+	}
+	return true
+}
+
 // lowerASCII lower-cases the ASCII letters of a hex digest.
 func lowerASCII(s string) string {
 	b := []byte(s)
@@ -109,25 +134,9 @@ func (s *Server) handleHeartbeat(w http.ResponseWriter, r *http.Request, id stri
 	if !DecodeJSON(w, r, &hb) {
 		return
 	}
-	if len(hb.CertSHA256) == 0 || len(hb.CertSHA256) > 8 {
-		WriteError(w, http.StatusBadRequest, "cert_sha256: 1 to 8 certificate digests required")
+	if !checkItems(w, "cert_sha256", hb.CertSHA256, 1, 8, "1 to 8 certificate digests required", validDigest, "a hex SHA-256 digest") ||
+		!checkItems(w, "addrs", hb.Addrs, 0, 32, "at most 32", validHostPort, "host:port") {
 		return
-	}
-	for i, d := range hb.CertSHA256 {
-		if !validDigest(d) {
-			WriteError(w, http.StatusBadRequest, "cert_sha256[%d]: %q is not a hex SHA-256 digest", i, d)
-			return
-		}
-	}
-	if len(hb.Addrs) > 32 {
-		WriteError(w, http.StatusBadRequest, "addrs: at most 32")
-		return
-	}
-	for i, a := range hb.Addrs {
-		if !validHostPort(a) {
-			WriteError(w, http.StatusBadRequest, "addrs[%d]: %q is not host:port", i, a)
-			return
-		}
 	}
 	if len(hb.Version) > 64 {
 		WriteError(w, http.StatusBadRequest, "version: too long")
@@ -194,6 +203,37 @@ func (s *Server) handleRelayRegister(w http.ResponseWriter, r *http.Request, id 
 		return
 	}
 	WriteJSON(w, http.StatusOK, resp)
+}
+
+// handleEnroll redeems an enrollment token of a connector or relay (kind).
+func (s *Server) handleEnroll(kind string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req controlapi.EnrollRequest
+		if !DecodeJSON(w, r, &req) {
+			return
+		}
+		if req.Secret == "" {
+			WriteError(w, http.StatusBadRequest, "secret: required")
+			return
+		}
+		pub, pubPEM, err := ParsePublicKeyPEM(req.PublicKeyPEM)
+		if err != nil {
+			WriteError(w, http.StatusBadRequest, "%v", err)
+			return
+		}
+		if len(req.Hostname) > 255 || len(req.Version) > 64 {
+			WriteError(w, http.StatusBadRequest, "hostname or version: too long")
+			return
+		}
+		resp, status, err := s.core.Enroll(r.Context(), kind, req, pub, pubPEM)
+		if err != nil {
+			s.log.Warn("enrollment refused", "kind", kind, "ip", ClientIP(r), "err", err)
+			WriteError(w, status, "%v", err)
+			return
+		}
+		s.log.Info("component enrolled", "kind", kind, "id", resp.ID, "name", resp.Name)
+		WriteJSON(w, http.StatusOK, resp)
+	}
 }
 
 func (s *Server) handleRenew(w http.ResponseWriter, r *http.Request) {

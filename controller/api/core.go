@@ -22,6 +22,9 @@ type Core interface {
 	Components
 	Clients
 	AccessRequests
+	Policies
+	SSO
+	WebAuthn
 }
 
 // Auth authenticates callers for the guards (Server.Admin, Server.Component).

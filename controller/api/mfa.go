@@ -1,8 +1,8 @@
 // The second factor of a person's session (session token): status (GET
 // controlapi.PathMFA), TOTP enrollment (POST controlapi.PathMFAEnroll),
 // verification, a step-up (POST controlapi.PathMFAVerify) and removal (POST
-// controlapi.PathMFA + "/remove"). Security keys (WebAuthn) are still
-// served by package controller.
+// controlapi.PathMFA + "/remove"). Security keys (WebAuthn) are in
+// webauthn.go.
 
 package api
 
@@ -30,6 +30,7 @@ type MFA interface {
 	// RemoveMFA removes the enrollment; a confirmed one needs code (or a
 	// recent step-up). Refusals as VerifyMFA's, or a *Forbidden.
 	RemoveMFA(ctx context.Context, code string) error
+	WebAuthnSession
 }
 
 // Errors of the second factor, with their statuses.
@@ -44,9 +45,13 @@ var (
 
 func (s *Server) mfaRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+controlapi.PathMFA, s.handleMFAStatus)
-	mux.HandleFunc("POST "+controlapi.PathMFA+"/remove", s.handleMFARemove)
+	mux.HandleFunc("POST "+controlapi.PathMFA+"/remove", s.withCode(func(ctx context.Context, cs ClientSession, code string) (any, error) {
+		return nil, cs.RemoveMFA(ctx, code)
+	}))
 	mux.HandleFunc("POST "+controlapi.PathMFAEnroll, s.handleMFAEnroll)
-	mux.HandleFunc("POST "+controlapi.PathMFAVerify, s.handleMFAVerify)
+	mux.HandleFunc("POST "+controlapi.PathMFAVerify, s.withCode(func(ctx context.Context, cs ClientSession, code string) (any, error) {
+		return cs.VerifyMFA(ctx, code)
+	}))
 }
 
 // person authenticates a client request whose account must be a person;
@@ -102,35 +107,26 @@ func (s *Server) handleMFAEnroll(w http.ResponseWriter, r *http.Request) {
 	WriteJSON(w, http.StatusOK, resp)
 }
 
-func (s *Server) handleMFAVerify(w http.ResponseWriter, r *http.Request) {
-	cs, ok := s.person(w, r)
-	if !ok {
-		return
+// withCode serves a verify or remove: a person's request with a code; act
+// answers the new status (200) or nothing (204).
+func (s *Server) withCode(act func(ctx context.Context, cs ClientSession, code string) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		cs, ok := s.person(w, r)
+		if !ok {
+			return
+		}
+		var req controlapi.MFAVerifyRequest
+		if !DecodeJSON(w, r, &req) {
+			return
+		}
+		v, err := act(r.Context(), cs, req.Code)
+		switch {
+		case err != nil:
+			writeMFAError(w, err)
+		case v == nil:
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			WriteJSON(w, http.StatusOK, v)
+		}
 	}
-	var req controlapi.MFAVerifyRequest
-	if !DecodeJSON(w, r, &req) {
-		return
-	}
-	st, err := cs.VerifyMFA(r.Context(), req.Code)
-	if err != nil {
-		writeMFAError(w, err)
-		return
-	}
-	WriteJSON(w, http.StatusOK, st)
-}
-
-func (s *Server) handleMFARemove(w http.ResponseWriter, r *http.Request) {
-	cs, ok := s.person(w, r)
-	if !ok {
-		return
-	}
-	var req controlapi.MFAVerifyRequest
-	if !DecodeJSON(w, r, &req) {
-		return
-	}
-	if err := cs.RemoveMFA(r.Context(), req.Code); err != nil {
-		writeMFAError(w, err)
-		return
-	}
-	w.WriteHeader(http.StatusNoContent)
 }

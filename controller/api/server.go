@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"log/slog"
 	"net/http"
 
 	"postern.dev/postern/controller/store"
@@ -11,10 +12,11 @@ import (
 // own routes use too.
 type Server struct {
 	core Core
+	log  *slog.Logger
 }
 
-// New returns the API server over core.
-func New(core Core) *Server { return &Server{core: core} }
+// New returns the API server over core; it logs to log.
+func New(core Core, log *slog.Logger) *Server { return &Server{core: core, log: log} }
 
 // Routes registers this package's endpoints on mux.
 func (s *Server) Routes(mux *http.ServeMux) {
@@ -27,6 +29,9 @@ func (s *Server) Routes(mux *http.ServeMux) {
 	s.clientRoutes(mux)
 	s.accessRoutes(mux)
 	s.mfaRoutes(mux)
+	s.streamRoutes(mux)
+	s.ssoRoutes(mux)
+	s.webauthnRoutes(mux)
 }
 
 // Admin guards an admin API route: the caller must be an admin whose role

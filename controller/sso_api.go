@@ -2,14 +2,10 @@ package controller
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"strconv"
 	"time"
 
 	"postern.dev/postern/controlapi"
@@ -39,183 +35,59 @@ func encodeOIDCState(s oidcSessionState) (json.RawMessage, error) {
 	return b, nil
 }
 
-func (c *Controller) ssoRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET "+controlapi.PathOIDCConfig, c.handleOIDCConfig)
-	mux.HandleFunc("POST "+controlapi.PathOIDCStart, c.ssoEndpoint(c.handleOIDCStart))
-	mux.HandleFunc("POST "+controlapi.PathOIDCExchange, c.ssoEndpoint(c.handleOIDCExchange))
-	mux.HandleFunc("POST "+controlapi.PathOIDCDeviceStart, c.ssoEndpoint(c.handleOIDCDeviceStart))
-	mux.HandleFunc("POST "+controlapi.PathOIDCDevicePoll, c.ssoEndpoint(c.handleOIDCDevicePoll))
-}
-
-func (c *Controller) handleOIDCConfig(w http.ResponseWriter, r *http.Request) {
+// OIDCConfig is the single sign-on setup clients may know: off, on but
+// not discovered yet (starting answers 503), or the provider's public
+// configuration (api.SSO).
+func (c *Controller) OIDCConfig() controlapi.OIDCConfig {
 	if c.sso == nil {
-		api.WriteJSON(w, http.StatusOK, controlapi.OIDCConfig{Enabled: false})
-		return
+		return controlapi.OIDCConfig{Enabled: false}
 	}
 	p, err := c.sso.provider()
 	if err != nil {
-		// Configured but not discovered yet: say so; starting will answer 503.
-		api.WriteJSON(w, http.StatusOK, controlapi.OIDCConfig{Enabled: true, Issuer: c.sso.cfg.Issuer})
-		return
+		return controlapi.OIDCConfig{Enabled: true, Issuer: c.sso.cfg.Issuer}
 	}
-	api.WriteJSON(w, http.StatusOK, p.PublicConfig())
+	return p.PublicConfig()
 }
 
-// ssoEndpoint checks that single sign-on is configured and ready, applies
-// the sign-in rate limit, and hands the provider to h.
-func (c *Controller) ssoEndpoint(h func(http.ResponseWriter, *http.Request, *oidcauth.Provider)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if c.sso == nil {
-			api.WriteError(w, http.StatusNotImplemented, "single sign-on (OIDC) is not configured on this controller")
-			return
-		}
-		if !c.sso.limiter.Allow(api.ClientIP(r)) {
-			w.Header().Set("Retry-After", "1")
-			api.WriteError(w, http.StatusTooManyRequests, "too many sign-in requests from %s; slow down", api.ClientIP(r))
-			return
-		}
-		p, err := c.sso.provider()
-		if err != nil {
-			w.Header().Set("Retry-After", "10")
-			api.WriteError(w, http.StatusServiceUnavailable, "%v", err)
-			return
-		}
-		h(w, r, p)
+// OIDCProvider is the identity provider for a sign-in request from ip,
+// within the single sign-on rate limit (api.SSO).
+func (c *Controller) OIDCProvider(ip string) (api.OIDCProvider, error) {
+	if c.sso == nil {
+		return nil, api.ErrSSOOff
 	}
-}
-
-// writeOIDCError answers an oidcauth error with its status.
-func (c *Controller) writeOIDCError(w http.ResponseWriter, r *http.Request, err error) {
-	status := oidcauth.StatusCode(err)
-	if status == http.StatusBadGateway {
-		c.log.Warn("single sign-on: identity provider error", "path", r.URL.Path, "err", err)
+	if !c.sso.limiter.Allow(ip) {
+		return nil, api.ErrSSORate
 	}
-	api.WriteError(w, status, "%v", err)
-}
-
-func (c *Controller) handleOIDCStart(w http.ResponseWriter, r *http.Request, p *oidcauth.Provider) {
-	var req controlapi.OIDCStartRequest
-	if !api.DecodeJSON(w, r, &req) {
-		return
-	}
-	st, err := p.Start(req)
+	p, err := c.sso.provider()
 	if err != nil {
-		c.writeOIDCError(w, r, err)
-		return
+		return nil, err
 	}
-	api.WriteJSON(w, http.StatusOK, st)
+	return p, nil
 }
 
-// checkDevice validates the device fields before a code is redeemed, so a
-// malformed request does not burn the user's sign-in.
-func checkDevice(d controlapi.OIDCDevice) error {
-	raw, err := base64.StdEncoding.DecodeString(d.DevicePublicKey)
-	if err != nil || len(raw) != ed25519.PublicKeySize {
-		return errors.New("device_public_key: base64 of a 32-byte Ed25519 public key is required")
-	}
-	if len(d.DeviceName) > 128 || len(d.OS) > 64 {
-		return errors.New("device_name or os: too long")
+// SSOThrottle refuses a sign-in from an IP that failed too many (api.SSO).
+func (c *Controller) SSOThrottle(ctx context.Context, ip string) error {
+	if v := c.logins.check(ctx, loginAttempt{IP: ip}); v.wait > 0 {
+		c.met.signIn("oidc", "throttled")
+		return &throttledError{wait: v.wait}
 	}
 	return nil
 }
 
-// throttled answers 429 when the client IP failed too many sign-ins.
-func (c *Controller) throttled(w http.ResponseWriter, r *http.Request) bool {
-	if v := c.logins.check(r.Context(), loginAttempt{IP: api.ClientIP(r)}); v.wait > 0 {
-		c.met.signIn("oidc", "throttled")
-		w.Header().Set("Retry-After", strconv.Itoa(int(v.wait/time.Second)+1))
-		api.WriteError(w, http.StatusTooManyRequests, "%v", &throttledError{wait: v.wait})
-		return true
-	}
-	return false
-}
-
-// signInFailed counts a refused or malformed sign-in against the client IP.
-func (c *Controller) signInFailed(r *http.Request, err error) {
+// SSOSignInFailed counts a refused or malformed sign-in against the client
+// IP (api.SSO).
+func (c *Controller) SSOSignInFailed(ctx context.Context, ip string, err error) {
 	if errors.Is(err, oidcauth.ErrRefused) || errors.Is(err, oidcauth.ErrBadRequest) {
-		c.logins.fail(r.Context(), loginAttempt{IP: api.ClientIP(r)})
-		c.log.Warn("single sign-on refused", "ip", api.ClientIP(r), "err", err)
-		c.auditFailedSignIn(r.Context(), "oidc", KindUser, "", "", "", "oidc", err.Error())
+		c.logins.fail(ctx, loginAttempt{IP: ip})
+		c.log.Warn("single sign-on refused", "ip", ip, "err", err)
+		c.auditFailedSignIn(ctx, "oidc", KindUser, "", "", "", "oidc", err.Error())
 	}
 }
 
-func (c *Controller) handleOIDCExchange(w http.ResponseWriter, r *http.Request, p *oidcauth.Provider) {
-	var req controlapi.OIDCExchangeRequest
-	if !api.DecodeJSON(w, r, &req) {
-		return
-	}
-	if err := checkDevice(req.OIDCDevice); err != nil {
-		api.WriteError(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	if c.throttled(w, r) {
-		return
-	}
-	g, err := p.Exchange(r.Context(), req.OIDCCodeGrant)
-	if err != nil {
-		c.signInFailed(r, err)
-		c.writeOIDCError(w, r, err)
-		return
-	}
-	resp, status, err := c.signInGrant(r.Context(), g, req.OIDCDevice)
-	if err != nil {
-		api.WriteError(w, status, "%v", err)
-		return
-	}
-	api.WriteJSON(w, http.StatusOK, resp)
-}
-
-func (c *Controller) handleOIDCDeviceStart(w http.ResponseWriter, r *http.Request, p *oidcauth.Provider) {
-	// The body is empty or "{}": nothing in it is used.
-	if _, err := io.Copy(io.Discard, r.Body); err != nil {
-		api.WriteError(w, http.StatusRequestEntityTooLarge, "request body: %v", err)
-		return
-	}
-	ds, err := p.DeviceStart(r.Context())
-	if err != nil {
-		c.writeOIDCError(w, r, err)
-		return
-	}
-	api.WriteJSON(w, http.StatusOK, ds)
-}
-
-func (c *Controller) handleOIDCDevicePoll(w http.ResponseWriter, r *http.Request, p *oidcauth.Provider) {
-	var req controlapi.OIDCDevicePollRequest
-	if !api.DecodeJSON(w, r, &req) {
-		return
-	}
-	if err := checkDevice(req.OIDCDevice); err != nil {
-		api.WriteError(w, http.StatusBadRequest, "%v", err)
-		return
-	}
-	if c.throttled(w, r) {
-		return
-	}
-	g, err := p.DevicePoll(r.Context(), req.Flow)
-	switch {
-	case errors.Is(err, oidcauth.ErrPending):
-		api.WriteJSON(w, http.StatusOK, controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCPending})
-		return
-	case errors.Is(err, oidcauth.ErrSlowDown):
-		api.WriteJSON(w, http.StatusOK, controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCSlowDown})
-		return
-	case err != nil:
-		c.signInFailed(r, err)
-		c.writeOIDCError(w, r, err)
-		return
-	}
-	resp, status, err := c.signInGrant(r.Context(), g, req.OIDCDevice)
-	if err != nil {
-		api.WriteError(w, status, "%v", err)
-		return
-	}
-	api.WriteJSON(w, http.StatusOK, controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCOK, Login: resp})
-}
-
-// signInGrant turns a verified grant into a Postern session: the user is
+// SignInGrant turns a verified grant into a Postern session: the user is
 // created or updated (groups from the claim) and the refresh token kept for
-// the refresher.
-func (c *Controller) signInGrant(ctx context.Context, g *oidcauth.Grant, dev controlapi.OIDCDevice) (*controlapi.LoginResponse, int, error) {
+// the refresher (api.SSO).
+func (c *Controller) SignInGrant(ctx context.Context, g *oidcauth.Grant, dev controlapi.OIDCDevice) (*controlapi.LoginResponse, int, error) {
 	st := oidcSessionState{Issuer: g.Identity.Issuer, Subject: g.Identity.Subject, RefreshToken: g.RefreshToken,
 		NextRefresh: time.Now().Add(c.sso.cfg.RefreshInterval).UTC()}
 	ext, err := encodeOIDCState(st)
