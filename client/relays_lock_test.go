@@ -20,7 +20,8 @@ func TestRelaysReadableWhileDaemonLocked(t *testing.T) {
 	}
 	t.Cleanup(func() { d.Close() })
 	d.mu.Lock()
-	d.applyPolicyLocked(&controlapi.ClientPolicy{Revision: 1, Relays: []controlapi.RelayInfo{{ID: "rel_1"}}}, false)
+	d.policy = fakePolicy{&controlapi.ClientPolicy{Revision: 1, Relays: []controlapi.RelayInfo{{ID: "rel_1"}}}}
+	d.syncPolicyLocked()
 	got := make(chan []controlapi.RelayInfo, 1)
 	go func() { got <- d.currentRelays() }()
 	select {
@@ -33,3 +34,8 @@ func TestRelaysReadableWhileDaemonLocked(t *testing.T) {
 	}
 	d.mu.Unlock()
 }
+
+// fakePolicy is a PolicySource holding one snapshot.
+type fakePolicy struct{ p *controlapi.ClientPolicy }
+
+func (f fakePolicy) Current() (*controlapi.ClientPolicy, <-chan struct{}) { return f.p, nil }
