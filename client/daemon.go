@@ -160,7 +160,10 @@ func New(cfg Config) (*Daemon, error) {
 		d.dialer = cfg.Dialer
 	}
 	d.syncPolicyLocked() // the saved policy, before anything runs
-	go d.followPolicy(sm)
+	go func() {
+		defer close(d.followDone)
+		d.followPolicy(sm, d.stopFollow)
+	}()
 	return d, nil
 }
 

@@ -35,10 +35,10 @@ type relayCredentials interface {
 	SignalingToken(ctx context.Context, connectorID string) (string, error)
 }
 
-// followPolicy applies every policy snapshot src makes current, until
-// Close. (syncPolicyLocked reads d.policy under d.mu: a test may swap it.)
-func (d *Daemon) followPolicy(src PolicySource) {
-	defer close(d.followDone)
+// followPolicy applies every policy snapshot src makes current, until stop
+// is closed. (syncPolicyLocked reads d.policy under d.mu: a test may swap
+// it.)
+func (d *Daemon) followPolicy(src PolicySource, stop <-chan struct{}) {
 	for {
 		_, next := src.Current()
 		d.mu.Lock()
@@ -46,7 +46,7 @@ func (d *Daemon) followPolicy(src PolicySource) {
 		d.mu.Unlock()
 		select {
 		case <-next:
-		case <-d.stopFollow:
+		case <-stop:
 			return
 		}
 	}
