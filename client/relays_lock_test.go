@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
-	"postern.dev/postern/internal/testenv"
 )
 
 // TestRelaysReadableWhileDaemonLocked: the dialer's relay list is read by
@@ -13,12 +12,7 @@ import (
 // (signing out after the controller ended the session); reading it must not
 // take that lock, or sign-out deadlocks.
 func TestRelaysReadableWhileDaemonLocked(t *testing.T) {
-	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t),
-		NewFrontend: func() (Frontend, error) { return NewSOCKS5Frontend("127.0.0.1:0"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	d := newIdleDaemon(t)
 	d.mu.Lock()
 	d.policy = fakePolicy{&controlapi.ClientPolicy{Revision: 1, Relays: []controlapi.RelayInfo{{ID: "rel_1"}}}}
 	d.syncPolicyLocked()

@@ -116,19 +116,19 @@ func (e sessionEvents) ControllerDown(msg string) {
 	d.changed()
 }
 
-// SessionEnded takes the tunnel down after the controller ended the
-// session: every flow and connection to connectors is torn down, and
+// SessionEnded takes the tunnel down when the controller ended the
+// session: every flow and connection to connectors is torn down, and once
+// the session forgot it (its policy goes, followPolicy clears the routes)
 // status says signed_out with ErrSessionEnded's message until someone signs
 // in again.
 func (e sessionEvents) SessionEnded(error) {
 	d := e.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.closed.Load() || d.sm.SignedIn() {
+	if d.closed.Load() {
 		return
 	}
 	d.downLocked()
-	d.syncPolicyLocked()
 	d.lastErr = ErrSessionEnded.Error()
 	d.changed()
 }

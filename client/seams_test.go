@@ -34,17 +34,25 @@ func (c *changingPolicy) publish(p *controlapi.ClientPolicy) {
 	c.next = make(chan struct{})
 }
 
-// TestFlowLayerFollowsPolicySource drives the daemon's flow layer through
-// its PolicySource seam alone, no session: each published snapshot becomes
-// the route table, resource list and relays, and withdrawing it (sign-out)
-// leaves nothing routable.
-func TestFlowLayerFollowsPolicySource(t *testing.T) {
+// newIdleDaemon is a signed-out daemon (SOCKS5 front-end when up), closed
+// when the test ends.
+func newIdleDaemon(t *testing.T) *Daemon {
+	t.Helper()
 	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t),
 		NewFrontend: func() (Frontend, error) { return NewSOCKS5Frontend("127.0.0.1:0"), nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// TestFlowLayerFollowsPolicySource drives the daemon's flow layer through
+// its PolicySource seam alone, no session: each published snapshot becomes
+// the route table, resource list and relays, and withdrawing it (sign-out)
+// leaves nothing routable.
+func TestFlowLayerFollowsPolicySource(t *testing.T) {
+	d := newIdleDaemon(t)
 	src := newChangingPolicy()
 	d.mu.Lock()
 	d.policy = src

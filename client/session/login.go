@@ -125,10 +125,20 @@ func (m *Manager) Begin(g *Grant) error {
 		g.Discard()
 		return ErrClosed
 	}
+	// Saving and cancelling the previous session's loops at once: a loop
+	// that finds its session ended sees it was replaced, and does not
+	// delete the new session's file.
+	m.mu.Lock()
 	if err := m.dir.WriteJSON(SessionFile, g.info); err != nil {
+		m.mu.Unlock()
 		g.Discard()
 		return err
 	}
+	if m.cancel != nil {
+		m.cancel()
+		m.cancel = nil
+	}
+	m.mu.Unlock()
 	m.rememberController(g.info)
 	// A new sign-in replaces everything of the previous one.
 	m.stopLoops()

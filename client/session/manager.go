@@ -45,7 +45,9 @@ type Observer interface {
 	// rides it out (fail static) and reconnects with backoff.
 	ControllerDown(msg string)
 	// SessionEnded: the controller refused the session for good (revoked,
-	// expired, device removed). The Manager has already forgotten it.
+	// expired, device removed). The Manager forgets the session when this
+	// returns (unless it was stopped meanwhile), so what the end means for
+	// the caller is in place before the session shows signed out.
 	SessionEnded(cause error)
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,15 +207,24 @@ type events struct {
 	ups   chan bool
 	downs chan string
 	ended chan error
+	// m, when set, is asked whether it is still signed in when told the
+	// session ended (endSignedIn).
+	m           atomic.Pointer[Manager]
+	endSignedIn chan bool
 }
 
 func newEvents() *events {
-	return &events{ups: make(chan bool, 64), downs: make(chan string, 64), ended: make(chan error, 4)}
+	return &events{ups: make(chan bool, 64), downs: make(chan string, 64), ended: make(chan error, 4), endSignedIn: make(chan bool, 4)}
 }
 
 func (e *events) ControllerUp(recovered bool) { e.ups <- recovered }
 func (e *events) ControllerDown(msg string)   { e.downs <- msg }
-func (e *events) SessionEnded(cause error)    { e.ended <- cause }
+func (e *events) SessionEnded(cause error) {
+	if m := e.m.Load(); m != nil {
+		e.endSignedIn <- m.SignedIn()
+	}
+	e.ended <- cause
+}
 
 func newManager(t *testing.T, dir string, obs Observer) *Manager {
 	t.Helper()
@@ -358,6 +368,7 @@ func TestControllerEndsSession(t *testing.T) {
 	ev := newEvents()
 	dir := t.TempDir()
 	m := newManager(t, dir, ev)
+	ev.m.Store(m)
 	ca := controlapi.ConnectorInfo{ID: "con_a", Name: "corp-a", Network: "corp"}
 	f.push(ca)
 	signIn(t, m, f)
@@ -374,6 +385,11 @@ func TestControllerEndsSession(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("observer never heard the session end")
+	}
+	// The observer hears it first, so that the daemon's part (tunnel down,
+	// status message) is in place before status shows signed out.
+	if !<-ev.endSignedIn {
+		t.Error("the session was forgotten before the observer heard it ended")
 	}
 	waitPolicy(t, m, 0)
 	if m.SignedIn() {
