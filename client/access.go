@@ -2,14 +2,9 @@ package client
 
 import (
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
-	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"runtime"
-	"time"
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/localapi"
@@ -19,29 +14,11 @@ import (
 
 // Access governance on the device (docs/access.md): the daemon forwards the
 // CLI's second-factor and access-request calls to the controller with its
-// session, and reports the device's posture at sign-in and every
-// postureInterval.
+// session; the session reports the device's posture (collectPosture).
 
-// postureInterval is how often the daemon reports posture.
-const postureInterval = 3 * time.Minute
-
-// controller returns the signed-in control client.
-func (d *Daemon) controller() (*controlClient, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.ctl == nil || d.sess == nil {
-		return nil, ErrNotSignedIn
-	}
-	return d.ctl, nil
-}
-
-// accessCall forwards one call to the controller.
+// accessCall forwards one call to the controller with the session.
 func (d *Daemon) accessCall(ctx context.Context, method, path string, in, out any) error {
-	cc, err := d.controller()
-	if err != nil {
-		return err
-	}
-	return cc.do(ctx, method, path, in, out, 20*time.Second)
+	return d.sm.Call(ctx, method, path, in, out)
 }
 
 // collectPosture gathers this device's facts (posture_<os>.go).
@@ -50,52 +27,6 @@ func collectPosture(ctx context.Context) controlapi.PostureReport {
 	r.OS = runtime.GOOS
 	r.ClientVersion = version.Version
 	return r
-}
-
-// reportPosture sends the device's posture and returns the verdict.
-func (d *Daemon) reportPosture(ctx context.Context, cc *controlClient) (localapi.Posture, error) {
-	rep := collectPosture(ctx)
-	rep.Reported = time.Now().UTC()
-	d.mu.Lock()
-	key, sess := d.key, d.sess
-	d.mu.Unlock()
-	if sess == nil {
-		return localapi.Posture{}, ErrNotSignedIn
-	}
-	body, err := json.Marshal(rep)
-	if err != nil {
-		return localapi.Posture{}, err
-	}
-	signed := controlapi.SignedPosture{Report: body,
-		Signature: base64.StdEncoding.EncodeToString(ed25519.Sign(key, controlapi.PostureSigningInput(body, sess.DeviceID)))}
-	var v controlapi.PostureVerdict
-	if err := cc.do(ctx, http.MethodPost, controlapi.PathPosture, signed, &v, 20*time.Second); err != nil {
-		return localapi.Posture{}, fmt.Errorf("report posture: %w", err)
-	}
-	return localapi.Posture{Report: rep, Verdict: v}, nil
-}
-
-// postureLoop reports posture now and every postureInterval while the
-// session runs.
-func (d *Daemon) postureLoop(ctx context.Context, cc *controlClient) {
-	defer d.sessWG.Done()
-	t := time.NewTimer(0)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if p, err := d.reportPosture(ctx, cc); err != nil {
-			if ctx.Err() == nil {
-				d.log.Warn("posture report failed", "err", err)
-			}
-		} else if len(p.Verdict.Failed) > 0 {
-			d.log.Info("device posture", "satisfied", p.Verdict.Satisfied, "failed", p.Verdict.Failed)
-		}
-		t.Reset(postureInterval)
-	}
 }
 
 // accessRoutes adds the access endpoints of the local API.
@@ -138,12 +69,7 @@ func (s *LocalAPIServer) accessRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+localapi.PathRequests, forward(http.MethodPost, controlapi.PathMyRequests, func() any { return new(controlapi.AccessRequestCreate) }, http.StatusOK))
 	mux.HandleFunc("POST "+localapi.PathRequests+"/{id}/{verb}", forward(http.MethodPost, controlapi.PathMyRequests, func() any { return new(controlapi.AccessDecision) }, http.StatusOK))
 	mux.HandleFunc("GET "+localapi.PathPosture, func(w http.ResponseWriter, r *http.Request) {
-		cc, err := d.controller()
-		if err != nil {
-			s.errorResponse(w, err)
-			return
-		}
-		p, err := d.reportPosture(r.Context(), cc)
+		p, err := d.sm.ReportPosture(r.Context())
 		if err != nil {
 			s.errorResponse(w, err)
 			return

@@ -2,20 +2,16 @@ package client
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	"postern.dev/postern/client/session"
 	"postern.dev/postern/controlapi"
-	"postern.dev/postern/ctoken"
 	"postern.dev/postern/installer/preset"
 	"postern.dev/postern/localapi"
-	"postern.dev/postern/pki"
 )
 
 // Frontend captures application traffic and hands flows to the daemon: the
@@ -75,40 +71,41 @@ type Config struct {
 	Preset func() (preset.Preset, error)
 }
 
-// Daemon is the client daemon core.
+// Daemon is the client daemon core: the composition of the session
+// (package client/session: sign-in, policy stream, tokens) and the flow
+// layer of this package (front-ends, route table, connection pool, flows),
+// which sees the session only through PolicySource and TokenSource.
+//
+// Lock order: d.mu may be held while calling the session's accessors, never
+// while calling what starts or stops its loops (Start, Stop, Begin, Logout,
+// Close): those wait for the loops, whose Observer calls take d.mu.
 type Daemon struct {
 	cfg   Config
 	log   *slog.Logger
-	state *stateDir
+	state *session.StateDir
 
-	key  ed25519.PrivateKey
-	cert tls.Certificate
-	jkt  string
+	// sm is the session; policy, tokens and creds are the flow layer's
+	// view of it (policy is read under mu).
+	sm     *session.Manager
+	policy PolicySource
+	tokens TokenSource
+	creds  relayCredentials
 
 	dialer      Dialer
 	closeDialer func() error
 
 	table atomic.Pointer[routeTable]
-	// relays of the current policy, read without mu: the pool's dialers
+	// relays of the applied policy, read without mu: the pool's dialers
 	// ask for them from goroutines that pool.close waits for under mu.
 	relays atomic.Pointer[[]controlapi.RelayInfo]
-	keys   *ctoken.KeySet
 
 	mu          sync.Mutex
-	sess        *Session
-	ctl         *controlClient
-	pol         *controlapi.ClientPolicy
-	issuer      string
-	sessCancel  context.CancelFunc
-	sessWG      sync.WaitGroup
+	applied     *controlapi.ClientPolicy // the snapshot routes, pool and front-end follow
 	up          bool
-	connecting  bool
 	front       Frontend
 	frontCancel context.CancelFunc
 	pool        *pool
 	netWatch    netWatcher
-	reachable   bool
-	downSince   time.Time
 	lastErr     string
 
 	activeFlows atomic.Int64
@@ -118,19 +115,13 @@ type Daemon struct {
 
 	events *broadcaster
 	closed atomic.Bool
-
-	// preset is what IT preset (read once in New); see preset.go.
-	preset preset.Preset
+	// stopFollow ends followPolicy; followDone is closed when it returned.
+	stopFollow chan struct{}
+	followDone chan struct{}
 
 	// pushed: the controller's default synthetic ranges and whether this
 	// machine can use them (ranges_policy.go).
 	pushed pushedRanges
-
-	// sigTokens keeps the last verified Connection Token per connector for
-	// the relay signaling of path repairs (see signalingToken).
-	sigTokens sync.Map // connector id -> cachedToken
-	// turnCache keeps the last TURN credential (see turnCredentials).
-	turnCache atomic.Pointer[cachedTURN]
 }
 
 // New opens the state directory, loads or creates the device key, and
@@ -139,7 +130,7 @@ func New(cfg Config) (*Daemon, error) {
 	if cfg.ConnsPerConnector < 0 || cfg.ConnsPerConnector > maxConnsPerConnector {
 		return nil, fmt.Errorf("connections per connector: %d is outside 0..%d (0 picks the default)", cfg.ConnsPerConnector, maxConnsPerConnector)
 	}
-	st, err := openStateDir(cfg.StateDir)
+	st, err := session.OpenStateDir(cfg.StateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -150,50 +141,44 @@ func New(cfg Config) (*Daemon, error) {
 	if err := secureStateDir(cfg.StateDir); err != nil {
 		log.Warn("could not restrict the state directory to the system and administrators", "err", err)
 	}
-	key, err := st.deviceKey()
+	d := &Daemon{
+		cfg: cfg, log: log, state: st,
+		events:     newBroadcaster(),
+		stopFollow: make(chan struct{}),
+		followDone: make(chan struct{}),
+	}
+	d.table.Store(buildRouteTable(nil))
+	sm, err := session.New(session.Config{
+		Dir: st, Logger: log, DeviceName: cfg.DeviceName, Preset: cfg.Preset,
+		Posture: collectPosture, Observer: sessionEvents{d},
+	})
 	if err != nil {
 		return nil, err
 	}
-	cert, err := pki.SelfSigned(key, "device.postern.invalid", 10*365*24*time.Hour)
-	if err != nil {
-		return nil, fmt.Errorf("device certificate: %w", err)
-	}
-	d := &Daemon{
-		cfg: cfg, log: log, state: st, key: key, cert: cert,
-		jkt:    pki.KeyThumbprint(key.Public().(ed25519.PublicKey)),
-		keys:   ctoken.NewKeySet(nil),
-		events: newBroadcaster(),
-	}
-	d.table.Store(buildRouteTable(nil))
-	d.loadPreset()
+	d.sm, d.policy, d.tokens, d.creds = sm, sm, sm, sm
 	if cfg.Dialer != nil {
 		d.dialer = cfg.Dialer
 	}
-	sess, err := st.session()
-	if err != nil {
-		log.Warn("ignoring unreadable session; sign in again", "err", err)
-	}
-	if sess != nil {
-		d.sess = sess
-		if pol, err := st.policy(); err == nil && pol != nil {
-			d.applyPolicyLocked(pol, false)
-		}
-	}
+	d.syncPolicyLocked() // the saved policy, before anything runs
+	go func() {
+		defer close(d.followDone)
+		d.followPolicy(sm, d.stopFollow)
+	}()
 	return d, nil
 }
 
 // Start resumes the saved session: the policy stream starts, and the tunnel
 // comes up unless the user last ran `postern down`.
 func (d *Daemon) Start() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.sess == nil {
+	if !d.sm.SignedIn() {
 		return nil
 	}
-	if err := d.startSessionLocked(); err != nil {
+	if err := d.sm.Start(); err != nil {
 		return err
 	}
-	if d.state.prefs().WantUp {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.prefs().WantUp {
 		return d.upLocked()
 	}
 	return nil
@@ -206,8 +191,10 @@ func (d *Daemon) Close() error {
 	}
 	d.mu.Lock()
 	d.downLocked()
-	d.stopSessionLocked()
 	d.mu.Unlock()
+	d.sm.Close()
+	close(d.stopFollow)
+	<-d.followDone
 	if d.closeDialer != nil {
 		_ = d.closeDialer()
 	}
@@ -231,17 +218,18 @@ func (d *Daemon) currentPool() *pool {
 
 // Up brings the tunnel up.
 func (d *Daemon) Up(ctx context.Context) (localapi.Status, error) {
+	// Resumes the session's work when it is not running (Start was not
+	// called); before taking d.mu (see Daemon).
+	serr := d.sm.Start()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.sess == nil {
+	if !d.sm.SignedIn() {
 		return d.statusLocked(), ErrNotSignedIn
 	}
-	if d.ctl == nil {
-		if err := d.startSessionLocked(); err != nil {
-			return d.statusLocked(), err
-		}
+	if serr != nil {
+		return d.statusLocked(), serr
 	}
-	if err := d.state.writeJSON(prefsFile, Prefs{WantUp: true}); err != nil {
+	if err := d.state.WriteJSON(prefsFile, Prefs{WantUp: true}); err != nil {
 		return d.statusLocked(), err
 	}
 	err := d.upLocked()
@@ -252,10 +240,10 @@ func (d *Daemon) Up(ctx context.Context) (localapi.Status, error) {
 func (d *Daemon) Down(ctx context.Context) (localapi.Status, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.sess == nil {
+	if !d.sm.SignedIn() {
 		return d.statusLocked(), ErrNotSignedIn
 	}
-	if err := d.state.writeJSON(prefsFile, Prefs{WantUp: false}); err != nil {
+	if err := d.state.WriteJSON(prefsFile, Prefs{WantUp: false}); err != nil {
 		return d.statusLocked(), err
 	}
 	d.downLocked()
@@ -289,7 +277,7 @@ func (d *Daemon) startTunnelLocked() error {
 		d.changed()
 		return fmt.Errorf("start tunnel: %w", err)
 	}
-	d.pool = newPool(d.dialer, d, d.log, d.changed)
+	d.pool = newPool(d.dialer, d.tokens, d.log, d.changed)
 	if d.cfg.ConnsPerConnector > 0 {
 		d.pool.maxConns = d.cfg.ConnsPerConnector
 	}
@@ -329,8 +317,8 @@ func (d *Daemon) downLocked() {
 	}
 	pool := d.pool
 	d.front, d.frontCancel, d.pool, d.up = nil, nil, nil, false
-	// The pool's dials and background redials ask the daemon for tokens,
-	// TURN credentials and relays (under mu); close waits for them, so it
+	// The pool's dials and background redials ask for tokens, TURN
+	// credentials and relays; close waits for them, so it
 	// must not hold mu (postern down hung for 40 s in CI).
 	d.mu.Unlock()
 	pool.close()

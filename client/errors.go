@@ -1,26 +1,28 @@
 package client
 
-import "errors"
+import (
+	"errors"
 
-// Sentinel errors. The local API maps them to HTTP statuses and hints.
+	"postern.dev/postern/client/session"
+)
+
+// Sentinel errors. The local API maps them to HTTP statuses and hints. The
+// session's own are package session's, under the same names.
 var (
-	ErrBadRequest            = errors.New("bad request")
-	ErrNotSignedIn           = errors.New("not signed in")
-	ErrControllerUnreachable = errors.New("controller unreachable")
-	ErrControllerRefused     = errors.New("controller refused the request")
-	ErrUnauthorized          = errors.New("credentials rejected")
-	ErrForbidden             = errors.New("not allowed")
-	ErrCertificate           = errors.New("certificate does not match the deployment CA")
+	ErrBadRequest            = session.ErrBadRequest
+	ErrNotSignedIn           = session.ErrNotSignedIn
+	ErrControllerUnreachable = session.ErrControllerUnreachable
+	ErrControllerRefused     = session.ErrControllerRefused
+	ErrUnauthorized          = session.ErrUnauthorized
+	ErrForbidden             = session.ErrForbidden
+	ErrCertificate           = session.ErrCertificate
 	ErrNoResource            = errors.New("no resource matches this destination")
 	ErrPortNotAllowed        = errors.New("port or protocol not allowed for this resource")
 	ErrNoConnector           = errors.New("no connector of the resource's remote network is online")
-	ErrTokenInvalid          = errors.New("connection token failed verification")
+	ErrTokenInvalid          = session.ErrTokenInvalid
 	ErrConnectorRejected     = errors.New("connector rejected the connection token")
 	ErrDown                  = errors.New("tunnel is down")
-	ErrClosed                = errors.New("daemon is shutting down")
-	// ErrSessionEnded: the controller answered 401 to this session (revoked,
-	// device removed, expired); the daemon signs out.
-	ErrSessionEnded = errors.New("session ended by the controller: sign in again")
-	// ErrNoController: no controller URL given, preset or remembered.
-	ErrNoController = errors.New("no controller URL")
+	ErrClosed                = session.ErrClosed
+	ErrSessionEnded          = session.ErrSessionEnded
+	ErrNoController          = session.ErrNoController
 )

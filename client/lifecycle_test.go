@@ -10,6 +10,8 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"postern.dev/postern/client/session"
+	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller"
 	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
@@ -121,7 +123,8 @@ func TestFailStatic(t *testing.T) {
 	}
 	c2.Close()
 	// The policy survives on disk for a restart.
-	if p, err := d.state.policy(); err != nil || p == nil || len(p.Resources) != 2 {
+	var p controlapi.ClientPolicy
+	if ok, err := d.state.ReadJSON(session.PolicyFile, &p); err != nil || !ok || len(p.Resources) != 2 {
 		t.Errorf("saved policy: %v %v", p, err)
 	}
 }
@@ -162,9 +165,9 @@ func TestRestartResumesSession(t *testing.T) {
 	d, _ := mk()
 	l.login(d, "alice@example.com", "alice-password-1")
 	waitConnectors(t, d, 1)
-	jkt := d.jkt
+	jkt := d.sm.KeyThumbprint()
 	d.Close()
-	fi, err := os.Stat(filepath.Join(dir, deviceKeyFile))
+	fi, err := os.Stat(filepath.Join(dir, session.DeviceKeyFile))
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("device key mode: %v %v", fi.Mode(), err)
 	}
@@ -176,7 +179,7 @@ func TestRestartResumesSession(t *testing.T) {
 	if err := d2.Start(); err != nil {
 		t.Fatal(err)
 	}
-	if d2.jkt != jkt {
+	if d2.sm.KeyThumbprint() != jkt {
 		t.Error("device key changed across restart")
 	}
 	st := d2.Status()

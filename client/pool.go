@@ -45,14 +45,6 @@ const (
 	loadPenaltyFlows = 50.0 // this many active flows double a connector's score
 )
 
-// tokenSource fetches and verifies Connection Tokens; the daemon implements it.
-type tokenSource interface {
-	// connectionToken returns a verified token for connector c and the
-	// certificate digest it pins.
-	connectionToken(ctx context.Context, c controlapi.ConnectorInfo) (token string, claims *ctoken.Claims, err error)
-	deviceCert() tls.Certificate
-}
-
 // connEntry is the state of one connector: its QUIC connection (when up)
 // and counters.
 type connEntry struct {
@@ -98,7 +90,7 @@ type connEntry struct {
 // pool holds one connEntry per connector and dials on demand.
 type pool struct {
 	dialer   Dialer
-	tokens   tokenSource
+	tokens   TokenSource
 	log      *slog.Logger
 	onChange func()
 
@@ -123,7 +115,7 @@ type pool struct {
 	refused refusalLog // rate-limited WARN for flows refused for lack of a path
 }
 
-func newPool(d Dialer, ts tokenSource, log *slog.Logger, onChange func()) *pool {
+func newPool(d Dialer, ts TokenSource, log *slog.Logger, onChange func()) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{},
 		streams: map[*quic.Conn]int{}, bulk: map[*quic.Conn]int{}, maxConns: defaultConnsPerConnector(), spreadAt: defaultSpreadAt, kick: make(chan struct{})}
@@ -392,7 +384,7 @@ func (p *pool) dial(ctx context.Context, e *connEntry, info controlapi.Connector
 	}
 	digest := claims.ConnectorCertSHA256
 	tlsConf := pki.PinnedPeerConfig(func() []string { return []string{digest} }, wire.ServerName(digest), []string{wire.ALPN})
-	tlsConf.Certificates = []tls.Certificate{p.tokens.deviceCert()}
+	tlsConf.Certificates = []tls.Certificate{p.tokens.DeviceCert()}
 	dctx, dcancel := context.WithTimeout(ctx, dialTimeout)
 	conn, path, err := p.dialer.Dial(dctx, info, tlsConf, quicConfig())
 	dcancel()

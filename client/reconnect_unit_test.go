@@ -34,13 +34,13 @@ func (f failingDialer) Dial(ctx context.Context, c controlapi.ConnectorInfo, _ *
 // staticTokens hands out a token without a controller.
 type staticTokens struct{ calls atomic.Int64 }
 
-func (s *staticTokens) connectionToken(context.Context, controlapi.ConnectorInfo) (string, *ctoken.Claims, error) {
+func (s *staticTokens) ConnectionToken(context.Context, controlapi.ConnectorInfo) (string, *ctoken.Claims, error) {
 	s.calls.Add(1)
 	return "token", &ctoken.Claims{ConnectorCertSHA256: strings.Repeat("ab", 32),
 		RegisteredClaims: jwt.RegisteredClaims{ExpiresAt: jwt.NewNumericDate(time.Now().Add(10 * time.Minute))}}, nil
 }
 
-func (s *staticTokens) deviceCert() tls.Certificate { return tls.Certificate{} }
+func (s *staticTokens) DeviceCert() tls.Certificate { return tls.Certificate{} }
 
 // TestReconnectBackoffAndRetryNow: a failed dial starts the background
 // redial, whose attempts back off (jittered) up to reconnectMax and which a

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
-	"postern.dev/postern/internal/testenv"
 )
 
 // TestRelaysReadableWhileDaemonLocked: the dialer's relay list is read by
@@ -13,14 +12,10 @@ import (
 // (signing out after the controller ended the session); reading it must not
 // take that lock, or sign-out deadlocks.
 func TestRelaysReadableWhileDaemonLocked(t *testing.T) {
-	d, err := New(Config{StateDir: t.TempDir(), Logger: testenv.Logger(t),
-		NewFrontend: func() (Frontend, error) { return NewSOCKS5Frontend("127.0.0.1:0"), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { d.Close() })
+	d := newIdleDaemon(t)
 	d.mu.Lock()
-	d.applyPolicyLocked(&controlapi.ClientPolicy{Revision: 1, Relays: []controlapi.RelayInfo{{ID: "rel_1"}}}, false)
+	d.policy = fakePolicy{&controlapi.ClientPolicy{Revision: 1, Relays: []controlapi.RelayInfo{{ID: "rel_1"}}}}
+	d.syncPolicyLocked()
 	got := make(chan []controlapi.RelayInfo, 1)
 	go func() { got <- d.currentRelays() }()
 	select {
@@ -33,3 +28,8 @@ func TestRelaysReadableWhileDaemonLocked(t *testing.T) {
 	}
 	d.mu.Unlock()
 }
+
+// fakePolicy is a PolicySource holding one snapshot.
+type fakePolicy struct{ p *controlapi.ClientPolicy }
+
+func (f fakePolicy) Current() (*controlapi.ClientPolicy, <-chan struct{}) { return f.p, nil }

@@ -30,12 +30,9 @@ func TestLoginWithSeveralControllerURLs(t *testing.T) {
 	testenv.Eventually(t, 10*time.Second, "the policy stream through the second URL", func() bool {
 		d.mu.Lock()
 		defer d.mu.Unlock()
-		return d.pol != nil && len(d.pol.Resources) > 0
+		return d.applied != nil && len(d.applied.Resources) > 0
 	})
-	d.mu.Lock()
-	urls := d.ctl.api.URLs()
-	cur := d.ctl.api.URL()
-	d.mu.Unlock()
+	urls, cur := d.sm.Controllers()
 	if len(urls) != 2 || cur != l.url {
 		t.Fatalf("controller client knows %v, talks to %s; want both, talking to %s", urls, cur, l.url)
 	}

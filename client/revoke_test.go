@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/client/session"
 	"postern.dev/postern/installer/preset"
 	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
@@ -71,7 +72,7 @@ func TestSessionRevokedSignsOut(t *testing.T) {
 	if _, err := io.ReadFull(c, buf); err != nil {
 		t.Fatalf("echo before revocation: %v", err)
 	}
-	oldKey, _ := os.ReadFile(filepath.Join(state, deviceKeyFile))
+	oldKey, _ := os.ReadFile(filepath.Join(state, session.DeviceKeyFile))
 
 	l.adminDelete("devices/" + st.DeviceID)
 
@@ -98,7 +99,7 @@ func TestSessionRevokedSignsOut(t *testing.T) {
 			t.Error("flow neither answered nor closed after the session ended")
 		}
 	}
-	if _, err := os.Stat(filepath.Join(state, sessionFile)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(state, session.SessionFile)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("session.json kept after revocation: %v", err)
 	}
 	if rs, _ := lc.Resources(l.ctx); len(rs) != 0 {
@@ -117,7 +118,7 @@ func TestSessionRevokedSignsOut(t *testing.T) {
 	if st2.DeviceID == "" || st2.DeviceID == st.DeviceID || st2.ControllerURL != l.url {
 		t.Errorf("second sign-in: device %q (old %q) controller %q", st2.DeviceID, st.DeviceID, st2.ControllerURL)
 	}
-	if b, err := os.ReadFile(filepath.Join(state, deviceKeyFile+revokedKeySuffix)); err != nil || string(b) != string(oldKey) {
+	if b, err := os.ReadFile(filepath.Join(state, session.DeviceKeyFile+session.RevokedKeySuffix)); err != nil || string(b) != string(oldKey) {
 		t.Errorf("revoked key not kept aside: %v", err)
 	}
 	waitConnectors(t, d, 1)

@@ -19,21 +19,25 @@ func (d *Daemon) Status() localapi.Status {
 
 func (d *Daemon) statusLocked() localapi.Status {
 	s := localapi.Status{Version: version.Version, Connectors: []localapi.ConnectorStatus{}}
-	if d.sess == nil {
+	ss := d.sm.State()
+	if ss.Info == nil {
 		s.State = localapi.StateSignedOut
 		s.Message = d.lastErr
 		// Where "Sign in" goes (the tray uses it): preset or remembered.
-		s.ControllerURL, _ = d.defaultControllerLocked()
+		s.ControllerURL, _ = d.sm.DefaultController()
 		return s
 	}
-	s.ControllerURL = d.sess.ControllerURL
-	p := d.sess.Principal
+	s.ControllerURL = ss.Info.ControllerURL
+	p := ss.Info.Principal
 	s.Principal = &localapi.Principal{ID: p.ID, Kind: p.Kind, Name: p.Name, Groups: p.Groups}
-	s.DeviceID = d.sess.DeviceID
-	s.ControllerReachable = d.reachable
-	if !d.reachable {
-		s.ControllerDownSince = d.downSince
+	s.DeviceID = ss.Info.DeviceID
+	s.ControllerReachable = ss.Reachable
+	if !ss.Reachable {
+		s.ControllerDownSince = ss.DownSince
 	}
+	// The policy the tunnel follows: "connected" only once its routes are
+	// installed.
+	pol := d.applied
 	s.ActiveFlows = int(d.activeFlows.Load())
 	s.TotalFlows = d.totalFlows.Load()
 	s.BytesUp = d.bytesUp.Load()
@@ -63,9 +67,9 @@ func (d *Daemon) statusLocked() localapi.Status {
 			}
 		}
 	}
-	if d.pol != nil {
+	if pol != nil {
 		nets := map[string]bool{}
-		for _, r := range d.pol.Resources {
+		for _, r := range pol.Resources {
 			nets[r.Network] = true
 		}
 		if len(nets) == 1 {
@@ -77,14 +81,14 @@ func (d *Daemon) statusLocked() localapi.Status {
 	switch {
 	case !d.up:
 		s.State = localapi.StateStopped
-	case d.pol == nil && !d.reachable:
+	case pol == nil && !ss.Reachable:
 		s.State = localapi.StateConnecting
-		if !d.downSince.IsZero() {
+		if !ss.DownSince.IsZero() {
 			s.State = localapi.StateDegraded
 		}
-	case !d.reachable && !d.downSince.IsZero():
+	case !ss.Reachable && !ss.DownSince.IsZero():
 		s.State = localapi.StateDegraded
-	case d.pol == nil:
+	case pol == nil:
 		s.State = localapi.StateConnecting
 	default:
 		s.State = localapi.StateConnected
@@ -98,11 +102,11 @@ func (d *Daemon) statusLocked() localapi.Status {
 	if s.State != localapi.StateConnected {
 		s.Message = d.lastErr
 	}
-	if d.up && len(reachable) == 0 && len(unreachable) == 0 && d.pol != nil && len(d.pol.Connectors) > 0 {
+	if d.up && len(reachable) == 0 && len(unreachable) == 0 && pol != nil && len(pol.Connectors) > 0 {
 		// Nothing dialed yet: still not "connected" when the controller
 		// reports every connector offline.
 		var off []string
-		for _, c := range d.pol.Connectors {
+		for _, c := range pol.Connectors {
 			if c.Online {
 				off = nil
 				break
@@ -151,14 +155,14 @@ func (d *Daemon) Resources() []localapi.Resource {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := []localapi.Resource{}
-	if d.pol == nil {
+	if d.applied == nil {
 		return out
 	}
 	var names NameMapper
 	if d.front != nil {
 		names = d.front.Names()
 	}
-	for _, r := range d.pol.Resources {
+	for _, r := range d.applied.Resources {
 		lr := localapi.Resource{ID: r.ID, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: r.Ports, Require: r.Require, Access: r.Access}
 		if lr.Ports == nil {
 			lr.Ports = []string{}

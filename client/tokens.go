@@ -2,9 +2,7 @@ package client
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -20,7 +18,7 @@ import (
 // over.
 func (p *pool) token(ctx context.Context, e *connEntry, info controlapi.ConnectorInfo) (string, *ctoken.Claims, error) {
 	tctx, tcancel := context.WithTimeout(ctx, tokenFetchTimeout)
-	token, claims, err := p.tokens.connectionToken(tctx, info)
+	token, claims, err := p.tokens.ConnectionToken(tctx, info)
 	tcancel()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -103,7 +101,7 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest 
 			var err error
 			if !held {
 				ctx, cancel := context.WithTimeout(p.ctx, 20*time.Second)
-				token, claims, err = p.tokens.connectionToken(ctx, info)
+				token, claims, err = p.tokens.ConnectionToken(ctx, info)
 				cancel()
 			}
 			if err == nil && !pki.DigestEqual(claims.ConnectorCertSHA256, digest) {
@@ -164,33 +162,3 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest 
 		}
 	}
 }
-
-// connectionToken implements tokenSource: it asks the controller for a
-// token for c and verifies it before anything trusts the digest inside.
-func (d *Daemon) connectionToken(ctx context.Context, c controlapi.ConnectorInfo) (string, *ctoken.Claims, error) {
-	d.mu.Lock()
-	cc, issuer, sess := d.ctl, d.issuer, d.sess
-	d.mu.Unlock()
-	if cc == nil || sess == nil {
-		return "", nil, ErrNotSignedIn
-	}
-	resp, err := cc.connectionToken(ctx, c.ID)
-	if err != nil {
-		return "", nil, fmt.Errorf("connection token for connector %s: %w", c.Name, err)
-	}
-	v := &ctoken.Verifier{Issuer: issuer, Keys: d.keys}
-	claims, err := v.Verify(resp.Token, c.ID)
-	if err != nil {
-		return "", nil, fmt.Errorf("%w: connector %s: %v", ErrTokenInvalid, c.Name, err)
-	}
-	if claims.Cnf.JKT != d.jkt {
-		return "", nil, fmt.Errorf("%w: connector %s: %v", ErrTokenInvalid, c.Name, ctoken.ErrWrongBinding)
-	}
-	if claims.Device != sess.DeviceID {
-		return "", nil, fmt.Errorf("%w: connector %s: token names device %q, this is %q", ErrTokenInvalid, c.Name, claims.Device, sess.DeviceID)
-	}
-	d.sigTokens.Store(c.ID, cachedToken{token: resp.Token, device: claims.Device, exp: claims.ExpiresAt.Time})
-	return resp.Token, claims, nil
-}
-
-func (d *Daemon) deviceCert() tls.Certificate { return d.cert }

@@ -1,4 +1,4 @@
-package client
+package session
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 
 // ssoLogin finishes a single sign-on login (browser grant or device flow)
 // with this device's key.
-func (d *Daemon) ssoLogin(ctx context.Context, req localapi.LoginRequest, lr controlapi.LoginRequest) (*controlapi.LoginResponse, error) {
+func (m *Manager) ssoLogin(ctx context.Context, req localapi.LoginRequest, lr controlapi.LoginRequest) (*controlapi.LoginResponse, error) {
 	ctrl, err := sso.NewController(req.ControllerURL, []byte(req.CAPEM))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
@@ -24,8 +24,8 @@ func (d *Daemon) ssoLogin(ctx context.Context, req localapi.LoginRequest, lr con
 }
 
 // SSOStart starts a browser sign-in at the controller for the CLI or tray.
-func (d *Daemon) SSOStart(ctx context.Context, req localapi.SSOStartRequest) (*controlapi.OIDCStartResponse, error) {
-	if err := d.fillController(&req.ControllerURL, &req.CAPEM); err != nil {
+func (m *Manager) SSOStart(ctx context.Context, req localapi.SSOStartRequest) (*controlapi.OIDCStartResponse, error) {
+	if err := m.FillController(&req.ControllerURL, &req.CAPEM); err != nil {
 		return nil, err
 	}
 	ctrl, err := sso.NewController(req.ControllerURL, []byte(req.CAPEM))
@@ -40,8 +40,8 @@ func (d *Daemon) SSOStart(ctx context.Context, req localapi.SSOStartRequest) (*c
 }
 
 // SSODevice starts a device sign-in at the controller.
-func (d *Daemon) SSODevice(ctx context.Context, req localapi.SSODeviceRequest) (*controlapi.OIDCDeviceStartResponse, error) {
-	if err := d.fillController(&req.ControllerURL, &req.CAPEM); err != nil {
+func (m *Manager) SSODevice(ctx context.Context, req localapi.SSODeviceRequest) (*controlapi.OIDCDeviceStartResponse, error) {
+	if err := m.FillController(&req.ControllerURL, &req.CAPEM); err != nil {
 		return nil, err
 	}
 	ctrl, err := sso.NewController(req.ControllerURL, []byte(req.CAPEM))

@@ -1,4 +1,4 @@
-package client
+package session
 
 import (
 	"crypto/ed25519"
@@ -15,16 +15,16 @@ import (
 	"postern.dev/postern/pki"
 )
 
-// File names inside the state directory.
+// File names inside the state directory that the session owns. The daemon
+// keeps its own files (prefs.json) in the same directory.
 const (
-	deviceKeyFile = "device.key"   // PKCS#8 PEM Ed25519, 0600
-	sessionFile   = "session.json" // Session, 0600
-	policyFile    = "policy.json"  // last controlapi.ClientPolicy (fail static), 0600
-	prefsFile     = "prefs.json"   // Prefs, 0600
+	DeviceKeyFile = "device.key"   // PKCS#8 PEM Ed25519, 0600
+	SessionFile   = "session.json" // Info, 0600
+	PolicyFile    = "policy.json"  // last controlapi.ClientPolicy (fail static), 0600
 )
 
-// Session is the signed-in state kept in the state directory.
-type Session struct {
+// Info is the signed-in state kept in the state directory.
+type Info struct {
 	ControllerURL string               `json:"controller_url"`
 	CAPEM         string               `json:"ca_pem,omitempty"`
 	SessionToken  string               `json:"session_token"`
@@ -33,32 +33,29 @@ type Session struct {
 	Principal     controlapi.Principal `json:"principal"`
 }
 
-// Prefs are user choices that survive a restart.
-type Prefs struct {
-	// WantUp is true after `postern up` and false after `postern down`.
-	WantUp bool `json:"want_up"`
-}
-
-// stateDir reads and writes the daemon's files. Every write is atomic.
-type stateDir struct {
+// StateDir reads and writes the files of the state directory. Every write
+// is atomic.
+type StateDir struct {
 	dir string
 }
 
-func openStateDir(dir string) (*stateDir, error) {
+// OpenStateDir creates dir (0700) when missing.
+func OpenStateDir(dir string) (*StateDir, error) {
 	if dir == "" {
 		return nil, errors.New("state directory is empty")
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory %s: %w", dir, err)
 	}
-	return &stateDir{dir: dir}, nil
+	return &StateDir{dir: dir}, nil
 }
 
-func (s *stateDir) path(name string) string { return filepath.Join(s.dir, name) }
+// Path is the full name of a file in the directory.
+func (s *StateDir) Path(name string) string { return filepath.Join(s.dir, name) }
 
 // deviceKey loads the device key, creating it on first use.
-func (s *stateDir) deviceKey() (ed25519.PrivateKey, error) {
-	p := s.path(deviceKeyFile)
+func (s *StateDir) deviceKey() (ed25519.PrivateKey, error) {
+	p := s.Path(DeviceKeyFile)
 	b, err := os.ReadFile(p)
 	if err == nil {
 		k, err := pki.ParseKeyPEM(b)
@@ -88,59 +85,56 @@ func (s *stateDir) deviceKey() (ed25519.PrivateKey, error) {
 	return k, nil
 }
 
-func (s *stateDir) readJSON(name string, v any) (bool, error) {
-	b, err := os.ReadFile(s.path(name))
+// ReadJSON decodes file name into v; false when it does not exist.
+func (s *StateDir) ReadJSON(name string, v any) (bool, error) {
+	b, err := os.ReadFile(s.Path(name))
 	if errors.Is(err, os.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("read %s: %w", s.path(name), err)
+		return false, fmt.Errorf("read %s: %w", s.Path(name), err)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return false, fmt.Errorf("parse %s: %w", s.path(name), err)
+		return false, fmt.Errorf("parse %s: %w", s.Path(name), err)
 	}
 	return true, nil
 }
 
-func (s *stateDir) writeJSON(name string, v any) error {
+// WriteJSON writes v to file name (0600), atomically.
+func (s *StateDir) WriteJSON(name string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", name, err)
 	}
-	if err := atomicfile.Write(s.path(name), b, 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", s.path(name), err)
+	if err := atomicfile.Write(s.Path(name), b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", s.Path(name), err)
 	}
 	return nil
 }
 
-func (s *stateDir) remove(name string) error {
-	err := os.Remove(s.path(name))
+// Remove deletes file name; a missing file is not an error.
+func (s *StateDir) Remove(name string) error {
+	err := os.Remove(s.Path(name))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove %s: %w", s.path(name), err)
+		return fmt.Errorf("remove %s: %w", s.Path(name), err)
 	}
 	return nil
 }
 
-func (s *stateDir) session() (*Session, error) {
-	var sess Session
-	ok, err := s.readJSON(sessionFile, &sess)
+func (s *StateDir) session() (*Info, error) {
+	var sess Info
+	ok, err := s.ReadJSON(SessionFile, &sess)
 	if err != nil || !ok {
 		return nil, err
 	}
 	return &sess, nil
 }
 
-func (s *stateDir) policy() (*controlapi.ClientPolicy, error) {
+func (s *StateDir) policy() (*controlapi.ClientPolicy, error) {
 	var p controlapi.ClientPolicy
-	ok, err := s.readJSON(policyFile, &p)
+	ok, err := s.ReadJSON(PolicyFile, &p)
 	if err != nil || !ok {
 		return nil, err
 	}
 	return &p, nil
-}
-
-func (s *stateDir) prefs() Prefs {
-	var p Prefs
-	_, _ = s.readJSON(prefsFile, &p)
-	return p
 }

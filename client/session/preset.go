@@ -1,4 +1,4 @@
-package client
+package session
 
 import (
 	"context"
@@ -30,60 +30,60 @@ type rememberedController struct {
 }
 
 // loadPreset reads IT's presets (once, in New) and the remembered controller.
-func (d *Daemon) loadPreset() {
-	load := d.cfg.Preset
+func (m *Manager) loadPreset() {
+	load := m.cfg.Preset
 	if load == nil {
 		load = preset.Load
 	}
 	p, err := load()
 	if err != nil {
-		d.log.Warn("ignoring unreadable presets", "err", err)
+		m.log.Warn("ignoring unreadable presets", "err", err)
 	}
-	d.preset = p
+	m.preset = p
 }
 
-// rememberController records sess's controller (called with d.mu held),
+// rememberController records sess's controller (called with m.mu held),
 // keeping the replicas already learned for the same URL.
-func (d *Daemon) rememberController(sess *Session) {
+func (m *Manager) rememberController(sess *Info) {
 	rc := rememberedController{ControllerURL: sess.ControllerURL, CAPEM: sess.CAPEM}
-	if old := d.remembered(); old.ControllerURL == rc.ControllerURL {
+	if old := m.remembered(); old.ControllerURL == rc.ControllerURL {
 		rc.Replicas = old.Replicas
 	}
-	if err := d.state.writeJSON(controllerFile, rc); err != nil {
-		d.log.Warn("remember controller", "err", err)
+	if err := m.dir.WriteJSON(controllerFile, rc); err != nil {
+		m.log.Warn("remember controller", "err", err)
 	}
 }
 
 // rememberReplicas records the controller's replicas from a policy (called
-// with d.mu held), when they changed.
-func (d *Daemon) rememberReplicas(urls []string) {
-	if d.sess == nil {
+// with m.mu held), when they changed.
+func (m *Manager) rememberReplicas(urls []string) {
+	if m.info == nil {
 		return
 	}
-	rc := d.remembered()
-	if rc.ControllerURL != d.sess.ControllerURL || slices.Equal(rc.Replicas, urls) {
+	rc := m.remembered()
+	if rc.ControllerURL != m.info.ControllerURL || slices.Equal(rc.Replicas, urls) {
 		return
 	}
 	rc.Replicas = urls
-	if err := d.state.writeJSON(controllerFile, rc); err != nil {
-		d.log.Warn("remember controller replicas", "err", err)
+	if err := m.dir.WriteJSON(controllerFile, rc); err != nil {
+		m.log.Warn("remember controller replicas", "err", err)
 	}
 }
 
-func (d *Daemon) remembered() rememberedController {
+func (m *Manager) remembered() rememberedController {
 	var rc rememberedController
-	if _, err := d.state.readJSON(controllerFile, &rc); err != nil {
-		d.log.Debug("remembered controller", "err", err)
+	if _, err := m.dir.ReadJSON(controllerFile, &rc); err != nil {
+		m.log.Debug("remembered controller", "err", err)
 	}
 	return rc
 }
 
-// defaultControllerLocked is the controller a sign-in without a URL goes to:
+// DefaultController is the controller a sign-in without a URL goes to:
 // the preset (IT's choice) first, else the last one signed in to. The CA is
 // the remembered one when it belongs to the same URL.
-func (d *Daemon) defaultControllerLocked() (url, caPEM string) {
-	rc := d.remembered()
-	url = strings.TrimRight(d.preset.ControllerURL, "/")
+func (m *Manager) DefaultController() (url, caPEM string) {
+	rc := m.remembered()
+	url = strings.TrimRight(m.preset.ControllerURL, "/")
 	if url == "" {
 		url = rc.ControllerURL
 	}
@@ -93,14 +93,12 @@ func (d *Daemon) defaultControllerLocked() (url, caPEM string) {
 	return url, caPEM
 }
 
-// fillController completes a request without a controller URL from the
+// FillController completes a request without a controller URL from the
 // presets or the remembered controller. A request naming the default
 // controller without a CA (the tray's Sign in…, which passes the URL from
 // status) gets the CA remembered for it.
-func (d *Daemon) fillController(url, caPEM *string) error {
-	d.mu.Lock()
-	u, ca := d.defaultControllerLocked()
-	d.mu.Unlock()
+func (m *Manager) FillController(url, caPEM *string) error {
+	u, ca := m.DefaultController()
 	if *url != "" {
 		if *caPEM == "" && u != "" && strings.TrimRight(*url, "/") == u {
 			*caPEM = ca
@@ -118,39 +116,34 @@ func (d *Daemon) fillController(url, caPEM *string) error {
 	return nil
 }
 
-// presetSignIn signs a headless machine in with the preset service-account
-// key (POSTERN_SERVICE_KEY / HKLM\SOFTWARE\Postern ServiceKeyFile) when the
-// daemon is not signed in. The controller is the preset one, else the one
+// PresetSignIn signs a headless machine in with the preset service-account
+// key (POSTERN_SERVICE_KEY / HKLM\SOFTWARE\Postern ServiceKeyFile) when
+// there is no session, through signIn (the daemon's Login, which also
+// brings the tunnel up). The controller is the preset one, else the one
 // named in the key file, else the remembered one; caPEM is the deployment CA
 // when the controller's certificate is not in the system roots (posternd
 // --ca). While the controller is unreachable (the machine boots before its
 // network) it retries with backoff until ctx is done; a refused key or a
-// certificate mismatch is logged, shown in status, and not retried.
-func (d *Daemon) presetSignIn(ctx context.Context, caPEM string) error {
-	keyFile := d.preset.ServiceKeyFile
-	if keyFile == "" {
+// certificate mismatch is returned, and not retried.
+func (m *Manager) PresetSignIn(ctx context.Context, caPEM string, signIn func(context.Context, localapi.LoginRequest) (localapi.Status, error)) error {
+	keyFile := m.preset.ServiceKeyFile
+	if keyFile == "" || m.SignedIn() {
 		return nil
 	}
-	d.mu.Lock()
-	signedIn := d.sess != nil
-	url, rca := d.defaultControllerLocked()
-	d.mu.Unlock()
-	if signedIn {
-		return nil
-	}
+	url, rca := m.DefaultController()
 	b, err := os.ReadFile(keyFile)
 	if err != nil {
-		return d.presetFailed(fmt.Errorf("preset service key: %w", err))
+		return fmt.Errorf("preset service key: %w", err)
 	}
 	var sk controlapi.ServiceKey
 	if err := json.Unmarshal(b, &sk); err != nil {
-		return d.presetFailed(fmt.Errorf("preset service key %s is not a key file (JSON): %w", keyFile, err))
+		return fmt.Errorf("preset service key %s is not a key file (JSON): %w", keyFile, err)
 	}
-	if strings.TrimRight(d.preset.ControllerURL, "/") == "" && sk.Controller != "" {
+	if strings.TrimRight(m.preset.ControllerURL, "/") == "" && sk.Controller != "" {
 		url = strings.TrimRight(sk.Controller, "/")
 	}
 	if url == "" {
-		return d.presetFailed(fmt.Errorf("preset service key %s: %w: preset %s too", keyFile, ErrNoController, preset.EnvControllerURL))
+		return fmt.Errorf("preset service key %s: %w: preset %s too", keyFile, ErrNoController, preset.EnvControllerURL)
 	}
 	if caPEM == "" {
 		caPEM = rca
@@ -158,28 +151,25 @@ func (d *Daemon) presetSignIn(ctx context.Context, caPEM string) error {
 	req := localapi.LoginRequest{ControllerURL: url, CAPEM: caPEM, ServiceKey: string(b)}
 	backoff := 2 * time.Second
 	for {
-		d.mu.Lock()
-		signedIn := d.sess != nil
-		d.mu.Unlock()
-		if signedIn || d.closed.Load() {
+		if m.SignedIn() || m.closed.Load() {
 			return nil // someone signed in meanwhile
 		}
-		st, err := d.Login(ctx, req)
+		st, err := signIn(ctx, req)
 		if err == nil {
 			p := "?"
 			if st.Principal != nil {
 				p = st.Principal.Name
 			}
-			d.log.Info("signed in with the preset service key", "principal", p, "controller", url, "key", keyFile)
+			m.log.Info("signed in with the preset service key", "principal", p, "controller", url, "key", keyFile)
 			return nil
 		}
 		if ctx.Err() != nil || errors.Is(err, ErrClosed) {
 			return nil
 		}
 		if !errors.Is(err, ErrControllerUnreachable) {
-			return d.presetFailed(fmt.Errorf("sign in with the preset service key %s at %s: %w", keyFile, url, err))
+			return fmt.Errorf("sign in with the preset service key %s at %s: %w", keyFile, url, err)
 		}
-		d.log.Warn("preset sign-in: controller unreachable; retrying", "controller", url, "in", backoff, "err", err)
+		m.log.Warn("preset sign-in: controller unreachable; retrying", "controller", url, "in", backoff, "err", err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -189,16 +179,4 @@ func (d *Daemon) presetSignIn(ctx context.Context, caPEM string) error {
 		}
 		backoff = min(backoff*2, time.Minute)
 	}
-}
-
-// presetFailed shows a preset sign-in failure in status (signed out).
-func (d *Daemon) presetFailed(err error) error {
-	d.log.Error("preset sign-in", "err", err)
-	d.mu.Lock()
-	if d.sess == nil {
-		d.lastErr = err.Error()
-	}
-	d.mu.Unlock()
-	d.changed()
-	return err
 }
