@@ -83,15 +83,8 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest 
 		if wait < time.Second {
 			wait = time.Second
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-p.ctx.Done():
-			t.Stop()
+		if !p.pause(conn, wait, nil) {
 			return
-		case <-conn.Context().Done():
-			t.Stop()
-			return
-		case <-t.C:
 		}
 		for {
 			e.mu.Lock()
@@ -146,19 +139,26 @@ func (p *pool) refresh(e *connEntry, conn *quic.Conn, ctrl *quic.Stream, digest 
 				}
 			}
 			p.log.Warn("refresh connection token", "connector", info.Name, "err", err)
-			kick := p.kicked()
-			t := time.NewTimer(refreshRetry)
-			select {
-			case <-p.ctx.Done():
-				t.Stop()
+			if !p.pause(conn, refreshRetry, p.kicked()) {
 				return
-			case <-conn.Context().Done():
-				t.Stop()
-				return
-			case <-kick:
-				t.Stop()
-			case <-t.C:
 			}
 		}
+	}
+}
+
+// pause waits d, or until kick is closed (a nil kick never is); it reports
+// false when the pool or conn ended first.
+func (p *pool) pause(conn *quic.Conn, d time.Duration, kick <-chan struct{}) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-p.ctx.Done():
+		return false
+	case <-conn.Context().Done():
+		return false
+	case <-kick:
+		return true
+	case <-t.C:
+		return true
 	}
 }

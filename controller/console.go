@@ -104,15 +104,18 @@ func (c *Controller) render(w http.ResponseWriter, status int, page string, d pa
 		return
 	}
 	var b bytes.Buffer
-	if err := t.Execute(&b, d); err != nil {
-		c.log.Error("render console page", "page", page, "err", err)
-		http.Error(w, "internal error rendering the page", http.StatusInternalServerError)
-		return
+	c.writeHTML(w, status, "page", page, t.Execute(&b, d), &b)
+}
+
+// renderForm renders a page with a form: msg (when set) is the form's
+// error, the "done" query parameter the flash of the action just done.
+func (c *Controller) renderForm(w http.ResponseWriter, r *http.Request, status int, page string, d pageData, msg string, data any) {
+	if msg != "" {
+		d.Error = msg
 	}
-	consoleHeaders(w)
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.WriteHeader(status)
-	w.Write(b.Bytes())
+	d.Flash = r.URL.Query().Get("done")
+	d.Data = data
+	c.render(w, status, page, d)
 }
 
 // fragments names the template set of the page fragments (frag_*.html).
@@ -122,8 +125,14 @@ const fragments = "fragments"
 // defined in frag_*.html).
 func (c *Controller) renderFragment(w http.ResponseWriter, status int, name string, data any) {
 	var b bytes.Buffer
-	if err := consoleTemplates[fragments].ExecuteTemplate(&b, name, data); err != nil {
-		c.log.Error("render console fragment", "fragment", name, "err", err)
+	c.writeHTML(w, status, "fragment", name, consoleTemplates[fragments].ExecuteTemplate(&b, name, data), &b)
+}
+
+// writeHTML answers with the rendered console page or fragment b, or with
+// a 500 when rendering it failed (err).
+func (c *Controller) writeHTML(w http.ResponseWriter, status int, what, name string, err error, b *bytes.Buffer) {
+	if err != nil {
+		c.log.Error("render console "+what, what, name, "err", err)
 		http.Error(w, "internal error rendering the page", http.StatusInternalServerError)
 		return
 	}

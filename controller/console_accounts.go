@@ -63,12 +63,7 @@ func (c *Controller) renderAccounts(w http.ResponseWriter, r *http.Request, cs *
 		}
 	}
 	c.managedBy(r, KindServiceAccount, f.Original, &f.FormState)
-	if msg != "" {
-		d.Error = msg
-	}
-	d.Flash = r.URL.Query().Get("done")
-	d.Data = page
-	c.render(w, status, "accounts", d)
+	c.renderForm(w, r, status, "accounts", d, msg, page)
 }
 
 func (c *Controller) postAccount(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
@@ -246,12 +241,7 @@ func (c *Controller) renderPosture(w http.ResponseWriter, r *http.Request, cs *c
 	}
 	c.managedBy(r, KindPostureProfile, f.Original, &f.FormState)
 	page.Form = f
-	if msg != "" {
-		d.Error = msg
-	}
-	d.Flash = r.URL.Query().Get("done")
-	d.Data = page
-	c.render(w, status, "posture", d)
+	c.renderForm(w, r, status, "posture", d, msg, page)
 }
 
 func (c *Controller) postPosture(w http.ResponseWriter, r *http.Request, cs *consoleSession) {

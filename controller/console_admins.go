@@ -29,12 +29,7 @@ func (c *Controller) renderAdmins(w http.ResponseWriter, r *http.Request, cs *co
 		c.listPage(r, cs, &d, PathAdminTokens, &ts)
 		c.listPage(r, cs, &d, PathAdminSessions, &ss)
 	}
-	if msg != "" {
-		d.Error = msg
-	}
-	d.Flash = r.URL.Query().Get("done")
-	d.Data = adminsPage{Admins: as.Items, Tokens: ts.Items, Sessions: ss.Items, Roles: Roles, Minted: minted}
-	c.render(w, status, "admins", d)
+	c.renderForm(w, r, status, "admins", d, msg, adminsPage{Admins: as.Items, Tokens: ts.Items, Sessions: ss.Items, Roles: Roles, Minted: minted})
 }
 
 // adminCall runs an admin-management API call for a form and either

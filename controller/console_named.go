@@ -24,22 +24,24 @@ type namedItem struct {
 var namedKinds = []namedKind{
 	{Path: "groups", Kind: KindGroup, Singular: "group", Title: "Groups", Members: "Users", MembersHelp: "e-mail addresses, one a line",
 		members: func(s *Spec) []namedItem {
-			out := []namedItem{}
-			for _, g := range s.Groups {
-				out = append(out, namedItem{g.Name, g.Users})
-			}
-			return out
+			return namedItems(s.Groups, func(g GroupSpec) namedItem { return namedItem{g.Name, g.Users} })
 		},
 		body: func(name string, m []string) any { return GroupSpec{Name: name, Users: m} }},
 	{Path: "networks", Kind: KindNetwork, Singular: "remote network", Title: "Remote networks", Members: "Connectors", MembersHelp: "connector names, one a line",
 		members: func(s *Spec) []namedItem {
-			out := []namedItem{}
-			for _, n := range s.RemoteNetworks {
-				out = append(out, namedItem{n.Name, n.Connectors})
-			}
-			return out
+			return namedItems(s.RemoteNetworks, func(n NetworkSpec) namedItem { return namedItem{n.Name, n.Connectors} })
 		},
 		body: func(name string, m []string) any { return NetworkSpec{Name: name, Connectors: m} }},
+}
+
+// namedItems lists xs as named items (never nil: the page shows an empty
+// list).
+func namedItems[T any](xs []T, item func(T) namedItem) []namedItem {
+	out := []namedItem{}
+	for _, x := range xs {
+		out = append(out, item(x))
+	}
+	return out
 }
 
 // namedPage is the page's data: the list and the create/edit form.
@@ -74,12 +76,7 @@ func (c *Controller) renderNamed(w http.ResponseWriter, r *http.Request, cs *con
 			}
 		}
 	}
-	if msg != "" {
-		d.Error = msg
-	}
-	d.Flash = r.URL.Query().Get("done")
-	d.Data = np
-	c.render(w, status, "named", d)
+	c.renderForm(w, r, status, "named", d, msg, np)
 }
 
 func (c *Controller) postNamed(k namedKind) func(http.ResponseWriter, *http.Request, *consoleSession) {
