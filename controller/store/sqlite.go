@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -135,15 +134,14 @@ func (t *sqlTx) List(kind string) ([]Object, error) {
 		return nil, fmt.Errorf("list %s: %w", kind, err)
 	}
 	defer rows.Close()
-	var out []Object
-	for rows.Next() {
-		o, err := scanObject(rows, kind)
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", kind, err)
-		}
-		out = append(out, o)
+	out, err := scanObjects(rows, kind)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", kind, err)
 	}
-	return out, rows.Err()
+	if len(out) == 0 {
+		return nil, nil // no objects is a nil slice
+	}
+	return out, nil
 }
 
 func (t *sqlTx) Put(o Object) error {
@@ -287,15 +285,11 @@ func (s *SQLite) Page(ctx context.Context, kind, after string, limit int) ([]Obj
 		return nil, fmt.Errorf("list %s: %w", kind, err)
 	}
 	defer rows.Close()
-	out := []Object{}
-	for rows.Next() {
-		o, err := scanObject(rows, kind)
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", kind, err)
-		}
-		out = append(out, o)
+	out, err := scanObjects(rows, kind)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", kind, err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // AuditLog implements Store.
@@ -320,21 +314,8 @@ func (s *SQLite) AddEvents(ctx context.Context, events []Event, max int) error {
 		return fmt.Errorf("store events: %w", err)
 	}
 	defer tx.Rollback()
-	var b strings.Builder
-	args := make([]any, 0, 2*len(events))
-	b.WriteString(`INSERT INTO events (at, data) VALUES `)
-	for i, e := range events {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		b.WriteString("(?, ?)")
-		at := e.At
-		if at.IsZero() {
-			at = time.Now()
-		}
-		args = append(args, at.UnixMilli(), string(e.Data))
-	}
-	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+	insert, args := insertEvents(events, func(int) string { return "?" })
+	if _, err := tx.ExecContext(ctx, insert, args...); err != nil {
 		return fmt.Errorf("store events: %w", err)
 	}
 	if max > 0 {
