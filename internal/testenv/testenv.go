@@ -45,6 +45,14 @@ func RequireRoot(t testing.TB, why string) {
 	Require(t, os.Geteuid() == 0, "needs root (%s)", why)
 }
 
+// RequireNetns needs what a test that builds network namespaces needs: root
+// and iproute2's ip, plus every program in tools on PATH.
+func RequireNetns(t testing.TB, tools ...string) {
+	t.Helper()
+	RequireRoot(t, "network namespaces")
+	RequireTools(t, append([]string{"ip"}, tools...)...)
+}
+
 // RequireTools needs every program in tools on PATH.
 func RequireTools(t testing.TB, tools ...string) {
 	t.Helper()

@@ -62,6 +62,10 @@ func TestRequireCIRule(t *testing.T) {
 	if r.failed == "" {
 		t.Fatal("missing tool under CI=true did not fail")
 	}
+	r = run(func(tb testing.TB) { RequireNetns(tb, "go-testenv-no-such-tool") })
+	if r.failed == "" {
+		t.Fatal("RequireNetns with a missing tool under CI=true did not fail")
+	}
 }
 
 func TestPoll(t *testing.T) {
