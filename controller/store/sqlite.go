@@ -129,12 +129,7 @@ func (t *sqlTx) GetByName(kind, name string) (Object, error) {
 }
 
 func (t *sqlTx) List(kind string) ([]Object, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT id, name, data, updated FROM objects WHERE kind = ? ORDER BY id`, kind)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", kind, err)
-	}
-	defer rows.Close()
-	out, err := scanObjects(rows, kind)
+	out, err := sqlQueryObjects(t.ctx, t.tx, kind, `SELECT id, name, data, updated FROM objects WHERE kind = ? ORDER BY id`, kind)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", kind, err)
 	}
@@ -280,16 +275,24 @@ func (s *SQLite) Revision(ctx context.Context) (int64, error) {
 
 // Page implements Store.
 func (s *SQLite) Page(ctx context.Context, kind, after string, limit int) ([]Object, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, data, updated FROM objects WHERE kind = ? AND id > ? ORDER BY id LIMIT ?`, kind, after, limit)
-	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", kind, err)
-	}
-	defer rows.Close()
-	out, err := scanObjects(rows, kind)
+	out, err := sqlQueryObjects(ctx, s.db, kind, `SELECT id, name, data, updated FROM objects WHERE kind = ? AND id > ? ORDER BY id LIMIT ?`, kind, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", kind, err)
 	}
 	return out, nil
+}
+
+// sqlQueryObjects runs a query for objects rows of one kind, on the
+// database or in a transaction (queryObjects does the same on PostgreSQL).
+func sqlQueryObjects(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, kind, query string, args ...any) ([]Object, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	return scanObjects(rows, kind)
 }
 
 // AuditLog implements Store.
