@@ -12,6 +12,8 @@ import (
 
 	"github.com/miekg/dns"
 	"gopkg.in/yaml.v3"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 func freeUDPAddr(t *testing.T) string {
@@ -129,13 +131,8 @@ func TestHTTPHandler(t *testing.T) {
 	srv := httptest.NewServer(HTTPHandler("web.corp.internal"))
 	defer srv.Close()
 	get := func(path string) (int, string) {
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		resp, body := testenv.Get(t, srv.URL+path)
+		return resp.StatusCode, body
 	}
 	if code, body := get("/"); code != 200 || !strings.Contains(body, "Hello from web.corp.internal") {
 		t.Fatalf("GET / = %d %q", code, body)

@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"sync"
 	"testing"
@@ -220,5 +222,24 @@ func TestApproverPolicy(t *testing.T) {
 	want := "[{corp [corp-a corp-b]}] [{engineering [alice@example.com bob@example.com]} {sre-leads [bob@example.com]}] [{alice@example.com " + AlicePassword + "} {bob@example.com " + BobPassword + "}]"
 	if got != want {
 		t.Fatalf("ApproverPolicy holds %s, want %s", got, want)
+	}
+}
+
+// TestGet returns the status, the headers and the whole body, and fails
+// the test on a request that cannot be made.
+func TestGet(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusTeapot)
+		_, _ = io.WriteString(w, "short and stout "+r.URL.Path)
+	}))
+	defer srv.Close()
+	resp, body := Get(t, srv.URL+"/pot")
+	if resp.StatusCode != http.StatusTeapot || resp.Header.Get("Content-Type") != "text/plain" || body != "short and stout /pot" {
+		t.Fatalf("GET: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	srv.Close()
+	if r := run(func(tb testing.TB) { Get(tb, srv.URL) }); r.failed == "" {
+		t.Fatal("GET from a closed server did not fail the test")
 	}
 }
