@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,20 +15,9 @@ import (
 	"postern.dev/postern/internal/testenv"
 )
 
-func freeUDPAddr(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	return addr
-}
-
 func startDNS(t *testing.T, cfg DNSConfig) string {
 	t.Helper()
-	cfg.Listen = freeUDPAddr(t)
+	cfg.Listen = testenv.FreeAddr(t, "udp", "127.0.0.1")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ServeDNS(ctx, cfg) }()

@@ -243,3 +243,28 @@ func TestGet(t *testing.T) {
 		t.Fatal("GET from a closed server did not fail the test")
 	}
 }
+
+// TestFreeAddr: the address names the host asked for and a port that can
+// be listened on at once, for either network; another network fails.
+func TestFreeAddr(t *testing.T) {
+	for _, network := range []string{"tcp", "udp"} {
+		addr := FreeAddr(t, network, "127.0.0.1")
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host != "127.0.0.1" || port == "0" {
+			t.Fatalf("%s: %q (%v)", network, addr, err)
+		}
+		var c io.Closer
+		if network == "tcp" {
+			c, err = net.Listen(network, addr)
+		} else {
+			c, err = net.ListenPacket(network, addr)
+		}
+		if err != nil {
+			t.Fatalf("%s %s was not free: %v", network, addr, err)
+		}
+		c.Close()
+	}
+	if r := run(func(tb testing.TB) { FreeAddr(tb, "sctp", "127.0.0.1") }); r.failed == "" {
+		t.Fatal("FreeAddr with an unknown network did not fail")
+	}
+}
