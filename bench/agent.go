@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -245,73 +246,40 @@ func RequestResponse(ctx context.Context, addr string, size int, d time.Duration
 	return res, nil
 }
 
-// errCount counts the errors of a load's workers and keeps the first one's
-// text.
-type errCount struct {
-	n     atomic.Int64
-	first atomic.Value // string
-}
-
-func (e *errCount) add(err error) {
-	e.n.Add(1)
-	e.first.CompareAndSwap(nil, err.Error())
-}
-
-// report returns how many errors there were and the first one's text.
-func (e *errCount) report() (int, string) {
-	s, _ := e.first.Load().(string)
-	return int(e.n.Load()), s
-}
-
 // ConnectionSetup runs workers that each, for d, open a TCP connection,
 // exchange one 64-byte request/response and close it. It reports the
 // connect() time, the time to the first response byte, and the rate.
 func ConnectionSetup(ctx context.Context, addr string, workers int, d time.Duration) (SetupResult, error) {
 	var res SetupResult
-	var mu sync.Mutex
-	var connects, firsts []time.Duration
+	lc, lf := make([][]time.Duration, workers), make([][]time.Duration, workers)
 	var errs errCount
 	start := time.Now()
 	end := start.Add(d)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var lc, lf []time.Duration
-			buf := make([]byte, 64)
-			dl := net.Dialer{Timeout: 5 * time.Second}
-			for time.Now().Before(end) && ctx.Err() == nil {
-				t0 := time.Now()
-				c, err := dl.DialContext(ctx, "tcp", addr)
-				if err != nil {
-					errs.add(err)
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				t1 := time.Now()
-				_ = c.SetDeadline(t1.Add(5 * time.Second))
-				_, err = c.Write(buf)
-				if err == nil {
-					_, err = io.ReadFull(c, buf)
-				}
-				t2 := time.Now()
-				c.Close()
-				if err != nil {
-					errs.add(err)
-					continue
-				}
-				lc = append(lc, t1.Sub(t0))
-				lf = append(lf, t2.Sub(t0))
+	parallel(workers, func(w int) {
+		buf := make([]byte, 64)
+		dl := net.Dialer{Timeout: 5 * time.Second}
+		for time.Now().Before(end) && ctx.Err() == nil {
+			t0 := time.Now()
+			c, err := dl.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				errs.add(err)
+				time.Sleep(10 * time.Millisecond)
+				continue
 			}
-			mu.Lock()
-			connects = append(connects, lc...)
-			firsts = append(firsts, lf...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+			t1 := time.Now()
+			err = exchange(c, buf, t1.Add(5*time.Second))
+			t2 := time.Now()
+			c.Close()
+			if err != nil {
+				errs.add(err)
+				continue
+			}
+			lc[w] = append(lc[w], t1.Sub(t0))
+			lf[w] = append(lf[w], t2.Sub(t0))
+		}
+	})
 	elapsed := time.Since(start)
+	connects, firsts := slices.Concat(lc...), slices.Concat(lf...)
 	res.Conns = len(connects)
 	res.Errors, res.FirstError = errs.report()
 	if res.Conns == 0 {
@@ -332,41 +300,29 @@ func Hold(openCtx, ctx context.Context, addr string, n, workers int, stdout io.W
 	conns := make([]net.Conn, n)
 	var errs errCount
 	var next atomic.Int64
-	var wg sync.WaitGroup
-	if workers < 1 {
-		workers = 1
-	}
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, 64)
-			dl := net.Dialer{Timeout: 10 * time.Second}
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n || openCtx.Err() != nil {
-					return
-				}
-				c, err := dl.DialContext(openCtx, "tcp", addr)
-				if err == nil {
-					_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-					if _, err = c.Write(buf); err == nil {
-						_, err = io.ReadFull(c, buf)
-					}
-					_ = c.SetDeadline(time.Time{})
-				}
-				if err != nil {
-					errs.add(err)
-					if c != nil {
-						c.Close()
-					}
-					continue
-				}
-				conns[i] = c
+	parallel(max(workers, 1), func(int) {
+		buf := make([]byte, 64)
+		dl := net.Dialer{Timeout: 10 * time.Second}
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= n || openCtx.Err() != nil {
+				return
 			}
-		}()
-	}
-	wg.Wait()
+			c, err := dl.DialContext(openCtx, "tcp", addr)
+			if err == nil {
+				err = exchange(c, buf, time.Now().Add(10*time.Second))
+				_ = c.SetDeadline(time.Time{})
+			}
+			if err != nil {
+				errs.add(err)
+				if c != nil {
+					c.Close()
+				}
+				continue
+			}
+			conns[i] = c
+		}
+	})
 	defer func() {
 		for _, c := range conns {
 			if c != nil {
@@ -400,45 +356,35 @@ func Hold(openCtx, ctx context.Context, addr string, n, workers int, stdout io.W
 // clients for d and reports queries per second and latency.
 func DNSLoad(ctx context.Context, server, name string, workers int, d time.Duration) (DNSResult, error) {
 	var res DNSResult
-	var mu sync.Mutex
-	var lat []time.Duration
+	lw := make([][]time.Duration, workers)
 	var errs errCount
 	start := time.Now()
 	end := start.Add(d)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			cl := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
-			conn, err := cl.Dial(server)
+	parallel(workers, func(w int) {
+		cl := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
+		conn, err := cl.Dial(server)
+		if err != nil {
+			errs.add(err)
+			return
+		}
+		defer conn.Close()
+		m := new(dns.Msg)
+		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
+		for time.Now().Before(end) && ctx.Err() == nil {
+			m.Id = dns.Id()
+			t0 := time.Now()
+			r, _, err := cl.ExchangeWithConnContext(ctx, m, conn)
+			if err == nil && r.Rcode != dns.RcodeSuccess {
+				err = fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
+			}
 			if err != nil {
 				errs.add(err)
-				return
+				continue
 			}
-			defer conn.Close()
-			var l []time.Duration
-			m := new(dns.Msg)
-			m.SetQuestion(dns.Fqdn(name), dns.TypeA)
-			for time.Now().Before(end) && ctx.Err() == nil {
-				m.Id = dns.Id()
-				t0 := time.Now()
-				r, _, err := cl.ExchangeWithConnContext(ctx, m, conn)
-				if err == nil && r.Rcode != dns.RcodeSuccess {
-					err = fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
-				}
-				if err != nil {
-					errs.add(err)
-					continue
-				}
-				l = append(l, time.Since(t0))
-			}
-			mu.Lock()
-			lat = append(lat, l...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+			lw[w] = append(lw[w], time.Since(t0))
+		}
+	})
+	lat := slices.Concat(lw...)
 	res.Queries = len(lat)
 	res.Errors, res.FirstError = errs.report()
 	if res.Queries == 0 {

@@ -3,9 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"sync"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -40,51 +39,33 @@ func ShortConnections(ctx context.Context, addr string, workers, count int) (Sho
 	if workers < 1 || count < 1 {
 		return res, fmt.Errorf("%w: short: want workers and count >= 1", ErrBadAgentArgs)
 	}
-	var next, nerr atomic.Int64
-	var firstErr atomic.Value
-	var mu sync.Mutex
-	var all []time.Duration
+	var next atomic.Int64
+	var errs errCount
+	lat := make([][]time.Duration, workers)
 	start := time.Now()
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var lat []time.Duration
-			buf := make([]byte, 64)
-			dl := net.Dialer{Timeout: 5 * time.Second}
-			for next.Add(1) <= int64(count) && ctx.Err() == nil {
-				t0 := time.Now()
-				err := func() error {
-					c, err := dl.DialContext(ctx, "tcp", addr)
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					_ = c.SetDeadline(t0.Add(5 * time.Second))
-					if _, err := c.Write(buf); err != nil {
-						return err
-					}
-					_, err = io.ReadFull(c, buf)
-					return err
-				}()
+	parallel(workers, func(w int) {
+		buf := make([]byte, 64)
+		dl := net.Dialer{Timeout: 5 * time.Second}
+		for next.Add(1) <= int64(count) && ctx.Err() == nil {
+			t0 := time.Now()
+			err := func() error {
+				c, err := dl.DialContext(ctx, "tcp", addr)
 				if err != nil {
-					nerr.Add(1)
-					firstErr.CompareAndSwap(nil, err.Error())
-					continue
+					return err
 				}
-				lat = append(lat, time.Since(t0))
+				defer c.Close()
+				return exchange(c, buf, t0.Add(5*time.Second))
+			}()
+			if err != nil {
+				errs.add(err)
+				continue
 			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	res.Conns, res.Errors = len(all), int(nerr.Load())
-	if s, ok := firstErr.Load().(string); ok {
-		res.FirstError = s
-	}
+			lat[w] = append(lat[w], time.Since(t0))
+		}
+	})
+	all := slices.Concat(lat...)
+	res.Conns = len(all)
+	res.Errors, res.FirstError = errs.report()
 	if len(all) == 0 {
 		return res, fmt.Errorf("short %s: no connection completed (%d errors, first: %s)", addr, res.Errors, res.FirstError)
 	}

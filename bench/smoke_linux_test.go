@@ -24,16 +24,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func needRoot(t *testing.T) {
-	t.Helper()
-	testenv.RequireRoot(t, "network namespaces")
-}
-
 // TestSmoke builds the topology, starts the servers, runs one direct-TCP
 // iperf3 cell and one request/response cell, and checks that everything is
 // removed afterwards.
 func TestSmoke(t *testing.T) {
-	needRoot(t)
+	testenv.RequireNetns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	exe, err := os.Executable()

@@ -291,7 +291,7 @@ func (cc *controlClient) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	pubPEM, err := publicKeyPEM(pub)
+	pubPEM, err := controlapi.PublicKeyPEM(pub)
 	if err != nil {
 		return err
 	}

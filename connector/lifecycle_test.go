@@ -15,6 +15,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/wire"
 )
 
@@ -209,14 +210,9 @@ func TestCredentialRenewalAndMetricsEndpoint(t *testing.T) {
 		var last string
 		ok := false
 		for deadline := time.Now().Add(5 * time.Second); !ok && time.Now().Before(deadline); {
-			resp, err := http.Get("http://" + addr + path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			last = fmt.Sprintf("%d %s", resp.StatusCode, b)
-			if ok = resp.StatusCode == 200 && strings.Contains(string(b), want); !ok {
+			resp, body := testenv.Get(t, "http://"+addr+path)
+			last = fmt.Sprintf("%d %s", resp.StatusCode, body)
+			if ok = resp.StatusCode == 200 && strings.Contains(body, want); !ok {
 				time.Sleep(50 * time.Millisecond)
 			}
 		}

@@ -8,13 +8,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -22,7 +18,6 @@ import (
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/internal/atomicfile"
 	"postern.dev/postern/pki"
-	"postern.dev/postern/version"
 )
 
 // Files in the state directory (all mode 0600, the directory 0700).
@@ -158,10 +153,6 @@ func Enroll(ctx context.Context, dir, token string, opts EnrollOptions) (*State,
 	if et.Kind != "connector" {
 		return nil, fmt.Errorf("%w (it is a %q token)", ErrWrongTokenKind, et.Kind)
 	}
-	u, err := url.Parse(et.ControllerURL)
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return nil, fmt.Errorf("%w: controller URL %q is not an https URL", controlapi.ErrBadEnrollmentToken, et.ControllerURL)
-	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 30 * time.Second
 	}
@@ -171,31 +162,17 @@ func Enroll(ctx context.Context, dir, token string, opts EnrollOptions) (*State,
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 
-	ca, err := pki.FetchCAByFingerprint(hostPort(u), u.Hostname(), et.CAFingerprint, opts.Timeout)
-	if err != nil {
-		return nil, fmt.Errorf("verify controller %s: %w", u.Host, err)
-	}
 	pub, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate connector key: %w", err)
 	}
-	pubPEM, err := publicKeyPEM(pub)
+	resp, ca, err := et.Enroll(ctx, controlapi.PathEnrollConnector, pub, opts.Hostname, opts.Timeout)
 	if err != nil {
-		return nil, err
-	}
-	api, err := controlapi.NewClient(controlapi.ClientConfig{URL: et.ControllerURL, Roots: pki.CAPool(ca), CallTimeout: opts.Timeout})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", controlapi.ErrBadEnrollmentToken, err)
-	}
-	defer api.Close()
-	var resp controlapi.EnrollResponse
-	req := controlapi.EnrollRequest{Secret: et.Secret, PublicKeyPEM: pubPEM, Version: version.Version, Hostname: opts.Hostname}
-	if err := api.Call(ctx, http.MethodPost, controlapi.PathEnrollConnector, req, &resp); err != nil {
 		var se *controlapi.StatusError
 		if errors.As(err, &se) && se.StatusCode >= 400 && se.StatusCode < 500 {
 			return nil, fmt.Errorf("%w: %s", ErrEnrollRefused, se.Message)
 		}
-		return nil, fmt.Errorf("enroll with %s: %w", u.Host, err)
+		return nil, err
 	}
 	st, err := stateFromResponse(resp, key, et.ControllerURL, ca)
 	if err != nil {
@@ -237,19 +214,4 @@ func stateFromResponse(resp controlapi.EnrollResponse, key crypto.Signer, contro
 func publicKeysEqual(a, b crypto.PublicKey) bool {
 	ka, ok := a.(interface{ Equal(crypto.PublicKey) bool })
 	return ok && ka.Equal(b)
-}
-
-func publicKeyPEM(pub crypto.PublicKey) (string, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return "", fmt.Errorf("encode public key: %w", err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})), nil
-}
-
-func hostPort(u *url.URL) string {
-	if u.Port() != "" {
-		return u.Host
-	}
-	return net.JoinHostPort(u.Hostname(), "443")
 }

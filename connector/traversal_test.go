@@ -16,29 +16,6 @@ import (
 	"postern.dev/postern/wire"
 )
 
-// freePort returns a port that was free on ip for network ("udp"/"tcp").
-func freePort(t *testing.T, network, ip string) string {
-	t.Helper()
-	switch network {
-	case "udp":
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer pc.Close()
-		_, p, _ := net.SplitHostPort(pc.LocalAddr().String())
-		return p
-	default:
-		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		_, p, _ := net.SplitHostPort(ln.Addr().String())
-		return p
-	}
-}
-
 // relayEnv is a connector lab plus an enrolled postern-relay, all on a
 // non-loopback host address (relays never relay to loopback peers).
 type relayEnv struct {
@@ -61,8 +38,8 @@ func newRelayEnv(t *testing.T) *relayEnv {
 	go func() {
 		done <- relay.Run(ctx, relay.Options{
 			Token: tok, StateDir: t.TempDir(), PublicIP: net.ParseIP(ip),
-			ListenUDP: net.JoinHostPort(ip, freePort(t, "udp", ip)),
-			ListenTLS: net.JoinHostPort(ip, freePort(t, "tcp", ip)),
+			ListenUDP: testenv.FreeAddr(t, "udp", ip),
+			ListenTLS: testenv.FreeAddr(t, "tcp", ip),
 			Logger:    testenv.Logger(t), AllowSelfPeers: true, // client, connector and relay share one address
 		})
 	}()

@@ -17,6 +17,7 @@ import (
 	"postern.dev/postern/pki"
 	"postern.dev/postern/relay"
 	"postern.dev/postern/traversal/sigwire"
+	"postern.dev/postern/traversal/sigwire/sigwiretest"
 )
 
 // Issue 14 finding 1: TURN credentials only for principals that may use a
@@ -79,22 +80,7 @@ func TestRelayDropsStaleConnectorsAndRevokedDevices(t *testing.T) {
 	})
 	dial := func(cert tls.Certificate, hello *sigwire.Message) (*sigwire.Conn, *sigwire.Message) {
 		t.Helper()
-		conf := pki.PinnedPeerConfig(func() []string { return []string{ri.TLSCertSHA256} }, "postern-relay", []string{sigwire.ALPNSignal})
-		conf.Certificates = []tls.Certificate{cert}
-		tc, err := tls.Dial("tcp", ri.TLSAddr, conf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := sigwire.NewConn(tc)
-		t.Cleanup(func() { c.Close() })
-		if err := c.Write(hello); err != nil {
-			t.Fatal(err)
-		}
-		m, err := c.Read()
-		if err != nil {
-			t.Fatalf("hello: %v", err)
-		}
-		return c, m
+		return sigwiretest.Hello(t, ri.TLSAddr, []string{ri.TLSCertSHA256}, &cert, hello)
 	}
 	connHello := &sigwire.Message{Type: sigwire.TypeHello, Role: sigwire.RoleConnector}
 	a := e.enroll(KindConnector, "corp-a")

@@ -29,12 +29,7 @@ import (
 // Then the process is killed with SIGKILL, and the next start restores the
 // namespace's resolv.conf.
 func TestDNSInNetns(t *testing.T) {
-	testenv.RequireRoot(t, "network namespaces")
-	for _, tool := range []string{"ip", "dig", "getent"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s missing (apt-get install iproute2 dnsutils libc-bin): %v", tool, err)
-		}
-	}
+	testenv.RequireNetns(t, "dig", "getent")
 	const orig = "nameserver 127.0.0.1\nsearch corp.internal\n"
 	ns := netnstest.New(t, "pstdns", orig)
 	resolv := filepath.Join(netnstest.EtcDir(ns), "resolv.conf")

@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/internal/testenv/netnstest"
 )
 
@@ -29,7 +30,7 @@ import (
 // namespace where a test controller runs, enrolls with a connector token
 // and must show up online in the controller's admin API.
 func TestConnectorImageRuns(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireRoot(t, "installs into the system")
 	requireTools(t, "runc", "ip", "curl")
 	f := getFixture(t)
 	img := fixtureImage(t, f)
@@ -67,7 +68,7 @@ func TestConnectorImageRuns(t *testing.T) {
 	ctl := startLogged(t, ctlLog, "ip", "netns", "exec", ns, filepath.Join(f.bin, "postern-controller"), "serve",
 		"--data", data, "--listen", ctlIP+":8443", "--public-url", ctlURL)
 	ca, tokFile := filepath.Join(data, "ca.pem"), filepath.Join(data, "admin-token")
-	waitUntil(t, 30*time.Second, "controller /healthz", func() bool {
+	testenv.Eventually(t, 30*time.Second, "controller /healthz", func() bool {
 		_, err := nsExec("curl", "-sf", "--cacert", ca, ctlURL+"/healthz")
 		return err == nil && !hasExited(ctl)
 	})
@@ -128,7 +129,7 @@ func TestConnectorImageRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 60*time.Second, "the containerized connector online at the controller", func() bool {
+	testenv.Eventually(t, 60*time.Second, "the containerized connector online at the controller", func() bool {
 		if hasExited(run) {
 			b, _ := os.ReadFile(runLog)
 			t.Fatalf("container exited:\n%s", b)
@@ -349,17 +350,6 @@ func waitExit(cmd *exec.Cmd, d time.Duration) {
 	case <-time.After(d):
 		_ = cmd.Process.Kill()
 		<-done
-	}
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

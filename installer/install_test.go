@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // newScratchRoot makes an empty dpkg root.
@@ -70,7 +72,7 @@ func installedFiles(t *testing.T, root string) []string {
 // purges everything and checks that nothing is left.
 func TestDebInstallUpgradePurge(t *testing.T) {
 	requireTools(t, "dpkg", "dpkg-query")
-	requireRoot(t)
+	testenv.RequireRoot(t, "installs into the system")
 	f := getFixture(t)
 	root := newScratchRoot(t)
 	dpkgRoot(t, root, append([]string{"-i"}, f.files("deb")...)...)

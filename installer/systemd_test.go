@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // TestSystemdUnits runs `systemd-analyze verify` and `systemd-analyze
@@ -14,7 +16,7 @@ import (
 // host's own units (targets the Postern units refer to).
 func TestSystemdUnits(t *testing.T) {
 	requireTools(t, "dpkg", "systemd-analyze")
-	requireRoot(t)
+	testenv.RequireRoot(t, "installs into the system")
 	f := getFixture(t)
 	root := newScratchRoot(t)
 	dpkgRoot(t, root, append([]string{"-i"}, f.files("deb")...)...)
@@ -69,7 +71,7 @@ func TestSystemdUnits(t *testing.T) {
 // and stopped and disabled on removal.
 func TestMaintainerScriptsSystemd(t *testing.T) {
 	requireTools(t, "unshare", "mount", "sh")
-	requireRoot(t)
+	testenv.RequireRoot(t, "installs into the system")
 	dir := t.TempDir()
 	stub := filepath.Join(dir, "stub")
 	state := filepath.Join(dir, "state")

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 func aaaas(m *dns.Msg) []string {
@@ -26,7 +28,7 @@ func TestDNS64(t *testing.T) {
 		"controller.example.com": "203.0.113.10",
 		"dual.example.com":       "203.0.113.11,2001:db8:1::11",
 	}})
-	listen := freeUDPAddr(t)
+	listen := testenv.FreeAddr(t, "udp", "127.0.0.1")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -15,12 +15,6 @@ import (
 	"postern.dev/postern/internal/testenv"
 )
 
-// requireRoot skips without root, but fails under CI=true.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	testenv.RequireRoot(t, "network namespaces")
-}
-
 // buildLabBinary builds postern-lab into a temp dir (the lab runs it for
 // its DNS and HTTP servers).
 func buildLabBinary(t *testing.T) string {
@@ -35,7 +29,7 @@ func buildLabBinary(t *testing.T) string {
 
 func startTopology(t *testing.T, reachable bool) *Lab {
 	t.Helper()
-	requireRoot(t)
+	testenv.RequireNetns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	l, err := Start(ctx, Options{BinDir: buildLabBinary(t), ReachableConnectors: reachable, Progress: testWriter{t}})
@@ -305,7 +299,7 @@ func TestReachableConnectorsVariant(t *testing.T) {
 }
 
 func TestCleanupRemovesEverything(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireNetns(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	l, err := Start(ctx, Options{BinDir: buildLabBinary(t)})
@@ -354,7 +348,7 @@ func TestCleanupRemovesEverything(t *testing.T) {
 }
 
 func TestCleanupStale(t *testing.T) {
-	requireRoot(t)
+	testenv.RequireNetns(t)
 	ctx := context.Background()
 	dead := exec.Command("true")
 	if err := dead.Run(); err != nil {

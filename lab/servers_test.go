@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,22 +11,13 @@ import (
 
 	"github.com/miekg/dns"
 	"gopkg.in/yaml.v3"
-)
 
-func freeUDPAddr(t *testing.T) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := pc.LocalAddr().String()
-	pc.Close()
-	return addr
-}
+	"postern.dev/postern/internal/testenv"
+)
 
 func startDNS(t *testing.T, cfg DNSConfig) string {
 	t.Helper()
-	cfg.Listen = freeUDPAddr(t)
+	cfg.Listen = testenv.FreeAddr(t, "udp", "127.0.0.1")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ServeDNS(ctx, cfg) }()
@@ -129,13 +119,8 @@ func TestHTTPHandler(t *testing.T) {
 	srv := httptest.NewServer(HTTPHandler("web.corp.internal"))
 	defer srv.Close()
 	get := func(path string) (int, string) {
-		resp, err := http.Get(srv.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		resp, body := testenv.Get(t, srv.URL+path)
+		return resp.StatusCode, body
 	}
 	if code, body := get("/"); code != 200 || !strings.Contains(body, "Hello from web.corp.internal") {
 		t.Fatalf("GET / = %d %q", code, body)

@@ -18,15 +18,6 @@ import (
 	"postern.dev/postern/internal/testenv/netnstest"
 )
 
-// needRoot skips without root, except under CI=true where it fails.
-func needRoot(t *testing.T) {
-	t.Helper()
-	testenv.RequireRoot(t, "network namespaces")
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Fatalf("iproute2 missing: %v", err)
-	}
-}
-
 // netns creates a network namespace with its own /etc/netns/NS/resolv.conf
 // (holding resolv), removed when the test ends.
 func netns(t *testing.T, resolv string) (name, resolvPath string) {
@@ -96,7 +87,7 @@ func TestNetnsHelper(t *testing.T) {
 }
 
 func TestResolvConfCrashRestoreInNetns(t *testing.T) {
-	needRoot(t)
+	testenv.RequireNetns(t)
 	hostBefore, hostErr := os.ReadFile("/etc/resolv.conf")
 	const orig = "nameserver 198.51.100.53\nsearch lab.example\noptions ndots:2\n"
 	ns, path := netns(t, orig)
@@ -163,7 +154,7 @@ func crashed(t *testing.T, ns, path, state string) {
 }
 
 func TestRouterAndConflictsInNetns(t *testing.T) {
-	needRoot(t)
+	testenv.RequireNetns(t)
 	ns, _ := netns(t, "nameserver 198.51.100.53\n")
 	out, err := helper(ns, "router", t.TempDir()).CombinedOutput()
 	if err != nil || !bytes.Contains(out, []byte("ROUTER-OK")) {

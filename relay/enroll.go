@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -230,39 +229,16 @@ func loadOrEnroll(ctx context.Context, o Options) (*enrolled, error) {
 	if tok.Kind != "relay" {
 		return nil, fmt.Errorf("%w: this is a %s token, not a relay token", controlapi.ErrBadEnrollmentToken, tok.Kind)
 	}
-	u, err := url.Parse(tok.ControllerURL)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("%w: controller URL %q", controlapi.ErrBadEnrollmentToken, tok.ControllerURL)
-	}
-	addr := u.Host
-	if u.Port() == "" {
-		addr = net.JoinHostPort(u.Hostname(), "443")
-	}
-	ca, err := pki.FetchCAByFingerprint(addr, u.Hostname(), tok.CAFingerprint, 15*time.Second)
-	if err != nil {
-		return nil, err
-	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("generate relay key: %w", err)
 	}
-	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
-	if err != nil {
+	host, _ := os.Hostname()
+	resp, ca, err := tok.Enroll(ctx, controlapi.PathEnrollRelay, key.Public(), host, 15*time.Second)
+	if errors.Is(err, controlapi.ErrBadEnrollmentToken) {
 		return nil, err
 	}
-	host, _ := os.Hostname()
-	req := controlapi.EnrollRequest{
-		Secret:       tok.Secret,
-		PublicKeyPEM: string(pemBlock("PUBLIC KEY", pubDER)),
-		Version:      version.Version, Hostname: host,
-	}
-	api, err := controlapi.NewClient(controlapi.ClientConfig{URL: tok.ControllerURL, Roots: pki.CAPool(ca)})
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", controlapi.ErrBadEnrollmentToken, err)
-	}
-	defer api.Close()
-	var resp controlapi.EnrollResponse
-	if err := api.Call(ctx, http.MethodPost, controlapi.PathEnrollRelay, req, &resp); err != nil {
 		return nil, fmt.Errorf("%w: enroll relay: %w", ErrControllerCall, err)
 	}
 	cert, err := pki.ParseCertPEM([]byte(resp.CertificatePEM))

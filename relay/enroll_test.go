@@ -105,23 +105,6 @@ func (tc *testController) token() string {
 		CAFingerprint: tc.ca.Fingerprint(), Secret: tc.secret}.Encode()
 }
 
-func freePort(t *testing.T, network string) string {
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func runRelay(t *testing.T, o Options) (context.CancelFunc, chan error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -133,7 +116,7 @@ func TestRunEnrollsRegistersAndRestartsWithoutToken(t *testing.T) {
 	tc := newTestController(t)
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	o := Options{Token: tc.token(), StateDir: dir, ListenUDP: freePort(t, "udp"), ListenTLS: freePort(t, "tcp"),
+	o := Options{Token: tc.token(), StateDir: dir, ListenUDP: testenv.FreeAddr(t, "udp", "127.0.0.1"), ListenTLS: testenv.FreeAddr(t, "tcp", "127.0.0.1"),
 		PublicIP: net.ParseIP("127.0.0.1"), Logger: log}
 	cancel, done := runRelay(t, o)
 	testenv.Eventually(t, 15*time.Second, "two registrations", func() bool { tc.mu.Lock(); defer tc.mu.Unlock(); return len(tc.regs) >= 2 })

@@ -2,30 +2,24 @@ package relay
 
 import (
 	"encoding/json"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 )
 
 func getHealth(t *testing.T, url string) (int, Health, string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, body := testenv.Get(t, url)
 	var h Health
 	if strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		if err := json.Unmarshal(b, &h); err != nil {
+		if err := json.Unmarshal([]byte(body), &h); err != nil {
 			t.Fatalf("%s: %v", url, err)
 		}
 	}
-	return resp.StatusCode, h, string(b)
+	return resp.StatusCode, h, body
 }
 
 func TestHealthAndReadiness(t *testing.T) {

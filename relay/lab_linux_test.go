@@ -40,8 +40,7 @@ type nsLab struct {
 
 func newNSLab(t *testing.T, names ...string) *nsLab {
 	t.Helper()
-	testenv.RequireRoot(t, "network namespaces")
-	testenv.RequireTools(t, "ip", "nft")
+	testenv.RequireNetns(t, "nft")
 	var rb [3]byte
 	_, _ = rand.Read(rb[:])
 	l := &nsLab{t: t, id: hex.EncodeToString(rb[:]), names: names}

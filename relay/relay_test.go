@@ -19,6 +19,7 @@ import (
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/traversal/sigwire"
+	"postern.dev/postern/traversal/sigwire/sigwiretest"
 )
 
 const secret = "turn-secret"
@@ -146,25 +147,7 @@ func TestUnregisteredRelayRefusesAll(t *testing.T) {
 
 func (f *fixture) signal(t *testing.T, cert *tls.Certificate, hello *sigwire.Message) (*sigwire.Conn, *sigwire.Message) {
 	t.Helper()
-	want := []string{f.r.TLSCertSHA256()}
-	conf := pki.PinnedPeerConfig(func() []string { return want }, "postern-relay", []string{sigwire.ALPNSignal})
-	if cert != nil {
-		conf.Certificates = []tls.Certificate{*cert}
-	}
-	tc, err := tls.Dial("tcp", f.r.TLSAddr().String(), conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := sigwire.NewConn(tc)
-	t.Cleanup(func() { c.Close() })
-	if err := c.Write(hello); err != nil {
-		t.Fatal(err)
-	}
-	m, err := c.Read()
-	if err != nil {
-		t.Fatalf("read welcome: %v", err)
-	}
-	return c, m
+	return sigwiretest.Hello(t, f.r.TLSAddr().String(), []string{f.r.TLSCertSHA256()}, cert, hello)
 }
 
 func (f *fixture) connectorCert(t *testing.T, ca *pki.CA, id string) tls.Certificate {

@@ -15,7 +15,7 @@ import (
 // to the IPv4 ones, without link-local addresses; one bound to 0.0.0.0
 // offers IPv4 only.
 func TestHostCandidatesDualStack(t *testing.T) {
-	testenv.RequireRoot(t, "network namespaces")
+	testenv.RequireNetns(t)
 	a := netnstest.New(t, "pstHC", "# no resolver\n")
 	b := netnstest.New(t, "pstHC", "# no resolver\n")
 	netnstest.Link(t, a, "eth0", "198.18.99.1/24", b, "eth0", "198.18.99.2/24")

@@ -157,7 +157,7 @@ func (l *lab) link(a, aName, aAddr, b, bName, bAddr string) {
 // newLab builds the namespaces; clientNAT and connNAT are nftables
 // masquerade statements ("masquerade" or "masquerade random").
 func newLab(t *testing.T, clientNAT, connNAT string) *lab {
-	requireLabTools(t)
+	testenv.RequireNetns(t, "nft")
 	var rb [3]byte
 	_, _ = rand.Read(rb[:])
 	l := &lab{t: t, id: hex.EncodeToString(rb[:]), dir: t.TempDir(), roles: map[string]*exec.Cmd{}}
@@ -206,14 +206,6 @@ table inet fw {
 	l.nft("natc", fmt.Sprintf(natRules, clientNAT))
 	l.nft("natk", fmt.Sprintf(natRules, connNAT))
 	return l
-}
-
-// requireLabTools fails (under CI=true) or skips a test that cannot build
-// network namespaces.
-func requireLabTools(t *testing.T) {
-	t.Helper()
-	testenv.RequireRoot(t, "network namespaces")
-	testenv.RequireTools(t, "ip", "nft")
 }
 
 // addNS creates namespace name with its own resolv.conf and loopback up.

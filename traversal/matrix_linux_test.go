@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // NAT kinds of the matrix, for either side.
@@ -237,7 +239,7 @@ type matrixCore struct {
 }
 
 func newMatrixCore(t *testing.T) *matrixCore {
-	requireLabTools(t)
+	testenv.RequireNetns(t, "nft")
 	var rb [3]byte
 	_, _ = rand.Read(rb[:])
 	l := &lab{t: t, id: hex.EncodeToString(rb[:]), dir: t.TempDir(), roles: map[string]*exec.Cmd{}}

@@ -77,18 +77,6 @@ func run(t *testing.T, cfg Config, st Source, dataDir string) (*Exporter, func()
 	return e, stop
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func writeCA(t *testing.T, cert []byte) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "ca.pem")

@@ -8,6 +8,7 @@ import (
 
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/controller/store/pgtest"
+	"postern.dev/postern/internal/testenv"
 )
 
 // TestExportFromPostgres: the same cursor logic over the PostgreSQL store
@@ -26,11 +27,11 @@ func TestExportFromPostgres(t *testing.T) {
 	addAudit(t, st, 4, "pg")
 	addFlows(t, st, 6, "timeout")
 	e, stop := run(t, cfg, st, dir)
-	waitFor(t, "10 records", 10*time.Second, func() bool { d, _ := e.Stats().Snapshot(); return d["file"] == 10 })
+	testenv.Eventually(t, 10*time.Second, "10 records", func() bool { d, _ := e.Stats().Snapshot(); return d["file"] == 10 })
 	stop()
 	addFlows(t, st, 2, "ok")
 	e2, _ := run(t, cfg, st, dir)
-	waitFor(t, "2 more", 10*time.Second, func() bool { d, _ := e2.Stats().Snapshot(); return d["file"] == 2 })
+	testenv.Eventually(t, 10*time.Second, "2 more", func() bool { d, _ := e2.Stats().Snapshot(); return d["file"] == 2 })
 	recs := readLines(t, out)
 	if len(recs) != 12 {
 		t.Fatalf("%d lines, want 12 (each event once)", len(recs))

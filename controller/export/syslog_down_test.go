@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // closableSyslog is a plain-TCP syslog listener whose open connections can
@@ -60,13 +62,13 @@ func TestSyslogReceiverDown(t *testing.T) {
 	addr := first.ln.Addr().String()
 	e, _ := run(t, testConfig(fastSink(SinkConfig{Name: "siem", Type: TypeSyslog, Address: addr, Hostname: "ctl.example", Facility: "auth"})), st, t.TempDir())
 	addFlows(t, st, 10, "ok")
-	waitFor(t, "10 messages", 10*time.Second, func() bool { m, _ := first.messages(); return len(m) >= 10 })
+	testenv.Eventually(t, 10*time.Second, "10 messages", func() bool { m, _ := first.messages(); return len(m) >= 10 })
 	first.stop()
 	addFlows(t, st, 20, "ok")
-	waitFor(t, "failed sends while down", 10*time.Second, func() bool { _, f := e.Stats().Snapshot(); return f["siem"] >= 2 })
+	testenv.Eventually(t, 10*time.Second, "failed sends while down", func() bool { _, f := e.Stats().Snapshot(); return f["siem"] >= 2 })
 
 	second := listenClosable(t, addr)
-	waitFor(t, "the rest after the receiver came back", 20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, "the rest after the receiver came back", func() bool {
 		m, _ := second.messages()
 		return len(m) >= 20
 	})

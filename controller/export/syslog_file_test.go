@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // syslogListener accepts TCP (or TLS) connections and parses octet-counted
@@ -129,7 +131,7 @@ func TestSyslogTCP(t *testing.T) {
 	addFlows(t, st, 3, "ok")
 	addFlows(t, st, 2, "unreachable")
 	run(t, testConfig(fastSink(SinkConfig{Name: "siem", Type: TypeSyslog, Address: l.ln.Addr().String(), Facility: "auth", Hostname: "ctl.example"})), st, t.TempDir())
-	waitFor(t, "7 syslog messages", 10*time.Second, func() bool { m, _ := l.messages(); return len(m) >= 7 })
+	testenv.Eventually(t, 10*time.Second, "7 syslog messages", func() bool { m, _ := l.messages(); return len(m) >= 7 })
 	msgs, errs := l.messages()
 	if len(errs) > 0 {
 		t.Fatal(errs)
@@ -149,7 +151,7 @@ func TestSyslogTLSReconnects(t *testing.T) {
 		ServerName: "example.com", Facility: "auth", Hostname: "ctl.example"})
 	_, stop := run(t, testConfig(sc), st, dir)
 	addFlows(t, st, 4, "ok")
-	waitFor(t, "4 messages over TLS", 10*time.Second, func() bool { m, _ := l.messages(); return len(m) >= 4 })
+	testenv.Eventually(t, 10*time.Second, "4 messages over TLS", func() bool { m, _ := l.messages(); return len(m) >= 4 })
 	stop()
 
 	// The receiver restarts on another port; a new exporter (a controller
@@ -158,7 +160,7 @@ func TestSyslogTLSReconnects(t *testing.T) {
 	sc.Address = l2.ln.Addr().String()
 	addAudit(t, st, 3, "after")
 	run(t, testConfig(sc), st, dir)
-	waitFor(t, "3 more messages", 10*time.Second, func() bool { m, _ := l2.messages(); return len(m) >= 3 })
+	testenv.Eventually(t, 10*time.Second, "3 more messages", func() bool { m, _ := l2.messages(); return len(m) >= 3 })
 	msgs, errs := l2.messages()
 	if len(errs) > 0 {
 		t.Fatal(errs)
@@ -203,7 +205,7 @@ func TestFileRotation(t *testing.T) {
 		addFlows(t, st, 3000, "ok")
 	}
 	e, _ := run(t, cfg, st, t.TempDir())
-	waitFor(t, "all events written", 30*time.Second, func() bool { d, _ := e.Stats().Snapshot(); return d["file"] == n })
+	testenv.Eventually(t, 30*time.Second, "all events written", func() bool { d, _ := e.Stats().Snapshot(); return d["file"] == n })
 	if _, err := os.Stat(out + ".3"); !os.IsNotExist(err) {
 		t.Errorf("%s.3 exists; max_backups is 2", out)
 	}
@@ -245,7 +247,7 @@ func TestFileRestartMarksUnackedRedelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	e, _ := run(t, testConfig(fastSink(SinkConfig{Name: "file", Type: TypeFile, Path: out})), st, dir)
-	waitFor(t, "4 lines", 10*time.Second, func() bool { d, _ := e.Stats().Snapshot(); return d["file"] == 4 })
+	testenv.Eventually(t, 10*time.Second, "4 lines", func() bool { d, _ := e.Stats().Snapshot(); return d["file"] == 4 })
 	got := readLines(t, out)
 	want := []struct {
 		id    string

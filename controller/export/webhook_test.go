@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // receiver is a webhook endpoint that checks the HMAC like a SIEM would.
@@ -96,7 +98,7 @@ func TestWebhookSignedDelivery(t *testing.T) {
 	addFlows(t, st, 1, "posture")
 	run(t, testConfig(fastSink(SinkConfig{Name: "hook", Type: TypeWebhook, URL: srv.URL + "/in",
 		SecretFile: secretFile, CAFile: writeCA(t, srv.Certificate().Raw)})), st, t.TempDir())
-	waitFor(t, "8 events", 10*time.Second, func() bool { return len(rc.records()) >= 8 })
+	testenv.Eventually(t, 10*time.Second, "8 events", func() bool { return len(rc.records()) >= 8 })
 	got := rc.records()
 	if rc.bad != 0 || len(got) != 8 {
 		t.Fatalf("bad requests %d, got %d records", rc.bad, len(got))
@@ -144,7 +146,7 @@ func TestWebhookWrongSecretIsRetriedNotDropped(t *testing.T) {
 	dir := t.TempDir()
 	e, _ := run(t, testConfig(fastSink(SinkConfig{Name: "hook", Type: TypeWebhook, URL: srv.URL,
 		SecretFile: secretFile, CAFile: writeCA(t, srv.Certificate().Raw)})), st, dir)
-	waitFor(t, "refusals", 10*time.Second, func() bool { _, f := e.Stats().Snapshot(); return f["hook"] >= 3 })
+	testenv.Eventually(t, 10*time.Second, "refusals", func() bool { _, f := e.Stats().Snapshot(); return f["hook"] >= 3 })
 	if _, ok := e.Stats().LastOKSnapshot()["hook"]; ok {
 		t.Error("a sink that never delivered reports a last OK time")
 	}
@@ -155,7 +157,7 @@ func TestWebhookWrongSecretIsRetriedNotDropped(t *testing.T) {
 	rc.mu.Lock()
 	rc.secret = secret
 	rc.mu.Unlock()
-	waitFor(t, "delivery", 10*time.Second, func() bool { return len(rc.records()) == 2 })
+	testenv.Eventually(t, 10*time.Second, "delivery", func() bool { return len(rc.records()) == 2 })
 	for _, r := range rc.records() {
 		if !r.Redelivery {
 			t.Errorf("%s: a retried event must be marked redelivery", r.ID)
@@ -181,7 +183,7 @@ func TestWebhookReceiverDown(t *testing.T) {
 	e, _ := run(t, testConfig(fastSink(SinkConfig{Name: "hook", Type: TypeWebhook, URL: url, SecretFile: secretFile, CAFile: ca})), st, dir)
 	addAudit(t, st, 5, "down")
 	addFlows(t, st, 120, "ok")
-	waitFor(t, "failed attempts while down", 10*time.Second, func() bool { _, f := e.Stats().Snapshot(); return f["hook"] >= 3 })
+	testenv.Eventually(t, 10*time.Second, "failed attempts while down", func() bool { _, f := e.Stats().Snapshot(); return f["hook"] >= 3 })
 
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -190,13 +192,13 @@ func TestWebhookReceiverDown(t *testing.T) {
 	srv2 := &httptest.Server{Listener: ln, Config: &http.Server{Handler: rc}, TLS: serverTLS(t, cert)}
 	srv2.StartTLS()
 	defer srv2.Close()
-	waitFor(t, "all 125 after the receiver came back", 20*time.Second, func() bool { return len(unique(rc.records())) == 125 })
+	testenv.Eventually(t, 20*time.Second, "all 125 after the receiver came back", func() bool { return len(unique(rc.records())) == 125 })
 
 	rc.mu.Lock()
 	rc.loseAck = true
 	rc.mu.Unlock()
 	addFlows(t, st, 10, "denied")
-	waitFor(t, "the batch whose ack was lost, twice", 20*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, "the batch whose ack was lost, twice", func() bool {
 		return len(unique(rc.records())) == 135 && len(rc.records()) >= 145
 	})
 
@@ -224,7 +226,7 @@ func TestWebhookReceiverDown(t *testing.T) {
 		t.Fatalf("last audit %d, last network %d", lastAudit, lastNet)
 	}
 	// The cursor is saved after the receiver's answer arrives.
-	waitFor(t, "the cursor to record the last acknowledgement", 10*time.Second, func() bool {
+	testenv.Eventually(t, 10*time.Second, "the cursor to record the last acknowledgement", func() bool {
 		cur, err := LoadCursor(dir, "hook")
 		return err == nil && cur.AuditAcked == 5 && cur.NetworkAcked == 130
 	})

@@ -206,15 +206,7 @@ func queryObjects(ctx context.Context, q querier, kind, sql string, args ...any)
 		return nil, err
 	}
 	defer rows.Close()
-	out := []Object{}
-	for rows.Next() {
-		o, err := scanObject(rows, kind)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, o)
-	}
-	return out, rows.Err()
+	return scanObjects(rows, kind)
 }
 
 func isUniqueViolation(err error) bool {
@@ -450,21 +442,8 @@ func (s *Postgres) AddEvents(ctx context.Context, events []Event, max int) error
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	for chunk := range slices.Chunk(events, eventsPerInsert) {
-		var b strings.Builder
-		args := make([]any, 0, 2*len(chunk))
-		b.WriteString(`INSERT INTO events (at, data) VALUES `)
-		for i, e := range chunk {
-			if i > 0 {
-				b.WriteString(",")
-			}
-			fmt.Fprintf(&b, "($%d, $%d)", 2*i+1, 2*i+2)
-			at := e.At
-			if at.IsZero() {
-				at = time.Now()
-			}
-			args = append(args, at.UnixMilli(), string(e.Data))
-		}
-		if _, err := tx.Exec(ctx, b.String(), args...); err != nil {
+		insert, args := insertEvents(chunk, func(i int) string { return "$" + strconv.Itoa(i+1) })
+		if _, err := tx.Exec(ctx, insert, args...); err != nil {
 			return fmt.Errorf("store events: %w", err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -24,6 +25,41 @@ func scanObject(row interface{ Scan(...any) error }, kind string) (Object, error
 	o.Data = []byte(data)
 	o.Updated = time.UnixMilli(updated).UTC()
 	return o, nil
+}
+
+// scanObjects reads objects rows (id, name, data, updated) of one kind from
+// either backend; no rows is an empty, non-nil slice.
+func scanObjects(rs resultRows, kind string) ([]Object, error) {
+	out := []Object{}
+	for rs.Next() {
+		o, err := scanObject(rs, kind)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, rs.Err()
+}
+
+// insertEvents is the one INSERT that stores events on either backend;
+// param writes the placeholder of the i-th argument (from 0). An event
+// without a time is stamped now.
+func insertEvents(events []Event, param func(i int) string) (string, []any) {
+	var b strings.Builder
+	args := make([]any, 0, 2*len(events))
+	b.WriteString(`INSERT INTO events (at, data) VALUES `)
+	for i, e := range events {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, "(%s, %s)", param(2*i), param(2*i+1))
+		at := e.At
+		if at.IsZero() {
+			at = time.Now()
+		}
+		args = append(args, at.UnixMilli(), string(e.Data))
+	}
+	return b.String(), args
 }
 
 // scanKindedObjects reads objects rows of any kind (kind, id, name, data,

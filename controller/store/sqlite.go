@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -130,20 +129,14 @@ func (t *sqlTx) GetByName(kind, name string) (Object, error) {
 }
 
 func (t *sqlTx) List(kind string) ([]Object, error) {
-	rows, err := t.tx.QueryContext(t.ctx, `SELECT id, name, data, updated FROM objects WHERE kind = ? ORDER BY id`, kind)
+	out, err := sqlQueryObjects(t.ctx, t.tx, kind, `SELECT id, name, data, updated FROM objects WHERE kind = ? ORDER BY id`, kind)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", kind, err)
 	}
-	defer rows.Close()
-	var out []Object
-	for rows.Next() {
-		o, err := scanObject(rows, kind)
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", kind, err)
-		}
-		out = append(out, o)
+	if len(out) == 0 {
+		return nil, nil // no objects is a nil slice
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 func (t *sqlTx) Put(o Object) error {
@@ -282,20 +275,24 @@ func (s *SQLite) Revision(ctx context.Context) (int64, error) {
 
 // Page implements Store.
 func (s *SQLite) Page(ctx context.Context, kind, after string, limit int) ([]Object, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT id, name, data, updated FROM objects WHERE kind = ? AND id > ? ORDER BY id LIMIT ?`, kind, after, limit)
+	out, err := sqlQueryObjects(ctx, s.db, kind, `SELECT id, name, data, updated FROM objects WHERE kind = ? AND id > ? ORDER BY id LIMIT ?`, kind, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", kind, err)
 	}
-	defer rows.Close()
-	out := []Object{}
-	for rows.Next() {
-		o, err := scanObject(rows, kind)
-		if err != nil {
-			return nil, fmt.Errorf("list %s: %w", kind, err)
-		}
-		out = append(out, o)
+	return out, nil
+}
+
+// sqlQueryObjects runs a query for objects rows of one kind, on the
+// database or in a transaction (queryObjects does the same on PostgreSQL).
+func sqlQueryObjects(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, kind, query string, args ...any) ([]Object, error) {
+	rows, err := q.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
 	}
-	return out, rows.Err()
+	defer rows.Close()
+	return scanObjects(rows, kind)
 }
 
 // AuditLog implements Store.
@@ -320,21 +317,8 @@ func (s *SQLite) AddEvents(ctx context.Context, events []Event, max int) error {
 		return fmt.Errorf("store events: %w", err)
 	}
 	defer tx.Rollback()
-	var b strings.Builder
-	args := make([]any, 0, 2*len(events))
-	b.WriteString(`INSERT INTO events (at, data) VALUES `)
-	for i, e := range events {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		b.WriteString("(?, ?)")
-		at := e.At
-		if at.IsZero() {
-			at = time.Now()
-		}
-		args = append(args, at.UnixMilli(), string(e.Data))
-	}
-	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+	insert, args := insertEvents(events, func(int) string { return "?" })
+	if _, err := tx.ExecContext(ctx, insert, args...); err != nil {
 		return fmt.Errorf("store events: %w", err)
 	}
 	if max > 0 {

@@ -5,6 +5,7 @@ package atomicfile
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -17,12 +18,22 @@ import (
 // /etc/resolv.conf (the rename would replace the mount point's target
 // elsewhere, or fail).
 func Write(path string, data []byte, mode os.FileMode) error {
+	return WriteFunc(path, mode, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteFunc is Write for contents produced by write (an archive, an
+// encoder): path is replaced only when write returns nil; otherwise the
+// temporary file is removed and its error returned, naming path.
+func WriteFunc(path string, mode os.FileMode, write func(io.Writer) error) error {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	tmp := f.Name()
-	_, werr := f.Write(data)
+	werr := write(f)
 	if werr == nil {
 		werr = f.Chmod(mode)
 	}

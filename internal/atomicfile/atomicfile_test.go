@@ -2,6 +2,8 @@ package atomicfile
 
 import (
 	"bytes"
+	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -103,5 +105,33 @@ func TestConcurrentWritersLeaveAWholeFile(t *testing.T) {
 		if !bytes.Equal(b, versions[0]) && !bytes.Equal(b, versions[1]) {
 			t.Fatalf("read a partial file of %d bytes", len(b))
 		}
+	}
+}
+
+// TestWriteFuncFailureKeepsTheOldFile: when the writer fails half-way the
+// file keeps its old contents, no temporary file stays behind, and the
+// error names the path and wraps the writer's.
+func TestWriteFuncFailureKeepsTheOldFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "layer.tar")
+	if err := WriteFunc(p, 0o644, func(w io.Writer) error {
+		_, err := io.WriteString(w, "old")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("walk failed")
+	err := WriteFunc(p, 0o644, func(w io.Writer) error {
+		_, _ = io.WriteString(w, "half of the new")
+		return boom
+	})
+	if !errors.Is(err, boom) || !strings.Contains(err.Error(), p) {
+		t.Fatalf("error %v, want it to wrap the writer's and name %s", err, p)
+	}
+	if b, err := os.ReadFile(p); err != nil || string(b) != "old" {
+		t.Fatalf("content %q, %v; want the old file untouched", b, err)
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+		t.Fatalf("directory holds %d entries, want only the file: %v", len(ents), ents)
 	}
 }

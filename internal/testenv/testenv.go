@@ -45,6 +45,14 @@ func RequireRoot(t testing.TB, why string) {
 	Require(t, os.Geteuid() == 0, "needs root (%s)", why)
 }
 
+// RequireNetns needs what a test that builds network namespaces needs: root
+// and iproute2's ip, plus every program in tools on PATH.
+func RequireNetns(t testing.TB, tools ...string) {
+	t.Helper()
+	RequireRoot(t, "network namespaces")
+	RequireTools(t, append([]string{"ip"}, tools...)...)
+}
+
 // RequireTools needs every program in tools on PATH.
 func RequireTools(t testing.TB, tools ...string) {
 	t.Helper()
@@ -141,6 +149,33 @@ func EchoTCP(t testing.TB, addr string) (net.Listener, uint16) {
 		_, _ = io.Copy(io.Discard, c)
 	})
 	return ln, uint16(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// FreeAddr returns "ip:port" with a port that was free on ip for network
+// ("tcp" or "udp") a moment ago, for a program under test that must be
+// told where to listen before it starts.
+func FreeAddr(t testing.TB, network, ip string) string {
+	t.Helper()
+	var addr net.Addr
+	switch network {
+	case "udp":
+		pc, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatalf("free UDP port on %s: %v", ip, err)
+		}
+		addr = pc.LocalAddr()
+		pc.Close()
+	case "tcp":
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			t.Fatalf("free TCP port on %s: %v", ip, err)
+		}
+		addr = ln.Addr()
+		ln.Close()
+	default:
+		t.Fatalf("FreeAddr: network %q is neither tcp nor udp", network)
+	}
+	return addr.String()
 }
 
 // EchoUDP listens on addr and sends every datagram back to its sender. It

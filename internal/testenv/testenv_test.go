@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"sync"
 	"testing"
@@ -61,6 +63,10 @@ func TestRequireCIRule(t *testing.T) {
 	r = run(func(tb testing.TB) { RequireTools(tb, "go-testenv-no-such-tool") })
 	if r.failed == "" {
 		t.Fatal("missing tool under CI=true did not fail")
+	}
+	r = run(func(tb testing.TB) { RequireNetns(tb, "go-testenv-no-such-tool") })
+	if r.failed == "" {
+		t.Fatal("RequireNetns with a missing tool under CI=true did not fail")
 	}
 }
 
@@ -216,5 +222,49 @@ func TestApproverPolicy(t *testing.T) {
 	want := "[{corp [corp-a corp-b]}] [{engineering [alice@example.com bob@example.com]} {sre-leads [bob@example.com]}] [{alice@example.com " + AlicePassword + "} {bob@example.com " + BobPassword + "}]"
 	if got != want {
 		t.Fatalf("ApproverPolicy holds %s, want %s", got, want)
+	}
+}
+
+// TestGet returns the status, the headers and the whole body, and fails
+// the test on a request that cannot be made.
+func TestGet(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusTeapot)
+		_, _ = io.WriteString(w, "short and stout "+r.URL.Path)
+	}))
+	defer srv.Close()
+	resp, body := Get(t, srv.URL+"/pot")
+	if resp.StatusCode != http.StatusTeapot || resp.Header.Get("Content-Type") != "text/plain" || body != "short and stout /pot" {
+		t.Fatalf("GET: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), body)
+	}
+	srv.Close()
+	if r := run(func(tb testing.TB) { Get(tb, srv.URL) }); r.failed == "" {
+		t.Fatal("GET from a closed server did not fail the test")
+	}
+}
+
+// TestFreeAddr: the address names the host asked for and a port that can
+// be listened on at once, for either network; another network fails.
+func TestFreeAddr(t *testing.T) {
+	for _, network := range []string{"tcp", "udp"} {
+		addr := FreeAddr(t, network, "127.0.0.1")
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil || host != "127.0.0.1" || port == "0" {
+			t.Fatalf("%s: %q (%v)", network, addr, err)
+		}
+		var c io.Closer
+		if network == "tcp" {
+			c, err = net.Listen(network, addr)
+		} else {
+			c, err = net.ListenPacket(network, addr)
+		}
+		if err != nil {
+			t.Fatalf("%s %s was not free: %v", network, addr, err)
+		}
+		c.Close()
+	}
+	if r := run(func(tb testing.TB) { FreeAddr(tb, "sctp", "127.0.0.1") }); r.failed == "" {
+		t.Fatal("FreeAddr with an unknown network did not fail")
 	}
 }

@@ -20,8 +20,7 @@ import (
 // Revocation: with an SSH session open, an apply that removes alice from
 // engineering ends the session within 2 s and refuses new ones.
 func TestRevocationEndsSessions(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd, err := l.Command(ctx, lab.NodeClient, sshArgs(lab.DBName, "echo ready; exec sleep 300")...)
@@ -77,8 +76,7 @@ func TestRevocationEndsSessions(t *testing.T) {
 // Controller stopped: connectors in use keep serving new flows (valid
 // tokens, last policy), and the client reports the controller unreachable.
 func TestControllerDownFailsStatic(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	must(t, lab.NodeClient, 20*time.Second, nil, curlArgs("http://"+lab.WebName+"/")...)
 	if err := l.Stop(lab.ProgController); err != nil {
 		t.Fatal(err)
@@ -124,8 +122,7 @@ func TestControllerDownFailsStatic(t *testing.T) {
 
 // Two connectors, the one in use killed: new connections succeed within 5 s.
 func TestConnectorFailover(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	st := status(t, lab.NodeClient)
 	victim := ""
 	var most int64 = -1
@@ -158,8 +155,7 @@ func TestConnectorFailover(t *testing.T) {
 // UDP blocked at home: the client reaches the connector through the relay
 // over TLS (DESIGN.md, Transport).
 func TestUDPBlockedUsesRelayOverTLS(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	if !l.ReachableConnectors() {
 		waitPaths(t, 30*time.Second, "direct", "")
 	}
@@ -188,8 +184,7 @@ func TestUDPBlockedUsesRelayOverTLS(t *testing.T) {
 
 // Roaming: a new client address keeps a running SSH session.
 func TestRoamingKeepsSession(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	if !l.ReachableConnectors() {
 		// Roam from the usual path: both NATs are cones, so it is direct
 		// (the previous test may have left the connection on the relay
@@ -246,8 +241,7 @@ func TestRoamingKeepsSession(t *testing.T) {
 // Symmetric NAT on both sides: hole punching cannot work, the relay carries
 // the (end-to-end encrypted) traffic.
 func TestSymmetricNATsFallBackToRelay(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	ctx := context.Background()
 	t.Cleanup(func() {
 		for _, r := range []string{lab.RouterHome, lab.RouterCorp} {
@@ -276,8 +270,7 @@ func TestSymmetricNATsFallBackToRelay(t *testing.T) {
 
 // 5 % packet loss at home: connections still open and data arrives intact.
 func TestPacketLoss(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	if err := l.DropPercent(context.Background(), lab.RouterHome, 5); err != nil {
 		t.Fatal(err)
 	}
@@ -299,8 +292,7 @@ func TestPacketLoss(t *testing.T) {
 // dead direct connection to time out; the client dials a fresh connection
 // to the same connector (through the relay over TLS).
 func TestUDPBlockedSingleConnector(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	// Keep corp-a and stop corp-b (chosen by name, never from a status
 	// snapshot that may be stale).
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -90,6 +90,15 @@ func inSynthetic(s string) bool {
 	return netip.MustParsePrefix("100.96.0.0/12").Contains(a) || netip.MustParsePrefix("fc00::/7").Contains(a)
 }
 
+// workingLab is the shared lab, checked to work (alice reaches db over SSH
+// within 20 s) before a test changes it.
+func workingLab(t *testing.T) *lab.Lab {
+	t.Helper()
+	l := getLab(t)
+	assertAccessWorks(t, 20*time.Second)
+	return l
+}
+
 // assertAccessWorks is the quick check that alice reaches db over SSH
 // again (after a test changed something).
 func assertAccessWorks(t *testing.T, within time.Duration) {

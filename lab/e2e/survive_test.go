@@ -24,8 +24,7 @@ import (
 // UDP dies under a running direct connection: the connection moves onto
 // the relay over TLS with its streams.
 func TestSessionSurvivesUDPBlocked(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	if !l.ReachableConnectors() {
 		waitPaths(t, 30*time.Second, "direct", "udp")
 	}
@@ -50,8 +49,7 @@ func TestSessionSurvivesUDPBlocked(t *testing.T) {
 // Both connectors rotate their QUIC certificates (SIGHUP): the running
 // session keeps answering (make-before-break) and new sessions work.
 func TestSessionSurvivesCertificateRotation(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	s := startSession(t)
 	s.roundTrip("before", 5*time.Second)
 	progs := []string{lab.ProgConnectorA, lab.ProgConnectorB}
@@ -81,8 +79,7 @@ func TestSessionSurvivesCertificateRotation(t *testing.T) {
 // closed laptop lid): after SIGCONT the running session and new flows answer
 // within 3 s.
 func TestSessionSurvivesClientSuspend(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	s := startSession(t)
 	s.roundTrip("before", 5*time.Second)
 	if err := l.Signal(lab.ProgDaemon, syscall.SIGSTOP); err != nil {

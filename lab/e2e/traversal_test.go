@@ -93,8 +93,7 @@ func relayCaptureHasNoPlaintext(t *testing.T) {
 // SSH session survives the move.
 func TestUnblockUDPMigratesToDirect(t *testing.T) {
 	skipIfReachable(t)
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	ctx := context.Background()
 	s := relayedSession(t, l.BlockUDP, "block UDP", "tls") // unblocking again at cleanup is harmless
 	s.roundTrip("relayed", 10*time.Second)
@@ -117,8 +116,7 @@ func TestUnblockUDPMigratesToDirect(t *testing.T) {
 // session on the relay over TLS): the session's flows resume.
 func TestRelayRestartDuringRelayedSession(t *testing.T) {
 	skipIfReachable(t)
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s := relayedSession(t, l.BlockUDP, "block UDP", "tls")
@@ -141,8 +139,7 @@ func TestRelayRestartDuringRelayedSession(t *testing.T) {
 // The client changes its address (new LAN address, new public address)
 // during a download: the transfer completes with the right SHA-256.
 func TestRoamingDuringTransferIntact(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	// 16 Mbit/s at home: the 16 MiB download takes about 8 s, long enough
@@ -195,8 +192,7 @@ func TestRoamingDuringTransferIntact(t *testing.T) {
 // onto the new allocation: the SSH session survives.
 func TestRoamingWhileRelayedKeepsSession(t *testing.T) {
 	skipIfReachable(t)
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	s := relayedSession(t, l.SymmetricNAT, "symmetric NAT", "udp")
@@ -317,8 +313,7 @@ func TestPathSetupTimes(t *testing.T) {
 // after the office's UDP returns (no migration to a new remote address yet),
 // so the cleanup restarts the connectors for a clean lab.
 func TestZConnectorNetworkBlocksUDP(t *testing.T) {
-	l := getLab(t)
-	assertAccessWorks(t, 20*time.Second)
+	l := workingLab(t)
 	if err := l.BlockUDP(context.Background(), lab.RouterCorp, true); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 // BinDirEnv names an environment variable that may point at the directory
@@ -64,14 +66,6 @@ func findBin() (string, error) {
 	return "", errors.New("no PostgreSQL server binaries (initdb) found; apt-get install postgresql")
 }
 
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 func freePort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -84,17 +78,11 @@ func freePort() (int, error) {
 // Start starts a server that is stopped when t ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "PostgreSQL tests need root (to run the server as the postgres user)")
-	}
+	testenv.RequireRoot(t, "PostgreSQL tests run the server as the postgres user")
 	bin, err := findBin()
-	if err != nil {
-		skipOrFail(t, "%v", err)
-	}
+	testenv.Require(t, err == nil, "%v", err)
 	pg, err := user.Lookup("postgres")
-	if err != nil {
-		skipOrFail(t, "no postgres user: %v", err)
-	}
+	testenv.Require(t, err == nil, "no postgres user: %v", err)
 	uid, _ := strconv.Atoi(pg.Uid)
 	gid, _ := strconv.Atoi(pg.Gid)
 	dir, err := os.MkdirTemp("", "postern-pg-")

@@ -13,18 +13,12 @@ import (
 	"postern.dev/postern/internal/testenv"
 )
 
-func requireNetns(t *testing.T) {
-	t.Helper()
-	testenv.RequireRoot(t, "network namespaces")
-	testenv.RequireTools(t, "ip")
-}
-
 // TestNamespacesLinkAndDo: two namespaces with their resolv.conf written,
 // joined by a veth pair, carry a TCP connection opened by sockets made with
 // Do; the namespaces and their /etc/netns directories are gone after the
 // test's cleanup.
 func TestNamespacesLinkAndDo(t *testing.T) {
-	requireNetns(t)
+	testenv.RequireNetns(t)
 	var a, b string
 	t.Run("lab", func(t *testing.T) {
 		a = New(t, "pstnt", "nameserver 198.18.0.1\n")
@@ -103,7 +97,7 @@ func TestNamespacesLinkAndDo(t *testing.T) {
 // that exists (leaving the existing one alone), and a veth whose rename
 // fails leaves no temporary interface behind.
 func TestCreateRefusesAndCleansUp(t *testing.T) {
-	requireNetns(t)
+	testenv.RequireNetns(t)
 	ctx := context.Background()
 	for _, bad := range []string{"", "..", "a/b", ".hidden", strings.Repeat("x", 65)} {
 		if err := Create(ctx, bad, "", ""); err == nil {
@@ -133,7 +127,7 @@ func TestCreateRefusesAndCleansUp(t *testing.T) {
 // TestTeardownKillsWhatRunsInside: Teardown ends a process still running in
 // the namespace, then removes the namespace.
 func TestTeardownKillsWhatRunsInside(t *testing.T) {
-	requireNetns(t)
+	testenv.RequireNetns(t)
 	ctx := context.Background()
 	ns := Unique("pstnt")
 	if err := Create(ctx, ns, "", ""); err != nil {
