@@ -30,8 +30,14 @@ const (
 // direct one before it starts on the relay (and migrates later).
 const directGrace = 300 * time.Millisecond
 
-// rankTimeout bounds the STUN probe that orders relays by latency.
-const rankTimeout = 300 * time.Millisecond
+// defaultRankTimeout bounds the STUN probe that orders relays by latency.
+const defaultRankTimeout = 300 * time.Millisecond
+
+// rankGrace is how much longer than the first relay to answer the others
+// may take and still be ranked by their round trip: a relay that much
+// slower is not the nearest, and a dead one no longer holds up every dial
+// for the whole RankTimeout.
+const rankGrace = 50 * time.Millisecond
 
 // PathInfo describes the path a connection uses.
 type PathInfo struct {
@@ -57,6 +63,10 @@ type DialerConfig struct {
 	// TLSFallbackDelay is how long a TURN allocation over UDP may take before
 	// one over TLS is tried in parallel (default 1 s).
 	TLSFallbackDelay time.Duration
+	// RankTimeout bounds the STUN probe that orders relays by latency
+	// (default 300 ms); once one relay has answered, the others have
+	// rankGrace more than its round trip.
+	RankTimeout time.Duration
 	// ExcludePrefixes are address ranges never offered as host candidates,
 	// in addition to DefaultExcludedPrefixes (the client's synthetic
 	// ranges when it is configured with other ones).
@@ -144,6 +154,9 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	}
 	if cfg.ListenAddr == "" {
 		cfg.ListenAddr = ":0"
+	}
+	if cfg.RankTimeout <= 0 {
+		cfg.RankTimeout = defaultRankTimeout
 	}
 	if cfg.TLSFallbackDelay <= 0 {
 		cfg.TLSFallbackDelay = time.Second
@@ -425,12 +438,24 @@ func (d *Dialer) dialVia(ctx context.Context, c controlapi.ConnectorInfo, r cont
 }
 
 // rankRelays orders relays by the round-trip time of one STUN binding from
-// the plain socket (answered within rankTimeout), the others after them in
-// their listed order: signaling and relaying go through the nearest relay.
+// the plain socket (answered within RankTimeout, and within rankGrace of the
+// first answer), the others after them in their listed order: signaling and
+// relaying go through the nearest relay.
 func (d *Dialer) rankRelays(ctx context.Context, relays []controlapi.RelayInfo) []controlapi.RelayInfo {
 	if len(relays) < 2 {
 		return relays
 	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.RankTimeout)
+	defer cancel()
+	var graceMu sync.Mutex
+	var grace *time.Timer
+	defer func() {
+		graceMu.Lock()
+		if grace != nil {
+			grace.Stop()
+		}
+		graceMu.Unlock()
+	}()
 	rtts := make([]time.Duration, len(relays))
 	var wg sync.WaitGroup
 	for i, r := range relays {
@@ -447,8 +472,13 @@ func (d *Dialer) rankRelays(ctx context.Context, relays []controlapi.RelayInfo) 
 				return
 			}
 			start := time.Now()
-			if _, err := d.m.transact(ctx, req, server, rankTimeout); err == nil {
+			if _, err := d.m.transact(ctx, req, server, d.cfg.RankTimeout); err == nil {
 				rtts[i] = time.Since(start)
+				graceMu.Lock()
+				if grace == nil {
+					grace = time.AfterFunc(rtts[i]+rankGrace, cancel)
+				}
+				graceMu.Unlock()
 			}
 		}()
 	}

@@ -102,9 +102,18 @@ func TestRankRelaysPrefersAnsweringRelay(t *testing.T) {
 	defer dead.Close()
 	slow := w.relayInfo
 	slow.ID, slow.Name, slow.UDPAddr = "relay-dead", "relay-dead", dead.LocalAddr().String()
-	d := newDialer(t, w.dialerConfig(nil))
+	cfg := w.dialerConfig(nil)
+	// Long enough for the live relay to answer on a loaded machine; the
+	// dead one must not hold the ranking up for all of it: once the live
+	// relay answered, the others have rankGrace.
+	cfg.RankTimeout = 20 * time.Second
+	d := newDialer(t, cfg)
+	start := time.Now()
 	got := d.rankRelays(context.Background(), []controlapi.RelayInfo{slow, w.relayInfo})
 	if got[0].ID != w.relayInfo.ID || got[1].ID != "relay-dead" {
 		t.Fatalf("ranked %s, %s", got[0].ID, got[1].ID)
+	}
+	if took := time.Since(start); took > cfg.RankTimeout/2 {
+		t.Fatalf("ranking waited %v for the dead relay (RankTimeout %v)", took, cfg.RankTimeout)
 	}
 }
