@@ -1,5 +1,5 @@
 # Fuzzing: every target listed in scripts/test.d/20-fuzz.sh (make test runs
-# each for 2 s). make fuzz [FUZZTIME=60s] [FUZZ_ONLY=FuzzApply|controller]
+# each for its number of executions). make fuzz [FUZZTIME=60s] [FUZZ_ONLY=FuzzApply|controller]
 FUZZTIME ?= 10s
 
 .PHONY: fuzz
