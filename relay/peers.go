@@ -237,16 +237,36 @@ func (r *Relay) SetPolicy(p controlapi.RelayPolicy) {
 
 // filterConn drops TURN packets from and to blocked client endpoints, and
 // records the source of the packet the TURN server handles now (it reads and
-// handles one packet at a time on its UDP socket), for udpReleaser.
+// handles one packet at a time on its UDP socket), for udpReleaser. On a UDP
+// socket it reads in batches (batch.go) and, before a read that may block,
+// sends what the packets just handled queued on relayed sockets (flush).
 type filterConn struct {
 	net.PacketConn
 	blocked func(net.Addr) bool
 	current atomic.Pointer[net.Addr]
+	rd      *batchReader // nil: one datagram per read
+}
+
+func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushSet) *filterConn {
+	c := &filterConn{PacketConn: pc, blocked: blocked}
+	if bio := newBatchIO(pc); bio != nil {
+		setSockBufs(pc)
+		c.rd = newBatchReader(bio, serverBatch)
+		c.rd.beforeBlock = flush.flush
+	}
+	return c
 }
 
 func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, a, err := c.PacketConn.ReadFrom(b)
+		var n int
+		var a net.Addr
+		var err error
+		if c.rd != nil {
+			n, a, err = c.rd.ReadFrom(b)
+		} else {
+			n, a, err = c.PacketConn.ReadFrom(b)
+		}
 		if err != nil || !c.blocked(a) {
 			if err == nil {
 				c.current.Store(&a)
