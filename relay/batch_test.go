@@ -219,3 +219,62 @@ func TestRelayForwardsBurstsBothWays(t *testing.T) {
 		t.Fatal("the relay forwarded to an address outside every session")
 	}
 }
+
+// ChannelData to a client with an allocation waits for its packet handler's
+// flush; STUN to it, and anything to other endpoints, leaves at once; a
+// dropped client's ChannelData leaves at once too.
+func TestFilterConnQueuesChannelDataPerClient(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("batched I/O is Linux only")
+	}
+	sock, client := udpPair(t)
+	_, other := udpPair(t)
+	fc := newFilterConn(sock, func(net.Addr) bool { return false }, &flushSet{})
+	w := fc.addClient(client.LocalAddr())
+	if w == nil {
+		t.Fatal("no client queue on a batching UDP socket")
+	}
+	chanData := []byte{0x40, 0x00, 0x00, 0x04, 'd', 'a', 't', 'a'}
+	stunMsg := []byte{0x01, 0x01, 0x00, 0x00, 's', 't', 'u', 'n'}
+	for _, x := range []struct {
+		b  []byte
+		to *net.UDPConn
+	}{{chanData, client}, {stunMsg, client}, {chanData, other}} {
+		if n, err := fc.WriteTo(x.b, x.to.LocalAddr()); err != nil || n != len(x.b) {
+			t.Fatalf("WriteTo: %d, %v", n, err)
+		}
+	}
+	buf := make([]byte, 64)
+	read := func(c *net.UDPConn, want []byte, wait time.Duration) bool {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			return false
+		}
+		if !bytes.Equal(buf[:n], want) {
+			t.Fatalf("read %q, want %q", buf[:n], want)
+		}
+		return true
+	}
+	if !read(client, stunMsg, 5*time.Second) {
+		t.Fatal("STUN to the client was held back")
+	}
+	if !read(other, chanData, 5*time.Second) {
+		t.Fatal("ChannelData to an endpoint without allocation was held back")
+	}
+	if read(client, chanData, 50*time.Millisecond) {
+		t.Fatal("queued ChannelData left before the flush")
+	}
+	w.flush()
+	if !read(client, chanData, 5*time.Second) {
+		t.Fatal("queued ChannelData did not leave on flush")
+	}
+	fc.dropClient(client.LocalAddr(), w)
+	if _, err := fc.WriteTo(chanData, client.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if !read(client, chanData, 5*time.Second) {
+		t.Fatal("ChannelData to a dropped client was held back")
+	}
+}

@@ -100,7 +100,18 @@ func (g *udpReleaser) AllocatePacketConn(network string, requestedPort int) (net
 		return pc, addr, nil
 	}
 	key := endpointKey(*src)
-	return &releasingConn{PacketConn: pc, release: func() { g.release(key) }}, addr, nil
+	release := func() { g.release(key) }
+	if cc, ok := pc.(*countingConn); ok && cc.rd != nil {
+		// What the allocation's packet handler sends its client is queued
+		// (filterConn.WriteTo) and sent when the handler is about to wait
+		// for the next datagram from a peer.
+		if w := g.src.addClient(*src); w != nil {
+			cc.rd.beforeBlock = w.flush
+			client := *src
+			release = func() { g.release(key); g.src.dropClient(client, w) }
+		}
+	}
+	return &releasingConn{PacketConn: pc, release: release}, addr, nil
 }
 
 type releasingConn struct {

@@ -245,6 +245,68 @@ type filterConn struct {
 	blocked func(net.Addr) bool
 	current atomic.Pointer[net.Addr]
 	rd      *batchReader // nil: one datagram per read
+	// clients holds, per client endpoint of a UDP allocation, the queue of
+	// the ChannelData its allocation's packet handler sends it (the only
+	// sender of ChannelData to that endpoint); replaced, never changed,
+	// under cmu.
+	cmu     sync.Mutex
+	clients atomic.Pointer[map[netip.AddrPort]*batchWriter]
+}
+
+// addClient returns the queue for ChannelData to client, or nil when this
+// socket does not batch.
+func (c *filterConn) addClient(client net.Addr) *batchWriter {
+	ap, ok := addrPortOf(client)
+	if c.rd == nil || !ok {
+		return nil
+	}
+	uc, ok := c.PacketConn.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	w := newBatchWriter(uc)
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	m := map[netip.AddrPort]*batchWriter{ap: w}
+	if old := c.clients.Load(); old != nil {
+		for k, v := range *old {
+			if k != ap {
+				m[k] = v
+			}
+		}
+	}
+	c.clients.Store(&m)
+	return w
+}
+
+// dropClient forgets the queue w of client (its allocation is gone).
+func (c *filterConn) dropClient(client net.Addr, w *batchWriter) {
+	ap, ok := addrPortOf(client)
+	if !ok {
+		return
+	}
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	old := c.clients.Load()
+	if old == nil || (*old)[ap] != w {
+		return
+	}
+	m := make(map[netip.AddrPort]*batchWriter, len(*old))
+	for k, v := range *old {
+		if k != ap {
+			m[k] = v
+		}
+	}
+	c.clients.Store(&m)
+}
+
+func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
 func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushSet) *filterConn {
@@ -279,6 +341,17 @@ func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 func (c *filterConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	if c.blocked(a) {
 		return len(b), nil
+	}
+	// ChannelData (channel numbers 0x4000-0x7FFF) comes only from the
+	// packet handler of the client's allocation; STUN goes out at once.
+	if len(b) >= 4 && b[0]&0xC0 == 0x40 {
+		if m := c.clients.Load(); m != nil && len(*m) > 0 {
+			if ap, ok := addrPortOf(a); ok {
+				if w := (*m)[ap]; w != nil && w.queue(b, a) {
+					return len(b), nil
+				}
+			}
+		}
 	}
 	return c.PacketConn.WriteTo(b, a)
 }

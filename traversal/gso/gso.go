@@ -43,7 +43,8 @@ type seg struct {
 
 // NewWriter returns a writer for conn; it uses GSO when conn supports it.
 func NewWriter(conn *net.UDPConn) *Writer {
-	return &Writer{conn: conn, gso: supported(conn), buf: make([]byte, 0, 16<<10), segs: make([]seg, 0, MaxSegments)}
+	// The queue grows with the largest batch it has held.
+	return &Writer{conn: conn, gso: supported(conn)}
 }
 
 // GSO reports whether the writer segments runs in the kernel.
