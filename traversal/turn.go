@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pion/logging"
@@ -142,15 +143,17 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 			return nil, fmt.Errorf("TURN allocate on relay %s over %s: %w", r.Name, transport, x.err)
 		}
 		rc := newRelayPacketConn(x.pc)
+		var conn net.PacketConn = rc
 		if fast != nil {
 			if l, ok := x.pc.(interface {
 				FindAddrByChannelNumber(uint16) (net.Addr, bool)
 			}); ok {
 				fast.setLookup(l.FindAddrByChannelNumber)
 				rc.fast = fast
+				conn = &udpRelayPacketConn{relayPacketConn: rc, base: fast.pending.Conn()}
 			}
 		}
-		return &allocation{relay: r, transport: transport, client: c, base: base, conn: rc}, nil
+		return &allocation{relay: r, transport: transport, client: c, base: base, conn: conn}, nil
 	case <-ctx.Done():
 		c.Close()
 		base.Close()
@@ -242,3 +245,19 @@ func (c *relayPacketConn) Close() error {
 
 func (*relayPacketConn) SetReadBuffer(int) error  { return nil }
 func (*relayPacketConn) SetWriteBuffer(int) error { return nil }
+
+// udpRelayPacketConn is the relayed socket of an allocation over UDP, with
+// the fast path. quic-go sets the don't-fragment bit and the buffer sizes
+// on its UDP socket to the relay, as on its own sockets, and so runs path
+// MTU discovery on the relayed path too: QUIC packets grow from 1200 bytes
+// up to what fits the path with the 4-byte ChannelData header (a probe too
+// large for the first hop fails at sendmsg and counts as lost; one too large
+// further on is lost there).
+type udpRelayPacketConn struct {
+	*relayPacketConn
+	base *net.UDPConn
+}
+
+func (c *udpRelayPacketConn) SyscallConn() (syscall.RawConn, error) { return c.base.SyscallConn() }
+func (c *udpRelayPacketConn) SetReadBuffer(n int) error             { return c.base.SetReadBuffer(n) }
+func (c *udpRelayPacketConn) SetWriteBuffer(n int) error            { return c.base.SetWriteBuffer(n) }

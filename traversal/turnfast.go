@@ -68,6 +68,9 @@ type turnFastPath struct {
 	kick    chan struct{}
 	done    chan struct{}
 	once    sync.Once
+	// largest is the largest datagram queued (tests: path MTU discovery
+	// on the relayed path).
+	largest atomic.Int64
 }
 
 // newTurnFastPath returns the fast path over conn (the allocation's socket to
@@ -193,6 +196,9 @@ func (f *turnFastPath) route(peer net.Addr) (*fastChan, func()) {
 
 // send queues b as ChannelData on channel c.
 func (f *turnFastPath) send(c *fastChan, b []byte) {
+	if n := int64(channelHeader + len(b)); n > f.largest.Load() {
+		f.largest.Store(n) // one writer: quic-go's send loop
+	}
 	var hdr [channelHeader]byte
 	binary.BigEndian.PutUint16(hdr[:2], c.num)
 	binary.BigEndian.PutUint16(hdr[2:], uint16(len(b)))

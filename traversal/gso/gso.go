@@ -47,6 +47,9 @@ func NewWriter(conn *net.UDPConn) *Writer {
 	return &Writer{conn: conn, gso: supported(conn)}
 }
 
+// Conn is the socket the writer sends on.
+func (w *Writer) Conn() *net.UDPConn { return w.conn }
+
 // GSO reports whether the writer segments runs in the kernel.
 func (w *Writer) GSO() bool { return w.gso }
 
