@@ -6,6 +6,8 @@ import (
 
 	"github.com/pion/turn/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"postern.dev/postern/traversal/udpbatch"
 )
 
 // countingGenerator wraps a RelayAddressGenerator so every relayed socket
@@ -26,9 +28,9 @@ func (g *countingGenerator) AllocatePacketConn(network string, requestedPort int
 		return nil, nil, err
 	}
 	c := &countingConn{PacketConn: pc, g: g}
-	if bio := newBatchIO(pc); bio != nil {
+	if bio := udpbatch.NewBatchIO(pc); bio != nil {
 		setSockBufs(pc)
-		c.rd = newBatchReader(bio, relayedBatch)
+		c.rd = udpbatch.NewReader(bio, relayedBatch)
 		if g.flush != nil {
 			c.wr = newBatchWriter(pc.(*net.UDPConn))
 		}
@@ -41,8 +43,8 @@ func (g *countingGenerator) AllocatePacketConn(network string, requestedPort int
 type countingConn struct {
 	net.PacketConn
 	g  *countingGenerator
-	rd *batchReader // nil: one datagram per read
-	wr *batchWriter // nil: every write sent at once
+	rd *udpbatch.Reader // nil: one datagram per read
+	wr *batchWriter     // nil: every write sent at once
 }
 
 func (c *countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -106,7 +108,7 @@ func (g *udpReleaser) AllocatePacketConn(network string, requestedPort int) (net
 		// (filterConn.WriteTo) and sent when the handler is about to wait
 		// for the next datagram from a peer.
 		if w := g.src.addClient(*src); w != nil {
-			cc.rd.beforeBlock = w.flush
+			cc.rd.BeforeBlock = w.flush
 			client := *src
 			release = func() { g.release(key); g.src.dropClient(client, w) }
 		}

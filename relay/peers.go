@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/traversal/udpbatch"
 )
 
 // metadataAddrs are cloud instance metadata and host endpoints a relay never
@@ -244,7 +245,7 @@ type filterConn struct {
 	net.PacketConn
 	blocked func(net.Addr) bool
 	current atomic.Pointer[net.Addr]
-	rd      *batchReader // nil: one datagram per read
+	rd      *udpbatch.Reader // nil: one datagram per read
 	// clients holds, per client endpoint of a UDP allocation, the queue of
 	// the ChannelData its allocation's packet handler sends it (the only
 	// sender of ChannelData to that endpoint); replaced, never changed,
@@ -311,10 +312,10 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 
 func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushSet) *filterConn {
 	c := &filterConn{PacketConn: pc, blocked: blocked}
-	if bio := newBatchIO(pc); bio != nil {
+	if bio := udpbatch.NewBatchIO(pc); bio != nil {
 		setSockBufs(pc)
-		c.rd = newBatchReader(bio, serverBatch)
-		c.rd.beforeBlock = flush.flush
+		c.rd = udpbatch.NewReader(bio, serverBatch)
+		c.rd.BeforeBlock = flush.flush
 	}
 	return c
 }

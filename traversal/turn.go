@@ -79,7 +79,7 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 			_ = uc.SetReadBuffer(turnSockBuf)
 			_ = uc.SetWriteBuffer(turnSockBuf)
 			fast = newTurnFastPath(uc)
-			pionConn = &observedConn{PacketConn: pc, f: fast}
+			pionConn = newObservedConn(pc, fast)
 		}
 	case "tls":
 		tc, err := dialRelayTLS(ctx, r, sigwire.ALPNTURN, nil)

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"postern.dev/postern/traversal/gso"
+	"postern.dev/postern/traversal/udpbatch"
 )
 
 // The client's fast path through a TURN allocation over UDP.
@@ -23,7 +23,7 @@ import (
 // at the relay (the relay sent ChannelData on that channel, so it is bound):
 // QUIC packets to that peer get the 4-byte ChannelData header and are
 // queued; a sender goroutine sends what has queued meanwhile, runs of equal
-// size as one GSO sendmsg (traversal/gso). Everything else stays with pion:
+// size as one GSO sendmsg (traversal/udpbatch). Everything else stays with pion:
 // allocation, permissions, binding and their refreshes, and data to peers
 // with no confirmed channel. So that pion keeps refreshing a binding it no
 // longer sees used, one packet per peer and second still goes through it,
@@ -37,7 +37,7 @@ const (
 	channelHeader = 4
 	// pendingMax is how many packets queue before a writer waits for the
 	// sender.
-	pendingMax = gso.MaxSegments
+	pendingMax = udpbatch.MaxSegments
 )
 
 // fastChan is a confirmed channel binding to one peer.
@@ -62,9 +62,9 @@ type turnFastPath struct {
 	// pending holds queued packets (under mu); the sender swaps it with
 	// spare and sends spare (under smu).
 	mu      sync.Mutex
-	pending *gso.Writer
+	pending *udpbatch.Writer
 	smu     sync.Mutex
-	spare   *gso.Writer
+	spare   *udpbatch.Writer
 	kick    chan struct{}
 	done    chan struct{}
 	once    sync.Once
@@ -78,8 +78,8 @@ type turnFastPath struct {
 // pion's client sends to) before the first datagram is read.
 func newTurnFastPath(conn *net.UDPConn) *turnFastPath {
 	f := &turnFastPath{
-		pending: gso.NewWriter(conn),
-		spare:   gso.NewWriter(conn),
+		pending: udpbatch.NewWriter(conn),
+		spare:   udpbatch.NewWriter(conn),
 		kick:    make(chan struct{}, 1),
 		done:    make(chan struct{}),
 	}
@@ -242,15 +242,35 @@ func (f *turnFastPath) sender() {
 	}
 }
 
-// observedConn is the base socket as pion's TURN client reads it: the fast
-// path sees every datagram first.
+// observedConn is the base socket as pion's TURN client reads it (one
+// goroutine): the fast path sees every datagram first, and on Linux every
+// datagram waiting in the socket comes out of one recvmmsg.
 type observedConn struct {
 	net.PacketConn
-	f *turnFastPath
+	f  *turnFastPath
+	rd *udpbatch.Reader // nil: one datagram per read
+}
+
+// clientBatch is how many datagrams one read on a TURN client's socket takes.
+const clientBatch = 16
+
+func newObservedConn(pc net.PacketConn, f *turnFastPath) *observedConn {
+	c := &observedConn{PacketConn: pc, f: f}
+	if bio := udpbatch.NewBatchIO(pc); bio != nil {
+		c.rd = udpbatch.NewReader(bio, clientBatch)
+	}
+	return c
 }
 
 func (c *observedConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, a, err := c.PacketConn.ReadFrom(b)
+	var n int
+	var a net.Addr
+	var err error
+	if c.rd != nil {
+		n, a, err = c.rd.ReadFrom(b)
+	} else {
+		n, a, err = c.PacketConn.ReadFrom(b)
+	}
 	if err == nil {
 		c.f.observe(b[:n], a)
 	}

@@ -1,4 +1,4 @@
-package gso
+package udpbatch
 
 import (
 	"bytes"

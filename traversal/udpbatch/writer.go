@@ -1,14 +1,16 @@
-// Package gso sends batches of UDP datagrams in few system calls: runs of
-// datagrams to one address of one size (the last may be shorter) go out as
+// Package udpbatch moves UDP datagrams in few system calls. Writer sends
+// runs of datagrams to one address of one size (the last may be shorter) as
 // one sendmsg with UDP generic segmentation offload (UDP_SEGMENT, Linux 4.18
-// and later), so the kernel walks its stack (routing, netfilter, the
-// device) once per run instead of once per datagram. Where GSO is missing
-// or the device refuses it, every datagram is sent on its own, as before.
+// and later), so the kernel walks its stack (routing, netfilter, the device)
+// once per run instead of once per datagram; where GSO is missing or the
+// device refuses it, every datagram is sent on its own, as before. Reader
+// takes every datagram waiting in a socket with one recvmmsg and hands them
+// out one by one.
 //
 // The relay's data path and the client's leg through a TURN allocation use
-// it: quic-go segments its own sockets this way, but not a socket it sees
+// it: quic-go batches its own sockets this way, but not a socket it sees
 // through a TURN client.
-package gso
+package udpbatch
 
 import (
 	"errors"

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package gso
+package udpbatch
 
 import "net"
 
