@@ -120,10 +120,14 @@ func (w *Writer) send(i, j int) error {
 	if err == nil {
 		return nil
 	}
-	if isGSOError(err) {
-		// The device cannot segment: send this run and all later ones
-		// datagram by datagram.
-		w.gso = false
+	if noGSO, tooLarge := isGSOError(err); noGSO || tooLarge {
+		// The device cannot segment (send this run and all later ones
+		// datagram by datagram), or the segments do not fit the route's
+		// MTU (send this run datagram by datagram: each fails or not on
+		// its own, as a probe for a larger path MTU must).
+		if noGSO {
+			w.gso = false
+		}
 		var first error
 		for k := i; k < j; k++ {
 			x := w.segs[k]

@@ -37,11 +37,13 @@ func segmentSizeMsg(b []byte, size uint16) []byte {
 }
 
 // isGSOError reports an error of a device that cannot segment (EIO: no
-// transmit checksum offload) or a socket that refuses the size (EINVAL).
-func isGSOError(err error) bool {
+// transmit checksum offload), or of segments too large for the route
+// (EINVAL: the kernel checks the segment size against the MTU; UDP_SEGMENT
+// itself is known to work, see supported).
+func isGSOError(err error) (noGSO, tooLarge bool) {
 	var serr *os.SyscallError
 	if errors.As(err, &serr) {
-		return serr.Err == unix.EIO || serr.Err == unix.EINVAL
+		return serr.Err == unix.EIO, serr.Err == unix.EINVAL
 	}
-	return false
+	return false, false
 }

@@ -6,4 +6,4 @@ import "net"
 
 func supported(*net.UDPConn) bool              { return false }
 func segmentSizeMsg(b []byte, _ uint16) []byte { return b }
-func isGSOError(error) bool                    { return false }
+func isGSOError(error) (noGSO, tooLarge bool)  { return false, false }
