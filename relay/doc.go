@@ -3,7 +3,10 @@
 // TLS listener, with TURN credentials checked against the controller-issued
 // secret, per-principal quotas and Prometheus metrics. It forwards only the
 // end-to-end encrypted QUIC packets of clients and connectors and never holds
-// a key that could read a flow.
+// a key that could read a flow. pion/turn decides about every packet
+// (allocations, permissions, channel bindings, quotas, the revocation
+// filter); batch.go only lets its UDP sockets move many datagrams per
+// system call (recvmmsg, GSO).
 //
 // Relay is the network service; Run (enroll.go) adds enrollment with a relay
 // token, the state directory and the registration heartbeat with the

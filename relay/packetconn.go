@@ -6,14 +6,20 @@ import (
 
 	"github.com/pion/turn/v2"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"postern.dev/postern/traversal/udpbatch"
 )
 
 // countingGenerator wraps a RelayAddressGenerator so every relayed socket
-// counts the bytes it carries.
+// counts the bytes it carries and reads in batches (batch.go). With flush
+// set (the generator of the UDP listener, whose relayed sockets are written
+// only by pion's one read loop on the TURN socket), writes to peers are
+// queued and sent together when that read loop is about to block.
 type countingGenerator struct {
 	turn.RelayAddressGenerator
 	toPeer, fromPeer     prometheus.Counter
 	toPeerPkt, fromPeerP prometheus.Counter
+	flush                *flushSet
 }
 
 func (g *countingGenerator) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
@@ -21,16 +27,35 @@ func (g *countingGenerator) AllocatePacketConn(network string, requestedPort int
 	if err != nil {
 		return nil, nil, err
 	}
-	return &countingConn{PacketConn: pc, g: g}, addr, nil
+	c := &countingConn{PacketConn: pc, g: g}
+	if bio := udpbatch.NewBatchIO(pc); bio != nil {
+		setSockBufs(pc)
+		c.rd = udpbatch.NewReader(bio, relayedBatch)
+		if g.flush != nil {
+			c.wr = newBatchWriter(pc.(*net.UDPConn))
+		}
+	}
+	return c, addr, nil
 }
 
+// countingConn is a relayed socket. Its one reader is the allocation's
+// packet handler in pion/turn.
 type countingConn struct {
 	net.PacketConn
-	g *countingGenerator
+	g  *countingGenerator
+	rd *udpbatch.Reader // nil: one datagram per read
+	wr *batchWriter     // nil: every write sent at once
 }
 
 func (c *countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, a, err := c.PacketConn.ReadFrom(b)
+	var n int
+	var a net.Addr
+	var err error
+	if c.rd != nil {
+		n, a, err = c.rd.ReadFrom(b)
+	} else {
+		n, a, err = c.PacketConn.ReadFrom(b)
+	}
 	if n > 0 {
 		c.g.fromPeer.Add(float64(n))
 		c.g.fromPeerP.Inc()
@@ -39,6 +64,12 @@ func (c *countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
 }
 
 func (c *countingConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	if c.wr != nil && c.wr.queue(b, a) {
+		c.g.flush.mark(c.wr)
+		c.g.toPeer.Add(float64(len(b)))
+		c.g.toPeerPkt.Inc()
+		return len(b), nil
+	}
 	n, err := c.PacketConn.WriteTo(b, a)
 	if n > 0 {
 		c.g.toPeer.Add(float64(n))
@@ -71,7 +102,18 @@ func (g *udpReleaser) AllocatePacketConn(network string, requestedPort int) (net
 		return pc, addr, nil
 	}
 	key := endpointKey(*src)
-	return &releasingConn{PacketConn: pc, release: func() { g.release(key) }}, addr, nil
+	release := func() { g.release(key) }
+	if cc, ok := pc.(*countingConn); ok && cc.rd != nil {
+		// What the allocation's packet handler sends its client is queued
+		// (filterConn.WriteTo) and sent when the handler is about to wait
+		// for the next datagram from a peer.
+		if w := g.src.addClient(*src); w != nil {
+			cc.rd.BeforeBlock = w.flush
+			client := *src
+			release = func() { g.release(key); g.src.dropClient(client, w) }
+		}
+	}
+	return &releasingConn{PacketConn: pc, release: release}, addr, nil
 }
 
 type releasingConn struct {

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/traversal/udpbatch"
 )
 
 // metadataAddrs are cloud instance metadata and host endpoints a relay never
@@ -237,16 +238,98 @@ func (r *Relay) SetPolicy(p controlapi.RelayPolicy) {
 
 // filterConn drops TURN packets from and to blocked client endpoints, and
 // records the source of the packet the TURN server handles now (it reads and
-// handles one packet at a time on its UDP socket), for udpReleaser.
+// handles one packet at a time on its UDP socket), for udpReleaser. On a UDP
+// socket it reads in batches (batch.go) and, before a read that may block,
+// sends what the packets just handled queued on relayed sockets (flush).
 type filterConn struct {
 	net.PacketConn
 	blocked func(net.Addr) bool
 	current atomic.Pointer[net.Addr]
+	rd      *udpbatch.Reader // nil: one datagram per read
+	// clients holds, per client endpoint of a UDP allocation, the queue of
+	// the ChannelData its allocation's packet handler sends it (the only
+	// sender of ChannelData to that endpoint); replaced, never changed,
+	// under cmu.
+	cmu     sync.Mutex
+	clients atomic.Pointer[map[netip.AddrPort]*batchWriter]
+}
+
+// addClient returns the queue for ChannelData to client, or nil when this
+// socket does not batch.
+func (c *filterConn) addClient(client net.Addr) *batchWriter {
+	ap, ok := addrPortOf(client)
+	if c.rd == nil || !ok {
+		return nil
+	}
+	uc, ok := c.PacketConn.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	w := newBatchWriter(uc)
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	m := map[netip.AddrPort]*batchWriter{ap: w}
+	if old := c.clients.Load(); old != nil {
+		for k, v := range *old {
+			if k != ap {
+				m[k] = v
+			}
+		}
+	}
+	c.clients.Store(&m)
+	return w
+}
+
+// dropClient forgets the queue w of client (its allocation is gone).
+func (c *filterConn) dropClient(client net.Addr, w *batchWriter) {
+	ap, ok := addrPortOf(client)
+	if !ok {
+		return
+	}
+	c.cmu.Lock()
+	defer c.cmu.Unlock()
+	old := c.clients.Load()
+	if old == nil || (*old)[ap] != w {
+		return
+	}
+	m := make(map[netip.AddrPort]*batchWriter, len(*old))
+	for k, v := range *old {
+		if k != ap {
+			m[k] = v
+		}
+	}
+	c.clients.Store(&m)
+}
+
+func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap := ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
+
+func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushSet) *filterConn {
+	c := &filterConn{PacketConn: pc, blocked: blocked}
+	if bio := udpbatch.NewBatchIO(pc); bio != nil {
+		setSockBufs(pc)
+		c.rd = udpbatch.NewReader(bio, serverBatch)
+		c.rd.BeforeBlock = flush.flush
+	}
+	return c
 }
 
 func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		n, a, err := c.PacketConn.ReadFrom(b)
+		var n int
+		var a net.Addr
+		var err error
+		if c.rd != nil {
+			n, a, err = c.rd.ReadFrom(b)
+		} else {
+			n, a, err = c.PacketConn.ReadFrom(b)
+		}
 		if err != nil || !c.blocked(a) {
 			if err == nil {
 				c.current.Store(&a)
@@ -259,6 +342,17 @@ func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 func (c *filterConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	if c.blocked(a) {
 		return len(b), nil
+	}
+	// ChannelData (channel numbers 0x4000-0x7FFF) comes only from the
+	// packet handler of the client's allocation; STUN goes out at once.
+	if len(b) >= 4 && b[0]&0xC0 == 0x40 {
+		if m := c.clients.Load(); m != nil && len(*m) > 0 {
+			if ap, ok := addrPortOf(a); ok {
+				if w := (*m)[ap]; w != nil && w.queue(b, a) {
+					return len(b), nil
+				}
+			}
+		}
 	}
 	return c.PacketConn.WriteTo(b, a)
 }

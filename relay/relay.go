@@ -184,8 +184,9 @@ func (r *Relay) Start() error {
 	}
 	r.udp, r.tcp = udp, tcp
 	r.turnLn = newChanListener(tcp.Addr())
-	gen := func() turn.RelayAddressGenerator {
+	gen := func(flush *flushSet) turn.RelayAddressGenerator {
 		return &countingGenerator{
+			flush:                 flush,
 			RelayAddressGenerator: &familyGenerator{publicIP: r.cfg.PublicIP, relayIP: r.cfg.RelayIP},
 			toPeer:                r.m.bytes.WithLabelValues("to_peer"),
 			fromPeer:              r.m.bytes.WithLabelValues("from_peer"),
@@ -195,18 +196,24 @@ func (r *Relay) Start() error {
 	}
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
-	udpConn := &filterConn{PacketConn: udp, blocked: r.auth.isBlocked}
+	// Writes to peers are queued only when the read loop that flushes them
+	// reads in batches (a UDP socket on Linux).
+	flush := &flushSet{}
+	udpConn := newFilterConn(udp, r.auth.isBlocked, flush)
+	if udpConn.rd == nil {
+		flush = nil
+	}
 	srv, err := turn.NewServer(turn.ServerConfig{
 		Realm:         r.cfg.Realm,
 		AuthHandler:   r.auth.handler(r.log.Debug),
 		LoggerFactory: lf,
 		PacketConnConfigs: []turn.PacketConnConfig{{
 			PacketConn:            udpConn,
-			RelayAddressGenerator: &udpReleaser{RelayAddressGenerator: gen(), src: udpConn, release: r.auth.release},
+			RelayAddressGenerator: &udpReleaser{RelayAddressGenerator: gen(flush), src: udpConn, release: r.auth.release},
 			PermissionHandler:     r.permit,
 		}},
 		ListenerConfigs: []turn.ListenerConfig{{
-			Listener: r.turnLn, RelayAddressGenerator: gen(), PermissionHandler: r.permit,
+			Listener: r.turnLn, RelayAddressGenerator: gen(nil), PermissionHandler: r.permit,
 		}},
 	})
 	if err != nil {

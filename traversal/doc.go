@@ -18,7 +18,10 @@
 // ConnectorAgentConfig has TURNCredentials and Serve: its QUIC server runs on
 // the allocation too, and it offers the relayed address, which clients reach
 // over UDP from their plain socket or, when their UDP is blocked as well,
-// through their own allocation. Host candidates leave out tunnels (point-to-point links,
+// through their own allocation. QUIC over a TURN allocation over UDP takes
+// the fast path of turnfast.go once the relay uses the channel binding:
+// ChannelData framed here and sent in GSO runs (traversal/udpbatch), with
+// path MTU discovery as on a plain socket. Host candidates leave out tunnels (point-to-point links,
 // wg*, tun*, utun*, tailscale*, ...) and the synthetic ranges
 // (DefaultExcludedPrefixes, plus DialerConfig.ExcludePrefixes).
 //

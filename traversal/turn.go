@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pion/logging"
@@ -61,25 +62,41 @@ func (a *allocation) close() {
 // allocate makes a TURN allocation on r over transport ("udp" or "tls").
 func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, creds controlapi.TURNCredentials) (*allocation, error) {
 	var base net.PacketConn
+	var fast *turnFastPath
+	// pionConn is base as the TURN client sees it.
+	var pionConn net.PacketConn
 	switch transport {
 	case "udp":
 		pc, err := net.ListenPacket("udp", ":0")
 		if err != nil {
 			return nil, fmt.Errorf("TURN socket: %w", err)
 		}
-		base = pc
+		base, pionConn = pc, pc
+		if uc, ok := pc.(*net.UDPConn); ok {
+			// As quic-go asks for on its own sockets: a bulk flow through
+			// the relay overflowed the default while the client got no CPU
+			// for a moment (best effort: the kernel caps it).
+			_ = uc.SetReadBuffer(turnSockBuf)
+			_ = uc.SetWriteBuffer(turnSockBuf)
+			fast = newTurnFastPath(uc)
+			pionConn = newObservedConn(pc, fast)
+		}
 	case "tls":
 		tc, err := dialRelayTLS(ctx, r, sigwire.ALPNTURN, nil)
 		if err != nil {
 			return nil, err
 		}
 		base = turn.NewSTUNConn(tc)
+		pionConn = base
 	default:
 		return nil, fmt.Errorf("%w: TURN transport %q", ErrBadConfig, transport)
 	}
 	addr := r.UDPAddr
 	if transport == "tls" {
 		addr = r.TLSAddr
+	}
+	if fast != nil {
+		base = &fastClosingConn{PacketConn: base, f: fast}
 	}
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelError
@@ -91,11 +108,18 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 	c, err := turn.NewClient(&turn.ClientConfig{
 		STUNServerAddr: addr, TURNServerAddr: addr,
 		Username: creds.Username, Password: creds.Password, Realm: creds.Realm,
-		Conn: base, LoggerFactory: lf, RTO: 200 * time.Millisecond, Net: tn,
+		Conn: pionConn, LoggerFactory: lf, RTO: 200 * time.Millisecond, Net: tn,
 	})
 	if err != nil {
 		base.Close()
 		return nil, fmt.Errorf("TURN client for relay %s: %w", r.Name, err)
+	}
+	if fast != nil {
+		// Before Listen: the fast path reads the server address from
+		// then on.
+		if ap, ok := addrPortOf(c.TURNServerAddr()); ok {
+			fast.server = ap
+		}
 	}
 	if err := c.Listen(); err != nil {
 		c.Close()
@@ -118,7 +142,18 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 			base.Close()
 			return nil, fmt.Errorf("TURN allocate on relay %s over %s: %w", r.Name, transport, x.err)
 		}
-		return &allocation{relay: r, transport: transport, client: c, base: base, conn: newRelayPacketConn(x.pc)}, nil
+		rc := newRelayPacketConn(x.pc)
+		var conn net.PacketConn = rc
+		if fast != nil {
+			if l, ok := x.pc.(interface {
+				FindAddrByChannelNumber(uint16) (net.Addr, bool)
+			}); ok {
+				fast.setLookup(l.FindAddrByChannelNumber)
+				rc.fast = fast
+				conn = &udpRelayPacketConn{relayPacketConn: rc, base: fast.pending.Conn()}
+			}
+		}
+		return &allocation{relay: r, transport: transport, client: c, base: base, conn: conn}, nil
 	case <-ctx.Done():
 		c.Close()
 		base.Close()
@@ -138,8 +173,24 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 // inside the TURN client, so they are no-ops.
 type relayPacketConn struct {
 	net.PacketConn
+	fast *turnFastPath // nil: every packet through pion (TURN over TLS)
 	done chan struct{}
 	once sync.Once
+}
+
+// turnSockBuf is the buffer size asked for on a TURN client's UDP socket.
+const turnSockBuf = 4 << 20
+
+// fastClosingConn is the base socket of an allocation with a fast path:
+// closing it stops the fast path's sender.
+type fastClosingConn struct {
+	net.PacketConn
+	f *turnFastPath
+}
+
+func (c *fastClosingConn) Close() error {
+	c.f.close()
+	return c.PacketConn.Close()
 }
 
 func newRelayPacketConn(pc net.PacketConn) *relayPacketConn {
@@ -159,7 +210,24 @@ func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 }
 
 func (c *relayPacketConn) WriteTo(b []byte, a net.Addr) (int, error) {
-	if _, err := c.PacketConn.WriteTo(b, a); err != nil {
+	var check func()
+	if c.fast != nil {
+		var ch *fastChan
+		if ch, check = c.fast.route(a); ch != nil {
+			select {
+			case <-c.done:
+				return 0, net.ErrClosed
+			default:
+			}
+			c.fast.send(ch, b)
+			return len(b), nil
+		}
+	}
+	_, err := c.PacketConn.WriteTo(b, a)
+	if check != nil {
+		check()
+	}
+	if err != nil {
 		select {
 		case <-c.done:
 			return 0, net.ErrClosed
@@ -177,3 +245,19 @@ func (c *relayPacketConn) Close() error {
 
 func (*relayPacketConn) SetReadBuffer(int) error  { return nil }
 func (*relayPacketConn) SetWriteBuffer(int) error { return nil }
+
+// udpRelayPacketConn is the relayed socket of an allocation over UDP, with
+// the fast path. quic-go sets the don't-fragment bit and the buffer sizes
+// on its UDP socket to the relay, as on its own sockets, and so runs path
+// MTU discovery on the relayed path too: QUIC packets grow from 1200 bytes
+// up to what fits the path with the 4-byte ChannelData header (a probe too
+// large for the first hop fails at sendmsg and counts as lost; one too large
+// further on is lost there).
+type udpRelayPacketConn struct {
+	*relayPacketConn
+	base *net.UDPConn
+}
+
+func (c *udpRelayPacketConn) SyscallConn() (syscall.RawConn, error) { return c.base.SyscallConn() }
+func (c *udpRelayPacketConn) SetReadBuffer(n int) error             { return c.base.SetReadBuffer(n) }
+func (c *udpRelayPacketConn) SetWriteBuffer(n int) error            { return c.base.SetWriteBuffer(n) }

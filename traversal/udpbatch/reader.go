@@ -1,0 +1,73 @@
+package udpbatch
+
+import (
+	"net"
+	"runtime"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// SlotSize is the buffer of one datagram in a Reader's batch: a full-size
+// ChannelData (4-byte header, 1500-byte payload) fits, as does pion/turn's
+// limit for relayed datagrams (1600 bytes).
+const SlotSize = 2048
+
+// BatchIO is what ipv4.PacketConn and ipv6.PacketConn offer for reading.
+type BatchIO interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// NewBatchIO returns the batch reads of pc, or nil when pc is no UDP socket
+// or the platform reads one datagram per call anyway (not Linux).
+func NewBatchIO(pc net.PacketConn) BatchIO {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok || runtime.GOOS != "linux" {
+		return nil
+	}
+	if la, ok := uc.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
+		return ipv6.NewPacketConn(uc) // IPv6, or dual-stack bound to ::
+	}
+	return ipv4.NewPacketConn(uc)
+}
+
+// Reader hands out the datagrams of one recvmmsg one by one. It is for one
+// reader goroutine.
+type Reader struct {
+	io         BatchIO
+	msgs       []ipv4.Message
+	next, have int
+	// BeforeBlock, if set, runs before a read that may block (all
+	// datagrams of the last batch were handed out): a flush of writes
+	// queued meanwhile.
+	BeforeBlock func()
+}
+
+// NewReader returns a reader of io with room for n datagrams per batch.
+func NewReader(io BatchIO, n int) *Reader {
+	r := &Reader{io: io, msgs: make([]ipv4.Message, n)}
+	for i := range r.msgs {
+		r.msgs[i].Buffers = [][]byte{make([]byte, SlotSize)}
+	}
+	return r
+}
+
+// ReadFrom copies the next datagram into b, as net.PacketConn.ReadFrom (a
+// datagram larger than b is cut to it).
+func (r *Reader) ReadFrom(b []byte) (int, net.Addr, error) {
+	if r.next == r.have {
+		if r.BeforeBlock != nil {
+			r.BeforeBlock()
+		}
+		r.next, r.have = 0, 0
+		n, err := r.io.ReadBatch(r.msgs, 0)
+		if err != nil {
+			return 0, nil, err
+		}
+		r.have = n
+	}
+	m := &r.msgs[r.next]
+	r.next++
+	n := copy(b, m.Buffers[0][:m.N])
+	return n, m.Addr, nil
+}
