@@ -20,9 +20,10 @@ import (
 // well known (RFC 7050), is answered locally, so clients discover Prefix
 // as they would on a real NAT64 network.
 type DNS64Config struct {
-	Listen   string       // "ip:port", UDP and TCP
-	Prefix   netip.Prefix // the NAT64 prefix, a /96
-	Upstream string       // "ip:port" of the resolver that knows the names
+	Listen   string            // "ip:port", UDP and TCP; port 0: one free for both
+	OnListen func(addr string) // as DNSConfig.OnListen
+	Prefix   netip.Prefix      // the NAT64 prefix, a /96
+	Upstream string            // "ip:port" of the resolver that knows the names
 	Logger   *slog.Logger
 }
 
@@ -151,5 +152,5 @@ func ServeDNS64(ctx context.Context, cfg DNS64Config) error {
 		log = slog.Default()
 	}
 	log.Info("dns64 listening", "addr", cfg.Listen, "prefix", cfg.Prefix, "upstream", cfg.Upstream)
-	return serveDNS(ctx, cfg.Listen, &dns64Handler{prefix: cfg.Prefix.Masked(), upstream: cfg.Upstream, log: log})
+	return serveDNS(ctx, cfg.Listen, cfg.OnListen, &dns64Handler{prefix: cfg.Prefix.Masked(), upstream: cfg.Upstream, log: log})
 }

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-
-	"postern.dev/postern/internal/testenv"
 )
 
 func aaaas(m *dns.Msg) []string {
@@ -28,11 +26,12 @@ func TestDNS64(t *testing.T) {
 		"controller.example.com": "203.0.113.10",
 		"dual.example.com":       "203.0.113.11,2001:db8:1::11",
 	}})
-	listen := testenv.FreeAddr(t, "udp", "127.0.0.1")
+	addr := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- ServeDNS64(ctx, DNS64Config{Listen: listen, Prefix: netip.MustParsePrefix("2001:db8:64::/96"), Upstream: upstream})
+		done <- ServeDNS64(ctx, DNS64Config{Listen: "127.0.0.1:0", OnListen: func(a string) { addr <- a },
+			Prefix: netip.MustParsePrefix("2001:db8:64::/96"), Upstream: upstream})
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -40,18 +39,14 @@ func TestDNS64(t *testing.T) {
 			t.Errorf("dns64: %v", err)
 		}
 	})
-	c := &dns.Client{Timeout: time.Second}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		m := new(dns.Msg)
-		m.SetQuestion("controller.example.com.", dns.TypeA)
-		if _, _, err := c.Exchange(m, listen); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("dns64 did not start")
-		}
-		time.Sleep(20 * time.Millisecond)
+	var listen string
+	select {
+	case listen = <-addr:
+	case err := <-done:
+		done <- err
+		t.Fatalf("dns64 did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("dns64 did not start within 10s")
 	}
 	if got := aaaas(query(t, listen, "controller.example.com", dns.TypeAAAA)); !slices.Equal(got, []string{"2001:db8:64::cb00:710a"}) {
 		t.Errorf("AAAA of an IPv4-only name = %v, want the synthesized 2001:db8:64::cb00:710a", got)

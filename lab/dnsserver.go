@@ -7,8 +7,10 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
@@ -19,9 +21,12 @@ import (
 // NXDOMAIN for other names inside the zones and REFUSED for names outside
 // them (it is no recursive resolver).
 type DNSConfig struct {
-	Listen  string            // "ip:port", UDP and TCP
-	Zones   []string          // e.g. "corp.internal"
-	Records map[string]string // name -> IP or IPs separated by commas (an A and an AAAA); a name may be "*.zone" for a wildcard
+	Listen string // "ip:port", UDP and TCP; port 0: one free for both
+	// OnListen, when set, is called with the address served once both
+	// sockets are bound (the chosen port when Listen's is 0).
+	OnListen func(addr string)
+	Zones    []string          // e.g. "corp.internal"
+	Records  map[string]string // name -> IP or IPs separated by commas (an A and an AAAA); a name may be "*.zone" for a wildcard
 	// Forward, if set ("ip:port"), answers names outside the zones by
 	// asking that server (a corporate resolver that also resolves public
 	// names); otherwise they are REFUSED.
@@ -165,19 +170,18 @@ func ServeDNS(ctx context.Context, cfg DNSConfig) error {
 		h.records[name] = append(h.records[name], ips...)
 	}
 	log.Info("dns server listening", "addr", cfg.Listen, "zones", h.zones, "records", len(h.records))
-	return serveDNS(ctx, cfg.Listen, h)
+	return serveDNS(ctx, cfg.Listen, cfg.OnListen, h)
 }
 
-// serveDNS answers with h on listen (UDP and TCP) until ctx ends.
-func serveDNS(ctx context.Context, listen string, h dns.Handler) error {
-	pc, err := net.ListenPacket("udp", listen)
+// serveDNS answers with h on listen (UDP and TCP) until ctx ends; onListen
+// (when set) learns the address once both sockets are bound.
+func serveDNS(ctx context.Context, listen string, onListen func(string), h dns.Handler) error {
+	pc, ln, err := listenDNS(listen)
 	if err != nil {
-		return fmt.Errorf("dns server: listen udp %s: %w", listen, err)
+		return err
 	}
-	ln, err := net.Listen("tcp", listen)
-	if err != nil {
-		pc.Close()
-		return fmt.Errorf("dns server: listen tcp %s: %w", listen, err)
+	if onListen != nil {
+		onListen(pc.LocalAddr().String())
 	}
 	servers := []*dns.Server{
 		{PacketConn: pc, Handler: h},
@@ -207,4 +211,32 @@ func serveDNS(ctx context.Context, listen string, h dns.Handler) error {
 		return fmt.Errorf("dns server: %w", runErr)
 	}
 	return nil
+}
+
+// listenDNS binds UDP and TCP on listen. With port 0 it takes a UDP port
+// the kernel chose and the same TCP port, trying again when that one is
+// taken for TCP (an ephemeral port of some outgoing connection).
+func listenDNS(listen string) (net.PacketConn, net.Listener, error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dns server: listen %q: %w", listen, err)
+	}
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", listen)
+		if err != nil {
+			return nil, nil, fmt.Errorf("dns server: listen udp %s: %w", listen, err)
+		}
+		addr := listen
+		if port == "0" {
+			addr = net.JoinHostPort(host, strconv.Itoa(pc.LocalAddr().(*net.UDPAddr).Port))
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if port != "0" || !errors.Is(err, syscall.EADDRINUSE) || try == 20 {
+			return nil, nil, fmt.Errorf("dns server: listen tcp %s: %w", addr, err)
+		}
+	}
 }

@@ -17,7 +17,9 @@ import (
 
 func startDNS(t *testing.T, cfg DNSConfig) string {
 	t.Helper()
-	cfg.Listen = testenv.FreeAddr(t, "udp", "127.0.0.1")
+	cfg.Listen = "127.0.0.1:0"
+	addr := make(chan string, 1)
+	cfg.OnListen = func(a string) { addr <- a }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- ServeDNS(ctx, cfg) }()
@@ -27,16 +29,15 @@ func startDNS(t *testing.T, cfg DNSConfig) string {
 			t.Errorf("dns server: %v", err)
 		}
 	})
-	c := &dns.Client{Timeout: time.Second}
-	for i := 0; i < 50; i++ {
-		m := new(dns.Msg)
-		m.SetQuestion("probe."+cfg.Zones[0]+".", dns.TypeA)
-		if _, _, err := c.Exchange(m, cfg.Listen); err == nil {
-			return cfg.Listen
-		}
-		time.Sleep(20 * time.Millisecond)
+	select {
+	case a := <-addr:
+		return a
+	case err := <-done:
+		done <- err
+		t.Fatalf("dns server did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("dns server did not start within 10s")
 	}
-	t.Fatal("dns server did not start")
 	return ""
 }
 
