@@ -32,7 +32,11 @@ func (f *fakeStats) stats() quic.ConnectionStats {
 // queue is short again, when no packet brought a fresh RTT sample, or
 // after Rounds waits.
 func TestWait(t *testing.T) {
-	const target = DefaultTarget
+	const target = 500 * time.Microsecond
+	stays := make([]time.Duration, Rounds)
+	for i := range stays {
+		stays[i] = Step
+	}
 	ms := time.Millisecond
 	cases := []struct {
 		what   string
@@ -44,7 +48,7 @@ func TestWait(t *testing.T) {
 		{"long queue until it drains", []time.Duration{3 * ms, 2 * ms, 400 * time.Microsecond}, []bool{true, true, true}, []time.Duration{Step, Step}},
 		{"a small excess waits only that long", []time.Duration{target + 100*time.Microsecond, target}, []bool{true, true}, []time.Duration{100 * time.Microsecond}},
 		{"stale sample: one wait only", []time.Duration{5 * ms}, []bool{false}, []time.Duration{Step}},
-		{"a queue that stays: Rounds waits", []time.Duration{5 * ms}, []bool{true}, []time.Duration{Step, Step, Step, Step}},
+		{"a queue that stays: Rounds waits", []time.Duration{5 * ms}, []bool{true}, stays},
 	}
 	for _, tc := range cases {
 		f := &fakeStats{queue: tc.queue, fresh: tc.fresh}
