@@ -74,6 +74,7 @@ func (f *flow) Read(p []byte) (int, error) {
 }
 
 func (f *flow) Write(p []byte) (int, error) {
+	f.yieldToInteractive()
 	n, err := f.Stream.Write(p)
 	f.e.bytesUp.Add(int64(n))
 	f.d.bytesUp.Add(int64(n))

@@ -14,6 +14,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/internal/bulkyield"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/wire"
 )
@@ -81,6 +82,10 @@ type connEntry struct {
 	extraDone     chan struct{} // closed when the extra dials in progress end
 	extraFailedAt time.Time
 
+	// interactive sees the short messages of flows that are not bulk;
+	// bulk flows yield to them (spread.go).
+	interactive bulkyield.Marker
+
 	active    atomic.Int64
 	total     atomic.Int64
 	bytesUp   atomic.Int64
@@ -111,6 +116,9 @@ type pool struct {
 	// spreadAt the flows that fill one (spread.go).
 	maxConns int
 	spreadAt int
+	// bulkTarget is the queueing delay bulk flows leave while interactive
+	// flows are active (spread.go); 0: they never yield.
+	bulkTarget time.Duration
 
 	refused refusalLog // rate-limited WARN for flows refused for lack of a path
 }
@@ -118,7 +126,8 @@ type pool struct {
 func newPool(d Dialer, ts TokenSource, log *slog.Logger, onChange func()) *pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &pool{dialer: d, tokens: ts, log: log, onChange: onChange, ctx: ctx, cancel: cancel, entries: map[string]*connEntry{},
-		streams: map[*quic.Conn]int{}, bulk: map[*quic.Conn]int{}, maxConns: defaultConnsPerConnector(), spreadAt: defaultSpreadAt, kick: make(chan struct{})}
+		streams: map[*quic.Conn]int{}, bulk: map[*quic.Conn]int{}, maxConns: defaultConnsPerConnector(), spreadAt: defaultSpreadAt, bulkTarget: bulkyield.DefaultTarget,
+		kick: make(chan struct{})}
 }
 
 // close closes every connection and waits for the background goroutines.

@@ -9,6 +9,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/bulkyield"
 )
 
 // Several QUIC connections per connector.
@@ -30,6 +31,12 @@ import (
 // further extras are dialed when a new flow finds every connection loaded
 // (spreadAt flows or a bulk flow), and close again after extraIdle without a
 // flow. When the primary dies, a live extra takes its place at once.
+//
+// Separate connections do not separate the CPU, the sockets and the TUN,
+// so bulk flows also yield to interactive ones (package bulkyield): while
+// a flow of the same connector that is not bulk moved a short message
+// recently, a bulk flow's upload waits before each write while its
+// connection is queued up beyond pool.bulkTarget.
 const (
 	maxConnsCap          = 4 // the default's cap
 	maxConnsPerConnector = 16
@@ -323,6 +330,22 @@ const (
 	flowDone
 )
 
+// yieldToInteractive runs before each upload write of a flow; a bulk flow
+// waits while interactive flows of its connector are active and its
+// connection is queued up.
+func (f *flow) yieldToInteractive() {
+	if f.p.shouldYield(f.e, f.bulk.Load(), time.Now()) {
+		bulkyield.Wait(f.conn.ConnectionStats, f.p.bulkTarget, time.Sleep)
+	}
+}
+
+// shouldYield says whether a flow in bulk state state, writing at now,
+// yields: it is bulk, yielding is on, and a flow of e that is not bulk
+// moved a short message recently.
+func (p *pool) shouldYield(e *connEntry, state int32, now time.Time) bool {
+	return state == flowBulk && p.bulkTarget > 0 && e.interactive.Active(now)
+}
+
 // account adds n bytes to the flow's window and marks its connection bulk
 // when the flow moved bulkBytes within bulkWindow. Both copy directions call
 // it; the window is approximate under their race, which is enough.
@@ -330,7 +353,9 @@ func (f *flow) account(n int) {
 	if n <= 0 || f.bulk.Load() != flowInteractive {
 		return
 	}
-	now := time.Now().UnixNano()
+	t := time.Now()
+	f.e.interactive.Saw(n, t) // bulk flows of this connector yield to it
+	now := t.UnixNano()
 	if now-f.winStart.Load() > int64(bulkWindow) {
 		f.winStart.Store(now)
 		f.winBytes.Store(int64(n))

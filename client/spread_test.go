@@ -17,6 +17,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"postern.dev/postern/connector"
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/internal/testenv"
 )
@@ -40,11 +41,15 @@ type spreadLab struct {
 	port   uint16
 }
 
-func newSpreadLab(t testing.TB, conns int) *spreadLab {
+func newSpreadLab(t testing.TB, conns int, noYield ...bool) *spreadLab {
 	t.Helper()
 	_, echoPort := testenv.EchoTCP(t, "127.0.0.1:0")
 	l := newLab(t, renderYAML(echoPort, 1))
-	l.startConnector("corp-a", nil)
+	l.startConnectorWith("corp-a", nil, func(c *connector.Config) {
+		if len(noYield) > 0 && noYield[0] {
+			c.BulkQueueTarget = -1
+		}
+	})
 	dd, err := NewDirectDialer("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -350,13 +355,17 @@ func BenchmarkFlowOpen(b *testing.B) {
 
 // BenchmarkRRUnderBulk measures 64-byte request/response round trips on one
 // flow while another flow to the same connector moves bulk data both ways
-// (an echo server), with one connection per connector and with the
-// default, interleaved over rounds. Metrics: p50-us, p99-us.
+// (an echo server), with one connection per connector, the default, and
+// the default without bulk flows yielding on either side (conns=-1),
+// interleaved over rounds. Metrics: p50-us, p99-us.
 func BenchmarkRRUnderBulk(b *testing.B) {
 	for round := 1; round <= 3; round++ {
-		for _, conns := range []int{1, 0} {
+		for _, conns := range []int{1, 0, -1} {
 			b.Run(fmt.Sprintf("round=%d/conns=%d", round, conns), func(b *testing.B) {
-				s := newSpreadLab(b, conns)
+				s := newSpreadLab(b, max(conns, 0), conns < 0)
+				if conns < 0 {
+					s.d.currentPool().bulkTarget = 0
+				}
 				ctx, cancel := context.WithCancel(context.Background())
 				defer cancel()
 				bulk, err := s.d.DialTCP(ctx, "127.0.0.1", s.port)

@@ -22,6 +22,7 @@ import (
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/internal/atomicfile"
+	"postern.dev/postern/internal/bulkyield"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/traversal"
 	"postern.dev/postern/wire"
@@ -67,6 +68,10 @@ type Config struct {
 	// was valid then. 0: DefaultFailStaticMax; negative: off (tokens end at
 	// their expiry whatever the controller's state).
 	FailStaticMax time.Duration
+	// BulkQueueTarget is the queueing delay a bulk download leaves on its
+	// connection while interactive flows are active (package bulkyield).
+	// 0: bulkyield.DefaultTarget; negative: bulk downloads never yield.
+	BulkQueueTarget time.Duration
 	// Resolver for private names (default net.DefaultResolver).
 	Resolver Resolver
 	// Dial, when set, opens the connection to a flow's destination instead
@@ -95,6 +100,14 @@ type Connector struct {
 
 	policy atomic.Pointer[compiledPolicy]
 	met    *metrics
+
+	// interactive sees the short responses of flows that are not bulk;
+	// bulk downloads yield to them down to bulkTarget of queueing delay
+	// (priority.go; 0: never). Connector-wide: the CPU and the UDP socket
+	// they share are the connector's.
+	interactive bulkyield.Marker
+	bulkTarget  time.Duration
+
 	events *eventQueue
 	ctl    *controlClient
 
@@ -148,7 +161,10 @@ func Open(cfg Config) (*Connector, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Connector{cfg: cfg, log: cfg.Logger.With("connector", st.ID), sessions: map[*session]struct{}{}}
+	c := &Connector{cfg: cfg, log: cfg.Logger.With("connector", st.ID), sessions: map[*session]struct{}{}, bulkTarget: cfg.BulkQueueTarget}
+	if c.bulkTarget == 0 {
+		c.bulkTarget = bulkyield.DefaultTarget
+	}
 	c.ctlState.downSince = time.Now()
 	c.state.Store(st)
 	c.met = newMetrics()

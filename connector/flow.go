@@ -359,7 +359,8 @@ func (f *flow) spliceTCP(tc net.Conn) {
 		closeWrite(tc)
 	}()
 	// destination -> client; a bulk download yields to short flows
-	n, err := pump(newBulkWriter(f.st), tc, waiterFor(tc))
+	c := f.s.c
+	n, err := pump(newBulkWriter(f.st, f.s.conn, &c.interactive, c.bulkTarget), tc, waiterFor(tc))
 	f.down.Add(n)
 	if err != nil {
 		f.setResult(resultReset)

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/internal/bulkyield"
 )
 
 // Send priority of bulk flows. quic-go schedules the STREAM frames of a
@@ -21,23 +23,53 @@ const (
 )
 
 // bulkWriter counts the bytes written to a flow's stream and calls demote
-// once when they reach bulkBytes within bulkWindow.
+// once when they reach bulkBytes within bulkWindow. Before that, its short
+// writes (a response) mark the connector interactive (inter); after, it
+// runs yield before each write: a bulk download waits while the
+// connector's interactive flows are active and its connection is queued up
+// (package bulkyield; the client does the same for uploads).
 type bulkWriter struct {
 	w        io.Writer
 	demote   func()
+	inter    *bulkyield.Marker // nil: none
+	yield    func()            // nil: none
 	winStart time.Time
 	winBytes int
 	done     bool
 }
 
-func newBulkWriter(st *quic.Stream) *bulkWriter {
-	return &bulkWriter{w: st, demote: func() { st.SetPriority(bulkUrgency, true) }}
+// newBulkWriter writes to st, a stream of conn; inter is the connector's
+// marker of interactive traffic, target the queueing delay a bulk download
+// leaves while it is active (0: it never yields).
+func newBulkWriter(st *quic.Stream, conn *quic.Conn, inter *bulkyield.Marker, target time.Duration) *bulkWriter {
+	return &bulkWriter{w: st, demote: func() { st.SetPriority(bulkUrgency, true) }, inter: inter,
+		yield: yielder(inter, target, conn.ConnectionStats)}
+}
+
+// yielder is a bulk download's wait before a write: while inter is active,
+// until the connection's queueing delay (stats) is down to target. It is
+// nil for target 0.
+func yielder(inter *bulkyield.Marker, target time.Duration, stats func() quic.ConnectionStats) func() {
+	if target <= 0 {
+		return nil
+	}
+	return func() {
+		if inter.Active(time.Now()) {
+			bulkyield.Wait(stats, target, time.Sleep)
+		}
+	}
 }
 
 func (b *bulkWriter) Write(p []byte) (int, error) {
+	if b.done && b.yield != nil {
+		b.yield()
+	}
 	n, err := b.w.Write(p)
 	if n > 0 && !b.done {
 		now := time.Now()
+		if b.inter != nil {
+			b.inter.Saw(n, now)
+		}
 		if now.Sub(b.winStart) > bulkWindow {
 			b.winStart, b.winBytes = now, 0
 		}

@@ -3,6 +3,11 @@ package connector
 import (
 	"io"
 	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/internal/bulkyield"
 )
 
 // TestBulkWriterDemotesOnce: a flow's stream is demoted once it has sent
@@ -29,5 +34,68 @@ func TestBulkWriterDemotesOnce(t *testing.T) {
 	short := &bulkWriter{w: io.Discard, demote: func() { t.Fatal("a short exchange was demoted") }}
 	for i := 0; i < 100; i++ {
 		_, _ = short.Write(make([]byte, 64))
+	}
+}
+
+// TestBulkWriterYieldsToInteractive: the short writes of a flow that is
+// not bulk mark the connector interactive; once the flow is bulk, its
+// writes no longer do, and each runs the yield first.
+func TestBulkWriterYieldsToInteractive(t *testing.T) {
+	var inter bulkyield.Marker
+	yields := 0
+	b := &bulkWriter{w: io.Discard, demote: func() {}, inter: &inter, yield: func() { yields++ }}
+	_, _ = b.Write(make([]byte, 64))
+	if !inter.Active(time.Now()) || yields != 0 {
+		t.Fatalf("a short response: interactive %v, yields %d; want true, 0", inter.Active(time.Now()), yields)
+	}
+	var other bulkyield.Marker
+	b.inter = &other
+	chunk := make([]byte, 64<<10)
+	for i := 0; i < bulkBytes/len(chunk); i++ {
+		_, _ = b.Write(chunk)
+	}
+	if !b.done || yields != 0 {
+		t.Fatalf("after bulkBytes: bulk %v, yields %d; want true, 0", b.done, yields)
+	}
+	_, _ = b.Write(make([]byte, 64))
+	_, _ = b.Write(chunk)
+	if yields != 2 || other.Active(time.Now()) {
+		t.Fatalf("bulk writes: yields %d, interactive %v; want 2, false", yields, other.Active(time.Now()))
+	}
+}
+
+// TestYielder: no yield without a target; a yield waits only while the
+// connector is interactive and the connection is queued up.
+func TestYielder(t *testing.T) {
+	if yielder(new(bulkyield.Marker), 0, nil) != nil {
+		t.Fatal("a yield with target 0")
+	}
+	var inter bulkyield.Marker
+	calls, recv := 0, uint64(0)
+	queued := true
+	stats := func() quic.ConnectionStats {
+		calls++
+		recv++
+		q := time.Duration(0)
+		if queued {
+			q = 3 * time.Millisecond
+		}
+		return quic.ConnectionStats{MinRTT: time.Millisecond, LatestRTT: time.Millisecond + q, PacketsReceived: recv}
+	}
+	y := yielder(&inter, bulkyield.DefaultTarget, stats)
+	y()
+	if calls != 0 {
+		t.Fatal("a bulk download looked at its queue with no interactive flow")
+	}
+	inter.Saw(64, time.Now())
+	start := time.Now()
+	y()
+	if calls != bulkyield.Rounds || time.Since(start) < bulkyield.Rounds*bulkyield.Step {
+		t.Fatalf("queued up: %d looks in %v, want %d and at least %v", calls, time.Since(start), bulkyield.Rounds, bulkyield.Rounds*bulkyield.Step)
+	}
+	queued, calls = false, 0
+	y()
+	if calls != 1 {
+		t.Fatalf("a short queue: %d looks, want 1", calls)
 	}
 }
