@@ -398,6 +398,8 @@ type readyConn interface {
 // spliceReady is splice for a netstack connection: the application ->
 // connector direction runs a goroutine only while data is buffered, so an
 // idle flow holds one goroutine (blocked on the QUIC stream) instead of two.
+// It drains what is already buffered before it returns (the caller's
+// goroutine sends the application's first bytes), then returns.
 func spliceReady(app readyConn, f *flow, wouldBlock error) {
 	var pending atomic.Int32
 	pending.Store(2)
@@ -486,5 +488,10 @@ func spliceReady(app readyConn, f *flow, wouldBlock error) {
 	if done.Load() {
 		c()
 	}
-	kick()
+	// The first drain runs on the caller's goroutine, which is done with
+	// the flow's setup: the application's first bytes (sent right after
+	// its handshake) go out without a goroutine start and hand-off.
+	if !done.Load() && running.CompareAndSwap(false, true) {
+		drain()
+	}
 }

@@ -6,8 +6,12 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
+	"io"
+	"net"
 	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -189,5 +193,82 @@ func TestAwaitStatusNoGoroutine(t *testing.T) {
 	_ = wire.WriteStatus(ss, wire.StatusOK, "")
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// bufferedApp is a readyConn holding bytes the application sent before the
+// flow was spliced; it records whether the first read ran on the goroutine
+// that called spliceReady.
+type bufferedApp struct {
+	net.Conn
+	mu       sync.Mutex
+	data     []byte
+	inline   atomic.Int32 // 1: first read inline, 2: on another goroutine
+	closedCh chan struct{}
+	once     sync.Once
+}
+
+func (a *bufferedApp) ReadNonBlocking(p []byte) (int, error) {
+	buf := make([]byte, 64<<10)
+	frames := string(buf[:runtime.Stack(buf, false)])
+	// Inline, spliceReady itself is a frame (not only "created by").
+	v := int32(2)
+	if strings.Contains(frames, "client.spliceReady(") {
+		v = 1
+	}
+	a.inline.CompareAndSwap(0, v)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.data) == 0 {
+		return 0, errAppWouldBlock
+	}
+	n := copy(p, a.data)
+	a.data = a.data[n:]
+	return n, nil
+}
+func (a *bufferedApp) Readable() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.data) > 0
+}
+func (a *bufferedApp) NotifyReadable(func()) func() { return func() {} }
+func (a *bufferedApp) Write(p []byte) (int, error)  { return len(p), nil }
+func (a *bufferedApp) CloseWrite() error            { return nil }
+func (a *bufferedApp) Close() error {
+	a.once.Do(func() { close(a.closedCh) })
+	return nil
+}
+
+var errAppWouldBlock = errors.New("would block")
+
+// TestSpliceReadyFirstBytesInline: the application's first bytes, buffered
+// when the flow is spliced, are sent by the goroutine that set the flow up
+// (no goroutine start and hand-off on the first-byte path), and arrive.
+func TestSpliceReadyFirstBytesInline(t *testing.T) {
+	c, s := quicPair(t)
+	cs, ss := openPending(t, c, s)
+	d := &Daemon{events: newBroadcaster()}
+	p := newPool(nil, nil, testenv.Logger(t), nil)
+	p.track(c)
+	f := &flow{Stream: cs, e: &connEntry{}, d: d, p: p, conn: c}
+	app := &bufferedApp{data: []byte("first bytes"), closedCh: make(chan struct{})}
+	spliceReady(app, f, errAppWouldBlock)
+	if got := app.inline.Load(); got != 1 {
+		t.Errorf("first read on the caller's goroutine: %d, want 1 (inline)", got)
+	}
+	if app.Readable() {
+		t.Error("bytes still buffered when spliceReady returned")
+	}
+	got := make([]byte, len("first bytes"))
+	_ = ss.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(ss, got); err != nil || string(got) != "first bytes" {
+		t.Fatalf("connector read %q, %v", got, err)
+	}
+	// The connector ends the flow: the application side is closed.
+	ss.CancelWrite(0)
+	select {
+	case <-app.closedCh:
+	case <-time.After(5 * time.Second):
+		t.Fatal("application side not closed after the connector's reset")
 	}
 }
