@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -252,17 +251,15 @@ func (w *statusWait) check() {
 // awaitStatus reads the connector's answer to a flow header on s, on the
 // calling goroutine. The status usually arrives within a round trip and a
 // dial: no goroutine, channel or ticker is set up for it (each cost a
-// scheduler hand-off or more on every flow opening). The stream's read
-// deadline is ctx's; a timer every suspectCheck resets the stream, which
-// ends the read, when ctx is canceled before its deadline or, with
-// alternatives, once the connection turned suspect (another connector may
-// answer). The connection's end ends the read by itself. Whichever of the
+// scheduler hand-off or more on every flow opening). Instead, a timer every
+// suspectCheck resets the stream, which ends the read, once ctx is done
+// (its deadline passed or it was canceled: noticed within suspectCheck) or,
+// with alternatives, once the connection turned suspect (another connector
+// may answer). A read deadline would cost a timer per blocking read inside
+// quic-go besides this one. The connection's end ends the read by itself. Whichever of the
 // answer and the timer comes first decides (why).
 func awaitStatus(ctx context.Context, conn *quic.Conn, e *connEntry, s *quic.Stream, alternatives bool) (wire.Status, string, error) {
 	w := &statusWait{ctx: ctx, s: s, e: e, alternatives: alternatives}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = s.SetReadDeadline(dl)
-	}
 	w.mu.Lock()
 	w.tm = time.AfterFunc(suspectCheck, w.check)
 	w.mu.Unlock()
@@ -274,7 +271,7 @@ func awaitStatus(ctx context.Context, conn *quic.Conn, e *connEntry, s *quic.Str
 	switch {
 	case !answered && w.why.Load() == waitSuspect:
 		return 0, "", fmt.Errorf("connector %s stopped answering while opening flow", e.info.Name)
-	case !answered, err != nil && (ctx.Err() != nil || errors.Is(err, os.ErrDeadlineExceeded)):
+	case !answered, err != nil && ctx.Err() != nil:
 		s.CancelRead(streamErrAborted)
 		s.CancelWrite(streamErrAborted)
 		cause := context.Cause(ctx)
@@ -289,7 +286,6 @@ func awaitStatus(ctx context.Context, conn *quic.Conn, e *connEntry, s *quic.Str
 		s.CancelWrite(streamErrAborted)
 		return 0, "", fmt.Errorf("read flow status from connector %s: %w", e.info.Name, err)
 	}
-	_ = s.SetReadDeadline(time.Time{}) // the flow's reads have none
 	return st, msg, nil
 }
 
