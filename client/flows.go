@@ -120,10 +120,6 @@ func (d *Daemon) openFlow(ctx context.Context, tgt target, proto byte, port uint
 		p.refused.warn(d.log, tgt.res.Network, tgt.res.Name, nil, err)
 		return nil, &FlowError{Status: wire.StatusUnreachable, Err: err}
 	}
-	names := make([]string, len(cands))
-	for i, e := range cands {
-		names[i] = e.info.Name
-	}
 	ctx, cancel := context.WithTimeout(ctx, flowOpenTimeout)
 	defer cancel()
 	hdr := wire.OpenHeader{Proto: proto, Port: port, ResourceID: tgt.res.ID, Destination: tgt.dest}
@@ -152,6 +148,10 @@ passes:
 		}
 	}
 	err := errors.Join(errs...)
+	names := make([]string, len(cands))
+	for i, e := range cands {
+		names[i] = e.info.Name
+	}
 	p.refused.warn(d.log, tgt.res.Network, tgt.res.Name, names, err)
 	return nil, &FlowError{Status: wire.StatusUnreachable, Err: err}
 }
@@ -177,69 +177,117 @@ func (d *Daemon) openOn(ctx context.Context, p *pool, e *connEntry, hdr wire.Ope
 		s.CancelWrite(streamErrAborted)
 		return nil, fmt.Errorf("send flow header to connector %s: %w", e.info.Name, err)
 	}
-	type res struct {
-		st  wire.Status
-		msg string
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		st, msg, err := wire.ReadStatus(s)
-		ch <- res{st, msg, err}
-	}()
-	// While waiting, a connection that turns silent gives way to another
-	// connector (when there is one): the application's SYN is still pending.
-	var suspect <-chan time.Time
-	if alternatives {
-		tk := time.NewTicker(100 * time.Millisecond)
-		defer tk.Stop()
-		suspect = tk.C
-	}
-	var r res
-wait:
-	select {
-	case r = <-ch:
-	case <-suspect:
-		if !e.suspect.Load() {
-			goto wait
-		}
-		s.CancelRead(streamErrAborted)
-		s.CancelWrite(streamErrAborted)
-		<-ch
-		return nil, fmt.Errorf("connector %s stopped answering while opening flow", e.info.Name)
-	case <-ctx.Done():
-		s.CancelRead(streamErrAborted)
-		s.CancelWrite(streamErrAborted)
-		<-ch
-		return nil, &FlowError{Status: wire.StatusTimeout, Err: fmt.Errorf("connector %s did not answer: %w", e.info.Name, ctx.Err())}
-	case <-conn.Context().Done():
-		s.CancelRead(streamErrAborted)
-		s.CancelWrite(streamErrAborted)
-		<-ch
-		return nil, fmt.Errorf("connection to connector %s lost while opening flow", e.info.Name)
-	}
-	if r.err != nil {
-		s.CancelRead(streamErrAborted)
-		s.CancelWrite(streamErrAborted)
-		return nil, fmt.Errorf("read flow status from connector %s: %w", e.info.Name, r.err)
+	st, msg, err := awaitStatus(ctx, conn, e, s, alternatives)
+	if err != nil {
+		return nil, err
 	}
 	d.totalFlows.Add(1)
 	e.total.Add(1)
-	if r.st != wire.StatusOK {
+	if st != wire.StatusOK {
 		s.CancelRead(streamErrAborted)
 		_ = s.Close()
 		d.changedSoon()
-		if isAccessStatus(r.st) {
+		if isAccessStatus(st) {
 			// The user can act on these (docs/access.md): say what to do.
-			d.log.Warn("access to resource refused", "resource_id", hdr.ResourceID, "dst", hdr.Destination, "status", r.st.String(), "reason", r.msg)
+			d.log.Warn("access to resource refused", "resource_id", hdr.ResourceID, "dst", hdr.Destination, "status", st.String(), "reason", msg)
 		}
-		return nil, &FlowError{Status: r.st, Msg: r.msg}
+		return nil, &FlowError{Status: st, Msg: msg}
 	}
 	e.active.Add(1)
 	placed = true
 	d.activeFlows.Add(1)
 	d.changedSoon()
 	return &flow{Stream: s, e: e, d: d, p: p, conn: conn}, nil
+}
+
+// Why awaitStatus stopped waiting (statusWait.why).
+const (
+	waitReading int32 = iota
+	waitAnswered
+	waitCanceled
+	waitSuspect
+)
+
+// suspectCheck is how often a flow waiting for its status looks whether its
+// connection turned suspect (silent): then another connector may answer.
+const suspectCheck = 100 * time.Millisecond
+
+// statusWait is the state of one awaitStatus.
+type statusWait struct {
+	ctx          context.Context
+	s            *quic.Stream
+	e            *connEntry
+	alternatives bool
+	why          atomic.Int32
+	mu           sync.Mutex // orders the timer's re-arming with its Stop
+	tm           *time.Timer
+}
+
+// abort ends the wait for reason unless the answer came first: it resets the
+// stream, which ends the read.
+func (w *statusWait) abort(reason int32) {
+	if w.why.CompareAndSwap(waitReading, reason) {
+		w.s.CancelRead(streamErrAborted)
+		w.s.CancelWrite(streamErrAborted)
+	}
+}
+
+// check runs every suspectCheck while the answer is pending.
+func (w *statusWait) check() {
+	switch {
+	case w.why.Load() != waitReading:
+		return
+	case w.ctx.Err() != nil:
+		w.abort(waitCanceled)
+		return
+	case w.alternatives && w.e.suspect.Load():
+		w.abort(waitSuspect)
+		return
+	}
+	w.mu.Lock()
+	w.tm.Reset(suspectCheck)
+	w.mu.Unlock()
+}
+
+// awaitStatus reads the connector's answer to a flow header on s, on the
+// calling goroutine. The status usually arrives within a round trip and a
+// dial: no goroutine, channel or ticker is set up for it (each cost a
+// scheduler hand-off or more on every flow opening). Instead, a timer every
+// suspectCheck resets the stream, which ends the read, once ctx is done
+// (its deadline passed or it was canceled: noticed within suspectCheck) or,
+// with alternatives, once the connection turned suspect (another connector
+// may answer). A read deadline would cost a timer per blocking read inside
+// quic-go besides this one. The connection's end ends the read by itself. Whichever of the
+// answer and the timer comes first decides (why).
+func awaitStatus(ctx context.Context, conn *quic.Conn, e *connEntry, s *quic.Stream, alternatives bool) (wire.Status, string, error) {
+	w := &statusWait{ctx: ctx, s: s, e: e, alternatives: alternatives}
+	w.mu.Lock()
+	w.tm = time.AfterFunc(suspectCheck, w.check)
+	w.mu.Unlock()
+	st, msg, err := wire.ReadStatus(s)
+	answered := w.why.CompareAndSwap(waitReading, waitAnswered)
+	w.mu.Lock()
+	w.tm.Stop()
+	w.mu.Unlock()
+	switch {
+	case !answered && w.why.Load() == waitSuspect:
+		return 0, "", fmt.Errorf("connector %s stopped answering while opening flow", e.info.Name)
+	case !answered, err != nil && ctx.Err() != nil:
+		s.CancelRead(streamErrAborted)
+		s.CancelWrite(streamErrAborted)
+		cause := context.Cause(ctx)
+		if cause == nil {
+			cause = context.DeadlineExceeded
+		}
+		return 0, "", &FlowError{Status: wire.StatusTimeout, Err: fmt.Errorf("connector %s did not answer: %w", e.info.Name, cause)}
+	case err != nil && conn.Context().Err() != nil:
+		return 0, "", fmt.Errorf("connection to connector %s lost while opening flow: %w", e.info.Name, err)
+	case err != nil:
+		s.CancelRead(streamErrAborted)
+		s.CancelWrite(streamErrAborted)
+		return 0, "", fmt.Errorf("read flow status from connector %s: %w", e.info.Name, err)
+	}
+	return st, msg, nil
 }
 
 // Copy buffers: an idle flow holds only a small buffer per direction; a
@@ -347,6 +395,8 @@ type readyConn interface {
 // spliceReady is splice for a netstack connection: the application ->
 // connector direction runs a goroutine only while data is buffered, so an
 // idle flow holds one goroutine (blocked on the QUIC stream) instead of two.
+// It drains what is already buffered before it returns (the caller's
+// goroutine sends the application's first bytes), then returns.
 func spliceReady(app readyConn, f *flow, wouldBlock error) {
 	var pending atomic.Int32
 	pending.Store(2)
@@ -435,5 +485,10 @@ func spliceReady(app readyConn, f *flow, wouldBlock error) {
 	if done.Load() {
 		c()
 	}
-	kick()
+	// The first drain runs on the caller's goroutine, which is done with
+	// the flow's setup: the application's first bytes (sent right after
+	// its handshake) go out without a goroutine start and hand-off.
+	if !done.Load() && running.CompareAndSwap(false, true) {
+		drain()
+	}
 }

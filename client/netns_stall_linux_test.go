@@ -85,7 +85,11 @@ func TestTUNShortConnectionsReuseSourcePorts(t *testing.T) {
 				mine := ports / ph.workers
 				err := netnstest.Do(l.cli, func() error {
 					for i := 0; i < ph.conns/ph.workers; i++ {
-						port := 42000 + w + (i%mine)*ph.workers
+						// Below the kernel's ephemeral range (32768-60999):
+						// a port the kernel gave one of posternd's own
+						// connections (to the controller) would fail the
+						// bind with EADDRINUSE.
+						port := 22000 + w + (i%mine)*ph.workers
 						s := time.Now()
 						err := shortConn(port, target, limit)
 						if errors.Is(err, syscall.EADDRNOTAVAIL) {

@@ -330,6 +330,12 @@ func BenchmarkFlowOpen(b *testing.B) {
 				if err := one(); err != nil { // warm: connections up
 					b.Fatal(err)
 				}
+				// CPU per flow (client, connector and echo server: one
+				// process) tells more than time per flow on a busy machine.
+				cpu0 := processCPU()
+				defer func() {
+					b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-us/flow")
+				}()
 				b.ResetTimer()
 				if par == 1 {
 					for i := 0; i < b.N; i++ {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -205,7 +206,7 @@ func (s *session) run(f *flow, splice func()) {
 	if !d.until.IsZero() {
 		defer s.closeAtEnd(f, d.until)()
 	}
-	if err := wire.WriteStatus(f.st, wire.StatusOK, ""); err != nil {
+	if err := sendStatus(f.st, wire.StatusOK, ""); err != nil {
 		f.kill(resultReset)
 	}
 	proto := policy.ProtoName(f.hdr.Proto)
@@ -236,12 +237,26 @@ func (s *session) event(cl *ctoken.Claims, h wire.OpenHeader, start time.Time, r
 
 // refuse answers a refusal status, ends the stream and reports the event.
 func (s *session) refuse(st *quic.Stream, cl *ctoken.Claims, h wire.OpenHeader, start time.Time, status wire.Status, reason, msg string) {
-	_ = wire.WriteStatus(st, status, msg)
+	_ = sendStatus(st, status, msg)
 	st.Close()
 	st.CancelRead(quic.StreamErrorCode(wire.CodeFlowRefused))
 	s.c.met.refusals.WithLabelValues(status.String(), reason).Inc()
 	s.c.met.flows.WithLabelValues(policy.ProtoName(h.Proto), status.String()).Inc()
 	s.c.events.add(s.event(cl, h, start, status.String(), 0, 0))
+}
+
+// sendStatus writes a flow's status and yields: the write readies the
+// connection's run loop, which the scheduler queues behind this goroutine
+// (runnext) until it blocks. The flow's client waits for the status with
+// its application's SYN pending, while this goroutine goes on to set up the
+// splice and the flow's bookkeeping (a goroutine start, pollers, metrics):
+// yielding lets the run loop pack and send the status first. In-process,
+// this took the status's way back to the client from 87-106 µs to 71-74 µs
+// (p50, 2,000 flows each).
+func sendStatus(st *quic.Stream, s wire.Status, msg string) error {
+	err := wire.WriteStatus(st, s, msg)
+	runtime.Gosched()
+	return err
 }
 
 // badRequest answers StatusBadRequest and resets the stream; the connection

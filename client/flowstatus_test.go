@@ -1,0 +1,274 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/internal/testenv"
+	"postern.dev/postern/pki"
+	"postern.dev/postern/wire"
+)
+
+// quicPair returns a client connection and the server's side of it, over
+// loopback UDP.
+func quicPair(t *testing.T) (client, server *quic.Conn) {
+	t.Helper()
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := pki.SelfSigned(key, "status-test", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"t"}},
+		&quic.Config{MaxIdleTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client, err = quic.DialAddr(ctx, ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"t"}}, quicConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.CloseWithError(0, "") })
+	server, err = ln.Accept(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.CloseWithError(0, "") })
+	return client, server
+}
+
+// openPending opens a flow stream with a header and returns it with the
+// server's side of it, which has not answered.
+func openPending(t *testing.T, c, s *quic.Conn) (*quic.Stream, *quic.Stream) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cs, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wire.WriteOpen(cs, wire.OpenHeader{Proto: wire.ProtoTCP, Port: 80, ResourceID: "r", Destination: "192.0.2.1"}); err != nil {
+		t.Fatal(err)
+	}
+	ss, err := s.AcceptStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := wire.ReadFrame(ss); err != nil {
+		t.Fatal(err)
+	}
+	return cs, ss
+}
+
+// streamReset reports whether the peer reset ss's receive side (a read
+// fails with a stream error) within a few seconds.
+func streamReset(t *testing.T, ss *quic.Stream) bool {
+	t.Helper()
+	_ = ss.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := ss.Read(make([]byte, 1))
+	var se *quic.StreamError
+	return errors.As(err, &se) && se.ErrorCode == streamErrAborted
+}
+
+func TestAwaitStatusAnswer(t *testing.T) {
+	c, s := quicPair(t)
+	for _, want := range []wire.Status{wire.StatusOK, wire.StatusRefused} {
+		cs, ss := openPending(t, c, s)
+		if err := wire.WriteStatus(ss, want, "msg"); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, msg, err := awaitStatus(ctx, c, &connEntry{}, cs, true)
+		cancel()
+		if err != nil || st != want || msg != "msg" {
+			t.Fatalf("awaitStatus = %v %q %v, want %v", st, msg, err, want)
+		}
+		// The stream stays usable after the answer, also once the
+		// deadline and the suspect check would have fired.
+		time.Sleep(2 * suspectCheck)
+		if _, err := cs.Write([]byte("x")); err != nil {
+			t.Fatalf("write after the answer: %v", err)
+		}
+		b := make([]byte, 1)
+		_ = ss.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := ss.Read(b); err != nil || b[0] != 'x' {
+			t.Fatalf("read after the answer: %v", err)
+		}
+	}
+}
+
+func TestAwaitStatusTimeout(t *testing.T) {
+	c, s := quicPair(t)
+	cs, ss := openPending(t, c, s)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, _, err := awaitStatus(ctx, c, &connEntry{}, cs, false)
+	var fe *FlowError
+	if !errors.As(err, &fe) || fe.Status != wire.StatusTimeout || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want a StatusTimeout FlowError", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("gave up after %v", took)
+	}
+	if !streamReset(t, ss) {
+		t.Fatal("the stream was not reset after the timeout")
+	}
+}
+
+func TestAwaitStatusSuspect(t *testing.T) {
+	c, s := quicPair(t)
+	cs, ss := openPending(t, c, s)
+	e := &connEntry{}
+	e.info.Name = "corp-a"
+	time.AfterFunc(250*time.Millisecond, func() { e.suspect.Store(true) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := awaitStatus(ctx, c, e, cs, true)
+	var fe *FlowError
+	if err == nil || errors.As(err, &fe) || ctx.Err() != nil {
+		t.Fatalf("err = %v, want a plain error before the deadline (try the next connector)", err)
+	}
+	if !streamReset(t, ss) {
+		t.Fatal("the stream was not reset after the connection turned suspect")
+	}
+
+	// Without alternatives, a suspect connection is waited for.
+	cs, ss = openPending(t, c, s)
+	time.AfterFunc(3*suspectCheck, func() { _ = wire.WriteStatus(ss, wire.StatusOK, "") })
+	if st, _, err := awaitStatus(ctx, c, e, cs, false); err != nil || st != wire.StatusOK {
+		t.Fatalf("without alternatives: %v %v", st, err)
+	}
+}
+
+func TestAwaitStatusConnectionLost(t *testing.T) {
+	c, s := quicPair(t)
+	cs, _ := openPending(t, c, s)
+	time.AfterFunc(50*time.Millisecond, func() { s.CloseWithError(0, "gone") })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := awaitStatus(ctx, c, &connEntry{}, cs, false)
+	var fe *FlowError
+	if err == nil || errors.As(err, &fe) || ctx.Err() != nil {
+		t.Fatalf("err = %v, want a plain error at once (try the next connector)", err)
+	}
+}
+
+// TestAwaitStatusNoGoroutine: waiting for the status parks no goroutine
+// besides the caller's (the hand-off each flow opening used to pay).
+func TestAwaitStatusNoGoroutine(t *testing.T) {
+	c, s := quicPair(t)
+	cs, ss := openPending(t, c, s)
+	before := runtime.NumGoroutine()
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := awaitStatus(context.Background(), c, &connEntry{}, cs, true)
+		done <- err
+	}()
+	testenv.Eventually(t, 5*time.Second, "awaitStatus blocked in its read", func() bool {
+		buf := make([]byte, 1<<20)
+		return strings.Contains(string(buf[:runtime.Stack(buf, true)]), "wire.ReadStatus")
+	})
+	if n := runtime.NumGoroutine(); n > before+1 {
+		t.Errorf("%d goroutines while waiting, want at most %d", n, before+1)
+	}
+	_ = wire.WriteStatus(ss, wire.StatusOK, "")
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bufferedApp is a readyConn holding bytes the application sent before the
+// flow was spliced; it records whether the first read ran on the goroutine
+// that called spliceReady.
+type bufferedApp struct {
+	net.Conn
+	mu       sync.Mutex
+	data     []byte
+	inline   atomic.Int32 // 1: first read inline, 2: on another goroutine
+	closedCh chan struct{}
+	once     sync.Once
+}
+
+func (a *bufferedApp) ReadNonBlocking(p []byte) (int, error) {
+	buf := make([]byte, 64<<10)
+	frames := string(buf[:runtime.Stack(buf, false)])
+	// Inline, spliceReady itself is a frame (not only "created by").
+	v := int32(2)
+	if strings.Contains(frames, "client.spliceReady(") {
+		v = 1
+	}
+	a.inline.CompareAndSwap(0, v)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.data) == 0 {
+		return 0, errAppWouldBlock
+	}
+	n := copy(p, a.data)
+	a.data = a.data[n:]
+	return n, nil
+}
+func (a *bufferedApp) Readable() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.data) > 0
+}
+func (a *bufferedApp) NotifyReadable(func()) func() { return func() {} }
+func (a *bufferedApp) Write(p []byte) (int, error)  { return len(p), nil }
+func (a *bufferedApp) CloseWrite() error            { return nil }
+func (a *bufferedApp) Close() error {
+	a.once.Do(func() { close(a.closedCh) })
+	return nil
+}
+
+var errAppWouldBlock = errors.New("would block")
+
+// TestSpliceReadyFirstBytesInline: the application's first bytes, buffered
+// when the flow is spliced, are sent by the goroutine that set the flow up
+// (no goroutine start and hand-off on the first-byte path), and arrive.
+func TestSpliceReadyFirstBytesInline(t *testing.T) {
+	c, s := quicPair(t)
+	cs, ss := openPending(t, c, s)
+	d := &Daemon{events: newBroadcaster()}
+	p := newPool(nil, nil, testenv.Logger(t), nil)
+	p.track(c)
+	f := &flow{Stream: cs, e: &connEntry{}, d: d, p: p, conn: c}
+	app := &bufferedApp{data: []byte("first bytes"), closedCh: make(chan struct{})}
+	spliceReady(app, f, errAppWouldBlock)
+	if got := app.inline.Load(); got != 1 {
+		t.Errorf("first read on the caller's goroutine: %d, want 1 (inline)", got)
+	}
+	if app.Readable() {
+		t.Error("bytes still buffered when spliceReady returned")
+	}
+	got := make([]byte, len("first bytes"))
+	_ = ss.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(ss, got); err != nil || string(got) != "first bytes" {
+		t.Fatalf("connector read %q, %v", got, err)
+	}
+	// The connector ends the flow: the application side is closed.
+	ss.CancelWrite(0)
+	select {
+	case <-app.closedCh:
+	case <-time.After(5 * time.Second):
+		t.Fatal("application side not closed after the connector's reset")
+	}
+}
