@@ -22,8 +22,17 @@ const (
 	// connectorHold is how long the connector holds its checks to a
 	// client's punchable candidates after priming its NAT and answering,
 	// unless the client's first check arrives sooner (see session.hold).
-	connectorHold    = time.Second
-	signalPing       = 20 * time.Second
+	connectorHold = time.Second
+	signalPing    = 20 * time.Second
+	// linkPing is how often a connector pings each relay over its signaling
+	// link (ConnectorAgentConfig.SignalPing). A link whose NAT mapping went
+	// away (conntrack flushed, the router restarted) looks open until the
+	// connector writes, and meanwhile every client's offer through that
+	// relay is lost: the next ping gets a reset, and a link that hears
+	// nothing (not even the relay's pong) for linkDeadPings pings is
+	// closed. Both lead to a new link.
+	linkPing         = 5 * time.Second
+	linkDeadPings    = 3
 	maxBackoff       = 30 * time.Second
 	sessionMaxLife   = 24 * time.Hour
 	maxSessionsTotal = 4096
@@ -56,7 +65,10 @@ type ConnectorAgentConfig struct {
 	// transport closes) and offers the relayed address to clients.
 	TURNCredentials func(ctx context.Context) (controlapi.TURNCredentials, error)
 	Serve           func(tr *quic.Transport)
-	Logger          *slog.Logger
+	// SignalPing is how often the signaling link to each relay is pinged
+	// (default 5 s); a link silent for three of them is redialed.
+	SignalPing time.Duration
+	Logger     *slog.Logger
 }
 
 // ConnectorAgent keeps a signaling connection to every listed relay, learns
@@ -105,6 +117,9 @@ func NewConnectorAgent(cfg ConnectorAgentConfig) (*ConnectorAgent, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.SignalPing <= 0 {
+		cfg.SignalPing = linkPing
 	}
 	a := &ConnectorAgent{cfg: cfg, log: cfg.Logger.With("part", "traversal"),
 		relays: map[string]*relayLink{}, sessions: map[string]*connSession{}, srflx: map[string]string{}, nat64: defaultNAT64}
@@ -351,7 +366,7 @@ func (a *ConnectorAgent) serveLink(ctx context.Context, l *relayLink) error {
 		a.endSessions(l)
 	}()
 	go func() {
-		t := time.NewTicker(signalPing)
+		t := time.NewTicker(a.cfg.SignalPing)
 		defer t.Stop()
 		for {
 			select {
@@ -368,6 +383,9 @@ func (a *ConnectorAgent) serveLink(ctx context.Context, l *relayLink) error {
 		}
 	}()
 	for {
+		// The relay answers every ping: silence this long means the link
+		// is gone even if no reset arrived.
+		_ = c.SetReadDeadline(time.Now().Add(linkDeadPings * a.cfg.SignalPing))
 		m, err := c.Read()
 		if err != nil {
 			return fmt.Errorf("read from relay %s: %w", l.info.Name, err)

@@ -43,6 +43,8 @@ type world struct {
 	// principal is the client's user (token subject and TURN principal);
 	// "" is "user-1".
 	principal string
+	// signalPing is the connector agent's SignalPing (0: its default).
+	signalPing time.Duration
 }
 
 func (w *world) user() string {
@@ -175,7 +177,8 @@ func (w *world) startConnectorOn(ctx context.Context, at *net.UDPAddr) (*Connect
 			}
 			go serveEcho(ctx, ln)
 		},
-		Logger: w.log,
+		SignalPing: w.signalPing,
+		Logger:     w.log,
 	})
 	if err != nil {
 		t.Fatal(err)
