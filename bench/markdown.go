@@ -104,9 +104,12 @@ func (r *Report) Markdown() string {
 			if _, ok := t.Metrics[MShortRate+ws]; !ok {
 				continue
 			}
-			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", w, cellText(t.Metrics[MShortConns+ws], false), cellText(t.Metrics[MShortErrors+ws], false),
-				cellText(t.Metrics[MShortOver+ws], false), cellText(t.Metrics[MShortP50+ws], false), cellText(t.Metrics[MShortP99+ws], false),
-				cellText(t.Metrics[MShortMaxUs+ws], false), cellText(t.Metrics[MShortRate+ws], false))
+			cell := func(metric string) string {
+				s, ok := t.Metrics[metric+ws]
+				return cellText(s, ok)
+			}
+			fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", w, cell(MShortConns), cell(MShortErrors),
+				cell(MShortOver), cell(MShortP50), cell(MShortP99), cell(MShortMaxUs), cell(MShortRate))
 		}
 		b.WriteString("\n")
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 
 	"postern.dev/postern/internal/testenv"
@@ -34,5 +35,28 @@ func TestShortConnectionsCountsEveryConnection(t *testing.T) {
 	}
 	if _, err := ShortConnections(context.Background(), addr, 0, 10); !errors.Is(err, ErrBadAgentArgs) {
 		t.Fatalf("zero workers: %v", err)
+	}
+}
+
+// The report's short-connections table shows each concurrency's figures
+// (it once printed a dash in every cell, whatever was measured).
+func TestShortConnectionsTableShowsFigures(t *testing.T) {
+	one := func(v float64) Summary { return Summarize([]float64{v}) }
+	m := map[string]Summary{}
+	for k, v := range map[string]float64{MShortConns: 100000, MShortErrors: 0, MShortOver: 46, MShortP50: 812, MShortP99: 4321, MShortMaxUs: 119620, MShortRate: 2345} {
+		m[k+"64"] = one(v)
+	}
+	rep := &Report{ShortConns: 100000, Tunnels: []TunnelResult{{Key: TunPosternDirect, Label: "Postern (direct)", Metrics: m}}}
+	md := rep.Markdown()
+	row := ""
+	for _, l := range strings.Split(md, "\n") {
+		if strings.HasPrefix(l, "| 64 |") {
+			row = l
+		}
+	}
+	for _, want := range []string{"46", "812", "4321", "119620", "2345"} {
+		if !strings.Contains(row, want) {
+			t.Errorf("row for 64 workers %q lacks %s", row, want)
+		}
 	}
 }
