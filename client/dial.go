@@ -11,6 +11,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/traversal/udpgro"
 )
 
 // PathInfo describes how a QUIC connection to a connector is carried.
@@ -33,6 +34,7 @@ type Dialer interface {
 // ECN).
 type DirectDialer struct {
 	tr *quic.Transport
+	uc *net.UDPConn // the socket under tr
 	// Stagger is the delay between attempts to successive addresses.
 	Stagger time.Duration
 }
@@ -50,7 +52,7 @@ func NewDirectDialer(laddr string) (*DirectDialer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen UDP %s for QUIC: %w", laddr, err)
 	}
-	return &DirectDialer{tr: &quic.Transport{Conn: uc}, Stagger: 250 * time.Millisecond}, nil
+	return &DirectDialer{tr: &quic.Transport{Conn: udpgro.Wrap(uc)}, uc: uc, Stagger: 250 * time.Millisecond}, nil
 }
 
 // Transport returns the shared QUIC transport (for STUN on the same socket).
@@ -59,8 +61,8 @@ func (d *DirectDialer) Transport() *quic.Transport { return d.tr }
 // Close closes the transport and its socket.
 func (d *DirectDialer) Close() error {
 	err := d.tr.Close()
-	if uc, ok := d.tr.Conn.(*net.UDPConn); ok {
-		_ = uc.Close()
+	if d.uc != nil {
+		_ = d.uc.Close()
 	}
 	return err
 }

@@ -25,6 +25,7 @@ import (
 	"postern.dev/postern/internal/bulkyield"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/traversal"
+	"postern.dev/postern/traversal/udpgro"
 	"postern.dev/postern/wire"
 )
 
@@ -195,7 +196,7 @@ func Open(cfg Config) (*Connector, error) {
 		c.udp.Close()
 		return nil, err
 	}
-	c.tr = &quic.Transport{Conn: c.udp, StatelessResetKey: resetKey}
+	c.tr = &quic.Transport{Conn: udpgro.Wrap(c.udp), StatelessResetKey: resetKey}
 	if c.agent, err = c.newTraversalAgent(); err != nil {
 		c.tr.Close()
 		c.udp.Close()

@@ -13,6 +13,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/traversal/sigwire"
+	"postern.dev/postern/traversal/udpgro"
 )
 
 // Connector-side timing.
@@ -124,8 +125,11 @@ func NewConnectorAgent(cfg ConnectorAgentConfig) (*ConnectorAgent, error) {
 	a := &ConnectorAgent{cfg: cfg, log: cfg.Logger.With("part", "traversal"),
 		relays: map[string]*relayLink{}, sessions: map[string]*connSession{}, srflx: map[string]string{}, nat64: defaultNAT64}
 	a.m = newMux(cfg.Transport, "udp", a.log)
-	if uc, ok := cfg.Transport.Conn.(*net.UDPConn); ok {
+	switch uc := cfg.Transport.Conn.(type) {
+	case *net.UDPConn:
 		a.m.primer = lowTTLPrimer(uc)
+	case *udpgro.Conn:
+		a.m.primer = lowTTLPrimer(uc.UDPConn)
 	}
 	return a, nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/traversal/udpgro"
 )
 
 // Path kinds and transports reported in PathInfo.
@@ -173,7 +174,7 @@ func NewDialer(cfg DialerConfig) (*Dialer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open UDP socket %s: %w", cfg.ListenAddr, err)
 	}
-	d := &Dialer{cfg: cfg, log: cfg.Logger.With("part", "traversal"), udp: udp, tr: &quic.Transport{Conn: udp}, conns: map[*quic.Conn]*dialState{}, releaseAfter: releaseAfter}
+	d := &Dialer{cfg: cfg, log: cfg.Logger.With("part", "traversal"), udp: udp, tr: &quic.Transport{Conn: udpgro.Wrap(udp)}, conns: map[*quic.Conn]*dialState{}, releaseAfter: releaseAfter}
 	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.m = newMux(d.tr, "udp", d.log)
 	d.m.primer = lowTTLPrimer(udp)

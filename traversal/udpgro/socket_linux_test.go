@@ -1,0 +1,191 @@
+package udpgro
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"io"
+	"math/big"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+	"golang.org/x/net/ipv4"
+
+	"postern.dev/postern/traversal/udpbatch"
+)
+
+func listen(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// countingReader counts the system calls under a Conn.
+type countingReader struct {
+	batchReader
+	calls int
+}
+
+func (c *countingReader) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
+	c.calls++
+	return c.batchReader.ReadBatch(ms, flags)
+}
+
+// On a real socket, a GSO run sent to a GRO socket arrives as one buffer
+// and comes out as its datagrams, byte for byte.
+func TestRealSocketReceivesRunsCoalesced(t *testing.T) {
+	rx, tx := listen(t), listen(t)
+	if !enable(rx) {
+		t.Fatal("UDP_GRO refused on loopback (Linux 5.0 and later offer it)")
+	}
+	cr := &countingReader{batchReader: ipv4.NewPacketConn(rx)}
+	c := newConn(rx, cr)
+	w := udpbatch.NewWriter(tx)
+	if !w.GSO() {
+		t.Skip("no UDP GSO on this kernel: nothing to coalesce")
+	}
+	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
+	const count, size = 40, 1200
+	var want [][]byte
+	for i := 0; i < count; i++ {
+		p := datagram(i, size)
+		if i == count-1 {
+			p = p[:300]
+		}
+		want = append(want, p)
+		w.Append(nil, p, to)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = rx.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ms := messages(8, 1452)
+	var got [][]byte
+	for len(got) < count {
+		n, err := c.ReadBatch(ms, 0)
+		if err != nil {
+			t.Fatalf("after %d datagrams: %v", len(got), err)
+		}
+		for _, m := range ms[:n] {
+			got = append(got, append([]byte{}, m.Buffers[0][:m.N]...))
+		}
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("datagram %d differs (%d bytes, want %d)", i, len(got[i]), len(want[i]))
+		}
+	}
+	if cr.calls >= count/2 {
+		t.Errorf("%d system calls for %d datagrams: the run was not coalesced", cr.calls, count)
+	}
+}
+
+func tlsConfigs(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "udpgro"}, DNSNames: []string{"udpgro"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, NextProtos: []string{"udpgro-test"}}
+	client = &tls.Config{RootCAs: pool, ServerName: "udpgro", NextProtos: []string{"udpgro-test"}}
+	return server, client
+}
+
+// quic-go runs over wrapped sockets on both ends: a 16 MiB stream arrives
+// intact in each direction.
+func TestQUICOverGRO(t *testing.T) {
+	a, b := listen(t), listen(t)
+	srvConf, cliConf := tlsConfigs(t)
+	srvTr := &quic.Transport{Conn: Wrap(a)}
+	cliTr := &quic.Transport{Conn: Wrap(b)}
+	defer srvTr.Close()
+	defer cliTr.Close()
+	if _, ok := srvTr.Conn.(*Conn); !ok {
+		t.Fatal("Wrap did not turn GRO on for a loopback socket")
+	}
+	ln, err := srvTr.Listen(srvConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	payload := make([]byte, 16<<20)
+	_, _ = rand.Read(payload)
+	sum := sha256.Sum256(payload)
+	errc := make(chan error, 1)
+	go func() {
+		conn, err := ln.Accept(ctx)
+		if err != nil {
+			errc <- err
+			return
+		}
+		s, err := conn.AcceptStream(ctx)
+		if err != nil {
+			errc <- err
+			return
+		}
+		got, err := io.ReadAll(s)
+		if err != nil {
+			errc <- err
+			return
+		}
+		if sha256.Sum256(got) != sum {
+			errc <- io.ErrUnexpectedEOF
+			return
+		}
+		_, err = s.Write(payload) // and back
+		if err == nil {
+			err = s.Close()
+		}
+		errc <- err
+	}()
+	conn, err := cliTr.Dial(ctx, a.LocalAddr(), cliConf, &quic.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseWithError(0, "")
+	s, err := conn.OpenStreamSync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := io.ReadAll(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("server side: %v", err)
+	}
+	if sha256.Sum256(back) != sum {
+		t.Fatal("the echoed stream differs")
+	}
+}

@@ -1,0 +1,116 @@
+// Package udpgro gives quic-go a UDP socket that receives with generic
+// receive offload (UDP_GRO, Linux): the kernel hands over a run of
+// datagrams of one sender as one buffer, so a QUIC sender's GSO batch (up to
+// 64 KiB) crosses the receiver's network stack and the recvmmsg system call
+// once instead of once per 1,452-byte packet. quic-go's own reader asks for
+// single datagrams (quic-go#3838); it reads through any socket that has a
+// ReadBatch method, and Conn is such a socket: it reads coalesced buffers
+// and splits them back into the datagrams quic-go expects, each with the
+// control messages (ECN, packet info) of the buffer it came from.
+//
+// Sending is untouched: quic-go's GSO path works on the embedded
+// *net.UDPConn as before. Where the kernel refuses UDP_GRO (other systems,
+// old kernels), or POSTERN_DISABLE_UDP_GRO is set to a true value (to rule
+// it out when chasing a problem, as quic-go's QUIC_GO_DISABLE_GSO does for
+// sending), Wrap returns the socket unchanged.
+package udpgro
+
+import (
+	"net"
+	"os"
+	"strconv"
+
+	"golang.org/x/net/ipv4"
+)
+
+const (
+	// bigBuffers is how many coalesced buffers one system call fills.
+	bigBuffers = 8
+	// bigSize holds the largest coalesced buffer the kernel builds (64 KiB
+	// of UDP payload).
+	bigSize = 65535
+	// oobSize holds a buffer's control messages: packet info, TOS/TCLASS
+	// and the GRO segment size, with room to spare.
+	oobSize = 256
+)
+
+// DisableEnv names the environment variable that turns GRO off.
+const DisableEnv = "POSTERN_DISABLE_UDP_GRO"
+
+// batchReader is what Conn reads coalesced buffers from: an
+// *ipv4.PacketConn on the socket, or a fake in tests.
+type batchReader interface {
+	ReadBatch(ms []ipv4.Message, flags int) (int, error)
+}
+
+// Conn is a UDP socket with UDP_GRO on whose ReadBatch returns single
+// datagrams. One goroutine reads (quic-go's transport); writes and every
+// other method go to the embedded socket.
+type Conn struct {
+	*net.UDPConn
+	r   batchReader
+	big []ipv4.Message
+	seg []int // segment size of each filled buffer
+	n   int   // buffers filled by the last read
+	cur int   // buffer being split
+	off int   // offset of the next datagram in big[cur]
+}
+
+// Wrap turns UDP_GRO on for uc and returns a Conn around it, or uc itself
+// when the kernel does not offer GRO. Pass the result to quic.Transport
+// and keep using uc for everything else (closing it closes both).
+func Wrap(uc *net.UDPConn) net.PacketConn {
+	if off, _ := strconv.ParseBool(os.Getenv(DisableEnv)); off || !enable(uc) {
+		return uc
+	}
+	return newConn(uc, ipv4.NewPacketConn(uc))
+}
+
+func newConn(uc *net.UDPConn, r batchReader) *Conn {
+	c := &Conn{UDPConn: uc, r: r, big: make([]ipv4.Message, bigBuffers), seg: make([]int, bigBuffers)}
+	for i := range c.big {
+		c.big[i].Buffers = [][]byte{make([]byte, bigSize)}
+		c.big[i].OOB = make([]byte, oobSize)
+	}
+	return c
+}
+
+// ReadBatch fills ms with single datagrams, reading from the socket only
+// when every datagram of the last read has been handed out. A datagram
+// longer than a message's buffer is cut to it, as the kernel would.
+func (c *Conn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
+	if c.cur >= c.n {
+		n, err := c.r.ReadBatch(c.big, flags)
+		if n == 0 || err != nil {
+			c.n, c.cur = 0, 0
+			return 0, err
+		}
+		c.n, c.cur, c.off = n, 0, 0
+		for i := 0; i < n; i++ {
+			m := &c.big[i]
+			size, oob := segmentSize(m.OOB[:m.NN])
+			m.NN = len(oob) // the GRO message removed: what is left is the datagrams'
+			if size <= 0 || size > m.N {
+				size = m.N
+			}
+			c.seg[i] = size
+		}
+	}
+	k := 0
+	for k < len(ms) && c.cur < c.n {
+		src := &c.big[c.cur]
+		end := min(c.off+c.seg[c.cur], src.N)
+		dst := &ms[k]
+		dst.N = copy(dst.Buffers[0], src.Buffers[0][c.off:end])
+		dst.NN = copy(dst.OOB, src.OOB[:src.NN])
+		dst.Addr = src.Addr
+		dst.Flags = 0
+		k++
+		c.off = end
+		if c.off >= src.N {
+			c.cur++
+			c.off = 0
+		}
+	}
+	return k, nil
+}
