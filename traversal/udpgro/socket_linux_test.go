@@ -22,9 +22,11 @@ import (
 	"postern.dev/postern/traversal/udpbatch"
 )
 
-func listen(t *testing.T) *net.UDPConn {
+func listen(t *testing.T) *net.UDPConn { return listenOn(t, net.IPv4(127, 0, 0, 1)) }
+
+func listenOn(t *testing.T, ip net.IP) *net.UDPConn {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,10 +117,15 @@ func tlsConfigs(t *testing.T) (server, client *tls.Config) {
 	return server, client
 }
 
-// quic-go runs over wrapped sockets on both ends: a 16 MiB stream arrives
-// intact in each direction.
+// quic-go runs over wrapped sockets on both ends, IPv4 and IPv6: a 16 MiB
+// stream arrives intact in each direction.
 func TestQUICOverGRO(t *testing.T) {
-	a, b := listen(t), listen(t)
+	for _, ip := range []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback} {
+		t.Run(ip.String(), func(t *testing.T) { quicOverGRO(t, listenOn(t, ip), listenOn(t, ip)) })
+	}
+}
+
+func quicOverGRO(t *testing.T, a, b *net.UDPConn) {
 	srvConf, cliConf := tlsConfigs(t)
 	srvTr := &quic.Transport{Conn: Wrap(a)}
 	cliTr := &quic.Transport{Conn: Wrap(b)}
