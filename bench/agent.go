@@ -278,17 +278,14 @@ func ConnectionSetup(ctx context.Context, addr string, workers int, d time.Durat
 			lf[w] = append(lf[w], t2.Sub(t0))
 		}
 	})
-	elapsed := time.Since(start)
-	connects, firsts := slices.Concat(lc...), slices.Concat(lf...)
-	res.Conns = len(connects)
-	res.Errors, res.FirstError = errs.report()
-	if res.Conns == 0 {
-		return res, fmt.Errorf("setup %s: no connection completed (%d errors, first: %s)", addr, res.Errors, res.FirstError)
+	connects, perSec, nerr, first, err := tally("setup "+addr, lc, &errs, start)
+	res.Conns, res.PerSec, res.Errors, res.FirstError = len(connects), perSec, nerr, first
+	if err != nil {
+		return res, err
 	}
-	res.PerSec = float64(res.Conns) / elapsed.Seconds()
 	p := DurationPercentiles(connects, 50, 99)
 	res.ConnectP50, res.ConnectP99 = p[0], p[1]
-	res.FirstByte = DurationPercentiles(firsts, 50)[0]
+	res.FirstByte = DurationPercentiles(slices.Concat(lf...), 50)[0]
 	return res, nil
 }
 
@@ -384,13 +381,11 @@ func DNSLoad(ctx context.Context, server, name string, workers int, d time.Durat
 			lw[w] = append(lw[w], time.Since(t0))
 		}
 	})
-	lat := slices.Concat(lw...)
-	res.Queries = len(lat)
-	res.Errors, res.FirstError = errs.report()
-	if res.Queries == 0 {
-		return res, fmt.Errorf("dns %s @%s: no answer (%d errors, first: %s)", name, server, res.Errors, res.FirstError)
+	lat, perSec, nerr, first, err := tally("dns "+name+" @"+server, lw, &errs, start)
+	res.Queries, res.PerSec, res.Errors, res.FirstError = len(lat), perSec, nerr, first
+	if err != nil {
+		return res, err
 	}
-	res.PerSec = float64(res.Queries) / time.Since(start).Seconds()
 	p := DurationPercentiles(lat, 50, 99)
 	res.P50us, res.P99us = p[0], p[1]
 	return res, nil

@@ -1,8 +1,10 @@
 package bench
 
 import (
+	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,4 +49,17 @@ func (e *errCount) add(err error) {
 func (e *errCount) report() (int, string) {
 	s, _ := e.first.Load().(string)
 	return int(e.n.Load()), s
+}
+
+// tally is the outcome of a timed load: every worker's latencies (one slot
+// per worker) in one slice, the completions per second since start, and
+// the errors; err names what when nothing completed.
+func tally(what string, lat [][]time.Duration, errs *errCount, start time.Time) (all []time.Duration, perSec float64, nerr int, first string, err error) {
+	elapsed := time.Since(start)
+	all = slices.Concat(lat...)
+	nerr, first = errs.report()
+	if len(all) == 0 {
+		return nil, 0, nerr, first, fmt.Errorf("%s: nothing completed (%d errors, first: %s)", what, nerr, first)
+	}
+	return all, float64(len(all)) / elapsed.Seconds(), nerr, first, nil
 }

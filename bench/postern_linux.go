@@ -20,19 +20,16 @@ const controllerURL = "https://" + InfraIP
 
 // postern is the deployed control plane and connector.
 type postern struct {
-	dataDir, caFile, tokenFile string
-	password                   string
-	controller, relay, conn    *proc
-	daemons                    map[string]*proc // node -> posternd
-	sockets                    map[string]string
-	dns                        string // the daemon's DNS proxy, ip:port
+	dataDir                 string
+	cp                      *lab.ControlPlane
+	password                string
+	controller, relay, conn *proc
+	daemons                 map[string]*proc // node -> posternd
+	sockets                 map[string]string
+	dns                     string // the daemon's DNS proxy, ip:port
 }
 
 func (r *runner) bin(name string) string { return filepath.Join(r.opts.BinDir, name) }
-
-func (r *runner) adminArgs(sub string) []string {
-	return []string{r.bin("postern-controller"), sub, "--url", controllerURL, "--ca", r.pst.caFile, "--token-file", r.pst.tokenFile}
-}
 
 // deployPostern brings up controller, relay and connector exactly as an
 // administrator would (serve, apply, relay-token, connector-token).
@@ -46,8 +43,8 @@ func (r *runner) deployPostern(ctx context.Context) error {
 	_, _ = rand.Read(pw)
 	r.pst = &postern{dataDir: filepath.Join(r.work, "controller"), password: hex.EncodeToString(pw),
 		daemons: map[string]*proc{}, sockets: map[string]string{}}
-	r.pst.caFile = filepath.Join(r.pst.dataDir, "ca.pem")
-	r.pst.tokenFile = filepath.Join(r.pst.dataDir, "admin-token")
+	r.pst.cp = &lab.ControlPlane{Bin: r.bin, NS: r.topo.ns(NodeInfra), URL: controllerURL,
+		CAFile: filepath.Join(r.pst.dataDir, "ca.pem"), AdminTokenFile: filepath.Join(r.pst.dataDir, "admin-token"), Dir: r.work}
 	if err := os.MkdirAll(r.pst.dataDir, 0o700); err != nil {
 		return fmt.Errorf("controller data dir: %w", err)
 	}
@@ -58,18 +55,7 @@ func (r *runner) deployPostern(ctx context.Context) error {
 		return err
 	}
 	r.pst.controller = ctl
-	if err := r.waitFor(ctx, 30*time.Second, "postern-controller", func() error {
-		if !ctl.running() {
-			return ctl.exited()
-		}
-		for _, f := range []string{r.pst.caFile, r.pst.tokenFile} {
-			if _, err := os.Stat(f); err != nil {
-				return err
-			}
-		}
-		_, err := nsRun(ctx, infra, nil, "curl", "-sSf", "--max-time", "2", "--cacert", r.pst.caFile, controllerURL+"/healthz")
-		return err
-	}); err != nil {
+	if err := r.pst.cp.Wait(ctx, ctl.Proc, 30*time.Second); err != nil {
 		return err
 	}
 	spec := lab.NetworkSpec{
@@ -79,40 +65,27 @@ func (r *runner) deployPostern(ctx context.Context) error {
 		Resources: []lab.ResourceSpec{{Name: "srv", Address: ResourceName, Network: BenchNetwork,
 			Ports: []string{fmt.Sprintf("tcp/%d", IperfPort), fmt.Sprintf("tcp/%d", EchoPort)}, Groups: []string{"bench"}}},
 	}
-	y, err := spec.YAML()
+	if err := r.pst.cp.Apply(ctx, r.pst.cp.URL, spec); err != nil {
+		return err
+	}
+	relayTok, err := r.pst.cp.EnrollToken(ctx, "relay-token", "bench-relay")
 	if err != nil {
-		return fmt.Errorf("network.yaml: %w", err)
+		return err
 	}
-	netFile := filepath.Join(r.work, "network.yaml")
-	if err := os.WriteFile(netFile, y, 0o600); err != nil {
-		return fmt.Errorf("write network.yaml: %w", err)
-	}
-	if _, err := nsRun(ctx, infra, nil, append(r.adminArgs("apply"), "-f", netFile)...); err != nil {
-		return fmt.Errorf("apply network.yaml: %w", err)
-	}
-	relayTok, err := nsRun(ctx, infra, nil, append(r.adminArgs("relay-token"), "bench-relay")...)
-	if err != nil {
-		return fmt.Errorf("relay-token: %w", err)
-	}
-	if r.pst.relay, err = r.spawn("postern-relay", infra, nil, r.bin("postern-relay"), "--token", lastLine(relayTok),
+	if r.pst.relay, err = r.spawn("postern-relay", infra, nil, r.bin("postern-relay"), "--token", relayTok,
 		"--listen-udp", InfraIP+":3478", "--listen-tls", InfraIP+":4443", "--public-ip", InfraIP,
 		"--state", filepath.Join(r.work, "relay")); err != nil {
 		return err
 	}
-	connTok, err := nsRun(ctx, infra, nil, append(r.adminArgs("connector-token"), ConnectorName)...)
+	connTok, err := r.pst.cp.EnrollToken(ctx, "connector-token", ConnectorName)
 	if err != nil {
-		return fmt.Errorf("connector-token: %w", err)
+		return err
 	}
 	if r.pst.conn, err = r.spawn("postern-connector", r.topo.ns(NodeServer), nil, r.bin("postern-connector"),
-		"--token", lastLine(connTok), "--state", filepath.Join(r.work, "connector")); err != nil {
+		"--token", connTok, "--state", filepath.Join(r.work, "connector")); err != nil {
 		return err
 	}
 	return nil
-}
-
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
 }
 
 // posternTunnel starts posternd with a TUN device on a client host, signs
@@ -148,23 +121,19 @@ func (r *runner) setupPostern(ctx context.Context, t *tunnel, node, wantPath str
 	if wantPath == "relay" {
 		t.procs = append(t.procs, r.pst.relay)
 	}
-	if err := waitPath(ctx, sock, d, 20*time.Second); err != nil {
+	cli := lab.ClientCLI{Bin: r.bin, NS: t.ns, Socket: sock}
+	if err := lab.WaitFile(ctx, d.Proc, sock, 20*time.Second); err != nil {
 		return err
 	}
-	cli := []string{r.bin("postern"), "--socket", sock}
-	if _, err := nsRun(ctx, t.ns, strings.NewReader(r.pst.password+"\n"), append(cli, "login", "--controller", controllerURL,
-		"--ca", r.pst.caFile, "--user", BenchUser, "--password-stdin")...); err != nil {
-		return fmt.Errorf("postern login: %w", err)
-	}
-	if _, err := nsRun(ctx, t.ns, nil, append(cli, "up")...); err != nil {
-		return fmt.Errorf("postern up: %w", err)
+	if err := cli.Login(ctx, r.pst.cp, BenchUser, r.pst.password); err != nil {
+		return err
 	}
 	var st localapi.Status
 	if err := r.waitFor(ctx, 60*time.Second, "posternd connected on "+node, func() error {
 		if !d.running() {
 			return d.exited()
 		}
-		st, err = r.posternStatus(ctx, t.ns, sock)
+		st, err = cli.Status(ctx)
 		if err != nil {
 			return err
 		}
@@ -187,15 +156,15 @@ func (r *runner) setupPostern(ctx context.Context, t *tunnel, node, wantPath str
 	if err != nil {
 		return fmt.Errorf("resolve %s through posternd: %w", ResourceName, err)
 	}
-	ip := strings.TrimSpace(lastLine(out))
+	ip := lab.LastLine(out)
 	if net.ParseIP(ip) == nil {
 		return fmt.Errorf("resolve %s through posternd: got %q", ResourceName, out)
 	}
 	t.host = ip
 	if err := r.waitEcho(ctx, t.ns, t.echoAddr(), r.flowWait()); err != nil {
-		return fmt.Errorf("%w (postern status: %s)", err, r.statusLine(ctx, t.ns, sock))
+		return fmt.Errorf("%w (postern status: %s)", err, statusLine(ctx, cli))
 	}
-	st, err = r.posternStatus(ctx, t.ns, sock)
+	st, err = cli.Status(ctx)
 	if err != nil {
 		return err
 	}
@@ -208,7 +177,7 @@ func (r *runner) setupPostern(ctx context.Context, t *tunnel, node, wantPath str
 			return nil
 		}
 	}
-	return fmt.Errorf("%w: no connected connector in postern status: %s", ErrTunnelDown, r.statusLine(ctx, t.ns, sock))
+	return fmt.Errorf("%w: no connected connector in postern status: %s", ErrTunnelDown, statusLine(ctx, cli))
 }
 
 func portOf(hp string) string {
@@ -219,20 +188,9 @@ func portOf(hp string) string {
 	return p
 }
 
-func (r *runner) posternStatus(ctx context.Context, ns, sock string) (localapi.Status, error) {
-	var st localapi.Status
-	out, err := nsRun(ctx, ns, nil, r.bin("postern"), "--socket", sock, "status", "--json")
-	if err != nil {
-		return st, fmt.Errorf("postern status --json: %w", err)
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return st, fmt.Errorf("postern status --json: %w: %q", err, out)
-	}
-	return st, nil
-}
-
-func (r *runner) statusLine(ctx context.Context, ns, sock string) string {
-	st, err := r.posternStatus(ctx, ns, sock)
+// statusLine is the client's status as one JSON line, for an error message.
+func statusLine(ctx context.Context, cli lab.ClientCLI) string {
+	st, err := cli.Status(ctx)
 	if err != nil {
 		return err.Error()
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -53,29 +52,15 @@ func tailFile(path string, n int) string {
 	return strings.TrimSpace(string(b))
 }
 
-// run runs a command and returns its stdout; a failure includes stderr.
+// run runs a command in the harness's namespace and returns its stdout; a
+// failure includes stderr.
 func run(ctx context.Context, stdin io.Reader, args ...string) (string, error) {
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Stdin = stdin
-	cmd.WaitDelay = 2 * time.Second
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(errb.String())
-		if msg == "" {
-			msg = strings.TrimSpace(out.String())
-		}
-		if len(msg) > 1500 {
-			msg = msg[:1500] + "..."
-		}
-		return out.String(), fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, msg)
-	}
-	return out.String(), nil
+	return lab.HostOutput(ctx, stdin, args...)
 }
 
-// nsRun runs a command inside a namespace.
+// nsRun runs a command inside a namespace (see run).
 func nsRun(ctx context.Context, ns string, stdin io.Reader, args ...string) (string, error) {
-	return run(ctx, stdin, append([]string{"ip", "netns", "exec", ns}, args...)...)
+	return lab.NSOutput(ctx, ns, stdin, args...)
 }
 
 // procCPU is the user+system CPU time of a process (all its threads,

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"postern.dev/postern/lab"
 )
 
 // runner is one benchmark run.
@@ -150,7 +152,7 @@ func (r *runner) agentJSON(ctx context.Context, ns string, v any, name string, a
 	if err != nil {
 		return err
 	}
-	if err := json.Unmarshal([]byte(lastLine(out)), v); err != nil {
+	if err := json.Unmarshal([]byte(lab.LastLine(out)), v); err != nil {
 		return fmt.Errorf("agent %s: %w: %q", name, err, out)
 	}
 	return nil

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -63,13 +62,11 @@ func ShortConnections(ctx context.Context, addr string, workers, count int) (Sho
 			lat[w] = append(lat[w], time.Since(t0))
 		}
 	})
-	all := slices.Concat(lat...)
-	res.Conns = len(all)
-	res.Errors, res.FirstError = errs.report()
-	if len(all) == 0 {
-		return res, fmt.Errorf("short %s: no connection completed (%d errors, first: %s)", addr, res.Errors, res.FirstError)
+	all, perSec, nerr, first, err := tally("short "+addr, lat, &errs, start)
+	res.Conns, res.PerSec, res.Errors, res.FirstError = len(all), perSec, nerr, first
+	if err != nil {
+		return res, err
 	}
-	res.PerSec = float64(len(all)) / time.Since(start).Seconds()
 	p := DurationPercentiles(all, 50, 99, 100)
 	res.P50us, res.P99us, res.MaxUs = p[0], p[1], p[2]
 	for _, l := range all {

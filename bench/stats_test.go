@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"errors"
 	"math"
 	"strings"
 	"testing"
@@ -66,5 +67,22 @@ func TestSummaryJSONNaN(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"value":null`) || !strings.Contains(string(b), `"threshold":3`) {
 		t.Fatalf("got %s", b)
+	}
+}
+
+func TestTallyJoinsWorkersAndCountsErrors(t *testing.T) {
+	var errs errCount
+	errs.add(errors.New("refused"))
+	errs.add(errors.New("timeout"))
+	start := time.Now().Add(-2 * time.Second)
+	all, perSec, n, first, err := tally("load", [][]time.Duration{{time.Millisecond}, nil, {2 * time.Millisecond, 3 * time.Millisecond}}, &errs, start)
+	if err != nil || len(all) != 3 || n != 2 || first != "refused" {
+		t.Fatalf("tally = %v, %v errors (first %q), %v", all, n, first, err)
+	}
+	if perSec <= 0 || perSec > 1.5 { // 3 in a little over 2 s
+		t.Fatalf("perSec = %v, want about 1.5", perSec)
+	}
+	if _, _, _, _, err := tally("load x", [][]time.Duration{nil, nil}, &errs, start); err == nil || !strings.Contains(err.Error(), "load x: nothing completed (2 errors, first: refused)") {
+		t.Fatalf("no completion: %v", err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"postern.dev/postern/lab"
 )
 
 // Server ports on the server host.
@@ -204,7 +206,7 @@ func (r *runner) setupWireGuard(ctx context.Context, t *tunnel) error {
 		t.procs = append(t.procs, p)
 		sock := "/var/run/wireguard/" + s.dev + ".sock"
 		r.cleanups = append(r.cleanups, func() { _ = os.Remove(sock) })
-		if err := waitPath(ctx, sock, p, 10*time.Second); err != nil {
+		if err := lab.WaitFile(ctx, p.Proc, sock, 10*time.Second); err != nil {
 			return err
 		}
 		priv := keys["spriv"]
@@ -229,20 +231,6 @@ func (r *runner) setupWireGuard(ctx context.Context, t *tunnel) error {
 		}
 	}
 	return r.waitEcho(ctx, t.ns, t.echoAddr(), 15*time.Second)
-}
-
-func waitPath(ctx context.Context, path string, p *proc, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		if _, err := os.Stat(path); err == nil {
-			return nil
-		}
-		if !p.running() {
-			return p.exited()
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("%w waiting for %s", ErrTimeout, path)
 }
 
 // openvpnTunnel runs OpenVPN 2.6 in TLS mode with AES-256-GCM and a

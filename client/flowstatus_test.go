@@ -2,9 +2,6 @@ package client
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -18,64 +15,21 @@ import (
 	"github.com/quic-go/quic-go"
 
 	"postern.dev/postern/internal/testenv"
-	"postern.dev/postern/pki"
+	"postern.dev/postern/internal/testenv/quictest"
 	"postern.dev/postern/wire"
 )
 
-// quicPair returns a client connection and the server's side of it, over
-// loopback UDP.
+// quicPair returns a client connection, with the pool's QUIC settings, and
+// the server's side of it, over loopback UDP.
 func quicPair(t *testing.T) (client, server *quic.Conn) {
-	t.Helper()
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pki.SelfSigned(key, "status-test", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"t"}},
-		&quic.Config{MaxIdleTimeout: 10 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	client, err = quic.DialAddr(ctx, ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"t"}}, quicConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.CloseWithError(0, "") })
-	server, err = ln.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { server.CloseWithError(0, "") })
-	return client, server
+	return quictest.Pair(t, quicConfig())
 }
 
 // openPending opens a flow stream with a header and returns it with the
 // server's side of it, which has not answered.
 func openPending(t *testing.T, c, s *quic.Conn) (*quic.Stream, *quic.Stream) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	cs, err := c.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := wire.WriteOpen(cs, wire.OpenHeader{Proto: wire.ProtoTCP, Port: 80, ResourceID: "r", Destination: "192.0.2.1"}); err != nil {
-		t.Fatal(err)
-	}
-	ss, err := s.AcceptStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := wire.ReadFrame(ss); err != nil {
-		t.Fatal(err)
-	}
-	return cs, ss
+	return quictest.OpenFlow(t, c, s, wire.OpenHeader{Proto: wire.ProtoTCP, Port: 80, ResourceID: "r", Destination: "192.0.2.1"})
 }
 
 // streamReset reports whether the peer reset ss's receive side (a read

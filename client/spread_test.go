@@ -4,14 +4,9 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"fmt"
 	"io"
 	"net"
-	"runtime"
-	"slices"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -134,6 +129,20 @@ func (s *spreadLab) waitConns(t *testing.T, n int) {
 	testenv.Eventually(t, 10*time.Second, "connections to the connector", func() bool { return e.connCount() == n })
 }
 
+// twoFlowsApart dials a flow, waits for the spare connection and dials a
+// second flow, which must go to the idle spare rather than share the first
+// one's connection.
+func (s *spreadLab) twoFlowsApart(t *testing.T) (first, second *flowConn) {
+	t.Helper()
+	first = s.dial(t)
+	s.waitConns(t, 2)
+	second = s.dial(t)
+	if second.conn == first.conn {
+		t.Fatal("the second flow shares the first one's connection while the spare is idle")
+	}
+	return first, second
+}
+
 // TestSpreadFlowsOverConnections: with four connections allowed, the
 // primary's spare is dialed at once, more are dialed as flows pile up, and
 // concurrent flows are spread over all of them (never more than four); the
@@ -194,13 +203,7 @@ func TestSingleConnectionWhenConfigured(t *testing.T) {
 // flow ends, its connection takes new flows again.
 func TestBulkFlowSteersInteractiveFlows(t *testing.T) {
 	s := newSpreadLab(t, 2)
-	bulk := s.dial(t)
-	s.waitConns(t, 2)
-	// The next flow goes to the idle spare.
-	a := s.dial(t)
-	if a.conn == bulk.conn {
-		t.Fatal("the second flow shares the first one's connection while the spare is idle")
-	}
+	bulk, _ := s.twoFlowsApart(t)
 	// Turn the first flow bulk: 2 MiB echoed at once.
 	payload := make([]byte, 2<<20)
 	echo(t, bulk, payload)
@@ -238,12 +241,7 @@ func TestBulkFlowSteersInteractiveFlows(t *testing.T) {
 // reconnect, no wait).
 func TestConnectionDeathMovesOnlyItsFlows(t *testing.T) {
 	s := newSpreadLab(t, 2)
-	a := s.dial(t)
-	s.waitConns(t, 2)
-	b := s.dial(t)
-	if a.conn == b.conn {
-		t.Fatal("two flows on one connection while the spare is idle")
-	}
+	a, b := s.twoFlowsApart(t)
 	e := s.entry(t)
 	e.mu.Lock()
 	primaryIsA := e.conn == a.conn
@@ -296,197 +294,6 @@ func TestConnectionDeathMovesOnlyItsFlows(t *testing.T) {
 	if f := s.dial(t); f.conn == x {
 		t.Fatal("a new flow went to the dead extra")
 	}
-}
-
-// BenchmarkFlowOpen opens a flow to the echo server, echoes one byte and
-// closes it, through the in-process controller and connector, with one
-// connection per connector (as before spread.go), with the default and with
-// short flows packed (spreadAt 2^20); sequentially and with 64 goroutines.
-func BenchmarkFlowOpen(b *testing.B) {
-	for _, v := range []struct {
-		name            string
-		conns, spreadAt int
-	}{{"conns=1", 1, 0}, {"default", 0, 0}, {"pack", 0, 1 << 20}} {
-		for _, par := range []int{1, 64} {
-			b.Run(fmt.Sprintf("%s/par=%d", v.name, par), func(b *testing.B) {
-				s := newSpreadLab(b, v.conns)
-				if v.spreadAt > 0 {
-					s.d.currentPool().spreadAt = v.spreadAt
-				}
-				one := func() error {
-					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-					defer cancel()
-					c, err := s.d.DialTCP(ctx, "127.0.0.1", s.port)
-					if err != nil {
-						return err
-					}
-					defer c.Close()
-					if _, err := c.Write([]byte{1}); err != nil {
-						return err
-					}
-					_, err = io.ReadFull(c, make([]byte, 1))
-					return err
-				}
-				if err := one(); err != nil { // warm: connections up
-					b.Fatal(err)
-				}
-				// CPU per flow (client, connector and echo server: one
-				// process) tells more than time per flow on a busy machine.
-				cpu0 := processCPU()
-				defer func() {
-					b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/float64(b.N), "cpu-us/flow")
-				}()
-				b.ResetTimer()
-				if par == 1 {
-					for i := 0; i < b.N; i++ {
-						if err := one(); err != nil {
-							b.Fatal(err)
-						}
-					}
-					return
-				}
-				b.SetParallelism((par + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
-				b.RunParallel(func(pb *testing.PB) {
-					for pb.Next() {
-						if err := one(); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			})
-		}
-	}
-}
-
-// BenchmarkRRUnderBulk measures 64-byte request/response round trips on one
-// flow while another flow to the same connector moves bulk data both ways
-// (an echo server), with one connection per connector, the default, and
-// the default without bulk flows yielding on either side (conns=-1),
-// interleaved over rounds. Metrics: p50-us, p99-us.
-func BenchmarkRRUnderBulk(b *testing.B) {
-	for round := 1; round <= 3; round++ {
-		for _, conns := range []int{1, 0, -1} {
-			b.Run(fmt.Sprintf("round=%d/conns=%d", round, conns), func(b *testing.B) {
-				s := newSpreadLab(b, max(conns, 0), conns < 0)
-				if conns < 0 {
-					s.d.currentPool().bulkTarget = 0
-				}
-				ctx, cancel := context.WithCancel(context.Background())
-				defer cancel()
-				bulk, err := s.d.DialTCP(ctx, "127.0.0.1", s.port)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer bulk.Close()
-				go func() {
-					buf := make([]byte, 64<<10)
-					for ctx.Err() == nil {
-						if _, err := bulk.Write(buf); err != nil {
-							return
-						}
-					}
-				}()
-				go func() { _, _ = io.Copy(io.Discard, bulk) }()
-				// Let the bulk flow turn bulk and fill its queues.
-				p := s.d.currentPool()
-				testenv.Eventually(b, 5*time.Second, "bulk flow", func() bool {
-					p.loadMu.Lock()
-					defer p.loadMu.Unlock()
-					return conns == 1 || len(p.bulk) > 0
-				})
-				rr, err := s.d.DialTCP(ctx, "127.0.0.1", s.port)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer rr.Close()
-				msg, got := make([]byte, 64), make([]byte, 64)
-				lat := make([]time.Duration, 0, b.N)
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					start := time.Now()
-					if _, err := rr.Write(msg); err != nil {
-						b.Fatal(err)
-					}
-					if _, err := io.ReadFull(rr, got); err != nil {
-						b.Fatal(err)
-					}
-					lat = append(lat, time.Since(start))
-				}
-				b.StopTimer()
-				slices.Sort(lat)
-				b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-us")
-				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-us")
-			})
-		}
-	}
-}
-
-// BenchmarkParallelFlows moves 4 MiB each way through each of 16
-// concurrent flows (echo server), with one connection per connector, the
-// default placement (short flows packed, a connection of their own for
-// flows next to a bulk one) and flows spread one per connection
-// (spreadAt 1), interleaved over rounds. Metric: aggregate MB/s.
-func BenchmarkParallelFlows(b *testing.B) {
-	const flows, each = 16, 4 << 20
-	for round := 1; round <= 3; round++ {
-		for _, v := range []struct {
-			name            string
-			conns, spreadAt int
-		}{{"conns=1", 1, 0}, {"default", 0, 0}, {"spread", 0, 1}} {
-			b.Run(fmt.Sprintf("round=%d/%s", round, v.name), func(b *testing.B) {
-				s := newSpreadLab(b, v.conns)
-				if v.spreadAt > 0 {
-					s.d.currentPool().spreadAt = v.spreadAt
-				}
-				s.warm(b) // connections up
-				b.ResetTimer()
-				start, cpu0 := time.Now(), processCPU()
-				for i := 0; i < b.N; i++ {
-					var wg sync.WaitGroup
-					errs := make(chan error, flows)
-					for f := 0; f < flows; f++ {
-						wg.Add(1)
-						go func() {
-							defer wg.Done()
-							c, err := s.d.DialTCP(context.Background(), "127.0.0.1", s.port)
-							if err != nil {
-								errs <- err
-								return
-							}
-							defer c.Close()
-							go func() {
-								buf := make([]byte, 64<<10)
-								for n := 0; n < each; n += len(buf) {
-									if _, err := c.Write(buf); err != nil {
-										return
-									}
-								}
-							}()
-							if _, err := io.CopyN(io.Discard, c, each); err != nil {
-								errs <- err
-							}
-						}()
-					}
-					wg.Wait()
-					close(errs)
-					if err := <-errs; err != nil {
-						b.Fatal(err)
-					}
-				}
-				gb := float64(2*flows*each*b.N) / 1e9
-				b.ReportMetric(gb*1e3/time.Since(start).Seconds(), "MB/s")
-				b.ReportMetric((processCPU()-cpu0).Seconds()/gb, "cpu-s/GB")
-			})
-		}
-	}
-}
-
-// processCPU is this process's user+system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestPickConnection: the placement rule on its own. Connections without a

@@ -1,17 +1,11 @@
 package connector
 
 import (
-	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/tls"
 	"runtime"
 	"testing"
 	"time"
 
-	"github.com/quic-go/quic-go"
-
-	"postern.dev/postern/pki"
+	"postern.dev/postern/internal/testenv/quictest"
 	"postern.dev/postern/wire"
 )
 
@@ -20,46 +14,8 @@ import (
 // goes on (to set up the splice), instead of leaving the run loop queued
 // behind it while the client's application waits for its SYN-ACK.
 func TestSendStatusYieldsToRunLoop(t *testing.T) {
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := pki.SelfSigned(key, "status-test", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := quic.ListenAddr("127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"t"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cc, err := quic.DialAddr(ctx, ln.Addr().String(), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"t"}}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cc.CloseWithError(0, "")
-	sc, err := ln.Accept(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sc.CloseWithError(0, "")
-	cs, err := cc.OpenStreamSync(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := wire.WriteOpen(cs, wire.OpenHeader{Proto: wire.ProtoTCP, Port: 80, ResourceID: "r", Destination: "192.0.2.1"}); err != nil {
-		t.Fatal(err)
-	}
-	ss, err := sc.AcceptStream(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := wire.ReadFrame(ss); err != nil {
-		t.Fatal(err)
-	}
-
+	cc, sc := quictest.Pair(t, nil)
+	cs, ss := quictest.OpenFlow(t, cc, sc, wire.OpenHeader{Proto: wire.ProtoTCP, Port: 80, ResourceID: "r", Destination: "192.0.2.1"})
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	// Let every other goroutine settle first (acknowledgements and the
 	// like), so that the status is all the run loop has to send.

@@ -76,11 +76,7 @@ func TestApplyAccessSpecRoundTrip(t *testing.T) {
 }
 
 func TestApplyAccessSpecErrors(t *testing.T) {
-	c, err := Open(Config{DataDir: t.TempDir(), PublicURL: "https://127.0.0.1:8443"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openController(t, t.TempDir())
 	cases := []struct {
 		name, yaml string
 		want       []string

@@ -3,6 +3,7 @@ package controller
 import (
 	"encoding/json"
 	"html/template"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
@@ -214,21 +215,12 @@ func (e *testEnv) consoleGet(cl *http.Client, path string) (int, string, string)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
+	body := e.readBody(resp)
 	csrf := ""
-	if m := csrfRE.FindStringSubmatch(b.String()); m != nil {
+	if m := csrfRE.FindStringSubmatch(body); m != nil {
 		csrf = m[1]
 	}
-	return resp.StatusCode, b.String(), csrf
+	return resp.StatusCode, body, csrf
 }
 
 func (e *testEnv) consolePost(cl *http.Client, path string, form url.Values) (int, string) {
@@ -237,17 +229,19 @@ func (e *testEnv) consolePost(cl *http.Client, path string, form url.Values) (in
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	body := e.readBody(resp)
+	return resp.StatusCode, body
+}
+
+// readBody reads and closes a response's body.
+func (e *testEnv) readBody(resp *http.Response) string {
+	e.t.Helper()
 	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatalf("read %s %s: %v", resp.Request.Method, resp.Request.URL, err)
 	}
-	return resp.StatusCode, b.String()
+	return string(b)
 }
 
 // consoleSignIn signs cl in and returns the session's CSRF token.

@@ -27,11 +27,7 @@ func storeDigest(t *testing.T, dir string) string {
 
 func TestApplyRoundTripAndIdempotency(t *testing.T) {
 	dir := t.TempDir()
-	c, err := Open(Config{DataDir: dir, PublicURL: "https://127.0.0.1:8443"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openController(t, dir)
 	ctx := context.Background()
 
 	dry, err := c.ApplyYAML(ctx, []byte(testYAML), true)
@@ -125,11 +121,7 @@ func TestApplyRoundTripAndIdempotency(t *testing.T) {
 
 func TestApplyInvalidLeavesStoreUntouched(t *testing.T) {
 	dir := t.TempDir()
-	c, err := Open(Config{DataDir: dir, PublicURL: "https://127.0.0.1:8443"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := openController(t, dir)
 	ctx := context.Background()
 	if _, err := c.ApplyYAML(ctx, []byte(testYAML), false); err != nil {
 		t.Fatal(err)

@@ -161,14 +161,7 @@ func (c *Controller) pageEvents(w http.ResponseWriter, r *http.Request, cs *cons
 			}
 		}
 	})
-	switch {
-	case err != nil:
-		d.Error = err.Error()
-	case res.Status == http.StatusForbidden:
-		d.Denied = true
-	case res.Err() != "":
-		d.Error = res.Err()
-	}
+	d.answered(res, err)
 	if len(rows) > 500 {
 		rows = rows[len(rows)-500:]
 	}

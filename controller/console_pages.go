@@ -144,6 +144,12 @@ func (c *Controller) pageOverview(w http.ResponseWriter, r *http.Request, cs *co
 // listPage fetches one admin API list into out, marking d denied on 403.
 func (c *Controller) listPage(r *http.Request, cs *consoleSession, d *pageData, path string, out any) bool {
 	res, err := c.api(r.Context(), cs.p, "GET", path, nil, out)
+	return d.answered(res, err)
+}
+
+// answered records on the page how an admin API call failed (its error, or
+// denied on 403) and reports whether it succeeded.
+func (d *pageData) answered(res apiResult, err error) bool {
 	switch {
 	case err != nil:
 		d.Error = err.Error()

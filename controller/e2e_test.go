@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 )
 
@@ -474,15 +475,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 		s.close()
 		e.client(nil).CloseIdleConnections()
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before+2 {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:n])
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitGoroutines(t, before+2, 5*time.Second)
 }
 
 func TestOpenRefusesBadConfig(t *testing.T) {

@@ -24,13 +24,8 @@ import (
 // learns B from its policy push; when A dies, its policy stream resumes on
 // B by revision and sees a change applied through B, and its calls go to B.
 func TestPartsFailOverToAnotherReplica(t *testing.T) {
-	pg := pgtest.Start(t)
-	dbURL := pg.NewDatabase(t)
-	base := t.TempDir()
 	adv := func(c *Config) { c.HeartbeatInterval = time.Second; c.AdvertiseURL = advertiseSelf }
-	a := newReplica(t, filepath.Join(base, "a"), "", dbURL, adv)
-	copyDeployment(t, a.dir, filepath.Join(base, "b"))
-	b := newReplica(t, filepath.Join(base, "b"), a.c.Issuer(), dbURL, adv)
+	a, b := newReplicaPair(t, adv)
 	a.admin("POST", "/api/v1/apply", fastYAML(testYAML), 200)
 
 	// Each replica hears of the other within a few heartbeats.
@@ -128,12 +123,7 @@ func TestPartsFailOverToAnotherReplica(t *testing.T) {
 // unknown because B has not yet heard of the commit: B catches up with the
 // database first.
 func TestSessionFromAnotherReplicaIsKnownAtOnce(t *testing.T) {
-	pg := pgtest.Start(t)
-	dbURL := pg.NewDatabase(t)
-	base := t.TempDir()
-	a := newReplica(t, filepath.Join(base, "a"), "", dbURL, nil)
-	copyDeployment(t, a.dir, filepath.Join(base, "b"))
-	b := newReplica(t, filepath.Join(base, "b"), a.c.Issuer(), dbURL, nil)
+	a, b := newReplicaPair(t, nil)
 	a.admin("POST", "/api/v1/apply", fastYAML(testYAML), 200)
 	for i := 0; i < 20; i++ {
 		dev := a.login("alice@example.com", "correct horse")
@@ -247,12 +237,7 @@ func TestJoiningReplicaIsPushedAtOnce(t *testing.T) {
 // equals a full rebuild; a policy change still reloads in full; a logout
 // on A (a tombstone-free update) and a deletion (a tombstone) follow too.
 func TestReplicaFollowsSignInsIncrementally(t *testing.T) {
-	pg := pgtest.Start(t)
-	dbURL := pg.NewDatabase(t)
-	base := t.TempDir()
-	a := newReplica(t, filepath.Join(base, "a"), "", dbURL, nil)
-	copyDeployment(t, a.dir, filepath.Join(base, "b"))
-	b := newReplica(t, filepath.Join(base, "b"), a.c.Issuer(), dbURL, nil)
+	a, b := newReplicaPair(t, nil)
 	a.admin("POST", "/api/v1/apply", fastYAML(testYAML), 200)
 	waitRev := func(rev int64) {
 		t.Helper()

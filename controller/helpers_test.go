@@ -81,11 +81,29 @@ func newTestController(t *testing.T, dir string, mod func(*Config)) *testEnv {
 	return newTestControllerOn(t, ln, dir, mod)
 }
 
+// openController opens a controller on dir without serving it; it closes
+// when the test ends.
+func openController(t *testing.T, dir string) *Controller {
+	t.Helper()
+	c, err := Open(Config{DataDir: dir, PublicURL: "https://127.0.0.1:8443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // newTestControllerOn is newTestController on a listener the test made
 // (to know the controller's URL before it starts).
 func newTestControllerOn(t *testing.T, ln net.Listener, dir string, mod func(*Config)) *testEnv {
 	t.Helper()
-	u := "https://" + ln.Addr().String()
+	return serveTestController(t, ln, dir, "https://"+ln.Addr().String(), mod)
+}
+
+// serveTestController opens a controller on dir with public URL u and
+// serves it on ln until the test ends.
+func serveTestController(t *testing.T, ln net.Listener, dir, u string, mod func(*Config)) *testEnv {
+	t.Helper()
 	cfg := Config{DataDir: dir, PublicURL: u, RateLimit: 10000, RateBurst: 10000}
 	if mod != nil {
 		mod(&cfg)

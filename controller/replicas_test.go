@@ -55,6 +55,19 @@ func newReplica(t *testing.T, dir, publicURL, dbURL string, mod func(*Config)) *
 	return env
 }
 
+// newReplicaPair starts two replicas, A and B, of one deployment on a fresh
+// PostgreSQL database (B with A's copied deployment files and public URL),
+// both configured by mod.
+func newReplicaPair(t *testing.T, mod func(*Config)) (a, b *testEnv) {
+	t.Helper()
+	dbURL := pgtest.Start(t).NewDatabase(t)
+	base := t.TempDir()
+	a = newReplica(t, filepath.Join(base, "a"), "", dbURL, mod)
+	copyDeployment(t, a.dir, filepath.Join(base, "b"))
+	b = newReplica(t, filepath.Join(base, "b"), a.c.Issuer(), dbURL, mod)
+	return a, b
+}
+
 // advertiseSelf, as Config.AdvertiseURL of newReplica, stands for the
 // replica's own listener URL.
 const advertiseSelf = "self"

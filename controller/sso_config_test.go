@@ -258,13 +258,5 @@ func TestSSONoGoroutineLeak(t *testing.T) {
 		e.stop()
 	}()
 	tr.CloseIdleConnections()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before+2 {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			n := runtime.Stack(buf, true)
-			t.Fatalf("goroutines: %d before, %d after\n%s", before, runtime.NumGoroutine(), buf[:n])
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitGoroutines(t, before+2, 5*time.Second)
 }

@@ -385,15 +385,7 @@ func idToken(t *testing.T, idp *oidctest.Provider, id, secret, login, password s
 	if code == "" {
 		t.Fatalf("no code for %s: %v", id, got)
 	}
-	tok, err := conf.Exchange(context.Background(), code, oauth2.VerifierOption(verifier))
-	if err != nil {
-		t.Fatalf("redeem code as %s: %v", id, err)
-	}
-	raw, _ := tok.Extra("id_token").(string)
-	if raw == "" {
-		t.Fatal("no id_token")
-	}
-	return raw
+	return idp.RedeemIDToken(t, id, secret, redirect, code, verifier)
 }
 
 func TestSSOIDTokenLogin(t *testing.T) {

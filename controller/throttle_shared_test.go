@@ -3,7 +3,6 @@ package controller
 import (
 	"context"
 	"log/slog"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -94,12 +93,7 @@ func TestSignInThrottleSharedByReplicas(t *testing.T) {
 // TestPasswordGuessesSpreadOverReplicasAreThrottled: through the API, wrong
 // passwords sent alternately to two replicas meet the same delay as on one.
 func TestPasswordGuessesSpreadOverReplicasAreThrottled(t *testing.T) {
-	pg := pgtest.Start(t)
-	dbURL := pg.NewDatabase(t)
-	base := t.TempDir()
-	a := newReplica(t, filepath.Join(base, "a"), "", dbURL, nil)
-	copyDeployment(t, a.dir, filepath.Join(base, "b"))
-	b := newReplica(t, filepath.Join(base, "b"), a.c.Issuer(), dbURL, nil)
+	a, b := newReplicaPair(t, nil)
 	a.admin("POST", "/api/v1/apply", fastYAML(testYAML), 200)
 	guess := func(e *testEnv) int {
 		st, _ := e.call(nil, "POST", "/api/v1/client/login", "", map[string]string{

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -21,7 +20,6 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/store/pgtest"
-	"postern.dev/postern/pki"
 )
 
 // newWebAuthnController is newAccessController with a public URL that
@@ -55,21 +53,7 @@ func newTestControllerAt(t *testing.T, dir, publicURL string, mod func(*Config))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{DataDir: dir, PublicURL: publicURL, RateLimit: 10000, RateBurst: 10000}
-	if mod != nil {
-		mod(&cfg)
-	}
-	c, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	env := &testEnv{t: t, c: c, url: publicURL, dir: dir, cancel: cancel, done: make(chan error, 1)}
-	ca, _ := pki.ParseCertPEM(c.CACertPEM())
-	env.pool = pki.CAPool(ca)
-	go func() { env.done <- c.Serve(ctx, ln) }()
-	t.Cleanup(env.stop)
-	return env
+	return serveTestController(t, ln, dir, publicURL, mod)
 }
 
 // softKey is a software FIDO2 authenticator (ES256, "none" attestation)

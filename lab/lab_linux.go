@@ -263,10 +263,7 @@ func (l *Lab) Command(ctx context.Context, node string, args ...string) (*exec.C
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", n.NS}, args...)...)
-	cmd.Env = os.Environ()
-	cmd.WaitDelay = 2 * time.Second
-	return cmd, nil
+	return nsCommand(ctx, n.NS, args...), nil
 }
 
 // Exec runs a command inside a node's namespace and returns its combined
@@ -281,12 +278,7 @@ func (l *Lab) ExecInput(ctx context.Context, node string, stdin io.Reader, args 
 	if err != nil {
 		return "", err
 	}
-	cmd.Stdin = stdin
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), &CmdError{Args: append([]string{node + "$"}, args...), Output: string(out), Err: err}
-	}
-	return string(out), nil
+	return combinedOutput(cmd, node, stdin, args)
 }
 
 // Spawn starts a long-running program in a node's namespace under a unique

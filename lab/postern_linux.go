@@ -1,10 +1,8 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,16 +28,14 @@ func (l *Lab) Output(ctx context.Context, node string, args ...string) (string, 
 	if err != nil {
 		return "", err
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		return stdout.String(), &CmdError{Args: append([]string{node + "$"}, args...), Output: stderr.String(), Err: err}
-	}
-	return stdout.String(), nil
+	return stdoutOnly(cmd, node, nil, args)
 }
 
-func (l *Lab) adminArgs(sub string) []string {
-	return []string{l.Bin("postern-controller"), sub, "--url", l.ControllerURL, "--ca", l.CAFile, "--token-file", l.AdminTokenFile}
+// ControlPlane is the lab's controller as its administrator reaches it
+// (from the controller's node), once deployed.
+func (l *Lab) ControlPlane() *ControlPlane {
+	return &ControlPlane{Bin: l.Bin, NS: l.NS(NodeController), URL: l.ControllerURL, CAFile: l.CAFile,
+		AdminTokenFile: l.AdminTokenFile, Dir: l.Dir}
 }
 
 func (l *Lab) deployPostern(ctx context.Context) error {
@@ -90,9 +86,9 @@ func (l *Lab) deployPostern(ctx context.Context) error {
 		return err
 	}
 	l.progress("lab %s: enrolling the relay and the connectors", l.ID)
-	relayTok, err := l.Output(ctx, NodeController, append(l.adminArgs("relay-token"), "relay-1")...)
+	relayTok, err := l.ControlPlane().EnrollToken(ctx, "relay-token", "relay-1")
 	if err != nil {
-		return fmt.Errorf("relay-token: %w", err)
+		return err
 	}
 	relayListen, relayIP := "0.0.0.0:", RelayIP
 	if l.opts.Underlay6 {
@@ -100,18 +96,18 @@ func (l *Lab) deployPostern(ctx context.Context) error {
 		// signaling over IPv6, IPv6 relayed addresses.
 		relayListen, relayIP = "[::]:", Relay6IP
 	}
-	relay, err := l.Spawn(ProgRelay, NodeRelay, nil, l.verbose(l.Bin("postern-relay"), "--token", lastLine(relayTok),
+	relay, err := l.Spawn(ProgRelay, NodeRelay, nil, l.verbose(l.Bin("postern-relay"), "--token", relayTok,
 		"--listen-udp", relayListen+RelayUDPPort, "--listen-tls", relayListen+RelayTLSPort, "--public-ip", relayIP,
 		"--state", filepath.Join(l.Dir, "relay"))...)
 	if err != nil {
 		return err
 	}
 	for _, c := range []struct{ node, prog string }{{NodeConnectorA, ProgConnectorA}, {NodeConnectorB, ProgConnectorB}} {
-		tok, err := l.Output(ctx, NodeController, append(l.adminArgs("connector-token"), c.node)...)
+		tok, err := l.ControlPlane().EnrollToken(ctx, "connector-token", c.node)
 		if err != nil {
-			return fmt.Errorf("connector-token %s: %w", c.node, err)
+			return err
 		}
-		if _, err := l.Spawn(c.prog, c.node, nil, l.verbose(l.Bin("postern-connector"), "--token", lastLine(tok),
+		if _, err := l.Spawn(c.prog, c.node, nil, l.verbose(l.Bin("postern-connector"), "--token", tok,
 			"--state", filepath.Join(l.Dir, "connector-"+c.node))...); err != nil {
 			return err
 		}
@@ -134,25 +130,9 @@ func (l *Lab) deployPostern(ctx context.Context) error {
 	return nil
 }
 
-func lastLine(s string) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	return strings.TrimSpace(lines[len(lines)-1])
-}
-
 // WaitController waits until the controller answers /healthz with its CA.
 func (l *Lab) WaitController(ctx context.Context, ctl *Proc) error {
-	return waitFor(ctx, 30*time.Second, "postern-controller", func() error {
-		if ctl != nil && !ctl.Running() {
-			return fmt.Errorf("postern-controller exited (%v); see %s", ctl.ExitErr(), ctl.LogPath)
-		}
-		for _, f := range []string{l.CAFile, l.AdminTokenFile} {
-			if _, err := os.Stat(f); err != nil {
-				return fmt.Errorf("controller has not created %s yet", f)
-			}
-		}
-		_, err := l.Exec(ctx, NodeController, "curl", "-sSf", "--max-time", "3", "--cacert", l.CAFile, l.ControllerURL+"/healthz")
-		return err
-	})
+	return l.ControlPlane().Wait(ctx, ctl, 30*time.Second)
 }
 
 // Apply makes the controller match spec with `postern-controller apply`.
@@ -162,30 +142,13 @@ func (l *Lab) Apply(ctx context.Context, spec NetworkSpec) error {
 
 // ApplyVia applies spec through the controller (replica) at url.
 func (l *Lab) ApplyVia(ctx context.Context, url string, spec NetworkSpec) error {
-	b, err := spec.YAML()
-	if err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(l.Dir, "network-*.yaml")
-	if err != nil {
-		return fmt.Errorf("write network.yaml: %w", err)
-	}
-	_, werr := f.Write(b)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		return fmt.Errorf("write network.yaml: %w", err)
-	}
-	args := []string{l.Bin("postern-controller"), "apply", "--url", url, "--ca", l.CAFile, "--token-file", l.AdminTokenFile, "-f", f.Name()}
-	if out, err := l.Exec(ctx, NodeController, args...); err != nil {
-		return fmt.Errorf("apply %s: %w\n%s", f.Name(), err, out)
-	}
-	return nil
+	return l.ControlPlane().Apply(ctx, url, spec)
 }
 
 // Admin runs another postern-controller admin subcommand (with --url, --ca
 // and --token-file filled in) from the controller's namespace.
 func (l *Lab) Admin(ctx context.Context, sub string, args ...string) (string, error) {
-	return l.Output(ctx, NodeController, append(l.adminArgs(sub), args...)...)
+	return l.ControlPlane().Admin(ctx, sub, args...)
 }
 
 func (l *Lab) startClient(ctx context.Context, node, user, prog string) error {
@@ -201,13 +164,7 @@ func (l *Lab) startClient(ctx context.Context, node, user, prog string) error {
 	if err != nil {
 		return err
 	}
-	if err := waitFor(ctx, 20*time.Second, "posternd socket "+cs.socket, func() error {
-		if !p.Running() {
-			return fmt.Errorf("posternd exited (%v); see %s", p.ExitErr(), p.LogPath)
-		}
-		_, err := os.Stat(cs.socket)
-		return err
-	}); err != nil {
+	if err := WaitFile(ctx, p, cs.socket, 20*time.Second); err != nil {
 		return err
 	}
 	return l.Login(ctx, node, user)
@@ -224,14 +181,12 @@ func (l *Lab) Login(ctx context.Context, node, user string) error {
 	if err != nil {
 		return err
 	}
-	if out, err := l.ExecInput(ctx, node, strings.NewReader(pw+"\n"), l.Bin("postern"), "--socket", cs.socket,
-		"login", "--controller", l.ControllerURL, "--ca", l.CAFile, "--user", user, "--password-stdin"); err != nil {
-		return fmt.Errorf("postern login as %s: %w\n%s", user, err, out)
-	}
-	if out, err := l.Postern(ctx, node, "up"); err != nil {
-		return fmt.Errorf("postern up as %s: %w\n%s", user, err, out)
-	}
-	return nil
+	return l.cli(cs).Login(ctx, l.ControlPlane(), user, pw)
+}
+
+// cli is the postern command line of a client node's daemon.
+func (l *Lab) cli(cs *clientState) ClientCLI {
+	return ClientCLI{Bin: l.Bin, NS: l.NS(cs.node), Socket: cs.socket}
 }
 
 func (l *Lab) client(node string) (*clientState, error) {
@@ -259,24 +214,16 @@ func (l *Lab) Postern(ctx context.Context, node string, args ...string) (string,
 	if err != nil {
 		return "", err
 	}
-	return l.Exec(ctx, node, append([]string{l.Bin("postern"), "--socket", cs.socket}, args...)...)
+	return l.cli(cs).Run(ctx, nil, args...)
 }
 
 // Status is `postern status --json` of a client node.
 func (l *Lab) Status(ctx context.Context, node string) (localapi.Status, error) {
-	var st localapi.Status
 	cs, err := l.client(node)
 	if err != nil {
-		return st, err
+		return localapi.Status{}, err
 	}
-	out, err := l.Output(ctx, node, l.Bin("postern"), "--socket", cs.socket, "status", "--json")
-	if err != nil {
-		return st, fmt.Errorf("postern status --json: %w", err)
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		return st, fmt.Errorf("postern status --json: %w: %q", err, out)
-	}
-	return st, nil
+	return l.cli(cs).Status(ctx)
 }
 
 // WaitClientState waits until a client's daemon reports one of states.

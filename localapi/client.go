@@ -66,14 +66,11 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		return c.dialError(err)
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return decodeError(resp)
-	}
 	if out == nil {
 		return nil
 	}
@@ -144,6 +141,20 @@ func (c *Client) DNS(ctx context.Context, name string) (DNSExplain, error) {
 	return call[DNSExplain](ctx, c, http.MethodGet, "/v1/dns?name="+url.QueryEscape(name), nil)
 }
 
+// send sends req to the daemon and returns the response when it succeeded
+// (2xx); another status is the daemon's error, decoded.
+func (c *Client) send(req *http.Request) (*http.Response, error) {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, c.dialError(err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp, nil
+}
+
 // Events calls fn with the current status and again after every change,
 // until ctx is done, the daemon goes away (an error) or fn returns false.
 func (c *Client) Events(ctx context.Context, fn func(Status) bool) error {
@@ -151,14 +162,11 @@ func (c *Client) Events(ctx context.Context, fn func(Status) bool) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
-		return c.dialError(err)
+		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		return decodeError(resp)
-	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 8<<20)
 	for sc.Scan() {

@@ -17,6 +17,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/netstack/netstacktest"
 )
 
@@ -238,13 +239,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	if err := ns.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before+8 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before+8 {
-		t.Errorf("goroutines: %d before, %d after close", before, n)
-	}
+	testenv.WaitGoroutines(t, before+8, 5*time.Second)
 }
 
 func TestBadConfig(t *testing.T) {

@@ -48,14 +48,7 @@ type countingConn struct {
 }
 
 func (c *countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	var n int
-	var a net.Addr
-	var err error
-	if c.rd != nil {
-		n, a, err = c.rd.ReadFrom(b)
-	} else {
-		n, a, err = c.PacketConn.ReadFrom(b)
-	}
+	n, a, err := udpbatch.ReadFrom(c.rd, c.PacketConn, b)
 	if n > 0 {
 		c.g.fromPeer.Add(float64(n))
 		c.g.fromPeerP.Inc()

@@ -257,7 +257,7 @@ type filterConn struct {
 // addClient returns the queue for ChannelData to client, or nil when this
 // socket does not batch.
 func (c *filterConn) addClient(client net.Addr) *batchWriter {
-	ap, ok := addrPortOf(client)
+	ap, ok := udpbatch.AddrPortOf(client)
 	if c.rd == nil || !ok {
 		return nil
 	}
@@ -282,7 +282,7 @@ func (c *filterConn) addClient(client net.Addr) *batchWriter {
 
 // dropClient forgets the queue w of client (its allocation is gone).
 func (c *filterConn) dropClient(client net.Addr, w *batchWriter) {
-	ap, ok := addrPortOf(client)
+	ap, ok := udpbatch.AddrPortOf(client)
 	if !ok {
 		return
 	}
@@ -301,15 +301,6 @@ func (c *filterConn) dropClient(client net.Addr, w *batchWriter) {
 	c.clients.Store(&m)
 }
 
-func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
-	ua, ok := a.(*net.UDPAddr)
-	if !ok {
-		return netip.AddrPort{}, false
-	}
-	ap := ua.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
-}
-
 func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushSet) *filterConn {
 	c := &filterConn{PacketConn: pc, blocked: blocked}
 	if bio := udpbatch.NewBatchIO(pc); bio != nil {
@@ -322,14 +313,7 @@ func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushS
 
 func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
-		var n int
-		var a net.Addr
-		var err error
-		if c.rd != nil {
-			n, a, err = c.rd.ReadFrom(b)
-		} else {
-			n, a, err = c.PacketConn.ReadFrom(b)
-		}
+		n, a, err := udpbatch.ReadFrom(c.rd, c.PacketConn, b)
 		if err != nil || !c.blocked(a) {
 			if err == nil {
 				c.current.Store(&a)
@@ -347,7 +331,7 @@ func (c *filterConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	// packet handler of the client's allocation; STUN goes out at once.
 	if len(b) >= 4 && b[0]&0xC0 == 0x40 {
 		if m := c.clients.Load(); m != nil && len(*m) > 0 {
-			if ap, ok := addrPortOf(a); ok {
+			if ap, ok := udpbatch.AddrPortOf(a); ok {
 				if w := (*m)[ap]; w != nil && w.queue(b, a) {
 					return len(b), nil
 				}

@@ -16,6 +16,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/traversal/sigwire"
+	"postern.dev/postern/traversal/udpbatch"
 )
 
 // allocation is a TURN allocation on a relay and the QUIC transport over it.
@@ -117,7 +118,7 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 	if fast != nil {
 		// Before Listen: the fast path reads the server address from
 		// then on.
-		if ap, ok := addrPortOf(c.TURNServerAddr()); ok {
+		if ap, ok := udpbatch.AddrPortOf(c.TURNServerAddr()); ok {
 			fast.server = ap
 		}
 	}

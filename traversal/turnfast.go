@@ -93,15 +93,6 @@ func (f *turnFastPath) setLookup(fn func(uint16) (net.Addr, bool)) { f.lookup.St
 
 func (f *turnFastPath) close() { f.once.Do(func() { close(f.done) }) }
 
-func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
-	ua, ok := a.(*net.UDPAddr)
-	if !ok {
-		return netip.AddrPort{}, false
-	}
-	ap := ua.AddrPort()
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
-}
-
 // observe looks at a datagram read from the relay: ChannelData on a channel
 // not yet confirmed confirms it for the peer pion bound it to.
 func (f *turnFastPath) observe(b []byte, from net.Addr) {
@@ -112,7 +103,7 @@ func (f *turnFastPath) observe(b []byte, from net.Addr) {
 	if _, ok := (*f.byNum.Load())[num]; ok {
 		return
 	}
-	if ap, ok := addrPortOf(from); !ok || ap != f.server {
+	if ap, ok := udpbatch.AddrPortOf(from); !ok || ap != f.server {
 		return
 	}
 	lp := f.lookup.Load()
@@ -123,7 +114,7 @@ func (f *turnFastPath) observe(b []byte, from net.Addr) {
 	if !ok {
 		return
 	}
-	peer, ok := addrPortOf(peerAddr)
+	peer, ok := udpbatch.AddrPortOf(peerAddr)
 	if !ok {
 		return
 	}
@@ -169,7 +160,7 @@ func (f *turnFastPath) forget(c *fastChan) {
 // keep pion's binding refreshed; then check reports, after pion sent it,
 // whether pion still has the channel).
 func (f *turnFastPath) route(peer net.Addr) (*fastChan, func()) {
-	ap, ok := addrPortOf(peer)
+	ap, ok := udpbatch.AddrPortOf(peer)
 	if !ok {
 		return nil, nil
 	}
@@ -186,7 +177,7 @@ func (f *turnFastPath) route(peer net.Addr) (*fastChan, func()) {
 			}
 			if a, ok := (*lp)(c.num); !ok {
 				f.forget(c)
-			} else if x, ok := addrPortOf(a); !ok || x != c.peer {
+			} else if x, ok := udpbatch.AddrPortOf(a); !ok || x != c.peer {
 				f.forget(c)
 			}
 		}
@@ -263,14 +254,7 @@ func newObservedConn(pc net.PacketConn, f *turnFastPath) *observedConn {
 }
 
 func (c *observedConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	var n int
-	var a net.Addr
-	var err error
-	if c.rd != nil {
-		n, a, err = c.rd.ReadFrom(b)
-	} else {
-		n, a, err = c.PacketConn.ReadFrom(b)
-	}
+	n, a, err := udpbatch.ReadFrom(c.rd, c.PacketConn, b)
 	if err == nil {
 		c.f.observe(b[:n], a)
 	}

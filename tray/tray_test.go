@@ -15,6 +15,7 @@ import (
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/oidcauth"
 	"postern.dev/postern/controller/oidcauth/oidctest"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/localapi"
 	"postern.dev/postern/tray"
 )
@@ -241,14 +242,7 @@ func TestAppFollowsDaemon(t *testing.T) {
 
 	cancel()
 	<-done
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before+2 {
-		buf := make([]byte, 1<<16)
-		t.Fatalf("goroutines leaked: %d before, %d after\n%s", before, n, buf[:runtime.Stack(buf, true)])
-	}
+	testenv.WaitGoroutines(t, before+2, 5*time.Second)
 }
 
 func TestActionErrorShown(t *testing.T) {

@@ -42,51 +42,45 @@ func testController(t *testing.T, p *oidcauth.Provider) *sso.Controller {
 			Principal: controlapi.Principal{ID: g.Identity.Subject, Kind: "user", Name: g.Identity.Email, Groups: g.Identity.Groups}}
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+controlapi.PathOIDCConfig, func(w http.ResponseWriter, r *http.Request) {
-		_ = json.NewEncoder(w).Encode(p.PublicConfig())
-	})
-	mux.HandleFunc("POST "+controlapi.PathOIDCStart, func(w http.ResponseWriter, r *http.Request) {
+	serve := func(pattern string, fn func(r *http.Request) (any, error)) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			out, err := fn(r)
+			if err != nil {
+				fail(w, err)
+				return
+			}
+			_ = json.NewEncoder(w).Encode(out)
+		})
+	}
+	serve("GET "+controlapi.PathOIDCConfig, func(*http.Request) (any, error) { return p.PublicConfig(), nil })
+	serve("POST "+controlapi.PathOIDCStart, func(r *http.Request) (any, error) {
 		var req controlapi.OIDCStartRequest
 		_ = json.NewDecoder(r.Body).Decode(&req)
-		st, err := p.Start(req)
-		if err != nil {
-			fail(w, err)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(st)
+		return p.Start(req)
 	})
-	mux.HandleFunc("POST "+controlapi.PathOIDCExchange, func(w http.ResponseWriter, r *http.Request) {
+	serve("POST "+controlapi.PathOIDCExchange, func(r *http.Request) (any, error) {
 		var req controlapi.OIDCExchangeRequest
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		g, err := p.Exchange(r.Context(), req.OIDCCodeGrant)
 		if err != nil {
-			fail(w, err)
-			return
+			return nil, err
 		}
-		_ = json.NewEncoder(w).Encode(login(g, req.OIDCDevice))
+		return login(g, req.OIDCDevice), nil
 	})
-	mux.HandleFunc("POST "+controlapi.PathOIDCDeviceStart, func(w http.ResponseWriter, r *http.Request) {
-		ds, err := p.DeviceStart(r.Context())
-		if err != nil {
-			fail(w, err)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(ds)
-	})
-	mux.HandleFunc("POST "+controlapi.PathOIDCDevicePoll, func(w http.ResponseWriter, r *http.Request) {
+	serve("POST "+controlapi.PathOIDCDeviceStart, func(r *http.Request) (any, error) { return p.DeviceStart(r.Context()) })
+	serve("POST "+controlapi.PathOIDCDevicePoll, func(r *http.Request) (any, error) {
 		var req controlapi.OIDCDevicePollRequest
 		_ = json.NewDecoder(r.Body).Decode(&req)
 		g, err := p.DevicePoll(r.Context(), req.Flow)
 		switch {
 		case errors.Is(err, oidcauth.ErrPending):
-			_ = json.NewEncoder(w).Encode(controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCPending, IntervalSeconds: 1})
+			return controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCPending, IntervalSeconds: 1}, nil
 		case errors.Is(err, oidcauth.ErrSlowDown):
-			_ = json.NewEncoder(w).Encode(controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCSlowDown, IntervalSeconds: 2})
+			return controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCSlowDown, IntervalSeconds: 2}, nil
 		case err != nil:
-			fail(w, err)
-		default:
-			_ = json.NewEncoder(w).Encode(controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCOK, Login: login(g, req.OIDCDevice)})
+			return nil, err
 		}
+		return controlapi.OIDCDevicePollResponse{Status: controlapi.OIDCOK, Login: login(g, req.OIDCDevice)}, nil
 	})
 	srv := httptest.NewTLSServer(mux)
 	t.Cleanup(srv.Close)

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"postern.dev/postern/connector"
+	"postern.dev/postern/internal/cmdlog"
 	"postern.dev/postern/version"
 )
 
@@ -42,11 +43,7 @@ func main() {
 	if fsm == 0 {
 		fsm = -1 // off
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := cmdlog.New(os.Stderr, *verbose)
 	slog.SetDefault(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

@@ -6,12 +6,12 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"postern.dev/postern/internal/cmdlog"
 	"postern.dev/postern/relay"
 	"postern.dev/postern/version"
 )
@@ -33,11 +33,7 @@ func main() {
 		fmt.Println("postern-relay", version.Version)
 		return
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := cmdlog.New(os.Stderr, *verbose)
 	if *publicIP == "" {
 		fmt.Fprintln(os.Stderr, "postern-relay: --public-ip is required (the address clients and connectors reach this relay at)")
 		os.Exit(2)

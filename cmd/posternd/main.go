@@ -20,6 +20,7 @@ import (
 
 	"postern.dev/postern/client"
 	"postern.dev/postern/installer/preset"
+	"postern.dev/postern/internal/cmdlog"
 	"postern.dev/postern/version"
 )
 
@@ -56,10 +57,6 @@ func main() {
 	if *restore {
 		os.Exit(runRestore(*state, *socket, *tunName, *socks))
 	}
-	level := slog.LevelInfo
-	if *verbose {
-		level = slog.LevelDebug
-	}
 	var logw io.Writer = os.Stderr
 	if client.IsService() {
 		// Nothing reads a service's standard error.
@@ -69,7 +66,7 @@ func main() {
 			logw = f
 		}
 	}
-	log := slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: level}))
+	log := cmdlog.New(logw, *verbose)
 	// Checked after --restore (a bad setting must not block the crash
 	// cleanup) and reported through fail, which also reaches a service's log.
 	if *socks == "" {

@@ -3,33 +3,17 @@ package controllercli
 import (
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"postern.dev/postern/controller"
 )
 
 // TestAdminsCommands: add, list, token (used as the token file of another
 // command, its role enforced), revoke-token and remove.
 func TestAdminsCommands(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := "https://" + ln.Addr().String()
-	c, err := controller.Open(controller.Config{DataDir: filepath.Join(dir, "data"), PublicURL: u})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- c.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
+	c, dir, u := serveController(t)
+	ctx := context.Background()
 
 	ca := filepath.Join(dir, "data", "ca.pem")
 	common := []string{"--url", u, "--ca", ca, "--token-file", filepath.Join(dir, "data", "admin-token")}

@@ -13,22 +13,31 @@ import (
 	"postern.dev/postern/controller"
 )
 
-func TestAdminCommands(t *testing.T) {
-	dir := t.TempDir()
+// serveController serves a controller with its data in dir/data on a
+// loopback port until the test ends, and returns it with dir and its URL.
+func serveController(t *testing.T) (c *controller.Controller, dir, url string) {
+	t.Helper()
+	dir = t.TempDir()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := "https://" + ln.Addr().String()
-	c, err := controller.Open(controller.Config{DataDir: filepath.Join(dir, "data"), PublicURL: u})
+	url = "https://" + ln.Addr().String()
+	c, err = controller.Open(controller.Config{DataDir: filepath.Join(dir, "data"), PublicURL: url})
 	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- c.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return c, dir, url
+}
+
+func TestAdminCommands(t *testing.T) {
+	_, dir, u := serveController(t)
 
 	yamlFile := filepath.Join(dir, "network.yaml")
 	os.WriteFile(yamlFile, []byte(`remote_networks:

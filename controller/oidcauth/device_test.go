@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/oauth2"
-
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/oidcauth"
 	"postern.dev/postern/controller/oidcauth/oidctest"
@@ -19,17 +17,7 @@ import (
 // other-app would, and returns its ID token.
 func rawIDToken(t *testing.T, idp *oidctest.Provider, g controlapi.OIDCCodeGrant, id, secret string) string {
 	t.Helper()
-	conf := oauth2.Config{ClientID: id, ClientSecret: secret, RedirectURL: g.RedirectURI,
-		Endpoint: oauth2.Endpoint{TokenURL: idp.Issuer + "/token", AuthStyle: oauth2.AuthStyleInHeader}}
-	tok, err := conf.Exchange(context.Background(), g.Code, oauth2.VerifierOption(g.CodeVerifier))
-	if err != nil {
-		t.Fatalf("redeem code as %s: %v", id, err)
-	}
-	raw, _ := tok.Extra("id_token").(string)
-	if raw == "" {
-		t.Fatal("no id_token")
-	}
-	return raw
+	return idp.RedeemIDToken(t, id, secret, g.RedirectURI, g.Code, g.CodeVerifier)
 }
 
 func pollUntil(t *testing.T, p *oidcauth.Provider, flow string) (*oidcauth.Grant, error) {

@@ -234,14 +234,7 @@ func TestPostgresReplicas(t *testing.T) {
 	})
 
 	// Every store above is closed: their goroutines are gone.
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > baseGoroutines && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > baseGoroutines {
-		buf := make([]byte, 1<<16)
-		t.Fatalf("goroutines leaked: %d > %d\n%s", n, baseGoroutines, buf[:runtime.Stack(buf, true)])
-	}
+	testenv.WaitGoroutines(t, baseGoroutines, 5*time.Second)
 }
 
 // openReplicas opens two stores (two controller replicas) on the database

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -109,6 +110,22 @@ func PollErr(timeout time.Duration, f func() error) error {
 		}
 		time.Sleep(min(wait, max(time.Until(deadline), time.Millisecond)))
 		wait = min(wait*2, pollMax)
+	}
+}
+
+// WaitGoroutines waits until at most most goroutines run (those a test
+// started have ended), failing the test after timeout with every
+// goroutine's stack.
+func WaitGoroutines(t testing.TB, most int, timeout time.Duration) {
+	t.Helper()
+	if err := PollErr(timeout, func() error {
+		if n := runtime.NumGoroutine(); n > most {
+			return fmt.Errorf("%d goroutines, want at most %d", n, most)
+		}
+		return nil
+	}); err != nil {
+		buf := make([]byte, 1<<16)
+		t.Fatalf("goroutines leaked: %v\n%s", err, buf[:runtime.Stack(buf, true)])
 	}
 }
 

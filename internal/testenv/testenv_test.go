@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -267,4 +268,48 @@ func TestFreeAddr(t *testing.T) {
 	if r := run(func(tb testing.TB) { FreeAddr(tb, "sctp", "127.0.0.1") }); r.failed == "" {
 		t.Fatal("FreeAddr with an unknown network did not fail")
 	}
+}
+
+func TestWaitGoroutinesWaitsForEnd(t *testing.T) {
+	before := runtime.NumGoroutine()
+	stop := make(chan struct{})
+	go func() { <-stop }()
+	time.AfterFunc(50*time.Millisecond, func() { close(stop) })
+	WaitGoroutines(t, before, 5*time.Second)
+	select {
+	case <-stop:
+	default:
+		t.Fatal("WaitGoroutines returned while the goroutine still ran")
+	}
+}
+
+func TestWaitGoroutinesFailsOnLeak(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	before := runtime.NumGoroutine()
+	go func() { <-stop }()
+	ft := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		WaitGoroutines(ft, before, 100*time.Millisecond)
+	}()
+	<-done
+	if !strings.Contains(ft.msg, "goroutines leaked") {
+		t.Fatalf("a leaked goroutine was not reported: %q", ft.msg)
+	}
+}
+
+// fatalTB records a Fatalf and ends its goroutine, as testing.T does, without
+// failing the test that runs it.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }

@@ -2,6 +2,7 @@ package udpbatch
 
 import (
 	"net"
+	"net/netip"
 	"runtime"
 
 	"golang.org/x/net/ipv4"
@@ -70,4 +71,25 @@ func (r *Reader) ReadFrom(b []byte) (int, net.Addr, error) {
 	r.next++
 	n := copy(b, m.Buffers[0][:m.N])
 	return n, m.Addr, nil
+}
+
+// ReadFrom reads the next datagram through r, or straight from pc when r is
+// nil (no batch reads on this socket or platform).
+func ReadFrom(r *Reader, pc net.PacketConn, b []byte) (int, net.Addr, error) {
+	if r != nil {
+		return r.ReadFrom(b)
+	}
+	return pc.ReadFrom(b)
+}
+
+// AddrPortOf returns the address of a UDP peer with an IPv4-mapped IPv6
+// address unmapped, so that it compares equal to the plain IPv4 form; ok is
+// false when a is no *net.UDPAddr.
+func AddrPortOf(a net.Addr) (ap netip.AddrPort, ok bool) {
+	ua, ok := a.(*net.UDPAddr)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	ap = ua.AddrPort()
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }

@@ -3,6 +3,8 @@ package udpbatch
 import (
 	"bytes"
 	"fmt"
+	"net"
+	"net/netip"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -79,5 +81,32 @@ func TestBatchReaderTakesQueuedDatagramsInOneRead(t *testing.T) {
 	}
 	if n, _, err := r.ReadFrom(buf[:100]); err != nil || n != 100 {
 		t.Fatalf("read %d, %v; want 100 bytes", n, err)
+	}
+}
+
+func TestAddrPortOfUnmapsIPv4(t *testing.T) {
+	mapped := &net.UDPAddr{IP: net.ParseIP("192.0.2.7"), Port: 3478} // 16-byte form
+	ap, ok := AddrPortOf(mapped)
+	if !ok || ap != netip.MustParseAddrPort("192.0.2.7:3478") {
+		t.Fatalf("AddrPortOf(%v) = %v, %v; want 192.0.2.7:3478, true", mapped, ap, ok)
+	}
+	if _, ok := AddrPortOf(&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}); ok {
+		t.Fatal("AddrPortOf accepted a TCP address")
+	}
+}
+
+func TestReadFromWithoutBatchReadsTheSocket(t *testing.T) {
+	a, b := listen(t), listen(t)
+	if _, err := b.WriteToUDPAddrPort([]byte("hi"), addrOf(a)); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 16)
+	a.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, from, err := ReadFrom(nil, a, buf)
+	if err != nil || string(buf[:n]) != "hi" {
+		t.Fatalf("ReadFrom = %q, %v", buf[:n], err)
+	}
+	if ap, _ := AddrPortOf(from); ap.Port() != addrOf(b).Port() {
+		t.Fatalf("ReadFrom came from %v, want port %d", from, addrOf(b).Port())
 	}
 }

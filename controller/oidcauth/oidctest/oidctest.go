@@ -11,6 +11,7 @@ package oidctest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -34,6 +35,7 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"golang.org/x/oauth2"
 )
 
 //go:embed provider/server.mjs provider/package.json provider/package-lock.json
@@ -298,6 +300,25 @@ func (p *Provider) Disable(t testing.TB, login string) { p.control(t, login, "di
 
 // Enable undoes Disable.
 func (p *Provider) Enable(t testing.TB, login string) { p.control(t, login, "enable", nil) }
+
+// RedeemIDToken redeems an authorization code at the provider's token
+// endpoint as client id (with the PKCE verifier), not through the
+// controller, and returns the raw ID token, as a client holding its own
+// token would present it.
+func (p *Provider) RedeemIDToken(t testing.TB, id, secret, redirectURI, code, verifier string) string {
+	t.Helper()
+	conf := oauth2.Config{ClientID: id, ClientSecret: secret, RedirectURL: redirectURI,
+		Endpoint: oauth2.Endpoint{TokenURL: p.Issuer + "/token", AuthStyle: oauth2.AuthStyleInHeader}}
+	tok, err := conf.Exchange(context.Background(), code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatalf("redeem code as %s: %v", id, err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		t.Fatalf("redeem code as %s: no id_token in the answer", id)
+	}
+	return raw
+}
 
 // SetGroups changes an account's groups claim.
 func (p *Provider) SetGroups(t testing.TB, login string, groups []string) {
