@@ -168,6 +168,7 @@ func (ns *Stack) Close() error {
 	ns.closeOnce.Do(func() {
 		ns.closed.Store(true)
 		err = ns.dev.Close()
+		ns.ep.closeSynAcks()
 		ns.ep.Wait()
 		ns.s.Close()
 		ns.s.Wait()
