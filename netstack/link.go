@@ -40,6 +40,7 @@ type linkEndpoint struct {
 	synAcks   chan []byte
 	synMu     sync.Mutex // orders queueSynAck with closeSynAcks
 	synClosed bool
+	fence     func(synAck []byte) // Stack.fenceSynAck; nil in tests of the link alone
 
 	wg sync.WaitGroup
 }

@@ -1,7 +1,10 @@
 package netstack
 
 import (
+	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // Why SYN-ACKs leave on their own goroutine.
@@ -20,11 +23,14 @@ import (
 // connector and the QUIC run loops on the same cores.
 //
 // WritePackets therefore queues a lone SYN-ACK for synAckWriter, which
-// writes it once the lock is released: the goroutine that created the
-// endpoint blocks for the handshake right after sending, so the writer runs
-// next on its P (one scheduler hand-off, no spinning). Ordering is kept
-// where it matters: nothing else of the connection is sent before its
-// SYN-ACK, and a retransmitted SYN-ACK takes the same queue.
+// writes it once the lock is released: the writer first takes and releases
+// the endpoint's lock as a user (Stack.fenceSynAck), parking, not spinning,
+// while the goroutine that sends the SYN-ACK still holds it (on a loaded
+// machine its thread can be descheduled right there). That goroutine blocks
+// for the handshake right after sending, so the writer usually runs next
+// on its P (one scheduler hand-off). Ordering is kept where it matters:
+// nothing else of the connection is sent before its SYN-ACK, and a
+// retransmitted SYN-ACK takes the same queue.
 
 // synAckQueue bounds the SYN-ACKs waiting for synAckWriter. When it is full,
 // WritePackets writes synchronously (the old behaviour).
@@ -99,6 +105,11 @@ func (e *linkEndpoint) synAckWriter() {
 				break more
 			}
 		}
+		if e.fence != nil {
+			for _, b := range bufs {
+				e.fence(b[tunOffset:])
+			}
+		}
 		if _, err := e.dev.Write(bufs, tunOffset); err != nil && !isClosedErr(err) {
 			e.log.Debug("tun write (SYN-ACK)", "err", err)
 		}
@@ -112,5 +123,32 @@ func (e *linkEndpoint) closeSynAcks() {
 	if !e.synClosed {
 		e.synClosed = true
 		close(e.synAcks)
+	}
+}
+
+// fenceSynAck waits until the endpoint that sent the SYN-ACK p (a raw IP
+// packet) is not locked by the goroutine that sent it: it takes and
+// releases the endpoint's lock as a user, which parks while the lock is
+// held. Unknown endpoints (closed meanwhile) are not waited for.
+func (ns *Stack) fenceSynAck(p []byte) {
+	var id stack.TransportEndpointID
+	var seg header.TCP
+	var proto tcpip.NetworkProtocolNumber
+	switch header.IPVersion(p) {
+	case header.IPv4Version:
+		ip := header.IPv4(p)
+		proto, id.LocalAddress, id.RemoteAddress = header.IPv4ProtocolNumber, ip.SourceAddress(), ip.DestinationAddress()
+		seg = header.TCP(p[ip.HeaderLength():])
+	case header.IPv6Version:
+		ip := header.IPv6(p)
+		proto, id.LocalAddress, id.RemoteAddress = header.IPv6ProtocolNumber, ip.SourceAddress(), ip.DestinationAddress()
+		seg = header.TCP(p[header.IPv6MinimumSize:])
+	default:
+		return
+	}
+	id.LocalPort, id.RemotePort = seg.SourcePort(), seg.DestinationPort()
+	if ep, ok := ns.s.FindTransportEndpoint(proto, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint); ok {
+		ep.LockUser()
+		ep.UnlockUser()
 	}
 }

@@ -11,6 +11,9 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 )
 
 // tcpPacket builds an IPv4 TCP segment without payload carrying a
@@ -90,7 +93,7 @@ func (h *acceptSignal) HandleTCP(r *TCPRequest) {
 // on the SYN-ACK it injects the ACK and waits for Accept to return.
 func TestSynAckWrittenWithoutEndpointLock(t *testing.T) {
 	h := &acceptSignal{accepted: make(chan error, 1)}
-	_, dev, _ := startStack(t, h)
+	_, dev, ns := startStack(t, h)
 	t.Cleanup(func() {
 		h.mu.Lock()
 		defer h.mu.Unlock()
@@ -119,6 +122,20 @@ func TestSynAckWrittenWithoutEndpointLock(t *testing.T) {
 				during <- outcome{completed: true, err: fmt.Errorf("SYN-ACK acks %d (want %d), timestamps %v", seg.AckNumber(), iss+1, opts.TS)}
 				return
 			}
+			// The endpoint that sent the SYN-ACK is not locked any more
+			// (fenceSynAck): an ACK arriving now is processed at once.
+			id := stack.TransportEndpointID{LocalAddress: tcpip.AddrFrom4(dst.Addr().As4()), LocalPort: dst.Port(),
+				RemoteAddress: tcpip.AddrFrom4(app.Addr().As4()), RemotePort: app.Port()}
+			ep, ok := ns.s.FindTransportEndpoint(ipv4.ProtocolNumber, tcp.ProtocolNumber, id, nicID).(*tcp.Endpoint)
+			if !ok {
+				during <- outcome{completed: true, err: fmt.Errorf("no endpoint for %v", id)}
+				return
+			}
+			if !ep.TryLock() {
+				during <- outcome{completed: true, err: fmt.Errorf("the SYN-ACK is written while its endpoint is locked")}
+				return
+			}
+			ep.ResumeWork() // unlocks
 			ack := tcpPacket(app, dst, iss+1, seg.SequenceNumber()+1, header.TCPFlagAck, tsApp+1, opts.TSVal)
 			if err := dev.Inject(ack); err != nil {
 				t.Errorf("inject ACK: %v", err)
