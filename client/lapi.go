@@ -76,6 +76,7 @@ func ListenLocalAPI(d *Daemon, path string, gid int) (*LocalAPIServer, error) {
 	// Profiles for diagnosing the daemon (same access rules as the rest).
 	mux.Handle("GET /v1/debug/pprof/", http.StripPrefix("/v1", http.HandlerFunc(pprof.Index)))
 	mux.Handle("GET /v1/debug/pprof/profile", http.StripPrefix("/v1", http.HandlerFunc(pprof.Profile)))
+	mux.Handle("GET /v1/debug/pprof/trace", http.StripPrefix("/v1", http.HandlerFunc(pprof.Trace)))
 	s.srv = &http.Server{
 		Handler:           hostCheck(mux),
 		ReadHeaderTimeout: 10 * time.Second,

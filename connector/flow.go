@@ -302,6 +302,10 @@ func (c *Connector) resolve(ctx context.Context, h wire.OpenHeader) ([]netip.Add
 	return out, wire.StatusOK, ""
 }
 
+// flowKeepAlive is the keep-alive idle time and interval of the connections
+// to flows' destinations.
+const flowKeepAlive = 15 * time.Second
+
 // dialTCP tries each address in turn within ctx.
 func (c *Connector) dialTCP(ctx context.Context, addrs []netip.Addr, port uint16) (net.Conn, wire.Status, string) {
 	var last error
@@ -313,11 +317,13 @@ func (c *Connector) dialTCP(ctx context.Context, addrs []netip.Addr, port uint16
 			actx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(len(addrs)-i))
 			defer cancel()
 		}
-		dial := c.cfg.Dial
-		if dial == nil {
-			dial = (&net.Dialer{KeepAlive: 15 * time.Second}).DialContext
+		var conn net.Conn
+		var err error
+		if c.cfg.Dial != nil {
+			conn, err = c.cfg.Dial(actx, "tcp", netip.AddrPortFrom(a, port).String())
+		} else {
+			conn, err = dialTCPDirect(actx, netip.AddrPortFrom(a, port), flowKeepAlive)
 		}
-		conn, err := dial(actx, "tcp", netip.AddrPortFrom(a, port).String())
 		if err == nil {
 			return conn, wire.StatusOK, ""
 		}

@@ -36,17 +36,25 @@ type linkEndpoint struct {
 
 	rst rstFilter // see reopenTimeWait
 
+	// SYN-ACKs are written by synAckWriter (synack.go).
+	synAcks   chan []byte
+	synMu     sync.Mutex // orders queueSynAck with closeSynAcks
+	synClosed bool
+	fence     func(synAck []byte) // Stack.fenceSynAck; nil in tests of the link alone
+
 	wg sync.WaitGroup
 }
 
 func newLinkEndpoint(dev tun.Device, mtu uint32, log *slog.Logger, intercept func([]byte) bool) *linkEndpoint {
-	return &linkEndpoint{dev: dev, mtu: mtu, log: log, intercept: intercept}
+	return &linkEndpoint{dev: dev, mtu: mtu, log: log, intercept: intercept, synAcks: make(chan []byte, synAckQueue)}
 }
 
-// start launches the read loop; it ends when the device is closed.
+// start launches the read loop, which ends when the device is closed, and
+// the SYN-ACK writer, which ends at closeSynAcks.
 func (e *linkEndpoint) start() {
-	e.wg.Add(1)
+	e.wg.Add(2)
 	go e.readLoop()
+	go e.synAckWriter()
 }
 
 func (e *linkEndpoint) readLoop() {
@@ -132,6 +140,9 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 	e.writeMu.Lock()
 	defer e.writeMu.Unlock()
 	list := pkts.AsSlice()
+	if len(list) == 1 && e.writeSynAck(list[0]) {
+		return 1, nil
+	}
 	for len(e.writeBufs) < len(list) {
 		e.writeBufs = append(e.writeBufs, make([]byte, tunOffset+int(e.mtu)+64))
 	}
@@ -173,6 +184,31 @@ func (e *linkEndpoint) WritePackets(pkts stack.PacketBufferList) (int, tcpip.Err
 		return 0, &tcpip.ErrAborted{}
 	}
 	return len(list), nil
+}
+
+// writeSynAck queues pkt for synAckWriter if it is a SYN-ACK (see
+// synack.go) and reports whether it did.
+func (e *linkEndpoint) writeSynAck(pkt *stack.PacketBuffer) bool {
+	if pkt.TransportProtocolNumber != header.TCPProtocolNumber {
+		return false
+	}
+	hdr := pkt.TransportHeader().Slice()
+	if len(hdr) < header.TCPMinimumSize {
+		return false
+	}
+	f := header.TCP(hdr).Flags()
+	if !f.Contains(header.TCPFlagSyn|header.TCPFlagAck) || f.Intersects(header.TCPFlagRst|header.TCPFlagFin) {
+		return false
+	}
+	b := make([]byte, tunOffset+pkt.Size())
+	off := tunOffset
+	for _, s := range pkt.AsSlices() {
+		off += copy(b[off:], s)
+	}
+	if !isSynAck(b[tunOffset:]) {
+		return false
+	}
+	return e.queueSynAck(b)
 }
 
 func (e *linkEndpoint) MTU() uint32                      { return e.mtu }

@@ -118,6 +118,7 @@ func New(dev tun.Device, h Handler, cfg Config) (*Stack, error) {
 		ns.reopenTimeWait(p)
 		return false
 	})
+	ns.ep.fence = ns.fenceSynAck
 	if err := ns.s.CreateNICWithOptions(nicID, ns.ep, stack.NICOptions{Name: "postern"}); err != nil {
 		ns.s.Close()
 		return nil, fmt.Errorf("netstack: create NIC: %v", err)
@@ -168,6 +169,7 @@ func (ns *Stack) Close() error {
 	ns.closeOnce.Do(func() {
 		ns.closed.Store(true)
 		err = ns.dev.Close()
+		ns.ep.closeSynAcks()
 		ns.ep.Wait()
 		ns.s.Close()
 		ns.s.Wait()
