@@ -351,14 +351,7 @@ type closeWriter interface{ CloseWrite() error }
 // on two fresh goroutines, so a long-lived idle flow keeps only two small
 // stacks (not the deeper one that set the flow up).
 func splice(app net.Conn, f *flow) {
-	var pending atomic.Int32
-	pending.Store(2)
-	end := func() {
-		if pending.Add(-1) == 0 {
-			_ = app.Close()
-			f.finish()
-		}
-	}
+	end := endAfterBoth(app, f)
 	go func() { // app -> connector
 		defer end()
 		if err := adaptiveCopy(f, app); err != nil {
@@ -369,17 +362,35 @@ func splice(app net.Conn, f *flow) {
 			_ = f.Close() // FIN
 		}
 	}()
-	go func() { // connector -> app
-		defer end()
-		if err := adaptiveCopy(app, f); err != nil {
-			f.CancelRead(streamErrAborted)
-			_ = app.Close() // reset the application side
-		} else if cw, ok := app.(closeWriter); ok {
-			_ = cw.CloseWrite()
-		} else {
+	go toApp(app, f, end)
+}
+
+// endAfterBoth returns what each direction of a spliced flow calls when it
+// ends: the second call closes the application side and finishes the flow.
+func endAfterBoth(app net.Conn, f *flow) func() {
+	var pending atomic.Int32
+	pending.Store(2)
+	return func() {
+		if pending.Add(-1) == 0 {
 			_ = app.Close()
+			f.finish()
 		}
-	}()
+	}
+}
+
+// toApp copies the connector's bytes to the application: the connector's
+// FIN becomes a half-close (or a close, for a connection without one), a
+// reset resets the application side. It calls end when done.
+func toApp(app net.Conn, f *flow, end func()) {
+	defer end()
+	if err := adaptiveCopy(app, f); err != nil {
+		f.CancelRead(streamErrAborted)
+		_ = app.Close() // reset the application side
+	} else if cw, ok := app.(closeWriter); ok {
+		_ = cw.CloseWrite()
+	} else {
+		_ = app.Close()
+	}
 }
 
 // readyConn is an application connection that can be drained without a
@@ -398,23 +409,8 @@ type readyConn interface {
 // It drains what is already buffered before it returns (the caller's
 // goroutine sends the application's first bytes), then returns.
 func spliceReady(app readyConn, f *flow, wouldBlock error) {
-	var pending atomic.Int32
-	pending.Store(2)
-	end := func() {
-		if pending.Add(-1) == 0 {
-			_ = app.Close()
-			f.finish()
-		}
-	}
-	go func() { // connector -> app
-		defer end()
-		if err := adaptiveCopy(app, f); err != nil {
-			f.CancelRead(streamErrAborted)
-			_ = app.Close()
-		} else {
-			_ = app.CloseWrite()
-		}
-	}()
+	end := endAfterBoth(app, f)
+	go toApp(app, f, end)
 
 	var (
 		running atomic.Bool
