@@ -182,7 +182,10 @@ func TestTURNFastPathAfterTheChannelIsConfirmed(t *testing.T) {
 		t.Fatal("the channel left the fast path though pion still has it")
 	}
 	// A channel pion does not know (as after a failed refresh) is dropped.
-	rc.fast.observe([]byte{0x40, 0x00, 0, 0}, relayed) // no-op: not from the server
+	// ChannelData not from the relay is dropped and confirms nothing.
+	if p, _ := rc.rcv.dispatch([]byte{0x4f, 0xfe, 0, 0}, relayed); p != nil || rc.rcv.n.foreign.Load() != 1 {
+		t.Fatal("ChannelData from elsewhere than the relay was not dropped")
+	}
 	stale := &fastChan{num: 0x4fff, peer: c.peer}
 	rc.fast.cmu.Lock()
 	chans, byNum := copyChans(*rc.fast.chans.Load())
