@@ -23,7 +23,7 @@ import (
 
 // plainTURN starts a pion TURN server on loopback that lets every peer in
 // and counts the ChannelData and other datagrams it reads.
-func plainTURN(t *testing.T) (controlapi.RelayInfo, controlapi.TURNCredentials, *countingPC) {
+func plainTURN(t testing.TB) (controlapi.RelayInfo, controlapi.TURNCredentials, *countingPC) {
 	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
