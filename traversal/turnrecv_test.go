@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -286,5 +287,67 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// What the pump reads while quic-go is not reading waits for quic-go's
+// first ReadFrom; a payload larger than quic-go's buffer is dropped and
+// counted (pion returned io.ErrShortBuffer, which ends quic-go's
+// transport); a datagram arriving while both wait reaches ReadFrom
+// whichever of them reads it, and a deadline ends ReadFrom as on a socket.
+func TestTURNReceiverPumpQueuesForQuicGo(t *testing.T) {
+	relay, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	sock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	r, p := newTestReceiver()
+	r.f.server = relay.LocalAddr().(*net.UDPAddr).AddrPort()
+	pr := newTurnReceiver(sock, r.f)
+	pr.start(p.HandleInbound)
+	defer close(r.f.done)
+	send := func(d []byte) {
+		t.Helper()
+		if _, err := relay.WriteTo(d, sock.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(chanData(0x4001, []byte("early"), 0))
+	send(chanData(0x4001, bytes.Repeat([]byte{1}, 200), 0))
+	send(chanData(0x4001, []byte("after"), 0))
+	waitFor(t, "the pump to queue three datagrams", func() bool { return pr.n.fast.Load() == 3 })
+	// Nothing waits in the socket now: these come from the queue.
+	_ = sock.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 100)
+	for _, want := range []string{"early", "after"} {
+		n, from, err := pr.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(buf[:n]) != want || from.String() != testPeer.String() {
+			t.Fatalf("read %q from %s, want %q from %s", buf[:n], from, want, testPeer)
+		}
+	}
+	if pr.n.tooLarge.Load() != 1 {
+		t.Fatalf("%d datagrams too large for the buffer counted, want 1", pr.n.tooLarge.Load())
+	}
+	// Both wait for the socket now.
+	send(chanData(0x4001, []byte("direct"), 0))
+	n, _, err := pr.ReadFrom(buf)
+	if err != nil || string(buf[:n]) != "direct" {
+		t.Fatalf("read %q, %v; want \"direct\"", buf[:n], err)
+	}
+	if pr.n.queueFull.Load() != 0 || len(pr.queue) != 0 {
+		t.Fatal("datagrams left in the pump's queue")
+	}
+	// A deadline ends ReadFrom with a timeout, as on a UDP socket.
+	_ = sock.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, _, err := pr.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v, want a timeout", err)
 	}
 }
