@@ -27,12 +27,20 @@ func (g *countingGenerator) AllocatePacketConn(network string, requestedPort int
 	if err != nil {
 		return nil, nil, err
 	}
+	// Relayed datagrams keep the size their sender chose: the endpoints
+	// run path MTU discovery through the relay (best effort).
+	_ = setDontFragment(pc)
 	c := &countingConn{PacketConn: pc, g: g}
 	if bio := udpbatch.NewBatchIO(pc); bio != nil {
 		setSockBufs(pc)
 		c.rd = udpbatch.NewReader(bio, relayedBatch)
 		if g.flush != nil {
 			c.wr = newBatchWriter(pc.(*net.UDPConn))
+			// Counted when the kernel took them, not when queued.
+			c.wr.w.Sent = func(n, bytes int) {
+				g.toPeer.Add(float64(bytes))
+				g.toPeerPkt.Add(float64(n))
+			}
 		}
 	}
 	return c, addr, nil
@@ -59,8 +67,6 @@ func (c *countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
 func (c *countingConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	if c.wr != nil && c.wr.queue(b, a) {
 		c.g.flush.mark(c.wr)
-		c.g.toPeer.Add(float64(len(b)))
-		c.g.toPeerPkt.Inc()
 		return len(b), nil
 	}
 	n, err := c.PacketConn.WriteTo(b, a)

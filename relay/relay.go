@@ -183,6 +183,11 @@ func (r *Relay) Start() error {
 		}
 	}
 	r.udp, r.tcp = udp, tcp
+	// What the relay sends its clients keeps the size it has (see
+	// setDontFragment).
+	if err := setDontFragment(udp); err != nil {
+		r.log.Warn("TURN socket sends without don't-fragment", "err", err)
+	}
 	r.turnLn = newChanListener(tcp.Addr())
 	gen := func(flush *flushSet) turn.RelayAddressGenerator {
 		return &countingGenerator{

@@ -21,7 +21,9 @@
 // through their own allocation. QUIC over a TURN allocation over UDP takes
 // the fast path of turnfast.go once the relay uses the channel binding:
 // ChannelData framed here and sent in GSO runs (traversal/udpbatch), with
-// path MTU discovery as on a plain socket. Host candidates leave out tunnels (point-to-point links,
+// path MTU discovery as on a plain socket; received ChannelData goes from
+// one recvmmsg to quic-go without pion's read loop (turnrecv.go), which
+// gets only the STUN messages. Host candidates leave out tunnels (point-to-point links,
 // wg*, tun*, utun*, tailscale*, ...) and the synthetic ranges
 // (DefaultExcludedPrefixes, plus DialerConfig.ExcludePrefixes).
 //

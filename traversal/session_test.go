@@ -206,3 +206,12 @@ func TestPrimerIsIgnoredByReceivers(t *testing.T) {
 		t.Fatalf("a mux answered a primer: %q", s)
 	}
 }
+
+func mustUDPAddr(t *testing.T, s string) *net.UDPAddr {
+	t.Helper()
+	a, err := net.ResolveUDPAddr("udp", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}

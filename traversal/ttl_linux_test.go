@@ -75,12 +75,3 @@ func TestPrimerTTLIsPerPacket(t *testing.T) {
 		tx.Close()
 	}
 }
-
-func mustUDPAddr(t *testing.T, s string) *net.UDPAddr {
-	t.Helper()
-	a, err := net.ResolveUDPAddr("udp", s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}

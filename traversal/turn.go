@@ -64,6 +64,7 @@ func (a *allocation) close() {
 func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, creds controlapi.TURNCredentials) (*allocation, error) {
 	var base net.PacketConn
 	var fast *turnFastPath
+	var rcv *turnReceiver
 	// pionConn is base as the TURN client sees it.
 	var pionConn net.PacketConn
 	switch transport {
@@ -80,7 +81,7 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 			_ = uc.SetReadBuffer(turnSockBuf)
 			_ = uc.SetWriteBuffer(turnSockBuf)
 			fast = newTurnFastPath(uc)
-			pionConn = newObservedConn(pc, fast)
+			rcv = newTurnReceiver(pc, fast)
 		}
 	case "tls":
 		tc, err := dialRelayTLS(ctx, r, sigwire.ALPNTURN, nil)
@@ -122,7 +123,10 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 			fast.server = ap
 		}
 	}
-	if err := c.Listen(); err != nil {
+	if rcv != nil {
+		// The receiver reads the socket and hands pion what is its.
+		rcv.start(c.HandleInbound)
+	} else if err := c.Listen(); err != nil {
 		c.Close()
 		base.Close()
 		return nil, fmt.Errorf("TURN client for relay %s: %w", r.Name, err)
@@ -146,13 +150,19 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 		rc := newRelayPacketConn(x.pc)
 		var conn net.PacketConn = rc
 		if fast != nil {
-			if l, ok := x.pc.(interface {
+			l, ok := x.pc.(interface {
 				FindAddrByChannelNumber(uint16) (net.Addr, bool)
-			}); ok {
-				fast.setLookup(l.FindAddrByChannelNumber)
-				rc.fast = fast
-				conn = &udpRelayPacketConn{relayPacketConn: rc, base: fast.pending.Conn()}
+			})
+			if !ok {
+				// The receiver maps channels to peers with it.
+				x.pc.Close()
+				c.Close()
+				base.Close()
+				return nil, fmt.Errorf("TURN client for relay %s: relayed socket %T has no channel lookup", r.Name, x.pc)
 			}
+			fast.setLookup(l.FindAddrByChannelNumber)
+			rc.fast, rc.rcv = fast, rcv
+			conn = &udpRelayPacketConn{relayPacketConn: rc, base: fast.pending.Conn()}
 		}
 		return &allocation{relay: r, transport: transport, client: c, base: base, conn: conn}, nil
 	case <-ctx.Done():
@@ -175,6 +185,7 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 type relayPacketConn struct {
 	net.PacketConn
 	fast *turnFastPath // nil: every packet through pion (TURN over TLS)
+	rcv  *turnReceiver // nil: pion reads every packet (TURN over TLS)
 	done chan struct{}
 	once sync.Once
 }
@@ -199,7 +210,14 @@ func newRelayPacketConn(pc net.PacketConn) *relayPacketConn {
 }
 
 func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, a, err := c.PacketConn.ReadFrom(b)
+	var n int
+	var a net.Addr
+	var err error
+	if c.rcv != nil {
+		n, a, err = c.rcv.ReadFrom(b)
+	} else {
+		n, a, err = c.PacketConn.ReadFrom(b)
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return 0, nil, err // quic-go unblocking its reader
@@ -262,3 +280,9 @@ type udpRelayPacketConn struct {
 func (c *udpRelayPacketConn) SyscallConn() (syscall.RawConn, error) { return c.base.SyscallConn() }
 func (c *udpRelayPacketConn) SetReadBuffer(n int) error             { return c.base.SetReadBuffer(n) }
 func (c *udpRelayPacketConn) SetWriteBuffer(n int) error            { return c.base.SetWriteBuffer(n) }
+
+// SetReadDeadline and SetDeadline bound reads: the receiver reads the base
+// socket (quic-go sets a deadline to stop its reader). Writes have none, as
+// on quic-go's own sockets.
+func (c *udpRelayPacketConn) SetReadDeadline(t time.Time) error { return c.base.SetReadDeadline(t) }
+func (c *udpRelayPacketConn) SetDeadline(t time.Time) error     { return c.base.SetReadDeadline(t) }

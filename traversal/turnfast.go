@@ -42,8 +42,11 @@ const (
 
 // fastChan is a confirmed channel binding to one peer.
 type fastChan struct {
-	num    uint16
-	peer   netip.AddrPort
+	num  uint16
+	peer netip.AddrPort
+	// addr is the peer as pion names it, handed to quic-go with every
+	// datagram received on the channel.
+	addr   net.Addr
 	slowAt atomic.Int64 // unix nanoseconds of the next packet through pion
 }
 
@@ -93,43 +96,42 @@ func (f *turnFastPath) setLookup(fn func(uint16) (net.Addr, bool)) { f.lookup.St
 
 func (f *turnFastPath) close() { f.once.Do(func() { close(f.done) }) }
 
-// observe looks at a datagram read from the relay: ChannelData on a channel
-// not yet confirmed confirms it for the peer pion bound it to.
-func (f *turnFastPath) observe(b []byte, from net.Addr) {
-	if len(b) < channelHeader || b[0]&0xC0 != 0x40 {
-		return // not ChannelData (0x4000-0x7FFF)
-	}
-	num := binary.BigEndian.Uint16(b)
-	if _, ok := (*f.byNum.Load())[num]; ok {
-		return
-	}
-	if ap, ok := udpbatch.AddrPortOf(from); !ok || ap != f.server {
-		return
+// channel returns the channel num of a ChannelData datagram from the relay:
+// the confirmed one, or the one pion bound, which this confirms (the relay
+// used it, so the binding exists there too); nil when pion has no such
+// channel.
+func (f *turnFastPath) channel(num uint16) *fastChan {
+	if c := (*f.byNum.Load())[num]; c != nil {
+		return c
 	}
 	lp := f.lookup.Load()
 	if lp == nil {
-		return
+		return nil
 	}
 	peerAddr, ok := (*lp)(num)
 	if !ok {
-		return
+		return nil
 	}
 	peer, ok := udpbatch.AddrPortOf(peerAddr)
 	if !ok {
-		return
+		return nil
 	}
 	f.cmu.Lock()
 	defer f.cmu.Unlock()
+	if c := (*f.byNum.Load())[num]; c != nil {
+		return c // confirmed meanwhile
+	}
 	chans, byNum := copyChans(*f.chans.Load())
 	if old := chans[peer]; old != nil {
 		delete(byNum, old.num)
 	}
-	c := &fastChan{num: num, peer: peer}
+	c := &fastChan{num: num, peer: peer, addr: peerAddr}
 	c.slowAt.Store(time.Now().Add(slowEvery).UnixNano())
 	chans[peer] = c
 	byNum[num] = c
 	f.chans.Store(&chans)
 	f.byNum.Store(&byNum)
+	return c
 }
 
 func copyChans(m map[netip.AddrPort]*fastChan) (map[netip.AddrPort]*fastChan, map[uint16]*fastChan) {
@@ -231,32 +233,4 @@ func (f *turnFastPath) sender() {
 			return
 		}
 	}
-}
-
-// observedConn is the base socket as pion's TURN client reads it (one
-// goroutine): the fast path sees every datagram first, and on Linux every
-// datagram waiting in the socket comes out of one recvmmsg.
-type observedConn struct {
-	net.PacketConn
-	f  *turnFastPath
-	rd *udpbatch.Reader // nil: one datagram per read
-}
-
-// clientBatch is how many datagrams one read on a TURN client's socket takes.
-const clientBatch = 16
-
-func newObservedConn(pc net.PacketConn, f *turnFastPath) *observedConn {
-	c := &observedConn{PacketConn: pc, f: f}
-	if bio := udpbatch.NewBatchIO(pc); bio != nil {
-		c.rd = udpbatch.NewReader(bio, clientBatch)
-	}
-	return c
-}
-
-func (c *observedConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, a, err := udpbatch.ReadFrom(c.rd, c.PacketConn, b)
-	if err == nil {
-		c.f.observe(b[:n], a)
-	}
-	return n, a, err
 }

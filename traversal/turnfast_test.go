@@ -23,7 +23,7 @@ import (
 
 // plainTURN starts a pion TURN server on loopback that lets every peer in
 // and counts the ChannelData and other datagrams it reads.
-func plainTURN(t *testing.T) (controlapi.RelayInfo, controlapi.TURNCredentials, *countingPC) {
+func plainTURN(t testing.TB) (controlapi.RelayInfo, controlapi.TURNCredentials, *countingPC) {
 	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -182,7 +182,10 @@ func TestTURNFastPathAfterTheChannelIsConfirmed(t *testing.T) {
 		t.Fatal("the channel left the fast path though pion still has it")
 	}
 	// A channel pion does not know (as after a failed refresh) is dropped.
-	rc.fast.observe([]byte{0x40, 0x00, 0, 0}, relayed) // no-op: not from the server
+	// ChannelData not from the relay is dropped and confirms nothing.
+	if p, _ := rc.rcv.dispatch([]byte{0x4f, 0xfe, 0, 0}, relayed); p != nil || rc.rcv.n.foreign.Load() != 1 {
+		t.Fatal("ChannelData from elsewhere than the relay was not dropped")
+	}
 	stale := &fastChan{num: 0x4fff, peer: c.peer}
 	rc.fast.cmu.Lock()
 	chans, byNum := copyChans(*rc.fast.chans.Load())

@@ -56,6 +56,16 @@ func NewReader(io BatchIO, n int) *Reader {
 // ReadFrom copies the next datagram into b, as net.PacketConn.ReadFrom (a
 // datagram larger than b is cut to it).
 func (r *Reader) ReadFrom(b []byte) (int, net.Addr, error) {
+	d, a, err := r.Next()
+	if err != nil {
+		return 0, nil, err
+	}
+	return copy(b, d), a, nil
+}
+
+// Next returns the next datagram in the reader's own buffer, without a
+// copy: it is valid until the next call of Next or ReadFrom.
+func (r *Reader) Next() ([]byte, net.Addr, error) {
 	if r.next == r.have {
 		if r.BeforeBlock != nil {
 			r.BeforeBlock()
@@ -63,14 +73,13 @@ func (r *Reader) ReadFrom(b []byte) (int, net.Addr, error) {
 		r.next, r.have = 0, 0
 		n, err := r.io.ReadBatch(r.msgs, 0)
 		if err != nil {
-			return 0, nil, err
+			return nil, nil, err
 		}
 		r.have = n
 	}
 	m := &r.msgs[r.next]
 	r.next++
-	n := copy(b, m.Buffers[0][:m.N])
-	return n, m.Addr, nil
+	return m.Buffers[0][:m.N], m.Addr, nil
 }
 
 // ReadFrom reads the next datagram through r, or straight from pc when r is

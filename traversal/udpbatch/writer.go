@@ -31,6 +31,11 @@ const (
 // Writer queues datagrams for one UDP socket and sends them on Flush. It is
 // not safe for concurrent use.
 type Writer struct {
+	// Sent, if set, is told after every system call how many datagrams
+	// and bytes of the queue the kernel took (metrics count what left,
+	// not what was queued).
+	Sent func(datagrams, bytes int)
+
 	conn *net.UDPConn
 	gso  bool
 	buf  []byte
@@ -118,6 +123,7 @@ func (w *Writer) send(i, j int) error {
 	w.oob = segmentSizeMsg(w.oob[:0], uint16(s.n))
 	_, _, err := w.conn.WriteMsgUDPAddrPort(b, w.oob, s.to)
 	if err == nil {
+		w.sent(j-i, len(b))
 		return nil
 	}
 	if noGSO, tooLarge := isGSOError(err); noGSO || tooLarge {
@@ -144,7 +150,14 @@ func (w *Writer) write(b []byte, to netip.AddrPort) error {
 	if _, err := w.conn.WriteToUDPAddrPort(b, to); err != nil {
 		return fmt.Errorf("send to %s: %w", to, err)
 	}
+	w.sent(1, len(b))
 	return nil
+}
+
+func (w *Writer) sent(datagrams, bytes int) {
+	if w.Sent != nil {
+		w.Sent(datagrams, bytes)
+	}
 }
 
 // ErrClosed reports whether err comes from a closed socket.

@@ -60,12 +60,15 @@ func TestFlushDeliversEveryDatagram(t *testing.T) {
 			} else if runtime.GOOS == "linux" && !w.GSO() {
 				t.Fatal("no GSO on a loopback UDP socket on Linux")
 			}
+			var sentN, sentBytes, wantBytes int
+			w.Sent = func(n, b int) { sentN += n; sentBytes += b }
 			hdr := []byte{0x40, 0x01, 0, 0}
 			var wantA, wantB [][]byte
 			add := func(to *net.UDPConn, want *[][]byte, i, n int) {
 				p := payload(i, n)
 				w.Append(hdr, p, addrOf(to))
 				*want = append(*want, append(append([]byte(nil), hdr...), p...))
+				wantBytes += len(hdr) + n
 			}
 			// 10 full-size, one short, 5 full-size to a; 3 to b; 2 to a.
 			i := 0
@@ -90,6 +93,17 @@ func TestFlushDeliversEveryDatagram(t *testing.T) {
 			}
 			if w.Len() != 0 {
 				t.Fatalf("Len after Flush = %d", w.Len())
+			}
+			if sentN != 21 || sentBytes != wantBytes {
+				t.Fatalf("Sent reported %d datagrams, %d bytes; want 21, %d", sentN, sentBytes, wantBytes)
+			}
+			// What the kernel refuses is not reported as sent.
+			w.Append(nil, payload(0, 100), netip.MustParseAddrPort("[2001:db8::1]:9"))
+			if err := w.Flush(); err == nil {
+				t.Fatal("send of an IPv6 datagram on an IPv4 socket succeeded")
+			}
+			if sentN != 21 {
+				t.Fatalf("Sent reported a datagram the kernel refused (%d)", sentN)
 			}
 			expect(t, a, wantA)
 			expect(t, b, wantB)
