@@ -1,6 +1,10 @@
 package client
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
 	"testing"
 	"time"
 
@@ -80,5 +84,70 @@ func TestOnlyRequestResponseMarksInteractive(t *testing.T) {
 	}
 	if other.interactive.Active(time.Now()) {
 		t.Fatal("a bulk flow's short exchanges marked the connector interactive")
+	}
+}
+
+// TestBulkFlowsDoNotMarkInteractive runs flows through a connector the way
+// iperf3's data connections do (a 37-byte cookie, then 2 MiB each, echoed
+// back): the connector entry is never marked interactive, so they never
+// yield to each other. A flow of 64-byte round trips then marks it.
+func TestBulkFlowsDoNotMarkInteractive(t *testing.T) {
+	s := newSpreadLab(t, 0)
+	s.warm(t)
+	p := s.d.currentPool()
+	p.mu.RLock()
+	var e *connEntry
+	for _, x := range p.entries {
+		e = x
+	}
+	p.mu.RUnlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const flows, each = 8, 2 << 20
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*flows)
+	for i := 0; i < flows; i++ {
+		c, err := s.d.DialTCP(ctx, "127.0.0.1", s.port)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Write(make([]byte, 37)); err != nil {
+				errs <- err
+				return
+			}
+			buf := make([]byte, 64<<10)
+			for sent := 37; sent < each; sent += len(buf) {
+				if _, err := c.Write(buf); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := io.CopyN(io.Discard, c, each); err != nil {
+				errs <- fmt.Errorf("read the echo: %w", err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if at := e.interactive.Last(); !at.IsZero() {
+		t.Fatalf("bulk flows marked their connector interactive (last at %v)", at)
+	}
+
+	rr := s.dial(t) // one exchange
+	for i := 1; i < bulkyield.Exchanges; i++ {
+		echo(t, rr, make([]byte, 64))
+	}
+	if !e.interactive.Active(time.Now()) {
+		t.Fatalf("%d exchanges of 64 bytes did not mark the connector interactive", bulkyield.Exchanges)
 	}
 }

@@ -102,6 +102,16 @@ func (m *Marker) Mark(now time.Time) {
 	}
 }
 
+// Last returns the time of m's latest mark (give or take a millisecond),
+// zero when it was never marked.
+func (m *Marker) Last() time.Time {
+	at := m.at.Load()
+	if at == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, at)
+}
+
 // Active reports whether m was marked within Recent of now.
 func (m *Marker) Active(now time.Time) bool {
 	at := m.at.Load()

@@ -83,10 +83,13 @@ func newClock() *clock { return &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time
 func TestMarker(t *testing.T) {
 	c := newClock()
 	var m Marker
-	if m.Active(c.now()) {
+	if m.Active(c.now()) || !m.Last().IsZero() {
 		t.Fatal("a fresh marker is active")
 	}
 	m.Mark(c.now())
+	if !m.Last().Equal(c.now()) {
+		t.Fatalf("Last %v after a mark at %v", m.Last(), c.now())
+	}
 	if !m.Active(c.now()) || !m.Active(c.now().Add(Recent)) {
 		t.Fatal("a mark did not count for Recent")
 	}
