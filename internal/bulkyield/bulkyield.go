@@ -22,23 +22,29 @@
 // messages (iperf3's 37-byte cookie, a TLS or HTTP request, a protocol
 // greeting) before it turns bulk, and a bulk flow's reads and writes come
 // back short now and then. Marking the connector interactive on every short
-// message kept it interactive through postern-bench's 64-flow cell, whose
-// flows are all bulk, and made them yield (1.35 → 1.12 Gbit/s on the idle
-// run of docs/datapath-performance.md). A Flow therefore classifies one
-// flow from the shape of its traffic:
+// message kept it interactive while postern-bench's 64-flow cell started,
+// whose flows are all bulk, so the flows that had turned bulk yielded
+// whenever their connection queued up (the likely cause of 1.35 → 1.12
+// Gbit/s on the idle run in docs/datapath-performance.md). A Flow
+// therefore classifies one flow from the shape of its traffic:
 //
 //   - A burst is what one direction moves between two turns (the first
 //     bytes in the other direction). A burst below ShortBurst bytes is a
 //     message; a burst that reaches it is bulk.
 //   - An exchange is a message answered by a message. A flow counts as
 //     interactive from the answer of its Exchanges-th exchange in a row on
-//     (2·Exchanges−1 turns, each ending a message), and only while its
-//     current burst is still a message. A flow's start-up (a greeting, a
-//     request, a handshake of one or two round trips) stays below that, and
-//     a flow that talks in one direction only never turns at all.
+//     (2·Exchanges−1 turns, each ending a message and each within
+//     ExchangeGap of the one before), and from then on while its current
+//     burst is still a message, however long it pauses (a shell that was
+//     recognised while the user typed stays interactive). A flow's
+//     start-up (a greeting, a request, a handshake of one or two round
+//     trips) stays below that, a flow that talks in one direction only
+//     never turns at all, and a control connection that exchanges a few
+//     messages before and after a transfer (iperf3's: three turns before,
+//     five after, seconds apart) has no run long enough.
 //   - A bulk burst clears the count, and for BulkHold after its last bytes
-//     no turn counts: a flow that moved bulk is not interactive again until
-//     it has been quiet for BulkHold and then made Exchanges exchanges.
+//     no turn counts: a flow that moved bulk is interactive again only
+//     after Exchanges more exchanges, all of them after BulkHold.
 //   - Only the messages of an interactive flow mark the Marker, and a Marker
 //     expires Recent after its last mark: an interactive flow that falls
 //     silent stops making bulk flows yield.
@@ -67,6 +73,10 @@ const (
 	// (iperf3's data and control connections, a connect-echo-close, a
 	// TLS 1.3 handshake with one request) have at most three.
 	Exchanges = 4
+	// ExchangeGap: turns further apart than this start a new run of
+	// exchanges while a flow is not yet interactive. Only a flow whose
+	// messages come about as often as Recent gains from yielding.
+	ExchangeGap = 500 * time.Millisecond
 	// BulkHold is how long after its last bulk bytes a flow's turns do not
 	// count toward Exchanges.
 	BulkHold = time.Second
@@ -136,6 +146,7 @@ type Flow struct {
 	dir   Direction // of the current burst (when burst > 0)
 	burst int       // bytes of the current burst, capped at ShortBurst
 	turns int       // turns in a row that ended a message, capped
+	last  time.Time // of the latest turn
 	hold  time.Time // turns do not count before this (bulk moved)
 }
 
@@ -147,12 +158,15 @@ func (f *Flow) Saw(m *Marker, d Direction, n int, now time.Time) bool {
 	}
 	f.mu.Lock()
 	if f.burst > 0 && d != f.dir { // a turn
-		if f.burst < ShortBurst && !now.Before(f.hold) {
-			f.turns = min(f.turns+1, interactiveTurns)
-		} else {
+		switch {
+		case f.burst >= ShortBurst || now.Before(f.hold):
 			f.turns = 0
+		case f.turns < interactiveTurns && !f.last.IsZero() && now.Sub(f.last) > ExchangeGap:
+			f.turns = 0 // too long since the last turn: a new run
+		default:
+			f.turns = min(f.turns+1, interactiveTurns)
 		}
-		f.burst = 0
+		f.burst, f.last = 0, now
 	}
 	f.dir = d
 	f.burst = min(f.burst+n, ShortBurst)

@@ -180,6 +180,28 @@ func TestStartupThenBulkNeverInteractive(t *testing.T) {
 	}
 }
 
+// TestSlowExchangesDoNotCount: exchanges further apart than ExchangeGap
+// do not make a flow interactive (a poll every second gains nothing from
+// yielding: a mark lasts Recent), however many there are; a quick run of
+// Exchanges does.
+func TestSlowExchangesDoNotCount(t *testing.T) {
+	c := newClock()
+	var m Marker
+	var f Flow
+	for i := 0; i < 20; i++ {
+		f.Saw(&m, Up, 64, c.advance(ExchangeGap+time.Millisecond))
+		if f.Saw(&m, Down, 64, c.advance(time.Millisecond)) {
+			t.Fatalf("exchange %d, each %v after the last, counted as interactive", i+1, ExchangeGap)
+		}
+	}
+	c.advance(2 * ExchangeGap)
+	for i := 1; i <= Exchanges; i++ {
+		if got := exchange(&f, &m, c, 64, 64, ExchangeGap/4); got != (i == Exchanges) {
+			t.Fatalf("quick exchange %d: interactive %v", i, got)
+		}
+	}
+}
+
 // TestBulkHold: a flow that moved bulk is not interactive again within
 // BulkHold however it talks, and after it only from the Exchanges-th
 // exchange on; an answer that grows to ShortBurst ends it at once.
@@ -235,16 +257,26 @@ func TestBulkOnlyCellNoYields(t *testing.T) {
 		ctl.Saw(&m, Down, 1, c.advance(100*time.Microsecond)) // TEST_START
 		ctl.Saw(&m, Down, 1, c.now())                         // TEST_RUNNING
 		chunks := []int{1448, 200, 16 << 10, 9000, 64 << 10, 3, 1024}
+		// At the end of the 1 s test, the control connection's last
+		// exchanges (TEST_END, EXCHANGE_RESULTS, both sides' results,
+		// DISPLAY_RESULTS, IPERF_DONE) interleave with the flows draining
+		// what the tunnel still holds.
+		end := [][2]int{{int(Up), 1}, {int(Down), 1}, {int(Up), 4}, {int(Up), 900}, {int(Down), 4}, {int(Down), 900}, {int(Down), 1}, {int(Up), 1}}
+		const writes = 64 * 1000
 		yields := 0
-		for i := 0; i < 64*400; i++ { // the flows write in turn
+		for i := 0; i < writes; i++ { // the flows write in turn, 1.3 s in all
 			f := &flows[i%64]
-			f.Saw(&m, dir, chunks[i%len(chunks)], c.advance(5*time.Microsecond))
+			f.Saw(&m, dir, chunks[i%len(chunks)], c.advance(20*time.Microsecond))
+			if k := i - (writes - 2000); k >= 0 && k%200 == 0 && k/200 < len(end) {
+				msg := end[k/200]
+				ctl.Saw(&m, Direction(msg[0]), msg[1], c.now())
+			}
 			if m.Active(c.now()) {
 				yields++
 			}
 		}
 		if yields != 0 {
-			t.Errorf("bulk-only cell (%v): %d of %d bulk writes would yield", dir, yields, 64*400)
+			t.Errorf("bulk-only cell (%v): %d of %d bulk writes would yield", dir, yields, writes)
 		}
 	}
 	c := newClock()
