@@ -103,8 +103,8 @@ type Connector struct {
 
 	// interactive sees the answers of request/response flows
 	// (bulkyield.Flow); bulk downloads yield to them down to bulkTarget
-	// of queueing delay (priority.go; 0: never). Connector-wide: the CPU and the UDP socket
-	// they share are the connector's.
+	// of queueing delay (priority.go; 0: never). Connector-wide: the CPU
+	// and the UDP socket they share are the connector's.
 	interactive bulkyield.Marker
 	bulkTarget  time.Duration
 
