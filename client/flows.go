@@ -12,6 +12,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"postern.dev/postern/internal/bulkyield"
 	"postern.dev/postern/policy"
 	"postern.dev/postern/wire"
 )
@@ -63,13 +64,14 @@ type flow struct {
 	winStart atomic.Int64
 	winBytes atomic.Int64
 	bulk     atomic.Int32
+	cls      bulkyield.Flow // request/response or not
 }
 
 func (f *flow) Read(p []byte) (int, error) {
 	n, err := f.Stream.Read(p)
 	f.e.bytesDown.Add(int64(n))
 	f.d.bytesDown.Add(int64(n))
-	f.account(n)
+	f.account(bulkyield.Down, n)
 	return n, err
 }
 
@@ -78,7 +80,7 @@ func (f *flow) Write(p []byte) (int, error) {
 	n, err := f.Stream.Write(p)
 	f.e.bytesUp.Add(int64(n))
 	f.d.bytesUp.Add(int64(n))
-	f.account(n)
+	f.account(bulkyield.Up, n)
 	return n, err
 }
 

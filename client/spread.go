@@ -34,9 +34,10 @@ import (
 //
 // Separate connections do not separate the CPU, the sockets and the TUN,
 // so bulk flows also yield to interactive ones (package bulkyield): while
-// a flow of the same connector that is not bulk moved a short message
-// recently, a bulk flow's upload waits before each write while its
-// connection is queued up beyond pool.bulkTarget.
+// a request/response flow of the same connector (bulkyield.Flow: a few
+// short exchanges in a row, no bulk lately) moved a message recently, a
+// bulk flow's upload waits before each write while its connection is
+// queued up beyond pool.bulkTarget.
 const (
 	maxConnsCap          = 4 // the default's cap
 	maxConnsPerConnector = 16
@@ -340,21 +341,24 @@ func (f *flow) yieldToInteractive() {
 }
 
 // shouldYield says whether a flow in bulk state state, writing at now,
-// yields: it is bulk, yielding is on, and a flow of e that is not bulk
-// moved a short message recently.
+// yields: it is bulk, yielding is on, and an interactive flow of e moved a
+// message recently.
 func (p *pool) shouldYield(e *connEntry, state int32, now time.Time) bool {
 	return state == flowBulk && p.bulkTarget > 0 && e.interactive.Active(now)
 }
 
-// account adds n bytes to the flow's window and marks its connection bulk
-// when the flow moved bulkBytes within bulkWindow. Both copy directions call
-// it; the window is approximate under their race, which is enough.
-func (f *flow) account(n int) {
+// account adds n bytes moved in direction d (Up: the application's upload)
+// to the flow's window and marks its connection bulk when the flow moved
+// bulkBytes within bulkWindow. Until then its classifier (bulkyield.Flow)
+// tells whether it is a request/response flow, whose messages make the
+// connector's bulk flows yield; a bulk flow never is. Both copy directions
+// call it; the window is approximate under their race, which is enough.
+func (f *flow) account(d bulkyield.Direction, n int) {
 	if n <= 0 || f.bulk.Load() != flowInteractive {
 		return
 	}
 	t := time.Now()
-	f.e.interactive.Saw(n, t) // bulk flows of this connector yield to it
+	f.cls.Saw(&f.e.interactive, d, n, t) // bulk flows of this connector yield to it
 	now := t.UnixNano()
 	if now-f.winStart.Load() > int64(bulkWindow) {
 		f.winStart.Store(now)

@@ -102,10 +102,10 @@ type Connector struct {
 	policy atomic.Pointer[compiledPolicy]
 	met    *metrics
 
-	// interactive sees the short responses of flows that are not bulk;
-	// bulk downloads yield to them down to bulkTarget of queueing delay
-	// (priority.go; 0: never). Connector-wide: the CPU and the UDP socket
-	// they share are the connector's.
+	// interactive sees the answers of request/response flows
+	// (bulkyield.Flow); bulk downloads yield to them down to bulkTarget
+	// of queueing delay (priority.go; 0: never). Connector-wide: the CPU
+	// and the UDP socket they share are the connector's.
 	interactive bulkyield.Marker
 	bulkTarget  time.Duration
 

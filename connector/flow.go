@@ -364,11 +364,15 @@ func shortErr(err error) string {
 // destination's FIN (CloseWrite) and vice versa (stream Close). Flow control
 // on both sides gives backpressure.
 func (f *flow) spliceTCP(tc net.Conn) {
+	// destination -> client through bw: a bulk download yields to
+	// request/response flows, which bw tells from both directions
+	c := f.s.c
+	bw := newBulkWriter(f.st, f.s.conn, &c.interactive, c.bulkTarget)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // client -> destination
 		defer wg.Done()
-		n, err := pump(tc, f.st, streamWaiter(f.st))
+		n, err := pump(bw.requests(tc), f.st, streamWaiter(f.st))
 		f.up.Add(n)
 		if err != nil {
 			f.setResult(resultReset)
@@ -381,9 +385,7 @@ func (f *flow) spliceTCP(tc net.Conn) {
 		}
 		closeWrite(tc)
 	}()
-	// destination -> client; a bulk download yields to short flows
-	c := f.s.c
-	n, err := pump(newBulkWriter(f.st, f.s.conn, &c.interactive, c.bulkTarget), tc, waiterFor(tc))
+	n, err := pump(bw, tc, waiterFor(tc))
 	f.down.Add(n)
 	if err != nil {
 		f.setResult(resultReset)

@@ -2,6 +2,7 @@ package connector
 
 import (
 	"io"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -23,19 +24,22 @@ const (
 )
 
 // bulkWriter counts the bytes written to a flow's stream and calls demote
-// once when they reach bulkBytes within bulkWindow. Before that, its short
-// writes (a response) mark the connector interactive (inter); after, it
-// runs yield before each write: a bulk download waits while the
-// connector's interactive flows are active and its connection is queued up
-// (package bulkyield; the client does the same for uploads).
+// once when they reach bulkBytes within bulkWindow. Before that, it
+// classifies the flow from both directions (cls; the requests direction
+// through requests): the answers of a request/response flow mark the
+// connector interactive (inter). After, it runs yield before each write: a
+// bulk download waits while the connector's interactive flows are active
+// and its connection is queued up (package bulkyield; the client does the
+// same for uploads).
 type bulkWriter struct {
 	w        io.Writer
 	demote   func()
 	inter    *bulkyield.Marker // nil: none
 	yield    func()            // nil: none
+	cls      bulkyield.Flow
 	winStart time.Time
 	winBytes int
-	done     bool
+	done     atomic.Bool // bulk: no longer classified
 }
 
 // newBulkWriter writes to st, a stream of conn; inter is the connector's
@@ -61,22 +65,38 @@ func yielder(inter *bulkyield.Marker, target time.Duration, stats func() quic.Co
 }
 
 func (b *bulkWriter) Write(p []byte) (int, error) {
-	if b.done && b.yield != nil {
+	done := b.done.Load()
+	if done && b.yield != nil {
 		b.yield()
 	}
 	n, err := b.w.Write(p)
-	if n > 0 && !b.done {
+	if n > 0 && !done {
 		now := time.Now()
-		if b.inter != nil {
-			b.inter.Saw(n, now)
-		}
+		b.cls.Saw(b.inter, bulkyield.Down, n, now)
 		if now.Sub(b.winStart) > bulkWindow {
 			b.winStart, b.winBytes = now, 0
 		}
 		if b.winBytes += n; b.winBytes >= bulkBytes {
-			b.done = true
+			b.done.Store(true)
 			b.demote()
 		}
+	}
+	return n, err
+}
+
+// requests wraps w, the flow's writer toward its destination, so that the
+// flow's requests are classified with its answers.
+func (b *bulkWriter) requests(w io.Writer) io.Writer { return requestWriter{w: w, b: b} }
+
+type requestWriter struct {
+	w io.Writer
+	b *bulkWriter
+}
+
+func (r requestWriter) Write(p []byte) (int, error) {
+	n, err := r.w.Write(p)
+	if n > 0 && !r.b.done.Load() {
+		r.b.cls.Saw(r.b.inter, bulkyield.Up, n, time.Now())
 	}
 	return n, err
 }

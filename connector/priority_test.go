@@ -37,30 +37,46 @@ func TestBulkWriterDemotesOnce(t *testing.T) {
 	}
 }
 
-// TestBulkWriterYieldsToInteractive: the short writes of a flow that is
-// not bulk mark the connector interactive; once the flow is bulk, its
-// writes no longer do, and each runs the yield first.
+// TestBulkWriterYieldsToInteractive: the answers of a request/response
+// flow mark the connector interactive from its bulkyield.Exchanges-th
+// exchange on, its requests seen through requests; a flow that opens with
+// a short request and answers with a download never does. Once a flow is
+// bulk, its writes no longer mark, and each runs the yield first.
 func TestBulkWriterYieldsToInteractive(t *testing.T) {
 	var inter bulkyield.Marker
 	yields := 0
 	b := &bulkWriter{w: io.Discard, demote: func() {}, inter: &inter, yield: func() { yields++ }}
-	_, _ = b.Write(make([]byte, 64))
-	if !inter.Active(time.Now()) || yields != 0 {
-		t.Fatalf("a short response: interactive %v, yields %d; want true, 0", inter.Active(time.Now()), yields)
+	req := b.requests(io.Discard)
+	for i := 1; i <= bulkyield.Exchanges; i++ {
+		_, _ = req.Write(make([]byte, 64))
+		_, _ = b.Write(make([]byte, 64))
+		if active := inter.Active(time.Now()); active != (i == bulkyield.Exchanges) || yields != 0 {
+			t.Fatalf("after %d exchanges: interactive %v, yields %d", i, active, yields)
+		}
 	}
+
 	var other bulkyield.Marker
-	b.inter = &other
+	d := &bulkWriter{w: io.Discard, demote: func() {}, inter: &other, yield: func() { yields++ }}
+	_, _ = d.requests(io.Discard).Write(make([]byte, 300)) // GET
+	for _, n := range []int{64, 1448, 200, 16 << 10, 3} {
+		_, _ = d.Write(make([]byte, n))
+	}
+	if other.Active(time.Now()) {
+		t.Fatal("a request answered by a download marked the connector interactive")
+	}
 	chunk := make([]byte, 64<<10)
 	for i := 0; i < bulkBytes/len(chunk); i++ {
-		_, _ = b.Write(chunk)
+		_, _ = d.Write(chunk)
 	}
-	if !b.done || yields != 0 {
-		t.Fatalf("after bulkBytes: bulk %v, yields %d; want true, 0", b.done, yields)
+	if !d.done.Load() || yields != 0 {
+		t.Fatalf("after bulkBytes: bulk %v, yields %d; want true, 0", d.done.Load(), yields)
 	}
-	_, _ = b.Write(make([]byte, 64))
-	_, _ = b.Write(chunk)
-	if yields != 2 || other.Active(time.Now()) {
-		t.Fatalf("bulk writes: yields %d, interactive %v; want 2, false", yields, other.Active(time.Now()))
+	for i := 0; i < 2*bulkyield.Exchanges; i++ {
+		_, _ = d.requests(io.Discard).Write(make([]byte, 64))
+		_, _ = d.Write(make([]byte, 64))
+	}
+	if yields != 2*bulkyield.Exchanges || other.Active(time.Now()) {
+		t.Fatalf("bulk writes: yields %d, interactive %v; want %d, false", yields, other.Active(time.Now()), 2*bulkyield.Exchanges)
 	}
 }
 
@@ -87,7 +103,7 @@ func TestYielder(t *testing.T) {
 	if calls != 0 {
 		t.Fatal("a bulk download looked at its queue with no interactive flow")
 	}
-	inter.Saw(64, time.Now())
+	inter.Mark(time.Now())
 	start := time.Now()
 	y()
 	if calls != bulkyield.Rounds || time.Since(start) < bulkyield.Rounds*bulkyield.Step {

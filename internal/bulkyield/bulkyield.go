@@ -9,14 +9,53 @@
 // data never takes, and the connector's UDP receive queue held up to ~550 KB
 // of bulk packets in front of the request: the bulk flow's queues and CPU
 // use are what delay the interactive one. So while interactive traffic is
-// active (a Marker saw a short message within Recent), a bulk sender waits
-// before each write while its connection's queueing delay (the latest RTT
-// sample above the minimum) exceeds a target, a little like LEDBAT: the
-// bulk transfer keeps the path busy but stops filling its queues. Without
+// active (a Marker was marked within Recent), a bulk sender waits before
+// each write while its connection's queueing delay (the latest RTT sample
+// above the minimum) exceeds a target, a little like LEDBAT: the bulk
+// transfer keeps the path busy but stops filling its queues. Without
 // interactive traffic it runs at full speed.
+//
+// # Which flows are interactive
+//
+// A flow is interactive when it behaves like request/response traffic, not
+// because it moved a small message: nearly every flow starts with small
+// messages (iperf3's 37-byte cookie, a TLS or HTTP request, a protocol
+// greeting) before it turns bulk, and a bulk flow's reads and writes come
+// back short now and then. Marking the connector interactive on every short
+// message kept it interactive while postern-bench's 64-flow cell started,
+// whose flows are all bulk, so the flows that had turned bulk yielded
+// whenever their connection queued up (the likely cause of 1.35 → 1.12
+// Gbit/s on the idle run in docs/datapath-performance.md). A Flow
+// therefore classifies one flow from the shape of its traffic:
+//
+//   - A burst is what one direction moves between two turns (the first
+//     bytes in the other direction). A burst below ShortBurst bytes is a
+//     message; a burst that reaches it is bulk.
+//   - An exchange is a message answered by a message. A flow counts as
+//     interactive from the answer of its Exchanges-th exchange in a row on
+//     (2·Exchanges−1 turns, each ending a message and each within
+//     ExchangeGap of the one before), and from then on while its current
+//     burst is still a message, however long it pauses (a shell that was
+//     recognised while the user typed stays interactive). A flow's
+//     start-up (a greeting, a request, a handshake of one or two round
+//     trips) stays below that, a flow that talks in one direction only
+//     never turns at all, and a control connection that exchanges a few
+//     messages before and after a transfer (iperf3's: three turns before,
+//     five after, seconds apart) has no run long enough.
+//   - A bulk burst clears the count, and for BulkHold after its last bytes
+//     no turn counts: a flow that moved bulk is interactive again only
+//     after Exchanges more exchanges, all of them after BulkHold.
+//   - Only the messages of an interactive flow mark the Marker, and a Marker
+//     expires Recent after its last mark: an interactive flow that falls
+//     silent stops making bulk flows yield.
+//
+// The client classifies a flow on both of its stream directions, the
+// connector on its two splice directions; both keep a flow they found bulk
+// (bulkBytes within a second) bulk for the rest of its life.
 package bulkyield
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,10 +63,24 @@ import (
 )
 
 const (
-	// ShortMessage: a read or write of fewer bytes by a flow that is not
-	// bulk is interactive traffic.
-	ShortMessage = 1 << 10
-	// Recent is how long one short message makes bulk senders yield.
+	// ShortBurst: a burst (the bytes one direction of a flow moves
+	// between two turns) below this is a message; one that reaches it is
+	// bulk. 16 KiB holds a terminal screen, a small API answer or a
+	// certificate chain, and is a fraction of a bulk flow's first 100 µs.
+	ShortBurst = 16 << 10
+	// Exchanges is how many exchanges in a row (a message answered by a
+	// message) make a flow interactive. Start-ups observed in the bench
+	// (iperf3's data and control connections, a connect-echo-close, a
+	// TLS 1.3 handshake with one request) have at most three.
+	Exchanges = 4
+	// ExchangeGap: turns further apart than this start a new run of
+	// exchanges while a flow is not yet interactive. Only a flow whose
+	// messages come about as often as Recent gains from yielding.
+	ExchangeGap = 500 * time.Millisecond
+	// BulkHold is how long after its last bulk bytes a flow's turns do not
+	// count toward Exchanges.
+	BulkHold = time.Second
+	// Recent is how long one mark keeps a Marker active.
 	Recent = 100 * time.Millisecond
 	// DefaultTarget is the queueing delay a bulk sender leaves on its
 	// connection while interactive traffic is active. In the "under bulk"
@@ -42,26 +95,91 @@ const (
 	Rounds = 8
 )
 
+// interactiveTurns is the number of turns in a row, each ending a message,
+// after which a flow is interactive: the answer of the Exchanges-th
+// exchange.
+const interactiveTurns = 2*Exchanges - 1
+
 // Marker records when interactive traffic was last seen. The zero value
 // has seen none.
 type Marker struct{ at atomic.Int64 }
 
-// Saw records a read or write of n bytes by a flow that is not bulk at now;
-// only a short message counts.
-func (m *Marker) Saw(n int, now time.Time) {
-	if n <= 0 || n >= ShortMessage {
-		return
-	}
+// Mark records interactive traffic at now.
+func (m *Marker) Mark(now time.Time) {
 	t := now.UnixNano()
 	if t-m.at.Load() > int64(time.Millisecond) { // fewer stores on a shared line
 		m.at.Store(t)
 	}
 }
 
-// Active reports whether a short message was seen within Recent of now.
+// Last returns the time of m's latest mark (give or take a millisecond),
+// zero when it was never marked.
+func (m *Marker) Last() time.Time {
+	at := m.at.Load()
+	if at == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, at)
+}
+
+// Active reports whether m was marked within Recent of now.
 func (m *Marker) Active(now time.Time) bool {
 	at := m.at.Load()
 	return at != 0 && now.UnixNano()-at <= int64(Recent)
+}
+
+// Direction is one of a flow's two directions.
+type Direction uint8
+
+// The two directions of a flow: Up from the application's client toward
+// its server, Down back.
+const (
+	Up Direction = iota
+	Down
+)
+
+// Flow classifies the traffic of one flow (see the package doc). The zero
+// value has seen nothing; its methods may be called from both directions'
+// goroutines at once.
+type Flow struct {
+	mu    sync.Mutex
+	dir   Direction // of the current burst (when burst > 0)
+	burst int       // bytes of the current burst, capped at ShortBurst
+	turns int       // turns in a row that ended a message, capped
+	last  time.Time // of the latest turn
+	hold  time.Time // turns do not count before this (bulk moved)
+}
+
+// Saw records n bytes the flow moved in direction d at now. It reports
+// whether they are interactive traffic, and then marks m (when not nil).
+func (f *Flow) Saw(m *Marker, d Direction, n int, now time.Time) bool {
+	if n <= 0 {
+		return false
+	}
+	f.mu.Lock()
+	if f.burst > 0 && d != f.dir { // a turn
+		switch {
+		case f.burst >= ShortBurst || now.Before(f.hold):
+			f.turns = 0
+		case f.turns < interactiveTurns && !f.last.IsZero() && now.Sub(f.last) > ExchangeGap:
+			f.turns = 0 // too long since the last turn: a new run
+		default:
+			f.turns = min(f.turns+1, interactiveTurns)
+		}
+		f.burst, f.last = 0, now
+	}
+	f.dir = d
+	f.burst = min(f.burst+n, ShortBurst)
+	if f.burst >= ShortBurst {
+		f.turns = 0
+		f.hold = now.Add(BulkHold)
+	}
+	interactive := f.burst < ShortBurst && f.turns >= interactiveTurns
+	f.mu.Unlock()
+	if interactive && m != nil {
+		m.Mark(now)
+	}
+	return interactive
 }
 
 // Wait waits while the queueing delay stats reports (LatestRTT above
