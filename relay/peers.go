@@ -9,6 +9,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/traversal/udpbatch"
+	"postern.dev/postern/traversal/udpgro"
 )
 
 // metadataAddrs are cloud instance metadata and host endpoints a relay never
@@ -301,9 +302,18 @@ func (c *filterConn) dropClient(client net.Addr, w *batchWriter) {
 	c.clients.Store(&m)
 }
 
+// groOrBatch reads the TURN socket with UDP GRO (clients and connectors
+// send GSO runs of ChannelData), or in plain batches without it.
+func groOrBatch(pc net.PacketConn) udpbatch.BatchIO {
+	if g := udpgro.For(pc); g != nil {
+		return g
+	}
+	return udpbatch.NewBatchIO(pc)
+}
+
 func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushSet) *filterConn {
 	c := &filterConn{PacketConn: pc, blocked: blocked}
-	if bio := udpbatch.NewBatchIO(pc); bio != nil {
+	if bio := groOrBatch(pc); bio != nil {
 		setSockBufs(pc)
 		c.rd = udpbatch.NewReader(bio, serverBatch)
 		c.rd.BeforeBlock = flush.flush

@@ -12,6 +12,7 @@ import (
 	"github.com/pion/stun"
 
 	"postern.dev/postern/traversal/udpbatch"
+	"postern.dev/postern/traversal/udpgro"
 )
 
 // The client's receive path through a TURN allocation over UDP.
@@ -93,7 +94,9 @@ type turnReceiver struct {
 // newTurnReceiver returns the receiver of conn for the fast path f.
 func newTurnReceiver(conn net.PacketConn, f *turnFastPath) *turnReceiver {
 	r := &turnReceiver{f: f, conn: conn, queue: make(chan inbound, pumpQueue)}
-	if bio := udpbatch.NewBatchIO(conn); bio != nil {
+	if g := udpgro.For(conn); g != nil {
+		r.rd = udpbatch.NewReader(g, clientBatch) // the relay sends GSO runs
+	} else if bio := udpbatch.NewBatchIO(conn); bio != nil {
 		r.rd = udpbatch.NewReader(bio, clientBatch)
 	} else {
 		r.buf = make([]byte, udpbatch.SlotSize)

@@ -60,8 +60,23 @@ type Conn struct {
 // when the kernel does not offer GRO. Pass the result to quic.Transport
 // and keep using uc for everything else (closing it closes both).
 func Wrap(uc *net.UDPConn) net.PacketConn {
+	if c := For(uc); c != nil {
+		return c
+	}
+	return uc
+}
+
+// For returns a Conn around pc when pc is a UDP socket that takes UDP_GRO
+// (and GRO is not turned off), else nil. Readers that batch datagrams
+// themselves (the relay's TURN socket, the client's TURN allocation) use
+// its ReadBatch in place of the socket's.
+func For(pc net.PacketConn) *Conn {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
 	if off, _ := strconv.ParseBool(os.Getenv(DisableEnv)); off || !enable(uc) {
-		return uc
+		return nil
 	}
 	return newConn(uc, ipv4.NewPacketConn(uc))
 }
