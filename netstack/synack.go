@@ -39,35 +39,45 @@ const synAckQueue = 256
 // isSynAck reports whether p, a raw outbound IP packet, is a TCP segment
 // with SYN and ACK set (and no RST or FIN).
 func isSynAck(p []byte) bool {
-	var seg []byte
+	_, _, seg, ok := tcpSegment(p)
+	if !ok {
+		return false
+	}
+	f := seg.Flags()
+	return f.Contains(header.TCPFlagSyn|header.TCPFlagAck) && !f.Intersects(header.TCPFlagRst|header.TCPFlagFin)
+}
+
+// tcpSegment returns the addresses and TCP header of p, a raw IPv4 or IPv6
+// packet (no IPv6 extension headers: the netstack sends none); ok is false
+// for anything else, a fragment, or a packet too short for its headers.
+func tcpSegment(p []byte) (src, dst tcpip.Address, seg header.TCP, ok bool) {
 	switch header.IPVersion(p) {
 	case header.IPv4Version:
 		if len(p) < header.IPv4MinimumSize {
-			return false
+			return
 		}
 		ip := header.IPv4(p)
 		hl := int(ip.HeaderLength())
 		if ip.Protocol() != uint8(header.TCPProtocolNumber) || hl < header.IPv4MinimumSize || hl > len(p) || ip.FragmentOffset() != 0 {
-			return false
+			return
 		}
-		seg = p[hl:]
+		src, dst, seg = ip.SourceAddress(), ip.DestinationAddress(), p[hl:]
 	case header.IPv6Version:
 		if len(p) < header.IPv6MinimumSize {
-			return false
+			return
 		}
 		ip := header.IPv6(p)
 		if ip.NextHeader() != uint8(header.TCPProtocolNumber) {
-			return false
+			return
 		}
-		seg = p[header.IPv6MinimumSize:]
+		src, dst, seg = ip.SourceAddress(), ip.DestinationAddress(), p[header.IPv6MinimumSize:]
 	default:
-		return false
+		return
 	}
 	if len(seg) < header.TCPMinimumSize {
-		return false
+		return tcpip.Address{}, tcpip.Address{}, nil, false
 	}
-	f := header.TCP(seg).Flags()
-	return f.Contains(header.TCPFlagSyn|header.TCPFlagAck) && !f.Intersects(header.TCPFlagRst|header.TCPFlagFin)
+	return src, dst, seg, true
 }
 
 // queueSynAck hands b (tunOffset bytes of headroom, then the packet) to

@@ -176,31 +176,8 @@ func (e *linkEndpoint) dropRST(p []byte) bool {
 	if want == nil {
 		return false
 	}
-	var src, dst tcpip.Address
-	var seg []byte
-	switch header.IPVersion(p) {
-	case header.IPv4Version:
-		if len(p) < header.IPv4MinimumSize {
-			return false
-		}
-		ip := header.IPv4(p)
-		if ip.Protocol() != uint8(header.TCPProtocolNumber) || int(ip.HeaderLength()) > len(p) {
-			return false
-		}
-		src, dst, seg = ip.SourceAddress(), ip.DestinationAddress(), p[ip.HeaderLength():]
-	case header.IPv6Version:
-		if len(p) < header.IPv6MinimumSize {
-			return false
-		}
-		ip := header.IPv6(p)
-		if ip.NextHeader() != uint8(header.TCPProtocolNumber) {
-			return false
-		}
-		src, dst, seg = ip.SourceAddress(), ip.DestinationAddress(), p[header.IPv6MinimumSize:]
-	default:
-		return false
-	}
-	if len(seg) < header.TCPMinimumSize || !header.TCP(seg).Flags().Contains(header.TCPFlagRst) {
+	src, dst, seg, ok := tcpSegment(p)
+	if !ok || !seg.Flags().Contains(header.TCPFlagRst) {
 		return false
 	}
 	return src == want.local && dst == want.remote &&
