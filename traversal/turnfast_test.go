@@ -56,6 +56,19 @@ func plainTURN(t testing.TB) (controlapi.RelayInfo, controlapi.TURNCredentials, 
 		controlapi.TURNCredentials{Username: user, Password: pass, Realm: realm}, cpc
 }
 
+// plainAllocation allocates over UDP on a fresh plainTURN server; the
+// allocation is closed when the test ends.
+func plainAllocation(t *testing.T, ctx context.Context) (*allocation, *countingPC) {
+	t.Helper()
+	ri, creds, srv := plainTURN(t)
+	al, err := allocate(ctx, ri, TransportUDP, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { al.close() })
+	return al, srv
+}
+
 // countingPC counts ChannelData datagrams read by the TURN server.
 type countingPC struct {
 	net.PacketConn
@@ -80,14 +93,9 @@ func (c *countingPC) ReadFrom(b []byte) (int, net.Addr, error) {
 // in order, except one per slowEvery through pion (which refreshes the
 // binding); a channel pion no longer has leaves the fast path.
 func TestTURNFastPathAfterTheChannelIsConfirmed(t *testing.T) {
-	ri, creds, srv := plainTURN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	al, err := allocate(ctx, ri, TransportUDP, creds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer al.close()
+	al, srv := plainAllocation(t, ctx)
 	urc, ok := al.conn.(*udpRelayPacketConn)
 	if !ok {
 		t.Fatalf("relayed socket of an allocation over UDP is a %T", al.conn)
@@ -211,14 +219,9 @@ func atomicLoad(p *int64) int64 { return atomic.LoadInt64(p) }
 // initial 1200 bytes, and data still arrives intact. Before, the relayed
 // socket offered quic-go no UDP socket and every packet stayed at 1200.
 func TestRelayedQUICFindsALargerPacketSize(t *testing.T) {
-	ri, creds, _ := plainTURN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	al, err := allocate(ctx, ri, TransportUDP, creds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer al.close()
+	al, _ := plainAllocation(t, ctx)
 	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)

@@ -212,14 +212,9 @@ func FuzzTURNReceiverDispatch(f *testing.F) {
 // own read loop ended at the first such datagram, and every later
 // permission, refresh and datagram of the allocation was lost.
 func TestTURNReceiverSurvivesDatagramsPionRefuses(t *testing.T) {
-	ri, creds, srv := plainTURN(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	al, err := allocate(ctx, ri, TransportUDP, creds)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer al.close()
+	al, srv := plainAllocation(t, ctx)
 	rc := al.conn.(*udpRelayPacketConn).relayPacketConn
 	client := &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: al.base.LocalAddr().(*net.UDPAddr).Port}
 	binding, err := stun.Build(stun.TransactionID, stun.BindingSuccess)
