@@ -21,6 +21,7 @@ targets=(
   "./controller FuzzParseSpec 3000x"
   "./controller FuzzApply 2000x"
   "./traversal/sigwire FuzzRead 20000x"
+  "./traversal FuzzTURNReceiverDispatch 20000x"
   "./netstack FuzzTUNPacket 10000x"
   "./netstack FuzzICMPIntercept 20000x"
   "./client FuzzLocalAPI 3000x"
