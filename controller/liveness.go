@@ -55,42 +55,18 @@ func (c *Controller) markOffline(ctx context.Context) {
 	limit := 3 * time.Duration(c.intervalSeconds()) * time.Second
 	now := time.Now()
 	m := c.model()
-	var conns, relays []string
 	c.rtMu.Lock()
-	for id, cn := range m.Connectors {
-		seen, ok := c.connSeen[id]
-		if !ok {
-			seen = c.started
-		}
-		if cn.Online && now.Sub(seen) > limit {
-			conns = append(conns, id)
-		}
-	}
-	for id, r := range m.Relays {
-		seen, ok := c.relaySeen[id]
-		if !ok {
-			seen = c.started
-		}
-		if r.Online && now.Sub(seen) > limit {
-			relays = append(relays, id)
-		}
-	}
+	conns := overdue(m.Connectors, c.connSeen, c.started, now, limit, func(v *Connector) bool { return v.Online })
+	relays := overdue(m.Relays, c.relaySeen, c.started, now, limit, func(v *Relay) bool { return v.Online })
 	c.rtMu.Unlock()
 	if len(conns) == 0 && len(relays) == 0 {
 		return
 	}
 	_, _, err := c.commit(ctx, func(tx store.Tx) error {
-		for _, id := range conns {
-			if err := updateRecord(tx, KindConnector, id, func(v *Connector) bool { ch := v.Online; v.Online = false; return ch }); err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
+		if err := setOffline(tx, KindConnector, conns, func(v *Connector) *bool { return &v.Online }); err != nil {
+			return err
 		}
-		for _, id := range relays {
-			if err := updateRecord(tx, KindRelay, id, func(v *Relay) bool { ch := v.Online; v.Online = false; return ch }); err != nil && !errors.Is(err, store.ErrNotFound) {
-				return err
-			}
-		}
-		return nil
+		return setOffline(tx, KindRelay, relays, func(v *Relay) *bool { return &v.Online })
 	})
 	if err != nil {
 		if ctx.Err() == nil {
@@ -107,6 +83,39 @@ func (c *Controller) markOffline(ctx context.Context) {
 	if err := c.reload(ctx); err != nil && ctx.Err() == nil {
 		c.log.Error("reload", "err", err)
 	}
+}
+
+// overdue lists the online components of items whose last heartbeat (or,
+// for one not heard from since, the controller's start) is older than limit.
+func overdue[T any](items map[string]T, seen map[string]time.Time, started, now time.Time, limit time.Duration, online func(T) bool) []string {
+	var ids []string
+	for id, v := range items {
+		last, ok := seen[id]
+		if !ok {
+			last = started
+		}
+		if online(v) && now.Sub(last) > limit {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// setOffline clears the online flag of the records ids of kind (a record
+// deleted meanwhile is skipped).
+func setOffline[T any](tx store.Tx, kind string, ids []string, flag func(*T) *bool) error {
+	for _, id := range ids {
+		err := updateRecord(tx, kind, id, func(v *T) bool {
+			on := flag(v)
+			ch := *on
+			*on = false
+			return ch
+		})
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
 }
 
 // updateRecord reads a record, lets fn change it and writes it back when fn
