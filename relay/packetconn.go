@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"postern.dev/postern/traversal/udpbatch"
+	"postern.dev/postern/traversal/udpgro"
 )
 
 // countingGenerator wraps a RelayAddressGenerator so every relayed socket
@@ -22,6 +23,16 @@ type countingGenerator struct {
 	flush                *flushSet
 }
 
+// relayedBatchIO reads an allocation's socket with UDP GRO and one 64 KiB
+// buffer (peers such as connectors send GSO runs; one buffer per allocation
+// keeps an idle allocation's memory small), or in plain batches.
+func relayedBatchIO(pc net.PacketConn) udpbatch.BatchIO {
+	if g := udpgro.ForBuffers(pc, 1); g != nil {
+		return g
+	}
+	return udpbatch.NewBatchIO(pc)
+}
+
 func (g *countingGenerator) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
 	pc, addr, err := g.RelayAddressGenerator.AllocatePacketConn(network, requestedPort)
 	if err != nil {
@@ -31,7 +42,7 @@ func (g *countingGenerator) AllocatePacketConn(network string, requestedPort int
 	// run path MTU discovery through the relay (best effort).
 	_ = setDontFragment(pc)
 	c := &countingConn{PacketConn: pc, g: g}
-	if bio := udpbatch.NewBatchIO(pc); bio != nil {
+	if bio := relayedBatchIO(pc); bio != nil {
 		setSockBufs(pc)
 		c.rd = udpbatch.NewReader(bio, relayedBatch)
 		if g.flush != nil {

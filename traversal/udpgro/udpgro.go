@@ -70,7 +70,12 @@ func Wrap(uc *net.UDPConn) net.PacketConn {
 // (and GRO is not turned off), else nil. Readers that batch datagrams
 // themselves (the relay's TURN socket, the client's TURN allocation) use
 // its ReadBatch in place of the socket's.
-func For(pc net.PacketConn) *Conn {
+func For(pc net.PacketConn) *Conn { return ForBuffers(pc, bigBuffers) }
+
+// ForBuffers is For with n coalesced buffers of 64 KiB per read (at least
+// one) instead of eight: for sockets that are many and mostly idle, such as
+// a relay's one socket per allocation.
+func ForBuffers(pc net.PacketConn, n int) *Conn {
 	uc, ok := pc.(*net.UDPConn)
 	if !ok {
 		return nil
@@ -78,11 +83,13 @@ func For(pc net.PacketConn) *Conn {
 	if off, _ := strconv.ParseBool(os.Getenv(DisableEnv)); off || !enable(uc) {
 		return nil
 	}
-	return newConn(uc, ipv4.NewPacketConn(uc))
+	return newConnN(uc, ipv4.NewPacketConn(uc), max(n, 1))
 }
 
-func newConn(uc *net.UDPConn, r batchReader) *Conn {
-	c := &Conn{UDPConn: uc, r: r, big: make([]ipv4.Message, bigBuffers), seg: make([]int, bigBuffers)}
+func newConn(uc *net.UDPConn, r batchReader) *Conn { return newConnN(uc, r, bigBuffers) }
+
+func newConnN(uc *net.UDPConn, r batchReader, n int) *Conn {
+	c := &Conn{UDPConn: uc, r: r, big: make([]ipv4.Message, n), seg: make([]int, n)}
 	for i := range c.big {
 		c.big[i].Buffers = [][]byte{make([]byte, bigSize)}
 		c.big[i].OOB = make([]byte, oobSize)
