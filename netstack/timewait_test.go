@@ -3,7 +3,6 @@ package netstack
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +14,6 @@ import (
 
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
@@ -222,20 +220,7 @@ func TestParseSYN(t *testing.T) {
 
 // synPacket builds an IPv4 TCP SYN with a timestamp option.
 func synPacket(src, dst netip.AddrPort, seq, tsVal uint32) []byte {
-	opts := []byte{header.TCPOptionNOP, header.TCPOptionNOP, header.TCPOptionTS, 10, 0, 0, 0, 0, 0, 0, 0, 0}
-	binary.BigEndian.PutUint32(opts[4:], tsVal)
-	tcpLen := header.TCPMinimumSize + len(opts)
-	p := make([]byte, header.IPv4MinimumSize+tcpLen)
-	ip := header.IPv4(p)
-	ip.Encode(&header.IPv4Fields{TotalLength: uint16(len(p)), TTL: 64, Protocol: uint8(header.TCPProtocolNumber),
-		SrcAddr: tcpip.AddrFrom4(src.Addr().As4()), DstAddr: tcpip.AddrFrom4(dst.Addr().As4())})
-	ip.SetChecksum(^ip.CalculateChecksum())
-	tc := header.TCP(p[header.IPv4MinimumSize:])
-	tc.Encode(&header.TCPFields{SrcPort: src.Port(), DstPort: dst.Port(), SeqNum: seq, DataOffset: uint8(tcpLen), Flags: header.TCPFlagSyn, WindowSize: 65535})
-	copy(tc[header.TCPMinimumSize:], opts)
-	xsum := header.PseudoHeaderChecksum(header.TCPProtocolNumber, ip.SourceAddress(), ip.DestinationAddress(), uint16(tcpLen))
-	tc.SetChecksum(^checksum.Checksum(tc, xsum))
-	return p
+	return tcpPacket(src, dst, seq, 0, header.TCPFlagSyn, tsVal, 0)
 }
 
 // TestSYNInTimeWaitPAWS: a SYN whose timestamp is older than the last one
