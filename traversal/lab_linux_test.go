@@ -57,7 +57,7 @@ type labConfig struct {
 	ConnID     string
 	Relay      controlapi.RelayInfo
 	Marker     string
-	Mode       string // client: "once" or "migrate"
+	Mode       string // client: "once", "direct" (once, then await a direct path) or "migrate"
 	BadCreds   bool
 	// RelayTLSPort overrides labRelayTLS (the matrix's relay listens on 443).
 	RelayTLSPort string
@@ -360,13 +360,18 @@ func (l *lab) client(c labConfig) clientResult {
 func TestLabDirectThroughEIMNATs(t *testing.T) {
 	l := newLab(t, "masquerade", "masquerade")
 	c := l.run()
-	c.Mode = "once"
+	c.Mode = "direct"
 	r := l.client(c)
-	if r.Err != "" || r.Echoes != 50 {
+	if r.Err != "" || r.Echoes < 50 {
 		t.Fatalf("client: %+v", r)
 	}
+	if r.Final.Path != PathDirect {
+		t.Fatalf("path = %+v, then %+v: want direct", r.Path, r.Final)
+	}
 	if r.Path.Path != PathDirect {
-		t.Fatalf("path = %+v, want direct", r.Path)
+		// Seen once in ~25 CI runs: the relayed pair validated first.
+		t.Logf("first path %+v; direct %s after %v", r.Path, r.Final.RemoteAddr, r.Switched)
+		return
 	}
 	t.Logf("direct path %s after %v", r.Path.RemoteAddr, r.Connected)
 }
