@@ -107,7 +107,11 @@ func TestForwardFreshPortAndRandomCase(t *testing.T) {
 		}
 		names[name] = true
 	}
-	if len(ports) != n {
+	// Each query gets a socket of its own on a port the kernel picks at
+	// random, so two of 8 share one by chance about once in 1,000 runs
+	// (28,232 ephemeral ports; ci31 saw it); a proxy that reused a socket
+	// would show far fewer ports.
+	if len(ports) < n-1 {
 		t.Errorf("%d queries came from %d source ports, want a fresh port each", n, len(ports))
 	}
 	if len(names) < n-1 || names[longName] && len(names) == 1 {
