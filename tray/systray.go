@@ -2,8 +2,10 @@ package tray
 
 import (
 	"context"
+	"fmt"
 	"runtime"
 	"sync"
+	"time"
 
 	"fyne.io/systray"
 )
@@ -21,6 +23,11 @@ func Run(ctx context.Context, app *App) {
 		go func() {
 			defer wg.Done()
 			app.Run(ctx, v)
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v.confirmExported()
 		}()
 		go func() {
 			<-ctx.Done()
@@ -46,7 +53,8 @@ type systrayView struct {
 	wg  *sync.WaitGroup
 
 	mu                                 sync.Mutex
-	icon                               string
+	last                               Menu   // the last menu applied
+	icon                               string // the icon last set
 	user, network, state, down1, down2 *systray.MenuItem
 	connect, disconnect                *systray.MenuItem
 	resources, noResources             *systray.MenuItem
@@ -127,6 +135,74 @@ func line(it *systray.MenuItem, text string) {
 func (v *systrayView) Apply(m Menu) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.applyLocked(m)
+}
+
+// confirmExported waits until the desktop sees the menu last applied.
+// fyne.io/systray puts the item on the session bus after onReady has
+// started, from a snapshot of the icon and tooltip taken before; an icon
+// or tooltip set in between is dropped (fyne-io/fyne#5081: "do not use the
+// systray APIs until the app is launched"), and the tray would show
+// "daemon not running" until the daemon's state next changes. So the item
+// is read back until it shows the last tooltip (Apply sets it last), and
+// the last menu is applied again while the exported one is stale. Once it
+// matches, later changes apply directly. Outside Linux there is nothing
+// to read back.
+func (v *systrayView) confirmExported() {
+	probe, err := newItemProbe()
+	if err != nil {
+		v.app.log.Debug("tray item read-back unavailable", "err", err)
+		return
+	}
+	defer probe.Close()
+	want := func() string {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return v.last.Tooltip
+	}
+	reapply := func() {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		v.icon = "" // set the icon again too
+		v.applyLocked(v.last)
+	}
+	if err := converge(v.ctx, probe.Tooltip, want, reapply, time.Minute); err != nil {
+		v.app.log.Warn("the desktop does not show the tray's state", "err", err)
+	}
+}
+
+// converge reads the exported tooltip until it is want(), calling reapply
+// each time the item is exported with another one, backing off from 10 ms
+// to 500 ms between reads, for at most limit.
+func converge(ctx context.Context, read func() (string, error), want func() string, reapply func(), limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
+		w := want()
+		got, err := read()
+		switch {
+		case err == nil && got == w:
+			return nil
+		case err == nil: // on the bus with a stale snapshot
+			reapply()
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("the item shows %q, want %q", got, w)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (v *systrayView) applyLocked(m Menu) {
+	v.last = m
 	if m.Icon != v.icon {
 		systray.SetIcon(iconBytes(m.Icon))
 		v.icon = m.Icon
