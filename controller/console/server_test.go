@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controller/api"
+	"postern.dev/postern/internal/testenv"
 )
 
 type ctxKey struct{}
@@ -59,7 +60,7 @@ func newFake(t *testing.T) (*fakeCore, *httptest.Server, *[]string) {
 		api.WriteError(w, http.StatusForbidden, "role auditor may not")
 	})
 	mux := http.NewServeMux()
-	New(Config{Core: core, AdminAPI: adminAPI, Roles: []string{"owner", "auditor"}, SessionTTL: time.Hour}).Routes(mux)
+	New(Config{Core: core, AdminAPI: adminAPI, Roles: []string{"owner", "auditor"}, SessionTTL: time.Hour, Log: testenv.Logger(t)}).Routes(mux)
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	return core, srv, &calls
