@@ -52,7 +52,7 @@ func TestConsoleViewsMatchAPI(t *testing.T) {
 	for _, p := range same {
 		want, got := jsonFields(reflect.TypeOf(p.controller)), jsonFields(reflect.TypeOf(p.console))
 		if !maps.Equal(want, got) {
-			t.Errorf("console.%T has fields %v, the controller's %v", p.console, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+			t.Errorf("%T has fields %v, the controller's %v", p.console, slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
 		}
 	}
 	sub := []struct{ controller, console any }{
@@ -64,7 +64,7 @@ func TestConsoleViewsMatchAPI(t *testing.T) {
 		api := jsonFields(reflect.TypeOf(p.controller))
 		for f := range jsonFields(reflect.TypeOf(p.console)) {
 			if !api[f] {
-				t.Errorf("console.%T reads %q, which the API's %T does not have", p.console, f, p.controller)
+				t.Errorf("%T reads %q, which the API's %T does not have", p.console, f, p.controller)
 			}
 		}
 	}
