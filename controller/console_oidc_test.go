@@ -13,6 +13,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	"postern.dev/postern/controller/console"
 	"postern.dev/postern/controller/oidcauth/oidctest"
 	"postern.dev/postern/controller/store"
 )
@@ -29,7 +30,7 @@ func TestConsoleSingleSignOn(t *testing.T) {
 	}
 	url := "https://" + ln.Addr().String()
 	idp := oidctest.Start(t, oidctest.Options{
-		Clients: []oidctest.Client{{ID: "postern", Secret: "postern-secret", Web: true, RedirectURIs: []string{url + consoleOIDCCallback}}},
+		Clients: []oidctest.Client{{ID: "postern", Secret: "postern-secret", Web: true, RedirectURIs: []string{url + console.OIDCCallbackPath}}},
 		Accounts: map[string]oidctest.Account{
 			"root":  {Password: "root-pw", Email: "Root@Example.com", Groups: []string{"staff", "postern-owners"}},
 			"watch": {Password: "watch-pw", Email: "watch@example.com", Groups: []string{"postern-auditors"}},

@@ -170,8 +170,8 @@ var (
 	ErrUnknownComponent = api.ErrUnknownComponent
 	ErrEnrollment       = api.ErrEnrollment
 	ErrNotAllowed       = api.ErrNotAllowed
-	ErrUnauthenticated  = errors.New("not signed in")
-	ErrThrottled        = errors.New("too many attempts")
+	ErrUnauthenticated  = api.ErrUnauthenticated
+	ErrThrottled        = api.ErrThrottled
 	// ErrIdentityConflict: an external identity cannot be matched to a
 	// Postern user without taking over another identity's account.
 	ErrIdentityConflict = errors.New("identity conflict")

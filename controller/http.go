@@ -25,7 +25,7 @@ func (c *Controller) Handler() http.Handler {
 func (c *Controller) buildHandler() {
 	mux := http.NewServeMux()
 	api.New(c, c.log).Routes(mux)
-	c.consoleRoutes(mux)
+	c.consoleServer(mux).Routes(mux)
 	c.mux = mux
 	c.handler = c.instrument(api.Middleware(mux, c.log, c.limiter.Allow))
 }

@@ -98,6 +98,10 @@ var (
 	ErrUnknownComponent = errors.New("unknown component")
 	// ErrEnrollment: an enrollment refused (400).
 	ErrEnrollment = errors.New("enrollment refused")
+	// ErrUnauthenticated: a sign-in with wrong credentials.
+	ErrUnauthenticated = errors.New("not signed in")
+	// ErrThrottled: a sign-in refused after too many failed ones.
+	ErrThrottled = errors.New("too many attempts")
 )
 
 // Forbidden is an authenticated admin calling a route their role does not

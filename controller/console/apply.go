@@ -1,4 +1,4 @@
-package controller
+package console
 
 import (
 	"net/http"
@@ -11,7 +11,7 @@ type applyPage struct {
 	Plan string
 }
 
-func (c *Controller) pageApply(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageApply(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Apply network.yaml", "apply")
 	// Only writers may apply; the API would refuse the others.
 	d.Denied = !cs.p.can(capWrite)
@@ -22,7 +22,7 @@ func (c *Controller) pageApply(w http.ResponseWriter, r *http.Request, cs *conso
 // postApply plans (the Preview button, a dry run) or applies a pasted
 // network.yaml through POST /api/v1/apply: the same parser, validation and
 // plan as `postern-controller apply`.
-func (c *Controller) postApply(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) postApply(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Apply network.yaml", "apply")
 	text := r.PostFormValue("yaml")
 	path := "/api/v1/apply"
@@ -30,8 +30,8 @@ func (c *Controller) postApply(w http.ResponseWriter, r *http.Request, cs *conso
 	if dry {
 		path += "?dry_run=true"
 	}
-	var plan Plan
-	res, err := c.api(r.Context(), cs.p, "POST", path, []byte(text), &plan)
+	var plan struct{ Revision int64 }
+	res, err := c.api(r.Context(), "POST", path, []byte(text), &plan)
 	ap := applyPage{YAML: text}
 	status := http.StatusOK
 	switch {
@@ -40,7 +40,10 @@ func (c *Controller) postApply(w http.ResponseWriter, r *http.Request, cs *conso
 	case res.Err() != "":
 		d.Error, status = res.Err(), formStatus(res)
 	default:
-		ap.Plan = plan.String()
+		if ap.Plan, err = c.core.PlanText(res.Body); err != nil {
+			d.Error, status = err.Error(), http.StatusInternalServerError
+			break
+		}
 		if !dry {
 			d.Flash = "Applied at revision " + strconv.FormatInt(plan.Revision, 10) + "."
 		}

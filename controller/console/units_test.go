@@ -1,14 +1,12 @@
-package controller
+package console
 
 import (
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 )
 
 // TestFlowStatsChart: events fall into per-minute buckets of the last hour
@@ -48,7 +46,7 @@ func TestFlowStatsChart(t *testing.T) {
 }
 
 func TestEventFilter(t *testing.T) {
-	row := eventRow{EventView: EventView{FlowEvent: controlapi.FlowEvent{Principal: "usr_1", ResourceID: "res_1", Destination: "db.corp.internal", Result: "posture"}},
+	row := eventRow{EventView: api.EventView{FlowEvent: controlapi.FlowEvent{Principal: "usr_1", ResourceID: "res_1", Destination: "db.corp.internal", Result: "posture"}},
 		User: "alice@example.com", ResourceName: "prod-db", Decision: "refused"}
 	for _, c := range []struct {
 		f    eventFilter
@@ -70,43 +68,5 @@ func TestEventFilter(t *testing.T) {
 	}
 	if q := (eventFilter{User: "a b", Decision: "refused"}).query(); q != "&decision=refused&user=a+b" {
 		t.Errorf("query %q", q)
-	}
-}
-
-// TestEventsTailCursor: the tail answers the events after its cursor once
-// (with the next cursor), 204 when nothing came, 400 for a bad cursor.
-func TestEventsTailCursor(t *testing.T) {
-	e := newTestController(t, t.TempDir(), nil)
-	e.apply(testYAML)
-	con := e.enroll(KindConnector, "corp-a")
-	cs := &consoleSession{p: &adminPrincipal{Name: "aud", Role: RoleAuditor, caps: roleCaps[RoleAuditor]}}
-	tail := func(q string) (int, string) {
-		rec := httptest.NewRecorder()
-		r := httptest.NewRequest("GET", "/console/events/tail?"+q, nil)
-		e.c.pageEventsTail(rec, r.WithContext(withAdmin(r.Context(), cs.p)), cs)
-		b, _ := io.ReadAll(rec.Result().Body)
-		return rec.Code, string(b)
-	}
-	if st, _ := tail("after=x"); st != http.StatusBadRequest {
-		t.Fatalf("bad cursor: %d", st)
-	}
-	e.flowEvent(con, "usr_x", "dev_x", "res_x", "one.corp.internal", "denied")
-	e.flowEvent(con, "usr_x", "dev_x", "res_x", "two.corp.internal", "ok")
-	st, body := tail("after=0&decision=refused")
-	if st != 200 || !strings.Contains(body, "one.corp.internal") || strings.Contains(body, "two.corp.internal") || !strings.Contains(body, "denied") {
-		t.Fatalf("first poll: %d %s", st, body)
-	}
-	i := strings.Index(body, `hx-get="`)
-	next := strings.ReplaceAll(body[i+len(`hx-get="`):strings.Index(body[i+len(`hx-get="`):], `"`)+i+len(`hx-get="`)], "&amp;", "&")
-	q := strings.TrimPrefix(next, "/console/events/tail?")
-	if !strings.Contains(q, "decision=refused") || q == "after=0&decision=refused" {
-		t.Fatalf("next poll %q", next)
-	}
-	if st, body := tail(q); st != http.StatusNoContent {
-		t.Fatalf("poll with nothing new: %d %s", st, body)
-	}
-	e.flowEvent(con, "usr_x", "dev_x", "res_x", "three.corp.internal", "unreachable")
-	if st, body := tail(q); st != 200 || !strings.Contains(body, "three.corp.internal") || strings.Contains(body, "one.corp.internal") {
-		t.Fatalf("third poll: %d %s", st, body)
 	}
 }

@@ -1,4 +1,14 @@
-package controller
+// Package console is the web console of the controller (docs/console.md):
+// server-rendered admin pages (html/template) enhanced by htmx, vendored
+// under static (no CDN), behind a strict Content-Security-Policy without
+// inline script or style. Every page reads and every form writes through
+// the admin API in-process, with the signed-in admin's identity: the API's
+// role checks, validation and messages are the console's, and the console
+// only hides what the API would refuse. What it needs beyond the API (its
+// sign-in sessions and single sign-on, the model's posture and apply
+// records, the checks of its forms) it asks of the controller through Core;
+// it imports nothing of controller.
+package console
 
 import (
 	"bytes"
@@ -10,6 +20,7 @@ import (
 	"html/template"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -19,15 +30,53 @@ import (
 	"postern.dev/postern/controller/api"
 )
 
-// The web console (docs/console.md): server-rendered pages (html/template)
-// enhanced by htmx, vendored under console/static (no CDN), behind a strict
-// Content-Security-Policy without inline script or style. Every page reads
-// and every form writes through the admin API in-process, with the signed-in
-// admin's identity: the API's role checks, validation and messages are the
-// console's, and the console only hides what the API would refuse.
+// consoleFiles is the pages' templates and the static files.
 //
-//go:embed console/static console/templates
+//go:embed static templates
 var consoleFiles embed.FS
+
+// Config is what a console needs.
+type Config struct {
+	// Core is the controller.
+	Core Core
+	// AdminAPI serves the admin API (the controller's mux): every page
+	// reads and every form writes through it, in-process.
+	AdminAPI http.Handler
+	// PublicURL is the controller's URL, without a trailing slash: the
+	// single sign-on callback is PublicURL + OIDCCallbackPath.
+	PublicURL string
+	// Roles are the admin roles, most powerful first (the Admins page).
+	Roles []string
+	// SessionTTL is a console session's longest life (its cookie's).
+	SessionTTL time.Duration
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+	Log *slog.Logger
+}
+
+// Server serves the console's pages.
+type Server struct {
+	core      Core
+	adminAPI  http.Handler
+	publicURL string
+	roles     []string
+	ttl       time.Duration
+	now       func() time.Time
+	log       *slog.Logger
+}
+
+// New returns the console of cfg.Core.
+func New(cfg Config) *Server {
+	s := &Server{core: cfg.Core, adminAPI: cfg.AdminAPI, publicURL: cfg.PublicURL, roles: cfg.Roles,
+		ttl: cfg.SessionTTL, now: cfg.Now, log: cfg.Log}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s
+}
 
 // consoleCSP: everything from this origin only, no inline code, no eval, no
 // plugins, no framing; forms post back here only.
@@ -38,7 +87,7 @@ var consoleTemplates = parseConsoleTemplates()
 
 func parseConsoleTemplates() map[string]*template.Template {
 	funcs := template.FuncMap{
-		"can": func(p *adminPrincipal, what string) bool {
+		"can": func(p *Admin, what string) bool {
 			switch what {
 			case "write":
 				return p.can(capWrite)
@@ -62,17 +111,17 @@ func parseConsoleTemplates() map[string]*template.Template {
 		"bytes": humanBytes,
 		"pct":   func(f float64) string { return strconv.FormatFloat(f*100, 'f', 0, 64) + "%" },
 	}
-	pages, err := fs.Glob(consoleFiles, "console/templates/page_*.html")
+	pages, err := fs.Glob(consoleFiles, "templates/page_*.html")
 	if err != nil {
 		panic(err)
 	}
 	out := map[string]*template.Template{}
 	for _, p := range pages {
-		name := strings.TrimSuffix(strings.TrimPrefix(p, "console/templates/page_"), ".html")
-		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "console/templates/layout.html", p, "console/templates/frag_*.html"))
+		name := strings.TrimSuffix(strings.TrimPrefix(p, "templates/page_"), ".html")
+		out[name] = template.Must(template.New("layout.html").Funcs(funcs).ParseFS(consoleFiles, "templates/layout.html", p, "templates/frag_*.html"))
 	}
 	// Fragments alone, for htmx answers that are not a whole page.
-	out[fragments] = template.Must(template.New(fragments).Funcs(funcs).ParseFS(consoleFiles, "console/templates/frag_*.html"))
+	out[fragments] = template.Must(template.New(fragments).Funcs(funcs).ParseFS(consoleFiles, "templates/frag_*.html"))
 	return out
 }
 
@@ -80,7 +129,7 @@ func parseConsoleTemplates() map[string]*template.Template {
 type pageData struct {
 	Title  string
 	Nav    string
-	Me     *adminPrincipal
+	Me     *Admin
 	CSRF   string
 	Flash  string
 	Error  string
@@ -97,7 +146,7 @@ func consoleHeaders(w http.ResponseWriter) {
 	h.Set("Cache-Control", "no-store")
 }
 
-func (c *Controller) render(w http.ResponseWriter, status int, page string, d pageData) {
+func (c *Server) render(w http.ResponseWriter, status int, page string, d pageData) {
 	t, ok := consoleTemplates[page]
 	if !ok {
 		api.WriteError(w, http.StatusInternalServerError, "console page %q missing", page)
@@ -109,7 +158,7 @@ func (c *Controller) render(w http.ResponseWriter, status int, page string, d pa
 
 // renderForm renders a page with a form: msg (when set) is the form's
 // error, the "done" query parameter the flash of the action just done.
-func (c *Controller) renderForm(w http.ResponseWriter, r *http.Request, status int, page string, d pageData, msg string, data any) {
+func (c *Server) renderForm(w http.ResponseWriter, r *http.Request, status int, page string, d pageData, msg string, data any) {
 	if msg != "" {
 		d.Error = msg
 	}
@@ -123,14 +172,14 @@ const fragments = "fragments"
 
 // renderFragment answers an htmx request with one fragment (a template
 // defined in frag_*.html).
-func (c *Controller) renderFragment(w http.ResponseWriter, status int, name string, data any) {
+func (c *Server) renderFragment(w http.ResponseWriter, status int, name string, data any) {
 	var b bytes.Buffer
 	c.writeHTML(w, status, "fragment", name, consoleTemplates[fragments].ExecuteTemplate(&b, name, data), &b)
 }
 
 // writeHTML answers with the rendered console page or fragment b, or with
 // a 500 when rendering it failed (err).
-func (c *Controller) writeHTML(w http.ResponseWriter, status int, what, name string, err error, b *bytes.Buffer) {
+func (c *Server) writeHTML(w http.ResponseWriter, status int, what, name string, err error, b *bytes.Buffer) {
 	if err != nil {
 		c.log.Error("render console "+what, what, name, "err", err)
 		http.Error(w, "internal error rendering the page", http.StatusInternalServerError)
@@ -144,7 +193,7 @@ func (c *Controller) writeHTML(w http.ResponseWriter, status int, what, name str
 
 // consoleStatic serves the vendored htmx, the style sheet and the script.
 func consoleStatic() http.Handler {
-	sub, err := fs.Sub(consoleFiles, "console/static")
+	sub, err := fs.Sub(consoleFiles, "static")
 	if err != nil {
 		panic(err) // the embedded directory is part of the build
 	}
@@ -188,9 +237,10 @@ func (r *recorder) WriteHeader(code int) {
 	}
 }
 
-// api calls the admin API in-process as the console's admin; out, when not
-// nil, receives the decoded body of a successful answer.
-func (c *Controller) api(ctx context.Context, p *adminPrincipal, method, path string, body any, out any) (apiResult, error) {
+// api calls the admin API in-process as the console's admin (whom ctx,
+// the context of a consoleHandler request, carries); out, when not nil,
+// receives the decoded body of a successful answer.
+func (c *Server) api(ctx context.Context, method, path string, body any, out any) (apiResult, error) {
 	var rd io.Reader = http.NoBody
 	if raw, ok := body.([]byte); ok {
 		rd = bytes.NewReader(raw)
@@ -201,14 +251,14 @@ func (c *Controller) api(ctx context.Context, p *adminPrincipal, method, path st
 		}
 		rd = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(withAdmin(ctx, p), method, path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, path, rd)
 	if err != nil {
 		return apiResult{}, fmt.Errorf("console call %s %s: %w", method, path, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Body = http.MaxBytesReader(nil, req.Body, api.MaxBody)
 	rec := &recorder{h: http.Header{}}
-	c.mux.ServeHTTP(rec, req)
+	c.adminAPI.ServeHTTP(rec, req)
 	if rec.code == 0 {
 		rec.code = http.StatusOK
 	}
@@ -223,11 +273,11 @@ func (c *Controller) api(ctx context.Context, p *adminPrincipal, method, path st
 
 // consoleHandler wraps a page: it needs a live session (else the sign-in
 // page), and for POST the same origin and the session's CSRF token.
-func (c *Controller) consoleHandler(h func(w http.ResponseWriter, r *http.Request, cs *consoleSession)) http.HandlerFunc {
+func (c *Server) consoleHandler(h func(w http.ResponseWriter, r *http.Request, cs *consoleSession)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		cs, err := c.sessionFromRequest(r)
+		ctx, cs, err := c.sessionFromRequest(r)
 		if err != nil {
-			if !errors.Is(err, errAdminAuth) {
+			if !errors.Is(err, api.ErrAdminAuth) {
 				c.log.Error("console session", "err", err)
 				http.Error(w, "internal error", http.StatusInternalServerError)
 				return
@@ -247,17 +297,18 @@ func (c *Controller) consoleHandler(h func(w http.ResponseWriter, r *http.Reques
 				return
 			}
 		}
-		h(w, r.WithContext(withAdmin(r.Context(), cs.p)), cs)
+		h(w, r.WithContext(ctx), cs)
 	}
 }
 
-func (c *Controller) consoleRoutes(mux *http.ServeMux) {
+// Routes registers the console's pages, under /console/, on mux.
+func (c *Server) Routes(mux *http.ServeMux) {
 	mux.Handle("GET /console/static/", consoleStatic())
 	mux.HandleFunc("GET /console/login", c.handleConsoleLoginPage)
 	mux.HandleFunc("POST /console/login", c.handleConsoleLogin)
 	mux.HandleFunc("POST /console/logout", c.consoleHandler(c.handleConsoleLogout))
 	mux.HandleFunc("GET /console/login/oidc", c.handleConsoleOIDCStart)
-	mux.HandleFunc("GET "+consoleOIDCCallback, c.handleConsoleOIDCCallback)
+	mux.HandleFunc("GET "+OIDCCallbackPath, c.handleConsoleOIDCCallback)
 	mux.HandleFunc("GET /console/{$}", c.consoleHandler(c.pageOverview))
 	mux.HandleFunc("GET /console/resources", c.consoleHandler(c.pageResources))
 	mux.HandleFunc("GET /console/resources/new", c.consoleHandler(c.pageResourceForm))
@@ -297,8 +348,8 @@ func (c *Controller) consoleRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /console/admins/{id}/role", c.consoleHandler(c.postAdminRole))
 	mux.HandleFunc("POST /console/admins/{id}/delete", c.consoleHandler(c.postAdminDelete))
 	mux.HandleFunc("POST /console/admin-tokens", c.consoleHandler(c.postAdminToken))
-	mux.HandleFunc("POST /console/admin-tokens/{id}/revoke", c.consoleHandler(c.postAdminRevoke(PathAdminTokens)))
-	mux.HandleFunc("POST /console/admin-sessions/{id}/revoke", c.consoleHandler(c.postAdminRevoke(PathAdminSessions)))
+	mux.HandleFunc("POST /console/admin-tokens/{id}/revoke", c.consoleHandler(c.postAdminRevoke(api.PathAdminTokens)))
+	mux.HandleFunc("POST /console/admin-sessions/{id}/revoke", c.consoleHandler(c.postAdminRevoke(api.PathAdminSessions)))
 	mux.HandleFunc("GET /console/apply", c.consoleHandler(c.pageApply))
 	mux.HandleFunc("POST /console/apply", c.consoleHandler(c.postApply))
 	mux.HandleFunc("GET /console/events", c.consoleHandler(c.pageEvents))

@@ -1,4 +1,4 @@
-package controller
+package console
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 )
 
 // The events page: the newest flow events, filtered by user, resource and
@@ -43,7 +44,7 @@ func (f eventFilter) query() string {
 
 // eventRow is one flow event as the page shows it, with names for ids.
 type eventRow struct {
-	EventView
+	api.EventView
 	User, ResourceName, Decision string
 }
 
@@ -67,29 +68,29 @@ func (f eventFilter) match(r eventRow) bool {
 // API with the admin's identity.
 type eventNames struct{ principals, resources map[string]string }
 
-func (c *Controller) eventNames(ctx context.Context, cs *consoleSession) eventNames {
+func (c *Server) eventNames(ctx context.Context, cs *consoleSession) eventNames {
 	n := eventNames{principals: map[string]string{}, resources: map[string]string{}}
 	var users struct{ Items []UserView }
-	c.api(ctx, cs.p, "GET", "/api/v1/users?limit=1000", nil, &users)
+	c.api(ctx, "GET", "/api/v1/users?limit=1000", nil, &users)
 	for _, u := range users.Items {
 		n.principals[u.ID] = u.Email
 	}
 	var sas struct{ Items []ServiceAccountView }
-	c.api(ctx, cs.p, "GET", "/api/v1/service-accounts?limit=1000", nil, &sas)
+	c.api(ctx, "GET", "/api/v1/service-accounts?limit=1000", nil, &sas)
 	for _, a := range sas.Items {
 		n.principals[a.ID] = a.Name
 	}
 	var res struct {
 		Items []struct{ ID, Name string }
 	}
-	c.api(ctx, cs.p, "GET", "/api/v1/resources?limit=1000", nil, &res)
+	c.api(ctx, "GET", "/api/v1/resources?limit=1000", nil, &res)
 	for _, r := range res.Items {
 		n.resources[r.ID] = r.Name
 	}
 	return n
 }
 
-func (n eventNames) row(e EventView) eventRow {
+func (n eventNames) row(e api.EventView) eventRow {
 	r := eventRow{EventView: e, User: n.principals[e.Principal], ResourceName: n.resources[e.ResourceID], Decision: "allowed"}
 	if r.User == "" {
 		r.User = e.Principal
@@ -106,14 +107,14 @@ func (n eventNames) row(e EventView) eventRow {
 // scanEvents calls fn with every stored event after the cursor, oldest
 // first (at most pages pages of 1000), and returns the id of the last one
 // (after itself when there is none) and the API's status on failure.
-func (c *Controller) scanEvents(ctx context.Context, cs *consoleSession, after int64, pages int, fn func(EventView)) (int64, apiResult, error) {
+func (c *Server) scanEvents(ctx context.Context, cs *consoleSession, after int64, pages int, fn func(api.EventView)) (int64, apiResult, error) {
 	last := after
 	for range pages {
 		var page struct {
-			Items      []EventView
+			Items      []api.EventView
 			NextCursor string `json:"next_cursor"`
 		}
-		res, err := c.api(ctx, cs.p, "GET", "/api/v1/events?limit=1000&cursor="+strconv.FormatInt(last, 10), nil, &page)
+		res, err := c.api(ctx, "GET", "/api/v1/events?limit=1000&cursor="+strconv.FormatInt(last, 10), nil, &page)
 		if err != nil || res.Err() != "" {
 			return last, res, err
 		}
@@ -148,12 +149,12 @@ func tailURL(cursor int64, f eventFilter) string {
 	return "/console/events/tail?after=" + strconv.FormatInt(cursor, 10) + f.query()
 }
 
-func (c *Controller) pageEvents(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageEvents(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Network events", "events")
 	f := eventFilterFrom(r.URL.Query())
 	names := c.eventNames(r.Context(), cs)
 	var rows []eventRow
-	last, res, err := c.scanEvents(r.Context(), cs, 0, 200, func(e EventView) {
+	last, res, err := c.scanEvents(r.Context(), cs, 0, 200, func(e api.EventView) {
 		if row := names.row(e); f.match(row) {
 			rows = append(rows, row)
 			if len(rows) > 1000 {
@@ -173,7 +174,7 @@ func (c *Controller) pageEvents(w http.ResponseWriter, r *http.Request, cs *cons
 // pageEventsTail answers the live tail's poll: 204 (nothing to swap, the
 // poll goes on with the same cursor) when no event came, else the new poll
 // element and the matching events.
-func (c *Controller) pageEventsTail(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageEventsTail(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	q := r.URL.Query()
 	after, err := strconv.ParseInt(q.Get("after"), 10, 64)
 	if err != nil || after < 0 {
@@ -184,7 +185,7 @@ func (c *Controller) pageEventsTail(w http.ResponseWriter, r *http.Request, cs *
 	f := eventFilterFrom(q)
 	names := c.eventNames(r.Context(), cs)
 	var rows []eventRow
-	last, res, err := c.scanEvents(r.Context(), cs, after, 20, func(e EventView) {
+	last, res, err := c.scanEvents(r.Context(), cs, after, 20, func(e api.EventView) {
 		if row := names.row(e); f.match(row) {
 			rows = append(rows, row)
 		}

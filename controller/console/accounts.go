@@ -1,4 +1,4 @@
-package controller
+package console
 
 import (
 	"encoding/json"
@@ -36,7 +36,7 @@ type accountsPage struct {
 	KeyFile  string // the key as the JSON file postern-client reads
 }
 
-func (c *Controller) pageAccounts(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageAccounts(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	f := accountForm{Selected: map[string]bool{}}
 	if edit := r.URL.Query().Get("edit"); edit != "" {
 		f.Original, f.Name = edit, edit
@@ -44,14 +44,14 @@ func (c *Controller) pageAccounts(w http.ResponseWriter, r *http.Request, cs *co
 	c.renderAccounts(w, r, cs, http.StatusOK, accountsPage{Form: f}, "")
 }
 
-func (c *Controller) renderAccounts(w http.ResponseWriter, r *http.Request, cs *consoleSession, status int, page accountsPage, msg string) {
+func (c *Server) renderAccounts(w http.ResponseWriter, r *http.Request, cs *consoleSession, status int, page accountsPage, msg string) {
 	d := c.page(cs, "Service accounts", "service-accounts")
 	f := &page.Form
 	var sas struct{ Items []ServiceAccountView }
 	if spec, ok := c.consoleSpec(r, cs, &d); ok && c.listPage(r, cs, &d, "/api/v1/service-accounts?limit=1000", &sas) {
 		_, managed := c.fileManaged(r.Context())
 		for _, a := range sas.Items {
-			page.Accounts = append(page.Accounts, accountRow{a, managed[KindServiceAccount+"/"+a.Name]})
+			page.Accounts = append(page.Accounts, accountRow{a, managed[kindServiceAccount+"/"+a.Name]})
 			if f.Original == a.Name && f.Diff == nil && msg == "" {
 				for _, g := range a.Groups {
 					f.Selected[g] = true
@@ -62,11 +62,11 @@ func (c *Controller) renderAccounts(w http.ResponseWriter, r *http.Request, cs *
 			f.Groups = append(f.Groups, g.Name)
 		}
 	}
-	c.managedBy(r, KindServiceAccount, f.Original, &f.FormState)
+	c.managedBy(r, kindServiceAccount, f.Original, &f.FormState)
 	c.renderForm(w, r, status, "accounts", d, msg, page)
 }
 
-func (c *Controller) postAccount(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) postAccount(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	if !c.mayWrite(w, cs, "service-accounts") {
 		return
 	}
@@ -92,7 +92,7 @@ func (c *Controller) postAccount(w http.ResponseWriter, r *http.Request, cs *con
 	}
 	sa := ServiceAccountSpec{Name: f.Name, Groups: slices.Sorted(maps.Keys(f.Selected))}
 	f.Diff = fieldDiff([]string{"name", "groups"}, before, map[string]string{"name": sa.Name, "groups": listText(sa.Groups)})
-	msg := c.previewSpec(r, cs, KindServiceAccount, sa.Name, f.Original, func(s *Spec) error {
+	msg := c.previewSpec(r, cs, kindServiceAccount, sa.Name, f.Original, func(s *Spec) error {
 		s.ServiceAccounts = upsertBy(s.ServiceAccounts, f.Original, sa, func(a ServiceAccountSpec) string { return a.Name })
 		return nil
 	})
@@ -105,7 +105,7 @@ func (c *Controller) postAccount(w http.ResponseWriter, r *http.Request, cs *con
 	if f.Original != "" {
 		method, path = "PUT", "/api/v1/service-accounts/"+url.PathEscape(f.Original)
 	}
-	res, err := c.api(r.Context(), cs.p, method, path, sa, nil)
+	res, err := c.api(r.Context(), method, path, sa, nil)
 	if msg := apiMsg(res, err); msg != "" {
 		c.renderAccounts(w, r, cs, formStatus(res), accountsPage{Form: f}, msg)
 		return
@@ -114,7 +114,7 @@ func (c *Controller) postAccount(w http.ResponseWriter, r *http.Request, cs *con
 }
 
 // postAccountKey creates a key for a service account; the page shows it once.
-func (c *Controller) postAccountKey(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) postAccountKey(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	if !c.mayWrite(w, cs, "service-accounts") {
 		return
 	}
@@ -130,7 +130,7 @@ func (c *Controller) postAccountKey(w http.ResponseWriter, r *http.Request, cs *
 		body = map[string]int{"ttl_seconds": days * 86400}
 	}
 	var k controlapi.ServiceKey
-	res, err := c.api(r.Context(), cs.p, "POST", "/api/v1/service-accounts/"+url.PathEscape(name)+"/keys", body, &k)
+	res, err := c.api(r.Context(), "POST", "/api/v1/service-accounts/"+url.PathEscape(name)+"/keys", body, &k)
 	if msg := apiMsg(res, err); msg != "" {
 		c.renderAccounts(w, r, cs, formStatus(res), empty, msg)
 		return
@@ -140,12 +140,12 @@ func (c *Controller) postAccountKey(w http.ResponseWriter, r *http.Request, cs *
 	c.renderAccounts(w, r, cs, http.StatusCreated, empty, "")
 }
 
-func (c *Controller) postAccountKeyRevoke(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) postAccountKeyRevoke(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	if !c.mayWrite(w, cs, "service-accounts") {
 		return
 	}
 	name, key := r.PathValue("name"), r.PathValue("key")
-	res, err := c.api(r.Context(), cs.p, "DELETE", "/api/v1/service-accounts/"+url.PathEscape(name)+"/keys/"+url.PathEscape(key), nil, nil)
+	res, err := c.api(r.Context(), "DELETE", "/api/v1/service-accounts/"+url.PathEscape(name)+"/keys/"+url.PathEscape(key), nil, nil)
 	if msg := apiMsg(res, err); msg != "" {
 		c.renderAccounts(w, r, cs, statusOf(res), accountsPage{Form: accountForm{Selected: map[string]bool{}}}, msg)
 		return
@@ -223,28 +223,28 @@ func postureText(p PostureProfileSpec) map[string]string {
 
 var postureFields = []string{"name", "os_min", "disk_encryption", "firewall", "client_min"}
 
-func (c *Controller) pagePosture(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pagePosture(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	c.renderPosture(w, r, cs, http.StatusOK, postureForm{FormState: FormState{Original: r.URL.Query().Get("edit")}}, "")
 }
 
-func (c *Controller) renderPosture(w http.ResponseWriter, r *http.Request, cs *consoleSession, status int, f postureForm, msg string) {
+func (c *Server) renderPosture(w http.ResponseWriter, r *http.Request, cs *consoleSession, status int, f postureForm, msg string) {
 	d := c.page(cs, "Posture profiles", "posture-profiles")
 	var page posturePage
 	if spec, ok := c.consoleSpec(r, cs, &d); ok {
 		_, managed := c.fileManaged(r.Context())
 		for _, p := range spec.PostureProfiles {
-			page.Profiles = append(page.Profiles, postureRow{p, osMinText(p.OSMin, ", "), managed[KindPostureProfile+"/"+p.Name]})
+			page.Profiles = append(page.Profiles, postureRow{p, osMinText(p.OSMin, ", "), managed[kindPostureProfile+"/"+p.Name]})
 			if p.Name == f.Original && f.P.Name == "" {
 				f.P, f.OSMin = p, osMinText(p.OSMin, "\n")
 			}
 		}
 	}
-	c.managedBy(r, KindPostureProfile, f.Original, &f.FormState)
+	c.managedBy(r, kindPostureProfile, f.Original, &f.FormState)
 	page.Form = f
 	c.renderForm(w, r, status, "posture", d, msg, page)
 }
 
-func (c *Controller) postPosture(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) postPosture(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	if !c.mayWrite(w, cs, "posture-profiles") {
 		return
 	}
@@ -272,7 +272,7 @@ func (c *Controller) postPosture(w http.ResponseWriter, r *http.Request, cs *con
 		before = postureText(spec.PostureProfiles[i])
 	}
 	f.Diff = fieldDiff(postureFields, before, postureText(f.P))
-	msg := c.previewSpec(r, cs, KindPostureProfile, f.P.Name, f.Original, func(s *Spec) error {
+	msg := c.previewSpec(r, cs, kindPostureProfile, f.P.Name, f.Original, func(s *Spec) error {
 		s.PostureProfiles = upsertBy(s.PostureProfiles, f.Original, f.P, func(p PostureProfileSpec) string { return p.Name })
 		return nil
 	})
@@ -285,7 +285,7 @@ func (c *Controller) postPosture(w http.ResponseWriter, r *http.Request, cs *con
 	if f.Original != "" {
 		method, path = "PUT", "/api/v1/posture-profiles/"+url.PathEscape(f.Original)
 	}
-	res, err := c.api(r.Context(), cs.p, method, path, f.P, nil)
+	res, err := c.api(r.Context(), method, path, f.P, nil)
 	if msg := apiMsg(res, err); msg != "" {
 		c.renderPosture(w, r, cs, formStatus(res), f, msg)
 		return

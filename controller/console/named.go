@@ -1,4 +1,4 @@
-package controller
+package console
 
 import (
 	"net/http"
@@ -22,12 +22,12 @@ type namedItem struct {
 }
 
 var namedKinds = []namedKind{
-	{Path: "groups", Kind: KindGroup, Singular: "group", Title: "Groups", Members: "Users", MembersHelp: "e-mail addresses, one a line",
+	{Path: "groups", Kind: kindGroup, Singular: "group", Title: "Groups", Members: "Users", MembersHelp: "e-mail addresses, one a line",
 		members: func(s *Spec) []namedItem {
 			return namedItems(s.Groups, func(g GroupSpec) namedItem { return namedItem{g.Name, g.Users} })
 		},
 		body: func(name string, m []string) any { return GroupSpec{Name: name, Users: m} }},
-	{Path: "networks", Kind: KindNetwork, Singular: "remote network", Title: "Remote networks", Members: "Connectors", MembersHelp: "connector names, one a line",
+	{Path: "networks", Kind: kindNetwork, Singular: "remote network", Title: "Remote networks", Members: "Connectors", MembersHelp: "connector names, one a line",
 		members: func(s *Spec) []namedItem {
 			return namedItems(s.RemoteNetworks, func(n NetworkSpec) namedItem { return namedItem{n.Name, n.Connectors} })
 		},
@@ -54,13 +54,13 @@ type namedPage struct {
 	Members  string
 }
 
-func (c *Controller) pageNamed(k namedKind) func(http.ResponseWriter, *http.Request, *consoleSession) {
+func (c *Server) pageNamed(k namedKind) func(http.ResponseWriter, *http.Request, *consoleSession) {
 	return func(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 		c.renderNamed(w, r, cs, k, http.StatusOK, namedPage{}, "")
 	}
 }
 
-func (c *Controller) renderNamed(w http.ResponseWriter, r *http.Request, cs *consoleSession, k namedKind, status int, np namedPage, msg string) {
+func (c *Server) renderNamed(w http.ResponseWriter, r *http.Request, cs *consoleSession, k namedKind, status int, np namedPage, msg string) {
 	d := c.page(cs, k.Title, k.Path)
 	np.K = k
 	if spec, ok := c.consoleSpec(r, cs, &d); ok {
@@ -79,7 +79,7 @@ func (c *Controller) renderNamed(w http.ResponseWriter, r *http.Request, cs *con
 	c.renderForm(w, r, status, "named", d, msg, np)
 }
 
-func (c *Controller) postNamed(k namedKind) func(http.ResponseWriter, *http.Request, *consoleSession) {
+func (c *Server) postNamed(k namedKind) func(http.ResponseWriter, *http.Request, *consoleSession) {
 	return func(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 		name := strings.TrimSpace(r.PostFormValue("name"))
 		original := strings.TrimSpace(r.PostFormValue("original"))
@@ -87,7 +87,7 @@ func (c *Controller) postNamed(k namedKind) func(http.ResponseWriter, *http.Requ
 		if original != "" {
 			method, path = "PUT", "/api/v1/"+k.Path+"/"+url.PathEscape(original)
 		}
-		res, err := c.api(r.Context(), cs.p, method, path, k.body(name, splitList(r.PostFormValue("members"))), nil)
+		res, err := c.api(r.Context(), method, path, k.body(name, splitList(r.PostFormValue("members"))), nil)
 		if err == nil && res.Err() == "" {
 			http.Redirect(w, r, "/console/"+k.Path+"?done="+url.QueryEscape("Saved "+k.Singular+" "+name+"."), http.StatusSeeOther)
 			return
@@ -100,7 +100,7 @@ func (c *Controller) postNamed(k namedKind) func(http.ResponseWriter, *http.Requ
 	}
 }
 
-func (c *Controller) deleteNamedKind(k namedKind) func(http.ResponseWriter, *http.Request, *consoleSession) {
+func (c *Server) deleteNamedKind(k namedKind) func(http.ResponseWriter, *http.Request, *consoleSession) {
 	return func(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 		c.deleteNamed(w, r, cs, k.Path, k.Singular)
 	}

@@ -1,4 +1,4 @@
-package controller
+package console
 
 import (
 	"context"
@@ -8,79 +8,13 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"postern.dev/postern/controller/store"
 )
 
-// KindAppliedFile records what the last `apply` declared, so that the
-// console can say which objects a file manages (the next apply of that
-// file overwrites console edits to them).
-const KindAppliedFile = "applied_file"
-
-// AppliedFile is the record of the last apply.
-type AppliedFile struct {
-	At      time.Time `json:"at"`
-	Actor   string    `json:"actor"`
-	Objects []string  `json:"objects"` // "kind/name"
-}
-
-// noteAppliedFile records the objects a successfully applied file declares.
-// A failure is logged: the apply itself succeeded.
-func (c *Controller) noteAppliedFile(ctx context.Context, data []byte) {
-	spec, _, err := ParseSpec(data)
-	if err != nil {
-		return
-	}
-	var objs []string
-	add := func(kind, name string) { objs = append(objs, kind+"/"+name) }
-	for _, n := range spec.RemoteNetworks {
-		add(KindNetwork, n.Name)
-	}
-	for _, g := range spec.Groups {
-		add(KindGroup, g.Name)
-	}
-	for _, r := range spec.Resources {
-		add(KindResource, r.Name)
-	}
-	for _, u := range spec.Users {
-		add(KindUser, strings.ToLower(u.Email))
-	}
-	for _, a := range spec.ServiceAccounts {
-		add(KindServiceAccount, a.Name)
-	}
-	for _, p := range spec.PostureProfiles {
-		add(KindPostureProfile, p.Name)
-	}
-	rec := AppliedFile{At: c.now().UTC(), Actor: adminName(ctx), Objects: objs}
-	_, _, err = c.commit(ctx, func(tx store.Tx) error {
-		o, err := toObject(KindAppliedFile, KindAppliedFile, "last", &rec)
-		if err != nil {
-			return err
-		}
-		return tx.Put(o)
-	})
-	if err != nil {
-		c.log.Warn("record applied file", "err", err)
-	}
-}
-
-// fileManaged returns the last apply's record and its set of objects.
-func (c *Controller) fileManaged(ctx context.Context) (*AppliedFile, map[string]bool) {
-	var rec *AppliedFile
-	c.store.View(ctx, func(tx store.Tx) error {
-		o, err := tx.Get(KindAppliedFile, KindAppliedFile)
-		if err == nil {
-			rec, err = decodeObj[AppliedFile](o)
-		}
-		return err
-	})
-	set := map[string]bool{}
-	if rec != nil {
-		for _, o := range rec.Objects {
-			set[o] = true
-		}
-	}
-	return rec, set
+// fileManaged returns the last apply's record and its set of objects
+// ("kind/name").
+func (c *Server) fileManaged(ctx context.Context) (*AppliedFile, map[string]bool) {
+	rec := c.core.AppliedFile(ctx)
+	return rec, rec.managed()
 }
 
 // splitList reads a form list: comma- or line-separated, blanks dropped.
@@ -112,7 +46,7 @@ type resourceRow struct {
 }
 
 // consoleSpec reads the declarative configuration through the API.
-func (c *Controller) consoleSpec(r *http.Request, cs *consoleSession, d *pageData) (*Spec, bool) {
+func (c *Server) consoleSpec(r *http.Request, cs *consoleSession, d *pageData) (*Spec, bool) {
 	var spec Spec
 	if !c.listPage(r, cs, d, "/api/v1/spec", &spec) {
 		return nil, false
@@ -120,13 +54,13 @@ func (c *Controller) consoleSpec(r *http.Request, cs *consoleSession, d *pageDat
 	return &spec, true
 }
 
-func (c *Controller) pageResources(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageResources(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Resources", "resources")
 	var rows []resourceRow
 	if spec, ok := c.consoleSpec(r, cs, &d); ok {
 		_, managed := c.fileManaged(r.Context())
 		for _, res := range spec.Resources {
-			rows = append(rows, resourceRow{res, managed[KindResource+"/"+res.Name]})
+			rows = append(rows, resourceRow{res, managed[kindResource+"/"+res.Name]})
 		}
 	}
 	d.Flash = r.URL.Query().Get("done")
@@ -135,7 +69,7 @@ func (c *Controller) pageResources(w http.ResponseWriter, r *http.Request, cs *c
 }
 
 // fillResourceForm adds the choices and the file-managed note.
-func (c *Controller) fillResourceForm(ctx context.Context, spec *Spec, f *resourceForm) {
+func (c *Server) fillResourceForm(ctx context.Context, spec *Spec, f *resourceForm) {
 	for _, n := range spec.RemoteNetworks {
 		f.Networks = append(f.Networks, n.Name)
 	}
@@ -143,13 +77,13 @@ func (c *Controller) fillResourceForm(ctx context.Context, spec *Spec, f *resour
 		f.Groups = append(f.Groups, g.Name)
 	}
 	if f.Original != "" {
-		if rec, managed := c.fileManaged(ctx); managed[KindResource+"/"+f.Original] {
+		if rec, managed := c.fileManaged(ctx); managed[kindResource+"/"+f.Original] {
 			f.Managed, f.AppliedAt, f.AppliedBy = true, rec.At, rec.Actor
 		}
 	}
 }
 
-func (c *Controller) pageResourceForm(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageResourceForm(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Resource", "resources")
 	spec, ok := c.consoleSpec(r, cs, &d)
 	if !ok {
@@ -177,7 +111,7 @@ func (c *Controller) pageResourceForm(w http.ResponseWriter, r *http.Request, cs
 
 func strconvQuote(s string) string { b, _ := json.Marshal(s); return string(b) }
 
-func (c *Controller) postResource(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) postResource(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Resource", "resources")
 	original := r.PathValue("name")
 	spec, ok := c.consoleSpec(r, cs, &d)
@@ -204,7 +138,7 @@ func (c *Controller) postResource(w http.ResponseWriter, r *http.Request, cs *co
 			res.Require = spec.Resources[i].Require
 		}
 	}
-	result, err := c.api(r.Context(), cs.p, method, path, res, nil)
+	result, err := c.api(r.Context(), method, path, res, nil)
 	if err == nil && result.Err() == "" {
 		http.Redirect(w, r, "/console/resources?done="+url.QueryEscape("Saved resource "+res.Name+"."), http.StatusSeeOther)
 		return
@@ -219,13 +153,13 @@ func (c *Controller) postResource(w http.ResponseWriter, r *http.Request, cs *co
 	c.render(w, formStatus(result), "resource", d)
 }
 
-func (c *Controller) deleteResource(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) deleteResource(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	c.deleteNamed(w, r, cs, "resources", "resource")
 }
 
-func (c *Controller) deleteNamed(w http.ResponseWriter, r *http.Request, cs *consoleSession, path, what string) {
+func (c *Server) deleteNamed(w http.ResponseWriter, r *http.Request, cs *consoleSession, path, what string) {
 	name := r.PathValue("name")
-	res, err := c.api(r.Context(), cs.p, "DELETE", "/api/v1/"+path+"/"+url.PathEscape(name), nil, nil)
+	res, err := c.api(r.Context(), "DELETE", "/api/v1/"+path+"/"+url.PathEscape(name), nil, nil)
 	if err == nil && res.Err() != "" {
 		err = errorString(res.Err())
 	}
@@ -249,4 +183,18 @@ func formStatus(res apiResult) int {
 		return http.StatusForbidden
 	}
 	return http.StatusUnprocessableEntity
+}
+
+// upsertBy replaces the element named old (or appends v when old is empty
+// or not found), as the admin API's updates do.
+func upsertBy[T any](list []T, old string, v T, name func(T) string) []T {
+	if old != "" {
+		for i := range list {
+			if name(list[i]) == old {
+				list[i] = v
+				return list
+			}
+		}
+	}
+	return append(list, v)
 }

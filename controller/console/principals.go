@@ -1,6 +1,7 @@
-package controller
+package console
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -12,7 +13,7 @@ import (
 // Console forms for users, service accounts and posture profiles. Each
 // form first shows a field-by-field preview (before and after, validated
 // by the same code and with the same messages as `apply`: the changed
-// configuration goes through Spec.normalize) and saves through the admin
+// configuration goes through the controller's CheckSpec) and saves through the admin
 // API, whose errors are apply's too. Objects the last applied file
 // declares are marked: the next apply of that file overwrites console edits.
 
@@ -42,7 +43,7 @@ type FormState struct {
 }
 
 // managedBy fills the file-managed note for kind/name.
-func (c *Controller) managedBy(r *http.Request, kind, name string, f *FormState) {
+func (c *Server) managedBy(r *http.Request, kind, name string, f *FormState) {
 	if name == "" {
 		return
 	}
@@ -53,7 +54,7 @@ func (c *Controller) managedBy(r *http.Request, kind, name string, f *FormState)
 
 // previewSpec applies mutate to a copy of the current configuration and
 // validates it as apply does; the answer is apply's message, "" when valid.
-func (c *Controller) previewSpec(r *http.Request, cs *consoleSession, kind, name, original string, mutate func(*Spec) error) string {
+func (c *Server) previewSpec(r *http.Request, cs *consoleSession, kind, name, original string, mutate func(*Spec) error) string {
 	if !cs.p.can(capWrite) {
 		return fmt.Sprintf("%s (role %s) may not change the configuration", cs.p.Name, cs.p.Role)
 	}
@@ -63,14 +64,18 @@ func (c *Controller) previewSpec(r *http.Request, cs *consoleSession, kind, name
 		return d.Error
 	}
 	if original == "" || !strings.EqualFold(original, name) {
-		if _, err := c.lookup(r.Context(), kind, name); err == nil {
+		if _, err := c.core.ObjectView(r.Context(), kind, name); err == nil {
 			return fmt.Sprintf("%s %q already exists", kind, name)
 		}
 	}
 	if err := mutate(spec); err != nil {
 		return err.Error()
 	}
-	if err := spec.normalize(nil); err != nil {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return fmt.Sprintf("encode the configuration: %v", err)
+	}
+	if err := c.core.CheckSpec(b); err != nil {
 		return err.Error()
 	}
 	return ""
@@ -78,7 +83,7 @@ func (c *Controller) previewSpec(r *http.Request, cs *consoleSession, kind, name
 
 // mayWrite answers 403 (as the API would) when the admin's role may not
 // change the configuration, so that a forged preview reveals nothing.
-func (c *Controller) mayWrite(w http.ResponseWriter, cs *consoleSession, nav string) bool {
+func (c *Server) mayWrite(w http.ResponseWriter, cs *consoleSession, nav string) bool {
 	if cs.p.can(capWrite) {
 		return true
 	}
@@ -149,7 +154,7 @@ func userGroups(spec *Spec, email string) []string {
 	return out
 }
 
-func (c *Controller) pageUsers(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageUsers(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	f := userForm{Selected: map[string]bool{}}
 	if edit := r.URL.Query().Get("edit"); edit != "" {
 		f.Original, f.Email = edit, edit
@@ -157,14 +162,14 @@ func (c *Controller) pageUsers(w http.ResponseWriter, r *http.Request, cs *conso
 	c.renderUsers(w, r, cs, http.StatusOK, f, "")
 }
 
-func (c *Controller) renderUsers(w http.ResponseWriter, r *http.Request, cs *consoleSession, status int, f userForm, msg string) {
+func (c *Server) renderUsers(w http.ResponseWriter, r *http.Request, cs *consoleSession, status int, f userForm, msg string) {
 	d := c.page(cs, "Users", "users")
 	var users struct{ Items []UserView }
 	var page usersPage
 	if spec, ok := c.consoleSpec(r, cs, &d); ok && c.listPage(r, cs, &d, "/api/v1/users?limit=1000", &users) {
 		_, managed := c.fileManaged(r.Context())
 		for _, u := range users.Items {
-			page.Users = append(page.Users, userRow{u, userGroups(spec, u.Email), managed[KindUser+"/"+u.Email]})
+			page.Users = append(page.Users, userRow{u, userGroups(spec, u.Email), managed[kindUser+"/"+u.Email]})
 			if f.Original != "" && u.Email == f.Original && f.Diff == nil && msg == "" {
 				f.Disabled = u.Disabled
 				for _, g := range userGroups(spec, u.Email) {
@@ -176,7 +181,7 @@ func (c *Controller) renderUsers(w http.ResponseWriter, r *http.Request, cs *con
 			f.Groups = append(f.Groups, g.Name)
 		}
 	}
-	c.managedBy(r, KindUser, f.Original, &f.FormState)
+	c.managedBy(r, kindUser, f.Original, &f.FormState)
 	page.Form = f
 	d.Error = msg
 	d.Flash = r.URL.Query().Get("done")
@@ -187,19 +192,19 @@ func (c *Controller) renderUsers(w http.ResponseWriter, r *http.Request, cs *con
 // userFields is a user's preview fields.
 var userFields = []string{"email", "password", "disabled", "groups"}
 
-func (c *Controller) postUser(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) postUser(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	if !c.mayWrite(w, cs, "users") {
 		return
 	}
 	f := userForm{Email: strings.TrimSpace(r.PostFormValue("email")), Disabled: formBool(r, "disabled"), Selected: map[string]bool{}}
 	if pw := r.PostFormValue("password"); pw != "" {
-		h, err := hashPassword(pw)
+		h, err := c.core.HashPassword(pw)
 		if err != nil {
 			c.renderUsers(w, r, cs, http.StatusInternalServerError, f, err.Error())
 			return
 		}
 		f.PasswordHash = h
-	} else if h := r.PostFormValue("password_hash"); h != "" && isPasswordHash(h) {
+	} else if h := r.PostFormValue("password_hash"); h != "" && c.core.IsPasswordHash(h) {
 		f.PasswordHash = h // typed before the preview
 	}
 	f.Original = strings.TrimSpace(r.PostFormValue("original"))
@@ -261,7 +266,7 @@ func (c *Controller) postUser(w http.ResponseWriter, r *http.Request, cs *consol
 		}
 	}
 	f.Diff = fieldDiff(userFields, before, after)
-	msg := c.previewSpec(r, cs, KindUser, f.Email, f.Original, func(s *Spec) error {
+	msg := c.previewSpec(r, cs, kindUser, f.Email, f.Original, func(s *Spec) error {
 		if f.PasswordHash == "" {
 			u.PasswordHash = cur.PasswordHash
 		}
@@ -286,12 +291,12 @@ func (c *Controller) postUser(w http.ResponseWriter, r *http.Request, cs *consol
 	if f.Original != "" {
 		method, path = "PUT", "/api/v1/users/"+url.PathEscape(f.Original)
 	}
-	res, err := c.api(r.Context(), cs.p, method, path, u, nil)
+	res, err := c.api(r.Context(), method, path, u, nil)
 	for g, users := range groupEdits {
 		if err != nil || res.Err() != "" {
 			break
 		}
-		res, err = c.api(r.Context(), cs.p, "PUT", "/api/v1/groups/"+url.PathEscape(g), GroupSpec{Name: g, Users: users}, nil)
+		res, err = c.api(r.Context(), "PUT", "/api/v1/groups/"+url.PathEscape(g), GroupSpec{Name: g, Users: users}, nil)
 	}
 	if err != nil || res.Err() != "" {
 		msg := res.Err()

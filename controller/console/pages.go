@@ -1,4 +1,4 @@
-package controller
+package console
 
 import (
 	"errors"
@@ -13,37 +13,38 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
 
-func (c *Controller) handleConsoleLoginPage(w http.ResponseWriter, r *http.Request) {
-	if _, err := c.sessionFromRequest(r); err == nil {
+func (c *Server) handleConsoleLoginPage(w http.ResponseWriter, r *http.Request) {
+	if _, _, err := c.sessionFromRequest(r); err == nil {
 		http.Redirect(w, r, "/console/", http.StatusSeeOther)
 		return
 	}
 	c.loginForm(w, http.StatusOK, "", "")
 }
 
-func (c *Controller) loginForm(w http.ResponseWriter, status int, name, msg string) {
+func (c *Server) loginForm(w http.ResponseWriter, status int, name, msg string) {
 	pre := randomHex(16)
 	setCookie(w, consolePreCookie, pre, 600)
-	c.render(w, status, "login", pageData{Title: "Sign in", CSRF: pre, Error: msg, Data: map[string]any{"Name": name, "SSO": c.consoleSSO()}})
+	c.render(w, status, "login", pageData{Title: "Sign in", CSRF: pre, Error: msg, Data: map[string]any{"Name": name, "SSO": c.core.ConsoleSSO()}})
 }
 
-func (c *Controller) handleConsoleLogin(w http.ResponseWriter, r *http.Request) {
+func (c *Server) handleConsoleLogin(w http.ResponseWriter, r *http.Request) {
 	ck, err := r.Cookie(consolePreCookie)
 	if err != nil || !c.sameOrigin(r) || !checkCSRF(r, ck.Value) {
 		c.loginForm(w, http.StatusForbidden, "", "The sign-in form expired or came from another site: try again.")
 		return
 	}
 	name := r.PostFormValue("name")
-	secret, err := c.consoleSignIn(r.Context(), r, name, r.PostFormValue("password"))
+	secret, err := c.core.ConsoleSignIn(r.Context(), r, name, r.PostFormValue("password"))
 	if err != nil {
 		status := http.StatusUnauthorized
 		msg := "Wrong name or password."
-		if errors.Is(err, ErrThrottled) {
+		if errors.Is(err, api.ErrThrottled) {
 			status, msg = http.StatusTooManyRequests, "Too many failed sign-ins: "+err.Error()
-		} else if !errors.Is(err, ErrUnauthenticated) {
+		} else if !errors.Is(err, api.ErrUnauthenticated) {
 			c.log.Error("console sign-in", "err", err)
 			status, msg = http.StatusInternalServerError, "Sign-in failed on the server; see its log."
 		}
@@ -51,11 +52,11 @@ func (c *Controller) handleConsoleLogin(w http.ResponseWriter, r *http.Request) 
 		return
 	}
 	setCookie(w, consolePreCookie, "", -1)
-	setCookie(w, consoleCookie, secret, int(adminSessionTTL/time.Second))
+	setCookie(w, consoleCookie, secret, int(c.ttl/time.Second))
 	http.Redirect(w, r, "/console/", http.StatusSeeOther)
 }
 
-func (c *Controller) handleConsoleLogout(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) handleConsoleLogout(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	if err := c.endConsoleSession(r.Context(), cs); err != nil && !errors.Is(err, store.ErrNotFound) {
 		c.log.Error("console sign-out", "err", err)
 	}
@@ -63,7 +64,7 @@ func (c *Controller) handleConsoleLogout(w http.ResponseWriter, r *http.Request,
 	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
 }
 
-func (c *Controller) page(cs *consoleSession, title, nav string) pageData {
+func (c *Server) page(cs *consoleSession, title, nav string) pageData {
 	return pageData{Title: title, Nav: nav, Me: cs.p, CSRF: cs.csrf}
 }
 
@@ -93,12 +94,12 @@ func refused(result string) bool {
 	return true
 }
 
-func (c *Controller) pageOverview(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageOverview(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Overview", "overview")
 	ov := overview{Window: "last hour"}
 	if cs.p.can(capRead) {
 		var conns struct{ Items []ConnectorView }
-		c.api(r.Context(), cs.p, "GET", "/api/v1/connectors?limit=1000", nil, &conns)
+		c.api(r.Context(), "GET", "/api/v1/connectors?limit=1000", nil, &conns)
 		for _, cn := range conns.Items {
 			if cn.Online {
 				ov.ConnectorsUp++
@@ -108,7 +109,7 @@ func (c *Controller) pageOverview(w http.ResponseWriter, r *http.Request, cs *co
 		}
 		ov.Connectors = conns.Items
 		var sess struct{ Items []SessionView }
-		c.api(r.Context(), cs.p, "GET", "/api/v1/sessions?limit=1000", nil, &sess)
+		c.api(r.Context(), "GET", "/api/v1/sessions?limit=1000", nil, &sess)
 		devs := map[string]bool{}
 		for _, s := range sess.Items {
 			if s.Active {
@@ -120,7 +121,7 @@ func (c *Controller) pageOverview(w http.ResponseWriter, r *http.Request, cs *co
 		// Events are stamped with the wall clock when they arrive.
 		st := newFlowStats(60, time.Now())
 		counts := map[string]int{}
-		c.scanEvents(r.Context(), cs, 0, 200, func(e EventView) { st.add(e.FlowEvent, e.ReceivedAt, counts) })
+		c.scanEvents(r.Context(), cs, 0, 200, func(e api.EventView) { st.add(e.FlowEvent, e.ReceivedAt, counts) })
 		ov.Flows = st.Flows
 		ov.Chart = buildFlowChart(st)
 		for k, n := range counts {
@@ -130,7 +131,7 @@ func (c *Controller) pageOverview(w http.ResponseWriter, r *http.Request, cs *co
 	}
 	if cs.p.can(capApprove) || cs.p.can(capRead) {
 		var reqs []controlapi.AccessRequest
-		c.api(r.Context(), cs.p, "GET", controlapi.PathAccessRequests, nil, &reqs)
+		c.api(r.Context(), "GET", controlapi.PathAccessRequests, nil, &reqs)
 		for _, q := range reqs {
 			if q.State == "pending" {
 				ov.Pending++
@@ -142,8 +143,8 @@ func (c *Controller) pageOverview(w http.ResponseWriter, r *http.Request, cs *co
 }
 
 // listPage fetches one admin API list into out, marking d denied on 403.
-func (c *Controller) listPage(r *http.Request, cs *consoleSession, d *pageData, path string, out any) bool {
-	res, err := c.api(r.Context(), cs.p, "GET", path, nil, out)
+func (c *Server) listPage(r *http.Request, cs *consoleSession, d *pageData, path string, out any) bool {
+	res, err := c.api(r.Context(), "GET", path, nil, out)
 	return d.answered(res, err)
 }
 
@@ -163,7 +164,7 @@ func (d *pageData) answered(res apiResult, err error) bool {
 	return false
 }
 
-func (c *Controller) pageConnectors(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageConnectors(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	c.pageConnectorsWith(w, r, cs, "", nil, "")
 }
 
@@ -174,7 +175,7 @@ type healthData struct {
 	At         time.Time
 }
 
-func (c *Controller) health(r *http.Request, cs *consoleSession, d *pageData) healthData {
+func (c *Server) health(r *http.Request, cs *consoleSession, d *pageData) healthData {
 	var conns struct{ Items []ConnectorView }
 	var relays struct{ Items []RelayView }
 	if c.listPage(r, cs, d, "/api/v1/connectors?limit=1000", &conns) {
@@ -185,7 +186,7 @@ func (c *Controller) health(r *http.Request, cs *consoleSession, d *pageData) he
 
 // pageHealth answers the connectors page's poll (every 5 s) with the
 // health tables alone.
-func (c *Controller) pageHealth(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageHealth(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	var d pageData
 	h := c.health(r, cs, &d)
 	if d.Denied || d.Error != "" {
@@ -214,16 +215,16 @@ func humanBytes(n float64) string {
 // (the token carries the controller's URL and CA fingerprint); a relay also
 // needs its listening addresses and public IP, left as placeholders.
 func enrollCommand(kind, token string) string {
-	if kind == KindRelay {
+	if kind == kindRelay {
 		return "postern-relay --token " + token + " --listen-udp :3478 --listen-tls :443 --public-ip PUBLIC_IP"
 	}
 	return "postern-connector --token " + token
 }
 
-func (c *Controller) postMint(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) postMint(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	kind := r.PostFormValue("kind")
 	path := "/api/v1/connector-tokens"
-	if kind == KindRelay {
+	if kind == kindRelay {
 		path = "/api/v1/relay-tokens"
 	}
 	ttl := 0
@@ -235,8 +236,8 @@ func (c *Controller) postMint(w http.ResponseWriter, r *http.Request, cs *consol
 		}
 		ttl = h * 3600
 	}
-	var m MintResponse
-	res, err := c.api(r.Context(), cs.p, "POST", path, MintRequest{Name: strings.TrimSpace(r.PostFormValue("name")), TTLSeconds: ttl}, &m)
+	var m api.MintResponse
+	res, err := c.api(r.Context(), "POST", path, api.MintRequest{Name: strings.TrimSpace(r.PostFormValue("name")), TTLSeconds: ttl}, &m)
 	if err != nil || res.Err() != "" {
 		msg := res.Err()
 		if err != nil {
@@ -250,7 +251,7 @@ func (c *Controller) postMint(w http.ResponseWriter, r *http.Request, cs *consol
 
 // pageConnectorsWith renders the connectors page after a mint: the token
 // is shown this once (the page is not cached: Cache-Control no-store).
-func (c *Controller) pageConnectorsWith(w http.ResponseWriter, r *http.Request, cs *consoleSession, msg string, m *MintResponse, cmd string) {
+func (c *Server) pageConnectorsWith(w http.ResponseWriter, r *http.Request, cs *consoleSession, msg string, m *api.MintResponse, cmd string) {
 	d := c.page(cs, "Connectors and relays", "connectors")
 	h := c.health(r, cs, &d)
 	if msg != "" {
@@ -258,7 +259,7 @@ func (c *Controller) pageConnectorsWith(w http.ResponseWriter, r *http.Request, 
 	}
 	d.Data = &struct {
 		Health  healthData
-		Minted  *MintResponse
+		Minted  *api.MintResponse
 		Command string
 	}{h, m, cmd}
 	status := http.StatusOK
@@ -279,7 +280,7 @@ type deviceRow struct {
 	SeenHow   string
 }
 
-func (c *Controller) pageDevices(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageDevices(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Devices and sessions", "devices")
 	var data struct {
 		Users    []UserView
@@ -303,7 +304,7 @@ func (c *Controller) pageDevices(w http.ResponseWriter, r *http.Request, cs *con
 // satisfies, from the policy model) and last seen: the latest of its
 // sign-ins, posture reports and flow events. Only called once the admin's
 // role has read the device list through the API.
-func (c *Controller) deviceRows(r *http.Request, cs *consoleSession, devs []Device, sess []SessionView) []deviceRow {
+func (c *Server) deviceRows(r *http.Request, cs *consoleSession, devs []Device, sess []SessionView) []deviceRow {
 	names := c.eventNames(r.Context(), cs)
 	seen := map[string]time.Time{}
 	how := map[string]string{}
@@ -315,23 +316,21 @@ func (c *Controller) deviceRows(r *http.Request, cs *consoleSession, devs []Devi
 	for _, s := range sess {
 		note(s.DeviceID, s.Created, "sign-in")
 	}
-	c.scanEvents(r.Context(), cs, 0, 200, func(e EventView) { note(e.Device, e.ReceivedAt, "flow") })
-	m := c.model()
+	c.scanEvents(r.Context(), cs, 0, 200, func(e api.EventView) { note(e.Device, e.ReceivedAt, "flow") })
 	rows := make([]deviceRow, 0, len(devs))
 	for _, dv := range devs {
 		row := deviceRow{Device: dv, Principal: names.principals[dv.PrincipalID]}
 		if row.Principal == "" {
 			row.Principal = dv.PrincipalID
 		}
-		if rec := m.access.posture[dv.ID]; rec != nil {
-			p := rec.Report
+		dp := c.core.DevicePosture(dv.ID)
+		if p := dp.Report; p != nil {
 			row.Report = fmt.Sprintf("%s %s, disk encryption %s, firewall %s, client %s", p.OS, p.OSVersion, onOff(p.DiskEncryption), onOff(p.Firewall), p.ClientVersion)
-			note(dv.ID, rec.Reported, "posture report")
+			note(dv.ID, dp.Reported, "posture report")
 		}
-		sat, failed := m.devicePosture(dv.ID)
-		row.Satisfied = sat
-		for _, name := range slices.Sorted(maps.Keys(failed)) {
-			row.Failed = append(row.Failed, name+": "+failed[name])
+		row.Satisfied = dp.Satisfied
+		for _, name := range slices.Sorted(maps.Keys(dp.Failed)) {
+			row.Failed = append(row.Failed, name+": "+dp.Failed[name])
 		}
 		row.LastSeen, row.SeenHow = seen[dv.ID], how[dv.ID]
 		rows = append(rows, row)
@@ -348,13 +347,13 @@ func onOff(b bool) string {
 
 // postRevoke revokes a device or a session (which also revokes its device,
 // as the API does).
-func (c *Controller) postRevoke(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) postRevoke(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	kind := "devices"
 	if strings.HasPrefix(r.URL.Path, "/console/sessions/") {
 		kind = "sessions"
 	}
 	id := r.PathValue("id")
-	res, err := c.api(r.Context(), cs.p, "DELETE", "/api/v1/"+kind+"/"+url.PathEscape(id), nil, nil)
+	res, err := c.api(r.Context(), "DELETE", "/api/v1/"+kind+"/"+url.PathEscape(id), nil, nil)
 	if err == nil && res.Err() != "" {
 		err = errors.New(res.Err())
 	}
@@ -374,7 +373,7 @@ func statusOf(res apiResult) int {
 	return http.StatusInternalServerError
 }
 
-func (c *Controller) pageRequests(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageRequests(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Access requests", "requests")
 	var reqs []controlapi.AccessRequest
 	c.listPage(r, cs, &d, controlapi.PathAccessRequests, &reqs)
@@ -383,7 +382,7 @@ func (c *Controller) pageRequests(w http.ResponseWriter, r *http.Request, cs *co
 	c.render(w, http.StatusOK, "requests", d)
 }
 
-func (c *Controller) postDecision(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) postDecision(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	verb := r.PathValue("verb")
 	if verb != "approve" && verb != "deny" {
 		http.NotFound(w, r)
@@ -392,7 +391,7 @@ func (c *Controller) postDecision(w http.ResponseWriter, r *http.Request, cs *co
 	id := r.PathValue("id")
 	dec := controlapi.AccessDecision{Reason: strings.TrimSpace(r.PostFormValue("reason")), Duration: strings.TrimSpace(r.PostFormValue("duration"))}
 	var out controlapi.AccessRequest
-	res, err := c.api(r.Context(), cs.p, "POST", controlapi.PathAccessRequests+"/"+url.PathEscape(id)+"/"+verb, dec, &out)
+	res, err := c.api(r.Context(), "POST", controlapi.PathAccessRequests+"/"+url.PathEscape(id)+"/"+verb, dec, &out)
 	if err == nil && res.Err() != "" {
 		err = errors.New(res.Err())
 	}
@@ -422,7 +421,7 @@ func (f auditFilter) match(e store.AuditEntry, since time.Time) bool {
 		(has(e.Name, f.Object) || has(e.ObjectID, f.Object)) && (since.IsZero() || !e.At.Before(since))
 }
 
-func (c *Controller) pageAudit(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
+func (c *Server) pageAudit(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Audit log", "audit")
 	q := r.URL.Query()
 	f := auditFilter{Actor: q.Get("actor"), Kind: q.Get("kind"), Object: q.Get("object"), Action: q.Get("action"), Since: q.Get("since")}
