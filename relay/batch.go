@@ -17,8 +17,10 @@ import (
 // and the relayed sockets of UDP allocations queue what the read loop writes
 // to peers and send it before the read loop blocks again, runs to one peer
 // as one GSO sendmsg.
-// Every packet is still handled by pion/turn (permissions, channel bindings,
-// quotas and the filters around it), only the system calls are shared.
+// pion/turn still decides every packet (permissions, channel bindings,
+// quotas and the filters around it); datagrams from peers of a channel pion
+// bound are framed for the client past its packet handler, as pion framed
+// the peer's last datagram (bypass.go).
 
 const (
 	// sockBuf is the receive and send buffer the relay asks for on its UDP

@@ -192,7 +192,7 @@ func TestFilterConnQueuesChannelDataPerClient(t *testing.T) {
 	if read(client, chanData, 50*time.Millisecond) {
 		t.Fatal("queued ChannelData left before the flush")
 	}
-	w.flush()
+	w.w.flush()
 	if !read(client, chanData, 5*time.Second) {
 		t.Fatal("queued ChannelData did not leave on flush")
 	}

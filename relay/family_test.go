@@ -53,7 +53,7 @@ func (n anyFamily) ResolveUDPAddr(_, address string) (*net.UDPAddr, error) {
 	return n.Net.ResolveUDPAddr("udp", address)
 }
 
-func anyFamilyNet(t *testing.T) anyFamily {
+func anyFamilyNet(t testing.TB) anyFamily {
 	t.Helper()
 	n, err := stdnet.NewNet()
 	if err != nil {

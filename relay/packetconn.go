@@ -64,15 +64,40 @@ type countingConn struct {
 	g  *countingGenerator
 	rd *udpbatch.Reader // nil: one datagram per read
 	wr *batchWriter     // nil: every write sent at once
+	// bp, set before pion starts reading (udpReleaser), carries datagrams
+	// of peers with a channel to the client past pion (bypass.go); nil:
+	// every datagram goes to pion.
+	bp *bypass
 }
 
 func (c *countingConn) ReadFrom(b []byte) (int, net.Addr, error) {
-	n, a, err := udpbatch.ReadFrom(c.rd, c.PacketConn, b)
+	if c.bp == nil || c.rd == nil {
+		n, a, err := udpbatch.ReadFrom(c.rd, c.PacketConn, b)
+		c.count(n)
+		return n, a, err
+	}
+	c.bp.settle()
+	for {
+		d, a, err := c.rd.Next()
+		if err != nil {
+			return 0, nil, err
+		}
+		// What pion's buffer would take.
+		d = d[:min(len(d), len(b))]
+		c.count(len(d))
+		if c.bp.take(d, a) {
+			continue
+		}
+		c.bp.handOff(a, len(d))
+		return copy(b, d), a, nil
+	}
+}
+
+func (c *countingConn) count(n int) {
 	if n > 0 {
 		c.g.fromPeer.Add(float64(n))
 		c.g.fromPeerP.Inc()
 	}
-	return n, a, err
 }
 
 func (c *countingConn) WriteTo(b []byte, a net.Addr) (int, error) {
@@ -117,10 +142,11 @@ func (g *udpReleaser) AllocatePacketConn(network string, requestedPort int) (net
 		// What the allocation's packet handler sends its client is queued
 		// (filterConn.WriteTo) and sent when the handler is about to wait
 		// for the next datagram from a peer.
-		if w := g.src.addClient(*src); w != nil {
-			cc.rd.BeforeBlock = w.flush
+		if bp := g.src.addClient(*src); bp != nil {
+			cc.rd.BeforeBlock = bp.w.flush
+			cc.bp = bp
 			client := *src
-			release = func() { g.release(key); g.src.dropClient(client, w) }
+			release = func() { g.release(key); g.src.dropClient(client, bp) }
 		}
 	}
 	return &releasingConn{PacketConn: pc, release: release}, addr, nil

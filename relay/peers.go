@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/traversal/udpbatch"
@@ -249,15 +250,17 @@ type filterConn struct {
 	rd      *udpbatch.Reader // nil: one datagram per read
 	// clients holds, per client endpoint of a UDP allocation, the queue of
 	// the ChannelData its allocation's packet handler sends it (the only
-	// sender of ChannelData to that endpoint); replaced, never changed,
-	// under cmu.
+	// sender of ChannelData to that endpoint) and the bypass that learns
+	// from it; replaced, never changed, under cmu.
 	cmu     sync.Mutex
-	clients atomic.Pointer[map[netip.AddrPort]*batchWriter]
+	clients atomic.Pointer[map[netip.AddrPort]*bypass]
+	// confirm is how long pion's framing vouches for a peer in a bypass.
+	confirm time.Duration
 }
 
-// addClient returns the queue for ChannelData to client, or nil when this
-// socket does not batch.
-func (c *filterConn) addClient(client net.Addr) *batchWriter {
+// addClient returns the ChannelData queue and bypass of client, or nil when
+// this socket does not batch.
+func (c *filterConn) addClient(client net.Addr) *bypass {
 	ap, ok := udpbatch.AddrPortOf(client)
 	if c.rd == nil || !ok {
 		return nil
@@ -266,10 +269,10 @@ func (c *filterConn) addClient(client net.Addr) *batchWriter {
 	if !ok {
 		return nil
 	}
-	w := newBatchWriter(uc)
+	bp := newBypass(client, newBatchWriter(uc), c.blocked, c.confirm)
 	c.cmu.Lock()
 	defer c.cmu.Unlock()
-	m := map[netip.AddrPort]*batchWriter{ap: w}
+	m := map[netip.AddrPort]*bypass{ap: bp}
 	if old := c.clients.Load(); old != nil {
 		for k, v := range *old {
 			if k != ap {
@@ -278,11 +281,12 @@ func (c *filterConn) addClient(client net.Addr) *batchWriter {
 		}
 	}
 	c.clients.Store(&m)
-	return w
+	return bp
 }
 
-// dropClient forgets the queue w of client (its allocation is gone).
-func (c *filterConn) dropClient(client net.Addr, w *batchWriter) {
+// dropClient forgets the queue and bypass bp of client (its allocation is
+// gone).
+func (c *filterConn) dropClient(client net.Addr, bp *bypass) {
 	ap, ok := udpbatch.AddrPortOf(client)
 	if !ok {
 		return
@@ -290,10 +294,10 @@ func (c *filterConn) dropClient(client net.Addr, w *batchWriter) {
 	c.cmu.Lock()
 	defer c.cmu.Unlock()
 	old := c.clients.Load()
-	if old == nil || (*old)[ap] != w {
+	if old == nil || (*old)[ap] != bp {
 		return
 	}
-	m := make(map[netip.AddrPort]*batchWriter, len(*old))
+	m := make(map[netip.AddrPort]*bypass, len(*old))
 	for k, v := range *old {
 		if k != ap {
 			m[k] = v
@@ -312,7 +316,7 @@ func groOrBatch(pc net.PacketConn) udpbatch.BatchIO {
 }
 
 func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushSet) *filterConn {
-	c := &filterConn{PacketConn: pc, blocked: blocked}
+	c := &filterConn{PacketConn: pc, blocked: blocked, confirm: bypassConfirm}
 	if bio := groOrBatch(pc); bio != nil {
 		setSockBufs(pc)
 		c.rd = udpbatch.NewReader(bio, serverBatch)
@@ -327,8 +331,23 @@ func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		if err != nil || !c.blocked(a) {
 			if err == nil {
 				c.current.Store(&a)
+				if isChannelBind(b[:n]) {
+					c.rebind(a)
+				}
 			}
 			return n, a, err
+		}
+	}
+}
+
+// rebind sends the peers of client's bypass through pion again: pion is
+// about to handle a ChannelBind request of the client.
+func (c *filterConn) rebind(client net.Addr) {
+	if m := c.clients.Load(); m != nil {
+		if ap, ok := udpbatch.AddrPortOf(client); ok {
+			if bp := (*m)[ap]; bp != nil {
+				bp.rebind()
+			}
 		}
 	}
 }
@@ -342,7 +361,8 @@ func (c *filterConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	if len(b) >= 4 && b[0]&0xC0 == 0x40 {
 		if m := c.clients.Load(); m != nil && len(*m) > 0 {
 			if ap, ok := udpbatch.AddrPortOf(a); ok {
-				if w := (*m)[ap]; w != nil && w.queue(b, a) {
+				if bp := (*m)[ap]; bp != nil && bp.w.queue(b, a) {
+					bp.framed(b)
 					return len(b), nil
 				}
 			}

@@ -22,7 +22,7 @@ import (
 
 // turnClient allocates on the relay and returns the client (for
 // CreatePermission) and the relayed socket.
-func (f *fixture) turnClient(t *testing.T, username, password string) (*turn.Client, net.PacketConn, error) {
+func (f *fixture) turnClient(t testing.TB, username, password string) (*turn.Client, net.PacketConn, error) {
 	t.Helper()
 	return f.turnClientFrom(t, "127.0.0.1:0", username, password)
 }
@@ -33,12 +33,19 @@ func (f *fixture) turnClient6(t *testing.T, username, password string) (*turn.Cl
 	return f.turnClientFrom(t, "[::1]:0", username, password)
 }
 
-func (f *fixture) turnClientFrom(t *testing.T, local, username, password string) (*turn.Client, net.PacketConn, error) {
+func (f *fixture) turnClientFrom(t testing.TB, local, username, password string) (*turn.Client, net.PacketConn, error) {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", local)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return f.turnClientOn(t, pc, username, password)
+}
+
+// turnClientOn is turnClient on the client socket pc (closed with the
+// client).
+func (f *fixture) turnClientOn(t testing.TB, pc net.PacketConn, username, password string) (*turn.Client, net.PacketConn, error) {
+	t.Helper()
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelDisabled
 	c, err := turn.NewClient(&turn.ClientConfig{
@@ -97,7 +104,7 @@ func udpAddr(s string) net.Addr {
 // session opens connector c1's signaling and a client session of user-1's
 // dev-1, and has the connector answer with cands; it returns both ends
 // after the client has read the answer (so the relay has seen it).
-func (f *fixture) session(t *testing.T, cands ...sigwire.Candidate) (conn, cl *sigwire.Conn) {
+func (f *fixture) session(t testing.TB, cands ...sigwire.Candidate) (conn, cl *sigwire.Conn) {
 	t.Helper()
 	cc := f.connectorCert(t, f.ca, "c1")
 	f.c1Key = keyOf(t, cc)
@@ -359,7 +366,7 @@ func TestStaleConnectorsDropped(t *testing.T) {
 	}
 }
 
-func keyOf(t *testing.T, c tls.Certificate) string {
+func keyOf(t testing.TB, c tls.Certificate) string {
 	leaf, err := x509.ParseCertificate(c.Certificate[0])
 	if err != nil {
 		t.Fatal(err)

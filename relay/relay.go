@@ -61,6 +61,12 @@ type Config struct {
 	// everything on one host only; off in production).
 	AllowLoopbackPeers bool
 	Logger             *slog.Logger
+
+	// Tests only: pion's channel binding lifetime (0: ten minutes) and
+	// how long pion's framing vouches for a peer in the bypass (0:
+	// bypassConfirm).
+	channelBindTimeout time.Duration
+	bypassConfirm      time.Duration
 }
 
 // Relay is a running relay.
@@ -74,6 +80,7 @@ type Relay struct {
 	vmu     sync.RWMutex
 	issuer  string
 	udp     net.PacketConn
+	udpTURN *filterConn // udp as pion/turn sees it
 	tcp     net.Listener
 	turnLn  *chanListener
 	turnSrv *turn.Server
@@ -208,10 +215,15 @@ func (r *Relay) Start() error {
 	if udpConn.rd == nil {
 		flush = nil
 	}
+	if r.cfg.bypassConfirm > 0 {
+		udpConn.confirm = r.cfg.bypassConfirm
+	}
+	r.udpTURN = udpConn
 	srv, err := turn.NewServer(turn.ServerConfig{
-		Realm:         r.cfg.Realm,
-		AuthHandler:   r.auth.handler(r.log.Debug),
-		LoggerFactory: lf,
+		Realm:              r.cfg.Realm,
+		AuthHandler:        r.auth.handler(r.log.Debug),
+		LoggerFactory:      lf,
+		ChannelBindTimeout: r.cfg.channelBindTimeout,
 		PacketConnConfigs: []turn.PacketConnConfig{{
 			PacketConn:            udpConn,
 			RelayAddressGenerator: &udpReleaser{RelayAddressGenerator: gen(flush), src: udpConn, release: r.auth.release},

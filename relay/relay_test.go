@@ -35,7 +35,7 @@ type fixture struct {
 
 // newKeys makes the deployment CA, the token signer and the relay's TLS
 // certificate, without starting a relay.
-func newKeys(t *testing.T) *fixture {
+func newKeys(t testing.TB) *fixture {
 	t.Helper()
 	ca, err := pki.NewCA("test CA")
 	if err != nil {
@@ -52,7 +52,7 @@ func newKeys(t *testing.T) *fixture {
 	return &fixture{ca: ca, signer: signer, rcert: rc, jwks: jwks}
 }
 
-func newFixture(t *testing.T, mut func(*Config)) *fixture {
+func newFixture(t testing.TB, mut func(*Config)) *fixture {
 	t.Helper()
 	f := newKeys(t)
 	ca, signer, rc, jwks := f.ca, f.signer, f.rcert, f.jwks
@@ -145,12 +145,12 @@ func TestUnregisteredRelayRefusesAll(t *testing.T) {
 	}
 }
 
-func (f *fixture) signal(t *testing.T, cert *tls.Certificate, hello *sigwire.Message) (*sigwire.Conn, *sigwire.Message) {
+func (f *fixture) signal(t testing.TB, cert *tls.Certificate, hello *sigwire.Message) (*sigwire.Conn, *sigwire.Message) {
 	t.Helper()
 	return sigwiretest.Hello(t, f.r.TLSAddr().String(), []string{f.r.TLSCertSHA256()}, cert, hello)
 }
 
-func (f *fixture) connectorCert(t *testing.T, ca *pki.CA, id string) tls.Certificate {
+func (f *fixture) connectorCert(t testing.TB, ca *pki.CA, id string) tls.Certificate {
 	_, k, _ := ed25519.GenerateKey(rand.Reader)
 	c, err := ca.IssueClient("connector:"+id, k.Public(), time.Hour)
 	if err != nil {
@@ -159,7 +159,7 @@ func (f *fixture) connectorCert(t *testing.T, ca *pki.CA, id string) tls.Certifi
 	return tls.Certificate{Certificate: [][]byte{c.Raw}, PrivateKey: k}
 }
 
-func (f *fixture) clientToken(t *testing.T, aud string, dev ed25519.PrivateKey, exp time.Time) string {
+func (f *fixture) clientToken(t testing.TB, aud string, dev ed25519.PrivateKey, exp time.Time) string {
 	tok, err := f.signer.Issue(ctoken.Claims{PrincipalKind: "user", Device: "dev-1",
 		ConnectorCertSHA256: strings.Repeat("a", 64),
 		Cnf:                 ctoken.Confirmation{JKT: pki.KeyThumbprint(dev.Public().(ed25519.PublicKey))},

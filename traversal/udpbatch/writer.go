@@ -66,10 +66,19 @@ func (w *Writer) Len() int { return len(w.segs) }
 // Append queues one datagram made of hdr followed by payload (hdr may be
 // empty) for to. The caller flushes when Len reaches MaxSegments.
 func (w *Writer) Append(hdr, payload []byte, to netip.AddrPort) {
+	w.AppendPadded(hdr, payload, 0, to)
+}
+
+// AppendPadded is Append with pad zero bytes after payload (TURN pads
+// ChannelData to a multiple of four bytes).
+func (w *Writer) AppendPadded(hdr, payload []byte, pad int, to netip.AddrPort) {
 	off := len(w.buf)
 	w.buf = append(w.buf, hdr...)
 	w.buf = append(w.buf, payload...)
-	w.segs = append(w.segs, seg{off: off, n: len(hdr) + len(payload), to: to})
+	for range pad {
+		w.buf = append(w.buf, 0)
+	}
+	w.segs = append(w.segs, seg{off: off, n: len(hdr) + len(payload) + pad, to: to})
 }
 
 // Flush sends every queued datagram and empties the queue. A datagram the

@@ -144,3 +144,32 @@ func TestRuns(t *testing.T) {
 		t.Fatalf("run without GSO: %d datagrams, want 1", j)
 	}
 }
+
+// AppendPadded adds zero bytes after the payload, and a run of padded
+// datagrams of one size still leaves as one run of equal segments.
+func TestAppendPaddedPadsWithZeros(t *testing.T) {
+	src, dst := listen(t), listen(t)
+	w := NewWriter(src)
+	hdr := []byte{0x40, 0x01, 0x00, 0x05}
+	want := make([][]byte, 3)
+	for i := range want {
+		// A stale buffer must not leak into the padding.
+		w.buf = append(w.buf[:0], bytes.Repeat([]byte{0xff}, 16)...)[:0]
+		w.AppendPadded(hdr, []byte{byte(i), 2, 3, 4, 5}, 3, addrOf(dst))
+		want[i] = []byte{0x40, 0x01, 0x00, 0x05, byte(i), 2, 3, 4, 5, 0, 0, 0}
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	expect(t, dst, want)
+	for i := range 3 {
+		w.AppendPadded(hdr, []byte{byte(i), 2, 3, 4, 5}, 3, addrOf(dst))
+	}
+	if got := w.run(0); w.GSO() && got != 3 {
+		t.Fatalf("three padded datagrams of one size make a run of %d", got)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, dst, want)
+}
