@@ -112,8 +112,6 @@ type Connector struct {
 	events *eventQueue
 	ctl    *controlClient
 
-	names nameCache // flows' name lookups, remembered for a second
-
 	mu       sync.Mutex
 	sessions map[*session]struct{}
 	extra    []string // advertised addresses added by the transport layer

@@ -271,8 +271,7 @@ func (s *session) badRequest(st *quic.Stream, msg string) {
 }
 
 // resolve turns the destination into addresses to dial. A name is resolved
-// with the host's resolver, whose answers are remembered for a second
-// (namecache.go); loopback, link-local and metadata addresses it
+// with the host's resolver; loopback, link-local and metadata addresses it
 // resolves to are never dialed.
 func (c *Connector) resolve(ctx context.Context, h wire.OpenHeader) ([]netip.Addr, wire.Status, string) {
 	if ip, ok := h.DestinationAddr(); ok {
@@ -282,9 +281,9 @@ func (c *Connector) resolve(ctx context.Context, h wire.OpenHeader) ([]netip.Add
 	if h.Proto == wire.ProtoICMP {
 		network = "ip4" // ICMP echo relays IPv4 first; see newPinger
 	}
-	ips, err := c.names.lookup(ctx, c.cfg.Resolver, network, h.Destination)
+	ips, err := c.cfg.Resolver.LookupNetIP(ctx, network, h.Destination)
 	if err != nil && h.Proto == wire.ProtoICMP && ctx.Err() == nil {
-		ips, err = c.names.lookup(ctx, c.cfg.Resolver, "ip6", h.Destination)
+		ips, err = c.cfg.Resolver.LookupNetIP(ctx, "ip6", h.Destination)
 	}
 	if err != nil {
 		var de *net.DNSError
