@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -240,25 +239,10 @@ var errShort = errors.New("short echo")
 // checkNoLeaks fails if goroutines of the client packages outlive Close.
 func checkNoLeaks(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		buf := make([]byte, 1<<22)
-		n := runtime.Stack(buf, true)
-		var leaked []string
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			if strings.Contains(g, "_test.go") {
-				continue
-			}
-			if strings.Contains(g, "postern/client.") || strings.Contains(g, "postern/client/socks5.") || strings.Contains(g, "postern/netstack.") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d client goroutines still running after Close:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(50 * time.Millisecond)
+	if err := testenv.WaitNoGoroutines(5*time.Second, func(g string) bool {
+		return !strings.Contains(g, "_test.go") &&
+			(strings.Contains(g, "postern/client.") || strings.Contains(g, "postern/client/socks5.") || strings.Contains(g, "postern/netstack."))
+	}); err != nil {
+		t.Fatalf("client goroutines still running after Close: %v", err)
 	}
 }

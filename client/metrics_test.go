@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -75,18 +76,14 @@ func TestDaemonMetrics(t *testing.T) {
 	}
 	base := "http://" + addr.String()
 	var body string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		// Counters settle when the flow's end reaches the daemon.
+	// Counters settle when the flow's end reaches the daemon.
+	testenv.Poll(t, 10*time.Second, "the flow in the metrics", func() error {
 		body = scrape(t, base+"/metrics")
 		if strings.Contains(body, "postern_client_active_flows 0") && strings.Contains(body, `postern_client_bytes_total{direction="down"} 7`) {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("flow not reflected in metrics:\n%s", body)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return fmt.Errorf("flow not reflected in metrics:\n%s", body)
+	})
 	for _, want := range []string{
 		"postern_client_flows_total 1",
 		`postern_client_bytes_total{direction="up"} 7`,
@@ -110,14 +107,11 @@ func TestDaemonMetrics(t *testing.T) {
 		t.Errorf("healthz: %s", h)
 	}
 	cancel()
-	deadline = time.Now().Add(5 * time.Second)
-	for {
-		if _, err := http.Get(base + "/metrics"); err != nil {
-			break
+	testenv.Eventually(t, 5*time.Second, "the metrics listener to stop after its context ended", func() bool {
+		resp, err := http.Get(base + "/metrics")
+		if err == nil {
+			resp.Body.Close()
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("metrics listener still serving after its context ended")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err != nil
+	})
 }

@@ -84,18 +84,18 @@ func (e *accessEnv) hdr(res string) wire.OpenHeader {
 // take a moment), and returns the last stream and message.
 func (e *accessEnv) openUntil(cc *clientConn, res string, want wire.Status) (io.ReadWriteCloser, string) {
 	e.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		st, got, msg := cc.open(e.hdr(res))
-		if got == want {
-			return st, msg
+	var st io.ReadWriteCloser
+	var msg string
+	testenv.Poll(e.t, 5*time.Second, res+" to answer "+want.String(), func() error {
+		s, got, m := cc.open(e.hdr(res))
+		if got != want {
+			s.Close()
+			return fmt.Errorf("%s: status %v (%s), want %v", res, got, m, want)
 		}
-		st.Close()
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s: status %v (%s), want %v", res, got, msg, want)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		st, msg = s, m
+		return nil
+	})
+	return st, msg
 }
 
 // totp makes the code for secret at the test clock's time with oathtool.

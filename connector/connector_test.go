@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -33,27 +32,10 @@ func TestMain(m *testing.M) {
 
 // checkNoLeaks waits until no goroutine runs connector or quic-go code.
 func checkNoLeaks(wait time.Duration) error {
-	deadline := time.Now().Add(wait)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "checkNoLeaks") || strings.Contains(g, "testing.(*M)") {
-				continue
-			}
-			if strings.Contains(g, "postern.dev/postern/connector.") || strings.Contains(g, "quic-go/quic-go.") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("goroutine leak: %d goroutines still running connector/QUIC code:\n%s", len(leaked), strings.Join(leaked, "\n\n"))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return testenv.WaitNoGoroutines(wait, func(g string) bool {
+		return !strings.Contains(g, "testing.(*M)") &&
+			(strings.Contains(g, "postern.dev/postern/connector.") || strings.Contains(g, "quic-go/quic-go."))
+	})
 }
 
 const labYAML = `

@@ -14,6 +14,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 )
 
 const accessAPIYAML = `remote_networks:
@@ -223,13 +224,9 @@ func TestAccessRequestRulesAndClientView(t *testing.T) {
 		}
 	}
 	clk.Add(4*time.Hour + time.Second)
-	deadline := time.Now().Add(5 * time.Second)
-	for e.c.model().access.requests[req.ID].State != reqExpired {
-		if time.Now().After(deadline) {
-			t.Fatal("grant end not recorded")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testenv.Eventually(t, 5*time.Second, "the grant's end to be recorded", func() bool {
+		return e.c.model().access.requests[req.ID].State == reqExpired
+	})
 	var audit ListResponse
 	mustJSON(t, e.admin(http.MethodGet, "/api/v1/audit?limit=500", nil, 200), &audit)
 	actions := map[string]bool{}

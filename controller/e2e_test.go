@@ -359,13 +359,9 @@ func TestOfflineAfterMissedHeartbeats(t *testing.T) {
 	if !cv.Online || cv.LastHeartbeat == nil || len(cv.CertSHA256) != 1 || cv.Addrs[0] != "192.0.2.10:4433" || !cv.Enrolled {
 		t.Fatalf("connector view: %+v", cv)
 	}
-	deadline := time.Now().Add(6 * time.Second)
-	for e.c.model().Connectors[con.id].Online {
-		if time.Now().After(deadline) {
-			t.Fatal("connector still online after missed heartbeats")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Eventually(t, 6*time.Second, "the connector to go offline after missed heartbeats", func() bool {
+		return !e.c.model().Connectors[con.id].Online
+	})
 	mustJSON(t, e.admin("GET", "/api/v1/connectors/corp-a", nil, 200), &cv)
 	if cv.Online {
 		t.Fatal("API shows connector online")

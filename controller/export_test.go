@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/controller/export"
+	"postern.dev/postern/internal/testenv"
 )
 
 // TestExportSurvivesRestartWithReceiverDown: the webhook receiver is down
@@ -81,17 +83,10 @@ func TestExportSurvivesRestartWithReceiverDown(t *testing.T) {
 	audit, _ := e.c.store.AuditLog(t.Context(), 0, 10000)
 	events, _ := e.c.store.Events(t.Context(), 0, 10000)
 	want := len(audit) + len(events)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testenv.Eventually(t, 10*time.Second, "failed attempts while the receiver is down", func() bool {
 		_, f := e.c.exporter.Stats().Snapshot()
-		if f["hook"] >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no failed attempts while the receiver was down")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return f["hook"] >= 2
+	})
 	e.stop() // controller restart with nothing delivered
 	cur, err := export.LoadCursor(dir, "hook")
 	if err != nil || cur.AuditAcked != 0 || cur.NetworkAcked != 0 || cur.AuditSent == 0 {
@@ -107,19 +102,14 @@ func TestExportSurvivesRestartWithReceiverDown(t *testing.T) {
 	srv2.StartTLS()
 	defer srv2.Close()
 	e2 := newTestController(t, dir, withExport)
-	deadline = time.Now().Add(20 * time.Second)
-	for {
+	testenv.Poll(t, 20*time.Second, "every event delivered after the restart", func() error {
 		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n >= want {
-			break
+		defer mu.Unlock()
+		if n := len(got); n < want {
+			return fmt.Errorf("delivered %d of %d events after the restart", n, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("delivered %d of %d events after the restart", n, want)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if len(got) != want {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/controller/store/pgtest"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/internal/testenv"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -31,13 +33,12 @@ func TestPartsFailOverToAnotherReplica(t *testing.T) {
 	// Each replica hears of the other within a few heartbeats.
 	want := []string{a.url, b.url}
 	slices.Sort(want[1:])
-	deadline := time.Now().Add(5 * time.Second)
-	for !slices.Equal(a.c.controllerURLs(), want) || !slices.Equal(b.c.controllerURLs(), want) {
-		if time.Now().After(deadline) {
-			t.Fatalf("replica URLs: A %v, B %v; want %v", a.c.controllerURLs(), b.c.controllerURLs(), want)
+	testenv.Poll(t, 5*time.Second, "each replica to hear of the other", func() error {
+		if ga, gb := a.c.controllerURLs(), b.c.controllerURLs(); !slices.Equal(ga, want) || !slices.Equal(gb, want) {
+			return fmt.Errorf("replica URLs: A %v, B %v; want %v", ga, gb, want)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 
 	dev := a.login("alice@example.com", "correct horse")
 	api, err := controlapi.NewClient(controlapi.ClientConfig{URL: a.url, Roots: a.pool, Token: dev.session.SessionToken})
@@ -241,13 +242,12 @@ func TestReplicaFollowsSignInsIncrementally(t *testing.T) {
 	a.admin("POST", "/api/v1/apply", fastYAML(testYAML), 200)
 	waitRev := func(rev int64) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for b.c.model().Rev < rev {
-			if time.Now().After(deadline) {
-				t.Fatalf("B at revision %d, want %d", b.c.model().Rev, rev)
+		testenv.Poll(t, 5*time.Second, "B to follow A", func() error {
+			if got := b.c.model().Rev; got < rev {
+				return fmt.Errorf("B at revision %d, want %d", got, rev)
 			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	waitRev(a.c.model().Rev)
 	count := func(how string) float64 {

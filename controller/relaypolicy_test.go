@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/relay"
 	"postern.dev/postern/traversal/sigwire"
@@ -69,7 +70,7 @@ func TestRelayDropsStaleConnectorsAndRevokedDevices(t *testing.T) {
 		}
 	})
 	var ri controlapi.RelayInfo
-	waitUntil(t, 10*time.Second, "relay registered", func() bool {
+	testenv.Eventually(t, 10*time.Second, "relay registered", func() bool {
 		for _, r := range e.c.model().relayInfos() {
 			if r.TLSCertSHA256 != "" {
 				ri = r
@@ -147,16 +148,5 @@ func waitClosed(t *testing.T, c *sigwire.Conn, d time.Duration, what string) {
 			t.Fatalf("%s still open after %s", what, d)
 		}
 		return
-	}
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

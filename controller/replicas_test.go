@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/controller/store/pgtest"
 	"postern.dev/postern/ctoken"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 )
 
@@ -99,13 +101,12 @@ func TestReplicasOnPostgres(t *testing.T) {
 
 	// Apply through A's admin API; B's model follows.
 	a.admin("POST", "/api/v1/apply", fastYAML(testYAML), 200)
-	deadline := time.Now().Add(time.Second)
-	for b.c.model().Rev != a.c.model().Rev {
-		if time.Now().After(deadline) {
-			t.Fatalf("replica B at revision %d, A at %d", b.c.model().Rev, a.c.model().Rev)
+	testenv.Poll(t, time.Second, "B to follow A's apply", func() error {
+		if rb, ra := b.c.model().Rev, a.c.model().Rev; rb != ra {
+			return fmt.Errorf("replica B at revision %d, A at %d", rb, ra)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 
 	// Alice signs in on B and watches her policy there.
 	dev := b.login("alice@example.com", "correct horse")
@@ -231,13 +232,9 @@ func TestReplicasOnPostgres(t *testing.T) {
 		t.Fatalf("connector as A shows it: %+v", cv)
 	}
 	// When the heartbeats stop, one replica marks it offline and both agree.
-	deadline = time.Now().Add(6 * time.Second)
-	for a.c.model().Connectors[con.id].Online || b.c.model().Connectors[con.id].Online {
-		if time.Now().After(deadline) {
-			t.Fatal("connector still online after heartbeats stopped")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.Eventually(t, 6*time.Second, "both replicas to mark the connector offline after its heartbeats stopped", func() bool {
+		return !a.c.model().Connectors[con.id].Online && !b.c.model().Connectors[con.id].Online
+	})
 
 	// The audit log written through A is read through B.
 	var audit struct {

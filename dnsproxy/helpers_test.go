@@ -14,6 +14,7 @@ import (
 	"github.com/miekg/dns"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 )
 
 // upstream is a real miekg/dns server on 127.0.0.1 (UDP and TCP on the same
@@ -146,22 +147,7 @@ func res(id, name, addr, network string) controlapi.PolicyResource {
 func checkGoroutines(t *testing.T) {
 	t.Helper()
 	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= before {
-				return
-			}
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<16)
-				buf = buf[:runtime.Stack(buf, true)]
-				t.Errorf("goroutine leak: %d before, %d after\n%s", before, n, buf)
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	})
+	t.Cleanup(func() { testenv.WaitGoroutines(t, before, 5*time.Second) })
 }
 
 func answerAddrs(m *dns.Msg) []string {

@@ -1,11 +1,14 @@
 package dnsproxy
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"postern.dev/postern/internal/testenv"
 )
 
 func TestOnQueryReportsRcodeAndTime(t *testing.T) {
@@ -27,19 +30,14 @@ func TestOnQueryReportsRcodeAndTime(t *testing.T) {
 	// A name under no resource with no upstream configured: an error rcode.
 	r := query(t, "tcp", addr, "nothing.example", dns.TypeA)
 	// OnQuery runs once the answer is written, so it may trail the reply.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	testenv.Poll(t, 5*time.Second, "OnQuery for both queries", func() error {
 		mu.Lock()
-		n := len(got)
-		mu.Unlock()
-		if n >= 2 {
-			break
+		defer mu.Unlock()
+		if n := len(got); n < 2 {
+			return fmt.Errorf("OnQuery called %d times, want 2", n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("OnQuery called %d times, want 2", n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	if len(got) != 2 {

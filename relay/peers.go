@@ -306,18 +306,9 @@ func (c *filterConn) dropClient(client net.Addr, bp *bypass) {
 	c.clients.Store(&m)
 }
 
-// groOrBatch reads the TURN socket with UDP GRO (clients and connectors
-// send GSO runs of ChannelData), or in plain batches without it.
-func groOrBatch(pc net.PacketConn) udpbatch.BatchIO {
-	if g := udpgro.For(pc); g != nil {
-		return g
-	}
-	return udpbatch.NewBatchIO(pc)
-}
-
 func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushSet) *filterConn {
 	c := &filterConn{PacketConn: pc, blocked: blocked, confirm: bypassConfirm}
-	if bio := groOrBatch(pc); bio != nil {
+	if bio := udpgro.BatchIO(pc); bio != nil { // GRO: clients and connectors send GSO runs
 		setSockBufs(pc)
 		c.rd = udpbatch.NewReader(bio, serverBatch)
 		c.rd.BeforeBlock = flush.flush

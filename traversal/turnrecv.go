@@ -94,10 +94,8 @@ type turnReceiver struct {
 // newTurnReceiver returns the receiver of conn for the fast path f.
 func newTurnReceiver(conn net.PacketConn, f *turnFastPath) *turnReceiver {
 	r := &turnReceiver{f: f, conn: conn, queue: make(chan inbound, pumpQueue)}
-	if g := udpgro.For(conn); g != nil {
-		r.rd = udpbatch.NewReader(g, clientBatch) // the relay sends GSO runs
-	} else if bio := udpbatch.NewBatchIO(conn); bio != nil {
-		r.rd = udpbatch.NewReader(bio, clientBatch)
+	if bio := udpgro.BatchIO(conn); bio != nil {
+		r.rd = udpbatch.NewReader(bio, clientBatch) // GRO: the relay sends GSO runs
 	} else {
 		r.buf = make([]byte, udpbatch.SlotSize)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pion/stun"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/traversal/udpbatch"
 )
 
@@ -230,7 +231,7 @@ func TestTURNReceiverSurvivesDatagramsPionRefuses(t *testing.T) {
 	}
 	// quic-go is not reading: the pump hands them on (or drops them)
 	// while it is away.
-	waitFor(t, "the pump to handle the relay's datagrams", func() bool {
+	testenv.Eventually(t, 5*time.Second, "the pump to handle the relay's datagrams", func() bool {
 		n := &rc.rcv.n
 		return n.unknown.Load() == 1 && n.pion.Load() >= 1 && n.other.Load() == 1
 	})
@@ -276,17 +277,6 @@ func TestTURNReceiverSurvivesDatagramsPionRefuses(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // What the pump reads while quic-go is not reading waits for quic-go's
 // first ReadFrom; a payload larger than quic-go's buffer is dropped and
 // counted (pion returned io.ErrShortBuffer, which ends quic-go's
@@ -317,7 +307,7 @@ func TestTURNReceiverPumpQueuesForQuicGo(t *testing.T) {
 	send(chanData(0x4001, []byte("early"), 0))
 	send(chanData(0x4001, bytes.Repeat([]byte{1}, 200), 0))
 	send(chanData(0x4001, []byte("after"), 0))
-	waitFor(t, "the pump to queue three datagrams", func() bool { return pr.n.fast.Load() == 3 })
+	testenv.Eventually(t, 5*time.Second, "the pump to queue three datagrams", func() bool { return pr.n.fast.Load() == 3 })
 	// Nothing waits in the socket now: these come from the queue.
 	_ = sock.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 100)

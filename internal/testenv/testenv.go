@@ -1,8 +1,9 @@
 // Package testenv holds the helpers the tests of every package share:
 // requirements with the CI rule (a test that cannot run skips, except under
-// CI=true where it fails), waiting on a condition with a deadline, TCP and
-// UDP echo servers, a logger that writes to the test's log, and a buffer
-// safe for concurrent writers. Network namespaces are in netnstest.
+// CI=true where it fails), waiting on a condition with a deadline, goroutine
+// leak checks, TCP and UDP echo servers, a logger that writes to the test's
+// log, and a buffer safe for concurrent writers. Network namespaces are in
+// netnstest.
 package testenv
 
 import (
@@ -127,6 +128,47 @@ func WaitGoroutines(t testing.TB, most int, timeout time.Duration) {
 		buf := make([]byte, 1<<16)
 		t.Fatalf("goroutines leaked: %v\n%s", err, buf[:runtime.Stack(buf, true)])
 	}
+}
+
+// WaitNoGoroutines waits until no goroutine but the caller's has a stack
+// for which leaked returns true (a package's leak rule: its own code, and
+// that of libraries it starts goroutines in). After timeout it returns an
+// error with those goroutines' stacks. It takes no testing.TB, so a
+// TestMain can call it after m.Run.
+func WaitNoGoroutines(timeout time.Duration, leaked func(stack string) bool) error {
+	var last []string
+	err := PollErr(timeout, func() error {
+		last = last[:0]
+		for _, g := range otherGoroutines() {
+			if leaked(g) {
+				last = append(last, g)
+			}
+		}
+		if len(last) > 0 {
+			return fmt.Errorf("%d goroutines still running", len(last))
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("goroutine leak: %w:\n%s", err, strings.Join(last, "\n\n"))
+	}
+	return nil
+}
+
+// otherGoroutines returns the stack of every goroutine but the caller's.
+func otherGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	// The calling goroutine's stack comes first.
+	gs := strings.Split(string(buf), "\n\n")
+	return gs[1:]
 }
 
 // Serve accepts connections on ln and runs handle on each in its own

@@ -325,6 +325,31 @@ func TestWaitGoroutinesFailsOnLeak(t *testing.T) {
 	}
 }
 
+// leakMarkerBlocked is a function name that only the goroutine of
+// TestWaitNoGoroutines runs in.
+func leakMarkerBlocked(stop <-chan struct{}) { <-stop }
+
+func TestWaitNoGoroutines(t *testing.T) {
+	isMarked := func(g string) bool { return strings.Contains(g, "testenv.leakMarkerBlocked") }
+	if err := WaitNoGoroutines(time.Second, isMarked); err != nil {
+		t.Fatalf("no marked goroutine runs, yet: %v", err)
+	}
+	// The caller's own goroutine never counts.
+	if err := WaitNoGoroutines(time.Second, func(g string) bool { return strings.Contains(g, "TestWaitNoGoroutines") }); err != nil {
+		t.Fatalf("the caller's goroutine was counted: %v", err)
+	}
+	stop := make(chan struct{})
+	go leakMarkerBlocked(stop)
+	err := WaitNoGoroutines(100*time.Millisecond, isMarked)
+	if err == nil || !strings.Contains(err.Error(), "1 goroutines still running") || !strings.Contains(err.Error(), "leakMarkerBlocked") {
+		t.Fatalf("a running goroutine was not reported with its stack: %v", err)
+	}
+	time.AfterFunc(50*time.Millisecond, func() { close(stop) })
+	if err := WaitNoGoroutines(5*time.Second, isMarked); err != nil {
+		t.Fatalf("the goroutine ended, yet: %v", err)
+	}
+}
+
 // fatalTB records a Fatalf and ends its goroutine, as testing.T does, without
 // failing the test that runs it.
 type fatalTB struct {

@@ -3,9 +3,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -23,34 +21,7 @@ func TestRevocationEndsSessions(t *testing.T) {
 	l := workingLab(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd, err := l.Command(ctx, lab.NodeClient, sshArgs(lab.DBName, "echo ready; exec sleep 300")...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	ready := make(chan bool, 1)
-	go func() {
-		rd := bufio.NewReader(stdout)
-		line, _ := rd.ReadString('\n')
-		ready <- strings.TrimSpace(line) == "ready"
-		_, _ = io.Copy(io.Discard, rd)
-		exited <- cmd.Wait()
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			t.Fatal("ssh session did not start")
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("ssh session did not start within 20 s")
-	}
+	sess := startSessionOn(t, l)
 
 	revoked := l.Network.Clone()
 	if !revoked.RemoveMember("engineering", lab.Alice) {
@@ -58,12 +29,10 @@ func TestRevocationEndsSessions(t *testing.T) {
 	}
 	applyNetwork(ctx, t, l, revoked)
 	applied := time.Now()
-	select {
-	case <-exited:
-		t.Logf("ssh session ended %s after apply", time.Since(applied).Round(time.Millisecond))
-	case <-time.After(2 * time.Second):
+	if !sess.ended(2 * time.Second) {
 		t.Fatal("the SSH session survived the revocation for more than 2 s")
 	}
+	t.Logf("ssh session ended %s after apply", time.Since(applied).Round(time.Millisecond))
 	r := sshHostname(t, lab.NodeClient)
 	if r.err == nil {
 		t.Fatalf("a new ssh session after revocation succeeded:\n%s", r.out)
@@ -193,49 +162,13 @@ func TestRoamingKeepsSession(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd, err := l.Command(ctx, lab.NodeClient, sshArgs(lab.DBName, "echo one; read x; echo two $x")...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	rd := bufio.NewReader(stdout)
-	lines := make(chan string, 2)
-	go func() {
-		for {
-			s, err := rd.ReadString('\n')
-			if err != nil {
-				close(lines)
-				return
-			}
-			lines <- strings.TrimSpace(s)
-		}
-	}()
-	expect := func(want string) {
-		t.Helper()
-		select {
-		case got, ok := <-lines:
-			if !ok || got != want {
-				t.Fatalf("ssh session printed %q (open %v), want %q", got, ok, want)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatalf("ssh session did not print %q within 20 s", want)
-		}
-	}
-	expect("one")
+	sess := startSessionOn(t, l)
 	newIP, err := l.ChangeClientAddress(ctx, lab.NodeClient)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("client roamed to public address %s", newIP)
-	if _, err := stdin.Write([]byte("roamed\n")); err != nil {
-		t.Fatal(err)
-	}
-	expect("two roamed")
+	sess.roundTrip("roamed", 20*time.Second)
 }
 
 // Symmetric NAT on both sides: hole punching cannot work, the relay carries

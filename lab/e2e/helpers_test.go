@@ -256,6 +256,21 @@ func (s *session) roundTrip(line string, within time.Duration) {
 	s.expect("got "+line, within)
 }
 
+// ended reports whether the session ends (ssh exits and its output closes)
+// within the given time; a line printed meanwhile fails the test.
+func (s *session) ended(within time.Duration) bool {
+	s.t.Helper()
+	select {
+	case line, ok := <-s.lines:
+		if ok {
+			s.t.Fatalf("unexpected output from the ssh session: %q", line)
+		}
+		return true
+	case <-time.After(within):
+		return false
+	}
+}
+
 func (s *session) expect(want string, within time.Duration) {
 	s.t.Helper()
 	select {

@@ -45,6 +45,46 @@ func (c *countingReader) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
 	return c.batchReader.ReadBatch(ms, flags)
 }
 
+// BatchIO reads a UDP socket through GRO, through plain recvmmsg batches
+// when GRO is turned off, and gives nil for a socket that is no UDP socket;
+// either batch reader delivers the socket's datagrams.
+func TestBatchIOPrefersGRO(t *testing.T) {
+	rx, tx := listen(t), listen(t)
+	bio := BatchIO(rx)
+	if _, ok := bio.(*Conn); !ok {
+		t.Fatalf("BatchIO of a UDP socket: %T, want *udpgro.Conn", bio)
+	}
+	batchIORoundTrip(t, bio, rx, tx, "gro")
+
+	t.Setenv(DisableEnv, "1")
+	plain, tx2 := listen(t), listen(t)
+	bio = BatchIO(plain)
+	if _, ok := bio.(*Conn); ok || bio == nil {
+		t.Fatalf("BatchIO with %s=1: %T, want the plain batch reader", DisableEnv, bio)
+	}
+	batchIORoundTrip(t, bio, plain, tx2, "plain")
+
+	if bio := BatchIO(struct{ net.PacketConn }{}); bio != nil {
+		t.Fatalf("BatchIO of a socket that is no *net.UDPConn: %T, want nil", bio)
+	}
+}
+
+// batchIORoundTrip sends payload from tx to rx and reads it through bio.
+func batchIORoundTrip(t *testing.T, bio udpbatch.BatchIO, rx, tx *net.UDPConn, payload string) {
+	t.Helper()
+	if _, err := tx.WriteTo([]byte(payload), rx.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if err := rx.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ms := []ipv4.Message{{Buffers: [][]byte{make([]byte, 1500)}, OOB: make([]byte, 64)}}
+	n, err := bio.ReadBatch(ms, 0)
+	if err != nil || n != 1 || string(ms[0].Buffers[0][:ms[0].N]) != payload {
+		t.Fatalf("read through %T: n=%d err=%v data=%q, want %q", bio, n, err, ms[0].Buffers[0][:ms[0].N], payload)
+	}
+}
+
 // On a real socket, a GSO run sent to a GRO socket arrives as one buffer
 // and comes out as its datagrams, byte for byte.
 func TestRealSocketReceivesRunsCoalesced(t *testing.T) {

@@ -21,6 +21,8 @@ import (
 	"strconv"
 
 	"golang.org/x/net/ipv4"
+
+	"postern.dev/postern/traversal/udpbatch"
 )
 
 const (
@@ -68,9 +70,19 @@ func Wrap(uc *net.UDPConn) net.PacketConn {
 
 // For returns a Conn around pc when pc is a UDP socket that takes UDP_GRO
 // (and GRO is not turned off), else nil. Readers that batch datagrams
-// themselves (the relay's TURN socket, the client's TURN allocation) use
-// its ReadBatch in place of the socket's.
+// themselves take it through BatchIO.
 func For(pc net.PacketConn) *Conn { return ForBuffers(pc, bigBuffers) }
+
+// BatchIO returns the batch reads of pc for a reader that batches datagrams
+// itself (the relay's TURN socket, the client's TURN allocation): through
+// UDP GRO when pc takes it (the far side sends GSO runs), else plain
+// recvmmsg batches (udpbatch.NewBatchIO), else nil (one datagram per read).
+func BatchIO(pc net.PacketConn) udpbatch.BatchIO {
+	if g := For(pc); g != nil {
+		return g
+	}
+	return udpbatch.NewBatchIO(pc)
+}
 
 // ForBuffers is For with n coalesced buffers of 64 KiB per read (at least
 // one) instead of eight: for sockets that are many and mostly idle, such as
