@@ -8,7 +8,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"postern.dev/postern/traversal/udpbatch"
-	"postern.dev/postern/traversal/udpgro"
 )
 
 // countingGenerator wraps a RelayAddressGenerator so every relayed socket
@@ -23,16 +22,6 @@ type countingGenerator struct {
 	flush                *flushSet
 }
 
-// relayedBatchIO reads an allocation's socket with UDP GRO and one 64 KiB
-// buffer (peers such as connectors send GSO runs; one buffer per allocation
-// keeps an idle allocation's memory small), or in plain batches.
-func relayedBatchIO(pc net.PacketConn) udpbatch.BatchIO {
-	if g := udpgro.ForBuffers(pc, 1); g != nil {
-		return g
-	}
-	return udpbatch.NewBatchIO(pc)
-}
-
 func (g *countingGenerator) AllocatePacketConn(network string, requestedPort int) (net.PacketConn, net.Addr, error) {
 	pc, addr, err := g.RelayAddressGenerator.AllocatePacketConn(network, requestedPort)
 	if err != nil {
@@ -42,7 +31,12 @@ func (g *countingGenerator) AllocatePacketConn(network string, requestedPort int
 	// run path MTU discovery through the relay (best effort).
 	_ = setDontFragment(pc)
 	c := &countingConn{PacketConn: pc, g: g}
-	if bio := relayedBatchIO(pc); bio != nil {
+	// Plain batches, not UDP GRO: a 64 KiB coalescing buffer per
+	// allocation would triple an idle allocation's memory (32 KiB of
+	// batch slots) for no gain that could be measured (GRO on these
+	// sockets was tried: docs/datapath-performance.md, "UDP GRO on the
+	// QUIC sockets").
+	if bio := udpbatch.NewBatchIO(pc); bio != nil {
 		setSockBufs(pc)
 		c.rd = udpbatch.NewReader(bio, relayedBatch)
 		if g.flush != nil {

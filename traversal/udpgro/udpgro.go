@@ -71,7 +71,16 @@ func Wrap(uc *net.UDPConn) net.PacketConn {
 // For returns a Conn around pc when pc is a UDP socket that takes UDP_GRO
 // (and GRO is not turned off), else nil. Readers that batch datagrams
 // themselves take it through BatchIO.
-func For(pc net.PacketConn) *Conn { return ForBuffers(pc, bigBuffers) }
+func For(pc net.PacketConn) *Conn {
+	uc, ok := pc.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	if off, _ := strconv.ParseBool(os.Getenv(DisableEnv)); off || !enable(uc) {
+		return nil
+	}
+	return newConn(uc, ipv4.NewPacketConn(uc))
+}
 
 // BatchIO returns the batch reads of pc for a reader that batches datagrams
 // itself (the relay's TURN socket, the client's TURN allocation): through
@@ -84,24 +93,8 @@ func BatchIO(pc net.PacketConn) udpbatch.BatchIO {
 	return udpbatch.NewBatchIO(pc)
 }
 
-// ForBuffers is For with n coalesced buffers of 64 KiB per read (at least
-// one) instead of eight: for sockets that are many and mostly idle, such as
-// a relay's one socket per allocation.
-func ForBuffers(pc net.PacketConn, n int) *Conn {
-	uc, ok := pc.(*net.UDPConn)
-	if !ok {
-		return nil
-	}
-	if off, _ := strconv.ParseBool(os.Getenv(DisableEnv)); off || !enable(uc) {
-		return nil
-	}
-	return newConnN(uc, ipv4.NewPacketConn(uc), max(n, 1))
-}
-
-func newConn(uc *net.UDPConn, r batchReader) *Conn { return newConnN(uc, r, bigBuffers) }
-
-func newConnN(uc *net.UDPConn, r batchReader, n int) *Conn {
-	c := &Conn{UDPConn: uc, r: r, big: make([]ipv4.Message, n), seg: make([]int, n)}
+func newConn(uc *net.UDPConn, r batchReader) *Conn {
+	c := &Conn{UDPConn: uc, r: r, big: make([]ipv4.Message, bigBuffers), seg: make([]int, bigBuffers)}
 	for i := range c.big {
 		c.big[i].Buffers = [][]byte{make([]byte, bigSize)}
 		c.big[i].OOB = make([]byte, oobSize)
