@@ -190,11 +190,20 @@ func serveDNS(ctx context.Context, listen string, onListen func(string), h dns.H
 	errc := make(chan error, len(servers))
 	var wg sync.WaitGroup
 	for _, s := range servers {
+		// miekg/dns's Shutdown does nothing to a server that has not
+		// marked itself started yet, which then serves on for good: wait
+		// for each to start (or fail) before going on.
+		started := make(chan struct{})
+		var once sync.Once
+		s.NotifyStartedFunc = func() { once.Do(func() { close(started) }) }
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errc <- s.ActivateAndServe()
+			err := s.ActivateAndServe()
+			once.Do(func() { close(started) }) // it never started
+			errc <- err
 		}()
+		<-started
 	}
 	var runErr error
 	select {
@@ -203,9 +212,11 @@ func serveDNS(ctx context.Context, listen string, onListen func(string), h dns.H
 	}
 	for _, s := range servers {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = s.ShutdownContext(sctx)
+		_ = s.ShutdownContext(sctx) // an error: it already stopped
 		cancel()
 	}
+	pc.Close()
+	ln.Close()
 	wg.Wait()
 	if runErr != nil {
 		return fmt.Errorf("dns server: %w", runErr)

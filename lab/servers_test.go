@@ -176,3 +176,24 @@ func TestDemoNetworkYAML(t *testing.T) {
 		}
 	}
 }
+
+// TestDNSServerStopsWhenCancelledAtOnce: a server whose context ends as it
+// starts returns. miekg/dns ignores a Shutdown that comes before the
+// server marked itself started, and ServeDNS then waited for good (ci41:
+// a lab test's cleanup hung until the package's 12-minute timeout).
+func TestDNSServerStopsWhenCancelledAtOnce(t *testing.T) {
+	for i := 0; i < 50; i++ {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		done := make(chan error, 1)
+		go func() { done <- ServeDNS(ctx, DNSConfig{Listen: "127.0.0.1:0", Zones: []string{"example.com"}}) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("run %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("run %d: ServeDNS did not return within 10s of its context ending", i)
+		}
+	}
+}
