@@ -115,7 +115,7 @@ func (r *Report) Markdown() string {
 	}
 
 	b.WriteString("## Cost: CPU and memory\n\n")
-	fmt.Fprintf(&b, "CPU: user+system seconds of the tunnel's own processes (and children) from `/proc/PID/stat` per GB received, with iperf3 sending at a fixed %sbit/s (kernel softirq time is not attributed to any row; direct TCP has no tunnel process). Processes counted: Postern — posternd and postern-connector (+ postern-relay when relayed); wireguard-go — both wireguard-go; OpenVPN — both openvpn; `ssh -L` — ssh and sshd with its session children. Memory: growth of the RSS of those processes (Postern: posternd + connector) per idle TCP flow held open through the tunnel, each flow checked end to end first.\n\n", r.FixedRate)
+	fmt.Fprintf(&b, "CPU: user+system seconds of the tunnel's own processes (and children) from `/proc/PID/stat` per GB received, with iperf3 sending at a fixed %sbit/s (kernel softirq time is not attributed to any row; direct TCP has no tunnel process). Processes counted: Postern — posternd and postern-connector (+ postern-relay when relayed); wireguard-go — both wireguard-go; OpenVPN — both openvpn; `ssh -L` — ssh and sshd with its session children. Memory: growth of the RSS of those processes (Postern: posternd + connector) per idle TCP flow held open through the tunnel, each flow checked end to end first; measured once per run before the timed cells, on processes as they start (after other cells the growth depends on the memory those cells left free).\n\n", r.FixedRate)
 	memCols := []column{{MCPUPerGB, "CPU s/GB"}}
 	seen := map[string]bool{}
 	for _, t := range r.Tunnels {

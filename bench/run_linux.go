@@ -330,6 +330,31 @@ func (r *runner) measure(ctx context.Context) {
 			live = append(live, t)
 		}
 	}
+	// Memory per idle flow: once per run, first, while the tunnel
+	// processes are as a fresh start leaves them. Measured after the timed
+	// cells (as until 2026-12-06), the RSS growth depended on how much
+	// freed memory those cells had left in the processes: 9.3 KiB per flow
+	// in the full run of 17:15 UTC, about 34 with fresh processes of the
+	// same build.
+	for _, n := range r.opts.IdleFlows {
+		if !r.opts.wantCell("idle flows") {
+			break
+		}
+		for _, t := range live {
+			if t.key == TunDirect || t.alive() != nil || ctx.Err() != nil {
+				continue
+			}
+			kib, err := r.memCell(ctx, t, n)
+			key := fmt.Sprintf("%s%d", MMemPerFlow, n)
+			if err != nil {
+				r.cellErr(t, fmt.Sprintf("%d idle flows: %v", n, err))
+				r.progress("mem %6d idle flows %-15s FAILED: %v", n, t.key, err)
+				continue
+			}
+			vals[t.key][key] = append(vals[t.key][key], kib)
+			r.progress("mem %6d idle flows %-15s %.2f KiB/flow", n, t.key, kib)
+		}
+	}
 	for rep := 0; rep < r.opts.Repeats && ctx.Err() == nil; rep++ {
 		order := make([]*tunnel, len(live))
 		for i := range live {
@@ -378,26 +403,6 @@ func (r *runner) measure(ctx context.Context) {
 					r.progress("%s: teardown failed: %v", c.name, err)
 				}
 			}
-		}
-	}
-	// Memory per idle flow: once per run, after the timed cells.
-	for _, n := range r.opts.IdleFlows {
-		if !r.opts.wantCell("idle flows") {
-			break
-		}
-		for _, t := range live {
-			if t.key == TunDirect || t.alive() != nil || ctx.Err() != nil {
-				continue
-			}
-			kib, err := r.memCell(ctx, t, n)
-			key := fmt.Sprintf("%s%d", MMemPerFlow, n)
-			if err != nil {
-				r.cellErr(t, fmt.Sprintf("%d idle flows: %v", n, err))
-				r.progress("mem %6d idle flows %-15s FAILED: %v", n, t.key, err)
-				continue
-			}
-			vals[t.key][key] = append(vals[t.key][key], kib)
-			r.progress("mem %6d idle flows %-15s %.2f KiB/flow", n, t.key, kib)
 		}
 	}
 	// No stall: short connections in a row, once per run, direct path.
