@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/traversal/stunguard"
 	"postern.dev/postern/traversal/udpbatch"
 	"postern.dev/postern/traversal/udpgro"
 )
@@ -256,6 +257,8 @@ type filterConn struct {
 	clients atomic.Pointer[map[netip.AddrPort]*bypass]
 	// confirm is how long pion's framing vouches for a peer in a bypass.
 	confirm time.Duration
+	// malformed counts a STUN message dropped before pion (stunguard).
+	malformed func()
 }
 
 // addClient returns the ChannelData queue and bypass of client, or nil when
@@ -319,6 +322,13 @@ func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushS
 func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		n, a, err := udpbatch.ReadFrom(c.rd, c.PacketConn, b)
+		if err == nil && stunguard.CheckServer(b[:n]) != nil {
+			// pion/stun would panic on some of these (see stunguard).
+			if c.malformed != nil {
+				c.malformed()
+			}
+			continue
+		}
 		if err != nil || !c.blocked(a) {
 			if err == nil {
 				c.current.Store(&a)

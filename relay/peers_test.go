@@ -286,6 +286,11 @@ func (f *fixture) allocateTLS(username, password string) (net.PacketConn, func()
 	if err != nil {
 		return nil, nil, err
 	}
+	return f.allocateTLSOn(tc, username, password)
+}
+
+// allocateTLSOn is allocateTLS on the TLS connection tc.
+func (f *fixture) allocateTLSOn(tc net.Conn, username, password string) (net.PacketConn, func(), error) {
 	base := turn.NewSTUNConn(tc)
 	lf := logging.NewDefaultLoggerFactory()
 	lf.DefaultLogLevel = logging.LogLevelDisabled

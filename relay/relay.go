@@ -22,6 +22,7 @@ import (
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/traversal/sigwire"
+	"postern.dev/postern/traversal/stunguard"
 )
 
 // Defaults.
@@ -215,6 +216,7 @@ func (r *Relay) Start() error {
 	if udpConn.rd == nil {
 		flush = nil
 	}
+	udpConn.malformed = func() { r.m.refuse("malformed") }
 	if r.cfg.bypassConfirm > 0 {
 		udpConn.confirm = r.cfg.bypassConfirm
 	}
@@ -325,7 +327,9 @@ func (r *Relay) handleTLS(c *tls.Conn) {
 	}
 	switch c.ConnectionState().NegotiatedProtocol {
 	case sigwire.ALPNTURN:
-		r.turnLn.deliver(r.trackTURN(c))
+		// pion frames the stream itself; the guard drops the STUN frames
+		// pion/stun would panic on before pion sees them.
+		r.turnLn.deliver(stunguard.StreamConn(r.trackTURN(c)))
 	case sigwire.ALPNSignal:
 		r.hub.serve(c)
 	default:

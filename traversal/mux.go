@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/pion/stun"
+
+	"postern.dev/postern/traversal/stunguard"
 )
 
 // packetIO is the part of a quic.Transport the mux uses: it shares the QUIC
@@ -81,7 +83,7 @@ func (m *mux) run(ctx context.Context) error {
 }
 
 func (m *mux) handle(b []byte, from net.Addr) {
-	if !stun.IsMessage(b) {
+	if !stun.IsMessage(b) || stunguard.Check(b) != nil {
 		return
 	}
 	msg := &stun.Message{Raw: b}

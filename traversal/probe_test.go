@@ -17,6 +17,7 @@ type lossyServer struct {
 	mu     sync.Mutex
 	m      *mux
 	drop   int
+	bad    int // answers after the lost ones that carry an empty XOR-MAPPED-ADDRESS
 	sent   int
 	mapped *net.UDPAddr
 }
@@ -25,6 +26,7 @@ func (l *lossyServer) WriteTo(b []byte, addr net.Addr) (int, error) {
 	l.mu.Lock()
 	l.sent++
 	lost := l.sent <= l.drop
+	malformed := !lost && l.sent <= l.drop+l.bad
 	l.mu.Unlock()
 	if lost {
 		return len(b), nil
@@ -33,8 +35,12 @@ func (l *lossyServer) WriteTo(b []byte, addr net.Addr) (int, error) {
 	if err := req.Decode(); err != nil {
 		return 0, err
 	}
-	resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess,
-		&stun.XORMappedAddress{IP: l.mapped.IP, Port: l.mapped.Port}, stun.Fingerprint)
+	var mapped stun.Setter = &stun.XORMappedAddress{IP: l.mapped.IP, Port: l.mapped.Port}
+	if malformed {
+		// Last in the message: pion/stun v0.6.1 panicked reading it.
+		mapped = stun.RawAttribute{Type: stun.AttrXORMappedAddress}
+	}
+	resp, err := stun.Build(stun.NewTransactionIDSetter(req.TransactionID), stun.BindingSuccess, mapped)
 	if err != nil {
 		return 0, err
 	}
@@ -66,6 +72,25 @@ func TestProbeRetransmitsLostBindings(t *testing.T) {
 	}
 	if rtt > 200*time.Millisecond {
 		t.Fatalf("rtt %v counts the lost attempts", rtt)
+	}
+}
+
+// TestProbeIgnoresMalformedAnswers: an answer whose XOR-MAPPED-ADDRESS is
+// empty is dropped (it used to panic the reader); the retransmission's
+// good answer counts.
+func TestProbeIgnoresMalformedAnswers(t *testing.T) {
+	io := &lossyServer{bad: 1, mapped: udp("192.0.2.7:40001")}
+	m := newMux(io, "udp", testLogger())
+	io.m = m
+	resp, _, err := m.probe(context.Background(), udp("203.0.113.1:3478"), 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, err := mappedAddr(resp.msg); err != nil || a.String() != "192.0.2.7:40001" {
+		t.Fatalf("mapped %v (%v)", a, err)
+	}
+	if io.sent != 2 {
+		t.Fatalf("sent %d requests, want 2 (the first answer was malformed)", io.sent)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/traversal/sigwire"
+	"postern.dev/postern/traversal/stunguard"
 	"postern.dev/postern/traversal/udpbatch"
 )
 
@@ -88,7 +89,7 @@ func allocate(ctx context.Context, r controlapi.RelayInfo, transport string, cre
 		if err != nil {
 			return nil, err
 		}
-		base = turn.NewSTUNConn(tc)
+		base = stunguard.PacketConn(turn.NewSTUNConn(tc))
 		pionConn = base
 	default:
 		return nil, fmt.Errorf("%w: TURN transport %q", ErrBadConfig, transport)

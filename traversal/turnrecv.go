@@ -11,6 +11,7 @@ import (
 
 	"github.com/pion/stun"
 
+	"postern.dev/postern/traversal/stunguard"
 	"postern.dev/postern/traversal/udpbatch"
 	"postern.dev/postern/traversal/udpgro"
 )
@@ -250,6 +251,11 @@ func (r *turnReceiver) dispatch(d []byte, from net.Addr) ([]byte, net.Addr) {
 	case len(d) >= 1 && d[0]&0xC0 == 0x40:
 		return r.channelData(d, from)
 	case len(d) >= 1 && d[0]&0xC0 == 0 && stun.IsMessage(d):
+		if stunguard.Check(d) != nil {
+			// pion/stun would panic on some of these (see stunguard).
+			r.n.malformed.Add(1)
+			return nil, nil
+		}
 		if isDataIndication(d) {
 			return r.dataIndication(d, from)
 		}

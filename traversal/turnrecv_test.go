@@ -101,6 +101,13 @@ func TestTURNReceiverDispatch(t *testing.T) {
 	truncInd := dataIndication(t, testPeer, []byte("x"), true)
 	truncInd = truncInd[:len(truncInd)-4]
 	payload := []byte("quic packet")
+	// pion/stun v0.6.1 panicked on an empty address attribute at the end.
+	emptyPeerMsg, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodData, stun.ClassIndication),
+		stun.RawAttribute{Type: stun.AttrData, Value: payload}, stun.RawAttribute{Type: stun.AttrXORPeerAddress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	emptyPeer := emptyPeerMsg.Raw
 	cases := []struct {
 		name    string
 		d       []byte
@@ -120,7 +127,8 @@ func TestTURNReceiverDispatch(t *testing.T) {
 		{"padded ChannelData", chanData(0x4001, payload[:5], 3), relay, payload[:5], func(n *recvCounts) *atomic.Uint64 { return &n.fast }, false},
 		{"empty ChannelData", chanData(0x4001, nil, 0), relay, []byte{}, func(n *recvCounts) *atomic.Uint64 { return &n.fast }, false},
 		{"STUN response", binding.Raw, relay, nil, func(n *recvCounts) *atomic.Uint64 { return &n.pion }, true},
-		{"malformed STUN", badSTUN, relay, nil, func(n *recvCounts) *atomic.Uint64 { return &n.pion }, true},
+		{"malformed STUN", badSTUN, relay, nil, func(n *recvCounts) *atomic.Uint64 { return &n.malformed }, false},
+		{"Data indication with an empty peer", emptyPeer, relay, nil, func(n *recvCounts) *atomic.Uint64 { return &n.malformed }, false},
 		{"Data indication", dataIndication(t, testPeer, payload, true), relay, payload, func(n *recvCounts) *atomic.Uint64 { return &n.fast }, false},
 		{"Data indication without data", dataIndication(t, testPeer, nil, false), relay, nil, func(n *recvCounts) *atomic.Uint64 { return &n.malformed }, false},
 		{"truncated Data indication", truncInd, relay, nil, func(n *recvCounts) *atomic.Uint64 { return &n.malformed }, false},
@@ -188,6 +196,9 @@ func FuzzTURNReceiverDispatch(f *testing.F) {
 	f.Add([]byte{0x40, 0x01, 0xff, 0xff})
 	f.Add([]byte{0x00, 0x17, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x00, 0x13, 0x00, 0x00})
 	f.Add([]byte{0x01, 0x01, 0x00, 0x00, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12})
+	// A Data indication with an empty XOR-PEER-ADDRESS: pion/stun v0.6.1
+	// panicked on it (found by make test's fuzzing in CI).
+	f.Add([]byte{0x00, 0x17, 0x00, 0x04, 0x21, 0x12, 0xa4, 0x42, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x00, 0x12, 0x00, 0x00})
 	rnd := rand.New(rand.NewSource(1))
 	for i := 0; i < 64; i++ {
 		b := make([]byte, rnd.Intn(64))

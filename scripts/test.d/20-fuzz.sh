@@ -22,6 +22,7 @@ targets=(
   "./controller FuzzApply 2000x"
   "./traversal/sigwire FuzzRead 20000x"
   "./traversal FuzzTURNReceiverDispatch 20000x"
+  "./traversal/stunguard FuzzCheck 50000x"
   "./netstack FuzzTUNPacket 10000x"
   "./netstack FuzzICMPIntercept 20000x"
   "./client FuzzLocalAPI 3000x"
