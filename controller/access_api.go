@@ -159,7 +159,7 @@ func (c *Controller) createRequest(ctx context.Context, m *Model, pid, device st
 		return nil, fmt.Errorf("%w: resource %q: no such resource for this account", ErrRequest, req.Resource)
 	}
 	now := c.now()
-	max := res.Require.maxGrant()
+	max := maxGrant(res.Require)
 	locked := max == 0 && m.autoLock() > 0 && now.Sub(m.lastUse(pid, res.ID)) > m.autoLock()
 	if max == 0 && !locked {
 		return nil, fmt.Errorf("%w: resource %s needs no request: it requires no approval and is not locked", ErrRequest, res.Name)
@@ -253,7 +253,7 @@ func (c *Controller) decide(ctx context.Context, id, approver, actor, device, ve
 			}
 			d = dd
 		}
-		if max := res.Require.maxGrant(); max > 0 && d > max {
+		if max := maxGrant(res.Require); max > 0 && d > max {
 			return nil, fmt.Errorf("%w: duration %s is longer than the %s this resource allows", ErrRequest, fmtDur(d), fmtDur(max))
 		}
 		rec.State, rec.Start, rec.End, rec.Duration = reqApproved, now, now.Add(d), fmtDur(d)

@@ -197,8 +197,9 @@ func versionParts(v string) []int {
 	return out
 }
 
-// evaluate says why report does not satisfy the profile ("" when it does).
-func (p *PostureProfileSpec) evaluate(r controlapi.PostureReport) string {
+// evaluatePosture says why report does not satisfy profile p ("" when it
+// does).
+func evaluatePosture(p *PostureProfileSpec, r controlapi.PostureReport) string {
 	if len(p.OSMin) > 0 {
 		minV, ok := p.OSMin[r.OS]
 		switch {
@@ -232,7 +233,7 @@ func (m *Model) devicePosture(device string) ([]string, map[string]string) {
 			failed[name] = "no posture report from this device"
 			continue
 		}
-		if why := p.evaluate(rec.Report); why != "" {
+		if why := evaluatePosture(&p.PostureProfileSpec, rec.Report); why != "" {
 			failed[name] = why
 		} else {
 			sat = append(sat, name)
@@ -323,7 +324,7 @@ func (m *Model) connectorResourceAccess(cr *controlapi.ConnectorResource, r *Res
 			}
 			cr.Grants[pid] = end.UTC()
 		}
-		if m.autoLock() > 0 && r.Require.maxGrant() == 0 {
+		if m.autoLock() > 0 && maxGrant(r.Require) == 0 {
 			if cr.LastUse == nil {
 				cr.LastUse = map[string]time.Time{}
 			}
@@ -362,7 +363,7 @@ func (m *Model) accessClaims(s *Session, net string, now time.Time) (mfaAt int64
 // requirements at now, and what to do when not (nil: nothing required).
 func (m *Model) resourceAccess(pid, device string, r *Resource, now time.Time) *controlapi.ResourceAccess {
 	q := r.Require
-	lock := m.autoLock() > 0 && q.maxGrant() == 0
+	lock := m.autoLock() > 0 && maxGrant(q) == 0
 	if q == nil && !lock {
 		return nil
 	}
@@ -378,7 +379,7 @@ func (m *Model) resourceAccess(pid, device string, r *Resource, now time.Time) *
 		}
 	}
 	var until time.Time
-	if w := q.mfaWindow(); w > 0 {
+	if w := mfaWindow(q); w > 0 {
 		at := m.deviceMFA(device)
 		if at.IsZero() || now.Sub(at) > w {
 			return &controlapi.ResourceAccess{State: "mfa", Message: "needs MFA (postern mfa)"}
@@ -386,7 +387,7 @@ func (m *Model) resourceAccess(pid, device string, r *Resource, now time.Time) *
 		until = at.Add(w)
 	}
 	end, by := m.grant(pid, r.ID, now)
-	if q.maxGrant() > 0 {
+	if maxGrant(q) > 0 {
 		if end.IsZero() {
 			return &controlapi.ResourceAccess{State: "approval", Message: fmt.Sprintf("needs approval (postern request %s)", r.Name)}
 		}

@@ -7,15 +7,17 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/policy"
 )
 
 // Access governance in network.yaml (docs/access.md): resource requirements,
 // posture profiles and auto-lock.
 
-// Store kinds of access governance.
+// Store kinds of access governance (posture profiles are an object of the
+// configuration: package adminapi names their kind).
 const (
-	KindPostureProfile = "posture_profile"
+	KindPostureProfile = adminapi.KindPostureProfile
 	KindAccessSettings = "access_settings" // one object, named "access"
 	KindMFA            = "mfa"             // per user, named by user id
 	KindPosture        = "posture"         // per device, named by device id: its latest report
@@ -23,29 +25,12 @@ const (
 	KindAccessUse      = "access_use" // per (principal, resource): last use, named "pid/rid"
 )
 
-// Require is a resource's access conditions, as written in network.yaml and
-// stored with the resource.
-type Require struct {
-	MFA      string        `yaml:"mfa,omitempty" json:"mfa,omitempty"`         // a second factor within this window (e.g. 12h)
-	Posture  []string      `yaml:"posture,omitempty" json:"posture,omitempty"` // posture profiles the device must satisfy
-	Approval *ApprovalSpec `yaml:"approval,omitempty" json:"approval,omitempty"`
-}
-
-// ApprovalSpec makes access go through approved, time-boxed requests.
-type ApprovalSpec struct {
-	Approvers []string `yaml:"approvers" json:"approvers"` // groups whose members may approve
-	Max       string   `yaml:"max" json:"max"`             // longest grant (e.g. 8h)
-}
-
-// PostureProfileSpec declares a posture profile: what a device must report
-// to satisfy it.
-type PostureProfileSpec struct {
-	Name           string            `yaml:"name" json:"name"`
-	OSMin          map[string]string `yaml:"os_min,omitempty" json:"os_min,omitempty"` // GOOS -> minimum version; an OS not listed does not satisfy a profile that lists any
-	DiskEncryption bool              `yaml:"disk_encryption,omitempty" json:"disk_encryption,omitempty"`
-	Firewall       bool              `yaml:"firewall,omitempty" json:"firewall,omitempty"`
-	ClientMin      string            `yaml:"client_min,omitempty" json:"client_min,omitempty"`
-}
+// A resource's requirements and the posture profiles are the admin API's
+// (package adminapi).
+type (
+	Require            = adminapi.Require
+	PostureProfileSpec = adminapi.PostureProfileSpec
+)
 
 // PostureProfile is a stored posture profile.
 type PostureProfile struct {
@@ -71,7 +56,7 @@ var versionRE = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
 var knownOS = []string{"linux", "windows", "darwin"}
 
 // normalizeAccess validates the access parts of spec; add reports a problem.
-func (spec *Spec) normalizeAccess(li lineIndex, groups map[string]bool, add func(section string, i int, name, field, format string, args ...any), addTop func(field, format string, args ...any)) {
+func normalizeAccess(spec *Spec, groups map[string]bool, add func(section string, i int, name, field, format string, args ...any), addTop func(field, format string, args ...any)) {
 	profiles := map[string]bool{}
 	for i, p := range spec.PostureProfiles {
 		if err := validObjectName(p.Name); err != nil {
@@ -140,7 +125,7 @@ func (spec *Spec) normalizeAccess(li lineIndex, groups map[string]bool, add func
 }
 
 // requirements converts a stored Require to the wire form.
-func (q *Require) requirements() *controlapi.Requirements {
+func requirements(q *Require) *controlapi.Requirements {
 	if q == nil {
 		return nil
 	}
@@ -155,7 +140,7 @@ func (q *Require) requirements() *controlapi.Requirements {
 }
 
 // maxGrant is the longest grant an approval may give (0: approval not required).
-func (q *Require) maxGrant() time.Duration {
+func maxGrant(q *Require) time.Duration {
 	if q == nil || q.Approval == nil {
 		return 0
 	}
@@ -163,7 +148,8 @@ func (q *Require) maxGrant() time.Duration {
 	return d
 }
 
-func (q *Require) mfaWindow() time.Duration {
+// mfaWindow is how recent a second factor must be (0: none required).
+func mfaWindow(q *Require) time.Duration {
 	if q == nil || q.MFA == "" {
 		return 0
 	}

@@ -55,7 +55,7 @@ func TestApplyAccessSpecRoundTrip(t *testing.T) {
 	}
 	m := e.c.model()
 	r := m.Resources[0]
-	if r.Require.mfaWindow() != 12*time.Hour || r.Require.maxGrant() != 8*time.Hour || m.autoLock() != 30*24*time.Hour {
+	if mfaWindow(r.Require) != 12*time.Hour || maxGrant(r.Require) != 8*time.Hour || m.autoLock() != 30*24*time.Hour {
 		t.Fatalf("stored requirements: %+v", r.Require)
 	}
 	// The spec endpoint gives it back; a changed field is an update.

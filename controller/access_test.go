@@ -152,7 +152,7 @@ func TestPostureEvaluation(t *testing.T) {
 	for i, tc := range cases {
 		r := good
 		tc.mod(&r)
-		if got := p.evaluate(r); got != tc.want {
+		if got := evaluatePosture(&p, r); got != tc.want {
 			t.Errorf("case %d: %q, want %q", i, got, tc.want)
 		}
 	}

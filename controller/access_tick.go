@@ -88,14 +88,14 @@ func (m *Model) nextAccessChange(now time.Time) time.Time {
 		}
 	}
 	for _, r := range m.Resources {
-		if w := r.Require.mfaWindow(); w > 0 {
+		if w := mfaWindow(r.Require); w > 0 {
 			for _, s := range m.Sessions {
 				if !s.MFAAt.IsZero() {
 					consider(s.MFAAt.Add(w))
 				}
 			}
 		}
-		if lock := m.autoLock(); lock > 0 && r.Require.maxGrant() == 0 {
+		if lock := m.autoLock(); lock > 0 && maxGrant(r.Require) == 0 {
 			for _, g := range r.Groups {
 				for _, pid := range m.groupMembers[g] {
 					consider(m.lastUse(pid, r.ID).Add(lock))

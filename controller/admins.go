@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
@@ -20,11 +21,12 @@ import (
 //
 // Admins, their API tokens and their console sessions are objects of the
 // store (both backends), outside the policy model: they never reach a
-// snapshot, so writing them wakes no push subscriber.
+// snapshot, so writing them wakes no push subscriber. Their kinds are named
+// by package adminapi.
 const (
-	KindAdmin        = "admin"
-	KindAdminToken   = "admin_token"
-	KindAdminSession = "admin_session"
+	KindAdmin        = adminapi.KindAdmin
+	KindAdminToken   = adminapi.KindAdminToken
+	KindAdminSession = adminapi.KindAdminSession
 )
 
 // Admin roles.
@@ -318,7 +320,7 @@ func (c *Controller) CreateAdminToken(ctx context.Context, key, role, name strin
 		if roleCaps[role]&^roleCaps[a.Role] != 0 {
 			return fmt.Errorf("%w: role: admin %s is %s and cannot hold a %s token", errAdminInput, a.Name, a.Role, role)
 		}
-		secret := adminTokenPrefix + randomHex(32)
+		secret := adminTokenPrefix + api.RandomHex(32)
 		t := AdminToken{ID: newID("atk"), AdminID: a.ID, Name: name, Role: role, TokenHash: sha256Hex(secret), Created: c.now().UTC()}
 		if ttl > 0 {
 			t.ExpiresAt = t.Created.Add(ttl)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/controller/store/pgtest"
 )
@@ -44,7 +45,7 @@ func TestAdminRolesEnforced(t *testing.T) {
 			for _, role := range Roles {
 				tok[role] = e.adminToken(role+"@example.com", role)
 			}
-			res := ResourceSpec{Name: "new-web", Address: "192.0.2.80", Network: "lab", Ports: []string{"tcp/80"}, Groups: []string{"engineering"}}
+			res := adminapi.ResourceSpec{Name: "new-web", Address: "192.0.2.80", Network: "lab", Ports: []string{"tcp/80"}, Groups: []string{"engineering"}}
 			cases := []struct {
 				method, path string
 				body         any
@@ -317,7 +318,7 @@ func TestConsoleNetworkForms(t *testing.T) {
 		mustJSON(t, e.admin("GET", "/api/v1/spec", nil, 200), &s)
 		return &s
 	}
-	network := func(name string) *NetworkSpec {
+	network := func(name string) *adminapi.NetworkSpec {
 		for _, n := range spec().RemoteNetworks {
 			if n.Name == name {
 				return &n
@@ -336,7 +337,7 @@ func TestConsoleNetworkForms(t *testing.T) {
 	}
 	before := spec()
 	st, body := e.consolePost(cl, "/console/networks", url.Values{"csrf": {csrf}, "name": {"Bad Name!"}, "members": {""}})
-	_, apiBody := e.call(nil, "POST", "/api/v1/networks", e.c.AdminToken(), NetworkSpec{Name: "Bad Name!", Connectors: []string{}})
+	_, apiBody := e.call(nil, "POST", "/api/v1/networks", e.c.AdminToken(), adminapi.NetworkSpec{Name: "Bad Name!", Connectors: []string{}})
 	var apiErr struct{ Error string }
 	json.Unmarshal(apiBody, &apiErr)
 	if st != 422 || apiErr.Error == "" || !strings.Contains(body, template.HTMLEscapeString(apiErr.Error)) {

@@ -6,65 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
-	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
-
-// ConnectorView is a connector as the admin API shows it.
-type ConnectorView struct {
-	Connector
-	PublicKeyPEM  string                   `json:"public_key_pem,omitempty"`
-	Enrolled      bool                     `json:"enrolled"`
-	Load          controlapi.ConnectorLoad `json:"load"`
-	LastHeartbeat *time.Time               `json:"last_heartbeat,omitempty"`
-}
-
-// RelayView is a relay as the admin API shows it.
-type RelayView struct {
-	Relay
-	PublicKeyPEM  string             `json:"public_key_pem,omitempty"`
-	Enrolled      bool               `json:"enrolled"`
-	LastHeartbeat *time.Time         `json:"last_heartbeat,omitempty"`
-	Stats         map[string]float64 `json:"stats,omitempty"`
-}
-
-// UserView is a user without its password hash.
-type UserView struct {
-	ID          string `json:"id"`
-	Email       string `json:"email"`
-	Source      string `json:"source,omitempty"`
-	Disabled    bool   `json:"disabled,omitempty"`
-	HasPassword bool   `json:"has_password"`
-	// OIDCSubject and OIDCIssuer: the identity provider subject bound to
-	// the account (by its first verified sign-in or by oidc_subject).
-	OIDCSubject string `json:"oidc_subject,omitempty"`
-	OIDCIssuer  string `json:"oidc_issuer,omitempty"`
-}
-
-type serviceKeyView struct {
-	KeyID     string    `json:"key_id"`
-	Created   time.Time `json:"created"`
-	ExpiresAt time.Time `json:"expires_at,omitzero"`
-}
-
-// ServiceAccountView is a service account without key secrets.
-type ServiceAccountView struct {
-	ID     string           `json:"id"`
-	Name   string           `json:"name"`
-	Groups []string         `json:"groups"`
-	Keys   []serviceKeyView `json:"keys"`
-}
-
-// SessionView is a session without its token hash.
-type SessionView struct {
-	Session
-	TokenHash string          `json:"token_sha256,omitempty"`
-	External  json.RawMessage `json:"external,omitempty"`
-	Active    bool            `json:"active"`
-}
 
 // view renders a stored record for the admin API.
 func (c *Controller) view(kind string, data []byte) (any, error) {
@@ -74,7 +20,7 @@ func (c *Controller) view(kind string, data []byte) (any, error) {
 		if err := json.Unmarshal(data, &v); err != nil {
 			return nil, err
 		}
-		cv := ConnectorView{Connector: v, Enrolled: v.PublicKeyPEM != ""}
+		cv := adminapi.ConnectorView{Connector: v, Enrolled: v.PublicKeyPEM != ""}
 		c.rtMu.Lock()
 		cv.Load = c.connLoad[v.ID]
 		if t, ok := c.connSeen[v.ID]; ok {
@@ -88,7 +34,7 @@ func (c *Controller) view(kind string, data []byte) (any, error) {
 		if err := json.Unmarshal(data, &v); err != nil {
 			return nil, err
 		}
-		rv := RelayView{Relay: v, Enrolled: v.PublicKeyPEM != ""}
+		rv := adminapi.RelayView{Relay: v, Enrolled: v.PublicKeyPEM != ""}
 		c.rtMu.Lock()
 		rv.Stats = c.relayStats[v.ID]
 		if t, ok := c.relaySeen[v.ID]; ok {
@@ -102,16 +48,16 @@ func (c *Controller) view(kind string, data []byte) (any, error) {
 		if err := json.Unmarshal(data, &v); err != nil {
 			return nil, err
 		}
-		return UserView{ID: v.ID, Email: v.Email, Source: v.Source, Disabled: v.Disabled, HasPassword: v.PasswordHash != "",
+		return adminapi.UserView{ID: v.ID, Email: v.Email, Source: v.Source, Disabled: v.Disabled, HasPassword: v.PasswordHash != "",
 			OIDCSubject: v.IdPSubject, OIDCIssuer: v.IdPIssuer}, nil
 	case KindServiceAccount:
 		var v ServiceAccount
 		if err := json.Unmarshal(data, &v); err != nil {
 			return nil, err
 		}
-		sv := ServiceAccountView{ID: v.ID, Name: v.Name, Groups: strs(v.Groups), Keys: []serviceKeyView{}}
+		sv := adminapi.ServiceAccountView{ID: v.ID, Name: v.Name, Groups: strs(v.Groups), Keys: []adminapi.ServiceKeyView{}}
 		for _, k := range v.Keys {
-			sv.Keys = append(sv.Keys, serviceKeyView{KeyID: k.KeyID, Created: k.Created, ExpiresAt: k.ExpiresAt})
+			sv.Keys = append(sv.Keys, adminapi.ServiceKeyView{KeyID: k.KeyID, Created: k.Created, ExpiresAt: k.ExpiresAt})
 		}
 		return sv, nil
 	case KindSession:
@@ -120,7 +66,7 @@ func (c *Controller) view(kind string, data []byte) (any, error) {
 			return nil, err
 		}
 		_, active := c.model().Sessions[v.TokenHash]
-		return SessionView{Session: v, Active: active}, nil
+		return adminapi.SessionView{Session: v, Active: active}, nil
 	}
 	return json.RawMessage(data), nil
 }
@@ -212,22 +158,22 @@ func (c *Controller) DeleteObject(ctx context.Context, kind, key string) error {
 func removeFromSpec(s *Spec, kind, name string) error {
 	switch kind {
 	case KindNetwork:
-		s.RemoteNetworks = slices.DeleteFunc(s.RemoteNetworks, func(n NetworkSpec) bool { return n.Name == name })
+		s.RemoteNetworks = slices.DeleteFunc(s.RemoteNetworks, func(n adminapi.NetworkSpec) bool { return n.Name == name })
 	case KindConnector:
 		for i := range s.RemoteNetworks {
 			s.RemoteNetworks[i].Connectors = slices.DeleteFunc(s.RemoteNetworks[i].Connectors, func(c string) bool { return c == name })
 		}
 	case KindGroup:
-		s.Groups = slices.DeleteFunc(s.Groups, func(g GroupSpec) bool { return g.Name == name })
+		s.Groups = slices.DeleteFunc(s.Groups, func(g adminapi.GroupSpec) bool { return g.Name == name })
 	case KindUser:
-		s.Users = slices.DeleteFunc(s.Users, func(u UserSpec) bool { return u.Email == name })
+		s.Users = slices.DeleteFunc(s.Users, func(u adminapi.UserSpec) bool { return u.Email == name })
 		for i := range s.Groups {
 			s.Groups[i].Users = slices.DeleteFunc(s.Groups[i].Users, func(e string) bool { return e == name })
 		}
 	case KindServiceAccount:
-		s.ServiceAccounts = slices.DeleteFunc(s.ServiceAccounts, func(a ServiceAccountSpec) bool { return a.Name == name })
+		s.ServiceAccounts = slices.DeleteFunc(s.ServiceAccounts, func(a adminapi.ServiceAccountSpec) bool { return a.Name == name })
 	case KindResource:
-		s.Resources = slices.DeleteFunc(s.Resources, func(r ResourceSpec) bool { return r.Name == name })
+		s.Resources = slices.DeleteFunc(s.Resources, func(r adminapi.ResourceSpec) bool { return r.Name == name })
 	case KindPostureProfile:
 		s.PostureProfiles = slices.DeleteFunc(s.PostureProfiles, func(p PostureProfileSpec) bool { return p.Name == name })
 	default:
@@ -267,7 +213,7 @@ func (c *Controller) UpsertObject(ctx context.Context, kind, key string, update 
 	var mutate func(s *Spec) error
 	switch kind {
 	case KindNetwork:
-		var v NetworkSpec
+		var v adminapi.NetworkSpec
 		if err = strict(&v); err == nil {
 			name = v.Name
 			mutate = func(s *Spec) error {
@@ -278,7 +224,7 @@ func (c *Controller) UpsertObject(ctx context.Context, kind, key string, update 
 						}
 					}
 				}
-				s.RemoteNetworks = upsertBy(s.RemoteNetworks, oldName, v, func(n NetworkSpec) string { return n.Name })
+				s.RemoteNetworks = adminapi.Upsert(s.RemoteNetworks, oldName, v, func(n adminapi.NetworkSpec) string { return n.Name })
 				return nil
 			}
 		}
@@ -300,19 +246,19 @@ func (c *Controller) UpsertObject(ctx context.Context, kind, key string, update 
 			}
 		}
 	case KindGroup:
-		var v GroupSpec
+		var v adminapi.GroupSpec
 		if err = strict(&v); err == nil {
 			name = v.Name
 			mutate = func(s *Spec) error {
 				if update && oldName != v.Name {
 					renameRefs(s, oldName, v.Name)
 				}
-				s.Groups = upsertBy(s.Groups, oldName, v, func(g GroupSpec) string { return g.Name })
+				s.Groups = adminapi.Upsert(s.Groups, oldName, v, func(g adminapi.GroupSpec) string { return g.Name })
 				return nil
 			}
 		}
 	case KindUser:
-		var v UserSpec
+		var v adminapi.UserSpec
 		if err = strict(&v); err == nil {
 			name = v.Email
 			if v.Password != "" {
@@ -330,25 +276,25 @@ func (c *Controller) UpsertObject(ctx context.Context, kind, key string, update 
 						}
 					}
 				}
-				s.Users = upsertBy(s.Users, oldName, v, func(u UserSpec) string { return u.Email })
+				s.Users = adminapi.Upsert(s.Users, oldName, v, func(u adminapi.UserSpec) string { return u.Email })
 				return nil
 			}
 		}
 	case KindServiceAccount:
-		var v ServiceAccountSpec
+		var v adminapi.ServiceAccountSpec
 		if err = strict(&v); err == nil {
 			name = v.Name
 			mutate = func(s *Spec) error {
-				s.ServiceAccounts = upsertBy(s.ServiceAccounts, oldName, v, func(a ServiceAccountSpec) string { return a.Name })
+				s.ServiceAccounts = adminapi.Upsert(s.ServiceAccounts, oldName, v, func(a adminapi.ServiceAccountSpec) string { return a.Name })
 				return nil
 			}
 		}
 	case KindResource:
-		var v ResourceSpec
+		var v adminapi.ResourceSpec
 		if err = strict(&v); err == nil {
 			name = v.Name
 			mutate = func(s *Spec) error {
-				s.Resources = upsertBy(s.Resources, oldName, v, func(x ResourceSpec) string { return x.Name })
+				s.Resources = adminapi.Upsert(s.Resources, oldName, v, func(x adminapi.ResourceSpec) string { return x.Name })
 				return nil
 			}
 		}
@@ -368,7 +314,7 @@ func (c *Controller) UpsertObject(ctx context.Context, kind, key string, update 
 						}
 					}
 				}
-				s.PostureProfiles = upsertBy(s.PostureProfiles, oldName, v, func(x PostureProfileSpec) string { return x.Name })
+				s.PostureProfiles = adminapi.Upsert(s.PostureProfiles, oldName, v, func(x PostureProfileSpec) string { return x.Name })
 				return nil
 			}
 		}
@@ -422,19 +368,6 @@ func renameRefs(s *Spec, old, new string) {
 			}
 		}
 	}
-}
-
-// upsertBy replaces the element named old (or appends v when old is empty).
-func upsertBy[T any](list []T, old string, v T, name func(T) string) []T {
-	if old != "" {
-		for i := range list {
-			if name(list[i]) == old {
-				list[i] = v
-				return list
-			}
-		}
-	}
-	return append(list, v)
 }
 
 // Apply reconciles the model with a configuration file, or only plans it

@@ -63,7 +63,7 @@ func (c *Controller) CreateServiceKey(ctx context.Context, account string, ttl t
 	if err != nil {
 		return nil, fmt.Errorf("service account %q: %w", account, err)
 	}
-	secret := randomHex(32)
+	secret := api.RandomHex(32)
 	key := ServiceKeyRec{KeyID: newID("key"), SecretHash: sha256Hex(secret), Created: c.now().UTC()}
 	if ttl > 0 {
 		key.ExpiresAt = key.Created.Add(ttl)

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"postern.dev/postern/controller/adminapi"
 )
 
 func TestAdminCRUD(t *testing.T) {
@@ -55,7 +57,7 @@ func TestAdminCRUD(t *testing.T) {
 	e.admin("DELETE", "/api/v1/resources/ssh", nil, 204)
 	e.admin("GET", "/api/v1/resources/ssh", nil, 404)
 	// Users: password is hashed, never shown.
-	var u UserView
+	var u adminapi.UserView
 	mustJSON(t, e.admin("POST", "/api/v1/users", map[string]any{"email": "carol@example.com", "password": "pw for carol"}, 201), &u)
 	if !u.HasPassword || strings.Contains(string(e.admin("GET", "/api/v1/users/"+u.ID, nil, 200)), "argon2") {
 		t.Fatalf("user view: %+v", u)

@@ -294,7 +294,7 @@ func (c *Controller) createSession(ctx context.Context, who signIn, req controla
 		return nil, http.StatusBadRequest, errors.New("device_public_key: base64 of a 32-byte Ed25519 public key is required")
 	}
 	devKey := ed25519.PublicKey(raw)
-	token := "pss_" + randomHex(32)
+	token := "pss_" + api.RandomHex(32)
 	now := c.now().UTC()
 	pr, _ := c.model().principal(pid)
 	ip := api.RequestIP(ctx)

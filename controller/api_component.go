@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/pki"
 )
@@ -32,7 +33,7 @@ func (c *Controller) enrollmentToken(ctx context.Context, actor, kind, name stri
 	if err := validObjectName(name); err != nil {
 		return "", fmt.Errorf("%w: name %v", ErrEnrollment, err)
 	}
-	secret := randomHex(32)
+	secret := api.RandomHex(32)
 	enr := Enrollment{ID: newID(idPrefix(KindEnrollment)), Kind: kind, Name: name, SecretHash: sha256Hex(secret), ExpiresAt: time.Now().Add(ttl).UTC()}
 	_, _, err := c.commit(ctx, func(tx store.Tx) error {
 		switch kind {

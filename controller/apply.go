@@ -443,7 +443,7 @@ func (c *Controller) applyYAML(ctx context.Context, actor string, data []byte, d
 	if err != nil {
 		return nil, err
 	}
-	if err := spec.normalize(lines); err != nil {
+	if err := normalizeSpec(spec, lines); err != nil {
 		return nil, err
 	}
 	hashes, err := c.passwordHashes(spec)
@@ -499,7 +499,7 @@ func (c *Controller) mutateSpec(ctx context.Context, actor string, mutate func(*
 		if err := mutate(spec); err != nil {
 			return err
 		}
-		if err := spec.normalize(nil); err != nil {
+		if err := normalizeSpec(spec, nil); err != nil {
 			return err
 		}
 		if plan, err = reconcile(tx, spec, nil, actor, true, c.now()); err != nil {

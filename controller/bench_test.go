@@ -267,7 +267,7 @@ func BenchmarkFanout1000(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		y := strings.Replace(fastYAML(testYAML), "tcp/8000-8100", ports[(i+1)%2], 1)
 		spec, lines, _ := ParseSpec([]byte(y))
-		if err := spec.normalize(lines); err != nil {
+		if err := normalizeSpec(spec, lines); err != nil {
 			b.Fatal(err)
 		}
 		target.Store(c.model().Rev + 1) // the commit below bumps the revision once

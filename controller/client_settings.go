@@ -3,6 +3,7 @@ package controller
 import (
 	"encoding/json"
 
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/dnsproxy"
 )
 
@@ -22,23 +23,17 @@ const KindClientSettings = "client_settings"
 
 const clientSettingsName = "client"
 
-// ClientRangesSpec declares the default synthetic ranges (CIDR); an empty
-// field keeps the clients' built-in range.
-type ClientRangesSpec struct {
-	IPv4 string `yaml:"ipv4,omitempty" json:"ipv4,omitempty"`
-	IPv6 string `yaml:"ipv6,omitempty" json:"ipv6,omitempty"`
-}
-
-// ClientSettings is the stored form.
+// ClientSettings is the stored form (the ranges as client_ranges declares
+// them, adminapi.ClientRangesSpec).
 type ClientSettings struct {
-	ID     string           `json:"id"`
-	Name   string           `json:"name"`
-	Ranges ClientRangesSpec `json:"ranges"`
+	ID     string                    `json:"id"`
+	Name   string                    `json:"name"`
+	Ranges adminapi.ClientRangesSpec `json:"ranges"`
 }
 
 // normalizeClient validates client_ranges with the words posternd uses for
 // its own flags.
-func (spec *Spec) normalizeClient(addTop func(field, format string, args ...any)) {
+func normalizeClient(spec *Spec, addTop func(field, format string, args ...any)) {
 	r := spec.ClientRanges
 	if r == nil {
 		return

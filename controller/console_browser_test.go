@@ -21,6 +21,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 )
 
 // findChromium returns Debian's chromium (installed by scripts/install-deps.sh).
@@ -283,7 +284,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if f := b.text(".flash"); f != "Saved resource wiki." {
 		t.Fatalf("after save: %q", f)
 	}
-	var got ResourceSpec
+	var got adminapi.ResourceSpec
 	var spec Spec
 	mustJSON(t, e.admin("GET", "/api/v1/spec", nil, 200), &spec)
 	for _, r := range spec.Resources {
@@ -300,7 +301,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	fill("bad", "bad.corp.internal", "tcp/99999")
 	b.do(htmxIdle(), chromedp.Click(chromedp.CSS("#save")), chromedp.WaitVisible(chromedp.CSS("#error")))
 	st, body = e.call(nil, "POST", "/api/v1/resources", e.c.AdminToken(),
-		ResourceSpec{Name: "bad", Address: "bad.corp.internal", Network: "corp", Ports: []string{"tcp/99999"}, Groups: []string{"engineering"}})
+		adminapi.ResourceSpec{Name: "bad", Address: "bad.corp.internal", Network: "corp", Ports: []string{"tcp/99999"}, Groups: []string{"engineering"}})
 	var apiErr controlapi.Error
 	json.Unmarshal(body, &apiErr)
 	if msg := b.text("#error"); st != 400 || msg != apiErr.Error || !strings.Contains(msg, "99999") {
@@ -396,7 +397,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		method, path string
 		body         any
 	}{
-		{"POST", "/api/v1/resources", ResourceSpec{Name: "evil", Address: "192.0.2.66", Network: "corp", Groups: []string{}, Ports: []string{}}},
+		{"POST", "/api/v1/resources", adminapi.ResourceSpec{Name: "evil", Address: "192.0.2.66", Network: "corp", Groups: []string{}, Ports: []string{}}},
 		{"POST", "/api/v1/connector-tokens", MintRequest{Name: "corp-a"}},
 		{"POST", controlapi.PathAccessRequests + "/" + req.ID + "/deny", controlapi.AccessDecision{Reason: "x"}},
 		{"DELETE", "/api/v1/resources/wiki", nil},

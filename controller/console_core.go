@@ -111,7 +111,7 @@ func (c *Controller) ConsoleSignIn(ctx context.Context, r *http.Request, name, p
 
 // startConsoleSession stores a new session for adm and returns its secret.
 func (c *Controller) startConsoleSession(ctx context.Context, r *http.Request, adm *Admin, method, subject string) (string, error) {
-	secret := randomHex(32)
+	secret := api.RandomHex(32)
 	now := c.now().UTC()
 	s := AdminSession{ID: newID("ases"), AdminID: adm.ID, Method: method, Subject: subject, TokenHash: sha256Hex(secret),
 		Created: now, ExpiresAt: now.Add(adminSessionTTL), LastSeen: now, IP: api.ClientIP(r), UserAgent: truncate(r.UserAgent(), 200)}
@@ -221,7 +221,7 @@ func (c *Controller) CheckSpec(data []byte) error {
 	if err := json.Unmarshal(data, &spec); err != nil {
 		return fmt.Errorf("decode configuration: %w", err)
 	}
-	return spec.normalize(nil)
+	return normalizeSpec(&spec, nil)
 }
 
 // PlanText renders the JSON of an apply's plan for people (console.Model).

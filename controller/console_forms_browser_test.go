@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 )
 
 // diffRow returns the preview's before and after of one field.
@@ -40,7 +41,7 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 	b.open("/console/users")
 	b.do(chromedp.SendKeys(chromedp.CSS("#uemail"), "not an address"), htmxIdle(), chromedp.Click(chromedp.CSS("#upreview")))
 	b.do(chromedp.WaitVisible(chromedp.CSS("#error")))
-	st, body := e.call(nil, "POST", "/api/v1/users", e.c.AdminToken(), UserSpec{Email: "not an address"})
+	st, body := e.call(nil, "POST", "/api/v1/users", e.c.AdminToken(), adminapi.UserSpec{Email: "not an address"})
 	var apiErr controlapi.Error
 	json.Unmarshal(body, &apiErr)
 	if msg := b.text("#error"); st != 400 || msg != apiErr.Error {
@@ -92,7 +93,7 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 		t.Fatalf("%d changed fields, want 1", n)
 	}
 	b.do(htmxIdle(), chromedp.Click(chromedp.CSS("#usave")), chromedp.WaitVisible(chromedp.CSS(".flash")))
-	var dave UserView
+	var dave adminapi.UserView
 	mustJSON(t, e.admin("GET", "/api/v1/users/dave@example.com", nil, 200), &dave)
 	if !dave.Disabled {
 		t.Fatal("dave not disabled")
@@ -177,9 +178,9 @@ func TestConsoleUserAndServiceAccountForms(t *testing.T) {
 		method, path string
 		body         any
 	}{
-		{"POST", "/api/v1/users", UserSpec{Email: "eve@example.com"}},
-		{"PUT", "/api/v1/users/dave@example.com", UserSpec{Email: "dave@example.com"}},
-		{"POST", "/api/v1/service-accounts", ServiceAccountSpec{Name: "eve", Groups: []string{}}},
+		{"POST", "/api/v1/users", adminapi.UserSpec{Email: "eve@example.com"}},
+		{"PUT", "/api/v1/users/dave@example.com", adminapi.UserSpec{Email: "dave@example.com"}},
+		{"POST", "/api/v1/service-accounts", adminapi.ServiceAccountSpec{Name: "eve", Groups: []string{}}},
 		{"POST", "/api/v1/service-accounts/ci-bot/keys", nil},
 		{"POST", "/api/v1/posture-profiles", PostureProfileSpec{Name: "eve"}},
 	} {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 )
@@ -354,7 +355,7 @@ func TestOfflineAfterMissedHeartbeats(t *testing.T) {
 	e.apply(testYAML)
 	con := e.enroll(KindConnector, "corp-a")
 	e.heartbeat(con, randomDigest(), "192.0.2.10:4433")
-	var cv ConnectorView
+	var cv adminapi.ConnectorView
 	mustJSON(t, e.admin("GET", "/api/v1/connectors/"+con.id, nil, 200), &cv)
 	if !cv.Online || cv.LastHeartbeat == nil || len(cv.CertSHA256) != 1 || cv.Addrs[0] != "192.0.2.10:4433" || !cv.Enrolled {
 		t.Fatalf("connector view: %+v", cv)

@@ -17,12 +17,12 @@ func FuzzParseSpec(f *testing.F) {
 		if err != nil {
 			return
 		}
-		err1 := spec.normalize(lines)
+		err1 := normalizeSpec(spec, lines)
 		spec2, lines2, err := ParseSpec(data)
 		if err != nil {
 			t.Fatalf("second parse failed: %v", err)
 		}
-		if err2 := spec2.normalize(lines2); (err1 == nil) != (err2 == nil) {
+		if err2 := normalizeSpec(spec2, lines2); (err1 == nil) != (err2 == nil) {
 			t.Fatalf("validation not deterministic: %v / %v", err1, err2)
 		}
 	})

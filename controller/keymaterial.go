@@ -9,7 +9,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,19 +17,11 @@ import (
 	"strings"
 	"time"
 
+	"postern.dev/postern/controller/api"
 	"postern.dev/postern/ctoken"
 	"postern.dev/postern/internal/atomicfile"
 	"postern.dev/postern/pki"
 )
-
-// randomHex returns n random bytes in hex.
-func randomHex(n int) string {
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		panic(fmt.Sprintf("crypto/rand: %v", err))
-	}
-	return hex.EncodeToString(b)
-}
 
 // loadOrCreateSecret reads the secret in path, or writes a new one (prefix
 // and 32 random bytes in hex) when the file does not exist.
@@ -46,7 +37,7 @@ func loadOrCreateSecret(path, prefix string) (string, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return "", fmt.Errorf("read %s: %w", path, err)
 	}
-	s := prefix + randomHex(32)
+	s := prefix + api.RandomHex(32)
 	if err := atomicfile.Write(path, []byte(s+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write %s: %w", path, err)
 	}

@@ -11,23 +11,31 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/store"
 )
 
-// Object kinds in the store. The admin API uses the plural path segment of
-// each (objectRoutes in controller/api/admin_objects.go).
+// Object kinds in the store. Those the admin API serves are named by package
+// adminapi, and the API uses the plural path segment of each (objectRoutes
+// in controller/api/admin_objects.go): the objects network.yaml declares,
 const (
-	KindNetwork        = "network"
-	KindConnector      = "connector"
-	KindRelay          = "relay"
-	KindResource       = "resource"
-	KindGroup          = "group"
-	KindUser           = "user"
-	KindServiceAccount = "service_account"
-	KindDevice         = "device"
-	KindSession        = "session"
-	KindEnrollment     = "enrollment"
+	KindNetwork        = adminapi.KindNetwork
+	KindResource       = adminapi.KindResource
+	KindGroup          = adminapi.KindGroup
+	KindUser           = adminapi.KindUser
+	KindServiceAccount = adminapi.KindServiceAccount
 )
+
+// the enrolled components, and the clients' devices and sessions.
+const (
+	KindConnector = adminapi.KindConnector
+	KindRelay     = adminapi.KindRelay
+	KindDevice    = adminapi.KindDevice
+	KindSession   = adminapi.KindSession
+)
+
+// KindEnrollment is the kind of enrollment tokens.
+const KindEnrollment = "enrollment"
 
 // Principal kinds.
 const (
@@ -41,35 +49,13 @@ type Network struct {
 	Name string `json:"name"`
 }
 
-// Connector is a connector's record: declared under a network, enrolled with
-// its own key, and reporting its certificate digests by heartbeat.
-type Connector struct {
-	ID           string    `json:"id"`
-	Name         string    `json:"name"`
-	Network      string    `json:"network"`
-	PublicKeyPEM string    `json:"public_key_pem,omitempty"`
-	EnrolledAt   time.Time `json:"enrolled_at,omitzero"`
-	Hostname     string    `json:"hostname,omitempty"`
-	Version      string    `json:"version,omitempty"`
-	CertSHA256   []string  `json:"cert_sha256,omitempty"`
-	Addrs        []string  `json:"addrs,omitempty"`
-	Online       bool      `json:"online"`
-}
-
-// Relay is a relay's record.
-type Relay struct {
-	ID           string    `json:"id"`
-	Name         string    `json:"name"`
-	PublicKeyPEM string    `json:"public_key_pem,omitempty"`
-	EnrolledAt   time.Time `json:"enrolled_at,omitzero"`
-	PublicIP     string    `json:"public_ip,omitempty"`
-	UDPAddr      string    `json:"udp_addr,omitempty"`
-	TLSAddr      string    `json:"tls_addr,omitempty"`
-	Version      string    `json:"version,omitempty"`
-	// TLSCertSHA256 is the digest of the relay's TLS listener certificate.
-	TLSCertSHA256 string `json:"tls_cert_sha256,omitempty"`
-	Online        bool   `json:"online"`
-}
+// The records the admin API lists (package adminapi).
+type (
+	Connector = adminapi.Connector
+	Relay     = adminapi.Relay
+	Device    = adminapi.Device
+	Session   = adminapi.Session
+)
 
 // Resource is a private host, name, wildcard or range, and who may reach it.
 type Resource struct {
@@ -120,51 +106,6 @@ type ServiceKeyRec struct {
 	SecretHash string    `json:"secret_sha256"`
 	Created    time.Time `json:"created"`
 	ExpiresAt  time.Time `json:"expires_at,omitzero"`
-}
-
-// Device is a client device, identified by its Ed25519 key.
-type Device struct {
-	ID            string    `json:"id"`
-	PrincipalID   string    `json:"principal_id"`
-	PrincipalKind string    `json:"principal_kind"`
-	PublicKey     string    `json:"public_key"` // base64 std of the 32 raw bytes
-	Thumbprint    string    `json:"jkt"`
-	Name          string    `json:"name,omitempty"`
-	OS            string    `json:"os,omitempty"`
-	Created       time.Time `json:"created"`
-	Revoked       bool      `json:"revoked,omitempty"`
-	RevokedAt     time.Time `json:"revoked_at,omitzero"`
-}
-
-// Session is a signed-in device's session. Only the token's SHA-256 is stored.
-type Session struct {
-	ID            string `json:"id"`
-	TokenHash     string `json:"token_sha256"`
-	DeviceID      string `json:"device_id"`
-	PrincipalID   string `json:"principal_id"`
-	PrincipalKind string `json:"principal_kind"`
-	Method        string `json:"method"` // password, service_key, oidc
-	// Credential names what the session was signed in with
-	// (credentials.go): a password (by a digest of its hash), a service key
-	// (by key id) or an external identity (issuer and subject). Changing or
-	// removing that credential, or its expiry, revokes the session.
-	Credential string `json:"credential,omitempty"`
-	// External is opaque state an external sign-in method keeps with the
-	// session (e.g. the OIDC refresh token); never shown by the API.
-	External  json.RawMessage `json:"external,omitempty"`
-	Created   time.Time       `json:"created"`
-	ExpiresAt time.Time       `json:"expires_at"`
-	Revoked   bool            `json:"revoked,omitempty"`
-	RevokedAt time.Time       `json:"revoked_at,omitzero"`
-	// MFAAt is when this session last passed a second factor (step-up).
-	MFAAt time.Time `json:"mfa_at,omitzero"`
-	// MFAMethod is how: "otp" (TOTP) or "hwk" (a WebAuthn security key),
-	// as the token's amr claim says (RFC 8176).
-	MFAMethod string `json:"mfa_method,omitempty"`
-	// RevokeReason says why the controller ended the session (e.g.
-	// "password changed", "expired"); empty for a logout or an admin's
-	// revocation.
-	RevokeReason string `json:"revoke_reason,omitempty"`
 }
 
 // Enrollment is a single-use enrollment token (only its secret's hash).
@@ -414,7 +355,7 @@ func (m *Model) mayReach(pid string, r *Resource) bool {
 }
 
 func policyResource(r *Resource) controlapi.PolicyResource {
-	return controlapi.PolicyResource{ID: r.ID, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: nonNil(r.Ports), Require: r.Require.requirements()}
+	return controlapi.PolicyResource{ID: r.ID, Name: r.Name, Alias: r.Alias, Address: r.Address, Network: r.Network, Ports: nonNil(r.Ports), Require: requirements(r.Require)}
 }
 
 // revokedCache holds one model's revokedDevices list, recomputed when it is

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/controller/store/pgtest"
 	"postern.dev/postern/ctoken"
@@ -226,7 +227,7 @@ func TestReplicasOnPostgres(t *testing.T) {
 			t.Fatal("replica A marked a connector heartbeating to B offline")
 		}
 	}
-	var cv ConnectorView
+	var cv adminapi.ConnectorView
 	mustJSON(t, a.admin("GET", "/api/v1/connectors/corp-a", nil, 200), &cv)
 	if !cv.Online || cv.LastHeartbeat == nil || time.Since(*cv.LastHeartbeat) > 2*time.Second || cv.Addrs[0] != "192.0.2.10:4433" {
 		t.Fatalf("connector as A shows it: %+v", cv)

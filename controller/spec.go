@@ -12,70 +12,15 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/store"
 	"postern.dev/postern/policy"
 )
 
-// Spec is the declarative form of a deployment: network.yaml, and the body of
-// the admin API's apply endpoint.
-type Spec struct {
-	RemoteNetworks  []NetworkSpec        `yaml:"remote_networks" json:"remote_networks"`
-	Groups          []GroupSpec          `yaml:"groups" json:"groups"`
-	Users           []UserSpec           `yaml:"users" json:"users"`
-	Resources       []ResourceSpec       `yaml:"resources" json:"resources"`
-	ServiceAccounts []ServiceAccountSpec `yaml:"service_accounts" json:"service_accounts"`
-	// Access governance (access_spec.go, docs/access.md).
-	PostureProfiles []PostureProfileSpec `yaml:"posture_profiles,omitempty" json:"posture_profiles,omitempty"`
-	AutoLock        string               `yaml:"auto_lock,omitempty" json:"auto_lock,omitempty"`
-	// ClientRanges are the deployment's default synthetic ranges
-	// (client_settings.go).
-	ClientRanges *ClientRangesSpec `yaml:"client_ranges,omitempty" json:"client_ranges,omitempty"`
-}
-
-// NetworkSpec declares a remote network and the names of its connectors.
-type NetworkSpec struct {
-	Name       string   `yaml:"name" json:"name"`
-	Connectors []string `yaml:"connectors" json:"connectors"`
-}
-
-// GroupSpec declares a group and its users (emails).
-type GroupSpec struct {
-	Name  string   `yaml:"name" json:"name"`
-	Users []string `yaml:"users" json:"users"`
-}
-
-// UserSpec declares a built-in account. Password is hashed (argon2id) before
-// it is stored; PasswordHash takes an existing argon2id or bcrypt hash.
-type UserSpec struct {
-	Email        string `yaml:"email" json:"email"`
-	Password     string `yaml:"password,omitempty" json:"password,omitempty"`
-	PasswordHash string `yaml:"password_hash,omitempty" json:"password_hash,omitempty"`
-	Disabled     bool   `yaml:"disabled,omitempty" json:"disabled,omitempty"`
-	// OIDCSubject binds the account to the identity provider's subject
-	// (the "sub" claim): single sign-on with that subject signs in as this
-	// account whatever e-mail the provider reports, and no other subject can
-	// take the account over by e-mail (docs/sso.md). Empty keeps the binding
-	// a verified sign-in made, if any.
-	OIDCSubject string `yaml:"oidc_subject,omitempty" json:"oidc_subject,omitempty"`
-}
-
-// ResourceSpec declares a resource.
-type ResourceSpec struct {
-	Name    string   `yaml:"name" json:"name"`
-	Address string   `yaml:"address" json:"address"`
-	Alias   string   `yaml:"alias,omitempty" json:"alias,omitempty"`
-	Network string   `yaml:"network" json:"network"`
-	Ports   []string `yaml:"ports" json:"ports"`
-	Groups  []string `yaml:"groups" json:"groups"`
-	// Require: access conditions beyond group membership (docs/access.md).
-	Require *Require `yaml:"require,omitempty" json:"require,omitempty"`
-}
-
-// ServiceAccountSpec declares a service account and its groups.
-type ServiceAccountSpec struct {
-	Name   string   `yaml:"name" json:"name"`
-	Groups []string `yaml:"groups" json:"groups"`
-}
+// Spec is the configuration: network.yaml, the body of apply and what GET
+// /api/v1/spec answers. It and the types of its parts are the admin API's
+// (package adminapi).
+type Spec = adminapi.Spec
 
 // ValidationError names the place in the file (or request) that is wrong.
 type ValidationError struct {
@@ -223,9 +168,9 @@ func validEmail(s string) error {
 	return nil
 }
 
-// normalize validates spec and rewrites addresses and ports to their canonical
-// forms. It returns every problem found.
-func (spec *Spec) normalize(li lineIndex) error {
+// normalizeSpec validates spec and rewrites addresses and ports to their
+// canonical forms. It returns every problem found.
+func normalizeSpec(spec *Spec, li lineIndex) error {
 	var errs ValidationErrors
 	add := func(section string, i int, name, field, format string, args ...any) {
 		path := fmt.Sprintf("%s[%d]", section, i)
@@ -370,8 +315,8 @@ func (spec *Spec) normalize(li lineIndex) error {
 		}
 		errs = append(errs, ValidationError{Line: line, Path: field, Msg: fmt.Sprintf(format, args...)})
 	}
-	spec.normalizeAccess(li, groups, add, addTop)
-	spec.normalizeClient(addTop)
+	normalizeAccess(spec, groups, add, addTop)
+	normalizeClient(spec, addTop)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalidSpec, errs)
 	}
@@ -396,14 +341,14 @@ func specFromTx(tx store.Tx) (*Spec, error) {
 	}
 	for _, n := range nets {
 		sort.Strings(byNet[n.Name])
-		spec.RemoteNetworks = append(spec.RemoteNetworks, NetworkSpec{Name: n.Name, Connectors: strs(byNet[n.Name])})
+		spec.RemoteNetworks = append(spec.RemoteNetworks, adminapi.NetworkSpec{Name: n.Name, Connectors: strs(byNet[n.Name])})
 	}
 	var groups []Group
 	if err := listInto(tx, KindGroup, &groups); err != nil {
 		return nil, err
 	}
 	for _, g := range groups {
-		spec.Groups = append(spec.Groups, GroupSpec{Name: g.Name, Users: strs(g.Users)})
+		spec.Groups = append(spec.Groups, adminapi.GroupSpec{Name: g.Name, Users: strs(g.Users)})
 	}
 	var users []User
 	if err := listInto(tx, KindUser, &users); err != nil {
@@ -413,21 +358,21 @@ func specFromTx(tx store.Tx) (*Spec, error) {
 		if u.Source == "oidc" {
 			continue
 		}
-		spec.Users = append(spec.Users, UserSpec{Email: u.Email, PasswordHash: u.PasswordHash, Disabled: u.Disabled, OIDCSubject: u.IdPSubject})
+		spec.Users = append(spec.Users, adminapi.UserSpec{Email: u.Email, PasswordHash: u.PasswordHash, Disabled: u.Disabled, OIDCSubject: u.IdPSubject})
 	}
 	var sas []ServiceAccount
 	if err := listInto(tx, KindServiceAccount, &sas); err != nil {
 		return nil, err
 	}
 	for _, s := range sas {
-		spec.ServiceAccounts = append(spec.ServiceAccounts, ServiceAccountSpec{Name: s.Name, Groups: strs(s.Groups)})
+		spec.ServiceAccounts = append(spec.ServiceAccounts, adminapi.ServiceAccountSpec{Name: s.Name, Groups: strs(s.Groups)})
 	}
 	var res []Resource
 	if err := listInto(tx, KindResource, &res); err != nil {
 		return nil, err
 	}
 	for _, r := range res {
-		spec.Resources = append(spec.Resources, ResourceSpec{Name: r.Name, Address: r.Address, Alias: r.Alias, Network: r.Network, Ports: strs(r.Ports), Groups: strs(r.Groups), Require: r.Require})
+		spec.Resources = append(spec.Resources, adminapi.ResourceSpec{Name: r.Name, Address: r.Address, Alias: r.Alias, Network: r.Network, Ports: strs(r.Ports), Groups: strs(r.Groups), Require: r.Require})
 	}
 	var profiles []PostureProfile
 	if err := listInto(tx, KindPostureProfile, &profiles); err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/oidcauth/oidctest"
 )
 
@@ -76,7 +77,7 @@ func TestSSOEmailVerifiedLinking(t *testing.T) {
 	if err := e.mayUse(t, lr.SessionToken, e.corpA); err != nil && !errors.Is(err, ErrNotAllowed) {
 		t.Fatalf("bound session: %v", err)
 	}
-	var view UserView
+	var view adminapi.UserView
 	mustJSON(t, e.admin("GET", "/api/v1/users/alice@example.com", nil, 200), &view)
 	if view.OIDCSubject != "entra" || view.OIDCIssuer != e.idp.Issuer {
 		t.Fatalf("user view: %+v", view)

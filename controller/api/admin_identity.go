@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"time"
 
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/store"
 )
 
@@ -93,11 +94,11 @@ func (s *Server) adminIdentityRoutes(mux *http.ServeMux) {
 		return c.CreateAdminToken(r.Context(), req.Admin, req.Role, req.Name, time.Duration(req.TTLSeconds)*time.Second)
 	})))
 	mux.HandleFunc("DELETE "+PathAdminTokens+"/{id}", s.Admin(removing(func(ctx context.Context, id string) error {
-		return c.RevokeAdminCredential(ctx, kindAdminToken, id)
+		return c.RevokeAdminCredential(ctx, adminapi.KindAdminToken, id)
 	})))
 	mux.HandleFunc("GET "+PathAdminSessions, s.Admin(listing(c.ListAdminSessions)))
 	mux.HandleFunc("DELETE "+PathAdminSessions+"/{id}", s.Admin(removing(func(ctx context.Context, id string) error {
-		return c.RevokeAdminCredential(ctx, kindAdminSession, id)
+		return c.RevokeAdminCredential(ctx, adminapi.KindAdminSession, id)
 	})))
 }
 

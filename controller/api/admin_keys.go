@@ -8,6 +8,8 @@ import (
 	"errors"
 	"net/http"
 	"time"
+
+	"postern.dev/postern/controller/adminapi"
 )
 
 // MintRequest is the body of POST /api/v1/connector-tokens and /relay-tokens.
@@ -25,9 +27,9 @@ type MintResponse struct {
 }
 
 func (s *Server) credentialRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /api/v1/relays", s.Admin(func(w http.ResponseWriter, r *http.Request) { s.handleMint(w, r, kindRelay, false) }))
-	mux.HandleFunc("POST /api/v1/connector-tokens", s.Admin(func(w http.ResponseWriter, r *http.Request) { s.handleMint(w, r, kindConnector, true) }))
-	mux.HandleFunc("POST /api/v1/relay-tokens", s.Admin(func(w http.ResponseWriter, r *http.Request) { s.handleMint(w, r, kindRelay, true) }))
+	mux.HandleFunc("POST /api/v1/relays", s.Admin(func(w http.ResponseWriter, r *http.Request) { s.handleMint(w, r, adminapi.KindRelay, false) }))
+	mux.HandleFunc("POST /api/v1/connector-tokens", s.Admin(func(w http.ResponseWriter, r *http.Request) { s.handleMint(w, r, adminapi.KindConnector, true) }))
+	mux.HandleFunc("POST /api/v1/relay-tokens", s.Admin(func(w http.ResponseWriter, r *http.Request) { s.handleMint(w, r, adminapi.KindRelay, true) }))
 	mux.HandleFunc("POST /api/v1/service-accounts/{id}/keys", s.Admin(s.handleServiceKey))
 	mux.HandleFunc("DELETE /api/v1/service-accounts/{id}/keys/{key}", s.Admin(s.handleDeleteServiceKey))
 }
@@ -78,7 +80,7 @@ func (s *Server) handleServiceKey(w http.ResponseWriter, r *http.Request) {
 	}
 	k, err := s.core.CreateServiceKey(r.Context(), r.PathValue("id"), time.Duration(req.TTLSeconds)*time.Second)
 	if err != nil {
-		s.writeObjectError(w, kindServiceAccount, r.PathValue("id"), err)
+		s.writeObjectError(w, adminapi.KindServiceAccount, r.PathValue("id"), err)
 		return
 	}
 	WriteJSON(w, http.StatusCreated, k)

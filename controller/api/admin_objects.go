@@ -8,6 +8,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+
+	"postern.dev/postern/controller/adminapi"
 )
 
 // Objects reads and changes the model's objects for the admin API. Views
@@ -45,16 +47,16 @@ var objectRoutes = []struct {
 	path, kind string
 	spec       bool
 }{
-	{"networks", "network", true},
-	{"connectors", kindConnector, true},
-	{"relays", kindRelay, false},
-	{"resources", "resource", true},
-	{"groups", "group", true},
-	{"users", "user", true},
-	{"service-accounts", kindServiceAccount, true},
-	{"devices", "device", false},
-	{"sessions", "session", false},
-	{"posture-profiles", "posture_profile", true},
+	{"networks", adminapi.KindNetwork, true},
+	{"connectors", adminapi.KindConnector, true},
+	{"relays", adminapi.KindRelay, false},
+	{"resources", adminapi.KindResource, true},
+	{"groups", adminapi.KindGroup, true},
+	{"users", adminapi.KindUser, true},
+	{"service-accounts", adminapi.KindServiceAccount, true},
+	{"devices", adminapi.KindDevice, false},
+	{"sessions", adminapi.KindSession, false},
+	{"posture-profiles", adminapi.KindPostureProfile, true},
 }
 
 func (s *Server) objectRoutes(mux *http.ServeMux) {

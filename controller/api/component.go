@@ -21,6 +21,7 @@ import (
 	"net/http"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 )
 
 // Components records what connectors and relays report. Their ids come
@@ -57,14 +58,14 @@ var ErrNothingToRelay = errors.New("no resource of this account is served by a c
 const maxEventBatch = 5000
 
 func (s *Server) componentRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("POST "+controlapi.PathEnrollConnector, s.handleEnroll(kindConnector))
-	mux.HandleFunc("POST "+controlapi.PathEnrollRelay, s.handleEnroll(kindRelay))
+	mux.HandleFunc("POST "+controlapi.PathEnrollConnector, s.handleEnroll(adminapi.KindConnector))
+	mux.HandleFunc("POST "+controlapi.PathEnrollRelay, s.handleEnroll(adminapi.KindRelay))
 	mux.HandleFunc("POST "+controlapi.PathRenew, s.handleRenew)
 	mux.HandleFunc("GET "+controlapi.PathTURNCredentials, s.handleTURN)
 	mux.HandleFunc("POST "+controlapi.PathTURNCredentials, s.handleTURN)
-	mux.HandleFunc("POST "+controlapi.PathConnectorHeartbeat, s.Component(kindConnector, s.handleHeartbeat))
-	mux.HandleFunc("POST "+controlapi.PathConnectorEvents, s.Component(kindConnector, s.handleEvents))
-	mux.HandleFunc("POST "+controlapi.PathRelayRegister, s.Component(kindRelay, s.handleRelayRegister))
+	mux.HandleFunc("POST "+controlapi.PathConnectorHeartbeat, s.Component(adminapi.KindConnector, s.handleHeartbeat))
+	mux.HandleFunc("POST "+controlapi.PathConnectorEvents, s.Component(adminapi.KindConnector, s.handleEvents))
+	mux.HandleFunc("POST "+controlapi.PathRelayRegister, s.Component(adminapi.KindRelay, s.handleRelayRegister))
 }
 
 // ParsePublicKeyPEM accepts a PKIX Ed25519 or ECDSA public key (the
@@ -272,7 +273,7 @@ func (s *Server) handleTURN(w http.ResponseWriter, r *http.Request) {
 			WriteError(w, http.StatusUnauthorized, "%v", err)
 			return
 		}
-		if kind != kindConnector {
+		if kind != adminapi.KindConnector {
 			WriteError(w, http.StatusForbidden, "TURN credentials are for connectors and client devices, not %s", kind)
 			return
 		}

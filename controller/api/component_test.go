@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 )
 
 // enrollCore is an in-memory set of enrollment tokens: secret -> kind.
@@ -42,7 +43,7 @@ func (f *enrollCore) Enroll(ctx context.Context, kind string, req controlapi.Enr
 }
 
 func (f *enrollCore) ComponentIdentity(r *http.Request) (string, string, error) {
-	return kindConnector, "c1", nil
+	return adminapi.KindConnector, "c1", nil
 }
 
 func (f *enrollCore) ConnectorHeartbeat(ctx context.Context, id string, hb controlapi.Heartbeat) (controlapi.HeartbeatResponse, error) {
@@ -66,7 +67,7 @@ func TestEnroll(t *testing.T) {
 		b, _ := json.Marshal(controlapi.EnrollRequest{Secret: secret, PublicKeyPEM: key, Hostname: host})
 		return string(b)
 	}
-	core := &enrollCore{tokens: map[string]string{"s1": kindConnector, "s2": kindRelay}}
+	core := &enrollCore{tokens: map[string]string{"s1": adminapi.KindConnector, "s2": adminapi.KindRelay}}
 	for _, tc := range []struct {
 		name, path, body string
 		status           int

@@ -119,12 +119,3 @@ type ObjectError struct {
 
 func (e *ObjectError) Error() string { return e.Err.Error() }
 func (e *ObjectError) Unwrap() error { return e.Err }
-
-// Store kinds the handlers name in paths and messages.
-const (
-	kindConnector      = "connector"
-	kindRelay          = "relay"
-	kindServiceAccount = "service_account"
-	kindAdminToken     = "admin_token"
-	kindAdminSession   = "admin_session"
-)

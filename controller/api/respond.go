@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,6 +62,16 @@ func Bearer(r *http.Request) string {
 		return strings.TrimSpace(h[7:])
 	}
 	return ""
+}
+
+// RandomHex returns n random bytes in hex: the secrets the controller hands
+// out (session, service and admin tokens, enrollment secrets, console
+// sessions) and the console's one-time values (crypto/rand.Read never fails
+// since Go 1.24).
+func RandomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // ClientIP is the address the request came from (without its port).

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 )
 
 // Policies feeds the push streams.
@@ -54,10 +55,10 @@ const streamWriteTimeout = 30 * time.Second
 
 func (s *Server) streamRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+controlapi.PathClientPolicy, s.handleClientPolicy)
-	mux.HandleFunc("GET "+controlapi.PathConnectorPolicy, s.Component(kindConnector, func(w http.ResponseWriter, r *http.Request, id string) {
+	mux.HandleFunc("GET "+controlapi.PathConnectorPolicy, s.Component(adminapi.KindConnector, func(w http.ResponseWriter, r *http.Request, id string) {
 		s.stream(w, r, true, s.core.ConnectorPolicy(id))
 	}))
-	mux.HandleFunc("GET "+controlapi.PathRelayPolicy, s.Component(kindRelay, func(w http.ResponseWriter, r *http.Request, id string) {
+	mux.HandleFunc("GET "+controlapi.PathRelayPolicy, s.Component(adminapi.KindRelay, func(w http.ResponseWriter, r *http.Request, id string) {
 		s.stream(w, r, true, s.core.RelayPolicy(id))
 	}))
 }

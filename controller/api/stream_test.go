@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 )
 
 // feedCore is an in-memory model for the push streams: a revision, a
@@ -131,7 +132,7 @@ func nextLine(t *testing.T, lines <-chan string) string {
 }
 
 func TestPolicyStream(t *testing.T) {
-	core := &feedCore{rev: 3, policy: "a", kind: kindConnector}
+	core := &feedCore{rev: 3, policy: "a", kind: adminapi.KindConnector}
 	mux := http.NewServeMux()
 	New(core, slog.New(slog.DiscardHandler)).Routes(mux)
 	srv := httptest.NewServer(mux)
@@ -180,7 +181,7 @@ func TestPolicyStream(t *testing.T) {
 }
 
 func TestPolicyStreamRefusals(t *testing.T) {
-	core := &feedCore{rev: 1, policy: "a", kind: kindRelay}
+	core := &feedCore{rev: 1, policy: "a", kind: adminapi.KindRelay}
 	for _, tc := range []struct {
 		path, token string
 		status      int

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 )
 
 // Console forms for service accounts (and their keys) and posture profiles;
@@ -25,7 +26,7 @@ type accountForm struct {
 }
 
 type accountRow struct {
-	ServiceAccountView
+	adminapi.ServiceAccountView
 	Managed bool
 }
 
@@ -47,11 +48,11 @@ func (c *Server) pageAccounts(w http.ResponseWriter, r *http.Request, cs *consol
 func (c *Server) renderAccounts(w http.ResponseWriter, r *http.Request, cs *consoleSession, status int, page accountsPage, msg string) {
 	d := c.page(cs, "Service accounts", "service-accounts")
 	f := &page.Form
-	var sas struct{ Items []ServiceAccountView }
+	var sas struct{ Items []adminapi.ServiceAccountView }
 	if spec, ok := c.consoleSpec(r, cs, &d); ok && c.listPage(r, cs, &d, "/api/v1/service-accounts?limit=1000", &sas) {
 		_, managed := c.fileManaged(r.Context())
 		for _, a := range sas.Items {
-			page.Accounts = append(page.Accounts, accountRow{a, managed[kindServiceAccount+"/"+a.Name]})
+			page.Accounts = append(page.Accounts, accountRow{a, managed[adminapi.KindServiceAccount+"/"+a.Name]})
 			if f.Original == a.Name && f.Diff == nil && msg == "" {
 				for _, g := range a.Groups {
 					f.Selected[g] = true
@@ -62,7 +63,7 @@ func (c *Server) renderAccounts(w http.ResponseWriter, r *http.Request, cs *cons
 			f.Groups = append(f.Groups, g.Name)
 		}
 	}
-	c.managedBy(r, kindServiceAccount, f.Original, &f.FormState)
+	c.managedBy(r, adminapi.KindServiceAccount, f.Original, &f.FormState)
 	c.renderForm(w, r, status, "accounts", d, msg, page)
 }
 
@@ -83,17 +84,17 @@ func (c *Server) postAccount(w http.ResponseWriter, r *http.Request, cs *console
 	}
 	before := map[string]string{}
 	if f.Original != "" {
-		i := slices.IndexFunc(spec.ServiceAccounts, func(a ServiceAccountSpec) bool { return a.Name == f.Original })
+		i := slices.IndexFunc(spec.ServiceAccounts, func(a adminapi.ServiceAccountSpec) bool { return a.Name == f.Original })
 		if i < 0 {
 			c.renderAccounts(w, r, cs, http.StatusNotFound, accountsPage{Form: f}, fmt.Sprintf("service account %q not found", f.Original))
 			return
 		}
 		before = map[string]string{"name": f.Original, "groups": listText(spec.ServiceAccounts[i].Groups)}
 	}
-	sa := ServiceAccountSpec{Name: f.Name, Groups: slices.Sorted(maps.Keys(f.Selected))}
+	sa := adminapi.ServiceAccountSpec{Name: f.Name, Groups: slices.Sorted(maps.Keys(f.Selected))}
 	f.Diff = fieldDiff([]string{"name", "groups"}, before, map[string]string{"name": sa.Name, "groups": listText(sa.Groups)})
-	msg := c.previewSpec(r, cs, kindServiceAccount, sa.Name, f.Original, func(s *Spec) error {
-		s.ServiceAccounts = upsertBy(s.ServiceAccounts, f.Original, sa, func(a ServiceAccountSpec) string { return a.Name })
+	msg := c.previewSpec(r, cs, adminapi.KindServiceAccount, sa.Name, f.Original, func(s *adminapi.Spec) error {
+		s.ServiceAccounts = adminapi.Upsert(s.ServiceAccounts, f.Original, sa, func(a adminapi.ServiceAccountSpec) string { return a.Name })
 		return nil
 	})
 	if msg != "" || r.PostFormValue("action") != "save" {
@@ -173,12 +174,12 @@ func previewStatus(msg string) int {
 // postureForm is the posture profile form's data.
 type postureForm struct {
 	FormState
-	P     PostureProfileSpec
+	P     adminapi.PostureProfileSpec
 	OSMin string // "linux=6.1" lines
 }
 
 type postureRow struct {
-	PostureProfileSpec
+	adminapi.PostureProfileSpec
 	OSMin   string
 	Managed bool
 }
@@ -216,7 +217,7 @@ func parseOSMin(s string) (map[string]string, error) {
 	return m, nil
 }
 
-func postureText(p PostureProfileSpec) map[string]string {
+func postureText(p adminapi.PostureProfileSpec) map[string]string {
 	return map[string]string{"name": p.Name, "os_min": osMinText(p.OSMin, ", "), "disk_encryption": yesNo(p.DiskEncryption),
 		"firewall": yesNo(p.Firewall), "client_min": p.ClientMin}
 }
@@ -233,13 +234,13 @@ func (c *Server) renderPosture(w http.ResponseWriter, r *http.Request, cs *conso
 	if spec, ok := c.consoleSpec(r, cs, &d); ok {
 		_, managed := c.fileManaged(r.Context())
 		for _, p := range spec.PostureProfiles {
-			page.Profiles = append(page.Profiles, postureRow{p, osMinText(p.OSMin, ", "), managed[kindPostureProfile+"/"+p.Name]})
+			page.Profiles = append(page.Profiles, postureRow{p, osMinText(p.OSMin, ", "), managed[adminapi.KindPostureProfile+"/"+p.Name]})
 			if p.Name == f.Original && f.P.Name == "" {
 				f.P, f.OSMin = p, osMinText(p.OSMin, "\n")
 			}
 		}
 	}
-	c.managedBy(r, kindPostureProfile, f.Original, &f.FormState)
+	c.managedBy(r, adminapi.KindPostureProfile, f.Original, &f.FormState)
 	page.Form = f
 	c.renderForm(w, r, status, "posture", d, msg, page)
 }
@@ -249,7 +250,7 @@ func (c *Server) postPosture(w http.ResponseWriter, r *http.Request, cs *console
 		return
 	}
 	f := postureForm{FormState: FormState{Original: strings.TrimSpace(r.PostFormValue("original"))}, OSMin: r.PostFormValue("os_min"),
-		P: PostureProfileSpec{Name: strings.TrimSpace(r.PostFormValue("name")), DiskEncryption: formBool(r, "disk_encryption"),
+		P: adminapi.PostureProfileSpec{Name: strings.TrimSpace(r.PostFormValue("name")), DiskEncryption: formBool(r, "disk_encryption"),
 			Firewall: formBool(r, "firewall"), ClientMin: strings.TrimSpace(r.PostFormValue("client_min"))}}
 	var err error
 	if f.P.OSMin, err = parseOSMin(f.OSMin); err != nil {
@@ -264,7 +265,7 @@ func (c *Server) postPosture(w http.ResponseWriter, r *http.Request, cs *console
 	}
 	before := map[string]string{}
 	if f.Original != "" {
-		i := slices.IndexFunc(spec.PostureProfiles, func(p PostureProfileSpec) bool { return p.Name == f.Original })
+		i := slices.IndexFunc(spec.PostureProfiles, func(p adminapi.PostureProfileSpec) bool { return p.Name == f.Original })
 		if i < 0 {
 			c.renderPosture(w, r, cs, http.StatusNotFound, f, fmt.Sprintf("posture profile %q not found", f.Original))
 			return
@@ -272,8 +273,8 @@ func (c *Server) postPosture(w http.ResponseWriter, r *http.Request, cs *console
 		before = postureText(spec.PostureProfiles[i])
 	}
 	f.Diff = fieldDiff(postureFields, before, postureText(f.P))
-	msg := c.previewSpec(r, cs, kindPostureProfile, f.P.Name, f.Original, func(s *Spec) error {
-		s.PostureProfiles = upsertBy(s.PostureProfiles, f.Original, f.P, func(p PostureProfileSpec) string { return p.Name })
+	msg := c.previewSpec(r, cs, adminapi.KindPostureProfile, f.P.Name, f.Original, func(s *adminapi.Spec) error {
+		s.PostureProfiles = adminapi.Upsert(s.PostureProfiles, f.Original, f.P, func(p adminapi.PostureProfileSpec) string { return p.Name })
 		return nil
 	})
 	if msg != "" || r.PostFormValue("action") != "save" {

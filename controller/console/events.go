@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/api"
 )
 
@@ -70,12 +71,12 @@ type eventNames struct{ principals, resources map[string]string }
 
 func (c *Server) eventNames(ctx context.Context, cs *consoleSession) eventNames {
 	n := eventNames{principals: map[string]string{}, resources: map[string]string{}}
-	var users struct{ Items []UserView }
+	var users struct{ Items []adminapi.UserView }
 	c.api(ctx, "GET", "/api/v1/users?limit=1000", nil, &users)
 	for _, u := range users.Items {
 		n.principals[u.ID] = u.Email
 	}
-	var sas struct{ Items []ServiceAccountView }
+	var sas struct{ Items []adminapi.ServiceAccountView }
 	c.api(ctx, "GET", "/api/v1/service-accounts?limit=1000", nil, &sas)
 	for _, a := range sas.Items {
 		n.principals[a.ID] = a.Name

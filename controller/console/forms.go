@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"postern.dev/postern/controller/adminapi"
 )
 
 // fileManaged returns the last apply's record and its set of objects
@@ -31,7 +33,7 @@ func splitList(s string) []string {
 // resourceForm is the resource page's data.
 type resourceForm struct {
 	Original  string // "" when creating
-	R         ResourceSpec
+	R         adminapi.ResourceSpec
 	Ports     string
 	Networks  []string
 	Groups    []string
@@ -41,13 +43,13 @@ type resourceForm struct {
 }
 
 type resourceRow struct {
-	ResourceSpec
+	adminapi.ResourceSpec
 	Managed bool
 }
 
 // consoleSpec reads the declarative configuration through the API.
-func (c *Server) consoleSpec(r *http.Request, cs *consoleSession, d *pageData) (*Spec, bool) {
-	var spec Spec
+func (c *Server) consoleSpec(r *http.Request, cs *consoleSession, d *pageData) (*adminapi.Spec, bool) {
+	var spec adminapi.Spec
 	if !c.listPage(r, cs, d, "/api/v1/spec", &spec) {
 		return nil, false
 	}
@@ -60,7 +62,7 @@ func (c *Server) pageResources(w http.ResponseWriter, r *http.Request, cs *conso
 	if spec, ok := c.consoleSpec(r, cs, &d); ok {
 		_, managed := c.fileManaged(r.Context())
 		for _, res := range spec.Resources {
-			rows = append(rows, resourceRow{res, managed[kindResource+"/"+res.Name]})
+			rows = append(rows, resourceRow{res, managed[adminapi.KindResource+"/"+res.Name]})
 		}
 	}
 	d.Flash = r.URL.Query().Get("done")
@@ -69,7 +71,7 @@ func (c *Server) pageResources(w http.ResponseWriter, r *http.Request, cs *conso
 }
 
 // fillResourceForm adds the choices and the file-managed note.
-func (c *Server) fillResourceForm(ctx context.Context, spec *Spec, f *resourceForm) {
+func (c *Server) fillResourceForm(ctx context.Context, spec *adminapi.Spec, f *resourceForm) {
 	for _, n := range spec.RemoteNetworks {
 		f.Networks = append(f.Networks, n.Name)
 	}
@@ -77,7 +79,7 @@ func (c *Server) fillResourceForm(ctx context.Context, spec *Spec, f *resourceFo
 		f.Groups = append(f.Groups, g.Name)
 	}
 	if f.Original != "" {
-		if rec, managed := c.fileManaged(ctx); managed[kindResource+"/"+f.Original] {
+		if rec, managed := c.fileManaged(ctx); managed[adminapi.KindResource+"/"+f.Original] {
 			f.Managed, f.AppliedAt, f.AppliedBy = true, rec.At, rec.Actor
 		}
 	}
@@ -90,9 +92,9 @@ func (c *Server) pageResourceForm(w http.ResponseWriter, r *http.Request, cs *co
 		c.render(w, http.StatusOK, "message", d)
 		return
 	}
-	f := &resourceForm{R: ResourceSpec{Ports: []string{}, Groups: []string{}}}
+	f := &resourceForm{R: adminapi.ResourceSpec{Ports: []string{}, Groups: []string{}}}
 	if name := r.PathValue("name"); name != "" {
-		i := slices.IndexFunc(spec.Resources, func(x ResourceSpec) bool { return x.Name == name })
+		i := slices.IndexFunc(spec.Resources, func(x adminapi.ResourceSpec) bool { return x.Name == name })
 		if i < 0 {
 			d.Error = "resource " + strconvQuote(name) + " not found"
 			c.render(w, http.StatusNotFound, "message", d)
@@ -119,7 +121,7 @@ func (c *Server) postResource(w http.ResponseWriter, r *http.Request, cs *consol
 		c.render(w, http.StatusForbidden, "message", d)
 		return
 	}
-	res := ResourceSpec{
+	res := adminapi.ResourceSpec{
 		Name:    strings.TrimSpace(r.PostFormValue("name")),
 		Address: strings.TrimSpace(r.PostFormValue("address")),
 		Alias:   strings.TrimSpace(r.PostFormValue("alias")),
@@ -134,7 +136,7 @@ func (c *Server) postResource(w http.ResponseWriter, r *http.Request, cs *consol
 	if original != "" {
 		method, path = "PUT", "/api/v1/resources/"+url.PathEscape(original)
 		// Keep what the form does not edit (access requirements).
-		if i := slices.IndexFunc(spec.Resources, func(x ResourceSpec) bool { return x.Name == original }); i >= 0 {
+		if i := slices.IndexFunc(spec.Resources, func(x adminapi.ResourceSpec) bool { return x.Name == original }); i >= 0 {
 			res.Require = spec.Resources[i].Require
 		}
 	}
@@ -183,18 +185,4 @@ func formStatus(res apiResult) int {
 		return http.StatusForbidden
 	}
 	return http.StatusUnprocessableEntity
-}
-
-// upsertBy replaces the element named old (or appends v when old is empty
-// or not found), as the admin API's updates do.
-func upsertBy[T any](list []T, old string, v T, name func(T) string) []T {
-	if old != "" {
-		for i := range list {
-			if name(list[i]) == old {
-				list[i] = v
-				return list
-			}
-		}
-	}
-	return append(list, v)
 }

@@ -5,6 +5,8 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+
+	"postern.dev/postern/controller/adminapi"
 )
 
 // namedKind is an object made of a name and a list of member names: a group
@@ -12,7 +14,7 @@ import (
 type namedKind struct {
 	Path, Kind, Singular, Title string
 	Members, MembersHelp        string // the list's label and hint
-	members                     func(s *Spec) []namedItem
+	members                     func(s *adminapi.Spec) []namedItem
 	body                        func(name string, members []string) any
 }
 
@@ -22,16 +24,16 @@ type namedItem struct {
 }
 
 var namedKinds = []namedKind{
-	{Path: "groups", Kind: kindGroup, Singular: "group", Title: "Groups", Members: "Users", MembersHelp: "e-mail addresses, one a line",
-		members: func(s *Spec) []namedItem {
-			return namedItems(s.Groups, func(g GroupSpec) namedItem { return namedItem{g.Name, g.Users} })
+	{Path: "groups", Kind: adminapi.KindGroup, Singular: "group", Title: "Groups", Members: "Users", MembersHelp: "e-mail addresses, one a line",
+		members: func(s *adminapi.Spec) []namedItem {
+			return namedItems(s.Groups, func(g adminapi.GroupSpec) namedItem { return namedItem{g.Name, g.Users} })
 		},
-		body: func(name string, m []string) any { return GroupSpec{Name: name, Users: m} }},
-	{Path: "networks", Kind: kindNetwork, Singular: "remote network", Title: "Remote networks", Members: "Connectors", MembersHelp: "connector names, one a line",
-		members: func(s *Spec) []namedItem {
-			return namedItems(s.RemoteNetworks, func(n NetworkSpec) namedItem { return namedItem{n.Name, n.Connectors} })
+		body: func(name string, m []string) any { return adminapi.GroupSpec{Name: name, Users: m} }},
+	{Path: "networks", Kind: adminapi.KindNetwork, Singular: "remote network", Title: "Remote networks", Members: "Connectors", MembersHelp: "connector names, one a line",
+		members: func(s *adminapi.Spec) []namedItem {
+			return namedItems(s.RemoteNetworks, func(n adminapi.NetworkSpec) namedItem { return namedItem{n.Name, n.Connectors} })
 		},
-		body: func(name string, m []string) any { return NetworkSpec{Name: name, Connectors: m} }},
+		body: func(name string, m []string) any { return adminapi.NetworkSpec{Name: name, Connectors: m} }},
 }
 
 // namedItems lists xs as named items (never nil: the page shows an empty

@@ -41,7 +41,7 @@ func (c *Server) handleConsoleOIDCStart(w http.ResponseWriter, r *http.Request) 
 		c.loginForm(w, http.StatusServiceUnavailable, "", "The identity provider is not reachable: "+err.Error())
 		return
 	}
-	verifier := randomHex(32)
+	verifier := api.RandomHex(32)
 	start, err := p.Start(controlapi.OIDCStartRequest{RedirectURI: c.publicURL + OIDCCallbackPath,
 		CodeChallenge: oidcauth.S256(verifier), CodeChallengeMethod: "S256"})
 	if err != nil {

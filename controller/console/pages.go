@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/api"
 	"postern.dev/postern/controller/store"
 )
@@ -26,7 +27,7 @@ func (c *Server) handleConsoleLoginPage(w http.ResponseWriter, r *http.Request) 
 }
 
 func (c *Server) loginForm(w http.ResponseWriter, status int, name, msg string) {
-	pre := randomHex(16)
+	pre := api.RandomHex(16)
 	setCookie(w, consolePreCookie, pre, 600)
 	c.render(w, status, "login", pageData{Title: "Sign in", CSRF: pre, Error: msg, Data: map[string]any{"Name": name, "SSO": c.core.ConsoleSSO()}})
 }
@@ -71,7 +72,7 @@ func (c *Server) page(cs *consoleSession, title, nav string) pageData {
 // overview is the overview page's data.
 type overview struct {
 	ConnectorsUp, ConnectorsDown int
-	Connectors                   []ConnectorView
+	Connectors                   []adminapi.ConnectorView
 	ActiveDevices, ActiveSess    int
 	Pending                      int
 	Refusals                     []reasonCount
@@ -98,7 +99,7 @@ func (c *Server) pageOverview(w http.ResponseWriter, r *http.Request, cs *consol
 	d := c.page(cs, "Overview", "overview")
 	ov := overview{Window: "last hour"}
 	if cs.p.can(capRead) {
-		var conns struct{ Items []ConnectorView }
+		var conns struct{ Items []adminapi.ConnectorView }
 		c.api(r.Context(), "GET", "/api/v1/connectors?limit=1000", nil, &conns)
 		for _, cn := range conns.Items {
 			if cn.Online {
@@ -108,7 +109,7 @@ func (c *Server) pageOverview(w http.ResponseWriter, r *http.Request, cs *consol
 			}
 		}
 		ov.Connectors = conns.Items
-		var sess struct{ Items []SessionView }
+		var sess struct{ Items []adminapi.SessionView }
 		c.api(r.Context(), "GET", "/api/v1/sessions?limit=1000", nil, &sess)
 		devs := map[string]bool{}
 		for _, s := range sess.Items {
@@ -170,14 +171,14 @@ func (c *Server) pageConnectors(w http.ResponseWriter, r *http.Request, cs *cons
 
 // healthData is the connectors' and relays' live health.
 type healthData struct {
-	Connectors []ConnectorView
-	Relays     []RelayView
+	Connectors []adminapi.ConnectorView
+	Relays     []adminapi.RelayView
 	At         time.Time
 }
 
 func (c *Server) health(r *http.Request, cs *consoleSession, d *pageData) healthData {
-	var conns struct{ Items []ConnectorView }
-	var relays struct{ Items []RelayView }
+	var conns struct{ Items []adminapi.ConnectorView }
+	var relays struct{ Items []adminapi.RelayView }
 	if c.listPage(r, cs, d, "/api/v1/connectors?limit=1000", &conns) {
 		c.listPage(r, cs, d, "/api/v1/relays?limit=1000", &relays)
 	}
@@ -215,7 +216,7 @@ func humanBytes(n float64) string {
 // (the token carries the controller's URL and CA fingerprint); a relay also
 // needs its listening addresses and public IP, left as placeholders.
 func enrollCommand(kind, token string) string {
-	if kind == kindRelay {
+	if kind == adminapi.KindRelay {
 		return "postern-relay --token " + token + " --listen-udp :3478 --listen-tls :443 --public-ip PUBLIC_IP"
 	}
 	return "postern-connector --token " + token
@@ -224,7 +225,7 @@ func enrollCommand(kind, token string) string {
 func (c *Server) postMint(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	kind := r.PostFormValue("kind")
 	path := "/api/v1/connector-tokens"
-	if kind == kindRelay {
+	if kind == adminapi.KindRelay {
 		path = "/api/v1/relay-tokens"
 	}
 	ttl := 0
@@ -271,7 +272,7 @@ func (c *Server) pageConnectorsWith(w http.ResponseWriter, r *http.Request, cs *
 
 // deviceRow is a device with its posture and when it was last seen.
 type deviceRow struct {
-	Device
+	adminapi.Device
 	Principal string // e-mail or service account name
 	Report    string // the latest posture report, summarized ("" none)
 	Satisfied []string
@@ -283,13 +284,13 @@ type deviceRow struct {
 func (c *Server) pageDevices(w http.ResponseWriter, r *http.Request, cs *consoleSession) {
 	d := c.page(cs, "Devices and sessions", "devices")
 	var data struct {
-		Users    []UserView
+		Users    []adminapi.UserView
 		Devices  []deviceRow
-		Sessions []SessionView
+		Sessions []adminapi.SessionView
 	}
-	var users struct{ Items []UserView }
-	var devs struct{ Items []Device }
-	var sess struct{ Items []SessionView }
+	var users struct{ Items []adminapi.UserView }
+	var devs struct{ Items []adminapi.Device }
+	var sess struct{ Items []adminapi.SessionView }
 	if c.listPage(r, cs, &d, "/api/v1/users?limit=1000", &users) &&
 		c.listPage(r, cs, &d, "/api/v1/devices?limit=1000", &devs) && c.listPage(r, cs, &d, "/api/v1/sessions?limit=1000", &sess) {
 		data.Devices = c.deviceRows(r, cs, devs.Items, sess.Items)
@@ -304,7 +305,7 @@ func (c *Server) pageDevices(w http.ResponseWriter, r *http.Request, cs *console
 // satisfies, from the policy model) and last seen: the latest of its
 // sign-ins, posture reports and flow events. Only called once the admin's
 // role has read the device list through the API.
-func (c *Server) deviceRows(r *http.Request, cs *consoleSession, devs []Device, sess []SessionView) []deviceRow {
+func (c *Server) deviceRows(r *http.Request, cs *consoleSession, devs []adminapi.Device, sess []adminapi.SessionView) []deviceRow {
 	names := c.eventNames(r.Context(), cs)
 	seen := map[string]time.Time{}
 	how := map[string]string{}

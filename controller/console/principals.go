@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"postern.dev/postern/controller/adminapi"
 )
 
 // Console forms for users, service accounts and posture profiles. Each
@@ -54,7 +56,7 @@ func (c *Server) managedBy(r *http.Request, kind, name string, f *FormState) {
 
 // previewSpec applies mutate to a copy of the current configuration and
 // validates it as apply does; the answer is apply's message, "" when valid.
-func (c *Server) previewSpec(r *http.Request, cs *consoleSession, kind, name, original string, mutate func(*Spec) error) string {
+func (c *Server) previewSpec(r *http.Request, cs *consoleSession, kind, name, original string, mutate func(*adminapi.Spec) error) string {
 	if !cs.p.can(capWrite) {
 		return fmt.Sprintf("%s (role %s) may not change the configuration", cs.p.Name, cs.p.Role)
 	}
@@ -133,7 +135,7 @@ type userForm struct {
 }
 
 type userRow struct {
-	UserView
+	adminapi.UserView
 	Groups  []string
 	Managed bool
 }
@@ -144,7 +146,7 @@ type usersPage struct {
 }
 
 // userGroups is the groups that list email.
-func userGroups(spec *Spec, email string) []string {
+func userGroups(spec *adminapi.Spec, email string) []string {
 	out := []string{}
 	for _, g := range spec.Groups {
 		if slices.ContainsFunc(g.Users, func(u string) bool { return strings.EqualFold(u, email) }) {
@@ -164,12 +166,12 @@ func (c *Server) pageUsers(w http.ResponseWriter, r *http.Request, cs *consoleSe
 
 func (c *Server) renderUsers(w http.ResponseWriter, r *http.Request, cs *consoleSession, status int, f userForm, msg string) {
 	d := c.page(cs, "Users", "users")
-	var users struct{ Items []UserView }
+	var users struct{ Items []adminapi.UserView }
 	var page usersPage
 	if spec, ok := c.consoleSpec(r, cs, &d); ok && c.listPage(r, cs, &d, "/api/v1/users?limit=1000", &users) {
 		_, managed := c.fileManaged(r.Context())
 		for _, u := range users.Items {
-			page.Users = append(page.Users, userRow{u, userGroups(spec, u.Email), managed[kindUser+"/"+u.Email]})
+			page.Users = append(page.Users, userRow{u, userGroups(spec, u.Email), managed[adminapi.KindUser+"/"+u.Email]})
 			if f.Original != "" && u.Email == f.Original && f.Diff == nil && msg == "" {
 				f.Disabled = u.Disabled
 				for _, g := range userGroups(spec, u.Email) {
@@ -181,7 +183,7 @@ func (c *Server) renderUsers(w http.ResponseWriter, r *http.Request, cs *console
 			f.Groups = append(f.Groups, g.Name)
 		}
 	}
-	c.managedBy(r, kindUser, f.Original, &f.FormState)
+	c.managedBy(r, adminapi.KindUser, f.Original, &f.FormState)
 	page.Form = f
 	d.Error = msg
 	d.Flash = r.URL.Query().Get("done")
@@ -220,9 +222,9 @@ func (c *Server) postUser(w http.ResponseWriter, r *http.Request, cs *consoleSes
 		c.renderUsers(w, r, cs, http.StatusForbidden, f, d.Error)
 		return
 	}
-	var cur UserSpec
+	var cur adminapi.UserSpec
 	if f.Original != "" {
-		i := slices.IndexFunc(spec.Users, func(u UserSpec) bool { return u.Email == f.Original })
+		i := slices.IndexFunc(spec.Users, func(u adminapi.UserSpec) bool { return u.Email == f.Original })
 		if i < 0 {
 			c.renderUsers(w, r, cs, http.StatusNotFound, f, fmt.Sprintf("user %q not found (users of single sign-on are edited at the provider)", f.Original))
 			return
@@ -247,7 +249,7 @@ func (c *Server) postUser(w http.ResponseWriter, r *http.Request, cs *consoleSes
 		after["password"] = "none (single sign-on only)"
 	}
 	// The user as the API will store it, and the group lists to change.
-	u := UserSpec{Email: f.Email, PasswordHash: f.PasswordHash, Disabled: f.Disabled, OIDCSubject: cur.OIDCSubject}
+	u := adminapi.UserSpec{Email: f.Email, PasswordHash: f.PasswordHash, Disabled: f.Disabled, OIDCSubject: cur.OIDCSubject}
 	groupEdits := map[string][]string{}
 	for _, g := range spec.Groups {
 		in := slices.ContainsFunc(g.Users, func(e string) bool { return strings.EqualFold(e, cur.Email) && cur.Email != "" })
@@ -260,17 +262,17 @@ func (c *Server) postUser(w http.ResponseWriter, r *http.Request, cs *consoleSes
 		}
 	}
 	for g := range f.Selected {
-		if !slices.ContainsFunc(spec.Groups, func(x GroupSpec) bool { return x.Name == g }) {
+		if !slices.ContainsFunc(spec.Groups, func(x adminapi.GroupSpec) bool { return x.Name == g }) {
 			c.renderUsers(w, r, cs, http.StatusUnprocessableEntity, f, fmt.Sprintf("group %q does not exist", g))
 			return
 		}
 	}
 	f.Diff = fieldDiff(userFields, before, after)
-	msg := c.previewSpec(r, cs, kindUser, f.Email, f.Original, func(s *Spec) error {
+	msg := c.previewSpec(r, cs, adminapi.KindUser, f.Email, f.Original, func(s *adminapi.Spec) error {
 		if f.PasswordHash == "" {
 			u.PasswordHash = cur.PasswordHash
 		}
-		s.Users = upsertBy(s.Users, f.Original, u, func(x UserSpec) string { return x.Email })
+		s.Users = adminapi.Upsert(s.Users, f.Original, u, func(x adminapi.UserSpec) string { return x.Email })
 		for i := range s.Groups {
 			if users, ok := groupEdits[s.Groups[i].Name]; ok {
 				s.Groups[i].Users = users
@@ -296,7 +298,7 @@ func (c *Server) postUser(w http.ResponseWriter, r *http.Request, cs *consoleSes
 		if err != nil || res.Err() != "" {
 			break
 		}
-		res, err = c.api(r.Context(), "PUT", "/api/v1/groups/"+url.PathEscape(g), GroupSpec{Name: g, Users: users}, nil)
+		res, err = c.api(r.Context(), "PUT", "/api/v1/groups/"+url.PathEscape(g), adminapi.GroupSpec{Name: g, Users: users}, nil)
 	}
 	if err != nil || res.Err() != "" {
 		msg := res.Err()

@@ -3,7 +3,6 @@ package console
 import (
 	"context"
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -11,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 
+	"postern.dev/postern/controller/adminapi"
 	"postern.dev/postern/controller/api"
 )
 
@@ -31,14 +31,6 @@ func csrfFor(secret string) string {
 	m := hmac.New(sha256.New, []byte(secret))
 	m.Write([]byte("postern console csrf"))
 	return hex.EncodeToString(m.Sum(nil))
-}
-
-// randomHex returns n random bytes in hex (crypto/rand.Read never fails
-// since Go 1.24).
-func randomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 func setCookie(w http.ResponseWriter, name, value string, maxAge int) {
@@ -92,5 +84,5 @@ func checkCSRF(r *http.Request, want string) bool {
 // endConsoleSession deletes the session behind the request's cookie; ctx
 // carries its admin.
 func (c *Server) endConsoleSession(ctx context.Context, cs *consoleSession) error {
-	return c.core.RevokeAdminCredential(ctx, kindAdminSession, cs.p.SessionID)
+	return c.core.RevokeAdminCredential(ctx, adminapi.KindAdminSession, cs.p.SessionID)
 }
