@@ -76,6 +76,7 @@ func FuzzCheck(f *testing.F) {
 	f.Add(build(f, stun.BindingSuccess, &stun.XORMappedAddress{IP: net.ParseIP("192.0.2.7"), Port: 1}))
 	f.Add(build(f, dataIndication, raw(stun.AttrXORPeerAddress, nil), raw(stun.AttrData, []byte("x"))))
 	f.Add(build(f, stun.BindingSuccess, raw(stun.AttrErrorCode, []byte{0, 0, 4, 1}), raw(stun.AttrAlternateServer, []byte{0, 2})))
+	f.Add(build(f, stun.BindingRequest, raw(stun.AttrUsername, []byte("a:b")), raw(stun.AttrMessageIntegrity, nil), raw(stun.AttrFingerprint, []byte{1})))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if Check(b) != nil {
 			return
@@ -98,6 +99,14 @@ func FuzzCheck(f *testing.F) {
 		var u stun.Username
 		_ = u.GetFrom(m)
 		_ = stun.Fingerprint.Check(m)
+		// The relay checks long-term, the connectivity checks short-term
+		// integrity (Check rewrites the length in place and restores it).
+		_ = stun.NewLongTermIntegrity("u", "realm", "p").Check(m)
+		_ = stun.NewShortTermIntegrity("pwd").Check(m)
+		var n stun.Nonce
+		_ = n.GetFrom(m)
+		var r stun.Realm
+		_ = r.GetFrom(m)
 	})
 }
 
