@@ -1,6 +1,10 @@
 package bench
 
-import "errors"
+import (
+	"errors"
+
+	"postern.dev/postern/lab"
+)
 
 // Sentinel errors of the harness.
 var (
@@ -12,8 +16,9 @@ var (
 	ErrMissingTool = errors.New("missing program")
 	// ErrTunnelDown is returned when a tunnel under test is not usable.
 	ErrTunnelDown = errors.New("tunnel not usable")
-	// ErrTimeout is returned when something the harness waits for does not happen.
-	ErrTimeout = errors.New("timed out")
+	// ErrTimeout is returned when something the harness waits for does not
+	// happen; it is the lab's, as the harness also waits through lab.WaitFor.
+	ErrTimeout = lab.ErrTimeout
 	// ErrBadAgentArgs is returned for a malformed agent command line.
 	ErrBadAgentArgs = errors.New("bad agent arguments")
 )

@@ -129,7 +129,7 @@ func (r *runner) setupPostern(ctx context.Context, t *tunnel, node, wantPath str
 		return err
 	}
 	var st localapi.Status
-	if err := r.waitFor(ctx, 60*time.Second, "posternd connected on "+node, func() error {
+	if err := lab.WaitFor(ctx, 60*time.Second, "posternd connected on "+node, func() error {
 		if !d.running() {
 			return d.exited()
 		}

@@ -123,18 +123,9 @@ func (r *runner) buildSymbols(ctx context.Context, symfs string) error {
 
 // textHash is the SHA-256 of an ELF file's .text section.
 func textHash(path string) (string, error) {
-	f, err := elf.Open(path)
+	b, err := elfSection(path, ".text")
 	if err != nil {
-		return "", fmt.Errorf("read %s: %w", path, err)
-	}
-	defer f.Close()
-	sec := f.Section(".text")
-	if sec == nil {
-		return "", fmt.Errorf("%s has no .text", path)
-	}
-	b, err := sec.Data()
-	if err != nil {
-		return "", fmt.Errorf("read .text of %s: %w", path, err)
+		return "", err
 	}
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:]), nil
@@ -142,18 +133,12 @@ func textHash(path string) (string, error) {
 
 // gnuBuildID reads the NT_GNU_BUILD_ID note of an ELF file as hex.
 func gnuBuildID(path string) (string, error) {
-	f, err := elf.Open(path)
+	b, err := elfSection(path, ".note.gnu.build-id")
 	if err != nil {
-		return "", fmt.Errorf("read build id of %s: %w", path, err)
+		return "", fmt.Errorf("GNU build id: %w", err)
 	}
-	defer f.Close()
-	sec := f.Section(".note.gnu.build-id")
-	if sec == nil {
-		return "", fmt.Errorf("%s has no GNU build id", path)
-	}
-	b, err := sec.Data()
-	if err != nil || len(b) < 16 {
-		return "", fmt.Errorf("read build id of %s: %v", path, err)
+	if len(b) < 16 {
+		return "", fmt.Errorf("%s: malformed build id note", path)
 	}
 	namesz := binary.LittleEndian.Uint32(b[0:4])
 	descsz := binary.LittleEndian.Uint32(b[4:8])
@@ -162,6 +147,24 @@ func gnuBuildID(path string) (string, error) {
 		return "", fmt.Errorf("%s: malformed build id note", path)
 	}
 	return hex.EncodeToString(b[off : off+int(descsz)]), nil
+}
+
+// elfSection reads the section called name of the ELF file at path.
+func elfSection(path, name string) ([]byte, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	sec := f.Section(name)
+	if sec == nil {
+		return nil, fmt.Errorf("%s has no %s section", path, name)
+	}
+	b, err := sec.Data()
+	if err != nil {
+		return nil, fmt.Errorf("read %s of %s: %w", name, path, err)
+	}
+	return b, nil
 }
 
 // parsePerfReport reads `perf report --stdio --sort comm,dso,sym` lines

@@ -158,20 +158,6 @@ func (r *runner) agentJSON(ctx context.Context, ns string, v any, name string, a
 	return nil
 }
 
-func (r *runner) waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for {
-		if last = check(); last == nil {
-			return nil
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("%w after %s waiting for %s: %v", ErrTimeout, timeout, what, last)
-		}
-		time.Sleep(150 * time.Millisecond)
-	}
-}
-
 func (r *runner) wants(key string) bool {
 	for _, k := range r.opts.Tunnels {
 		if k == key {

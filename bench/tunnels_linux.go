@@ -134,16 +134,10 @@ func (r *runner) echoLeft(timeout time.Duration) int {
 
 // waitEcho waits until one request/response through addr succeeds.
 func (r *runner) waitEcho(ctx context.Context, ns, addr string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) && ctx.Err() == nil {
+	return lab.WaitFor(ctx, timeout, fmt.Sprintf("echo through %s from %s", addr, ns), func() error {
 		var res RRResult
-		if last = r.agentJSON(ctx, ns, &res, "rr", "--addr", addr, "--duration", "20ms"); last == nil {
-			return nil
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return fmt.Errorf("%w: echo through %s from %s: %v", ErrTimeout, addr, ns, last)
+		return r.agentJSON(ctx, ns, &res, "rr", "--addr", addr, "--duration", "20ms")
+	})
 }
 
 func (r *runner) directTunnel() *tunnel {

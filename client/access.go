@@ -68,14 +68,7 @@ func (s *LocalAPIServer) accessRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+localapi.PathRequests, forward(http.MethodGet, controlapi.PathMyRequests, nil, http.StatusOK))
 	mux.HandleFunc("POST "+localapi.PathRequests, forward(http.MethodPost, controlapi.PathMyRequests, func() any { return new(controlapi.AccessRequestCreate) }, http.StatusOK))
 	mux.HandleFunc("POST "+localapi.PathRequests+"/{id}/{verb}", forward(http.MethodPost, controlapi.PathMyRequests, func() any { return new(controlapi.AccessDecision) }, http.StatusOK))
-	mux.HandleFunc("GET "+localapi.PathPosture, func(w http.ResponseWriter, r *http.Request) {
-		p, err := d.sm.ReportPosture(r.Context())
-		if err != nil {
-			s.errorResponse(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, p)
-	})
+	mux.HandleFunc("GET "+localapi.PathPosture, answer(s, d.sm.ReportPosture))
 }
 
 // isAccessStatus reports whether a connector's refusal is about access

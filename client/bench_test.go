@@ -3,7 +3,9 @@ package client
 import (
 	"io"
 	"net"
+	"slices"
 	"testing"
+	"time"
 
 	"postern.dev/postern/internal/testenv"
 )
@@ -71,4 +73,26 @@ func BenchmarkTunnelThroughputSOCKS5(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// benchRoundTrips times b.N round trips of a 64-byte message through c to
+// an echo server (each sent once the one before came back), from a reset
+// benchmark timer, and returns the median and 99th percentile.
+func benchRoundTrips(b *testing.B, c io.ReadWriter) (p50, p99 time.Duration) {
+	msg, got := make([]byte, 64), make([]byte, 64)
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		start := time.Now()
+		if _, err := c.Write(msg); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, got); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	return lat[len(lat)/2], lat[len(lat)*99/100]
 }

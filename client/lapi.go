@@ -39,40 +39,18 @@ func ListenLocalAPI(d *Daemon, path string, gid int) (*LocalAPIServer, error) {
 	}
 	s := &LocalAPIServer{d: d, ln: ln, path: path}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/login", s.login)
-	mux.HandleFunc("POST /v1/logout", s.simple(d.Logout))
-	mux.HandleFunc("POST /v1/up", s.simple(d.Up))
-	mux.HandleFunc("POST /v1/down", s.simple(d.Down))
+	mux.HandleFunc("POST /v1/login", withBody(s, d.Login))
+	mux.HandleFunc("POST /v1/logout", answer(s, d.Logout))
+	mux.HandleFunc("POST /v1/up", answer(s, d.Up))
+	mux.HandleFunc("POST /v1/down", answer(s, d.Down))
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, d.Status()) })
 	mux.HandleFunc("GET /v1/resources", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, d.Resources()) })
 	mux.HandleFunc("GET /v1/dns", s.dns)
 	mux.HandleFunc("GET /v1/events", s.events)
 	mux.HandleFunc("GET "+localapi.PathNetcheck, s.netcheck)
 	s.accessRoutes(mux)
-	mux.HandleFunc("POST "+localapi.PathSSOStart, func(w http.ResponseWriter, r *http.Request) {
-		var req localapi.SSOStartRequest
-		if !decodeBody(w, r, &req) {
-			return
-		}
-		out, err := d.SSOStart(r.Context(), req)
-		if err != nil {
-			s.errorResponse(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, out)
-	})
-	mux.HandleFunc("POST "+localapi.PathSSODevice, func(w http.ResponseWriter, r *http.Request) {
-		var req localapi.SSODeviceRequest
-		if !decodeBody(w, r, &req) {
-			return
-		}
-		out, err := d.SSODevice(r.Context(), req)
-		if err != nil {
-			s.errorResponse(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, out)
-	})
+	mux.HandleFunc("POST "+localapi.PathSSOStart, withBody(s, d.SSOStart))
+	mux.HandleFunc("POST "+localapi.PathSSODevice, withBody(s, d.SSODevice))
 	// Profiles for diagnosing the daemon (same access rules as the rest).
 	mux.Handle("GET /v1/debug/pprof/", http.StripPrefix("/v1", http.HandlerFunc(pprof.Index)))
 	mux.Handle("GET /v1/debug/pprof/profile", http.StripPrefix("/v1", http.HandlerFunc(pprof.Profile)))
@@ -180,14 +158,32 @@ func (s *LocalAPIServer) errorResponse(w http.ResponseWriter, err error) {
 	}
 }
 
-func (s *LocalAPIServer) simple(fn func(context.Context) (localapi.Status, error)) http.HandlerFunc {
+// answer serves fn's result as JSON (200 OK), or its error.
+func answer[Out any](s *LocalAPIServer, fn func(context.Context) (Out, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		st, err := fn(r.Context())
+		out, err := fn(r.Context())
 		if err != nil {
 			s.errorResponse(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, st)
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+// withBody serves fn with the request's JSON body (unknown fields refused)
+// as its input, answering its result as JSON (200 OK), or its error.
+func withBody[In, Out any](s *LocalAPIServer, fn func(context.Context, In) (Out, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var in In
+		if !decodeBody(w, r, &in) {
+			return
+		}
+		out, err := fn(r.Context(), in)
+		if err != nil {
+			s.errorResponse(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, out)
 	}
 }
 
@@ -199,19 +195,6 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
-}
-
-func (s *LocalAPIServer) login(w http.ResponseWriter, r *http.Request) {
-	var req localapi.LoginRequest
-	if !decodeBody(w, r, &req) {
-		return
-	}
-	st, err := s.d.Login(r.Context(), req)
-	if err != nil {
-		s.errorResponse(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, st)
 }
 
 func (s *LocalAPIServer) dns(w http.ResponseWriter, r *http.Request) {

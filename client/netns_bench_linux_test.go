@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -305,24 +304,9 @@ func benchLatency(b *testing.B, l *netLab, bulkAddr, echoAddr string) {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	msg := make([]byte, 64)
-	resp := make([]byte, 64)
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		s := time.Now()
-		if _, err := c.Write(msg); err != nil {
-			b.Fatal(err)
-		}
-		if _, err := io.ReadFull(c, resp); err != nil {
-			b.Fatal(err)
-		}
-		lat = append(lat, time.Since(s))
-	}
-	b.StopTimer()
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
-	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+	p50, p99 := benchRoundTrips(b, c)
+	b.ReportMetric(float64(p50.Microseconds()), "p50-µs")
+	b.ReportMetric(float64(p99.Microseconds()), "p99-µs")
 }
 
 func rssKiB(b *testing.B, pid int) int {

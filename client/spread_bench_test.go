@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"runtime"
-	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -116,23 +115,9 @@ func BenchmarkRRUnderBulk(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer rr.Close()
-				msg, got := make([]byte, 64), make([]byte, 64)
-				lat := make([]time.Duration, 0, b.N)
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					start := time.Now()
-					if _, err := rr.Write(msg); err != nil {
-						b.Fatal(err)
-					}
-					if _, err := io.ReadFull(rr, got); err != nil {
-						b.Fatal(err)
-					}
-					lat = append(lat, time.Since(start))
-				}
-				b.StopTimer()
-				slices.Sort(lat)
-				b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-us")
-				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-us")
+				p50, p99 := benchRoundTrips(b, rr)
+				b.ReportMetric(float64(p50.Microseconds()), "p50-us")
+				b.ReportMetric(float64(p99.Microseconds()), "p99-us")
 			})
 		}
 	}

@@ -62,8 +62,8 @@ func newSpreadLab(t testing.TB, conns int, noYield ...bool) *spreadLab {
 	return &spreadLab{d: d, dialer: cd, port: echoPort}
 }
 
-// warm opens and closes one flow, so that the connections are up.
-func (s *spreadLab) warm(tb testing.TB) {
+// open opens a flow to the echo server.
+func (s *spreadLab) open(tb testing.TB) net.Conn {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -71,18 +71,19 @@ func (s *spreadLab) warm(tb testing.TB) {
 	if err != nil {
 		tb.Fatalf("open flow: %v", err)
 	}
-	c.Close()
+	return c
+}
+
+// warm opens and closes one flow, so that the connections are up.
+func (s *spreadLab) warm(tb testing.TB) {
+	tb.Helper()
+	s.open(tb).Close()
 }
 
 // dial opens a flow to the echo server and checks one round trip.
 func (s *spreadLab) dial(t *testing.T) *flowConn {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := s.d.DialTCP(ctx, "127.0.0.1", s.port)
-	if err != nil {
-		t.Fatalf("open flow: %v", err)
-	}
+	c := s.open(t)
 	t.Cleanup(func() { c.Close() })
 	echo(t, c, []byte("ping"))
 	return c.(*flowConn)

@@ -50,24 +50,11 @@ func startUpstream(t testing.TB, h func(netw string, w dns.ResponseWriter, r *dn
 			h(netw, w, r)
 		}
 	}
-	srvs := []*dns.Server{
-		{PacketConn: pc, Handler: record("udp"), UDPSize: 65535},
-		{Listener: ln, Handler: record("tcp")},
-	}
-	var wg sync.WaitGroup
-	for _, s := range srvs {
-		started := make(chan struct{})
-		s.NotifyStartedFunc = func() { close(started) }
-		wg.Add(1)
-		go func() { defer wg.Done(); s.ActivateAndServe() }()
-		<-started
-	}
-	t.Cleanup(func() {
-		for _, s := range srvs {
-			s.Shutdown()
-		}
-		wg.Wait()
-	})
+	g := StartServers(
+		&dns.Server{PacketConn: pc, Handler: record("udp"), UDPSize: 65535},
+		&dns.Server{Listener: ln, Handler: record("tcp")},
+	)
+	t.Cleanup(func() { g.Stop(5 * time.Second) })
 	return u
 }
 

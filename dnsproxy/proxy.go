@@ -114,24 +114,7 @@ func (p *Proxy) Serve(ctx context.Context, pc net.PacketConn, ln net.Listener) e
 			Handler:  handler, MaxTCPQueries: -1,
 		})
 	}
-	errc := make(chan error, len(servers))
-	var wg sync.WaitGroup
-	for _, s := range servers {
-		started := make(chan struct{})
-		s.NotifyStartedFunc = func() { close(started) }
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := s.ActivateAndServe()
-			select {
-			case <-started:
-			default:
-				close(started) // never started: nothing to shut down
-			}
-			errc <- err
-		}()
-		<-started
-	}
+	group := StartServers(servers...)
 	ticker := time.NewTicker(saveInterval)
 	defer ticker.Stop()
 	var serveErr error
@@ -140,7 +123,7 @@ loop:
 		select {
 		case <-ctx.Done():
 			break loop
-		case err := <-errc:
+		case err := <-group.Stopped():
 			if err == nil {
 				err = errors.New("server stopped")
 			}
@@ -152,18 +135,7 @@ loop:
 			}
 		}
 	}
-	for _, s := range servers {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s.ShutdownContext(sctx) // not started or already stopped: nothing to do
-		cancel()
-	}
-	if pc != nil {
-		pc.Close()
-	}
-	if ln != nil {
-		ln.Close()
-	}
-	wg.Wait()
+	group.Stop(5 * time.Second)
 	p.fwd.close()
 	if err := p.alloc.save(); err != nil {
 		return errors.Join(serveErr, err)

@@ -35,7 +35,7 @@ func (c *ControlPlane) adminArgs(sub, url string) []string {
 // Wait waits until the controller ctl (nil: not started here) has written
 // its CA and admin token and answers /healthz.
 func (c *ControlPlane) Wait(ctx context.Context, ctl *Proc, timeout time.Duration) error {
-	return waitFor(ctx, timeout, "postern-controller", func() error {
+	return WaitFor(ctx, timeout, "postern-controller", func() error {
 		if ctl != nil && !ctl.Running() {
 			return fmt.Errorf("postern-controller exited (%v); see %s", ctl.ExitErr(), ctl.LogPath)
 		}
@@ -128,7 +128,7 @@ func (c ClientCLI) Status(ctx context.Context) (localapi.Status, error) {
 
 // WaitFile waits until program p has created path (a socket, a key file).
 func WaitFile(ctx context.Context, p *Proc, path string, timeout time.Duration) error {
-	return waitFor(ctx, timeout, p.Name+" to create "+path, func() error {
+	return WaitFor(ctx, timeout, p.Name+" to create "+path, func() error {
 		if !p.Running() {
 			return fmt.Errorf("%s exited (%v); see %s", p.Name, p.ExitErr(), p.LogPath)
 		}

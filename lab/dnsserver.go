@@ -9,11 +9,12 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"postern.dev/postern/dnsproxy"
 )
 
 // DNSConfig configures the lab's tiny authoritative DNS server
@@ -183,41 +184,13 @@ func serveDNS(ctx context.Context, listen string, onListen func(string), h dns.H
 	if onListen != nil {
 		onListen(pc.LocalAddr().String())
 	}
-	servers := []*dns.Server{
-		{PacketConn: pc, Handler: h},
-		{Listener: ln, Handler: h},
-	}
-	errc := make(chan error, len(servers))
-	var wg sync.WaitGroup
-	for _, s := range servers {
-		// miekg/dns's Shutdown does nothing to a server that has not
-		// marked itself started yet, which then serves on for good: wait
-		// for each to start (or fail) before going on.
-		started := make(chan struct{})
-		var once sync.Once
-		s.NotifyStartedFunc = func() { once.Do(func() { close(started) }) }
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := s.ActivateAndServe()
-			once.Do(func() { close(started) }) // it never started
-			errc <- err
-		}()
-		<-started
-	}
+	group := dnsproxy.StartServers(&dns.Server{PacketConn: pc, Handler: h}, &dns.Server{Listener: ln, Handler: h})
 	var runErr error
 	select {
 	case <-ctx.Done():
-	case runErr = <-errc:
+	case runErr = <-group.Stopped():
 	}
-	for _, s := range servers {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = s.ShutdownContext(sctx) // an error: it already stopped
-		cancel()
-	}
-	pc.Close()
-	ln.Close()
-	wg.Wait()
+	group.Stop(2 * time.Second)
 	if runErr != nil {
 		return fmt.Errorf("dns server: %w", runErr)
 	}

@@ -408,8 +408,10 @@ func deleteNamespace(ctx context.Context, ns string) error {
 	return netnstest.Teardown(ctx, ns)
 }
 
-// waitFor polls check every interval until it succeeds or timeout passes.
-func waitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
+// WaitFor polls check every 200 ms until it succeeds, or fails with
+// ErrTimeout naming what and check's last error when timeout passes or ctx
+// ends (the lab's waits and the benchmark harness's).
+func WaitFor(ctx context.Context, timeout time.Duration, what string, check func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var last error

@@ -241,7 +241,7 @@ func (l *Lab) WaitClientState(ctx context.Context, node string, timeout time.Dur
 // WaitStatus waits until a client's status satisfies ok.
 func (l *Lab) WaitStatus(ctx context.Context, node string, timeout time.Duration, what string, ok func(localapi.Status) bool) error {
 	var last localapi.Status
-	err := waitFor(ctx, timeout, node+" "+what, func() error {
+	err := WaitFor(ctx, timeout, node+" "+what, func() error {
 		st, err := l.Status(ctx, node)
 		if err != nil {
 			return err

@@ -35,7 +35,7 @@ func (l *Lab) startControllerDB(ctx context.Context) error {
 	}
 	sock := filepath.Join(l.Dir, "pg-controller", "run")
 	psql := []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", "psql", "-h", sock, "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-q", "-d", "postgres"}
-	if err := waitFor(ctx, 30*time.Second, "the controllers' postgres to accept connections", func() error {
+	if err := WaitFor(ctx, 30*time.Second, "the controllers' postgres to accept connections", func() error {
 		if !pg.Running() {
 			return fmt.Errorf("postgres exited (%v); see %s", pg.ExitErr(), pg.LogPath)
 		}

@@ -18,7 +18,7 @@ func (l *Lab) waitListening(ctx context.Context, node, proto, port string, timeo
 	if proto == "udp" {
 		flag = "-Hlun"
 	}
-	return waitFor(ctx, timeout, fmt.Sprintf("%s port %s in %s", proto, port, node), func() error {
+	return WaitFor(ctx, timeout, fmt.Sprintf("%s port %s in %s", proto, port, node), func() error {
 		if p != nil && !p.Running() {
 			return fmt.Errorf("%s exited (%v); see %s", p.Name, p.ExitErr(), p.LogPath)
 		}
@@ -224,7 +224,7 @@ func (l *Lab) startPostgresOn(ctx context.Context, node, prog, dir string) (*Pro
 func (l *Lab) setupPostgres(ctx context.Context, pg *Proc) error {
 	sock := filepath.Join(l.Dir, "pg", "run")
 	psql := []string{"setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", "psql", "-h", sock, "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-q"}
-	if err := waitFor(ctx, 30*time.Second, "postgres to accept connections", func() error {
+	if err := WaitFor(ctx, 30*time.Second, "postgres to accept connections", func() error {
 		if !pg.Running() {
 			return fmt.Errorf("postgres exited (%v); see %s", pg.ExitErr(), pg.LogPath)
 		}

@@ -31,11 +31,7 @@ type resolverFiles struct {
 
 // NewOSConfigurator returns the macOS DNS configurator (/etc/resolver).
 func NewOSConfigurator(tunName, stateDir string) (OSConfigurator, error) {
-	if stateDir == "" {
-		return nil, fmt.Errorf("%w: no state directory", ErrDNSConfig)
-	}
-	// Undo what a crashed run left behind first.
-	if err := RestoreAfterCrash(stateDir); err != nil {
+	if err := takeOverDNSState(stateDir); err != nil {
 		return nil, err
 	}
 	return &resolverFiles{stateDir: stateDir, dir: resolverDir}, nil

@@ -17,10 +17,7 @@ const resolvConfPath = "/etc/resolv.conf"
 // behind is undone first (RestoreAfterCrash), so the original is what gets
 // saved.
 func NewOSConfigurator(tunName, stateDir string) (OSConfigurator, error) {
-	if stateDir == "" {
-		return nil, fmt.Errorf("%w: no state directory", ErrDNSConfig)
-	}
-	if err := RestoreAfterCrash(stateDir); err != nil {
+	if err := takeOverDNSState(stateDir); err != nil {
 		return nil, err
 	}
 	if resolvedManaged() {

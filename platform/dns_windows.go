@@ -35,11 +35,7 @@ type nrpt struct {
 
 // NewOSConfigurator returns the Windows DNS configurator (NRPT rules).
 func NewOSConfigurator(tunName, stateDir string) (OSConfigurator, error) {
-	if stateDir == "" {
-		return nil, fmt.Errorf("%w: no state directory", ErrDNSConfig)
-	}
-	// Undo what a crashed run left behind first.
-	if err := RestoreAfterCrash(stateDir); err != nil {
+	if err := takeOverDNSState(stateDir); err != nil {
 		return nil, err
 	}
 	return &nrpt{tunName: tunName, stateDir: stateDir}, nil

@@ -156,6 +156,17 @@ func padTo(b []byte, size int64) []byte {
 	return out
 }
 
+// takeOverDNSState readies stateDir for a new OSConfigurator (every OS's
+// NewOSConfigurator calls it first): the configurator records there what it
+// changes, so it must be set, and a change a crashed run left behind is
+// undone first (RestoreAfterCrash), so that the original is what gets saved.
+func takeOverDNSState(stateDir string) error {
+	if stateDir == "" {
+		return fmt.Errorf("%w: no state directory", ErrDNSConfig)
+	}
+	return RestoreAfterCrash(stateDir)
+}
+
 // RestoreAfterCrash puts back the DNS configuration a previous run left
 // changed (it was killed before it could restore it). The daemon calls it at
 // start, before NewOSConfigurator. Nothing to do is not an error.

@@ -184,12 +184,9 @@ func (c *cmd) mfaRemove(ctx context.Context, args []string) error {
 }
 
 func (c *cmd) posture(ctx context.Context, args []string) error {
-	asJSON, rest, err := jsonFlag("posture", args, c)
+	asJSON, err := onlyJSONFlag("posture", args, c)
 	if err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return fmt.Errorf("%w: posture takes no arguments", errUsage)
 	}
 	p, err := c.lc.Posture(ctx)
 	if err != nil {
@@ -240,12 +237,9 @@ func (c *cmd) request(ctx context.Context, args []string) error {
 }
 
 func (c *cmd) requests(ctx context.Context, args []string) error {
-	asJSON, rest, err := jsonFlag("requests", args, c)
+	asJSON, err := onlyJSONFlag("requests", args, c)
 	if err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return fmt.Errorf("%w: requests takes no arguments", errUsage)
 	}
 	rs, err := c.lc.Requests(ctx)
 	if err != nil {

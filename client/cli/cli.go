@@ -378,6 +378,19 @@ func jsonFlag(name string, args []string, c *cmd) (bool, []string, error) {
 	return *j, fs.Args(), nil
 }
 
+// onlyJSONFlag parses the command line of a command whose only flag is
+// --json and that takes no arguments.
+func onlyJSONFlag(name string, args []string, c *cmd) (bool, error) {
+	asJSON, rest, err := jsonFlag(name, args, c)
+	if err != nil {
+		return false, err
+	}
+	if len(rest) > 0 {
+		return false, fmt.Errorf("%w: %s takes no arguments", errUsage, name)
+	}
+	return asJSON, nil
+}
+
 func (c *cmd) printJSON(v any) error {
 	enc := json.NewEncoder(c.io.Out)
 	enc.SetIndent("", "  ")
@@ -385,12 +398,9 @@ func (c *cmd) printJSON(v any) error {
 }
 
 func (c *cmd) status(ctx context.Context, args []string) error {
-	asJSON, rest, err := jsonFlag("status", args, c)
+	asJSON, err := onlyJSONFlag("status", args, c)
 	if err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return fmt.Errorf("%w: status takes no arguments", errUsage)
 	}
 	st, err := c.lc.Status(ctx)
 	if err != nil {
@@ -491,12 +501,9 @@ func bytesStr(n int64) string {
 }
 
 func (c *cmd) resources(ctx context.Context, args []string) error {
-	asJSON, rest, err := jsonFlag("resources", args, c)
+	asJSON, err := onlyJSONFlag("resources", args, c)
 	if err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return fmt.Errorf("%w: resources takes no arguments", errUsage)
 	}
 	rs, err := c.lc.Resources(ctx)
 	if err != nil {

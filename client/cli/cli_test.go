@@ -66,12 +66,18 @@ func TestDaemonNotRunning(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "posternd.sock")
 	cases := map[string][]string{
-		"--password-stdin":     {"login", "--controller", "https://x", "--user", "a@b.c"},
-		"not both":             {"login", "--controller", "https://x", "--user", "a@b.c", "--password-stdin", "--service-key", "k.json"},
-		"--device is a single": {"login", "--controller", "https://x", "--device", "--user", "a@b.c"},
-		"unknown command":      {"frobnicate"},
-		"dns NAME":             {"dns"},
-		"takes no arguments":   {"up", "now"},
+		"--password-stdin":             {"login", "--controller", "https://x", "--user", "a@b.c"},
+		"not both":                     {"login", "--controller", "https://x", "--user", "a@b.c", "--password-stdin", "--service-key", "k.json"},
+		"--device is a single":         {"login", "--controller", "https://x", "--device", "--user", "a@b.c"},
+		"unknown command":              {"frobnicate"},
+		"dns NAME":                     {"dns"},
+		"takes no arguments":           {"up", "now"},
+		"status takes no arguments":    {"status", "--json", "x"},
+		"resources takes no arguments": {"resources", "x"},
+		"posture takes no arguments":   {"posture", "x"},
+		"requests takes no arguments":  {"requests", "--json", "x"},
+		"netcheck takes no arguments":  {"netcheck", "x"},
+		"status flags":                 {"status", "--bogus"},
 	}
 	for want, args := range cases {
 		code, _, stderr := runCLI(t, "", append([]string{"--socket", sock}, args...)...)

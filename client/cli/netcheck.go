@@ -14,12 +14,9 @@ import (
 // round trips, the NAT's mapping behaviour and, per connector, the
 // candidate pairs checked and the outcome.
 func (c *cmd) netcheck(ctx context.Context, args []string) error {
-	asJSON, rest, err := jsonFlag("netcheck", args, c)
+	asJSON, err := onlyJSONFlag("netcheck", args, c)
 	if err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return fmt.Errorf("%w: netcheck takes no arguments", errUsage)
 	}
 	raw, err := c.lc.Netcheck(ctx)
 	if err != nil {
