@@ -6,7 +6,6 @@ import (
 	"io"
 	"runtime"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -181,11 +180,4 @@ func BenchmarkParallelFlows(b *testing.B) {
 			})
 		}
 	}
-}
-
-// processCPU is this process's user+system CPU time so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
