@@ -17,7 +17,7 @@ import (
 // XOR-PEER-ADDRESS, is empty. It needs no credential, only the 5-tuple of an allocation, and
 // pion/stun v0.6.1 panics decoding it (in pion/turn's server read loop,
 // which has no recover: the whole relay would stop).
-func sendIndicationEmptyPeer(t *testing.T) []byte {
+func sendIndicationEmptyPeer(t testing.TB) []byte {
 	t.Helper()
 	m, err := stun.Build(stun.TransactionID, stun.NewType(stun.MethodSend, stun.ClassIndication),
 		stun.RawAttribute{Type: stun.AttrData, Value: []byte("x")}, stun.RawAttribute{Type: stun.AttrXORPeerAddress})

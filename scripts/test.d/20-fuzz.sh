@@ -23,6 +23,7 @@ targets=(
   "./traversal/sigwire FuzzRead 20000x"
   "./traversal FuzzTURNReceiverDispatch 20000x"
   "./traversal/stunguard FuzzCheck 50000x"
+  "./relay FuzzRelayUDP 5000x"
   "./netstack FuzzTUNPacket 10000x"
   "./netstack FuzzICMPIntercept 20000x"
   "./client FuzzLocalAPI 3000x"
