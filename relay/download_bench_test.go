@@ -3,6 +3,7 @@ package relay
 import (
 	"bytes"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,8 +18,9 @@ import (
 // a benchmark stays small.
 type chanDataSink struct {
 	*net.UDPConn
-	rd  *udpbatch.Reader
-	got chan struct{}
+	rd      *udpbatch.Reader
+	got     chan struct{}
+	channel atomic.Uint32 // the channel number of the last ChannelData
 }
 
 func (s *chanDataSink) ReadFrom(b []byte) (int, net.Addr, error) {
@@ -28,6 +30,7 @@ func (s *chanDataSink) ReadFrom(b []byte) (int, net.Addr, error) {
 			return 0, nil, err
 		}
 		if len(d) >= 4 && d[0]&0xC0 == 0x40 {
+			s.channel.Store(uint32(d[0])<<8 | uint32(d[1]))
 			select {
 			case s.got <- struct{}{}:
 			default:
@@ -38,26 +41,36 @@ func (s *chanDataSink) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
-// BenchmarkRelayToClient measures the relay's side of a relayed download:
-// a peer (a connector) sends GSO runs, as quic-go does, to a UDP allocation
-// of a relay in this process, which frames each datagram as ChannelData for
-// its client. The client reads its socket in batches and only counts
-// ChannelData, so the relay's work dominates. One op is one 1,200-byte
-// datagram, sent in bursts of 32 and waited for.
-func BenchmarkRelayToClient(b *testing.B) {
+// relayedBench is a relay in this process with one client allocation whose
+// channel to peer is bound: ChannelData flows both ways.
+type relayedBench struct {
+	f         *fixture
+	peer      *net.UDPConn
+	client    *net.UDPConn
+	sink      *chanDataSink
+	relayAddr net.Addr // the allocation's relayed address
+	channel   uint16   // the bound channel's number
+}
+
+// newRelayedBench allocates for a client whose socket is a chanDataSink and
+// round-trips until ChannelData reaches the client (pion's client binds a
+// channel soon after the first write).
+func newRelayedBench(b *testing.B) *relayedBench {
 	f := newFixture(b, nil)
 	peer, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer peer.Close()
+	b.Cleanup(func() { peer.Close() })
 	_ = peer.SetWriteBuffer(4 << 20)
+	_ = peer.SetReadBuffer(4 << 20)
 	f.session(b, sigwire.Candidate{Type: sigwire.CandHost, Addr: peer.LocalAddr().String()})
 	cs, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	_ = cs.SetReadBuffer(4 << 20)
+	_ = cs.SetWriteBuffer(4 << 20)
 	bio := udpbatch.NewBatchIO(cs)
 	if bio == nil {
 		cs.Close()
@@ -69,8 +82,6 @@ func BenchmarkRelayToClient(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The first write opens the permission; pion's client binds a channel
-	// soon after. Round trips until ChannelData reaches the client.
 	buf := make([]byte, 2048)
 	var relayAddr net.Addr
 	deadline := time.Now().Add(10 * time.Second)
@@ -94,6 +105,19 @@ func BenchmarkRelayToClient(b *testing.B) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	_ = peer.SetReadDeadline(time.Time{})
+	return &relayedBench{f: f, peer: peer, client: cs, sink: sink, relayAddr: relayAddr, channel: uint16(sink.channel.Load())}
+}
+
+// BenchmarkRelayToClient measures the relay's side of a relayed download:
+// a peer (a connector) sends GSO runs, as quic-go does, to a UDP allocation
+// of a relay in this process, which frames each datagram as ChannelData for
+// its client. The client reads its socket in batches and only counts
+// ChannelData, so the relay's work dominates. One op is one 1,200-byte
+// datagram, sent in bursts of 32 and waited for.
+func BenchmarkRelayToClient(b *testing.B) {
+	rb := newRelayedBench(b)
+	peer, sink, relayAddr := rb.peer, rb.sink, rb.relayAddr
 	to, ok := udpbatch.AddrPortOf(relayAddr)
 	if !ok {
 		b.Fatalf("relayed address %v is no UDP address", relayAddr)
