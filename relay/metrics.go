@@ -31,7 +31,7 @@ func newMetrics(allocations func() float64) *metrics {
 		}, []string{"role"}),
 		refusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "postern_relay_refusals_total",
-			Help: "Refused requests, by reason (credential, expired, quota, unregistered, peer, signal_auth, signal_rate, not_connected, tls, malformed).",
+			Help: "Refused requests, by reason (credential, expired, quota, unregistered, revoked, peer, signal_auth, signal_rate, not_connected, tls, malformed).",
 		}, []string{"reason"}),
 		sessions: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "postern_relay_signal_sessions",
