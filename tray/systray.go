@@ -55,6 +55,8 @@ type systrayView struct {
 	mu                                 sync.Mutex
 	last                               Menu   // the last menu applied
 	icon                               string // the icon last set
+	tooltip                            string // the tooltip last set ("": none yet)
+	views                              map[*systray.MenuItem]*itemView
 	user, network, state, down1, down2 *systray.MenuItem
 	connect, disconnect                *systray.MenuItem
 	resources, noResources             *systray.MenuItem
@@ -63,7 +65,7 @@ type systrayView struct {
 }
 
 func newSystrayView(ctx context.Context, app *App, wg *sync.WaitGroup) *systrayView {
-	v := &systrayView{ctx: ctx, app: app, wg: wg}
+	v := &systrayView{ctx: ctx, app: app, wg: wg, views: map[*systray.MenuItem]*itemView{}}
 	systray.SetTitle("Postern")
 	disabled := func(title string) *systray.MenuItem {
 		it := systray.AddMenuItem(title, "")
@@ -118,17 +120,22 @@ func (v *systrayView) on(it *systray.MenuItem, fn func()) {
 	}()
 }
 
-func show(it *systray.MenuItem, visible bool) {
-	if visible {
-		it.Show()
-	} else {
-		it.Hide()
+// item is the view of it that calls it only for what changed.
+func (v *systrayView) item(it *systray.MenuItem) *itemView {
+	iv := v.views[it]
+	if iv == nil {
+		iv = &itemView{it: it}
+		v.views[it] = iv
 	}
+	return iv
 }
 
-func line(it *systray.MenuItem, text string) {
-	it.SetTitle(text)
-	show(it, text != "")
+func (v *systrayView) show(it *systray.MenuItem, visible bool) { v.item(it).setVisible(visible) }
+
+func (v *systrayView) line(it *systray.MenuItem, text string) {
+	iv := v.item(it)
+	iv.setTitle(text)
+	iv.setVisible(text != "")
 }
 
 // Apply implements View.
@@ -163,7 +170,11 @@ func (v *systrayView) confirmExported() {
 	reapply := func() {
 		v.mu.Lock()
 		defer v.mu.Unlock()
-		v.icon = "" // set the icon again too
+		// Set everything again: the icon, the tooltip and every item.
+		v.icon, v.tooltip = "", ""
+		for _, iv := range v.views {
+			iv.forget()
+		}
 		v.applyLocked(v.last)
 	}
 	if err := converge(v.ctx, probe.Tooltip, want, reapply, time.Minute); err != nil {
@@ -215,17 +226,17 @@ func (v *systrayView) applyLocked(m Menu) {
 			d2 = m.DaemonDown[1]
 		}
 	}
-	line(v.down1, d1)
-	line(v.down2, d2)
-	line(v.user, m.User)
-	line(v.network, m.Network)
-	line(v.state, m.State)
-	show(v.connect, m.ShowConnect)
-	show(v.disconnect, m.ShowDisconnect)
-	show(v.signIn, m.ShowSignIn)
-	show(v.signOut, m.ShowSignOut)
-	show(v.resources, !down && m.ShowSignOut)
-	v.about.SetTitle(m.About)
+	v.line(v.down1, d1)
+	v.line(v.down2, d2)
+	v.line(v.user, m.User)
+	v.line(v.network, m.Network)
+	v.line(v.state, m.State)
+	v.show(v.connect, m.ShowConnect)
+	v.show(v.disconnect, m.ShowDisconnect)
+	v.show(v.signIn, m.ShowSignIn)
+	v.show(v.signOut, m.ShowSignOut)
+	v.show(v.resources, !down && m.ShowSignOut)
+	v.item(v.about).setTitle(m.About)
 
 	for i, r := range m.Resources {
 		if i == len(v.resItems) {
@@ -234,19 +245,22 @@ func (v *systrayView) applyLocked(m Menu) {
 			v.on(it, func() { v.app.ClickResource(idx) })
 			v.resItems = append(v.resItems, it)
 		}
-		it := v.resItems[i]
-		it.SetTitle(r.Label)
+		iv := v.item(v.resItems[i])
+		iv.setTitle(r.Label)
 		if r.OpenURL != "" {
-			it.SetTooltip("Open " + r.OpenURL)
+			iv.setTooltip("Open " + r.OpenURL)
 		} else {
-			it.SetTooltip("Copy " + r.Address)
+			iv.setTooltip("Copy " + r.Address)
 		}
-		it.Show()
+		iv.setVisible(true)
 	}
 	for _, it := range v.resItems[len(m.Resources):] {
-		it.Hide()
+		v.show(it, false)
 	}
-	show(v.noResources, len(m.Resources) == 0)
+	v.show(v.noResources, len(m.Resources) == 0)
 	// Last, so that a tooltip seen on the bus means the menu is up to date.
-	systray.SetTooltip(m.Tooltip)
+	if m.Tooltip != v.tooltip {
+		systray.SetTooltip(m.Tooltip)
+		v.tooltip = m.Tooltip
+	}
 }
