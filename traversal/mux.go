@@ -50,9 +50,21 @@ type response struct {
 }
 
 func newMux(io packetIO, kind string, log *slog.Logger) *mux {
-	return &mux{io: io, kind: kind, log: log,
+	m := &mux{io: io, kind: kind, log: log,
 		pending:  map[[stun.TransactionIDSize]byte]chan response{},
 		sessions: map[string]checkHandler{}}
+	// quic-go drops non-QUIC packets until the transport's first
+	// ReadNonQUICPacket call. run makes it, but in its own goroutine: the
+	// answer to a STUN request sent before that goroutine ran was lost
+	// (a relay ranked as dead for the whole RankTimeout, seen in CI). One
+	// call with a cancelled context turns the queueing on now.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	buf := make([]byte, 2048)
+	if n, from, err := io.ReadNonQUICPacket(ctx, buf); err == nil && n > 0 {
+		m.handle(append([]byte(nil), buf[:n]...), from)
+	}
+	return m
 }
 
 func (m *mux) register(ufrag string, h checkHandler) {
