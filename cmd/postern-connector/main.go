@@ -15,6 +15,7 @@ import (
 
 	"postern.dev/postern/connector"
 	"postern.dev/postern/internal/cmdlog"
+	"postern.dev/postern/internal/procs"
 	"postern.dev/postern/version"
 )
 
@@ -25,6 +26,7 @@ func main() {
 		listenUDP = flag.String("listen-udp", "", "QUIC UDP listen address (default: any port on all addresses)")
 		metrics   = flag.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this address")
 		failMax   = flag.Duration("fail-static-max", connector.DefaultFailStaticMax, "while the controller is unreachable, keep serving devices whose connection token was valid when it went away, for at most this long (0: never; tokens end at their expiry)")
+		procsN    = flag.Int("procs", 0, "threads running Go code at once (GOMAXPROCS; 0: half the CPUs, at least 1, unless $GOMAXPROCS is set)")
 		verbose   = flag.Bool("v", false, "debug logging")
 		showVer   = flag.Bool("version", false, "print the version and exit")
 	)
@@ -43,8 +45,13 @@ func main() {
 	if fsm == 0 {
 		fsm = -1 // off
 	}
+	pc, err := procs.Apply(*procsN, os.Getenv("GOMAXPROCS"))
+	if err != nil {
+		fail(err)
+	}
 	log := cmdlog.New(os.Stderr, *verbose)
 	slog.SetDefault(log)
+	log.Debug("GOMAXPROCS", "procs", pc.Procs, "of", pc.Of, "from", pc.Source)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

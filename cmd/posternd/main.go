@@ -21,6 +21,7 @@ import (
 	"postern.dev/postern/client"
 	"postern.dev/postern/installer/preset"
 	"postern.dev/postern/internal/cmdlog"
+	"postern.dev/postern/internal/procs"
 	"postern.dev/postern/version"
 )
 
@@ -42,6 +43,7 @@ func main() {
 	connsPer := fs.Int("conns-per-connector", 0, "most QUIC connections kept to one connector (0: min(GOMAXPROCS, 4), at least 2; 1: a single connection)")
 	caFile := fs.String("ca", "", "PEM file of the deployment CA, for signing in with the preset service key when the controller is not in the system roots")
 	restore := fs.Bool("restore", false, "undo the DNS configuration and routes a crashed daemon left behind (for --state and --tun), then exit; exit 0 when there is nothing to do")
+	procsN := fs.Int("procs", 0, "threads running Go code at once (GOMAXPROCS; 0: half the CPUs, at least 1, unless $GOMAXPROCS is set)")
 	metrics := fs.String("metrics", "", "serve Prometheus /metrics and /healthz on this loopback address (e.g. 127.0.0.1:9465): flows, bytes, path per connector, DNS queries and latency")
 	verbose := fs.Bool("v", false, "debug logging")
 	showVersion := fs.Bool("version", false, "print the version and exit")
@@ -67,6 +69,11 @@ func main() {
 		}
 	}
 	log := cmdlog.New(logw, *verbose)
+	pc, err := procs.Apply(*procsN, os.Getenv("GOMAXPROCS"))
+	if err != nil {
+		fail(log, err, 2)
+	}
+	log.Debug("GOMAXPROCS", "procs", pc.Procs, "of", pc.Of, "from", pc.Source)
 	// Checked after --restore (a bad setting must not block the crash
 	// cleanup) and reported through fail, which also reaches a service's log.
 	if *socks == "" {
