@@ -62,7 +62,7 @@ func newMux(io packetIO, kind string, log *slog.Logger) *mux {
 	cancel()
 	buf := make([]byte, 2048)
 	if n, from, err := io.ReadNonQUICPacket(ctx, buf); err == nil && n > 0 {
-		m.handle(append([]byte(nil), buf[:n]...), from)
+		m.handle(buf[:n], from) // buf is not read into again
 	}
 	return m
 }
@@ -95,7 +95,7 @@ func (m *mux) run(ctx context.Context) error {
 }
 
 func (m *mux) handle(b []byte, from net.Addr) {
-	if !stun.IsMessage(b) || stunguard.Check(b) != nil {
+	if stunguard.Check(b) != nil { // also refuses what is not STUN
 		return
 	}
 	msg := &stun.Message{Raw: b}
