@@ -445,10 +445,11 @@ func pump(dst io.Writer, src io.Reader, wait func() error) (int64, error) {
 	for {
 		if bp == nil {
 			if wait != nil {
-				if err := wait(); err != nil {
-					if err == io.EOF {
-						return total, nil
-					}
+				// The waiter only says src is readable. Its end (io.EOF) is
+				// read below like data: a QUIC stream completes, and gives
+				// its stream credit back to the peer, only once the FIN is
+				// read, never when it is merely peeked.
+				if err := wait(); err != nil && err != io.EOF {
 					return total, err
 				}
 			}
