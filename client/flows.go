@@ -75,6 +75,14 @@ func (f *flow) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// wait returns once the stream has data, has ended or has failed, without
+// reading from it.
+func (f *flow) wait() error {
+	var b [1]byte
+	_, err := f.Stream.Peek(b[:])
+	return err
+}
+
 func (f *flow) Write(p []byte) (int, error) {
 	f.yieldToInteractive()
 	n, err := f.Stream.Write(p)
@@ -292,20 +300,43 @@ func awaitStatus(ctx context.Context, conn *quic.Conn, e *connEntry, s *quic.Str
 	return st, msg, nil
 }
 
-// Copy buffers: an idle flow holds only a small buffer per direction; a
-// busy one borrows a large pooled buffer while data keeps coming.
+// Copy buffers: an idle flow holds no buffer (it waits for the stream
+// without one) or a small one (a source that cannot be waited on); a short
+// message is read into a small pooled buffer, and a busy flow borrows a
+// large pooled one while data keeps coming.
 const (
 	smallCopyBuf = 1 << 10
 	largeCopyBuf = 64 << 10
 )
 
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
+var (
+	smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallCopyBuf); return &b }}
+	copyBufPool  = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
+)
 
-// adaptiveCopy copies src to dst until EOF (nil error) or an error.
-func adaptiveCopy(dst io.Writer, src io.Reader) error {
-	var small [smallCopyBuf]byte
+// adaptiveCopy copies src to dst until EOF (nil error) or an error. With a
+// wait function, which returns once src is readable without reading it, an
+// idle src holds no buffer; without one, a 1 KiB buffer.
+func adaptiveCopy(dst io.Writer, src io.Reader, wait func() error) error {
+	var sp *[]byte
+	defer func() {
+		if sp != nil {
+			smallBufPool.Put(sp)
+		}
+	}()
 	for {
-		n, err := src.Read(small[:])
+		if wait != nil {
+			// Readable: data, an error, or the end. The end is read below
+			// like data: a QUIC stream completes only once its FIN is read.
+			if err := wait(); err != nil && err != io.EOF {
+				return err
+			}
+		}
+		if sp == nil {
+			sp = smallBufPool.Get().(*[]byte)
+		}
+		small := *sp
+		n, err := src.Read(small)
 		if n > 0 {
 			if _, werr := dst.Write(small[:n]); werr != nil {
 				return werr
@@ -318,6 +349,10 @@ func adaptiveCopy(dst io.Writer, src io.Reader) error {
 			return err
 		}
 		if n < len(small) {
+			if wait != nil {
+				smallBufPool.Put(sp)
+				sp = nil
+			}
 			continue
 		}
 		// Busy: drain with a large buffer until reads come back short.
@@ -356,7 +391,7 @@ func splice(app net.Conn, f *flow) {
 	end := endAfterBoth(app, f)
 	go func() { // app -> connector
 		defer end()
-		if err := adaptiveCopy(f, app); err != nil {
+		if err := adaptiveCopy(f, app, nil); err != nil {
 			// The application reset: reset the flow both ways.
 			f.CancelWrite(streamErrAborted)
 			f.CancelRead(streamErrAborted)
@@ -385,7 +420,7 @@ func endAfterBoth(app net.Conn, f *flow) func() {
 // reset resets the application side. It calls end when done.
 func toApp(app net.Conn, f *flow, end func()) {
 	defer end()
-	if err := adaptiveCopy(app, f); err != nil {
+	if err := adaptiveCopy(app, f, f.wait); err != nil {
 		f.CancelRead(streamErrAborted)
 		_ = app.Close() // reset the application side
 	} else if cw, ok := app.(closeWriter); ok {
