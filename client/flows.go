@@ -332,30 +332,33 @@ func adaptiveCopy(dst io.Writer, src io.Reader, wait func() error) error {
 				return err
 			}
 		}
-		if sp == nil {
-			sp = smallBufPool.Get().(*[]byte)
-		}
-		small := *sp
-		n, err := src.Read(small)
-		if n > 0 {
-			if _, werr := dst.Write(small[:n]); werr != nil {
-				return werr
+		var (
+			n   int
+			err error
+		)
+		if wait == nil {
+			if sp == nil {
+				sp = smallBufPool.Get().(*[]byte)
+			}
+			small := *sp
+			n, err = src.Read(small)
+			if n > 0 {
+				if _, werr := dst.Write(small[:n]); werr != nil {
+					return werr
+				}
+			}
+			if err != nil {
+				if err == io.EOF {
+					return nil
+				}
+				return err
+			}
+			if n < len(small) {
+				continue
 			}
 		}
-		if err != nil {
-			if err == io.EOF {
-				return nil
-			}
-			return err
-		}
-		if n < len(small) {
-			if wait != nil {
-				smallBufPool.Put(sp)
-				sp = nil
-			}
-			continue
-		}
-		// Busy: drain with a large buffer until reads come back short.
+		// Busy, or woken: read with a large buffer until reads come back
+		// short.
 		bp := copyBufPool.Get().(*[]byte)
 		big := *bp
 		for {
