@@ -34,10 +34,22 @@ func Run(ctx context.Context, app *App) {
 			systray.Quit()
 		}()
 	}
+	if runtime.GOOS != "darwin" {
+		// Before Run, so that the item's first export carries the title:
+		// fyne runs onReady concurrently with that export, and a title set
+		// there between the export's read of it and the publication of the
+		// item's properties was lost (the item kept an empty Title). On
+		// macOS the status item does not exist before Run; on Windows
+		// SetTitle does nothing.
+		systray.SetTitle(trayTitle)
+	}
 	systray.Run(onReady, cancel)
 	cancel()
 	wg.Wait()
 }
+
+// trayTitle is the item's title (the name a desktop lists it under).
+const trayTitle = "Postern"
 
 func iconBytes(state string) []byte {
 	if runtime.GOOS == "windows" {
@@ -66,7 +78,7 @@ type systrayView struct {
 
 func newSystrayView(ctx context.Context, app *App, wg *sync.WaitGroup) *systrayView {
 	v := &systrayView{ctx: ctx, app: app, wg: wg, views: map[*systray.MenuItem]*itemView{}}
-	systray.SetTitle("Postern")
+	systray.SetTitle(trayTitle)
 	disabled := func(title string) *systray.MenuItem {
 		it := systray.AddMenuItem(title, "")
 		it.Disable()
@@ -170,7 +182,9 @@ func (v *systrayView) confirmExported() {
 	reapply := func() {
 		v.mu.Lock()
 		defer v.mu.Unlock()
-		// Set everything again: the icon, the tooltip and every item.
+		// Set everything again: the title, the icon, the tooltip and
+		// every item.
+		systray.SetTitle(trayTitle)
 		v.icon, v.tooltip = "", ""
 		for _, iv := range v.views {
 			iv.forget()
