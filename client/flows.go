@@ -301,46 +301,35 @@ func awaitStatus(ctx context.Context, conn *quic.Conn, e *connEntry, s *quic.Str
 }
 
 // Copy buffers: an idle flow holds no buffer (it waits for the stream
-// without one) or a small one (a source that cannot be waited on); a short
-// message is read into a small pooled buffer, and a busy flow borrows a
-// large pooled one while data keeps coming.
+// without one) or a small one (a source that cannot be waited on); a busy
+// or woken flow borrows a large pooled buffer while data keeps coming.
 const (
 	smallCopyBuf = 1 << 10
 	largeCopyBuf = 64 << 10
 )
 
-var (
-	smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallCopyBuf); return &b }}
-	copyBufPool  = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
-)
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, largeCopyBuf); return &b }}
 
 // adaptiveCopy copies src to dst until EOF (nil error) or an error. With a
 // wait function, which returns once src is readable without reading it, an
 // idle src holds no buffer; without one, a 1 KiB buffer.
 func adaptiveCopy(dst io.Writer, src io.Reader, wait func() error) error {
-	var sp *[]byte
-	defer func() {
-		if sp != nil {
-			smallBufPool.Put(sp)
-		}
-	}()
+	var small []byte
+	if wait == nil {
+		small = make([]byte, smallCopyBuf)
+	}
 	for {
+		var (
+			n   int
+			err error
+		)
 		if wait != nil {
 			// Readable: data, an error, or the end. The end is read below
 			// like data: a QUIC stream completes only once its FIN is read.
 			if err := wait(); err != nil && err != io.EOF {
 				return err
 			}
-		}
-		var (
-			n   int
-			err error
-		)
-		if wait == nil {
-			if sp == nil {
-				sp = smallBufPool.Get().(*[]byte)
-			}
-			small := *sp
+		} else {
 			n, err = src.Read(small)
 			if n > 0 {
 				if _, werr := dst.Write(small[:n]); werr != nil {
