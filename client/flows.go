@@ -197,6 +197,9 @@ func (d *Daemon) openOn(ctx context.Context, p *pool, e *connEntry, hdr wire.Ope
 		s.CancelRead(streamErrAborted)
 		_ = s.Close()
 		d.changedSoon()
+		if st == wire.StatusTooManyFlows {
+			p.refused.warnLimit(d.log, e.info.Name, hdr.Destination, msg)
+		}
 		if isAccessStatus(st) {
 			// The user can act on these (docs/access.md): say what to do.
 			d.log.Warn("access to resource refused", "resource_id", hdr.ResourceID, "dst", hdr.Destination, "status", st.String(), "reason", msg)

@@ -141,9 +141,9 @@ func (p *pool) reconnect(e *connEntry) {
 	}
 }
 
-// refusalLog rate-limits the WARN line of flows refused for lack of a path:
-// at most one per network every refusalLogEvery, with the count of the
-// others.
+// refusalLog rate-limits the WARN lines of refused flows: at most one per
+// key (a network, or a connector at its flow limit) every refusalLogEvery,
+// with the count of the others.
 type refusalLog struct {
 	mu   sync.Mutex
 	last map[string]time.Time
@@ -152,26 +152,47 @@ type refusalLog struct {
 
 const refusalLogEvery = 10 * time.Second
 
-// warn logs, at most once per refusalLogEvery for network, that a flow to
-// resource was refused because no connector could be reached.
-func (r *refusalLog) warn(log *slog.Logger, network, resource string, connectors []string, err error) {
+// allow reports whether a line for key may be logged now and how many were
+// held back since the last one.
+func (r *refusalLog) allow(key string) (held int, ok bool) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.last == nil {
 		r.last, r.held = map[string]time.Time{}, map[string]int{}
 	}
 	now := time.Now()
-	if now.Sub(r.last[network]) < refusalLogEvery {
-		r.held[network]++
-		r.mu.Unlock()
+	if now.Sub(r.last[key]) < refusalLogEvery {
+		r.held[key]++
+		return 0, false
+	}
+	r.last[key] = now
+	held = r.held[key]
+	r.held[key] = 0
+	return held, true
+}
+
+// warn logs, at most once per refusalLogEvery for network, that a flow to
+// resource was refused because no connector could be reached.
+func (r *refusalLog) warn(log *slog.Logger, network, resource string, connectors []string, err error) {
+	held, ok := r.allow("network " + network)
+	if !ok {
 		return
 	}
-	r.last[network] = now
-	held := r.held[network]
-	r.held[network] = 0
-	r.mu.Unlock()
 	log.Warn("flow refused: no path to a connector",
 		"network", network, "resource", resource, "connectors", strings.Join(connectors, ","),
 		"paths_tried", pathsTried(err), "reason", err, "similar_refusals_since_last", held)
+}
+
+// warnLimit logs, at most once per refusalLogEvery for connector, that it
+// refused a flow because this device has as many flows open there as it
+// allows one device.
+func (r *refusalLog) warnLimit(log *slog.Logger, connector, dst, msg string) {
+	held, ok := r.allow("limit " + connector)
+	if !ok {
+		return
+	}
+	log.Warn("flow refused: too many flows open at the connector; close some",
+		"connector", connector, "dst", dst, "reason", msg, "similar_refusals_since_last", held)
 }
 
 // pathsTried lists the distinct failures joined in err, one per path or

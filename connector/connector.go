@@ -73,6 +73,10 @@ type Config struct {
 	// connection while interactive flows are active (package bulkyield).
 	// 0: bulkyield.DefaultTarget; negative: bulk downloads never yield.
 	BulkQueueTarget time.Duration
+	// MaxFlowsPerDevice bounds the flows one device may have open at this
+	// connector at once, over all its connections; more are answered
+	// StatusTooManyFlows at once (devicelimit.go). 0: DefaultMaxFlowsPerDevice.
+	MaxFlowsPerDevice int
 	// Resolver for private names (default net.DefaultResolver).
 	Resolver Resolver
 	// Dial, when set, opens the connection to a flow's destination instead
@@ -108,6 +112,8 @@ type Connector struct {
 	// and the UDP socket they share are the connector's.
 	interactive bulkyield.Marker
 	bulkTarget  time.Duration
+
+	devFlows *deviceFlows // flows open per device (devicelimit.go)
 
 	events *eventQueue
 	ctl    *controlClient
@@ -146,6 +152,12 @@ func Open(cfg Config) (*Connector, error) {
 	if err := validateFailStaticMax(cfg.FailStaticMax); err != nil {
 		return nil, err
 	}
+	if cfg.MaxFlowsPerDevice < 0 {
+		return nil, fmt.Errorf("max flows per device %d: must be positive (0: the default, %d)", cfg.MaxFlowsPerDevice, DefaultMaxFlowsPerDevice)
+	}
+	if cfg.MaxFlowsPerDevice == 0 {
+		cfg.MaxFlowsPerDevice = DefaultMaxFlowsPerDevice
+	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
@@ -162,7 +174,8 @@ func Open(cfg Config) (*Connector, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Connector{cfg: cfg, log: cfg.Logger.With("connector", st.ID), sessions: map[*session]struct{}{}, bulkTarget: cfg.BulkQueueTarget}
+	c := &Connector{cfg: cfg, log: cfg.Logger.With("connector", st.ID), sessions: map[*session]struct{}{}, bulkTarget: cfg.BulkQueueTarget,
+		devFlows: newDeviceFlows(cfg.MaxFlowsPerDevice)}
 	if c.bulkTarget == 0 {
 		c.bulkTarget = bulkyield.DefaultTarget
 	}
@@ -351,14 +364,15 @@ func (c *Connector) TLSConfig() *tls.Config {
 }
 
 // QUICConfig is the QUIC configuration every listener uses: many concurrent
-// streams (one per flow), bounded flow-control windows, keepalives.
+// streams (one per flow, a little over the device flow limit), bounded
+// flow-control windows, keepalives.
 func (c *Connector) QUICConfig() *quic.Config {
 	return &quic.Config{
 		HandshakeIdleTimeout:           10 * time.Second,
 		InitialPacketSize:              traversal.InitialPacketSize, // fits a 1280-byte path, also relayed
 		MaxIdleTimeout:                 90 * time.Second,            // a suspended client's flows outlive a minute
 		KeepAlivePeriod:                15 * time.Second,
-		MaxIncomingStreams:             1 << 20,
+		MaxIncomingStreams:             streamsPerConn(c.cfg.MaxFlowsPerDevice),
 		MaxIncomingUniStreams:          -1,
 		InitialStreamReceiveWindow:     512 << 10,
 		MaxStreamReceiveWindow:         8 << 20,

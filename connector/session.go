@@ -108,6 +108,11 @@ func (s *session) serve(ctx context.Context) {
 		s.c.wg.Add(1)
 		go func() {
 			defer s.c.wg.Done()
+			if !s.c.devFlows.acquire(s.thumb) {
+				s.refuseOverLimit(st)
+				return
+			}
+			defer s.c.devFlows.release(s.thumb)
 			s.handleFlow(st)
 		}()
 	}

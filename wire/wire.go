@@ -80,6 +80,10 @@ const (
 	StatusMFARequired      Status = 7 // a second factor within the resource's window is needed
 	StatusPosture          Status = 8 // the device does not satisfy a required posture profile
 	StatusApprovalRequired Status = 9 // an approved access request is needed (or the access is locked)
+	// StatusTooManyFlows: the device has as many flows open at this
+	// connector as the connector allows one device; closing some lets new
+	// ones through. Older clients show it as status(10) and fail the flow.
+	StatusTooManyFlows Status = 10
 )
 
 func (s Status) String() string {
@@ -104,6 +108,8 @@ func (s Status) String() string {
 		return "posture"
 	case StatusApprovalRequired:
 		return "approval required"
+	case StatusTooManyFlows:
+		return "too many flows"
 	}
 	return fmt.Sprintf("status(%d)", byte(s))
 }

@@ -26,6 +26,7 @@ func main() {
 		listenUDP = flag.String("listen-udp", "", "QUIC UDP listen address (default: any port on all addresses)")
 		metrics   = flag.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this address")
 		failMax   = flag.Duration("fail-static-max", connector.DefaultFailStaticMax, "while the controller is unreachable, keep serving devices whose connection token was valid when it went away, for at most this long (0: never; tokens end at their expiry)")
+		maxFlows  = flag.Int("max-flows-per-device", connector.DefaultMaxFlowsPerDevice, "flows one device may have open at this connector at once, over all its connections; more are refused with 'too many flows' until some close")
 		procsN    = flag.Int("procs", 0, "threads running Go code at once (GOMAXPROCS; 0: half the CPUs, at least 1, unless $GOMAXPROCS is set)")
 		verbose   = flag.Bool("v", false, "debug logging")
 		showVer   = flag.Bool("version", false, "print the version and exit")
@@ -37,6 +38,9 @@ func main() {
 	}
 	if flag.NArg() > 0 {
 		fail(fmt.Errorf("unexpected argument %q", flag.Arg(0)))
+	}
+	if *maxFlows < 1 {
+		fail(fmt.Errorf("--max-flows-per-device %d: must be at least 1", *maxFlows))
 	}
 	if *failMax < 0 {
 		fail(fmt.Errorf("--fail-static-max %v: must not be negative", *failMax))
@@ -68,7 +72,7 @@ func main() {
 			log.Info("enrolled", "id", st.ID, "name", st.Name, "network", st.Network, "state", *stateDir)
 		}
 	}
-	c, err := connector.Open(connector.Config{StateDir: *stateDir, ListenUDP: *listenUDP, MetricsAddr: *metrics, FailStaticMax: fsm, Logger: log})
+	c, err := connector.Open(connector.Config{StateDir: *stateDir, ListenUDP: *listenUDP, MetricsAddr: *metrics, FailStaticMax: fsm, MaxFlowsPerDevice: *maxFlows, Logger: log})
 	if err != nil {
 		fail(err)
 	}
