@@ -133,29 +133,14 @@ func (d *Daemon) openFlow(ctx context.Context, tgt target, proto byte, port uint
 	ctx, cancel := context.WithTimeout(ctx, flowOpenTimeout)
 	defer cancel()
 	hdr := wire.OpenHeader{Proto: proto, Port: port, ResourceID: tgt.res.ID, Destination: tgt.dest}
-	var errs []error
-	// The first pass gives up on a connection that turns silent; the second
-	// pass dials fresh connections to the connectors found silent (the pool
-	// replaces a suspect connection) and waits for their answer.
-passes:
-	for pass := 0; pass < 2; pass++ {
-		for _, e := range cands {
-			if pass == 1 && !e.suspect.Load() {
-				continue
-			}
-			f, err := d.openOn(ctx, p, e, hdr, pass == 0)
-			if err == nil {
-				return f, nil
-			}
-			var fe *FlowError
-			if errors.As(err, &fe) {
-				return nil, err // the connector answered: that is the answer
-			}
-			errs = append(errs, err)
-			if ctx.Err() != nil {
-				break passes
-			}
-		}
+	f, answer, errs := tryCandidates(ctx, cands, func(e *connEntry, firstPass bool) (*flow, error) {
+		return d.openOn(ctx, p, e, hdr, firstPass)
+	})
+	if f != nil {
+		return f, nil
+	}
+	if answer != nil {
+		return nil, answer
 	}
 	err := errors.Join(errs...)
 	names := make([]string, len(cands))
@@ -164,6 +149,42 @@ passes:
 	}
 	p.refused.warn(d.log, tgt.res.Network, tgt.res.Name, names, err)
 	return nil, &FlowError{Status: wire.StatusUnreachable, Err: err}
+}
+
+// tryCandidates opens a flow on the first candidate connector that takes
+// it. The first pass gives up on a connection that turns silent; the second
+// pass dials fresh connections to the connectors found silent (the pool
+// replaces a suspect connection) and waits for their answer. A connector's
+// answer ends the search (answer), except "too many flows": that limit is
+// the connector's own, and another connector of the network may take the
+// flow; when none does, that refusal is the answer. errs are the failures
+// of connectors that did not answer.
+func tryCandidates(ctx context.Context, cands []*connEntry, open func(e *connEntry, firstPass bool) (*flow, error)) (f *flow, answer error, errs []error) {
+	var limited error
+	for pass := 0; pass < 2; pass++ {
+		for _, e := range cands {
+			if pass == 1 && !e.suspect.Load() {
+				continue
+			}
+			f, err := open(e, pass == 0)
+			if err == nil {
+				return f, nil, nil
+			}
+			var fe *FlowError
+			if errors.As(err, &fe) {
+				if fe.Status != wire.StatusTooManyFlows {
+					return nil, err, nil
+				}
+				limited = err
+				continue
+			}
+			errs = append(errs, err)
+			if ctx.Err() != nil {
+				return nil, limited, errs
+			}
+		}
+	}
+	return nil, limited, errs
 }
 
 func (d *Daemon) openOn(ctx context.Context, p *pool, e *connEntry, hdr wire.OpenHeader, alternatives bool) (*flow, error) {
