@@ -140,6 +140,9 @@ func (d *Daemon) openFlow(ctx context.Context, tgt target, proto byte, port uint
 		return f, nil
 	}
 	if answer != nil {
+		if fe := (*FlowError)(nil); errors.As(answer, &fe) && fe.Status == wire.StatusTooManyFlows {
+			p.refused.warnLimit(d.log, tgt.res.Network, tgt.res.Name, fe.Msg)
+		}
 		return nil, answer
 	}
 	err := errors.Join(errs...)
@@ -218,9 +221,6 @@ func (d *Daemon) openOn(ctx context.Context, p *pool, e *connEntry, hdr wire.Ope
 		s.CancelRead(streamErrAborted)
 		_ = s.Close()
 		d.changedSoon()
-		if st == wire.StatusTooManyFlows {
-			p.refused.warnLimit(d.log, e.info.Name, hdr.Destination, msg)
-		}
 		if isAccessStatus(st) {
 			// The user can act on these (docs/access.md): say what to do.
 			d.log.Warn("access to resource refused", "resource_id", hdr.ResourceID, "dst", hdr.Destination, "status", st.String(), "reason", msg)

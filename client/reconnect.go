@@ -142,7 +142,8 @@ func (p *pool) reconnect(e *connEntry) {
 }
 
 // refusalLog rate-limits the WARN lines of refused flows: at most one per
-// key (a network, or a connector at its flow limit) every refusalLogEvery,
+// key (a network without a path, or a network at its flow limit) every
+// refusalLogEvery,
 // with the count of the others.
 type refusalLog struct {
 	mu   sync.Mutex
@@ -183,16 +184,16 @@ func (r *refusalLog) warn(log *slog.Logger, network, resource string, connectors
 		"paths_tried", pathsTried(err), "reason", err, "similar_refusals_since_last", held)
 }
 
-// warnLimit logs, at most once per refusalLogEvery for connector, that it
-// refused a flow because this device has as many flows open there as it
-// allows one device.
-func (r *refusalLog) warnLimit(log *slog.Logger, connector, dst, msg string) {
-	held, ok := r.allow("limit " + connector)
+// warnLimit logs, at most once per refusalLogEvery for network, that every
+// connector of network refused a flow to resource because this device has
+// as many flows open there as it allows one device.
+func (r *refusalLog) warnLimit(log *slog.Logger, network, resource, msg string) {
+	held, ok := r.allow("limit " + network)
 	if !ok {
 		return
 	}
 	log.Warn("flow refused: too many flows open at the connector; close some",
-		"connector", connector, "dst", dst, "reason", msg, "similar_refusals_since_last", held)
+		"network", network, "resource", resource, "reason", msg, "similar_refusals_since_last", held)
 }
 
 // pathsTried lists the distinct failures joined in err, one per path or
