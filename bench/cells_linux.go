@@ -96,27 +96,44 @@ func (r *runner) cpuCell(ctx context.Context, t *tunnel) (map[string]float64, er
 // rrBulkCell measures request/response latency while one iperf3 flow runs
 // through the same tunnel.
 func (r *runner) rrBulkCell(ctx context.Context, t *tunnel) (map[string]float64, error) {
+	p50, p99, bulk, err := r.rrBeside(ctx, t, t)
+	return map[string]float64{MRRBulkP50: p50, MRRBulkP99: p99, MRRBulkTput: bulk}, err
+}
+
+// rrBulkOutsideCell is rrBulkCell with the bulk upload outside the tunnel
+// (plain TCP from the same client host to the same server host): what the
+// echo through the tunnel costs when it shares only the machine, not the
+// tunnel, with the bulk flow.
+func (r *runner) rrBulkOutsideCell(ctx context.Context, t *tunnel) (map[string]float64, error) {
+	p50, p99, _, err := r.rrBeside(ctx, t, r.directTunnel())
+	return map[string]float64{MRRBulkOutP50: p50, MRRBulkOutP99: p99}, err
+}
+
+// rrBeside runs the 64-byte echo through t while an iperf3 upload runs
+// through bulkVia, and returns the echo's p50 and p99 in µs and the
+// upload's rate in Gbit/s.
+func (r *runner) rrBeside(ctx context.Context, t, bulkVia *tunnel) (p50, p99, bulkGbps float64, err error) {
 	bulkSecs := r.opts.Probe.Seconds() + 2
-	args := append([]string{"ip", "netns", "exec", t.ns}, r.iperfArgs(t, bulkSecs)...)
+	args := append([]string{"ip", "netns", "exec", bulkVia.ns}, r.iperfArgs(bulkVia, bulkSecs)...)
 	bulk := exec.CommandContext(ctx, args[0], args[1:]...)
 	bulk.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var out strings.Builder
 	bulk.Stdout = &out
 	if err := bulk.Start(); err != nil {
-		return nil, fmt.Errorf("start bulk iperf3: %w", err)
+		return 0, 0, 0, fmt.Errorf("start bulk iperf3: %w", err)
 	}
 	time.Sleep(700 * time.Millisecond)
 	var res RRResult
-	err := r.agentJSON(ctx, t.ns, &res, "rr", "--addr", t.echoAddr(), "--duration", r.opts.Probe.String())
+	err = r.agentJSON(ctx, t.ns, &res, "rr", "--addr", t.echoAddr(), "--duration", r.opts.Probe.String())
 	werr := bulk.Wait()
 	if err != nil {
-		return nil, err
+		return 0, 0, 0, err
 	}
 	var ir iperfResult
 	if jerr := json.Unmarshal([]byte(out.String()), &ir); werr != nil || jerr != nil || ir.Error != "" || ir.gbps() == 0 {
-		return nil, fmt.Errorf("bulk iperf3 beside the request/response did not run: %v %v %s", werr, jerr, ir.Error)
+		return 0, 0, 0, fmt.Errorf("bulk iperf3 (%s) beside the request/response did not run: %v %v %s", bulkVia.label, werr, jerr, ir.Error)
 	}
-	return map[string]float64{MRRBulkP50: res.P50us, MRRBulkP99: res.P99us}, nil
+	return res.P50us, res.P99us, ir.gbps(), nil
 }
 
 // memCell opens n idle flows through the tunnel and returns the growth of

@@ -15,18 +15,24 @@ var AllTunnels = []string{TunDirect, TunPosternDirect, TunPosternRelay, TunWireG
 
 // Metric keys of a tunnel's results.
 const (
-	MTputUp1      = "tput_up_1"
-	MTputDown1    = "tput_down_1"
-	MTputUp4      = "tput_up_4"
-	MTputUp64     = "tput_up_64"
-	MFairness64   = "fairness_64"
-	MTbf          = "tbf_gbps"
-	MTbfFraction  = "tbf_fraction"
-	MCPUPerGB     = "cpu_s_per_gb"
-	MRRIdleP50    = "rr_idle_p50_us"
-	MRRIdleP99    = "rr_idle_p99_us"
-	MRRBulkP50    = "rr_bulk_p50_us"
-	MRRBulkP99    = "rr_bulk_p99_us"
+	MTputUp1     = "tput_up_1"
+	MTputDown1   = "tput_down_1"
+	MTputUp4     = "tput_up_4"
+	MTputUp64    = "tput_up_64"
+	MFairness64  = "fairness_64"
+	MTbf         = "tbf_gbps"
+	MTbfFraction = "tbf_fraction"
+	MCPUPerGB    = "cpu_s_per_gb"
+	MRRIdleP50   = "rr_idle_p50_us"
+	MRRIdleP99   = "rr_idle_p99_us"
+	MRRBulkP50   = "rr_bulk_p50_us"
+	MRRBulkP99   = "rr_bulk_p99_us"
+	MRRBulkTput  = "rr_bulk_tput_gbps" // the bulk upload's rate beside the echo
+	// The same echo through the tunnel while the bulk flow goes outside it
+	// (plain TCP between the same hosts): the reference for "interactive
+	// flows are isolated from bulk ones" (issue 15).
+	MRRBulkOutP50 = "rr_bulk_outside_p50_us"
+	MRRBulkOutP99 = "rr_bulk_outside_p99_us"
 	MSetupP50     = "setup_connect_p50_us"
 	MSetupFirst   = "setup_first_byte_p50_us"
 	MSetupRate    = "setup_conns_per_s"

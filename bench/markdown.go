@@ -92,8 +92,9 @@ func (r *Report) Markdown() string {
 		{MFairness64, "fairness (64)"}, {MTbf, "1 flow, " + r.RateLimit + " tbf"}, {MTbfFraction, "× direct"}}, nil)
 
 	b.WriteString("## Latency and connection setup (µs)\n\n")
-	b.WriteString("64-byte request/response on one TCP connection to an echo server on the server host, one request at a time; “bulk” runs while a single iperf3 flow saturates the same tunnel. Setup: a worker connects, sends 64 bytes, reads the echo and closes, over and over; “connect p50” and “first byte p50” are measured one connection at a time; “conns/s” and “connect p50 ×64” with 64 workers. “connect” is the `connect()` time (for Postern it includes the connector's “ok”; for `ssh -L` it is only the local listener), “first byte” adds the first echo.\n\n")
-	r.table(&b, []column{{MRRIdleP50, "idle p50"}, {MRRIdleP99, "idle p99"}, {MRRBulkP50, "bulk p50"}, {MRRBulkP99, "bulk p99"},
+	b.WriteString("64-byte request/response on one TCP connection to an echo server on the server host, one request at a time; “bulk” runs while a single iperf3 flow saturates the same tunnel; “bulk outside” (Postern only) while that upload runs as plain TCP between the same hosts, outside the tunnel, so the echo shares the machine but not the tunnel with it. Setup: a worker connects, sends 64 bytes, reads the echo and closes, over and over; “connect p50” and “first byte p50” are measured one connection at a time; “conns/s” and “connect p50 ×64” with 64 workers. “connect” is the `connect()` time (for Postern it includes the connector's “ok”; for `ssh -L` it is only the local listener), “first byte” adds the first echo.\n\n")
+	r.table(&b, []column{{MRRIdleP50, "idle p50"}, {MRRIdleP99, "idle p99"}, {MRRBulkP50, "bulk p50"}, {MRRBulkP99, "bulk p99"}, {MRRBulkTput, "bulk Gbit/s"},
+		{MRRBulkOutP50, "bulk outside p50"}, {MRRBulkOutP99, "bulk outside p99"},
 		{MSetupP50, "connect p50"}, {MSetupFirst, "first byte p50"}, {MSetupRate, "conns/s ×64"}, {MSetupP50x64, "connect p50 ×64"}}, nil)
 
 	if t := r.tunnel(TunPosternDirect); t != nil && r.ShortConns > 0 {

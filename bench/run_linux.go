@@ -291,6 +291,8 @@ func (r *runner) cells() []cell {
 			return map[string]float64{MRRIdleP50: res.P50us, MRRIdleP99: res.P99us}, err
 		}},
 		{name: "64-byte request/response under bulk", run: r.rrBulkCell},
+		{name: "64-byte request/response beside bulk outside the tunnel", only: func(t *tunnel) bool { return t.key == TunPosternDirect || t.key == TunPosternRelay },
+			run: r.rrBulkOutsideCell},
 		{name: "connection setup", run: r.setupCell},
 		{name: "DNS queries/s", only: func(t *tunnel) bool { return t.key == TunPosternDirect || t.key == TunDirect }, run: r.dnsCell},
 	}
