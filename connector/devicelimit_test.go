@@ -2,6 +2,7 @@ package connector
 
 import (
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
@@ -135,4 +136,84 @@ func TestDeviceFlowLimit(t *testing.T) {
 		return e.c.devFlows.open(pkiThumb(e.alice.key.Public().(ed25519.PublicKey))) < limit
 	})
 	echoRoundTrip(t, a2.mustOpen(echo, "flow after one closed"), "again")
+}
+
+// TestPreAuthFlowsBounded: before its token's verdict a connection holds at
+// most maxPendingFlows flows, counted from their arrival: a stream over
+// that is reset at once, without a goroutine waiting for its header, while
+// the pending ones are served once the token is accepted.
+func TestPreAuthFlowsBounded(t *testing.T) {
+	e := newEnv(t, nil)
+	tr := e.alice.token()
+	conn, err := e.alice.dial(tr.CertSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := conn.OpenStreamSync(t.Context()) // no token yet
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo := e.echoFlow(e.resourceID("echo"))
+	var pending []*quic.Stream
+	for i := 0; i < maxPendingFlows; i++ {
+		st, err := conn.OpenStreamSync(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := wire.WriteOpen(st, echo); err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, st)
+	}
+	e.eventually(10*time.Second, "pending flows counted", func() bool { return e.sessionPending() == maxPendingFlows })
+
+	// Streams over the bound, without headers: each is reset at once.
+	base := runtime.NumGoroutine()
+	for i := 0; i < 200; i++ {
+		st, err := conn.OpenStreamSync(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = st.Write([]byte{0}) // announce the stream
+		_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = st.Read(make([]byte, 1))
+		var se *quic.StreamError
+		if !errors.As(err, &se) || uint64(se.ErrorCode) != wire.CodeFlowRefused {
+			t.Fatalf("stream %d over the bound: read %v, want a reset with CodeFlowRefused", i, err)
+		}
+	}
+	if n := runtime.NumGoroutine(); n > base+20 {
+		t.Fatalf("goroutines %d after 200 refused streams, %d before", n, base)
+	}
+
+	// The token: the pending flows are served.
+	if err := wire.WriteFrame(ctrl, wire.KindToken, []byte(tr.Token)); err != nil {
+		t.Fatal(err)
+	}
+	if st, msg, err := wire.ReadStatus(ctrl); err != nil || st != wire.StatusOK {
+		t.Fatalf("token: %v %v %s", err, st, msg)
+	}
+	for i, st := range pending {
+		_ = st.SetReadDeadline(time.Now().Add(15 * time.Second))
+		s, msg, err := wire.ReadStatus(st)
+		if err != nil || s != wire.StatusOK {
+			t.Fatalf("pending flow %d: %v %v %s", i, err, s, msg)
+		}
+		_ = st.SetReadDeadline(time.Time{})
+		if i%64 == 0 {
+			echoRoundTrip(t, st, fmt.Sprintf("pending flow %d", i))
+		}
+	}
+	e.eventually(5*time.Second, "pending count back to zero", func() bool { return e.sessionPending() == 0 })
+}
+
+// sessionPending is the pending count of the connector's only session.
+func (e *env) sessionPending() int64 {
+	e.c.mu.Lock()
+	defer e.c.mu.Unlock()
+	var n int64
+	for s := range e.c.sessions {
+		n += s.pending.Load()
+	}
+	return n
 }

@@ -99,7 +99,26 @@ func (s *session) closeAtEnd(f *flow, until time.Time) (stop func()) {
 
 // handleFlow reads the flow header, checks it against the policy, dials the
 // destination, answers a status and splices.
-func (s *session) handleFlow(st *quic.Stream) {
+// handleFlow serves one flow stream. preauth says the stream arrived
+// before the first token verdict and is counted in s.pending until then.
+func (s *session) handleFlow(st *quic.Stream, preauth bool) {
+	if preauth {
+		var once sync.Once
+		release := func() { once.Do(func() { s.pending.Add(-1) }) }
+		defer release()
+		s.handleFlowAuthed(st, func() *ctoken.Claims {
+			cl := s.waitAuth()
+			release()
+			return cl
+		})
+		return
+	}
+	s.handleFlowAuthed(st, s.currentClaims)
+}
+
+// handleFlowAuthed is handleFlow with verdict, which returns the
+// connection's claims once its first token verdict is in (nil: none).
+func (s *session) handleFlowAuthed(st *quic.Stream, verdict func() *ctoken.Claims) {
 	start := time.Now()
 	_ = st.SetReadDeadline(start.Add(headerTimeout))
 	kind, payload, err := wire.ReadFrame(st)
@@ -123,17 +142,7 @@ func (s *session) handleFlow(st *quic.Stream) {
 	}
 	_ = st.SetReadDeadline(time.Time{})
 
-	claims := s.currentClaims()
-	if claims == nil {
-		// Before the first token verdict, hold only a bounded number of flows.
-		if s.pending.Add(1) > maxPendingFlows {
-			s.pending.Add(-1)
-			s.refuse(st, nil, h, start, wire.StatusUnauthenticated, "unauthenticated", "no valid connection token on this connection")
-			return
-		}
-		claims = s.waitAuth()
-		s.pending.Add(-1)
-	}
+	claims := verdict()
 	if claims == nil {
 		s.refuse(st, nil, h, start, wire.StatusUnauthenticated, "unauthenticated", "no valid connection token on this connection")
 		return

@@ -42,10 +42,11 @@ type session struct {
 	flows    map[*flow]struct{}
 	authDone chan struct{} // closed at the first token verdict
 	authOnce sync.Once
-	pending  atomic.Int64 // flows waiting for the first token verdict
+	pending  atomic.Int64 // flows accepted before the first token verdict and still waiting for it
 }
 
-// maxPendingFlows bounds the flows a connection may open before its token is verified.
+// maxPendingFlows bounds the flows a connection may have open before its
+// token is verified (from the stream's arrival to the verdict).
 const maxPendingFlows = 256
 
 func (s *session) currentClaims() *ctoken.Claims {
@@ -105,15 +106,29 @@ func (s *session) serve(ctx context.Context) {
 		if err != nil {
 			break
 		}
+		// Before the first token verdict a connection holds at most
+		// maxPendingFlows flows, counted from here: a stream over that is
+		// reset at once, without a goroutine waiting for its header.
+		preauth := s.currentClaims() == nil
+		if preauth && s.pending.Add(1) > maxPendingFlows {
+			s.pending.Add(-1)
+			st.CancelRead(quic.StreamErrorCode(wire.CodeFlowRefused))
+			st.CancelWrite(quic.StreamErrorCode(wire.CodeFlowRefused))
+			s.c.met.refusals.WithLabelValues(wire.StatusUnauthenticated.String(), "too many flows before the token").Inc()
+			continue
+		}
 		s.c.wg.Add(1)
 		go func() {
 			defer s.c.wg.Done()
 			if !s.c.devFlows.acquire(s.thumb) {
+				if preauth {
+					s.pending.Add(-1)
+				}
 				s.refuseOverLimit(st)
 				return
 			}
 			defer s.c.devFlows.release(s.thumb)
-			s.handleFlow(st)
+			s.handleFlow(st, preauth)
 		}()
 	}
 	wg.Wait()
