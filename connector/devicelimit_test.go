@@ -1,6 +1,7 @@
 package connector
 
 import (
+	"context"
 	"crypto/ed25519"
 	"errors"
 	"fmt"
@@ -216,4 +217,29 @@ func (e *env) sessionPending() int64 {
 		n += s.pending.Load()
 	}
 	return n
+}
+
+// TestNoTokenClosesConnection: a connection that opens its control stream
+// and never sends a token is closed after authWait, not kept alive by its
+// keepalives.
+func TestNoTokenClosesConnection(t *testing.T) {
+	e := newEnv(t, nil)
+	conn, err := e.alice.dial(e.alice.token().CertSHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl, err := conn.OpenStreamSync(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = ctrl.Write([]byte{0}) // the start of a frame, never finished
+	select {
+	case <-conn.Context().Done():
+	case <-time.After(authWait + 5*time.Second):
+		t.Fatalf("connection without a token still open %v after its control stream", authWait+5*time.Second)
+	}
+	var ae *quic.ApplicationError
+	if err := context.Cause(conn.Context()); !errors.As(err, &ae) || uint64(ae.ErrorCode) != wire.CodeUnauthenticated || !strings.Contains(ae.ErrorMessage, "no connection token within") {
+		t.Fatalf("close cause %v, want unauthenticated: no connection token within ...", err)
+	}
 }

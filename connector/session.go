@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,6 +140,9 @@ func (s *session) serve(ctx context.Context) {
 // later ones extend it.
 func (s *session) controlLoop(cs *quic.Stream) {
 	first := true
+	// The first token must arrive within authWait: a connection that
+	// never sends one is closed, not kept alive by its keepalives.
+	_ = cs.SetReadDeadline(time.Now().Add(authWait))
 	for {
 		kind, payload, err := wire.ReadFrame(cs)
 		if err != nil {
@@ -148,8 +153,12 @@ func (s *session) controlLoop(cs *quic.Stream) {
 				return
 			}
 			if first {
+				why := "control stream closed before a token"
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					why = fmt.Sprintf("no connection token within %v", authWait)
+				}
 				s.c.met.handshakeFail.WithLabelValues("no token").Inc()
-				s.close(codeUnauthenticated, "control stream closed before a token")
+				s.close(codeUnauthenticated, why)
 			} else if s.conn.Context().Err() == nil {
 				s.close(codeNoError, "control stream closed")
 			}
@@ -179,6 +188,7 @@ func (s *session) controlLoop(cs *quic.Stream) {
 			s.log.Info("client authenticated", "principal", claims.Subject, "device", claims.Device)
 			s.authOnce.Do(func() { close(s.authDone) })
 			first = false
+			_ = cs.SetReadDeadline(time.Time{})
 		}
 		if err := wire.WriteStatus(cs, wire.StatusOK, ""); err != nil {
 			return
