@@ -97,8 +97,6 @@ func (s *session) closeAtEnd(f *flow, until time.Time) (stop func()) {
 	}
 }
 
-// handleFlow reads the flow header, checks it against the policy, dials the
-// destination, answers a status and splices.
 // handleFlow serves one flow stream. preauth says the stream arrived
 // before the first token verdict and is counted in s.pending until then.
 func (s *session) handleFlow(st *quic.Stream, preauth bool) {
@@ -116,8 +114,10 @@ func (s *session) handleFlow(st *quic.Stream, preauth bool) {
 	s.handleFlowAuthed(st, s.currentClaims)
 }
 
-// handleFlowAuthed is handleFlow with verdict, which returns the
-// connection's claims once its first token verdict is in (nil: none).
+// handleFlowAuthed reads the flow header, takes the connection's claims
+// from verdict (which waits for the first token verdict where needed; nil:
+// no valid token), checks the header against the policy, dials the
+// destination, answers a status and splices.
 func (s *session) handleFlowAuthed(st *quic.Stream, verdict func() *ctoken.Claims) {
 	start := time.Now()
 	_ = st.SetReadDeadline(start.Add(headerTimeout))
