@@ -97,28 +97,16 @@ func (s *session) closeAtEnd(f *flow, until time.Time) (stop func()) {
 	}
 }
 
-// handleFlow serves one flow stream. preauth says the stream arrived
-// before the first token verdict and is counted in s.pending until then.
+// handleFlow reads the flow header, takes the connection's claims (waiting
+// for the first token verdict when the stream arrived before it: preauth,
+// counted in s.pending until then), checks the header against the policy,
+// dials the destination, answers a status and splices.
 func (s *session) handleFlow(st *quic.Stream, preauth bool) {
-	if preauth {
-		var once sync.Once
-		release := func() { once.Do(func() { s.pending.Add(-1) }) }
-		defer release()
-		s.handleFlowAuthed(st, func() *ctoken.Claims {
-			cl := s.waitAuth()
-			release()
-			return cl
-		})
-		return
-	}
-	s.handleFlowAuthed(st, s.currentClaims)
-}
-
-// handleFlowAuthed reads the flow header, takes the connection's claims
-// from verdict (which waits for the first token verdict where needed; nil:
-// no valid token), checks the header against the policy, dials the
-// destination, answers a status and splices.
-func (s *session) handleFlowAuthed(st *quic.Stream, verdict func() *ctoken.Claims) {
+	defer func() {
+		if preauth { // left before the verdict
+			s.pending.Add(-1)
+		}
+	}()
 	start := time.Now()
 	_ = st.SetReadDeadline(start.Add(headerTimeout))
 	kind, payload, err := wire.ReadFrame(st)
@@ -142,7 +130,12 @@ func (s *session) handleFlowAuthed(st *quic.Stream, verdict func() *ctoken.Claim
 	}
 	_ = st.SetReadDeadline(time.Time{})
 
-	claims := verdict()
+	claims := s.currentClaims()
+	if preauth {
+		claims = s.waitAuth()
+		s.pending.Add(-1)
+		preauth = false
+	}
 	if claims == nil {
 		s.refuse(st, nil, h, start, wire.StatusUnauthenticated, "unauthenticated", "no valid connection token on this connection")
 		return
