@@ -3,6 +3,8 @@ package client
 import (
 	"errors"
 
+	"github.com/quic-go/quic-go"
+
 	"postern.dev/postern/client/session"
 )
 
@@ -26,3 +28,15 @@ var (
 	ErrSessionEnded          = session.ErrSessionEnded
 	ErrNoController          = session.ErrNoController
 )
+
+// refusedHint explains a QUIC CONNECTION_REFUSED from a connector: it
+// refuses new connections while too many are awaiting a token (its
+// --max-pending-conns and --max-pending-per-address), and the pool retries
+// with backoff. Empty for any other error.
+func refusedHint(err error) string {
+	var te *quic.TransportError
+	if errors.As(err, &te) && te.Remote && te.ErrorCode == quic.ConnectionRefused {
+		return " (the connector is refusing new connections: too many from this address or in all are still awaiting a token; retrying)"
+	}
+	return ""
+}

@@ -398,7 +398,7 @@ func (p *pool) dial(ctx context.Context, e *connEntry, info controlapi.Connector
 	conn, path, err := p.dialer.Dial(dctx, info, tlsConf, quicConfig())
 	dcancel()
 	if err != nil {
-		return nil, PathInfo{}, "", time.Time{}, nil, fmt.Errorf("connect to connector %s: %w", info.Name, err)
+		return nil, PathInfo{}, "", time.Time{}, nil, fmt.Errorf("connect to connector %s: %w%s", info.Name, err, refusedHint(err))
 	}
 	ctrl, err := conn.OpenStreamSync(ctx)
 	if err != nil {

@@ -77,6 +77,13 @@ type Config struct {
 	// connector at once, over all its connections; more are answered
 	// StatusTooManyFlows at once (devicelimit.go). 0: DefaultMaxFlowsPerDevice.
 	MaxFlowsPerDevice int
+	// MaxPendingConns bounds the client connections that have not yet
+	// presented a token (handshake and token wait), in total; more are
+	// refused with CONNECTION_REFUSED (admit.go). 0: DefaultMaxPendingConns.
+	MaxPendingConns int
+	// MaxPendingPerAddr is the same bound per source IP address.
+	// 0: DefaultMaxPendingPerAddr.
+	MaxPendingPerAddr int
 	// Resolver for private names (default net.DefaultResolver).
 	Resolver Resolver
 	// Dial, when set, opens the connection to a flow's destination instead
@@ -114,6 +121,7 @@ type Connector struct {
 	bulkTarget  time.Duration
 
 	devFlows *deviceFlows // flows open per device (devicelimit.go)
+	admit    *admission   // connections awaiting a token (admit.go)
 
 	events *eventQueue
 	ctl    *controlClient
@@ -158,6 +166,16 @@ func Open(cfg Config) (*Connector, error) {
 	if cfg.MaxFlowsPerDevice == 0 {
 		cfg.MaxFlowsPerDevice = DefaultMaxFlowsPerDevice
 	}
+	if cfg.MaxPendingConns < 0 || cfg.MaxPendingPerAddr < 0 {
+		return nil, fmt.Errorf("max pending connections %d, per address %d: must be positive (0: the defaults, %d and %d)",
+			cfg.MaxPendingConns, cfg.MaxPendingPerAddr, DefaultMaxPendingConns, DefaultMaxPendingPerAddr)
+	}
+	if cfg.MaxPendingConns == 0 {
+		cfg.MaxPendingConns = DefaultMaxPendingConns
+	}
+	if cfg.MaxPendingPerAddr == 0 {
+		cfg.MaxPendingPerAddr = DefaultMaxPendingPerAddr
+	}
 	if cfg.Resolver == nil {
 		cfg.Resolver = net.DefaultResolver
 	}
@@ -182,6 +200,7 @@ func Open(cfg Config) (*Connector, error) {
 	c.ctlState.downSince = time.Now()
 	c.state.Store(st)
 	c.met = newMetrics()
+	c.admit = newAdmission(cfg.MaxPendingConns, cfg.MaxPendingPerAddr, c.refusedPending)
 	c.events = newEventQueue(st.ID)
 	if pol, err := loadPolicy(cfg.StateDir); err != nil {
 		c.log.Warn("ignoring stored policy", "err", err)
@@ -210,6 +229,7 @@ func Open(cfg Config) (*Connector, error) {
 		return nil, err
 	}
 	c.tr = &quic.Transport{Conn: udpgro.Wrap(c.udp), StatelessResetKey: resetKey}
+	c.admit.install(c.tr)
 	if c.agent, err = c.newTraversalAgent(); err != nil {
 		c.tr.Close()
 		c.udp.Close()

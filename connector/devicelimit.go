@@ -34,12 +34,11 @@ type deviceFlows struct {
 	mu sync.Mutex
 	n  map[string]int
 
-	warnMu   sync.Mutex
-	lastWarn map[string]time.Time
+	warn *warnLimiter // refusals logged per device
 }
 
 func newDeviceFlows(max int) *deviceFlows {
-	return &deviceFlows{max: max, n: map[string]int{}, lastWarn: map[string]time.Time{}}
+	return &deviceFlows{max: max, n: map[string]int{}, warn: newWarnLimiter(limitWarnEvery)}
 }
 
 // acquire counts one more flow for dev unless dev is at its limit.
@@ -74,24 +73,6 @@ func (d *deviceFlows) open(dev string) int {
 // limitWarnEvery spaces the log lines about one device at its limit.
 const limitWarnEvery = 10 * time.Second
 
-// shouldWarn reports whether a refusal for dev should be logged now: at most
-// once per limitWarnEvery per device, so a flood writes a line, not a
-// line per flow.
-func (d *deviceFlows) shouldWarn(dev string, now time.Time) bool {
-	d.warnMu.Lock()
-	defer d.warnMu.Unlock()
-	if now.Sub(d.lastWarn[dev]) < limitWarnEvery {
-		return false
-	}
-	for k, t := range d.lastWarn { // forget devices not refused lately
-		if now.Sub(t) >= limitWarnEvery {
-			delete(d.lastWarn, k)
-		}
-	}
-	d.lastWarn[dev] = now
-	return true
-}
-
 // refuseOverLimit answers a flow stream of a device at its flow limit without
 // reading its header: no name is resolved and nothing is dialed for it. The
 // flow is counted in the refusal metric, not reported as a flow event: a
@@ -106,7 +87,7 @@ func (s *session) refuseOverLimit(st *quic.Stream) {
 	st.Close()
 	st.CancelRead(quic.StreamErrorCode(wire.CodeFlowRefused))
 	s.c.met.refusals.WithLabelValues(wire.StatusTooManyFlows.String(), "device flow limit").Inc()
-	if s.c.devFlows.shouldWarn(s.thumb, time.Now()) {
+	if s.c.devFlows.warn.allow(s.thumb, time.Now()) {
 		dev := ""
 		if cl := s.currentClaims(); cl != nil {
 			dev = cl.Device

@@ -38,13 +38,14 @@ func TestDeviceFlowsCount(t *testing.T) {
 		t.Fatalf("devices without flows still counted: %v", d.n)
 	}
 	now := time.Unix(1000, 0)
-	if !d.shouldWarn("a", now) || d.shouldWarn("a", now.Add(time.Second)) || !d.shouldWarn("b", now) {
+	w := d.warn
+	if !w.allow("a", now) || w.allow("a", now.Add(time.Second)) || !w.allow("b", now) {
 		t.Fatal("refusals not logged once per device and interval")
 	}
-	if !d.shouldWarn("a", now.Add(limitWarnEvery)) {
+	if !w.allow("a", now.Add(limitWarnEvery)) {
 		t.Fatal("no log line after the interval")
 	}
-	if _, ok := d.lastWarn["b"]; ok {
+	if _, ok := w.last["b"]; ok {
 		t.Fatal("a device not refused lately is still remembered")
 	}
 }

@@ -231,11 +231,23 @@ func (d *device) token() controlapi.TokenResponse {
 
 // dial opens QUIC to the connector, pinning digest, with the device cert.
 func (d *device) dial(digest string) (*quic.Conn, error) {
+	return d.dialOn(nil, digest)
+}
+
+// dialOn is dial from transport tr (nil: a socket of its own).
+func (d *device) dialOn(tr *quic.Transport, digest string) (*quic.Conn, error) {
 	tc := pki.PinnedPeerConfig(func() []string { return []string{digest} }, wire.ServerName(digest), []string{wire.ALPN})
 	tc.Certificates = []tls.Certificate{d.cert}
 	ctx, cancel := context.WithTimeout(d.l.ctx, 5*time.Second)
 	defer cancel()
-	conn, err := quic.DialAddr(ctx, d.l.c.LocalAddr().String(), tc, &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second})
+	qc := &quic.Config{MaxIdleTimeout: 30 * time.Second, KeepAlivePeriod: 10 * time.Second}
+	var conn *quic.Conn
+	var err error
+	if tr == nil {
+		conn, err = quic.DialAddr(ctx, d.l.c.LocalAddr().String(), tc, qc)
+	} else {
+		conn, err = tr.Dial(ctx, d.l.c.LocalAddr(), tc, qc)
+	}
 	if err == nil {
 		// Close it even if the connector's CONNECTION_CLOSE was lost.
 		d.l.t.Cleanup(func() { conn.CloseWithError(0, "") })

@@ -185,6 +185,7 @@ func (s *session) controlLoop(cs *quic.Stream) {
 		}
 		s.setAuth(claims)
 		if first {
+			admitted(s.conn)
 			s.log.Info("client authenticated", "principal", claims.Subject, "device", claims.Device)
 			s.authOnce.Do(func() { close(s.authDone) })
 			first = false

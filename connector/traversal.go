@@ -62,6 +62,7 @@ func (c *Connector) turnCredentials(ctx context.Context) (controlapi.TURNCredent
 // serveRelayed runs the connector's QUIC server on a transport over a relay
 // allocation, until that transport closes.
 func (c *Connector) serveRelayed(tr *quic.Transport) {
+	c.admit.install(tr)
 	ln, err := tr.Listen(c.TLSConfig(), c.QUICConfig())
 	if err != nil {
 		c.log.Warn("QUIC server on a relayed transport", "err", err)

@@ -27,6 +27,8 @@ func main() {
 		metrics   = flag.String("metrics", "", "serve Prometheus /metrics, /healthz and /readyz on this address")
 		failMax   = flag.Duration("fail-static-max", connector.DefaultFailStaticMax, "while the controller is unreachable, keep serving devices whose connection token was valid when it went away, for at most this long (0: never; tokens end at their expiry)")
 		maxFlows  = flag.Int("max-flows-per-device", connector.DefaultMaxFlowsPerDevice, "flows one device may have open at this connector at once, over all its connections; more are refused with 'too many flows' until some close")
+		maxPend   = flag.Int("max-pending-conns", connector.DefaultMaxPendingConns, "client connections that may be awaiting a token at once (QUIC handshake, then the token); more are refused until some finish")
+		maxPendIP = flag.Int("max-pending-per-address", connector.DefaultMaxPendingPerAddr, "the same bound for one source IP address")
 		procsN    = flag.Int("procs", 0, "threads running Go code at once (GOMAXPROCS; 0: half the CPUs, at least 1, unless $GOMAXPROCS is set)")
 		verbose   = flag.Bool("v", false, "debug logging")
 		showVer   = flag.Bool("version", false, "print the version and exit")
@@ -41,6 +43,9 @@ func main() {
 	}
 	if *maxFlows < 1 {
 		fail(fmt.Errorf("--max-flows-per-device %d: must be at least 1", *maxFlows))
+	}
+	if *maxPend < 1 || *maxPendIP < 1 {
+		fail(fmt.Errorf("--max-pending-conns %d, --max-pending-per-address %d: must be at least 1", *maxPend, *maxPendIP))
 	}
 	if *failMax < 0 {
 		fail(fmt.Errorf("--fail-static-max %v: must not be negative", *failMax))
@@ -72,7 +77,8 @@ func main() {
 			log.Info("enrolled", "id", st.ID, "name", st.Name, "network", st.Network, "state", *stateDir)
 		}
 	}
-	c, err := connector.Open(connector.Config{StateDir: *stateDir, ListenUDP: *listenUDP, MetricsAddr: *metrics, FailStaticMax: fsm, MaxFlowsPerDevice: *maxFlows, Logger: log})
+	c, err := connector.Open(connector.Config{StateDir: *stateDir, ListenUDP: *listenUDP, MetricsAddr: *metrics, FailStaticMax: fsm, MaxFlowsPerDevice: *maxFlows,
+		MaxPendingConns: *maxPend, MaxPendingPerAddr: *maxPendIP, Logger: log})
 	if err != nil {
 		fail(err)
 	}

@@ -1,0 +1,217 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// Bounds on client connections that have not yet presented a token
+// (Config.MaxPendingConns, Config.MaxPendingPerAddr). A connection is
+// pending from its first Initial packet until its first token is accepted:
+// the QUIC handshake (up to 10 s of HandshakeIdleTimeout) and then up to
+// authWait for the token. Anyone who can send UDP to the connector can make
+// one, and each holds a quic-go connection, its goroutines and buffers.
+// A legitimate connection is pending for two or three round trips, so even a
+// large office behind one NAT, reconnecting all at once after a connector
+// restart, keeps few pending at a time.
+const (
+	DefaultMaxPendingConns   = 2048
+	DefaultMaxPendingPerAddr = 128
+)
+
+// Above these counts of pending connections whose source address is not yet
+// validated, a new connection must first prove its address with a QUIC Retry
+// (RFC 9000, section 8.1.2): one more round trip, and no state at the
+// connector until the client echoes the token. Spoofed Initial packets then
+// cost nothing, and cannot fill another address's quota.
+const (
+	retryAbovePerAddr = 16
+	retryAboveTotal   = 256
+)
+
+// errTooManyPending is what admission.connContext refuses with; quic-go
+// answers the Initial with CONNECTION_REFUSED.
+var errTooManyPending = errors.New("too many connections awaiting a token")
+
+// admission counts pending connections per source address and in total.
+// It is installed on every QUIC transport the connector serves (the UDP
+// socket's and relayed ones) through quic-go's ConnContext and
+// VerifySourceAddress hooks.
+type admission struct {
+	maxTotal, maxPerAddr int
+	onRefuse             func(source netip.Prefix, why string)
+	warn                 *warnLimiter // for onRefuse's log lines
+
+	mu         sync.Mutex
+	total      int                  // pending connections
+	unverified int                  // of them, with an unvalidated source address
+	perAddr    map[netip.Prefix]int // pending per source address
+	unverAddr  map[netip.Prefix]int // unvalidated pending per source address
+}
+
+func newAdmission(maxTotal, maxPerAddr int, onRefuse func(netip.Prefix, string)) *admission {
+	return &admission{maxTotal: maxTotal, maxPerAddr: maxPerAddr, onRefuse: onRefuse, warn: newWarnLimiter(limitWarnEvery),
+		perAddr: map[netip.Prefix]int{}, unverAddr: map[netip.Prefix]int{}}
+}
+
+// install sets the hooks on tr. It must run before tr serves a listener.
+func (a *admission) install(tr *quic.Transport) {
+	tr.ConnContext = a.connContext
+	tr.VerifySourceAddress = a.needRetry
+}
+
+// sourceKey is what the per-address counts are kept by: the IPv4 address, or
+// the /64 of an IPv6 one (a host usually has a whole /64 to send from).
+func sourceKey(addr net.Addr) netip.Prefix {
+	var ip netip.Addr
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		ip, _ = netip.AddrFromSlice(ua.IP)
+	} else if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
+		ip = ap.Addr()
+	}
+	ip = ip.Unmap()
+	if !ip.IsValid() {
+		return netip.Prefix{}
+	}
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32)
+	}
+	return netip.PrefixFrom(ip, 64).Masked()
+}
+
+func sourceString(k netip.Prefix) string {
+	if k.Bits() == 32 {
+		return k.Addr().String()
+	}
+	return k.String()
+}
+
+// needRetry reports whether a new connection from addr must validate its
+// address first (quic-go's VerifySourceAddress).
+func (a *admission) needRetry(addr net.Addr) bool {
+	k := sourceKey(addr)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.unverified >= retryAboveTotal || a.unverAddr[k] >= retryAbovePerAddr
+}
+
+type admitKey struct{}
+
+// admitTicket is one pending connection's place in the counts.
+type admitTicket struct {
+	once sync.Once
+	done func()
+}
+
+// release gives the place back; only the first call counts.
+func (t *admitTicket) release() { t.once.Do(t.done) }
+
+// connContext admits a new connection (quic-go's ConnContext, called when its
+// first Initial arrives) or refuses it. The place is released when the
+// session accepts the first token (admitted) or the connection ends.
+func (a *admission) connContext(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
+	k := sourceKey(ci.RemoteAddr)
+	unver := !ci.AddrVerified
+	a.mu.Lock()
+	var why string
+	switch {
+	case a.total >= a.maxTotal:
+		why = fmt.Sprintf("%d connections awaiting a token, the connector's limit", a.total)
+	case a.perAddr[k] >= a.maxPerAddr:
+		why = fmt.Sprintf("%d connections from %s awaiting a token, the limit per address", a.perAddr[k], sourceString(k))
+	}
+	if why != "" {
+		a.mu.Unlock()
+		if a.onRefuse != nil {
+			a.onRefuse(k, why)
+		}
+		return ctx, fmt.Errorf("%w: %s", errTooManyPending, why)
+	}
+	a.total++
+	a.perAddr[k]++
+	if unver {
+		a.unverified++
+		a.unverAddr[k]++
+	}
+	a.mu.Unlock()
+	t := &admitTicket{done: func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.total--
+		decr(a.perAddr, k)
+		if unver {
+			a.unverified--
+			decr(a.unverAddr, k)
+		}
+	}}
+	context.AfterFunc(ctx, t.release)
+	return context.WithValue(ctx, admitKey{}, t), nil
+}
+
+func decr(m map[netip.Prefix]int, k netip.Prefix) {
+	if m[k] <= 1 {
+		delete(m, k)
+		return
+	}
+	m[k]--
+}
+
+// pending is the number of pending connections, in total and from addr's
+// source key.
+func (a *admission) pending(addr net.Addr) (total, fromAddr int) {
+	k := sourceKey(addr)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.total, a.perAddr[k]
+}
+
+// admitted releases conn's place, once its first token is accepted.
+func admitted(conn *quic.Conn) {
+	if t, ok := conn.Context().Value(admitKey{}).(*admitTicket); ok {
+		t.release()
+	}
+}
+
+// warnLimiter spaces log lines about one key (a device, an address) to one
+// per interval, so that a flood writes a line, not a line per refusal.
+type warnLimiter struct {
+	every time.Duration
+	mu    sync.Mutex
+	last  map[string]time.Time
+}
+
+func newWarnLimiter(every time.Duration) *warnLimiter {
+	return &warnLimiter{every: every, last: map[string]time.Time{}}
+}
+
+// allow reports whether a line about key may be written at now.
+func (w *warnLimiter) allow(key string, now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if now.Sub(w.last[key]) < w.every {
+		return false
+	}
+	for k, t := range w.last { // forget keys not refused lately
+		if now.Sub(t) >= w.every {
+			delete(w.last, k)
+		}
+	}
+	w.last[key] = now
+	return true
+}
+
+// refusedPending counts and logs a connection refused by admission; the log
+// line at most once per address and limitWarnEvery.
+func (c *Connector) refusedPending(source netip.Prefix, why string) {
+	c.met.handshakeFail.WithLabelValues("too many connections awaiting a token").Inc()
+	if src := sourceString(source); c.admit.warn.allow(src, time.Now()) {
+		c.log.Warn("refusing client connections: too many awaiting a token", "source", src, "why", why)
+	}
+}

@@ -1,0 +1,205 @@
+package connector
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/wire"
+)
+
+func udpAddr(s string) *net.UDPAddr { return net.UDPAddrFromAddrPort(netip.MustParseAddrPort(s)) }
+
+func TestAdmissionCounts(t *testing.T) {
+	var refused []string
+	a := newAdmission(3, 2, func(_ netip.Prefix, why string) { refused = append(refused, why) })
+	admit := func(addr string, verified bool) (context.CancelFunc, context.Context, error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cctx, err := a.connContext(ctx, &quic.ClientInfo{RemoteAddr: udpAddr(addr), AddrVerified: verified})
+		return cancel, cctx, err
+	}
+	c1, _, err1 := admit("192.0.2.1:1000", false)
+	_, t2, err2 := admit("[::ffff:192.0.2.1]:1001", true) // the same address, v4-mapped
+	if err1 != nil || err2 != nil {
+		t.Fatalf("two connections under a per-address limit of 2 refused: %v %v", err1, err2)
+	}
+	if _, _, err := admit("192.0.2.1:1002", false); !errors.Is(err, errTooManyPending) || !strings.Contains(err.Error(), "from 192.0.2.1") {
+		t.Fatalf("a third connection from one address: %v, want the per-address refusal", err)
+	}
+	if _, _, err := admit("192.0.2.2:1000", false); err != nil {
+		t.Fatalf("another address refused: %v", err)
+	}
+	if _, _, err := admit("192.0.2.3:1000", false); !errors.Is(err, errTooManyPending) || !strings.Contains(err.Error(), "the connector's limit") {
+		t.Fatalf("a fourth connection in all: %v, want the total refusal", err)
+	}
+	if len(refused) != 2 {
+		t.Fatalf("onRefuse called %d times, want 2", len(refused))
+	}
+	// The end of a connection and an accepted token both release, once.
+	c1()
+	waitFor(t, "the closed connection's place", func() bool { tot, n := a.pending(udpAddr("192.0.2.1:1")); return tot == 2 && n == 1 })
+	tk := t2.Value(admitKey{}).(*admitTicket)
+	tk.release()
+	tk.release()
+	if tot, n := a.pending(udpAddr("192.0.2.1:1")); tot != 1 || n != 0 {
+		t.Fatalf("after a token: %d pending, %d from the address; want 1 and 0", tot, n)
+	}
+	if a.unverified != 1 || len(a.unverAddr) != 1 {
+		t.Fatalf("unverified counts %d %v, want 192.0.2.2's", a.unverified, a.unverAddr)
+	}
+	// IPv6 sources count by their /64.
+	a6 := newAdmission(10, 2, nil)
+	for i, from := range []string{"[2001:db8:1:2::1]:1", "[2001:db8:1:2:ffff::9]:1", "[2001:db8:1:2::77]:1"} {
+		_, err := a6.connContext(context.Background(), &quic.ClientInfo{RemoteAddr: udpAddr(from)})
+		if (i < 2) != (err == nil) || (err != nil && !strings.Contains(err.Error(), "from 2001:db8:1:2::/64")) {
+			t.Fatalf("connection %d from one /64: %v", i+1, err)
+		}
+	}
+}
+
+func TestAdmissionAsksForRetry(t *testing.T) {
+	a := newAdmission(1<<20, 1<<20, nil)
+	from := udpAddr("192.0.2.9:4000")
+	for i := 0; i < retryAbovePerAddr; i++ {
+		if a.needRetry(from) {
+			t.Fatalf("Retry asked with %d unvalidated pending from the address", i)
+		}
+		if _, err := a.connContext(context.Background(), &quic.ClientInfo{RemoteAddr: from}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !a.needRetry(from) {
+		t.Fatalf("no Retry with %d unvalidated pending from the address", retryAbovePerAddr)
+	}
+	// Validated connections do not count towards it.
+	if _, err := a.connContext(context.Background(), &quic.ClientInfo{RemoteAddr: udpAddr("192.0.2.10:1"), AddrVerified: true}); err != nil {
+		t.Fatal(err)
+	}
+	if a.needRetry(udpAddr("192.0.2.10:2")) {
+		t.Fatal("Retry asked of an address with only validated connections")
+	}
+	for i := 0; a.unverified < retryAboveTotal; i++ {
+		if _, err := a.connContext(context.Background(), &quic.ClientInfo{RemoteAddr: udpAddr(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 1).String())}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !a.needRetry(udpAddr("203.0.113.1:1")) {
+		t.Fatalf("no Retry with %d unvalidated pending in all", retryAboveTotal)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestPendingConnectionsBounded: connections that completed the QUIC
+// handshake but sent no token hold places; over the per-address limit a new
+// one is refused at its first packet (CONNECTION_REFUSED), and a token or a
+// close gives the place back.
+func TestPendingConnectionsBounded(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxPendingPerAddr = 3 })
+	tr := e.alice.token()
+	var held []*quic.Conn
+	for i := 0; i < 3; i++ {
+		conn, err := e.alice.dial(tr.CertSHA256)
+		if err != nil {
+			t.Fatalf("connection %d of 3: %v", i+1, err)
+		}
+		held = append(held, conn)
+	}
+	_, err := e.alice.dial(tr.CertSHA256)
+	var te *quic.TransportError
+	if !errors.As(err, &te) || te.ErrorCode != quic.ConnectionRefused || !te.Remote {
+		t.Fatalf("a fourth connection awaiting a token: %v, want CONNECTION_REFUSED from the connector", err)
+	}
+	if n := counterValue(e.c.met.handshakeFail.WithLabelValues("too many connections awaiting a token")); n < 1 {
+		t.Fatalf("refusal metric %v", n)
+	}
+	// A token releases its connection's place; the connection is served.
+	_, st, msg, err := authenticate(held[0], tr.Token)
+	if err != nil || st != wire.StatusOK {
+		t.Fatalf("token on a held connection: %v %v %s", err, st, msg)
+	}
+	conn, err := e.alice.dial(tr.CertSHA256)
+	if err != nil {
+		t.Fatalf("a connection after a token freed a place: %v", err)
+	}
+	// So does a closed connection.
+	held[1].CloseWithError(0, "")
+	lo := udpAddr("127.0.0.1:1")
+	waitFor(t, "the closed connection's place", func() bool { _, n := e.c.admit.pending(lo); return n == 2 })
+	if _, err := e.alice.dial(tr.CertSHA256); err != nil {
+		t.Fatalf("a connection after a close freed a place: %v", err)
+	}
+	_ = conn
+	// The authenticated connection still carries flows.
+	cc := &clientConn{t: t, conn: held[0]}
+	st2 := cc.mustOpen(e.echoFlow(e.resourceID("echo")), "echo after the refusals")
+	echoRoundTrip(t, st2, "still served")
+}
+
+// retryCounter counts QUIC v1 Retry packets received on a socket.
+type retryCounter struct {
+	net.PacketConn
+	n atomic.Int64
+}
+
+func (c *retryCounter) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, a, err := c.PacketConn.ReadFrom(b)
+	if n > 0 && b[0]&0xf0 == 0xf0 { // long header, fixed bit, type Retry
+		c.n.Add(1)
+	}
+	return n, a, err
+}
+
+// TestManyPendingConnectionsNeedRetry: past retryAbovePerAddr connections
+// awaiting a token from one address, a new one must prove its address with a
+// QUIC Retry first, and then is served as usual.
+func TestManyPendingConnectionsNeedRetry(t *testing.T) {
+	e := newEnv(t, nil)
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &retryCounter{PacketConn: uc}
+	qt := &quic.Transport{Conn: rc}
+	t.Cleanup(func() { qt.Close(); uc.Close() })
+	tr := e.alice.token()
+	for i := 0; i < retryAbovePerAddr; i++ {
+		if _, err := e.alice.dialOn(qt, tr.CertSHA256); err != nil {
+			t.Fatalf("connection %d: %v", i+1, err)
+		}
+	}
+	if n := rc.n.Load(); n != 0 {
+		t.Fatalf("%d Retry packets for the first %d connections, want none", n, retryAbovePerAddr)
+	}
+	conn, err := e.alice.dialOn(qt, tr.CertSHA256)
+	if err != nil {
+		t.Fatalf("connection past the Retry threshold: %v", err)
+	}
+	// One Retry per Initial packet without a token: a ClientHello may
+	// take two.
+	if n := rc.n.Load(); n < 1 {
+		t.Fatalf("no Retry packet for connection %d", retryAbovePerAddr+1)
+	}
+	_, st, msg, err := authenticate(conn, tr.Token)
+	if err != nil || st != wire.StatusOK {
+		t.Fatalf("token on the validated connection: %v %v %s", err, st, msg)
+	}
+	cc := &clientConn{t: t, conn: conn}
+	echoRoundTrip(t, cc.mustOpen(e.echoFlow(e.resourceID("echo")), "echo on the validated connection"), "served")
+}
