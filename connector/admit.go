@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 )
 
@@ -161,6 +162,18 @@ func decr(m map[netip.Prefix]int, k netip.Prefix) {
 		return
 	}
 	m[k]--
+}
+
+// register adds the pending-connection gauge to reg.
+func (a *admission) register(reg prometheus.Registerer) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "postern_connector_pending_connections",
+		Help: "Client connections awaiting a token (QUIC handshake, then the token).",
+	}, func() float64 {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return float64(a.total)
+	}))
 }
 
 // pending is the number of pending connections, in total and from addr's

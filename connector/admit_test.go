@@ -129,6 +129,9 @@ func TestPendingConnectionsBounded(t *testing.T) {
 	if n := counterValue(e.c.met.handshakeFail.WithLabelValues("too many connections awaiting a token")); n < 1 {
 		t.Fatalf("refusal metric %v", n)
 	}
+	if g := gatherGauge(t, e.c, "postern_connector_pending_connections"); g != 3 {
+		t.Fatalf("pending connections gauge %v, want 3", g)
+	}
 	// A token releases its connection's place; the connection is served.
 	_, st, msg, err := authenticate(held[0], tr.Token)
 	if err != nil || st != wire.StatusOK {
@@ -202,4 +205,19 @@ func TestManyPendingConnectionsNeedRetry(t *testing.T) {
 	}
 	cc := &clientConn{t: t, conn: conn}
 	echoRoundTrip(t, cc.mustOpen(e.echoFlow(e.resourceID("echo")), "echo on the validated connection"), "served")
+}
+
+func gatherGauge(t *testing.T, c *Connector, name string) float64 {
+	t.Helper()
+	mfs, err := c.met.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
 }

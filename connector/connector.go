@@ -201,6 +201,7 @@ func Open(cfg Config) (*Connector, error) {
 	c.state.Store(st)
 	c.met = newMetrics()
 	c.admit = newAdmission(cfg.MaxPendingConns, cfg.MaxPendingPerAddr, c.refusedPending)
+	c.admit.register(c.met.reg)
 	c.events = newEventQueue(st.ID)
 	if pol, err := loadPolicy(cfg.StateDir); err != nil {
 		c.log.Warn("ignoring stored policy", "err", err)

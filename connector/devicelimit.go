@@ -82,11 +82,8 @@ func (s *session) refuseOverLimit(st *quic.Stream) {
 	lim := s.c.devFlows.max
 	// A client that never reads would hold this goroutine in the write.
 	_ = st.SetWriteDeadline(time.Now().Add(headerTimeout))
-	_ = wire.WriteStatus(st, wire.StatusTooManyFlows,
-		fmt.Sprintf("this device has %d flows open at this connector, its limit", lim))
-	st.Close()
-	st.CancelRead(quic.StreamErrorCode(wire.CodeFlowRefused))
-	s.c.met.refusals.WithLabelValues(wire.StatusTooManyFlows.String(), "device flow limit").Inc()
+	s.answer(st, wire.StatusTooManyFlows, fmt.Sprintf("this device has %d flows open at this connector, its limit", lim),
+		wire.CodeFlowRefused, "device flow limit")
 	if s.c.devFlows.warn.allow(s.thumb, time.Now()) {
 		dev := ""
 		if cl := s.currentClaims(); cl != nil {

@@ -239,10 +239,7 @@ func (s *session) event(cl *ctoken.Claims, h wire.OpenHeader, start time.Time, r
 
 // refuse answers a refusal status, ends the stream and reports the event.
 func (s *session) refuse(st *quic.Stream, cl *ctoken.Claims, h wire.OpenHeader, start time.Time, status wire.Status, reason, msg string) {
-	_ = sendStatus(st, status, msg)
-	st.Close()
-	st.CancelRead(quic.StreamErrorCode(wire.CodeFlowRefused))
-	s.c.met.refusals.WithLabelValues(status.String(), reason).Inc()
+	s.answer(st, status, msg, wire.CodeFlowRefused, reason)
 	s.c.met.flows.WithLabelValues(policy.ProtoName(h.Proto), status.String()).Inc()
 	s.c.events.add(s.event(cl, h, start, status.String(), 0, 0))
 }
@@ -266,10 +263,17 @@ func sendStatus(st *quic.Stream, s wire.Status, msg string) error {
 // badRequest answers StatusBadRequest and resets the stream; the connection
 // and its other streams are not affected.
 func (s *session) badRequest(st *quic.Stream, msg string) {
-	_ = wire.WriteStatus(st, wire.StatusBadRequest, msg)
+	s.answer(st, wire.StatusBadRequest, msg, wire.CodeFlowBadRequest, "bad header")
+}
+
+// answer ends a flow that will not be served: it writes status and msg,
+// closes the stream, resets its read side with code (the rest of the
+// request is discarded) and counts the refusal under reason.
+func (s *session) answer(st *quic.Stream, status wire.Status, msg string, code uint64, reason string) {
+	_ = wire.WriteStatus(st, status, msg)
 	st.Close()
-	st.CancelRead(quic.StreamErrorCode(wire.CodeFlowBadRequest))
-	s.c.met.refusals.WithLabelValues(wire.StatusBadRequest.String(), "bad header").Inc()
+	st.CancelRead(quic.StreamErrorCode(code))
+	s.c.met.refusals.WithLabelValues(status.String(), reason).Inc()
 }
 
 // resolve turns the destination into addresses to dial. A name is resolved
