@@ -41,6 +41,7 @@ type turnAuth struct {
 	maxPerP   int
 	endpoints map[string]map[string]time.Time // principal -> client endpoint -> last seen
 	idents    map[string]turnIdentity         // client endpoint -> identity
+	pending   map[string]pendingAuth          // client endpoint -> identity its request claims, until pion answers
 	now       func() time.Time
 	refuse    func(reason string)
 	// denied reports whether an identity lost its access (revoked device,
@@ -115,10 +116,6 @@ func (a *turnAuth) check(username string, src net.Addr) (turnIdentity, error) {
 		return turnIdentity{}, fmt.Errorf("%w: %s", ErrRevoked, describe(id))
 	}
 	eps := a.endpoints[id.principal]
-	if eps == nil {
-		eps = map[string]time.Time{}
-		a.endpoints[id.principal] = eps
-	}
 	for k, seen := range eps {
 		if now.Sub(seen) > endpointIdle {
 			delete(eps, k)
@@ -129,14 +126,116 @@ func (a *turnAuth) check(username string, src net.Addr) (turnIdentity, error) {
 	if _, ok := eps[key]; !ok && a.maxPerP > 0 && len(eps) >= a.maxPerP {
 		return turnIdentity{}, fmt.Errorf("%w: principal %s already uses %d relay endpoints", ErrQuota, id.principal, len(eps))
 	}
-	if old, ok := a.idents[key]; ok && old.principal != id.principal {
+	a.holdLocked(key, id, now)
+	return id, nil
+}
+
+// Until pion has checked a request's MESSAGE-INTEGRITY (after the
+// AuthHandler returned the key), its username is only a claim: anyone can
+// write "<expiry>:alice@corp/dev" with a wrong password. So check holds the
+// identity as pending for its endpoint, and only pion's answer decides
+// (observe): a success response to an authenticated request (Allocate,
+// Refresh, CreatePermission, ChannelBind) commits it to the quota and to
+// the endpoint's identity, an error response drops it. pion handles one
+// request at a time per socket and per TLS connection, so the answer that
+// follows a check belongs to it. Before, check committed at once, and
+// forged requests from a few source ports could fill a victim principal's
+// quota for endpointIdle without any credential.
+const (
+	pendingAuthTTL = 5 * time.Second // a request pion never answered
+	maxPendingAuth = 16384           // past this (a flood), requests are not held
+)
+
+type pendingAuth struct {
+	id turnIdentity
+	at time.Time
+}
+
+func (a *turnAuth) holdLocked(key string, id turnIdentity, now time.Time) {
+	if a.pending == nil {
+		a.pending = map[string]pendingAuth{}
+	}
+	if len(a.pending) >= maxPendingAuth/2 {
+		for k, p := range a.pending {
+			if now.Sub(p.at) > pendingAuthTTL {
+				delete(a.pending, k)
+			}
+		}
+	}
+	if len(a.pending) < maxPendingAuth {
+		a.pending[key] = pendingAuth{id: id, at: now}
+	}
+}
+
+// confirm commits the identity held for endpoint key: pion accepted its
+// request.
+func (a *turnAuth) confirm(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	p, ok := a.pending[key]
+	if !ok {
+		return
+	}
+	delete(a.pending, key)
+	if old, ok := a.idents[key]; ok && old.principal != p.id.principal {
 		// The endpoint changed hands (a NAT reused the port): it no longer
 		// counts for the previous principal.
 		delete(a.endpoints[old.principal], key)
 	}
-	eps[key] = now
-	a.idents[key] = id
-	return id, nil
+	eps := a.endpoints[p.id.principal]
+	if eps == nil {
+		eps = map[string]time.Time{}
+		a.endpoints[p.id.principal] = eps
+	}
+	eps[key] = a.now()
+	a.idents[key] = p.id
+}
+
+// drop forgets the identity held for endpoint key: pion refused its
+// request (a wrong password, a stale nonce).
+func (a *turnAuth) drop(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.pending, key)
+}
+
+// observe looks at a message pion sends to client endpoint to: a STUN
+// response settles the identity held for that endpoint.
+func (a *turnAuth) observe(b []byte, to net.Addr) {
+	switch stunResponse(b) {
+	case responseSuccess:
+		a.confirm(endpointKey(to))
+	case responseError:
+		a.drop(endpointKey(to))
+	}
+}
+
+type responseKind int
+
+const (
+	notAResponse responseKind = iota
+	responseSuccess
+	responseError
+)
+
+// stunResponse classifies b: a success response to one of the TURN methods
+// that need credentials, an error response to any, or neither.
+func stunResponse(b []byte) responseKind {
+	if len(b) < 20 || b[0]&0xC0 != 0 || b[4] != 0x21 || b[5] != 0x12 || b[6] != 0xA4 || b[7] != 0x42 {
+		return notAResponse
+	}
+	t := uint16(b[0])<<8 | uint16(b[1])
+	method := t&0x000F | (t&0x00E0)>>1 | (t&0x3E00)>>2
+	switch t & 0x0110 {
+	case 0x0100: // success response
+		switch method {
+		case 0x003, 0x004, 0x008, 0x009: // Allocate, Refresh, CreatePermission, ChannelBind
+			return responseSuccess
+		}
+	case 0x0110: // error response
+		return responseError
+	}
+	return notAResponse
 }
 
 func describe(id turnIdentity) string {
@@ -146,11 +245,15 @@ func describe(id turnIdentity) string {
 	return id.principal
 }
 
-// release forgets endpoint key (a TURN-over-TLS connection that closed): it
-// no longer counts against its principal's quota.
+// release forgets endpoint key (a TURN-over-TLS connection that closed, a
+// deleted UDP allocation): it no longer counts against its principal's
+// quota.
 func (a *turnAuth) release(key string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	// A Refresh with lifetime 0 releases before pion answers it: its
+	// success must not count the endpoint again.
+	delete(a.pending, key)
 	if id, ok := a.idents[key]; ok {
 		delete(a.endpoints[id.principal], key)
 		delete(a.idents, key)

@@ -259,6 +259,8 @@ type filterConn struct {
 	confirm time.Duration
 	// malformed counts a STUN message dropped before pion (stunguard).
 	malformed func()
+	// responded sees every STUN message pion sends (turnAuth.observe).
+	responded func(b []byte, to net.Addr)
 }
 
 // addClient returns the ChannelData queue and bypass of client, or nil when
@@ -357,6 +359,9 @@ func (c *filterConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	if c.blocked(a) {
 		return len(b), nil
 	}
+	if len(b) > 0 && b[0]&0xC0 == 0 && c.responded != nil {
+		c.responded(b, a) // pion's answer to a request (turnAuth.observe)
+	}
 	// ChannelData (channel numbers 0x4000-0x7FFF) comes only from the
 	// packet handler of the client's allocation; STUN goes out at once.
 	if len(b) >= 4 && b[0]&0xC0 == 0x40 {
@@ -375,7 +380,7 @@ func (c *filterConn) WriteTo(b []byte, a net.Addr) (int, error) {
 // trackTURN registers a TURN-over-TLS connection so SetPolicy can cut it.
 func (r *Relay) trackTURN(c net.Conn) net.Conn {
 	key := endpointKey(c.RemoteAddr())
-	t := &trackedConn{Conn: c}
+	t := &trackedConn{Conn: c, observe: r.auth.observe}
 	t.untrack = func() {
 		r.tmu.Lock()
 		if r.tlsTURN[key] == t {
@@ -390,6 +395,20 @@ func (r *Relay) trackTURN(c net.Conn) net.Conn {
 	r.tmu.Lock()
 	r.tlsTURN[key] = t
 	r.tmu.Unlock()
+	wait := r.cfg.turnIdleWait
+	if wait <= 0 {
+		wait = turnIdleWait
+	}
+	// Closing c ends pion's read; pion then closes t, which untracks.
+	idle := time.AfterFunc(wait, func() {
+		if _, ok := r.auth.lookup(c.RemoteAddr()); !ok {
+			r.m.refuse("tls_no_allocation")
+			r.log.Debug("TURN over TLS: no accepted request, closing", "remote", c.RemoteAddr().String(), "after", wait)
+			c.Close()
+		}
+	})
+	untrack := t.untrack
+	t.untrack = func() { idle.Stop(); untrack() }
 	return t
 }
 
@@ -397,6 +416,17 @@ type trackedConn struct {
 	net.Conn
 	once    sync.Once
 	untrack func()
+	observe func(b []byte, to net.Addr) // turnAuth.observe
+}
+
+// Write passes pion's frames on; each Write is one whole STUN message or
+// ChannelData (pion's STUNConn), and a STUN response settles the identity
+// its request claimed (turnAuth.observe).
+func (t *trackedConn) Write(b []byte) (int, error) {
+	if len(b) > 0 && b[0]&0xC0 == 0 {
+		t.observe(b, t.RemoteAddr())
+	}
+	return t.Conn.Write(b)
 }
 
 func (t *trackedConn) Close() error {

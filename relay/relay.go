@@ -30,6 +30,11 @@ const (
 	DefaultMaxAllocationsPerPrincipal = 32
 	DefaultMaxSessionsPerPrincipal    = 64
 	handshakeTimeout                  = 10 * time.Second
+	// turnIdleWait is how long a TURN-over-TLS connection may go without an
+	// authenticated request pion accepted (in practice its Allocate); then
+	// it is closed. Before, a connection that sent nothing after the TLS
+	// handshake stayed open for good.
+	turnIdleWait = 10 * time.Second
 )
 
 // Config configures a Relay.
@@ -57,6 +62,8 @@ type Config struct {
 	// principal; 0 means the default.
 	MaxAllocationsPerPrincipal int
 	MaxSessionsPerPrincipal    int
+	// turnIdleWait overrides the package's turnIdleWait (tests).
+	turnIdleWait time.Duration
 	// AllowLoopbackPeers lets allocations relay to loopback and unspecified
 	// peers and to the relay's own addresses (in-process tests that run
 	// everything on one host only; off in production).
@@ -213,6 +220,7 @@ func (r *Relay) Start() error {
 	// reads in batches (a UDP socket on Linux).
 	flush := &flushSet{}
 	udpConn := newFilterConn(udp, r.auth.isBlocked, flush)
+	udpConn.responded = r.auth.observe
 	if udpConn.rd == nil {
 		flush = nil
 	}
