@@ -138,19 +138,11 @@ func TestIdleTURNOverTLSClosed(t *testing.T) {
 		t.Fatalf("the allocated TLS endpoint counts %d, want 1 (still open)", n)
 	}
 	// pion closes its side once its read fails; then it is untracked.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	waitUntil(t, "only the allocated TLS endpoint tracked", func() bool {
 		f.r.tmu.Lock()
-		tracked := len(f.r.tlsTURN)
-		f.r.tmu.Unlock()
-		if tracked == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d TLS endpoints tracked 5 s after the idle one closed, want the allocated one", tracked)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer f.r.tmu.Unlock()
+		return len(f.r.tlsTURN) == 1
+	})
 }
 
 // errTimeout returns err when it is a timeout (the connection was not
@@ -161,4 +153,89 @@ func errTimeout(err error) error {
 		return err
 	}
 	return io.ErrNoProgress
+}
+
+// TLS handshakes in progress are bounded per source: a host that opens TCP
+// connections and never starts TLS holds at most tlsHandshakesPerAddr of
+// them; more are closed at once, and a finished handshake frees its place.
+func TestTLSHandshakesBoundedPerSource(t *testing.T) {
+	f := newFixture(t, func(c *Config) { c.tlsHandshakesPerAddr = 2 })
+	pending := func() int {
+		f.r.tlsAdmit.mu.Lock()
+		defer f.r.tlsAdmit.mu.Unlock()
+		return f.r.tlsAdmit.n
+	}
+	var held []net.Conn
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", f.r.TLSAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		held = append(held, c)
+	}
+	waitUntil(t, "two silent connections counted", func() bool { return pending() == 2 })
+	c, err := net.Dial("tcp", f.r.TLSAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("a third silent connection from one source: read %v, want it closed at once (EOF)", err)
+	}
+	if n := counterValue(t, f.r.m.refusals.WithLabelValues("tls_busy")); n != 1 {
+		t.Fatalf("tls_busy refusals %v, want 1", n)
+	}
+	held[0].Close()
+	waitUntil(t, "the closed connection's place", func() bool { return pending() == 1 })
+	u, p := deviceCreds("user-1", "dev-1")
+	_, closeAll, err := f.allocateTLS(u, p)
+	if err != nil {
+		t.Fatalf("TURN over TLS with a place free: %v", err)
+	}
+	closeAll()
+	if n := pending(); n != 1 {
+		t.Fatalf("%d handshakes counted after a finished one, want the one silent connection", n)
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestTLSSourceKeys(t *testing.T) {
+	a := newTLSAdmission(1, 3)
+	tcp := func(s string) net.Addr { a, _ := net.ResolveTCPAddr("tcp", s); return a }
+	if _, ok := a.admit(tcp("[2001:db8:5:6::1]:1")); !ok {
+		t.Fatal("first handshake from a /64 refused")
+	}
+	if _, ok := a.admit(tcp("[2001:db8:5:6:ffff::2]:2")); ok {
+		t.Fatal("a second handshake from the same /64 admitted over a limit of 1")
+	}
+	done, ok := a.admit(tcp("192.0.2.7:1"))
+	if !ok {
+		t.Fatal("another source refused")
+	}
+	if _, ok := a.admit(tcp("[::ffff:192.0.2.7]:2")); ok {
+		t.Fatal("the same IPv4 address, v4-mapped, admitted over a limit of 1")
+	}
+	done()
+	done()
+	if _, ok := a.admit(tcp("192.0.2.7:3")); !ok {
+		t.Fatal("refused after the source's handshake finished")
+	}
+	if _, ok := a.admit(tcp("192.0.2.8:1")); !ok {
+		t.Fatal("third source refused under a total of 3")
+	}
+	if _, ok := a.admit(tcp("192.0.2.9:1")); ok {
+		t.Fatal("a fourth handshake admitted over a total of 3")
+	}
 }

@@ -64,6 +64,8 @@ type Config struct {
 	MaxSessionsPerPrincipal    int
 	// turnIdleWait overrides the package's turnIdleWait (tests).
 	turnIdleWait time.Duration
+	// tlsHandshakesPerAddr overrides maxTLSHandshakesPerAddr (tests).
+	tlsHandshakesPerAddr int
 	// AllowLoopbackPeers lets allocations relay to loopback and unspecified
 	// peers and to the relay's own addresses (in-process tests that run
 	// everything on one host only; off in production).
@@ -95,6 +97,8 @@ type Relay struct {
 	// TURN-over-TLS connections by client endpoint, to cut off revoked ones.
 	tmu     sync.Mutex
 	tlsTURN map[string]net.Conn
+
+	tlsAdmit *tlsAdmission // TLS handshakes in progress (tlsadmit.go)
 	// The revision of the last policy applied (SetPolicy).
 	pmu       sync.Mutex
 	policyRev atomic.Int64
@@ -151,6 +155,7 @@ func New(cfg Config) (*Relay, error) {
 	r.hub = newHub(r)
 	r.auth.denied = r.hub.denied
 	r.tlsTURN = map[string]net.Conn{}
+	r.tlsAdmit = newTLSAdmission(cfg.tlsHandshakesPerAddr, 0)
 	return r, nil
 }
 
@@ -315,18 +320,27 @@ func (r *Relay) acceptTLS() {
 			}
 			return
 		}
+		done, ok := r.tlsAdmit.admit(c.RemoteAddr())
+		if !ok {
+			// Closed before any TLS: this source (or everyone) has too many
+			// handshakes running.
+			r.m.refuse("tls_busy")
+			c.Close()
+			continue
+		}
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			r.handleTLS(tls.Server(c, tlsConf))
+			r.handleTLS(tls.Server(c, tlsConf), done)
 		}()
 	}
 }
 
-func (r *Relay) handleTLS(c *tls.Conn) {
+func (r *Relay) handleTLS(c *tls.Conn, handshook func()) {
 	ctx, cancel := context.WithTimeout(r.ctx, handshakeTimeout)
 	err := c.HandshakeContext(ctx)
 	cancel()
+	handshook()
 	if err != nil {
 		r.m.refuse("tls")
 		r.log.Debug("TLS handshake failed", "remote", c.RemoteAddr().String(), "err", err)

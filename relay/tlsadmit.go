@@ -1,0 +1,75 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+)
+
+// Bounds on TLS connections whose handshake is still running, per source
+// and in all. Each holds a goroutine and a file descriptor for up to
+// handshakeTimeout; without a bound one host could take the relay's file
+// descriptors from every other client. A legitimate client has one or two
+// handshakes running at a time; a NAT in front of an office, a few dozen.
+const (
+	maxTLSHandshakesPerAddr = 64
+	maxTLSHandshakes        = 4096
+)
+
+// tlsAdmission counts TLS handshakes in progress by source (an IPv4
+// address, or the /64 of an IPv6 one).
+type tlsAdmission struct {
+	perAddr, total int // limits
+
+	mu    sync.Mutex
+	n     int
+	bySrc map[netip.Prefix]int
+}
+
+func newTLSAdmission(perAddr, total int) *tlsAdmission {
+	if perAddr <= 0 {
+		perAddr = maxTLSHandshakesPerAddr
+	}
+	if total <= 0 {
+		total = maxTLSHandshakes
+	}
+	return &tlsAdmission{perAddr: perAddr, total: total, bySrc: map[netip.Prefix]int{}}
+}
+
+func tlsSource(a net.Addr) netip.Prefix {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Prefix{}
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32)
+	}
+	return netip.PrefixFrom(ip, 64).Masked()
+}
+
+// admit counts a handshake from a unless its source or the relay is at its
+// limit; done releases it.
+func (t *tlsAdmission) admit(a net.Addr) (done func(), ok bool) {
+	k := tlsSource(a)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.n >= t.total || t.bySrc[k] >= t.perAddr {
+		return nil, false
+	}
+	t.n++
+	t.bySrc[k]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			t.n--
+			if t.bySrc[k] <= 1 {
+				delete(t.bySrc, k)
+			} else {
+				t.bySrc[k]--
+			}
+		})
+	}, true
+}
