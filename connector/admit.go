@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
+
+	"postern.dev/postern/internal/srcaddr"
 )
 
 // Bounds on client connections that have not yet presented a token
@@ -68,36 +70,10 @@ func (a *admission) install(tr *quic.Transport) {
 	tr.VerifySourceAddress = a.needRetry
 }
 
-// sourceKey is what the per-address counts are kept by: the IPv4 address, or
-// the /64 of an IPv6 one (a host usually has a whole /64 to send from).
-func sourceKey(addr net.Addr) netip.Prefix {
-	var ip netip.Addr
-	if ua, ok := addr.(*net.UDPAddr); ok {
-		ip, _ = netip.AddrFromSlice(ua.IP)
-	} else if ap, err := netip.ParseAddrPort(addr.String()); err == nil {
-		ip = ap.Addr()
-	}
-	ip = ip.Unmap()
-	if !ip.IsValid() {
-		return netip.Prefix{}
-	}
-	if ip.Is4() {
-		return netip.PrefixFrom(ip, 32)
-	}
-	return netip.PrefixFrom(ip, 64).Masked()
-}
-
-func sourceString(k netip.Prefix) string {
-	if k.Bits() == 32 {
-		return k.Addr().String()
-	}
-	return k.String()
-}
-
 // needRetry reports whether a new connection from addr must validate its
 // address first (quic-go's VerifySourceAddress).
 func (a *admission) needRetry(addr net.Addr) bool {
-	k := sourceKey(addr)
+	k := srcaddr.Key(addr)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.unverified >= retryAboveTotal || a.unverAddr[k] >= retryAbovePerAddr
@@ -118,7 +94,7 @@ func (t *admitTicket) release() { t.once.Do(t.done) }
 // first Initial arrives) or refuses it. The place is released when the
 // session accepts the first token (admitted) or the connection ends.
 func (a *admission) connContext(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
-	k := sourceKey(ci.RemoteAddr)
+	k := srcaddr.Key(ci.RemoteAddr)
 	unver := !ci.AddrVerified
 	a.mu.Lock()
 	var why string
@@ -126,7 +102,7 @@ func (a *admission) connContext(ctx context.Context, ci *quic.ClientInfo) (conte
 	case a.total >= a.maxTotal:
 		why = fmt.Sprintf("%d connections awaiting a token, the connector's limit", a.total)
 	case a.perAddr[k] >= a.maxPerAddr:
-		why = fmt.Sprintf("%d connections from %s awaiting a token, the limit per address", a.perAddr[k], sourceString(k))
+		why = fmt.Sprintf("%d connections from %s awaiting a token, the limit per address", a.perAddr[k], srcaddr.String(k))
 	}
 	if why != "" {
 		a.mu.Unlock()
@@ -179,7 +155,7 @@ func (a *admission) register(reg prometheus.Registerer) {
 // pending is the number of pending connections, in total and from addr's
 // source key.
 func (a *admission) pending(addr net.Addr) (total, fromAddr int) {
-	k := sourceKey(addr)
+	k := srcaddr.Key(addr)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.total, a.perAddr[k]
@@ -224,7 +200,7 @@ func (w *warnLimiter) allow(key string, now time.Time) bool {
 // line at most once per address and limitWarnEvery.
 func (c *Connector) refusedPending(source netip.Prefix, why string) {
 	c.met.handshakeFail.WithLabelValues("too many connections awaiting a token").Inc()
-	if src := sourceString(source); c.admit.warn.allow(src, time.Now()) {
+	if src := srcaddr.String(source); c.admit.warn.allow(src, time.Now()) {
 		c.log.Warn("refusing client connections: too many awaiting a token", "source", src, "why", why)
 	}
 }

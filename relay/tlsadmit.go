@@ -4,6 +4,8 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+
+	"postern.dev/postern/internal/srcaddr"
 )
 
 // Bounds on TLS connections whose handshake is still running, per source
@@ -36,22 +38,10 @@ func newTLSAdmission(perAddr, total int) *tlsAdmission {
 	return &tlsAdmission{perAddr: perAddr, total: total, bySrc: map[netip.Prefix]int{}}
 }
 
-func tlsSource(a net.Addr) netip.Prefix {
-	ap, err := netip.ParseAddrPort(a.String())
-	if err != nil {
-		return netip.Prefix{}
-	}
-	ip := ap.Addr().Unmap()
-	if ip.Is4() {
-		return netip.PrefixFrom(ip, 32)
-	}
-	return netip.PrefixFrom(ip, 64).Masked()
-}
-
 // admit counts a handshake from a unless its source or the relay is at its
 // limit; done releases it.
 func (t *tlsAdmission) admit(a net.Addr) (done func(), ok bool) {
-	k := tlsSource(a)
+	k := srcaddr.Key(a)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.n >= t.total || t.bySrc[k] >= t.perAddr {
