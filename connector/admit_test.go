@@ -3,9 +3,11 @@ package connector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -220,4 +222,82 @@ func gatherGauge(t *testing.T, c *Connector, name string) float64 {
 	}
 	t.Fatalf("no gauge %s", name)
 	return 0
+}
+
+// TestTokenlessFloodLeavesOthersServed: one address opens connections that
+// never send a token, as fast as it can. Past 16 it must answer Retry, past
+// the per-address limit it is refused; meanwhile an authenticated flow keeps
+// echoing and a device on another address connects and is served. When the
+// flood's connections end, nothing is left counted.
+func TestTokenlessFloodLeavesOthersServed(t *testing.T) {
+	e := newEnv(t, func(c *Config) { c.MaxPendingPerAddr = 40 })
+	held := e.alice.connect()
+	echo := held.mustOpen(e.echoFlow(e.resourceID("echo")), "echo before the flood")
+	tr := e.alice.token()
+
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := &retryCounter{PacketConn: uc}
+	flood := &quic.Transport{Conn: rc}
+	defer func() { flood.Close(); uc.Close() }()
+	var mu sync.Mutex
+	var open []*quic.Conn
+	var refused, other atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 10; i++ {
+				conn, err := e.alice.dialOn(flood, tr.CertSHA256)
+				var te *quic.TransportError
+				switch {
+				case err == nil:
+					mu.Lock()
+					open = append(open, conn)
+					mu.Unlock()
+				case errors.As(err, &te) && te.ErrorCode == quic.ConnectionRefused:
+					refused.Add(1)
+				default:
+					other.Add(1)
+				}
+			}
+		}()
+	}
+	// The authenticated flow is served while the flood runs.
+	for i := 0; i < 20; i++ {
+		echoRoundTrip(t, echo, fmt.Sprintf("during the flood %d", i))
+	}
+	wg.Wait()
+	if n := len(open); n != 40 || refused.Load() != 40 || other.Load() != 0 {
+		t.Fatalf("80 token-less connections from one address with a limit of 40: %d open, %d refused, %d other errors", n, refused.Load(), other.Load())
+	}
+	if rc.n.Load() == 0 {
+		t.Fatal("no Retry asked of a flood from one address")
+	}
+	if g := gatherGauge(t, e.c, "postern_connector_pending_connections"); g != 40 {
+		t.Fatalf("pending connections gauge %v, want 40", g)
+	}
+	// A device on another address connects and is served meanwhile.
+	other2, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otr := &quic.Transport{Conn: other2}
+	defer func() { otr.Close(); other2.Close() }()
+	conn, err := e.alice.dialOn(otr, tr.CertSHA256)
+	if err != nil {
+		t.Fatalf("a connection from another address during the flood: %v", err)
+	}
+	if _, st, msg, err := authenticate(conn, tr.Token); err != nil || st != wire.StatusOK {
+		t.Fatalf("token from another address during the flood: %v %v %s", err, st, msg)
+	}
+	cc := &clientConn{t: t, conn: conn}
+	echoRoundTrip(t, cc.mustOpen(e.echoFlow(e.resourceID("echo")), "echo from another address"), "served")
+	for _, c := range open {
+		c.CloseWithError(0, "")
+	}
+	waitFor(t, "the flood's places released", func() bool { tot, _ := e.c.admit.pending(udpAddr("127.0.0.1:1")); return tot == 0 })
 }
