@@ -12,9 +12,10 @@ import (
 // and in all. Each holds a goroutine and a file descriptor for up to
 // handshakeTimeout; without a bound one host could take the relay's file
 // descriptors from every other client. A legitimate client has one or two
-// handshakes running at a time; a NAT in front of an office, a few dozen.
+// handshakes running at a time; a NAT in front of an office whose network
+// blocks UDP, reconnecting all at once after a relay restart, a few dozen.
 const (
-	maxTLSHandshakesPerAddr = 64
+	maxTLSHandshakesPerAddr = 256
 	maxTLSHandshakes        = 4096
 )
 
