@@ -84,6 +84,8 @@ type Config struct {
 	// MaxPendingPerAddr is the same bound per source IP address.
 	// 0: DefaultMaxPendingPerAddr.
 	MaxPendingPerAddr int
+	// parkAfter overrides defaultParkAfter (tests).
+	parkAfter time.Duration
 	// Resolver for private names (default net.DefaultResolver).
 	Resolver Resolver
 	// Dial, when set, opens the connection to a flow's destination instead
@@ -121,6 +123,7 @@ type Connector struct {
 	bulkTarget  time.Duration
 
 	devFlows *deviceFlows // flows open per device (devicelimit.go)
+	ready    *readiness   // wakes idle TCP flows' download sides (download.go); nil: a goroutine each
 	admit    *admission   // connections awaiting a token (admit.go)
 
 	events *eventQueue
@@ -238,6 +241,15 @@ func Open(cfg Config) (*Connector, error) {
 	}
 	if p := c.policy.Load(); p != nil {
 		c.setRelays(p.raw.Relays)
+	}
+	// Last: nothing after it can fail and leave its goroutine behind.
+	if r, err := newReadiness(); err == nil {
+		c.ready = r
+		if cfg.parkAfter > 0 {
+			r.parkAfter = cfg.parkAfter
+		}
+	} else if !errors.Is(err, errNoReadiness) {
+		c.log.Warn("idle flows will hold a goroutine each", "err", err)
 	}
 	return c, nil
 }
@@ -496,6 +508,9 @@ func (c *Connector) Close() error {
 			s.close(codeShutdown, "connector shutting down")
 		}
 		c.wg.Wait()
+		if c.ready != nil {
+			c.ready.close()
+		}
 		c.tr.Close()
 		c.udp.Close()
 		c.ctl.close()

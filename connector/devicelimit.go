@@ -12,8 +12,8 @@ import (
 
 // DefaultMaxFlowsPerDevice bounds the flows one device may have open at a
 // connector at once, over all its connections (Config.MaxFlowsPerDevice).
-// Every flow holds a socket to the private host, two goroutines and about
-// 14 KiB here, so without a bound one device, buggy or compromised, could
+// Every flow holds a socket to the private host, one or two goroutines and
+// about 13 KiB here, so without a bound one device, buggy or compromised, could
 // take the connector's memory and file descriptors from everyone else. A
 // browser keeps a few hundred connections and a busy connection pool a few
 // thousand; the 10,000 idle flows of the benchmark fit three times over.

@@ -38,8 +38,14 @@ type flow struct {
 
 	up, down atomic.Int64 // bytes client->resource, resource->client
 	killOnce sync.Once
+	killedAt atomic.Bool
 	result   atomic.Pointer[string]
+	// cancelDown ends a download side parked in the readiness set
+	// (download.go) when kill closes the destination under it.
+	cancelDown atomic.Pointer[func()]
 }
+
+func (f *flow) killed() bool { return f.killedAt.Load() }
 
 // kill ends the flow abruptly (policy change, idle timeout).
 func (f *flow) kill(result string) {
@@ -53,6 +59,10 @@ func (f *flow) kill(result string) {
 		f.st.CancelWrite(code)
 		if f.dst != nil {
 			f.dst.Close()
+		}
+		f.killedAt.Store(true)
+		if c := f.cancelDown.Load(); c != nil {
+			(*c)()
 		}
 	})
 }
@@ -374,34 +384,68 @@ func (f *flow) spliceTCP(tc net.Conn) {
 	// request/response flows, which bw tells from both directions
 	c := f.s.c
 	bw := newBulkWriter(f.st, f.s.conn, &c.interactive, c.bulkTarget)
+	if d := startDown(f, tc, bw, c.ready); d != nil {
+		f.spliceTCPParked(tc, bw, d)
+		return
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { // client -> destination
 		defer wg.Done()
-		n, err := pump(bw.requests(tc), f.st, streamWaiter(f.st))
-		f.up.Add(n)
-		if err != nil {
-			f.setResult(resultReset)
-			if l, ok := tc.(interface{ SetLinger(int) error }); ok {
-				_ = l.SetLinger(0)
-			}
-			tc.Close()
-			f.st.CancelRead(quic.StreamErrorCode(wire.CodeFlowReset))
-			return
-		}
-		closeWrite(tc)
+		f.upload(tc, bw)
 	}()
 	n, err := pump(bw, tc, waiterFor(tc))
 	f.down.Add(n)
+	f.endDownload(tc, err)
+	wg.Wait()
+	tc.Close()
+}
+
+// upload copies the client's stream to tc. At the client's end it
+// half-closes tc; on a failure it resets tc and the stream's read side and
+// reports false.
+func (f *flow) upload(tc net.Conn, bw *bulkWriter) bool {
+	n, err := pump(bw.requests(tc), f.st, streamWaiter(f.st))
+	f.up.Add(n)
+	if err != nil {
+		f.setResult(resultReset)
+		if l, ok := tc.(interface{ SetLinger(int) error }); ok {
+			_ = l.SetLinger(0)
+		}
+		tc.Close()
+		f.st.CancelRead(quic.StreamErrorCode(wire.CodeFlowReset))
+		return false
+	}
+	closeWrite(tc)
+	return true
+}
+
+// endDownload passes the destination's end to the client: its EOF closes
+// the stream; an error (err) resets the stream and closes tc.
+func (f *flow) endDownload(tc net.Conn, err error) {
 	if err != nil {
 		f.setResult(resultReset)
 		f.st.CancelWrite(quic.StreamErrorCode(wire.CodeFlowReset))
 		f.st.CancelRead(quic.StreamErrorCode(wire.CodeFlowReset))
 		tc.Close()
-	} else {
-		f.st.Close()
+		return
 	}
-	wg.Wait()
+	f.st.Close()
+}
+
+// spliceTCPParked is spliceTCP with the download side d run by the
+// connector's readiness set (download.go): this goroutine copies the upload
+// and then waits for the download to end.
+func (f *flow) spliceTCPParked(tc net.Conn, bw *bulkWriter, d *downSide) {
+	cancel := d.cancel
+	f.cancelDown.Store(&cancel) // kill closes tc: no readiness will come
+	if f.killed() {
+		d.cancel()
+	}
+	if !f.upload(tc, bw) {
+		d.cancel()
+	}
+	<-d.done
 	tc.Close()
 }
 
