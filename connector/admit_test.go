@@ -14,6 +14,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/wire"
 )
 
@@ -46,7 +47,7 @@ func TestAdmissionCounts(t *testing.T) {
 	}
 	// The end of a connection and an accepted token both release, once.
 	c1()
-	waitFor(t, "the closed connection's place", func() bool { tot, n := a.pending(udpAddr("192.0.2.1:1")); return tot == 2 && n == 1 })
+	testenv.Eventually(t, 10*time.Second, "the closed connection's place", func() bool { tot, n := a.pending(udpAddr("192.0.2.1:1")); return tot == 2 && n == 1 })
 	tk := t2.Value(admitKey{}).(*admitTicket)
 	tk.release()
 	tk.release()
@@ -97,17 +98,6 @@ func TestAdmissionAsksForRetry(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // TestPendingConnectionsBounded: connections that completed the QUIC
 // handshake but sent no token hold places; over the per-address limit a new
 // one is refused at its first packet (CONNECTION_REFUSED), and a token or a
@@ -146,7 +136,7 @@ func TestPendingConnectionsBounded(t *testing.T) {
 	// So does a closed connection.
 	held[1].CloseWithError(0, "")
 	lo := udpAddr("127.0.0.1:1")
-	waitFor(t, "the closed connection's place", func() bool { _, n := e.c.admit.pending(lo); return n == 2 })
+	testenv.Eventually(t, 10*time.Second, "the closed connection's place", func() bool { _, n := e.c.admit.pending(lo); return n == 2 })
 	if _, err := e.alice.dial(tr.CertSHA256); err != nil {
 		t.Fatalf("a connection after a close freed a place: %v", err)
 	}
@@ -299,5 +289,5 @@ func TestTokenlessFloodLeavesOthersServed(t *testing.T) {
 	for _, c := range open {
 		c.CloseWithError(0, "")
 	}
-	waitFor(t, "the flood's places released", func() bool { tot, _ := e.c.admit.pending(udpAddr("127.0.0.1:1")); return tot == 0 })
+	testenv.Eventually(t, 10*time.Second, "the flood's places released", func() bool { tot, _ := e.c.admit.pending(udpAddr("127.0.0.1:1")); return tot == 0 })
 }

@@ -71,13 +71,16 @@ func (d *downSide) run() {
 	// flow keeps its goroutine and Go's own poller (a park costs an
 	// epoll_ctl and a wake-up on another thread). No read is started
 	// before the socket is readable, so none blocks.
-	for d.readableWithin(d.r.parkAfter) {
-		n, eof, err := pumpUntilShort(d.w, d.tc)
-		d.f.down.Add(n)
-		if eof || err != nil {
-			d.finish(err)
-			return
+	n, err := pump(d.w, d.tc, func() error {
+		if d.readableWithin(d.r.parkAfter) {
+			return nil
 		}
+		return errPark
+	})
+	d.f.down.Add(n)
+	if err != errPark {
+		d.finish(err) // nil: the destination's end
+		return
 	}
 	d.park()
 }
@@ -182,32 +185,8 @@ func (d *downSide) cancel() {
 	}
 }
 
+// errPark stops pump when the destination has been silent for parkAfter.
+var errPark = errors.New("destination silent: park")
+
 // errFlowCancelled ends a parked download side whose flow ended elsewhere.
 var errFlowCancelled = errors.New("flow ended")
-
-// pumpUntilShort copies src to dst until src ends (eof), fails, or a read
-// returns less than a full buffer (nothing more for now, most likely).
-func pumpUntilShort(dst io.Writer, src io.Reader) (total int64, eof bool, err error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	for {
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			w, werr := dst.Write(buf[:n])
-			total += int64(w)
-			if werr != nil {
-				return total, false, werr
-			}
-		}
-		if rerr == io.EOF {
-			return total, true, nil
-		}
-		if rerr != nil {
-			return total, false, rerr
-		}
-		if n < len(buf) {
-			return total, false, nil
-		}
-	}
-}

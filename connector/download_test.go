@@ -11,6 +11,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/wire"
 )
 
@@ -42,17 +43,17 @@ func TestIdleFlowsHoldOneGoroutine(t *testing.T) {
 		echoRoundTrip(t, st, "hello")
 		sts = append(sts, st)
 	}
-	waitFor(t, "the flows' download sides parked", func() bool { return e.c.ready.parked.Load() == n })
+	testenv.Eventually(t, 10*time.Second, "the flows' download sides parked", func() bool { return e.c.ready.parked.Load() == n })
 	base := runtime.NumGoroutine()
 	for _, st := range sts[:10] {
 		st.Close()
 	}
-	waitFor(t, "ten closed flows gone", func() bool { return e.flowCount() == n-10 })
+	testenv.Eventually(t, 10*time.Second, "ten closed flows gone", func() bool { return e.flowCount() == n-10 })
 	// Ten flows ended: each took its connector goroutine (one) and the
 	// in-process echo server's (one) with it. Two goroutines a flow at the
 	// connector would make it thirty.
 	var freed int
-	waitFor(t, "the closed flows' goroutines ended", func() bool { freed = base - runtime.NumGoroutine(); return freed >= 20 })
+	testenv.Eventually(t, 10*time.Second, "the closed flows' goroutines ended", func() bool { freed = base - runtime.NumGoroutine(); return freed >= 20 })
 	if freed > 25 {
 		t.Fatalf("ten idle flows held %d goroutines (connector and echo server), want about 20", freed)
 	}
@@ -65,7 +66,7 @@ func TestIdleFlowsHoldOneGoroutine(t *testing.T) {
 	if got := e.c.ready.registered(); got != n-10 {
 		t.Fatalf("%d download sides registered, want %d", got, n-10)
 	}
-	waitFor(t, "the answered flows parked again", func() bool { return e.c.ready.parked.Load() == n-10 })
+	testenv.Eventually(t, 10*time.Second, "the answered flows parked again", func() bool { return e.c.ready.parked.Load() == n-10 })
 }
 
 // TestKilledFlowEndsWhileDownloadParked: a flow whose client half-closed
@@ -101,7 +102,7 @@ func TestKilledFlowEndsWhileDownloadParked(t *testing.T) {
 		t.Fatal("the client's half-close did not reach the destination")
 	}
 	if runtime.GOOS == "linux" {
-		waitFor(t, "the download side parked", func() bool { return e.c.ready.parked.Load() == 1 })
+		testenv.Eventually(t, 10*time.Second, "the download side parked", func() bool { return e.c.ready.parked.Load() == 1 })
 	}
 	e.c.eachSession(func(s *session) {
 		s.mu.Lock()
@@ -110,7 +111,7 @@ func TestKilledFlowEndsWhileDownloadParked(t *testing.T) {
 			go f.kill(resultPolicy)
 		}
 	})
-	waitFor(t, "the killed flow gone", func() bool { return e.flowCount() == 0 })
+	testenv.Eventually(t, 10*time.Second, "the killed flow gone", func() bool { return e.flowCount() == 0 })
 	_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
 	_, err = st.Read(make([]byte, 1))
 	var se *quic.StreamError

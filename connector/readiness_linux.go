@@ -162,21 +162,3 @@ func (r *readiness) close() {
 	unix.Close(r.epfd)
 	unix.Close(r.wakefd)
 }
-
-// socketDrained reports whether rc's socket has nothing to read now (no
-// data, no end, no error), by peeking one byte without blocking.
-func socketDrained(rc syscall.RawConn) bool {
-	idle := false
-	_ = rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		for {
-			_, _, e := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			if e == unix.EINTR {
-				continue
-			}
-			idle = e == unix.EAGAIN
-			return true
-		}
-	})
-	return idle
-}

@@ -27,5 +27,3 @@ func (r *readiness) arm(syscall.RawConn, uint64) error { return errors.New("no s
 func (r *readiness) remove(syscall.RawConn, uint64)    {}
 func (r *readiness) registered() int                   { return 0 }
 func (r *readiness) close()                            {}
-
-func socketDrained(syscall.RawConn) bool { return false }

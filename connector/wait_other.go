@@ -10,6 +10,9 @@ import (
 // connWaiter is not available here: reads hold their buffer while waiting.
 func connWaiter(syscall.Conn) func() error { return nil }
 
+// socketDrained is not available here either (no flow parks).
+func socketDrained(syscall.RawConn) bool { return false }
+
 // wsaeconnrefused is Windows' WSAECONNREFUSED.
 const wsaeconnrefused = syscall.Errno(10061)
 

@@ -15,28 +15,31 @@ func connWaiter(c syscall.Conn) func() error {
 	if err != nil {
 		return nil
 	}
-	return func() error {
-		var perr error
-		err := rc.Read(func(fd uintptr) bool {
-			var b [1]byte
-			for {
-				_, _, e := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-				switch {
-				case e == syscall.EINTR:
-					continue
-				case e == syscall.EAGAIN || e == syscall.EWOULDBLOCK:
-					return false
-				case e != nil:
-					// Let the real read report the socket error.
-					perr = nil
-				}
-				return true
-			}
-		})
-		if err != nil {
-			return err
+	// A socket error is reported by the real read that follows.
+	return func() error { return rc.Read(readable) }
+}
+
+// socketDrained reports whether rc's socket has nothing to read now (no
+// data, no end, no error), without blocking.
+func socketDrained(rc syscall.RawConn) bool {
+	ready := true
+	_ = rc.Read(func(fd uintptr) bool {
+		ready = readable(fd)
+		return true
+	})
+	return !ready
+}
+
+// readable peeks one byte of socket fd without blocking: false only when
+// there is nothing to read yet (data, an end or an error: true).
+func readable(fd uintptr) bool {
+	var b [1]byte
+	for {
+		_, _, e := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if e == syscall.EINTR {
+			continue
 		}
-		return perr
+		return e != syscall.EAGAIN && e != syscall.EWOULDBLOCK
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/pion/stun"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/pki"
 	"postern.dev/postern/traversal/sigwire"
 )
@@ -138,7 +139,7 @@ func TestIdleTURNOverTLSClosed(t *testing.T) {
 		t.Fatalf("the allocated TLS endpoint counts %d, want 1 (still open)", n)
 	}
 	// pion closes its side once its read fails; then it is untracked.
-	waitUntil(t, "only the allocated TLS endpoint tracked", func() bool {
+	testenv.Eventually(t, 10*time.Second, "only the allocated TLS endpoint tracked", func() bool {
 		f.r.tmu.Lock()
 		defer f.r.tmu.Unlock()
 		return len(f.r.tlsTURN) == 1
@@ -174,7 +175,7 @@ func TestTLSHandshakesBoundedPerSource(t *testing.T) {
 		defer c.Close()
 		held = append(held, c)
 	}
-	waitUntil(t, "two silent connections counted", func() bool { return pending() == 2 })
+	testenv.Eventually(t, 10*time.Second, "two silent connections counted", func() bool { return pending() == 2 })
 	c, err := net.Dial("tcp", f.r.TLSAddr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +189,7 @@ func TestTLSHandshakesBoundedPerSource(t *testing.T) {
 		t.Fatalf("tls_busy refusals %v, want 1", n)
 	}
 	held[0].Close()
-	waitUntil(t, "the closed connection's place", func() bool { return pending() == 1 })
+	testenv.Eventually(t, 10*time.Second, "the closed connection's place", func() bool { return pending() == 1 })
 	u, p := deviceCreds("user-1", "dev-1")
 	_, closeAll, err := f.allocateTLS(u, p)
 	if err != nil {
@@ -197,17 +198,6 @@ func TestTLSHandshakesBoundedPerSource(t *testing.T) {
 	closeAll()
 	if n := pending(); n != 1 {
 		t.Fatalf("%d handshakes counted after a finished one, want the one silent connection", n)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
