@@ -234,28 +234,37 @@ func (c *relayPacketConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	if c.fast != nil {
 		var ch *fastChan
 		if ch, check = c.fast.route(a); ch != nil {
-			select {
-			case <-c.done:
+			if c.closed() {
 				return 0, net.ErrClosed
-			default:
 			}
 			c.fast.send(ch, b)
 			return len(b), nil
 		}
 	}
+	return c.viaPion(b, a, check)
+}
+
+// viaPion sends b through pion's relayed socket; check, when not nil, runs
+// after it (route's look at pion's channel).
+func (c *relayPacketConn) viaPion(b []byte, a net.Addr, check func()) (int, error) {
 	_, err := c.PacketConn.WriteTo(b, a)
 	if check != nil {
 		check()
 	}
-	if err != nil {
-		select {
-		case <-c.done:
-			return 0, net.ErrClosed
-		default:
-			return len(b), nil // lost on the way, like UDP
-		}
+	if err != nil && c.closed() {
+		return 0, net.ErrClosed
 	}
-	return len(b), nil
+	return len(b), nil // an error: lost on the way, like UDP
+}
+
+// closed reports whether the allocation was closed on purpose.
+func (c *relayPacketConn) closed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *relayPacketConn) Close() error {

@@ -74,6 +74,9 @@ type turnFastPath struct {
 	// largest is the largest datagram queued (tests: path MTU discovery
 	// on the relayed path).
 	largest atomic.Int64
+	// bursts counts the runs of more than one datagram queued at once
+	// (tests: quic-go segments its bursts for the relayed socket).
+	bursts atomic.Int64
 }
 
 // newTurnFastPath returns the fast path over conn (the allocation's socket to
@@ -93,6 +96,13 @@ func newTurnFastPath(conn *net.UDPConn) *turnFastPath {
 }
 
 func (f *turnFastPath) setLookup(fn func(uint16) (net.Addr, bool)) { f.lookup.Store(&fn) }
+
+// gso reports whether the socket to the relay takes segmented bursts.
+func (f *turnFastPath) gso() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pending.GSO()
+}
 
 func (f *turnFastPath) close() { f.once.Do(func() { close(f.done) }) }
 
@@ -188,22 +198,37 @@ func (f *turnFastPath) route(peer net.Addr) (*fastChan, func()) {
 }
 
 // send queues b as ChannelData on channel c.
-func (f *turnFastPath) send(c *fastChan, b []byte) {
-	if n := int64(channelHeader + len(b)); n > f.largest.Load() {
+func (f *turnFastPath) send(c *fastChan, b []byte) { f.sendRun(c, b, len(b)) }
+
+// sendRun queues b as ChannelData on channel c, cut into datagrams of seg
+// bytes (the last may be shorter): a burst quic-go segments itself.
+func (f *turnFastPath) sendRun(c *fastChan, b []byte, seg int) {
+	if seg <= 0 {
+		seg = len(b)
+	}
+	if len(b) > seg {
+		f.bursts.Add(1)
+	}
+	if n := int64(channelHeader + min(seg, len(b))); n > f.largest.Load() {
 		f.largest.Store(n) // one writer: quic-go's send loop
 	}
 	var hdr [channelHeader]byte
 	binary.BigEndian.PutUint16(hdr[:2], c.num)
-	binary.BigEndian.PutUint16(hdr[2:], uint16(len(b)))
 	f.mu.Lock()
-	if f.pending.Len() >= pendingMax {
-		// The sender is behind: send the queue from here.
-		f.mu.Unlock()
-		f.flush()
-		f.mu.Lock()
+	first := f.pending.Len() == 0
+	for len(b) > 0 {
+		d := b[:min(seg, len(b))]
+		b = b[len(d):]
+		if f.pending.Len() >= pendingMax {
+			// The sender is behind: send the queue from here.
+			f.mu.Unlock()
+			f.flush()
+			f.mu.Lock()
+			first = f.pending.Len() == 0
+		}
+		binary.BigEndian.PutUint16(hdr[2:], uint16(len(d)))
+		f.pending.Append(hdr[:], d, f.server)
 	}
-	f.pending.Append(hdr[:], b, f.server)
-	first := f.pending.Len() == 1
 	f.mu.Unlock()
 	if first {
 		select {

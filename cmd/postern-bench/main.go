@@ -41,6 +41,7 @@ func main() {
 	fs.BoolVar(&o.Quick, "quick", false, "short run (1 repeat, 1 s cells, 1,000 idle flows, no Go benchmarks): under 2 minutes")
 	fs.IntVar(&o.Repeats, "repeats", 0, "repeats of every cell (default 3, quick 1)")
 	fs.DurationVar(&o.Cell, "cell", 0, "length of one throughput cell (default 2s, quick 1s)")
+	fs.DurationVar(&o.ShortCell, "short-cell", 0, "length of the 4-flow, 64-flow, tbf and CPU cells (default and minimum 1s; longer for profiling them)")
 	fs.DurationVar(&o.Probe, "probe", 0, "length of a latency, setup or DNS cell (default 1s, quick 500ms)")
 	tunnels := fs.String("tunnels", "", "comma-separated tunnels to measure (default all: "+strings.Join(bench.AllTunnels, ",")+")")
 	cells := fs.String("cells", "", "comma-separated parts of cell names: run only those cells (e.g. \"64 flows,under bulk,setup\"; \"idle flows\" for the memory cells, \"short connections\" for the no-stall phase; default all)")

@@ -1,0 +1,89 @@
+package traversal
+
+import (
+	"net"
+
+	"golang.org/x/net/ipv4"
+
+	"postern.dev/postern/traversal/udpbatch"
+)
+
+// quic-go sends a burst of equal-size packets as one buffer with a segment
+// size (UDP GSO) only through a socket it recognises as a UDP one: one with
+// ReadMsgUDP and WriteMsgUDP whose real socket (SyscallConn) takes
+// UDP_SEGMENT. Through any other socket it hands packets one at a time to
+// its send goroutine, and each passed through WriteTo, the fast path's lock
+// and its queue on its own. The relayed socket of a UDP allocation
+// (udpRelayPacketConn) has those methods, so quic-go packs its bursts for it
+// as for a UDP socket; the fast path cuts a burst back into datagrams, gives
+// each its ChannelData header under one lock, and sends them as one GSO run
+// again (udpbatch).
+//
+// Reading stays with the turnReceiver: ReadBatch returns one datagram per
+// call (what ReadFrom returned before), so quic-go never reads the real
+// socket itself. Control messages quic-go adds (ECN marks) are not carried:
+// the relay would not pass them on, so quic-go's ECN validation sees no
+// marks come back and stops marking, as on any path that clears them.
+
+// ReadBatch reads one datagram into ms[0] (quic-go's reader).
+func (c *udpRelayPacketConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
+	if len(ms) == 0 || len(ms[0].Buffers) == 0 {
+		return 0, nil
+	}
+	n, a, err := c.ReadFrom(ms[0].Buffers[0])
+	if err != nil {
+		return 0, err
+	}
+	ms[0].N, ms[0].NN, ms[0].Flags, ms[0].Addr = n, 0, 0, udpAddr(a)
+	return 1, nil
+}
+
+// ReadMsgUDP reads one datagram; there are no control messages.
+func (c *udpRelayPacketConn) ReadMsgUDP(b, _ []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
+	n, a, err := c.ReadFrom(b)
+	if err != nil {
+		return 0, 0, 0, nil, err
+	}
+	return n, 0, 0, udpAddr(a), nil
+}
+
+// WriteMsgUDP sends b to addr, as datagrams of the segment size a
+// UDP_SEGMENT control message in oob gives (the last may be shorter), or
+// as one.
+func (c *udpRelayPacketConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, oobn int, err error) {
+	seg := gsoSegment(oob)
+	if seg <= 0 || seg >= len(b) {
+		n, err := c.WriteTo(b, addr)
+		return n, 0, err
+	}
+	for rest := b; len(rest) > 0; {
+		if ch, check := c.fast.route(addr); ch != nil {
+			if c.closed() {
+				return 0, 0, net.ErrClosed
+			}
+			c.fast.sendRun(ch, rest, seg)
+			break
+		} else {
+			// pion's turn (or no confirmed channel): one datagram
+			// through it, then look again.
+			d := rest[:min(seg, len(rest))]
+			if _, err := c.viaPion(d, addr, check); err != nil {
+				return 0, 0, err
+			}
+			rest = rest[len(d):]
+		}
+	}
+	return len(b), 0, nil
+}
+
+// udpAddr returns a as a *net.UDPAddr: quic-go's UDP path asserts that
+// type for the addresses it writes to.
+func udpAddr(a net.Addr) *net.UDPAddr {
+	if u, ok := a.(*net.UDPAddr); ok {
+		return u
+	}
+	if ap, ok := udpbatch.AddrPortOf(a); ok {
+		return net.UDPAddrFromAddrPort(ap)
+	}
+	return nil
+}
