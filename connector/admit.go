@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/quic-go/quic-go"
 
+	"postern.dev/postern/internal/lograte"
 	"postern.dev/postern/internal/srcaddr"
 )
 
@@ -50,18 +51,15 @@ var errTooManyPending = errors.New("too many connections awaiting a token")
 type admission struct {
 	maxTotal, maxPerAddr int
 	onRefuse             func(source netip.Prefix, why string)
-	warn                 *warnLimiter // for onRefuse's log lines
+	warn                 *lograte.Limiter // for onRefuse's log lines
 
 	mu         sync.Mutex
-	total      int                  // pending connections
-	unverified int                  // of them, with an unvalidated source address
-	perAddr    map[netip.Prefix]int // pending per source address
-	unverAddr  map[netip.Prefix]int // unvalidated pending per source address
+	pend       srcaddr.Counts // pending connections
+	unverified srcaddr.Counts // of them, those with an unvalidated source address
 }
 
 func newAdmission(maxTotal, maxPerAddr int, onRefuse func(netip.Prefix, string)) *admission {
-	return &admission{maxTotal: maxTotal, maxPerAddr: maxPerAddr, onRefuse: onRefuse, warn: newWarnLimiter(limitWarnEvery),
-		perAddr: map[netip.Prefix]int{}, unverAddr: map[netip.Prefix]int{}}
+	return &admission{maxTotal: maxTotal, maxPerAddr: maxPerAddr, onRefuse: onRefuse, warn: lograte.New(limitWarnEvery)}
 }
 
 // install sets the hooks on tr. It must run before tr serves a listener.
@@ -76,7 +74,7 @@ func (a *admission) needRetry(addr net.Addr) bool {
 	k := srcaddr.Key(addr)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.unverified >= retryAboveTotal || a.unverAddr[k] >= retryAbovePerAddr
+	return a.unverified.Total() >= retryAboveTotal || a.unverified.Of(k) >= retryAbovePerAddr
 }
 
 type admitKey struct{}
@@ -99,10 +97,10 @@ func (a *admission) connContext(ctx context.Context, ci *quic.ClientInfo) (conte
 	a.mu.Lock()
 	var why string
 	switch {
-	case a.total >= a.maxTotal:
-		why = fmt.Sprintf("%d connections awaiting a token, the connector's limit", a.total)
-	case a.perAddr[k] >= a.maxPerAddr:
-		why = fmt.Sprintf("%d connections from %s awaiting a token, the limit per address", a.perAddr[k], srcaddr.String(k))
+	case a.pend.Total() >= a.maxTotal:
+		why = fmt.Sprintf("%d connections awaiting a token, the connector's limit", a.pend.Total())
+	case a.pend.Of(k) >= a.maxPerAddr:
+		why = fmt.Sprintf("%d connections from %s awaiting a token, the limit per address", a.pend.Of(k), srcaddr.String(k))
 	}
 	if why != "" {
 		a.mu.Unlock()
@@ -111,33 +109,21 @@ func (a *admission) connContext(ctx context.Context, ci *quic.ClientInfo) (conte
 		}
 		return ctx, fmt.Errorf("%w: %s", errTooManyPending, why)
 	}
-	a.total++
-	a.perAddr[k]++
+	a.pend.Add(k)
 	if unver {
-		a.unverified++
-		a.unverAddr[k]++
+		a.unverified.Add(k)
 	}
 	a.mu.Unlock()
 	t := &admitTicket{done: func() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		a.total--
-		decr(a.perAddr, k)
+		a.pend.Done(k)
 		if unver {
-			a.unverified--
-			decr(a.unverAddr, k)
+			a.unverified.Done(k)
 		}
 	}}
 	context.AfterFunc(ctx, t.release)
 	return context.WithValue(ctx, admitKey{}, t), nil
-}
-
-func decr(m map[netip.Prefix]int, k netip.Prefix) {
-	if m[k] <= 1 {
-		delete(m, k)
-		return
-	}
-	m[k]--
 }
 
 // register adds the pending-connection gauge to reg.
@@ -148,7 +134,7 @@ func (a *admission) register(reg prometheus.Registerer) {
 	}, func() float64 {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return float64(a.total)
+		return float64(a.pend.Total())
 	}))
 }
 
@@ -158,7 +144,7 @@ func (a *admission) pending(addr net.Addr) (total, fromAddr int) {
 	k := srcaddr.Key(addr)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.total, a.perAddr[k]
+	return a.pend.Total(), a.pend.Of(k)
 }
 
 // admitted releases conn's place, once its first token is accepted.
@@ -168,39 +154,11 @@ func admitted(conn *quic.Conn) {
 	}
 }
 
-// warnLimiter spaces log lines about one key (a device, an address) to one
-// per interval, so that a flood writes a line, not a line per refusal.
-type warnLimiter struct {
-	every time.Duration
-	mu    sync.Mutex
-	last  map[string]time.Time
-}
-
-func newWarnLimiter(every time.Duration) *warnLimiter {
-	return &warnLimiter{every: every, last: map[string]time.Time{}}
-}
-
-// allow reports whether a line about key may be written at now.
-func (w *warnLimiter) allow(key string, now time.Time) bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if now.Sub(w.last[key]) < w.every {
-		return false
-	}
-	for k, t := range w.last { // forget keys not refused lately
-		if now.Sub(t) >= w.every {
-			delete(w.last, k)
-		}
-	}
-	w.last[key] = now
-	return true
-}
-
 // refusedPending counts and logs a connection refused by admission; the log
 // line at most once per address and limitWarnEvery.
 func (c *Connector) refusedPending(source netip.Prefix, why string) {
 	c.met.handshakeFail.WithLabelValues("too many connections awaiting a token").Inc()
-	if src := srcaddr.String(source); c.admit.warn.allow(src, time.Now()) {
+	if src := srcaddr.String(source); c.admit.warn.Allow(src, time.Now()) {
 		c.log.Warn("refusing client connections: too many awaiting a token", "source", src, "why", why)
 	}
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"postern.dev/postern/internal/srcaddr"
 	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/wire"
 )
@@ -54,8 +55,8 @@ func TestAdmissionCounts(t *testing.T) {
 	if tot, n := a.pending(udpAddr("192.0.2.1:1")); tot != 1 || n != 0 {
 		t.Fatalf("after a token: %d pending, %d from the address; want 1 and 0", tot, n)
 	}
-	if a.unverified != 1 || len(a.unverAddr) != 1 {
-		t.Fatalf("unverified counts %d %v, want 192.0.2.2's", a.unverified, a.unverAddr)
+	if a.unverified.Total() != 1 || a.unverified.Of(srcaddr.Key(udpAddr("192.0.2.2:1"))) != 1 {
+		t.Fatalf("%d unverified, want 192.0.2.2's", a.unverified.Total())
 	}
 	// IPv6 sources count by their /64.
 	a6 := newAdmission(10, 2, nil)
@@ -88,7 +89,7 @@ func TestAdmissionAsksForRetry(t *testing.T) {
 	if a.needRetry(udpAddr("192.0.2.10:2")) {
 		t.Fatal("Retry asked of an address with only validated connections")
 	}
-	for i := 0; a.unverified < retryAboveTotal; i++ {
+	for i := 0; a.unverified.Total() < retryAboveTotal; i++ {
 		if _, err := a.connContext(context.Background(), &quic.ClientInfo{RemoteAddr: udpAddr(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 1).String())}); err != nil {
 			t.Fatal(err)
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/quic-go/quic-go"
 
+	"postern.dev/postern/internal/lograte"
 	"postern.dev/postern/wire"
 )
 
@@ -34,11 +35,11 @@ type deviceFlows struct {
 	mu sync.Mutex
 	n  map[string]int
 
-	warn *warnLimiter // refusals logged per device
+	warn *lograte.Limiter // refusals logged per device
 }
 
 func newDeviceFlows(max int) *deviceFlows {
-	return &deviceFlows{max: max, n: map[string]int{}, warn: newWarnLimiter(limitWarnEvery)}
+	return &deviceFlows{max: max, n: map[string]int{}, warn: lograte.New(limitWarnEvery)}
 }
 
 // acquire counts one more flow for dev unless dev is at its limit.
@@ -84,7 +85,7 @@ func (s *session) refuseOverLimit(st *quic.Stream) {
 	_ = st.SetWriteDeadline(time.Now().Add(headerTimeout))
 	s.answer(st, wire.StatusTooManyFlows, fmt.Sprintf("this device has %d flows open at this connector, its limit", lim),
 		wire.CodeFlowRefused, "device flow limit")
-	if s.c.devFlows.warn.allow(s.thumb, time.Now()) {
+	if s.c.devFlows.warn.Allow(s.thumb, time.Now()) {
 		dev := ""
 		if cl := s.currentClaims(); cl != nil {
 			dev = cl.Device

@@ -10,6 +10,8 @@ import (
 	"github.com/pion/turn/v2"
 
 	"postern.dev/postern/controlapi"
+	"postern.dev/postern/internal/lograte"
+	"postern.dev/postern/internal/srcaddr"
 )
 
 // MaxCredentialLifetime bounds how far in the future a TURN username may
@@ -50,30 +52,25 @@ type turnAuth struct {
 	// blocked holds the endpoints of denied identities; every packet from
 	// or to them is dropped. Usually empty, read on every packet.
 	blocked atomic.Pointer[map[string]struct{}]
-	// warn, if set, receives quota refusals, at most one per quotaLogEvery.
-	warn         func(msg string, args ...any)
-	lastQuotaLog time.Time
+	// warn, if set, receives quota refusals, at most one per source and
+	// quotaLogEvery (quotaLines).
+	warn       func(msg string, args ...any)
+	quotaLines *lograte.Limiter
 }
 
 const quotaLogEvery = 10 * time.Second
 
-// quotaLog reports a quota refusal at WARN, rate-limited.
+// quotaLog reports a quota refusal at WARN, one line per source (an IPv4
+// address, an IPv6 /64) and quotaLogEvery.
 func (a *turnAuth) quotaLog(src net.Addr, err error) {
-	a.mu.Lock()
-	now := a.now()
-	due := a.warn != nil && now.Sub(a.lastQuotaLog) >= quotaLogEvery
-	if due {
-		a.lastQuotaLog = now
-	}
-	a.mu.Unlock()
-	if due {
+	if a.warn != nil && a.quotaLines.Allow(srcaddr.String(srcaddr.Key(src)), a.now()) {
 		a.warn("TURN allocation refused: quota", "src", src.String(), "err", err)
 	}
 }
 
 func newTURNAuth(maxPerPrincipal int, refuse func(string)) *turnAuth {
 	return &turnAuth{maxPerP: maxPerPrincipal, endpoints: map[string]map[string]time.Time{},
-		idents: map[string]turnIdentity{}, now: time.Now, refuse: refuse}
+		idents: map[string]turnIdentity{}, now: time.Now, refuse: refuse, quotaLines: lograte.New(quotaLogEvery)}
 }
 
 func (a *turnAuth) setSecret(s string) {

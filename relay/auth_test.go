@@ -46,3 +46,29 @@ func TestQuotaFreesEndpointsThatWentSilent(t *testing.T) {
 		t.Fatalf("endpoints counted: %d, want 2", got)
 	}
 }
+
+// Quota refusals are logged once per source (IPv4 address, IPv6 /64) and
+// quotaLogEvery: a client retrying writes a line per interval, and one
+// retrying client does not hide another.
+func TestQuotaRefusalsLoggedPerSource(t *testing.T) {
+	a := newTURNAuth(1, func(string) {})
+	now := time.Unix(1000, 0)
+	a.now = func() time.Time { return now }
+	var lines []string
+	a.warn = func(_ string, args ...any) { lines = append(lines, args[1].(string)) }
+	err := errors.New("quota")
+	one := &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 1}
+	for port := 1; port <= 3; port++ {
+		a.quotaLog(&net.UDPAddr{IP: one.IP, Port: port}, err)
+	}
+	a.quotaLog(&net.UDPAddr{IP: net.ParseIP("2001:db8::1"), Port: 1}, err)
+	a.quotaLog(&net.UDPAddr{IP: net.ParseIP("2001:db8::2"), Port: 1}, err) // same /64
+	if len(lines) != 2 {
+		t.Fatalf("%d lines %v, want one per source", len(lines), lines)
+	}
+	now = now.Add(quotaLogEvery)
+	a.quotaLog(one, err)
+	if len(lines) != 3 {
+		t.Fatalf("%d lines after the interval, want 3", len(lines))
+	}
+}

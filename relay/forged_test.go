@@ -164,7 +164,7 @@ func TestTLSHandshakesBoundedPerSource(t *testing.T) {
 	pending := func() int {
 		f.r.tlsAdmit.mu.Lock()
 		defer f.r.tlsAdmit.mu.Unlock()
-		return f.r.tlsAdmit.n
+		return f.r.tlsAdmit.n.Total()
 	}
 	var held []net.Conn
 	for i := 0; i < 2; i++ {

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"net"
-	"net/netip"
 	"sync"
 
 	"postern.dev/postern/internal/srcaddr"
@@ -24,9 +23,8 @@ const (
 type tlsAdmission struct {
 	perAddr, total int // limits
 
-	mu    sync.Mutex
-	n     int
-	bySrc map[netip.Prefix]int
+	mu sync.Mutex
+	n  srcaddr.Counts
 }
 
 func newTLSAdmission(perAddr, total int) *tlsAdmission {
@@ -36,7 +34,7 @@ func newTLSAdmission(perAddr, total int) *tlsAdmission {
 	if total <= 0 {
 		total = maxTLSHandshakes
 	}
-	return &tlsAdmission{perAddr: perAddr, total: total, bySrc: map[netip.Prefix]int{}}
+	return &tlsAdmission{perAddr: perAddr, total: total}
 }
 
 // admit counts a handshake from a unless its source or the relay is at its
@@ -45,22 +43,16 @@ func (t *tlsAdmission) admit(a net.Addr) (done func(), ok bool) {
 	k := srcaddr.Key(a)
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.n >= t.total || t.bySrc[k] >= t.perAddr {
+	if t.n.Total() >= t.total || t.n.Of(k) >= t.perAddr {
 		return nil, false
 	}
-	t.n++
-	t.bySrc[k]++
+	t.n.Add(k)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			t.mu.Lock()
 			defer t.mu.Unlock()
-			t.n--
-			if t.bySrc[k] <= 1 {
-				delete(t.bySrc, k)
-			} else {
-				t.bySrc[k]--
-			}
+			t.n.Done(k)
 		})
 	}, true
 }

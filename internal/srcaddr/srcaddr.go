@@ -41,3 +41,42 @@ func String(k netip.Prefix) string {
 	}
 	return k.String()
 }
+
+// Counts counts something (connections, handshakes) per source key and in
+// all. The zero value is ready to use. It has no lock of its own: its owner
+// holds one around every call, often together with other state.
+type Counts struct {
+	total int
+	by    map[netip.Prefix]int
+}
+
+// Total is the count over all sources.
+func (c *Counts) Total() int { return c.total }
+
+// Of is the count of source k.
+func (c *Counts) Of(k netip.Prefix) int { return c.by[k] }
+
+// Add counts one more for source k.
+func (c *Counts) Add(k netip.Prefix) {
+	if c.by == nil {
+		c.by = map[netip.Prefix]int{}
+	}
+	c.total++
+	c.by[k]++
+}
+
+// Done counts one less for source k; a source at zero is forgotten.
+func (c *Counts) Done(k netip.Prefix) {
+	if c.by[k] <= 0 {
+		return // never counted: nothing to give back
+	}
+	c.total--
+	if c.by[k] == 1 {
+		delete(c.by, k)
+		return
+	}
+	c.by[k]--
+}
+
+// Sources is how many sources have a count.
+func (c *Counts) Sources() int { return len(c.by) }

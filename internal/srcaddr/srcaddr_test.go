@@ -20,3 +20,25 @@ func TestKey(t *testing.T) {
 		}
 	}
 }
+
+func TestCounts(t *testing.T) {
+	a := Key(&net.UDPAddr{IP: net.ParseIP("192.0.2.1")})
+	b := Key(&net.UDPAddr{IP: net.ParseIP("2001:db8::1")})
+	var c Counts
+	c.Add(a)
+	c.Add(a)
+	c.Add(b)
+	if c.Total() != 3 || c.Of(a) != 2 || c.Of(b) != 1 || c.Sources() != 2 {
+		t.Fatalf("total %d, a %d, b %d, sources %d; want 3, 2, 1, 2", c.Total(), c.Of(a), c.Of(b), c.Sources())
+	}
+	c.Done(a)
+	c.Done(b)
+	c.Done(b) // more than was counted: ignored
+	if c.Total() != 1 || c.Of(a) != 1 || c.Of(b) != 0 || c.Sources() != 1 {
+		t.Fatalf("total %d, a %d, b %d, sources %d; want 1, 1, 0, 1", c.Total(), c.Of(a), c.Of(b), c.Sources())
+	}
+	c.Done(a)
+	if c.Total() != 0 || c.Sources() != 0 {
+		t.Fatalf("total %d over %d sources after every Done", c.Total(), c.Sources())
+	}
+}
