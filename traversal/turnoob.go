@@ -4,8 +4,6 @@ import (
 	"net"
 
 	"golang.org/x/net/ipv4"
-
-	"postern.dev/postern/traversal/udpbatch"
 )
 
 // quic-go sends a burst of equal-size packets as one buffer with a segment
@@ -30,21 +28,34 @@ func (c *udpRelayPacketConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
 	if len(ms) == 0 || len(ms[0].Buffers) == 0 {
 		return 0, nil
 	}
-	n, a, err := c.ReadFrom(ms[0].Buffers[0])
+	n, a, err := c.readUDP(ms[0].Buffers[0])
 	if err != nil {
 		return 0, err
 	}
-	ms[0].N, ms[0].NN, ms[0].Flags, ms[0].Addr = n, 0, 0, udpAddr(a)
+	ms[0].N, ms[0].NN, ms[0].Flags, ms[0].Addr = n, 0, 0, a
 	return 1, nil
 }
 
 // ReadMsgUDP reads one datagram; there are no control messages.
 func (c *udpRelayPacketConn) ReadMsgUDP(b, _ []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
-	n, a, err := c.ReadFrom(b)
-	if err != nil {
-		return 0, 0, 0, nil, err
+	n, addr, err = c.readUDP(b)
+	return n, 0, 0, addr, err
+}
+
+// readUDP reads the next datagram whose sender is a UDP address (quic-go's
+// UDP path asserts that type for the addresses it writes back to; the
+// receiver hands out no other, so a skipped datagram is a bug's symptom,
+// not traffic).
+func (c *udpRelayPacketConn) readUDP(b []byte) (int, *net.UDPAddr, error) {
+	for {
+		n, a, err := c.ReadFrom(b)
+		if err != nil {
+			return 0, nil, err
+		}
+		if ua, ok := a.(*net.UDPAddr); ok {
+			return n, ua, nil
+		}
 	}
-	return n, 0, 0, udpAddr(a), nil
 }
 
 // WriteMsgUDP sends b to addr, as datagrams of the segment size a
@@ -57,33 +68,21 @@ func (c *udpRelayPacketConn) WriteMsgUDP(b, oob []byte, addr *net.UDPAddr) (n, o
 		return n, 0, err
 	}
 	for rest := b; len(rest) > 0; {
-		if ch, check := c.fast.route(addr); ch != nil {
+		ch, check := c.fast.route(addr)
+		if ch != nil {
 			if c.closed() {
 				return 0, 0, net.ErrClosed
 			}
 			c.fast.sendRun(ch, rest, seg)
 			break
-		} else {
-			// pion's turn (or no confirmed channel): one datagram
-			// through it, then look again.
-			d := rest[:min(seg, len(rest))]
-			if _, err := c.viaPion(d, addr, check); err != nil {
-				return 0, 0, err
-			}
-			rest = rest[len(d):]
 		}
+		// pion's turn (or no confirmed channel): one datagram through it,
+		// then look again.
+		d := rest[:min(seg, len(rest))]
+		if _, err := c.viaPion(d, addr, check); err != nil {
+			return 0, 0, err
+		}
+		rest = rest[len(d):]
 	}
 	return len(b), 0, nil
-}
-
-// udpAddr returns a as a *net.UDPAddr: quic-go's UDP path asserts that
-// type for the addresses it writes to.
-func udpAddr(a net.Addr) *net.UDPAddr {
-	if u, ok := a.(*net.UDPAddr); ok {
-		return u
-	}
-	if ap, ok := udpbatch.AddrPortOf(a); ok {
-		return net.UDPAddrFromAddrPort(ap)
-	}
-	return nil
 }
