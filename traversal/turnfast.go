@@ -216,8 +216,8 @@ func (f *turnFastPath) sendRun(c *fastChan, b []byte, seg int) {
 	binary.BigEndian.PutUint16(hdr[:2], c.num)
 	f.mu.Lock()
 	first := f.pending.Len() == 0
-	for len(b) > 0 {
-		d := b[:min(seg, len(b))]
+	for {
+		d := b[:min(seg, len(b))] // an empty b is one empty datagram
 		b = b[len(d):]
 		if f.pending.Len() >= pendingMax {
 			// The sender is behind: send the queue from here.
@@ -228,6 +228,9 @@ func (f *turnFastPath) sendRun(c *fastChan, b []byte, seg int) {
 		}
 		binary.BigEndian.PutUint16(hdr[2:], uint16(len(d)))
 		f.pending.Append(hdr[:], d, f.server)
+		if len(b) == 0 {
+			break
+		}
 	}
 	f.mu.Unlock()
 	if first {

@@ -94,11 +94,15 @@ func TestSegmentedBurstsLeaveAsDatagrams(t *testing.T) {
 		t.Fatal("the channel left the fast path after pion's turn")
 	}
 
-	// No segment size, or control data that is not one: one datagram.
-	for _, oob := range [][]byte{nil, testenv.Cmsg(unix.IPPROTO_IP, unix.IP_TOS, []byte{2})} {
-		one := f.msg(9)[:600]
-		if n, _, err := urc.WriteMsgUDP(one, oob, to); err != nil || n != len(one) {
-			t.Fatalf("WriteMsgUDP of one datagram: %d, %v", n, err)
+	// No segment size, or control data that is not one: one datagram (an
+	// empty one too).
+	for _, c := range []struct {
+		oob  []byte
+		size int
+	}{{nil, 600}, {testenv.Cmsg(unix.IPPROTO_IP, unix.IP_TOS, []byte{2}), 600}, {nil, 0}} {
+		one := f.msg(9)[:c.size]
+		if n, _, err := urc.WriteMsgUDP(one, c.oob, to); err != nil || n != len(one) {
+			t.Fatalf("WriteMsgUDP of one datagram of %d bytes: %d, %v", c.size, n, err)
 		}
 		f.recv(t, one)
 	}
