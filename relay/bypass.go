@@ -77,6 +77,9 @@ type bypass struct {
 	// a revoked client (tests).
 	taken atomic.Uint64
 
+	// up is the way from the client to its peers (upbypass.go).
+	up upBypass
+
 	mu    sync.Mutex
 	peers []bypassPeer
 	// The datagram handed to pion last, until pion frames it (framed) or
@@ -158,21 +161,29 @@ func (p *bypass) framed(b []byte) {
 	}
 	p.pending = false
 	e := bypassPeer{addr: p.pendAddr, num: num, at: time.Now(), gen: p.pendGen}
-	if i := p.find(e.addr); i >= 0 {
-		p.peers[i] = e
-		return
-	}
-	if len(p.peers) < maxBypassPeers {
-		p.peers = append(p.peers, e)
-		return
-	}
-	oldest := 0
-	for i := range p.peers {
-		if p.peers[i].at.Before(p.peers[oldest].at) {
+	p.peers = rememberRecent(p.peers, e, func(x bypassPeer) bool { return x.addr == e.addr },
+		func(x bypassPeer) time.Time { return x.at })
+}
+
+// rememberRecent puts e into list in place of the entry same picks, else
+// appended while list holds fewer than maxBypassPeers, else in place of
+// the entry pion confirmed longest ago (at).
+func rememberRecent[T any](list []T, e T, same func(T) bool, at func(T) time.Time) []T {
+	oldest := -1
+	for i := range list {
+		if same(list[i]) {
+			list[i] = e
+			return list
+		}
+		if oldest < 0 || at(list[i]).Before(at(list[oldest])) {
 			oldest = i
 		}
 	}
-	p.peers[oldest] = e
+	if len(list) < maxBypassPeers {
+		return append(list, e)
+	}
+	list[oldest] = e
+	return list
 }
 
 // rebind sends every peer through pion again (the client asked for a

@@ -95,6 +95,14 @@ func (c *countingConn) count(n int) {
 }
 
 func (c *countingConn) WriteTo(b []byte, a net.Addr) (int, error) {
+	if c.bp != nil {
+		c.bp.upWritten(len(b), a, c) // pion's write: the bypass learns from it
+	}
+	return c.write(b, a)
+}
+
+// write queues b for a (sent before the read loop blocks) or sends it.
+func (c *countingConn) write(b []byte, a net.Addr) (int, error) {
 	if c.wr != nil && c.wr.queue(b, a) {
 		c.g.flush.mark(c.wr)
 		return len(b), nil

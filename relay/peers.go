@@ -261,6 +261,9 @@ type filterConn struct {
 	malformed func()
 	// responded sees every STUN message pion sends (turnAuth.observe).
 	responded func(b []byte, to net.Addr)
+	// lastUp is the bypass whose client's ChannelData was handed to pion
+	// last (upbypass.go); only the read loop's goroutine uses it.
+	lastUp *bypass
 }
 
 // addClient returns the ChannelData queue and bypass of client, or nil when
@@ -322,6 +325,10 @@ func newFilterConn(pc net.PacketConn, blocked func(net.Addr) bool, flush *flushS
 }
 
 func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	if c.lastUp != nil { // pion handled the datagram handed to it last
+		c.lastUp.upSettle()
+		c.lastUp = nil
+	}
 	for {
 		n, a, err := udpbatch.ReadFrom(c.rd, c.PacketConn, b)
 		if err == nil && stunguard.CheckServer(b[:n]) != nil {
@@ -336,6 +343,14 @@ func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 				c.current.Store(&a)
 				if isChannelBind(b[:n]) {
 					c.rebind(a)
+				} else if n > 0 && b[0]&0xC0 == 0x40 {
+					if bp := c.bypassOf(a); bp != nil {
+						if bp.carryUp(b[:n]) {
+							continue // written to the peer past pion
+						}
+						bp.upHandOff(b[:n])
+						c.lastUp = bp
+					}
 				}
 			}
 			return n, a, err
@@ -343,15 +358,24 @@ func (c *filterConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	}
 }
 
+// bypassOf returns the bypass of client's UDP allocation, or nil.
+func (c *filterConn) bypassOf(client net.Addr) *bypass {
+	m := c.clients.Load()
+	if m == nil || len(*m) == 0 {
+		return nil
+	}
+	ap, ok := udpbatch.AddrPortOf(client)
+	if !ok {
+		return nil
+	}
+	return (*m)[ap]
+}
+
 // rebind sends the peers of client's bypass through pion again: pion is
 // about to handle a ChannelBind request of the client.
 func (c *filterConn) rebind(client net.Addr) {
-	if m := c.clients.Load(); m != nil {
-		if ap, ok := udpbatch.AddrPortOf(client); ok {
-			if bp := (*m)[ap]; bp != nil {
-				bp.rebind()
-			}
-		}
+	if bp := c.bypassOf(client); bp != nil {
+		bp.rebind()
 	}
 }
 
@@ -365,13 +389,9 @@ func (c *filterConn) WriteTo(b []byte, a net.Addr) (int, error) {
 	// ChannelData (channel numbers 0x4000-0x7FFF) comes only from the
 	// packet handler of the client's allocation; STUN goes out at once.
 	if len(b) >= 4 && b[0]&0xC0 == 0x40 {
-		if m := c.clients.Load(); m != nil && len(*m) > 0 {
-			if ap, ok := udpbatch.AddrPortOf(a); ok {
-				if bp := (*m)[ap]; bp != nil && bp.w.queue(b, a) {
-					bp.framed(b)
-					return len(b), nil
-				}
-			}
+		if bp := c.bypassOf(a); bp != nil && bp.w.queue(b, a) {
+			bp.framed(b)
+			return len(b), nil
 		}
 	}
 	return c.PacketConn.WriteTo(b, a)
