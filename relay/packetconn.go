@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"postern.dev/postern/traversal/udpbatch"
+	"postern.dev/postern/traversal/udpgro"
 )
 
 // countingGenerator wraps a RelayAddressGenerator so every relayed socket
@@ -31,12 +32,10 @@ func (g *countingGenerator) AllocatePacketConn(network string, requestedPort int
 	// run path MTU discovery through the relay (best effort).
 	_ = setDontFragment(pc)
 	c := &countingConn{PacketConn: pc, g: g}
-	// Plain batches, not UDP GRO: a 64 KiB coalescing buffer per
-	// allocation would triple an idle allocation's memory (32 KiB of
-	// batch slots) for no gain that could be measured (GRO on these
-	// sockets was tried: docs/datapath-performance.md, "UDP GRO on the
-	// QUIC sockets").
-	if bio := udpbatch.NewBatchIO(pc); bio != nil {
+	// Connectors send GSO runs: read them coalesced (UDP GRO), through
+	// buffers shared by all allocations and held only while datagrams
+	// wait (udpgro.ForShared), so an idle allocation holds no read buffer.
+	if bio := udpgro.SharedBatchIO(pc); bio != nil {
 		setSockBufs(pc)
 		c.rd = udpbatch.NewReader(bio, relayedBatch)
 		if g.flush != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/pion/logging"
 	"github.com/pion/turn/v2"
 	"github.com/quic-go/quic-go"
+	"golang.org/x/net/ipv4"
 
 	"postern.dev/postern/controlapi"
 	"postern.dev/postern/traversal/sigwire"
@@ -220,13 +221,29 @@ func (c *relayPacketConn) ReadFrom(b []byte) (int, net.Addr, error) {
 		n, a, err = c.PacketConn.ReadFrom(b)
 	}
 	if err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, nil, err // quic-go unblocking its reader
-		}
-		<-c.done
-		return 0, nil, net.ErrClosed
+		return 0, nil, c.readErr(err)
 	}
 	return n, a, nil
+}
+
+// readBatch reads datagrams through the receiver (fast path only).
+func (c *relayPacketConn) readBatch(ms []ipv4.Message) (int, error) {
+	n, err := c.rcv.ReadBatch(ms)
+	if err != nil {
+		return 0, c.readErr(err)
+	}
+	return n, nil
+}
+
+// readErr returns what a read that failed with err reports: a deadline
+// (quic-go unblocking its reader) as it is; anything else only once the
+// allocation is closed on purpose, as net.ErrClosed, blocking until then.
+func (c *relayPacketConn) readErr(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return err
+	}
+	<-c.done
+	return net.ErrClosed
 }
 
 func (c *relayPacketConn) WriteTo(b []byte, a net.Addr) (int, error) {

@@ -17,23 +17,40 @@ import (
 // each its ChannelData header under one lock, and sends them as one GSO run
 // again (udpbatch).
 //
-// Reading stays with the turnReceiver: ReadBatch returns one datagram per
-// call (what ReadFrom returned before), so quic-go never reads the real
-// socket itself. Control messages quic-go adds (ECN marks) are not carried:
+// Reading stays with the turnReceiver, so quic-go never reads the real
+// socket itself: ReadBatch hands quic-go the datagrams of one socket read
+// (a GRO run of the relay) in one call. Control messages quic-go adds (ECN marks) are not carried:
 // the relay would not pass them on, so quic-go's ECN validation sees no
 // marks come back and stops marking, as on any path that clears them.
 
-// ReadBatch reads one datagram into ms[0] (quic-go's reader).
+// ReadBatch reads datagrams into ms (quic-go's reader): through the
+// receiver, as many as its last socket read left, at least one.
 func (c *udpRelayPacketConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
-	if len(ms) == 0 || len(ms[0].Buffers) == 0 {
-		return 0, nil
+	for {
+		n, err := c.readBatch(ms)
+		if err != nil || n == 0 {
+			return n, err
+		}
+		// quic-go's UDP path asserts *net.UDPAddr for the addresses it
+		// writes back to; the receiver hands out no other, so one
+		// skipped is a bug's symptom, not traffic.
+		// The buffers stay where quic-go put them: a kept datagram is
+		// copied down over a skipped one.
+		k := 0
+		for i := range n {
+			if _, ok := ms[i].Addr.(*net.UDPAddr); !ok {
+				continue
+			}
+			if k != i {
+				ms[k].N = copy(ms[k].Buffers[0], ms[i].Buffers[0][:ms[i].N])
+				ms[k].Addr = ms[i].Addr
+			}
+			k++
+		}
+		if k > 0 {
+			return k, nil
+		}
 	}
-	n, a, err := c.readUDP(ms[0].Buffers[0])
-	if err != nil {
-		return 0, err
-	}
-	ms[0].N, ms[0].NN, ms[0].Flags, ms[0].Addr = n, 0, 0, a
-	return 1, nil
 }
 
 // ReadMsgUDP reads one datagram; there are no control messages.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pion/stun"
+	"golang.org/x/net/ipv4"
 
 	"postern.dev/postern/traversal/stunguard"
 	"postern.dev/postern/traversal/udpbatch"
@@ -122,8 +123,24 @@ func (r *turnReceiver) next() ([]byte, net.Addr, error) {
 	return r.buf[:n], a, err
 }
 
-// ReadFrom is the relayed socket's read, as quic-go calls it.
+// ReadFrom is the relayed socket's read, one datagram per call (quic-go
+// reads through ReadBatch; this is the plain net.PacketConn read).
 func (r *turnReceiver) ReadFrom(b []byte) (int, net.Addr, error) {
+	ms := [1]ipv4.Message{{Buffers: [][]byte{b}}}
+	if _, err := r.ReadBatch(ms[:]); err != nil {
+		return 0, nil, err
+	}
+	return ms[0].N, ms[0].Addr, nil
+}
+
+// ReadBatch is quic-go's read: it waits for the first datagram for quic-go
+// and adds, without waiting again, those the last socket read left (a GRO
+// run of the relay is one read); each message gets one datagram in
+// Buffers[0] (N) and its peer (Addr), and no control messages.
+func (r *turnReceiver) ReadBatch(ms []ipv4.Message) (int, error) {
+	if len(ms) == 0 {
+		return 0, nil
+	}
 	if !r.attached.Load() {
 		r.attached.Store(true)
 	}
@@ -133,54 +150,75 @@ func (r *turnReceiver) ReadFrom(b []byte) (int, net.Addr, error) {
 		r.reads.Add(1)
 	}()
 	for errs := 0; ; {
-		if n, a, ok := r.pop(b); ok {
-			return n, a, nil
+		if k := r.pop(ms); k > 0 {
+			return k, nil
 		}
 		r.rmu.Lock()
 		// The pump may have queued something while this waited for rmu.
-		if n, a, ok := r.pop(b); ok {
+		if k := r.pop(ms); k > 0 {
 			r.rmu.Unlock()
-			return n, a, nil
+			return k, nil
 		}
 		d, from, err := r.next()
 		if err != nil {
 			r.rmu.Unlock()
 			if errs++; errs >= readErrMax || udpbatch.ErrClosed(err) || errors.Is(err, os.ErrDeadlineExceeded) {
-				return 0, nil, err
+				return 0, err
 			}
 			continue
 		}
 		errs = 0
-		p, peer := r.dispatch(d, from)
-		if p == nil {
-			r.rmu.Unlock()
-			continue
+		k := r.deliver(&ms[0], d, from)
+		for k < len(ms) && r.buffered() {
+			if d, from, err = r.next(); err != nil {
+				break // cannot happen without a read; the next call sees it
+			}
+			k += r.deliver(&ms[k], d, from)
 		}
-		if len(p) > len(b) {
-			r.rmu.Unlock()
-			r.n.tooLarge.Add(1)
-			continue
-		}
-		n := copy(b, p)
 		r.rmu.Unlock()
-		return n, peer, nil
+		if k > 0 {
+			return k, nil
+		}
 	}
 }
 
-// pop copies a datagram the pump queued into b.
-func (r *turnReceiver) pop(b []byte) (int, net.Addr, bool) {
-	for {
+// deliver puts what datagram d from the socket carries for quic-go into m
+// (under rmu) and returns 1, or 0 when d went to pion or was dropped.
+func (r *turnReceiver) deliver(m *ipv4.Message, d []byte, from net.Addr) int {
+	p, peer := r.dispatch(d, from)
+	if p == nil {
+		return 0
+	}
+	return r.put(m, p, peer)
+}
+
+// put copies datagram p of peer into m and returns 1, or 0 when it does not
+// fit.
+func (r *turnReceiver) put(m *ipv4.Message, p []byte, peer net.Addr) int {
+	if len(p) > len(m.Buffers[0]) {
+		r.n.tooLarge.Add(1)
+		return 0
+	}
+	m.N, m.NN, m.Flags, m.Addr = copy(m.Buffers[0], p), 0, 0, peer
+	return 1
+}
+
+// buffered reports whether next returns a datagram without reading the
+// socket (under rmu).
+func (r *turnReceiver) buffered() bool { return r.rd != nil && r.rd.Buffered() }
+
+// pop moves datagrams the pump queued into ms.
+func (r *turnReceiver) pop(ms []ipv4.Message) int {
+	k := 0
+	for k < len(ms) {
 		select {
 		case in := <-r.queue:
-			if len(in.b) > len(b) {
-				r.n.tooLarge.Add(1)
-				continue
-			}
-			return copy(b, in.b), in.from, true
+			k += r.put(&ms[k], in.b, in.from)
 		default:
-			return 0, nil, false
+			return k
 		}
 	}
+	return k
 }
 
 // readerAway reports whether quic-go's reader is absent: it never read, or

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pion/stun"
+	"golang.org/x/net/ipv4"
 
 	"postern.dev/postern/internal/testenv"
 	"postern.dev/postern/traversal/udpbatch"
@@ -288,24 +289,33 @@ func TestTURNReceiverSurvivesDatagramsPionRefuses(t *testing.T) {
 	}
 }
 
+// socketReceiver returns a relay's socket and a client's, both on
+// loopback, and a test receiver whose relay is that socket.
+func socketReceiver(t *testing.T) (relay, sock *net.UDPConn, r *turnReceiver, p *fakePion) {
+	t.Helper()
+	relay, sock = loopbackUDP(t), loopbackUDP(t)
+	r, p = newTestReceiver()
+	r.f.server = relay.LocalAddr().(*net.UDPAddr).AddrPort()
+	return relay, sock, r, p
+}
+
+func loopbackUDP(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // What the pump reads while quic-go is not reading waits for quic-go's
 // first ReadFrom; a payload larger than quic-go's buffer is dropped and
 // counted (pion returned io.ErrShortBuffer, which ends quic-go's
 // transport); a datagram arriving while both wait reaches ReadFrom
 // whichever of them reads it, and a deadline ends ReadFrom as on a socket.
 func TestTURNReceiverPumpQueuesForQuicGo(t *testing.T) {
-	relay, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer relay.Close()
-	sock, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sock.Close()
-	r, p := newTestReceiver()
-	r.f.server = relay.LocalAddr().(*net.UDPAddr).AddrPort()
+	relay, sock, r, p := socketReceiver(t)
 	pr := newTurnReceiver(sock, r.f)
 	pr.start(p.HandleInbound)
 	defer close(r.f.done)
@@ -347,5 +357,65 @@ func TestTURNReceiverPumpQueuesForQuicGo(t *testing.T) {
 	_ = sock.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
 	if _, _, err := pr.ReadFrom(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("read past the deadline: %v, want a timeout", err)
+	}
+}
+
+// quic-go's ReadBatch takes what one socket read brought in one call: a run
+// of ChannelData the relay sent with GSO (one coalesced buffer where the
+// socket has GRO, else one recvmmsg) reaches quic-go's messages, each with
+// its payload and peer; what does not fit the messages waits for the next
+// call, which does not read the socket first.
+func TestTURNReceiverReadBatchTakesARun(t *testing.T) {
+	relay, sock, r, _ := socketReceiver(t)
+	pr := newTurnReceiver(sock, r.f)
+	if pr.rd == nil {
+		t.Skip("no batch reads on this platform")
+	}
+	to := sock.LocalAddr().(*net.UDPAddr).AddrPort()
+	w := udpbatch.NewWriter(relay)
+	var want [][]byte
+	for i := range 6 {
+		p := bytes.Repeat([]byte{byte(i)}, 1000)
+		if i == 5 {
+			p = p[:300] // the last of a run may be shorter
+		}
+		want = append(want, p)
+		d := chanData(0x4001, p, 0)
+		w.Append(d[:channelHeader], d[channelHeader:], to)
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = sock.SetReadDeadline(time.Now().Add(5 * time.Second))
+	ms := make([]ipv4.Message, 4)
+	for i := range ms {
+		ms[i].Buffers = [][]byte{make([]byte, 1452)}
+	}
+	var got [][]byte
+	for calls := 1; len(got) < len(want); calls++ {
+		n, err := pr.ReadBatch(ms)
+		if err != nil {
+			t.Fatalf("call %d: %v", calls, err)
+		}
+		if calls == 1 && n != len(ms) {
+			t.Fatalf("first call took %d datagrams of a run of %d, want %d", n, len(want), len(ms))
+		}
+		for _, m := range ms[:n] {
+			if m.Addr.String() != testPeer.String() {
+				t.Fatalf("datagram from %s, want %s", m.Addr, testPeer)
+			}
+			got = append(got, append([]byte(nil), m.Buffers[0][:m.N]...))
+		}
+		if calls > 2 {
+			t.Fatalf("%d calls for a run of %d into %d messages", calls, len(want), len(ms))
+		}
+	}
+	for i := range want {
+		if !bytes.Equal(got[i], want[i]) {
+			t.Fatalf("datagram %d: %d bytes, want %d bytes of %d", i, len(got[i]), len(want[i]), i)
+		}
+	}
+	if pr.buffered() {
+		t.Fatal("datagrams left after the run")
 	}
 }

@@ -32,10 +32,24 @@ func NewBatchIO(pc net.PacketConn) BatchIO {
 	return ipv4.NewPacketConn(uc)
 }
 
+// Source is a BatchIO that keeps what one read took in buffers of its own
+// and hands datagrams out of them (udpgro.Conn splits coalesced buffers): a
+// Reader over a Source takes datagrams from it without copying each into a
+// slot of its own first.
+type Source interface {
+	BatchIO
+	// Next returns the next datagram, reading the socket when nothing
+	// is buffered; it stays valid until Next reads the socket again.
+	Next(flags int) ([]byte, net.Addr, error)
+	// Buffered reports whether Next has a datagram without reading.
+	Buffered() bool
+}
+
 // Reader hands out the datagrams of one recvmmsg one by one. It is for one
 // reader goroutine.
 type Reader struct {
 	io         BatchIO
+	src        Source // io as a Source, or nil: datagrams go through msgs
 	msgs       []ipv4.Message
 	next, have int
 	// BeforeBlock, if set, runs before a read that may block (all
@@ -44,8 +58,12 @@ type Reader struct {
 	BeforeBlock func()
 }
 
-// NewReader returns a reader of io with room for n datagrams per batch.
+// NewReader returns a reader of io with room for n datagrams per batch (a
+// Source keeps them itself).
 func NewReader(io BatchIO, n int) *Reader {
+	if src, ok := io.(Source); ok {
+		return &Reader{io: io, src: src}
+	}
 	r := &Reader{io: io, msgs: make([]ipv4.Message, n)}
 	for i := range r.msgs {
 		r.msgs[i].Buffers = [][]byte{make([]byte, SlotSize)}
@@ -63,9 +81,25 @@ func (r *Reader) ReadFrom(b []byte) (int, net.Addr, error) {
 	return copy(b, d), a, nil
 }
 
-// Next returns the next datagram in the reader's own buffer, without a
-// copy: it is valid until the next call of Next or ReadFrom.
+// Buffered reports whether Next has a datagram without reading the socket
+// (it cannot block).
+func (r *Reader) Buffered() bool {
+	if r.src != nil {
+		return r.src.Buffered()
+	}
+	return r.next < r.have
+}
+
+// Next returns the next datagram in the reader's own buffer (or its
+// Source's), without a copy: it is valid until the next call of Next or
+// ReadFrom.
 func (r *Reader) Next() ([]byte, net.Addr, error) {
+	if r.src != nil {
+		if r.BeforeBlock != nil && !r.src.Buffered() {
+			r.BeforeBlock()
+		}
+		return r.src.Next(0)
+	}
 	if r.next == r.have {
 		if r.BeforeBlock != nil {
 			r.BeforeBlock()

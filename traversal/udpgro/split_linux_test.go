@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"golang.org/x/net/ipv4"
+
+	"postern.dev/postern/traversal/udpbatch"
 )
 
 // fakeReader hands out prepared buffers, one call each.
@@ -81,6 +83,51 @@ func TestReadBatchSplitsCoalescedBuffers(t *testing.T) {
 	}
 	if f.calls != 2 {
 		t.Errorf("%d reads for 2 buffers", f.calls)
+	}
+}
+
+// Next hands out the datagrams of a coalesced buffer as slices of that
+// buffer (no copy), reading again only after the last; a udpbatch.Reader
+// over the Conn takes them that way, and its flush hook runs before the
+// read and not while datagrams are buffered.
+func TestNextHandsOutTheCoalescedBuffer(t *testing.T) {
+	var first []byte
+	for i := 0; i < 3; i++ {
+		first = append(first, datagram(i, 1000)...)
+	}
+	f := &fakeReader{
+		bufs: [][]byte{first, datagram(9, 700)},
+		oobs: [][]byte{groMessage(1000), nil},
+	}
+	c := newConn(nil, f)
+	r := udpbatch.NewReader(c, 16)
+	flushes := 0
+	r.BeforeBlock = func() { flushes++ }
+	big := c.big[0].Buffers[0]
+	for i := 0; i < 3; i++ {
+		d, from, err := r.Next()
+		if err != nil {
+			t.Fatalf("datagram %d: %v", i, err)
+		}
+		if !bytes.Equal(d, datagram(i, 1000)) || from.(*net.UDPAddr).Port != 4000 {
+			t.Fatalf("datagram %d: %d bytes of %d from %s", i, len(d), d[0], from)
+		}
+		if &d[0] != &big[i*1000] {
+			t.Fatalf("datagram %d was copied out of the coalesced buffer", i)
+		}
+		if f.calls != 1 || flushes != 1 {
+			t.Fatalf("datagram %d: %d reads and %d flushes, want 1 and 1", i, f.calls, flushes)
+		}
+		if want := i < 2; r.Buffered() != want {
+			t.Fatalf("after datagram %d: Buffered %v, want %v", i, r.Buffered(), want)
+		}
+	}
+	d, _, err := r.Next()
+	if err != nil || !bytes.Equal(d, datagram(9, 700)) || f.calls != 2 || flushes != 2 {
+		t.Fatalf("next buffer: %d bytes, %v, %d reads, %d flushes", len(d), err, f.calls, flushes)
+	}
+	if _, _, err := r.Next(); err == nil {
+		t.Fatal("the reader's error was not passed on")
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 
 	"golang.org/x/net/ipv4"
 
@@ -50,7 +51,11 @@ type batchReader interface {
 // other method go to the embedded socket.
 type Conn struct {
 	*net.UDPConn
-	r   batchReader
+	r batchReader
+	// raw, when set (ForShared), is read directly (readShared): big is
+	// sr's, from sharedBufs, only while a read finds datagrams.
+	raw syscall.RawConn
+	sr  *sharedRead
 	big []ipv4.Message
 	seg []int // segment size of each filled buffer
 	n   int   // buffers filled by the last read
@@ -94,50 +99,96 @@ func BatchIO(pc net.PacketConn) udpbatch.BatchIO {
 }
 
 func newConn(uc *net.UDPConn, r batchReader) *Conn {
-	c := &Conn{UDPConn: uc, r: r, big: make([]ipv4.Message, bigBuffers), seg: make([]int, bigBuffers)}
-	for i := range c.big {
-		c.big[i].Buffers = [][]byte{make([]byte, bigSize)}
-		c.big[i].OOB = make([]byte, oobSize)
+	return &Conn{UDPConn: uc, r: r, big: newBig(bigBuffers), seg: make([]int, bigBuffers)}
+}
+
+// newBig returns n messages with room for a coalesced buffer each.
+func newBig(n int) []ipv4.Message {
+	big := make([]ipv4.Message, n)
+	for i := range big {
+		big[i].Buffers = [][]byte{make([]byte, bigSize)}
+		big[i].OOB = make([]byte, oobSize)
 	}
-	return c
+	return big
 }
 
 // ReadBatch fills ms with single datagrams, reading from the socket only
 // when every datagram of the last read has been handed out. A datagram
 // longer than a message's buffer is cut to it, as the kernel would.
 func (c *Conn) ReadBatch(ms []ipv4.Message, flags int) (int, error) {
-	if c.cur >= c.n {
-		n, err := c.r.ReadBatch(c.big, flags)
-		if n == 0 || err != nil {
-			c.n, c.cur = 0, 0
+	if !c.Buffered() {
+		if err := c.fill(flags); err != nil || !c.Buffered() {
 			return 0, err
-		}
-		c.n, c.cur, c.off = n, 0, 0
-		for i := 0; i < n; i++ {
-			m := &c.big[i]
-			size, oob := segmentSize(m.OOB[:m.NN])
-			m.NN = len(oob) // the GRO message removed: what is left is the datagrams'
-			if size <= 0 || size > m.N {
-				size = m.N
-			}
-			c.seg[i] = size
 		}
 	}
 	k := 0
-	for k < len(ms) && c.cur < c.n {
-		src := &c.big[c.cur]
-		end := min(c.off+c.seg[c.cur], src.N)
+	for ; k < len(ms) && c.Buffered(); k++ {
+		src := c.cur
+		d, addr := c.take()
 		dst := &ms[k]
-		dst.N = copy(dst.Buffers[0], src.Buffers[0][c.off:end])
-		dst.NN = copy(dst.OOB, src.OOB[:src.NN])
-		dst.Addr = src.Addr
+		dst.N = copy(dst.Buffers[0], d)
+		dst.NN = copy(dst.OOB, c.big[src].OOB[:c.big[src].NN])
+		dst.Addr = addr
 		dst.Flags = 0
-		k++
-		c.off = end
-		if c.off >= src.N {
-			c.cur++
-			c.off = 0
-		}
 	}
 	return k, nil
+}
+
+// Next returns the next datagram in the coalesced buffers themselves, with
+// no copy (udpbatch.Source): it stays valid until Next or ReadBatch reads
+// the socket again, which is once every datagram of the last read was
+// handed out. Its control messages are not returned.
+func (c *Conn) Next(flags int) ([]byte, net.Addr, error) {
+	for !c.Buffered() {
+		if err := c.fill(flags); err != nil {
+			return nil, nil, err
+		}
+	}
+	d, addr := c.take()
+	return d, addr, nil
+}
+
+// Buffered reports whether a datagram of the last read is still to be
+// handed out.
+func (c *Conn) Buffered() bool { return c.cur < c.n }
+
+// fill reads coalesced buffers from the socket and notes each one's
+// segment size.
+func (c *Conn) fill(flags int) error {
+	c.n, c.cur = 0, 0
+	var n int
+	var err error
+	if c.raw != nil {
+		n, err = c.readShared()
+	} else {
+		n, err = c.r.ReadBatch(c.big, flags)
+	}
+	if n == 0 || err != nil {
+		c.release()
+		return err
+	}
+	c.n, c.cur, c.off = n, 0, 0
+	for i := 0; i < n; i++ {
+		m := &c.big[i]
+		size, oob := segmentSize(m.OOB[:m.NN])
+		m.NN = len(oob) // the GRO message removed: what is left is the datagrams'
+		if size <= 0 || size > m.N {
+			size = m.N
+		}
+		c.seg[i] = size
+	}
+	return nil
+}
+
+// take hands out the next datagram of the buffer being split.
+func (c *Conn) take() ([]byte, net.Addr) {
+	src := &c.big[c.cur]
+	end := min(c.off+c.seg[c.cur], src.N)
+	d := src.Buffers[0][c.off:end]
+	c.off = end
+	if c.off >= src.N {
+		c.cur++
+		c.off = 0
+	}
+	return d, src.Addr
 }
