@@ -37,16 +37,16 @@ var sharedBufs = sync.Pool{New: func() any { return newSharedRead() }}
 // socket holds none. Datagrams Next handed out stay valid until the next
 // read, as with For.
 func ForShared(pc net.PacketConn) *Conn {
-	c := For(pc)
-	if c == nil {
+	uc := withGRO(pc)
+	if uc == nil {
 		return nil
 	}
-	raw, err := c.UDPConn.SyscallConn()
+	raw, err := uc.SyscallConn()
 	if err != nil {
 		return nil
 	}
-	c.raw, c.big = raw, nil
-	return c
+	// No buffers of its own, and no batch reader: readShared reads.
+	return &Conn{UDPConn: uc, raw: raw, seg: make([]int, sharedBuffers)}
 }
 
 // SharedBatchIO is BatchIO for one of many mostly idle sockets: through a

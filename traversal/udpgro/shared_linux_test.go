@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -21,8 +22,14 @@ func TestSharedConnHoldsBuffersOnlyWhileDatagramsWait(t *testing.T) {
 	if c == nil {
 		t.Fatal("no shared GRO reader for a UDP socket on Linux")
 	}
-	if c.big != nil {
-		t.Fatal("an idle shared socket holds coalesced buffers")
+	if c.big != nil || c.r != nil {
+		t.Fatal("an idle shared socket holds coalesced buffers or a batch reader")
+	}
+	if n := testing.AllocsPerRun(10, func() { ForShared(rx) }); n > 8 {
+		t.Fatalf("ForShared allocates %v times", n)
+	}
+	if b := allocBytes(func() { ForShared(rx) }); b > 4096 {
+		t.Fatalf("ForShared allocates %d bytes: buffers made and dropped", b)
 	}
 	w := udpbatch.NewWriter(tx)
 	to := rx.LocalAddr().(*net.UDPAddr).AddrPort()
@@ -115,4 +122,13 @@ func TestSharedConnSingleDatagrams(t *testing.T) {
 			}
 		}
 	}
+}
+
+// allocBytes returns the bytes f allocates on the heap.
+func allocBytes(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }

@@ -77,6 +77,16 @@ func Wrap(uc *net.UDPConn) net.PacketConn {
 // (and GRO is not turned off), else nil. Readers that batch datagrams
 // themselves take it through BatchIO.
 func For(pc net.PacketConn) *Conn {
+	uc := withGRO(pc)
+	if uc == nil {
+		return nil
+	}
+	return newConn(uc, ipv4.NewPacketConn(uc))
+}
+
+// withGRO turns UDP_GRO on for pc and returns it as a UDP socket, or nil
+// when pc is no UDP socket, GRO is turned off, or the kernel refused.
+func withGRO(pc net.PacketConn) *net.UDPConn {
 	uc, ok := pc.(*net.UDPConn)
 	if !ok {
 		return nil
@@ -84,7 +94,7 @@ func For(pc net.PacketConn) *Conn {
 	if off, _ := strconv.ParseBool(os.Getenv(DisableEnv)); off || !enable(uc) {
 		return nil
 	}
-	return newConn(uc, ipv4.NewPacketConn(uc))
+	return uc
 }
 
 // BatchIO returns the batch reads of pc for a reader that batches datagrams
