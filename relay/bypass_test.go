@@ -284,6 +284,9 @@ type bypassRig struct {
 	relayed net.PacketConn
 	bp      *bypass
 	probes  int
+	// bindSent is how many 2-byte datagrams bind sent the peer (each
+	// reached it).
+	bindSent int
 }
 
 func newBypassRig(t *testing.T, mut func(*Config)) *bypassRig {
@@ -356,6 +359,7 @@ func (r *bypassRig) bind(t *testing.T) uint16 {
 		if _, err := r.relayed.WriteTo([]byte("up"), r.peer.LocalAddr()); err != nil {
 			t.Fatal(err)
 		}
+		r.bindSent++
 		_ = r.peer.SetReadDeadline(time.Now().Add(5 * time.Second))
 		if _, _, err := r.peer.ReadFrom(buf); err != nil {
 			t.Fatalf("nothing reached the peer: %v", err)

@@ -79,10 +79,11 @@ func TestUpBypassLearnsOnlyFromPionsWrite(t *testing.T) {
 // and teaches nothing.
 func TestUpBypassCarriesWhatPionWouldWrite(t *testing.T) {
 	r := newBypassRig(t, nil)
-	r.bind(t)
 	toPeer := func() (float64, float64) {
 		return counterValue(t, r.f.r.m.bytes.WithLabelValues("to_peer")), counterValue(t, r.f.r.m.packets.WithLabelValues("to_peer"))
 	}
+	bytes0, pkts0 := toPeer()
+	r.bind(t)
 	buf := make([]byte, 4096)
 	recv := func(want []byte) {
 		t.Helper()
@@ -102,14 +103,12 @@ func TestUpBypassCarriesWhatPionWouldWrite(t *testing.T) {
 		}
 	}
 	// The relay counts a datagram just after the kernel took it, so the
-	// peer may read bind's last one before it counts: start from counters
-	// that stopped moving.
-	var bytes0, pkts0 float64
-	testenv.Eventually(t, 5*time.Second, "to_peer to settle after bind", func() bool {
+	// peer may read bind's last one before it counts: start once bind's
+	// datagrams are all counted.
+	bytes0, pkts0 = bytes0+2*float64(r.bindSent), pkts0+float64(r.bindSent)
+	testenv.Eventually(t, 5*time.Second, "to_peer to count bind's datagrams", func() bool {
 		b, p := toPeer()
-		settled := b == bytes0 && p == pkts0
-		bytes0, pkts0 = b, p
-		return settled
+		return b == bytes0 && p == pkts0
 	})
 	carried0 := r.bp.up.carried.Load()
 	sizes := []int{1, 2, 3, 4, 5, 100, 1199, 1200, 1201, 1452}
