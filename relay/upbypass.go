@@ -1,11 +1,12 @@
 package relay
 
 import (
-	"encoding/binary"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"postern.dev/postern/traversal/stunguard"
 )
 
 // The bypass of pion/turn's request handler on relayed uploads (issue 15).
@@ -56,25 +57,11 @@ type upBypass struct {
 	pendGen uint64
 }
 
-// channelPayload returns the channel number and payload of ChannelData d
-// (RFC 8656 12.4; padding after the payload is allowed), ok false when d
-// is no well-formed ChannelData.
-func channelPayload(d []byte) (num uint16, payload []byte, ok bool) {
-	if len(d) < channelHeader || d[0]&0xC0 != 0x40 {
-		return 0, nil, false
-	}
-	n := int(binary.BigEndian.Uint16(d[2:4]))
-	if channelHeader+n > len(d) {
-		return 0, nil, false
-	}
-	return binary.BigEndian.Uint16(d[:2]), d[channelHeader : channelHeader+n], true
-}
-
 // carryUp writes the payload of the client's ChannelData d to its peer if
 // pion did so for the channel within confirm, and reports whether it did;
 // otherwise the caller hands d to pion (and calls upHandOff).
 func (p *bypass) carryUp(d []byte) bool {
-	num, payload, ok := channelPayload(d)
+	num, payload, ok := stunguard.ChannelData(d)
 	if !ok {
 		return false
 	}
@@ -95,7 +82,7 @@ func (p *bypass) carryUp(d []byte) bool {
 
 // upHandOff records that the client's datagram d goes to pion.
 func (p *bypass) upHandOff(d []byte) {
-	num, payload, ok := channelPayload(d)
+	num, payload, ok := stunguard.ChannelData(d)
 	gen := p.gen.Load()
 	u := &p.up
 	u.mu.Lock()

@@ -1,7 +1,6 @@
 package traversal
 
 import (
-	"encoding/binary"
 	"errors"
 	"net"
 	"os"
@@ -316,23 +315,8 @@ func (r *turnReceiver) fromRelay(from net.Addr) bool {
 	return ok && ap == r.f.server
 }
 
-// parseChannelData returns the channel number and payload of a ChannelData
-// message (RFC 8656 12.4; over UDP, padding after the payload may be
-// present or not).
-func parseChannelData(d []byte) (num uint16, payload []byte, ok bool) {
-	if len(d) < channelHeader || d[0]&0xC0 != 0x40 {
-		return 0, nil, false
-	}
-	num = binary.BigEndian.Uint16(d)
-	n := int(binary.BigEndian.Uint16(d[2:]))
-	if channelHeader+n > len(d) {
-		return 0, nil, false
-	}
-	return num, d[channelHeader : channelHeader+n], true
-}
-
 func (r *turnReceiver) channelData(d []byte, from net.Addr) ([]byte, net.Addr) {
-	num, p, ok := parseChannelData(d)
+	num, p, ok := stunguard.ChannelData(d)
 	if !ok {
 		r.n.malformed.Add(1)
 		return nil, nil

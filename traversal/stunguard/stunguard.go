@@ -71,11 +71,23 @@ func CheckServer(b []byte) error {
 // isChannelData is pion/turn's test (proto.IsChannelData): a channel
 // number in 0x4000-0x7FFF and a length that fits.
 func isChannelData(b []byte) bool {
-	if len(b) < 4 {
-		return false
+	_, _, ok := ChannelData(b)
+	return ok
+}
+
+// ChannelData returns the channel number and payload of ChannelData b
+// (RFC 8656 12.4: a number in 0x4000-0x7FFF, a length, the payload; over
+// UDP, padding after the payload may be present or not), ok false when b
+// is no well-formed ChannelData.
+func ChannelData(b []byte) (num uint16, payload []byte, ok bool) {
+	if len(b) < 4 || b[0]&0xC0 != 0x40 {
+		return 0, nil, false
 	}
-	n := binary.BigEndian.Uint16(b)
-	return n >= 0x4000 && n <= 0x7FFF && int(binary.BigEndian.Uint16(b[2:])) <= len(b)-4
+	n := int(binary.BigEndian.Uint16(b[2:]))
+	if 4+n > len(b) {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint16(b), b[4 : 4+n], true
 }
 
 // Check returns an error wrapping ErrMalformed when STUN message b has an
