@@ -114,14 +114,24 @@ func TestPendingConnectionsBounded(t *testing.T) {
 		}
 		held = append(held, conn)
 	}
-	_, err := e.alice.dial(tr.CertSHA256)
+	// The refused dial's ClientHello may fill two Initial packets. quic-go
+	// keeps no state for a refused connection, so each one asks for a new
+	// connection; one handled after the token below would take the freed
+	// place and hold it until its handshake times out (its client is gone).
+	// So the test waits until the connector has refused every Initial the
+	// dial sent.
+	refusals := e.c.met.handshakeFail.WithLabelValues("too many connections awaiting a token")
+	before := counterValue(refusals)
+	qt, pc := countingTransport(t)
+	_, err := e.alice.dialOn(qt, tr.CertSHA256)
 	var te *quic.TransportError
 	if !errors.As(err, &te) || te.ErrorCode != quic.ConnectionRefused || !te.Remote {
 		t.Fatalf("a fourth connection awaiting a token: %v, want CONNECTION_REFUSED from the connector", err)
 	}
-	if n := counterValue(e.c.met.handshakeFail.WithLabelValues("too many connections awaiting a token")); n < 1 {
-		t.Fatalf("refusal metric %v", n)
-	}
+	sent := pc.initialsSent.Load()
+	testenv.Eventually(t, 10*time.Second, fmt.Sprintf("refusals of the %d Initial packets sent", sent), func() bool {
+		return counterValue(refusals)-before >= float64(sent)
+	})
 	if g := gatherGauge(t, e.c, "postern_connector_pending_connections"); g != 3 {
 		t.Fatalf("pending connections gauge %v, want 3", g)
 	}
@@ -148,18 +158,41 @@ func TestPendingConnectionsBounded(t *testing.T) {
 	echoRoundTrip(t, st2, "still served")
 }
 
-// retryCounter counts QUIC v1 Retry packets received on a socket.
-type retryCounter struct {
+// packetCounter counts the QUIC v1 Retry packets received on a socket and
+// the Initial packets sent from it.
+type packetCounter struct {
 	net.PacketConn
-	n atomic.Int64
+	retries      atomic.Int64
+	initialsSent atomic.Int64
 }
 
-func (c *retryCounter) ReadFrom(b []byte) (int, net.Addr, error) {
+func (c *packetCounter) ReadFrom(b []byte) (int, net.Addr, error) {
 	n, a, err := c.PacketConn.ReadFrom(b)
 	if n > 0 && b[0]&0xf0 == 0xf0 { // long header, fixed bit, type Retry
-		c.n.Add(1)
+		c.retries.Add(1)
 	}
 	return n, a, err
+}
+
+// countingTransport is a QUIC transport on a new 127.0.0.1 socket that
+// counts its packets; both close at the end of the test.
+func countingTransport(t *testing.T) (*quic.Transport, *packetCounter) {
+	t.Helper()
+	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := &packetCounter{PacketConn: uc}
+	qt := &quic.Transport{Conn: pc}
+	t.Cleanup(func() { qt.Close(); uc.Close() })
+	return qt, pc
+}
+
+func (c *packetCounter) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if len(b) > 0 && b[0]&0xf0 == 0xc0 { // long header, fixed bit, type Initial
+		c.initialsSent.Add(1)
+	}
+	return c.PacketConn.WriteTo(b, addr)
 }
 
 // TestManyPendingConnectionsNeedRetry: past retryAbovePerAddr connections
@@ -167,20 +200,14 @@ func (c *retryCounter) ReadFrom(b []byte) (int, net.Addr, error) {
 // QUIC Retry first, and then is served as usual.
 func TestManyPendingConnectionsNeedRetry(t *testing.T) {
 	e := newEnv(t, nil)
-	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := &retryCounter{PacketConn: uc}
-	qt := &quic.Transport{Conn: rc}
-	t.Cleanup(func() { qt.Close(); uc.Close() })
+	qt, rc := countingTransport(t)
 	tr := e.alice.token()
 	for i := 0; i < retryAbovePerAddr; i++ {
 		if _, err := e.alice.dialOn(qt, tr.CertSHA256); err != nil {
 			t.Fatalf("connection %d: %v", i+1, err)
 		}
 	}
-	if n := rc.n.Load(); n != 0 {
+	if n := rc.retries.Load(); n != 0 {
 		t.Fatalf("%d Retry packets for the first %d connections, want none", n, retryAbovePerAddr)
 	}
 	conn, err := e.alice.dialOn(qt, tr.CertSHA256)
@@ -189,7 +216,7 @@ func TestManyPendingConnectionsNeedRetry(t *testing.T) {
 	}
 	// One Retry per Initial packet without a token: a ClientHello may
 	// take two.
-	if n := rc.n.Load(); n < 1 {
+	if n := rc.retries.Load(); n < 1 {
 		t.Fatalf("no Retry packet for connection %d", retryAbovePerAddr+1)
 	}
 	_, st, msg, err := authenticate(conn, tr.Token)
@@ -226,13 +253,7 @@ func TestTokenlessFloodLeavesOthersServed(t *testing.T) {
 	echo := held.mustOpen(e.echoFlow(e.resourceID("echo")), "echo before the flood")
 	tr := e.alice.token()
 
-	uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := &retryCounter{PacketConn: uc}
-	flood := &quic.Transport{Conn: rc}
-	defer func() { flood.Close(); uc.Close() }()
+	flood, rc := countingTransport(t)
 	var mu sync.Mutex
 	var open []*quic.Conn
 	var refused, other atomic.Int64
@@ -265,7 +286,7 @@ func TestTokenlessFloodLeavesOthersServed(t *testing.T) {
 	if n := len(open); n != 40 || refused.Load() != 40 || other.Load() != 0 {
 		t.Fatalf("80 token-less connections from one address with a limit of 40: %d open, %d refused, %d other errors", n, refused.Load(), other.Load())
 	}
-	if rc.n.Load() == 0 {
+	if rc.retries.Load() == 0 {
 		t.Fatal("no Retry asked of a flood from one address")
 	}
 	if g := gatherGauge(t, e.c, "postern_connector_pending_connections"); g != 40 {
