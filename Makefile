@@ -26,6 +26,7 @@ test: deps build
 
 check:
 	$(GO) vet ./...
+	bash scripts/quic-go.sh verify
 	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@for p in $(PROGRAMS) $(TOOLS); do echo "windows/amd64 $$p"; GOOS=windows GOARCH=amd64 $(GO) build -o /dev/null ./cmd/$$p || exit 1; done
 	@for p in $(DARWIN_PROGRAMS) $(TOOLS); do echo "darwin/arm64 $$p"; GOOS=darwin GOARCH=arm64 $(GO) build -o /dev/null ./cmd/$$p || exit 1; done

@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 make check
 go test -race -timeout 12m ./...
+# Postern's patched quic-go (third_party/quic-go/POSTERN.md): its own tests.
+(cd third_party/quic-go && go test -race -timeout 5m .)
 for s in scripts/test.d/*.sh; do
   [ -e "$s" ] || continue
   echo "=== $s"
