@@ -54,8 +54,11 @@ func (r *runner) iperf(ctx context.Context, t *tunnel, secs float64, extra ...st
 	for attempt := 0; ; attempt++ {
 		out, err = nsRun(cctx, t.ns, nil, r.iperfArgs(t, secs, extra...)...)
 		// The single-test iperf3 server may still be finishing the previous
-		// test; wait for it rather than lose the cell.
-		if attempt < 4 && strings.Contains(out, "server is busy") {
+		// test ("busy"), or be between closing its listening socket after
+		// it and opening the next one ("Connection refused", seen when a
+		// cell of another tunnel ended just before); wait for it rather than
+		// lose the cell.
+		if attempt < 4 && (strings.Contains(out, "server is busy") || strings.Contains(out, "Connection refused")) {
 			time.Sleep(time.Second)
 			continue
 		}
