@@ -52,13 +52,13 @@ func (r *runner) iperf(ctx context.Context, t *tunnel, secs float64, extra ...st
 	var out string
 	var err error
 	for attempt := 0; ; attempt++ {
+		if err := r.waitIperfListening(cctx); err != nil {
+			return res, err
+		}
 		out, err = nsRun(cctx, t.ns, nil, r.iperfArgs(t, secs, extra...)...)
 		// The single-test iperf3 server may still be finishing the previous
-		// test ("busy"), or be between closing its listening socket after
-		// it and opening the next one ("Connection refused", seen when a
-		// cell of another tunnel ended just before); wait for it rather than
-		// lose the cell.
-		if attempt < 4 && (strings.Contains(out, "server is busy") || strings.Contains(out, "Connection refused")) {
+		// test; wait for it rather than lose the cell.
+		if attempt < 4 && strings.Contains(out, "server is busy") {
 			time.Sleep(time.Second)
 			continue
 		}
@@ -80,6 +80,26 @@ func (r *runner) iperf(ctx context.Context, t *tunnel, secs float64, extra ...st
 		return res, err
 	}
 	return res, nil
+}
+
+// waitIperfListening waits until the iperf3 server listens. The
+// single-test server closes its listening socket after each test and opens
+// a new one, and a client that comes in between is refused (seen when a
+// cell of another tunnel had just ended).
+func (r *runner) waitIperfListening(ctx context.Context) error {
+	srv := r.topo.ns(NodeServer)
+	filter := fmt.Sprintf("sport = :%d", IperfPort)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, err := nsRun(ctx, srv, nil, "ss", "-Hltn", filter)
+		if err == nil && strings.TrimSpace(out) != "" {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%w: the server does not listen on port %d (ss: %v)", errIperf, IperfPort, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // cpuCell sends at a fixed rate and counts the CPU time the tunnel's own
@@ -117,6 +137,9 @@ func (r *runner) rrBulkOutsideCell(ctx context.Context, t *tunnel) (map[string]f
 // upload's rate in Gbit/s.
 func (r *runner) rrBeside(ctx context.Context, t, bulkVia *tunnel) (p50, p99, bulkGbps float64, err error) {
 	bulkSecs := r.opts.Probe.Seconds() + 2
+	if err := r.waitIperfListening(ctx); err != nil {
+		return 0, 0, 0, err
+	}
 	args := append([]string{"ip", "netns", "exec", bulkVia.ns}, r.iperfArgs(bulkVia, bulkSecs)...)
 	bulk := exec.CommandContext(ctx, args[0], args[1:]...)
 	bulk.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -40,7 +40,7 @@ func Run(ctx context.Context, opts Options) (rep *Report, err error) {
 	if os.Geteuid() != 0 {
 		return nil, ErrNotRoot
 	}
-	for _, tool := range []string{"ip", "nft", "tc", "iperf3", "dig", "curl"} {
+	for _, tool := range []string{"ip", "ss", "nft", "tc", "iperf3", "dig", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return nil, fmt.Errorf("%w: %s (run scripts/install-deps.sh)", ErrMissingTool, tool)
 		}
