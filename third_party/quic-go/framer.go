@@ -27,7 +27,7 @@ const maxStreamControlFrameSize = 25
 // change, see POSTERN.md). Upstream hands the turn on after every STREAM
 // frame, so with many busy streams each packet carries one small frame of
 // each, and every stream's data arrives in packet-sized pieces.
-const streamQuantum protocol.ByteCount = 16 << 10
+const streamQuantum protocol.ByteCount = 64 << 10
 
 type streamFrameGetter interface {
 	priority() (urgency int8, incremental bool, generation uint32)

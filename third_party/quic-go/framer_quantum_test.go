@@ -69,9 +69,9 @@ func sendQuantumPackets(t *testing.T, f *framer, max int) []quantumRun {
 
 func TestFramerStreamsTakeTurnsOfAQuantum(t *testing.T) {
 	f := newFramer(newConnectionFlowController(0, 0, nil, nil, nil))
-	const size = 40 << 10
+	const size = 160 << 10
 	for _, id := range []protocol.StreamID{4, 8, 12} {
-		f.AddActiveStream(id, &quantumStream{id: id, left: size, urgency: 3, incremental: true})
+		f.AddActiveStream(id, &quantumStream{id: id, left: size, urgency: 5, incremental: true})
 	}
 	runs := sendQuantumPackets(t, f, 1000)
 	require.False(t, f.HasData())
@@ -84,41 +84,41 @@ func TestFramerStreamsTakeTurnsOfAQuantum(t *testing.T) {
 			require.Less(t, r.bytes, streamQuantum+quantumPacket, "turn %d", i)
 		}
 	}
-	require.Len(t, runs, 9) // 40 KiB: two full turns and a last one each
+	require.Len(t, runs, 9) // 160 KiB: two full turns and a last one each
 }
 
 func TestFramerStreamWithoutDataHandsItsTurnOn(t *testing.T) {
 	f := newFramer(newConnectionFlowController(0, 0, nil, nil, nil))
-	f.AddActiveStream(4, &quantumStream{id: 4, left: 2000, urgency: 3, incremental: true})
-	f.AddActiveStream(8, &quantumStream{id: 8, left: 40 << 10, urgency: 3, incremental: true})
+	f.AddActiveStream(4, &quantumStream{id: 4, left: 2000, urgency: 5, incremental: true})
+	f.AddActiveStream(8, &quantumStream{id: 8, left: 160 << 10, urgency: 5, incremental: true})
 	runs := sendQuantumPackets(t, f, 1000)
 	require.Equal(t, protocol.StreamID(4), runs[0].id)
 	require.Equal(t, protocol.ByteCount(2000), runs[0].bytes)
 	// Stream 8's turn starts from zero, right after stream 4's last
 	// bytes: here it is alone, so it sends everything in one run.
-	require.Equal(t, []quantumRun{{8, 40 << 10}}, runs[1:])
+	require.Equal(t, []quantumRun{{8, 160 << 10}}, runs[1:])
 }
 
 func TestFramerStaleEntryEndsTheTurn(t *testing.T) {
 	f := newFramer(newConnectionFlowController(0, 0, nil, nil, nil))
-	s4 := &quantumStream{id: 4, left: 40 << 10, urgency: 3, incremental: true}
+	s4 := &quantumStream{id: 4, left: 160 << 10, urgency: 5, incremental: true}
 	f.AddActiveStream(4, s4)
-	f.AddActiveStream(8, &quantumStream{id: 8, left: 40 << 10, urgency: 3, incremental: true})
+	f.AddActiveStream(8, &quantumStream{id: 8, left: 160 << 10, urgency: 5, incremental: true})
 	runs := sendQuantumPackets(t, f, 2)
 	require.Equal(t, []quantumRun{{4, runs[0].bytes}}, runs)
-	// Stream 4 moves to urgency 5 in the middle of its turn.
-	s4.urgency, s4.generation = 5, 1
+	// Stream 4 moves to urgency 6 in the middle of its turn.
+	s4.urgency, s4.generation = 6, 1
 	f.UpdateStreamPriority(4)
 	runs = sendQuantumPackets(t, f, 1000)
 	require.Equal(t, protocol.StreamID(8), runs[0].id)
-	require.Equal(t, protocol.ByteCount(40<<10), runs[0].bytes, "stream 8 runs first, to its end")
+	require.Equal(t, protocol.ByteCount(160<<10), runs[0].bytes, "stream 8 runs first, to its end")
 	require.Equal(t, protocol.StreamID(4), runs[1].id)
 }
 
 func TestFramerMoreUrgentStreamWaitsForNoQuantum(t *testing.T) {
 	f := newFramer(newConnectionFlowController(0, 0, nil, nil, nil))
-	f.AddActiveStream(4, &quantumStream{id: 4, left: 40 << 10, urgency: 5, incremental: true})
-	f.AddActiveStream(8, &quantumStream{id: 8, left: 40 << 10, urgency: 5, incremental: true})
+	f.AddActiveStream(4, &quantumStream{id: 4, left: 160 << 10, urgency: 5, incremental: true})
+	f.AddActiveStream(8, &quantumStream{id: 8, left: 160 << 10, urgency: 5, incremental: true})
 	first := sendQuantumPackets(t, f, 2) // stream 4, in its first turn
 	f.AddActiveStream(12, &quantumStream{id: 12, left: 100, urgency: 3, incremental: true})
 	runs := sendQuantumPackets(t, f, 1)
