@@ -268,11 +268,18 @@ func (t *pgTx) Audit(e AuditEntry) error {
 	return nil
 }
 
+// pgMaxParams is the most bind parameters one PostgreSQL statement takes:
+// the extended query protocol counts them in 16 bits.
+const pgMaxParams = 65535
+
 // auditColumns is the number of values per audit row; auditPerInsert keeps
-// one INSERT under PostgreSQL's 65535 parameters.
+// one INSERT within pgMaxParams. (It was a fixed 6,000 rows, which held for
+// 10 columns and broke when the audit row grew to 12: applying 10,000
+// resources on PostgreSQL failed with "extended protocol limited to 65535
+// parameters".)
 const (
 	auditColumns   = 12
-	auditPerInsert = 6000
+	auditPerInsert = pgMaxParams / auditColumns
 )
 
 func (t *pgTx) flushAudit() error {
@@ -428,8 +435,8 @@ func (s *Postgres) AuditLog(ctx context.Context, after int64, limit int) ([]Audi
 	return scanAuditLog(rows)
 }
 
-// eventsPerInsert keeps one INSERT under PostgreSQL's 65535 parameters.
-const eventsPerInsert = 10000
+// eventsPerInsert keeps one INSERT within pgMaxParams (two values a row).
+const eventsPerInsert = pgMaxParams / 2
 
 // AddEvents implements Store.
 func (s *Postgres) AddEvents(ctx context.Context, events []Event, max int) error {

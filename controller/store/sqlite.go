@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -317,9 +318,11 @@ func (s *SQLite) AddEvents(ctx context.Context, events []Event, max int) error {
 		return fmt.Errorf("store events: %w", err)
 	}
 	defer tx.Rollback()
-	insert, args := insertEvents(events, func(int) string { return "?" })
-	if _, err := tx.ExecContext(ctx, insert, args...); err != nil {
-		return fmt.Errorf("store events: %w", err)
+	for chunk := range slices.Chunk(events, sqliteEventsPerInsert) {
+		insert, args := insertEvents(chunk, func(int) string { return "?" })
+		if _, err := tx.ExecContext(ctx, insert, args...); err != nil {
+			return fmt.Errorf("store events: %w", err)
+		}
 	}
 	if max > 0 {
 		if _, err := tx.ExecContext(ctx, `DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?`, max); err != nil {
@@ -328,6 +331,10 @@ func (s *SQLite) AddEvents(ctx context.Context, events []Event, max int) error {
 	}
 	return tx.Commit()
 }
+
+// sqliteEventsPerInsert keeps one INSERT within SQLite's 32,766 bound
+// variables (SQLITE_MAX_VARIABLE_NUMBER), two a row.
+const sqliteEventsPerInsert = 32766 / 2
 
 // Events implements Store.
 func (s *SQLite) Events(ctx context.Context, after int64, limit int) ([]Event, error) {

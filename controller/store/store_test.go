@@ -55,6 +55,7 @@ func TestStoreConformance(t *testing.T) {
 		{"Ordering", testOrdering},
 		{"FailedTransactionLeavesNothing", testFailedTransaction},
 		{"AuditLog", testAuditLog},
+		{"LargeWrites", testLargeWrites},
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"WatchClose", testWatchClose},
 	}
@@ -372,6 +373,55 @@ func testAuditLog(t *testing.T, s Store, _ func() (Store, error)) {
 	c, err := s.AuditLog(ctx, b[1].ID, 10)
 	if err != nil || len(c) != 3 || c[0].ObjectID != "x" || c[1].ObjectID != "y" || c[2].ObjectID != "z" || c[0].At.IsZero() {
 		t.Fatalf("audit of one transaction: %+v %v", c, err)
+	}
+}
+
+// testLargeWrites: one transaction's audit entries and one batch of events
+// are written whole and in order, however many there are. PostgreSQL takes
+// at most 65,535 parameters per statement, so the Postgres store splits
+// them into several INSERTs; applying 10,000 resources once failed there
+// because one chunk of audit rows was over that limit.
+func testLargeWrites(t *testing.T, s Store, _ func() (Store, error)) {
+	ctx := context.Background()
+	const audits = 12000 // more than two Postgres chunks (5,461 rows each)
+	if _, _, err := s.Update(ctx, func(tx Tx) error {
+		if err := tx.Put(Object{Kind: "k", ID: "big", Name: "big", Data: []byte(`{}`)}); err != nil {
+			return err
+		}
+		for i := range audits {
+			n := fmt.Sprint(i)
+			if err := tx.Audit(AuditEntry{Actor: "apply", Action: "create", Kind: "k", ObjectID: n, Name: n, After: []byte(`{}`), IP: "2001:db8::1", Device: "dev_1", ActorVia: "token atk_1", UserAgent: "postern"}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatalf("transaction with %d audit entries: %v", audits, err)
+	}
+	a, err := s.AuditLog(ctx, 0, audits+10)
+	if err != nil || len(a) != audits {
+		t.Fatalf("audit log: %d entries, %v; want %d", len(a), err, audits)
+	}
+	for i, e := range a {
+		if e.ObjectID != fmt.Sprint(i) || (i > 0 && e.ID <= a[i-1].ID) {
+			t.Fatalf("audit entry %d: %+v after %+v: out of order", i, e, a[max(i-1, 0)])
+		}
+	}
+
+	const events = 40000 // more than one Postgres chunk (32,767 rows)
+	batch := make([]Event, events)
+	for i := range batch {
+		batch[i] = Event{Data: []byte(fmt.Sprintf(`{"i":%d}`, i))}
+	}
+	if err := s.AddEvents(ctx, batch, 0); err != nil {
+		t.Fatalf("%d events: %v", events, err)
+	}
+	ev, err := s.Events(ctx, 0, events+10)
+	if err != nil || len(ev) != events {
+		t.Fatalf("events: %d, %v; want %d", len(ev), err, events)
+	}
+	if string(ev[0].Data) != `{"i":0}` || string(ev[events-1].Data) != fmt.Sprintf(`{"i":%d}`, events-1) {
+		t.Fatalf("events out of order: first %s, last %s", ev[0].Data, ev[events-1].Data)
 	}
 }
 
