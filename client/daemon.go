@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"postern.dev/postern/client/session"
 	"postern.dev/postern/controlapi"
@@ -63,7 +64,11 @@ type Config struct {
 	// (client/spread.go); 0: min(GOMAXPROCS, 4), at least 2. 1 keeps a
 	// single connection, as before.
 	ConnsPerConnector int
-	Logger            *slog.Logger
+	// BulkQueueTarget is the queueing delay a bulk upload leaves on its
+	// connection while interactive flows are active (package bulkyield).
+	// 0: bulkyield.DefaultTarget; negative: bulk uploads never wait.
+	BulkQueueTarget time.Duration
+	Logger          *slog.Logger
 	// DeviceName is reported at login (default: the host name).
 	DeviceName string
 	// Preset returns what IT preset on this machine (controller URL,
@@ -280,6 +285,9 @@ func (d *Daemon) startTunnelLocked() error {
 	d.pool = newPool(d.dialer, d.tokens, d.log, d.changed)
 	if d.cfg.ConnsPerConnector > 0 {
 		d.pool.maxConns = d.cfg.ConnsPerConnector
+	}
+	if d.cfg.BulkQueueTarget != 0 {
+		d.pool.bulkTarget = d.cfg.BulkQueueTarget // negative: never (spread.go)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	if err := fe.Start(ctx, d); err != nil {

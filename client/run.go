@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"time"
 
 	"postern.dev/postern/installer/preset"
 	"postern.dev/postern/localapi"
@@ -29,7 +30,9 @@ type RunOptions struct {
 	DirectOnly bool
 	// ConnsPerConnector: see Config.ConnsPerConnector.
 	ConnsPerConnector int
-	Logger            *slog.Logger
+	// BulkQueueTarget: see Config.BulkQueueTarget.
+	BulkQueueTarget time.Duration
+	Logger          *slog.Logger
 	// CAPEM is the deployment CA for signing in with the preset service
 	// key (posternd --ca), when the controller is not in the system roots.
 	CAPEM string
@@ -58,7 +61,7 @@ func Run(ctx context.Context, o RunOptions) error {
 		}
 	}
 	met := newDaemonMetrics()
-	dcfg := Config{StateDir: o.StateDir, Dialer: o.Dialer, DirectOnly: o.DirectOnly, ConnsPerConnector: o.ConnsPerConnector, Logger: log, Preset: o.Preset}
+	dcfg := Config{StateDir: o.StateDir, Dialer: o.Dialer, DirectOnly: o.DirectOnly, ConnsPerConnector: o.ConnsPerConnector, BulkQueueTarget: o.BulkQueueTarget, Logger: log, Preset: o.Preset}
 	if o.SOCKS5 != "" {
 		addr := o.SOCKS5
 		dcfg.NewFrontend = func() (Frontend, error) { return NewSOCKS5Frontend(addr), nil }

@@ -33,9 +33,11 @@ func TestShouldYield(t *testing.T) {
 	if p.shouldYield(e, flowBulk, now.Add(bulkyield.Recent)) {
 		t.Error("a bulk flow still yielded Recent after the last interactive message")
 	}
-	p.bulkTarget = 0
-	if p.shouldYield(e, flowBulk, now) {
-		t.Error("a bulk flow yielded with yielding turned off")
+	for _, off := range []time.Duration{0, bulkyield.FlagTarget(0)} { // posternd --bulk-yield-target 0
+		p.bulkTarget = off
+		if p.shouldYield(e, flowBulk, now) {
+			t.Errorf("a bulk flow yielded with yielding turned off (target %v)", off)
+		}
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"postern.dev/postern/connector"
+	"postern.dev/postern/internal/bulkyield"
 	"postern.dev/postern/internal/cmdlog"
 	"postern.dev/postern/internal/procs"
 	"postern.dev/postern/version"
@@ -29,6 +30,7 @@ func main() {
 		maxFlows  = flag.Int("max-flows-per-device", connector.DefaultMaxFlowsPerDevice, "flows one device may have open at this connector at once, over all its connections; more are refused with 'too many flows' until some close")
 		maxPend   = flag.Int("max-pending-conns", connector.DefaultMaxPendingConns, "client connections that may be awaiting a token at once (QUIC handshake, then the token); more are refused until some finish")
 		maxPendIP = flag.Int("max-pending-per-address", connector.DefaultMaxPendingPerAddr, "the same bound for one source IP address")
+		yieldTo   = flag.Duration("bulk-yield-target", bulkyield.DefaultTarget, "while interactive flows are active, bulk downloads wait until their connection's queueing delay is down to this; lower favours interactive flows, higher bulk ones (0: bulk downloads never wait)")
 		procsN    = flag.Int("procs", 0, "threads running Go code at once (GOMAXPROCS; 0: half the CPUs, at least 1, unless $GOMAXPROCS is set)")
 		verbose   = flag.Bool("v", false, "debug logging")
 		showVer   = flag.Bool("version", false, "print the version and exit")
@@ -78,7 +80,7 @@ func main() {
 		}
 	}
 	c, err := connector.Open(connector.Config{StateDir: *stateDir, ListenUDP: *listenUDP, MetricsAddr: *metrics, FailStaticMax: fsm, MaxFlowsPerDevice: *maxFlows,
-		MaxPendingConns: *maxPend, MaxPendingPerAddr: *maxPendIP, Logger: log})
+		MaxPendingConns: *maxPend, MaxPendingPerAddr: *maxPendIP, BulkQueueTarget: bulkyield.FlagTarget(*yieldTo), Logger: log})
 	if err != nil {
 		fail(err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"postern.dev/postern/client"
 	"postern.dev/postern/installer/preset"
+	"postern.dev/postern/internal/bulkyield"
 	"postern.dev/postern/internal/cmdlog"
 	"postern.dev/postern/internal/procs"
 	"postern.dev/postern/version"
@@ -41,6 +42,7 @@ func main() {
 	group := fs.String("socket-group", "", "group (name or gid) allowed to use the local API socket")
 	directOnly := fs.Bool("direct-only", false, "dial connectors only at the addresses they report (no relays or NAT traversal)")
 	connsPer := fs.Int("conns-per-connector", 0, "most QUIC connections kept to one connector (0: min(GOMAXPROCS, 4), at least 2; 1: a single connection)")
+	yieldTo := fs.Duration("bulk-yield-target", bulkyield.DefaultTarget, "while interactive flows are active, bulk uploads wait until their connection's queueing delay is down to this; lower favours interactive flows, higher bulk ones (0: bulk uploads never wait)")
 	caFile := fs.String("ca", "", "PEM file of the deployment CA, for signing in with the preset service key when the controller is not in the system roots")
 	restore := fs.Bool("restore", false, "undo the DNS configuration and routes a crashed daemon left behind (for --state and --tun), then exit; exit 0 when there is nothing to do")
 	procsN := fs.Int("procs", 0, "threads running Go code at once (GOMAXPROCS; 0: half the CPUs, at least 1, unless $GOMAXPROCS is set)")
@@ -111,7 +113,7 @@ func main() {
 		caPEM = string(b)
 	}
 	opts := client.RunOptions{
-		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks, DirectOnly: *directOnly, ConnsPerConnector: *connsPer,
+		StateDir: *state, Socket: *socket, SocketGroup: gid, SOCKS5: *socks, DirectOnly: *directOnly, ConnsPerConnector: *connsPer, BulkQueueTarget: bulkyield.FlagTarget(*yieldTo),
 		TUN:    client.TUNConfig{Name: *tunName, MTU: *mtu, IPv4Only: !*ipv6, V4Range: ranges.DeviceV4(), V6Range: ranges.DeviceV6()},
 		Logger: log, CAPEM: caPEM, MetricsAddr: *metrics,
 	}

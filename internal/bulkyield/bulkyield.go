@@ -83,17 +83,31 @@ const (
 	// Recent is how long one mark keeps a Marker active.
 	Recent = 100 * time.Millisecond
 	// DefaultTarget is the queueing delay a bulk sender leaves on its
-	// connection while interactive traffic is active. In the "under bulk"
-	// cell (same runs, load 6-8) 250 us with 8 rounds gave a 64-byte round
-	// trip p99 of 2.5-3.7 ms and bulk 0.84-1.57 Gbit/s; 500 us with 4
-	// rounds 3.7-4.6 ms and 0.93-1.68; no yielding 6.9-10.8 ms and
-	// 0.87-1.0.
-	DefaultTarget = 250 * time.Microsecond
+	// connection while interactive traffic is active (posternd and
+	// postern-connector --bulk-yield-target). In the "under bulk" cell, 9
+	// alternating pairs against 250 us at load 0.9-2.3 (2026-12-07): the
+	// 64-byte round trip's p99 lower in 9 of 9 (medians 3.8 -> 2.9 ms and
+	// 4.6 -> 3.4 ms in two sets), the bulk flow next to it 11-19% slower
+	// (1.45 -> 1.29 and 1.14 -> 0.93 Gbit/s); one flow and 64 bulk flows
+	// without an interactive one unchanged. 25 us went further (p99 4.1 ->
+	// 2.3 ms) at a third of the bulk flow (1.53 -> 0.98). Earlier, at load
+	// 6-8: 250 us gave 2.5-3.7 ms and 0.84-1.57 Gbit/s; 500 us 3.7-4.6 ms
+	// and 0.93-1.68; no yielding 6.9-10.8 ms and 0.87-1.0.
+	DefaultTarget = 100 * time.Microsecond
 	// Step is the longest single wait and Rounds the most waits before
 	// one write (a 64 KiB write waits at most 8 ms).
 	Step   = time.Millisecond
 	Rounds = 8
 )
+
+// FlagTarget turns a --bulk-yield-target value into the daemons' config
+// value, where 0 picks DefaultTarget: a flag of 0 or less means never wait.
+func FlagTarget(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
 
 // interactiveTurns is the number of turns in a row, each ending a message,
 // after which a flow is interactive: the answer of the Exchanges-th

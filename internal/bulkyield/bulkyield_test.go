@@ -310,3 +310,18 @@ func TestFlowConcurrent(t *testing.T) {
 		t.Fatalf("counters out of range: turns %d, burst %d", f.turns, f.burst)
 	}
 }
+
+// TestFlagTarget: --bulk-yield-target 0 (or less) turns yielding off, which
+// the daemons' configs spell as a negative target (their 0 is the default).
+func TestFlagTarget(t *testing.T) {
+	for _, c := range []struct{ in, want time.Duration }{
+		{DefaultTarget, DefaultTarget},
+		{250 * time.Microsecond, 250 * time.Microsecond},
+		{0, -1},
+		{-time.Millisecond, -1},
+	} {
+		if got := FlagTarget(c.in); got != c.want {
+			t.Errorf("FlagTarget(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
