@@ -14,6 +14,7 @@ import (
 
 	"postern.dev/postern/internal/lograte"
 	"postern.dev/postern/internal/srcaddr"
+	"postern.dev/postern/traversal/udpbatch"
 )
 
 // Bounds on client connections that have not yet presented a token
@@ -40,6 +41,21 @@ const (
 	retryAboveTotal   = 256
 )
 
+// A source (address and port) that was refused stays refused for
+// refusedHold. A client's ClientHello may fill two Initial packets, and
+// quic-go keeps no state for a connection it refused, so each of them asks
+// for a new connection. Without the hold, one handled after a place had
+// been freed took it for a client that had already given up, and held it
+// until its handshake timed out. A client redials after at least 125 ms
+// (its reconnect backoff), so the hold does not delay one that retries.
+// At most maxRefusedHeld sources are remembered; past that, expired entries
+// are dropped, and while all are live a refusal is not remembered (the
+// limits hold regardless).
+const (
+	refusedHold    = 100 * time.Millisecond
+	maxRefusedHeld = 4096
+)
+
 // errTooManyPending is what admission.connContext refuses with; quic-go
 // answers the Initial with CONNECTION_REFUSED.
 var errTooManyPending = errors.New("too many connections awaiting a token")
@@ -53,13 +69,17 @@ type admission struct {
 	onRefuse             func(source netip.Prefix, why string)
 	warn                 *lograte.Limiter // for onRefuse's log lines
 
+	now func() time.Time
+
 	mu         sync.Mutex
-	pend       srcaddr.Counts // pending connections
-	unverified srcaddr.Counts // of them, those with an unvalidated source address
+	pend       srcaddr.Counts               // pending connections
+	unverified srcaddr.Counts               // of them, those with an unvalidated source address
+	refused    map[netip.AddrPort]time.Time // source -> refused until (refusedHold)
 }
 
 func newAdmission(maxTotal, maxPerAddr int, onRefuse func(netip.Prefix, string)) *admission {
-	return &admission{maxTotal: maxTotal, maxPerAddr: maxPerAddr, onRefuse: onRefuse, warn: lograte.New(limitWarnEvery)}
+	return &admission{maxTotal: maxTotal, maxPerAddr: maxPerAddr, onRefuse: onRefuse, warn: lograte.New(limitWarnEvery),
+		now: time.Now, refused: map[netip.AddrPort]time.Time{}}
 }
 
 // install sets the hooks on tr. It must run before tr serves a listener.
@@ -93,16 +113,21 @@ func (t *admitTicket) release() { t.once.Do(t.done) }
 // session accepts the first token (admitted) or the connection ends.
 func (a *admission) connContext(ctx context.Context, ci *quic.ClientInfo) (context.Context, error) {
 	k := srcaddr.Key(ci.RemoteAddr)
+	src, _ := udpbatch.AddrPortOf(ci.RemoteAddr) // zero for other addresses: no hold
 	unver := !ci.AddrVerified
+	now := a.now()
 	a.mu.Lock()
 	var why string
 	switch {
+	case src.IsValid() && now.Before(a.refused[src]):
+		why = fmt.Sprintf("%s was refused less than %v ago", src, refusedHold)
 	case a.pend.Total() >= a.maxTotal:
 		why = fmt.Sprintf("%d connections awaiting a token, the connector's limit", a.pend.Total())
 	case a.pend.Of(k) >= a.maxPerAddr:
 		why = fmt.Sprintf("%d connections from %s awaiting a token, the limit per address", a.pend.Of(k), srcaddr.String(k))
 	}
 	if why != "" {
+		a.holdRefused(src, now)
 		a.mu.Unlock()
 		if a.onRefuse != nil {
 			a.onRefuse(k, why)
@@ -124,6 +149,25 @@ func (a *admission) connContext(ctx context.Context, ci *quic.ClientInfo) (conte
 	}}
 	context.AfterFunc(ctx, t.release)
 	return context.WithValue(ctx, admitKey{}, t), nil
+}
+
+// holdRefused remembers src as refused until refusedHold after now. The
+// caller holds a.mu.
+func (a *admission) holdRefused(src netip.AddrPort, now time.Time) {
+	if !src.IsValid() {
+		return
+	}
+	if _, ok := a.refused[src]; !ok && len(a.refused) >= maxRefusedHeld {
+		for s, until := range a.refused {
+			if !now.Before(until) {
+				delete(a.refused, s)
+			}
+		}
+		if len(a.refused) >= maxRefusedHeld {
+			return
+		}
+	}
+	a.refused[src] = now.Add(refusedHold)
 }
 
 // register adds the pending-connection gauge to reg.

@@ -103,6 +103,85 @@ func TestAdmissionAsksForRetry(t *testing.T) {
 // handshake but sent no token hold places; over the per-address limit a new
 // one is refused at its first packet (CONNECTION_REFUSED), and a token or a
 // close gives the place back.
+// TestRefusedSourceHeld: a source (address and port) that was refused is
+// refused again for refusedHold, even after a place was freed: a late second
+// Initial packet of its ClientHello must not take the place for a client
+// that has given up. Other ports of the same address are not held, and the
+// hold ends.
+func TestRefusedSourceHeld(t *testing.T) {
+	var refused []string
+	a := newAdmission(100, 1, func(_ netip.Prefix, why string) { refused = append(refused, why) })
+	now := time.Unix(1700000000, 0)
+	a.now = func() time.Time { return now }
+	admit := func(addr string) (context.CancelFunc, error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		_, err := a.connContext(ctx, &quic.ClientInfo{RemoteAddr: udpAddr(addr)})
+		return cancel, err
+	}
+	first, err := admit("192.0.2.1:1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admit("192.0.2.1:2000"); !errors.Is(err, errTooManyPending) {
+		t.Fatalf("a second connection with a per-address limit of 1: %v, want a refusal", err)
+	}
+	first() // the place is free again
+	testenv.Eventually(t, 10*time.Second, "the closed connection's place", func() bool { tot, _ := a.pending(udpAddr("192.0.2.1:1")); return tot == 0 })
+	now = now.Add(refusedHold / 2)
+	if _, err := admit("[::ffff:192.0.2.1]:2000"); !errors.Is(err, errTooManyPending) || !strings.Contains(err.Error(), "192.0.2.1:2000 was refused") {
+		t.Fatalf("the refused source again within the hold: %v, want a refusal naming it", err)
+	}
+	if len(refused) != 2 {
+		t.Fatalf("onRefuse called %d times, want 2", len(refused))
+	}
+	if tot, _ := a.pending(udpAddr("192.0.2.1:1")); tot != 0 {
+		t.Fatalf("%d pending after a held refusal, want 0", tot)
+	}
+	other, err := admit("192.0.2.1:3000")
+	if err != nil {
+		t.Fatalf("another port of the address within the hold: %v", err)
+	}
+	other()
+	testenv.Eventually(t, 10*time.Second, "the other port's place", func() bool { tot, _ := a.pending(udpAddr("192.0.2.1:1")); return tot == 0 })
+	// Each refusal, the held one too, holds the source for refusedHold
+	// from then.
+	now = now.Add(refusedHold - time.Millisecond)
+	if _, err := admit("192.0.2.1:2000"); !errors.Is(err, errTooManyPending) {
+		t.Fatalf("the source refused again within the hold: %v, want a refusal", err)
+	}
+	now = now.Add(refusedHold)
+	if _, err := admit("192.0.2.1:2000"); err != nil {
+		t.Fatalf("the refused source after the hold: %v", err)
+	}
+}
+
+// TestRefusedHoldBounded: at most maxRefusedHeld sources are remembered;
+// expired ones make room, and while all are live a new refusal is simply
+// not held.
+func TestRefusedHoldBounded(t *testing.T) {
+	a := newAdmission(0, 0, nil) // refuses everything
+	now := time.Unix(1700000000, 0)
+	a.now = func() time.Time { return now }
+	src := func(i int) string {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 1).String()
+	}
+	for i := range maxRefusedHeld + 10 {
+		if _, err := a.connContext(context.Background(), &quic.ClientInfo{RemoteAddr: udpAddr(src(i))}); err == nil {
+			t.Fatal("admitted with limits of 0")
+		}
+	}
+	if len(a.refused) != maxRefusedHeld {
+		t.Fatalf("%d sources held, want %d", len(a.refused), maxRefusedHeld)
+	}
+	now = now.Add(refusedHold)
+	if _, err := a.connContext(context.Background(), &quic.ClientInfo{RemoteAddr: udpAddr("192.0.2.7:7")}); err == nil {
+		t.Fatal("admitted with limits of 0")
+	}
+	if len(a.refused) != 1 {
+		t.Fatalf("%d sources held after the others expired, want 1", len(a.refused))
+	}
+}
+
 func TestPendingConnectionsBounded(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.MaxPendingPerAddr = 3 })
 	tr := e.alice.token()
@@ -117,9 +196,10 @@ func TestPendingConnectionsBounded(t *testing.T) {
 	// The refused dial's ClientHello may fill two Initial packets. quic-go
 	// keeps no state for a refused connection, so each one asks for a new
 	// connection; one handled after the token below would take the freed
-	// place and hold it until its handshake times out (its client is gone).
-	// So the test waits until the connector has refused every Initial the
-	// dial sent.
+	// place for a client that is gone, but the connector holds the refused
+	// source for refusedHold (TestRefusedSourceHeld). The test waits until
+	// every Initial the dial sent was refused, so that the gauge and the
+	// dials below see only the three held connections.
 	refusals := e.c.met.handshakeFail.WithLabelValues("too many connections awaiting a token")
 	before := counterValue(refusals)
 	qt, pc := countingTransport(t)
