@@ -46,8 +46,10 @@ const (
 // quic-go keeps no state for a connection it refused, so each of them asks
 // for a new connection. Without the hold, one handled after a place had
 // been freed took it for a client that had already given up, and held it
-// until its handshake timed out. A client redials after at least 125 ms
-// (its reconnect backoff), so the hold does not delay one that retries.
+// until its handshake timed out. A client's reconnect loop redials after
+// 125 ms at the soonest, beyond the hold; a dial for a flow opened within
+// it is refused once more, which a source at its limit would mostly be
+// anyway.
 // At most maxRefusedHeld sources are remembered; past that, expired entries
 // are dropped, and while all are live a refusal is not remembered (the
 // limits hold regardless).
