@@ -45,8 +45,9 @@ type fastChan struct {
 	num  uint16
 	peer netip.AddrPort
 	// addr is the peer as pion names it, handed to quic-go with every
-	// datagram received on the channel.
-	addr   net.Addr
+	// datagram received on the channel (quic-go's UDP path needs this
+	// type for the addresses it writes back to).
+	addr   *net.UDPAddr
 	slowAt atomic.Int64 // unix nanoseconds of the next packet through pion
 }
 
@@ -122,10 +123,11 @@ func (f *turnFastPath) channel(num uint16) *fastChan {
 	if !ok {
 		return nil
 	}
-	peer, ok := udpbatch.AddrPortOf(peerAddr)
+	ua, ok := peerAddr.(*net.UDPAddr) // pion's peers are UDP addresses
 	if !ok {
 		return nil
 	}
+	peer, _ := udpbatch.AddrPortOf(ua)
 	f.cmu.Lock()
 	defer f.cmu.Unlock()
 	if c := (*f.byNum.Load())[num]; c != nil {
@@ -135,7 +137,7 @@ func (f *turnFastPath) channel(num uint16) *fastChan {
 	if old := chans[peer]; old != nil {
 		delete(byNum, old.num)
 	}
-	c := &fastChan{num: num, peer: peer, addr: peerAddr}
+	c := &fastChan{num: num, peer: peer, addr: ua}
 	c.slowAt.Store(time.Now().Add(slowEvery).UnixNano())
 	chans[peer] = c
 	byNum[num] = c

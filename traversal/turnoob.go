@@ -1,6 +1,7 @@
 package traversal
 
 import (
+	"fmt"
 	"net"
 
 	"golang.org/x/net/ipv4"
@@ -24,55 +25,23 @@ import (
 // marks come back and stops marking, as on any path that clears them.
 
 // ReadBatch reads datagrams into ms (quic-go's reader): through the
-// receiver, as many as its last socket read left, at least one.
+// receiver, as many as its last socket read left, at least one. Their
+// addresses are *net.UDPAddr, as quic-go's UDP path needs (turnReceiver.put).
 func (c *udpRelayPacketConn) ReadBatch(ms []ipv4.Message, _ int) (int, error) {
-	for {
-		n, err := c.readBatch(ms)
-		if err != nil || n == 0 {
-			return n, err
-		}
-		// quic-go's UDP path asserts *net.UDPAddr for the addresses it
-		// writes back to; the receiver hands out no other, so one
-		// skipped is a bug's symptom, not traffic.
-		// The buffers stay where quic-go put them: a kept datagram is
-		// copied down over a skipped one.
-		k := 0
-		for i := range n {
-			if _, ok := ms[i].Addr.(*net.UDPAddr); !ok {
-				continue
-			}
-			if k != i {
-				ms[k].N = copy(ms[k].Buffers[0], ms[i].Buffers[0][:ms[i].N])
-				ms[k].Addr = ms[i].Addr
-			}
-			k++
-		}
-		if k > 0 {
-			return k, nil
-		}
-	}
+	return c.readBatch(ms)
 }
 
 // ReadMsgUDP reads one datagram; there are no control messages.
-func (c *udpRelayPacketConn) ReadMsgUDP(b, _ []byte) (n, oobn, flags int, addr *net.UDPAddr, err error) {
-	n, addr, err = c.readUDP(b)
-	return n, 0, 0, addr, err
-}
-
-// readUDP reads the next datagram whose sender is a UDP address (quic-go's
-// UDP path asserts that type for the addresses it writes back to; the
-// receiver hands out no other, so a skipped datagram is a bug's symptom,
-// not traffic).
-func (c *udpRelayPacketConn) readUDP(b []byte) (int, *net.UDPAddr, error) {
-	for {
-		n, a, err := c.ReadFrom(b)
-		if err != nil {
-			return 0, nil, err
-		}
-		if ua, ok := a.(*net.UDPAddr); ok {
-			return n, ua, nil
-		}
+func (c *udpRelayPacketConn) ReadMsgUDP(b, _ []byte) (n, oobn int, flags int, addr *net.UDPAddr, err error) {
+	n, a, err := c.ReadFrom(b)
+	if err != nil {
+		return 0, 0, 0, nil, err
 	}
+	ua, ok := a.(*net.UDPAddr)
+	if !ok { // the receiver hands out no other type
+		return 0, 0, 0, nil, fmt.Errorf("relayed socket: a datagram from a %T, not a UDP address", a)
+	}
+	return n, 0, 0, ua, nil
 }
 
 // WriteMsgUDP sends b to addr, as datagrams of the segment size a

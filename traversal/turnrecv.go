@@ -69,7 +69,7 @@ type recvCounts struct {
 // inbound is a datagram the pump read for quic-go.
 type inbound struct {
 	b    []byte
-	from net.Addr
+	from *net.UDPAddr
 }
 
 // turnReceiver reads the base UDP socket of one allocation.
@@ -192,8 +192,9 @@ func (r *turnReceiver) deliver(m *ipv4.Message, d []byte, from net.Addr) int {
 }
 
 // put copies datagram p of peer into m and returns 1, or 0 when it does not
-// fit.
-func (r *turnReceiver) put(m *ipv4.Message, p []byte, peer net.Addr) int {
+// fit. Every address the receiver hands out is a *net.UDPAddr, the type
+// quic-go's UDP path needs for the addresses it writes back to.
+func (r *turnReceiver) put(m *ipv4.Message, p []byte, peer *net.UDPAddr) int {
 	if len(p) > len(m.Buffers[0]) {
 		r.n.tooLarge.Add(1)
 		return 0
@@ -283,7 +284,7 @@ func (r *turnReceiver) pump() {
 // dispatch handles datagram d from the socket (under rmu): it returns the
 // payload for quic-go and its peer, or nil when d went to pion or was
 // dropped.
-func (r *turnReceiver) dispatch(d []byte, from net.Addr) ([]byte, net.Addr) {
+func (r *turnReceiver) dispatch(d []byte, from net.Addr) ([]byte, *net.UDPAddr) {
 	switch {
 	case len(d) >= 1 && d[0]&0xC0 == 0x40:
 		return r.channelData(d, from)
@@ -315,7 +316,7 @@ func (r *turnReceiver) fromRelay(from net.Addr) bool {
 	return ok && ap == r.f.server
 }
 
-func (r *turnReceiver) channelData(d []byte, from net.Addr) ([]byte, net.Addr) {
+func (r *turnReceiver) channelData(d []byte, from net.Addr) ([]byte, *net.UDPAddr) {
 	num, p, ok := stunguard.ChannelData(d)
 	if !ok {
 		r.n.malformed.Add(1)
@@ -342,7 +343,7 @@ func isDataIndication(d []byte) bool {
 
 // dataIndication returns the data and peer of a Data indication from the
 // relay (it carries data from a peer with a permission but no channel yet).
-func (r *turnReceiver) dataIndication(d []byte, from net.Addr) ([]byte, net.Addr) {
+func (r *turnReceiver) dataIndication(d []byte, from net.Addr) ([]byte, *net.UDPAddr) {
 	if !r.fromRelay(from) {
 		r.n.foreign.Add(1)
 		return nil, nil
