@@ -163,13 +163,12 @@ func (r *runner) rrBeside(ctx context.Context, t, bulkVia *tunnel) (p50, p99, bu
 }
 
 // memCell opens n idle flows through the tunnel and returns the growth of
-// the tunnel processes' RSS per flow, in KiB.
-func (r *runner) memCell(ctx context.Context, t *tunnel, n int) (float64, error) {
-	pids := t.memPids()
-	if len(pids) == 0 {
+// the tunnel processes' RSS from before (their RSS before the first memory
+// cell) per flow, in KiB.
+func (r *runner) memCell(ctx context.Context, t *tunnel, n int, before int64) (float64, error) {
+	if len(t.memPids()) == 0 {
 		return math.NaN(), fmt.Errorf("no tunnel process")
 	}
-	before := totalRSS(pids)
 	openFor := 25 * time.Second
 	if r.opts.Quick {
 		openFor = 20 * time.Second

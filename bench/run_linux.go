@@ -323,7 +323,17 @@ func (r *runner) measure(ctx context.Context) {
 	// cells (as until 2026-12-06), the RSS growth depended on how much
 	// freed memory those cells had left in the processes: 9.3 KiB per flow
 	// in the full run of 17:15 UTC, about 34 with fresh processes of the
-	// same build.
+	// same build. For the same reason every count's growth is taken from
+	// the RSS the processes had before the first memory cell: measured
+	// from the RSS after the 1,000-flow cell instead, the 10,000-flow cell
+	// reused what the first had left and read 27.7-28.0 KiB per flow,
+	// against 31.5-36.7 with fresh processes (2026-12-07, 21:34 UTC).
+	base := map[*tunnel]int64{}
+	for _, t := range live {
+		if pids := t.memPids(); len(pids) > 0 {
+			base[t] = totalRSS(pids)
+		}
+	}
 	for _, n := range r.opts.IdleFlows {
 		if !r.opts.wantCell("idle flows") {
 			break
@@ -332,7 +342,7 @@ func (r *runner) measure(ctx context.Context) {
 			if t.key == TunDirect || t.alive() != nil || ctx.Err() != nil {
 				continue
 			}
-			kib, err := r.memCell(ctx, t, n)
+			kib, err := r.memCell(ctx, t, n, base[t])
 			key := fmt.Sprintf("%s%d", MMemPerFlow, n)
 			if err != nil {
 				r.cellErr(t, fmt.Sprintf("%d idle flows: %v", n, err))
